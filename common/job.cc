@@ -1,0 +1,168 @@
+#include "common/job.h"
+
+#include <fmt/format.h>
+
+namespace tokengate {
+
+const char* weightName(Weight w) {
+  switch (w) {
+    case Weight::kLight:
+      return "light";
+    case Weight::kMedium:
+      return "medium";
+    case Weight::kHeavy:
+      return "heavy";
+    default:
+      return "unspecified";
+  }
+}
+
+StatusOr<Weight> parseWeight(std::string_view s) {
+  if (s == "light") return Weight::kLight;
+  if (s == "medium") return Weight::kMedium;
+  if (s == "heavy") return Weight::kHeavy;
+  if (s == "" || s == "unspecified" || s == "default") return Weight::kUnspecified;
+  return absl::InvalidArgumentError(fmt::format("unknown weight class '{}'", s));
+}
+
+StatusOr<Precision> parsePrecision(std::string_view s) {
+  if (s == "double") return Precision::kDouble;
+  if (s == "dec50") return Precision::kDec50;
+  return absl::InvalidArgumentError(
+      fmt::format("unknown precision '{}' (expected double or dec50)", s));
+}
+
+uint64_t JobSpec::tokenCount() const {
+  uint64_t n = 0;
+  for (const auto& t : tokens) n += t.repeat;
+  return n;
+}
+
+uint32_t JobSpec::add(TokenSpec spec) {
+  auto first = static_cast<uint32_t>(tokenCount());
+  tokens.push_back(std::move(spec));
+  return first;
+}
+
+Status JobSpec::validate(uint64_t max_tokens) const {
+  if (tokens.empty()) return absl::InvalidArgumentError("job has no tokens");
+  uint64_t next = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const auto& t = tokens[i];
+    if (t.op.empty()) return absl::InvalidArgumentError(fmt::format("token spec {}: empty op", i));
+    if (t.repeat == 0)
+      return absl::InvalidArgumentError(fmt::format("token spec {}: repeat must be >= 1", i));
+    if (next + t.repeat > max_tokens)
+      return absl::InvalidArgumentError(
+          fmt::format("job expands to more than {} tokens", max_tokens));
+    const int64_t last_rep = static_cast<int64_t>(t.repeat) - 1;
+    for (size_t a = 0; a < t.args.size(); ++a) {
+      const auto& arg = t.args[a];
+      if (arg.kind == Arg::Kind::kValue) {
+        if (arg.step != 0 && !arg.value.isInt())
+          return absl::InvalidArgumentError(
+              fmt::format("token spec {} arg {}: step needs an int value", i, a));
+        continue;
+      }
+      const int64_t count = arg.kind == Arg::Kind::kRef ? 1 : arg.count;
+      if (count == 0)
+        return absl::InvalidArgumentError(fmt::format("token spec {} arg {}: empty ref range", i, a));
+      // Refs must name earlier tokens: lowest and highest across repetitions.
+      const int64_t lo = std::min<int64_t>(arg.start, arg.start + arg.step * last_rep);
+      const int64_t hi = std::max<int64_t>(arg.start, arg.start + arg.step * last_rep) + count - 1;
+      if (lo < 0 || hi >= static_cast<int64_t>(next))
+        return absl::InvalidArgumentError(fmt::format(
+            "token spec {} arg {}: refs [{}, {}] must name earlier tokens (< {})", i, a, lo, hi,
+            next));
+    }
+    next += t.repeat;
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<JobSpec> makeLeibnizJob(uint64_t terms, Precision precision, uint32_t chunk,
+                                 uint32_t partials) {
+  if (terms == 0 || chunk == 0 || partials == 0 || terms % chunk != 0 ||
+      (terms / chunk) % partials != 0)
+    return absl::InvalidArgumentError(fmt::format(
+        "terms ({}) must be a multiple of chunk ({}) x partials ({})", terms, chunk, partials));
+  if (terms > UINT32_MAX / 2) return absl::InvalidArgumentError("too many terms");
+  const bool dec = precision == Precision::kDec50;
+  const auto chunks = static_cast<uint32_t>(terms / chunk);
+  const uint32_t per_partial = chunks / partials;
+  JobSpec job;
+  job.name = fmt::format("leibniz-{}-{}", terms, dec ? "dec50" : "double");
+  TokenSpec term;
+  term.op = dec ? "leibniz.term_dec50" : "leibniz.term";
+  term.repeat = static_cast<uint32_t>(terms);
+  term.args.push_back(Arg::val(int64_t{0}, 1));
+  const uint32_t first_term = job.add(std::move(term));
+
+  TokenSpec chunk_spec;
+  chunk_spec.op = "leibniz.chunk";
+  chunk_spec.repeat = chunks;
+  chunk_spec.args.push_back(Arg::refs(first_term, chunk, chunk));
+  const uint32_t first_chunk = job.add(std::move(chunk_spec));
+
+  TokenSpec partial;
+  partial.op = "leibniz.partial";
+  partial.repeat = partials;
+  partial.args.push_back(Arg::refs(first_chunk, per_partial, per_partial));
+  const uint32_t first_partial = job.add(std::move(partial));
+
+  TokenSpec fin;
+  fin.op = "leibniz.final";
+  fin.args.push_back(Arg::refs(first_partial, partials));
+  fin.output = true;
+  fin.name = "pi";
+  job.add(std::move(fin));
+  return job;
+}
+
+namespace {
+template <typename T>
+T sumRange(const std::vector<T>& v, size_t start, size_t count) {
+  T s = v[start];
+  for (size_t i = 1; i < count; ++i) s += v[start + i];
+  return s;
+}
+
+template <typename T, typename TermFn>
+T pyramid(uint64_t terms, uint32_t chunk, uint32_t partials, TermFn term) {
+  std::vector<T> chunks;
+  chunks.reserve(terms / chunk);
+  for (uint64_t c = 0; c < terms / chunk; ++c) {
+    T s = term(c * chunk);
+    for (uint64_t k = c * chunk + 1; k < (c + 1) * chunk; ++k) s += term(k);
+    chunks.push_back(s);
+  }
+  std::vector<T> parts;
+  const size_t per = chunks.size() / partials;
+  for (size_t p = 0; p < partials; ++p) parts.push_back(sumRange(chunks, p * per, per));
+  return sumRange(parts, 0, parts.size()) * 4;
+}
+}  // namespace
+
+double leibnizTermDouble(int64_t k) {
+  const double sign = (k & 1) ? -1.0 : 1.0;
+  return sign / (2.0 * static_cast<double>(k) + 1.0);
+}
+
+BigFloat leibnizTermDec(int64_t k) {
+  BigFloat t = BigFloat(1) / BigFloat(2 * k + 1);
+  if (k & 1) t.backend().negate();
+  return t;
+}
+
+Value leibnizLocal(uint64_t terms, Precision precision, uint32_t chunk, uint32_t partials) {
+  if (precision == Precision::kDouble) {
+    return pyramid<double>(terms, chunk, partials,
+                           [](uint64_t k) { return leibnizTermDouble(static_cast<int64_t>(k)); });
+  }
+  BigFloat pi = pyramid<BigFloat>(terms, chunk, partials, [](uint64_t k) {
+    return leibnizTermDec(static_cast<int64_t>(k));
+  });
+  return fromBigFloat(pi);
+}
+
+}  // namespace tokengate

@@ -1,0 +1,256 @@
+#include "common/job_json.h"
+
+#include <fmt/format.h>
+
+namespace tokengate {
+
+namespace json = boost::json;
+
+namespace {
+
+std::string toHex(const std::string& s) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (unsigned char c : s) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+StatusOr<std::string> fromHex(std::string_view s) {
+  if (s.size() % 2) return absl::InvalidArgumentError("hex string has odd length");
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < s.size(); i += 2) {
+    int hi = nib(s[i]), lo = nib(s[i + 1]);
+    if (hi < 0 || lo < 0) return absl::InvalidArgumentError("invalid hex digit");
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
+}
+
+template <typename T>
+StatusOr<T> getUint(const json::object& o, std::string_view key, T dflt, std::string_view where) {
+  auto* v = o.if_contains(key);
+  if (!v) return dflt;
+  if (!v->is_int64() && !v->is_uint64())
+    return absl::InvalidArgumentError(fmt::format("{}: '{}' must be an integer", where, key));
+  auto x = v->is_int64() ? v->get_int64() : static_cast<int64_t>(v->get_uint64());
+  if (x < 0 || static_cast<uint64_t>(x) > std::numeric_limits<T>::max())
+    return absl::InvalidArgumentError(fmt::format("{}: '{}' out of range", where, key));
+  return static_cast<T>(x);
+}
+
+StatusOr<std::string> getString(const json::object& o, std::string_view key,
+                                std::string_view where, bool required) {
+  auto* v = o.if_contains(key);
+  if (!v) {
+    if (required) return absl::InvalidArgumentError(fmt::format("{}: missing '{}'", where, key));
+    return std::string();
+  }
+  if (!v->is_string())
+    return absl::InvalidArgumentError(fmt::format("{}: '{}' must be a string", where, key));
+  return std::string(v->get_string());
+}
+
+StatusOr<Arg> argFromJson(const json::value& v, std::string_view where) {
+  if (!v.is_object()) {
+    auto val = valueFromJson(v);
+    if (!val.ok()) return val.status();
+    return Arg::val(*std::move(val));
+  }
+  const auto& o = v.get_object();
+  auto step = o.if_contains("step");
+  int64_t step_v = 0;
+  if (step) {
+    if (!step->is_int64()) return absl::InvalidArgumentError(fmt::format("{}: step must be an integer", where));
+    step_v = step->get_int64();
+  }
+  if (auto* r = o.if_contains("ref")) {
+    if (!r->is_int64() || r->get_int64() < 0)
+      return absl::InvalidArgumentError(fmt::format("{}: ref must be a token index", where));
+    return Arg::ref(static_cast<uint32_t>(r->get_int64()), step_v);
+  }
+  if (auto* r = o.if_contains("refs")) {
+    if (!r->is_array() || r->get_array().size() != 2 || !r->get_array()[0].is_int64() ||
+        !r->get_array()[1].is_int64() || r->get_array()[0].get_int64() < 0 ||
+        r->get_array()[1].get_int64() <= 0)
+      return absl::InvalidArgumentError(
+          fmt::format("{}: refs must be [start, count] with count > 0", where));
+    return Arg::refs(static_cast<uint32_t>(r->get_array()[0].get_int64()),
+                     static_cast<uint32_t>(r->get_array()[1].get_int64()), step_v);
+  }
+  if (auto* r = o.if_contains("value")) {
+    auto val = valueFromJson(*r);
+    if (!val.ok()) return val.status();
+    return Arg::val(*std::move(val), step_v);
+  }
+  auto val = valueFromJson(v);
+  if (!val.ok()) return val.status();
+  return Arg::val(*std::move(val), step_v);
+}
+
+}  // namespace
+
+StatusOr<Value> valueFromJson(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null:
+      return Value();
+    case json::kind::bool_:
+      return Value(v.get_bool());
+    case json::kind::int64:
+      return Value(v.get_int64());
+    case json::kind::uint64:
+      if (v.get_uint64() > static_cast<uint64_t>(INT64_MAX))
+        return absl::InvalidArgumentError("integer out of range");
+      return Value(static_cast<int64_t>(v.get_uint64()));
+    case json::kind::double_:
+      return Value(v.get_double());
+    case json::kind::string:
+      return Value(std::string(v.get_string()));
+    case json::kind::object: {
+      const auto& o = v.get_object();
+      if (auto* d = o.if_contains("dec"); d && d->is_string()) {
+        try {
+          return Value(fromBigFloat(BigFloat(std::string(d->get_string()))));
+        } catch (const std::exception&) {
+          return absl::InvalidArgumentError(
+              fmt::format("'{}' is not a decimal number", std::string(d->get_string())));
+        }
+      }
+      if (auto* b = o.if_contains("bytes"); b && b->is_string()) {
+        auto raw = fromHex(b->get_string());
+        if (!raw.ok()) return raw.status();
+        return Value(Bytes{*std::move(raw)});
+      }
+      if (auto* i = o.if_contains("int"); i && i->is_int64()) return Value(i->get_int64());
+      return absl::InvalidArgumentError(
+          "object values must be {\"dec\": \"...\"}, {\"bytes\": \"hex\"} or {\"int\": n}");
+    }
+    case json::kind::array:
+      return absl::InvalidArgumentError("arrays are not values (use several args)");
+  }
+  return absl::InvalidArgumentError("unsupported JSON value");
+}
+
+json::value valueToJson(const Value& v) {
+  if (v.isNull()) return nullptr;
+  if (v.isInt()) return v.asInt();
+  if (v.isDouble()) return v.asDouble();
+  if (v.isText()) return json::string(v.asText());
+  if (v.isBool()) return v.asBool();
+  if (v.isBytes()) return json::object{{"bytes", toHex(v.asBytes().data)}};
+  return json::object{{"dec", v.toString()}};
+}
+
+StatusOr<JobSpec> jobFromJson(const json::value& v) {
+  if (!v.is_object()) return absl::InvalidArgumentError("job must be a JSON object");
+  const auto& o = v.get_object();
+  JobSpec job;
+  auto name = getString(o, "name", "job", false);
+  if (!name.ok()) return name.status();
+  job.name = *name;
+  auto* tokens = o.if_contains("tokens");
+  if (!tokens || !tokens->is_array())
+    return absl::InvalidArgumentError("job: 'tokens' must be an array");
+  size_t i = 0;
+  for (const auto& tv : tokens->get_array()) {
+    std::string where = fmt::format("tokens[{}]", i++);
+    if (!tv.is_object()) return absl::InvalidArgumentError(where + ": must be an object");
+    const auto& t = tv.get_object();
+    TokenSpec s;
+    auto op = getString(t, "op", where, true);
+    if (!op.ok()) return op.status();
+    s.op = *op;
+    auto weight = getString(t, "weight", where, false);
+    if (!weight.ok()) return weight.status();
+    auto w = parseWeight(*weight);
+    if (!w.ok()) return absl::InvalidArgumentError(where + ": " + std::string(w.status().message()));
+    s.weight = *w;
+    auto key = getString(t, "key", where, false);
+    if (!key.ok()) return key.status();
+    s.idempotency_key = *key;
+    auto label = getString(t, "name", where, false);
+    if (!label.ok()) return label.status();
+    s.name = *label;
+    auto deadline = getUint<uint32_t>(t, "deadline_ms", 0, where);
+    if (!deadline.ok()) return deadline.status();
+    s.deadline_ms = *deadline;
+    auto attempts = getUint<uint8_t>(t, "max_attempts", 0, where);
+    if (!attempts.ok()) return attempts.status();
+    s.max_attempts = *attempts;
+    auto repeat = getUint<uint32_t>(t, "repeat", 1, where);
+    if (!repeat.ok()) return repeat.status();
+    s.repeat = *repeat;
+    if (auto* out = t.if_contains("output")) {
+      if (!out->is_bool()) return absl::InvalidArgumentError(where + ": 'output' must be a bool");
+      s.output = out->get_bool();
+    }
+    if (auto* args = t.if_contains("args")) {
+      if (!args->is_array()) return absl::InvalidArgumentError(where + ": 'args' must be an array");
+      size_t a = 0;
+      for (const auto& av : args->get_array()) {
+        auto arg = argFromJson(av, fmt::format("{}.args[{}]", where, a++));
+        if (!arg.ok()) return arg.status();
+        s.args.push_back(*std::move(arg));
+      }
+    }
+    job.tokens.push_back(std::move(s));
+  }
+  return job;
+}
+
+StatusOr<JobSpec> parseJobJson(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec) return absl::InvalidArgumentError(fmt::format("invalid JSON: {}", ec.message()));
+  return jobFromJson(v);
+}
+
+json::value jobToJson(const JobSpec& job) {
+  json::array tokens;
+  for (const auto& t : job.tokens) {
+    json::object o;
+    o["op"] = t.op;
+    if (t.weight != Weight::kUnspecified) o["weight"] = weightName(t.weight);
+    if (!t.idempotency_key.empty()) o["key"] = t.idempotency_key;
+    if (!t.name.empty()) o["name"] = t.name;
+    if (t.deadline_ms) o["deadline_ms"] = t.deadline_ms;
+    if (t.max_attempts) o["max_attempts"] = t.max_attempts;
+    if (t.repeat != 1) o["repeat"] = t.repeat;
+    if (t.output) o["output"] = true;
+    json::array args;
+    for (const auto& a : t.args) {
+      json::object ao;
+      switch (a.kind) {
+        case Arg::Kind::kValue:
+          if (a.step == 0) {
+            args.push_back(valueToJson(a.value));
+            continue;
+          }
+          ao["value"] = valueToJson(a.value);
+          break;
+        case Arg::Kind::kRef:
+          ao["ref"] = a.start;
+          break;
+        case Arg::Kind::kRefRange:
+          ao["refs"] = json::array{a.start, a.count};
+          break;
+      }
+      if (a.step) ao["step"] = a.step;
+      args.push_back(std::move(ao));
+    }
+    o["args"] = std::move(args);
+    tokens.push_back(std::move(o));
+  }
+  return json::object{{"name", job.name}, {"tokens", std::move(tokens)}};
+}
+
+}  // namespace tokengate

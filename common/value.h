@@ -1,0 +1,81 @@
+// Value: what tokens take as arguments and return as results.
+// Small tagged union mirroring wire::Value. Dec50 is kept in its packed wire
+// form so the coordinator can route it without touching multiprecision code;
+// operations convert with toBigFloat()/fromBigFloat().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include <boost/multiprecision/cpp_bin_float.hpp>
+
+namespace tokengate {
+
+using BigFloat = boost::multiprecision::cpp_bin_float_50;
+
+struct Dec50 {
+  uint64_t limbs[3] = {0, 0, 0};
+  int32_t exponent = 0;
+  bool negative = false;
+  uint8_t kind = 0;  // 0 zero, 1 finite, 2 inf, 3 nan
+  bool operator==(const Dec50&) const = default;
+};
+
+Dec50 fromBigFloat(const BigFloat& x);
+BigFloat toBigFloat(const Dec50& d);
+
+struct Bytes {
+  std::string data;
+  bool operator==(const Bytes&) const = default;
+};
+
+struct Null {
+  bool operator==(const Null&) const = default;
+};
+
+class Value {
+ public:
+  using Variant = std::variant<Null, int64_t, double, std::string, Bytes, Dec50, bool>;
+
+  Value() = default;
+  Value(int64_t v) : v_(v) {}                   // NOLINT(google-explicit-constructor)
+  Value(int v) : v_(int64_t{v}) {}              // NOLINT(google-explicit-constructor)
+  Value(double v) : v_(v) {}                    // NOLINT(google-explicit-constructor)
+  Value(std::string v) : v_(std::move(v)) {}    // NOLINT(google-explicit-constructor)
+  Value(const char* v) : v_(std::string(v)) {}  // NOLINT(google-explicit-constructor)
+  Value(Bytes v) : v_(std::move(v)) {}          // NOLINT(google-explicit-constructor)
+  Value(Dec50 v) : v_(v) {}                     // NOLINT(google-explicit-constructor)
+  Value(bool v) : v_(v) {}                      // NOLINT(google-explicit-constructor)
+
+  bool isNull() const { return std::holds_alternative<Null>(v_); }
+  bool isInt() const { return std::holds_alternative<int64_t>(v_); }
+  bool isDouble() const { return std::holds_alternative<double>(v_); }
+  bool isText() const { return std::holds_alternative<std::string>(v_); }
+  bool isBytes() const { return std::holds_alternative<Bytes>(v_); }
+  bool isDec() const { return std::holds_alternative<Dec50>(v_); }
+  bool isBool() const { return std::holds_alternative<bool>(v_); }
+
+  int64_t asInt() const { return std::get<int64_t>(v_); }
+  double asDouble() const { return std::get<double>(v_); }
+  const std::string& asText() const { return std::get<std::string>(v_); }
+  const Bytes& asBytes() const { return std::get<Bytes>(v_); }
+  const Dec50& asDec() const { return std::get<Dec50>(v_); }
+  bool asBool() const { return std::get<bool>(v_); }
+
+  // Numeric view: int, double or dec as a double.
+  double toDouble() const;
+  // Approximate encoded size in bytes (telemetry feature, batch sizing).
+  size_t byteSize() const;
+  // Human-readable form: decimals in full precision, bytes as length.
+  std::string toString() const;
+  const char* typeName() const;
+
+  const Variant& variant() const { return v_; }
+  bool operator==(const Value&) const = default;
+
+ private:
+  Variant v_;
+};
+
+}  // namespace tokengate

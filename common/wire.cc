@@ -1,0 +1,199 @@
+#include "common/wire.h"
+
+#include <fmt/format.h>
+#include <kj/exception.h>
+
+#include <cstring>
+
+namespace tokengate {
+
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size,
+                                                     size_t max_bytes) {
+  if (size > max_bytes)
+    return absl::ResourceExhaustedError(
+        fmt::format("frame of {} bytes exceeds the {} byte limit", size, max_bytes));
+  if (size == 0 || size % sizeof(capnp::word) != 0)
+    return absl::InvalidArgumentError(
+        fmt::format("frame of {} bytes is not a whole number of words", size));
+  auto frame = std::unique_ptr<DecodedFrame>(new DecodedFrame());
+  frame->words_ = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
+  std::memcpy(frame->words_.begin(), data, size);
+  try {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = size / sizeof(capnp::word) * 2 + 64;
+    options.nestingLimit = 16;
+    frame->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(frame->words_, options);
+    auto root = frame->reader_->getRoot<wire::Frame>();
+    (void)root.totalSize();  // walks every pointer: malformed input throws here
+    if (root.getVersion() != kProtocolVersion)
+      return absl::InvalidArgumentError(fmt::format(
+          "protocol version {} not supported (this peer speaks {})", root.getVersion(),
+          kProtocolVersion));
+    frame->root_ = root;
+  } catch (const kj::Exception& e) {
+    return absl::InvalidArgumentError(
+        fmt::format("malformed frame: {}", e.getDescription().cStr()));
+  }
+  return frame;
+}
+
+std::string encodeFrame(capnp::MessageBuilder& message) {
+  auto segments = message.getSegmentsForOutput();
+  std::string out;
+  out.resize(capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word));
+  kj::ArrayOutputStream stream(
+      kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
+  capnp::writeMessage(stream, segments);
+  return out;
+}
+
+void toWire(const Value& v, wire::Value::Builder out) {
+  std::visit(
+      [&](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Null>) {
+          out.setNull();
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          out.setInt(x);
+        } else if constexpr (std::is_same_v<T, double>) {
+          out.setFloat(x);
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          out.setText(x);
+        } else if constexpr (std::is_same_v<T, Bytes>) {
+          out.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(x.data.data()), x.data.size()));
+        } else if constexpr (std::is_same_v<T, bool>) {
+          out.setBool(x);
+        } else {
+          auto d = out.initDec();
+          d.setLimb0(x.limbs[0]);
+          d.setLimb1(x.limbs[1]);
+          d.setLimb2(x.limbs[2]);
+          d.setExponent(x.exponent);
+          d.setNegative(x.negative);
+          d.setKind(x.kind);
+        }
+      },
+      v.variant());
+}
+
+Value fromWire(wire::Value::Reader in) {
+  switch (in.which()) {
+    case wire::Value::INT:
+      return Value(static_cast<int64_t>(in.getInt()));
+    case wire::Value::FLOAT:
+      return Value(in.getFloat());
+    case wire::Value::TEXT: {
+      auto t = in.getText();
+      return Value(std::string(t.begin(), t.size()));
+    }
+    case wire::Value::DATA: {
+      auto d = in.getData();
+      return Value(Bytes{std::string(reinterpret_cast<const char*>(d.begin()), d.size())});
+    }
+    case wire::Value::DEC: {
+      auto d = in.getDec();
+      Dec50 x;
+      x.limbs[0] = d.getLimb0();
+      x.limbs[1] = d.getLimb1();
+      x.limbs[2] = d.getLimb2();
+      x.exponent = d.getExponent();
+      x.negative = d.getNegative();
+      x.kind = d.getKind() > 3 ? 3 : d.getKind();
+      return Value(x);
+    }
+    case wire::Value::BOOL:
+      return Value(in.getBool());
+    case wire::Value::NULL_:
+    default:
+      return Value();
+  }
+}
+
+void toWire(const JobSpec& job, wire::JobSpec::Builder out) {
+  out.setName(job.name);
+  auto tokens = out.initTokens(static_cast<unsigned>(job.tokens.size()));
+  for (size_t i = 0; i < job.tokens.size(); ++i) {
+    const auto& t = job.tokens[i];
+    auto b = tokens[static_cast<unsigned>(i)];
+    b.setOp(t.op);
+    b.setWeight(toWire(t.weight));
+    b.setIdempotencyKey(t.idempotency_key);
+    b.setDeadlineMs(t.deadline_ms);
+    b.setMaxAttempts(t.max_attempts);
+    b.setRepeat(t.repeat);
+    b.setOutput(t.output);
+    b.setName(t.name);
+    auto args = b.initArgs(static_cast<unsigned>(t.args.size()));
+    for (size_t a = 0; a < t.args.size(); ++a) {
+      const auto& arg = t.args[a];
+      auto ab = args[static_cast<unsigned>(a)];
+      ab.setStep(arg.step);
+      switch (arg.kind) {
+        case Arg::Kind::kValue:
+          toWire(arg.value, ab.initValue());
+          break;
+        case Arg::Kind::kRef:
+          ab.setRef(arg.start);
+          break;
+        case Arg::Kind::kRefRange: {
+          auto r = ab.initRefRange();
+          r.setStart(arg.start);
+          r.setCount(arg.count);
+          break;
+        }
+      }
+    }
+  }
+}
+
+StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in) {
+  JobSpec job;
+  job.name = in.getName().cStr();
+  for (auto t : in.getTokens()) {
+    TokenSpec s;
+    s.op = t.getOp().cStr();
+    s.weight = fromWire(t.getWeight());
+    s.idempotency_key = t.getIdempotencyKey().cStr();
+    s.deadline_ms = t.getDeadlineMs();
+    s.max_attempts = t.getMaxAttempts();
+    s.repeat = t.getRepeat();
+    s.output = t.getOutput();
+    s.name = t.getName().cStr();
+    for (auto a : t.getArgs()) {
+      Arg arg;
+      arg.step = a.getStep();
+      switch (a.which()) {
+        case wire::Arg::VALUE:
+          arg.value = fromWire(a.getValue());
+          break;
+        case wire::Arg::REF:
+          arg.kind = Arg::Kind::kRef;
+          arg.start = a.getRef();
+          break;
+        case wire::Arg::REF_RANGE:
+          arg.kind = Arg::Kind::kRefRange;
+          arg.start = a.getRefRange().getStart();
+          arg.count = a.getRefRange().getCount();
+          break;
+        default:
+          return absl::InvalidArgumentError("unknown argument kind");
+      }
+      s.args.push_back(std::move(arg));
+    }
+    job.tokens.push_back(std::move(s));
+  }
+  return job;
+}
+
+void toWire(const Status& s, wire::Error::Builder out) {
+  out.setCode(static_cast<uint8_t>(s.code()));
+  out.setMessage(std::string(s.message()));
+}
+
+Status fromWire(wire::Error::Reader in) {
+  auto code = in.getCode() > 16 ? StatusCode::kUnknown : static_cast<StatusCode>(in.getCode());
+  if (code == StatusCode::kOk) code = StatusCode::kUnknown;
+  return Status(code, in.getMessage().cStr());
+}
+
+}  // namespace tokengate

@@ -1,0 +1,57 @@
+// Encoding and decoding of wire frames (schema/tokengate.capnp).
+// decodeFrame() is the trust boundary: it bounds size, copies into a
+// word-aligned buffer (capnp 0.9 needs alignment), sets traversal limits and
+// walks the whole message once so later field access cannot throw.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <memory>
+#include <string>
+
+#include "common/job.h"
+#include "common/status.h"
+#include "common/value.h"
+#include "tokengate.capnp.h"
+
+namespace tokengate {
+
+constexpr uint16_t kProtocolVersion = 1;
+constexpr size_t kDefaultMaxFrameBytes = 64u << 20;
+
+class DecodedFrame {
+ public:
+  wire::Frame::Reader root() const { return root_; }
+  size_t bytes() const { return words_.size() * sizeof(capnp::word); }
+
+ private:
+  friend StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void*, size_t, size_t);
+  kj::Array<capnp::word> words_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+  wire::Frame::Reader root_;
+};
+
+// Errors: InvalidArgument for malformed/truncated frames, wrong version or
+// oversize input (ResourceExhausted). Never throws.
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size,
+                                                     size_t max_bytes = kDefaultMaxFrameBytes);
+
+// Serialises a built message (flat array, unpacked).
+std::string encodeFrame(capnp::MessageBuilder& message);
+
+// Value and spec conversions.
+void toWire(const Value& v, wire::Value::Builder out);
+Value fromWire(wire::Value::Reader in);
+void toWire(const JobSpec& job, wire::JobSpec::Builder out);
+StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in);
+void toWire(const Status& s, wire::Error::Builder out);
+Status fromWire(wire::Error::Reader in);
+
+inline wire::Weight toWire(Weight w) { return static_cast<wire::Weight>(w); }
+inline Weight fromWire(wire::Weight w) {
+  auto raw = static_cast<uint16_t>(w);
+  return raw <= 3 ? static_cast<Weight>(raw) : Weight::kUnspecified;
+}
+
+}  // namespace tokengate

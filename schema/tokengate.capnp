@@ -1,0 +1,262 @@
+# TokenGate wire contract. Every frame on the coordinator's ZeroMQ port is one
+# `Frame` message (flat, unpacked Cap'n Proto). Rules for changing this file:
+# only ever add fields with new ordinals; never renumber or retype; bump
+# kProtocolVersion (common/wire.h) when a peer must refuse an older one.
+@0xd6b3c1f2a4e5b7c9;
+
+$import "/capnp/c++.capnp".namespace("tokengate::wire");
+
+enum Weight {
+  light @0;
+  medium @1;
+  heavy @2;
+  unspecified @3;   # in specs: take the operation's default weight class
+}
+
+# Canonical status codes (same numbering as absl::StatusCode).
+struct Error {
+  code @0 :UInt8;
+  message @1 :Text;
+}
+
+# A 50-significant-digit binary float (boost cpp_bin_float_50): 3 limbs of
+# mantissa, little-endian limb order, and a binary exponent.
+struct Dec {
+  limb0 @0 :UInt64;
+  limb1 @1 :UInt64;
+  limb2 @2 :UInt64;
+  exponent @3 :Int32;
+  negative @4 :Bool;
+  kind @5 :UInt8;   # 0 zero, 1 finite, 2 infinity, 3 nan
+}
+
+struct Value {
+  union {
+    null @0 :Void;
+    int @1 :Int64;
+    float @2 :Float64;
+    text @3 :Text;
+    data @4 :Data;
+    dec @5 :Dec;
+    bool @6 :Bool;
+  }
+}
+
+# ---------- job specs (client -> coordinator) ----------
+
+struct Arg {
+  union {
+    value @0 :Value;
+    ref @1 :UInt32;            # job-local token index whose result is passed here
+    refRange :group {          # `count` consecutive refs starting at `start`
+      start @2 :UInt32;
+      count @3 :UInt32;
+    }
+  }
+  # Added to an int value or to ref/refRange start for each repetition i of a
+  # TokenSpec with repeat > 1 (instance i gets base + i * step).
+  step @4 :Int64;
+}
+
+struct TokenSpec {
+  op @0 :Text;
+  weight @1 :Weight = unspecified;
+  args @2 :List(Arg);
+  idempotencyKey @3 :Text;     # with repeat > 1, instance i uses "<key>#<i>"
+  deadlineMs @4 :UInt32;       # relative to admission; 0 = none
+  maxAttempts @5 :UInt8;       # 0 = coordinator default
+  repeat @6 :UInt32 = 1;       # compact range: expands to `repeat` tokens
+  output @7 :Bool;             # keep and return this token's result with the job
+  name @8 :Text;               # optional label shown in results
+}
+
+struct JobSpec {
+  name @0 :Text;
+  tokens @1 :List(TokenSpec);
+}
+
+# ---------- node <-> coordinator ----------
+
+struct LaneInfo {
+  weight @0 :Weight;
+  cores @1 :List(UInt32);     # OS core ids the lane's workers are pinned to
+  workers @2 :UInt32;
+}
+
+struct OpInfo {
+  name @0 :Text;
+  weight @1 :Weight;
+}
+
+struct NodeHello {
+  protocolVersion @0 :UInt16;
+  nodeId @1 :Text;
+  incarnation @2 :UInt64;     # random per process start
+  cores @3 :List(UInt32);
+  lanes @4 :List(LaneInfo);
+  operations @5 :List(OpInfo);
+  pid @6 :UInt32;
+  speedFactor @7 :Float64 = 1.0;   # >1 = deliberately slowed (benchmarks)
+}
+
+struct Welcome {
+  accepted @0 :Bool;
+  error @1 :Error;
+  heartbeatMs @2 :UInt32;
+  session @3 :UInt64;
+}
+
+struct LaneLoad {
+  weight @0 :Weight;
+  queued @1 :UInt32;
+  running @2 :UInt32;
+  busyNs @3 :UInt64;          # cumulative busy time of the lane's workers
+  completed @4 :UInt64;
+}
+
+struct CoreCount {
+  core @0 :UInt32;
+  tokens @1 :UInt64;
+}
+
+struct Heartbeat {
+  session @0 :UInt64;
+  lanes @1 :List(LaneLoad);
+  cores @2 :List(CoreCount);
+  rssBytes @3 :UInt64;
+  draining @4 :Bool;
+}
+
+struct TokenTask {
+  id @0 :UInt64;
+  op @1 :UInt16;               # index into TokenBatch.ops
+  weight @2 :Weight;
+  attempt @3 :UInt32;
+  deadlineMs @4 :UInt32;       # remaining budget when sent; 0 = none
+  args @5 :List(Value);
+}
+
+struct TokenBatch {
+  session @0 :UInt64;
+  ops @1 :List(Text);
+  tokens @2 :List(TokenTask);
+}
+
+struct TokenResult {
+  id @0 :UInt64;
+  attempt @1 :UInt32;
+  union {
+    value @2 :Value;
+    error @3 :Error;
+  }
+  runNs @4 :UInt64;
+  queueNs @5 :UInt64;
+  core @6 :UInt32;
+  lane @7 :Weight;
+}
+
+struct Returned {
+  id @0 :UInt64;
+  attempt @1 :UInt32;
+}
+
+struct ResultBatch {
+  session @0 :UInt64;
+  results @1 :List(TokenResult);
+  returned @2 :List(Returned);  # queued tokens handed back unrun (drain)
+}
+
+struct Control {
+  union {
+    cancelTokens @0 :List(UInt64);   # cooperative cancel of running/queued tokens
+    cancelOp @1 :Text;               # set the cancel flag for every token of an operation
+    drain @2 :Void;                  # finish running work, hand back queued work
+    undrain @3 :Void;
+    shutdown @4 :Void;               # drain, then exit
+  }
+}
+
+struct Bye {
+  session @0 :UInt64;
+  reason @1 :Text;
+}
+
+# ---------- client <-> coordinator ----------
+
+struct SubmitJob {
+  requestId @0 :UInt64;
+  job @1 :JobSpec;
+  watch @2 :Bool = true;         # stream JobProgress / JobDone to this peer
+}
+
+struct SubmitReply {
+  requestId @0 :UInt64;
+  union {
+    jobId @1 :UInt64;
+    error @2 :Error;
+  }
+}
+
+struct JobRef {
+  requestId @0 :UInt64;
+  jobId @1 :UInt64;
+}
+
+struct JobProgress {
+  jobId @0 :UInt64;
+  total @1 :UInt64;
+  done @2 :UInt64;
+  failed @3 :UInt64;
+  running @4 :UInt64;
+}
+
+struct Output {
+  index @0 :UInt32;              # job-local token index
+  name @1 :Text;
+  union {
+    value @2 :Value;
+    error @3 :Error;
+  }
+}
+
+struct JobDone {
+  jobId @0 :UInt64;
+  state @1 :JobState;
+  progress @2 :JobProgress;
+  outputs @3 :List(Output);
+  wallNs @4 :UInt64;
+}
+
+enum JobState {
+  running @0;
+  succeeded @1;
+  failed @2;        # at least one token failed (others may have completed)
+  cancelled @3;
+  unknown @4;
+}
+
+struct Reject {
+  error @0 :Error;               # the coordinator could not accept a frame
+}
+
+struct Frame {
+  version @0 :UInt16;
+  union {
+    hello @1 :NodeHello;
+    welcome @2 :Welcome;
+    heartbeat @3 :Heartbeat;
+    tokenBatch @4 :TokenBatch;
+    resultBatch @5 :ResultBatch;
+    control @6 :Control;
+    bye @7 :Bye;
+    submitJob @8 :SubmitJob;
+    submitReply @9 :SubmitReply;
+    watchJob @10 :JobRef;
+    cancelJob @11 :JobRef;
+    jobProgress @12 :JobProgress;
+    jobDone @13 :JobDone;
+    reject @14 :Reject;
+    ping @15 :UInt64;
+    pong @16 :UInt64;
+  }
+}
