@@ -1,0 +1,143 @@
+// ClusterControl: the coordinator's control surface, used by the gateway
+// (WebSocket/HTTP) and by in-process tools. Implemented by the coordinator's
+// event loop (coordinator/core); tests use a fake.
+//
+// Threading: every method is thread-safe and returns at once; the callback
+// runs later on the coordinator loop thread, so it must not block (post the
+// result to your own executor/strand). Event sinks run on the loop thread too
+// and must only enqueue.
+#pragma once
+
+#include <prometheus/registry.h>
+
+#include <boost/json.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/job.h"
+#include "common/status.h"
+#include "common/value.h"
+
+namespace tokengate::control {
+
+template <typename T>
+using Callback = std::function<void(StatusOr<T>)>;
+
+enum class JobState : uint8_t { kRunning = 0, kSucceeded = 1, kFailed = 2, kCancelled = 3 };
+const char* jobStateName(JobState s);
+
+struct OutputResult {
+  uint32_t index = 0;
+  std::string name;
+  Status status;  // ok => value is set
+  Value value;
+};
+
+struct JobStatus {
+  uint64_t id = 0;
+  std::string name;
+  JobState state = JobState::kRunning;
+  uint64_t total = 0, done = 0, failed = 0, cancelled = 0, running = 0;
+  Nanos wall_ns = 0;                  // admission to completion (or to now)
+  std::vector<OutputResult> outputs;  // filled by jobStatus() once finished
+};
+
+struct OpLimits {
+  uint32_t max_in_flight = 0;  // 0 = unlimited
+  double max_rate_per_s = 0;   // 0 = unlimited
+};
+
+struct OpStatus {
+  std::string name;
+  Weight weight = Weight::kLight;     // declared default weight class
+  Weight effective = Weight::kLight;  // lane the scheduler routes it to now (reclassification)
+  bool paused = false;
+  OpLimits limits;
+  uint64_t queued = 0, running = 0, completed = 0, failed = 0, retried = 0, cancelled = 0;
+  double rate_per_s = 0;  // completions per second, recent
+  double mean_run_us = 0;
+};
+
+struct LaneStatus {
+  Weight weight = Weight::kLight;
+  std::vector<uint32_t> cores;
+  uint32_t workers = 0;
+  uint32_t queued = 0, running = 0;  // as last reported by the node
+  uint64_t in_flight = 0;            // dispatched by the coordinator, no result yet
+  double utilization = 0;            // 0..1 over the last heartbeat interval
+};
+
+enum class NodeState : uint8_t { kReady = 0, kDraining = 1, kDead = 2 };
+const char* nodeStateName(NodeState s);
+
+struct NodeStatus {
+  std::string id;
+  uint64_t session = 0;
+  uint32_t pid = 0;
+  NodeState state = NodeState::kReady;
+  std::vector<LaneStatus> lanes;
+  uint64_t in_flight = 0, completed = 0;
+  Nanos heartbeat_age_ns = 0;
+  double speed_factor = 1.0;
+  uint64_t rss_bytes = 0;
+  std::vector<std::string> ops;
+};
+
+struct ClusterStats {
+  uint64_t nodes_ready = 0, nodes_draining = 0, nodes_dead = 0;
+  uint64_t jobs_running = 0, jobs_total = 0;
+  uint64_t tokens_admitted = 0, tokens_completed = 0, tokens_failed = 0, tokens_retried = 0;
+  uint64_t tokens_live = 0;  // admitted and not finished (counts against the admission limit)
+  uint64_t queued = 0, in_flight = 0;
+  uint64_t admission_limit = 0, admission_rejects = 0;
+  double throughput_per_s = 0;
+};
+
+// Topics: "job" (progress + done, <= 4/s per job), "failures" (aggregated
+// token failures, <= 4/s), "nodes" (joined/left/state), "ops" (per-op
+// throughput, 1/s). `data` is ready-to-send JSON.
+struct Event {
+  std::string topic;
+  boost::json::object data;
+};
+
+class ClusterControl {
+ public:
+  virtual ~ClusterControl() = default;
+
+  virtual void submitJob(JobSpec job, Callback<uint64_t> done) = 0;
+  virtual void jobStatus(uint64_t job_id, Callback<JobStatus> done) = 0;
+  virtual void listJobs(Callback<std::vector<JobStatus>> done) = 0;  // outputs left empty
+  virtual void cancelJob(uint64_t job_id, Callback<uint64_t> done) = 0;  // tokens cancelled
+  virtual void cancelToken(uint64_t token_id, Callback<bool> done) = 0;
+
+  virtual void pauseOp(std::string op, Callback<OpStatus> done) = 0;
+  virtual void resumeOp(std::string op, Callback<OpStatus> done) = 0;
+  // Drops queued (not yet dispatched) tokens of `op`; they fail as Cancelled. Returns the count.
+  virtual void drainOp(std::string op, Callback<uint64_t> done) = 0;
+  // Sets the cooperative cancel flag on every running token of `op` on every node.
+  virtual void cancelRunningOp(std::string op, Callback<uint64_t> done) = 0;
+  virtual void setOpLimits(std::string op, OpLimits limits, Callback<OpStatus> done) = 0;
+  virtual void listOps(Callback<std::vector<OpStatus>> done) = 0;
+
+  virtual void listNodes(Callback<std::vector<NodeStatus>> done) = 0;
+  virtual void drainNode(std::string node_id, Callback<NodeStatus> done) = 0;
+  virtual void undrainNode(std::string node_id, Callback<NodeStatus> done) = 0;
+  virtual void evictNode(std::string node_id, Callback<uint64_t> done) = 0;  // tokens requeued
+
+  virtual void stats(Callback<ClusterStats> done) = 0;
+  virtual void setAdmissionLimit(uint64_t max_live_tokens, Callback<ClusterStats> done) = 0;
+
+  virtual uint64_t subscribe(std::function<void(const Event&)> sink) = 0;
+  virtual void unsubscribe(uint64_t subscription) = 0;
+
+  // The registry /metrics serves; the gateway adds its own families to it.
+  virtual std::shared_ptr<prometheus::Registry> metricsRegistry() = 0;
+};
+
+}  // namespace tokengate::control

@@ -1,0 +1,56 @@
+#include "coordinator/costmodel/telemetry_window.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace tokengate::costmodel {
+
+TelemetryWindow::TelemetryWindow(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {
+  ring_.reserve(std::min<size_t>(capacity_, 1 << 16));
+}
+
+void TelemetryWindow::add(const TelemetrySample& sample) {
+  absl::MutexLock lock(&mu_);
+  if (ring_.size() < capacity_) {
+    ring_.push_back(sample);
+  } else {
+    ring_[next_] = sample;
+    next_ = (next_ + 1) % capacity_;
+  }
+  ++total_;
+}
+
+void TelemetryWindow::addBatch(std::span<const TelemetrySample> samples) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& s : samples) {
+    if (ring_.size() < capacity_) {
+      ring_.push_back(s);
+    } else {
+      ring_[next_] = s;
+      next_ = (next_ + 1) % capacity_;
+    }
+  }
+  total_ += samples.size();
+}
+
+std::vector<TelemetrySample> TelemetryWindow::snapshot() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<TelemetrySample> out;
+  out.reserve(ring_.size());
+  // Until the ring is full next_ stays 0, so this is also correct for a partial ring.
+  out.insert(out.end(), ring_.begin() + static_cast<ptrdiff_t>(next_), ring_.end());
+  out.insert(out.end(), ring_.begin(), ring_.begin() + static_cast<ptrdiff_t>(next_));
+  return out;
+}
+
+size_t TelemetryWindow::size() const {
+  absl::MutexLock lock(&mu_);
+  return ring_.size();
+}
+
+uint64_t TelemetryWindow::totalAdded() const {
+  absl::MutexLock lock(&mu_);
+  return total_;
+}
+
+}  // namespace tokengate::costmodel
