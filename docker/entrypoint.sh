@@ -1,0 +1,25 @@
+#!/bin/sh
+# Container entrypoint: `coordinator` and `node` are shorthands that turn the TG_* environment
+# into flags; anything else is executed as given (e.g. `tgctl ...`, `tokengate-bench ...`).
+set -eu
+
+case "${1:-}" in
+  coordinator)
+    shift
+    set -- tokengate-coordinator \
+      --listen "${TG_LISTEN:-tcp://0.0.0.0:5555}" \
+      --gateway "${TG_GATEWAY_LISTEN:-0.0.0.0:${TG_GATEWAY_PORT:-8080}}" \
+      ${TG_GATEWAY_TOKEN_FILE:+--gateway-token-file "$TG_GATEWAY_TOKEN_FILE"} \
+      ${TG_COORDINATOR_ARGS:-} "$@"
+    ;;
+  node)
+    shift
+    # Under `--scale node=N` every replica gets a distinct id: its hostname (the container id
+    # under Compose, the pod name under Kubernetes) unless TG_NODE_ID says otherwise.
+    set -- tokengate-node \
+      --coordinator "${TG_COORDINATOR:-tcp://coordinator:5555}" \
+      --id "${TG_NODE_ID:-$(hostname)}" \
+      ${TG_NODE_ARGS:-} "$@"
+    ;;
+esac
+exec "$@"
