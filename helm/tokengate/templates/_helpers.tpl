@@ -1,0 +1,67 @@
+{{/* Chart name, truncated to the 63 characters a DNS label allows. */}}
+{{- define "tokengate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tokengate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tokengate.coordinatorName" -}}
+{{- printf "%s-coordinator" (include "tokengate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tokengate.nodeName" -}}
+{{- printf "%s-node" (include "tokengate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tokengate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "tokengate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tokengate
+{{- end }}
+
+{{/* Selector labels; call with (dict "ctx" . "component" "coordinator"). */}}
+{{- define "tokengate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tokengate.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tokengate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tokengate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference; call with (dict "ctx" . "repository" "..."). */}}
+{{- define "tokengate.image" -}}
+{{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag }}
+{{- if .ctx.Values.image.registry }}
+{{- printf "%s/%s:%s" .ctx.Values.image.registry .repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "tokengate.secretName" -}}
+{{- default (printf "%s-gateway" (include "tokengate.fullname" .)) .Values.gateway.existingSecret }}
+{{- end }}
+
+{{- define "tokengate.secretKey" -}}
+{{- if .Values.gateway.existingSecret }}{{ .Values.gateway.existingSecretKey }}{{ else }}gateway-token{{ end }}
+{{- end }}
