@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generates TokenGate's Grafana dashboards (grafana/dashboards/*.json) and the copy the Helm
 chart ships (helm/tokengate/dashboards/). Edit this file, not the JSON; run it with no
-arguments to rewrite both, or with --check to fail when the committed JSON is stale (CI).
+arguments to rewrite both, --check to fail when the committed JSON is stale (CI), --metrics to
+print the metric families the dashboards may use.
 
 Every query uses only metrics the coordinator exports (listed in METRICS below; the deploy
 tests check each panel query against that list and against a real Prometheus).
@@ -75,7 +76,7 @@ class Board:
             "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                         "colorMode": "value", "graphMode": "area", "justifyMode": "auto",
                         "orientation": "auto", "textMode": "auto", "wideLayout": True,
-                        "showPercentChange": False},
+                        "showPercentChange": False, "percentChangeColorMode": "standard"},
         })
         self.next_id += 1
 
@@ -107,8 +108,7 @@ class Board:
             "type": "table", "id": self.next_id, "title": title, "description": description,
             "datasource": DS, "gridPos": self._place(w, h), "targets": targets,
             "fieldConfig": {"defaults": {"unit": "percentunit"}, "overrides": []},
-            "options": {"showHeader": True, "cellHeight": "sm",
-                        "footer": {"show": False, "reducer": ["sum"], "countRows": False}},
+            "options": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0},
             "transformations": [{"id": "organize", "options": {
                 "excludeByName": {"Time": True, "__name__": True, "job": True,
                                   "instance": True}}}],
@@ -118,7 +118,7 @@ class Board:
     def json(self):
         templating = [{
             "type": "datasource", "name": "datasource", "label": "Data source",
-            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
+            "query": "prometheus", "hide": 0, "refresh": 1, "regex": "",
             "options": [], "includeAll": False, "multi": False, "skipUrlSync": False,
         }] + self.variables
         return {
@@ -142,9 +142,8 @@ class Board:
 def query_var(name, label, metric, label_name):
     return {
         "type": "query", "name": name, "label": label, "datasource": DS,
-        "definition": f"label_values({metric}, {label_name})",
         "query": {"query": f"label_values({metric}, {label_name})", "refId": f"{name}-var"},
-        "current": {}, "hide": 0, "includeAll": True, "multi": True, "allValue": ".*",
+        "hide": 0, "includeAll": True, "multi": True, "allValue": ".*",
         "refresh": 2, "regex": "", "sort": 1, "options": [], "skipUrlSync": False,
     }
 
@@ -290,6 +289,9 @@ BOARDS = {"tokengate-cluster.json": cluster, "tokengate-operations.json": operat
 
 
 def main():
+    if "--metrics" in sys.argv[1:]:
+        print("\n".join(METRICS))
+        return 0
     check = "--check" in sys.argv[1:]
     stale = []
     for name, fn in BOARDS.items():

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Static checks of the deployment files: Compose, Prometheus config, Grafana dashboards, Helm
+# chart (lint, render with default and non-default values, validate against Kubernetes
+# schemas), shell scripts. Needs: docker-compose, promtool, node + tests/deploy/node_modules.
+set -uo pipefail
+source "$(dirname "$0")/lib/common.sh"
+cd "$TG_ROOT" || exit 1
+
+# --- Compose --------------------------------------------------------------------------------
+for profile in "" observability; do
+  args=(-f docker/compose.yaml)
+  [[ -n $profile ]] && args+=(--profile "$profile")
+  tg_check "docker-compose config (compose v1${profile:+, profile $profile})" \
+    docker-compose "${args[@]}" config -q
+  tg_check "docker-compose config with docker/.env.example${profile:+ (profile $profile)}" \
+    docker-compose --env-file docker/.env.example "${args[@]}" config -q
+done
+tg_check "compose: node service defaults to 3 replicas" \
+  sh -c 'docker-compose -f docker/compose.yaml config | grep -Eq "^    scale: 3$"'
+if docker compose version >/dev/null 2>&1; then
+  tg_check "docker compose config (compose v2, profile observability)" \
+    docker compose -f docker/compose.yaml --profile observability config -q
+else
+  echo "note: compose v2 (docker compose) not installed here; only v1 was checked"
+fi
+
+# --- Prometheus -----------------------------------------------------------------------------
+tg_check "promtool check config docker/prometheus.yml" promtool check config docker/prometheus.yml
+
+# --- Grafana --------------------------------------------------------------------------------
+tg_check "grafana/generate.py --check (committed dashboards are up to date)" \
+  python3 grafana/generate.py --check
+tg_check "helm chart ships the same dashboards as grafana/" \
+  diff -r grafana/dashboards helm/tokengate/dashboards
+tg_check "grafana provisioning YAML parses" node -e '
+  const YAML = require(process.argv[1]); const fs = require("fs");
+  for (const f of process.argv.slice(2)) {
+    const y = YAML.parse(fs.readFileSync(f, "utf8"));
+    if (y.apiVersion !== 1) throw new Error(f + ": apiVersion must be 1");
+  }' "$TG_DEPLOY/node_modules/yaml/dist/index.js" \
+  grafana/provisioning/datasources/prometheus.yaml grafana/provisioning/dashboards/tokengate.yaml
+tg_run_node "$TG_DEPLOY/check-dashboards.mjs" grafana/dashboards
+
+# --- Helm -----------------------------------------------------------------------------------
+HELM=$(tg_helm)
+CHART=helm/tokengate
+NONDEFAULT=$CHART/ci/nondefault-values.yaml
+tg_check "helm lint --strict (default values)" "$HELM" lint --strict "$CHART"
+tg_check "helm lint --strict (ci/nondefault-values.yaml)" "$HELM" lint --strict "$CHART" -f "$NONDEFAULT"
+render() { # NAME ARGS...
+  local name=$1; shift
+  "$HELM" template tg "$CHART" --namespace tokengate "$@" >"$TG_OUT/render-$name.yaml"
+}
+tg_check "helm template (default values)" render default
+tg_check "helm template (ci/nondefault-values.yaml)" render nondefault -f "$NONDEFAULT"
+tg_check "helm template (minimal: no NetworkPolicy, PDB, dashboards, ServiceAccount)" render minimal \
+  --set networkPolicy.enabled=false --set node.pdb.enabled=false --set dashboards.enabled=false \
+  --set serviceAccount.create=false --set node.replicas=0 --set gateway.token=fixed-token
+tg_check "rendered default chart has every kind the issue asks for" sh -c "
+  for k in 'Deployment' 'Service' 'Secret' 'ConfigMap' 'PodDisruptionBudget' 'NetworkPolicy'; do
+    grep -q \"^kind: \$k\$\" '$TG_OUT/render-default.yaml' || { echo missing \$k; exit 1; }; done
+  grep -q '^kind: ServiceMonitor$' '$TG_OUT/render-nondefault.yaml' || { echo no ServiceMonitor; exit 1; }
+  grep -q 'grafana_dashboard: \"1\"' '$TG_OUT/render-default.yaml' || { echo no dashboard label; exit 1; }"
+tg_check_fails "values.schema.json rejects an unknown key" "$HELM" template tg "$CHART" --set bogus=1
+tg_check_fails "values.schema.json rejects replicas: -1" "$HELM" template tg "$CHART" --set node.replicas=-1
+tg_check_fails "values.schema.json rejects a bad pullPolicy" "$HELM" template tg "$CHART" --set image.pullPolicy=Sometimes
+tg_run_node "$TG_DEPLOY/validate-manifests.mjs" \
+  "$TG_OUT/render-default.yaml" "$TG_OUT/render-nondefault.yaml" "$TG_OUT/render-minimal.yaml"
+
+# --- Shell ----------------------------------------------------------------------------------
+if command -v shellcheck >/dev/null; then
+  tg_check "shellcheck docker/*.sh tests/deploy/*.sh .ci/deploy-tests.sh" \
+    shellcheck -x -S warning docker/*.sh tests/deploy/*.sh tests/deploy/lib/common.sh .ci/deploy-tests.sh
+fi
+
+tg_summary

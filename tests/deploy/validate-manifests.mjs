@@ -1,0 +1,87 @@
+// Validates rendered Kubernetes manifests (multi-document YAML files given as arguments):
+//  1. each object against the OpenAPI schema of its kind (kubernetes-models' validators, and
+//     @kubernetes-models/prometheus-operator for ServiceMonitor);
+//  2. each object as a TypeScript literal of the models' interface type, which rejects unknown
+//     fields (a misspelt `readinessprobe` passes step 1 but not this);
+//  3. chart invariants the deployment relies on (non-root, read-only rootfs, probes, ...).
+// Prints PASS/FAIL lines; exit code 1 if anything failed.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { typecheck } from './lib/typecheck.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const KINDS = {
+  'v1/Service': ['kubernetes-models/v1/Service', 'Service'],
+  'v1/Secret': ['kubernetes-models/v1/Secret', 'Secret'],
+  'v1/ConfigMap': ['kubernetes-models/v1/ConfigMap', 'ConfigMap'],
+  'v1/ServiceAccount': ['kubernetes-models/v1/ServiceAccount', 'ServiceAccount'],
+  'v1/Pod': ['kubernetes-models/v1/Pod', 'Pod'],
+  'apps/v1/Deployment': ['kubernetes-models/apps/v1/Deployment', 'Deployment'],
+  'policy/v1/PodDisruptionBudget': ['kubernetes-models/policy/v1/PodDisruptionBudget', 'PodDisruptionBudget'],
+  'networking.k8s.io/v1/NetworkPolicy': ['kubernetes-models/networking.k8s.io/v1/NetworkPolicy', 'NetworkPolicy'],
+  'monitoring.coreos.com/v1/ServiceMonitor': ['@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', 'ServiceMonitor'],
+};
+
+let passed = 0, failed = 0;
+const pass = (m) => { passed++; console.log(`PASS ${m}`); };
+const fail = (m, why) => { failed++; console.log(`FAIL ${m}${why ? `\n     ${why.replace(/\n/g, '\n     ')}` : ''}`); };
+
+const docs = [];
+for (const file of process.argv.slice(2)) {
+  for (const d of YAML.parseAllDocuments(fs.readFileSync(file, 'utf8'))) {
+    if (d.errors.length) { fail(`${file}: YAML parses`, d.errors.map(String).join('\n')); continue; }
+    const obj = d.toJS();
+    if (obj) docs.push({ file: path.basename(file), obj });
+  }
+}
+if (!docs.length) fail('manifests: at least one object rendered');
+
+const tsFiles = {};
+for (const [i, { file, obj }] of docs.entries()) {
+  const key = `${obj.apiVersion}/${obj.kind}`;
+  const label = `${file}: ${obj.kind}/${obj.metadata?.name}`;
+  const entry = KINDS[key];
+  if (!entry) { fail(`${label}: known kind`, `no validator for ${key}`); continue; }
+  const mod = await import(entry[0]);
+  const Model = mod[entry[1]];
+  try {
+    new Model(obj).validate();
+    pass(`${label}: matches the ${key} schema`);
+  } catch (e) {
+    fail(`${label}: matches the ${key} schema`, e.message);
+  }
+  tsFiles[`m${i}.ts`] = `import type { I${entry[1]} } from '${entry[0]}';\n` +
+    `export const m: I${entry[1]} = ${JSON.stringify(obj, null, 2)};\n`;
+  docs[i].ts = `m${i}.ts`;
+  docs[i].label = label;
+}
+const tsErrors = typecheck(path.join(here, '.out', 'manifests-ts'), tsFiles);
+for (const d of docs) {
+  if (!d.ts) continue;
+  const errs = tsErrors[d.ts];
+  if (errs) fail(`${d.label}: no unknown or mistyped fields`, errs.join('\n'));
+  else pass(`${d.label}: no unknown or mistyped fields`);
+}
+
+// Invariants the chart promises (issue: non-root, read-only rootfs, no privilege escalation).
+for (const { label, obj } of docs) {
+  const pod = obj.kind === 'Deployment' ? obj.spec.template.spec : obj.kind === 'Pod' ? obj.spec : null;
+  if (!pod) continue;
+  const problems = [];
+  if (pod.securityContext?.runAsNonRoot !== true) problems.push('pod runAsNonRoot is not true');
+  for (const c of pod.containers) {
+    const sc = c.securityContext ?? {};
+    if (sc.readOnlyRootFilesystem !== true) problems.push(`${c.name}: root filesystem not read-only`);
+    if (sc.allowPrivilegeEscalation !== false) problems.push(`${c.name}: privilege escalation allowed`);
+    if (!(sc.capabilities?.drop ?? []).includes('ALL')) problems.push(`${c.name}: capabilities not dropped`);
+    if (!c.resources?.limits?.cpu || !c.resources?.limits?.memory) problems.push(`${c.name}: no cpu/memory limits`);
+    if (c.name === 'coordinator' && !(c.livenessProbe && c.readinessProbe)) problems.push('coordinator: missing probes');
+  }
+  if (problems.length) fail(`${label}: security context, limits and probes`, problems.join('\n'));
+  else pass(`${label}: security context, limits and probes`);
+}
+
+console.log(`manifests: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
