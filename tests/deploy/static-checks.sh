@@ -70,7 +70,7 @@ tg_run_node "$TG_DEPLOY/validate-manifests.mjs" \
 # --- Shell ----------------------------------------------------------------------------------
 if command -v shellcheck >/dev/null; then
   tg_check "shellcheck docker/*.sh tests/deploy/*.sh .ci/deploy-tests.sh" \
-    shellcheck -x -S warning docker/*.sh tests/deploy/*.sh tests/deploy/lib/common.sh .ci/deploy-tests.sh
+    shellcheck -x -S warning docker/*.sh tests/deploy/*.sh tests/deploy/lib/*.sh .ci/deploy-tests.sh
 fi
 
 tg_summary

@@ -1,7 +1,7 @@
+# shellcheck shell=bash
 # Shared helpers for tests/deploy/*.sh. Source it; every check prints exactly one
 # "PASS name" or "FAIL name" line (plus the tail of its log on failure) and is counted in
 # TG_PASSED/TG_FAILED; tg_summary prints "N passed, M failed" and returns non-zero on failure.
-# shellcheck shell=bash
 
 TG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 TG_DEPLOY="$TG_ROOT/tests/deploy"

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The real container test: build the images from docker/Dockerfile on a local bookworm base,
+# bring up the coordinator and 3 nodes with docker/compose.yaml (observability profile off:
+# its images cannot be pulled here), run the Leibniz job through the gateway from the host
+# while `docker kill`ing a node, check the exact result, run a second job over the wire port
+# with tgctl, evaluate the Grafana dashboards against a Prometheus scraping this cluster,
+# then `docker-compose down -v` and check nothing is left behind.
+#
+# Env: TG_TERMS (default 300000) job size; TG_KEEP=1 leaves the cluster up for debugging.
+set -uo pipefail
+source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/docker.sh"
+cd "$TG_ROOT" || exit 1
+
+DOCKER=$(tg_docker)
+export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
+export TG_TAG=ci TG_IMAGE_PREFIX=tokengate
+# Non-default host ports: proves the .env plumbing and keeps clear of a developer's cluster.
+export TG_WIRE_PORT=${TG_WIRE_PORT:-15555} TG_GATEWAY_PORT=${TG_GATEWAY_PORT:-18080}
+TG_GATEWAY_TOKEN="ci-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export TG_GATEWAY_TOKEN
+PROJECT=tgci
+COMPOSE=(docker-compose -p "$PROJECT" -f docker/compose.yaml)
+TERMS=${TG_TERMS:-300000}
+GW="http://127.0.0.1:$TG_GATEWAY_PORT"
+
+teardown() {
+  [[ "${TG_KEEP:-0}" == 1 ]] && { echo "TG_KEEP=1: leaving $PROJECT up"; return; }
+  "${COMPOSE[@]}" logs --no-color >"$TG_OUT/compose.log" 2>&1 || true
+  "${COMPOSE[@]}" down -v --remove-orphans --timeout 10 >"$TG_OUT/compose-down.log" 2>&1
+}
+
+metric() { # NAME{labels} -> summed value from the coordinator's /metrics, or empty
+  curl -fsS -H "Authorization: Bearer $TG_GATEWAY_TOKEN" "$GW/metrics" 2>/dev/null |
+    awk -v m="$1" 'index($0, m) == 1 { s += $NF; n++ } END { if (n) print s }'
+}
+
+wait_for() { # SECONDS CMD...: retries CMD every second
+  local t=$1
+  shift
+  for _ in $(seq "$t"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  return 1
+}
+
+# --- Engine and base image ------------------------------------------------------------------
+tg_check "docker engine is running (dockerd started if needed)" tg_ensure_dockerd
+tg_check "local debian:bookworm-slim base (debootstrap + docker import, cached)" \
+  env DOCKER="$DOCKER" "$TG_DEPLOY/make-base-image.sh"
+
+# --- Images ---------------------------------------------------------------------------------
+t0=$(date +%s)
+tg_check "docker build --target coordinator (host network for apt)" \
+  "$DOCKER" build --network host -f docker/Dockerfile --target coordinator \
+  -t "tokengate/coordinator:$TG_TAG" .
+tg_check "docker build --target node" \
+  "$DOCKER" build --network host -f docker/Dockerfile --target node -t "tokengate/node:$TG_TAG" .
+echo "image builds took $(($(date +%s) - t0))s"
+tg_check "images run as the non-root user 10001" sh -c "
+  [ \"\$($DOCKER image inspect -f '{{.Config.User}}' tokengate/coordinator:$TG_TAG)\" = 10001:10001 ] &&
+  [ \"\$($DOCKER image inspect -f '{{.Config.User}}' tokengate/node:$TG_TAG)\" = 10001:10001 ]"
+tg_check "coordinator image has a HEALTHCHECK on /healthz" sh -c \
+  "$DOCKER image inspect -f '{{json .Config.Healthcheck}}' tokengate/coordinator:$TG_TAG | grep -q healthz"
+tg_check "every installed binary starts in the runtime image (--help)" \
+  "$DOCKER" run --rm --entrypoint sh "tokengate/node:$TG_TAG" -c \
+  'for b in /opt/tokengate/bin/*; do "$b" --help >/dev/null 2>&1 || { echo "$b --help failed"; "$b" --help; exit 1; }; done'
+
+# --- Cluster up -----------------------------------------------------------------------------
+"${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+trap teardown EXIT
+tg_check "docker-compose up -d --scale node=3 (no build, observability profile off)" \
+  "${COMPOSE[@]}" up -d --no-build --scale node=3
+coordinator_id=$("${COMPOSE[@]}" ps -q coordinator)
+tg_check "coordinator container becomes healthy (HEALTHCHECK /healthz)" wait_for 60 sh -c \
+  "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' $coordinator_id)\" = healthy ]"
+tg_check "3 nodes register as ready" wait_for 60 sh -c \
+  "[ \"\$(curl -fsS -H 'Authorization: Bearer $TG_GATEWAY_TOKEN' $GW/metrics | awk '/^tokengate_nodes\\{.*state=\"ready\"/ {s+=\$NF} END {print s+0}')\" = 3 ]"
+tg_check "gateway /readyz answers 200 on the published port" curl -fsS "$GW/readyz"
+tg_check "control page is served at / on host port $TG_GATEWAY_PORT" sh -c \
+  "curl -fsS '$GW/' | grep -qi '<html'"
+tg_check "gateway rejects a wrong bearer token" sh -c \
+  "code=\$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong' '$GW/metrics'); [ \"\$code\" = 401 ] || [ \"\$code\" = 403 ]"
+
+# --- Leibniz through the gateway, killing a node mid-job ------------------------------------
+victim=$("${COMPOSE[@]}" ps -q node | head -n1)
+t0=$(date +%s.%N)
+node "$TG_DEPLOY/ws-job.mjs" --url "ws://127.0.0.1:$TG_GATEWAY_PORT/ws" --token "$TG_GATEWAY_TOKEN" \
+  --terms "$TERMS" --precision double --at 0.25 --run "$DOCKER kill $victim" --timeout 300 \
+  >"$TG_OUT/ws-job.json" 2>"$TG_OUT/ws-job.log"
+rc=$?
+echo "leibniz $TERMS terms through the gateway: rc=$rc, $(awk "BEGIN {print $(date +%s.%N) - $t0}")s"
+cat "$TG_OUT/ws-job.log" "$TG_OUT/ws-job.json" | sed 's/^/     /'
+tg_check "Leibniz job ($TERMS terms) via WebSocket gateway succeeds with a node killed at 25%" \
+  sh -c "[ $rc = 0 ] && grep -q '\"hook_ran\":true' '$TG_OUT/ws-job.json'"
+tg_check "result is bit-identical to the reference pyramid sum" node -e "
+  const r = JSON.parse(require('fs').readFileSync('$TG_OUT/ws-job.json', 'utf8'));
+  import('$TG_DEPLOY/lib/leibniz.mjs').then(({ leibnizDouble }) => {
+    const want = leibnizDouble($TERMS);
+    const got = typeof r.value === 'number' ? r.value : Number(r.value?.float ?? r.value);
+    console.log('got', got, 'want', want);
+    process.exit(Object.is(got, want) ? 0 : 1);
+  });"
+tg_check "killed node is really gone ($victim)" sh -c \
+  "[ \"\$($DOCKER inspect -f '{{.State.Running}}' $victim)\" = false ]"
+tg_check "coordinator saw the node die and retried its tokens" wait_for 30 sh -c \
+  "[ \"\$(curl -fsS -H 'Authorization: Bearer $TG_GATEWAY_TOKEN' $GW/metrics | awk '/^tokengate_tokens_retried_total/ {s+=\$NF} END {print (s>0)}')\" = 1 ]"
+
+# --- Leibniz over the wire port with tgctl (from the host network) --------------------------
+DEC_TERMS=20000
+if [[ -x "${TG_BUILD_DIR:-build/release}/cli/tgctl" ]]; then
+  TGCTL=("${TG_BUILD_DIR:-build/release}/cli/tgctl")
+else # the image's tgctl on the host network: same path a host client takes
+  TGCTL=("$DOCKER" run --rm --network host "tokengate/node:$TG_TAG" tgctl)
+fi
+tg_check "tgctl leibniz --precision dec50 over the published wire port" sh -c \
+  "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT leibniz --terms $DEC_TERMS --precision dec50 >'$TG_OUT/tgctl.out' 2>&1"
+tg_check "tgctl dec50 result matches an exact big-integer reference to 40 digits" node -e "
+  const out = require('fs').readFileSync('$TG_OUT/tgctl.out', 'utf8');
+  const nums = out.match(/3\.14[0-9]{30,}/g) ?? [];
+  import('$TG_DEPLOY/lib/leibniz.mjs').then(({ leibnizDecimal, significantDigits }) => {
+    const want = leibnizDecimal($DEC_TERMS, 40);
+    const got = nums.length ? significantDigits(nums[nums.length - 1], 40) : '';
+    console.log('got', got, 'want', want);
+    process.exit(got === want ? 0 : 1);
+  });"
+
+# --- Dashboards against a real Prometheus scraping this cluster -----------------------------
+"$TG_DEPLOY/dashboards-live.sh" --target "127.0.0.1:$TG_GATEWAY_PORT" --token "$TG_GATEWAY_TOKEN" \
+  --ws "ws://127.0.0.1:$TG_GATEWAY_PORT/ws" >"$TG_OUT/dashboards-live.out" 2>&1
+grep -E '^(PASS|FAIL|     )' "$TG_OUT/dashboards-live.out"
+TG_PASSED=$((TG_PASSED + $(grep -c '^PASS ' "$TG_OUT/dashboards-live.out")))
+TG_FAILED=$((TG_FAILED + $(grep -c '^FAIL ' "$TG_OUT/dashboards-live.out")))
+
+# --- Down, nothing left behind --------------------------------------------------------------
+trap - EXIT
+if [[ "${TG_KEEP:-0}" != 1 ]]; then
+  tg_check "docker-compose down -v" teardown
+  tg_check "nothing left behind (containers, networks, volumes of project $PROJECT)" sh -c "
+    left=\$($DOCKER ps -aq --filter label=com.docker.compose.project=$PROJECT;
+            $DOCKER network ls -q --filter label=com.docker.compose.project=$PROJECT;
+            $DOCKER volume ls -q --filter label=com.docker.compose.project=$PROJECT)
+    [ -z \"\$left\" ] || { echo \"left: \$left\"; exit 1; }"
+fi
+
+tg_summary

@@ -1,0 +1,20 @@
+# shellcheck shell=bash
+# Docker engine helpers for the container test.
+
+# Starts Debian's dockerd if no engine answers (CI machines have none running). The daemon is
+# left running for later steps and CI runs; its log goes to $TG_CACHE_DIR/dockerd.log.
+tg_ensure_dockerd() {
+  local docker
+  docker=$(tg_docker)
+  "$docker" info >/dev/null 2>&1 && return 0
+  command -v dockerd >/dev/null || [[ -x /usr/sbin/dockerd ]] || return 1
+  mkdir -p "$TG_CACHE_DIR"
+  echo "starting dockerd (log: $TG_CACHE_DIR/dockerd.log)"
+  nohup /usr/sbin/dockerd >>"$TG_CACHE_DIR/dockerd.log" 2>&1 &
+  for _ in $(seq 60); do
+    "$docker" info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  tail -20 "$TG_CACHE_DIR/dockerd.log"
+  return 1
+}

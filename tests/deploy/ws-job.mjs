@@ -1,0 +1,75 @@
+// Runs a Leibniz job through the gateway's WebSocket API, the way a browser or script would:
+// hello with the bearer token, submit the job JSON, poll job.status until it ends. Optionally
+// runs a command once the job is a given fraction done (the container test kills a node there).
+// Prints one JSON line {job_id, state, value, wall_ms, done, total, failed}; exit 0 if the job
+// succeeded.
+// Usage: node ws-job.mjs --url ws://127.0.0.1:8080/ws --token T --terms N [--precision double]
+//                        [--at 0.3 --run "docker kill X"] [--timeout 300] [--fail]
+import { execSync } from 'node:child_process';
+import WebSocket from 'ws';
+import { leibnizJob } from './lib/leibniz.mjs';
+
+const arg = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const url = arg('url', 'ws://127.0.0.1:8080/ws');
+const token = arg('token', process.env.TG_GATEWAY_TOKEN ?? '');
+const terms = Number(arg('terms', '1000000'));
+const precision = arg('precision', 'double');
+const at = Number(arg('at', '2'));
+const runCmd = arg('run', '');
+const timeoutS = Number(arg('timeout', '300'));
+// --fail: a one-token job the node must reject (leibniz.term wants an int), for failure metrics.
+const job = process.argv.includes('--fail')
+  ? { name: 'deploy-test-failure', tokens: [{ op: 'leibniz.term', args: ['not-an-int'], output: true, name: 'pi' }] }
+  : leibnizJob(terms, precision);
+
+const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+let nextId = 1;
+const pending = new Map();
+const call = (cmd, fields = {}) => new Promise((resolve, reject) => {
+  const id = nextId++;
+  pending.set(id, { resolve, reject, cmd });
+  ws.send(JSON.stringify({ id, cmd, ...fields }));
+});
+ws.on('message', (data) => {
+  const msg = JSON.parse(data.toString());
+  if (msg.id === undefined || !pending.has(msg.id)) return; // events
+  const p = pending.get(msg.id);
+  pending.delete(msg.id);
+  if (msg.ok) p.resolve(msg.result);
+  else p.reject(new Error(`${p.cmd}: ${msg.error?.code} ${msg.error?.message}`));
+});
+const die = (m) => { console.error(`ws-job: ${m}`); process.exit(2); };
+ws.on('error', (e) => die(e.message));
+setTimeout(() => die(`timed out after ${timeoutS}s`), timeoutS * 1000).unref();
+
+ws.on('open', async () => {
+  try {
+    await call('hello', { token });
+    const { job_id } = await call('submit', { job });
+    console.error(`ws-job: submitted job ${job_id} (${job.name})`);
+    let ran = false;
+    for (;;) {
+      const st = await call('job.status', { job_id });
+      if (!ran && runCmd && st.total && st.done / st.total >= at && st.state === 'running') {
+        ran = true;
+        console.error(`ws-job: ${st.done}/${st.total} done, running: ${runCmd}`);
+        execSync(runCmd, { stdio: 'inherit' });
+      }
+      if (st.state !== 'running') {
+        const out = (st.outputs ?? []).find((o) => o.name === 'pi') ?? st.outputs?.[0];
+        const value = out?.ok ? out.value : null;
+        console.log(JSON.stringify({ job_id, state: st.state, value, wall_ms: st.wall_ms,
+          done: st.done, total: st.total, failed: st.failed, error: out?.error ?? null,
+          hook_ran: ran }));
+        ws.close();
+        process.exit(st.state === 'succeeded' && !(runCmd && !ran) ? 0 : 1);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } catch (e) {
+    die(e.message);
+  }
+});
