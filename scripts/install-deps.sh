@@ -14,7 +14,7 @@ BUILD_PKGS=(
   libssl-dev libabsl-dev
 )
 TEST_PKGS=(
-  python3 python3-websockets procps iproute2 prometheus
+  python3 python3-websockets procps iproute2 prometheus chromium
 )
 
 want=("${BUILD_PKGS[@]}")

@@ -1,0 +1,90 @@
+// Gateway: the cluster's user-facing HTTP port (Boost.Beast). Serves the
+// WebSocket control protocol at /ws (docs/protocol.md), Prometheus text at
+// /metrics, /healthz, /readyz and the embedded control page at /.
+//
+// Ownership: main() (or a test) owns the Gateway and the ClusterControl it is
+// given; the control must outlive the Gateway. The Gateway owns its
+// io_context and its 1-2 threads; every WebSocket/HTTP session runs on its
+// own strand. Calls into ClusterControl return at once and their callbacks
+// (coordinator loop thread) only post back to the session's strand, so the
+// coordinator thread is never blocked by a client, however slow.
+//
+// start()/stop()/port() are called from the owning thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "coordinator/control/control.h"
+
+namespace tokengate::gateway {
+
+struct GatewayConfig {
+  std::string bind_address = "127.0.0.1";
+  uint16_t port = 0;  // 0 = pick a free port; read it back with Gateway::port()
+  int threads = 1;    // io_context threads, 1 or 2
+
+  // Bearer tokens per role. Empty strings are ignored. A connection starts
+  // unauthenticated (or as viewer when allow_anonymous_read) and becomes the
+  // highest role whose token it presents.
+  std::vector<std::string> viewer_tokens;
+  std::vector<std::string> operator_tokens;
+  std::vector<std::string> admin_tokens;
+  bool allow_anonymous_read = false;
+
+  // Browser Origin values allowed to open /ws. Empty: only same-origin
+  // (Origin host == Host header); "*" allows any. Requests without an Origin
+  // header (non-browser clients) are always allowed.
+  std::vector<std::string> allowed_origins;
+
+  size_t max_frame_bytes = 1 << 20;    // larger frames close the socket (1009)
+  double commands_per_s = 50;          // token bucket refill; 0 = unlimited
+  double command_burst = 100;          // token bucket size
+  size_t max_queued_events = 256;      // per session; further events are dropped
+  size_t max_queued_bytes = 8 << 20;   // per session outbound cap; over it the session closes
+  size_t max_pending_fanouts = 10000;  // events posted by the coordinator, not yet fanned out
+  int command_timeout_ms = 10000;      // no control callback by then => "unavailable"
+  int idle_timeout_s = 60;             // WebSocket idle timeout (keep-alive pings at half)
+
+  // TLS through Beast's ssl streams when both are set (PEM files).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+
+  // Serve the control page from this directory instead of the copy embedded
+  // at build time (development only). Empty = embedded.
+  std::string web_root;
+
+  const Clock* clock = nullptr;  // rate limiter time; nullptr = SystemClock
+};
+
+// Adds TG_GATEWAY_TOKEN (if set and non-empty) to config.admin_tokens.
+void addTokenFromEnv(GatewayConfig& config);
+
+class Gateway {
+ public:
+  Gateway(GatewayConfig config, control::ClusterControl& control);
+  ~Gateway();  // stop()s
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Binds, subscribes to the coordinator's events and starts the threads.
+  Status start();
+  // Closes the listener and every session, unsubscribes and joins threads.
+  // A stopped Gateway cannot be started again.
+  void stop();
+  // The bound port (after start()).
+  uint16_t port() const;
+  // Number of open WebSocket sessions (also the tokengate_ws_clients gauge).
+  size_t wsClients() const;
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tokengate::gateway

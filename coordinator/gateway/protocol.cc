@@ -1,0 +1,427 @@
+#include "coordinator/gateway/protocol.h"
+
+#include <fmt/format.h>
+
+#include <array>
+#include <cctype>
+#include <cmath>
+#include <limits>
+
+#include "common/job_json.h"
+
+namespace tokengate::gateway {
+
+namespace json = boost::json;
+
+const char* roleName(Role r) {
+  switch (r) {
+    case Role::kNone:
+      return "none";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kOperator:
+      return "operator";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "none";
+}
+
+namespace {
+constexpr std::array<std::pair<std::string_view, uint32_t>, 4> kTopics{{
+    {"job", kTopicJob},
+    {"failures", kTopicFailures},
+    {"nodes", kTopicNodes},
+    {"ops", kTopicOps},
+}};
+
+// Session-level commands first, then coordinator commands by area.
+constexpr std::array<CommandInfo, 24> kCommands{{
+    {"hello", Role::kNone, true},
+    {"auth", Role::kNone, true},
+    {"ping", Role::kNone, true},
+    {"subscribe", Role::kViewer, true},
+    {"unsubscribe", Role::kViewer, true},
+    {"submit", Role::kOperator, false},
+    {"job.status", Role::kViewer, false},
+    {"job.list", Role::kViewer, false},
+    {"job.cancel", Role::kOperator, false},
+    {"token.cancel", Role::kOperator, false},
+    {"op.list", Role::kViewer, false},
+    {"op.pause", Role::kOperator, false},
+    {"op.resume", Role::kOperator, false},
+    {"op.drain", Role::kOperator, false},
+    {"op.cancel_running", Role::kOperator, false},
+    {"op.limits", Role::kOperator, false},
+    {"node.list", Role::kViewer, false},
+    {"node.drain", Role::kOperator, false},
+    {"node.undrain", Role::kOperator, false},
+    {"node.evict", Role::kAdmin, false},
+    {"cluster.stats", Role::kViewer, false},
+    {"cluster.limits", Role::kAdmin, false},
+    {"whoami", Role::kNone, true},
+    {"topics", Role::kNone, true},
+}};
+}  // namespace
+
+std::optional<uint32_t> topicBit(std::string_view name) {
+  for (const auto& [n, bit] : kTopics) {
+    if (n == name) return bit;
+  }
+  return std::nullopt;
+}
+
+json::array topicNames(uint32_t bits) {
+  json::array out;
+  for (const auto& [n, bit] : kTopics) {
+    if (bits & bit) out.emplace_back(n);
+  }
+  return out;
+}
+
+const CommandInfo* findCommand(std::string_view name) {
+  for (const auto& c : kCommands) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+json::array commandNames(Role role) {
+  json::array out;
+  for (const auto& c : kCommands) {
+    if (c.min_role <= role) out.emplace_back(c.name);
+  }
+  return out;
+}
+
+std::string errorCodeName(StatusCode code) {
+  std::string s = absl::StatusCodeToString(code);
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s.empty() ? "unknown" : s;
+}
+
+std::string okReply(const json::value& id, json::value result) {
+  json::object o;
+  o["id"] = id;
+  o["ok"] = true;
+  o["result"] = std::move(result);
+  return json::serialize(o);
+}
+
+std::string errorReply(const json::value& id, const Status& status) {
+  json::object err;
+  err["code"] = errorCodeName(status.code());
+  err["message"] = std::string(status.message());
+  json::object o;
+  o["id"] = id;
+  o["ok"] = false;
+  o["error"] = std::move(err);
+  return json::serialize(o);
+}
+
+std::string eventMessage(std::string_view topic, const json::object& data) {
+  json::object o;
+  o["event"] = topic;
+  o["data"] = data;
+  return json::serialize(o);
+}
+
+namespace {
+double finiteOr0(double v) { return std::isfinite(v) ? v : 0.0; }
+
+json::object statusJson(const Status& s) {
+  json::object o;
+  o["code"] = errorCodeName(s.code());
+  o["message"] = std::string(s.message());
+  return o;
+}
+}  // namespace
+
+json::object toJson(const control::JobStatus& s) {
+  json::object o;
+  o["job_id"] = s.id;
+  o["name"] = s.name;
+  o["state"] = control::jobStateName(s.state);
+  o["total"] = s.total;
+  o["done"] = s.done;
+  o["failed"] = s.failed;
+  o["cancelled"] = s.cancelled;
+  o["running"] = s.running;
+  o["wall_ms"] = static_cast<double>(s.wall_ns) / 1e6;
+  if (!s.outputs.empty()) {
+    json::array outs;
+    for (const auto& r : s.outputs) {
+      json::object out;
+      out["index"] = r.index;
+      out["name"] = r.name;
+      out["ok"] = r.status.ok();
+      if (r.status.ok()) {
+        out["value"] = valueToJson(r.value);
+      } else {
+        out["error"] = statusJson(r.status);
+      }
+      outs.emplace_back(std::move(out));
+    }
+    o["outputs"] = std::move(outs);
+  }
+  return o;
+}
+
+json::object toJson(const control::OpStatus& s) {
+  json::object o;
+  o["op"] = s.name;
+  o["weight"] = weightName(s.weight);
+  o["effective_weight"] = weightName(s.effective);
+  o["paused"] = s.paused;
+  o["state"] = s.paused ? "paused" : "running";
+  json::object lim;
+  lim["max_in_flight"] = s.limits.max_in_flight;
+  lim["max_rate_per_s"] = finiteOr0(s.limits.max_rate_per_s);
+  o["limits"] = std::move(lim);
+  o["queued"] = s.queued;
+  o["running"] = s.running;
+  o["completed"] = s.completed;
+  o["failed"] = s.failed;
+  o["retried"] = s.retried;
+  o["cancelled"] = s.cancelled;
+  o["rate_per_s"] = finiteOr0(s.rate_per_s);
+  o["mean_run_us"] = finiteOr0(s.mean_run_us);
+  return o;
+}
+
+json::object toJson(const control::NodeStatus& s) {
+  json::object o;
+  o["node"] = s.id;
+  o["session"] = s.session;
+  o["pid"] = s.pid;
+  o["state"] = control::nodeStateName(s.state);
+  json::array lanes;
+  for (const auto& l : s.lanes) {
+    json::object lo;
+    lo["weight"] = weightName(l.weight);
+    json::array cores;
+    for (uint32_t c : l.cores) cores.emplace_back(c);
+    lo["cores"] = std::move(cores);
+    lo["workers"] = l.workers;
+    lo["queued"] = l.queued;
+    lo["running"] = l.running;
+    lo["in_flight"] = l.in_flight;
+    lo["utilization"] = finiteOr0(l.utilization);
+    lanes.emplace_back(std::move(lo));
+  }
+  o["lanes"] = std::move(lanes);
+  o["in_flight"] = s.in_flight;
+  o["completed"] = s.completed;
+  o["heartbeat_age_ms"] = static_cast<double>(s.heartbeat_age_ns) / 1e6;
+  o["speed_factor"] = finiteOr0(s.speed_factor);
+  o["rss_bytes"] = s.rss_bytes;
+  json::array ops;
+  for (const auto& op : s.ops) ops.emplace_back(op);
+  o["ops"] = std::move(ops);
+  return o;
+}
+
+json::object toJson(const control::ClusterStats& s) {
+  json::object o;
+  o["nodes_ready"] = s.nodes_ready;
+  o["nodes_draining"] = s.nodes_draining;
+  o["nodes_dead"] = s.nodes_dead;
+  o["jobs_running"] = s.jobs_running;
+  o["jobs_total"] = s.jobs_total;
+  o["tokens_admitted"] = s.tokens_admitted;
+  o["tokens_completed"] = s.tokens_completed;
+  o["tokens_failed"] = s.tokens_failed;
+  o["tokens_retried"] = s.tokens_retried;
+  o["tokens_live"] = s.tokens_live;
+  o["queued"] = s.queued;
+  o["in_flight"] = s.in_flight;
+  o["admission_limit"] = s.admission_limit;
+  o["admission_rejects"] = s.admission_rejects;
+  o["throughput_per_s"] = finiteOr0(s.throughput_per_s);
+  return o;
+}
+
+StatusOr<std::string> stringField(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr) return absl::InvalidArgumentError(fmt::format("missing field '{}'", key));
+  if (!v->is_string()) {
+    return absl::InvalidArgumentError(fmt::format("field '{}' must be a string", key));
+  }
+  const json::string& s = v->get_string();
+  if (s.empty()) return absl::InvalidArgumentError(fmt::format("field '{}' is empty", key));
+  return std::string(s);
+}
+
+namespace {
+// A non-negative integer; integral doubles (what JavaScript sends) are fine.
+StatusOr<uint64_t> asUint(const json::value& v, std::string_view key) {
+  if (v.is_uint64()) return v.get_uint64();
+  if (v.is_int64() && v.get_int64() >= 0) return static_cast<uint64_t>(v.get_int64());
+  if (v.is_double()) {
+    double d = v.get_double();
+    if (d >= 0 && d <= 9007199254740992.0 && std::floor(d) == d) return static_cast<uint64_t>(d);
+  }
+  return absl::InvalidArgumentError(fmt::format("field '{}' must be a non-negative integer", key));
+}
+
+StatusOr<double> doubleField(const json::object& o, std::string_view key, double dflt) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr || v->is_null()) return dflt;
+  if (!v->is_number()) {
+    return absl::InvalidArgumentError(fmt::format("field '{}' must be a number", key));
+  }
+  double d = v->to_number<double>();
+  if (!std::isfinite(d) || d < 0) {
+    return absl::InvalidArgumentError(fmt::format("field '{}' must be >= 0", key));
+  }
+  return d;
+}
+
+template <typename T, typename F>
+control::Callback<T> wrap(ResultFn reply, F encode) {
+  return [reply = std::move(reply), encode = std::move(encode)](StatusOr<T> r) {
+    if (!r.ok()) {
+      reply(r.status());
+      return;
+    }
+    reply(json::value(encode(*r)));
+  };
+}
+}  // namespace
+
+StatusOr<uint64_t> uintField(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v == nullptr) return absl::InvalidArgumentError(fmt::format("missing field '{}'", key));
+  return asUint(*v, key);
+}
+
+void runControlCommand(std::string_view cmd, const json::object& req,
+                       control::ClusterControl& control, ResultFn reply) {
+  using control::ClusterStats;
+  using control::JobStatus;
+  using control::NodeStatus;
+  using control::OpStatus;
+
+  auto fail = [&](const Status& s) { reply(s); };
+
+  if (cmd == "submit") {
+    const json::value* job = req.if_contains("job");
+    if (job == nullptr || !job->is_object()) {
+      return fail(absl::InvalidArgumentError("field 'job' must be a job object (CLI job JSON)"));
+    }
+    StatusOr<JobSpec> spec = jobFromJson(*job);
+    if (!spec.ok()) return fail(spec.status());
+    control.submitJob(std::move(*spec), wrap<uint64_t>(std::move(reply), [](uint64_t id) {
+                        return json::object{{"job_id", id}};
+                      }));
+  } else if (cmd == "job.status") {
+    auto id = uintField(req, "job_id");
+    if (!id.ok()) return fail(id.status());
+    control.jobStatus(
+        *id, wrap<JobStatus>(std::move(reply), [](const JobStatus& s) { return toJson(s); }));
+  } else if (cmd == "job.list") {
+    control.listJobs(wrap<std::vector<JobStatus>>(std::move(reply), [](const auto& jobs) {
+      json::array a;
+      for (const auto& j : jobs) a.emplace_back(toJson(j));
+      return json::object{{"jobs", std::move(a)}};
+    }));
+  } else if (cmd == "job.cancel") {
+    auto id = uintField(req, "job_id");
+    if (!id.ok()) return fail(id.status());
+    uint64_t job_id = *id;
+    control.cancelJob(job_id, wrap<uint64_t>(std::move(reply), [job_id](uint64_t n) {
+                        return json::object{{"job_id", job_id}, {"cancelled", n}};
+                      }));
+  } else if (cmd == "token.cancel") {
+    auto id = uintField(req, "token_id");
+    if (!id.ok()) return fail(id.status());
+    uint64_t token_id = *id;
+    control.cancelToken(token_id, wrap<bool>(std::move(reply), [token_id](bool c) {
+                          return json::object{{"token_id", token_id}, {"cancelled", c}};
+                        }));
+  } else if (cmd == "op.list") {
+    control.listOps(wrap<std::vector<OpStatus>>(std::move(reply), [](const auto& ops) {
+      json::array a;
+      for (const auto& o : ops) a.emplace_back(toJson(o));
+      return json::object{{"ops", std::move(a)}};
+    }));
+  } else if (cmd == "op.pause" || cmd == "op.resume") {
+    auto op = stringField(req, "op");
+    if (!op.ok()) return fail(op.status());
+    auto cb = wrap<OpStatus>(std::move(reply), [](const OpStatus& s) {
+      return json::object{{"op", toJson(s)}};
+    });
+    if (cmd == "op.pause") {
+      control.pauseOp(std::move(*op), std::move(cb));
+    } else {
+      control.resumeOp(std::move(*op), std::move(cb));
+    }
+  } else if (cmd == "op.drain" || cmd == "op.cancel_running") {
+    auto op = stringField(req, "op");
+    if (!op.ok()) return fail(op.status());
+    const char* key = cmd == "op.drain" ? "dropped" : "cancelled";
+    auto cb = wrap<uint64_t>(std::move(reply), [name = *op, key](uint64_t n) {
+      return json::object{{"op", name}, {key, n}};
+    });
+    if (cmd == "op.drain") {
+      control.drainOp(std::move(*op), std::move(cb));
+    } else {
+      control.cancelRunningOp(std::move(*op), std::move(cb));
+    }
+  } else if (cmd == "op.limits") {
+    auto op = stringField(req, "op");
+    if (!op.ok()) return fail(op.status());
+    control::OpLimits limits;
+    if (const json::value* v = req.if_contains("max_in_flight"); v != nullptr && !v->is_null()) {
+      auto n = asUint(*v, "max_in_flight");
+      if (!n.ok()) return fail(n.status());
+      if (*n > std::numeric_limits<uint32_t>::max()) {
+        return fail(absl::InvalidArgumentError("field 'max_in_flight' is too large"));
+      }
+      limits.max_in_flight = static_cast<uint32_t>(*n);
+    }
+    auto rate = doubleField(req, "max_rate_per_s", 0);
+    if (!rate.ok()) return fail(rate.status());
+    limits.max_rate_per_s = *rate;
+    control.setOpLimits(std::move(*op), limits,
+                        wrap<OpStatus>(std::move(reply), [](const OpStatus& s) {
+                          return json::object{{"op", toJson(s)}};
+                        }));
+  } else if (cmd == "node.list") {
+    control.listNodes(wrap<std::vector<NodeStatus>>(std::move(reply), [](const auto& nodes) {
+      json::array a;
+      for (const auto& n : nodes) a.emplace_back(toJson(n));
+      return json::object{{"nodes", std::move(a)}};
+    }));
+  } else if (cmd == "node.drain" || cmd == "node.undrain") {
+    auto node = stringField(req, "node");
+    if (!node.ok()) return fail(node.status());
+    auto cb = wrap<NodeStatus>(std::move(reply), [](const NodeStatus& s) {
+      return json::object{{"node", toJson(s)}};
+    });
+    if (cmd == "node.drain") {
+      control.drainNode(std::move(*node), std::move(cb));
+    } else {
+      control.undrainNode(std::move(*node), std::move(cb));
+    }
+  } else if (cmd == "node.evict") {
+    auto node = stringField(req, "node");
+    if (!node.ok()) return fail(node.status());
+    control.evictNode(*node, wrap<uint64_t>(std::move(reply), [name = *node](uint64_t n) {
+      return json::object{{"node", name}, {"requeued", n}};
+    }));
+  } else if (cmd == "cluster.stats") {
+    control.stats(
+        wrap<ClusterStats>(std::move(reply), [](const ClusterStats& s) { return toJson(s); }));
+  } else if (cmd == "cluster.limits") {
+    auto limit = uintField(req, "admission_limit");
+    if (!limit.ok()) return fail(limit.status());
+    control.setAdmissionLimit(
+        *limit,
+        wrap<ClusterStats>(std::move(reply), [](const ClusterStats& s) { return toJson(s); }));
+  } else {
+    fail(absl::UnimplementedError(fmt::format("unknown command '{}'", cmd)));
+  }
+}
+
+}  // namespace tokengate::gateway

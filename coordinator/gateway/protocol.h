@@ -1,0 +1,66 @@
+// The WebSocket control protocol, without any networking: roles, the command
+// table, request validation, JSON encoding of control results and replies.
+// Kept apart from the Beast code so it compiles fast and is testable alone.
+// Wire format: docs/protocol.md ("WebSocket control").
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "coordinator/control/control.h"
+
+namespace tokengate::gateway {
+
+constexpr int kProtocolVersion = 1;
+
+enum class Role : uint8_t { kNone = 0, kViewer = 1, kOperator = 2, kAdmin = 3 };
+const char* roleName(Role r);
+
+// Event topics a session may subscribe to, as bits.
+enum Topic : uint32_t { kTopicJob = 1, kTopicFailures = 2, kTopicNodes = 4, kTopicOps = 8 };
+constexpr uint32_t kAllTopics = kTopicJob | kTopicFailures | kTopicNodes | kTopicOps;
+std::optional<uint32_t> topicBit(std::string_view name);
+boost::json::array topicNames(uint32_t bits);
+
+struct CommandInfo {
+  std::string_view name;
+  Role min_role;
+  bool session_level;  // handled by the session itself (hello, auth, subscribe...)
+};
+// nullptr when unknown.
+const CommandInfo* findCommand(std::string_view name);
+boost::json::array commandNames(Role role);
+
+// "invalid_argument", "not_found", ... (lower-case absl code names).
+std::string errorCodeName(StatusCode code);
+
+// Replies. `id` is echoed as sent (null when the request had none).
+std::string okReply(const boost::json::value& id, boost::json::value result);
+std::string errorReply(const boost::json::value& id, const Status& status);
+// {"event": topic, "data": data}
+std::string eventMessage(std::string_view topic, const boost::json::object& data);
+
+// JSON forms of control results (documented in docs/protocol.md).
+boost::json::object toJson(const control::JobStatus& s);
+boost::json::object toJson(const control::OpStatus& s);
+boost::json::object toJson(const control::NodeStatus& s);
+boost::json::object toJson(const control::ClusterStats& s);
+
+// Runs a coordinator command: validates the request fields, calls control and
+// calls `reply` exactly once with the result object or an error. `reply` may
+// run synchronously (validation errors) or later on the coordinator thread.
+// Session-level commands and role checks are the caller's job.
+using ResultFn = std::function<void(StatusOr<boost::json::value>)>;
+void runControlCommand(std::string_view cmd, const boost::json::object& req,
+                       control::ClusterControl& control, ResultFn reply);
+
+// Field helpers (exposed for the session-level commands).
+StatusOr<std::string> stringField(const boost::json::object& o, std::string_view key);
+StatusOr<uint64_t> uintField(const boost::json::object& o, std::string_view key);
+
+}  // namespace tokengate::gateway
