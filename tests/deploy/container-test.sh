@@ -77,8 +77,10 @@ tg_check "3 nodes register as ready" wait_for 60 sh -c \
 tg_check "gateway /readyz answers 200 on the published port" curl -fsS "$GW/readyz"
 tg_check "control page is served at / on host port $TG_GATEWAY_PORT" sh -c \
   "curl -fsS '$GW/' | grep -qi '<html'"
-tg_check "gateway rejects a wrong bearer token" sh -c \
-  "code=\$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong' '$GW/metrics'); [ \"\$code\" = 401 ] || [ \"\$code\" = 403 ]"
+tg_check "gateway refuses a WebSocket upgrade with a wrong bearer token (401)" sh -c \
+  "code=\$(curl -s -o /dev/null -w '%{http_code}' -H 'Connection: Upgrade' -H 'Upgrade: websocket' \
+     -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' \
+     -H 'Authorization: Bearer wrong' '$GW/ws'); [ \"\$code\" = 401 ]"
 
 # --- Leibniz through the gateway, killing a node mid-job ------------------------------------
 victim=$("${COMPOSE[@]}" ps -q node | head -n1)
