@@ -6,6 +6,23 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+#include <fmt/format.h>
+
+#include <string_view>
+#include <type_traits>
+
+// Debian's abseil has its own string_view type; let fmt print it.
+#if !defined(ABSL_USES_STD_STRING_VIEW)
+template <>
+struct fmt::formatter<absl::string_view> : fmt::formatter<std::string_view> {
+  template <typename Ctx>
+  auto format(absl::string_view s, Ctx& ctx) const {
+    return fmt::formatter<std::string_view>::format(std::string_view(s.data(), s.size()), ctx);
+  }
+};
+#endif
 
 namespace tokengate {
 using absl::Status;

@@ -1,0 +1,1660 @@
+#include "coordinator/core/coordinator.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace tokengate::coordinator {
+
+namespace json = boost::json;
+using control::JobState;
+using control::NodeState;
+
+namespace {
+
+constexpr size_t kMaxSinkOutputs = 100'000;
+constexpr Nanos kGaugeInterval = 100 * kMillis;
+
+// Visits the job-local indices a token's arguments reference, in argument order.
+template <typename Fn>
+void forEachRef(const TokenSpec& spec, uint32_t rep, Fn&& fn) {
+  for (const auto& a : spec.args) {
+    if (a.kind == Arg::Kind::kValue) continue;
+    const int64_t start = static_cast<int64_t>(a.start) + a.step * rep;
+    const uint32_t count = a.kind == Arg::Kind::kRef ? 1 : a.count;
+    for (uint32_t k = 0; k < count; ++k) fn(static_cast<uint32_t>(start + k));
+  }
+}
+
+uint32_t argCount(const TokenSpec& spec) {
+  uint32_t n = 0;
+  for (const auto& a : spec.args) n += a.kind == Arg::Kind::kRefRange ? a.count : 1;
+  return n;
+}
+
+std::vector<double> bucketIncrements(const std::vector<double>& bounds) {
+  return std::vector<double>(bounds.size() + 1, 0.0);
+}
+
+void addToBuckets(std::vector<double>& inc, double x) {
+  const auto& b = Metrics::timeBuckets();
+  auto it = std::lower_bound(b.begin(), b.end(), x);
+  inc[static_cast<size_t>(it - b.begin())] += 1;
+}
+
+}  // namespace
+
+CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox& outbox,
+                                 std::shared_ptr<prometheus::Registry> registry)
+    : config_(std::move(config)),
+      clock_(clock),
+      outbox_(outbox),
+      metrics_(std::move(registry)),
+      scheduler_(makeScheduler(config_.scheduler)) {
+  if (!scheduler_) {
+    spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
+    scheduler_ = makeLeastOutstandingScheduler();
+  }
+  for (int s = 0; s < 3; ++s)
+    m_nodes_[s] = &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
+  for (int s = 0; s < 4; ++s)
+    m_jobs_[s] = &metrics_.jobs.Add({{"state", control::jobStateName(static_cast<JobState>(s))}});
+  last_tick_ = last_event_ = last_rate_ = clock_.now();
+}
+
+CoordinatorCore::~CoordinatorCore() = default;
+
+void CoordinatorCore::setScheduler(std::unique_ptr<Scheduler> scheduler) {
+  scheduler_ = std::move(scheduler);
+}
+
+// ---------------------------------------------------------------- ops
+
+uint32_t CoordinatorCore::opIndex(const std::string& name) {
+  auto it = op_index_.find(name);
+  if (it != op_index_.end()) return it->second;
+  auto idx = static_cast<uint32_t>(ops_.size());
+  op_index_.emplace(name, idx);
+  OpState& op = ops_.emplace_back();
+  op.name = name;
+  for (int w = 0; w < kLaneCount; ++w) {
+    prometheus::Labels labels{{"op", name}, {"weight", weightName(static_cast<Weight>(w))}};
+    op.m_completed[w] = &metrics_.completed.Add(labels);
+    op.m_admitted[w] = &metrics_.admitted.Add(labels);
+    op.m_retried[w] = &metrics_.retried.Add(labels);
+  }
+  op.m_run = &metrics_.run_seconds.Add({{"op", name}}, Metrics::timeBuckets());
+  op.m_wait = &metrics_.queue_wait_seconds.Add({{"op", name}}, Metrics::timeBuckets());
+  op.m_depth = &metrics_.queue_depth.Add({{"op", name}});
+  op.run_buckets = bucketIncrements(Metrics::timeBuckets());
+  op.wait_buckets = bucketIncrements(Metrics::timeBuckets());
+  for (auto& n : nodes_) n.offers.resize(ops_.size(), false);
+  return idx;
+}
+
+void CoordinatorCore::setEffectiveLane(uint32_t op, Weight lane) {
+  if (op < ops_.size() && lane != Weight::kUnspecified) ops_[op].effective = lane;
+}
+
+bool CoordinatorCore::opDispatchable(OpState& op) const {
+  if (op.paused || op.ready.empty()) return false;
+  if (op.limits.max_in_flight && op.running >= op.limits.max_in_flight) return false;
+  if (op.limits.max_rate_per_s > 0 && op.rate_tokens < 1) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------- admission
+
+StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& watcher,
+                                              uint64_t request_id) {
+  if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  const uint64_t count = spec.tokenCount();
+  if (live_tokens_ + count > config_.max_live_tokens) {
+    ++counters_.rejects;
+    metrics_.admission_rejects.Increment();
+    return absl::ResourceExhaustedError(fmt::format(
+        "admission limit reached: {} tokens live + {} requested > limit {}; retry later",
+        live_tokens_, count, config_.max_live_tokens));
+  }
+  auto job = std::make_unique<Job>();
+  job->id = next_job_++;
+  job->name = spec.name;
+  job->admitted_at = clock_.now();
+  if (!watcher.empty()) job->watchers.push_back(watcher);
+  Job& ref = *job;
+  jobs_.emplace(job->id, std::move(job));
+  if (auto st = buildJob(ref, std::move(spec)); !st.ok()) {
+    jobs_.erase(ref.id);
+    return st;
+  }
+  live_tokens_ += count;
+  counters_.admitted += count;
+  metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+  const uint64_t id = ref.id;
+  resolveAliases(ref);
+  maybeFinishJob(ref);
+  dispatch();
+  return id;
+}
+
+Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
+  const auto n = static_cast<uint32_t>(spec.tokenCount());
+  job.tokens.resize(n);
+  job.specs.reserve(spec.tokens.size());
+  bool any_output = false;
+  uint32_t first = 0;
+  for (auto& ts : spec.tokens) {
+    SpecRec& s = job.specs.emplace_back();
+    s.first = first;
+    s.op = opIndex(ts.op);
+    const OpState& op = ops_[s.op];
+    s.weight = ts.weight != Weight::kUnspecified ? ts.weight : op.weight;
+    s.max_attempts = ts.max_attempts ? ts.max_attempts : config_.default_max_attempts;
+    s.keep_result = ts.output;
+    any_output |= ts.output;
+    s.spec = std::move(ts);
+    first += s.spec.repeat;
+  }
+  // Per-token spec index and dependency counts (CSR of dependents).
+  std::vector<uint32_t> dep_count(n + 1, 0);
+  for (uint32_t si = 0; si < job.specs.size(); ++si) {
+    const SpecRec& s = job.specs[si];
+    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
+      TokenRec& t = job.tokens[s.first + r];
+      t.spec = si;
+      forEachRef(s.spec, r, [&](uint32_t j) {
+        ++dep_count[j];
+        ++t.pending;
+      });
+    }
+  }
+  job.dep_offset.resize(n + 1);
+  uint32_t acc = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    job.dep_offset[i] = acc;
+    job.tokens[i].consumers = dep_count[i];
+    acc += dep_count[i];
+  }
+  job.dep_offset[n] = acc;
+  job.deps.resize(acc);
+  std::vector<uint32_t> fill(job.dep_offset.begin(), job.dep_offset.end() - 1);
+  for (const SpecRec& s : job.specs) {
+    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
+      const uint32_t i = s.first + r;
+      forEachRef(s.spec, r, [&](uint32_t j) { job.deps[fill[j]++] = i; });
+    }
+  }
+  // Outputs: flagged tokens, else the job's sinks (bounded).
+  for (const SpecRec& s : job.specs) {
+    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
+      const uint32_t i = s.first + r;
+      if (any_output ? s.keep_result : job.tokens[i].consumers == 0) {
+        if (job.outputs.size() < kMaxSinkOutputs) job.outputs.push_back(i);
+      }
+    }
+  }
+  // Admission metrics, deadlines, idempotency keys, initial readiness.
+  for (const SpecRec& s : job.specs) {
+    OpState& op = ops_[s.op];
+    op.m_admitted[static_cast<int>(s.weight) % kLaneCount]->Increment(s.spec.repeat);
+    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
+      const uint32_t i = s.first + r;
+      TokenRec& t = job.tokens[i];
+      const uint64_t id = tokenId(job.id, i);
+      if (s.spec.deadline_ms)
+        deadlines_.emplace(job.admitted_at + s.spec.deadline_ms * kMillis, id);
+      if (!s.spec.idempotency_key.empty()) {
+        std::string key = s.spec.repeat > 1 ? fmt::format("{}#{}", s.spec.idempotency_key, r)
+                                            : s.spec.idempotency_key;
+        auto it = keys_.find(key);
+        if (it != keys_.end()) {
+          t.state = kAlias;
+          it->second.aliases.push_back(id);
+          continue;
+        }
+        KeyEntry entry;
+        entry.token = id;
+        keys_.emplace(key, std::move(entry));
+        key_of_token_.emplace(id, key);
+        key_order_.push_back(std::move(key));
+        while (keys_.size() > config_.max_idempotency_keys && !key_order_.empty()) {
+          auto old = keys_.find(key_order_.front());
+          if (old != keys_.end() && old->second.finished && old->second.aliases.empty())
+            keys_.erase(old);
+          else if (old != keys_.end())
+            break;  // oldest still live: keep going over the cap rather than lose it
+          key_order_.pop_front();
+        }
+      }
+      if (t.pending == 0) makeReady(job, i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Aliases whose original already finished complete at once.
+void CoordinatorCore::resolveAliases(Job& job) {
+  for (auto& [key, entry] : keys_) {
+    if (!entry.finished || entry.aliases.empty()) continue;
+    auto aliases = std::move(entry.aliases);
+    entry.aliases.clear();
+    for (uint64_t id : aliases) {
+      Job* j = findJob(id >> 32);
+      if (!j) continue;
+      auto local = static_cast<uint32_t>(id);
+      if (j->tokens[local].state != kAlias) continue;
+      if (entry.status.ok())
+        completeToken(*j, local, entry.value);
+      else
+        failToken(*j, local, entry.status, entry.status.code() == StatusCode::kCancelled);
+    }
+  }
+  (void)job;
+}
+
+CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+const CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) const {
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second.get();
+}
+
+void CoordinatorCore::makeReady(Job& job, uint32_t local) {
+  TokenRec& t = job.tokens[local];
+  t.state = kReady;
+  const uint64_t id = tokenId(job.id, local);
+  if (t.deaths > 0)
+    suspects_.push_back(id);
+  else
+    ops_[job.specs[t.spec].op].ready.push_back(id);
+}
+
+TokenInfo CoordinatorCore::tokenInfo(const Job& job, uint32_t local) const {
+  const TokenRec& t = job.tokens[local];
+  const SpecRec& s = job.specs[t.spec];
+  TokenInfo info;
+  info.id = tokenId(job.id, local);
+  info.op = s.op;
+  info.declared = s.weight;
+  info.arg_count = argCount(s.spec);
+  info.arg_bytes = info.arg_count * 8;
+  info.first_arg = std::numeric_limits<double>::quiet_NaN();
+  for (const auto& a : s.spec.args) {
+    if (a.kind != Arg::Kind::kValue) continue;
+    if (a.value.isInt())
+      info.first_arg = static_cast<double>(a.value.asInt() + a.step * (local - s.first));
+    else if (a.value.isDouble())
+      info.first_arg = a.value.asDouble();
+    else
+      info.arg_bytes += static_cast<uint32_t>(a.value.byteSize());
+    break;
+  }
+  return info;
+}
+
+// ---------------------------------------------------------------- results
+
+void CoordinatorCore::setResult(Job& job, TokenRec& t, const Value& v) {
+  if (v.isInt()) {
+    t.tag = kInt;
+    t.val = static_cast<uint64_t>(v.asInt());
+  } else if (v.isDouble()) {
+    t.tag = kDouble;
+    double d = v.asDouble();
+    std::memcpy(&t.val, &d, sizeof d);
+  } else if (v.isBool()) {
+    t.tag = kBool;
+    t.val = v.asBool();
+  } else if (v.isNull()) {
+    t.tag = kNull;
+  } else {
+    t.tag = kBoxed;
+    if (!job.boxed_free.empty()) {
+      t.val = job.boxed_free.back();
+      job.boxed_free.pop_back();
+      job.boxed[t.val] = v;
+    } else {
+      t.val = job.boxed.size();
+      job.boxed.push_back(v);
+    }
+  }
+}
+
+Value CoordinatorCore::getResult(const Job& job, const TokenRec& t) const {
+  switch (t.tag) {
+    case kInt:
+      return Value(static_cast<int64_t>(t.val));
+    case kDouble: {
+      double d;
+      std::memcpy(&d, &t.val, sizeof d);
+      return Value(d);
+    }
+    case kBool:
+      return Value(t.val != 0);
+    case kBoxed:
+      return job.boxed[t.val];
+    default:
+      return Value();
+  }
+}
+
+void CoordinatorCore::freeResult(Job& job, TokenRec& t) {
+  if (t.tag == kBoxed) {
+    job.boxed[t.val] = Value();
+    job.boxed_free.push_back(static_cast<uint32_t>(t.val));
+  }
+  t.tag = kNoValue;
+}
+
+void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) {
+  if (t.state != kRunning || t.node == kNoNode) return;
+  NodeRec& n = nodes_[t.node];
+  auto& lane = n.lanes[t.lane];
+  if (lane.in_flight) --lane.in_flight;
+  lane.outstanding = lane.in_flight ? std::max(0.0, lane.outstanding - 1.0) : 0.0;
+  const uint64_t id = tokenId(job.id, static_cast<uint32_t>(&t - job.tokens.data()));
+  if (n.suspect == id) n.suspect = 0;
+  OpState& op = ops_[job.specs[t.spec].op];
+  if (op.running) --op.running;
+  if (job.running) --job.running;
+  t.node = kNoNode;
+}
+
+void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
+  TokenRec& t = job.tokens[local];
+  releaseFromNode(job, t);
+  const SpecRec& s = job.specs[t.spec];
+  if (t.consumers > 0 || s.keep_result || t.state == kAlias || job.outputs.size() < kMaxSinkOutputs)
+    setResult(job, t, v);
+  t.state = kDone;
+  ++job.done;
+  ++counters_.completed;
+  OpState& op = ops_[s.op];
+  ++op.completed;
+  op.m_completed[t.lane % kLaneCount]->Increment();
+  const uint64_t id = tokenId(job.id, local);
+  if (auto k = key_of_token_.find(id); k != key_of_token_.end()) {
+    auto e = keys_.find(k->second);
+    if (e != keys_.end()) {
+      e->second.finished = true;
+      e->second.value = v;
+      e->second.status = absl::OkStatus();
+      auto aliases = std::move(e->second.aliases);
+      e->second.aliases.clear();
+      for (uint64_t a : aliases) {
+        Job* aj = findJob(a >> 32);
+        if (aj && aj->tokens[static_cast<uint32_t>(a)].state == kAlias)
+          completeToken(*aj, static_cast<uint32_t>(a), v);
+      }
+    }
+    key_of_token_.erase(k);
+  }
+  for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d) {
+    TokenRec& dt = job.tokens[job.deps[d]];
+    if (--dt.pending == 0 && dt.state == kWaiting) makeReady(job, job.deps[d]);
+  }
+  finishToken(job, local);
+}
+
+void CoordinatorCore::finishToken(Job& job, uint32_t local) {
+  TokenRec& t = job.tokens[local];
+  const SpecRec& s = job.specs[t.spec];
+  forEachRef(s.spec, local - s.first, [&](uint32_t j) {
+    TokenRec& in = job.tokens[j];
+    if (in.consumers && --in.consumers == 0 && !job.specs[in.spec].keep_result) freeResult(job, in);
+  });
+  --live_tokens_;
+  maybeFinishJob(job);
+}
+
+void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bool cancelled) {
+  std::vector<std::pair<uint32_t, Status>> stack{{root, cause}};
+  bool root_cancel = cancelled;
+  while (!stack.empty()) {
+    auto [local, why] = std::move(stack.back());
+    stack.pop_back();
+    TokenRec& t = job.tokens[local];
+    if (t.state == kDone || t.state == kFailed || t.state == kCancelled) continue;
+    if (t.state == kRunning) {
+      if (root_cancel && t.node != kNoNode) sendControlCancel(t.node, {tokenId(job.id, local)});
+      releaseFromNode(job, t);
+    }
+    const bool is_cancel = root_cancel && local == root;
+    t.state = is_cancel || why.code() == StatusCode::kCancelled ? kCancelled : kFailed;
+    job.errors[local] = why;
+    OpState& op = ops_[job.specs[t.spec].op];
+    if (t.state == kCancelled) {
+      ++job.cancelled;
+      ++counters_.cancelled;
+      ++op.cancelled;
+    } else {
+      ++job.failed;
+      ++counters_.failed;
+      ++op.failed;
+      ++op.failed_since_event;
+      op.last_error = std::string(why.message());
+      job.any_failed = true;
+    }
+    metrics_.failed
+        .Add({{"op", op.name},
+              {"weight", weightName(job.specs[t.spec].weight)},
+              {"code", absl::StatusCodeToString(why.code())}})
+        .Increment();
+    const uint64_t id = tokenId(job.id, local);
+    if (auto k = key_of_token_.find(id); k != key_of_token_.end()) {
+      auto e = keys_.find(k->second);
+      if (e != keys_.end()) {
+        // A failed original does not poison its key: the next submission may run it again.
+        auto aliases = std::move(e->second.aliases);
+        keys_.erase(e);
+        for (uint64_t a : aliases) {
+          Job* aj = findJob(a >> 32);
+          if (aj && aj->tokens[static_cast<uint32_t>(a)].state == kAlias) {
+            if (aj == &job)
+              stack.emplace_back(static_cast<uint32_t>(a), why);
+            else
+              failToken(*aj, static_cast<uint32_t>(a), why, false);
+          }
+        }
+      }
+      key_of_token_.erase(k);
+    }
+    const Status dep_cause(
+        why.code() == StatusCode::kCancelled ? StatusCode::kCancelled
+                                             : StatusCode::kFailedPrecondition,
+        fmt::format("input token {} failed: {}", id, why.message()));
+    for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d)
+      stack.emplace_back(job.deps[d], dep_cause);
+    finishToken(job, local);
+    root_cancel = false;
+  }
+}
+
+void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
+  TokenRec& t = job.tokens[local];
+  releaseFromNode(job, t);
+  if (count_error) ++t.errors;
+  ++counters_.retried;
+  OpState& op = ops_[job.specs[t.spec].op];
+  ++op.retried;
+  op.m_retried[t.lane % kLaneCount]->Increment();
+  const Nanos backoff =
+      std::min<Nanos>(kSeconds, config_.retry_backoff_ns << std::min<int>(t.errors, 10));
+  t.state = kDelayed;
+  delayed_.emplace(clock_.now() + (count_error ? backoff : 0), tokenId(job.id, local));
+}
+
+void CoordinatorCore::maybeFinishJob(Job& job) {
+  if (job.state != JobState::kRunning) return;
+  if (job.done + job.failed + job.cancelled < job.tokens.size()) return;
+  job.finished_at = clock_.now();
+  job.state = job.failed > 0      ? JobState::kFailed
+              : job.cancelled > 0 ? JobState::kCancelled
+                                  : JobState::kSucceeded;
+  m_jobs_[static_cast<int>(job.state)]->Increment();
+  auto status = statusOf(job, true);
+  for (const auto& w : job.watchers) sendJobDone(w, status);
+  json::object ev{{"job", job.id},          {"name", job.name},
+                  {"state", control::jobStateName(job.state)},
+                  {"total", job.tokens.size()}, {"done", job.done},
+                  {"failed", job.failed},   {"cancelled", job.cancelled},
+                  {"wall_s", static_cast<double>(job.finished_at - job.admitted_at) / 1e9}};
+  emit("job", std::move(ev));
+  finished_.push_back({std::move(status)});
+  while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
+  // The job's token arrays are freed when the loop reaps it (see reap in tick/onFrame).
+  job.watchers.clear();
+}
+
+// ---------------------------------------------------------------- status
+
+control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) const {
+  control::JobStatus s;
+  s.id = job.id;
+  s.name = job.name;
+  s.state = job.state;
+  s.total = job.tokens.size();
+  s.done = job.done;
+  s.failed = job.failed;
+  s.cancelled = job.cancelled;
+  s.running = job.running;
+  s.wall_ns = (job.finished_at ? job.finished_at : clock_.now()) - job.admitted_at;
+  if (with_outputs) {
+    for (uint32_t i : job.outputs) {
+      control::OutputResult o;
+      o.index = i;
+      const TokenRec& t = job.tokens[i];
+      const SpecRec& sp = job.specs[t.spec];
+      o.name = sp.spec.name.empty() ? sp.spec.op
+                                    : (sp.spec.repeat > 1
+                                           ? fmt::format("{}[{}]", sp.spec.name, i - sp.first)
+                                           : sp.spec.name);
+      if (t.state == kDone) {
+        o.value = getResult(job, t);
+      } else if (auto e = job.errors.find(i); e != job.errors.end()) {
+        o.status = e->second;
+      } else {
+        o.status = absl::UnavailableError("not finished");
+      }
+      s.outputs.push_back(std::move(o));
+    }
+  }
+  return s;
+}
+
+StatusOr<control::JobStatus> CoordinatorCore::jobStatus(uint64_t job_id, bool with_outputs) const {
+  if (const Job* j = findJob(job_id)) return statusOf(*j, with_outputs);
+  for (auto it = finished_.rbegin(); it != finished_.rend(); ++it) {
+    if (it->status.id != job_id) continue;
+    auto s = it->status;
+    if (!with_outputs) s.outputs.clear();
+    return s;
+  }
+  return absl::NotFoundError(fmt::format("no job {}", job_id));
+}
+
+std::vector<control::JobStatus> CoordinatorCore::listJobs() const {
+  std::vector<control::JobStatus> out;
+  for (const auto& f : finished_) {
+    out.push_back(f.status);
+    out.back().outputs.clear();
+  }
+  for (const auto& [id, j] : jobs_)
+    if (j->state == JobState::kRunning) out.push_back(statusOf(*j, false));
+  return out;
+}
+
+StatusOr<uint64_t> CoordinatorCore::cancelJob(uint64_t job_id) {
+  Job* j = findJob(job_id);
+  if (!j || j->state != JobState::kRunning) {
+    if (jobStatus(job_id, false).ok()) return uint64_t{0};
+    return absl::NotFoundError(fmt::format("no job {}", job_id));
+  }
+  uint64_t n = 0;
+  std::unordered_map<uint32_t, std::vector<uint64_t>> running;
+  for (uint32_t i = 0; i < j->tokens.size() && j->state == JobState::kRunning; ++i) {
+    TokenRec& t = j->tokens[i];
+    if (t.state == kDone || t.state == kFailed || t.state == kCancelled) continue;
+    if (t.state == kRunning && t.node != kNoNode) running[t.node].push_back(tokenId(j->id, i));
+    ++n;
+    const uint64_t cancelled_before = j->cancelled;
+    failToken(*j, i, absl::CancelledError("job cancelled"), false);
+    (void)cancelled_before;
+  }
+  for (auto& [slot, ids] : running) sendControlCancel(slot, ids);
+  return n;
+}
+
+StatusOr<bool> CoordinatorCore::cancelToken(uint64_t token_id) {
+  Job* j = findJob(token_id >> 32);
+  const auto local = static_cast<uint32_t>(token_id);
+  if (!j || local >= j->tokens.size())
+    return absl::NotFoundError(fmt::format("no live token {}", token_id));
+  TokenRec& t = j->tokens[local];
+  if (t.state == kDone || t.state == kFailed || t.state == kCancelled) return false;
+  failToken(*j, local, absl::CancelledError("token cancelled"), true);
+  return true;
+}
+
+// ---------------------------------------------------------------- op control
+
+static control::OpStatus opStatusOf(const std::string& name, Weight weight, Weight effective, bool paused,
+                             const control::OpLimits& limits, uint64_t queued, uint64_t running,
+                             uint64_t completed, uint64_t failed, uint64_t retried,
+                             uint64_t cancelled, double rate, double mean_us) {
+  control::OpStatus s;
+  s.name = name;
+  s.weight = weight;
+  s.effective = effective;
+  s.paused = paused;
+  s.limits = limits;
+  s.queued = queued;
+  s.running = running;
+  s.completed = completed;
+  s.failed = failed;
+  s.retried = retried;
+  s.cancelled = cancelled;
+  s.rate_per_s = rate;
+  s.mean_run_us = mean_us;
+  return s;
+}
+
+std::vector<control::OpStatus> CoordinatorCore::listOps() const {
+  std::vector<control::OpStatus> out;
+  for (const auto& op : ops_) {
+    out.push_back(opStatusOf(op.name, op.weight, op.effective, op.paused, op.limits,
+                             op.ready.size(), op.running, op.completed, op.failed, op.retried,
+                             op.cancelled, op.rate_per_s,
+                             op.run_count ? op.run_ns_sum / op.run_count / 1e3 : 0));
+  }
+  return out;
+}
+
+StatusOr<control::OpStatus> CoordinatorCore::pauseOp(const std::string& name, bool paused) {
+  auto it = op_index_.find(name);
+  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  OpState& op = ops_[it->second];
+  op.paused = paused;
+  emit("ops", json::object{{"op", name}, {"paused", paused}});
+  if (!paused) dispatch();
+  return listOps()[it->second];
+}
+
+StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
+  auto it = op_index_.find(name);
+  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  OpState& op = ops_[it->second];
+  uint64_t n = 0;
+  auto drop = [&](uint64_t id) {
+    Job* j = findJob(id >> 32);
+    if (!j) return;
+    const auto local = static_cast<uint32_t>(id);
+    TokenRec& t = j->tokens[local];
+    if (t.state != kReady || j->specs[t.spec].op != it->second) return;
+    ++n;
+    failToken(*j, local, absl::CancelledError(fmt::format("operation '{}' drained", name)), true);
+  };
+  auto ready = std::move(op.ready);
+  op.ready.clear();
+  for (uint64_t id : ready) drop(id);
+  std::deque<uint64_t> keep;
+  for (uint64_t id : suspects_) {
+    Job* j = findJob(id >> 32);
+    if (j && j->specs[j->tokens[static_cast<uint32_t>(id)].spec].op == it->second)
+      drop(id);
+    else
+      keep.push_back(id);
+  }
+  suspects_ = std::move(keep);
+  return n;
+}
+
+StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
+  auto it = op_index_.find(name);
+  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  for (auto& n : nodes_) {
+    if (n.state == NodeState::kDead) continue;
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    f.initControl().setCancelOp(name);
+    outbox_.send(n.peer, encodeFrame(msg));
+  }
+  return ops_[it->second].running;
+}
+
+StatusOr<control::OpStatus> CoordinatorCore::setOpLimits(const std::string& name,
+                                                         control::OpLimits limits) {
+  if (limits.max_rate_per_s < 0) return absl::InvalidArgumentError("max_rate_per_s must be >= 0");
+  auto it = op_index_.find(name);
+  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  ops_[it->second].limits = limits;
+  ops_[it->second].rate_tokens = std::max(1.0, limits.max_rate_per_s / 10);
+  dispatch();
+  return listOps()[it->second];
+}
+
+// ---------------------------------------------------------------- nodes
+
+CoordinatorCore::NodeRec* CoordinatorCore::nodeByPeer(const std::string& peer) {
+  auto it = node_by_peer_.find(peer);
+  return it == node_by_peer_.end() ? nullptr : &nodes_[it->second];
+}
+
+CoordinatorCore::NodeRec* CoordinatorCore::nodeById(const std::string& id) {
+  NodeRec* found = nullptr;
+  for (auto& n : nodes_)
+    if (n.id == id && (!found || n.state != NodeState::kDead)) found = &n;
+  return found;
+}
+
+void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello) {
+  auto reply = [&](const Status& st, uint64_t session) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto w = f.initWelcome();
+    w.setAccepted(st.ok());
+    if (!st.ok()) toWire(st, w.initError());
+    w.setHeartbeatMs(config_.heartbeat_ms);
+    w.setSession(session);
+    outbox_.send(peer, encodeFrame(msg));
+  };
+  if (hello.getProtocolVersion() != kProtocolVersion) {
+    reply(absl::FailedPreconditionError(fmt::format("protocol version {} not supported, need {}",
+                                                    hello.getProtocolVersion(), kProtocolVersion)),
+          0);
+    return;
+  }
+  std::string id = hello.getNodeId().cStr();
+  if (id.empty()) {
+    reply(absl::InvalidArgumentError("node id must not be empty"), 0);
+    return;
+  }
+  // A re-hello from a known peer, or a new incarnation of a known node id,
+  // replaces the old registration: its in-flight work is re-queued.
+  if (NodeRec* old = nodeByPeer(peer); old && old->state != NodeState::kDead)
+    loseNode(static_cast<uint32_t>(old - nodes_.data()), "node re-registered");
+  for (uint32_t s = 0; s < nodes_.size(); ++s)
+    if (nodes_[s].id == id && nodes_[s].state != NodeState::kDead)
+      loseNode(s, "replaced by a new incarnation");
+
+  NodeRec n;
+  n.id = id;
+  n.peer = peer;
+  n.session = next_session_++;
+  n.incarnation = hello.getIncarnation();
+  n.pid = hello.getPid();
+  n.speed_factor = hello.getSpeedFactor() > 0 ? hello.getSpeedFactor() : 1.0;
+  n.last_seen = clock_.now();
+  for (auto op : hello.getOperations()) {
+    const uint32_t idx = opIndex(op.getName().cStr());
+    OpState& st = ops_[idx];
+    if (!st.weight_known) {
+      st.weight_known = true;
+      st.weight = fromWire(op.getWeight());
+      if (st.weight == Weight::kUnspecified) st.weight = Weight::kLight;
+      st.effective = st.weight;
+    }
+    n.op_names.emplace_back(op.getName().cStr());
+  }
+  n.offers.assign(ops_.size(), false);
+  for (const auto& name : n.op_names) n.offers[op_index_[name]] = true;
+  for (auto lane : hello.getLanes()) {
+    auto w = static_cast<int>(fromWire(lane.getWeight()));
+    if (w >= kLaneCount) continue;
+    auto& l = n.lanes[w];
+    l.present = true;
+    l.workers = std::max<uint32_t>(1, lane.getWorkers());
+    for (auto c : lane.getCores()) l.cores.push_back(c);
+  }
+  // A node that reports no lanes still serves every weight on one worker.
+  bool any = false;
+  for (auto& l : n.lanes) any |= l.present;
+  if (!any)
+    for (auto& l : n.lanes) l.present = true, l.workers = 1;
+  const auto slot = static_cast<uint32_t>(nodes_.size());
+  for (int w = 0; w < kLaneCount; ++w) {
+    prometheus::Labels labels{{"node", id}, {"lane", weightName(static_cast<Weight>(w))}};
+    n.lanes[w].m_in_flight = &metrics_.in_flight.Add(labels);
+    n.lanes[w].m_util = &metrics_.lane_utilization.Add(labels);
+  }
+  nodes_.push_back(std::move(n));
+  node_by_peer_[peer] = slot;
+  reply(absl::OkStatus(), nodes_[slot].session);
+  spdlog::info("node {} joined (session {}, pid {}, {} ops)", id, nodes_[slot].session,
+               nodes_[slot].pid, nodes_[slot].op_names.size());
+  emit("nodes", json::object{{"event", "joined"}, {"node", id}});
+  updateNodeGauges();
+}
+
+void CoordinatorCore::sendUnknownSession(const std::string& peer) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto w = f.initWelcome();
+  w.setAccepted(false);
+  toWire(absl::FailedPreconditionError("unknown session: send hello"), w.initError());
+  outbox_.send(peer, encodeFrame(msg));
+}
+
+void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Reader hb) {
+  NodeRec* n = nodeByPeer(peer);
+  if (!n || n->state == NodeState::kDead || n->session != hb.getSession()) {
+    sendUnknownSession(peer);
+    return;
+  }
+  const Nanos now = clock_.now();
+  n->last_seen = now;
+  n->rss = hb.getRssBytes();
+  for (auto l : hb.getLanes()) {
+    auto w = static_cast<int>(fromWire(l.getWeight()));
+    if (w >= kLaneCount) continue;
+    auto& lane = n->lanes[w];
+    lane.reported_queued = l.getQueued();
+    lane.reported_running = l.getRunning();
+    if (lane.busy_at && now > lane.busy_at && l.getBusyNs() >= lane.busy_ns) {
+      lane.utilization = std::min(1.0, static_cast<double>(l.getBusyNs() - lane.busy_ns) /
+                                           (static_cast<double>(now - lane.busy_at) *
+                                            std::max<uint32_t>(1, lane.workers)));
+    }
+    lane.busy_ns = l.getBusyNs();
+    lane.busy_at = now;
+    if (lane.m_util) lane.m_util->Set(lane.utilization);
+  }
+  for (auto c : hb.getCores())
+    metrics_.core_tokens.Add({{"node", n->id}, {"core", std::to_string(c.getCore())}})
+        .Set(static_cast<double>(c.getTokens()));
+  metrics_.node_rss.Add({{"node", n->id}}).Set(static_cast<double>(n->rss));
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  f.setPong(hb.getSession());
+  outbox_.send(peer, encodeFrame(msg));
+}
+
+void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Reader rb) {
+  NodeRec* n = nodeByPeer(peer);
+  if (!n || n->state == NodeState::kDead || n->session != rb.getSession()) {
+    counters_.late_results += rb.getResults().size();
+    metrics_.late_results.Increment(rb.getResults().size());
+    if (!n || n->state != NodeState::kDead) sendUnknownSession(peer);
+    return;
+  }
+  const uint32_t slot = static_cast<uint32_t>(n - nodes_.data());
+  n->last_seen = clock_.now();
+  Job* job = nullptr;
+  std::vector<uint32_t> touched_ops;
+  uint64_t late = 0;
+  for (auto r : rb.getResults()) {
+    const uint64_t id = r.getId();
+    if (!job || job->id != (id >> 32)) job = findJob(id >> 32);
+    const auto local = static_cast<uint32_t>(id);
+    if (!job || local >= job->tokens.size()) {
+      ++late;
+      continue;
+    }
+    TokenRec& t = job->tokens[local];
+    if (t.state != kRunning || t.node != slot || t.attempt != r.getAttempt()) {
+      ++late;
+      continue;
+    }
+    const SpecRec& s = job->specs[t.spec];
+    OpState& op = ops_[s.op];
+    if (std::find(touched_ops.begin(), touched_ops.end(), s.op) == touched_ops.end())
+      touched_ops.push_back(s.op);
+    const double run_s = static_cast<double>(r.getRunNs()) / 1e9;
+    const double wait_s = static_cast<double>(r.getQueueNs()) / 1e9;
+    addToBuckets(op.run_buckets, run_s);
+    addToBuckets(op.wait_buckets, wait_s);
+    op.run_sum += run_s;
+    op.wait_sum += wait_s;
+    op.run_ns_sum += static_cast<double>(r.getRunNs());
+    ++op.run_count;
+    if (telemetry_) {
+      Sample sample;
+      sample.token = tokenInfo(*job, local);
+      sample.node = slot;
+      sample.lane = static_cast<Weight>(t.lane);
+      sample.node_load = static_cast<double>(n->lanes[t.lane].in_flight);
+      sample.node_speed = n->speed;
+      sample.run_ns = r.getRunNs();
+      sample.queue_ns = r.getQueueNs();
+      telemetry_(sample);
+    }
+    if (r.isValue()) {
+      ++n->completed;
+      completeToken(*job, local, fromWire(r.getValue()));
+    } else {
+      Status err = fromWire(r.getError());
+      if (err.code() == StatusCode::kCancelled) {
+        failToken(*job, local, err, false);
+      } else if (isRetryable(err.code()) && t.errors + 1 < s.max_attempts) {
+        retryToken(*job, local, true);
+      } else {
+        failToken(*job, local,
+                  Status(err.code(), fmt::format("{} (attempt {} on node {})", err.message(),
+                                                 t.attempt, n->id)),
+                  false);
+      }
+    }
+  }
+  for (auto ret : rb.getReturned()) {
+    const uint64_t id = ret.getId();
+    Job* j = findJob(id >> 32);
+    const auto local = static_cast<uint32_t>(id);
+    if (!j || local >= j->tokens.size()) continue;
+    TokenRec& t = j->tokens[local];
+    if (t.state != kRunning || t.node != slot || t.attempt != ret.getAttempt()) continue;
+    releaseFromNode(*j, t);
+    makeReady(*j, local);
+  }
+  if (late) {
+    counters_.late_results += late;
+    metrics_.late_results.Increment(static_cast<double>(late));
+  }
+  for (uint32_t o : touched_ops) flushOpMetrics(ops_[o]);
+}
+
+void CoordinatorCore::flushOpMetrics(OpState& op) {
+  op.m_run->ObserveMultiple(op.run_buckets, op.run_sum);
+  op.m_wait->ObserveMultiple(op.wait_buckets, op.wait_sum);
+  std::fill(op.run_buckets.begin(), op.run_buckets.end(), 0.0);
+  std::fill(op.wait_buckets.begin(), op.wait_buckets.end(), 0.0);
+  op.run_sum = op.wait_sum = 0;
+}
+
+void CoordinatorCore::onBye(const std::string& peer, wire::Bye::Reader bye) {
+  NodeRec* n = nodeByPeer(peer);
+  if (!n || n->state == NodeState::kDead) return;
+  spdlog::info("node {} said bye: {}", n->id, bye.getReason().cStr());
+  // A clean exit is no one's fault: re-queue without counting deaths.
+  const auto slot = static_cast<uint32_t>(n - nodes_.data());
+  n->suspect = 0;
+  for (auto& [jid, job] : jobs_) {
+    for (uint32_t i = 0; i < job->tokens.size(); ++i) {
+      TokenRec& t = job->tokens[i];
+      if (t.state == kRunning && t.node == slot) {
+        releaseFromNode(*job, t);
+        makeReady(*job, i);
+      }
+    }
+  }
+  loseNode(slot, "left");
+}
+
+void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
+  NodeRec& n = nodes_[slot];
+  if (n.state == NodeState::kDead) return;
+  n.state = NodeState::kDead;
+  ++counters_.node_deaths;
+  n.batch.ids.clear();
+  uint64_t requeued = 0, quarantined = 0;
+  const uint64_t suspect = n.suspect;
+  for (auto& [jid, job] : jobs_) {
+    for (uint32_t i = 0; i < job->tokens.size(); ++i) {
+      TokenRec& t = job->tokens[i];
+      if (t.state != kRunning || t.node != slot) continue;
+      const uint64_t id = tokenId(job->id, i);
+      // Blame: an isolated suspect takes the death; others become suspects.
+      if (id == suspect || t.deaths == 0) ++t.deaths;
+      if (t.deaths >= config_.poison_threshold) {
+        ++quarantined;
+        ++counters_.quarantined;
+        failToken(*job, i,
+                  absl::AbortedError(fmt::format(
+                      "quarantined as poison: {} nodes were lost while running it (last: {})",
+                      t.deaths, n.id)),
+                  false);
+      } else {
+        retryToken(*job, i, false);
+        ++requeued;
+      }
+    }
+  }
+  n.suspect = 0;
+  for (auto& l : n.lanes) {
+    l.in_flight = 0;
+    l.outstanding = 0;
+    if (l.m_in_flight) l.m_in_flight->Set(0);
+    if (l.m_util) l.m_util->Set(0);
+  }
+  spdlog::warn("node {} lost ({}): {} tokens re-queued, {} quarantined", n.id, why, requeued,
+               quarantined);
+  emit("nodes", json::object{{"event", "left"},
+                             {"node", n.id},
+                             {"reason", why},
+                             {"requeued", requeued},
+                             {"quarantined", quarantined}});
+  updateNodeGauges();
+}
+
+void CoordinatorCore::updateNodeGauges() {
+  double count[3] = {0, 0, 0};
+  for (const auto& n : nodes_) count[static_cast<int>(n.state)] += 1;
+  for (int s = 0; s < 3; ++s) m_nodes_[s]->Set(count[s]);
+}
+
+void CoordinatorCore::sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids) {
+  const NodeRec& n = nodes_[slot];
+  if (n.state == NodeState::kDead || ids.empty()) return;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto list = f.initControl().initCancelTokens(static_cast<unsigned>(ids.size()));
+  for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
+  outbox_.send(n.peer, encodeFrame(msg));
+}
+
+control::NodeStatus CoordinatorCore::nodeStatus(const NodeRec& n) const {
+  control::NodeStatus s;
+  s.id = n.id;
+  s.session = n.session;
+  s.pid = n.pid;
+  s.state = n.state;
+  s.completed = n.completed;
+  s.heartbeat_age_ns = clock_.now() - n.last_seen;
+  s.speed_factor = n.speed_factor;
+  s.rss_bytes = n.rss;
+  s.ops = n.op_names;
+  for (int w = 0; w < kLaneCount; ++w) {
+    const auto& l = n.lanes[w];
+    if (!l.present) continue;
+    control::LaneStatus ls;
+    ls.weight = static_cast<Weight>(w);
+    ls.cores = l.cores;
+    ls.workers = l.workers;
+    ls.queued = l.reported_queued;
+    ls.running = l.reported_running;
+    ls.in_flight = l.in_flight;
+    ls.utilization = l.utilization;
+    s.in_flight += l.in_flight;
+    s.lanes.push_back(std::move(ls));
+  }
+  return s;
+}
+
+std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
+  std::vector<control::NodeStatus> out;
+  for (const auto& n : nodes_) {
+    // A dead node is listed until a live node with its id replaces it.
+    if (n.state == NodeState::kDead) {
+      bool replaced = false;
+      for (const auto& m : nodes_)
+        replaced |= (&m != &n && m.id == n.id && (m.state != NodeState::kDead || &m > &n));
+      if (replaced) continue;
+    }
+    out.push_back(nodeStatus(n));
+  }
+  return out;
+}
+
+StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node_id, bool drain) {
+  NodeRec* n = nodeById(node_id);
+  if (!n || n->state == NodeState::kDead)
+    return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
+  n->state = drain ? NodeState::kDraining : NodeState::kReady;
+  // Tokens still in an unsent batch go back to the queues.
+  if (drain) {
+    for (uint64_t id : n->batch.ids) {
+      Job* j = findJob(id >> 32);
+      if (!j) continue;
+      TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
+      if (t.state == kRunning && t.node == static_cast<uint32_t>(n - nodes_.data())) {
+        releaseFromNode(*j, t);
+        --t.attempt;
+        makeReady(*j, static_cast<uint32_t>(id));
+      }
+    }
+    n->batch.ids.clear();
+  }
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  if (drain)
+    f.initControl().setDrain();
+  else
+    f.initControl().setUndrain();
+  outbox_.send(n->peer, encodeFrame(msg));
+  emit("nodes", json::object{{"event", drain ? "draining" : "ready"}, {"node", node_id}});
+  updateNodeGauges();
+  if (!drain) dispatch();
+  return nodeStatus(*n);
+}
+
+StatusOr<uint64_t> CoordinatorCore::evictNode(const std::string& node_id) {
+  NodeRec* n = nodeById(node_id);
+  if (!n || n->state == NodeState::kDead)
+    return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
+  uint64_t in_flight = 0;
+  for (auto& l : n->lanes) in_flight += l.in_flight;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  f.initControl().setShutdown();
+  outbox_.send(n->peer, encodeFrame(msg));
+  // Eviction is an operator's decision, not the tokens' fault: no deaths counted.
+  const auto slot = static_cast<uint32_t>(n - nodes_.data());
+  for (auto& [jid, job] : jobs_) {
+    for (uint32_t i = 0; i < job->tokens.size(); ++i) {
+      TokenRec& t = job->tokens[i];
+      if (t.state == kRunning && t.node == slot) {
+        releaseFromNode(*job, t);
+        makeReady(*job, i);
+      }
+    }
+  }
+  loseNode(slot, "evicted");
+  dispatch();
+  return in_flight;
+}
+
+// ---------------------------------------------------------------- dispatch
+
+size_t CoordinatorCore::readyCount() const {
+  size_t n = suspects_.size();
+  for (const auto& op : ops_) n += op.ready.size();
+  return n;
+}
+
+void CoordinatorCore::dispatch() {
+  // Suspects (in flight when a node died) run isolated: one per node at a time.
+  if (!suspects_.empty()) {
+    for (uint32_t slot = 0; slot < nodes_.size() && !suspects_.empty(); ++slot) {
+      NodeRec& n = nodes_[slot];
+      if (n.state != NodeState::kReady || n.suspect != 0) continue;
+      size_t scanned = 0, limit = suspects_.size();
+      while (!suspects_.empty() && scanned++ < limit) {
+        uint64_t id = suspects_.front();
+        suspects_.pop_front();
+        Job* j = findJob(id >> 32);
+        if (!j) continue;
+        const auto local = static_cast<uint32_t>(id);
+        TokenRec& t = j->tokens[local];
+        if (t.state != kReady) continue;
+        const SpecRec& s = j->specs[t.spec];
+        OpState& op = ops_[s.op];
+        const Weight lane = op.effective == s.weight ? s.weight : op.effective;
+        if (op.paused || !n.offers[s.op] || !n.lanes[static_cast<int>(lane)].present) {
+          suspects_.push_back(id);
+          continue;
+        }
+        t.state = kRunning;
+        t.node = slot;
+        t.lane = static_cast<uint8_t>(lane);
+        ++t.attempt;
+        ++op.running;
+        ++j->running;
+        ++n.lanes[t.lane].in_flight;
+        n.suspect = id;
+        if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
+        n.batch.ids.push_back(id);
+        flushBatch(slot);
+        break;
+      }
+    }
+  }
+  dispatchLane(Weight::kHeavy);
+  dispatchLane(Weight::kMedium);
+  dispatchLane(Weight::kLight);
+  const Nanos now = clock_.now();
+  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
+    NodeRec& n = nodes_[slot];
+    if (n.batch.ids.empty()) continue;
+    uint64_t in_flight = 0;
+    for (auto& l : n.lanes) in_flight += l.in_flight;
+    const bool idle = in_flight <= n.batch.ids.size();
+    if (idle || n.batch.ids.size() >= config_.max_batch ||
+        now - n.batch.first_at >= config_.batch_latency_ns)
+      flushBatch(slot);
+  }
+}
+
+void CoordinatorCore::dispatchLane(Weight lane) {
+  const int li = static_cast<int>(lane);
+  for (uint32_t oi = 0; oi < ops_.size(); ++oi) {
+    OpState& op = ops_[oi];
+    if (op.effective != lane || !opDispatchable(op)) continue;
+    // Candidates: ready nodes offering the op with credit on this lane.
+    auto& cands = scratch_cands_;
+    cands.clear();
+    uint64_t total_credit = 0;
+    for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
+      NodeRec& n = nodes_[slot];
+      if (n.state != NodeState::kReady || oi >= n.offers.size() || !n.offers[oi]) continue;
+      auto& l = n.lanes[li];
+      if (!l.present) continue;
+      const uint64_t cap = static_cast<uint64_t>(l.workers) * config_.credit_per_worker;
+      if (l.in_flight >= cap) continue;
+      Candidate c;
+      c.node = slot;
+      c.free_credit = static_cast<uint32_t>(cap - l.in_flight);
+      c.workers = l.workers;
+      c.outstanding = l.outstanding;
+      c.in_flight = l.in_flight;
+      c.speed = n.speed;
+      total_credit += c.free_credit;
+      cands.push_back(c);
+    }
+    if (cands.empty()) continue;
+    while (opDispatchable(op) && total_credit > 0) {
+      uint64_t want = std::min<uint64_t>(total_credit, 4096);
+      if (op.limits.max_in_flight)
+        want = std::min<uint64_t>(want, op.limits.max_in_flight - op.running);
+      if (op.limits.max_rate_per_s > 0)
+        want = std::min<uint64_t>(want, static_cast<uint64_t>(op.rate_tokens));
+      auto& infos = scratch_tokens_;
+      infos.clear();
+      while (infos.size() < want && !op.ready.empty()) {
+        const uint64_t id = op.ready.front();
+        op.ready.pop_front();
+        Job* j = findJob(id >> 32);
+        if (!j) continue;
+        const auto local = static_cast<uint32_t>(id);
+        if (j->tokens[local].state != kReady) continue;
+        infos.push_back(tokenInfo(*j, local));
+      }
+      if (infos.empty()) break;
+      scratch_costs_.resize(infos.size());
+      scheduler_->costs(infos, scratch_costs_);
+      for (size_t i = 0; i < infos.size(); ++i) infos[i].cost = scratch_costs_[i];
+      scratch_place_.assign(infos.size(), Placement{});
+      scheduler_->place(lane, infos, cands, scratch_place_);
+      size_t placed = 0;
+      // Unplaced tokens go back to the front in their original order.
+      for (size_t i = infos.size(); i-- > 0;) {
+        if (scratch_place_[i].candidate < 0) op.ready.push_front(infos[i].id);
+      }
+      for (size_t i = 0; i < infos.size(); ++i) {
+        const Placement& p = scratch_place_[i];
+        if (p.candidate < 0) continue;
+        const uint32_t slot = cands[static_cast<size_t>(p.candidate)].node;
+        NodeRec& n = nodes_[slot];
+        Job* j = findJob(infos[i].id >> 32);
+        const auto local = static_cast<uint32_t>(infos[i].id);
+        TokenRec& t = j->tokens[local];
+        t.state = kRunning;
+        t.node = slot;
+        t.lane = static_cast<uint8_t>(p.lane == Weight::kUnspecified ? lane : p.lane);
+        ++t.attempt;
+        ++op.running;
+        ++j->running;
+        auto& l = n.lanes[t.lane];
+        ++l.in_flight;
+        l.outstanding += infos[i].cost;
+        if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
+        n.batch.ids.push_back(infos[i].id);
+        if (n.batch.ids.size() >= config_.max_batch) flushBatch(slot);
+        ++placed;
+      }
+      if (op.limits.max_rate_per_s > 0) op.rate_tokens -= static_cast<double>(placed);
+      total_credit -= std::min<uint64_t>(total_credit, placed);
+      if (placed == 0) break;
+    }
+  }
+}
+
+void CoordinatorCore::flushBatch(uint32_t slot) {
+  NodeRec& n = nodes_[slot];
+  if (n.batch.ids.empty()) return;
+  std::vector<uint64_t> ids = std::move(n.batch.ids);
+  n.batch.ids.clear();
+  // Drop tokens cancelled while waiting in the batch.
+  std::erase_if(ids, [&](uint64_t id) {
+    const Job* j = findJob(id >> 32);
+    if (!j) return true;
+    const TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
+    return t.state != kRunning || t.node != slot;
+  });
+  if (ids.empty()) return;
+  capnp::MallocMessageBuilder msg(8192);
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto b = f.initTokenBatch();
+  b.setSession(n.session);
+  // Op table for this batch.
+  std::vector<uint32_t> op_table;
+  auto opSlot = [&](uint32_t op) -> uint16_t {
+    for (size_t i = 0; i < op_table.size(); ++i)
+      if (op_table[i] == op) return static_cast<uint16_t>(i);
+    op_table.push_back(op);
+    return static_cast<uint16_t>(op_table.size() - 1);
+  };
+  auto tokens = b.initTokens(static_cast<unsigned>(ids.size()));
+  const Nanos now = clock_.now();
+  Job* j = nullptr;
+  for (unsigned i = 0; i < ids.size(); ++i) {
+    const uint64_t id = ids[i];
+    if (!j || j->id != (id >> 32)) j = findJob(id >> 32);
+    const auto local = static_cast<uint32_t>(id);
+    const TokenRec& t = j->tokens[local];
+    const SpecRec& s = j->specs[t.spec];
+    auto tb = tokens[i];
+    tb.setId(id);
+    tb.setOp(opSlot(s.op));
+    tb.setWeight(toWire(static_cast<Weight>(t.lane)));
+    tb.setAttempt(t.attempt);
+    if (s.spec.deadline_ms) {
+      const Nanos left = j->admitted_at + s.spec.deadline_ms * kMillis - now;
+      tb.setDeadlineMs(static_cast<uint32_t>(std::max<Nanos>(1, left / kMillis)));
+    }
+    auto args = tb.initArgs(argCount(s.spec));
+    const uint32_t rep = local - s.first;
+    unsigned k = 0;
+    for (const auto& a : s.spec.args) {
+      if (a.kind == Arg::Kind::kValue) {
+        if (a.step != 0)
+          args[k++].setInt(a.value.asInt() + a.step * rep);
+        else
+          toWire(a.value, args[k++]);
+        continue;
+      }
+      const int64_t start = static_cast<int64_t>(a.start) + a.step * rep;
+      const uint32_t count = a.kind == Arg::Kind::kRef ? 1 : a.count;
+      for (uint32_t c = 0; c < count; ++c) {
+        const TokenRec& in = j->tokens[static_cast<uint32_t>(start + c)];
+        auto vb = args[k++];
+        switch (in.tag) {
+          case kInt:
+            vb.setInt(static_cast<int64_t>(in.val));
+            break;
+          case kDouble: {
+            double d;
+            std::memcpy(&d, &in.val, sizeof d);
+            vb.setFloat(d);
+            break;
+          }
+          default:
+            toWire(getResult(*j, in), vb);
+        }
+      }
+    }
+  }
+  auto table = b.initOps(static_cast<unsigned>(op_table.size()));
+  for (unsigned i = 0; i < op_table.size(); ++i) table.set(i, ops_[op_table[i]].name);
+  outbox_.send(n.peer, encodeFrame(msg));
+  counters_.dispatched += ids.size();
+  ++counters_.batches;
+  metrics_.batch_size.Observe(static_cast<double>(ids.size()));
+}
+
+void CoordinatorCore::flushAll() {
+  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) flushBatch(slot);
+}
+
+// ---------------------------------------------------------------- frames
+
+void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame) {
+  switch (frame.which()) {
+    case wire::Frame::HELLO:
+      onHello(peer, frame.getHello());
+      break;
+    case wire::Frame::HEARTBEAT:
+      onHeartbeat(peer, frame.getHeartbeat());
+      break;
+    case wire::Frame::RESULT_BATCH:
+      onResults(peer, frame.getResultBatch());
+      break;
+    case wire::Frame::BYE:
+      onBye(peer, frame.getBye());
+      break;
+    case wire::Frame::SUBMIT_JOB:
+      onSubmit(peer, frame.getSubmitJob());
+      break;
+    case wire::Frame::WATCH_JOB:
+      onWatch(peer, frame.getWatchJob());
+      break;
+    case wire::Frame::CANCEL_JOB: {
+      auto r = cancelJob(frame.getCancelJob().getJobId());
+      capnp::MallocMessageBuilder msg;
+      auto f = msg.initRoot<wire::Frame>();
+      f.setVersion(kProtocolVersion);
+      auto rep = f.initSubmitReply();
+      rep.setRequestId(frame.getCancelJob().getRequestId());
+      if (r.ok())
+        rep.setJobId(frame.getCancelJob().getJobId());
+      else
+        toWire(r.status(), rep.initError());
+      outbox_.send(peer, encodeFrame(msg));
+      break;
+    }
+    case wire::Frame::PING: {
+      capnp::MallocMessageBuilder msg;
+      auto f = msg.initRoot<wire::Frame>();
+      f.setVersion(kProtocolVersion);
+      f.setPong(frame.getPing());
+      outbox_.send(peer, encodeFrame(msg));
+      break;
+    }
+    default:
+      sendReject(peer, absl::InvalidArgumentError(fmt::format(
+                           "frame kind {} is not accepted by the coordinator",
+                           static_cast<int>(frame.which()))));
+      return;
+  }
+  dispatch();
+}
+
+void CoordinatorCore::onMalformed(const std::string& peer, const Status& error) {
+  ++counters_.malformed;
+  metrics_.malformed_frames.Increment();
+  spdlog::warn("rejected frame from peer ({} bytes id): {}", peer.size(), error.message());
+  sendReject(peer, error);
+}
+
+void CoordinatorCore::sendReject(const std::string& peer, const Status& s) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  toWire(s, f.initReject().initError());
+  outbox_.send(peer, encodeFrame(msg));
+}
+
+void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader submit) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto rep = f.initSubmitReply();
+  rep.setRequestId(submit.getRequestId());
+  auto spec = fromWire(submit.getJob());
+  StatusOr<uint64_t> id = spec.ok() ? submitJob(*std::move(spec),
+                                                submit.getWatch() ? peer : std::string(),
+                                                submit.getRequestId())
+                                    : StatusOr<uint64_t>(spec.status());
+  if (id.ok())
+    rep.setJobId(*id);
+  else
+    toWire(id.status(), rep.initError());
+  outbox_.send(peer, encodeFrame(msg));
+  // A job that finished during admission (all aliases) already sent JobDone
+  // to its watcher before this reply; resend so the reply comes first.
+  if (id.ok()) {
+    if (!findJob(*id) || findJob(*id)->state != JobState::kRunning) {
+      if (submit.getWatch()) {
+        if (auto s = jobStatus(*id, true); s.ok()) sendJobDone(peer, *s);
+      }
+    }
+  }
+}
+
+void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref) {
+  Job* j = findJob(ref.getJobId());
+  if (j && j->state == JobState::kRunning) {
+    if (std::find(j->watchers.begin(), j->watchers.end(), peer) == j->watchers.end())
+      j->watchers.push_back(peer);
+    sendProgress(*j, false);
+    return;
+  }
+  auto s = jobStatus(ref.getJobId(), true);
+  if (!s.ok()) {
+    sendReject(peer, s.status());
+    return;
+  }
+  sendJobDone(peer, *s);
+}
+
+void CoordinatorCore::sendProgress(Job& job, bool) {
+  for (const auto& w : job.watchers) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto p = f.initJobProgress();
+    p.setJobId(job.id);
+    p.setTotal(job.tokens.size());
+    p.setDone(job.done);
+    p.setFailed(job.failed + job.cancelled);
+    p.setRunning(job.running);
+    outbox_.send(w, encodeFrame(msg));
+  }
+  job.last_progress = clock_.now();
+}
+
+void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobStatus& s) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto d = f.initJobDone();
+  d.setJobId(s.id);
+  d.setState(static_cast<wire::JobState>(s.state));
+  auto p = d.initProgress();
+  p.setJobId(s.id);
+  p.setTotal(s.total);
+  p.setDone(s.done);
+  p.setFailed(s.failed + s.cancelled);
+  d.setWallNs(static_cast<uint64_t>(s.wall_ns));
+  auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
+  for (unsigned i = 0; i < s.outputs.size(); ++i) {
+    const auto& o = s.outputs[i];
+    outs[i].setIndex(o.index);
+    outs[i].setName(o.name);
+    if (o.status.ok())
+      toWire(o.value, outs[i].initValue());
+    else
+      toWire(o.status, outs[i].initError());
+  }
+  outbox_.send(peer, encodeFrame(msg));
+}
+
+// ---------------------------------------------------------------- timers
+
+Nanos CoordinatorCore::tick() {
+  const Nanos now = clock_.now();
+  // Lost nodes.
+  for (uint32_t s = 0; s < nodes_.size(); ++s) {
+    NodeRec& n = nodes_[s];
+    if (n.state != NodeState::kDead && now - n.last_seen > config_.node_timeout_ns)
+      loseNode(s, fmt::format("no heartbeat for {} ms", (now - n.last_seen) / kMillis));
+  }
+  // Deadlines.
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    auto [when, id] = deadlines_.top();
+    deadlines_.pop();
+    Job* j = findJob(id >> 32);
+    if (!j) continue;
+    const auto local = static_cast<uint32_t>(id);
+    TokenRec& t = j->tokens[local];
+    if (t.state == kDone || t.state == kFailed || t.state == kCancelled) continue;
+    if (t.state == kRunning && t.node != kNoNode) sendControlCancel(t.node, {id});
+    failToken(*j, local,
+              absl::DeadlineExceededError(fmt::format(
+                  "deadline of {} ms exceeded", j->specs[t.spec].spec.deadline_ms)),
+              false);
+  }
+  // Retry backoff.
+  while (!delayed_.empty() && delayed_.top().first <= now) {
+    const uint64_t id = delayed_.top().second;
+    delayed_.pop();
+    Job* j = findJob(id >> 32);
+    if (!j) continue;
+    const auto local = static_cast<uint32_t>(id);
+    if (j->tokens[local].state == kDelayed) makeReady(*j, local);
+  }
+  // Rate limits: refill token buckets.
+  const double dt = static_cast<double>(now - last_tick_) / 1e9;
+  for (auto& op : ops_) {
+    if (op.limits.max_rate_per_s > 0)
+      op.rate_tokens =
+          std::min(op.rate_tokens + op.limits.max_rate_per_s * dt,
+                   std::max(1.0, op.limits.max_rate_per_s / 10));
+  }
+  last_tick_ = now;
+  // Progress to watchers.
+  for (auto& [id, j] : jobs_) {
+    if (j->state == JobState::kRunning && !j->watchers.empty() &&
+        now - j->last_progress >= config_.progress_interval_ns)
+      sendProgress(*j, false);
+  }
+  if (now - last_event_ >= kGaugeInterval) {
+    for (auto& op : ops_) op.m_depth->Set(static_cast<double>(op.ready.size()));
+    for (auto& n : nodes_)
+      for (auto& l : n.lanes)
+        if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
+    metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+  }
+  emitPeriodic(now);
+  dispatch();
+  // Reap finished jobs (their summaries live in finished_).
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    if (it->second->state != JobState::kRunning)
+      it = jobs_.erase(it);
+    else
+      ++it;
+  }
+  // Next wake-up.
+  Nanos next = now + 50 * kMillis;
+  if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
+  if (!delayed_.empty()) next = std::min(next, delayed_.top().first);
+  for (const auto& n : nodes_)
+    if (!n.batch.ids.empty()) next = std::min(next, n.batch.first_at + config_.batch_latency_ns);
+  return next;
+}
+
+void CoordinatorCore::subscribe(uint64_t id, std::function<void(const control::Event&)> sink) {
+  subscribers_.emplace(id, std::move(sink));
+}
+
+void CoordinatorCore::unsubscribe(uint64_t id) { subscribers_.erase(id); }
+
+void CoordinatorCore::emit(const std::string& topic, json::object data) {
+  if (subscribers_.empty()) return;
+  control::Event ev{topic, std::move(data)};
+  for (auto& [id, sink] : subscribers_) sink(ev);
+}
+
+void CoordinatorCore::emitPeriodic(Nanos now) {
+  if (now - last_event_ < config_.event_interval_ns) return;
+  const double dt = static_cast<double>(now - last_rate_) / 1e9;
+  const bool rate_due = dt >= 1.0;
+  if (rate_due) {
+    for (auto& op : ops_) {
+      op.rate_per_s = static_cast<double>(op.completed - op.completed_at_last_event) / dt;
+      op.completed_at_last_event = op.completed;
+    }
+    last_rate_ = now;
+  }
+  last_event_ = now;
+  if (subscribers_.empty()) return;
+  for (auto& [id, j] : jobs_) {
+    if (j->state != JobState::kRunning) continue;
+    emit("job", json::object{{"job", j->id},
+                             {"name", j->name},
+                             {"state", "running"},
+                             {"total", j->tokens.size()},
+                             {"done", j->done},
+                             {"failed", j->failed},
+                             {"cancelled", j->cancelled},
+                             {"running", j->running}});
+  }
+  for (auto& op : ops_) {
+    if (op.failed_since_event) {
+      emit("failures", json::object{{"op", op.name},
+                                    {"count", op.failed_since_event},
+                                    {"last_error", op.last_error}});
+      op.failed_since_event = 0;
+    }
+  }
+  if (rate_due) {
+    json::array arr;
+    for (auto& op : ops_)
+      arr.push_back(json::object{{"op", op.name},
+                                 {"rate_per_s", op.rate_per_s},
+                                 {"queued", op.ready.size()},
+                                 {"running", op.running},
+                                 {"completed", op.completed},
+                                 {"failed", op.failed},
+                                 {"paused", op.paused}});
+    emit("ops", json::object{{"ops", std::move(arr)}});
+  }
+}
+
+control::ClusterStats CoordinatorCore::stats() const {
+  control::ClusterStats s;
+  for (const auto& n : nodes_) {
+    if (n.state == NodeState::kReady) ++s.nodes_ready;
+    if (n.state == NodeState::kDraining) ++s.nodes_draining;
+    if (n.state == NodeState::kDead) ++s.nodes_dead;
+    for (const auto& l : n.lanes) s.in_flight += l.in_flight;
+  }
+  for (const auto& [id, j] : jobs_)
+    if (j->state == JobState::kRunning) ++s.jobs_running;
+  s.jobs_total = next_job_ - 1;
+  s.tokens_admitted = counters_.admitted;
+  s.tokens_completed = counters_.completed;
+  s.tokens_failed = counters_.failed + counters_.cancelled;
+  s.tokens_retried = counters_.retried;
+  s.tokens_live = live_tokens_;
+  s.queued = readyCount();
+  s.admission_limit = config_.max_live_tokens;
+  s.admission_rejects = counters_.rejects;
+  for (const auto& op : ops_) s.throughput_per_s += op.rate_per_s;
+  return s;
+}
+
+}  // namespace tokengate::coordinator

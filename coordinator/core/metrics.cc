@@ -1,0 +1,90 @@
+#include "coordinator/core/metrics.h"
+
+namespace tokengate::coordinator {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+const prometheus::Histogram::BucketBoundaries& Metrics::timeBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02, 0.1, 0.5, 2, 10, 60};
+  return kBuckets;
+}
+
+Metrics::Metrics(std::shared_ptr<prometheus::Registry> reg)
+    : registry(std::move(reg)),
+      admitted(BuildCounter()
+                   .Name("tokengate_tokens_admitted_total")
+                   .Help("Tokens admitted, by operation and weight class")
+                   .Register(*registry)),
+      completed(BuildCounter()
+                    .Name("tokengate_tokens_completed_total")
+                    .Help("Tokens completed successfully")
+                    .Register(*registry)),
+      failed(BuildCounter()
+                 .Name("tokengate_tokens_failed_total")
+                 .Help("Tokens failed for good (after retries), by status code")
+                 .Register(*registry)),
+      retried(BuildCounter()
+                  .Name("tokengate_tokens_retried_total")
+                  .Help("Token attempts re-queued (errors, lost nodes, drains)")
+                  .Register(*registry)),
+      run_seconds(BuildHistogram()
+                      .Name("tokengate_token_run_seconds")
+                      .Help("Token run time on the node")
+                      .Register(*registry)),
+      queue_wait_seconds(BuildHistogram()
+                             .Name("tokengate_token_queue_wait_seconds")
+                             .Help("Time from ready to start of run")
+                             .Register(*registry)),
+      queue_depth(BuildGauge()
+                      .Name("tokengate_queue_depth")
+                      .Help("Ready tokens waiting for dispatch, by operation")
+                      .Register(*registry)),
+      in_flight(BuildGauge()
+                    .Name("tokengate_in_flight")
+                    .Help("Tokens dispatched without a result yet, by node and lane")
+                    .Register(*registry)),
+      nodes(BuildGauge().Name("tokengate_nodes").Help("Nodes by state").Register(*registry)),
+      batch_size(BuildHistogram()
+                     .Name("tokengate_batch_size")
+                     .Help("Tokens per dispatched batch")
+                     .Register(*registry)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 4, 16, 64, 256, 1024,
+                                                                       4096})),
+      admission_rejects(BuildCounter()
+                            .Name("tokengate_admission_rejects_total")
+                            .Help("Jobs refused because the admission limit was reached")
+                            .Register(*registry)
+                            .Add({})),
+      jobs(BuildCounter().Name("tokengate_jobs_total").Help("Jobs by final state").Register(*registry)),
+      lane_utilization(BuildGauge()
+                           .Name("tokengate_node_lane_utilization")
+                           .Help("Busy fraction of a node lane's workers (from heartbeats)")
+                           .Register(*registry)),
+      core_tokens(BuildGauge()
+                      .Name("tokengate_node_core_tokens_total")
+                      .Help("Tokens run per node core (re-exported from heartbeats)")
+                      .Register(*registry)),
+      node_rss(BuildGauge()
+                   .Name("tokengate_node_rss_bytes")
+                   .Help("Resident memory of each node process")
+                   .Register(*registry)),
+      malformed_frames(BuildCounter()
+                           .Name("tokengate_malformed_frames_total")
+                           .Help("Frames rejected at the decode boundary")
+                           .Register(*registry)
+                           .Add({})),
+      late_results(BuildCounter()
+                       .Name("tokengate_late_results_total")
+                       .Help("Results discarded: stale attempt, dead node or finished token")
+                       .Register(*registry)
+                       .Add({})),
+      live_tokens(BuildGauge()
+                      .Name("tokengate_live_tokens")
+                      .Help("Admitted tokens not yet finished (admission limit applies)")
+                      .Register(*registry)
+                      .Add({})) {}
+
+}  // namespace tokengate::coordinator

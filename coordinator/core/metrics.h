@@ -1,0 +1,44 @@
+// Prometheus families the coordinator exports (names are a public contract:
+// grafana/ dashboards and docs/operations.md use them). Owned by the
+// coordinator; all updates happen on the coordinator loop thread, scrapes
+// read concurrently (prometheus-cpp metrics are internally synchronised).
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+namespace tokengate::coordinator {
+
+struct Metrics {
+  explicit Metrics(std::shared_ptr<prometheus::Registry> registry);
+
+  std::shared_ptr<prometheus::Registry> registry;
+  prometheus::Family<prometheus::Counter>& admitted;
+  prometheus::Family<prometheus::Counter>& completed;
+  prometheus::Family<prometheus::Counter>& failed;
+  prometheus::Family<prometheus::Counter>& retried;
+  prometheus::Family<prometheus::Histogram>& run_seconds;
+  prometheus::Family<prometheus::Histogram>& queue_wait_seconds;
+  prometheus::Family<prometheus::Gauge>& queue_depth;
+  prometheus::Family<prometheus::Gauge>& in_flight;
+  prometheus::Family<prometheus::Gauge>& nodes;
+  prometheus::Histogram& batch_size;
+  prometheus::Counter& admission_rejects;
+  prometheus::Family<prometheus::Counter>& jobs;
+  prometheus::Family<prometheus::Gauge>& lane_utilization;
+  prometheus::Family<prometheus::Gauge>& core_tokens;
+  prometheus::Family<prometheus::Gauge>& node_rss;
+  prometheus::Counter& malformed_frames;
+  prometheus::Counter& late_results;
+  prometheus::Gauge& live_tokens;
+
+  static const prometheus::Histogram::BucketBoundaries& timeBuckets();
+};
+
+}  // namespace tokengate::coordinator

@@ -1,0 +1,88 @@
+// CoordinatorServer: the coordinator process's event loop. One thread owns
+// the ZeroMQ ROUTER socket (nodes and clients connect to it) and the
+// CoordinatorCore; other threads (gateway, signal handler) reach the core
+// only through post(), which wakes the loop through an eventfd.
+#pragma once
+
+#include <sys/eventfd.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "common/clock.h"
+#include "coordinator/control/control.h"
+#include "coordinator/core/coordinator.h"
+
+namespace tokengate::coordinator {
+
+struct ServerConfig {
+  std::string listen = "tcp://0.0.0.0:5555";
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  CoordinatorConfig core;
+};
+
+class CoordinatorServer final : public control::ClusterControl {
+ public:
+  explicit CoordinatorServer(ServerConfig config, Clock& clock = SystemClock::instance());
+  ~CoordinatorServer() override;
+
+  // Binds the ROUTER socket; `endpoint()` then gives the real address (port 0 resolved).
+  Status bind();
+  std::string endpoint() const { return endpoint_; }
+  // Runs the loop on the calling thread until stop().
+  void run();
+  // Thread-safe.
+  void stop();
+  void post(std::function<void(CoordinatorCore&)> fn);
+
+  // ClusterControl (thread-safe; callbacks run on the loop thread).
+  void submitJob(JobSpec job, control::Callback<uint64_t> done) override;
+  void jobStatus(uint64_t job_id, control::Callback<control::JobStatus> done) override;
+  void listJobs(control::Callback<std::vector<control::JobStatus>> done) override;
+  void cancelJob(uint64_t job_id, control::Callback<uint64_t> done) override;
+  void cancelToken(uint64_t token_id, control::Callback<bool> done) override;
+  void pauseOp(std::string op, control::Callback<control::OpStatus> done) override;
+  void resumeOp(std::string op, control::Callback<control::OpStatus> done) override;
+  void drainOp(std::string op, control::Callback<uint64_t> done) override;
+  void cancelRunningOp(std::string op, control::Callback<uint64_t> done) override;
+  void setOpLimits(std::string op, control::OpLimits limits,
+                   control::Callback<control::OpStatus> done) override;
+  void listOps(control::Callback<std::vector<control::OpStatus>> done) override;
+  void listNodes(control::Callback<std::vector<control::NodeStatus>> done) override;
+  void drainNode(std::string node_id, control::Callback<control::NodeStatus> done) override;
+  void undrainNode(std::string node_id, control::Callback<control::NodeStatus> done) override;
+  void evictNode(std::string node_id, control::Callback<uint64_t> done) override;
+  void stats(control::Callback<control::ClusterStats> done) override;
+  void setAdmissionLimit(uint64_t max_live_tokens,
+                         control::Callback<control::ClusterStats> done) override;
+  uint64_t subscribe(std::function<void(const control::Event&)> sink) override;
+  void unsubscribe(uint64_t subscription) override;
+  std::shared_ptr<prometheus::Registry> metricsRegistry() override { return registry_; }
+
+ private:
+  class RouterOutbox;
+  void handleMessage();
+  void runPosted();
+
+  ServerConfig config_;
+  Clock& clock_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  zmq::context_t context_;
+  zmq::socket_t router_;
+  std::unique_ptr<RouterOutbox> outbox_;
+  std::unique_ptr<CoordinatorCore> core_;
+  std::string endpoint_;
+  int wake_fd_ = -1;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<uint64_t> next_subscription_{1};
+  std::mutex posted_mu_;
+  std::vector<std::function<void(CoordinatorCore&)>> posted_;  // guarded by posted_mu_
+};
+
+}  // namespace tokengate::coordinator
