@@ -8,7 +8,9 @@
 
 namespace tokengate::costmodel {
 
-double logLabel(int64_t run_ns) { return std::log(static_cast<double>(std::max<int64_t>(run_ns, 1))); }
+double logLabel(int64_t run_ns) {
+  return std::log(static_cast<double>(std::max<int64_t>(run_ns, 1)));
+}
 
 ModelQuality evaluateModel(const CostModel& model, std::span<const TelemetrySample> samples) {
   std::vector<TokenFeatures> feats;

@@ -33,8 +33,8 @@ void encodeFeatures(const TokenFeatures& f, std::span<float, kNumFeatures> row) 
   row[3] = static_cast<float>(f.arg_total_bytes);
   row[4] = toFloat(f.first_numeric_arg);
   row[5] = static_cast<float>(f.node_index);
-  row[6] = (std::isfinite(f.node_speed) && f.node_speed > 0) ? static_cast<float>(f.node_speed)
-                                                              : 1.0f;
+  row[6] =
+      (std::isfinite(f.node_speed) && f.node_speed > 0) ? static_cast<float>(f.node_speed) : 1.0f;
   row[7] = static_cast<float>(f.lane);
   row[8] = static_cast<float>(f.node_load);
 }

@@ -48,8 +48,8 @@ inline constexpr std::array<std::string_view, kNumFeatures> kFeatureNames = {
     "op",   "declared_weight", "arg_count", "arg_bytes", "arg0",
     "node", "node_speed",      "lane",      "node_load"};
 // XGBoost feature types: "c" categorical, "q" quantitative.
-inline constexpr std::array<std::string_view, kNumFeatures> kFeatureTypes = {"c", "q", "q", "q", "q",
-                                                                             "q", "q", "q", "q"};
+inline constexpr std::array<std::string_view, kNumFeatures> kFeatureTypes = {
+    "c", "q", "q", "q", "q", "q", "q", "q", "q"};
 
 // Writes the kNumFeatures model inputs for `f` into `row` (missing values as NaN).
 void encodeFeatures(const TokenFeatures& f, std::span<float, kNumFeatures> row);

@@ -12,8 +12,8 @@ double speedOf(double s) { return (std::isfinite(s) && s > 0) ? s : 1.0; }
 
 MeanCostModel::MeanCostModel(MeanCostOptions options) : options_(options) {}
 
-std::shared_ptr<MeanCostModel> MeanCostModel::fromSamples(
-    std::span<const TelemetrySample> samples, MeanCostOptions options) {
+std::shared_ptr<MeanCostModel> MeanCostModel::fromSamples(std::span<const TelemetrySample> samples,
+                                                          MeanCostOptions options) {
   auto m = std::make_shared<MeanCostModel>(options);
   for (const auto& s : samples) m->observe(s);
   return m;
@@ -27,8 +27,8 @@ void MeanCostModel::update(Running& r, double x, double alpha, double outlier_fa
 }
 
 void MeanCostModel::observe(const TelemetrySample& sample) {
-  const double work =
-      static_cast<double>(std::max<int64_t>(sample.run_ns, 1)) / speedOf(sample.features.node_speed);
+  const double work = static_cast<double>(std::max<int64_t>(sample.run_ns, 1)) /
+                      speedOf(sample.features.node_speed);
   update(per_op_[sample.features.op_id], work, options_.alpha, options_.outlier_factor);
   const uint8_t w = std::min<uint8_t>(sample.features.declared_weight, 2);
   update(per_weight_[w], work, options_.alpha, options_.outlier_factor);

@@ -47,8 +47,10 @@ Split trainTestSplit(size_t n, double test_fraction, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::shuffle(idx.begin(), idx.end(), rng);
   size_t n_test = static_cast<size_t>(std::llround(static_cast<double>(n) * test_fraction));
-  if (n >= 2) n_test = std::clamp<size_t>(n_test, 1, n - 1);
-  else n_test = 0;
+  if (n >= 2)
+    n_test = std::clamp<size_t>(n_test, 1, n - 1);
+  else
+    n_test = 0;
   Split s;
   s.test.assign(idx.begin(), idx.begin() + static_cast<ptrdiff_t>(n_test));
   s.train.assign(idx.begin() + static_cast<ptrdiff_t>(n_test), idx.end());

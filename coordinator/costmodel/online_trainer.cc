@@ -1,0 +1,166 @@
+#include "coordinator/costmodel/online_trainer.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/time/time.h"
+
+namespace tokengate::costmodel {
+
+TrainFn xgbTrainFn() {
+  return [](std::span<const TelemetrySample> samples,
+            const XgbParams& params) -> StatusOr<TrainedModel> {
+    auto model = XgbCostModel::train(samples, params);
+    if (!model.ok()) return model.status();
+    TrainedModel out;
+    out.quality = (*model)->quality();
+    out.model = *std::move(model);
+    return out;
+  };
+}
+
+OnlineTrainer::OnlineTrainer(TelemetryWindow& window, const Clock& clock,
+                             OnlineTrainerOptions options, TrainFn train_fn)
+    : window_(window), clock_(clock), options_(std::move(options)), train_fn_(std::move(train_fn)) {
+  absl::MutexLock lock(&mu_);
+  publish(std::make_shared<MeanCostModel>(options_.mean));
+}
+
+OnlineTrainer::~OnlineTrainer() { stop(); }
+
+std::shared_ptr<const CostModel> OnlineTrainer::active() const {
+  absl::MutexLock lock(&mu_);
+  return active_;
+}
+
+void OnlineTrainer::publish(std::shared_ptr<CostModel> model) {
+  model->setVersion(next_version_++);
+  stats_.model_version = model->version();
+  stats_.active_model = std::string(model->name());
+  active_is_learned_ = dynamic_cast<const MeanCostModel*>(model.get()) == nullptr;
+  active_ = std::move(model);
+}
+
+void OnlineTrainer::setActive(std::shared_ptr<CostModel> model) {
+  if (!model) return;
+  absl::MutexLock lock(&mu_);
+  publish(std::move(model));
+}
+
+void OnlineTrainer::start() {
+  absl::MutexLock lock(&mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
+  cancel_.store(false);
+  thread_ = std::thread([this] { loop(); });
+}
+
+void OnlineTrainer::stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  cancel_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+void OnlineTrainer::kick() {
+  absl::MutexLock lock(&mu_);
+  kicked_ = true;
+}
+
+bool OnlineTrainer::due() const {
+  const size_t size = window_.size();
+  if (size < std::max<size_t>(options_.min_samples, 1)) return false;
+  const uint64_t total = window_.totalAdded();
+  const Nanos now = clock_.now();
+  absl::MutexLock lock(&mu_);
+  if (stats_.retrain_count == 0) return true;  // first model as soon as there is enough data
+  const uint64_t fresh = total - last_trained_total_;
+  if (fresh == 0) return false;
+  if (fresh >= options_.retrain_every_samples) return true;
+  return now - last_train_time_ >= options_.retrain_interval;
+}
+
+void OnlineTrainer::loop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stop_ || kicked_; };
+      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::FromChrono(options_.poll_interval));
+      if (stop_) return;
+      kicked_ = false;
+    }
+    if (due()) (void)runOnce();  // outcome is recorded in stats()
+  }
+}
+
+Status OnlineTrainer::runOnce() {
+  absl::MutexLock train_lock(&train_mu_);
+  const uint64_t total = window_.totalAdded();
+  std::vector<TelemetrySample> snapshot = window_.snapshot();
+  const Nanos t0 = clock_.now();
+  {
+    absl::MutexLock lock(&mu_);
+    last_trained_total_ = total;
+    last_train_time_ = t0;
+  }
+  // Built outside any lock: it is the fallback whenever the learned model is not good enough.
+  std::shared_ptr<MeanCostModel> heuristic = MeanCostModel::fromSamples(snapshot, options_.mean);
+
+  XgbParams params = options_.xgb;
+  params.cancel = &cancel_;
+  StatusOr<TrainedModel> result = train_fn_(snapshot, params);
+  const Nanos duration = clock_.now() - t0;
+
+  const bool accepted = result.ok() && result->model && result->quality.r2 >= options_.r2_threshold;
+  // If the candidate is not good enough, check whether the current learned model still is, on
+  // the newest data (a drifted model is worse than the heuristic).
+  bool keep_current_learned = false;
+  if (!accepted) {
+    std::shared_ptr<const CostModel> current;
+    bool learned = false;
+    {
+      absl::MutexLock lock(&mu_);
+      current = active_;
+      learned = active_is_learned_;
+    }
+    if (learned && current) {
+      const size_t n_recent = std::max<size_t>(snapshot.size() / 5, 1);
+      auto recent =
+          std::span<const TelemetrySample>(snapshot).last(std::min(n_recent, snapshot.size()));
+      keep_current_learned = evaluateModel(*current, recent).r2 >= options_.r2_threshold;
+    }
+  }
+
+  absl::MutexLock lock(&mu_);
+  stats_.retrain_count++;
+  stats_.last_train_duration = duration;
+  if (accepted) {
+    stats_.accepted_count++;
+    stats_.last_quality = result->quality;
+    stats_.last_error.clear();
+    publish(std::move(result->model));
+    return absl::OkStatus();
+  }
+  if (!result.ok()) {
+    stats_.failed_count++;
+    stats_.last_error = result.status().ToString();
+  } else {
+    stats_.rejected_count++;
+    stats_.last_quality = result->quality;
+    stats_.last_error.clear();
+  }
+  if (!keep_current_learned) {
+    if (active_is_learned_) stats_.fallback_count++;
+    publish(std::move(heuristic));
+  }
+  return result.ok() ? absl::OkStatus() : result.status();
+}
+
+TrainerStats OnlineTrainer::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace tokengate::costmodel

@@ -1,0 +1,122 @@
+// Online training loop: a background thread retrains the cost model from the telemetry window
+// every `retrain_interval` or every `retrain_every_samples` new samples, validates the candidate
+// on held-out data and hot-swaps it in only if held-out R^2 >= r2_threshold. Otherwise the
+// heuristic MeanCostModel (rebuilt from the same window) stays or becomes active.
+//
+// Ownership: owned by the coordinator wiring; holds references to a TelemetryWindow and a Clock
+// that must outlive it.
+// Threads: active()/stats() are called from any thread (dispatch) and take only a short mutex
+// around a shared_ptr copy -- never held while training. runOnce() runs on the trainer thread
+// (or a test thread); concurrent runOnce() calls serialise on their own mutex.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "coordinator/costmodel/cost_model.h"
+#include "coordinator/costmodel/mean_cost_model.h"
+#include "coordinator/costmodel/telemetry_window.h"
+#include "coordinator/costmodel/xgb_cost_model.h"
+
+namespace tokengate::costmodel {
+
+// What a trainer function returns: a model plus its held-out quality.
+struct TrainedModel {
+  std::shared_ptr<CostModel> model;
+  ModelQuality quality;
+};
+// Injectable so tests can substitute a deliberately slow or failing trainer.
+using TrainFn =
+    std::function<StatusOr<TrainedModel>(std::span<const TelemetrySample>, const XgbParams&)>;
+// The production trainer: XgbCostModel::train.
+TrainFn xgbTrainFn();
+
+struct OnlineTrainerOptions {
+  Nanos retrain_interval = 30 * kSeconds;
+  uint64_t retrain_every_samples = 5000;
+  // No training below this many samples in the window (the heuristic serves meanwhile).
+  size_t min_samples = 500;
+  // Candidate must reach this held-out R^2 (log space) to become active.
+  double r2_threshold = 0.7;
+  XgbParams xgb;
+  MeanCostOptions mean;
+  // How often the background thread wakes to check the (injected) clock. Real time, only a
+  // polling granularity; decisions use the Clock.
+  std::chrono::milliseconds poll_interval{100};
+};
+
+struct TrainerStats {
+  uint64_t model_version = 0;     // version of the active model
+  uint64_t retrain_count = 0;     // training attempts (accepted + rejected + failed)
+  uint64_t accepted_count = 0;    // candidates that became active
+  uint64_t rejected_count = 0;    // candidates below the R^2 threshold
+  uint64_t failed_count = 0;      // trainer returned an error
+  uint64_t fallback_count = 0;    // times a learned model was replaced by the heuristic
+  ModelQuality last_quality;      // of the last candidate
+  std::string active_model;       // name() of the active model
+  Nanos last_train_duration = 0;  // by the injected clock
+  std::string last_error;
+};
+
+class OnlineTrainer {
+ public:
+  OnlineTrainer(TelemetryWindow& window, const Clock& clock, OnlineTrainerOptions options,
+                TrainFn train_fn = xgbTrainFn());
+  ~OnlineTrainer();
+
+  OnlineTrainer(const OnlineTrainer&) = delete;
+  OnlineTrainer& operator=(const OnlineTrainer&) = delete;
+
+  // The model dispatch should use right now. Never blocks on training.
+  std::shared_ptr<const CostModel> active() const;
+  // Installs a model (e.g. loaded with --model at start). Gets the next version number.
+  void setActive(std::shared_ptr<CostModel> model);
+
+  void start();
+  // Stops the thread; an in-flight XGBoost training is cancelled between rounds.
+  void stop();
+  // Wakes the background thread to re-check whether retraining is due.
+  void kick();
+
+  // Whether a retrain is due now (enough new samples or interval elapsed, and enough samples).
+  bool due() const;
+  // One training cycle on the calling thread: snapshot, train, validate, maybe swap.
+  // Returns the trainer's error if it failed; OK otherwise (including "rejected").
+  Status runOnce();
+
+  TrainerStats stats() const;
+
+ private:
+  void loop();
+  void publish(std::shared_ptr<CostModel> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  TelemetryWindow& window_;
+  const Clock& clock_;
+  const OnlineTrainerOptions options_;
+  const TrainFn train_fn_;
+
+  absl::Mutex train_mu_;    // serialises runOnce(); held for the whole (slow) training
+  mutable absl::Mutex mu_;  // guards the published state below; held only briefly
+  std::shared_ptr<const CostModel> active_ ABSL_GUARDED_BY(mu_);
+  bool active_is_learned_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t last_trained_total_ ABSL_GUARDED_BY(mu_) = 0;
+  Nanos last_train_time_ ABSL_GUARDED_BY(mu_) = 0;
+  TrainerStats stats_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::atomic<bool> cancel_{false};
+  std::thread thread_;  // last: started after everything above is initialised
+};
+
+}  // namespace tokengate::costmodel

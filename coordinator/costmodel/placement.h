@@ -1,0 +1,56 @@
+// Pure placement helpers the scheduler uses with predicted costs. No state, no threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "coordinator/costmodel/features.h"
+
+namespace tokengate::costmodel {
+
+struct NodeState {
+  // Predicted work already queued or running on the node, in ns of that node's wall time.
+  double outstanding_ns = 0;
+  // Observed slowness: 1.0 nominal, 2.0 = twice as slow.
+  double speed_factor = 1.0;
+  // Tokens the node runs in parallel (>= 1).
+  uint32_t workers = 1;
+  bool eligible = true;  // false: dead, draining, or lane full
+};
+
+// Predicted completion time of a token whose cost at nominal speed is `token_ns` on `node`.
+double predictedCompletionNs(const NodeState& node, double token_ns);
+
+// Index of the eligible node minimising predicted completion (ties: lowest outstanding work,
+// then lowest index); nullopt if no node is eligible.
+std::optional<size_t> chooseNode(std::span<const NodeState> nodes, double token_ns);
+
+struct LaneThresholds {
+  // Predicted cost above which a token no longer fits the light lane / the medium lane.
+  double light_max_ns = 200'000;     // 0.2 ms
+  double medium_max_ns = 5'000'000;  // 5 ms
+  // Relative band around each threshold: move up only above threshold*(1+h), move back down only
+  // below threshold*(1-h), so an op hovering near a threshold does not flap between lanes.
+  double hysteresis = 0.25;
+  // If false, tokens are only ever promoted (a declared-heavy op stays heavy).
+  bool allow_demotion = true;
+};
+
+// Lane weight a token should use given its predicted cost. `current` is the weight the op is
+// using now (its declared weight the first time); the result differs from it only when the
+// prediction is clearly past a threshold.
+Weight reclassify(double predicted_ns, Weight current, const LaneThresholds& thresholds = {});
+
+struct BatchSizing {
+  double target_ns = 1'500'000;  // ~1.5 ms of work per batch
+  uint32_t min_batch = 1;
+  uint32_t max_batch = 256;
+};
+
+// Tokens per batch so that a batch holds about target_ns of predicted work, clamped.
+// Unknown (NaN/negative) cost -> min_batch; zero cost -> max_batch.
+uint32_t batchSizeFor(double predicted_ns, const BatchSizing& sizing = {});
+
+}  // namespace tokengate::costmodel
