@@ -1,1 +1,263 @@
+#include "coordinator/costmodel/online_trainer.h"
+
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "coordinator/costmodel/synthetic.h"
+
+namespace tokengate::costmodel {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ManualClock final : public Clock {
+ public:
+  Nanos now() const override { return now_.load(); }
+  void advance(Nanos d) { now_ += d; }
+
+ private:
+  std::atomic<Nanos> now_{1'000 * kSeconds};
+};
+
+OnlineTrainerOptions smallOptions() {
+  OnlineTrainerOptions o;
+  o.min_samples = 200;
+  o.retrain_every_samples = 1000;
+  o.retrain_interval = 10 * kSeconds;
+  o.r2_threshold = 0.8;
+  o.xgb.num_rounds = 30;
+  o.xgb.nthread = 2;
+  o.poll_interval = 5ms;
+  return o;
+}
+
+// Waits (bounded) for a condition the background thread should reach; returns false on timeout
+// instead of hanging the suite.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::seconds limit = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return pred();
+}
+
+TEST(OnlineTrainer, ColdStartServesHeuristic) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  OnlineTrainer trainer(window, clock, smallOptions());
+  auto model = trainer.active();
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->name(), "mean");
+  EXPECT_EQ(model->version(), 1u);
+  EXPECT_FALSE(trainer.due());
+  // Too few samples: runOnce trains nothing useful and the heuristic stays.
+  SyntheticWorkload w;
+  window.addBatch(w.samples(50));
+  EXPECT_FALSE(trainer.due());
+}
+
+TEST(OnlineTrainer, TrainsValidatesAndHotSwaps) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  OnlineTrainer trainer(window, clock, smallOptions());
+  SyntheticWorkload w;
+  window.addBatch(w.samples(3000));
+  EXPECT_TRUE(trainer.due());
+  auto before = trainer.active();
+  ASSERT_TRUE(trainer.runOnce().ok());
+  auto after = trainer.active();
+  EXPECT_EQ(after->name(), "xgboost");
+  EXPECT_GT(after->version(), before->version());
+  const TrainerStats s = trainer.stats();
+  EXPECT_EQ(s.retrain_count, 1u);
+  EXPECT_EQ(s.accepted_count, 1u);
+  EXPECT_EQ(s.model_version, after->version());
+  EXPECT_GE(s.last_quality.r2, 0.9);
+  EXPECT_EQ(s.active_model, "xgboost");
+  // The old model is still usable by whoever holds it.
+  EXPECT_GT(before->predictOne(w.nextFeatures()), 0);
+
+  // Not due again until enough new samples or time passes.
+  EXPECT_FALSE(trainer.due());
+  window.addBatch(w.samples(10));
+  EXPECT_FALSE(trainer.due());
+  clock.advance(11 * kSeconds);
+  EXPECT_TRUE(trainer.due());
+  ASSERT_TRUE(trainer.runOnce().ok());
+  window.addBatch(w.samples(1000));
+  EXPECT_TRUE(trainer.due());
+}
+
+TEST(OnlineTrainer, RejectsCandidateBelowThresholdAndKeepsHeuristic) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  auto opts = smallOptions();
+  opts.r2_threshold = 1.01;  // unreachable
+  OnlineTrainer trainer(window, clock, opts);
+  SyntheticWorkload w;
+  window.addBatch(w.samples(2000));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  EXPECT_EQ(trainer.active()->name(), "mean");
+  const TrainerStats s = trainer.stats();
+  EXPECT_EQ(s.rejected_count, 1u);
+  EXPECT_EQ(s.accepted_count, 0u);
+  EXPECT_GT(s.last_quality.r2, 0.5);  // it was a decent model, just not good enough
+  // The heuristic was refreshed from the window: it now knows the ops.
+  auto mean = std::dynamic_pointer_cast<const MeanCostModel>(trainer.active());
+  ASSERT_NE(mean, nullptr);
+  EXPECT_GT(mean->numOps(), 0u);
+}
+
+TEST(OnlineTrainer, FailingTrainerFallsBackToHeuristic) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  OnlineTrainer trainer(
+      window, clock, smallOptions(),
+      [](std::span<const TelemetrySample>, const XgbParams&) -> StatusOr<TrainedModel> {
+        return absl::InternalError("boom");
+      });
+  SyntheticWorkload w;
+  window.addBatch(w.samples(500));
+  EXPECT_EQ(trainer.runOnce().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(trainer.active()->name(), "mean");
+  EXPECT_EQ(trainer.stats().failed_count, 1u);
+  EXPECT_NE(trainer.stats().last_error.find("boom"), std::string::npos);
+}
+
+TEST(OnlineTrainer, DriftedModelIsReplacedByHeuristic) {
+  TelemetryWindow window(2000);
+  ManualClock clock;
+  const auto opts = smallOptions();
+  // A learned model trained on the old cluster, installed as if loaded with --model.
+  SyntheticWorkload old_cluster;
+  auto stale = XgbCostModel::train(old_cluster.samples(2000), opts.xgb);
+  ASSERT_TRUE(stale.ok()) << stale.status();
+
+  // Candidates from this trainer always validate badly, so the only question is whether the
+  // current learned model is still good on the newest data.
+  OnlineTrainer trainer(
+      window, clock, opts,
+      [](std::span<const TelemetrySample> s, const XgbParams& p) -> StatusOr<TrainedModel> {
+        auto r = xgbTrainFn()(s, p);
+        if (r.ok()) r->quality.r2 = 0.1;
+        return r;
+      });
+  trainer.setActive(*stale);
+  ASSERT_EQ(trainer.active()->name(), "xgboost");
+
+  // Same cluster: the current model still validates, so it stays despite the rejection.
+  window.addBatch(old_cluster.samples(2000));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  EXPECT_EQ(trainer.active()->name(), "xgboost");
+  EXPECT_EQ(trainer.stats().rejected_count, 1u);
+
+  // The cluster changes completely (different hidden op costs): fall back to the heuristic.
+  SyntheticOptions other;
+  other.seed = 99;
+  SyntheticWorkload new_cluster(other);
+  window.addBatch(new_cluster.samples(2000));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  EXPECT_EQ(trainer.active()->name(), "mean");
+  EXPECT_EQ(trainer.stats().fallback_count, 1u);
+}
+
+// The core guarantee: training runs on the trainer thread and never blocks predict / dispatch.
+// The injected trainer blocks until the test releases it; if active()/predict() waited for
+// training, the predictions below could never complete while it is blocked.
+TEST(OnlineTrainer, SlowTrainingNeverBlocksPredict) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  std::promise<void> entered;
+  std::shared_future<void> release_f;
+  std::promise<void> release;
+  release_f = release.get_future().share();
+  std::atomic<bool> entered_once{false};
+  OnlineTrainer trainer(
+      window, clock, smallOptions(),
+      [&](std::span<const TelemetrySample> s, const XgbParams& p) -> StatusOr<TrainedModel> {
+        if (!entered_once.exchange(true)) entered.set_value();
+        release_f.wait();  // deliberately slow: as long as the test wants
+        return xgbTrainFn()(s, p);
+      });
+  SyntheticWorkload w;
+  window.addBatch(w.samples(2000));
+  trainer.start();
+  trainer.kick();
+  ASSERT_EQ(entered.get_future().wait_for(60s), std::future_status::ready)
+      << "background trainer never started";
+
+  // Training is now in progress (and stuck). Dispatch keeps predicting and adding telemetry.
+  std::vector<TokenFeatures> batch;
+  for (int i = 0; i < 256; ++i) batch.push_back(w.nextFeatures());
+  auto dispatch = std::async(std::launch::async, [&] {
+    std::vector<double> out(batch.size());
+    uint64_t predictions = 0;
+    for (int i = 0; i < 200; ++i) {
+      auto model = trainer.active();
+      model->predict(batch, out);
+      predictions += out.size();
+      window.add(w.nextSample());
+      (void)trainer.stats();
+      (void)trainer.due();
+    }
+    return predictions;
+  });
+  ASSERT_EQ(dispatch.wait_for(30s), std::future_status::ready) << "predict blocked behind training";
+  EXPECT_EQ(dispatch.get(), 200u * batch.size());
+  EXPECT_EQ(trainer.active()->name(), "mean");  // still the heuristic: nothing swapped yet
+
+  release.set_value();
+  ASSERT_TRUE(eventually([&] { return trainer.stats().accepted_count >= 1; }));
+  EXPECT_EQ(trainer.active()->name(), "xgboost");
+  trainer.stop();
+}
+
+TEST(OnlineTrainer, BackgroundThreadRetrainsOnNewSamples) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  auto opts = smallOptions();
+  opts.retrain_every_samples = 500;
+  OnlineTrainer trainer(window, clock, opts);
+  trainer.start();
+  SyntheticWorkload w;
+  window.addBatch(w.samples(1000));
+  ASSERT_TRUE(eventually([&] { return trainer.stats().accepted_count >= 1; }));
+  const uint64_t v1 = trainer.active()->version();
+  window.addBatch(w.samples(600));
+  trainer.kick();
+  ASSERT_TRUE(eventually([&] { return trainer.stats().retrain_count >= 2; }));
+  EXPECT_GT(trainer.active()->version(), v1);
+  trainer.stop();
+  trainer.stop();  // idempotent
+}
+
+TEST(OnlineTrainer, StopCancelsInFlightTraining) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  std::atomic<bool> saw_cancel{false};
+  std::promise<void> entered;
+  OnlineTrainer trainer(
+      window, clock, smallOptions(),
+      [&](std::span<const TelemetrySample>, const XgbParams& p) -> StatusOr<TrainedModel> {
+        entered.set_value();
+        while (!(p.cancel && p.cancel->load())) std::this_thread::sleep_for(1ms);
+        saw_cancel = true;
+        return absl::CancelledError("cancelled");
+      });
+  SyntheticWorkload w;
+  window.addBatch(w.samples(500));
+  trainer.start();
+  trainer.kick();
+  ASSERT_EQ(entered.get_future().wait_for(60s), std::future_status::ready);
+  trainer.stop();
+  EXPECT_TRUE(saw_cancel.load());
+}
+
+}  // namespace
+}  // namespace tokengate::costmodel
