@@ -101,8 +101,10 @@ tg_check "result is bit-identical to the reference pyramid sum" node -e "
     console.log('got', got, 'want', want);
     process.exit(Object.is(got, want) ? 0 : 1);
   });"
-tg_check "killed node is really gone ($victim)" sh -c \
-  "[ \"\$($DOCKER inspect -f '{{.State.Running}}' $victim)\" = false ]"
+# restart: unless-stopped may bring it back; either way it must have died (SIGKILL: 137).
+tg_check "killed node container really died (exit 137, or restarted by its policy)" sh -c \
+  "$DOCKER inspect -f '{{.State.Running}} {{.State.ExitCode}} {{.RestartCount}}' $victim |
+   grep -Eq '^(false 137 [0-9]+|true [0-9]+ [1-9][0-9]*)$'"
 tg_check "coordinator saw the node die and retried its tokens" wait_for 30 sh -c \
   "[ \"\$(curl -fsS -H 'Authorization: Bearer $TG_GATEWAY_TOKEN' $GW/metrics | awk '/^tokengate_tokens_retried_total/ {s+=\$NF} END {print (s>0)}')\" = 1 ]"
 

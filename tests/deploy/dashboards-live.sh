@@ -66,7 +66,7 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data"
   --web.listen-address="127.0.0.1:$prom_port" >"$TG_OUT/prometheus.log" 2>&1 &
 pids+=($!)
 PROM=http://127.0.0.1:$prom_port
-up_query() { curl -fsS "$PROM/api/v1/query?query=up" | grep -q '"value":\[[0-9.]*,"1"\]'; }
+up_query() { curl -fsS "$PROM/api/v1/query?query=up" 2>/dev/null | grep -q '"value":\[[0-9.]*,"1"\]'; }
 ok=0
 for _ in $(seq 30); do up_query && { ok=1; break; }; sleep 1; done
 if [[ $ok == 1 ]]; then tg_pass "Prometheus scrapes the coordinator's /metrics (up == 1)"
