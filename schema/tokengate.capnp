@@ -239,6 +239,18 @@ struct Reject {
   error @0 :Error;               # the coordinator could not accept a frame
 }
 
+struct StatsReply {
+  requestId @0 :UInt64;
+  nodesReady @1 :UInt32;
+  nodesDraining @2 :UInt32;
+  jobsRunning @3 :UInt32;
+  tokensLive @4 :UInt64;
+  tokensCompleted @5 :UInt64;
+  tokensFailed @6 :UInt64;
+  queued @7 :UInt64;
+  inFlight @8 :UInt64;
+}
+
 struct Frame {
   version @0 :UInt16;
   union {
@@ -258,5 +270,7 @@ struct Frame {
     reject @14 :Reject;
     ping @15 :UInt64;
     pong @16 :UInt64;
+    statsRequest @17 :UInt64;    # request id; answered with statsReply
+    statsReply @18 :StatsReply;
   }
 }

@@ -1385,6 +1385,24 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       outbox_.send(peer, encodeFrame(msg));
       break;
     }
+    case wire::Frame::STATS_REQUEST: {
+      const auto st = stats();
+      capnp::MallocMessageBuilder msg;
+      auto f = msg.initRoot<wire::Frame>();
+      f.setVersion(kProtocolVersion);
+      auto r = f.initStatsReply();
+      r.setRequestId(frame.getStatsRequest());
+      r.setNodesReady(static_cast<uint32_t>(st.nodes_ready));
+      r.setNodesDraining(static_cast<uint32_t>(st.nodes_draining));
+      r.setJobsRunning(static_cast<uint32_t>(st.jobs_running));
+      r.setTokensLive(st.tokens_live);
+      r.setTokensCompleted(st.tokens_completed);
+      r.setTokensFailed(st.tokens_failed);
+      r.setQueued(st.queued);
+      r.setInFlight(st.in_flight);
+      outbox_.send(peer, encodeFrame(msg));
+      return;
+    }
     case wire::Frame::PING: {
       capnp::MallocMessageBuilder msg;
       auto f = msg.initRoot<wire::Frame>();

@@ -1,0 +1,249 @@
+#include "client/client.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <thread>
+
+namespace tokengate::client {
+
+const char* jobStateName(JobState s) {
+  switch (s) {
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
+    default:
+      return "unknown";
+  }
+}
+
+StatusOr<Value> JobResult::output(const std::string& name) const {
+  for (const auto& o : outputs) {
+    if (!name.empty() && o.name != name) continue;
+    if (!o.status.ok()) return o.status;
+    return o.value;
+  }
+  return absl::NotFoundError(fmt::format("job {} has no output '{}'", id, name));
+}
+
+Client::Client(std::string endpoint)
+    : endpoint_(std::move(endpoint)), context_(1), socket_(context_, zmq::socket_type::dealer) {
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.set(zmq::sockopt::rcvhwm, 0);
+  std::random_device rd;
+  socket_.set(zmq::sockopt::routing_id, fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
+  socket_.connect(endpoint_);
+}
+
+Client::~Client() = default;
+
+void Client::send(capnp::MallocMessageBuilder& msg) {
+  auto bytes = encodeFrame(msg);
+  socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
+}
+
+Status Client::pump(Nanos deadline) {
+  const Nanos now = SystemClock::instance().now();
+  if (now >= deadline) return absl::DeadlineExceededError("timed out waiting for the coordinator");
+  zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, std::chrono::milliseconds(std::max<Nanos>(1, (deadline - now) / kMillis)));
+  if (!(item.revents & ZMQ_POLLIN)) return absl::OkStatus();
+  zmq::message_t msg;
+  if (!socket_.recv(msg, zmq::recv_flags::dontwait)) return absl::OkStatus();
+  auto frame = decodeFrame(msg.data(), msg.size());
+  if (!frame.ok()) {
+    spdlog::warn("dropping malformed frame from coordinator: {}", frame.status().message());
+    return absl::OkStatus();
+  }
+  auto f = (*frame)->root();
+  switch (f.which()) {
+    case wire::Frame::SUBMIT_REPLY: {
+      auto r = f.getSubmitReply();
+      if (r.isJobId())
+        replies_[r.getRequestId()] = r.getJobId();
+      else
+        replies_[r.getRequestId()] = fromWire(r.getError());
+      break;
+    }
+    case wire::Frame::JOB_PROGRESS: {
+      auto p = f.getJobProgress();
+      progress_[p.getJobId()] = Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(),
+                                         p.getRunning()};
+      break;
+    }
+    case wire::Frame::JOB_DONE: {
+      auto d = f.getJobDone();
+      JobResult r;
+      r.id = d.getJobId();
+      r.state = static_cast<JobState>(std::min<int>(static_cast<int>(d.getState()), 4));
+      auto p = d.getProgress();
+      r.progress = Progress{r.id, p.getTotal(), p.getDone(), p.getFailed(), 0};
+      r.wall_ns = static_cast<Nanos>(d.getWallNs());
+      for (auto o : d.getOutputs()) {
+        Output out;
+        out.index = o.getIndex();
+        out.name = o.getName().cStr();
+        if (o.isValue())
+          out.value = fromWire(o.getValue());
+        else
+          out.status = fromWire(o.getError());
+        r.outputs.push_back(std::move(out));
+      }
+      done_[r.id] = std::move(r);
+      break;
+    }
+    case wire::Frame::STATS_REPLY: {
+      auto s = f.getStatsReply();
+      ClusterInfo info;
+      info.nodes_ready = s.getNodesReady();
+      info.nodes_draining = s.getNodesDraining();
+      info.jobs_running = s.getJobsRunning();
+      info.tokens_live = s.getTokensLive();
+      info.tokens_completed = s.getTokensCompleted();
+      info.tokens_failed = s.getTokensFailed();
+      info.queued = s.getQueued();
+      info.in_flight = s.getInFlight();
+      stats_replies_[s.getRequestId()] = info;
+      break;
+    }
+    case wire::Frame::REJECT:
+      last_reject_ = fromWire(f.getReject().getError());
+      spdlog::warn("coordinator rejected a request: {}", last_reject_.message());
+      break;
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<uint64_t> Client::submit(const JobSpec& job, Nanos timeout) {
+  const uint64_t req = next_request_++;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto s = f.initSubmitJob();
+  s.setRequestId(req);
+  s.setWatch(true);
+  toWire(job, s.initJob());
+  send(msg);
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    if (auto it = replies_.find(req); it != replies_.end()) {
+      auto r = std::move(it->second);
+      replies_.erase(it);
+      return r;
+    }
+    if (auto st = pump(deadline); !st.ok()) return st;
+  }
+}
+
+StatusOr<uint64_t> Client::submitWithBackpressure(const JobSpec& job, Nanos timeout) {
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  Nanos backoff = 10 * kMillis;
+  while (true) {
+    auto r = submit(job, std::max<Nanos>(kSeconds, deadline - SystemClock::instance().now()));
+    if (r.ok() || r.status().code() != StatusCode::kResourceExhausted) return r;
+    if (SystemClock::instance().now() + backoff > deadline) return r;
+    std::this_thread::sleep_for(std::chrono::nanoseconds(backoff));
+    backoff = std::min<Nanos>(backoff * 2, kSeconds);
+  }
+}
+
+StatusOr<JobResult> Client::wait(uint64_t job, const std::function<void(const Progress&)>& on_progress,
+                                 Nanos timeout) {
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  uint64_t last_done = UINT64_MAX;
+  while (true) {
+    if (auto it = done_.find(job); it != done_.end()) {
+      JobResult r = std::move(it->second);
+      done_.erase(it);
+      progress_.erase(job);
+      if (on_progress) on_progress(r.progress);
+      return r;
+    }
+    if (on_progress) {
+      if (auto it = progress_.find(job); it != progress_.end() && it->second.done != last_done) {
+        last_done = it->second.done;
+        on_progress(it->second);
+      }
+    }
+    if (auto st = pump(deadline); !st.ok()) return st;
+  }
+}
+
+StatusOr<JobResult> Client::run(const JobSpec& job,
+                                const std::function<void(const Progress&)>& on_progress,
+                                Nanos timeout) {
+  auto id = submitWithBackpressure(job, timeout);
+  if (!id.ok()) return id.status();
+  return wait(*id, on_progress, timeout);
+}
+
+Status Client::cancel(uint64_t job, Nanos timeout) {
+  const uint64_t req = next_request_++;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto c = f.initCancelJob();
+  c.setRequestId(req);
+  c.setJobId(job);
+  send(msg);
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    if (auto it = replies_.find(req); it != replies_.end()) {
+      Status st = it->second.status();
+      replies_.erase(it);
+      return st;
+    }
+    if (auto st = pump(deadline); !st.ok()) return st;
+  }
+}
+
+Status Client::watch(uint64_t job) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto w = f.initWatchJob();
+  w.setRequestId(next_request_++);
+  w.setJobId(job);
+  send(msg);
+  return absl::OkStatus();
+}
+
+StatusOr<ClusterInfo> Client::info(Nanos timeout) {
+  const uint64_t req = next_request_++;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  f.setStatsRequest(req);
+  send(msg);
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    if (auto it = stats_replies_.find(req); it != stats_replies_.end()) {
+      auto r = it->second;
+      stats_replies_.erase(it);
+      return r;
+    }
+    if (auto st = pump(deadline); !st.ok()) return st;
+  }
+}
+
+Status Client::waitForNodes(uint32_t nodes, Nanos timeout) {
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    auto i = info(std::max<Nanos>(kSeconds, deadline - SystemClock::instance().now()));
+    if (i.ok() && i->nodes_ready >= nodes) return absl::OkStatus();
+    if (SystemClock::instance().now() >= deadline)
+      return absl::DeadlineExceededError(fmt::format(
+          "only {} of {} nodes ready", i.ok() ? i->nodes_ready : 0, nodes));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace tokengate::client

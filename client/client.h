@@ -1,0 +1,92 @@
+// C++ client library: submit jobs to a coordinator over ZeroMQ, stream
+// progress, wait for results, cancel. One Client owns one DEALER socket and
+// is used from one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include <zmq.hpp>
+
+#include "common/clock.h"
+#include "common/job.h"
+#include "common/status.h"
+#include "common/value.h"
+#include "common/wire.h"
+
+namespace tokengate::client {
+
+struct Progress {
+  uint64_t job = 0, total = 0, done = 0, failed = 0, running = 0;
+};
+
+struct Output {
+  uint32_t index = 0;
+  std::string name;
+  Status status;
+  Value value;
+};
+
+enum class JobState { kRunning, kSucceeded, kFailed, kCancelled, kUnknown };
+const char* jobStateName(JobState s);
+
+struct JobResult {
+  uint64_t id = 0;
+  JobState state = JobState::kUnknown;
+  Progress progress;
+  Nanos wall_ns = 0;
+  std::vector<Output> outputs;
+  // The output named `name` (or the only one) as a value, or its error.
+  StatusOr<Value> output(const std::string& name = {}) const;
+};
+
+struct ClusterInfo {
+  uint32_t nodes_ready = 0, nodes_draining = 0, jobs_running = 0;
+  uint64_t tokens_live = 0, tokens_completed = 0, tokens_failed = 0, queued = 0, in_flight = 0;
+};
+
+class Client {
+ public:
+  explicit Client(std::string endpoint);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Admits a job; the coordinator streams progress to this client. Fails
+  // with ResourceExhausted when the admission limit is reached.
+  StatusOr<uint64_t> submit(const JobSpec& job, Nanos timeout = 30 * kSeconds);
+  // Submits, retrying ResourceExhausted with backoff until `timeout` (backpressure).
+  StatusOr<uint64_t> submitWithBackpressure(const JobSpec& job, Nanos timeout);
+  // Waits for the job to finish; `on_progress` sees progress updates.
+  StatusOr<JobResult> wait(uint64_t job, const std::function<void(const Progress&)>& on_progress,
+                           Nanos timeout);
+  StatusOr<JobResult> run(const JobSpec& job,
+                          const std::function<void(const Progress&)>& on_progress = {},
+                          Nanos timeout = 600 * kSeconds);
+  Status cancel(uint64_t job, Nanos timeout = 10 * kSeconds);
+  // Asks the coordinator to stream a job this client did not submit.
+  Status watch(uint64_t job);
+  StatusOr<ClusterInfo> info(Nanos timeout = 5 * kSeconds);
+  // Waits until at least `nodes` nodes are ready.
+  Status waitForNodes(uint32_t nodes, Nanos timeout);
+
+ private:
+  // Receives one frame (or times out) and files it: progress, done, replies.
+  Status pump(Nanos deadline);
+  void send(capnp::MallocMessageBuilder& msg);
+
+  std::string endpoint_;
+  zmq::context_t context_;
+  zmq::socket_t socket_;
+  uint64_t next_request_ = 1;
+  std::unordered_map<uint64_t, StatusOr<uint64_t>> replies_;  // request id -> job id
+  std::unordered_map<uint64_t, ClusterInfo> stats_replies_;
+  std::unordered_map<uint64_t, JobResult> done_;
+  std::unordered_map<uint64_t, Progress> progress_;
+  Status last_reject_;
+};
+
+}  // namespace tokengate::client

@@ -1,0 +1,242 @@
+#include "client/local_cluster.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <spdlog/spdlog.h>
+#include <sstream>
+
+namespace tokengate::client {
+
+std::string selfDir() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : p.parent_path().string();
+}
+
+uint64_t peakRssOf(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream ss(line.substr(6));
+      uint64_t kb = 0;
+      ss >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+namespace {
+std::vector<int> allowedCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  if (cpus.empty()) cpus.push_back(0);
+  return cpus;
+}
+}  // namespace
+
+pid_t LocalCluster::spawn(const std::string& exe, const std::vector<std::string>& args,
+                          int cpu_begin, int cpu_count) {
+  std::vector<std::string> all{exe};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int i = 0; i < cpu_count; ++i) CPU_SET(cpus_[static_cast<size_t>(cpu_begin + i) % cpus_.size()], &set);
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    if (cpu_count > 0) sched_setaffinity(0, sizeof set, &set);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::start(LocalClusterOptions options) {
+  std::unique_ptr<LocalCluster> c(new LocalCluster());
+  c->options_ = std::move(options);
+  auto& o = c->options_;
+  if (o.bin_dir.empty()) o.bin_dir = selfDir();
+  const std::string coord = o.bin_dir + "/tokengate-coordinator";
+  const std::string node = o.bin_dir + "/tokengate-node";
+  for (const auto& exe : {coord, node})
+    if (access(exe.c_str(), X_OK) != 0)
+      return absl::NotFoundError(fmt::format("{} not found (set --bin-dir)", exe));
+  c->cpus_ = allowedCpus();
+  char tmpl[] = "/tmp/tokengate-ready-XXXXXX";
+  int fd = mkstemp(tmpl);
+  if (fd < 0) return absl::InternalError("mkstemp failed");
+  close(fd);
+  std::filesystem::remove(tmpl);
+  c->ready_file_ = tmpl;
+  std::vector<std::string> args{"--listen", "tcp://127.0.0.1:0", "--ready-file", c->ready_file_,
+                                "--log-level", o.log_level};
+  if (!o.gateway.empty()) {
+    args.insert(args.end(), {"--gateway", o.gateway});
+    if (!o.gateway_token.empty()) args.insert(args.end(), {"--gateway-token", o.gateway_token});
+  }
+  args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
+  c->coordinator_ = c->spawn(coord, args, 0, 0);
+  // Wait for the ready file: "wire <endpoint>\ngateway <port>\n".
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (true) {
+    std::ifstream in(c->ready_file_);
+    std::string key, value;
+    bool complete = false;
+    while (in >> key >> value) {
+      if (key == "wire") c->endpoint_ = value;
+      if (key == "gateway") c->gateway_port_ = static_cast<uint16_t>(std::stoi(value));
+      if (key == "ready") complete = true;
+    }
+    if (complete && !c->endpoint_.empty()) break;
+    int status = 0;
+    if (waitpid(c->coordinator_, &status, WNOHANG) == c->coordinator_) {
+      c->coordinator_ = -1;
+      return absl::UnavailableError("the coordinator exited during start-up (see its log above)");
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return absl::DeadlineExceededError("the coordinator did not become ready in 20 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::filesystem::remove(c->ready_file_);
+  c->nodes_.assign(o.nodes, -1);
+  c->intentionally_down_.assign(o.nodes, false);
+  for (size_t i = 0; i < o.nodes; ++i)
+    if (auto st = c->startNode(i); !st.ok()) return st;
+  if (o.supervise) c->supervisor_ = std::thread([p = c.get()] { p->superviseLoop(); });
+  return c;
+}
+
+Status LocalCluster::startNode(size_t i) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (i >= nodes_.size()) return absl::OutOfRangeError("no such node");
+  if (nodes_[i] > 0) return absl::OkStatus();
+  std::vector<std::string> args{"--coordinator", endpoint_, "--id", nodeId(i), "--log-level",
+                                options_.log_level};
+  args.insert(args.end(), options_.node_args.begin(), options_.node_args.end());
+  if (i < options_.per_node_args.size())
+    args.insert(args.end(), options_.per_node_args[i].begin(), options_.per_node_args[i].end());
+  int begin = 0, count = 0;
+  const int ncpu = static_cast<int>(cpus_.size());
+  if (options_.pin && ncpu > 1) {
+    const int n = static_cast<int>(nodes_.size());
+    if (n <= ncpu) {
+      count = ncpu / n;
+      begin = static_cast<int>(i) * count;
+    } else {
+      count = 1;
+      begin = static_cast<int>(i) % ncpu;
+    }
+  }
+  nodes_[i] = spawn(options_.bin_dir + "/tokengate-node", args, begin, count);
+  intentionally_down_[i] = false;
+  return nodes_[i] > 0 ? absl::OkStatus() : absl::InternalError("fork failed");
+}
+
+pid_t LocalCluster::nodePid(size_t i) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return i < nodes_.size() ? nodes_[i] : -1;
+}
+
+Status LocalCluster::killNode(size_t i, int sig) {
+  pid_t pid;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (i >= nodes_.size() || nodes_[i] <= 0) return absl::FailedPreconditionError("node not running");
+    pid = nodes_[i];
+    if (!options_.supervise) intentionally_down_[i] = true;
+  }
+  ::kill(pid, sig);
+  if (!options_.supervise) {
+    int status;
+    waitpid(pid, &status, 0);
+    std::lock_guard<std::mutex> lock(mu_);
+    nodes_[i] = -1;
+  }
+  return absl::OkStatus();
+}
+
+void LocalCluster::superviseLoop() {
+  while (!stopping_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (size_t i = 0; i < options_.nodes && !stopping_; ++i) {
+      pid_t pid;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        pid = nodes_[i];
+      }
+      if (pid <= 0) continue;
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          nodes_[i] = -1;
+        }
+        if (stopping_) break;
+        spdlog::info("supervisor: {} exited ({}), restarting", nodeId(i),
+                     WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
+                                         : fmt::format("status {}", WEXITSTATUS(status)));
+        ++restarts_;
+        (void)startNode(i);
+      }
+    }
+  }
+}
+
+uint64_t LocalCluster::peakRssBytes() const {
+  uint64_t total = coordinator_ > 0 ? peakRssOf(coordinator_) : 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (pid_t p : nodes_)
+    if (p > 0) total += peakRssOf(p);
+  return total;
+}
+
+void LocalCluster::stop(int grace_ms) {
+  stopping_ = true;
+  if (supervisor_.joinable()) supervisor_.join();
+  std::vector<pid_t> pids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& p : nodes_)
+      if (p > 0) pids.push_back(p), p = -1;
+  }
+  if (coordinator_ > 0) pids.push_back(coordinator_);
+  coordinator_ = -1;
+  for (pid_t p : pids) ::kill(p, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+  for (pid_t p : pids) {
+    int status;
+    while (waitpid(p, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(p, SIGKILL);
+        waitpid(p, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+}
+
+LocalCluster::~LocalCluster() { stop(); }
+
+}  // namespace tokengate::client

@@ -1,0 +1,105 @@
+#include "coordinator/app/app.h"
+
+#include <signal.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#ifdef TG_HAVE_GATEWAY
+#include "coordinator/gateway/gateway.h"
+#endif
+
+namespace tokengate::coordinator {
+
+namespace {
+Status writeReadyFile(const std::string& path, const std::string& wire, uint16_t gateway_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << "wire " << wire << "\n";
+    if (gateway_port) out << "gateway " << gateway_port << "\n";
+    out << "ready 1\n";
+    if (!out) return absl::UnavailableError(fmt::format("cannot write {}", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::UnavailableError(fmt::format("cannot rename {}: {}", tmp, ec.message()));
+  return absl::OkStatus();
+}
+}  // namespace
+
+int runCoordinator(AppConfig config) {
+  // Signals go to a dedicated thread; block them everywhere else first.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  CoordinatorServer server(config.server);
+  if (auto st = server.bind(); !st.ok()) {
+    spdlog::error("{}", st.message());
+    return 1;
+  }
+  uint16_t gateway_port = 0;
+#ifdef TG_HAVE_GATEWAY
+  std::unique_ptr<gateway::Gateway> gw;
+  if (!config.gateway.empty()) {
+    gateway::GatewayConfig gc;
+    auto colon = config.gateway.rfind(':');
+    if (colon == std::string::npos) {
+      spdlog::error("--gateway must be host:port, got '{}'", config.gateway);
+      return 2;
+    }
+    gc.bind_address = config.gateway.substr(0, colon);
+    gc.port = static_cast<uint16_t>(std::stoi(config.gateway.substr(colon + 1)));
+    std::string token = config.gateway_token;
+    if (token.empty())
+      if (const char* env = std::getenv("TG_GATEWAY_TOKEN")) token = env;
+    if (!token.empty()) gc.admin_tokens.push_back(token);
+    if (!config.gateway_viewer_token.empty()) gc.viewer_tokens.push_back(config.gateway_viewer_token);
+    gc.allow_anonymous_read = config.gateway_anonymous_read;
+    gc.allowed_origins = config.allowed_origins;
+    gc.tls_cert_file = config.tls_cert;
+    gc.tls_key_file = config.tls_key;
+    if (token.empty() && !gc.allow_anonymous_read)
+      spdlog::warn("gateway has no token (set TG_GATEWAY_TOKEN or --gateway-token): control is refused");
+    gw = std::make_unique<gateway::Gateway>(std::move(gc), server);
+    if (auto st = gw->start(); !st.ok()) {
+      spdlog::error("gateway: {}", st.message());
+      return 1;
+    }
+    gateway_port = gw->port();
+    spdlog::info("gateway on http://{}:{}/ (WebSocket /ws, metrics /metrics)",
+                 config.gateway.substr(0, colon), gateway_port);
+  }
+#else
+  if (!config.gateway.empty()) spdlog::warn("this build has no gateway; --gateway ignored");
+#endif
+  if (!config.ready_file.empty()) {
+    if (auto st = writeReadyFile(config.ready_file, server.endpoint(), gateway_port); !st.ok()) {
+      spdlog::error("{}", st.message());
+      return 1;
+    }
+  }
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("signal {}: stopping", sig);
+    server.stop();
+  });
+  server.run();
+#ifdef TG_HAVE_GATEWAY
+  if (gw) gw->stop();
+#endif
+  // Wake the signal thread if it is still waiting.
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  return 0;
+}
+
+}  // namespace tokengate::coordinator

@@ -1,0 +1,28 @@
+// The coordinator process: wires the ZeroMQ server, the gateway and (when
+// enabled) the cost model, handles signals and the ready file. main.cc only
+// parses flags into AppConfig.
+#pragma once
+
+#include <string>
+
+#include "coordinator/core/server.h"
+
+namespace tokengate::coordinator {
+
+struct AppConfig {
+  ServerConfig server;
+  std::string gateway;  // "host:port"; empty = no gateway
+  std::string gateway_token;
+  std::string gateway_viewer_token;
+  bool gateway_anonymous_read = false;
+  std::string tls_cert, tls_key;
+  std::vector<std::string> allowed_origins;
+  std::string ready_file;  // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
+  std::string model_path;  // XGBoost cost model (JSON) to load at start
+  bool learn = false;      // train the cost model online and use it for placement
+};
+
+// Runs until SIGTERM/SIGINT. Returns the process exit code.
+int runCoordinator(AppConfig config);
+
+}  // namespace tokengate::coordinator

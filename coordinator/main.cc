@@ -1,0 +1,56 @@
+// tokengate-coordinator: flags -> AppConfig -> runCoordinator().
+#include <CLI/CLI.hpp>
+
+#include "common/log.h"
+#include "coordinator/app/app.h"
+
+int main(int argc, char** argv) {
+  using namespace tokengate;
+  coordinator::AppConfig cfg;
+  auto& core = cfg.server.core;
+  std::string log_level;
+  uint32_t node_timeout_ms = 3000, batch_latency_us = 200, backoff_ms = 20;
+  unsigned max_attempts = core.default_max_attempts, poison = core.poison_threshold;
+  CLI::App app{"TokenGate coordinator: admits jobs, schedules tokens onto nodes"};
+  app.add_option("--listen", cfg.server.listen, "ZeroMQ endpoint for nodes and clients")
+      ->capture_default_str();
+  app.add_option("--gateway", cfg.gateway, "HTTP/WebSocket gateway host:port (empty = off)");
+  app.add_option("--gateway-token", cfg.gateway_token,
+                 "admin bearer token (default: env TG_GATEWAY_TOKEN)");
+  app.add_option("--gateway-viewer-token", cfg.gateway_viewer_token, "read-only bearer token");
+  app.add_flag("--gateway-anonymous-read", cfg.gateway_anonymous_read,
+               "allow unauthenticated read-only access");
+  app.add_option("--allowed-origin", cfg.allowed_origins, "browser Origin allowed on /ws");
+  app.add_option("--tls-cert", cfg.tls_cert, "PEM certificate for the gateway (TLS)");
+  app.add_option("--tls-key", cfg.tls_key, "PEM private key for the gateway (TLS)");
+  app.add_option("--ready-file", cfg.ready_file, "write bound endpoints here once ready");
+  app.add_option("--max-live-tokens", core.max_live_tokens, "admission limit")->capture_default_str();
+  app.add_option("--max-job-tokens", core.max_job_tokens, "tokens per job limit")->capture_default_str();
+  app.add_option("--max-batch", core.max_batch, "tokens per batch")->capture_default_str();
+  app.add_option("--batch-latency-us", batch_latency_us, "flush partial batches after")
+      ->capture_default_str();
+  app.add_option("--credit-per-worker", core.credit_per_worker, "in-flight tokens per lane worker")
+      ->capture_default_str();
+  app.add_option("--heartbeat-ms", core.heartbeat_ms, "node heartbeat interval")->capture_default_str();
+  app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
+      ->capture_default_str();
+  app.add_option("--max-attempts", max_attempts, "error retries per token")->capture_default_str();
+  app.add_option("--retry-backoff-ms", backoff_ms, "first retry backoff")->capture_default_str();
+  app.add_option("--poison-threshold", poison, "node losses before a token is quarantined")
+      ->capture_default_str();
+  app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
+      ->capture_default_str();
+  app.add_option("--model", cfg.model_path, "XGBoost cost model JSON to load");
+  app.add_flag("--learn", cfg.learn, "train the cost model online from telemetry");
+  app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");
+  CLI11_PARSE(app, argc, argv);
+  core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
+  core.batch_latency_ns = Nanos{batch_latency_us} * 1000;
+  core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
+  core.default_max_attempts = static_cast<uint8_t>(max_attempts);
+  core.poison_threshold = static_cast<uint8_t>(poison);
+  initLogging("coordinator", log_level);
+  return coordinator::runCoordinator(std::move(cfg));
+}
