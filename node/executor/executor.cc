@@ -1,0 +1,545 @@
+#include "node/executor/executor.h"
+
+#include <fmt/format.h>
+#include <pthread.h>
+#include <sched.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace tokengate::node {
+
+namespace {
+constexpr size_t kMaxPop[kLaneCount] = {64, 4, 1};  // light, medium, heavy
+constexpr size_t kPublishEvery = 256;               // results buffered per worker
+constexpr Nanos kPublishAfterNs = 200'000;          // or this long after the first
+constexpr Nanos kPayDebtAtNs = 200'000;             // speed-factor penalty granularity
+constexpr Nanos kSleepAboveNs = 50'000;             // below this, spin instead of sleeping
+
+int laneIndex(Weight w) { return static_cast<int>(w); }
+}  // namespace
+
+std::vector<int> allowedCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cores;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+    cores.push_back(0);
+    return cores;
+  }
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cores.push_back(c);
+  return cores;
+}
+
+struct Executor::Pool {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Task> q[kLaneCount];  // only the lanes in `lanes` are used
+  std::vector<Weight> lanes;
+  uint32_t workers = 0;
+  size_t rr = 0;
+  bool stop = false;
+
+  bool anyQueued() const {
+    for (Weight l : lanes)
+      if (!q[laneIndex(l)].empty()) return true;
+    return false;
+  }
+};
+
+// One per core. `current_*` publish the token the worker is about to run so
+// cancel calls can find it; `cancel_word` is the OpContext cancel flag.
+struct Executor::Worker {
+  int core = 0;
+  Pool* pool = nullptr;
+  std::thread thread;
+  std::atomic<uint64_t> tokens{0};
+  std::atomic<uint64_t> current_seq{0};
+  std::atomic<uint64_t> current_id{0};
+  std::atomic<const Operation*> current_op{nullptr};
+  std::atomic<uint64_t> cancel_word{0};
+};
+
+StatusOr<std::unique_ptr<Executor>> Executor::create(ExecutorConfig config,
+                                                     std::function<void()> notify,
+                                                     const Clock& clock) {
+  const std::vector<int> allowed = allowedCores();
+  std::vector<int> cores;
+  if (config.cores.empty()) {
+    cores = allowed;
+  } else {
+    for (int c : config.cores) {
+      if (std::find(allowed.begin(), allowed.end(), c) == allowed.end())
+        return absl::InvalidArgumentError(
+            fmt::format("core {} is not in this process's affinity mask", c));
+      if (std::find(cores.begin(), cores.end(), c) == cores.end()) cores.push_back(c);
+    }
+  }
+  if (cores.empty()) return absl::InvalidArgumentError("no cores to run on");
+  const int n = static_cast<int>(cores.size());
+  if (config.heavy_cores < 0) config.heavy_cores = n >= 2 ? 1 : 0;
+  if (config.heavy_cores >= n)
+    return absl::InvalidArgumentError(fmt::format(
+        "--heavy-cores {} leaves no core for light/medium work ({} cores)", config.heavy_cores, n));
+  if (!(config.speed_factor >= 1.0))
+    return absl::InvalidArgumentError("--speed-factor must be >= 1");
+  config.cores = cores;
+  std::unique_ptr<Executor> ex(new Executor(std::move(config), std::move(notify), clock));
+  ex->startWorkers();
+  return ex;
+}
+
+Executor::Executor(ExecutorConfig config, std::function<void()> notify, const Clock& clock)
+    : config_(std::move(config)),
+      notify_(std::move(notify)),
+      clock_(clock),
+      cores_(config_.cores) {}
+
+void Executor::startWorkers() {
+  const size_t heavy = static_cast<size_t>(config_.heavy_cores);
+  const std::vector<int> shared(cores_.begin(), cores_.end() - static_cast<long>(heavy));
+  const std::vector<int> reserved(cores_.end() - static_cast<long>(heavy), cores_.end());
+
+  auto shared_pool = std::make_unique<Pool>();
+  shared_pool->lanes = {Weight::kLight, Weight::kMedium};
+  pool_by_lane_[laneIndex(Weight::kLight)] = shared_pool.get();
+  pool_by_lane_[laneIndex(Weight::kMedium)] = shared_pool.get();
+  Pool* heavy_pool = shared_pool.get();
+  if (heavy > 0) {
+    auto hp = std::make_unique<Pool>();
+    hp->lanes = {Weight::kHeavy};
+    heavy_pool = hp.get();
+    pools_.push_back(std::move(shared_pool));
+    pools_.push_back(std::move(hp));
+  } else {
+    shared_pool->lanes.push_back(Weight::kHeavy);
+    pools_.push_back(std::move(shared_pool));
+  }
+  pool_by_lane_[laneIndex(Weight::kHeavy)] = heavy_pool;
+
+  const auto shared_n = static_cast<uint32_t>(shared.size());
+  layout_.push_back({Weight::kLight, shared, shared_n});
+  layout_.push_back({Weight::kMedium, shared, shared_n});
+  if (heavy > 0)
+    layout_.push_back({Weight::kHeavy, reserved, static_cast<uint32_t>(reserved.size())});
+  else
+    layout_.push_back({Weight::kHeavy, shared, shared_n});
+
+  auto add_workers = [&](const std::vector<int>& cores, Pool* pool) {
+    for (int c : cores) {
+      auto w = std::make_unique<Worker>();
+      w->core = c;
+      w->pool = pool;
+      pool->workers++;
+      workers_.push_back(std::move(w));
+    }
+  };
+  add_workers(shared, pools_[0].get());
+  if (heavy > 0) add_workers(reserved, heavy_pool);
+  for (auto& w : workers_) {
+    Worker* wp = w.get();
+    w->thread = std::thread([this, wp] { workerLoop(*wp); });
+  }
+}
+
+Executor::~Executor() {
+  stop_.store(true);
+  for (auto& p : pools_) {
+    {
+      std::lock_guard lk(p->mu);
+      p->stop = true;
+    }
+    p->cv.notify_all();
+  }
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
+}
+
+Executor::Pool& Executor::poolFor(Weight lane) { return *pool_by_lane_[laneIndex(lane)]; }
+
+void Executor::submit(std::vector<Task>&& tasks) {
+  if (tasks.empty()) return;
+  const Nanos now = clock_.now();
+  const uint64_t first_seq = next_seq_.fetch_add(tasks.size(), std::memory_order_relaxed);
+  outstanding_.fetch_add(tasks.size(), std::memory_order_acq_rel);
+  size_t per_lane[kLaneCount] = {0, 0, 0};
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    Task& t = tasks[i];
+    if (t.lane != Weight::kLight && t.lane != Weight::kMedium && t.lane != Weight::kHeavy)
+      t.lane = t.op->weight;
+    t.seq = first_seq + i;
+    t.enqueued_ns = now;
+    per_lane[laneIndex(t.lane)]++;
+  }
+  std::vector<ReturnedTask> returned;
+  for (auto& pool : pools_) {
+    size_t mine = 0;
+    for (Weight l : pool->lanes) mine += per_lane[laneIndex(l)];
+    if (mine == 0) continue;
+    {
+      std::lock_guard lk(pool->mu);
+      // Checked under the pool lock: drain() sets the flag before purging
+      // each pool, so a batch is either purged by it or returned here.
+      if (draining_.load()) {
+        for (auto& t : tasks)
+          if (&poolFor(t.lane) == pool.get()) returned.push_back({t.id, t.attempt, t.session});
+      } else {
+        for (auto& t : tasks)
+          if (&poolFor(t.lane) == pool.get()) pool->q[laneIndex(t.lane)].push_back(std::move(t));
+        for (Weight l : pool->lanes)
+          lanes_[laneIndex(l)].queued.fetch_add(static_cast<int64_t>(per_lane[laneIndex(l)]),
+                                                std::memory_order_relaxed);
+      }
+    }
+    if (mine >= pool->workers)
+      pool->cv.notify_all();
+    else
+      for (size_t i = 0; i < mine; ++i) pool->cv.notify_one();
+  }
+  if (!returned.empty()) {
+    std::vector<TaskResult> none;
+    publish(none, &returned);
+  }
+}
+
+void Executor::takeResults(std::vector<TaskResult>& results, std::vector<ReturnedTask>& returned) {
+  {
+    std::lock_guard lk(out_mu_);
+    if (results.empty()) {
+      results.swap(out_results_);
+    } else {
+      std::move(out_results_.begin(), out_results_.end(), std::back_inserter(results));
+      out_results_.clear();
+    }
+    std::move(out_returned_.begin(), out_returned_.end(), std::back_inserter(returned));
+    out_returned_.clear();
+  }
+  if (idle()) {
+    std::lock_guard lk(control_mu_);
+    pruneControlLocked();
+  }
+}
+
+void Executor::publish(std::vector<TaskResult>& results, std::vector<ReturnedTask>* returned) {
+  const size_t n = results.size() + (returned != nullptr ? returned->size() : 0);
+  if (n == 0) return;
+  bool was_empty;
+  {
+    std::lock_guard lk(out_mu_);
+    was_empty = out_results_.empty() && out_returned_.empty();
+    if (out_results_.empty()) {
+      out_results_.swap(results);
+    } else {
+      std::move(results.begin(), results.end(), std::back_inserter(out_results_));
+    }
+    if (returned != nullptr)
+      std::move(returned->begin(), returned->end(), std::back_inserter(out_returned_));
+  }
+  results.clear();
+  if (returned != nullptr) returned->clear();
+  // After the outbox holds them, so whoever sees idle() also sees the results.
+  finished(n);
+  if (was_empty && notify_) notify_();
+}
+
+void Executor::pruneControlLocked() {
+  // With nothing outstanding no entry can match a token any more (limits
+  // only reach tokens enqueued before them).
+  if (idle()) {
+    cancelled_ids_.clear();
+    cancelled_ops_.clear();
+  }
+}
+
+bool Executor::isCancelledLocked(const Task& t) const {
+  if (t.seq < drop_below_seq_) return true;
+  if (!cancelled_ids_.empty()) {
+    auto it = cancelled_ids_.find(t.id);
+    if (it != cancelled_ids_.end() && t.seq < it->second) return true;
+  }
+  if (!cancelled_ops_.empty()) {
+    auto it = cancelled_ops_.find(t.op);
+    if (it != cancelled_ops_.end() && t.seq < it->second) return true;
+  }
+  return false;
+}
+
+void Executor::bumpEpochAndFlagRunning(
+    const std::function<bool(uint64_t id, const Operation* op)>& hit) {
+  // Dekker with the worker: it publishes current_seq then reads the epoch;
+  // we bump the epoch then read current_seq (all seq_cst). Either we see its
+  // token here, or it sees the new epoch and filters against the records.
+  control_epoch_.fetch_add(1);
+  for (auto& w : workers_) {
+    const uint64_t seq = w->current_seq.load();
+    if (seq == 0) continue;
+    const uint64_t id = w->current_id.load(std::memory_order_acquire);
+    const Operation* op = w->current_op.load(std::memory_order_acquire);
+    if (w->current_seq.load() != seq) continue;  // moved on; the epoch covers it
+    if (hit(id, op)) w->cancel_word.store(seq);
+  }
+}
+
+void Executor::cancelTokens(std::span<const uint64_t> ids) {
+  if (ids.empty()) return;
+  const std::unordered_set<uint64_t> set(ids.begin(), ids.end());
+  {
+    std::lock_guard lk(control_mu_);
+    const uint64_t limit = next_seq_.load();
+    for (uint64_t id : ids) cancelled_ids_[id] = limit;
+  }
+  size_t dropped = 0;
+  for (auto& pool : pools_) {
+    std::lock_guard lk(pool->mu);
+    for (Weight l : pool->lanes) {
+      auto& q = pool->q[laneIndex(l)];
+      const size_t n = std::erase_if(q, [&](const Task& t) { return set.contains(t.id); });
+      lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+      dropped += n;
+    }
+  }
+  if (dropped > 0) finished(dropped);
+  bumpEpochAndFlagRunning([&](uint64_t id, const Operation*) { return set.contains(id); });
+}
+
+void Executor::cancelOp(const Operation* op) {
+  if (op == nullptr) return;
+  {
+    std::lock_guard lk(control_mu_);
+    cancelled_ops_[op] = next_seq_.load();
+  }
+  size_t dropped = 0;
+  for (auto& pool : pools_) {
+    std::lock_guard lk(pool->mu);
+    for (Weight l : pool->lanes) {
+      auto& q = pool->q[laneIndex(l)];
+      const size_t n = std::erase_if(q, [&](const Task& t) { return t.op == op; });
+      lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
+      dropped += n;
+    }
+  }
+  if (dropped > 0) finished(dropped);
+  bumpEpochAndFlagRunning([&](uint64_t, const Operation* o) { return o == op; });
+}
+
+void Executor::drain() {
+  draining_.store(true);
+  std::vector<ReturnedTask> returned;
+  for (auto& pool : pools_) {
+    std::lock_guard lk(pool->mu);
+    for (Weight l : pool->lanes) {
+      auto& q = pool->q[laneIndex(l)];
+      for (auto& t : q) returned.push_back({t.id, t.attempt, t.session});
+      lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(q.size()),
+                                            std::memory_order_relaxed);
+      q.clear();
+    }
+  }
+  {
+    std::lock_guard lk(control_mu_);
+    control_epoch_.fetch_add(1);  // workers hand back their popped, unstarted tokens
+  }
+  std::vector<TaskResult> none;
+  publish(none, &returned);
+}
+
+void Executor::undrain() { draining_.store(false); }
+
+size_t Executor::dropQueued() {
+  {
+    std::lock_guard lk(control_mu_);
+    drop_below_seq_ = next_seq_.load();
+    control_epoch_.fetch_add(1);
+  }
+  size_t dropped = 0;
+  for (auto& pool : pools_) {
+    std::lock_guard lk(pool->mu);
+    for (Weight l : pool->lanes) {
+      auto& q = pool->q[laneIndex(l)];
+      lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(q.size()),
+                                            std::memory_order_relaxed);
+      dropped += q.size();
+      q.clear();
+    }
+  }
+  if (dropped > 0) finished(dropped);
+  return dropped;
+}
+
+std::vector<LaneStats> Executor::laneStats() const {
+  std::vector<LaneStats> out;
+  for (int l = 0; l < kLaneCount; ++l) {
+    LaneStats s;
+    s.weight = static_cast<Weight>(l);
+    s.queued = static_cast<uint32_t>(std::max<int64_t>(0, lanes_[l].queued.load()));
+    s.running = static_cast<uint32_t>(std::max<int64_t>(0, lanes_[l].running.load()));
+    s.busy_ns = lanes_[l].busy_ns.load();
+    s.completed = lanes_[l].completed.load();
+    out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<CoreStats> Executor::coreStats() const {
+  std::vector<CoreStats> out;
+  for (const auto& w : workers_)
+    out.push_back({static_cast<uint32_t>(w->core), w->tokens.load(std::memory_order_relaxed)});
+  return out;
+}
+
+size_t Executor::filterLocal(Worker& w, std::vector<Task>& local, size_t from,
+                             uint64_t& seen_epoch) {
+  std::vector<ReturnedTask> returned;
+  size_t dropped = 0;
+  size_t out = from;
+  {
+    std::lock_guard lk(control_mu_);
+    seen_epoch = control_epoch_.load();
+    const bool draining = draining_.load();
+    for (size_t j = from; j < local.size(); ++j) {
+      Task& t = local[j];
+      if (isCancelledLocked(t)) {
+        ++dropped;
+      } else if (draining) {
+        returned.push_back({t.id, t.attempt, t.session});
+      } else {
+        if (out != j) local[out] = std::move(t);
+        ++out;
+      }
+    }
+  }
+  local.resize(out);
+  if (dropped > 0) finished(dropped);
+  if (!returned.empty()) {
+    std::vector<TaskResult> none;
+    publish(none, &returned);
+  }
+  return out;
+}
+
+namespace {
+void payDebt(const Clock& clock, Nanos& debt, Nanos& now) {
+  if (debt <= 0) return;
+  const Nanos t0 = clock.now();
+  if (debt >= kSleepAboveNs) {
+    std::this_thread::sleep_for(std::chrono::nanoseconds(debt));
+    now = clock.now();
+  } else {
+    do {
+      now = clock.now();
+    } while (now - t0 < debt);
+  }
+  debt -= now - t0;  // an oversleep becomes credit for the next tokens
+}
+}  // namespace
+
+void Executor::runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos& now,
+                      Nanos& debt_ns) {
+  const Nanos start = now;
+  TaskResult& r = out.emplace_back();
+  r.id = t.id;
+  r.attempt = t.attempt;
+  r.session = t.session;
+  r.lane = t.lane;
+  r.queue_ns = static_cast<uint64_t>(std::max<Nanos>(0, start - t.enqueued_ns));
+  if (t.deadline_ns != 0 && start >= t.deadline_ns) {
+    r.outcome = absl::DeadlineExceededError("deadline passed before the token started");
+  } else {
+    OpContext ctx(t.id, t.attempt, t.deadline_ns, &w.cancel_word, t.seq, &clock_);
+    r.outcome = invokeOperation(*t.op, ctx, std::span<const Value>(t.args.data(), t.args.size()));
+    if (!r.outcome.ok() && r.outcome.status().code() == StatusCode::kCancelled &&
+        !ctx.cancelRequested() && ctx.deadlineExceeded())
+      r.outcome = absl::DeadlineExceededError(
+          fmt::format("{}: deadline exceeded while running", t.op->name));
+  }
+  now = clock_.now();
+  Nanos run = now - start;
+  if (config_.speed_factor > 1.0) {
+    const auto extra = static_cast<Nanos>(static_cast<double>(run) * (config_.speed_factor - 1.0));
+    run += extra;
+    debt_ns += extra;
+    if (debt_ns >= kPayDebtAtNs) payDebt(clock_, debt_ns, now);
+  }
+  r.run_ns = static_cast<uint64_t>(std::max<Nanos>(0, run));
+  const int cpu = sched_getcpu();
+  r.core = static_cast<uint32_t>(cpu >= 0 ? cpu : w.core);
+  // Single writer: a plain load+store avoids a locked RMW per token.
+  w.tokens.store(w.tokens.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+void Executor::workerLoop(Worker& w) {
+  if (config_.pin) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(w.core, &set);
+    if (int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set); rc != 0)
+      spdlog::warn("could not pin worker to core {}: error {}", w.core, rc);
+  }
+  Pool& pool = *w.pool;
+  std::vector<Task> local;
+  local.reserve(kMaxPop[0]);
+  std::vector<TaskResult> results;
+  results.reserve(kPublishEvery);
+  uint64_t seen_epoch = control_epoch_.load();
+  Nanos debt_ns = 0;
+  while (true) {
+    Weight lane;
+    size_t popped;
+    {
+      std::unique_lock lk(pool.mu);
+      pool.cv.wait(lk, [&] { return pool.stop || pool.anyQueued(); });
+      if (pool.stop) break;
+      // Round-robin over the pool's non-empty lanes.
+      size_t pick = 0;
+      for (size_t i = 0; i < pool.lanes.size(); ++i) {
+        pick = (pool.rr + i) % pool.lanes.size();
+        if (!pool.q[laneIndex(pool.lanes[pick])].empty()) break;
+      }
+      pool.rr = pick + 1;
+      lane = pool.lanes[pick];
+      auto& q = pool.q[laneIndex(lane)];
+      popped = std::clamp<size_t>(q.size() / pool.workers, 1, kMaxPop[laneIndex(lane)]);
+      popped = std::min(popped, q.size());
+      for (size_t i = 0; i < popped; ++i) {
+        local.push_back(std::move(q.front()));
+        q.pop_front();
+      }
+      lanes_[laneIndex(lane)].queued.fetch_sub(static_cast<int64_t>(popped),
+                                               std::memory_order_relaxed);
+    }
+    LaneCounters& lc = lanes_[laneIndex(lane)];
+    lc.running.fetch_add(static_cast<int64_t>(popped), std::memory_order_relaxed);
+    Nanos now = clock_.now();
+    const Nanos batch_start = now;
+    Nanos first_unpublished = now;
+    size_t ran = 0;
+    for (size_t i = 0; i < local.size() && !stop_.load(std::memory_order_relaxed); ++i) {
+      w.current_id.store(local[i].id, std::memory_order_relaxed);
+      w.current_op.store(local[i].op, std::memory_order_relaxed);
+      w.current_seq.store(local[i].seq);  // seq_cst: see bumpEpochAndFlagRunning
+      if (control_epoch_.load() != seen_epoch) {
+        filterLocal(w, local, i, seen_epoch);
+        if (i >= local.size()) break;
+      }
+      if (results.empty()) first_unpublished = now;
+      runOne(w, local[i], results, now, debt_ns);
+      ++ran;
+      if (results.size() >= kPublishEvery || now - first_unpublished >= kPublishAfterNs) {
+        publish(results, nullptr);
+      }
+    }
+    w.current_seq.store(0);
+    payDebt(clock_, debt_ns, now);
+    lc.busy_ns.fetch_add(static_cast<uint64_t>(std::max<Nanos>(0, now - batch_start)),
+                         std::memory_order_relaxed);
+    lc.completed.fetch_add(ran, std::memory_order_relaxed);
+    lc.running.fetch_sub(static_cast<int64_t>(popped), std::memory_order_relaxed);
+    publish(results, nullptr);
+    if (stop_.load(std::memory_order_relaxed) && local.size() > ran) finished(local.size() - ran);
+    local.clear();
+  }
+}
+
+}  // namespace tokengate::node

@@ -1,0 +1,36 @@
+// tokengate-node: flags -> NodeConfig -> runNode(). All wiring lives in
+// tg_node (node/link/node.h) so tests and tokengate-local can start nodes too.
+#include <CLI/CLI.hpp>
+
+#include "common/log.h"
+#include "node/link/node.h"
+
+int main(int argc, char** argv) {
+  tokengate::node::NodeConfig config;
+  config.handle_signals = true;
+  std::string log_level;
+  uint32_t ignored_heartbeat_ms = 0;
+  bool no_pin = false;
+
+  CLI::App app{"TokenGate node: runs tokens for a coordinator"};
+  app.add_option("--coordinator", config.coordinator, "Coordinator ROUTER endpoint")
+      ->capture_default_str();
+  app.add_option("--id", config.node_id, "Node id (default <hostname>-<pid>)");
+  app.add_option("--heavy-cores", config.heavy_cores,
+                 "Cores reserved for the heavy lane (default 1 with >= 2 cores, else 0)");
+  app.add_option("--cores", config.cores,
+                 "Cores to use, e.g. --cores 0,1 (default: the process's affinity mask)")
+      ->delimiter(',');
+  app.add_option("--heartbeat-ms", ignored_heartbeat_ms,
+                 "Ignored: the coordinator's welcome sets the heartbeat interval");
+  app.add_option("--speed-factor", config.speed_factor,
+                 "Slow this node down by this factor (>= 1; balancing benchmarks)")
+      ->capture_default_str();
+  app.add_flag("--no-pin", no_pin, "Do not pin worker threads to cores");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default $TG_LOG or info)");
+  CLI11_PARSE(app, argc, argv);
+  config.pin = !no_pin;
+
+  tokengate::initLogging("node", log_level);
+  return tokengate::node::runNode(std::move(config));
+}

@@ -1,0 +1,250 @@
+#include "node/ops/builtin_ops.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace tokengate::node {
+
+namespace {
+
+Status argCount(std::string_view op, std::span<const Value> args, size_t min, size_t max) {
+  if (args.size() < min || args.size() > max) {
+    if (min == max)
+      return absl::InvalidArgumentError(
+          fmt::format("{} takes {} argument(s), got {}", op, min, args.size()));
+    return absl::InvalidArgumentError(
+        fmt::format("{} takes {}..{} arguments, got {}", op, min, max, args.size()));
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<int64_t> intArg(std::string_view op, std::span<const Value> args, size_t i) {
+  if (!args[i].isInt())
+    return absl::InvalidArgumentError(
+        fmt::format("{}: argument {} must be int, got {}", op, i, args[i].typeName()));
+  return args[i].asInt();
+}
+
+// Sums in argument order starting from args[0], exactly like leibnizLocal's
+// pyramid (`T s = v[0]; for (i = 1..) s += v[i];`), so cluster results are
+// bit-identical to the single-thread reference.
+StatusOr<Value> sumInOrder(std::string_view op, std::span<const Value> args, bool times4) {
+  if (args.empty()) return absl::InvalidArgumentError(fmt::format("{} needs >= 1 argument", op));
+  if (args[0].isDouble()) {
+    double s = args[0].asDouble();
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (!args[i].isDouble())
+        return absl::InvalidArgumentError(fmt::format(
+            "{}: argument {} is {}, expected float like argument 0", op, i, args[i].typeName()));
+      s += args[i].asDouble();
+    }
+    if (times4) s = s * 4;
+    return Value(s);
+  }
+  if (args[0].isDec()) {
+    BigFloat s = toBigFloat(args[0].asDec());
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (!args[i].isDec())
+        return absl::InvalidArgumentError(fmt::format(
+            "{}: argument {} is {}, expected dec like argument 0", op, i, args[i].typeName()));
+      s += toBigFloat(args[i].asDec());
+    }
+    if (times4) s = s * 4;
+    return Value(fromBigFloat(s));
+  }
+  return absl::InvalidArgumentError(
+      fmt::format("{}: arguments must be all float or all dec, got {}", op, args[0].typeName()));
+}
+
+StatusOr<Value> leibnizTerm(OpContext&, std::span<const Value> args) {
+  if (auto st = argCount("leibniz.term", args, 1, 1); !st.ok()) return st;
+  auto k = intArg("leibniz.term", args, 0);
+  if (!k.ok()) return k.status();
+  return Value(leibnizTermDouble(*k));
+}
+
+StatusOr<Value> leibnizTermDec50(OpContext&, std::span<const Value> args) {
+  if (auto st = argCount("leibniz.term_dec50", args, 1, 1); !st.ok()) return st;
+  auto k = intArg("leibniz.term_dec50", args, 0);
+  if (!k.ok()) return k.status();
+  return Value(fromBigFloat(leibnizTermDec(*k)));
+}
+
+// Sleeps in short slices so a cancel is noticed within ~1 ms.
+StatusOr<Value> sleepOp(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("sleep", args, 1, 1); !st.ok()) return st;
+  auto ms = intArg("sleep", args, 0);
+  if (!ms.ok()) return ms.status();
+  if (*ms < 0) return absl::InvalidArgumentError("sleep: milliseconds must be >= 0");
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(*ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (ctx.cancelled()) return absl::CancelledError("sleep cancelled");
+    auto left = end - std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(1)));
+  }
+  return Value(*ms);
+}
+
+StatusOr<Value> spinOp(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("spin", args, 1, 1); !st.ok()) return st;
+  auto us = intArg("spin", args, 0);
+  if (!us.ok()) return us.status();
+  if (*us < 0) return absl::InvalidArgumentError("spin: microseconds must be >= 0");
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(*us);
+  uint64_t iterations = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    if ((++iterations & 63) == 0 && ctx.cancelled()) return absl::CancelledError("spin cancelled");
+  }
+  return Value(*us);
+}
+
+StatusOr<Value> failOp(OpContext&, std::span<const Value> args) {
+  if (auto st = argCount("fail", args, 1, 2); !st.ok()) return st;
+  auto code = intArg("fail", args, 0);
+  if (!code.ok()) return code.status();
+  if (*code < 1 || *code > 16)
+    return absl::InvalidArgumentError(
+        fmt::format("fail: code {} is not an error code 1..16", *code));
+  std::string message = "fail";
+  if (args.size() == 2) {
+    if (!args[1].isText()) return absl::InvalidArgumentError("fail: message must be text");
+    message = args[1].asText();
+  }
+  return Status(static_cast<StatusCode>(*code), message);
+}
+
+StatusOr<Value> hashOp(OpContext&, std::span<const Value> args) {
+  return Value(static_cast<int64_t>(hashValues(args)));
+}
+
+StatusOr<Value> echoOp(OpContext&, std::span<const Value> args) {
+  if (args.empty()) return absl::InvalidArgumentError("echo needs 1 argument");
+  return args[0];
+}
+
+[[noreturn]] StatusOr<Value> crashOp(OpContext&, std::span<const Value>) { std::abort(); }
+
+StatusOr<Value> waitCancelOp(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("wait_cancel", args, 1, 1); !st.ok()) return st;
+  auto ms = intArg("wait_cancel", args, 0);
+  if (!ms.ok()) return ms.status();
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(*ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (ctx.cancelled()) return absl::CancelledError("wait_cancel cancelled");
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  if (ctx.cancelled()) return absl::CancelledError("wait_cancel cancelled");
+  return Value(false);
+}
+
+struct Fnv {
+  uint64_t h = 14695981039346656037ull;
+  void bytes(const void* p, size_t n) {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= b[i];
+      h *= 1099511628211ull;
+    }
+  }
+  void u8(uint8_t v) { bytes(&v, 1); }
+  void u64(uint64_t v) {
+    unsigned char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
+    bytes(b, 8);
+  }
+};
+
+}  // namespace
+
+uint64_t hashValues(std::span<const Value> args) {
+  Fnv f;
+  for (const auto& v : args) {
+    std::visit(
+        [&](const auto& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, Null>) {
+            f.u8(0);
+          } else if constexpr (std::is_same_v<T, int64_t>) {
+            f.u8(1);
+            f.u64(static_cast<uint64_t>(x));
+          } else if constexpr (std::is_same_v<T, double>) {
+            f.u8(2);
+            uint64_t bits;
+            std::memcpy(&bits, &x, sizeof bits);
+            f.u64(bits);
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            f.u8(3);
+            f.u64(x.size());
+            f.bytes(x.data(), x.size());
+          } else if constexpr (std::is_same_v<T, Bytes>) {
+            f.u8(4);
+            f.u64(x.data.size());
+            f.bytes(x.data.data(), x.data.size());
+          } else if constexpr (std::is_same_v<T, Dec50>) {
+            f.u8(5);
+            for (uint64_t limb : x.limbs) f.u64(limb);
+            const auto e = static_cast<uint32_t>(x.exponent);
+            const unsigned char eb[4] = {
+                static_cast<unsigned char>(e), static_cast<unsigned char>(e >> 8),
+                static_cast<unsigned char>(e >> 16), static_cast<unsigned char>(e >> 24)};
+            f.bytes(eb, 4);
+            f.u8(x.negative ? 1 : 0);
+            f.u8(x.kind);
+          } else {
+            f.u8(6);
+            f.u8(x ? 1 : 0);
+          }
+        },
+        v.variant());
+  }
+  return f.h;
+}
+
+Status registerLeibnizOps(Registry& r) {
+  for (auto st : {
+           r.add("leibniz.term", Weight::kLight, leibnizTerm),
+           r.add("leibniz.term_dec50", Weight::kLight, leibnizTermDec50),
+           r.add("leibniz.chunk", Weight::kLight,
+                 [](OpContext&, std::span<const Value> a) {
+                   return sumInOrder("leibniz.chunk", a, false);
+                 }),
+           r.add("leibniz.partial", Weight::kLight,
+                 [](OpContext&, std::span<const Value> a) {
+                   return sumInOrder("leibniz.partial", a, false);
+                 }),
+           r.add("leibniz.final", Weight::kLight,
+                 [](OpContext&, std::span<const Value> a) {
+                   return sumInOrder("leibniz.final", a, true);
+                 }),
+       }) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+Status registerTestOps(Registry& r) {
+  for (auto st : {
+           r.add("sleep", Weight::kMedium, sleepOp),
+           r.add("spin", Weight::kLight, spinOp),
+           r.add("fail", Weight::kLight, failOp),
+           r.add("hash", Weight::kLight, hashOp),
+           r.add("echo", Weight::kLight, echoOp),
+           r.add("crash", Weight::kLight, crashOp),
+           r.add("wait_cancel", Weight::kMedium, waitCancelOp),
+       }) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+Status registerBuiltinOps(Registry& r) {
+  if (auto st = registerLeibnizOps(r); !st.ok()) return st;
+  return registerTestOps(r);
+}
+
+}  // namespace tokengate::node

@@ -1,0 +1,25 @@
+// The operations every stock node offers: the Leibniz pyramid (double and
+// 50-digit) and small general-purpose operations the tests and benchmarks use.
+// See docs/writing-operations.md for the argument conventions.
+#pragma once
+
+#include "node/registry/registry.h"
+
+namespace tokengate::node {
+
+// leibniz.term, leibniz.term_dec50, leibniz.chunk, leibniz.partial,
+// leibniz.final (all light).
+Status registerLeibnizOps(Registry& registry);
+// sleep (medium), spin, fail, hash, echo, crash (light), wait_cancel (medium).
+Status registerTestOps(Registry& registry);
+// Both of the above.
+Status registerBuiltinOps(Registry& registry);
+
+// FNV-1a (64-bit) over the canonical bytes of `args` (what the `hash`
+// operation returns, as int64): per value a one-byte type tag (the
+// wire::Value union ordinal) then its payload: int/float as 8 little-endian
+// bytes, text/data raw bytes preceded by their 8-byte length, dec as its
+// three limbs, exponent (4 bytes), sign and kind bytes, bool as one byte.
+uint64_t hashValues(std::span<const Value> args);
+
+}  // namespace tokengate::node

@@ -1,0 +1,146 @@
+// Operation registry: the plain C++ functions a node offers, by name.
+//
+// An operation is `StatusOr<Value>(OpContext&, std::span<const Value> args)`.
+// Register one either on a Registry instance you wire up yourself
+//
+//   registry.add("my.op", Weight::kLight, myOp);
+//
+// or statically, from any translation unit linked into the node binary:
+//
+//   TG_OPERATION("my.op", Weight::kLight, myOp);
+//
+// The macro appends to a process-wide list of *linked* operations (the one
+// unavoidable global: static registration has nowhere else to go). Nothing
+// reads that list implicitly: Registry::withLinkedOperations() copies it into
+// an ordinary Registry that main()/runNode() owns and passes around.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/job.h"
+#include "common/status.h"
+#include "common/value.h"
+
+namespace tokengate::node {
+
+// What an operation may know about the token it runs. Built by the executor
+// on the worker's stack for each token; only the running worker touches it,
+// except the cancel flag, which the link thread sets.
+class OpContext {
+ public:
+  // `cancel_word`: the token counts as cancelled once *cancel_word ==
+  // cancel_value. The executor points it at the worker's slot and uses the
+  // token's enqueue sequence number as the value, so a late cancel aimed at
+  // the previous token on that worker can never hit this one. For a simple
+  // flag pass an atomic that you set to 1 (the default value).
+  OpContext(uint64_t token_id = 0, uint32_t attempt = 0, Nanos deadline_ns = 0,
+            const std::atomic<uint64_t>* cancel_word = nullptr, uint64_t cancel_value = 1,
+            const Clock* clock = nullptr)
+      : token_id_(token_id),
+        attempt_(attempt),
+        deadline_ns_(deadline_ns),
+        cancel_word_(cancel_word),
+        cancel_value_(cancel_value),
+        clock_(clock != nullptr ? clock : &SystemClock::instance()) {}
+
+  // Cooperative cancellation: true once the token or its operation was
+  // cancelled (Control.cancelTokens / cancelOp) or its deadline passed.
+  // Long-running operations should poll it and return absl::CancelledError().
+  bool cancelled() const { return cancelRequested() || deadlineExceeded(); }
+  // Only the explicit cancel (not the deadline).
+  bool cancelRequested() const {
+    return cancel_word_ != nullptr &&
+           cancel_word_->load(std::memory_order_relaxed) == cancel_value_;
+  }
+  bool deadlineExceeded() const { return deadline_ns_ != 0 && clock_->now() >= deadline_ns_; }
+  uint64_t tokenId() const { return token_id_; }
+  uint32_t attempt() const { return attempt_; }
+  // Absolute monotonic deadline (Clock::now() scale), 0 = none.
+  Nanos deadline() const { return deadline_ns_; }
+  const Clock& clock() const { return *clock_; }
+
+ private:
+  uint64_t token_id_;
+  uint32_t attempt_;
+  Nanos deadline_ns_;
+  const std::atomic<uint64_t>* cancel_word_;
+  uint64_t cancel_value_;
+  const Clock* clock_;
+};
+
+using OpFn = std::function<StatusOr<Value>(OpContext&, std::span<const Value>)>;
+
+struct Operation {
+  std::string name;
+  Weight weight = Weight::kLight;  // default lane when a token says `unspecified`
+  OpFn fn;
+};
+
+// Runs `op` on `args`, turning exceptions into Internal errors so a buggy
+// operation fails its token instead of the node.
+StatusOr<Value> invokeOperation(const Operation& op, OpContext& ctx, std::span<const Value> args);
+
+// A name -> Operation table. Built single-threaded at start-up, then only read
+// (concurrently by the link and the workers); Operation pointers are stable
+// for the registry's lifetime.
+class Registry {
+ public:
+  Registry() = default;
+  Registry(const Registry& other);
+  Registry& operator=(const Registry& other);
+  Registry(Registry&&) = default;
+  Registry& operator=(Registry&&) = default;
+
+  // InvalidArgument for an empty name, a null function or `unspecified`
+  // weight; AlreadyExists for a duplicate name.
+  Status add(std::string name, Weight weight, OpFn fn);
+  // nullptr when absent.
+  const Operation* find(std::string_view name) const;
+  // NotFound "unknown operation X" when absent.
+  StatusOr<const Operation*> lookup(std::string_view name) const;
+  // In registration order.
+  const std::vector<std::unique_ptr<Operation>>& operations() const { return ops_; }
+  size_t size() const { return ops_.size(); }
+
+  // Everything registered with TG_OPERATION in this binary. Duplicates of
+  // names already present are logged and skipped.
+  static Registry withLinkedOperations();
+  // Adds every TG_OPERATION-registered operation to this registry.
+  Status addLinkedOperations();
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::vector<std::unique_ptr<Operation>> ops_;
+  std::unordered_map<std::string, const Operation*, Hash, std::equal_to<>> by_name_;
+};
+
+namespace internal {
+// Static-registration hook used by TG_OPERATION; returns a dummy so it can
+// initialise a namespace-scope variable.
+bool registerLinkedOperation(const char* name, Weight weight, OpFn fn);
+}  // namespace internal
+
+}  // namespace tokengate::node
+
+#define TG_OP_CONCAT_INNER(a, b) a##b
+#define TG_OP_CONCAT(a, b) TG_OP_CONCAT_INNER(a, b)
+
+// Registers `fn` under `name` with default weight class `weight` for every
+// Registry::withLinkedOperations() in this binary. Use it in a .cc file that
+// is linked into the executable directly (objects in a static library are
+// only linked when something references them).
+#define TG_OPERATION(name, weight, fn)                                                     \
+  [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
+      ::tokengate::node::internal::registerLinkedOperation(name, weight, fn)
