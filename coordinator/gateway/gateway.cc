@@ -80,6 +80,18 @@ class LoopHandle {
   bool alive_ = true;
 };
 
+// What the coordinator-side event sink touches. Shared with the sink, so a
+// sink call racing with unsubscribe() during stop() never reads a destroyed
+// gateway.
+struct EventGate {
+  std::shared_ptr<LoopHandle> loop;
+  std::atomic<int> topic_subscribers[4] = {0, 0, 0, 0};
+  std::atomic<int64_t> pending_fanouts{0};
+  int64_t max_pending_fanouts = 0;
+  std::shared_ptr<prometheus::Registry> registry;  // keeps the counter below alive
+  prometheus::Counter* dropped_overload = nullptr;
+};
+
 class TokenBucket {
  public:
   TokenBucket(double rate, double burst, Nanos now)
@@ -203,7 +215,7 @@ class Gateway::Impl {
   // serializing events nobody listens to.
   void topicDelta(uint32_t bits, int delta) {
     for (int i = 0; i < 4; ++i) {
-      if (bits & (1u << i)) topic_subscribers_[i].fetch_add(delta);
+      if (bits & (1u << i)) gate_->topic_subscribers[i].fetch_add(delta);
     }
   }
   void fanOut(uint32_t bit, const std::shared_ptr<const std::string>& msg);
@@ -247,8 +259,7 @@ class Gateway::Impl {
   prometheus::Counter* origin_refused_ = nullptr;
   prometheus::Family<prometheus::Counter>* http_family_ = nullptr;
 
-  std::atomic<int64_t> pending_fanouts_{0};
-  std::atomic<int> topic_subscribers_[4] = {0, 0, 0, 0};
+  std::shared_ptr<EventGate> gate_ = std::make_shared<EventGate>();
   std::atomic<uint64_t> next_session_id_{1};
   uint64_t subscription_ = 0;
   bool subscribed_ = false;
@@ -785,7 +796,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     res.set(http::field::content_type, contentTypeFor(a->path));
     res.set(http::field::cache_control, "no-cache");
     res.set("Content-Security-Policy",
-            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; "
+            "img-src 'self' data:; "
             "frame-ancestors 'none'");
     res.set("X-Content-Type-Options", "nosniff");
     respond(std::move(res));
@@ -952,25 +964,31 @@ Status Gateway::Impl::start() {
   // The sink runs on the coordinator thread: skip topics nobody wants,
   // serialize once, post the fan-out and return. A full fan-out backlog
   // drops the event rather than queueing without bound.
-  subscription_ = control_.subscribe([this, loop = loop_](const control::Event& e) {
-    std::optional<uint32_t> bit = topicBit(e.topic);
-    if (!bit) return;
-    int idx = std::countr_zero(*bit);
-    if (topic_subscribers_[idx].load(std::memory_order_relaxed) <= 0) return;
-    if (pending_fanouts_.load(std::memory_order_relaxed) >=
-        static_cast<int64_t>(config_.max_pending_fanouts)) {
-      events_dropped_overload_->Increment();
-      return;
-    }
-    auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
-    pending_fanouts_.fetch_add(1);
-    if (!loop->post(ioc_->get_executor(), [this, b = *bit, msg] {
-          pending_fanouts_.fetch_sub(1);
-          fanOut(b, msg);
-        })) {
-      pending_fanouts_.fetch_sub(1);
-    }
-  });
+  gate_->loop = loop_;
+  gate_->max_pending_fanouts = static_cast<int64_t>(config_.max_pending_fanouts);
+  gate_->registry = registry_;
+  gate_->dropped_overload = events_dropped_overload_;
+  subscription_ =
+      control_.subscribe([gate = gate_, ex = ioc_->get_executor(), this](const control::Event& e) {
+        std::optional<uint32_t> bit = topicBit(e.topic);
+        if (!bit) return;
+        int idx = std::countr_zero(*bit);
+        if (gate->topic_subscribers[idx].load(std::memory_order_relaxed) <= 0) return;
+        if (gate->pending_fanouts.load(std::memory_order_relaxed) >= gate->max_pending_fanouts) {
+          gate->dropped_overload->Increment();
+          return;
+        }
+        auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
+        gate->pending_fanouts.fetch_add(1);
+        // `this` is only used inside the io_context, which the gateway
+        // destroys only after closing the loop handle.
+        if (!gate->loop->post(ex, [this, gate, b = *bit, msg] {
+              gate->pending_fanouts.fetch_sub(1);
+              fanOut(b, msg);
+            })) {
+          gate->pending_fanouts.fetch_sub(1);
+        }
+      });
   subscribed_ = true;
 
   doAccept();
@@ -1002,7 +1020,7 @@ void Gateway::Impl::doAccept() {
 }
 
 void Gateway::Impl::stop() {
-  if (!started_ || stopped_) return;
+  if (!ioc_ || stopped_) return;  // never started, or start() failed before the loop existed
   stopped_ = true;
   if (subscribed_) control_.unsubscribe(subscription_);
   net::post(acceptor_->get_executor(), [this] {

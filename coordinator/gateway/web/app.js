@@ -1,0 +1,323 @@
+// TokenGate control page: plain JS over the gateway's WebSocket protocol
+// (docs/protocol.md). No build step, no external assets.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  ws: null, role: 'none', nextId: 1, pending: new Map(), retry: 500,
+  ops: new Map(), jobs: new Map(), nodes: [], series: [], pollTimer: null,
+};
+const ROLE_RANK = { none: 0, viewer: 1, operator: 2, admin: 3 };
+const canControl = () => ROLE_RANK[state.role] >= ROLE_RANK.operator;
+const isAdmin = () => ROLE_RANK[state.role] >= ROLE_RANK.admin;
+
+// ---------- token ----------
+const params = new URLSearchParams(location.search);
+let token = params.get('token') || sessionStorage.getItem('tg_token') || '';
+if (params.has('token')) {
+  sessionStorage.setItem('tg_token', token);
+  // Keep the token out of the address bar and history.
+  params.delete('token');
+  const q = params.toString();
+  history.replaceState(null, '', location.pathname + (q ? '?' + q : ''));
+}
+$('token').value = token;
+$('login').addEventListener('submit', (e) => {
+  e.preventDefault();
+  token = $('token').value.trim();
+  sessionStorage.setItem('tg_token', token);
+  if (state.ws) state.ws.close(); else connect();
+});
+
+// ---------- transport ----------
+function request(cmd, args = {}) {
+  return new Promise((resolve, reject) => {
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+      reject({ code: 'unavailable', message: 'not connected' });
+      return;
+    }
+    const id = state.nextId++;
+    state.pending.set(id, { resolve, reject });
+    state.ws.send(JSON.stringify({ id, cmd, ...args }));
+  });
+}
+
+function connect() {
+  const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  ws.onopen = async () => {
+    state.retry = 500;
+    setConn(true);
+    try {
+      const hello = await request('hello', token ? { token, protocol: 1 } : { protocol: 1 });
+      setRole(hello.role);
+      if (hello.role !== 'none') {
+        await request('subscribe', { topics: ['job', 'failures', 'nodes', 'ops'] });
+        await refresh();
+        clearInterval(state.pollTimer);
+        state.pollTimer = setInterval(refresh, 1000);
+      } else {
+        toast('Enter a token to see the cluster', true);
+      }
+    } catch (err) {
+      setRole('none');
+      toast(`${err.code}: ${err.message}`, true);
+    }
+  };
+  ws.onmessage = (m) => {
+    let msg;
+    try { msg = JSON.parse(m.data); } catch { return; }
+    if (msg.event) return onEvent(msg.event, msg.data || {});
+    const p = state.pending.get(msg.id);
+    if (!p) return;
+    state.pending.delete(msg.id);
+    if (msg.ok) p.resolve(msg.result); else p.reject(msg.error);
+  };
+  ws.onclose = (e) => {
+    setConn(false, e.code === 1008 ? 'refused' : 'disconnected');
+    clearInterval(state.pollTimer);
+    for (const p of state.pending.values()) p.reject({ code: 'unavailable', message: 'disconnected' });
+    state.pending.clear();
+    if (state.ws === ws) {
+      state.ws = null;
+      setTimeout(connect, state.retry);
+      state.retry = Math.min(state.retry * 2, 8000);
+    }
+  };
+}
+
+function setConn(on, text) {
+  const el = $('conn');
+  el.textContent = on ? 'connected' : (text || 'disconnected');
+  el.className = 'pill ' + (on ? 'on' : 'off');
+}
+function setRole(role) {
+  state.role = role || 'none';
+  $('role').textContent = state.role === 'none' ? 'no role' : state.role;
+  $('submit').disabled = !canControl();
+}
+
+// ---------- polling + events ----------
+async function refresh() {
+  try {
+    const [stats, ops, nodes, jobs] = await Promise.all([
+      request('cluster.stats'), request('op.list'), request('node.list'), request('job.list')]);
+    renderStats(stats);
+    state.ops = new Map(ops.ops.map((o) => [o.op, o]));
+    renderOps();
+    state.nodes = nodes.nodes;
+    renderNodes();
+    for (const j of jobs.jobs) state.jobs.set(j.job_id, j);
+    renderJobs();
+  } catch (err) {
+    if (err && err.code !== 'unavailable') toast(`${err.code}: ${err.message}`, true);
+  }
+}
+
+function onEvent(topic, d) {
+  if (topic === 'job' && d.job_id !== undefined) {
+    state.jobs.set(d.job_id, { ...(state.jobs.get(d.job_id) || {}), ...d });
+    renderJobs();
+  } else if (topic === 'ops' && Array.isArray(d.ops)) {
+    for (const o of d.ops) {
+      const name = o.op || o.name;
+      if (state.ops.has(name)) Object.assign(state.ops.get(name), o);
+    }
+    renderOps();
+  } else if (topic === 'nodes') {
+    log(`node ${d.node || d.id || '?'} ${d.change || ''} ${d.state || ''}`);
+    request('node.list').then((r) => { state.nodes = r.nodes; renderNodes(); }).catch(() => {});
+  } else if (topic === 'failures') {
+    log(`failures: ${JSON.stringify(d)}`, 'fail');
+  } else if (topic === 'gap') {
+    log(`(skipped ${d.dropped} events: this page was too slow)`);
+  }
+}
+
+// ---------- rendering ----------
+const fmt = (n) => (n === undefined || n === null ? '–' : Number(n).toLocaleString('en-US',
+  { maximumFractionDigits: 1 }));
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function renderStats(s) {
+  $('s-nodes').textContent = `${fmt(s.nodes_ready)}${s.nodes_draining ? ` (+${s.nodes_draining} draining)` : ''}`;
+  $('s-jobs').textContent = fmt(s.jobs_running);
+  $('s-tput').textContent = fmt(s.throughput_per_s);
+  $('s-done').textContent = fmt(s.tokens_completed);
+  $('s-failed').textContent = fmt(s.tokens_failed);
+  $('s-queued').textContent = fmt(s.queued);
+  $('s-inflight').textContent = fmt(s.in_flight);
+  $('s-limit').textContent = s.admission_limit ? fmt(s.admission_limit) : 'none';
+  state.series.push({ t: Date.now(), v: s.throughput_per_s || 0 });
+  const cutoff = Date.now() - 120000;
+  while (state.series.length && state.series[0].t < cutoff) state.series.shift();
+  drawChart();
+}
+
+function button(label, action, key, enabled, cls = '') {
+  return `<button class="ctl ${cls}" data-action="${action}" data-key="${esc(key)}"` +
+    `${enabled ? '' : ' disabled'}>${label}</button>`;
+}
+
+function renderOps() {
+  const rows = [];
+  for (const o of [...state.ops.values()].sort((a, b) => a.op.localeCompare(b.op))) {
+    const st = o.paused ? 'paused' : 'running';
+    const lim = o.limits || {};
+    const limits = [lim.max_in_flight ? `≤${lim.max_in_flight} in flight` : '',
+      lim.max_rate_per_s ? `≤${fmt(lim.max_rate_per_s)}/s` : ''].filter(Boolean).join(', ') || '–';
+    const lane = o.effective_weight && o.effective_weight !== o.weight
+      ? `${o.weight}→${o.effective_weight}` : o.weight;
+    rows.push(`<tr data-op="${esc(o.op)}">
+      <td>${esc(o.op)}</td><td>${esc(lane || '')}</td>
+      <td data-field="state" class="state-${st}">${st}</td>
+      <td>${fmt(o.queued)}</td><td>${fmt(o.running)}</td><td data-field="completed">${fmt(o.completed)}</td>
+      <td>${fmt(o.failed)}</td><td>${fmt(o.rate_per_s)}</td>
+      <td>${o.mean_run_us ? fmt(o.mean_run_us) + ' µs' : '–'}</td><td>${limits}</td>
+      <td>${o.paused ? button('Resume', 'op.resume', o.op, canControl())
+    : button('Pause', 'op.pause', o.op, canControl())}${
+  button('Drain', 'op.drain', o.op, canControl(), 'danger')}${
+  button('Cancel running', 'op.cancel_running', o.op, canControl(), 'danger')}${
+  button('Limits…', 'op.limits', o.op, canControl())}</td></tr>`);
+  }
+  $('ops').tBodies[0].innerHTML = rows.join('') ||
+    '<tr><td colspan="11">no operations registered yet</td></tr>';
+}
+
+function renderNodes() {
+  $('nodes').innerHTML = state.nodes.map((n) => {
+    const lanes = (n.lanes || []).map((l) => {
+      const u = Math.round((l.utilization || 0) * 100);
+      return `<div class="lane"><span>${esc(l.weight)}</span><span>${l.workers} worker${l.workers === 1 ? '' : 's'}</span>
+        <div class="bar" title="utilisation"><i style="width:${u}%"></i><span>${u}%</span></div>
+        <span>${fmt(l.running)} run · ${fmt(l.queued)} q</span></div>`;
+    }).join('');
+    const draining = n.state === 'draining';
+    return `<div class="node" data-node="${esc(n.node)}"><header><b>${esc(n.node)}</b>
+      <span data-field="state" class="state-${esc(n.state)}">${esc(n.state)}</span>
+      <span class="btns">${draining ? button('Undrain', 'node.undrain', n.node, canControl())
+    : button('Drain', 'node.drain', n.node, canControl() && n.state === 'ready')}${
+  button('Evict', 'node.evict', n.node, isAdmin() && n.state !== 'dead', 'danger')}</span></header>
+      <div class="meta">pid ${n.pid} · ${fmt(n.in_flight)} in flight · ${fmt(n.completed)} done ·
+        heartbeat ${fmt(n.heartbeat_age_ms)} ms · speed ×${fmt(n.speed_factor)}</div>${lanes}</div>`;
+  }).join('') || '<p>no nodes connected</p>';
+}
+
+function renderJobs() {
+  const jobs = [...state.jobs.values()].sort((a, b) => b.job_id - a.job_id).slice(0, 50);
+  $('jobs').tBodies[0].innerHTML = jobs.map((j) => {
+    const pct = j.total ? (100 * (j.done || 0)) / j.total : 0;
+    const fpct = j.total ? (100 * ((j.failed || 0) + (j.cancelled || 0))) / j.total : 0;
+    return `<tr data-job="${j.job_id}"><td>${j.job_id}</td><td>${esc(j.name || '')}</td>
+      <td data-field="state" class="state-${esc(j.state)}">${esc(j.state)}</td>
+      <td><div class="bar"><i style="width:${pct}%"></i><i class="fail" style="left:${pct}%;width:${fpct}%"></i>
+        <span>${fmt(j.done)} / ${fmt(j.total)} (${pct.toFixed(1)}%)</span></div></td>
+      <td>${fmt(j.failed)}</td><td>${fmt(j.cancelled)}</td>
+      <td>${j.wall_ms !== undefined ? (j.wall_ms / 1000).toFixed(1) + ' s' : '–'}</td>
+      <td>${j.state === 'running' ? button('Cancel', 'job.cancel', j.job_id, canControl(), 'danger') : ''}</td></tr>`;
+  }).join('') || '<tr><td colspan="8">no jobs yet</td></tr>';
+}
+
+function drawChart() {
+  const c = $('chart');
+  const dpr = window.devicePixelRatio || 1;
+  const w = c.clientWidth || c.width, h = c.clientHeight || c.height;
+  if (c.width !== w * dpr) { c.width = w * dpr; c.height = h * dpr; }
+  const g = c.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const pad = { l: 60, r: 10, t: 10, b: 20 };
+  const max = Math.max(10, ...state.series.map((p) => p.v)) * 1.1;
+  const now = Date.now();
+  const x = (t) => pad.l + ((t - (now - 120000)) / 120000) * (w - pad.l - pad.r);
+  const y = (v) => h - pad.b - (v / max) * (h - pad.t - pad.b);
+  g.strokeStyle = '#2a3642'; g.fillStyle = '#8a98a6'; g.font = '11px system-ui'; g.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const v = (max / 4) * i;
+    g.beginPath(); g.moveTo(pad.l, y(v)); g.lineTo(w - pad.r, y(v)); g.stroke();
+    g.fillText(fmt(v), 4, y(v) + 4);
+  }
+  g.fillText('-2 min', pad.l, h - 4);
+  g.fillText('now', w - pad.r - 22, h - 4);
+  if (state.series.length < 2) return;
+  g.beginPath();
+  state.series.forEach((p, i) => (i ? g.lineTo(x(p.t), y(p.v)) : g.moveTo(x(p.t), y(p.v))));
+  g.strokeStyle = '#58a6ff'; g.lineWidth = 2; g.stroke();
+  g.lineTo(x(state.series[state.series.length - 1].t), y(0));
+  g.lineTo(x(state.series[0].t), y(0));
+  g.closePath(); g.fillStyle = 'rgba(88,166,255,0.12)'; g.fill();
+}
+
+// ---------- actions ----------
+document.addEventListener('click', async (e) => {
+  const b = e.target.closest('button[data-action]');
+  if (!b || b.disabled) return;
+  const action = b.dataset.action, key = b.dataset.key;
+  let args;
+  if (action.startsWith('op.')) args = { op: key };
+  else if (action.startsWith('node.')) args = { node: key };
+  else if (action === 'job.cancel') args = { job_id: Number(key) };
+  if (action === 'op.limits') {
+    const cur = (state.ops.get(key) || {}).limits || {};
+    const inflight = prompt(`Max in flight for ${key} (0 = unlimited)`, cur.max_in_flight || 0);
+    if (inflight === null) return;
+    const rate = prompt(`Max rate per second for ${key} (0 = unlimited)`, cur.max_rate_per_s || 0);
+    if (rate === null) return;
+    args.max_in_flight = Number(inflight); args.max_rate_per_s = Number(rate);
+  }
+  if ((action === 'node.evict' || action === 'op.cancel_running') &&
+      !confirm(`${action} ${key}?`)) return;
+  b.disabled = true;
+  try {
+    const r = await request(action, args);
+    if (r.op && typeof r.op === 'object') { state.ops.set(r.op.op, r.op); renderOps(); }
+    if (r.node && typeof r.node === 'object') {
+      state.nodes = state.nodes.map((n) => (n.node === r.node.node ? r.node : n)); renderNodes();
+    }
+    const detail = r.dropped !== undefined ? ` (${r.dropped} queued tokens dropped)`
+      : r.cancelled !== undefined ? ` (${r.cancelled} cancelled)`
+        : r.requeued !== undefined ? ` (${r.requeued} requeued)` : '';
+    toast(`${action} ${key}: ok${detail}`);
+    log(`${action} ${key}${detail}`);
+  } catch (err) {
+    toast(`${action} ${key}: ${err.code}: ${err.message}`, true);
+  } finally {
+    b.disabled = false;
+  }
+});
+
+$('job-json').value = JSON.stringify({
+  name: 'leibniz-demo',
+  tokens: [{ op: 'leibniz.term', repeat: 10000, args: [{ value: 0, step: 1 }] }],
+}, null, 2);
+$('submit').addEventListener('click', async () => {
+  let job;
+  try { job = JSON.parse($('job-json').value); } catch (err) { toast(`invalid JSON: ${err.message}`, true); return; }
+  try {
+    const r = await request('submit', { job });
+    toast(`submitted job ${r.job_id}`);
+    refresh();
+  } catch (err) { toast(`submit: ${err.code}: ${err.message}`, true); }
+});
+
+function log(text, cls = '') {
+  const li = document.createElement('li');
+  li.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  if (cls) li.className = cls;
+  const ol = $('log');
+  ol.prepend(li);
+  while (ol.children.length > 100) ol.lastChild.remove();
+}
+
+function toast(text, err = false) {
+  const d = document.createElement('div');
+  d.textContent = text;
+  if (err) d.className = 'err';
+  $('toast').append(d);
+  setTimeout(() => d.remove(), 4000);
+}
+
+window.addEventListener('resize', drawChart);
+setRole('none');
+connect();

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Second, independent client of the gateway protocol (python3-websockets):
+every command, auth refusal, origin refusal, bad input, oversize frame,
+events, and the effect of op.pause / op.resume / op.drain on a running job.
+Run through cluster.py (or with TG_GATEWAY_URL/TG_GATEWAY_TOKEN set)."""
+import asyncio
+import json
+import sys
+import time
+
+import websockets
+
+from gwlib import (MODE, TOKEN, URL, VIEWER_TOKEN, Client, CommandError, WS_URL, http_get,
+                   leibniz_job, leibniz_token_count)
+
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        raise AssertionError(what)
+
+
+async def op_status(c, name):
+    ops = (await c.ok("op.list"))["ops"]
+    return next(o for o in ops if o["op"] == name)
+
+
+async def test_auth_and_roles():
+    anon = await Client.connect()
+    check(await anon.error("op.list") == "unauthenticated", "anonymous op.list refused")
+    check(await anon.error("hello", token="not-the-token") == "unauthenticated", "bad token")
+    hello = await anon.ok("hello", protocol=1)
+    check(hello["protocol"] == 1 and hello["role"] == "none", f"hello without token: {hello}")
+    await anon.close()
+    if VIEWER_TOKEN:
+        v = await Client.connect(VIEWER_TOKEN)
+        check((await v.ok("whoami"))["role"] == "viewer", "viewer role")
+        check("ops" in await v.ok("op.list"), "viewer can read")
+        check(await v.error("op.pause", op="leibniz.term") == "permission_denied",
+              "viewer cannot pause")
+        check(await v.error("cluster.limits", admission_limit=1) == "permission_denied",
+              "viewer cannot set limits")
+        await v.close()
+    # Bad token on the upgrade itself.
+    try:
+        await websockets.connect(WS_URL + "?token=wrong")
+        check(False, "upgrade with a bad token must be refused")
+    except websockets.InvalidStatusCode as e:
+        check(e.status_code == 401, f"bad token upgrade -> {e.status_code}")
+
+
+async def test_origin():
+    try:
+        await websockets.connect(WS_URL, origin="http://evil.example")
+        check(False, "foreign origin must be refused")
+    except websockets.InvalidStatusCode as e:
+        check(e.status_code == 403, f"foreign origin -> {e.status_code}")
+    same = URL  # the page's own origin is accepted
+    ws = await websockets.connect(WS_URL, origin=same)
+    await ws.close()
+
+
+async def test_bad_input():
+    c = await Client.connect(TOKEN)
+    for text, code in [("{oops", "invalid_argument"), ("[]", "invalid_argument"),
+                       ('{"cmd": 5}', "invalid_argument"), ('{"cmd": "no.such"}', "unimplemented")]:
+        r = await c.raw(text)
+        check(not r["ok"] and r["error"]["code"] == code, f"{text!r} -> {r}")
+    check(await c.error("job.status", job_id="one") == "invalid_argument", "wrong type")
+    check(await c.error("job.status") == "invalid_argument", "missing field")
+    check(await c.error("op.pause", op=3) == "invalid_argument", "op must be a string")
+    check(await c.error("subscribe", topics=["nope"]) == "invalid_argument", "unknown topic")
+    check(await c.error("submit", job={"tokens": "x"}) == "invalid_argument", "bad job")
+    check(await c.error("job.status", job_id=987654321) == "not_found", "unknown job")
+    check(await c.error("op.pause", op="no.such.op") == "not_found", "unknown op")
+    check((await c.ok("ping"))["pong"], "connection survives bad input")
+    # Oversize frame: the gateway closes with 1009 (message too big).
+    hello = await c.ok("hello")
+    limit = hello["limits"]["max_frame_bytes"]
+    await c.ws.send(json.dumps({"id": 1, "cmd": "ping", "data": "x" * (limit + 10)}))
+    try:
+        await asyncio.wait_for(c.ws.wait_closed(), 10)
+    except asyncio.TimeoutError:
+        check(False, "oversize frame did not close the connection")
+    check(c.ws.close_code == 1009, f"oversize close code {c.ws.close_code}")
+
+
+async def test_every_command():
+    c = await Client.connect(TOKEN)
+    hello = await c.ok("hello")
+    check(hello["role"] == "admin", f"admin role: {hello['role']}")
+    for cmd in ["submit", "job.status", "job.list", "job.cancel", "token.cancel", "op.pause",
+                "op.resume", "op.drain", "op.cancel_running", "op.limits", "op.list",
+                "node.list", "node.drain", "node.undrain", "node.evict", "cluster.stats",
+                "cluster.limits", "subscribe", "unsubscribe"]:
+        check(cmd in hello["commands"], f"{cmd} listed in hello")
+
+    stats = await c.ok("cluster.stats")
+    check(stats["nodes_ready"] >= 1, f"a ready node: {stats}")
+    nodes = (await c.ok("node.list"))["nodes"]
+    check(len(nodes) >= 1 and nodes[0]["lanes"], "nodes with lanes")
+    await c.ok("subscribe", topics=["job", "ops", "nodes", "failures"])
+
+    # A job large enough to still be running while we steer it.
+    terms = 2_000_000 if MODE == "real" else 200_000
+    job_id = (await c.ok("submit", job=leibniz_job(terms)))["job_id"]
+    st = await c.ok("job.status", job_id=job_id)
+    check(st["total"] == leibniz_token_count(terms), f"job total {st}")
+    check(any(j["job_id"] == job_id for j in (await c.ok("job.list"))["jobs"]), "job listed")
+
+    # Pause: after the ack (and the in-flight tokens finishing) nothing of the
+    # op completes any more.
+    paused = (await c.ok("op.pause", op="leibniz.term"))["op"]
+    check(paused["paused"] and paused["state"] == "paused", f"paused: {paused}")
+    await asyncio.sleep(0.5)
+    before = (await op_status(c, "leibniz.term"))["completed"]
+    await asyncio.sleep(1.0)
+    after = (await op_status(c, "leibniz.term"))["completed"]
+    check(after == before, f"paused op still completed tokens: {before} -> {after}")
+    resumed = (await c.ok("op.resume", op="leibniz.term"))["op"]
+    check(not resumed["paused"], "resumed")
+    await asyncio.sleep(0.5)
+    check((await op_status(c, "leibniz.term"))["completed"] > after, "progress after resume")
+
+    lim = (await c.ok("op.limits", op="leibniz.term", max_in_flight=64,
+                      max_rate_per_s=0))["op"]
+    check(lim["limits"]["max_in_flight"] == 64, f"limits: {lim}")
+    await c.ok("op.limits", op="leibniz.term", max_in_flight=0, max_rate_per_s=0)
+    cr = await c.ok("op.cancel_running", op="leibniz.term")
+    check(cr["op"] == "leibniz.term" and cr["cancelled"] >= 0, f"cancel_running: {cr}")
+
+    # Events arrived for the job and the ops.
+    seen = set()
+    deadline = time.time() + 5
+    while {"job", "ops"} - seen and time.time() < deadline:
+        try:
+            ev = await asyncio.wait_for(c.events.get(), 1)
+            seen.add(ev["event"])
+        except asyncio.TimeoutError:
+            pass
+    check({"job", "ops"} <= seen, f"events seen: {seen}")
+
+    # Drain drops queued tokens of the op; the job ends cancelled/failed.
+    await c.ok("op.pause", op="leibniz.term")
+    dr = await c.ok("op.drain", op="leibniz.term")
+    check(dr["dropped"] > 0, f"drain dropped queued tokens: {dr}")
+    await c.ok("op.resume", op="leibniz.term")
+    tc = await c.call("token.cancel", token_id=(job_id << 32) | 1)
+    check(tc["ok"] or tc["error"]["code"] in ("not_found", "failed_precondition"),
+          f"token.cancel: {tc}")
+    jc = await c.ok("job.cancel", job_id=job_id)
+    check(jc["job_id"] == job_id and jc["cancelled"] >= 0, f"job.cancel: {jc}")
+    deadline = time.time() + 10
+    while (await c.ok("job.status", job_id=job_id))["state"] == "running":
+        check(time.time() < deadline, "job still running after cancel")
+        await asyncio.sleep(0.1)
+
+    # Admission limit (admin): a job bigger than the limit is refused.
+    lim = await c.ok("cluster.limits", admission_limit=100)
+    check(lim["admission_limit"] == 100, f"admission limit: {lim}")
+    check(await c.error("submit", job=leibniz_job(10_000)) == "resource_exhausted",
+          "admission reject")
+    await c.ok("cluster.limits", admission_limit=0)
+
+    # Nodes: drain / undrain / evict (evict last: it removes a node).
+    node = nodes[-1]["node"]
+    check((await c.ok("node.drain", node=node))["node"]["state"] == "draining", "node drained")
+    check((await c.ok("node.undrain", node=node))["node"]["state"] == "ready", "node undrained")
+    if len(nodes) > 1:
+        ev = await c.ok("node.evict", node=node)
+        check(ev["node"] == node and ev["requeued"] >= 0, f"evict: {ev}")
+    check(await c.error("node.drain", node="no-such-node") == "not_found", "unknown node")
+
+    check((await c.ok("unsubscribe"))["topics"] == [], "unsubscribed")
+    await c.close()
+
+
+async def test_http():
+    status, body = http_get("/metrics")
+    check(status == 200 and "tokengate_ws_clients" in body, "metrics")
+    check("tokengate_gateway_command_seconds_bucket" in body, "command latency histogram")
+    check(http_get("/healthz")[0] == 200, "healthz")
+    check(http_get("/readyz")[0] == 200, "readyz")
+    status, page = http_get("/")
+    check(status == 200 and "TokenGate" in page, "control page")
+
+
+async def main():
+    for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_every_command]:
+        t0 = time.time()
+        await t()
+        print(f"ok  {t.__name__} ({time.time() - t0:.2f}s)")
+    print(f"ws_client_test: {checks} checks passed against {MODE} gateway {URL}")
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except (AssertionError, CommandError) as e:
+        print(f"FAIL: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,659 @@
+// Gateway tests: the real Gateway on a loopback port over FakeClusterControl,
+// driven by a synchronous Beast client. Ports are 0; nothing waits on wall
+// time except bounded polls for asynchronous effects.
+#include "coordinator/gateway/gateway.h"
+
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "common/job_json.h"
+#include "coordinator/gateway/protocol.h"
+#include "tests/fakes/fake_cluster_control.h"
+
+namespace tokengate::gateway {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+namespace json = boost::json;
+using tcp = net::ip::tcp;
+
+constexpr const char* kAdmin = "admin-secret";
+constexpr const char* kOperator = "operator-secret";
+constexpr const char* kViewer = "viewer-secret";
+
+GatewayConfig testConfig() {
+  GatewayConfig c;
+  c.admin_tokens = {kAdmin};
+  c.operator_tokens = {kOperator};
+  c.viewer_tokens = {kViewer};
+  c.commands_per_s = 0;  // unlimited unless a test wants the limiter
+  return c;
+}
+
+// Synchronous WebSocket client. Events that arrive while waiting for a reply
+// are kept in `events`.
+class Client {
+ public:
+  explicit Client(uint16_t port) : port_(port), ws_(ioc_) {}
+
+  beast::error_code connect(const std::string& target = "/ws", const std::string& origin = "",
+                            const std::string& bearer = "") {
+    beast::error_code ec;
+    beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port_),
+                                         ec);
+    if (ec) return ec;
+    ws_.set_option(websocket::stream_base::decorator([=](websocket::request_type& req) {
+      if (!origin.empty()) req.set(http::field::origin, origin);
+      if (!bearer.empty()) req.set(http::field::authorization, "Bearer " + bearer);
+    }));
+    ws_.handshake("127.0.0.1:" + std::to_string(port_), target, ec);
+    return ec;
+  }
+
+  void sendText(const std::string& s) {
+    ws_.text(true);
+    ws_.write(net::buffer(s));
+  }
+
+  // Next message (reply or event), parsed.
+  json::object readMessage() {
+    beast::flat_buffer buf;
+    ws_.read(buf);
+    return json::parse(beast::buffers_to_string(buf.data())).as_object();
+  }
+
+  // Reads until the reply with this id, keeping events aside.
+  json::object readReply(const json::value& id) {
+    for (;;) {
+      json::object m = readMessage();
+      if (m.contains("event")) {
+        events.push_back(m);
+        continue;
+      }
+      if (m.at("id") == id) return m;
+    }
+  }
+
+  json::object cmd(json::object req) {
+    int64_t id = next_id_++;
+    req["id"] = id;
+    sendText(json::serialize(req));
+    return readReply(json::value(id));
+  }
+
+  // Returns result, failing the test if the reply is an error.
+  json::object ok(json::object req) {
+    std::string what = json::serialize(req);
+    json::object r = cmd(std::move(req));
+    EXPECT_TRUE(r.at("ok").as_bool()) << what << " -> " << json::serialize(r);
+    if (!r.at("ok").as_bool()) return {};
+    return r.at("result").as_object();
+  }
+
+  // Error code of a reply that must be an error.
+  std::string errorCode(json::object req) {
+    json::object r = cmd(std::move(req));
+    EXPECT_FALSE(r.at("ok").as_bool()) << json::serialize(r);
+    if (r.at("ok").as_bool()) return "ok";
+    return std::string(r.at("error").at("code").as_string());
+  }
+
+  void hello(const char* token) {
+    json::object r = ok({{"cmd", "hello"}, {"token", token}});
+    ASSERT_EQ(r.at("protocol").as_int64(), kProtocolVersion);
+  }
+
+  websocket::stream<beast::tcp_stream>& ws() { return ws_; }
+  std::vector<json::object> events;
+
+ private:
+  uint16_t port_;
+  net::io_context ioc_;
+  websocket::stream<beast::tcp_stream> ws_;
+  int64_t next_id_ = 1;
+};
+
+struct HttpResult {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+};
+
+HttpResult httpGet(uint16_t port, const std::string& target) {
+  net::io_context ioc;
+  beast::tcp_stream s(ioc);
+  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  http::write(s, req);
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  http::read(s, buf, res);
+  return {static_cast<int>(res.result_int()), res.body(),
+          std::string(res[http::field::content_type])};
+}
+
+// Value of an unlabelled or labelled sample line "name{labels} value".
+double metricValue(const std::string& text, const std::string& prefix) {
+  size_t pos = 0;
+  while ((pos = text.find(prefix, pos)) != std::string::npos) {
+    if (pos == 0 || text[pos - 1] == '\n') {
+      size_t eol = text.find('\n', pos);
+      std::string line = text.substr(pos, eol - pos);
+      return std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    pos += prefix.size();
+  }
+  return -1;
+}
+
+template <typename F>
+bool eventually(F pred, int ms = 5000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return pred();
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  void startGateway(GatewayConfig cfg = testConfig()) {
+    gw_ = std::make_unique<Gateway>(std::move(cfg), fake_);
+    ASSERT_TRUE(gw_->start().ok());
+    ASSERT_NE(gw_->port(), 0);
+  }
+  void TearDown() override {
+    if (gw_) gw_->stop();
+  }
+  uint16_t port() const { return gw_->port(); }
+
+  testing::FakeClusterControl fake_;
+  std::unique_ptr<Gateway> gw_;
+};
+
+TEST(ProtocolTest, ErrorCodesAndRoles) {
+  EXPECT_EQ(errorCodeName(StatusCode::kInvalidArgument), "invalid_argument");
+  EXPECT_EQ(errorCodeName(StatusCode::kResourceExhausted), "resource_exhausted");
+  EXPECT_EQ(findCommand("node.evict")->min_role, Role::kAdmin);
+  EXPECT_EQ(findCommand("op.pause")->min_role, Role::kOperator);
+  EXPECT_EQ(findCommand("op.list")->min_role, Role::kViewer);
+  EXPECT_EQ(findCommand("nope"), nullptr);
+  EXPECT_EQ(topicBit("ops"), kTopicOps);
+  EXPECT_FALSE(topicBit("everything").has_value());
+  EXPECT_EQ(okReply(json::value(7), json::object{{"a", 1}}),
+            R"({"id":7,"ok":true,"result":{"a":1}})");
+  EXPECT_EQ(errorReply(json::value("x"), absl::NotFoundError("gone")),
+            R"({"id":"x","ok":false,"error":{"code":"not_found","message":"gone"}})");
+}
+
+TEST_F(GatewayTest, AuthRolesAndRefusals) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  // Unauthenticated: only hello/auth/ping.
+  EXPECT_EQ(c.errorCode({{"cmd", "op.list"}}), "unauthenticated");
+  EXPECT_TRUE(c.ok({{"cmd", "ping"}}).at("pong").as_bool());
+  EXPECT_EQ(c.errorCode({{"cmd", "hello"}, {"token", "wrong"}}), "unauthenticated");
+  // Viewer reads, cannot control.
+  json::object h = c.ok({{"cmd", "hello"}, {"token", kViewer}});
+  EXPECT_EQ(h.at("role").as_string(), "viewer");
+  EXPECT_TRUE(c.ok({{"cmd", "op.list"}}).contains("ops"));
+  EXPECT_EQ(c.errorCode({{"cmd", "op.pause"}, {"op", "leibniz.term"}}), "permission_denied");
+  // Operator controls, cannot evict or set the admission limit.
+  EXPECT_EQ(c.ok({{"cmd", "auth"}, {"token", kOperator}}).at("role").as_string(), "operator");
+  EXPECT_TRUE(c.ok({{"cmd", "op.pause"}, {"op", "leibniz.term"}}).contains("op"));
+  EXPECT_EQ(c.errorCode({{"cmd", "node.evict"}, {"node", "node-1"}}), "permission_denied");
+  EXPECT_EQ(c.errorCode({{"cmd", "cluster.limits"}, {"admission_limit", 10}}), "permission_denied");
+  EXPECT_EQ(fake_.calls("evictNode"), 0);
+  EXPECT_EQ(c.ok({{"cmd", "auth"}, {"token", kAdmin}}).at("role").as_string(), "admin");
+  EXPECT_EQ(c.ok({{"cmd", "node.evict"}, {"node", "node-2"}}).at("node").as_string(), "node-2");
+  EXPECT_EQ(c.errorCode({{"cmd", "hello"}, {"protocol", 99}}), "failed_precondition");
+}
+
+TEST_F(GatewayTest, TooManyAuthFailuresClose) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(c.errorCode({{"cmd", "auth"}, {"token", "x"}}), "unauthenticated");
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  c.ws().read(buf, ec);
+  EXPECT_EQ(ec, websocket::error::closed);
+  EXPECT_EQ(c.ws().reason().code, websocket::close_code::policy_error);
+}
+
+TEST_F(GatewayTest, TokenInQueryOrHeader) {
+  startGateway();
+  Client q(port());
+  ASSERT_FALSE(q.connect(std::string("/ws?token=") + kOperator));
+  EXPECT_EQ(q.ok({{"cmd", "whoami"}}).at("role").as_string(), "operator");
+  Client h(port());
+  ASSERT_FALSE(h.connect("/ws", "", kAdmin));
+  EXPECT_EQ(h.ok({{"cmd", "whoami"}}).at("role").as_string(), "admin");
+  Client bad(port());
+  EXPECT_TRUE(bad.connect("/ws?token=nope"));  // 401 on the upgrade
+}
+
+TEST_F(GatewayTest, AnonymousReadOnlyByFlag) {
+  GatewayConfig cfg = testConfig();
+  cfg.allow_anonymous_read = true;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  EXPECT_TRUE(c.ok({{"cmd", "node.list"}}).contains("nodes"));
+  EXPECT_EQ(c.errorCode({{"cmd", "op.pause"}, {"op", "leibniz.term"}}), "permission_denied");
+}
+
+TEST_F(GatewayTest, EveryCommand) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);
+
+  auto job = makeLeibnizJob(10'000, Precision::kDouble);
+  ASSERT_TRUE(job.ok());
+  json::object sub = c.ok({{"cmd", "submit"}, {"job", jobToJson(*job)}});
+  uint64_t job_id = sub.at("job_id").to_number<uint64_t>();
+  EXPECT_EQ(fake_.calls("submitJob"), 1);
+
+  json::object st = c.ok({{"cmd", "job.status"}, {"job_id", job_id}});
+  EXPECT_EQ(st.at("state").as_string(), "running");
+  EXPECT_EQ(st.at("total").to_number<uint64_t>(), job->tokenCount());
+  EXPECT_EQ(c.ok({{"cmd", "job.list"}}).at("jobs").as_array().size(), 1u);
+
+  json::object p = c.ok({{"cmd", "op.pause"}, {"op", "leibniz.term"}}).at("op").as_object();
+  EXPECT_TRUE(p.at("paused").as_bool());
+  EXPECT_EQ(p.at("state").as_string(), "paused");
+  EXPECT_FALSE(
+      c.ok({{"cmd", "op.resume"}, {"op", "leibniz.term"}}).at("op").at("paused").as_bool());
+  json::object d = c.ok({{"cmd", "op.drain"}, {"op", "leibniz.chunk"}});
+  EXPECT_EQ(d.at("dropped").to_number<uint64_t>(), 10u);
+  EXPECT_TRUE(c.ok({{"cmd", "op.cancel_running"}, {"op", "leibniz.term"}}).contains("cancelled"));
+  json::object lim = c.ok({{"cmd", "op.limits"},
+                           {"op", "leibniz.term"},
+                           {"max_in_flight", 8},
+                           {"max_rate_per_s", 100.5}});
+  EXPECT_EQ(lim.at("op").at("limits").at("max_in_flight").to_number<uint64_t>(), 8u);
+  EXPECT_DOUBLE_EQ(lim.at("op").at("limits").at("max_rate_per_s").as_double(), 100.5);
+  json::array ops = c.ok({{"cmd", "op.list"}}).at("ops").as_array();
+  EXPECT_EQ(ops.size(), 5u);
+  EXPECT_TRUE(ops[0].as_object().contains("weight"));
+
+  json::array nodes = c.ok({{"cmd", "node.list"}}).at("nodes").as_array();
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0].at("lanes").as_array().size(), 3u);
+  EXPECT_EQ(c.ok({{"cmd", "node.drain"}, {"node", "node-1"}}).at("node").at("state").as_string(),
+            "draining");
+  EXPECT_EQ(c.ok({{"cmd", "node.undrain"}, {"node", "node-1"}}).at("node").at("state").as_string(),
+            "ready");
+  EXPECT_TRUE(c.ok({{"cmd", "node.evict"}, {"node", "node-2"}}).contains("requeued"));
+
+  json::object stats = c.ok({{"cmd", "cluster.stats"}});
+  EXPECT_EQ(stats.at("nodes_ready").to_number<uint64_t>(), 1u);
+  EXPECT_EQ(stats.at("nodes_dead").to_number<uint64_t>(), 1u);
+  EXPECT_EQ(c.ok({{"cmd", "cluster.limits"}, {"admission_limit", 5}})
+                .at("admission_limit")
+                .to_number<uint64_t>(),
+            5u);
+  // The admission limit now rejects a new job.
+  EXPECT_EQ(c.errorCode({{"cmd", "submit"}, {"job", jobToJson(*job)}}), "resource_exhausted");
+
+  json::object tc = c.ok({{"cmd", "token.cancel"}, {"token_id", (job_id << 32) | 3}});
+  EXPECT_TRUE(tc.at("cancelled").as_bool());
+  json::object jc = c.ok({{"cmd", "job.cancel"}, {"job_id", job_id}});
+  EXPECT_GT(jc.at("cancelled").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(c.ok({{"cmd", "job.status"}, {"job_id", job_id}}).at("state").as_string(), "cancelled");
+
+  EXPECT_EQ(c.ok({{"cmd", "subscribe"}, {"topics", json::array{"ops", "job"}}})
+                .at("topics")
+                .as_array()
+                .size(),
+            2u);
+  EXPECT_EQ(c.ok({{"cmd", "unsubscribe"}}).at("topics").as_array().size(), 0u);
+  EXPECT_EQ(c.ok({{"cmd", "topics"}}).at("topics").as_array().size(), 4u);
+
+  // Errors from the coordinator pass through with their code.
+  EXPECT_EQ(c.errorCode({{"cmd", "job.status"}, {"job_id", 999}}), "not_found");
+  EXPECT_EQ(c.errorCode({{"cmd", "op.pause"}, {"op", "no.such.op"}}), "not_found");
+  EXPECT_EQ(c.errorCode({{"cmd", "node.drain"}, {"node", "node-9"}}), "not_found");
+}
+
+TEST_F(GatewayTest, BadInputGetsErrorsAndTheConnectionSurvives) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);
+  auto errorOf = [&](const std::string& raw) {
+    c.sendText(raw);
+    json::object r = c.readMessage();
+    EXPECT_FALSE(r.at("ok").as_bool()) << raw;
+    return std::string(r.at("error").at("code").as_string());
+  };
+  EXPECT_EQ(errorOf("{not json"), "invalid_argument");
+  EXPECT_EQ(errorOf("[1,2,3]"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":42})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":{"x":1},"cmd":"ping"})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"launch.missiles"})"), "unimplemented");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":"seven"})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":-3})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status"})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"op.pause","op":7})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"op.limits","op":"leibniz.term","max_rate_per_s":"fast"})"),
+            "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"submit","job":"pi please"})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"submit","job":{"name":"x","tokens":[{"op":""}]}})"),
+            "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"subscribe","topics":["weather"]})"), "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"subscribe","topics":"ops"})"), "invalid_argument");
+  // Binary frames are refused too.
+  c.ws().binary(true);
+  c.ws().write(net::buffer(std::string("\x01\x02")));
+  EXPECT_EQ(c.readMessage().at("error").at("code").as_string(), "invalid_argument");
+  // Ids are echoed as sent, strings included; the session still works.
+  c.sendText(R"({"id":"abc","cmd":"ping"})");
+  json::object r = c.readMessage();
+  EXPECT_EQ(r.at("id").as_string(), "abc");
+  EXPECT_TRUE(r.at("ok").as_bool());
+  EXPECT_EQ(fake_.calls("submitJob"), 1);  // the empty op is refused by the coordinator
+}
+
+TEST_F(GatewayTest, OriginCheck) {
+  startGateway();
+  Client evil(port());
+  EXPECT_TRUE(evil.connect("/ws", "http://evil.example"));
+  Client same(port());
+  EXPECT_FALSE(same.connect("/ws", "http://127.0.0.1:" + std::to_string(port())));
+  Client none(port());
+  EXPECT_FALSE(none.connect("/ws"));
+  EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
+                        "tokengate_gateway_refusals_total{reason=\"origin\"}"),
+            1);
+}
+
+TEST_F(GatewayTest, AllowedOriginsList) {
+  GatewayConfig cfg = testConfig();
+  cfg.allowed_origins = {"https://ops.example"};
+  startGateway(cfg);
+  Client ok(port());
+  EXPECT_FALSE(ok.connect("/ws", "https://ops.example"));
+  Client bad(port());
+  EXPECT_TRUE(bad.connect("/ws", "http://127.0.0.1:" + std::to_string(port())));
+}
+
+TEST_F(GatewayTest, OversizeFrameClosesWith1009) {
+  GatewayConfig cfg = testConfig();
+  cfg.max_frame_bytes = 1024;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);
+  c.sendText(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}");
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  c.ws().read(buf, ec);
+  EXPECT_EQ(ec, websocket::error::closed);
+  EXPECT_EQ(c.ws().reason().code, websocket::close_code::too_big);
+  // Other clients are unaffected.
+  Client d(port());
+  ASSERT_FALSE(d.connect());
+  EXPECT_TRUE(d.ok({{"cmd", "ping"}}).at("pong").as_bool());
+}
+
+TEST_F(GatewayTest, RateLimitPerConnection) {
+  GatewayConfig cfg = testConfig();
+  cfg.commands_per_s = 0.001;  // effectively no refill during the test
+  cfg.command_burst = 5;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);  // 1
+  for (int i = 0; i < 4; ++i) c.ok({{"cmd", "ping"}});
+  EXPECT_EQ(c.errorCode({{"cmd", "ping"}}), "resource_exhausted");
+  EXPECT_EQ(c.errorCode({{"cmd", "cluster.stats"}}), "resource_exhausted");
+  EXPECT_EQ(fake_.calls("stats"), 0);
+  // A second connection has its own bucket.
+  Client d(port());
+  ASSERT_FALSE(d.connect());
+  EXPECT_TRUE(d.ok({{"cmd", "ping"}}).at("pong").as_bool());
+}
+
+TEST_F(GatewayTest, EventsFollowSubscriptions) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kViewer);
+  c.ok({{"cmd", "subscribe"}, {"topics", json::array{"nodes"}}});
+  fake_.emit("ops", {{"ops", json::array{}}});  // not subscribed
+  fake_.emit("nodes", {{"node", "node-7"}, {"change", "joined"}});
+  json::object ev = c.readMessage();
+  EXPECT_EQ(ev.at("event").as_string(), "nodes");
+  EXPECT_EQ(ev.at("data").at("node").as_string(), "node-7");
+  // The simulated cluster's own events.
+  c.ok({{"cmd", "subscribe"}, {"topics", json::array{"ops", "job"}}});
+  fake_.step(0.25);
+  bool saw_ops = false;
+  for (int i = 0; i < 10 && !saw_ops; ++i) {
+    json::object m = c.readMessage();
+    saw_ops = m.at("event").as_string() == "ops";
+  }
+  EXPECT_TRUE(saw_ops);
+  c.ok({{"cmd", "unsubscribe"}});
+  c.events.clear();
+  fake_.emit("nodes", {{"node", "node-8"}});
+  fake_.sync();
+  // A round trip through the coordinator after the emit: any event would be
+  // queued before this reply on the session's strand.
+  c.ok({{"cmd", "cluster.stats"}});
+  c.ok({{"cmd", "cluster.stats"}});
+  EXPECT_TRUE(c.events.empty());
+}
+
+TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
+  GatewayConfig cfg = testConfig();
+  cfg.max_queued_events = 16;
+  startGateway(cfg);
+  Client slow(port());
+  ASSERT_FALSE(slow.connect());
+  slow.hello(kViewer);
+  slow.ok({{"cmd", "subscribe"}, {"topics", json::array{"failures"}}});
+  Client fast(port());
+  ASSERT_FALSE(fast.connect());
+  fast.hello(kViewer);
+
+  // 2000 events of 64 KiB (125 MiB): far more than socket buffers hold. The
+  // slow client does not read while they are emitted.
+  const std::string blob(64 * 1024, 'f');
+  const int kEvents = 2000;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kEvents; ++i) fake_.emit("failures", {{"seq", i}, {"blob", blob}});
+  fake_.sync();
+  auto coordinator_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // The fast client's commands still go through promptly.
+  EXPECT_TRUE(fast.ok({{"cmd", "cluster.stats"}}).contains("nodes_ready"));
+  EXPECT_LT(coordinator_s, 20.0);  // generous; the loop only serializes and posts
+
+  std::string metrics;
+  ASSERT_TRUE(eventually([&] {
+    metrics = httpGet(port(), "/metrics").body;
+    return metricValue(metrics, "tokengate_gateway_events_total{result=\"dropped_slow_client\"}") >
+           0;
+  }));
+  // Now read. Markers keep coming until one arrives (one emitted while the
+  // backlog is still queued would itself be dropped); the first accepted
+  // event after drops is preceded by a gap notice counting them.
+  std::atomic<bool> seen{false};
+  std::thread marker([&] {
+    while (!seen.load()) {
+      fake_.emit("failures", {{"seq", -1}});
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  int got = 0;
+  uint64_t dropped = 0;
+  for (;;) {
+    json::object m = slow.readMessage();
+    if (m.at("event").as_string() == "gap") {
+      dropped += m.at("data").at("dropped").to_number<uint64_t>();
+      continue;
+    }
+    if (m.at("data").at("seq").as_int64() == -1) break;
+    ++got;
+  }
+  seen = true;
+  marker.join();
+  EXPECT_GT(dropped, 0u);
+  EXPECT_LT(got, kEvents);
+  EXPECT_EQ(gw_->wsClients(), 2u);
+}
+
+TEST_F(GatewayTest, HungCoordinatorTimesOutAsUnavailable) {
+  GatewayConfig cfg = testConfig();
+  cfg.command_timeout_ms = 100;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);
+  fake_.setHung(true);
+  EXPECT_EQ(c.errorCode({{"cmd", "cluster.stats"}}), "unavailable");
+  fake_.setHung(false);
+  EXPECT_TRUE(c.ok({{"cmd", "cluster.stats"}}).contains("nodes_ready"));
+}
+
+TEST_F(GatewayTest, HttpEndpoints) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kViewer);
+  c.ok({{"cmd", "cluster.stats"}});
+  fake_.submitJob(*makeLeibnizJob(10000, Precision::kDouble), [](StatusOr<uint64_t>) {});
+  fake_.step(1.0);
+  fake_.sync();
+
+  HttpResult m = httpGet(port(), "/metrics");
+  EXPECT_EQ(m.status, 200);
+  EXPECT_NE(m.content_type.find("text/plain"), std::string::npos);
+  EXPECT_EQ(metricValue(m.body, "tokengate_ws_clients"), 1);
+  EXPECT_NE(m.body.find("tokengate_gateway_command_seconds_bucket{cmd=\"cluster.stats\""),
+            std::string::npos);
+  EXPECT_GT(metricValue(m.body, "tokengate_tokens_completed_total{op=\"leibniz.term\""), 0);
+
+  EXPECT_EQ(httpGet(port(), "/healthz").status, 200);
+  EXPECT_EQ(httpGet(port(), "/readyz").status, 200);
+  HttpResult page = httpGet(port(), "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.content_type.find("text/html"), std::string::npos);
+  EXPECT_NE(page.body.find("TokenGate"), std::string::npos);
+  EXPECT_EQ(httpGet(port(), "/app.js").status, 200);
+  EXPECT_EQ(httpGet(port(), "/style.css").status, 200);
+  EXPECT_EQ(httpGet(port(), "/nope").status, 404);
+  EXPECT_EQ(httpGet(port(), "/../etc/passwd").status, 404);
+}
+
+TEST(GatewayReadyTest, NotReadyWithoutNodes) {
+  testing::FakeClusterControl empty(/*demo=*/false);
+  Gateway gw(testConfig(), empty);
+  ASSERT_TRUE(gw.start().ok());
+  EXPECT_EQ(httpGet(gw.port(), "/readyz").status, 503);
+  empty.addNode("node-1");
+  EXPECT_TRUE(eventually([&] { return httpGet(gw.port(), "/readyz").status == 200; }));
+  gw.stop();
+  EXPECT_EQ(empty.sinkCount(), 0u);
+}
+
+TEST_F(GatewayTest, StopClosesSessionsGoingAway) {
+  startGateway();
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kViewer);
+  ASSERT_TRUE(eventually([&] { return gw_->wsClients() == 1; }));
+  gw_->stop();
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  c.ws().read(buf, ec);
+  EXPECT_TRUE(ec);
+  EXPECT_EQ(gw_->wsClients(), 0u);
+}
+
+// TLS: a self-signed certificate made here, then a wss:// client.
+void writeSelfSigned(const std::string& cert_path, const std::string& key_path) {
+  EVP_PKEY* pkey = EVP_RSA_gen(2048);
+  X509* x = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), 0);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, pkey);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509_sign(x, pkey, EVP_sha256());
+  FILE* f = std::fopen(cert_path.c_str(), "wb");
+  PEM_write_X509(f, x);
+  std::fclose(f);
+  f = std::fopen(key_path.c_str(), "wb");
+  PEM_write_PrivateKey(f, pkey, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(f);
+  X509_free(x);
+  EVP_PKEY_free(pkey);
+}
+
+TEST_F(GatewayTest, TlsWebSocket) {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("tg-gw-tls-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+              "-" + std::to_string(reinterpret_cast<uintptr_t>(this)));
+  std::filesystem::create_directories(dir);
+  std::string cert = (dir / "cert.pem").string(), key = (dir / "key.pem").string();
+  writeSelfSigned(cert, key);
+  GatewayConfig cfg = testConfig();
+  cfg.tls_cert_file = cert;
+  cfg.tls_key_file = key;
+  startGateway(cfg);
+
+  net::io_context ioc;
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  ctx.load_verify_file(cert);
+  websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ioc, ctx);
+  beast::get_lowest_layer(ws).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port()));
+  ws.next_layer().set_verify_mode(net::ssl::verify_peer);
+  ws.next_layer().handshake(net::ssl::stream_base::client);
+  ws.handshake("127.0.0.1", "/ws");
+  ws.write(net::buffer(std::string(R"({"id":1,"cmd":"hello","token":"admin-secret"})")));
+  beast::flat_buffer buf;
+  ws.read(buf);
+  json::object r = json::parse(beast::buffers_to_string(buf.data())).as_object();
+  EXPECT_TRUE(r.at("ok").as_bool());
+  EXPECT_EQ(r.at("result").at("role").as_string(), "admin");
+  ws.close(websocket::close_code::normal);
+  std::filesystem::remove_all(dir);
+
+  GatewayConfig bad = testConfig();
+  bad.tls_cert_file = "/nonexistent.pem";
+  bad.tls_key_file = "/nonexistent.key";
+  Gateway g2(bad, fake_);
+  EXPECT_EQ(g2.start().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tokengate::gateway
