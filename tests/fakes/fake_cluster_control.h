@@ -153,6 +153,7 @@ class FakeClusterControl final : public control::ClusterControl {
       if (it == ops_.end()) return absl::NotFoundError("no such operation: " + op);
       it->second.paused = true;
       it->second.running = 0;
+      emitLocked("ops", {{"op", op}, {"paused", true}});
       return it->second;
     });
   }
@@ -162,6 +163,7 @@ class FakeClusterControl final : public control::ClusterControl {
       auto it = ops_.find(op);
       if (it == ops_.end()) return absl::NotFoundError("no such operation: " + op);
       it->second.paused = false;
+      emitLocked("ops", {{"op", op}, {"paused", false}});
       return it->second;
     });
   }
@@ -312,11 +314,11 @@ class FakeClusterControl final : public control::ClusterControl {
     post([this, dt_s] { stepLocked(dt_s); });
   }
 
-  // Marks a node ready/draining/dead, emitting a "nodes" event.
+  // Adds a ready node, emitting a "nodes" joined event.
   void addNode(std::string id) {
     post([this, id = std::move(id)] {
       nodes_.push_back(makeNode(id, static_cast<uint32_t>(nodes_.size())));
-      emitLocked("nodes", {{"node", id}, {"change", "joined"}, {"state", "ready"}});
+      emitLocked("nodes", {{"event", "joined"}, {"node", id}});
     });
   }
 
@@ -430,9 +432,10 @@ class FakeClusterControl final : public control::ClusterControl {
         return absl::FailedPreconditionError("node is dead");
       }
       n.state = st;
-      emitLocked("nodes", {{"node", id},
-                           {"change", st == control::NodeState::kDead ? "left" : "state"},
-                           {"state", control::nodeStateName(st)}});
+      emitLocked("nodes", {{"event", st == control::NodeState::kDead       ? "left"
+                                     : st == control::NodeState::kDraining ? "draining"
+                                                                           : "ready"},
+                           {"node", id}});
       return n;
     }
     return absl::NotFoundError("no such node: " + id);
@@ -556,9 +559,10 @@ class FakeClusterControl final : public control::ClusterControl {
                      {"queued", op.queued},
                      {"running", op.running},
                      {"completed", op.completed},
+                     {"failed", op.failed},
                      {"paused", op.paused}});
     }
-    emitLocked("ops", {{"ops", std::move(ops)}, {"throughput_per_s", throughput_}});
+    emitLocked("ops", {{"ops", std::move(ops)}});
   }
 
   // Loop-thread state.

@@ -84,10 +84,27 @@ def main():
 
     try:
         if mode == "real":
-            wire, gw = free_port(), free_port()
-            spawn([coord, "--listen", f"tcp://127.0.0.1:{wire}", "--gateway", f"127.0.0.1:{gw}",
-                   "--gateway-token", token, "--gateway-viewer-token", viewer], "coordinator")
-            time.sleep(0.3)
+            wire = free_port()
+            ready_file = os.path.join(logdir, f"coordinator-ready-{os.getpid()}")
+            if os.path.exists(ready_file):
+                os.unlink(ready_file)
+            coordp = spawn([coord, "--listen", f"tcp://127.0.0.1:{wire}", "--gateway",
+                            "127.0.0.1:0", "--gateway-token", token, "--gateway-viewer-token",
+                            viewer, "--ready-file", ready_file], "coordinator")
+            gw, end = None, time.time() + 30
+            while gw is None:
+                if coordp.poll() is not None:
+                    raise RuntimeError(f"coordinator exited with {coordp.returncode}")
+                if time.time() > end:
+                    raise RuntimeError("coordinator wrote no ready file")
+                try:
+                    with open(ready_file) as f:
+                        for line in f:
+                            if line.startswith("gateway "):
+                                gw = int(line.split()[1])
+                except FileNotFoundError:
+                    pass
+                time.sleep(0.1)
             for i in range(a.nodes):
                 spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}"], f"node-{i}")
             url = f"http://127.0.0.1:{gw}"

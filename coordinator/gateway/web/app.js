@@ -116,22 +116,27 @@ async function refresh() {
 }
 
 function onEvent(topic, d) {
-  if (topic === 'job' && d.job_id !== undefined) {
-    state.jobs.set(d.job_id, { ...(state.jobs.get(d.job_id) || {}), ...d });
+  const jobId = d.job_id ?? d.job;
+  if (topic === 'job' && jobId !== undefined) {
+    const prev = state.jobs.get(jobId) || {};
+    const wall = d.wall_ms ?? (d.wall_s !== undefined ? d.wall_s * 1000 : prev.wall_ms);
+    state.jobs.set(jobId, { ...prev, ...d, job_id: jobId, wall_ms: wall });
     renderJobs();
-  } else if (topic === 'ops' && Array.isArray(d.ops)) {
-    for (const o of d.ops) {
+  } else if (topic === 'ops') {
+    // Either the per-second throughput list or one op's pause state.
+    for (const o of Array.isArray(d.ops) ? d.ops : [d]) {
       const name = o.op || o.name;
-      if (state.ops.has(name)) Object.assign(state.ops.get(name), o);
+      if (name && state.ops.has(name)) Object.assign(state.ops.get(name), o);
     }
     renderOps();
   } else if (topic === 'nodes') {
-    log(`node ${d.node || d.id || '?'} ${d.change || ''} ${d.state || ''}`);
+    log(`node ${d.node || '?'} ${d.event || d.change || ''}${d.reason ? ` (${d.reason})` : ''}`);
     request('node.list').then((r) => { state.nodes = r.nodes; renderNodes(); }).catch(() => {});
   } else if (topic === 'failures') {
-    log(`failures: ${JSON.stringify(d)}`, 'fail');
+    log(`${d.count || 1} failure(s) in ${d.op || '?'}: ${d.last_error || d.message || ''}`, 'fail');
   } else if (topic === 'gap') {
     log(`(skipped ${d.dropped} events: this page was too slow)`);
+    refresh();
   }
 }
 

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Gateway under load: W concurrent watching clients (default 500, each
+subscribed to every topic) while a T-term Leibniz job runs (default 100k).
+A probe connection measures command round trips (cluster.stats, job.status,
+op.list in turn) the whole time. The job must complete. Prints one JSON
+object with the figures (client-side latency p50/p90/p99/max, the gateway's
+own command-latency histogram, events delivered, gaps, clients seen by
+/metrics).
+
+  cluster.py -- python3 load_test.py [--watchers 500] [--terms 100000]
+"""
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import sys
+import time
+
+import websockets
+
+from gwlib import MODE, TOKEN, URL, VIEWER_TOKEN, WS_URL, Client, http_get, leibniz_job
+
+
+def watchers_main(n, token, ready, stop, out):
+    async def one(i, stats):
+        try:
+            ws = await websockets.connect(WS_URL, max_size=16 << 20, open_timeout=60)
+        except Exception as e:  # noqa: BLE001 - counted, reported
+            stats["connect_errors"] += 1
+            stats["last_error"] = repr(e)
+            return
+        await ws.send(json.dumps({"id": 1, "cmd": "hello", "token": token}))
+        await ws.send(json.dumps({"id": 2, "cmd": "subscribe",
+                                  "topics": ["job", "failures", "nodes", "ops"]}))
+        replies = 0
+        stats["connected"] += 1
+        try:
+            async for raw in ws:
+                if raw.startswith('{"event"'):
+                    stats["events"] += 1
+                    if raw.startswith('{"event":"gap"'):
+                        stats["gaps"] += 1
+                else:
+                    replies += 1
+                    if replies == 2:
+                        stats["subscribed"] += 1
+        except websockets.ConnectionClosed:
+            stats["closed_by_server"] += 1
+
+    async def main():
+        stats = dict(connected=0, subscribed=0, events=0, gaps=0, connect_errors=0,
+                     closed_by_server=0)
+        tasks = []
+        for i in range(n):  # ramp up in small bursts
+            tasks.append(asyncio.create_task(one(i, stats)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)
+        t0 = time.time()
+        while stats["subscribed"] + stats["connect_errors"] < n and time.time() - t0 < 60:
+            await asyncio.sleep(0.1)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        out.put(dict(stats))
+        for t in tasks:
+            t.cancel()
+
+    asyncio.run(main())
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    k = min(len(sorted_vals) - 1, max(0, round(p / 100 * (len(sorted_vals) - 1))))
+    return sorted_vals[k]
+
+
+PROBE_CMDS = ("cluster.stats", "job.status", "op.list")
+
+
+def histogram_quantiles(metrics_text):
+    """Bucket bounds holding p50/p99 of the probe's commands, from the gateway's
+    own tokengate_gateway_command_seconds histogram (receipt to reply queued)."""
+    buckets = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("tokengate_gateway_command_seconds_bucket{") and any(
+                f'cmd="{c}"' in line for c in PROBE_CMDS):
+            le = line.split('le="')[1].split('"')[0]
+            v = float(line.rsplit(" ", 1)[1])
+            buckets[le] = buckets.get(le, 0) + v
+    if not buckets:
+        return None
+    items = sorted(((float("inf") if k == "+Inf" else float(k)), v) for k, v in buckets.items())
+    total = items[-1][1]
+    res = {"count": int(total)}
+    for q in (0.5, 0.99):
+        for le, v in items:
+            if v >= q * total:
+                res[f"p{int(q * 100)}_le_ms"] = le * 1000
+                break
+    return res
+
+
+async def probe(terms, min_s, rate):
+    c = await Client.connect(TOKEN)
+    lat = []
+    t_submit = time.time()
+    job_id = (await c.ok("submit", job=leibniz_job(terms)))["job_id"]
+    cmds = [("cluster.stats", {}), ("job.status", {"job_id": job_id}), ("op.list", {})]
+    state, st, i = "running", None, 0
+    t_done = None
+    errors = 0
+    while True:
+        name, args = cmds[i % len(cmds)]
+        i += 1
+        t0 = time.perf_counter()
+        r = await c.call(name, **args)
+        lat.append((time.perf_counter() - t0) * 1000)
+        if not r["ok"]:
+            errors += 1
+        elif name == "job.status":
+            st = r["result"]
+            state = st["state"]
+            if state != "running" and t_done is None:
+                t_done = time.time()
+        elapsed = time.time() - t_submit
+        if state != "running" and elapsed >= min_s:
+            break
+        if elapsed > 600:
+            break
+        await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - t0)))
+    await c.close()
+    return dict(job_id=job_id, state=state, total=st and st["total"], done=st and st["done"],
+                job_wall_s=(t_done - t_submit) if t_done else None, latencies=lat, errors=errors)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--watchers", type=int, default=500)
+    ap.add_argument("--terms", type=int, default=100_000)
+    ap.add_argument("--min-seconds", type=float, default=15)
+    ap.add_argument("--rate", type=float, default=30, help="probe commands per second")
+    a = ap.parse_args()
+
+    ready, stop, out = mp.Event(), mp.Event(), mp.Queue()
+    w = mp.Process(target=watchers_main,
+                   args=(a.watchers, VIEWER_TOKEN or TOKEN, ready, stop, out), daemon=True)
+    t0 = time.time()
+    w.start()
+    ready.wait(120)
+    connect_s = time.time() - t0
+    _, m0 = http_get("/metrics")
+    gauge = next((float(l.split()[-1]) for l in m0.splitlines()
+                  if l.startswith("tokengate_ws_clients")), None)
+    res = asyncio.run(probe(a.terms, a.min_seconds, a.rate))
+    stop.set()
+    wstats = out.get(timeout=30)
+    w.join(10)
+    _, m1 = http_get("/metrics")
+    lat = sorted(res.pop("latencies"))
+    report = {
+        "mode": MODE, "gateway": URL, "watchers": a.watchers, "terms": a.terms,
+        "watchers_connected": wstats["connected"], "watchers_subscribed": wstats["subscribed"],
+        "connect_s": round(connect_s, 2), "ws_clients_gauge": gauge,
+        "job": {k: res[k] for k in ("job_id", "state", "total", "done", "job_wall_s")},
+        "probe": {"commands": len(lat), "errors": res["errors"], "rate_per_s": a.rate,
+                  "p50_ms": round(pct(lat, 50), 3), "p90_ms": round(pct(lat, 90), 3),
+                  "p99_ms": round(pct(lat, 99), 3), "max_ms": round(lat[-1], 3)},
+        "gateway_histogram": histogram_quantiles(m1),
+        "events_delivered": wstats["events"], "gap_notices": wstats["gaps"],
+        "connect_errors": wstats["connect_errors"], "closed_by_server": wstats["closed_by_server"],
+    }
+    print(json.dumps(report, indent=2))
+    ok = (res["state"] == "succeeded" and wstats["subscribed"] == a.watchers
+          and res["errors"] == 0 and wstats["closed_by_server"] == 0)
+    if not ok:
+        print("FAIL: job did not succeed, or watchers/commands failed", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

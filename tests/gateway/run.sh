@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Gateway end-to-end tests: Python websockets client, headless Chromium page
+# test, Prometheus scrape; optionally the 500-watcher load test.
+#
+#   tests/gateway/run.sh [ws|browser|prometheus|load|all]   (default: ws browser prometheus)
+#
+# Each test gets a fresh gateway from cluster.py: the real coordinator + nodes
+# when build/dev has them (TG_BUILD_DIR to change), else tokengate-gateway-fake;
+# force with TG_GATEWAY_MODE=real|fake, or point at a running gateway with
+# TG_GATEWAY_URL + TG_GATEWAY_TOKEN. Needs: python3-websockets, chromium,
+# prometheus (scripts/install-deps.sh) and node/npm. Screenshots and logs go
+# to build/artifacts/. Exits non-zero if any test fails.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+# Debian's python3 has python3-websockets; a pyenv python on PATH may not.
+PY=${PYTHON:-/usr/bin/python3}
+[[ -x $PY ]] || PY=python3
+
+tests=("$@")
+[[ ${#tests[@]} -eq 0 ]] && tests=(ws browser prometheus)
+[[ ${tests[0]} == all ]] && tests=(ws browser prometheus load)
+
+failed=()
+for t in "${tests[@]}"; do
+  echo "=== gateway test: $t"
+  case $t in
+    ws) $PY cluster.py -- $PY ws_client_test.py ;;
+    browser)
+      if [[ ! -d node_modules/playwright-core ]]; then
+        npm ci --no-audit --no-fund >/dev/null || { failed+=("$t (npm ci)"); continue; }
+      fi
+      $PY cluster.py -- node browser_test.mjs ;;
+    prometheus) $PY cluster.py -- $PY prometheus_test.py ;;
+    load) $PY cluster.py -- $PY load_test.py ${TG_LOAD_ARGS:-} ;;
+    *) echo "unknown test '$t'"; false ;;
+  esac
+  rc=$?
+  [[ $rc -ne 0 ]] && failed+=("$t")
+done
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "gateway tests FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "gateway tests passed: ${tests[*]}"
