@@ -4,6 +4,7 @@
 #include <xgboost/c_api.h>
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <system_error>
 
@@ -248,6 +250,8 @@ StatusOr<std::shared_ptr<XgbCostModel>> XgbCostModel::train(
   }
 
   std::shared_ptr<XgbCostModel> model(new XgbCostModel(booster.release()));
+  model->compileForest(std::span<const float>(train_rows)
+                           .first(std::min<size_t>(train_rows.size(), 2000 * kNumFeatures)));
 
   // Held-out quality, against clipped labels so one hung token in the test split does not decide
   // whether an otherwise good model is accepted.
@@ -347,7 +351,10 @@ StatusOr<std::shared_ptr<XgbCostModel>> XgbCostModel::load(const std::string& pa
   model->quality_ = q;
   // Warm up: the first prediction configures the learner; do it before the model is shared.
   TokenFeatures probe;
-  (void)model->predictOne(probe);
+  double probe_out = 0;
+  model->predictWithXgboost(std::span<const TokenFeatures>(&probe, 1),
+                            std::span<double>(&probe_out, 1));
+  model->compileForest({});
   return model;
 }
 
@@ -402,6 +409,70 @@ void XgbCostModel::predictChunk(const float* rows, size_t n, double* out) const 
 }
 
 void XgbCostModel::predict(std::span<const TokenFeatures> in, std::span<double> out_ns) const {
+  if (!forest_) {
+    predictWithXgboost(in, out_ns);
+    return;
+  }
+  assert(in.size() == out_ns.size());
+  const size_t n = std::min(in.size(), out_ns.size());
+  constexpr size_t kChunk = 256;
+  std::array<float, kChunk * kNumFeatures> rows;
+  for (size_t start = 0; start < n; start += kChunk) {
+    const size_t m = std::min(kChunk, n - start);
+    for (size_t i = 0; i < m; ++i) {
+      encodeFeatures(in[start + i],
+                     std::span<float, kNumFeatures>(rows.data() + i * kNumFeatures, kNumFeatures));
+    }
+    double* out = out_ns.data() + start;
+    forest_->predictMargins(rows.data(), m, out);
+    for (size_t i = 0; i < m; ++i) out[i] = std::clamp(std::exp(out[i]), 1.0, kMaxPredNs);
+  }
+}
+
+void XgbCostModel::compileForest(std::span<const float> rows) {
+  forest_.reset();
+  bst_ulong len = 0;
+  const char* data = nullptr;
+  if (XGBoosterSaveModelToBuffer(booster_, R"({"format":"json"})", &len, &data) != 0) return;
+  auto forest = CompiledForest::fromXgboostJson(std::string_view(data, len));
+  if (!forest.ok()) return;
+  // Probe rows in addition to the caller's: unseen ops, missing values, extreme numbers.
+  std::vector<float> probe(rows.begin(), rows.end());
+  std::mt19937_64 rng(12345);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int i = 0; i < 512; ++i) {
+    std::array<float, kNumFeatures> r;
+    r[0] = static_cast<float>(rng() % 80);
+    r[1] = static_cast<float>(rng() % 3);
+    r[2] = static_cast<float>(rng() % 6);
+    r[3] = static_cast<float>(rng() % 200000);
+    r[4] = (i % 5 == 0) ? nan : static_cast<float>(static_cast<double>(rng() % 4000) / 37.0);
+    r[5] = static_cast<float>(rng() % 8);
+    r[6] = static_cast<float>(0.5 + static_cast<double>(rng() % 400) / 100.0);
+    r[7] = static_cast<float>(rng() % 3);
+    r[8] = static_cast<float>(rng() % 64);
+    if (i % 7 == 0) r[static_cast<size_t>(rng() % kNumFeatures)] = nan;
+    probe.insert(probe.end(), r.begin(), r.end());
+  }
+  const size_t n = probe.size() / kNumFeatures;
+  std::vector<double> reference(n);
+  for (size_t start = 0; start < n; start += kPredictChunk) {
+    const size_t m = std::min(kPredictChunk, n - start);
+    predictChunk(probe.data() + start * kNumFeatures, m, reference.data() + start);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const double mine =
+        std::clamp(std::exp(forest->predictMargin(std::span<const float, kNumFeatures>(
+                       probe.data() + i * kNumFeatures, kNumFeatures))),
+                   1.0, kMaxPredNs);
+    // Summation order differs (XGBoost accumulates in float), so allow a tiny relative error.
+    if (std::abs(mine / reference[i] - 1.0) > 1e-4) return;
+  }
+  forest_ = *std::move(forest);
+}
+
+void XgbCostModel::predictWithXgboost(std::span<const TokenFeatures> in,
+                                      std::span<double> out_ns) const {
   assert(in.size() == out_ns.size());
   const size_t n = std::min(in.size(), out_ns.size());
   thread_local std::vector<float> rows;

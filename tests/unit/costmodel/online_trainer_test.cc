@@ -29,8 +29,8 @@ OnlineTrainerOptions smallOptions() {
   o.retrain_every_samples = 1000;
   o.retrain_interval = 10 * kSeconds;
   o.r2_threshold = 0.8;
-  o.xgb.num_rounds = 30;
-  o.xgb.nthread = 2;
+  o.xgb.num_rounds = 24;
+  o.xgb.nthread = 1;
   o.poll_interval = 5ms;
   return o;
 }

@@ -125,7 +125,7 @@ TEST(Trace, TrainFromTraceThenDescribe) {
   const std::string model = tempPath("model.json");
   ASSERT_TRUE(writeTraceCsv(trace, w.samples(3000)).ok());
   XgbParams p;
-  p.nthread = 2;
+  p.nthread = 1;
   auto q = trainFromTrace(trace, model, p);
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_GE(q->r2, 0.9);

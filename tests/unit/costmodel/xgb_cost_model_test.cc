@@ -20,9 +20,9 @@ namespace {
 // Small enough for a shared 2-core CI box: a few thousand rows, tens of trees, 2 threads.
 XgbParams smallParams() {
   XgbParams p;
-  p.num_rounds = 40;
+  p.num_rounds = 24;
   p.max_depth = 6;
-  p.nthread = 2;
+  p.nthread = 1;
   return p;
 }
 
@@ -266,6 +266,57 @@ TEST(XgbCostModel, PredictThroughputIsReported) {
   // Informational only: no timing asserts in unit tests.
   std::printf("xgb predict: %.1f ns/token (batch 1024, %d trees)\n", ns, (*model)->numTrees());
   RecordProperty("ns_per_token", std::to_string(ns));
+}
+
+}  // namespace
+}  // namespace tokengate::costmodel
+
+namespace tokengate::costmodel {
+namespace {
+
+// predict() walks a compiled copy of the trees; it must agree with XGBoost's own prediction.
+TEST(CompiledForest, MatchesXgboostPredictions) {
+  for (bool categorical : {true, false}) {
+    SyntheticWorkload w;
+    XgbParams p = smallParams();
+    p.categorical_op = categorical;
+    auto model = XgbCostModel::train(w.samples(3000), p);
+    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_TRUE((*model)->usesCompiledForest());
+    std::vector<TokenFeatures> batch;
+    for (int i = 0; i < 2000; ++i) {
+      TokenFeatures f = w.nextFeatures();
+      if (i % 10 == 0) f.op_id += 1000;  // unseen categories
+      if (i % 13 == 0) f.first_numeric_arg = std::numeric_limits<double>::quiet_NaN();
+      batch.push_back(f);
+    }
+    std::vector<double> fast(batch.size()), reference(batch.size());
+    (*model)->predict(batch, fast);
+    (*model)->predictWithXgboost(batch, reference);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      ASSERT_NEAR(fast[i] / reference[i], 1.0, 1e-4)
+          << "row " << i << " categorical=" << categorical;
+    }
+  }
+}
+
+TEST(CompiledForest, LoadedModelAlsoCompiles) {
+  SyntheticWorkload w;
+  auto model = XgbCostModel::train(w.samples(1000), smallParams());
+  ASSERT_TRUE(model.ok());
+  const std::string path = tempPath("m.json");
+  ASSERT_TRUE((*model)->save(path).ok());
+  auto loaded = XgbCostModel::load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE((*loaded)->usesCompiledForest());
+}
+
+TEST(CompiledForest, RejectsNonModels) {
+  EXPECT_FALSE(CompiledForest::fromXgboostJson("{}").ok());
+  EXPECT_FALSE(CompiledForest::fromXgboostJson("not json").ok());
+  EXPECT_FALSE(
+      CompiledForest::fromXgboostJson(R"({"learner":{"objective":{"name":"binary:logistic"}}})")
+          .ok());
 }
 
 }  // namespace
