@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/time/time.h"
+#include "coordinator/costmodel/strings.h"
 
 namespace tokengate::costmodel {
 
@@ -22,14 +22,14 @@ TrainFn xgbTrainFn() {
 OnlineTrainer::OnlineTrainer(TelemetryWindow& window, const Clock& clock,
                              OnlineTrainerOptions options, TrainFn train_fn)
     : window_(window), clock_(clock), options_(std::move(options)), train_fn_(std::move(train_fn)) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   publish(std::make_shared<MeanCostModel>(options_.mean));
 }
 
 OnlineTrainer::~OnlineTrainer() { stop(); }
 
 std::shared_ptr<const CostModel> OnlineTrainer::active() const {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return active_;
 }
 
@@ -43,12 +43,12 @@ void OnlineTrainer::publish(std::shared_ptr<CostModel> model) {
 
 void OnlineTrainer::setActive(std::shared_ptr<CostModel> model) {
   if (!model) return;
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   publish(std::move(model));
 }
 
 void OnlineTrainer::start() {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   if (thread_.joinable()) return;
   stop_ = false;
   cancel_.store(false);
@@ -57,16 +57,20 @@ void OnlineTrainer::start() {
 
 void OnlineTrainer::stop() {
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     stop_ = true;
   }
+  wake_.notify_all();
   cancel_.store(true);
   if (thread_.joinable()) thread_.join();
 }
 
 void OnlineTrainer::kick() {
-  absl::MutexLock lock(&mu_);
-  kicked_ = true;
+  {
+    internal::MutexLock lock(&mu_);
+    kicked_ = true;
+  }
+  wake_.notify_all();
 }
 
 bool OnlineTrainer::due() const {
@@ -74,7 +78,7 @@ bool OnlineTrainer::due() const {
   if (size < std::max<size_t>(options_.min_samples, 1)) return false;
   const uint64_t total = window_.totalAdded();
   const Nanos now = clock_.now();
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   if (stats_.retrain_count == 0) return true;  // first model as soon as there is enough data
   const uint64_t fresh = total - last_trained_total_;
   if (fresh == 0) return false;
@@ -85,9 +89,8 @@ bool OnlineTrainer::due() const {
 void OnlineTrainer::loop() {
   while (true) {
     {
-      absl::MutexLock lock(&mu_);
-      auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stop_ || kicked_; };
-      mu_.AwaitWithTimeout(absl::Condition(&wake), absl::FromChrono(options_.poll_interval));
+      internal::MutexLock lock(&mu_);
+      wake_.wait_for(mu_, options_.poll_interval, [this] { return stop_ || kicked_; });
       if (stop_) return;
       kicked_ = false;
     }
@@ -96,17 +99,24 @@ void OnlineTrainer::loop() {
 }
 
 Status OnlineTrainer::runOnce() {
-  absl::MutexLock train_lock(&train_mu_);
+  internal::MutexLock train_lock(&train_mu_);
   const uint64_t total = window_.totalAdded();
   std::vector<TelemetrySample> snapshot = window_.snapshot();
   const Nanos t0 = clock_.now();
   {
-    absl::MutexLock lock(&mu_);
+    internal::MutexLock lock(&mu_);
     last_trained_total_ = total;
     last_train_time_ = t0;
   }
   // Built outside any lock: it is the fallback whenever the learned model is not good enough.
   std::shared_ptr<MeanCostModel> heuristic = MeanCostModel::fromSamples(snapshot, options_.mean);
+  if (snapshot.size() < std::max<size_t>(options_.min_samples, 1)) {
+    // Too little data to train or validate anything; keep the heuristic current.
+    internal::MutexLock lock(&mu_);
+    if (!active_is_learned_ && !snapshot.empty()) publish(std::move(heuristic));
+    return absl::FailedPreconditionError(internal::cat(
+        "need ", options_.min_samples, " samples to train, window has ", snapshot.size()));
+  }
 
   XgbParams params = options_.xgb;
   params.cancel = &cancel_;
@@ -121,7 +131,7 @@ Status OnlineTrainer::runOnce() {
     std::shared_ptr<const CostModel> current;
     bool learned = false;
     {
-      absl::MutexLock lock(&mu_);
+      internal::MutexLock lock(&mu_);
       current = active_;
       learned = active_is_learned_;
     }
@@ -133,7 +143,7 @@ Status OnlineTrainer::runOnce() {
     }
   }
 
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   stats_.retrain_count++;
   stats_.last_train_duration = duration;
   if (accepted) {
@@ -159,7 +169,7 @@ Status OnlineTrainer::runOnce() {
 }
 
 TrainerStats OnlineTrainer::stats() const {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return stats_;
 }
 

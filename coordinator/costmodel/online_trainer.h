@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,11 +20,11 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "coordinator/costmodel/cost_model.h"
 #include "coordinator/costmodel/mean_cost_model.h"
+#include "coordinator/costmodel/sync.h"
 #include "coordinator/costmodel/telemetry_window.h"
 #include "coordinator/costmodel/xgb_cost_model.h"
 
@@ -90,13 +91,15 @@ class OnlineTrainer {
   // Whether a retrain is due now (enough new samples or interval elapsed, and enough samples).
   bool due() const;
   // One training cycle on the calling thread: snapshot, train, validate, maybe swap.
-  // Returns the trainer's error if it failed; OK otherwise (including "rejected").
+  // Returns the trainer's error if it failed, FailedPrecondition if the window holds fewer than
+  // min_samples (the heuristic is refreshed, nothing is counted); OK otherwise (including
+  // "candidate rejected").
   Status runOnce();
 
   TrainerStats stats() const;
 
  private:
-  void loop();
+  void loop() ABSL_NO_THREAD_SAFETY_ANALYSIS;  // condition-variable wait on mu_
   void publish(std::shared_ptr<CostModel> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   TelemetryWindow& window_;
@@ -104,8 +107,8 @@ class OnlineTrainer {
   const OnlineTrainerOptions options_;
   const TrainFn train_fn_;
 
-  absl::Mutex train_mu_;    // serialises runOnce(); held for the whole (slow) training
-  mutable absl::Mutex mu_;  // guards the published state below; held only briefly
+  internal::Mutex train_mu_;    // serialises runOnce(); held for the whole (slow) training
+  mutable internal::Mutex mu_;  // guards the published state below; held only briefly
   std::shared_ptr<const CostModel> active_ ABSL_GUARDED_BY(mu_);
   bool active_is_learned_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;
@@ -114,6 +117,7 @@ class OnlineTrainer {
   TrainerStats stats_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
+  std::condition_variable_any wake_;  // signalled by kick() and stop()
 
   std::atomic<bool> cancel_{false};
   std::thread thread_;  // last: started after everything above is initialised

@@ -10,7 +10,7 @@ TelemetryWindow::TelemetryWindow(size_t capacity) : capacity_(std::max<size_t>(c
 }
 
 void TelemetryWindow::add(const TelemetrySample& sample) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   if (ring_.size() < capacity_) {
     ring_.push_back(sample);
   } else {
@@ -21,7 +21,7 @@ void TelemetryWindow::add(const TelemetrySample& sample) {
 }
 
 void TelemetryWindow::addBatch(std::span<const TelemetrySample> samples) {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   for (const auto& s : samples) {
     if (ring_.size() < capacity_) {
       ring_.push_back(s);
@@ -34,7 +34,7 @@ void TelemetryWindow::addBatch(std::span<const TelemetrySample> samples) {
 }
 
 std::vector<TelemetrySample> TelemetryWindow::snapshot() const {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   std::vector<TelemetrySample> out;
   out.reserve(ring_.size());
   // Until the ring is full next_ stays 0, so this is also correct for a partial ring.
@@ -44,12 +44,12 @@ std::vector<TelemetrySample> TelemetryWindow::snapshot() const {
 }
 
 size_t TelemetryWindow::size() const {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return ring_.size();
 }
 
 uint64_t TelemetryWindow::totalAdded() const {
-  absl::MutexLock lock(&mu_);
+  internal::MutexLock lock(&mu_);
   return total_;
 }
 

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "coordinator/costmodel/features.h"
+#include "coordinator/costmodel/sync.h"
 
 namespace tokengate::costmodel {
 
@@ -36,7 +36,7 @@ class TelemetryWindow {
 
  private:
   const size_t capacity_;
-  mutable absl::Mutex mu_;
+  mutable internal::Mutex mu_;
   std::vector<TelemetrySample> ring_ ABSL_GUARDED_BY(mu_);
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;  // slot the next sample goes to once the ring is full
   uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;

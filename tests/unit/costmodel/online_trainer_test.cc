@@ -60,6 +60,12 @@ TEST(OnlineTrainer, ColdStartServesHeuristic) {
   SyntheticWorkload w;
   window.addBatch(w.samples(50));
   EXPECT_FALSE(trainer.due());
+  EXPECT_EQ(trainer.runOnce().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(trainer.stats().retrain_count, 0u);
+  // The heuristic was refreshed from what there is.
+  auto mean = std::dynamic_pointer_cast<const MeanCostModel>(trainer.active());
+  ASSERT_NE(mean, nullptr);
+  EXPECT_GT(mean->numOps(), 0u);
 }
 
 TEST(OnlineTrainer, TrainsValidatesAndHotSwaps) {
