@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 namespace tokengate {
 
 namespace json = boost::json;
@@ -60,6 +62,14 @@ StatusOr<std::string> getString(const json::object& o, std::string_view key,
   return std::string(v->get_string());
 }
 
+// Integral JSON number (int64 or uint64 storage) as int64; nullopt otherwise.
+std::optional<int64_t> asInt(const json::value& v) {
+  if (v.is_int64()) return v.get_int64();
+  if (v.is_uint64() && v.get_uint64() <= static_cast<uint64_t>(INT64_MAX))
+    return static_cast<int64_t>(v.get_uint64());
+  return std::nullopt;
+}
+
 StatusOr<Arg> argFromJson(const json::value& v, std::string_view where) {
   if (!v.is_object()) {
     auto val = valueFromJson(v);
@@ -70,22 +80,27 @@ StatusOr<Arg> argFromJson(const json::value& v, std::string_view where) {
   auto step = o.if_contains("step");
   int64_t step_v = 0;
   if (step) {
-    if (!step->is_int64()) return absl::InvalidArgumentError(fmt::format("{}: step must be an integer", where));
-    step_v = step->get_int64();
+    auto s = asInt(*step);
+    if (!s) return absl::InvalidArgumentError(fmt::format("{}: step must be an integer", where));
+    step_v = *s;
   }
   if (auto* r = o.if_contains("ref")) {
-    if (!r->is_int64() || r->get_int64() < 0)
+    auto i = asInt(*r);
+    if (!i || *i < 0 || *i > UINT32_MAX)
       return absl::InvalidArgumentError(fmt::format("{}: ref must be a token index", where));
-    return Arg::ref(static_cast<uint32_t>(r->get_int64()), step_v);
+    return Arg::ref(static_cast<uint32_t>(*i), step_v);
   }
   if (auto* r = o.if_contains("refs")) {
-    if (!r->is_array() || r->get_array().size() != 2 || !r->get_array()[0].is_int64() ||
-        !r->get_array()[1].is_int64() || r->get_array()[0].get_int64() < 0 ||
-        r->get_array()[1].get_int64() <= 0)
+    std::optional<int64_t> start, count;
+    if (r->is_array() && r->get_array().size() == 2) {
+      start = asInt(r->get_array()[0]);
+      count = asInt(r->get_array()[1]);
+    }
+    if (!start || !count || *start < 0 || *count <= 0 || *start > UINT32_MAX ||
+        *count > UINT32_MAX)
       return absl::InvalidArgumentError(
           fmt::format("{}: refs must be [start, count] with count > 0", where));
-    return Arg::refs(static_cast<uint32_t>(r->get_array()[0].get_int64()),
-                     static_cast<uint32_t>(r->get_array()[1].get_int64()), step_v);
+    return Arg::refs(static_cast<uint32_t>(*start), static_cast<uint32_t>(*count), step_v);
   }
   if (auto* r = o.if_contains("value")) {
     auto val = valueFromJson(*r);

@@ -100,8 +100,12 @@ void CoordinatorCore::setEffectiveLane(uint32_t op, Weight lane) {
   if (op < ops_.size() && lane != Weight::kUnspecified) ops_[op].effective = lane;
 }
 
-bool CoordinatorCore::opDispatchable(OpState& op) const {
-  if (op.paused || op.ready.empty()) return false;
+Weight CoordinatorCore::laneFor(const SpecRec& s) const {
+  return s.explicit_weight ? s.weight : ops_[s.op].effective;
+}
+
+bool CoordinatorCore::opDispatchable(OpState& op, int lane) const {
+  if (op.paused || op.ready[lane].empty()) return false;
   if (op.limits.max_in_flight && op.running >= op.limits.max_in_flight) return false;
   if (op.limits.max_rate_per_s > 0 && op.rate_tokens < 1) return false;
   return true;
@@ -152,7 +156,8 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
     s.first = first;
     s.op = opIndex(ts.op);
     const OpState& op = ops_[s.op];
-    s.weight = ts.weight != Weight::kUnspecified ? ts.weight : op.weight;
+    s.explicit_weight = ts.weight != Weight::kUnspecified;
+    s.weight = s.explicit_weight ? ts.weight : op.weight;
     s.max_attempts = ts.max_attempts ? ts.max_attempts : config_.default_max_attempts;
     s.keep_result = ts.output;
     any_output |= ts.output;
@@ -270,10 +275,12 @@ void CoordinatorCore::makeReady(Job& job, uint32_t local) {
   TokenRec& t = job.tokens[local];
   t.state = kReady;
   const uint64_t id = tokenId(job.id, local);
-  if (t.deaths > 0)
+  if (t.deaths > 0) {
     suspects_.push_back(id);
-  else
-    ops_[job.specs[t.spec].op].ready.push_back(id);
+  } else {
+    const SpecRec& s = job.specs[t.spec];
+    ops_[s.op].ready[static_cast<int>(laneFor(s))].push_back(id);
+  }
 }
 
 TokenInfo CoordinatorCore::tokenInfo(const Job& job, uint32_t local) const {
@@ -630,7 +637,7 @@ std::vector<control::OpStatus> CoordinatorCore::listOps() const {
   std::vector<control::OpStatus> out;
   for (const auto& op : ops_) {
     out.push_back(opStatusOf(op.name, op.weight, op.effective, op.paused, op.limits,
-                             op.ready.size(), op.running, op.completed, op.failed, op.retried,
+                             op.queued(), op.running, op.completed, op.failed, op.retried,
                              op.cancelled, op.rate_per_s,
                              op.run_count ? op.run_ns_sum / op.run_count / 1e3 : 0));
   }
@@ -661,9 +668,11 @@ StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
     ++n;
     failToken(*j, local, absl::CancelledError(fmt::format("operation '{}' drained", name)), true);
   };
-  auto ready = std::move(op.ready);
-  op.ready.clear();
-  for (uint64_t id : ready) drop(id);
+  for (auto& q : op.ready) {
+    auto ready = std::move(q);
+    q.clear();
+    for (uint64_t id : ready) drop(id);
+  }
   std::deque<uint64_t> keep;
   for (uint64_t id : suspects_) {
     Job* j = findJob(id >> 32);
@@ -1120,7 +1129,7 @@ StatusOr<uint64_t> CoordinatorCore::evictNode(const std::string& node_id) {
 
 size_t CoordinatorCore::readyCount() const {
   size_t n = suspects_.size();
-  for (const auto& op : ops_) n += op.ready.size();
+  for (const auto& op : ops_) n += op.queued();
   return n;
 }
 
@@ -1141,7 +1150,7 @@ void CoordinatorCore::dispatch() {
         if (t.state != kReady) continue;
         const SpecRec& s = j->specs[t.spec];
         OpState& op = ops_[s.op];
-        const Weight lane = op.effective == s.weight ? s.weight : op.effective;
+        const Weight lane = laneFor(s);
         if (op.paused || !n.offers[s.op] || !n.lanes[static_cast<int>(lane)].present) {
           suspects_.push_back(id);
           continue;
@@ -1181,7 +1190,7 @@ void CoordinatorCore::dispatchLane(Weight lane) {
   const int li = static_cast<int>(lane);
   for (uint32_t oi = 0; oi < ops_.size(); ++oi) {
     OpState& op = ops_[oi];
-    if (op.effective != lane || !opDispatchable(op)) continue;
+    if (!opDispatchable(op, li)) continue;
     // Candidates: ready nodes offering the op with credit on this lane.
     auto& cands = scratch_cands_;
     cands.clear();
@@ -1204,7 +1213,8 @@ void CoordinatorCore::dispatchLane(Weight lane) {
       cands.push_back(c);
     }
     if (cands.empty()) continue;
-    while (opDispatchable(op) && total_credit > 0) {
+    auto& ready = op.ready[li];
+    while (opDispatchable(op, li) && total_credit > 0) {
       uint64_t want = std::min<uint64_t>(total_credit, 4096);
       if (op.limits.max_in_flight)
         want = std::min<uint64_t>(want, op.limits.max_in_flight - op.running);
@@ -1212,9 +1222,9 @@ void CoordinatorCore::dispatchLane(Weight lane) {
         want = std::min<uint64_t>(want, static_cast<uint64_t>(op.rate_tokens));
       auto& infos = scratch_tokens_;
       infos.clear();
-      while (infos.size() < want && !op.ready.empty()) {
-        const uint64_t id = op.ready.front();
-        op.ready.pop_front();
+      while (infos.size() < want && !ready.empty()) {
+        const uint64_t id = ready.front();
+        ready.pop_front();
         Job* j = findJob(id >> 32);
         if (!j) continue;
         const auto local = static_cast<uint32_t>(id);
@@ -1230,7 +1240,7 @@ void CoordinatorCore::dispatchLane(Weight lane) {
       size_t placed = 0;
       // Unplaced tokens go back to the front in their original order.
       for (size_t i = infos.size(); i-- > 0;) {
-        if (scratch_place_[i].candidate < 0) op.ready.push_front(infos[i].id);
+        if (scratch_place_[i].candidate < 0) ready.push_front(infos[i].id);
       }
       for (size_t i = 0; i < infos.size(); ++i) {
         const Placement& p = scratch_place_[i];
@@ -1570,7 +1580,7 @@ Nanos CoordinatorCore::tick() {
       sendProgress(*j, false);
   }
   if (now - last_event_ >= kGaugeInterval) {
-    for (auto& op : ops_) op.m_depth->Set(static_cast<double>(op.ready.size()));
+    for (auto& op : ops_) op.m_depth->Set(static_cast<double>(op.queued()));
     for (auto& n : nodes_)
       for (auto& l : n.lanes)
         if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
@@ -1643,7 +1653,7 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
     for (auto& op : ops_)
       arr.push_back(json::object{{"op", op.name},
                                  {"rate_per_s", op.rate_per_s},
-                                 {"queued", op.ready.size()},
+                                 {"queued", op.queued()},
                                  {"running", op.running},
                                  {"completed", op.completed},
                                  {"failed", op.failed},

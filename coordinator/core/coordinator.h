@@ -150,6 +150,7 @@ class CoordinatorCore {
     Weight weight = Weight::kLight;
     uint8_t max_attempts = 3;
     bool keep_result = false;  // output (or sink) result retained
+    bool explicit_weight = false;  // the spec named a weight class (overrides the op's lane)
   };
 
   struct Job {
@@ -182,7 +183,8 @@ class CoordinatorCore {
     bool weight_known = false;
     bool paused = false;
     control::OpLimits limits;
-    std::deque<uint64_t> ready;         // token ids (lazy removal: state re-checked)
+    std::deque<uint64_t> ready[kLaneCount];  // token ids per lane (lazy removal: state re-checked)
+    size_t queued() const { return ready[0].size() + ready[1].size() + ready[2].size(); }
     uint64_t running = 0, completed = 0, failed = 0, retried = 0, cancelled = 0;
     uint64_t completed_at_last_event = 0;
     double rate_per_s = 0;
@@ -273,7 +275,8 @@ class CoordinatorCore {
   void dispatch();
   void dispatchLane(Weight lane);
   void flushBatch(uint32_t slot);
-  bool opDispatchable(OpState& op) const;
+  bool opDispatchable(OpState& op, int lane) const;
+  Weight laneFor(const SpecRec& s) const;
 
   // Client messages.
   void onSubmit(const std::string& peer, wire::SubmitJob::Reader submit);

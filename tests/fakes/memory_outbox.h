@@ -1,0 +1,159 @@
+// In-memory transport for CoordinatorCore tests: frames the core sends are
+// queued per peer and decoded on demand; FakeNode plays a node's side.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/wire.h"
+#include "coordinator/core/coordinator.h"
+
+namespace tokengate::testing {
+
+class MemoryOutbox final : public coordinator::Outbox {
+ public:
+  void send(const std::string& peer, std::string frame) override {
+    queues_[peer].push_back(std::move(frame));
+  }
+  // Next frame sent to `peer`, decoded; nullptr if none.
+  std::unique_ptr<DecodedFrame> next(const std::string& peer) {
+    auto& q = queues_[peer];
+    if (q.empty()) return nullptr;
+    auto f = decodeFrame(q.front().data(), q.front().size());
+    q.pop_front();
+    return f.ok() ? *std::move(f) : nullptr;
+  }
+  size_t pending(const std::string& peer) { return queues_[peer].size(); }
+  void clear(const std::string& peer) { queues_[peer].clear(); }
+
+ private:
+  std::map<std::string, std::deque<std::string>> queues_;
+};
+
+struct TaskCopy {
+  uint64_t id = 0;
+  uint32_t attempt = 0;
+  std::string op;
+  Weight lane = Weight::kLight;
+  std::vector<Value> args;
+};
+
+// Drives the node side of the protocol against a CoordinatorCore.
+class FakeNode {
+ public:
+  FakeNode(coordinator::CoordinatorCore& core, MemoryOutbox& outbox, std::string id,
+           std::vector<std::pair<std::string, Weight>> ops, uint32_t workers = 1)
+      : core_(core), outbox_(outbox), id_(std::move(id)), peer_(id_ + "/peer"), ops_(std::move(ops)),
+        workers_(workers) {}
+
+  const std::string& peer() const { return peer_; }
+  uint64_t session() const { return session_; }
+
+  // Sends hello and consumes the welcome. Returns whether it was accepted.
+  bool hello(uint16_t version = kProtocolVersion) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto h = f.initHello();
+    h.setProtocolVersion(version);
+    h.setNodeId(id_);
+    h.setIncarnation(++incarnation_);
+    auto ops = h.initOperations(static_cast<unsigned>(ops_.size()));
+    for (unsigned i = 0; i < ops_.size(); ++i) {
+      ops[i].setName(ops_[i].first);
+      ops[i].setWeight(toWire(ops_[i].second));
+    }
+    auto lanes = h.initLanes(3);
+    for (unsigned w = 0; w < 3; ++w) {
+      lanes[w].setWeight(static_cast<wire::Weight>(w));
+      lanes[w].setWorkers(workers_);
+    }
+    deliver(msg);
+    while (auto fr = outbox_.next(peer_)) {
+      if (fr->root().isWelcome()) {
+        session_ = fr->root().getWelcome().getSession();
+        return fr->root().getWelcome().getAccepted();
+      }
+    }
+    return false;
+  }
+
+  void heartbeat() {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    f.initHeartbeat().setSession(session_);
+    deliver(msg);
+  }
+
+  // Collects every task sent to this node so far (batches), skipping other frames.
+  std::vector<TaskCopy> takeTasks() {
+    std::vector<TaskCopy> out;
+    while (auto fr = outbox_.next(peer_)) {
+      auto root = fr->root();
+      if (root.isControl()) {
+        controls.push_back(root.getControl().which());
+        continue;
+      }
+      if (!root.isTokenBatch()) continue;
+      ++batches;
+      auto b = root.getTokenBatch();
+      for (auto t : b.getTokens()) {
+        TaskCopy c;
+        c.id = t.getId();
+        c.attempt = t.getAttempt();
+        c.op = b.getOps()[t.getOp()].cStr();
+        c.lane = fromWire(t.getWeight());
+        for (auto a : t.getArgs()) c.args.push_back(fromWire(a));
+        out.push_back(std::move(c));
+      }
+    }
+    return out;
+  }
+
+  void reply(const std::vector<std::pair<TaskCopy, StatusOr<Value>>>& results) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto rb = f.initResultBatch();
+    rb.setSession(session_);
+    auto list = rb.initResults(static_cast<unsigned>(results.size()));
+    for (unsigned i = 0; i < results.size(); ++i) {
+      list[i].setId(results[i].first.id);
+      list[i].setAttempt(results[i].first.attempt);
+      list[i].setRunNs(1000);
+      if (results[i].second.ok())
+        toWire(*results[i].second, list[i].initValue());
+      else
+        toWire(results[i].second.status(), list[i].initError());
+    }
+    deliver(msg);
+  }
+
+  void ok(const TaskCopy& t, Value v) { reply({{t, StatusOr<Value>(std::move(v))}}); }
+  void fail(const TaskCopy& t, Status s) { reply({{t, StatusOr<Value>(std::move(s))}}); }
+
+  void deliver(capnp::MallocMessageBuilder& msg) {
+    auto bytes = encodeFrame(msg);
+    auto f = decodeFrame(bytes.data(), bytes.size());
+    if (f.ok()) core_.onFrame(peer_, (*f)->root());
+  }
+
+  int batches = 0;
+  std::vector<wire::Control::Which> controls;
+
+ private:
+  coordinator::CoordinatorCore& core_;
+  MemoryOutbox& outbox_;
+  std::string id_;
+  std::string peer_;
+  std::vector<std::pair<std::string, Weight>> ops_;
+  uint32_t workers_;
+  uint64_t session_ = 0;
+  uint64_t incarnation_ = 0;
+};
+
+}  // namespace tokengate::testing

@@ -1,0 +1,172 @@
+// Decode boundary and codecs: malformed input is an error value, never a crash.
+#include "common/wire.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "common/job_json.h"
+
+namespace tokengate {
+namespace {
+
+std::string helloFrame(uint16_t version = kProtocolVersion) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(version);
+  auto h = f.initHello();
+  h.setNodeId("n1");
+  h.initOperations(2)[0].setName("leibniz.term");
+  return encodeFrame(msg);
+}
+
+TEST(WireTest, RoundTripsAFrame) {
+  auto bytes = helloFrame();
+  auto f = decodeFrame(bytes.data(), bytes.size());
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_TRUE((*f)->root().isHello());
+  EXPECT_STREQ((*f)->root().getHello().getNodeId().cStr(), "n1");
+}
+
+TEST(WireTest, TruncatedFramesAreRejectedAtEveryLength) {
+  auto bytes = helloFrame();
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    auto f = decodeFrame(bytes.data(), len);
+    EXPECT_FALSE(f.ok()) << "length " << len;
+    if (!f.ok()) {
+      EXPECT_EQ(f.status().code(), StatusCode::kInvalidArgument);
+    }
+  }
+}
+
+TEST(WireTest, WrongVersionIsRejected) {
+  auto bytes = helloFrame(7);
+  auto f = decodeFrame(bytes.data(), bytes.size());
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.status().message().find("protocol version 7"), std::string::npos);
+}
+
+TEST(WireTest, OversizeFramesAreRejected) {
+  std::string big(1 << 16, '\0');
+  auto f = decodeFrame(big.data(), big.size(), 1024);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST(WireTest, ListClaimingMoreThanTheFrameHoldsIsRejected) {
+  // A valid frame whose token list pointer is patched to claim 2^28 elements.
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  f.initControl().initCancelTokens(1).set(0, 7);
+  auto bytes = encodeFrame(msg);
+  auto* words = reinterpret_cast<uint64_t*>(bytes.data());
+  const size_t nwords = bytes.size() / 8;
+  bool patched = false;
+  for (size_t i = 1; i < nwords; ++i) {
+    // List pointer: low 2 bits == 1; element count in the top 29 bits.
+    if ((words[i] & 3) == 1 && (words[i] >> 35) == 1) {
+      words[i] = (words[i] & ((uint64_t{1} << 35) - 1)) | (uint64_t{1} << 28 << 35);
+      patched = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(patched);
+  auto d = decodeFrame(bytes.data(), bytes.size());
+  EXPECT_FALSE(d.ok());
+}
+
+TEST(WireTest, RandomGarbageNeverCrashes) {
+  std::mt19937_64 rng(42);
+  auto good = helloFrame();
+  int accepted = 0;
+  for (int i = 0; i < 2000; ++i) {
+    std::string b = good;
+    for (int k = 0; k < 4; ++k) b[rng() % b.size()] = static_cast<char>(rng());
+    auto f = decodeFrame(b.data(), b.size());
+    if (f.ok()) {
+      ++accepted;
+      (void)(*f)->root().which();
+    }
+  }
+  for (int i = 0; i < 500; ++i) {
+    std::string b(8 * (1 + rng() % 32), '\0');
+    for (auto& c : b) c = static_cast<char>(rng());
+    (void)decodeFrame(b.data(), b.size());
+  }
+  SUCCEED() << accepted << " mutated frames still decoded";
+}
+
+TEST(WireTest, ValuesRoundTripIncludingDec50) {
+  std::vector<Value> values{Value(), Value(int64_t{-5}), Value(2.5), Value("text"),
+                            Value(Bytes{std::string("\0\1\2", 3)}), Value(true),
+                            Value(fromBigFloat(BigFloat("3.14159265358979323846264338327950288419716939937510")))};
+  for (const auto& v : values) {
+    capnp::MallocMessageBuilder msg;
+    auto b = msg.initRoot<wire::Value>();
+    toWire(v, b);
+    EXPECT_EQ(fromWire(b.asReader()), v) << v.toString();
+  }
+  BigFloat x("-0.00000123456789012345678901234567890123456789012345");
+  EXPECT_EQ(toBigFloat(fromBigFloat(x)), x);
+}
+
+TEST(WireTest, JobSpecRoundTrips) {
+  auto job = makeLeibnizJob(10000, Precision::kDec50);
+  ASSERT_TRUE(job.ok());
+  capnp::MallocMessageBuilder msg;
+  toWire(*job, msg.initRoot<wire::JobSpec>());
+  auto back = fromWire(msg.getRoot<wire::JobSpec>().asReader());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->tokenCount(), job->tokenCount());
+  EXPECT_EQ(back->tokens[1].args[0].count, 1000u);
+  EXPECT_TRUE(back->validate(1 << 20).ok());
+}
+
+TEST(JobJsonTest, ParsesTheDocumentedShape) {
+  auto job = parseJobJson(R"({"name":"demo","tokens":[
+      {"op":"hash","weight":"light","args":["abc", 1, 2.5, true, null, {"dec":"1.5"}]},
+      {"op":"spin","repeat":4,"args":[{"value":100,"step":10}],"key":"k","deadline_ms":500},
+      {"op":"sum","args":[{"refs":[1,4]}],"output":true,"name":"total"}]})");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->tokenCount(), 6u);
+  EXPECT_TRUE(job->validate(100).ok());
+  EXPECT_EQ(job->tokens[1].args[0].step, 10);
+  auto again = jobFromJson(jobToJson(*job));
+  ASSERT_TRUE(again.ok()) << again.status() << " " << boost::json::serialize(jobToJson(*job));
+  EXPECT_EQ(again->tokenCount(), 6u);
+}
+
+TEST(JobJsonTest, BadInputGetsClearErrors) {
+  struct Case {
+    const char* text;
+    const char* needle;
+  } cases[] = {
+      {"{", "invalid JSON"},
+      {"[]", "must be a JSON object"},
+      {R"({"tokens":5})", "'tokens' must be an array"},
+      {R"({"tokens":[{"args":[]}]})", "missing 'op'"},
+      {R"({"tokens":[{"op":"x","weight":"huge"}]})", "unknown weight class"},
+      {R"({"tokens":[{"op":"x","repeat":-1}]})", "out of range"},
+      {R"({"tokens":[{"op":"x","args":[{"refs":[0]}]}]})", "refs must be"},
+      {R"({"tokens":[{"op":"x","args":[{"dec":"pi"}]}]})", "not a decimal"},
+  };
+  for (const auto& c : cases) {
+    auto r = parseJobJson(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_NE(r.status().message().find(c.needle), std::string::npos)
+        << c.text << " -> " << r.status().message();
+  }
+}
+
+TEST(LeibnizTest, LocalReferenceConvergesToPi) {
+  auto d = leibnizLocal(100000, Precision::kDouble);
+  EXPECT_NEAR(d.asDouble(), 3.14159265358979, 2e-5);
+  auto q = leibnizLocal(10000, Precision::kDec50);
+  EXPECT_NEAR(q.toDouble(), 3.14159265358979, 2e-4);
+  EXPECT_FALSE(makeLeibnizJob(1234, Precision::kDouble).ok());
+}
+
+}  // namespace
+}  // namespace tokengate

@@ -1,0 +1,476 @@
+// Deterministic tests of the coordinator state machine: FakeClock, in-memory
+// outbox, FakeNode speaking the wire protocol.
+#include "coordinator/core/coordinator.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/memory_outbox.h"
+
+namespace tokengate::coordinator {
+namespace {
+
+using testing::FakeClock;
+using testing::FakeNode;
+using testing::MemoryOutbox;
+using testing::TaskCopy;
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make(); }
+  void make() {
+    core_.reset();
+    core_ = std::make_unique<CoordinatorCore>(config_, clock_, outbox_,
+                                              std::make_shared<prometheus::Registry>());
+  }
+  std::unique_ptr<FakeNode> node(const std::string& id, uint32_t workers = 1) {
+    auto n = std::make_unique<FakeNode>(
+        *core_, outbox_, id,
+        std::vector<std::pair<std::string, Weight>>{{"echo", Weight::kLight},
+                                                    {"work", Weight::kMedium},
+                                                    {"big", Weight::kHeavy},
+                                                    {"sum", Weight::kLight}},
+        workers);
+    EXPECT_TRUE(n->hello());
+    return n;
+  }
+  static JobSpec echoJob(int n, const std::string& key = {}) {
+    JobSpec job;
+    TokenSpec t;
+    t.op = "echo";
+    t.repeat = static_cast<uint32_t>(n);
+    t.idempotency_key = key;
+    t.args.push_back(Arg::val(int64_t{0}, 1));
+    job.add(t);
+    return job;
+  }
+  // Runs every task the node has, echoing args[0].
+  int runAll(FakeNode& n) {
+    int count = 0;
+    for (int round = 0; round < 100; ++round) {
+      core_->tick();
+      auto tasks = n.takeTasks();
+      if (tasks.empty()) break;
+      for (auto& t : tasks) n.ok(t, t.args.empty() ? Value() : t.args[0]);
+      count += static_cast<int>(tasks.size());
+    }
+    return count;
+  }
+
+  CoordinatorConfig config_;
+  FakeClock clock_;
+  MemoryOutbox outbox_;
+  std::unique_ptr<CoordinatorCore> core_;
+};
+
+TEST_F(CoordinatorTest, AdmissionLimitRejectsWithResourceExhaustedAndRecovers) {
+  config_.max_live_tokens = 10;
+  make();
+  auto n = node("n1");
+  auto big = core_->submitJob(echoJob(11));
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), StatusCode::kResourceExhausted);
+  ASSERT_TRUE(core_->submitJob(echoJob(6)).ok());
+  auto over = core_->submitJob(echoJob(5));
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(core_->counters().rejects, 2u);
+  EXPECT_EQ(runAll(*n), 6);
+  // Capacity is back once the first job finished: nothing was lost.
+  auto again = core_->submitJob(echoJob(5));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(runAll(*n), 5);
+  EXPECT_EQ(core_->stats().tokens_live, 0u);
+}
+
+TEST_F(CoordinatorTest, InvalidJobsAreRefusedWithClearErrors) {
+  JobSpec job;
+  TokenSpec t;
+  t.op = "echo";
+  t.args.push_back(Arg::ref(5));  // forward reference
+  job.add(t);
+  auto r = core_->submitJob(job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("earlier tokens"), std::string::npos);
+}
+
+TEST_F(CoordinatorTest, DependentBecomesReadyWithItsInputsValues) {
+  auto n = node("n1");
+  JobSpec job;
+  TokenSpec a;
+  a.op = "echo";
+  a.repeat = 3;
+  a.args.push_back(Arg::val(int64_t{10}, 1));
+  uint32_t first = job.add(a);
+  TokenSpec s;
+  s.op = "sum";
+  s.output = true;
+  s.name = "total";
+  s.args.push_back(Arg::refs(first, 3));
+  job.add(s);
+  auto id = core_->submitJob(job);
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 3u);  // the sum is not ready yet
+  for (auto& t : tasks) EXPECT_EQ(t.op, "echo");
+  n->ok(tasks[0], Value(int64_t{10}));
+  n->ok(tasks[1], Value(int64_t{11}));
+  core_->flushAll();
+  EXPECT_TRUE(n->takeTasks().empty());
+  n->ok(tasks[2], Value(int64_t{12}));
+  core_->flushAll();
+  auto sum = n->takeTasks();
+  ASSERT_EQ(sum.size(), 1u);
+  EXPECT_EQ(sum[0].op, "sum");
+  ASSERT_EQ(sum[0].args.size(), 3u);
+  EXPECT_EQ(sum[0].args[0], Value(int64_t{10}));
+  EXPECT_EQ(sum[0].args[2], Value(int64_t{12}));
+  n->ok(sum[0], Value(int64_t{33}));
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].name, "total");
+  EXPECT_EQ(st->outputs[0].value, Value(int64_t{33}));
+}
+
+TEST_F(CoordinatorTest, FailedInputFailsDependentsWithTheCause) {
+  auto n = node("n1");
+  JobSpec job;
+  TokenSpec a;
+  a.op = "echo";
+  a.args.push_back(Arg::val(int64_t{1}));
+  uint32_t ai = job.add(a);
+  TokenSpec b;
+  b.op = "echo";
+  b.args.push_back(Arg::ref(ai));
+  uint32_t bi = job.add(b);
+  TokenSpec c;
+  c.op = "echo";
+  c.args.push_back(Arg::ref(bi));
+  job.add(c);
+  TokenSpec other;
+  other.op = "echo";
+  other.args.push_back(Arg::val(int64_t{7}));
+  job.add(other);
+  auto id = core_->submitJob(job);
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  n->fail(tasks[0], absl::InvalidArgumentError("bad input 42"));
+  n->ok(tasks[1], Value(int64_t{7}));
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kFailed);
+  EXPECT_EQ(st->failed, 3u);
+  EXPECT_EQ(st->done, 1u);
+  // Sinks are the outputs: the chain's end carries the root cause.
+  bool saw = false;
+  for (const auto& o : st->outputs) {
+    if (o.index != 2) continue;
+    saw = true;
+    EXPECT_EQ(o.status.code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(o.status.message().find("bad input 42"), std::string::npos);
+  }
+  EXPECT_TRUE(saw);
+}
+
+TEST_F(CoordinatorTest, IdempotencyKeyRunsOnceAndReturnsTheSameResult) {
+  auto n = node("n1");
+  auto j1 = core_->submitJob(echoJob(1, "key-1"));
+  ASSERT_TRUE(j1.ok());
+  // Resubmitted while the original is in flight: aliases it.
+  auto j2 = core_->submitJob(echoJob(1, "key-1"));
+  ASSERT_TRUE(j2.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  n->ok(tasks[0], Value("once"));
+  // Resubmitted after completion: answered from the key without running.
+  auto j3 = core_->submitJob(echoJob(1, "key-1"));
+  ASSERT_TRUE(j3.ok());
+  core_->flushAll();
+  EXPECT_TRUE(n->takeTasks().empty());
+  for (auto id : {*j1, *j2, *j3}) {
+    auto st = core_->jobStatus(id);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->state, control::JobState::kSucceeded) << id;
+    ASSERT_EQ(st->outputs.size(), 1u);
+    EXPECT_EQ(st->outputs[0].value, Value("once"));
+  }
+  EXPECT_EQ(core_->counters().dispatched, 1u);
+}
+
+TEST_F(CoordinatorTest, WeightClassesGoToMatchingLanes) {
+  auto n = node("n1");
+  JobSpec job;
+  for (const char* op : {"echo", "work", "big"}) {
+    TokenSpec t;
+    t.op = op;
+    t.args.push_back(Arg::val(int64_t{1}));
+    job.add(t);
+  }
+  TokenSpec forced;
+  forced.op = "echo";
+  forced.weight = Weight::kHeavy;  // explicit weight beats the op default
+  job.add(forced);
+  ASSERT_TRUE(core_->submitJob(job).ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 4u);
+  std::map<std::string, std::vector<Weight>> lanes;
+  for (auto& t : tasks) lanes[t.op].push_back(t.lane);
+  EXPECT_EQ(lanes["work"], std::vector<Weight>{Weight::kMedium});
+  EXPECT_EQ(lanes["big"], std::vector<Weight>{Weight::kHeavy});
+  std::sort(lanes["echo"].begin(), lanes["echo"].end());
+  EXPECT_EQ(lanes["echo"], (std::vector<Weight>{Weight::kLight, Weight::kHeavy}));
+}
+
+TEST_F(CoordinatorTest, BatchesFlushBySizeAndByLatencyBound) {
+  config_.max_batch = 4;
+  config_.batch_latency_ns = 1 * kMillis;
+  make();
+  auto n = node("n1");
+  ASSERT_TRUE(core_->submitJob(echoJob(10)).ok());
+  // Two full batches go at once; the node is busy so the 2 left wait.
+  EXPECT_EQ(n->takeTasks().size(), 8u);
+  EXPECT_EQ(n->batches, 2);
+  clock_.advance(500'000);
+  core_->tick();
+  EXPECT_TRUE(n->takeTasks().empty());
+  clock_.advance(600'000);
+  core_->tick();
+  EXPECT_EQ(n->takeTasks().size(), 2u);
+  EXPECT_EQ(n->batches, 3);
+}
+
+TEST_F(CoordinatorTest, CreditLimitsTokensInFlightPerNode) {
+  config_.credit_per_worker = 5;
+  make();
+  auto n = node("n1");
+  ASSERT_TRUE(core_->submitJob(echoJob(20)).ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  EXPECT_EQ(tasks.size(), 5u);  // one light worker x 5 credits
+  for (auto& t : tasks) n->ok(t, t.args[0]);
+  core_->flushAll();
+  EXPECT_EQ(n->takeTasks().size(), 5u);
+}
+
+TEST_F(CoordinatorTest, RetryableErrorsRetryAfterBackoffThenFail) {
+  config_.default_max_attempts = 3;
+  config_.retry_backoff_ns = 10 * kMillis;
+  make();
+  auto n = node("n1");
+  auto id = core_->submitJob(echoJob(1));
+  core_->flushAll();
+  auto t1 = n->takeTasks();
+  ASSERT_EQ(t1.size(), 1u);
+  EXPECT_EQ(t1[0].attempt, 1u);
+  n->fail(t1[0], absl::UnavailableError("flaky"));
+  core_->tick();
+  EXPECT_TRUE(n->takeTasks().empty());  // still backing off
+  clock_.advanceMs(100);
+  core_->tick();
+  auto t2 = n->takeTasks();
+  ASSERT_EQ(t2.size(), 1u);
+  EXPECT_EQ(t2[0].attempt, 2u);
+  // A late result of attempt 1 is discarded.
+  n->ok(t1[0], Value("stale"));
+  EXPECT_EQ(core_->counters().late_results, 1u);
+  n->fail(t2[0], absl::UnavailableError("flaky"));
+  clock_.advanceMs(1000);
+  core_->tick();
+  auto t3 = n->takeTasks();
+  ASSERT_EQ(t3.size(), 1u);
+  n->fail(t3[0], absl::UnavailableError("still flaky"));
+  auto st = core_->jobStatus(*id);
+  EXPECT_EQ(st->state, control::JobState::kFailed);
+  EXPECT_EQ(st->outputs[0].status.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(core_->counters().retried, 2u);
+}
+
+TEST_F(CoordinatorTest, DeadlineFailsTokenAndCancelsItOnTheNode) {
+  auto n = node("n1");
+  JobSpec job = echoJob(1);
+  job.tokens[0].deadline_ms = 100;
+  auto id = core_->submitJob(job);
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  clock_.advanceMs(99);
+  n->heartbeat();
+  core_->tick();
+  EXPECT_EQ(core_->jobStatus(*id)->state, control::JobState::kRunning);
+  clock_.advanceMs(2);
+  core_->tick();
+  auto st = core_->jobStatus(*id);
+  EXPECT_EQ(st->state, control::JobState::kFailed);
+  EXPECT_EQ(st->outputs[0].status.code(), StatusCode::kDeadlineExceeded);
+  n->takeTasks();
+  ASSERT_FALSE(n->controls.empty());
+  EXPECT_EQ(n->controls.back(), wire::Control::CANCEL_TOKENS);
+  n->ok(tasks[0], Value("too late"));
+  EXPECT_EQ(core_->counters().late_results, 1u);
+}
+
+TEST_F(CoordinatorTest, LostNodeWorkIsRequeuedElsewhereAndLateResultsDiscarded) {
+  config_.node_timeout_ns = 1 * kSeconds;
+  make();
+  auto a = node("a");
+  ASSERT_TRUE(core_->submitJob(echoJob(4)).ok());
+  core_->flushAll();
+  auto on_a = a->takeTasks();
+  ASSERT_EQ(on_a.size(), 4u);
+  auto b = node("b");
+  clock_.advanceMs(1500);
+  b->heartbeat();
+  core_->tick();  // a missed its heartbeats
+  EXPECT_EQ(core_->counters().node_deaths, 1u);
+  // Suspects run isolated, one at a time per node.
+  int done = 0;
+  for (int i = 0; i < 10 && done < 4; ++i) {
+    core_->tick();
+    for (auto& t : b->takeTasks()) {
+      EXPECT_EQ(t.attempt, 2u);
+      b->ok(t, t.args[0]);
+      ++done;
+    }
+  }
+  EXPECT_EQ(done, 4);
+  // The dead node's results arrive late: discarded, nothing counted twice.
+  a->ok(on_a[0], Value(int64_t{0}));
+  EXPECT_EQ(core_->counters().completed, 4u);
+  EXPECT_EQ(core_->stats().tokens_live, 0u);
+}
+
+TEST_F(CoordinatorTest, PoisonTokenIsQuarantinedAfterKillingNodes) {
+  config_.node_timeout_ns = 1 * kSeconds;
+  config_.poison_threshold = 3;
+  make();
+  JobSpec job;
+  TokenSpec poison;
+  poison.op = "echo";
+  poison.args.push_back(Arg::val(int64_t{666}));
+  job.add(poison);
+  auto id = core_->submitJob(job);
+  std::vector<std::unique_ptr<FakeNode>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back(node("n" + std::to_string(i)));
+    core_->tick();
+    auto tasks = nodes.back()->takeTasks();
+    ASSERT_EQ(tasks.size(), 1u) << "round " << i;
+    clock_.advanceMs(1500);  // the node dies running it
+    core_->tick();
+  }
+  auto st = core_->jobStatus(*id);
+  EXPECT_EQ(st->state, control::JobState::kFailed);
+  EXPECT_EQ(st->outputs[0].status.code(), StatusCode::kAborted);
+  EXPECT_NE(st->outputs[0].status.message().find("quarantined"), std::string::npos);
+  EXPECT_EQ(core_->counters().quarantined, 1u);
+}
+
+TEST_F(CoordinatorTest, PauseStopsDispatchResumeRestartsDrainDrops) {
+  auto n = node("n1");
+  ASSERT_TRUE(core_->pauseOp("echo", true).ok());
+  auto id = core_->submitJob(echoJob(5));
+  core_->flushAll();
+  EXPECT_TRUE(n->takeTasks().empty());
+  ASSERT_TRUE(core_->pauseOp("echo", false).ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  EXPECT_EQ(tasks.size(), 5u);
+  for (auto& t : tasks) n->ok(t, t.args[0]);
+  EXPECT_EQ(core_->jobStatus(*id)->state, control::JobState::kSucceeded);
+
+  ASSERT_TRUE(core_->pauseOp("echo", true).ok());
+  auto id2 = core_->submitJob(echoJob(7));
+  auto dropped = core_->drainOp("echo");
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_EQ(*dropped, 7u);
+  EXPECT_EQ(core_->jobStatus(*id2)->state, control::JobState::kCancelled);
+  EXPECT_EQ(core_->pauseOp("nope", true).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorTest, OpLimitCapsTokensInFlight) {
+  auto n = node("n1");
+  control::OpLimits limits;
+  limits.max_in_flight = 2;
+  ASSERT_TRUE(core_->setOpLimits("echo", limits).ok());
+  ASSERT_TRUE(core_->submitJob(echoJob(6)).ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  EXPECT_EQ(tasks.size(), 2u);
+}
+
+TEST_F(CoordinatorTest, CancelJobCancelsQueuedAndRunningTokens) {
+  config_.credit_per_worker = 2;
+  make();
+  auto n = node("n1");
+  auto id = core_->submitJob(echoJob(6));
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  auto c = core_->cancelJob(*id);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(*c, 6u);
+  EXPECT_EQ(core_->jobStatus(*id)->state, control::JobState::kCancelled);
+  n->takeTasks();
+  ASSERT_FALSE(n->controls.empty());
+  n->ok(tasks[0], Value(int64_t{0}));  // late: discarded
+  EXPECT_EQ(core_->counters().completed, 0u);
+}
+
+TEST_F(CoordinatorTest, DrainedNodeGetsNoNewWorkAndReturnedTokensRunElsewhere) {
+  auto a = node("a");
+  auto b = node("b");
+  ASSERT_TRUE(core_->drainNode("a", true).ok());
+  ASSERT_TRUE(core_->submitJob(echoJob(4)).ok());
+  core_->flushAll();
+  a->takeTasks();
+  EXPECT_EQ(b->takeTasks().size(), 4u);
+  EXPECT_EQ(core_->drainNode("zzz", true).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorTest, WrongProtocolVersionIsRefusedAtHello) {
+  FakeNode old(*core_, outbox_, "old", {{"echo", Weight::kLight}});
+  EXPECT_FALSE(old.hello(99));
+  EXPECT_EQ(core_->stats().nodes_ready, 0u);
+}
+
+TEST_F(CoordinatorTest, MalformedFramesGetARejectAndTheCoreKeepsServing) {
+  auto n = node("n1");
+  core_->onMalformed("rogue", absl::InvalidArgumentError("malformed frame: garbage"));
+  auto rej = outbox_.next("rogue");
+  ASSERT_NE(rej, nullptr);
+  ASSERT_TRUE(rej->root().isReject());
+  EXPECT_EQ(core_->counters().malformed, 1u);
+  ASSERT_TRUE(core_->submitJob(echoJob(3)).ok());
+  EXPECT_EQ(runAll(*n), 3);
+}
+
+TEST_F(CoordinatorTest, UnknownSessionIsAskedToSayHello) {
+  FakeNode stranger(*core_, outbox_, "stranger", {{"echo", Weight::kLight}});
+  stranger.heartbeat();
+  auto f = outbox_.next(stranger.peer());
+  ASSERT_NE(f, nullptr);
+  ASSERT_TRUE(f->root().isWelcome());
+  EXPECT_FALSE(f->root().getWelcome().getAccepted());
+  EXPECT_EQ(f->root().getWelcome().getError().getCode(),
+            static_cast<uint8_t>(StatusCode::kFailedPrecondition));
+}
+
+TEST_F(CoordinatorTest, LeastOutstandingBalancesAcrossNodes) {
+  auto a = node("a");
+  auto b = node("b");
+  ASSERT_TRUE(core_->submitJob(echoJob(100)).ok());
+  core_->flushAll();
+  const auto na = a->takeTasks().size();
+  const auto nb = b->takeTasks().size();
+  EXPECT_EQ(na + nb, 100u);
+  EXPECT_EQ(na, nb);
+}
+
+}  // namespace
+}  // namespace tokengate::coordinator
