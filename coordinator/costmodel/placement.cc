@@ -29,6 +29,79 @@ std::optional<size_t> chooseNode(std::span<const NodeState> nodes, double token_
   return best;
 }
 
+namespace {
+double completionOn(const NodeView& node, double run_ns) {
+  const double workers = static_cast<double>(std::max<uint32_t>(node.workers, 1));
+  return std::max(node.outstanding_ns, 0.0) / workers + std::max(run_ns, 0.0);
+}
+}  // namespace
+
+std::optional<Placement> placeToken(const CostModel& model, const TokenFeatures& token,
+                                    std::span<const NodeView> nodes) {
+  auto placed = placeBatch(model, std::span<const TokenFeatures>(&token, 1), nodes);
+  if (placed.empty()) return std::nullopt;
+  return placed.front();
+}
+
+std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenFeatures> tokens,
+                                  std::span<const NodeView> nodes) {
+  std::vector<size_t> eligible;
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    if (nodes[j].eligible) eligible.push_back(j);
+  }
+  if (eligible.empty() || tokens.empty()) return {};
+  const size_t k = eligible.size();
+  // rows[i * k + e]: token i on eligible node e.
+  std::vector<TokenFeatures> rows;
+  rows.reserve(tokens.size() * k);
+  for (const auto& t : tokens) {
+    for (size_t j : eligible) {
+      TokenFeatures f = t;
+      f.node_index = nodes[j].node_index;
+      f.node_speed = nodes[j].speed_factor;
+      f.node_load = nodes[j].load;
+      rows.push_back(f);
+    }
+  }
+  std::vector<double> cost(rows.size());
+  model.predict(rows, cost);
+
+  // LPT order by the token's cheapest predicted cost.
+  std::vector<size_t> order(tokens.size());
+  std::vector<double> key(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    order[i] = i;
+    key[i] = *std::min_element(cost.begin() + static_cast<ptrdiff_t>(i * k),
+                               cost.begin() + static_cast<ptrdiff_t>((i + 1) * k));
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key[a] > key[b]; });
+
+  std::vector<double> outstanding(k);
+  std::vector<uint32_t> load(k);
+  for (size_t e = 0; e < k; ++e) {
+    outstanding[e] = nodes[eligible[e]].outstanding_ns;
+    load[e] = nodes[eligible[e]].load;
+  }
+  std::vector<Placement> out(tokens.size());
+  for (size_t i : order) {
+    size_t best = 0;
+    double best_completion = 0;
+    for (size_t e = 0; e < k; ++e) {
+      NodeView v = nodes[eligible[e]];
+      v.outstanding_ns = outstanding[e];
+      const double c = completionOn(v, cost[i * k + e]);
+      if (e == 0 || c < best_completion) {
+        best = e;
+        best_completion = c;
+      }
+    }
+    out[i] = Placement{eligible[best], cost[i * k + best], best_completion};
+    outstanding[best] += cost[i * k + best];
+    ++load[best];
+  }
+  return out;
+}
+
 Weight reclassify(double predicted_ns, Weight current, const LaneThresholds& t) {
   if (!std::isfinite(predicted_ns) || predicted_ns < 0) return current;
   const double upper[2] = {t.light_max_ns, t.medium_max_ns};

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
+#include "coordinator/costmodel/cost_model.h"
 #include "coordinator/costmodel/features.h"
 
 namespace tokengate::costmodel {
@@ -26,6 +28,35 @@ double predictedCompletionNs(const NodeState& node, double token_ns);
 // Index of the eligible node minimising predicted completion (ties: lowest outstanding work,
 // then lowest index); nullopt if no node is eligible.
 std::optional<size_t> chooseNode(std::span<const NodeState> nodes, double token_ns);
+
+// A candidate node as the scheduler sees it, for model-based placement.
+struct NodeView {
+  uint32_t node_index = 0;
+  double speed_factor = 1.0;  // fed to the model as node_speed
+  uint32_t load = 0;          // queued + running tokens, fed to the model as node_load
+  double outstanding_ns = 0;  // predicted work already on the node
+  uint32_t workers = 1;
+  bool eligible = true;
+};
+
+struct Placement {
+  size_t node = 0;           // index into the NodeView span
+  double predicted_ns = 0;   // predicted run time of the token on that node
+  double completion_ns = 0;  // predicted completion (queue drain + run)
+};
+
+// Places one token: predicts its run time on every eligible node in one batched call (the
+// token's node features are overwritten per node) and picks the earliest predicted completion.
+std::optional<Placement> placeToken(const CostModel& model, const TokenFeatures& token,
+                                    std::span<const NodeView> nodes);
+
+// Places a batch of tokens greedily, largest predicted cost first (LPT), updating each node's
+// outstanding work as tokens are assigned: the classic makespan heuristic, with per-node
+// predictions so slow nodes get proportionally less. One predict() call of
+// tokens x eligible-nodes rows. Returns one Placement per token (in input order); empty if no
+// node is eligible.
+std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenFeatures> tokens,
+                                  std::span<const NodeView> nodes);
 
 struct LaneThresholds {
   // Predicted cost above which a token no longer fits the light lane / the medium lane.

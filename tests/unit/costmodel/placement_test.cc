@@ -86,3 +86,78 @@ TEST(BatchSizeFor, TargetsAboutOnePointFiveMillisecondsClamped) {
 
 }  // namespace
 }  // namespace tokengate::costmodel
+
+#include "coordinator/costmodel/mean_cost_model.h"
+#include "coordinator/costmodel/prediction_error.h"
+
+namespace tokengate::costmodel {
+namespace {
+
+// A scripted model: cost = 1 ms x (op + 1) x node speed.
+class ScriptedModel final : public CostModel {
+ public:
+  void predict(std::span<const TokenFeatures> in, std::span<double> out) const override {
+    for (size_t i = 0; i < in.size(); ++i) {
+      out[i] = 1e6 * (in[i].op_id + 1) * in[i].node_speed;
+    }
+  }
+  std::string_view name() const override { return "scripted"; }
+};
+
+TEST(PlaceToken, UsesPerNodePredictions) {
+  ScriptedModel model;
+  TokenFeatures t;
+  t.op_id = 1;  // 2 ms at nominal speed
+  std::vector<NodeView> nodes = {{.node_index = 0, .speed_factor = 1.0, .outstanding_ns = 5e6},
+                                 {.node_index = 1, .speed_factor = 2.5, .outstanding_ns = 0},
+                                 {.node_index = 2, .speed_factor = 1.0, .outstanding_ns = 1e6}};
+  auto p = placeToken(model, t, nodes);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->node, 2u);  // 1 + 2 = 3 ms, vs 7 ms and 5 ms
+  EXPECT_DOUBLE_EQ(p->predicted_ns, 2e6);
+  EXPECT_DOUBLE_EQ(p->completion_ns, 3e6);
+  nodes[2].eligible = false;
+  EXPECT_EQ(placeToken(model, t, nodes)->node, 1u);  // 5 ms on the slow idle node beats 7 ms
+  for (auto& n : nodes) n.eligible = false;
+  EXPECT_FALSE(placeToken(model, t, nodes).has_value());
+}
+
+TEST(PlaceBatch, BalancesPredictedWorkAcrossUnequalNodes) {
+  ScriptedModel model;
+  std::vector<TokenFeatures> tokens;
+  for (uint32_t i = 0; i < 60; ++i) {
+    TokenFeatures t;
+    t.op_id = i % 6;
+    tokens.push_back(t);
+  }
+  std::vector<NodeView> nodes = {{.node_index = 0, .speed_factor = 1.0},
+                                 {.node_index = 1, .speed_factor = 1.0},
+                                 {.node_index = 2, .speed_factor = 3.0}};
+  auto placed = placeBatch(model, tokens, nodes);
+  ASSERT_EQ(placed.size(), tokens.size());
+  std::vector<double> finish(3, 0);
+  for (const auto& p : placed) finish[p.node] += p.predicted_ns;
+  const double makespan = *std::max_element(finish.begin(), finish.end());
+  // Total work at nominal speed is 210 ms; the ideal split over speeds 1,1,1/3 is 90 ms each.
+  EXPECT_LT(makespan, 95e6);
+  // Round-robin would give the slow node 20 tokens x 3.5 ms x 3 = 210 ms.
+  EXPECT_GT(finish[2], 0);
+}
+
+TEST(PredictionErrorHistogram, BucketsLog2Ratio) {
+  PredictionErrorHistogram h;
+  h.record(1000, 1000);   // exact
+  h.record(1000, 1500);   // 1.5x too low: log2 = 0.58
+  h.record(1000, 100);    // 10x too high: log2 = -3.3
+  h.record(1000, 20000);  // 20x too low
+  const auto s = h.snapshot();
+  EXPECT_EQ(s.total, 4u);
+  EXPECT_EQ(s.counts[4], 1u);  // (-0.5, 0.5]
+  EXPECT_EQ(s.counts[5], 1u);  // (0.5, 1]
+  EXPECT_EQ(s.counts[0], 1u);  // <= -3
+  EXPECT_EQ(s.counts[8], 1u);  // > 3
+  EXPECT_DOUBLE_EQ(s.withinFactor2(), 0.5);
+}
+
+}  // namespace
+}  // namespace tokengate::costmodel
