@@ -64,7 +64,7 @@ class FakeClusterControl final : public control::ClusterControl {
     call("submitJob", std::move(done), [this, job = std::move(job)]() -> StatusOr<uint64_t> {
       if (Status s = job.validate(10'000'000); !s.ok()) return s;
       uint64_t n = job.tokenCount();
-      if (admission_limit_ > 0 && live() + n > admission_limit_) {
+      if (live() + n > admission_limit_) {  // as the coordinator: the limit is absolute
         ++admission_rejects_;
         return absl::ResourceExhaustedError("admission limit reached");
       }
@@ -570,7 +570,7 @@ class FakeClusterControl final : public control::ClusterControl {
   std::vector<control::NodeStatus> nodes_;
   std::map<uint64_t, FakeJob> jobs_;
   uint64_t next_job_ = 1;
-  uint64_t admission_limit_ = 0, admission_rejects_ = 0;
+  uint64_t admission_limit_ = 8'000'000, admission_rejects_ = 0;
   uint64_t tokens_admitted_ = 0, tokens_completed_ = 0;
   double throughput_ = 0;
   std::vector<std::function<void()>> hung_callbacks_;

@@ -54,7 +54,7 @@ try {
   if (page.url().includes('token=')) throw new Error('token left in the address bar');
 
   // A job big enough to still be running while we pause it.
-  const terms = MODE === 'real' ? 5_000_000 : 500_000;
+  const terms = 500_000;
   const sub = await page.evaluate((job) => request('submit', { job }), leibnizJob(terms));
   console.log(`submitted job ${sub.job_id}`);
   const row = page.locator(`#ops tr[data-op="${OP}"]`);
@@ -95,7 +95,7 @@ try {
   page.once('dialog', (d) => d.accept());
   await page.locator(`#jobs tr[data-job="${sub.job_id}"] button[data-action="job.cancel"]`).click();
   await page.locator(`#jobs tr[data-job="${sub.job_id}"] [data-field="state"]`, { hasText: /cancelled|failed/ })
-    .waitFor({ timeout: 10000 });
+    .waitFor({ timeout: 30000 });
 
   if (VIEWER) {
     const v = await ctx.newPage();

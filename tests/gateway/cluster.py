@@ -63,9 +63,16 @@ def main():
         return subprocess.call(cmd, env=env)
 
     build = os.environ.get("TG_BUILD_DIR", os.path.join(ROOT, "build", "dev"))
-    coord = os.path.join(build, "coordinator", "tokengate-coordinator")
-    node = os.path.join(build, "node", "tokengate-node")
-    fake = os.path.join(build, "tests", "unit", "gateway", "tokengate-gateway-fake")
+    def find(name, *subdirs):
+        for d in ("bin",) + subdirs:
+            p = os.path.join(build, d, name)
+            if os.access(p, os.X_OK):
+                return p
+        return os.path.join(build, "bin", name)
+
+    coord = find("tokengate-coordinator", "coordinator")
+    node = find("tokengate-node", "node")
+    fake = find("tokengate-gateway-fake", os.path.join("tests", "unit", "gateway"))
     mode = a.mode
     if mode == "auto":
         mode = "real" if os.access(coord, os.X_OK) and os.access(node, os.X_OK) else "fake"

@@ -146,16 +146,25 @@ const fmt = (n) => (n === undefined || n === null ? '–' : Number(n).toLocaleSt
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function renderStats(s) {
+  // Throughput as the page sees it: completed-token delta between polls (the
+  // coordinator's own figure is a short-window rate that can read 0 between
+  // batches); the first poll falls back to the coordinator's.
+  const now = Date.now();
+  let tput = s.throughput_per_s || 0;
+  if (state.lastStats && now > state.lastStats.t) {
+    tput = Math.max(0, (s.tokens_completed - state.lastStats.done) * 1000 / (now - state.lastStats.t));
+  }
+  state.lastStats = { t: now, done: s.tokens_completed };
   $('s-nodes').textContent = `${fmt(s.nodes_ready)}${s.nodes_draining ? ` (+${s.nodes_draining} draining)` : ''}`;
   $('s-jobs').textContent = fmt(s.jobs_running);
-  $('s-tput').textContent = fmt(s.throughput_per_s);
+  $('s-tput').textContent = fmt(Math.round(tput));
   $('s-done').textContent = fmt(s.tokens_completed);
   $('s-failed').textContent = fmt(s.tokens_failed);
   $('s-queued').textContent = fmt(s.queued);
   $('s-inflight').textContent = fmt(s.in_flight);
   $('s-limit').textContent = s.admission_limit ? fmt(s.admission_limit) : 'none';
-  state.series.push({ t: Date.now(), v: s.throughput_per_s || 0 });
-  const cutoff = Date.now() - 120000;
+  state.series.push({ t: now, v: tput });
+  const cutoff = now - 120000;
   while (state.series.length && state.series[0].t < cutoff) state.series.shift();
   drawChart();
 }
@@ -241,7 +250,7 @@ function drawChart() {
   for (let i = 0; i <= 4; i++) {
     const v = (max / 4) * i;
     g.beginPath(); g.moveTo(pad.l, y(v)); g.lineTo(w - pad.r, y(v)); g.stroke();
-    g.fillText(fmt(v), 4, y(v) + 4);
+    g.fillText(fmt(Math.round(v)), 4, y(v) + 4);
   }
   g.fillText('-2 min', pad.l, h - 4);
   g.fillText('now', w - pad.r - 22, h - 4);
