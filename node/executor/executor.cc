@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <deque>
 #include <unordered_set>
 
 namespace tokengate::node {
@@ -33,10 +34,73 @@ std::vector<int> allowedCores() {
   return cores;
 }
 
+// FIFO of tasks kept as the batches they were submitted in: submit() moves
+// a whole batch vector in (no per-task copy), workers pop from the front
+// batch by index.
+class TaskQueue {
+ public:
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  void pushBatch(std::vector<Task>&& batch) {
+    if (batch.empty()) return;
+    size_ += batch.size();
+    chunks_.push_back(std::move(batch));
+  }
+  // Moves up to n tasks from the front into `out`.
+  void popInto(std::vector<Task>& out, size_t n) {
+    while (n > 0 && !chunks_.empty()) {
+      auto& front = chunks_.front();
+      const size_t take = std::min(n, front.size() - head_);
+      for (size_t i = 0; i < take; ++i) out.push_back(std::move(front[head_ + i]));
+      head_ += take;
+      size_ -= take;
+      n -= take;
+      if (head_ == front.size()) {
+        chunks_.pop_front();
+        head_ = 0;
+      }
+    }
+  }
+  template <typename F>
+  void forEach(F&& f) const {
+    for (size_t c = 0; c < chunks_.size(); ++c)
+      for (size_t i = c == 0 ? head_ : 0; i < chunks_[c].size(); ++i) f(chunks_[c][i]);
+  }
+  template <typename Pred>
+  size_t eraseIf(Pred&& pred) {
+    size_t erased = 0;
+    for (size_t c = 0; c < chunks_.size(); ++c) {
+      auto& v = chunks_[c];
+      const auto from = v.begin() + static_cast<long>(c == 0 ? head_ : 0);
+      const size_t before = v.size();
+      v.erase(std::remove_if(from, v.end(), pred), v.end());
+      erased += before - v.size();
+    }
+    size_ -= erased;
+    // Drop chunks emptied by the erase (the front one counts from head_).
+    while (!chunks_.empty() && chunks_.front().size() == head_) {
+      chunks_.pop_front();
+      head_ = 0;
+    }
+    std::erase_if(chunks_, [](const std::vector<Task>& v) { return v.empty(); });
+    return erased;
+  }
+  void clear() {
+    chunks_.clear();
+    head_ = 0;
+    size_ = 0;
+  }
+
+ private:
+  std::deque<std::vector<Task>> chunks_;
+  size_t head_ = 0;  // consumed prefix of chunks_.front()
+  size_t size_ = 0;
+};
+
 struct Executor::Pool {
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<Task> q[kLaneCount];  // only the lanes in `lanes` are used
+  TaskQueue q[kLaneCount];  // only the lanes in `lanes` are used
   std::vector<Weight> lanes;
   uint32_t workers = 0;
   size_t rr = 0;
@@ -173,6 +237,15 @@ void Executor::submit(std::vector<Task>&& tasks) {
     t.enqueued_ns = now;
     per_lane[laneIndex(t.lane)]++;
   }
+  // Split by lane; the common single-lane batch moves as one vector.
+  std::vector<Task> by_lane[kLaneCount];
+  const int first_lane = laneIndex(tasks.front().lane);
+  if (per_lane[first_lane] == tasks.size()) {
+    by_lane[first_lane] = std::move(tasks);
+  } else {
+    for (int l = 0; l < kLaneCount; ++l) by_lane[l].reserve(per_lane[l]);
+    for (auto& t : tasks) by_lane[laneIndex(t.lane)].push_back(std::move(t));
+  }
   std::vector<ReturnedTask> returned;
   for (auto& pool : pools_) {
     size_t mine = 0;
@@ -182,15 +255,17 @@ void Executor::submit(std::vector<Task>&& tasks) {
       std::lock_guard lk(pool->mu);
       // Checked under the pool lock: drain() sets the flag before purging
       // each pool, so a batch is either purged by it or returned here.
-      if (draining_.load()) {
-        for (auto& t : tasks)
-          if (&poolFor(t.lane) == pool.get()) returned.push_back({t.id, t.attempt, t.session});
-      } else {
-        for (auto& t : tasks)
-          if (&poolFor(t.lane) == pool.get()) pool->q[laneIndex(t.lane)].push_back(std::move(t));
-        for (Weight l : pool->lanes)
-          lanes_[laneIndex(l)].queued.fetch_add(static_cast<int64_t>(per_lane[laneIndex(l)]),
+      const bool draining = draining_.load();
+      for (Weight l : pool->lanes) {
+        auto& batch = by_lane[laneIndex(l)];
+        if (batch.empty()) continue;
+        if (draining) {
+          for (auto& t : batch) returned.push_back({t.id, t.attempt, t.session});
+        } else {
+          lanes_[laneIndex(l)].queued.fetch_add(static_cast<int64_t>(batch.size()),
                                                 std::memory_order_relaxed);
+          pool->q[laneIndex(l)].pushBatch(std::move(batch));
+        }
       }
     }
     if (mine >= pool->workers)
@@ -295,7 +370,7 @@ void Executor::cancelTokens(std::span<const uint64_t> ids) {
     std::lock_guard lk(pool->mu);
     for (Weight l : pool->lanes) {
       auto& q = pool->q[laneIndex(l)];
-      const size_t n = std::erase_if(q, [&](const Task& t) { return set.contains(t.id); });
+      const size_t n = q.eraseIf([&](const Task& t) { return set.contains(t.id); });
       lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
       dropped += n;
     }
@@ -315,7 +390,7 @@ void Executor::cancelOp(const Operation* op) {
     std::lock_guard lk(pool->mu);
     for (Weight l : pool->lanes) {
       auto& q = pool->q[laneIndex(l)];
-      const size_t n = std::erase_if(q, [&](const Task& t) { return t.op == op; });
+      const size_t n = q.eraseIf([&](const Task& t) { return t.op == op; });
       lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
       dropped += n;
     }
@@ -331,7 +406,7 @@ void Executor::drain() {
     std::lock_guard lk(pool->mu);
     for (Weight l : pool->lanes) {
       auto& q = pool->q[laneIndex(l)];
-      for (auto& t : q) returned.push_back({t.id, t.attempt, t.session});
+      q.forEach([&](const Task& t) { returned.push_back({t.id, t.attempt, t.session}); });
       lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(q.size()),
                                             std::memory_order_relaxed);
       q.clear();
@@ -502,10 +577,7 @@ void Executor::workerLoop(Worker& w) {
       auto& q = pool.q[laneIndex(lane)];
       popped = std::clamp<size_t>(q.size() / pool.workers, 1, kMaxPop[laneIndex(lane)]);
       popped = std::min(popped, q.size());
-      for (size_t i = 0; i < popped; ++i) {
-        local.push_back(std::move(q.front()));
-        q.pop_front();
-      }
+      q.popInto(local, popped);
       lanes_[laneIndex(lane)].queued.fetch_sub(static_cast<int64_t>(popped),
                                                std::memory_order_relaxed);
     }

@@ -390,8 +390,11 @@ Status Node::run() {
         if (!w.getAccepted()) {
           Status st = fromWire(w.getError());
           spdlog::error("coordinator rejected this node: {}", st.ToString());
-          if (st.code() == StatusCode::kFailedPrecondition) {
-            if (s.state == State::kReady) lose_session("coordinator does not know our session");
+          // "unknown session" while we think we have one: the coordinator
+          // restarted or dropped us; say hello at once. While still saying
+          // hello (e.g. a version mismatch) the 1 s resend paces the retries.
+          if (st.code() == StatusCode::kFailedPrecondition && s.state == State::kReady) {
+            lose_session("coordinator does not know our session");
             send_hello();
           }
           return;
@@ -450,6 +453,12 @@ Status Node::run() {
   auto collect = [&] {
     executor_->takeResults(s.results, s.returned);
     const uint64_t session = session_.load();
+    if (s.pending.empty() && !s.results.empty()) s.first_pending = clock_.now();
+    if (s.pending.empty() && session != 0) {
+      // Common case: take the whole vector, then drop other sessions' results.
+      s.pending.swap(s.results);
+      std::erase_if(s.pending, [&](const TaskResult& r) { return r.session != session; });
+    }
     for (auto& r : s.results) {
       if (r.session != session || session == 0) continue;  // from a lost session
       if (s.pending.empty() && s.pending_returned.empty()) s.first_pending = clock_.now();
