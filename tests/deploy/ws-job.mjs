@@ -56,7 +56,7 @@ ws.on('open', async () => {
       if (!ran && runCmd && st.total && st.done / st.total >= at && st.state === 'running') {
         ran = true;
         console.error(`ws-job: ${st.done}/${st.total} done, running: ${runCmd}`);
-        execSync(runCmd, { stdio: 'inherit' });
+        execSync(runCmd, { stdio: ['ignore', 2, 2] }); // keep stdout for the result line
       }
       if (st.state !== 'running') {
         const out = (st.outputs ?? []).find((o) => o.name === 'pi') ?? st.outputs?.[0];
