@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Gateway under load: W concurrent watching clients (default 500, each
-subscribed to every topic) while a T-term Leibniz job runs (default 100k).
+subscribed to every topic) while T-term Leibniz jobs run back to back
+(default 100k terms, for at least --min-seconds).
 A probe connection measures command round trips (cluster.stats, job.status,
 op.list in turn) the whole time. The job must complete. Prints one JSON
 object with the figures (client-side latency p50/p90/p99/max, the gateway's
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 
@@ -75,7 +77,7 @@ def pct(sorted_vals, p):
     return sorted_vals[k]
 
 
-PROBE_CMDS = ("cluster.stats", "job.status", "op.list")
+PROBE_CMDS = ("cluster.stats", "job.status", "op.list", "ping")
 
 
 def histogram_quantiles(metrics_text):
@@ -102,36 +104,45 @@ def histogram_quantiles(metrics_text):
 
 
 async def probe(terms, min_s, rate):
+    """Keeps T-term jobs running back to back for at least min_s seconds (one
+    100k-term job alone finishes in well under a second on a real cluster),
+    sampling command latency the whole time; every job must succeed."""
     c = await Client.connect(TOKEN)
-    lat = []
-    t_submit = time.time()
-    job_id = (await c.ok("submit", job=leibniz_job(terms)))["job_id"]
-    cmds = [("cluster.stats", {}), ("job.status", {"job_id": job_id}), ("op.list", {})]
-    state, st, i = "running", None, 0
-    t_done = None
-    errors = 0
+    lat, jobs = [], []
+    t_start = time.time()
+
+    async def submit():
+        jid = (await c.ok("submit", job=leibniz_job(terms)))["job_id"]
+        jobs.append({"job_id": jid, "submitted": time.time(), "state": "running"})
+        return jid
+
+    job_id = await submit()
+    i, errors = 0, 0
     while True:
+        # ping never leaves the gateway: it separates gateway overhead from the
+        # coordinator loop's queueing in the other three.
+        cmds = [("cluster.stats", {}), ("job.status", {"job_id": job_id}), ("op.list", {}),
+                ("ping", {})]
         name, args = cmds[i % len(cmds)]
         i += 1
         t0 = time.perf_counter()
         r = await c.call(name, **args)
-        lat.append((time.perf_counter() - t0) * 1000)
+        lat.append((name, (time.perf_counter() - t0) * 1000))
         if not r["ok"]:
             errors += 1
-        elif name == "job.status":
-            st = r["result"]
-            state = st["state"]
-            if state != "running" and t_done is None:
-                t_done = time.time()
-        elapsed = time.time() - t_submit
-        if state != "running" and elapsed >= min_s:
-            break
-        if elapsed > 600:
+        elif name == "job.status" and r["result"]["state"] != "running":
+            j = jobs[-1]
+            j.update(state=r["result"]["state"], total=r["result"]["total"],
+                     done=r["result"]["done"], wall_s=time.time() - j["submitted"])
+            if time.time() - t_start < min_s and j["state"] == "succeeded":
+                job_id = await submit()
+            else:
+                break
+        if time.time() - t_start > 600:
             break
         await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - t0)))
     await c.close()
-    return dict(job_id=job_id, state=state, total=st and st["total"], done=st and st["done"],
-                job_wall_s=(t_done - t_submit) if t_done else None, latencies=lat, errors=errors)
+    return dict(jobs=jobs, latencies=lat, errors=errors, seconds=time.time() - t_start)
 
 
 def main():
@@ -157,21 +168,36 @@ def main():
     wstats = out.get(timeout=30)
     w.join(10)
     _, m1 = http_get("/metrics")
-    lat = sorted(res.pop("latencies"))
+    samples = res.pop("latencies")
+    lat = sorted(v for _, v in samples)
+    by_cmd = {}
+    for name in sorted({n for n, _ in samples}):
+        v = sorted(x for n, x in samples if n == name)
+        by_cmd[name] = {"n": len(v), "p50_ms": round(pct(v, 50), 3), "p99_ms": round(pct(v, 99), 3)}
+    jobs = res["jobs"]
+    walls = sorted(j["wall_s"] for j in jobs if "wall_s" in j)
     report = {
         "mode": MODE, "gateway": URL, "watchers": a.watchers, "terms": a.terms,
         "watchers_connected": wstats["connected"], "watchers_subscribed": wstats["subscribed"],
         "connect_s": round(connect_s, 2), "ws_clients_gauge": gauge,
-        "job": {k: res[k] for k in ("job_id", "state", "total", "done", "job_wall_s")},
+        "jobs": {"count": len(jobs), "succeeded": sum(j["state"] == "succeeded" for j in jobs),
+                 "tokens_each": jobs[0].get("total"),
+                 "wall_s_min": round(walls[0], 3) if walls else None,
+                 "wall_s_median": round(walls[len(walls) // 2], 3) if walls else None,
+                 "wall_s_max": round(walls[-1], 3) if walls else None,
+                 "seconds_under_load": round(res["seconds"], 1)},
+        "loadavg_1m": os.getloadavg()[0],
         "probe": {"commands": len(lat), "errors": res["errors"], "rate_per_s": a.rate,
                   "p50_ms": round(pct(lat, 50), 3), "p90_ms": round(pct(lat, 90), 3),
-                  "p99_ms": round(pct(lat, 99), 3), "max_ms": round(lat[-1], 3)},
+                  "p99_ms": round(pct(lat, 99), 3), "max_ms": round(lat[-1], 3),
+                  "by_command": by_cmd},
         "gateway_histogram": histogram_quantiles(m1),
         "events_delivered": wstats["events"], "gap_notices": wstats["gaps"],
         "connect_errors": wstats["connect_errors"], "closed_by_server": wstats["closed_by_server"],
     }
     print(json.dumps(report, indent=2))
-    ok = (res["state"] == "succeeded" and wstats["subscribed"] == a.watchers
+    ok = (jobs and all(j["state"] == "succeeded" for j in jobs)
+          and wstats["subscribed"] == a.watchers
           and res["errors"] == 0 and wstats["closed_by_server"] == 0)
     if not ok:
         print("FAIL: job did not succeed, or watchers/commands failed", file=sys.stderr)
