@@ -271,6 +271,12 @@ StatusOr<std::string> describeModel(const std::string& path) {
   if (!model.ok()) return model.status();
   const ModelQuality& q = (*model)->quality();
   std::string out = fmt::format("model: {}\ntrees: {}\n", path, (*model)->numTrees());
+  if (const CompiledForest* f = (*model)->compiledForest()) {
+    out += fmt::format("predict path: compiled forest ({} nodes, {} node visits per token)\n",
+                       f->numNodes(), f->stepsPerRow());
+  } else {
+    out += "predict path: XGBoost in-place predict (model could not be compiled)\n";
+  }
   if (q.n_test > 0) {
     out += fmt::format(
         "held-out quality (log run time): R^2 = {:.4f}, MAE = {:.4f} (typical error x{:.2f})\n"
