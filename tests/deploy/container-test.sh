@@ -48,12 +48,22 @@ tg_check "local debian:bookworm-slim base (debootstrap + docker import, cached)"
   env DOCKER="$DOCKER" "$TG_DEPLOY/make-base-image.sh"
 
 # --- Images ---------------------------------------------------------------------------------
+# Both targets build from one snapshot of the tree (tracked + untracked, not ignored files), so
+# the second build reuses the first's layers and an edit made meanwhile cannot split them.
+snapshot() {
+  rm -rf "$TG_OUT/context" && mkdir -p "$TG_OUT/context" &&
+    git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/deploy/node_modules/' |
+    xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
+    tar --null -T - -cf - | tar -C "$TG_OUT/context" -xf -
+}
+tg_check "snapshot of the source tree for the build context" snapshot
 t0=$(date +%s)
 tg_check "docker build --target coordinator (host network for apt)" \
-  "$DOCKER" build --network host -f docker/Dockerfile --target coordinator \
-  -t "tokengate/coordinator:$TG_TAG" .
+  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target coordinator \
+  -t "tokengate/coordinator:$TG_TAG" "$TG_OUT/context"
 tg_check "docker build --target node" \
-  "$DOCKER" build --network host -f docker/Dockerfile --target node -t "tokengate/node:$TG_TAG" .
+  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target node \
+  -t "tokengate/node:$TG_TAG" "$TG_OUT/context"
 echo "image builds took $(($(date +%s) - t0))s"
 tg_check "images run as the non-root user 10001" sh -c "
   [ \"\$($DOCKER image inspect -f '{{.Config.User}}' tokengate/coordinator:$TG_TAG)\" = 10001:10001 ] &&

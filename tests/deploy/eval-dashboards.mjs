@@ -28,8 +28,16 @@ for (const q of queriesOf(dashboards, '30s')) {
   const instant = q.variable || /format.?table/.test(q.raw) ? true : false;
   const r = await query(q.expr, instant);
   const name = `${path.basename(q.dashboard, '.json')} / ${q.panel} / ${q.refId} returns data`;
-  if (r.ok) { passed++; console.log(`PASS ${name} (${r.n} series)`); }
-  else { failed++; console.log(`FAIL ${name}\n     ${r.why}: ${q.expr}`); }
+  if (r.ok) { passed++; console.log(`PASS ${name} (${r.n} series)`); continue; }
+  failed++;
+  // Say which metric is missing altogether, the usual cause (an unexported family).
+  const missing = [];
+  for (const m of new Set(q.expr.match(/\btokengate_[a-z0-9_]+/g) ?? [])) {
+    const c = await query(`count(${m})`, true);
+    if (!c.ok) missing.push(m);
+  }
+  const hint = missing.length ? ` [not in the coordinator's /metrics: ${missing.join(', ')}]` : '';
+  console.log(`FAIL ${name}\n     ${r.why}${hint}: ${q.expr}`);
 }
 console.log(`live dashboards: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
