@@ -39,7 +39,7 @@ double completionOn(const NodeView& node, double run_ns) {
 std::optional<Placement> placeToken(const CostModel& model, const TokenFeatures& token,
                                     std::span<const NodeView> nodes) {
   auto placed = placeBatch(model, std::span<const TokenFeatures>(&token, 1), nodes);
-  if (placed.empty()) return std::nullopt;
+  if (placed.empty() || placed.front().node == Placement::kHoldBack) return std::nullopt;
   return placed.front();
 }
 
@@ -77,27 +77,29 @@ std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenF
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key[a] > key[b]; });
 
   std::vector<double> outstanding(k);
-  std::vector<uint32_t> load(k);
+  std::vector<uint32_t> capacity(k);
   for (size_t e = 0; e < k; ++e) {
     outstanding[e] = nodes[eligible[e]].outstanding_ns;
-    load[e] = nodes[eligible[e]].load;
+    capacity[e] = nodes[eligible[e]].capacity;
   }
   std::vector<Placement> out(tokens.size());
   for (size_t i : order) {
-    size_t best = 0;
+    std::optional<size_t> best;
     double best_completion = 0;
     for (size_t e = 0; e < k; ++e) {
+      if (capacity[e] == 0) continue;
       NodeView v = nodes[eligible[e]];
       v.outstanding_ns = outstanding[e];
       const double c = completionOn(v, cost[i * k + e]);
-      if (e == 0 || c < best_completion) {
+      if (!best || c < best_completion) {
         best = e;
         best_completion = c;
       }
     }
-    out[i] = Placement{eligible[best], cost[i * k + best], best_completion};
-    outstanding[best] += cost[i * k + best];
-    ++load[best];
+    if (!best) continue;  // every node full: held back (the Placement default)
+    out[i] = Placement{eligible[*best], cost[i * k + *best], best_completion};
+    outstanding[*best] += cost[i * k + *best];
+    --capacity[*best];
   }
   return out;
 }

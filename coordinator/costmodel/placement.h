@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <vector>
@@ -37,10 +38,14 @@ struct NodeView {
   double outstanding_ns = 0;  // predicted work already on the node
   uint32_t workers = 1;
   bool eligible = true;
+  // Tokens the node may still take in this round (the lane's free credit); placeBatch holds
+  // back tokens once every node is full.
+  uint32_t capacity = std::numeric_limits<uint32_t>::max();
 };
 
 struct Placement {
-  size_t node = 0;           // index into the NodeView span
+  static constexpr size_t kHoldBack = std::numeric_limits<size_t>::max();
+  size_t node = kHoldBack;   // index into the NodeView span, or kHoldBack
   double predicted_ns = 0;   // predicted run time of the token on that node
   double completion_ns = 0;  // predicted completion (queue drain + run)
 };
@@ -54,7 +59,8 @@ std::optional<Placement> placeToken(const CostModel& model, const TokenFeatures&
 // outstanding work as tokens are assigned: the classic makespan heuristic, with per-node
 // predictions so slow nodes get proportionally less. One predict() call of
 // tokens x eligible-nodes rows. Returns one Placement per token (in input order); empty if no
-// node is eligible.
+// node is eligible. Tokens that find every node at capacity get node == kHoldBack; capacity
+// fills largest-first, so the cheap tokens are the ones held back.
 std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenFeatures> tokens,
                                   std::span<const NodeView> nodes);
 

@@ -161,3 +161,43 @@ TEST(PredictionErrorHistogram, BucketsLog2Ratio) {
 
 }  // namespace
 }  // namespace tokengate::costmodel
+
+namespace tokengate::costmodel {
+namespace {
+
+TEST(PlaceBatch, RespectsCapacityAndHoldsBackCheapestTokens) {
+  class Scripted final : public CostModel {
+   public:
+    void predict(std::span<const TokenFeatures> in, std::span<double> out) const override {
+      for (size_t i = 0; i < in.size(); ++i) out[i] = 1e6 * (in[i].op_id + 1);
+    }
+    std::string_view name() const override { return "scripted"; }
+  } model;
+  std::vector<TokenFeatures> tokens(5);
+  for (uint32_t i = 0; i < 5; ++i) tokens[i].op_id = i;  // costs 1..5 ms
+  std::vector<NodeView> nodes = {{.node_index = 0, .capacity = 2},
+                                 {.node_index = 1, .capacity = 1}};
+  auto placed = placeBatch(model, tokens, nodes);
+  ASSERT_EQ(placed.size(), 5u);
+  size_t held = 0;
+  std::vector<int> per_node(2, 0);
+  for (const auto& p : placed) {
+    if (p.node == Placement::kHoldBack) {
+      ++held;
+    } else {
+      ++per_node[p.node];
+    }
+  }
+  EXPECT_EQ(held, 2u);
+  EXPECT_EQ(per_node[0], 2);
+  EXPECT_EQ(per_node[1], 1);
+  // The two cheapest tokens wait.
+  EXPECT_EQ(placed[0].node, Placement::kHoldBack);
+  EXPECT_EQ(placed[1].node, Placement::kHoldBack);
+  for (auto& n : nodes) n.capacity = 0;
+  TokenFeatures t;
+  EXPECT_FALSE(placeToken(model, t, nodes).has_value());
+}
+
+}  // namespace
+}  // namespace tokengate::costmodel
