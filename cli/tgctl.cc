@@ -174,6 +174,9 @@ int main(int argc, char** argv) {
         "queued {}  in flight {}\n",
         i->nodes_ready, i->nodes_draining, i->jobs_running, i->tokens_live, i->tokens_completed,
         i->tokens_failed, i->queued, i->in_flight);
+    for (const auto& n : i->nodes)
+      fmt::print("  {:<16} {:<9} completed {:>10}  in flight {:>6}\n", n.id, n.state, n.completed,
+                 n.in_flight);
     return 0;
   }
   return 0;

@@ -109,6 +109,9 @@ Status Client::pump(Nanos deadline) {
       info.tokens_failed = s.getTokensFailed();
       info.queued = s.getQueued();
       info.in_flight = s.getInFlight();
+      for (auto n : s.getNodes())
+        info.nodes.push_back(NodeSummary{n.getId().cStr(), n.getState().cStr(), n.getCompleted(),
+                                         n.getInFlight(), n.getSession()});
       stats_replies_[s.getRequestId()] = info;
       break;
     }

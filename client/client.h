@@ -43,9 +43,16 @@ struct JobResult {
   StatusOr<Value> output(const std::string& name = {}) const;
 };
 
+struct NodeSummary {
+  std::string id;
+  std::string state;
+  uint64_t completed = 0, in_flight = 0, session = 0;
+};
+
 struct ClusterInfo {
   uint32_t nodes_ready = 0, nodes_draining = 0, jobs_running = 0;
   uint64_t tokens_live = 0, tokens_completed = 0, tokens_failed = 0, queued = 0, in_flight = 0;
+  std::vector<NodeSummary> nodes;
 };
 
 class Client {

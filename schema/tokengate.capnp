@@ -104,6 +104,7 @@ struct Welcome {
   error @1 :Error;
   heartbeatMs @2 :UInt32;
   session @3 :UInt64;
+  maxFrameBytes @4 :UInt64;   # the coordinator rejects larger frames: split result batches below it
 }
 
 struct LaneLoad {
@@ -249,6 +250,15 @@ struct StatsReply {
   tokensFailed @6 :UInt64;
   queued @7 :UInt64;
   inFlight @8 :UInt64;
+  nodes @9 :List(NodeSummary);
+}
+
+struct NodeSummary {
+  id @0 :Text;
+  state @1 :Text;           # ready | draining | dead
+  completed @2 :UInt64;     # tokens this registration completed
+  inFlight @3 :UInt64;
+  session @4 :UInt64;
 }
 
 struct Frame {

@@ -734,6 +734,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
     if (!st.ok()) toWire(st, w.initError());
     w.setHeartbeatMs(config_.heartbeat_ms);
     w.setSession(session);
+    w.setMaxFrameBytes(config_.max_frame_bytes);
     outbox_.send(peer, encodeFrame(msg));
   };
   if (hello.getProtocolVersion() != kProtocolVersion) {
@@ -1410,6 +1411,15 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       r.setTokensFailed(st.tokens_failed);
       r.setQueued(st.queued);
       r.setInFlight(st.in_flight);
+      const auto nodes = listNodes();
+      auto list = r.initNodes(static_cast<unsigned>(nodes.size()));
+      for (unsigned i = 0; i < nodes.size(); ++i) {
+        list[i].setId(nodes[i].id);
+        list[i].setState(control::nodeStateName(nodes[i].state));
+        list[i].setCompleted(nodes[i].completed);
+        list[i].setInFlight(nodes[i].in_flight);
+        list[i].setSession(nodes[i].session);
+      }
       outbox_.send(peer, encodeFrame(msg));
       return;
     }

@@ -41,6 +41,7 @@ struct CoordinatorConfig {
   size_t max_idempotency_keys = 1'000'000;
   size_t finished_jobs_kept = 1000;
   std::string scheduler = "least-outstanding";
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;  // told to nodes in Welcome
 };
 
 // Where the core sends frames. `peer` is the ZeroMQ routing id.

@@ -39,6 +39,7 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
   // that, the sender gets a clear ResourceExhausted reject.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.max_frame_bytes * 2));
   outbox_ = std::make_unique<RouterOutbox>(router_);
+  config_.core.max_frame_bytes = config_.max_frame_bytes;
   core_ = std::make_unique<CoordinatorCore>(config_.core, clock_, *outbox_, registry_);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
@@ -84,27 +85,25 @@ void CoordinatorServer::runPosted() {
 }
 
 void CoordinatorServer::handleMessage() {
-  zmq::message_t peer, body, extra;
+  zmq::message_t peer;
   if (!router_.recv(peer, zmq::recv_flags::dontwait)) return;
   std::string peer_id(static_cast<const char*>(peer.data()), peer.size());
-  if (!peer.more()) return;
-  (void)router_.recv(body, zmq::recv_flags::none);
-  bool multipart = body.more();
-  while (body.more() && extra.more() != false) {
-    if (!router_.recv(extra, zmq::recv_flags::none) || !extra.more()) break;
+  // A ROUTER message is [routing id][part...]; a TokenGate frame is exactly one part.
+  std::vector<zmq::message_t> parts;
+  bool more = peer.more();
+  while (more) {
+    zmq::message_t part;
+    if (!router_.recv(part, zmq::recv_flags::none)) break;
+    more = part.more();
+    parts.push_back(std::move(part));
   }
-  if (multipart) {
-    // Drain any remaining parts of the multipart message.
-    while (true) {
-      int more = router_.get(zmq::sockopt::rcvmore);
-      if (!more) break;
-      (void)router_.recv(extra, zmq::recv_flags::none);
-    }
-    core_->onMalformed(peer_id, absl::InvalidArgumentError(
-                                    "a frame must be exactly one ZeroMQ message part"));
+  if (parts.size() != 1) {
+    core_->onMalformed(peer_id, absl::InvalidArgumentError(fmt::format(
+                                    "a frame must be exactly one ZeroMQ message part, got {}",
+                                    parts.size())));
     return;
   }
-  auto frame = decodeFrame(body.data(), body.size(), config_.max_frame_bytes);
+  auto frame = decodeFrame(parts[0].data(), parts[0].size(), config_.max_frame_bytes);
   if (!frame.ok()) {
     core_->onMalformed(peer_id, frame.status());
     return;

@@ -1,0 +1,259 @@
+// Integration tests with real processes on loopback: a coordinator and node
+// processes started by LocalCluster, driven through the C++ client.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+#include <zmq.hpp>
+
+#include "client/client.h"
+#include "client/local_cluster.h"
+#include "common/wire.h"
+
+namespace tokengate {
+namespace {
+
+using client::Client;
+using client::LocalCluster;
+using client::LocalClusterOptions;
+
+LocalClusterOptions baseOptions(uint32_t nodes) {
+  LocalClusterOptions o;
+  o.bin_dir = TG_BIN_DIR;
+  o.nodes = nodes;
+  o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
+  // Fast failure detection for tests.
+  o.coordinator_args = {"--heartbeat-ms", "100", "--node-timeout-ms", "1500",
+                        "--retry-backoff-ms", "5"};
+  return o;
+}
+
+std::unique_ptr<LocalCluster> startCluster(LocalClusterOptions o) {
+  auto c = LocalCluster::start(std::move(o));
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+uint64_t completedBy(const client::ClusterInfo& info, const std::string& id) {
+  uint64_t n = 0;
+  for (const auto& s : info.nodes)
+    if (s.id == id && s.state != "dead") n += s.completed;
+  return n;
+}
+
+TEST(ClusterTest, Leibniz100kReturnsTheExactReferenceInBothPrecisions) {
+  auto cluster = startCluster(baseOptions(2));
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
+  for (auto p : {Precision::kDouble, Precision::kDec50}) {
+    auto job = makeLeibnizJob(100'000, p);
+    ASSERT_TRUE(job.ok());
+    auto r = c.run(*job, {}, 300 * kSeconds);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->state, client::JobState::kSucceeded);
+    EXPECT_EQ(r->progress.done, 100'000u + 100 + 10 + 1);
+    auto pi = r->output("pi");
+    ASSERT_TRUE(pi.ok()) << pi.status();
+    EXPECT_EQ(*pi, leibnizLocal(100'000, p)) << pi->toString();
+  }
+  // Both nodes took part.
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_GT(completedBy(*info, "node-1"), 0u);
+  EXPECT_GT(completedBy(*info, "node-2"), 0u);
+}
+
+TEST(ClusterTest, SigkillOfOneOfThreeNodesMidJobLosesNothingAndCountsOnce) {
+  auto cluster = startCluster(baseOptions(3));
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  const uint64_t terms = 300'000;
+  auto job = makeLeibnizJob(terms, Precision::kDec50);
+  ASSERT_TRUE(job.ok());
+  auto id = c.submit(*job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  bool killed = false;
+  auto r = c.wait(
+      *id,
+      [&](const client::Progress& p) {
+        if (!killed && p.done > p.total / 10) {
+          killed = true;
+          EXPECT_TRUE(cluster->killNode(2, SIGKILL).ok());
+        }
+      },
+      300 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(killed) << "the job finished before the kill could happen";
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  const uint64_t total = terms + terms / 1000 + 10 + 1;
+  EXPECT_EQ(r->progress.done, total);
+  EXPECT_EQ(r->progress.failed, 0u);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(terms, Precision::kDec50));
+  // Each token's result was counted exactly once cluster-wide.
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->tokens_completed, total);
+  EXPECT_EQ(info->tokens_live, 0u);
+}
+
+TEST(ClusterTest, KilledNodeRestartedRejoinsAndGetsWork) {
+  auto cluster = startCluster(baseOptions(3));
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  ASSERT_TRUE(cluster->killNode(1, SIGKILL).ok());
+  // The coordinator notices the silence, then the node comes back.
+  for (int i = 0; i < 100; ++i) {
+    auto info = c.info();
+    if (info.ok() && info->nodes_ready == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(cluster->startNode(1).ok());
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  auto job = makeLeibnizJob(100'000, Precision::kDouble);
+  auto r = c.run(*job, {}, 300 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(100'000, Precision::kDouble));
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_GT(completedBy(*info, "node-2"), 0u) << "the restarted node got no work";
+}
+
+TEST(ClusterTest, PoisonTokenIsQuarantinedWhileTheRestCompletes) {
+  auto o = baseOptions(3);
+  o.supervise = true;  // crashed nodes come back, like under systemd or Kubernetes
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--poison-threshold", "3"});
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  auto job = makeLeibnizJob(20'000, Precision::kDouble);
+  ASSERT_TRUE(job.ok());
+  TokenSpec poison;
+  poison.op = "crash";
+  poison.output = true;
+  poison.name = "poison";
+  job->add(poison);
+  auto r = c.run(*job, {}, 300 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kFailed);  // one token failed for good
+  auto pi = r->output("pi");
+  ASSERT_TRUE(pi.ok()) << pi.status();
+  EXPECT_EQ(*pi, leibnizLocal(20'000, Precision::kDouble));
+  auto p = r->output("poison");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kAborted);
+  EXPECT_NE(p.status().message().find("quarantined"), std::string::npos) << p.status();
+  EXPECT_GE(cluster->restarts(), 3u);
+}
+
+TEST(ClusterTest, RoguePeersSendingGarbageDoNotHurtTheCoordinator) {
+  auto o = baseOptions(1);
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--max-frame-bytes", "1048576"});
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  const int port = std::stoi(ep.substr(ep.rfind(':') + 1));
+
+  // 1. Raw TCP garbage (not even ZMTP).
+  std::mt19937 rng(7);
+  for (int i = 0; i < 5; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::string junk(4096, '\0');
+    for (auto& ch : junk) ch = static_cast<char>(rng());
+    (void)!write(fd, junk.data(), junk.size());
+    close(fd);
+  }
+
+  // 2. A ZeroMQ peer sending malformed frames gets Reject replies.
+  zmq::context_t ctx;
+  zmq::socket_t rogue(ctx, zmq::socket_type::dealer);
+  rogue.set(zmq::sockopt::linger, 0);
+  rogue.set(zmq::sockopt::rcvtimeo, 5000);
+  rogue.connect(ep);
+  capnp::MallocMessageBuilder good;
+  auto gf = good.initRoot<wire::Frame>();
+  gf.setVersion(kProtocolVersion);
+  gf.setPing(1);
+  const std::string valid = encodeFrame(good);
+  capnp::MallocMessageBuilder old;
+  auto of = old.initRoot<wire::Frame>();
+  of.setVersion(99);
+  of.setPing(1);
+  std::vector<std::string> bad = {
+      std::string("hello"),                      // not words
+      valid.substr(0, valid.size() - 8),         // truncated
+      encodeFrame(old),                          // wrong version
+      std::string(1536 * 1024, '\x01'),          // oversize (limit 1 MiB)
+      std::string(64, '\xff'),                   // garbage words
+  };
+  for (const auto& b : bad) {
+    rogue.send(zmq::buffer(b), zmq::send_flags::none);
+    zmq::message_t reply;
+    ASSERT_TRUE(rogue.recv(reply)) << "no reply to a bad frame";
+    auto f = decodeFrame(reply.data(), reply.size());
+    ASSERT_TRUE(f.ok());
+    ASSERT_TRUE((*f)->root().isReject());
+    EXPECT_GT((*f)->root().getReject().getError().getMessage().size(), 0u);
+  }
+  // Multipart frames are refused too.
+  rogue.send(zmq::buffer(valid), zmq::send_flags::sndmore);
+  rogue.send(zmq::buffer(valid), zmq::send_flags::none);
+  zmq::message_t reply;
+  ASSERT_TRUE(rogue.recv(reply));
+  // A well-formed ping still gets its pong on the same connection.
+  rogue.send(zmq::buffer(valid), zmq::send_flags::none);
+  ASSERT_TRUE(rogue.recv(reply));
+  auto pong = decodeFrame(reply.data(), reply.size());
+  ASSERT_TRUE(pong.ok());
+  EXPECT_TRUE((*pong)->root().isPong());
+
+  // The cluster still runs jobs correctly.
+  Client c(ep);
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  auto job = makeLeibnizJob(10'000, Precision::kDouble);
+  auto r = c.run(*job, {}, 20 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(10'000, Precision::kDouble));
+}
+
+TEST(ClusterTest, AdmissionLimitGivesBackpressureNotLoss) {
+  auto o = baseOptions(1);
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--max-live-tokens", "25000"});
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  auto big = makeLeibnizJob(30'000, Precision::kDouble);
+  auto r = c.submit(*big);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  // Two jobs that fit one at a time: the second waits (client backpressure) and both complete.
+  auto j1 = makeLeibnizJob(20'000, Precision::kDouble);
+  auto id1 = c.submit(*j1);
+  ASSERT_TRUE(id1.ok());
+  auto id2 = c.submitWithBackpressure(*j1, 120 * kSeconds);
+  ASSERT_TRUE(id2.ok()) << id2.status();
+  for (auto id : {*id1, *id2}) {
+    auto res = c.wait(id, {}, 120 * kSeconds);
+    ASSERT_TRUE(res.ok());
+    EXPECT_EQ(*res->output("pi"), leibnizLocal(20'000, Precision::kDouble));
+  }
+}
+
+}  // namespace
+}  // namespace tokengate
