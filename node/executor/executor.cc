@@ -588,13 +588,21 @@ void Executor::workerLoop(Worker& w) {
     Nanos first_unpublished = now;
     size_t ran = 0;
     for (size_t i = 0; i < local.size() && !stop_.load(std::memory_order_relaxed); ++i) {
-      w.current_id.store(local[i].id, std::memory_order_relaxed);
-      w.current_op.store(local[i].op, std::memory_order_relaxed);
-      w.current_seq.store(local[i].seq);  // seq_cst: see bumpEpochAndFlagRunning
-      if (control_epoch_.load() != seen_epoch) {
+      // Publish the token, then look for control that arrived meanwhile; if
+      // filtering replaced local[i], publish the replacement and look again.
+      bool have = true;
+      while (true) {
+        w.current_id.store(local[i].id, std::memory_order_relaxed);
+        w.current_op.store(local[i].op, std::memory_order_relaxed);
+        w.current_seq.store(local[i].seq);  // seq_cst: see bumpEpochAndFlagRunning
+        if (control_epoch_.load() == seen_epoch) break;
         filterLocal(w, local, i, seen_epoch);
-        if (i >= local.size()) break;
+        if (i >= local.size()) {
+          have = false;
+          break;
+        }
       }
+      if (!have) break;
       if (results.empty()) first_unpublished = now;
       runOne(w, local[i], results, now, debt_ns);
       ++ran;

@@ -68,6 +68,7 @@ struct Node::Impl {
   std::vector<ReturnedTask> pending_returned;
   Nanos first_pending = 0;
   uint64_t dropped_sends = 0;
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;  // the coordinator's decode limit
 };
 
 StatusOr<std::unique_ptr<Node>> Node::create(NodeConfig config, zmq::context_t* context,
@@ -152,6 +153,7 @@ wire::Frame::Builder initFrame(capnp::MessageBuilder& msg) {
 Status Node::run() {
   Impl& s = *impl_;
   const Registry& registry = *registry_;
+  s.max_frame_bytes = config_.max_frame_bytes;
 
   auto open_socket = [&] {
     s.socket = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
@@ -237,13 +239,42 @@ Status Node::run() {
     Sender(*s.socket, s.dropped_sends).send(msg);
   };
 
-  // Sends everything pending, at most flush_results per frame.
+  // Wire size of one result, conservatively: the TokenResult and Value
+  // structs (~16 words) plus the payload rounded up to whole words.
+  auto result_bytes = [](const TaskResult& r) -> size_t {
+    const size_t payload =
+        r.outcome.ok() ? r.outcome->byteSize() : r.outcome.status().message().size();
+    return 128 + (payload + 7) / 8 * 8;
+  };
+
+  // Sends everything pending: at most flush_results results per frame and
+  // frames below the coordinator's limit (Welcome.maxFrameBytes).
   auto flush = [&] {
+    const size_t budget = s.max_frame_bytes > 4096 ? s.max_frame_bytes - 2048 : 2048;
+    for (auto& r : s.pending) {
+      if (result_bytes(r) <= budget) continue;
+      const size_t size = result_bytes(r);
+      r.outcome = absl::ResourceExhaustedError(
+          fmt::format("result of ~{} bytes exceeds the coordinator's frame limit of {} bytes", size,
+                      s.max_frame_bytes));
+    }
     size_t ri = 0, ti = 0;
     while (ri < s.pending.size() || ti < s.pending_returned.size()) {
-      const size_t nr = std::min(config_.flush_results, s.pending.size() - ri);
-      const size_t nt = std::min(config_.flush_results, s.pending_returned.size() - ti);
-      capnp::MallocMessageBuilder msg(static_cast<unsigned>(64 + nr * 12 + nt * 4));
+      size_t bytes = 256, nr = 0;
+      while (ri + nr < s.pending.size() && nr < config_.flush_results) {
+        const size_t b = result_bytes(s.pending[ri + nr]);
+        if (nr > 0 && bytes + b > budget) break;
+        bytes += b;
+        ++nr;
+      }
+      size_t nt = 0;
+      while (ti + nt < s.pending_returned.size() && nt < config_.flush_results &&
+             bytes + 24 <= budget) {
+        bytes += 24;
+        ++nt;
+      }
+      capnp::MallocMessageBuilder msg(
+          static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
       auto rb = initFrame(msg).initResultBatch();
       rb.setSession(session_.load());
       auto rl = rb.initResults(static_cast<unsigned>(nr));

@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "common/wire.h"
 #include "node/executor/executor.h"
 #include "node/registry/registry.h"
 
@@ -41,6 +42,8 @@ struct NodeConfig {
   uint32_t default_heartbeat_ms = 1000;  // used only if welcome.heartbeatMs is 0
   uint32_t missed_heartbeats = 5;        // silence => coordinator presumed restarted
   size_t flush_results = 1024;
+  // Result frames stay below this; Welcome.maxFrameBytes overrides it.
+  size_t max_frame_bytes = kDefaultMaxFrameBytes;
   Nanos flush_after_ns = kMillis;
   uint32_t stop_grace_ms = 30'000;  // drain budget on SIGTERM/shutdown
   bool handle_signals = false;      // runNode() sets it: SIGTERM/SIGINT = stop

@@ -134,6 +134,8 @@ class FakeCoordinator {
       if (!r) continue;
       auto rb = r->root().getResultBatch();
       last_session_ = rb.getSession();
+      max_result_frame_ = std::max(max_result_frame_, r->frame->bytes());
+      ++result_frames_;
       for (auto res : rb.getResults()) {
         Outcome o{absl::UnknownError(""), res.getAttempt(), res.getCore(), res.getLane()};
         if (res.isValue())
@@ -153,6 +155,8 @@ class FakeCoordinator {
   std::map<uint64_t, uint32_t> returned_;
   std::map<Which, int> seen_;
   uint64_t last_session_ = 0;
+  size_t max_result_frame_ = 0;
+  size_t result_frames_ = 0;
   bool answer_heartbeats_ = true;
 
  private:
@@ -374,6 +378,22 @@ TEST_F(LinkTest, UnknownSessionRejectionTriggersHello) {
   coord_.welcome(peer, 3, 1000);
   coord_.batch(peer, 3, {"echo"}, {{1, 0, {Value(1)}}});
   coord_.gather(1);
+}
+
+TEST_F(LinkTest, ResultFramesStayBelowTheFrameLimit) {
+  NodeConfig cfg;
+  cfg.max_frame_bytes = 16 * 1024;
+  start(cfg);
+  const std::string peer = handshake(8, 1000);
+  std::vector<FakeCoordinator::Tok> toks;
+  for (uint64_t i = 0; i < 40; ++i) toks.push_back({i, 0, {Value(std::string(3000, 'a'))}});
+  toks.push_back({100, 0, {Value(std::string(20'000, 'b'))}});  // cannot fit at all
+  coord_.batch(peer, 8, {"echo"}, toks);
+  coord_.gather(41);
+  EXPECT_LE(coord_.max_result_frame_, cfg.max_frame_bytes);
+  EXPECT_GE(coord_.result_frames_, 8u);
+  for (uint64_t i = 0; i < 40; ++i) EXPECT_EQ(coord_.results_.at(i).value->asText().size(), 3000u);
+  EXPECT_EQ(coord_.results_.at(100).value.status().code(), StatusCode::kResourceExhausted);
 }
 
 TEST_F(LinkTest, RequestStopSendsBye) {
