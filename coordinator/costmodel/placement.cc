@@ -37,14 +37,14 @@ double completionOn(const NodeView& node, double run_ns) {
 }  // namespace
 
 std::optional<Placement> placeToken(const CostModel& model, const TokenFeatures& token,
-                                    std::span<const NodeView> nodes) {
-  auto placed = placeBatch(model, std::span<const TokenFeatures>(&token, 1), nodes);
+                                    std::span<const NodeView> nodes, const PlaceOptions& options) {
+  auto placed = placeBatch(model, std::span<const TokenFeatures>(&token, 1), nodes, options);
   if (placed.empty() || placed.front().node == Placement::kHoldBack) return std::nullopt;
   return placed.front();
 }
 
 std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenFeatures> tokens,
-                                  std::span<const NodeView> nodes) {
+                                  std::span<const NodeView> nodes, const PlaceOptions& options) {
   std::vector<size_t> eligible;
   for (size_t j = 0; j < nodes.size(); ++j) {
     if (nodes[j].eligible) eligible.push_back(j);
@@ -84,22 +84,33 @@ std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenF
   }
   std::vector<Placement> out(tokens.size());
   for (size_t i : order) {
-    std::optional<size_t> best;
-    double best_completion = 0;
+    std::optional<size_t> best_free, best_any;
+    double free_completion = 0, any_completion = 0;
     for (size_t e = 0; e < k; ++e) {
-      if (capacity[e] == 0) continue;
       NodeView v = nodes[eligible[e]];
       v.outstanding_ns = outstanding[e];
       const double c = completionOn(v, cost[i * k + e]);
-      if (!best || c < best_completion) {
-        best = e;
-        best_completion = c;
+      if (!best_any || c < any_completion) {
+        best_any = e;
+        any_completion = c;
+      }
+      if (capacity[e] > 0 && (!best_free || c < free_completion)) {
+        best_free = e;
+        free_completion = c;
       }
     }
-    if (!best) continue;  // every node full: held back (the Placement default)
-    out[i] = Placement{eligible[*best], cost[i * k + *best], best_completion};
-    outstanding[*best] += cost[i * k + *best];
-    --capacity[*best];
+    const bool take_free =
+        best_free && (!options.wait_for_better_node || *best_free == *best_any ||
+                      free_completion <= any_completion * (1 + options.wait_slack));
+    if (take_free) {
+      out[i] = Placement{eligible[*best_free], cost[i * k + *best_free], free_completion};
+      outstanding[*best_free] += cost[i * k + *best_free];
+      --capacity[*best_free];
+    } else if (best_any) {
+      // Held back: it will finish sooner by waiting for credit on the better (full) node. Count
+      // its work there so the rest of the batch sees that node as busier.
+      outstanding[*best_any] += cost[i * k + *best_any];
+    }
   }
   return out;
 }

@@ -50,19 +50,33 @@ struct Placement {
   double completion_ns = 0;  // predicted completion (queue drain + run)
 };
 
+struct PlaceOptions {
+  // Hold a token back (Placement::kHoldBack) rather than put it on a node with free credit
+  // when a node that is full right now would still finish it sooner (by more than wait_slack,
+  // relative). Credit-based dispatch otherwise hands every token to whichever node frees a slot
+  // first, however slow; waiting is what lets the slow node get only the work it can finish in
+  // time.
+  bool wait_for_better_node = true;
+  double wait_slack = 0.1;
+};
+
 // Places one token: predicts its run time on every eligible node in one batched call (the
 // token's node features are overwritten per node) and picks the earliest predicted completion.
+// nullopt: no eligible node, or the token should wait (see PlaceOptions).
 std::optional<Placement> placeToken(const CostModel& model, const TokenFeatures& token,
-                                    std::span<const NodeView> nodes);
+                                    std::span<const NodeView> nodes,
+                                    const PlaceOptions& options = {});
 
 // Places a batch of tokens greedily, largest predicted cost first (LPT), updating each node's
 // outstanding work as tokens are assigned: the classic makespan heuristic, with per-node
 // predictions so slow nodes get proportionally less. One predict() call of
 // tokens x eligible-nodes rows. Returns one Placement per token (in input order); empty if no
-// node is eligible. Tokens that find every node at capacity get node == kHoldBack; capacity
-// fills largest-first, so the cheap tokens are the ones held back.
+// node is eligible. Tokens get node == kHoldBack when every node is at capacity or when waiting
+// for a full node is predicted to finish them sooner (PlaceOptions); largest-first filling
+// means the cheapest tokens are the ones that wait for capacity.
 std::vector<Placement> placeBatch(const CostModel& model, std::span<const TokenFeatures> tokens,
-                                  std::span<const NodeView> nodes);
+                                  std::span<const NodeView> nodes,
+                                  const PlaceOptions& options = {});
 
 struct LaneThresholds {
   // Predicted cost above which a token no longer fits the light lane / the medium lane.

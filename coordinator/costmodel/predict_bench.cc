@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "coordinator/costmodel/balance_sim.h"
 #include "coordinator/costmodel/mean_cost_model.h"
 #include "coordinator/costmodel/synthetic.h"
 #include "coordinator/costmodel/xgb_cost_model.h"
@@ -91,14 +92,34 @@ int main(int argc, char** argv) {
   const Result rm =
       measure([&](const auto& in, auto& out) { mean->predict(in, out); }, batch, iterations);
   const double train_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+
+  // Simulated placement (balance_sim.h): 1500 tokens, nodes of speed 1, 1, 2.5.
+  std::string sim_json;
+  {
+    std::vector<TokenFeatures> tokens;
+    for (int i = 0; i < 1500; ++i) tokens.push_back(workload.nextFeatures());
+    auto cost = [&](const TokenFeatures& f) { return workload.trueCostNs(f); };
+    for (uint32_t credit : {2u, 32u}) {
+      const std::vector<SimNode> nodes = {{1.0, 1, credit}, {1.0, 1, credit}, {2.5, 1, credit}};
+      const double ideal = idealMakespanNs(tokens, nodes, cost);
+      sim_json += fmt::format("\"sim_credit{}\":{{\"ideal_ms\":{:.1f}", credit, ideal / 1e6);
+      for (SimPolicy p :
+           {SimPolicy::kRoundRobin, SimPolicy::kLeastOutstanding, SimPolicy::kModel}) {
+        const SimResult r = simulateBalance(p, tokens, nodes, cost, xgb->get());
+        sim_json += fmt::format(",\"{}\":{{\"makespan_ms\":{:.1f},\"p99_ms\":{:.1f}}}",
+                                simPolicyName(p), r.makespan_ns / 1e6, r.p99_latency_ns / 1e6);
+      }
+      sim_json += "},";
+    }
+  }
   fmt::print(
-      "{{\"bench\":\"costmodel_predict\",\"batch\":{},\"iterations\":{},\"train_rows\":{},"
+      "{{\"bench\":\"costmodel_predict\",{}\"batch\":{},\"iterations\":{},\"train_rows\":{},"
       "\"trees\":{},\"train_ms\":{:.1f},\"heldout_r2\":{:.4f},\"heldout_mae_log\":{:.4f},"
       "\"compiled_forest\":{},"
       "\"xgb_ns_per_token\":{:.1f},\"xgb_cpu_ns_per_token\":{:.1f},"
       "\"xgboost_inplace_ns_per_token\":{:.1f},\"xgboost_inplace_cpu_ns_per_token\":{:.1f},"
       "\"mean_ns_per_token\":{:.1f},\"mean_cpu_ns_per_token\":{:.1f}}}\n",
-      batch_size, iterations, train_rows, model.numTrees(), train_ms, model.quality().r2,
+      sim_json, batch_size, iterations, train_rows, model.numTrees(), train_ms, model.quality().r2,
       model.quality().mae_log, model.usesCompiledForest(), rx.ns_per_token, rx.cpu_ns_per_token,
       rr.ns_per_token, rr.cpu_ns_per_token, rm.ns_per_token, rm.cpu_ns_per_token);
   return 0;

@@ -58,7 +58,8 @@ double SyntheticWorkload::trueCostNs(const TokenFeatures& f) const {
     c *= 1.0 + static_cast<double>(f.arg_total_bytes) / 8192.0;
   }
   c *= f.node_speed;
-  c *= 1.0 + 0.02 * f.node_load;  // contention on a busy node
+  // Mild contention on a busy node, saturating: queued tokens do not slow a running one.
+  c *= 1.0 + 0.02 * std::min<uint32_t>(f.node_load, 4);
   return c;
 }
 

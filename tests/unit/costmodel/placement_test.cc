@@ -177,7 +177,7 @@ TEST(PlaceBatch, RespectsCapacityAndHoldsBackCheapestTokens) {
   for (uint32_t i = 0; i < 5; ++i) tokens[i].op_id = i;  // costs 1..5 ms
   std::vector<NodeView> nodes = {{.node_index = 0, .capacity = 2},
                                  {.node_index = 1, .capacity = 1}};
-  auto placed = placeBatch(model, tokens, nodes);
+  auto placed = placeBatch(model, tokens, nodes, PlaceOptions{.wait_for_better_node = false});
   ASSERT_EQ(placed.size(), 5u);
   size_t held = 0;
   std::vector<int> per_node(2, 0);
@@ -197,6 +197,38 @@ TEST(PlaceBatch, RespectsCapacityAndHoldsBackCheapestTokens) {
   for (auto& n : nodes) n.capacity = 0;
   TokenFeatures t;
   EXPECT_FALSE(placeToken(model, t, nodes).has_value());
+}
+
+}  // namespace
+}  // namespace tokengate::costmodel
+
+namespace tokengate::costmodel {
+namespace {
+
+TEST(PlaceBatch, BigTokenWaitsForFullFastNodeSmallOneTakesSlowNode) {
+  class Scripted final : public CostModel {
+   public:
+    void predict(std::span<const TokenFeatures> in, std::span<double> out) const override {
+      for (size_t i = 0; i < in.size(); ++i) {
+        out[i] = (in[i].op_id == 0 ? 100e6 : 1e6) * in[i].node_speed;
+      }
+    }
+    std::string_view name() const override { return "scripted"; }
+  } model;
+  std::vector<TokenFeatures> tokens(2);
+  tokens[0].op_id = 0;  // 100 ms
+  tokens[1].op_id = 1;  // 1 ms
+  // Fast node is full with 10 ms of work; the slow node (4x) is idle.
+  std::vector<NodeView> nodes = {
+      {.node_index = 0, .speed_factor = 1.0, .outstanding_ns = 10e6, .capacity = 0},
+      {.node_index = 1, .speed_factor = 4.0, .outstanding_ns = 0, .capacity = 4}};
+  auto placed = placeBatch(model, tokens, nodes);
+  ASSERT_EQ(placed.size(), 2u);
+  EXPECT_EQ(placed[0].node, Placement::kHoldBack);  // 110 ms by waiting vs 400 ms on slow
+  EXPECT_EQ(placed[1].node, 1u);                    // 4 ms on slow beats 111 ms behind it
+  // Without waiting, the big token would take the slow node.
+  auto eager = placeBatch(model, tokens, nodes, PlaceOptions{.wait_for_better_node = false});
+  EXPECT_EQ(eager[0].node, 1u);
 }
 
 }  // namespace
