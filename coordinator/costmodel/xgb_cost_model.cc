@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <cstdio>
@@ -387,7 +388,7 @@ int XgbCostModel::numTrees() const {
   return rounds;
 }
 
-void XgbCostModel::predictChunk(const float* rows, size_t n, double* out) const {
+bool XgbCostModel::predictChunk(const float* rows, size_t n, double* out) const {
   char iface[160];
   std::snprintf(
       iface, sizeof(iface), R"({"data":[%llu,true],"shape":[%zu,%zu],"typestr":"<f4","version":3})",
@@ -398,14 +399,20 @@ void XgbCostModel::predictChunk(const float* rows, size_t n, double* out) const 
   bst_ulong dim = 0;
   const float* result = nullptr;
   if (XGBoosterPredictFromDense(booster_, iface, kConfig, nullptr, &shape, &dim, &result) != 0) {
-    // Cannot happen for a well-formed booster; fail safe with a neutral 1 ms guess.
-    std::fprintf(stderr, "XGB PREDICT ERROR %s\n", XGBGetLastError());
+    // Cannot happen for a well-formed booster. Dispatch must go on, so fail safe with a
+    // neutral 1 ms guess and say so once.
+    static std::atomic<bool> reported{false};
+    if (!reported.exchange(true)) {
+      std::fprintf(stderr, "tokengate costmodel: XGBoost predict failed (using 1 ms): %s\n",
+                   firstLine(XGBGetLastError()).c_str());
+    }
     std::fill(out, out + n, 1e6);
-    return;
+    return false;
   }
   for (size_t i = 0; i < n; ++i) {
     out[i] = std::clamp(std::exp(static_cast<double>(result[i])), 1.0, kMaxPredNs);
   }
+  return true;
 }
 
 void XgbCostModel::predict(std::span<const TokenFeatures> in, std::span<double> out_ns) const {
@@ -458,7 +465,7 @@ void XgbCostModel::compileForest(std::span<const float> rows) {
   std::vector<double> reference(n);
   for (size_t start = 0; start < n; start += kPredictChunk) {
     const size_t m = std::min(kPredictChunk, n - start);
-    predictChunk(probe.data() + start * kNumFeatures, m, reference.data() + start);
+    if (!predictChunk(probe.data() + start * kNumFeatures, m, reference.data() + start)) return;
   }
   for (size_t i = 0; i < n; ++i) {
     const double mine =

@@ -103,7 +103,8 @@ class XgbCostModel final : public CostModel {
 
  private:
   explicit XgbCostModel(void* booster);
-  void predictChunk(const float* rows, size_t n, double* out) const;
+  // XGBoost in-place prediction of n encoded rows; false (and 1 ms guesses) on failure.
+  bool predictChunk(const float* rows, size_t n, double* out) const;
 
   // Builds forest_ from the booster's JSON and keeps it only if it reproduces XGBoost's margins
   // on `rows` (plus generated probe rows).
