@@ -4,7 +4,7 @@
 set -euo pipefail
 
 BUILD_PKGS=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config git ccache
   libzmq3-dev cppzmq-dev
   capnproto libcapnp-dev
   libboost1.81-dev libboost-json1.81-dev libboost-system1.81-dev

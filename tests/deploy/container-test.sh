@@ -120,8 +120,8 @@ tg_check "coordinator saw the node die and retried its tokens" wait_for 30 sh -c
 
 # --- Leibniz over the wire port with tgctl (from the host network) --------------------------
 DEC_TERMS=20000
-if [[ -x "${TG_BUILD_DIR:-build/release}/cli/tgctl" ]]; then
-  TGCTL=("${TG_BUILD_DIR:-build/release}/cli/tgctl")
+if [[ -x "${TG_BUILD_DIR:-build/release}/bin/tgctl" ]]; then
+  TGCTL=("${TG_BUILD_DIR:-build/release}/bin/tgctl")
 else # the image's tgctl on the host network: same path a host client takes
   TGCTL=("$DOCKER" run --rm --network host "tokengate/node:$TG_TAG" tgctl)
 fi

@@ -35,16 +35,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 node_pids=()
 if [[ -z $TARGET ]]; then
   BIN=${TG_BUILD_DIR:-build/release}
-  for b in coordinator/tokengate-coordinator node/tokengate-node; do
+  for b in bin/tokengate-coordinator bin/tokengate-node; do
     [[ -x $BIN/$b ]] || { tg_fail "built binaries present in $BIN ($b)"; tg_summary; exit 1; }
   done
   wire=$(free_port) gw=$(free_port)
   TOKEN=${TOKEN:-live-$RANDOM$RANDOM}
-  TG_GATEWAY_TOKEN=$TOKEN "$BIN/coordinator/tokengate-coordinator" --listen "tcp://127.0.0.1:$wire" \
+  TG_GATEWAY_TOKEN=$TOKEN "$BIN/bin/tokengate-coordinator" --listen "tcp://127.0.0.1:$wire" \
     --gateway "127.0.0.1:$gw" >"$TG_OUT/live-coordinator.log" 2>&1 &
   pids+=($!)
   for i in 1 2 3; do
-    "$BIN/node/tokengate-node" --coordinator "tcp://127.0.0.1:$wire" --id "live-$i" \
+    "$BIN/bin/tokengate-node" --coordinator "tcp://127.0.0.1:$wire" --id "live-$i" \
       >"$TG_OUT/live-node-$i.log" 2>&1 &
     pids+=($!) node_pids+=($!)
   done
