@@ -57,27 +57,47 @@ namespace {
 
 constexpr std::string_view kServerName = "tokengate-gateway/1";
 
-// Lets threads outside the gateway (the coordinator loop) post into the
-// io_context, and refuses once the gateway is stopping, so a late control
-// callback never touches a destroyed io_context. The mutex is held only for
-// the post itself.
+// How threads outside the gateway (the coordinator loop) reach it. Control
+// callbacks and the event sink hold only this and weak session pointers:
+// never an executor, timer or session reference of their own, because the
+// coordinator may destroy a callback after the gateway's io_context is gone
+// (a strand executor released then would touch freed Asio state). Posting
+// is refused once the gateway closes the handle, which it does before
+// destroying the io_context. The mutex is held only for a post.
 class LoopHandle {
  public:
-  template <typename Executor, typename F>
-  bool post(const Executor& ex, F&& f) {
+  void open(net::io_context::executor_type ex) {
     std::lock_guard lock(mu_);
-    if (!alive_) return false;
-    net::post(ex, std::forward<F>(f));
-    return true;
+    ex_.emplace(ex);
   }
   void close() {
     std::lock_guard lock(mu_);
-    alive_ = false;
+    ex_.reset();
+  }
+  // Runs f on the io_context.
+  template <typename F>
+  bool post(F&& f) {
+    std::lock_guard lock(mu_);
+    if (!ex_) return false;
+    net::post(*ex_, std::forward<F>(f));
+    return true;
+  }
+  // Runs fn(session) on the session's strand if the gateway and the session
+  // are both alive. The strong reference is taken and handed to the posted
+  // handler under the lock, so it is never the last one on the caller's thread.
+  template <typename Session, typename F>
+  void postTo(const std::weak_ptr<Session>& weak, F&& fn) {
+    std::lock_guard lock(mu_);
+    if (!ex_) return;
+    std::shared_ptr<Session> s = weak.lock();
+    if (!s) return;
+    auto ex = s->executor();
+    net::post(ex, [s = std::move(s), fn = std::forward<F>(fn)]() mutable { fn(*s); });
   }
 
  private:
   std::mutex mu_;
-  bool alive_ = true;
+  std::optional<net::io_context::executor_type> ex_;
 };
 
 // What the coordinator-side event sink touches. Shared with the sink, so a
@@ -257,6 +277,7 @@ class Gateway::Impl {
   prometheus::Counter* auth_failures_ = nullptr;
   prometheus::Counter* rate_limited_ = nullptr;
   prometheus::Counter* origin_refused_ = nullptr;
+  prometheus::Counter* too_many_clients_ = nullptr;
   prometheus::Family<prometheus::Counter>* http_family_ = nullptr;
 
   std::shared_ptr<EventGate> gate_ = std::make_shared<EventGate>();
@@ -315,6 +336,8 @@ class WsSession final : public WsSessionBase {
     ws_.auto_fragment(false);
     ws_.async_accept(req, beast::bind_front_handler(&WsSession::onAccept, self()));
   }
+
+  auto executor() { return ws_.get_executor(); }
 
   void deliverEvent(std::shared_ptr<const std::string> msg) override {
     net::post(ws_.get_executor(), [self = self(), msg = std::move(msg)]() mutable {
@@ -434,25 +457,26 @@ class WsSession final : public WsSessionBase {
                       t0);
     });
     std::weak_ptr<WsSession> weak = self();
-    auto loop = gw_.loop_;
-    auto ex = ws_.get_executor();
     runControlCommand(cmd, req, gw_.control_,
-                      [weak, loop, ex, seq, id, cmd, t0](StatusOr<json::value> r) mutable {
-                        auto s = weak.lock();
-                        if (!s) return;
-                        loop->post(ex, [s = std::move(s), seq, id = std::move(id),
-                                        cmd = std::move(cmd), t0, r = std::move(r)]() mutable {
-                          auto it = s->pending_.find(seq);
-                          if (it == s->pending_.end()) return;  // timed out already
-                          it->second->cancel();
-                          s->pending_.erase(it);
-                          if (r.ok()) {
-                            s->sendResult(id, std::move(*r), cmd, t0);
-                          } else {
-                            s->sendReply(id, r.status(), cmd, t0);
-                          }
+                      [weak, loop = gw_.loop_, seq, id, cmd, t0](StatusOr<json::value> r) mutable {
+                        loop->postTo(weak, [seq, id = std::move(id), cmd = std::move(cmd), t0,
+                                            r = std::move(r)](WsSession& s) mutable {
+                          s.onControlResult(seq, id, cmd, t0, std::move(r));
                         });
                       });
+  }
+
+  void onControlResult(uint64_t seq, const json::value& id, const std::string& cmd,
+                       std::chrono::steady_clock::time_point t0, StatusOr<json::value> r) {
+    auto it = pending_.find(seq);
+    if (it == pending_.end()) return;  // timed out already
+    it->second->cancel();
+    pending_.erase(it);
+    if (r.ok()) {
+      sendResult(id, std::move(*r), cmd, t0);
+    } else {
+      sendReply(id, r.status(), cmd, t0);
+    }
   }
 
   void handleSessionCommand(const json::value& id, const std::string& cmd, const json::object& req,
@@ -698,6 +722,11 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
         gw_.origin_refused_->Increment();
         return respond(text(http::status::forbidden, "origin not allowed\n"), true);
       }
+      if (gw_.sessionCount() >= gw_.config_.max_ws_clients) {
+        gw_.too_many_clients_->Increment();
+        return respond(text(http::status::service_unavailable, "too many WebSocket clients\n"),
+                       true);
+      }
       Role role = gw_.initialRole();
       std::string token = queryParam(target, "token");
       auto authz = req_[http::field::authorization];
@@ -731,6 +760,12 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
       countHttp("/healthz");
       return respond(text(http::status::ok, "ok\n"));
     }
+    if (path == "/ws") {
+      countHttp("/ws");
+      auto res = text(http::status::upgrade_required, "/ws is a WebSocket endpoint\n");
+      res.set(http::field::upgrade, "websocket");
+      return respond(std::move(res));
+    }
     if (path == "/readyz") {
       countHttp("/readyz");
       return readyz();
@@ -740,40 +775,41 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
   }
 
   // Ready when the coordinator answers stats() and has a ready node.
+  // The timer (a member, so only strand code touches it) answers for a
+  // coordinator that does not; ready_seq_ tells a late answer from a current
+  // one on a keep-alive connection.
   void readyz() {
-    auto timer = std::make_shared<net::steady_timer>(stream_.get_executor());
-    timer->expires_after(std::chrono::seconds(2));
-    auto answered = std::make_shared<bool>(false);  // strand-only
-    timer->async_wait([self = this->shared_from_this(), answered](beast::error_code ec) {
-      if (ec || *answered) return;
-      *answered = true;
+    uint64_t seq = ++ready_seq_;
+    ready_timer_.expires_after(std::chrono::seconds(2));
+    ready_timer_.async_wait([self = this->shared_from_this(), seq](beast::error_code ec) {
+      if (ec || self->ready_answered_ >= seq) return;
+      self->ready_answered_ = seq;
       self->respond(self->text(http::status::service_unavailable, "coordinator not answering\n"));
     });
     std::weak_ptr<HttpSession> weak = this->shared_from_this();
-    auto loop = gw_.loop_;
-    auto ex = stream_.get_executor();
-    gw_.control_.stats([weak, loop, ex, timer, answered](StatusOr<control::ClusterStats> s) {
-      auto self = weak.lock();
-      if (!self) return;
-      loop->post(ex, [self, timer, answered, s = std::move(s)] {
-        if (*answered) return;
-        *answered = true;
-        timer->cancel();
-        if (!s.ok()) {
-          return self->respond(
-              self->text(http::status::service_unavailable,
-                         "not ready: " + std::string(s.status().message()) + "\n"));
-        }
-        if (s->nodes_ready == 0) {
-          return self->respond(
-              self->text(http::status::service_unavailable, "not ready: no ready node\n"));
-        }
-        self->respond(
-            self->text(http::status::ok, fmt::format("ready: {} node(s)\n", s->nodes_ready)));
-      });
+    gw_.control_.stats([weak, loop = gw_.loop_, seq](StatusOr<control::ClusterStats> s) mutable {
+      loop->postTo(weak, [seq, s = std::move(s)](HttpSession& self) { self.onReady(seq, s); });
     });
   }
 
+  void onReady(uint64_t seq, const StatusOr<control::ClusterStats>& s) {
+    if (ready_answered_ >= seq) return;
+    ready_answered_ = seq;
+    ready_timer_.cancel();
+    if (!s.ok()) {
+      return respond(text(http::status::service_unavailable,
+                          "not ready: " + std::string(s.status().message()) + "\n"));
+    }
+    if (s->nodes_ready == 0) {
+      return respond(text(http::status::service_unavailable, "not ready: no ready node\n"));
+    }
+    respond(text(http::status::ok, fmt::format("ready: {} node(s)\n", s->nodes_ready)));
+  }
+
+ public:
+  auto executor() { return stream_.get_executor(); }
+
+ private:
   void serveStatic(std::string_view path) {
     if (path == "/") path = "/index.html";
     if (!gw_.config_.web_root.empty()) {
@@ -843,6 +879,8 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
 
   Gateway::Impl& gw_;
   Stream stream_;
+  net::steady_timer ready_timer_{stream_.get_executor()};
+  uint64_t ready_seq_ = 0, ready_answered_ = 0;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> req_;
@@ -896,6 +934,7 @@ Gateway::Impl::Impl(GatewayConfig config, control::ClusterControl& control)
   auth_failures_ = &sessions.Add({{"reason", "auth_failed"}});
   rate_limited_ = &sessions.Add({{"reason", "rate_limited"}});
   origin_refused_ = &sessions.Add({{"reason", "origin"}});
+  too_many_clients_ = &sessions.Add({{"reason", "too_many_clients"}});
   http_family_ = &prometheus::BuildCounter()
                       .Name("tokengate_gateway_http_requests_total")
                       .Help("HTTP requests by path")
@@ -968,27 +1007,27 @@ Status Gateway::Impl::start() {
   gate_->max_pending_fanouts = static_cast<int64_t>(config_.max_pending_fanouts);
   gate_->registry = registry_;
   gate_->dropped_overload = events_dropped_overload_;
-  subscription_ =
-      control_.subscribe([gate = gate_, ex = ioc_->get_executor(), this](const control::Event& e) {
-        std::optional<uint32_t> bit = topicBit(e.topic);
-        if (!bit) return;
-        int idx = std::countr_zero(*bit);
-        if (gate->topic_subscribers[idx].load(std::memory_order_relaxed) <= 0) return;
-        if (gate->pending_fanouts.load(std::memory_order_relaxed) >= gate->max_pending_fanouts) {
-          gate->dropped_overload->Increment();
-          return;
-        }
-        auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
-        gate->pending_fanouts.fetch_add(1);
-        // `this` is only used inside the io_context, which the gateway
-        // destroys only after closing the loop handle.
-        if (!gate->loop->post(ex, [this, gate, b = *bit, msg] {
-              gate->pending_fanouts.fetch_sub(1);
-              fanOut(b, msg);
-            })) {
+  loop_->open(ioc_->get_executor());
+  subscription_ = control_.subscribe([gate = gate_, this](const control::Event& e) {
+    std::optional<uint32_t> bit = topicBit(e.topic);
+    if (!bit) return;
+    int idx = std::countr_zero(*bit);
+    if (gate->topic_subscribers[idx].load(std::memory_order_relaxed) <= 0) return;
+    if (gate->pending_fanouts.load(std::memory_order_relaxed) >= gate->max_pending_fanouts) {
+      gate->dropped_overload->Increment();
+      return;
+    }
+    auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
+    gate->pending_fanouts.fetch_add(1);
+    // `this` is only used inside the io_context, which the gateway
+    // destroys only after closing the loop handle.
+    if (!gate->loop->post([this, gate, b = *bit, msg] {
           gate->pending_fanouts.fetch_sub(1);
-        }
-      });
+          fanOut(b, msg);
+        })) {
+      gate->pending_fanouts.fetch_sub(1);
+    }
+  });
   subscribed_ = true;
 
   doAccept();

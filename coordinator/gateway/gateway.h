@@ -42,6 +42,7 @@ struct GatewayConfig {
   std::vector<std::string> allowed_origins;
 
   size_t max_frame_bytes = 1 << 20;    // larger frames close the socket (1009)
+  size_t max_ws_clients = 4096;        // further WebSocket upgrades get HTTP 503
   double commands_per_s = 50;          // token bucket refill; 0 = unlimited
   double command_burst = 100;          // token bucket size
   size_t max_queued_events = 256;      // per session; further events are dropped

@@ -137,16 +137,18 @@ struct HttpResult {
   std::string content_type;
 };
 
-HttpResult httpGet(uint16_t port, const std::string& target) {
+HttpResult httpGet(uint16_t port, const std::string& target, http::verb verb = http::verb::get) {
   net::io_context ioc;
   beast::tcp_stream s(ioc);
   s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  http::request<http::empty_body> req{http::verb::get, target, 11};
+  http::request<http::empty_body> req{verb, target, 11};
   req.set(http::field::host, "127.0.0.1");
   http::write(s, req);
   beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  http::read(s, buf, res);
+  http::response_parser<http::string_body> parser;
+  parser.skip(verb == http::verb::head);  // a HEAD reply has Content-Length but no body
+  http::read(s, buf, parser);
+  const auto& res = parser.get();
   return {static_cast<int>(res.result_int()), res.body(),
           std::string(res[http::field::content_type])};
 }
@@ -569,6 +571,55 @@ TEST_F(GatewayTest, HttpEndpoints) {
   EXPECT_EQ(httpGet(port(), "/style.css").status, 200);
   EXPECT_EQ(httpGet(port(), "/nope").status, 404);
   EXPECT_EQ(httpGet(port(), "/../etc/passwd").status, 404);
+  EXPECT_EQ(httpGet(port(), "/metrics", http::verb::post).status, 405);
+  HttpResult head = httpGet(port(), "/healthz", http::verb::head);
+  EXPECT_EQ(head.status, 200);
+  EXPECT_TRUE(head.body.empty());
+  EXPECT_EQ(httpGet(port(), "/ws").status, 426);  // a plain GET is not an upgrade
+}
+
+TEST_F(GatewayTest, WebSocketClientCap) {
+  GatewayConfig cfg = testConfig();
+  cfg.max_ws_clients = 1;
+  startGateway(cfg);
+  Client a(port());
+  ASSERT_FALSE(a.connect());
+  a.hello(kViewer);  // registered once this reply arrives
+  Client b(port());
+  EXPECT_TRUE(b.connect());  // 503
+  a.ws().close(websocket::close_code::normal);
+  EXPECT_TRUE(eventually([&] { return gw_->wsClients() == 0; }));
+  Client c(port());
+  EXPECT_FALSE(c.connect());
+}
+
+TEST(ProtocolTest, JobStatusJson) {
+  control::JobStatus s;
+  s.id = 9;
+  s.name = "pi";
+  s.state = control::JobState::kFailed;
+  s.total = 3;
+  s.done = 2;
+  s.failed = 1;
+  s.wall_ns = 1'500'000;
+  control::OutputResult good;
+  good.name = "pi";
+  good.value = Value(3.25);
+  control::OutputResult bad;
+  bad.index = 1;
+  bad.name = "e";
+  bad.status = absl::DeadlineExceededError("too slow");
+  s.outputs = {good, bad};
+  json::object o = toJson(s);
+  EXPECT_EQ(o.at("job_id").as_uint64(), 9u);
+  EXPECT_EQ(o.at("state").as_string(), "failed");
+  EXPECT_DOUBLE_EQ(o.at("wall_ms").as_double(), 1.5);
+  const json::array& outs = o.at("outputs").as_array();
+  ASSERT_EQ(outs.size(), 2u);
+  EXPECT_TRUE(outs[0].at("ok").as_bool());
+  EXPECT_DOUBLE_EQ(outs[0].at("value").as_double(), 3.25);
+  EXPECT_FALSE(outs[1].at("ok").as_bool());
+  EXPECT_EQ(outs[1].at("error").at("code").as_string(), "deadline_exceeded");
 }
 
 TEST(GatewayReadyTest, NotReadyWithoutNodes) {
