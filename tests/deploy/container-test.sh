@@ -48,13 +48,18 @@ tg_check "local debian:bookworm-slim base (debootstrap + docker import, cached)"
   env DOCKER="$DOCKER" "$TG_DEPLOY/make-base-image.sh"
 
 # --- Images ---------------------------------------------------------------------------------
-# Both targets build from one snapshot of the tree (tracked + untracked, not ignored files), so
-# the second build reuses the first's layers and an edit made meanwhile cannot split them.
+# Both targets build from one snapshot of the tree, so the second build reuses the first's
+# layers and edits made meanwhile cannot split them. The snapshot is the committed HEAD (what
+# CI's fresh clone has); TG_CONTEXT=worktree takes tracked + untracked, not ignored files.
 snapshot() {
-  rm -rf "$TG_OUT/context" && mkdir -p "$TG_OUT/context" &&
+  rm -rf "$TG_OUT/context" && mkdir -p "$TG_OUT/context" || return 1
+  if [[ "${TG_CONTEXT:-head}" == worktree ]]; then
     git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/deploy/node_modules/' |
-    xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
-    tar --null -T - -cf - | tar -C "$TG_OUT/context" -xf -
+      xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
+      tar --null -T - -cf - | tar -C "$TG_OUT/context" -xf -
+  else
+    git archive --format=tar HEAD | tar -C "$TG_OUT/context" -xf -
+  fi
 }
 tg_check "snapshot of the source tree for the build context" snapshot
 t0=$(date +%s)
@@ -65,6 +70,11 @@ tg_check "docker build --target node" \
   "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target node \
   -t "tokengate/node:$TG_TAG" "$TG_OUT/context"
 echo "image builds took $(($(date +%s) - t0))s"
+if [[ $TG_FAILED -gt 0 ]]; then
+  tg_fail "cluster test not run: the images did not build"
+  tg_summary
+  exit 1
+fi
 tg_check "images run as the non-root user 10001" sh -c "
   [ \"\$($DOCKER image inspect -f '{{.Config.User}}' tokengate/coordinator:$TG_TAG)\" = 10001:10001 ] &&
   [ \"\$($DOCKER image inspect -f '{{.Config.User}}' tokengate/node:$TG_TAG)\" = 10001:10001 ]"
