@@ -115,11 +115,18 @@ async def test_every_command():
     # op completes any more.
     paused = (await c.ok("op.pause", op="leibniz.term"))["op"]
     check(paused["paused"] and paused["state"] == "paused", f"paused: {paused}")
+    # The ack carries the op's counters at the moment the loop paused it: at
+    # most the tokens already running then may still complete.
     await asyncio.sleep(0.5)
     before = (await op_status(c, "leibniz.term"))["completed"]
+    check(before <= paused["completed"] + paused["running"],
+          f"tokens dispatched after the pause ack: completed {paused['completed']} + running "
+          f"{paused['running']} at ack, {before} later")
     await asyncio.sleep(1.0)
     after = (await op_status(c, "leibniz.term"))["completed"]
     check(after == before, f"paused op still completed tokens: {before} -> {after}")
+    print(f"    pause: completed {paused['completed']} (+{paused['running']} running) at ack, "
+          f"{after} 1.5 s later")
     resumed = (await c.ok("op.resume", op="leibniz.term"))["op"]
     check(not resumed["paused"], "resumed")
     await asyncio.sleep(0.5)
@@ -147,6 +154,9 @@ async def test_every_command():
     await c.ok("op.pause", op="leibniz.term")
     dr = await c.ok("op.drain", op="leibniz.term")
     check(dr["dropped"] > 0, f"drain dropped queued tokens: {dr}")
+    left = await op_status(c, "leibniz.term")
+    check(left["queued"] == 0, f"queue empty after drain: {left}")
+    print(f"    drain: dropped {dr['dropped']}, queued now {left['queued']}")
     await c.ok("op.resume", op="leibniz.term")
     tc = await c.call("token.cancel", token_id=(job_id << 32) | 1)
     check(tc["ok"] or tc["error"]["code"] in ("not_found", "failed_precondition"),
@@ -154,9 +164,13 @@ async def test_every_command():
     jc = await c.ok("job.cancel", job_id=job_id)
     check(jc["job_id"] == job_id and jc["cancelled"] >= 0, f"job.cancel: {jc}")
     deadline = time.time() + 30
-    while (await c.ok("job.status", job_id=job_id))["state"] == "running":
+    while (st := await c.ok("job.status", job_id=job_id))["state"] == "running":
         check(time.time() < deadline, "job still running after cancel")
         await asyncio.sleep(0.1)
+    check(st["state"] in ("cancelled", "failed"), f"job after cancel: {st}")
+    check(st["done"] + st["failed"] + st["cancelled"] == st["total"],
+          f"every token accounted for after cancel: {st}")
+    print(f"    cancel: {st['state']}, done {st['done']}, cancelled {st['cancelled']} of {st['total']}")
 
     # Admission limit (admin): a job bigger than the limit is refused.
     original = (await c.ok("cluster.stats"))["admission_limit"]
