@@ -35,9 +35,10 @@ run_part() { # SCRIPT: run it, show its lines, add its counts
   local out t0=$SECONDS
   out=$TG_OUT/$(basename "$1" .sh).out
   "$@" >"$out" 2>&1
-  grep -vE ' passed, [0-9]+ failed$' "$out"
+  grep -vE ' passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$out"
   TG_PASSED=$((TG_PASSED + $(grep -c '^PASS ' "$out")))
   TG_FAILED=$((TG_FAILED + $(grep -c '^FAIL ' "$out")))
+  TG_SKIPPED=$((TG_SKIPPED + $(grep -c '^SKIP ' "$out")))
   echo "--- $(basename "$1") took $((SECONDS - t0))s"
 }
 

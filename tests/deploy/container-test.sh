@@ -150,9 +150,10 @@ tg_check "tgctl dec50 result matches an exact big-integer reference to 40 digits
 # --- Dashboards against a real Prometheus scraping this cluster -----------------------------
 "$TG_DEPLOY/dashboards-live.sh" --target "127.0.0.1:$TG_GATEWAY_PORT" --token "$TG_GATEWAY_TOKEN" \
   --ws "ws://127.0.0.1:$TG_GATEWAY_PORT/ws" >"$TG_OUT/dashboards-live.out" 2>&1
-grep -E '^(PASS|FAIL|     )' "$TG_OUT/dashboards-live.out"
+grep -E '^(PASS|FAIL|SKIP|     )' "$TG_OUT/dashboards-live.out"
 TG_PASSED=$((TG_PASSED + $(grep -c '^PASS ' "$TG_OUT/dashboards-live.out")))
 TG_FAILED=$((TG_FAILED + $(grep -c '^FAIL ' "$TG_OUT/dashboards-live.out")))
+TG_SKIPPED=$((TG_SKIPPED + $(grep -c '^SKIP ' "$TG_OUT/dashboards-live.out")))
 
 # --- Down, nothing left behind --------------------------------------------------------------
 trap - EXIT

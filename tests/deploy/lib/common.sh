@@ -10,6 +10,7 @@ TG_CACHE_DIR="${TG_CACHE_DIR:-/var/cache/tokengate}"
 mkdir -p "$TG_OUT"
 TG_PASSED=${TG_PASSED:-0}
 TG_FAILED=${TG_FAILED:-0}
+TG_SKIPPED=${TG_SKIPPED:-0}
 
 tg_pass() { TG_PASSED=$((TG_PASSED + 1)); echo "PASS $*"; }
 tg_fail() { TG_FAILED=$((TG_FAILED + 1)); echo "FAIL $*"; }
@@ -44,16 +45,17 @@ tg_run_node() {
   local out rc
   out=$(node "$@" 2>&1)
   rc=$?
-  echo "$out" | grep -v ' passed, .* failed$'
+  echo "$out" | grep -Ev ' passed, [0-9]+ failed(, [0-9]+ skipped)?$'
   TG_PASSED=$((TG_PASSED + $(echo "$out" | grep -c '^PASS ')))
   TG_FAILED=$((TG_FAILED + $(echo "$out" | grep -c '^FAIL ')))
+  TG_SKIPPED=$((TG_SKIPPED + $(echo "$out" | grep -c '^SKIP ')))
   if [[ $rc -ne 0 ]] && ! echo "$out" | grep -q '^FAIL '; then
     tg_fail "node $1 exited $rc"
   fi
 }
 
 tg_summary() {
-  echo "${TG_PASSED} passed, ${TG_FAILED} failed"
+  echo "${TG_PASSED} passed, ${TG_FAILED} failed$([[ $TG_SKIPPED -gt 0 ]] && echo ", ${TG_SKIPPED} skipped")"
   [[ $TG_FAILED -eq 0 ]]
 }
 
