@@ -218,8 +218,8 @@ StatusOr<CompiledForest> CompiledForest::fromXgboostJson(std::string_view json) 
       depth = std::max(depth, d);
       const Node& node = f.nodes_[static_cast<size_t>(nid)];
       if (node.flags & kLeaf) continue;
-      stack.push_back({node.left, d + 1});
-      stack.push_back({node.right, d + 1});
+      stack.emplace_back(node.left, d + 1);
+      stack.emplace_back(node.right, d + 1);
     }
     f.depths_.push_back(depth);
   }

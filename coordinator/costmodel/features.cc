@@ -21,7 +21,7 @@ namespace {
 // Doubles outside float range would become +-inf; trees only care about order, so saturate.
 float toFloat(double v) {
   if (std::isnan(v)) return std::numeric_limits<float>::quiet_NaN();
-  constexpr double kMax = static_cast<double>(std::numeric_limits<float>::max());
+  constexpr auto kMax = static_cast<double>(std::numeric_limits<float>::max());
   return static_cast<float>(std::clamp(v, -kMax, kMax));
 }
 }  // namespace

@@ -5,12 +5,12 @@
 //
 // Usage: tokengate-costmodel-bench [batch_size=1024] [iterations=2000] [train_rows=4000]
 #include <fmt/format.h>
-#include <time.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <vector>
 
 #include "coordinator/costmodel/balance_sim.h"
@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
   std::string sim_json;
   {
     std::vector<TokenFeatures> tokens;
+    tokens.reserve(1500);
     for (int i = 0; i < 1500; ++i) tokens.push_back(workload.nextFeatures());
     auto cost = [&](const TokenFeatures& f) { return workload.trueCostNs(f); };
     for (uint32_t credit : {2u, 32u}) {

@@ -46,7 +46,7 @@ Split trainTestSplit(size_t n, double test_fraction, uint64_t seed) {
   std::iota(idx.begin(), idx.end(), 0);
   std::mt19937_64 rng(seed);
   std::shuffle(idx.begin(), idx.end(), rng);
-  size_t n_test = static_cast<size_t>(std::llround(static_cast<double>(n) * test_fraction));
+  auto n_test = static_cast<size_t>(std::llround(static_cast<double>(n) * test_fraction));
   if (n >= 2)
     n_test = std::clamp<size_t>(n_test, 1, n - 1);
   else

@@ -35,13 +35,13 @@ TokenFeatures SyntheticWorkload::nextFeatures() {
   f.arg_count = op.arg_count;
   if (op.arg_kind == 1) {
     f.first_numeric_arg = static_cast<double>(std::uniform_int_distribution<int>(1, 8)(rng_));
-    f.arg_total_bytes = 8 * f.arg_count;
+    f.arg_total_bytes = uint64_t{8} * f.arg_count;
   } else if (op.arg_kind == 2) {
     f.first_numeric_arg = std::numeric_limits<double>::quiet_NaN();
-    f.arg_total_bytes = std::uniform_int_distribution<uint64_t>(64, 64 * 1024)(rng_);
+    f.arg_total_bytes = std::uniform_int_distribution<uint64_t>(64, uint64_t{64} * 1024)(rng_);
   } else {
     f.first_numeric_arg = std::uniform_real_distribution<double>(0, 100)(rng_);  // irrelevant
-    f.arg_total_bytes = 8 * f.arg_count;
+    f.arg_total_bytes = uint64_t{8} * f.arg_count;
   }
   f.node_index = node_dist(rng_);
   f.node_speed = options_.node_speeds[f.node_index];

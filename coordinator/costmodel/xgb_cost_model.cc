@@ -90,7 +90,7 @@ std::vector<float> encodeRows(std::span<const TelemetrySample> samples,
 // Per-op robust clip bounds for log labels, computed from the training rows only.
 struct ClipBounds {
   absl::flat_hash_map<uint32_t, std::pair<double, double>> per_op;
-  double clamp(uint32_t op, double y) const {
+  [[nodiscard]] double clamp(uint32_t op, double y) const {
     auto it = per_op.find(op);
     if (it == per_op.end()) return y;
     return std::clamp(y, it->second.first, it->second.second);

@@ -182,7 +182,7 @@ TEST(XgbCostModel, CorruptFilesGiveClearErrors) {
     text.assign(std::istreambuf_iterator<char>(in), {});
   }
   auto write = [&](const std::string& name, const std::string& content) {
-    const std::string p = tempPath(name);
+    std::string p = tempPath(name);
     std::ofstream(p, std::ios::trunc) << content;
     return p;
   };
