@@ -1,4 +1,5 @@
-// Pure placement helpers the scheduler uses with predicted costs. No state, no threads.
+// Placement helpers the scheduler uses with predicted costs: pure functions (the model-based
+// ones only call the given const CostModel). No state, no threads.
 #pragma once
 
 #include <cstddef>
