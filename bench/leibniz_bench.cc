@@ -74,7 +74,9 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
   if (!pi.ok()) return fmt::print(stderr, "error: {}\n", pi.status().message()), 1;
   rusage self{};
   getrusage(RUSAGE_SELF, &self);
-  const uint64_t peak = (*cluster)->peakRssBytes() + static_cast<uint64_t>(self.ru_maxrss) * 1024;
+  const uint64_t coord_peak = client::peakRssOf((*cluster)->coordinatorPid());
+  const uint64_t self_peak = static_cast<uint64_t>(self.ru_maxrss) * 1024;
+  const uint64_t peak = (*cluster)->peakRssBytes() + self_peak;
   (*cluster)->stop();
 
   const Ref ref = referenceSum(terms);
@@ -101,6 +103,8 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
       {"matches_floor", *pi == floor_value},
       {"peak_rss_mb", static_cast<double>(peak) / 1e6},
       {"floor_s", floor_s},
+      {"coordinator_rss_mb", static_cast<double>(coord_peak) / 1e6},
+      {"client_rss_mb", static_cast<double>(self_peak) / 1e6},
       {"state", client::jobStateName(r->state)},
   };
   std::cout << boost::json::serialize(out) << std::endl;

@@ -365,7 +365,7 @@ void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) {
   NodeRec& n = nodes_[t.node];
   auto& lane = n.lanes[t.lane];
   if (lane.in_flight) --lane.in_flight;
-  lane.outstanding = lane.in_flight ? std::max(0.0, lane.outstanding - 1.0) : 0.0;
+  lane.outstanding = lane.in_flight ? std::max(0.0, lane.outstanding - t.cost) : 0.0;
   const uint64_t id = tokenId(job.id, static_cast<uint32_t>(&t - job.tokens.data()));
   if (n.suspect == id) n.suspect = 0;
   OpState& op = ops_[job.specs[t.spec].op];
@@ -1188,88 +1188,102 @@ void CoordinatorCore::dispatch() {
 }
 
 void CoordinatorCore::dispatchLane(Weight lane) {
+  // Ops share the lane's credit in slices, round after round, so a
+  // downstream op (chunk sums) is not starved behind a million ready
+  // upstream tokens: its inputs' results are freed sooner.
+  constexpr uint64_t kSlice = 512;
   const int li = static_cast<int>(lane);
-  for (uint32_t oi = 0; oi < ops_.size(); ++oi) {
-    OpState& op = ops_[oi];
-    if (!opDispatchable(op, li)) continue;
-    // Candidates: ready nodes offering the op with credit on this lane.
-    auto& cands = scratch_cands_;
-    cands.clear();
-    uint64_t total_credit = 0;
-    for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
-      NodeRec& n = nodes_[slot];
-      if (n.state != NodeState::kReady || oi >= n.offers.size() || !n.offers[oi]) continue;
-      auto& l = n.lanes[li];
-      if (!l.present) continue;
-      const uint64_t cap = static_cast<uint64_t>(l.workers) * config_.credit_per_worker;
-      if (l.in_flight >= cap) continue;
-      Candidate c;
-      c.node = slot;
-      c.free_credit = static_cast<uint32_t>(cap - l.in_flight);
-      c.workers = l.workers;
-      c.outstanding = l.outstanding;
-      c.in_flight = l.in_flight;
-      c.speed = n.speed;
-      total_credit += c.free_credit;
-      cands.push_back(c);
-    }
-    if (cands.empty()) continue;
-    auto& ready = op.ready[li];
-    while (opDispatchable(op, li) && total_credit > 0) {
-      uint64_t want = std::min<uint64_t>(total_credit, 4096);
-      if (op.limits.max_in_flight)
-        want = std::min<uint64_t>(want, op.limits.max_in_flight - op.running);
-      if (op.limits.max_rate_per_s > 0)
-        want = std::min<uint64_t>(want, static_cast<uint64_t>(op.rate_tokens));
-      auto& infos = scratch_tokens_;
-      infos.clear();
-      while (infos.size() < want && !ready.empty()) {
-        const uint64_t id = ready.front();
-        ready.pop_front();
-        Job* j = findJob(id >> 32);
-        if (!j) continue;
-        const auto local = static_cast<uint32_t>(id);
-        if (j->tokens[local].state != kReady) continue;
-        infos.push_back(tokenInfo(*j, local));
-      }
-      if (infos.empty()) break;
-      scratch_costs_.resize(infos.size());
-      scheduler_->costs(infos, scratch_costs_);
-      for (size_t i = 0; i < infos.size(); ++i) infos[i].cost = scratch_costs_[i];
-      scratch_place_.assign(infos.size(), Placement{});
-      scheduler_->place(lane, infos, cands, scratch_place_);
-      size_t placed = 0;
-      // Unplaced tokens go back to the front in their original order.
-      for (size_t i = infos.size(); i-- > 0;) {
-        if (scratch_place_[i].candidate < 0) ready.push_front(infos[i].id);
-      }
-      for (size_t i = 0; i < infos.size(); ++i) {
-        const Placement& p = scratch_place_[i];
-        if (p.candidate < 0) continue;
-        const uint32_t slot = cands[static_cast<size_t>(p.candidate)].node;
-        NodeRec& n = nodes_[slot];
-        Job* j = findJob(infos[i].id >> 32);
-        const auto local = static_cast<uint32_t>(infos[i].id);
-        TokenRec& t = j->tokens[local];
-        t.state = kRunning;
-        t.node = slot;
-        t.lane = static_cast<uint8_t>(p.lane == Weight::kUnspecified ? lane : p.lane);
-        ++t.attempt;
-        ++op.running;
-        ++j->running;
-        auto& l = n.lanes[t.lane];
-        ++l.in_flight;
-        l.outstanding += infos[i].cost;
-        if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
-        n.batch.ids.push_back(infos[i].id);
-        if (n.batch.ids.size() >= config_.max_batch) flushBatch(slot);
-        ++placed;
-      }
-      if (op.limits.max_rate_per_s > 0) op.rate_tokens -= static_cast<double>(placed);
-      total_credit -= std::min<uint64_t>(total_credit, placed);
-      if (placed == 0) break;
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    for (uint32_t k = 0; k < ops_.size(); ++k) {
+      // Newest-registered ops first: downstream ops are usually registered after upstream ones.
+      const uint32_t oi = static_cast<uint32_t>(ops_.size()) - 1 - k;
+      if (opDispatchable(ops_[oi], li) && dispatchSlice(oi, lane, kSlice) > 0) progress = true;
     }
   }
+}
+
+size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tokens) {
+  const int li = static_cast<int>(lane);
+  OpState& op = ops_[oi];
+  // Candidates: ready nodes offering the op with credit on this lane.
+  auto& cands = scratch_cands_;
+  cands.clear();
+  uint64_t total_credit = 0;
+  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
+    NodeRec& n = nodes_[slot];
+    if (n.state != NodeState::kReady || oi >= n.offers.size() || !n.offers[oi]) continue;
+    auto& l = n.lanes[li];
+    if (!l.present) continue;
+    const uint64_t cap = static_cast<uint64_t>(l.workers) * config_.credit_per_worker;
+    if (l.in_flight >= cap) continue;
+    Candidate c;
+    c.node = slot;
+    c.free_credit = static_cast<uint32_t>(cap - l.in_flight);
+    c.workers = l.workers;
+    c.outstanding = l.outstanding;
+    c.in_flight = l.in_flight;
+    c.speed = n.speed;
+    total_credit += c.free_credit;
+    cands.push_back(c);
+  }
+  if (cands.empty()) return 0;
+  auto& ready = op.ready[li];
+  uint64_t want = std::min<uint64_t>(total_credit, max_tokens);
+  if (op.limits.max_in_flight)
+    want = std::min<uint64_t>(want, op.limits.max_in_flight - op.running);
+  if (op.limits.max_rate_per_s > 0)
+    want = std::min<uint64_t>(want, static_cast<uint64_t>(op.rate_tokens));
+  auto& infos = scratch_tokens_;
+  infos.clear();
+  while (infos.size() < want && !ready.empty()) {
+    const uint64_t id = ready.front();
+    ready.pop_front();
+    Job* j = findJob(id >> 32);
+    if (!j) continue;
+    const auto local = static_cast<uint32_t>(id);
+    if (j->tokens[local].state != kReady) continue;
+    infos.push_back(tokenInfo(*j, local));
+  }
+  if (infos.empty()) return 0;
+  scratch_costs_.resize(infos.size());
+  scheduler_->costs(infos, scratch_costs_);
+  for (size_t i = 0; i < infos.size(); ++i) infos[i].cost = scratch_costs_[i];
+  scratch_place_.assign(infos.size(), Placement{});
+  scheduler_->place(lane, infos, cands, scratch_place_);
+  size_t placed = 0;
+  // Unplaced tokens go back to the front in their original order.
+  for (size_t i = infos.size(); i-- > 0;) {
+    if (scratch_place_[i].candidate < 0) ready.push_front(infos[i].id);
+  }
+  Job* j = nullptr;
+  const Nanos now = clock_.now();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const Placement& p = scratch_place_[i];
+    if (p.candidate < 0) continue;
+    const uint32_t slot = cands[static_cast<size_t>(p.candidate)].node;
+    NodeRec& n = nodes_[slot];
+    if (!j || j->id != (infos[i].id >> 32)) j = findJob(infos[i].id >> 32);
+    const auto local = static_cast<uint32_t>(infos[i].id);
+    TokenRec& t = j->tokens[local];
+    t.state = kRunning;
+    t.node = slot;
+    t.lane = static_cast<uint8_t>(p.lane == Weight::kUnspecified ? lane : p.lane);
+    t.cost = static_cast<float>(infos[i].cost);
+    ++t.attempt;
+    ++op.running;
+    ++j->running;
+    auto& l = n.lanes[t.lane];
+    ++l.in_flight;
+    l.outstanding += infos[i].cost;
+    if (n.batch.ids.empty()) n.batch.first_at = now;
+    n.batch.ids.push_back(infos[i].id);
+    if (n.batch.ids.size() >= config_.max_batch) flushBatch(slot);
+    ++placed;
+  }
+  if (op.limits.max_rate_per_s > 0) op.rate_tokens -= static_cast<double>(placed);
+  return placed;
 }
 
 void CoordinatorCore::flushBatch(uint32_t slot) {

@@ -142,6 +142,7 @@ class CoordinatorCore {
     uint8_t tag = kNoValue;
     uint8_t lane = 0;          // lane it was dispatched on
     uint8_t errors = 0;        // error results seen (retry budget)
+    float cost = 1;            // predicted cost when dispatched (outstanding-work accounting)
   };
 
   struct SpecRec {
@@ -275,6 +276,7 @@ class CoordinatorCore {
   // Dispatch.
   void dispatch();
   void dispatchLane(Weight lane);
+  size_t dispatchSlice(uint32_t op, Weight lane, uint64_t max_tokens);
   void flushBatch(uint32_t slot);
   bool opDispatchable(OpState& op, int lane) const;
   Weight laneFor(const SpecRec& s) const;
