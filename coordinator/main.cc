@@ -1,5 +1,7 @@
 // tokengate-coordinator: flags -> AppConfig -> runCoordinator().
 #include <CLI/CLI.hpp>
+#include <cctype>
+#include <fstream>
 
 #include "common/log.h"
 #include "coordinator/app/app.h"
@@ -17,6 +19,9 @@ int main(int argc, char** argv) {
   app.add_option("--gateway", cfg.gateway, "HTTP/WebSocket gateway host:port (empty = off)");
   app.add_option("--gateway-token", cfg.gateway_token,
                  "admin bearer token (default: env TG_GATEWAY_TOKEN)");
+  std::string token_file;
+  app.add_option("--gateway-token-file", token_file, "read the admin bearer token from a file")
+      ->check(CLI::ExistingFile);
   app.add_option("--gateway-viewer-token", cfg.gateway_viewer_token, "read-only bearer token");
   app.add_flag("--gateway-anonymous-read", cfg.gateway_anonymous_read,
                "allow unauthenticated read-only access");
@@ -52,5 +57,11 @@ int main(int argc, char** argv) {
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);
   core.poison_threshold = static_cast<uint8_t>(poison);
   initLogging("coordinator", log_level);
+  if (!token_file.empty()) {
+    std::ifstream in(token_file);
+    std::getline(in, cfg.gateway_token);
+    while (!cfg.gateway_token.empty() && std::isspace(static_cast<unsigned char>(cfg.gateway_token.back())))
+      cfg.gateway_token.pop_back();
+  }
   return coordinator::runCoordinator(std::move(cfg));
 }

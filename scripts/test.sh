@@ -13,7 +13,7 @@ jobs=${TG_JOBS:-$(nproc)}
 status=0
 
 echo "== release build"
-cmake --preset release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+cmake --preset release -DTG_BUILD_TESTS=ON -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
 cmake --build --preset release -j "$jobs"
 excl=()
 [[ "${TG_SKIP_DEPLOY:-0}" == 1 ]] && excl=(-LE deploy)
@@ -22,7 +22,7 @@ ctest --preset release -j 1 "${excl[@]}" || status=1
 
 if [[ "${TG_SKIP_ASAN:-0}" != 1 ]]; then
   echo "== asan+ubsan build"
-  cmake --preset asan -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+  cmake --preset asan -DTG_BUILD_TESTS=ON -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
   cmake --build --preset asan -j "$jobs"
   echo "== tests (asan+ubsan: unit and integration)"
   ctest --preset asan -j 1 -LE "e2e|deploy" || status=1
