@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Gateway end-to-end tests: Python websockets client, headless Chromium page
-# test, Prometheus scrape; optionally the 500-watcher load test.
+# test, Prometheus scrape, and the 500-watcher load test (its JSON figures go
+# to build/artifacts/gateway-load.json).
 #
-#   tests/gateway/run.sh [ws|browser|prometheus|load|all]   (default: ws browser prometheus)
+#   tests/gateway/run.sh [ws|browser|prometheus|load|all]   (default: all)
 #
 # Each test gets a fresh gateway from cluster.py: the real coordinator + nodes
 # when build/dev has them (TG_BUILD_DIR to change), else tokengate-gateway-fake;
@@ -18,7 +19,7 @@ PY=${PYTHON:-/usr/bin/python3}
 [[ -x $PY ]] || PY=python3
 
 tests=("$@")
-[[ ${#tests[@]} -eq 0 ]] && tests=(ws browser prometheus)
+[[ ${#tests[@]} -eq 0 ]] && tests=(all)
 [[ ${tests[0]} == all ]] && tests=(ws browser prometheus load)
 
 failed=()
@@ -32,7 +33,10 @@ for t in "${tests[@]}"; do
       fi
       $PY cluster.py -- node browser_test.mjs ;;
     prometheus) $PY cluster.py -- $PY prometheus_test.py ;;
-    load) $PY cluster.py -- $PY load_test.py ${TG_LOAD_ARGS:-} ;;
+    load)
+      mkdir -p ../../build/artifacts
+      # shellcheck disable=SC2086 # TG_LOAD_ARGS is a word list on purpose
+      $PY cluster.py -- $PY load_test.py ${TG_LOAD_ARGS:-} | tee ../../build/artifacts/gateway-load.json ;;
     *) echo "unknown test '$t'"; false ;;
   esac
   rc=$?
