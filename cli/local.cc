@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   if (c.gatewayPort())
     fmt::print("control page http://127.0.0.1:{}/?token={}  (metrics: /metrics)\n", c.gatewayPort(),
                opts.gateway_token);
+  std::fflush(stdout);
   client::Client cl(c.endpoint());
   if (auto st = cl.waitForNodes(opts.nodes, 30 * kSeconds); !st.ok())
     return fmt::print(stderr, "error: {}\n", st.message()), 1;
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
   }
   if (hold) {
     fmt::print("cluster running; Ctrl-C to stop\n");
+    std::fflush(stdout);
     int sig;
     sigwait(&signals, &sig);
   }
