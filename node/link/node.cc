@@ -436,6 +436,11 @@ Status Node::run() {
         session_.store(w.getSession());
         s.heartbeat_ms =
             w.getHeartbeatMs() != 0 ? w.getHeartbeatMs() : config_.default_heartbeat_ms;
+        // The coordinator's decode limit, if it states one (older ones do not).
+        s.max_frame_bytes = w.getMaxFrameBytes() != 0
+                                ? static_cast<size_t>(std::min<uint64_t>(w.getMaxFrameBytes(),
+                                                                         config_.max_frame_bytes))
+                                : config_.max_frame_bytes;
         s.state = State::kReady;
         spdlog::info("welcomed: session {:x}, heartbeat every {} ms", w.getSession(),
                      s.heartbeat_ms);

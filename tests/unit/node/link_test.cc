@@ -79,12 +79,14 @@ class FakeCoordinator {
     router_.send(zmq::buffer(peer), zmq::send_flags::sndmore);
     router_.send(zmq::buffer(bytes), zmq::send_flags::none);
   }
-  void welcome(const std::string& peer, uint64_t session, uint32_t heartbeat_ms = 50) {
+  void welcome(const std::string& peer, uint64_t session, uint32_t heartbeat_ms = 50,
+               uint64_t max_frame_bytes = 0) {
     capnp::MallocMessageBuilder msg;
     auto w = frame(msg).initWelcome();
     w.setAccepted(true);
     w.setSession(session);
     w.setHeartbeatMs(heartbeat_ms);
+    w.setMaxFrameBytes(max_frame_bytes);
     send(peer, msg);
   }
   void control(const std::string& peer, const std::function<void(wire::Control::Builder)>& fill) {
@@ -183,10 +185,11 @@ class LinkTest : public ::testing::Test {
     }
   }
   // hello -> welcome; returns the node's routing id.
-  std::string handshake(uint64_t session, uint32_t heartbeat_ms = 50) {
+  std::string handshake(uint64_t session, uint32_t heartbeat_ms = 50,
+                        uint64_t max_frame_bytes = 0) {
     auto hello = coord_.expect(Which::HELLO);
     if (!hello) return "";
-    coord_.welcome(hello->peer, session, heartbeat_ms);
+    coord_.welcome(hello->peer, session, heartbeat_ms, max_frame_bytes);
     return hello->peer;
   }
   void waitRunning(Weight lane, uint32_t n) {
@@ -380,11 +383,11 @@ TEST_F(LinkTest, UnknownSessionRejectionTriggersHello) {
   coord_.gather(1);
 }
 
-TEST_F(LinkTest, ResultFramesStayBelowTheFrameLimit) {
+TEST_F(LinkTest, ResultFramesStayBelowTheWelcomeFrameLimit) {
   NodeConfig cfg;
-  cfg.max_frame_bytes = 16 * 1024;
   start(cfg);
-  const std::string peer = handshake(8, 1000);
+  cfg.max_frame_bytes = 16 * 1024;
+  const std::string peer = handshake(8, 1000, cfg.max_frame_bytes);
   std::vector<FakeCoordinator::Tok> toks;
   for (uint64_t i = 0; i < 40; ++i) toks.push_back({i, 0, {Value(std::string(3000, 'a'))}});
   toks.push_back({100, 0, {Value(std::string(20'000, 'b'))}});  // cannot fit at all
