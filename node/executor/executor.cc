@@ -97,14 +97,16 @@ class TaskQueue {
   size_t size_ = 0;
 };
 
+// Workers of one group of cores and the lanes they serve. `lanes` and
+// `workers` are fixed after start-up; the rest is guarded by `mu`.
 struct Executor::Pool {
   std::mutex mu;
   std::condition_variable cv;
-  TaskQueue q[kLaneCount];  // only the lanes in `lanes` are used
+  TaskQueue q[kLaneCount] ABSL_GUARDED_BY(mu);  // only the lanes in `lanes` are used
   std::vector<Weight> lanes;
   uint32_t workers = 0;
-  size_t rr = 0;
-  bool stop = false;
+  size_t rr ABSL_GUARDED_BY(mu) = 0;
+  bool stop ABSL_GUARDED_BY(mu) = false;
 
   bool anyQueued() const {
     for (Weight l : lanes)

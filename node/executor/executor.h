@@ -21,6 +21,7 @@
 // practice); workers are internal threads joined by the destructor.
 #pragma once
 
+#include <absl/base/thread_annotations.h>
 #include <absl/container/inlined_vector.h>
 
 #include <atomic>
@@ -190,13 +191,15 @@ class Executor {
   // never reaches tokens enqueued after it.
   std::atomic<uint64_t> control_epoch_{0};
   mutable std::mutex control_mu_;
-  std::unordered_map<uint64_t, uint64_t> cancelled_ids_;          // id -> seq limit
-  std::unordered_map<const Operation*, uint64_t> cancelled_ops_;  // op -> seq limit
-  uint64_t drop_below_seq_ = 0;                                   // dropQueued()
+  std::unordered_map<uint64_t, uint64_t> cancelled_ids_  // id -> seq limit
+      ABSL_GUARDED_BY(control_mu_);
+  std::unordered_map<const Operation*, uint64_t> cancelled_ops_  // op -> seq limit
+      ABSL_GUARDED_BY(control_mu_);
+  uint64_t drop_below_seq_ ABSL_GUARDED_BY(control_mu_) = 0;  // dropQueued()
 
   std::mutex out_mu_;
-  std::vector<TaskResult> out_results_;
-  std::vector<ReturnedTask> out_returned_;
+  std::vector<TaskResult> out_results_ ABSL_GUARDED_BY(out_mu_);
+  std::vector<ReturnedTask> out_returned_ ABSL_GUARDED_BY(out_mu_);
 };
 
 }  // namespace tokengate::node
