@@ -1,0 +1,174 @@
+#include "coordinator/learned/learned_balancing.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "coordinator/costmodel/xgb_cost_model.h"
+
+namespace tokengate::learned {
+
+namespace {
+const prometheus::Histogram::BucketBoundaries& errorBuckets() {
+  // |ln(predicted / actual)|: 0.1 ~ 10%, 0.69 = 2x, 2.08 = 8x.
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {0.05, 0.1, 0.2, 0.41,
+                                                                   0.69, 1.1, 2.08, 3.0};
+  return kBuckets;
+}
+}  // namespace
+
+Status loadModelInto(costmodel::OnlineTrainer& trainer, const std::string& path) {
+  auto model = costmodel::XgbCostModel::load(path);
+  if (!model.ok()) {
+    return Status(model.status().code(),
+                  fmt::format("cost model --model {}: {}; using the heuristic (per-op mean) "
+                              "until a model is trained",
+                              path, model.status().message()));
+  }
+  trainer.setActive(std::move(*model));
+  return absl::OkStatus();
+}
+
+LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
+                                   std::shared_ptr<prometheus::Registry> registry)
+    : config_(std::move(config)),
+      clock_(clock),
+      registry_(std::move(registry)),
+      window_(config_.window_capacity),
+      trainer_(window_, clock_, config_.trainer),
+      m_error_(prometheus::BuildHistogram()
+                   .Name("tokengate_model_prediction_error")
+                   .Help("|ln(predicted / actual)| run time of finished tokens (sampled)")
+                   .Register(*registry_)
+                   .Add({}, errorBuckets())),
+      m_version_(prometheus::BuildGauge()
+                     .Name("tokengate_model_version")
+                     .Help("version of the active cost model (heuristic refreshes count too)")
+                     .Register(*registry_)
+                     .Add({})),
+      m_retrains_(prometheus::BuildCounter()
+                      .Name("tokengate_model_retrains_total")
+                      .Help("cost model training attempts")
+                      .Register(*registry_)
+                      .Add({})),
+      m_reclass_(prometheus::BuildCounter()
+                     .Name("tokengate_model_reclassifications_total")
+                     .Help("ops moved to another lane because of their predicted cost")
+                     .Register(*registry_)),
+      m_predict_ns_(prometheus::BuildGauge()
+                        .Name("tokengate_model_predict_ns_per_token")
+                        .Help("wall ns per token spent in cost model prediction (dispatch)")
+                        .Register(*registry_)
+                        .Add({})) {}
+
+LearnedBalancing::~LearnedBalancing() { stop(); }
+
+Status LearnedBalancing::loadModel() {
+  if (config_.model_path.empty()) return absl::OkStatus();
+  Status st = loadModelInto(trainer_, config_.model_path);
+  if (st.ok()) {
+    spdlog::info("cost model: loaded {} (version {})", config_.model_path,
+                 trainer_.stats().model_version);
+  } else {
+    spdlog::error("{}", st.message());
+  }
+  updateMetrics();
+  return st;
+}
+
+void LearnedBalancing::start() {
+  if (config_.train) trainer_.start();
+  metrics_thread_ = std::thread([this] {
+    std::unique_lock lock(stop_mu_);
+    while (!stopping_) {
+      lock.unlock();
+      updateMetrics();
+      lock.lock();
+      stop_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_; });
+    }
+  });
+}
+
+void LearnedBalancing::stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (metrics_thread_.joinable()) metrics_thread_.join();
+  trainer_.stop();
+  updateMetrics();
+}
+
+void LearnedBalancing::updateMetrics() {
+  const costmodel::TrainerStats st = trainer_.stats();
+  m_version_.Set(static_cast<double>(st.model_version));
+  if (st.retrain_count > retrains_exported_) {
+    m_retrains_.Increment(static_cast<double>(st.retrain_count - retrains_exported_));
+    retrains_exported_ = st.retrain_count;
+  }
+  // Only the scheduler's atomics are read; it lives as long as the core.
+  if (const XgbScheduler* s = published_scheduler_.load(std::memory_order_acquire); s && s->predictedTokens() > 0)
+    m_predict_ns_.Set(static_cast<double>(s->predictNs()) / static_cast<double>(s->predictedTokens()));
+}
+
+void LearnedBalancing::install(coordinator::CoordinatorCore& core) {
+  core_ = &core;
+  auto sched = std::make_unique<XgbScheduler>(
+      [this] { return trainer_.active(); },
+      [this](uint32_t op, Weight from, Weight to) {
+        core_->setEffectiveLane(op, to);
+        const auto ops = core_->listOps();
+        const std::string name = op < ops.size() ? ops[op].name : std::to_string(op);
+        m_reclass_.Add({{"op", name}, {"from", weightName(from)}, {"to", weightName(to)}}).Increment();
+        spdlog::info("cost model: op {} reclassified {} -> {}", name, weightName(from),
+                     weightName(to));
+      },
+      config_.scheduler);
+  scheduler_ = sched.get();
+  published_scheduler_.store(scheduler_, std::memory_order_release);
+  core.setScheduler(std::move(sched));
+  core.setTelemetrySink([this](const coordinator::CoordinatorCore::Sample& s) { onSample(s); });
+}
+
+void LearnedBalancing::onSample(const coordinator::CoordinatorCore::Sample& s) {
+  seen_.fetch_add(1, std::memory_order_relaxed);
+  // Budget: at most max_samples_per_s per second, checked against the clock every 64 calls.
+  if (++calls_since_clock_ >= 64 || budget_window_start_ == 0) {
+    calls_since_clock_ = 0;
+    const Nanos now = clock_.now();
+    if (now - budget_window_start_ >= 100 * kMillis) {
+      budget_window_start_ = now;
+      budget_used_ = 0;
+    }
+  }
+  if (++budget_used_ > config_.max_samples_per_s / 10) return;
+  kept_.fetch_add(1, std::memory_order_relaxed);
+
+  const double slowness = scheduler_ ? scheduler_->nodeSlowness(s.node) : 1.0;
+  costmodel::TelemetrySample t;
+  t.features.op_id = s.token.op;
+  t.features.declared_weight =
+      s.token.declared == Weight::kUnspecified ? 0 : static_cast<uint8_t>(s.token.declared);
+  t.features.lane = static_cast<uint8_t>(s.lane == Weight::kUnspecified ? Weight::kLight : s.lane);
+  t.features.arg_count = s.token.arg_count;
+  t.features.arg_total_bytes = s.token.arg_bytes;
+  t.features.first_numeric_arg = s.token.first_arg;
+  t.features.node_index = s.node;
+  t.features.node_speed = slowness;
+  t.features.node_load = static_cast<uint32_t>(s.node_load);
+  t.run_ns = static_cast<int64_t>(s.run_ns);
+  t.queue_wait_ns = static_cast<int64_t>(s.queue_ns);
+  window_.add(t);
+
+  // s.token.cost is the nominal prediction made at dispatch (1.0 if another policy placed it).
+  if (scheduler_ && s.token.cost > 1.0 && s.run_ns > 0) {
+    const double predicted = s.token.cost * slowness;
+    m_error_.Observe(std::abs(std::log(predicted / static_cast<double>(s.run_ns))));
+    scheduler_->observe(s.token, s.node, static_cast<double>(s.run_ns));
+  }
+}
+
+}  // namespace tokengate::learned

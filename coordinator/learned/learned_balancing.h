@@ -1,0 +1,114 @@
+// LearnedBalancing: the cost-model wiring for one coordinator. It owns the telemetry window,
+// the online trainer and the model metrics; installs the telemetry sink and the XgbScheduler on
+// the CoordinatorCore; and loads `--model`. app.cc creates it when --scheduler xgboost, --learn
+// or --model is given.
+//
+// Ownership: owned by runCoordinator (or a test), outlives the CoordinatorServer's loop (stop()
+// before the server is destroyed is not required: the core only calls back into it while the
+// loop runs, and this object is declared before the loop starts and destroyed after it ends).
+// Threads: install() and the sink / scheduler callbacks run on the coordinator loop thread; the
+// trainer has its own thread; the metrics updater thread only reads trainer stats and atomics.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "coordinator/core/coordinator.h"
+#include "coordinator/costmodel/online_trainer.h"
+#include "coordinator/costmodel/telemetry_window.h"
+#include "coordinator/learned/xgb_scheduler.h"
+
+namespace tokengate::learned {
+
+struct LearnedConfig {
+  std::string model_path;       // --model: XGBoost JSON to start from ("" = heuristic)
+  bool train = true;            // run the online trainer thread
+  size_t window_capacity = 20'000;
+  // Telemetry kept per second at most (the rest is dropped before any work): keeps a 1M-token
+  // run of tiny tokens from paying a window insert per token.
+  uint32_t max_samples_per_s = 20'000;
+  costmodel::OnlineTrainerOptions trainer = defaultTrainerOptions();
+  XgbSchedulerOptions scheduler;
+
+  static costmodel::OnlineTrainerOptions defaultTrainerOptions() {
+    costmodel::OnlineTrainerOptions o;
+    o.retrain_interval = 5 * kSeconds;
+    o.retrain_every_samples = 2000;
+    o.min_samples = 400;
+    return o;
+  }
+};
+
+// Loads `path` with XgbCostModel::load and makes it the trainer's active model. On error the
+// trainer keeps its current (heuristic) model and the status says why (NotFound / DataLoss /
+// InvalidArgument, message naming the path).
+Status loadModelInto(costmodel::OnlineTrainer& trainer, const std::string& path);
+
+class LearnedBalancing {
+ public:
+  LearnedBalancing(LearnedConfig config, const Clock& clock,
+                   std::shared_ptr<prometheus::Registry> registry);
+  ~LearnedBalancing();
+  LearnedBalancing(const LearnedBalancing&) = delete;
+  LearnedBalancing& operator=(const LearnedBalancing&) = delete;
+
+  // Loads config.model_path if set. An error is logged and returned; the heuristic stays.
+  Status loadModel();
+  // Starts the trainer (if config.train) and the metrics updater.
+  void start();
+  void stop();
+  // Loop thread: installs the telemetry sink and an XgbScheduler on `core`.
+  void install(coordinator::CoordinatorCore& core);
+
+  costmodel::OnlineTrainer& trainer() { return trainer_; }
+  costmodel::TelemetryWindow& window() { return window_; }
+  // Loop thread only; null before install().
+  XgbScheduler* scheduler() { return scheduler_; }
+  uint64_t samplesKept() const { return kept_.load(std::memory_order_relaxed); }
+  uint64_t samplesSeen() const { return seen_.load(std::memory_order_relaxed); }
+
+ private:
+  void onSample(const coordinator::CoordinatorCore::Sample& s);
+  void updateMetrics();
+
+  const LearnedConfig config_;
+  const Clock& clock_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  costmodel::TelemetryWindow window_;
+  costmodel::OnlineTrainer trainer_;
+  prometheus::Histogram& m_error_;
+  prometheus::Gauge& m_version_;
+  prometheus::Counter& m_retrains_;
+  prometheus::Family<prometheus::Counter>& m_reclass_;
+  prometheus::Gauge& m_predict_ns_;
+  uint64_t retrains_exported_ = 0;  // metrics thread only
+
+  // Loop-thread state.
+  coordinator::CoordinatorCore* core_ = nullptr;
+  XgbScheduler* scheduler_ = nullptr;  // owned by core_
+  Nanos budget_window_start_ = 0;
+  uint32_t budget_used_ = 0;
+  uint32_t calls_since_clock_ = 0;
+
+  std::atomic<const XgbScheduler*> published_scheduler_{nullptr};  // for the metrics thread
+  std::atomic<uint64_t> seen_{0}, kept_{0};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // guarded by stop_mu_
+  std::thread metrics_thread_;
+};
+
+}  // namespace tokengate::learned

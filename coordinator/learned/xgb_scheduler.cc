@@ -1,0 +1,237 @@
+#include "coordinator/learned/xgb_scheduler.h"
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace tokengate::learned {
+
+namespace {
+
+costmodel::Weight toModelWeight(Weight w) {
+  switch (w) {
+    case Weight::kMedium:
+      return costmodel::Weight::kMedium;
+    case Weight::kHeavy:
+      return costmodel::Weight::kHeavy;
+    default:
+      return costmodel::Weight::kLight;
+  }
+}
+
+Weight fromModelWeight(costmodel::Weight w) { return static_cast<Weight>(static_cast<uint8_t>(w)); }
+
+uint8_t weightIndex(Weight w) {
+  return w == Weight::kUnspecified ? 0 : static_cast<uint8_t>(w);
+}
+
+// Nominal features: the fastest node at speed 1 with nothing queued. Node speed is applied by
+// the scheduler (slowness_), not by the model, so one prediction per token serves every node.
+costmodel::TokenFeatures nominalFeatures(const coordinator::TokenInfo& t, uint32_t node) {
+  costmodel::TokenFeatures f;
+  f.node_index = node;
+  f.op_id = t.op;
+  f.declared_weight = weightIndex(t.declared);
+  f.lane = f.declared_weight;
+  f.arg_count = t.arg_count;
+  f.arg_total_bytes = t.arg_bytes;
+  f.first_numeric_arg = t.first_arg;
+  return f;
+}
+
+struct RowKey {
+  uint64_t a = 0, b = 0;
+  bool operator==(const RowKey&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const RowKey& k) {
+    return H::combine(std::move(h), k.a, k.b);
+  }
+};
+
+RowKey keyOf(const coordinator::TokenInfo& t) {
+  const double arg0 = std::isnan(t.first_arg) ? std::numeric_limits<double>::quiet_NaN() : t.first_arg;
+  return {(static_cast<uint64_t>(t.op) << 32) | (static_cast<uint64_t>(weightIndex(t.declared)) << 24) |
+              (t.arg_count & 0xffffffu),
+          std::bit_cast<uint64_t>(arg0) ^ (static_cast<uint64_t>(t.arg_bytes) << 1)};
+}
+
+}  // namespace
+
+XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
+                           XgbSchedulerOptions options)
+    : model_(std::move(model)), on_reclassify_(std::move(on_reclassify)), options_(options) {}
+
+void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::span<double> out) {
+  if (tokens.empty()) return;
+  const std::shared_ptr<const costmodel::CostModel> model = model_ ? model_() : nullptr;
+  if (!model) {
+    std::fill(out.begin(), out.end(), 1.0);
+    return;
+  }
+  // Distinct feature rows only: a slice is one op, usually with few distinct arguments.
+  static thread_local absl::flat_hash_map<RowKey, uint32_t> index;
+  index.clear();
+  rows_.clear();
+  row_of_token_.resize(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    auto [it, inserted] = index.try_emplace(keyOf(tokens[i]), static_cast<uint32_t>(rows_.size()));
+    if (inserted) rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
+    row_of_token_[i] = it->second;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (rows_.size() <= options_.max_exact_rows) {
+    row_out_.resize(rows_.size());
+    model->predict(rows_, row_out_);
+    for (size_t i = 0; i < tokens.size(); ++i) out[i] = row_out_[row_of_token_[i]];
+    model_rows_.fetch_add(rows_.size(), std::memory_order_relaxed);
+  } else {
+    // Stride sample, sorted by first argument; every token takes its nearest sampled row.
+    std::vector<costmodel::TokenFeatures> sample;
+    sample.reserve(kSampledRows);
+    for (size_t j = 0; j < kSampledRows; ++j) sample.push_back(rows_[j * rows_.size() / kSampledRows]);
+    std::sort(sample.begin(), sample.end(), [](const auto& x, const auto& y) {
+      // NaN first, then ascending.
+      if (std::isnan(x.first_numeric_arg)) return !std::isnan(y.first_numeric_arg);
+      if (std::isnan(y.first_numeric_arg)) return false;
+      return x.first_numeric_arg < y.first_numeric_arg;
+    });
+    row_out_.resize(sample.size());
+    model->predict(sample, row_out_);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const double a = tokens[i].first_arg;
+      if (std::isnan(a)) {
+        out[i] = row_out_[0];
+        continue;
+      }
+      auto it = std::lower_bound(sample.begin(), sample.end(), a, [](const auto& s, double v) {
+        return std::isnan(s.first_numeric_arg) || s.first_numeric_arg < v;
+      });
+      size_t k = static_cast<size_t>(it - sample.begin());
+      if (k == sample.size()) --k;
+      if (k > 0 && !std::isnan(sample[k - 1].first_numeric_arg) &&
+          std::abs(sample[k - 1].first_numeric_arg - a) < std::abs(sample[k].first_numeric_arg - a))
+        --k;
+      out[i] = row_out_[k];
+    }
+    model_rows_.fetch_add(sample.size(), std::memory_order_relaxed);
+  }
+  const auto dt = std::chrono::steady_clock::now() - t0;
+  predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
+                        std::memory_order_relaxed);
+  predicted_tokens_.fetch_add(tokens.size(), std::memory_order_relaxed);
+
+  // Per-op running mean of predicted cost (one update per op per slice).
+  size_t i = 0;
+  while (i < tokens.size()) {
+    const uint32_t op = tokens[i].op;
+    double sum = 0;
+    size_t j = i;
+    for (; j < tokens.size() && tokens[j].op == op; ++j) sum += out[j];
+    if (ops_.size() <= op) ops_.resize(op + 1);
+    OpLane& o = ops_[op];
+    const double mean = sum / static_cast<double>(j - i);
+    o.mean_cost_ns = o.predicted == 0 ? mean : o.mean_cost_ns + options_.op_cost_alpha * (mean - o.mean_cost_ns);
+    o.predicted += j - i;
+    i = j;
+  }
+}
+
+void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> tokens,
+                         std::span<coordinator::Candidate> cands,
+                         std::span<coordinator::Placement> out) {
+  for (auto& p : out) p = {-1, lane};
+  if (cands.empty() || tokens.empty()) return;
+  // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
+  order_.resize(tokens.size());
+  std::iota(order_.begin(), order_.end(), 0u);
+  std::stable_sort(order_.begin(), order_.end(),
+                   [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; });
+  for (const uint32_t i : order_) {
+    const double cost = tokens[i].cost;
+    int32_t best = -1;
+    double best_done = 0;
+    for (size_t c = 0; c < cands.size(); ++c) {
+      const auto& cand = cands[c];
+      if (cand.free_credit == 0) continue;
+      const double slow = nodeSlowness(cand.node) / std::max(cand.speed, 1e-3);
+      const double done = (cand.outstanding + cost) * slow / std::max<uint32_t>(cand.workers, 1);
+      if (best < 0 || done < best_done ||
+          (done == best_done && cand.outstanding < cands[static_cast<size_t>(best)].outstanding)) {
+        best = static_cast<int32_t>(c);
+        best_done = done;
+      }
+    }
+    if (best < 0) break;  // every candidate is full
+    auto& c = cands[static_cast<size_t>(best)];
+    --c.free_credit;
+    ++c.assigned;
+    c.outstanding += cost;
+    out[i] = {best, lane};
+  }
+  uint32_t last_op = UINT32_MAX;
+  for (const auto& t : tokens) {
+    if (t.op == last_op) continue;
+    last_op = t.op;
+    maybeReclassify(t.op, lane);
+  }
+}
+
+void XgbScheduler::maybeReclassify(uint32_t op, Weight lane) {
+  if (ops_.size() <= op) ops_.resize(op + 1);
+  OpLane& o = ops_[op];
+  // The op's current lane is the lane its tokens first arrive on; after a reclassification,
+  // tokens already queued on the old lane still drain from it, so later lanes are not adopted.
+  if (o.lane == Weight::kUnspecified) o.lane = lane;
+  if (o.predicted < options_.min_tokens_for_reclassify) return;
+  const Weight to =
+      fromModelWeight(costmodel::reclassify(o.mean_cost_ns, toModelWeight(o.lane), options_.thresholds));
+  if (to == o.lane) return;
+  const Weight from = o.lane;
+  o.lane = to;
+  reclassifications_.fetch_add(1, std::memory_order_relaxed);
+  if (on_reclassify_) on_reclassify_(op, from, to);
+}
+
+void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, double run_ns) {
+  if (!(token.cost > 0) || !std::isfinite(token.cost) || !(run_ns > 0)) return;
+  if (speed_.size() <= node) speed_.resize(node + 1);
+  NodeSpeed& s = speed_[node];
+  const double r = std::log(run_ns / token.cost);
+  // Exact mean for the first 1/alpha observations, then exponentially weighted.
+  ++s.n;
+  const double w = std::max(options_.speed_alpha, 1.0 / static_cast<double>(s.n));
+  s.mean_log_ratio += w * (r - s.mean_log_ratio);
+  recomputeSlowness();
+}
+
+void XgbScheduler::recomputeSlowness() {
+  // Relative to the fastest trusted node: a model that is off by a constant factor for every
+  // node (e.g. just after a hot swap) does not change the split.
+  double fastest = std::numeric_limits<double>::infinity();
+  for (const auto& s : speed_)
+    if (s.n >= options_.min_speed_observations) fastest = std::min(fastest, s.mean_log_ratio);
+  slowness_.assign(speed_.size(), 1.0);
+  if (!std::isfinite(fastest)) return;
+  for (size_t i = 0; i < speed_.size(); ++i)
+    if (speed_[i].n >= options_.min_speed_observations && speed_[i].mean_log_ratio == fastest)
+      fastest_node_ = static_cast<uint32_t>(i);
+  const double lim = std::log(options_.max_slowness);
+  for (size_t i = 0; i < speed_.size(); ++i)
+    if (speed_[i].n >= options_.min_speed_observations)
+      slowness_[i] = std::exp(std::clamp(speed_[i].mean_log_ratio - fastest, -lim, lim));
+}
+
+double XgbScheduler::nodeSlowness(uint32_t node) const {
+  return node < slowness_.size() ? slowness_[node] : 1.0;
+}
+
+Weight XgbScheduler::laneOf(uint32_t op) const {
+  return op < ops_.size() ? ops_[op].lane : Weight::kUnspecified;
+}
+
+}  // namespace tokengate::learned

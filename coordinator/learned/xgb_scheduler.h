@@ -1,0 +1,110 @@
+// XgbScheduler: the cost-model placement policy (`--scheduler xgboost`).
+//
+// costs() predicts every token's nominal run time (ns on the fastest node) with the active
+// CostModel in one batched call; place() puts the largest tokens first on the node with the
+// earliest predicted completion, (outstanding predicted work + token) x node slowness / workers;
+// each node's slowness is learned from telemetry (observe(): run_ns against the prediction made
+// at dispatch). Ops whose predicted cost contradicts their lane are reclassified (with the
+// hysteresis of costmodel::reclassify) through a callback, which the wiring points at
+// CoordinatorCore::setEffectiveLane.
+//
+// The model comes from a ModelSource (OnlineTrainer::active() in the coordinator): training and
+// hot swaps happen elsewhere, this class only copies the current shared_ptr once per call.
+//
+// Ownership: owned by CoordinatorCore (setScheduler). Threads: every method runs on the
+// coordinator loop thread, except the read-only accessors noted below.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "coordinator/core/scheduler.h"
+#include "coordinator/costmodel/cost_model.h"
+#include "coordinator/costmodel/placement.h"
+
+namespace tokengate::learned {
+
+struct XgbSchedulerOptions {
+  costmodel::LaneThresholds thresholds;  // light <= 0.2 ms, medium <= 5 ms, +-25% hysteresis
+  // Weight of one observation in a node's running mean of log(run / predicted).
+  double speed_alpha = 0.05;
+  // Observations a node needs before its slowness is trusted (1.0 until then).
+  uint32_t min_speed_observations = 8;
+  // Slowness is clamped to [1/max, max] so one bad model cannot starve a node completely.
+  double max_slowness = 20;
+  // Weight of one slice in an op's running mean of predicted cost (reclassification).
+  double op_cost_alpha = 0.2;
+  // Tokens of an op predicted before it may be reclassified.
+  uint32_t min_tokens_for_reclassify = 64;
+  // A slice with more distinct feature rows than this predicts a stride sample of
+  // kSampledRows rows and gives every other token the prediction of the sampled row with the
+  // nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
+  size_t max_exact_rows = 128;
+};
+
+class XgbScheduler final : public coordinator::Scheduler {
+ public:
+  using ModelSource = std::function<std::shared_ptr<const costmodel::CostModel>()>;
+  // (op, from, to): called on the loop thread when an op's lane should change.
+  using ReclassifyFn = std::function<void(uint32_t op, Weight from, Weight to)>;
+
+  static constexpr size_t kSampledRows = 64;
+
+  XgbScheduler(ModelSource model, ReclassifyFn on_reclassify, XgbSchedulerOptions options = {});
+
+  const char* name() const override { return "xgboost"; }
+  void place(Weight lane, std::span<const coordinator::TokenInfo> tokens,
+             std::span<coordinator::Candidate> candidates,
+             std::span<coordinator::Placement> out) override;
+  void costs(std::span<const coordinator::TokenInfo> tokens, std::span<double> out) override;
+  // `token.cost` must be the prediction made at dispatch (the telemetry sample carries it).
+  void observe(const coordinator::TokenInfo& token, uint32_t node, double run_ns) override;
+
+  // Observed relative speed of a node slot: 1 = the fastest node seen, 0.4 = 2.5x slower.
+  double nodeSpeed(uint32_t node) const { return 1.0 / nodeSlowness(node); }
+  // Inverse of nodeSpeed (the cost model's node_speed feature).
+  double nodeSlowness(uint32_t node) const;
+  // Lane the scheduler currently routes `op` to (kUnspecified if never seen).
+  Weight laneOf(uint32_t op) const;
+  // Any thread (relaxed counters).
+  uint64_t reclassifications() const { return reclassifications_.load(std::memory_order_relaxed); }
+  uint64_t predictedTokens() const { return predicted_tokens_.load(std::memory_order_relaxed); }
+  uint64_t modelRows() const { return model_rows_.load(std::memory_order_relaxed); }
+  uint64_t predictNs() const { return predict_ns_.load(std::memory_order_relaxed); }
+
+ private:
+  struct NodeSpeed {
+    double mean_log_ratio = 0;  // running mean of log(run_ns / predicted_ns)
+    uint64_t n = 0;
+  };
+  struct OpLane {
+    Weight lane = Weight::kUnspecified;
+    double mean_cost_ns = 0;
+    uint64_t predicted = 0;
+  };
+  void recomputeSlowness();
+  void maybeReclassify(uint32_t op, Weight lane);
+
+  ModelSource model_;
+  ReclassifyFn on_reclassify_;
+  const XgbSchedulerOptions options_;
+  std::vector<NodeSpeed> speed_;    // by node slot
+  std::vector<double> slowness_;    // by node slot, derived from speed_
+  std::vector<OpLane> ops_;         // by op index
+  uint32_t fastest_node_ = 0;       // nominal predictions are for this node slot
+  // Scratch (reused across calls).
+  std::vector<costmodel::TokenFeatures> rows_;
+  std::vector<double> row_out_;
+  std::vector<uint32_t> row_of_token_;
+  std::vector<uint32_t> order_;
+  std::atomic<uint64_t> reclassifications_{0};
+  std::atomic<uint64_t> predicted_tokens_{0};
+  std::atomic<uint64_t> model_rows_{0};
+  std::atomic<uint64_t> predict_ns_{0};
+};
+
+}  // namespace tokengate::learned

@@ -1,0 +1,250 @@
+#include "coordinator/learned/xgb_scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "coordinator/costmodel/online_trainer.h"
+#include "coordinator/learned/learned_balancing.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/scripted_cost_model.h"
+
+namespace tokengate::learned {
+namespace {
+
+using coordinator::Candidate;
+using coordinator::Placement;
+using coordinator::TokenInfo;
+
+struct Reclass {
+  uint32_t op;
+  Weight from, to;
+};
+
+class XgbSchedulerTest : public ::testing::Test {
+ protected:
+  XgbSchedulerTest()
+      : model_(std::make_shared<testing::ScriptedCostModel>()),
+        sched_([this] { return model_; },
+               [this](uint32_t op, Weight from, Weight to) { reclass_.push_back({op, from, to}); }) {}
+
+  std::vector<TokenInfo> tokens(uint32_t op, size_t n, double arg = 1) {
+    std::vector<TokenInfo> t(n);
+    for (size_t i = 0; i < n; ++i) {
+      t[i].id = next_id_++;
+      t[i].op = op;
+      t[i].declared = Weight::kLight;
+      t[i].arg_count = 1;
+      t[i].arg_bytes = 8;
+      t[i].first_arg = arg;
+    }
+    return t;
+  }
+  // costs() then place(), as the dispatcher does.
+  std::vector<Placement> dispatch(std::vector<TokenInfo>& t, std::vector<Candidate>& cands,
+                                  Weight lane = Weight::kLight) {
+    std::vector<double> c(t.size());
+    sched_.costs(t, c);
+    for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+    std::vector<Placement> out(t.size());
+    sched_.place(lane, t, cands, out);
+    return out;
+  }
+  // Teaches the scheduler that node 2 runs 2.5x slower than nodes 0 and 1.
+  void observeSlowNode2() {
+    for (int k = 0; k < 40; ++k)
+      for (uint32_t node = 0; node < 3; ++node) {
+        TokenInfo t = tokens(0, 1)[0];
+        t.cost = 1e6;
+        sched_.observe(t, node, node == 2 ? 2.5e6 : 1e6);
+      }
+  }
+  static std::vector<Candidate> threeNodes(uint32_t credit = 1000) {
+    std::vector<Candidate> c(3);
+    for (uint32_t i = 0; i < 3; ++i) {
+      c[i].node = i;
+      c[i].free_credit = credit;
+    }
+    return c;
+  }
+
+  std::shared_ptr<testing::ScriptedCostModel> model_;
+  std::vector<Reclass> reclass_;
+  XgbScheduler sched_;
+  uint64_t next_id_ = 1;
+};
+
+TEST_F(XgbSchedulerTest, CostsArePredictedInOneBatchPerSlice) {
+  model_->set(0, 1000, /*per_arg=*/true);
+  auto t = tokens(0, 100, 3);
+  for (size_t i = 0; i < t.size(); i += 2) t[i].first_arg = 7;
+  std::vector<double> c(t.size());
+  sched_.costs(t, c);
+  EXPECT_EQ(model_->calls(), 1u);
+  EXPECT_EQ(sched_.modelRows(), 2u);  // two distinct rows
+  EXPECT_DOUBLE_EQ(c[0], 7000);
+  EXPECT_DOUBLE_EQ(c[1], 3000);
+}
+
+TEST_F(XgbSchedulerTest, LearnsNodeSpeedFromTelemetry) {
+  observeSlowNode2();
+  EXPECT_NEAR(sched_.nodeSpeed(0), 1.0, 1e-9);
+  EXPECT_NEAR(sched_.nodeSpeed(1), 1.0, 1e-9);
+  EXPECT_NEAR(sched_.nodeSpeed(2), 0.4, 1e-6);
+  EXPECT_DOUBLE_EQ(sched_.nodeSpeed(7), 1.0);  // unknown node: nominal
+}
+
+TEST_F(XgbSchedulerTest, BalancesPredictedWorkOnUnequalNodes) {
+  observeSlowNode2();
+  model_->set(0, 1e6);
+  auto t = tokens(0, 60);
+  auto cands = threeNodes();
+  auto out = dispatch(t, cands);
+  uint32_t per_node[3] = {};
+  for (const auto& p : out) {
+    ASSERT_GE(p.candidate, 0);
+    ++per_node[p.candidate];
+  }
+  // Ideal split for speeds 1 : 1 : 0.4 is 25 : 25 : 10.
+  EXPECT_NEAR(per_node[0], 25, 1);
+  EXPECT_NEAR(per_node[1], 25, 1);
+  EXPECT_NEAR(per_node[2], 10, 1);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(cands[i].assigned, per_node[i]);
+    EXPECT_EQ(cands[i].free_credit, 1000 - per_node[i]);
+    EXPECT_DOUBLE_EQ(cands[i].outstanding, per_node[i] * 1e6);
+  }
+}
+
+TEST_F(XgbSchedulerTest, LargestTokensGoFirstToFastNodes) {
+  observeSlowNode2();
+  model_->set(0, 1000, /*per_arg=*/true);
+  auto t = tokens(0, 4, 1);
+  t[3].first_arg = 100;  // one big token among small ones
+  auto cands = threeNodes();
+  auto out = dispatch(t, cands);
+  EXPECT_NE(out[3].candidate, 2);  // not on the slow node
+}
+
+TEST_F(XgbSchedulerTest, RespectsCreditAndHoldsBackWhenFull) {
+  model_->set(0, 1e6);
+  auto t = tokens(0, 10);
+  auto cands = threeNodes(2);
+  cands[1].free_credit = 0;
+  auto out = dispatch(t, cands);
+  int placed = 0;
+  for (const auto& p : out) {
+    if (p.candidate < 0) continue;
+    ++placed;
+    EXPECT_NE(p.candidate, 1);
+  }
+  EXPECT_EQ(placed, 4);
+  EXPECT_EQ(cands[0].free_credit, 0u);
+  EXPECT_EQ(cands[2].free_credit, 0u);
+}
+
+TEST_F(XgbSchedulerTest, ReclassifiesALightOpThatBehavesHeavyWithHysteresis) {
+  model_->set(1, 8e6);  // declared light, predicted 8 ms: heavy
+  auto cands = threeNodes(100000);
+  auto t = tokens(1, 32);
+  dispatch(t, cands);
+  EXPECT_TRUE(reclass_.empty()) << "needs min_tokens_for_reclassify predictions first";
+  for (int k = 0; k < 4; ++k) {
+    auto more = tokens(1, 32);
+    dispatch(more, cands);
+  }
+  ASSERT_EQ(reclass_.size(), 1u);
+  EXPECT_EQ(reclass_[0].op, 1u);
+  EXPECT_EQ(reclass_[0].from, Weight::kLight);
+  EXPECT_EQ(reclass_[0].to, Weight::kHeavy);
+  EXPECT_EQ(sched_.laneOf(1), Weight::kHeavy);
+
+  // 4.5 ms is below the 5 ms heavy threshold but inside the hysteresis band: stays heavy,
+  // even for tokens still draining from the old lane.
+  model_->set(1, 4.5e6);
+  for (int k = 0; k < 30; ++k) {
+    auto more = tokens(1, 32);
+    dispatch(more, cands, k % 2 ? Weight::kHeavy : Weight::kLight);
+  }
+  EXPECT_EQ(reclass_.size(), 1u);
+  // Clearly medium now: demoted once.
+  model_->set(1, 1e6);
+  for (int k = 0; k < 30; ++k) {
+    auto more = tokens(1, 32);
+    dispatch(more, cands, Weight::kHeavy);
+  }
+  ASSERT_EQ(reclass_.size(), 2u);
+  EXPECT_EQ(reclass_[1].from, Weight::kHeavy);
+  EXPECT_EQ(reclass_[1].to, Weight::kMedium);
+  EXPECT_EQ(sched_.reclassifications(), 2u);
+}
+
+TEST_F(XgbSchedulerTest, CorrectlyLabelledOpIsLeftAlone) {
+  model_->set(2, 30'000);  // light and predicted light
+  auto cands = threeNodes(100000);
+  for (int k = 0; k < 10; ++k) {
+    auto t = tokens(2, 64);
+    dispatch(t, cands);
+  }
+  EXPECT_TRUE(reclass_.empty());
+  EXPECT_EQ(sched_.laneOf(2), Weight::kLight);
+}
+
+// --model fallback: a missing or corrupt file is a clear error and the heuristic stays active.
+class ModelFallbackTest : public ::testing::Test {
+ protected:
+  ModelFallbackTest() : window_(1000), trainer_(window_, clock_, {}) {}
+  std::string tempPath(const std::string& name) {
+    return (std::filesystem::temp_directory_path() /
+            ("tg_learned_test_" + std::to_string(::getpid()) + "_" + name))
+        .string();
+  }
+  testing::FakeClock clock_;
+  costmodel::TelemetryWindow window_;
+  costmodel::OnlineTrainer trainer_;
+};
+
+TEST_F(ModelFallbackTest, MissingModelFallsBackToHeuristic) {
+  const std::string path = tempPath("missing.json");
+  Status st = loadModelInto(trainer_, path);
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  EXPECT_NE(st.message().find(path), std::string_view::npos) << st.message();
+  EXPECT_NE(st.message().find("does not exist"), std::string_view::npos) << st.message();
+  EXPECT_NE(st.message().find("heuristic"), std::string_view::npos) << st.message();
+  EXPECT_EQ(trainer_.active()->name(), "mean");
+}
+
+TEST_F(ModelFallbackTest, CorruptModelFallsBackToHeuristic) {
+  const std::string path = tempPath("corrupt.json");
+  {
+    std::ofstream out(path);
+    out << "{\"learner\": {\"gradient_booster\": [1, 2";
+  }
+  Status st = loadModelInto(trainer_, path);
+  std::filesystem::remove(path);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.message();
+  EXPECT_NE(st.message().find("heuristic"), std::string_view::npos) << st.message();
+  EXPECT_EQ(trainer_.active()->name(), "mean");
+}
+
+TEST_F(ModelFallbackTest, LearnedBalancingReportsABadModelAndKeepsServing) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  LearnedConfig cfg;
+  cfg.model_path = tempPath("nope.json");
+  cfg.train = false;
+  LearnedBalancing b(cfg, clock_, registry);
+  EXPECT_EQ(b.loadModel().code(), StatusCode::kNotFound);
+  EXPECT_EQ(b.trainer().active()->name(), "mean");
+  // The scheduler works on the heuristic: a light token gets the light default.
+  XgbScheduler s([&] { return b.trainer().active(); }, {});
+  TokenInfo t;
+  t.op = 3;
+  double cost = 0;
+  s.costs(std::span<const TokenInfo>(&t, 1), std::span<double>(&cost, 1));
+  EXPECT_GT(cost, 1.0);
+}
+
+}  // namespace
+}  // namespace tokengate::learned
