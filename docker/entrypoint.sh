@@ -16,6 +16,7 @@ case "${1:-}" in
     set -- tokengate-coordinator \
       --listen "${TG_LISTEN:-tcp://0.0.0.0:5555}" \
       --gateway "${TG_GATEWAY_LISTEN:-0.0.0.0:${TG_GATEWAY_PORT:-8080}}" \
+      ${TG_SCHEDULER:+--scheduler "$TG_SCHEDULER"} \
       ${TG_COORDINATOR_ARGS:-} "$@"
     ;;
   node)

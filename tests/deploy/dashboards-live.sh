@@ -41,7 +41,7 @@ if [[ -z $TARGET ]]; then
   wire=$(free_port) gw=$(free_port)
   TOKEN=${TOKEN:-live-$RANDOM$RANDOM}
   TG_GATEWAY_TOKEN=$TOKEN "$BIN/bin/tokengate-coordinator" --listen "tcp://127.0.0.1:$wire" \
-    --gateway "127.0.0.1:$gw" >"$TG_OUT/live-coordinator.log" 2>&1 &
+    --gateway "127.0.0.1:$gw" --scheduler xgboost >"$TG_OUT/live-coordinator.log" 2>&1 &
   pids+=($!)
   for i in 1 2 3; do
     "$BIN/bin/tokengate-node" --coordinator "tcp://127.0.0.1:$wire" --id "live-$i" \
@@ -84,6 +84,12 @@ tg_check "workload: Leibniz double and dec50 jobs" sh -c \
 # A job whose token fails (wrong argument type), for tokengate_tokens_failed_total{code}.
 tg_check "workload: a failing job is reported as failed" sh -c \
   "node '$TG_DEPLOY/ws-job.mjs' --url '$WS' --token '$TOKEN' --fail --timeout 30; [ \$? = 1 ]"
+# Cost model: an op declared light that costs 2 ms a token, twice, with a big Leibniz job in
+# between (thousands of telemetry samples trigger a retrain), so the model learns its cost and
+# moves it to another lane (tokengate_model_reclassifications_total).
+tg_check "workload: spin jobs around a retrain (cost model reclassification)" sh -c \
+  "$(declare -f ws_job); WS='$WS' TOKEN='$TOKEN' TG_DEPLOY='$TG_DEPLOY';
+   ws_job --spin 300:2000 && ws_job --terms 200000 && ws_job --spin 300:2000"
 sleep 6 # a few more scrapes after the last job
 
 tg_run_node "$TG_DEPLOY/eval-dashboards.mjs" "$PROM" "$TG_ROOT/grafana/dashboards" 180

@@ -4,7 +4,7 @@
 // Prints one JSON line {job_id, state, value, wall_ms, done, total, failed}; exit 0 if the job
 // succeeded.
 // Usage: node ws-job.mjs --url ws://127.0.0.1:8080/ws --token T --terms N [--precision double]
-//                        [--at 0.3 --run "docker kill X"] [--timeout 300] [--fail]
+//                        [--at 0.3 --run "docker kill X"] [--timeout 300] [--fail | --spin N:US]
 import { execSync } from 'node:child_process';
 import WebSocket from 'ws';
 import { leibnizJob } from './lib/leibniz.mjs';
@@ -21,9 +21,14 @@ const at = Number(arg('at', '2'));
 const runCmd = arg('run', '');
 const timeoutS = Number(arg('timeout', '300'));
 // --fail: a one-token job the node must reject (leibniz.term wants an int), for failure metrics.
+// --spin N:US: N tokens of the light-declared `spin` op that each burn US microseconds, so the
+// cost model sees an op whose cost contradicts its lane (reclassification).
+const spin = arg('spin', '');
 const job = process.argv.includes('--fail')
   ? { name: 'deploy-test-failure', tokens: [{ op: 'leibniz.term', args: ['not-an-int'], output: true, name: 'pi' }] }
-  : leibnizJob(terms, precision);
+  : spin
+    ? { name: 'deploy-test-spin', tokens: [{ op: 'spin', repeat: Number(spin.split(':')[0]), args: [Number(spin.split(':')[1])] }] }
+    : leibnizJob(terms, precision);
 
 const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
 let nextId = 1;
