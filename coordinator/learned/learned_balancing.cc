@@ -134,7 +134,7 @@ void LearnedBalancing::install(coordinator::CoordinatorCore& core) {
 }
 
 void LearnedBalancing::onSample(const coordinator::CoordinatorCore::Sample& s) {
-  seen_.fetch_add(1, std::memory_order_relaxed);
+  ++seen_;
   // Budget: at most max_samples_per_s per second, checked against the clock every 64 calls.
   if (++calls_since_clock_ >= 64 || budget_window_start_ == 0) {
     calls_since_clock_ = 0;
@@ -145,7 +145,7 @@ void LearnedBalancing::onSample(const coordinator::CoordinatorCore::Sample& s) {
     }
   }
   if (++budget_used_ > config_.max_samples_per_s / 10) return;
-  kept_.fetch_add(1, std::memory_order_relaxed);
+  ++kept_;
 
   const double slowness = scheduler_ ? scheduler_->nodeSlowness(s.node) : 1.0;
   costmodel::TelemetrySample t;

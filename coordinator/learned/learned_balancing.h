@@ -77,8 +77,9 @@ class LearnedBalancing {
   costmodel::TelemetryWindow& window() { return window_; }
   // Loop thread only; null before install().
   XgbScheduler* scheduler() { return scheduler_; }
-  uint64_t samplesKept() const { return kept_.load(std::memory_order_relaxed); }
-  uint64_t samplesSeen() const { return seen_.load(std::memory_order_relaxed); }
+  // Loop thread (or after the loop ended).
+  uint64_t samplesKept() const { return kept_; }
+  uint64_t samplesSeen() const { return seen_; }
 
  private:
   void onSample(const coordinator::CoordinatorCore::Sample& s);
@@ -104,7 +105,7 @@ class LearnedBalancing {
   uint32_t calls_since_clock_ = 0;
 
   std::atomic<const XgbScheduler*> published_scheduler_{nullptr};  // for the metrics thread
-  std::atomic<uint64_t> seen_{0}, kept_{0};
+  uint64_t seen_ = 0, kept_ = 0;  // loop thread
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // guarded by stop_mu_

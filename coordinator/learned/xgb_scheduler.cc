@@ -7,7 +7,6 @@
 #include <limits>
 #include <numeric>
 
-#include "absl/container/flat_hash_map.h"
 
 namespace tokengate::learned {
 
@@ -47,10 +46,6 @@ costmodel::TokenFeatures nominalFeatures(const coordinator::TokenInfo& t, uint32
 struct RowKey {
   uint64_t a = 0, b = 0;
   bool operator==(const RowKey&) const = default;
-  template <typename H>
-  friend H AbslHashValue(H h, const RowKey& k) {
-    return H::combine(std::move(h), k.a, k.b);
-  }
 };
 
 RowKey keyOf(const coordinator::TokenInfo& t) {
@@ -73,15 +68,18 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     std::fill(out.begin(), out.end(), 1.0);
     return;
   }
-  // Distinct feature rows only: a slice is one op, usually with few distinct arguments.
-  static thread_local absl::flat_hash_map<RowKey, uint32_t> index;
-  index.clear();
+  // Distinct feature rows only. Repeated specs arrive as runs of identical tokens, so runs of
+  // equal keys are collapsed (a compare per token, no hashing).
   rows_.clear();
   row_of_token_.resize(tokens.size());
+  RowKey prev{};
   for (size_t i = 0; i < tokens.size(); ++i) {
-    auto [it, inserted] = index.try_emplace(keyOf(tokens[i]), static_cast<uint32_t>(rows_.size()));
-    if (inserted) rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
-    row_of_token_[i] = it->second;
+    const RowKey k = keyOf(tokens[i]);
+    if (i == 0 || !(k == prev)) {
+      rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
+      prev = k;
+    }
+    row_of_token_[i] = static_cast<uint32_t>(rows_.size() - 1);
   }
   const auto t0 = std::chrono::steady_clock::now();
   if (rows_.size() <= options_.max_exact_rows) {
@@ -91,15 +89,15 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     model_rows_.fetch_add(rows_.size(), std::memory_order_relaxed);
   } else {
     // Stride sample, sorted by first argument; every token takes its nearest sampled row.
-    std::vector<costmodel::TokenFeatures> sample;
-    sample.reserve(kSampledRows);
-    for (size_t j = 0; j < kSampledRows; ++j) sample.push_back(rows_[j * rows_.size() / kSampledRows]);
-    std::sort(sample.begin(), sample.end(), [](const auto& x, const auto& y) {
+    sample_.clear();
+    for (size_t j = 0; j < kSampledRows; ++j) sample_.push_back(rows_[j * rows_.size() / kSampledRows]);
+    std::sort(sample_.begin(), sample_.end(), [](const auto& x, const auto& y) {
       // NaN first, then ascending.
       if (std::isnan(x.first_numeric_arg)) return !std::isnan(y.first_numeric_arg);
       if (std::isnan(y.first_numeric_arg)) return false;
       return x.first_numeric_arg < y.first_numeric_arg;
     });
+    const auto& sample = sample_;
     row_out_.resize(sample.size());
     model->predict(sample, row_out_);
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -147,10 +145,14 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
   for (auto& p : out) p = {-1, lane};
   if (cands.empty() || tokens.empty()) return;
   // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
+  // Skipped when costs are within 2x of each other (e.g. Leibniz terms): order hardly matters.
   order_.resize(tokens.size());
   std::iota(order_.begin(), order_.end(), 0u);
-  std::stable_sort(order_.begin(), order_.end(),
-                   [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; });
+  const auto [lo, hi] = std::minmax_element(tokens.begin(), tokens.end(),
+                                            [](const auto& a, const auto& b) { return a.cost < b.cost; });
+  if (hi->cost > 2 * lo->cost)
+    std::stable_sort(order_.begin(), order_.end(),
+                     [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; });
   for (const uint32_t i : order_) {
     const double cost = tokens[i].cost;
     int32_t best = -1;

@@ -40,8 +40,8 @@ struct XgbSchedulerOptions {
   double op_cost_alpha = 0.2;
   // Tokens of an op predicted before it may be reclassified.
   uint32_t min_tokens_for_reclassify = 64;
-  // A slice with more distinct feature rows than this predicts a stride sample of
-  // kSampledRows rows and gives every other token the prediction of the sampled row with the
+  // A slice with more distinct feature rows (runs of equal tokens) than this predicts a stride
+  // sample of kSampledRows rows and gives every other token the prediction of the sampled row with the
   // nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
   size_t max_exact_rows = 128;
 };
@@ -52,7 +52,7 @@ class XgbScheduler final : public coordinator::Scheduler {
   // (op, from, to): called on the loop thread when an op's lane should change.
   using ReclassifyFn = std::function<void(uint32_t op, Weight from, Weight to)>;
 
-  static constexpr size_t kSampledRows = 64;
+  static constexpr size_t kSampledRows = 16;
 
   XgbScheduler(ModelSource model, ReclassifyFn on_reclassify, XgbSchedulerOptions options = {});
 
@@ -98,6 +98,7 @@ class XgbScheduler final : public coordinator::Scheduler {
   uint32_t fastest_node_ = 0;       // nominal predictions are for this node slot
   // Scratch (reused across calls).
   std::vector<costmodel::TokenFeatures> rows_;
+  std::vector<costmodel::TokenFeatures> sample_;
   std::vector<double> row_out_;
   std::vector<uint32_t> row_of_token_;
   std::vector<uint32_t> order_;

@@ -79,13 +79,24 @@ class XgbSchedulerTest : public ::testing::Test {
 TEST_F(XgbSchedulerTest, CostsArePredictedInOneBatchPerSlice) {
   model_->set(0, 1000, /*per_arg=*/true);
   auto t = tokens(0, 100, 3);
-  for (size_t i = 0; i < t.size(); i += 2) t[i].first_arg = 7;
+  for (size_t i = 0; i < 50; ++i) t[i].first_arg = 7;  // two runs of identical tokens
   std::vector<double> c(t.size());
   sched_.costs(t, c);
   EXPECT_EQ(model_->calls(), 1u);
-  EXPECT_EQ(sched_.modelRows(), 2u);  // two distinct rows
+  EXPECT_EQ(sched_.modelRows(), 2u);  // one row per run
   EXPECT_DOUBLE_EQ(c[0], 7000);
-  EXPECT_DOUBLE_EQ(c[1], 3000);
+  EXPECT_DOUBLE_EQ(c[99], 3000);
+}
+
+TEST_F(XgbSchedulerTest, ManyDistinctTokensPredictASampleAndTakeTheNearestArgument) {
+  model_->set(0, 10, /*per_arg=*/true);
+  auto t = tokens(0, 512);
+  for (size_t i = 0; i < t.size(); ++i) t[i].first_arg = static_cast<double>(i);
+  std::vector<double> c(t.size());
+  sched_.costs(t, c);
+  EXPECT_EQ(model_->calls(), 1u);
+  EXPECT_EQ(sched_.modelRows(), XgbScheduler::kSampledRows);
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_NEAR(c[i], 10.0 * static_cast<double>(i), 10.0 * 32);  // stride 32
 }
 
 TEST_F(XgbSchedulerTest, LearnsNodeSpeedFromTelemetry) {
