@@ -220,21 +220,25 @@ void LocalCluster::stop(int grace_ms) {
     for (auto& p : nodes_)
       if (p > 0) pids.push_back(p), p = -1;
   }
-  if (coordinator_ > 0) pids.push_back(coordinator_);
-  coordinator_ = -1;
-  for (pid_t p : pids) ::kill(p, SIGTERM);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
-  for (pid_t p : pids) {
-    int status;
-    while (waitpid(p, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(p, SIGKILL);
-        waitpid(p, &status, 0);
-        break;
+  // Nodes first (they drain and say bye), then the coordinator.
+  auto terminate = [grace_ms](const std::vector<pid_t>& group) {
+    for (pid_t p : group) ::kill(p, SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
+    for (pid_t p : group) {
+      int status;
+      while (waitpid(p, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          ::kill(p, SIGKILL);
+          waitpid(p, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-  }
+  };
+  terminate(pids);
+  if (coordinator_ > 0) terminate({coordinator_});
+  coordinator_ = -1;
 }
 
 LocalCluster::~LocalCluster() { stop(); }

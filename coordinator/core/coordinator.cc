@@ -149,7 +149,7 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
   const auto n = static_cast<uint32_t>(spec.tokenCount());
   job.tokens.resize(n);
   job.specs.reserve(spec.tokens.size());
-  bool any_output = false;
+  bool& any_output = job.any_output;
   uint32_t first = 0;
   for (auto& ts : spec.tokens) {
     SpecRec& s = job.specs.emplace_back();
@@ -308,6 +308,23 @@ TokenInfo CoordinatorCore::tokenInfo(const Job& job, uint32_t local) const {
 
 // ---------------------------------------------------------------- results
 
+bool CoordinatorCore::isOutput(const Job& job, uint32_t local) const {
+  const SpecRec& s = job.specs[job.tokens[local].spec];
+  if (job.any_output) return s.keep_result;
+  return job.dep_offset[local] == job.dep_offset[local + 1];
+}
+
+prometheus::Counter& CoordinatorCore::failedCounter(OpState& op, Weight weight, StatusCode code) {
+  const uint32_t key = static_cast<uint32_t>(weight) * 64 + static_cast<uint32_t>(code);
+  auto it = op.m_failed.find(key);
+  if (it != op.m_failed.end()) return *it->second;
+  auto& c = metrics_.failed.Add({{"op", op.name},
+                                 {"weight", weightName(weight)},
+                                 {"code", absl::StatusCodeToString(code)}});
+  op.m_failed.emplace(key, &c);
+  return c;
+}
+
 void CoordinatorCore::setResult(Job& job, TokenRec& t, const Value& v) {
   if (v.isInt()) {
     t.tag = kInt;
@@ -435,7 +452,10 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
     }
     const bool is_cancel = root_cancel && local == root;
     t.state = is_cancel || why.code() == StatusCode::kCancelled ? kCancelled : kFailed;
-    job.errors[local] = why;
+    // Causes are kept for outputs (reported in JobDone) and the job's first failure;
+    // storing a Status per token would make cancelling a 1M-token job slow and big.
+    if (isOutput(job, local)) job.errors[local] = why;
+    if (job.first_error.ok()) job.first_error = why;
     OpState& op = ops_[job.specs[t.spec].op];
     if (t.state == kCancelled) {
       ++job.cancelled;
@@ -449,11 +469,7 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
       op.last_error = std::string(why.message());
       job.any_failed = true;
     }
-    metrics_.failed
-        .Add({{"op", op.name},
-              {"weight", weightName(job.specs[t.spec].weight)},
-              {"code", absl::StatusCodeToString(why.code())}})
-        .Increment();
+    failedCounter(op, job.specs[t.spec].weight, why.code()).Increment();
     const uint64_t id = tokenId(job.id, local);
     if (auto k = key_of_token_.find(id); k != key_of_token_.end()) {
       auto e = keys_.find(k->second);
@@ -473,12 +489,16 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
       }
       key_of_token_.erase(k);
     }
-    const Status dep_cause(
-        why.code() == StatusCode::kCancelled ? StatusCode::kCancelled
-                                             : StatusCode::kFailedPrecondition,
-        fmt::format("input token {} failed: {}", id, why.message()));
-    for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d)
-      stack.emplace_back(job.deps[d], dep_cause);
+    if (job.dep_offset[local] != job.dep_offset[local + 1]) {
+      // Cancellation passes through unchanged (no per-token formatting on a big cancel).
+      const Status dep_cause =
+          why.code() == StatusCode::kCancelled
+              ? why
+              : Status(StatusCode::kFailedPrecondition,
+                       fmt::format("input token {} failed: {}", id, why.message()));
+      for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d)
+        stack.emplace_back(job.deps[d], dep_cause);
+    }
     finishToken(job, local);
     root_cancel = false;
   }
@@ -547,6 +567,8 @@ control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) 
         o.value = getResult(job, t);
       } else if (auto e = job.errors.find(i); e != job.errors.end()) {
         o.status = e->second;
+      } else if (t.state == kFailed || t.state == kCancelled) {
+        o.status = job.first_error;
       } else {
         o.status = absl::UnavailableError("not finished");
       }
@@ -891,6 +913,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     if (telemetry_) {
       Sample sample;
       sample.token = tokenInfo(*job, local);
+      sample.token.cost = t.cost;  // the prediction made at dispatch
       sample.node = slot;
       sample.lane = static_cast<Weight>(t.lane);
       sample.node_load = static_cast<double>(n->lanes[t.lane].in_flight);

@@ -172,6 +172,8 @@ class CoordinatorCore {
     Nanos last_progress = 0;
     control::JobState state = control::JobState::kRunning;
     bool any_failed = false;
+    bool any_output = false;  // some spec flagged output (else sinks are the outputs)
+    Status first_error;       // cause reported for failed outputs without their own
   };
 
   struct FinishedJob {
@@ -196,6 +198,7 @@ class CoordinatorCore {
     prometheus::Counter* m_completed[kLaneCount] = {};
     prometheus::Counter* m_admitted[kLaneCount] = {};
     prometheus::Counter* m_retried[kLaneCount] = {};
+    std::unordered_map<uint32_t, prometheus::Counter*> m_failed;  // (weight, code) -> counter
     prometheus::Histogram* m_run = nullptr;
     prometheus::Histogram* m_wait = nullptr;
     prometheus::Gauge* m_depth = nullptr;
@@ -258,6 +261,8 @@ class CoordinatorCore {
   void finishToken(Job& job, uint32_t local);
   void retryToken(Job& job, uint32_t local, bool count_error);
   void maybeFinishJob(Job& job);
+  bool isOutput(const Job& job, uint32_t local) const;
+  prometheus::Counter& failedCounter(OpState& op, Weight weight, StatusCode code);
   void releaseFromNode(Job& job, TokenRec& t);
 
   // Nodes.
