@@ -1,6 +1,7 @@
 // tokengate-bench: benchmarks that start a real local cluster and print
 // figures; the last line of each run is one JSON object.
 //   tokengate-bench leibniz --terms N --nodes K --precision double|dec50
+//   tokengate-bench balance [--policy P]... [--credit-per-worker N] (bench/balance_bench.cc)
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <iostream>
 
+#include "bench/balance_bench.h"
 #include "client/client.h"
 #include "client/local_cluster.h"
 #include "common/log.h"
@@ -129,8 +131,32 @@ int main(int argc, char** argv) {
   leib->add_option("--precision", precision, "double | dec50")->capture_default_str();
   leib->add_flag("--no-pin", no_pin, "do not give nodes disjoint cores");
   leib->add_option("--coordinator-arg", coordinator_args, "extra coordinator flag (repeatable)");
+  auto* bal = app.add_subcommand(
+      "balance", "skewed workload on 3 nodes (one slowed) under each placement policy");
+  bench::BalanceOptions bo;
+  std::vector<std::string> policies;
+  bool bal_no_pin = false;
+  bal->add_option("--policy", policies, "placement policy (repeatable; default all three)");
+  bal->add_option("--nodes", bo.nodes)->capture_default_str();
+  bal->add_option("--slow-factor", bo.slow_factor, "--speed-factor of the last node")
+      ->capture_default_str();
+  bal->add_option("--scale", bo.scale, "multiplies token counts")->capture_default_str();
+  bal->add_option("--group", bo.group, "tokens per job")->capture_default_str();
+  bal->add_option("--seed", bo.seed)->capture_default_str();
+  bal->add_option("--credit-per-worker", bo.credit_per_worker, "coordinator credit (0 = default)")
+      ->capture_default_str();
+  bal->add_option("--settle-ms", bo.settle_ms, "pause between warm-up and measured pass")
+      ->capture_default_str();
+  bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
+  bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
   CLI11_PARSE(app, argc, argv);
   initLogging("bench", log_level);
   if (*leib) return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, log_level);
+  if (*bal) {
+    if (!policies.empty()) bo.policies = policies;
+    bo.pin = !bal_no_pin;
+    bo.log_level = log_level;
+    return bench::runBalance(bo);
+  }
   return 0;
 }

@@ -9,6 +9,8 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 
+#include "coordinator/learned/learned_balancing.h"
+
 #ifdef TG_HAVE_GATEWAY
 #include "coordinator/gateway/gateway.h"
 #endif
@@ -40,10 +42,32 @@ int runCoordinator(AppConfig config) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // The cost model replaces the placement policy once the loop runs; until then (and if it is
+  // not wanted) the core uses least-outstanding.
+  const bool want_model =
+      config.server.core.scheduler == "xgboost" || config.learn || !config.model_path.empty();
+  if (config.server.core.scheduler == "xgboost") config.server.core.scheduler = "least-outstanding";
   CoordinatorServer server(config.server);
   if (auto st = server.bind(); !st.ok()) {
     spdlog::error("{}", st.message());
     return 1;
+  }
+  // Destroyed before the server although the core keeps callbacks into it: they only run on
+  // the loop thread, and server.run() has returned by then.
+  std::unique_ptr<learned::LearnedBalancing> balancing;
+  if (want_model) {
+    learned::LearnedConfig lc;
+    lc.model_path = config.model_path;
+    // A loaded model without --learn stays fixed; otherwise train online from telemetry.
+    lc.train = config.learn || config.model_path.empty();
+    const bool train = lc.train;
+    balancing = std::make_unique<learned::LearnedBalancing>(std::move(lc), SystemClock::instance(),
+                                                            server.metricsRegistry());
+    (void)balancing->loadModel();  // logs the error; the heuristic serves meanwhile
+    balancing->start();
+    server.post([b = balancing.get()](CoordinatorCore& core) { b->install(core); });
+    spdlog::info("cost model placement enabled ({}{})", train ? "online training" : "fixed model",
+                 config.model_path.empty() ? "" : ", --model " + config.model_path);
   }
   uint16_t gateway_port = 0;
 #ifdef TG_HAVE_GATEWAY
@@ -96,6 +120,15 @@ int runCoordinator(AppConfig config) {
 #ifdef TG_HAVE_GATEWAY
   if (gw) gw->stop();
 #endif
+  if (balancing) {
+    if (const auto* s = balancing->scheduler(); s && s->predictedTokens() > 0)
+      spdlog::info("cost model: {} tokens predicted ({} model rows), {:.0f} ns/token; {} "
+                   "reclassifications; telemetry kept {} of {}",
+                   s->predictedTokens(), s->modelRows(),
+                   static_cast<double>(s->predictNs()) / static_cast<double>(s->predictedTokens()),
+                   s->reclassifications(), balancing->samplesKept(), balancing->samplesSeen());
+    balancing->stop();
+  }
   // Wake the signal thread if it is still waiting.
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();

@@ -133,7 +133,9 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     if (ops_.size() <= op) ops_.resize(op + 1);
     OpLane& o = ops_[op];
     const double mean = sum / static_cast<double>(j - i);
-    o.mean_cost_ns = o.predicted == 0 ? mean : o.mean_cost_ns + options_.op_cost_alpha * (mean - o.mean_cost_ns);
+    // Per-token exponential weight, so many tiny slices and one big slice count the same.
+    const double w = 1.0 - std::pow(1.0 - options_.op_cost_alpha, static_cast<double>(j - i));
+    o.mean_cost_ns = o.predicted == 0 ? mean : o.mean_cost_ns + w * (mean - o.mean_cost_ns);
     o.predicted += j - i;
     i = j;
   }
@@ -190,11 +192,15 @@ void XgbScheduler::maybeReclassify(uint32_t op, Weight lane) {
   // tokens already queued on the old lane still drain from it, so later lanes are not adopted.
   if (o.lane == Weight::kUnspecified) o.lane = lane;
   if (o.predicted < options_.min_tokens_for_reclassify) return;
+  if (o.predicted_at_change > 0 &&
+      o.predicted - o.predicted_at_change < options_.min_tokens_between_changes)
+    return;
   const Weight to =
       fromModelWeight(costmodel::reclassify(o.mean_cost_ns, toModelWeight(o.lane), options_.thresholds));
   if (to == o.lane) return;
   const Weight from = o.lane;
   o.lane = to;
+  o.predicted_at_change = o.predicted;
   reclassifications_.fetch_add(1, std::memory_order_relaxed);
   if (on_reclassify_) on_reclassify_(op, from, to);
 }

@@ -36,10 +36,12 @@ struct XgbSchedulerOptions {
   uint32_t min_speed_observations = 8;
   // Slowness is clamped to [1/max, max] so one bad model cannot starve a node completely.
   double max_slowness = 20;
-  // Weight of one slice in an op's running mean of predicted cost (reclassification).
-  double op_cost_alpha = 0.2;
-  // Tokens of an op predicted before it may be reclassified.
+  // Weight of one token in an op's running mean of predicted cost (reclassification).
+  double op_cost_alpha = 0.005;
+  // Tokens of an op predicted before it may be reclassified, and between two changes (with the
+  // +-25% threshold band this keeps a mixed-cost op from flapping between lanes).
   uint32_t min_tokens_for_reclassify = 64;
+  uint32_t min_tokens_between_changes = 256;
   // A slice with more distinct feature rows (runs of equal tokens) than this predicts a stride
   // sample of kSampledRows rows and gives every other token the prediction of the sampled row with the
   // nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
@@ -85,6 +87,7 @@ class XgbScheduler final : public coordinator::Scheduler {
     Weight lane = Weight::kUnspecified;
     double mean_cost_ns = 0;
     uint64_t predicted = 0;
+    uint64_t predicted_at_change = 0;
   };
   void recomputeSlowness();
   void maybeReclassify(uint32_t op, Weight lane);
