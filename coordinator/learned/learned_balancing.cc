@@ -1,5 +1,8 @@
 #include "coordinator/learned/learned_balancing.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fmt/format.h>
@@ -15,6 +18,21 @@ const prometheus::Histogram::BucketBoundaries& errorBuckets() {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {0.05, 0.1, 0.2, 0.41,
                                                                    0.69, 1.1, 2.08, 3.0};
   return kBuckets;
+}
+// The production trainer, run at nice 19: on a box with as many busy threads as cores, a
+// retrain at normal priority took CPU from the loop thread and the nodes (the 1M-token Leibniz
+// run got ~35% slower). Training is never urgent; the heuristic or previous model serves.
+costmodel::TrainFn lowPriorityTrainFn() {
+  return [base = costmodel::xgbTrainFn()](std::span<const costmodel::TelemetrySample> samples,
+                                          const costmodel::XgbParams& params) {
+    thread_local bool niced = false;
+    if (!niced) {
+      niced = true;
+      if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19) != 0)
+        spdlog::debug("cost model: could not lower the trainer's priority");
+    }
+    return base(samples, params);
+  };
 }
 }  // namespace
 
@@ -36,7 +54,7 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
       clock_(clock),
       registry_(std::move(registry)),
       window_(config_.window_capacity),
-      trainer_(window_, clock_, config_.trainer),
+      trainer_(window_, clock_, config_.trainer, lowPriorityTrainFn()),
       m_error_(prometheus::BuildHistogram()
                    .Name("tokengate_model_prediction_error")
                    .Help("|ln(predicted / actual)| run time of finished tokens (sampled)")

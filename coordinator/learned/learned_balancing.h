@@ -39,14 +39,14 @@ struct LearnedConfig {
   size_t window_capacity = 20'000;
   // Telemetry kept per second at most (the rest is dropped before any work): keeps a 1M-token
   // run of tiny tokens from paying a window insert per token.
-  uint32_t max_samples_per_s = 20'000;
+  uint32_t max_samples_per_s = 5'000;
   costmodel::OnlineTrainerOptions trainer = defaultTrainerOptions();
   XgbSchedulerOptions scheduler;
 
   static costmodel::OnlineTrainerOptions defaultTrainerOptions() {
     costmodel::OnlineTrainerOptions o;
     o.retrain_interval = 5 * kSeconds;
-    o.retrain_every_samples = 2000;
+    o.retrain_every_samples = 4000;
     o.min_samples = 400;
     return o;
   }
