@@ -122,23 +122,6 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
   predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
                         std::memory_order_relaxed);
   predicted_tokens_.fetch_add(tokens.size(), std::memory_order_relaxed);
-
-  // Per-op running mean of predicted cost (one update per op per slice).
-  size_t i = 0;
-  while (i < tokens.size()) {
-    const uint32_t op = tokens[i].op;
-    double sum = 0;
-    size_t j = i;
-    for (; j < tokens.size() && tokens[j].op == op; ++j) sum += out[j];
-    if (ops_.size() <= op) ops_.resize(op + 1);
-    OpLane& o = ops_[op];
-    const double mean = sum / static_cast<double>(j - i);
-    // Per-token exponential weight, so many tiny slices and one big slice count the same.
-    const double w = 1.0 - std::pow(1.0 - options_.op_cost_alpha, static_cast<double>(j - i));
-    o.mean_cost_ns = o.predicted == 0 ? mean : o.mean_cost_ns + w * (mean - o.mean_cost_ns);
-    o.predicted += j - i;
-    i = j;
-  }
 }
 
 void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> tokens,
@@ -172,16 +155,43 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     }
     if (best < 0) break;  // every candidate is full
     auto& c = cands[static_cast<size_t>(best)];
+    // Work-based credit: a node already holding queue_horizon_ns of predicted work waits for
+    // completions, so late big tokens still find a fast node instead of a long blind queue.
+    if (options_.queue_horizon_ns > 0 && cost >= options_.horizon_min_token_ns &&
+        c.in_flight + c.assigned >= options_.min_queue_tokens &&
+        c.outstanding * nodeSlowness(c.node) / std::max(c.speed, 1e-3) /
+                std::max<uint32_t>(c.workers, 1) >=
+            options_.queue_horizon_ns)
+      continue;
     --c.free_credit;
     ++c.assigned;
     c.outstanding += cost;
     out[i] = {best, lane};
   }
-  uint32_t last_op = UINT32_MAX;
-  for (const auto& t : tokens) {
-    if (t.op == last_op) continue;
-    last_op = t.op;
-    maybeReclassify(t.op, lane);
+  // Per-op running mean of the predicted cost of *placed* tokens (held-back tokens come back
+  // and are predicted again; counting them would bias the mean and eat the dwell).
+  size_t i = 0;
+  while (i < tokens.size()) {
+    const uint32_t op = tokens[i].op;
+    double sum = 0;
+    uint64_t n = 0;
+    size_t j = i;
+    for (; j < tokens.size() && tokens[j].op == op; ++j) {
+      if (out[j].candidate < 0) continue;
+      sum += tokens[j].cost;
+      ++n;
+    }
+    if (ops_.size() <= op) ops_.resize(op + 1);
+    OpLane& o = ops_[op];
+    if (n > 0) {
+      const double mean = sum / static_cast<double>(n);
+      // Per-token exponential weight, so many tiny slices and one big slice count the same.
+      const double w = 1.0 - std::pow(1.0 - options_.op_cost_alpha, static_cast<double>(n));
+      o.mean_cost_ns = o.predicted == 0 ? mean : o.mean_cost_ns + w * (mean - o.mean_cost_ns);
+      o.predicted += n;
+    }
+    maybeReclassify(op, lane);
+    i = j;
   }
 }
 

@@ -36,6 +36,14 @@ struct XgbSchedulerOptions {
   uint32_t min_speed_observations = 8;
   // Slowness is clamped to [1/max, max] so one bad model cannot starve a node completely.
   double max_slowness = 20;
+  // Hold tokens back (Placement -1) rather than queue more than this much predicted work per
+  // worker on a node (the deep-credit default otherwise dispatches a whole job blindly at
+  // submission); only once the node has min_queue_tokens in flight. 0 = off.
+  double queue_horizon_ns = 20e6;
+  uint64_t min_queue_tokens = 4;
+  // Tokens predicted cheaper than this are never held back by the horizon (lane credit limits
+  // them): re-predicting a million tiny held-back tokens made 1M Leibniz ~40% slower.
+  double horizon_min_token_ns = 100'000;
   // Weight of one token in an op's running mean of predicted cost (reclassification).
   double op_cost_alpha = 0.005;
   // Tokens of an op predicted before it may be reclassified, and between two changes (with the

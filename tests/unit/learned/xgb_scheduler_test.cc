@@ -28,7 +28,13 @@ class XgbSchedulerTest : public ::testing::Test {
   XgbSchedulerTest()
       : model_(std::make_shared<testing::ScriptedCostModel>()),
         sched_([this] { return model_; },
-               [this](uint32_t op, Weight from, Weight to) { reclass_.push_back({op, from, to}); }) {}
+               [this](uint32_t op, Weight from, Weight to) { reclass_.push_back({op, from, to}); },
+               noHorizon()) {}
+  static XgbSchedulerOptions noHorizon() {
+    XgbSchedulerOptions o;
+    o.queue_horizon_ns = 0;  // placement tests look at one round; the horizon has its own test
+    return o;
+  }
 
   std::vector<TokenInfo> tokens(uint32_t op, size_t n, double arg = 1) {
     std::vector<TokenInfo> t(n);
@@ -154,6 +160,25 @@ TEST_F(XgbSchedulerTest, RespectsCreditAndHoldsBackWhenFull) {
   EXPECT_EQ(placed, 4);
   EXPECT_EQ(cands[0].free_credit, 0u);
   EXPECT_EQ(cands[2].free_credit, 0u);
+}
+
+TEST_F(XgbSchedulerTest, HoldsTokensBackBeyondTheQueueHorizon) {
+  XgbSchedulerOptions o;
+  o.queue_horizon_ns = 10e6;
+  o.min_queue_tokens = 2;
+  XgbScheduler s([this] { return model_; }, {}, o);
+  model_->set(0, 4e6);  // 4 ms each: a node accepts tokens until it holds >= 10 ms
+  auto t = tokens(0, 30);
+  std::vector<double> c(t.size());
+  s.costs(t, c);
+  for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+  auto cands = threeNodes();
+  std::vector<Placement> out(t.size());
+  s.place(Weight::kLight, t, cands, out);
+  int placed = 0;
+  for (const auto& p : out) placed += p.candidate >= 0;
+  EXPECT_EQ(placed, 9);  // 3 per node (0, 4, 8 ms queued -> accepted; 12 ms -> wait)
+  for (const auto& cand : cands) EXPECT_EQ(cand.assigned, 3u);
 }
 
 TEST_F(XgbSchedulerTest, ReclassifiesALightOpThatBehavesHeavyWithHysteresis) {
