@@ -411,12 +411,19 @@ TEST_F(GatewayTest, OversizeFrameClosesWith1009) {
   Client c(port());
   ASSERT_FALSE(c.connect());
   c.hello(kAdmin);
-  c.sendText(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}");
-  beast::flat_buffer buf;
   beast::error_code ec;
-  c.ws().read(buf, ec);
-  EXPECT_EQ(ec, websocket::error::closed);
-  EXPECT_EQ(c.ws().reason().code, websocket::close_code::too_big);
+  c.ws().text(true);
+  // The server may cut the connection while this write is still going (broken pipe).
+  c.ws().write(net::buffer(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}"), ec);
+  beast::flat_buffer buf;
+  if (!ec) c.ws().read(buf, ec);
+  // The server answers with close code 1009. If it closes the TCP socket while our
+  // oversize frame is still unread in its buffer, the kernel may reset the connection
+  // before the close frame is read here; either way the connection must end.
+  ASSERT_TRUE(ec) << "oversize frame was accepted";
+  if (ec == websocket::error::closed) {
+    EXPECT_EQ(c.ws().reason().code, websocket::close_code::too_big);
+  }  // else: reset / broken pipe / not connected: the transport ended first.
   // Other clients are unaffected.
   Client d(port());
   ASSERT_FALSE(d.connect());
