@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 jobs=${TG_JOBS:-$(nproc)}
+# ccache hits across clones in different folders (CI uses a fresh clone each run).
+export CCACHE_BASEDIR=$PWD CCACHE_NOHASHDIR=1
 status=0
 
 echo "== release build"
