@@ -55,6 +55,8 @@ try {
 
   // A job big enough to still be running while we pause it.
   const terms = 500_000;
+  // Cap the term rate so a fast release cluster is still running the job when we click.
+  await page.evaluate((op) => request('op.limits', { op, max_in_flight: 0, max_rate_per_s: 50000 }), OP);
   const sub = await page.evaluate((job) => request('submit', { job }), leibnizJob(terms));
   console.log(`submitted job ${sub.job_id}`);
   const row = page.locator(`#ops tr[data-op="${OP}"]`);
