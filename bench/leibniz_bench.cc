@@ -1,7 +1,7 @@
 // tokengate-bench: benchmarks that start a real local cluster and print
 // figures; the last line of each run is one JSON object.
-//   tokengate-bench leibniz --terms N --nodes K --precision double|dec50
-//   tokengate-bench balance [--policy P]... [--credit-per-worker N] (bench/balance_bench.cc)
+//   tokengate-bench leibniz --terms N --nodes K --precision double|dec50 [--scheduler P]... [--runs
+//   R] tokengate-bench balance [--policy P]... [--credit-per-worker N] (bench/balance_bench.cc)
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
@@ -45,72 +45,142 @@ Ref toRef(const Value& v) {
   return Ref(v.toDouble());
 }
 
+struct RunResult {
+  double wall_s = 0;
+  uint64_t tokens = 0;
+  Value pi;
+  uint64_t peak_bytes = 0, coord_peak_bytes = 0;
+  client::JobState state = client::JobState::kFailed;
+};
+
+// One run on a fresh local cluster (so peak RSS is per run).
+absl::StatusOr<RunResult> runOnce(const JobSpec& job, uint32_t nodes, bool pin,
+                                  std::vector<std::string> coordinator_args,
+                                  const std::string& scheduler, const std::string& log_level) {
+  client::LocalClusterOptions opts;
+  opts.nodes = nodes;
+  opts.pin = pin;
+  opts.log_level = log_level;
+  if (!scheduler.empty()) coordinator_args.push_back("--scheduler=" + scheduler);
+  opts.coordinator_args = std::move(coordinator_args);
+  auto cluster = client::LocalCluster::start(opts);
+  if (!cluster.ok()) return cluster.status();
+  client::Client c((*cluster)->endpoint());
+  if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok()) return st;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c.run(job, {}, 3600 * kSeconds);
+  RunResult out;
+  out.wall_s = seconds(std::chrono::steady_clock::now() - t0);
+  if (!r.ok()) return r.status();
+  auto pi = r->output("pi");
+  if (!pi.ok()) return pi.status();
+  out.pi = *pi;
+  out.tokens = r->progress.total;
+  out.state = r->state;
+  out.coord_peak_bytes = client::peakRssOf((*cluster)->coordinatorPid());
+  out.peak_bytes = (*cluster)->peakRssBytes();
+  (*cluster)->stop();
+  return out;
+}
+
+struct Summary {
+  double median = 0, min = 0, max = 0;
+};
+Summary summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return {n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, v.front(), v.back()};
+}
+
 int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name, bool pin,
-               const std::vector<std::string>& coordinator_args, const std::string& log_level) {
+               const std::vector<std::string>& coordinator_args,
+               std::vector<std::string> schedulers, uint32_t runs, const std::string& log_level) {
   auto precision = parsePrecision(precision_name);
   if (!precision.ok()) return fmt::print(stderr, "error: {}\n", precision.status().message()), 2;
   auto job = makeLeibnizJob(terms, *precision);
   if (!job.ok()) return fmt::print(stderr, "error: {}\n", job.status().message()), 2;
+  if (schedulers.empty()) schedulers.push_back("");  // the coordinator's default
+  runs = std::max<uint32_t>(runs, 1);
 
   // Floor: one thread, same arithmetic and grouping, no cluster.
   auto t0 = std::chrono::steady_clock::now();
   const Value floor_value = leibnizLocal(terms, *precision);
   const double floor_s = seconds(std::chrono::steady_clock::now() - t0);
 
-  client::LocalClusterOptions opts;
-  opts.nodes = nodes;
-  opts.pin = pin;
-  opts.log_level = log_level;
-  opts.coordinator_args = coordinator_args;
-  auto cluster = client::LocalCluster::start(opts);
-  if (!cluster.ok()) return fmt::print(stderr, "error: {}\n", cluster.status().message()), 1;
-  client::Client c((*cluster)->endpoint());
-  if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok())
-    return fmt::print(stderr, "error: {}\n", st.message()), 1;
-
-  t0 = std::chrono::steady_clock::now();
-  auto r = c.run(*job, {}, 3600 * kSeconds);
-  const double wall_s = seconds(std::chrono::steady_clock::now() - t0);
-  if (!r.ok()) return fmt::print(stderr, "error: {}\n", r.status().message()), 1;
-  auto pi = r->output("pi");
-  if (!pi.ok()) return fmt::print(stderr, "error: {}\n", pi.status().message()), 1;
+  // Runs alternate between schedulers so machine noise hits each alike.
+  std::vector<std::vector<RunResult>> results(schedulers.size());
+  for (uint32_t k = 0; k < runs; ++k) {
+    for (size_t s = 0; s < schedulers.size(); ++s) {
+      auto r = runOnce(*job, nodes, pin, coordinator_args, schedulers[s], log_level);
+      if (!r.ok()) return fmt::print(stderr, "error: {}\n", r.status().message()), 1;
+      results[s].push_back(std::move(*r));
+    }
+  }
   rusage self{};
   getrusage(RUSAGE_SELF, &self);
-  const uint64_t coord_peak = client::peakRssOf((*cluster)->coordinatorPid());
   const uint64_t self_peak = static_cast<uint64_t>(self.ru_maxrss) * 1024;
-  const uint64_t peak = (*cluster)->peakRssBytes() + self_peak;
-  (*cluster)->stop();
 
   const Ref ref = referenceSum(terms);
-  const Ref got = toRef(*pi);
-  const Ref abs_error = mp::abs(got - ref);
+  bool all_ok = true, all_match = true;
+  double max_abs_error = 0;
+  boost::json::object by_scheduler;
+  for (size_t s = 0; s < schedulers.size(); ++s) {
+    std::vector<double> walls;
+    uint64_t peak = 0, coord_peak = 0;
+    for (const RunResult& r : results[s]) {
+      walls.push_back(r.wall_s);
+      peak = std::max(peak, r.peak_bytes + self_peak);
+      coord_peak = std::max(coord_peak, r.coord_peak_bytes);
+      all_ok = all_ok && r.state == client::JobState::kSucceeded;
+      all_match = all_match && r.pi == floor_value;
+      max_abs_error = std::max(max_abs_error, mp::abs(toRef(r.pi) - ref).convert_to<double>());
+    }
+    const Summary w = summarize(walls);
+    const uint64_t tokens = results[s].front().tokens;
+    const std::string name = schedulers[s].empty() ? "default" : schedulers[s];
+    fmt::print(stderr,
+               "leibniz {} terms ({}), {} nodes, scheduler {}: {} tokens in {:.3f} s (median of "
+               "{}; min {:.3f}, max {:.3f}) = {:.0f} tokens/s; peak RSS {:.1f} MB\n",
+               terms, precision_name, nodes, name, tokens, w.median, walls.size(), w.min, w.max,
+               static_cast<double>(tokens) / w.median, static_cast<double>(peak) / 1e6);
+    by_scheduler[name] = boost::json::object{
+        {"wall_s", w.median},
+        {"wall_s_min", w.min},
+        {"wall_s_max", w.max},
+        {"tokens_per_s", static_cast<double>(tokens) / w.median},
+        {"peak_rss_mb", static_cast<double>(peak) / 1e6},
+        {"coordinator_rss_mb", static_cast<double>(coord_peak) / 1e6},
+    };
+  }
+  // Top-level figures: the first scheduler given (or the default).
+  const RunResult& first = results.front().front();
+  const auto& head = by_scheduler.begin()->value().as_object();
+  const Ref got = toRef(first.pi);
   const Ref pi_error = mp::abs(got - boost::math::constants::pi<Ref>());
-  const uint64_t tokens = r->progress.total;
-  fmt::print(stderr,
-             "leibniz {} terms ({}), {} nodes: {} tokens in {:.3f} s = {:.0f} tokens/s; "
-             "floor {:.3f} s; peak RSS {:.1f} MB; pi = {}\n",
-             terms, precision_name, nodes, tokens, wall_s, static_cast<double>(tokens) / wall_s,
-             floor_s, static_cast<double>(peak) / 1e6, pi->toString());
+  fmt::print(stderr, "floor {:.3f} s; pi = {}\n", floor_s, first.pi.toString());
   boost::json::object out{
       {"bench", "leibniz"},
       {"terms", terms},
       {"nodes", nodes},
       {"precision", precision_name},
-      {"tokens", tokens},
-      {"wall_s", wall_s},
-      {"tokens_per_s", static_cast<double>(tokens) / wall_s},
-      {"pi", pi->toString()},
-      {"abs_error", abs_error.convert_to<double>()},
+      {"tokens", first.tokens},
+      {"runs", runs},
+      {"wall_s", head.at("wall_s")},
+      {"tokens_per_s", head.at("tokens_per_s")},
+      {"pi", first.pi.toString()},
+      {"abs_error", max_abs_error},
       {"error_vs_pi", pi_error.convert_to<double>()},
-      {"matches_floor", *pi == floor_value},
-      {"peak_rss_mb", static_cast<double>(peak) / 1e6},
+      {"matches_floor", all_match},
+      {"peak_rss_mb", head.at("peak_rss_mb")},
       {"floor_s", floor_s},
-      {"coordinator_rss_mb", static_cast<double>(coord_peak) / 1e6},
+      {"coordinator_rss_mb", head.at("coordinator_rss_mb")},
       {"client_rss_mb", static_cast<double>(self_peak) / 1e6},
-      {"state", client::jobStateName(r->state)},
+      {"state", all_ok ? "succeeded" : "failed"},
   };
+  if (schedulers.size() > 1 || runs > 1) out["by_scheduler"] = std::move(by_scheduler);
   std::cout << boost::json::serialize(out) << std::endl;
-  return r->state == client::JobState::kSucceeded ? 0 : 3;
+  return all_ok ? 0 : 3;
 }
 
 }  // namespace
@@ -131,6 +201,12 @@ int main(int argc, char** argv) {
   leib->add_option("--precision", precision, "double | dec50")->capture_default_str();
   leib->add_flag("--no-pin", no_pin, "do not give nodes disjoint cores");
   leib->add_option("--coordinator-arg", coordinator_args, "extra coordinator flag (repeatable)");
+  std::vector<std::string> leib_schedulers;
+  uint32_t runs = 1;
+  leib->add_option("--scheduler", leib_schedulers,
+                   "coordinator placement policy (repeatable: runs alternate, figures per policy)");
+  leib->add_option("--runs", runs, "runs per policy, each on a fresh cluster (median reported)")
+      ->capture_default_str();
   auto* bal = app.add_subcommand(
       "balance", "skewed workload on 3 nodes (one slowed) under each placement policy");
   bench::BalanceOptions bo;
@@ -151,7 +227,9 @@ int main(int argc, char** argv) {
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
   CLI11_PARSE(app, argc, argv);
   initLogging("bench", log_level);
-  if (*leib) return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, log_level);
+  if (*leib)
+    return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, leib_schedulers, runs,
+                      log_level);
   if (*bal) {
     if (!policies.empty()) bo.policies = policies;
     bo.pin = !bal_no_pin;

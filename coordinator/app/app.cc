@@ -1,12 +1,12 @@
 #include "coordinator/app/app.h"
 
+#include <fmt/format.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
-#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "coordinator/learned/learned_balancing.h"
@@ -85,13 +85,15 @@ int runCoordinator(AppConfig config) {
     if (token.empty())
       if (const char* env = std::getenv("TG_GATEWAY_TOKEN")) token = env;
     if (!token.empty()) gc.admin_tokens.push_back(token);
-    if (!config.gateway_viewer_token.empty()) gc.viewer_tokens.push_back(config.gateway_viewer_token);
+    if (!config.gateway_viewer_token.empty())
+      gc.viewer_tokens.push_back(config.gateway_viewer_token);
     gc.allow_anonymous_read = config.gateway_anonymous_read;
     gc.allowed_origins = config.allowed_origins;
     gc.tls_cert_file = config.tls_cert;
     gc.tls_key_file = config.tls_key;
     if (token.empty() && !gc.allow_anonymous_read)
-      spdlog::warn("gateway has no token (set TG_GATEWAY_TOKEN or --gateway-token): control is refused");
+      spdlog::warn(
+          "gateway has no token (set TG_GATEWAY_TOKEN or --gateway-token): control is refused");
     gw = std::make_unique<gateway::Gateway>(std::move(gc), server);
     if (auto st = gw->start(); !st.ok()) {
       spdlog::error("gateway: {}", st.message());
@@ -122,11 +124,29 @@ int runCoordinator(AppConfig config) {
 #endif
   if (balancing) {
     if (const auto* s = balancing->scheduler(); s && s->predictedTokens() > 0)
-      spdlog::info("cost model: {} tokens predicted ({} model rows), {:.0f} ns/token; {} "
-                   "reclassifications; telemetry kept {} of {}",
-                   s->predictedTokens(), s->modelRows(),
-                   static_cast<double>(s->predictNs()) / static_cast<double>(s->predictedTokens()),
-                   s->reclassifications(), balancing->samplesKept(), balancing->samplesSeen());
+      spdlog::info(
+          "cost model: {} tokens predicted ({} model rows), {:.0f} ns/token; {} "
+          "reclassifications; telemetry kept {} of {}",
+          s->predictedTokens(), s->modelRows(),
+          static_cast<double>(s->predictNs()) / static_cast<double>(s->predictedTokens()),
+          s->reclassifications(), balancing->samplesKept(), balancing->samplesSeen());
+    if (const auto* s = balancing->scheduler()) {
+      std::string speeds;
+      for (uint32_t i = 0; i < s->nodeSlots(); ++i)
+        speeds += fmt::format("{}{:.2f}", i ? " " : "", s->nodeSpeed(i));
+      spdlog::info(
+          "cost model: learned node speeds by slot: [{}]; {} placements held back by "
+          "the queue horizon",
+          speeds, s->heldBack());
+      const auto ts = balancing->trainer().stats();
+      spdlog::info(
+          "cost model: active {} (version {}); {} trainings ({} accepted, {} rejected, "
+          "{} failed, {} skipped for too little work), last R² {:.3f} on {} held-out samples, "
+          "{:.0f} ms",
+          ts.active_model, ts.model_version, ts.retrain_count, ts.accepted_count, ts.rejected_count,
+          ts.failed_count, ts.skipped_count, ts.last_quality.r2, ts.last_quality.n_test,
+          static_cast<double>(ts.last_train_duration) / 1e6);
+    }
     balancing->stop();
   }
   // Wake the signal thread if it is still waiting.

@@ -60,7 +60,8 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
     scheduler_ = makeLeastOutstandingScheduler();
   }
   for (int s = 0; s < 3; ++s)
-    m_nodes_[s] = &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
+    m_nodes_[s] =
+        &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
   for (int s = 0; s < 4; ++s)
     m_jobs_[s] = &metrics_.jobs.Add({{"state", control::jobStateName(static_cast<JobState>(s))}});
   last_tick_ = last_event_ = last_rate_ = clock_.now();
@@ -318,9 +319,8 @@ prometheus::Counter& CoordinatorCore::failedCounter(OpState& op, Weight weight, 
   const uint32_t key = static_cast<uint32_t>(weight) * 64 + static_cast<uint32_t>(code);
   auto it = op.m_failed.find(key);
   if (it != op.m_failed.end()) return *it->second;
-  auto& c = metrics_.failed.Add({{"op", op.name},
-                                 {"weight", weightName(weight)},
-                                 {"code", absl::StatusCodeToString(code)}});
+  auto& c = metrics_.failed.Add(
+      {{"op", op.name}, {"weight", weightName(weight)}, {"code", absl::StatusCodeToString(code)}});
   op.m_failed.emplace(key, &c);
   return c;
 }
@@ -528,10 +528,13 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
   m_jobs_[static_cast<int>(job.state)]->Increment();
   auto status = statusOf(job, true);
   for (const auto& w : job.watchers) sendJobDone(w, status);
-  json::object ev{{"job", job.id},          {"name", job.name},
+  json::object ev{{"job", job.id},
+                  {"name", job.name},
                   {"state", control::jobStateName(job.state)},
-                  {"total", job.tokens.size()}, {"done", job.done},
-                  {"failed", job.failed},   {"cancelled", job.cancelled},
+                  {"total", job.tokens.size()},
+                  {"done", job.done},
+                  {"failed", job.failed},
+                  {"cancelled", job.cancelled},
                   {"wall_s", static_cast<double>(job.finished_at - job.admitted_at) / 1e9}};
   emit("job", std::move(ev));
   finished_.push_back({std::move(status)});
@@ -559,10 +562,10 @@ control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) 
       o.index = i;
       const TokenRec& t = job.tokens[i];
       const SpecRec& sp = job.specs[t.spec];
-      o.name = sp.spec.name.empty() ? sp.spec.op
-                                    : (sp.spec.repeat > 1
-                                           ? fmt::format("{}[{}]", sp.spec.name, i - sp.first)
-                                           : sp.spec.name);
+      o.name = sp.spec.name.empty()
+                   ? sp.spec.op
+                   : (sp.spec.repeat > 1 ? fmt::format("{}[{}]", sp.spec.name, i - sp.first)
+                                         : sp.spec.name);
       if (t.state == kDone) {
         o.value = getResult(job, t);
       } else if (auto e = job.errors.find(i); e != job.errors.end()) {
@@ -634,10 +637,11 @@ StatusOr<bool> CoordinatorCore::cancelToken(uint64_t token_id) {
 
 // ---------------------------------------------------------------- op control
 
-static control::OpStatus opStatusOf(const std::string& name, Weight weight, Weight effective, bool paused,
-                             const control::OpLimits& limits, uint64_t queued, uint64_t running,
-                             uint64_t completed, uint64_t failed, uint64_t retried,
-                             uint64_t cancelled, double rate, double mean_us) {
+static control::OpStatus opStatusOf(const std::string& name, Weight weight, Weight effective,
+                                    bool paused, const control::OpLimits& limits, uint64_t queued,
+                                    uint64_t running, uint64_t completed, uint64_t failed,
+                                    uint64_t retried, uint64_t cancelled, double rate,
+                                    double mean_us) {
   control::OpStatus s;
   s.name = name;
   s.weight = weight;
@@ -658,17 +662,17 @@ static control::OpStatus opStatusOf(const std::string& name, Weight weight, Weig
 std::vector<control::OpStatus> CoordinatorCore::listOps() const {
   std::vector<control::OpStatus> out;
   for (const auto& op : ops_) {
-    out.push_back(opStatusOf(op.name, op.weight, op.effective, op.paused, op.limits,
-                             op.queued(), op.running, op.completed, op.failed, op.retried,
-                             op.cancelled, op.rate_per_s,
-                             op.run_count ? op.run_ns_sum / op.run_count / 1e3 : 0));
+    out.push_back(opStatusOf(op.name, op.weight, op.effective, op.paused, op.limits, op.queued(),
+                             op.running, op.completed, op.failed, op.retried, op.cancelled,
+                             op.rate_per_s, op.run_count ? op.run_ns_sum / op.run_count / 1e3 : 0));
   }
   return out;
 }
 
 StatusOr<control::OpStatus> CoordinatorCore::pauseOp(const std::string& name, bool paused) {
   auto it = op_index_.find(name);
-  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  if (it == op_index_.end())
+    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   OpState& op = ops_[it->second];
   op.paused = paused;
   emit("ops", json::object{{"op", name}, {"paused", paused}});
@@ -678,7 +682,8 @@ StatusOr<control::OpStatus> CoordinatorCore::pauseOp(const std::string& name, bo
 
 StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
   auto it = op_index_.find(name);
-  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  if (it == op_index_.end())
+    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   OpState& op = ops_[it->second];
   uint64_t n = 0;
   auto drop = [&](uint64_t id) {
@@ -709,7 +714,8 @@ StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
 
 StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
   auto it = op_index_.find(name);
-  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  if (it == op_index_.end())
+    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   for (auto& n : nodes_) {
     if (n.state == NodeState::kDead) continue;
     capnp::MallocMessageBuilder msg;
@@ -725,7 +731,8 @@ StatusOr<control::OpStatus> CoordinatorCore::setOpLimits(const std::string& name
                                                          control::OpLimits limits) {
   if (limits.max_rate_per_s < 0) return absl::InvalidArgumentError("max_rate_per_s must be >= 0");
   auto it = op_index_.find(name);
-  if (it == op_index_.end()) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  if (it == op_index_.end())
+    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   ops_[it->second].limits = limits;
   ops_[it->second].rate_tokens = std::max(1.0, limits.max_rate_per_s / 10);
   dispatch();
@@ -853,9 +860,9 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     lane.reported_queued = l.getQueued();
     lane.reported_running = l.getRunning();
     if (lane.busy_at && now > lane.busy_at && l.getBusyNs() >= lane.busy_ns) {
-      lane.utilization = std::min(1.0, static_cast<double>(l.getBusyNs() - lane.busy_ns) /
-                                           (static_cast<double>(now - lane.busy_at) *
-                                            std::max<uint32_t>(1, lane.workers)));
+      lane.utilization = std::min(
+          1.0, static_cast<double>(l.getBusyNs() - lane.busy_ns) /
+                   (static_cast<double>(now - lane.busy_at) * std::max<uint32_t>(1, lane.workers)));
     }
     lane.busy_ns = l.getBusyNs();
     lane.busy_at = now;
@@ -872,6 +879,17 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
   outbox_.send(peer, encodeFrame(msg));
 }
 
+void CoordinatorCore::TelemetryTap::tick(Nanos now) {
+  if (window_start != 0 && now - window_start < 100 * kMillis) return;
+  // The stride for the next window spreads its budget over the results the last one saw.
+  last_window_results = window_results;
+  stride = static_cast<uint32_t>(std::max<uint64_t>(1, last_window_results / per_window));
+  if (countdown > stride) countdown = stride;
+  window_start = now;
+  window_results = 0;
+  window_sampled = 0;
+}
+
 void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Reader rb) {
   NodeRec* n = nodeByPeer(peer);
   if (!n || n->state == NodeState::kDead || n->session != rb.getSession()) {
@@ -882,6 +900,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
   }
   const uint32_t slot = static_cast<uint32_t>(n - nodes_.data());
   n->last_seen = clock_.now();
+  if (telemetry_) telemetry_.tick(n->last_seen);
   Job* job = nullptr;
   std::vector<uint32_t> touched_ops;
   uint64_t late = 0;
@@ -910,7 +929,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     op.wait_sum += wait_s;
     op.run_ns_sum += static_cast<double>(r.getRunNs());
     ++op.run_count;
-    if (telemetry_) {
+    if (telemetry_ && telemetry_.take()) {
       Sample sample;
       sample.token = tokenInfo(*job, local);
       sample.token.cost = t.cost;  // the prediction made at dispatch
@@ -920,7 +939,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       sample.node_speed = n->speed;
       sample.run_ns = r.getRunNs();
       sample.queue_ns = r.getQueueNs();
-      telemetry_(sample);
+      telemetry_.sink(sample);
     }
     if (r.isValue()) {
       ++n->completed;
@@ -1019,8 +1038,11 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
     if (l.m_in_flight) l.m_in_flight->Set(0);
     if (l.m_util) l.m_util->Set(0);
   }
-  spdlog::warn("node {} lost ({}): {} tokens re-queued, {} quarantined", n.id, why, requeued,
-               quarantined);
+  // A clean goodbye is routine; anything that cost work is worth a warning.
+  spdlog::log(why == "left" && requeued == 0 && quarantined == 0 ? spdlog::level::info
+                                                                 : spdlog::level::warn,
+              "node {} lost ({}): {} tokens re-queued, {} quarantined", n.id, why, requeued,
+              quarantined);
   emit("nodes", json::object{{"event", "left"},
                              {"node", n.id},
                              {"reason", why},
@@ -1469,9 +1491,9 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       break;
     }
     default:
-      sendReject(peer, absl::InvalidArgumentError(fmt::format(
-                           "frame kind {} is not accepted by the coordinator",
-                           static_cast<int>(frame.which()))));
+      sendReject(peer, absl::InvalidArgumentError(
+                           fmt::format("frame kind {} is not accepted by the coordinator",
+                                       static_cast<int>(frame.which()))));
       return;
   }
   dispatch();
@@ -1499,10 +1521,10 @@ void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader 
   auto rep = f.initSubmitReply();
   rep.setRequestId(submit.getRequestId());
   auto spec = fromWire(submit.getJob());
-  StatusOr<uint64_t> id = spec.ok() ? submitJob(*std::move(spec),
-                                                submit.getWatch() ? peer : std::string(),
-                                                submit.getRequestId())
-                                    : StatusOr<uint64_t>(spec.status());
+  StatusOr<uint64_t> id =
+      spec.ok() ? submitJob(*std::move(spec), submit.getWatch() ? peer : std::string(),
+                            submit.getRequestId())
+                : StatusOr<uint64_t>(spec.status());
   if (id.ok())
     rep.setJobId(*id);
   else
@@ -1598,8 +1620,8 @@ Nanos CoordinatorCore::tick() {
     if (t.state == kDone || t.state == kFailed || t.state == kCancelled) continue;
     if (t.state == kRunning && t.node != kNoNode) sendControlCancel(t.node, {id});
     failToken(*j, local,
-              absl::DeadlineExceededError(fmt::format(
-                  "deadline of {} ms exceeded", j->specs[t.spec].spec.deadline_ms)),
+              absl::DeadlineExceededError(
+                  fmt::format("deadline of {} ms exceeded", j->specs[t.spec].spec.deadline_ms)),
               false);
   }
   // Retry backoff.
@@ -1615,9 +1637,8 @@ Nanos CoordinatorCore::tick() {
   const double dt = static_cast<double>(now - last_tick_) / 1e9;
   for (auto& op : ops_) {
     if (op.limits.max_rate_per_s > 0)
-      op.rate_tokens =
-          std::min(op.rate_tokens + op.limits.max_rate_per_s * dt,
-                   std::max(1.0, op.limits.max_rate_per_s / 10));
+      op.rate_tokens = std::min(op.rate_tokens + op.limits.max_rate_per_s * dt,
+                                std::max(1.0, op.limits.max_rate_per_s / 10));
   }
   last_tick_ = now;
   // Progress to watchers.
@@ -1689,9 +1710,9 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
   }
   for (auto& op : ops_) {
     if (op.failed_since_event) {
-      emit("failures", json::object{{"op", op.name},
-                                    {"count", op.failed_since_event},
-                                    {"last_error", op.last_error}});
+      emit("failures",
+           json::object{
+               {"op", op.name}, {"count", op.failed_since_event}, {"last_error", op.last_error}});
       op.failed_since_event = 0;
     }
   }

@@ -26,16 +26,16 @@
 namespace tokengate::coordinator {
 
 struct CoordinatorConfig {
-  uint64_t max_live_tokens = 8'000'000;  // admission limit (tokens admitted, unfinished)
-  uint64_t max_job_tokens = 4'000'000;   // per job
-  uint32_t max_batch = 1024;             // tokens per batch
-  Nanos batch_latency_ns = 200'000;      // flush a partial batch after this long
-  uint32_t credit_per_worker = 2048;     // in-flight tokens per lane worker
-  uint32_t heartbeat_ms = 500;           // told to nodes in Welcome
-  Nanos node_timeout_ns = 3 * kSeconds;  // missed heartbeats => node lost
-  uint8_t default_max_attempts = 3;      // error retries per token
-  uint8_t poison_threshold = 3;          // node deaths while running => quarantined
-  Nanos retry_backoff_ns = 20 * kMillis; // doubled per attempt, capped at 1 s
+  uint64_t max_live_tokens = 8'000'000;   // admission limit (tokens admitted, unfinished)
+  uint64_t max_job_tokens = 4'000'000;    // per job
+  uint32_t max_batch = 1024;              // tokens per batch
+  Nanos batch_latency_ns = 200'000;       // flush a partial batch after this long
+  uint32_t credit_per_worker = 2048;      // in-flight tokens per lane worker
+  uint32_t heartbeat_ms = 500;            // told to nodes in Welcome
+  Nanos node_timeout_ns = 3 * kSeconds;   // missed heartbeats => node lost
+  uint8_t default_max_attempts = 3;       // error retries per token
+  uint8_t poison_threshold = 3;           // node deaths while running => quarantined
+  Nanos retry_backoff_ns = 20 * kMillis;  // doubled per attempt, capped at 1 s
   Nanos progress_interval_ns = 100 * kMillis;
   Nanos event_interval_ns = 250 * kMillis;
   size_t max_idempotency_keys = 1'000'000;
@@ -102,7 +102,9 @@ class CoordinatorCore {
   const CoordinatorConfig& config() const { return config_; }
   Metrics& metrics() { return metrics_; }
 
-  // Telemetry hook (cost model): called per accepted result.
+  // Telemetry hook (cost model): called for an evenly strided sample of accepted results, at
+  // most `max_per_s` per second (the stride adapts every 100 ms to the result rate), so a
+  // million-token job of tiny tokens pays a counter decrement per result, not a sample.
   struct Sample {
     TokenInfo token;
     uint32_t node = 0;
@@ -111,7 +113,14 @@ class CoordinatorCore {
     double node_speed = 1;
     uint64_t run_ns = 0, queue_ns = 0;
   };
-  void setTelemetrySink(std::function<void(const Sample&)> sink) { telemetry_ = std::move(sink); }
+  void setTelemetrySink(std::function<void(const Sample&)> sink, uint32_t max_per_s = 5'000) {
+    telemetry_ = std::move(sink);
+    telemetry_.per_window = std::max<uint32_t>(1, max_per_s / 10);
+  }
+  struct TelemetryStats {
+    uint64_t seen = 0, sampled = 0;
+  };
+  TelemetryStats telemetryStats() const { return {telemetry_.seen, telemetry_.sampled}; }
   // Reclassification (cost model): effective lane for an op, visible in listOps().
   void setEffectiveLane(uint32_t op, Weight lane);
   uint32_t opIndex(const std::string& name);  // interns
@@ -131,27 +140,27 @@ class CoordinatorCore {
   static constexpr uint32_t kNoNode = UINT32_MAX;
 
   struct TokenRec {
-    uint64_t val = 0;          // inline int/double/bool bits, or boxed index
-    uint32_t pending = 0;      // inputs not finished
-    uint32_t consumers = 0;    // dependents not finished (result freed at 0)
-    uint32_t node = kNoNode;   // node slot while running
-    uint32_t spec = 0;         // index into Job::specs
+    uint64_t val = 0;         // inline int/double/bool bits, or boxed index
+    uint32_t pending = 0;     // inputs not finished
+    uint32_t consumers = 0;   // dependents not finished (result freed at 0)
+    uint32_t node = kNoNode;  // node slot while running
+    uint32_t spec = 0;        // index into Job::specs
     uint8_t state = kWaiting;
-    uint8_t attempt = 0;       // attempts started
-    uint8_t deaths = 0;        // node losses while this token was in flight
+    uint8_t attempt = 0;  // attempts started
+    uint8_t deaths = 0;   // node losses while this token was in flight
     uint8_t tag = kNoValue;
-    uint8_t lane = 0;          // lane it was dispatched on
-    uint8_t errors = 0;        // error results seen (retry budget)
-    float cost = 1;            // predicted cost when dispatched (outstanding-work accounting)
+    uint8_t lane = 0;    // lane it was dispatched on
+    uint8_t errors = 0;  // error results seen (retry budget)
+    float cost = 1;      // predicted cost when dispatched (outstanding-work accounting)
   };
 
   struct SpecRec {
     TokenSpec spec;
-    uint32_t first = 0;    // job-local index of repetition 0
-    uint32_t op = 0;       // coordinator op index
+    uint32_t first = 0;  // job-local index of repetition 0
+    uint32_t op = 0;     // coordinator op index
     Weight weight = Weight::kLight;
     uint8_t max_attempts = 3;
-    bool keep_result = false;  // output (or sink) result retained
+    bool keep_result = false;      // output (or sink) result retained
     bool explicit_weight = false;  // the spec named a weight class (overrides the op's lane)
   };
 
@@ -163,10 +172,10 @@ class CoordinatorCore {
     std::vector<TokenRec> tokens;
     std::vector<uint32_t> dep_offset;  // CSR: dependents of token i in deps[off[i]..off[i+1])
     std::vector<uint32_t> deps;
-    std::vector<Value> boxed;          // non-scalar results
+    std::vector<Value> boxed;  // non-scalar results
     std::vector<uint32_t> boxed_free;
     std::unordered_map<uint32_t, Status> errors;  // failed/cancelled tokens' causes
-    std::vector<uint32_t> outputs;     // local indices reported in JobDone
+    std::vector<uint32_t> outputs;                // local indices reported in JobDone
     uint64_t done = 0, failed = 0, cancelled = 0, running = 0;
     std::vector<std::string> watchers;  // peers streaming progress
     Nanos last_progress = 0;
@@ -222,7 +231,7 @@ class CoordinatorCore {
     control::NodeState state = control::NodeState::kReady;
     Nanos last_seen = 0;
     double speed_factor = 1.0;
-    double speed = 1.0;  // observed
+    double speed = 1.0;        // observed
     std::vector<bool> offers;  // by op index
     std::vector<std::string> op_names;
     struct Lane {
@@ -308,7 +317,8 @@ class CoordinatorCore {
   uint64_t next_job_ = 1;
   std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;
   std::deque<FinishedJob> finished_;
-  std::unordered_map<uint64_t, size_t> finished_index_;  // job id -> position hint (linear fallback)
+  std::unordered_map<uint64_t, size_t>
+      finished_index_;  // job id -> position hint (linear fallback)
   uint64_t live_tokens_ = 0;
 
   std::vector<OpState> ops_;
@@ -340,7 +350,33 @@ class CoordinatorCore {
   Nanos last_rate_ = 0;
   Nanos last_tick_ = 0;
 
-  std::function<void(const Sample&)> telemetry_;
+  struct TelemetryTap {
+    std::function<void(const Sample&)> sink;
+    uint32_t per_window = 500;  // samples per 100 ms window
+    Nanos window_start = 0;
+    uint64_t window_results = 0, last_window_results = 0;
+    uint32_t window_sampled = 0;
+    uint32_t stride = 1, countdown = 1;
+    uint64_t seen = 0, sampled = 0;
+    TelemetryTap& operator=(std::function<void(const Sample&)> f) {
+      sink = std::move(f);
+      return *this;
+    }
+    explicit operator bool() const { return static_cast<bool>(sink); }
+    // Per accepted result: true when this one is sampled.
+    bool take() {
+      ++seen;
+      ++window_results;
+      if (--countdown > 0) return false;
+      countdown = stride;
+      if (window_sampled >= per_window) return false;
+      ++window_sampled;
+      ++sampled;
+      return true;
+    }
+    void tick(Nanos now);  // once per result batch
+  };
+  TelemetryTap telemetry_;
   Counters counters_;
   prometheus::Gauge* m_nodes_[3] = {};
   prometheus::Counter* m_jobs_[4] = {};

@@ -79,7 +79,8 @@ bool OnlineTrainer::due() const {
   const uint64_t total = window_.totalAdded();
   const Nanos now = clock_.now();
   internal::MutexLock lock(&mu_);
-  if (stats_.retrain_count == 0) return true;  // first model as soon as there is enough data
+  // First model as soon as there is enough data.
+  if (stats_.retrain_count == 0 && stats_.skipped_count == 0) return true;
   const uint64_t fresh = total - last_trained_total_;
   if (fresh == 0) return false;
   if (fresh >= options_.retrain_every_samples) return true;
@@ -116,6 +117,17 @@ Status OnlineTrainer::runOnce() {
     if (!active_is_learned_ && !snapshot.empty()) publish(std::move(heuristic));
     return absl::FailedPreconditionError(internal::cat(
         "need ", options_.min_samples, " samples to train, window has ", snapshot.size()));
+  }
+
+  Nanos work = 0;
+  for (const TelemetrySample& t : snapshot) work += std::max<int64_t>(t.run_ns, 0);
+  if (work < options_.min_window_work) {
+    internal::MutexLock lock(&mu_);
+    stats_.skipped_count++;
+    if (!active_is_learned_) publish(std::move(heuristic));
+    return absl::FailedPreconditionError(internal::cat(
+        "window holds ", work / 1000, " us of token work, below the ",
+        options_.min_window_work / 1000, " us worth training for; the heuristic serves"));
   }
 
   XgbParams params = options_.xgb;

@@ -46,6 +46,10 @@ struct OnlineTrainerOptions {
   uint64_t retrain_every_samples = 5000;
   // No training below this many samples in the window (the heuristic serves meanwhile).
   size_t min_samples = 500;
+  // No training while the window's tokens add up to less run time than this: training costs
+  // tens of ms of CPU, which a window of sub-µs tokens (1M-term Leibniz) can never pay back,
+  // and such tokens are placed by lane credit anyway. The heuristic is refreshed instead.
+  Nanos min_window_work = 0;
   // Candidate must reach this held-out R^2 (log space) to become active.
   double r2_threshold = 0.7;
   XgbParams xgb;
@@ -61,6 +65,7 @@ struct TrainerStats {
   uint64_t accepted_count = 0;    // candidates that became active
   uint64_t rejected_count = 0;    // candidates below the R^2 threshold
   uint64_t failed_count = 0;      // trainer returned an error
+  uint64_t skipped_count = 0;     // attempts skipped: too little token work in the window
   uint64_t fallback_count = 0;    // times a learned model was replaced by the heuristic
   ModelQuality last_quality;      // of the last candidate
   std::string active_model;       // name() of the active model

@@ -10,6 +10,12 @@
 // trainer has its own thread; the metrics updater thread only reads trainer stats and atomics.
 #pragma once
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -17,12 +23,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -34,11 +34,11 @@
 namespace tokengate::learned {
 
 struct LearnedConfig {
-  std::string model_path;       // --model: XGBoost JSON to start from ("" = heuristic)
-  bool train = true;            // run the online trainer thread
+  std::string model_path;  // --model: XGBoost JSON to start from ("" = heuristic)
+  bool train = true;       // run the online trainer thread
   size_t window_capacity = 20'000;
-  // Telemetry kept per second at most (the rest is dropped before any work): keeps a 1M-token
-  // run of tiny tokens from paying a window insert per token.
+  // Telemetry kept per second at most: the core samples an even stride of results before
+  // building a sample, so a 1M-token run of tiny tokens does not pay a window insert per token.
   uint32_t max_samples_per_s = 5'000;
   costmodel::OnlineTrainerOptions trainer = defaultTrainerOptions();
   XgbSchedulerOptions scheduler;
@@ -48,6 +48,7 @@ struct LearnedConfig {
     o.retrain_interval = 5 * kSeconds;
     o.retrain_every_samples = 4000;
     o.min_samples = 400;
+    o.min_window_work = 10 * kMillis;
     return o;
   }
 };
@@ -77,9 +78,9 @@ class LearnedBalancing {
   costmodel::TelemetryWindow& window() { return window_; }
   // Loop thread only; null before install().
   XgbScheduler* scheduler() { return scheduler_; }
-  // Loop thread (or after the loop ended).
-  uint64_t samplesKept() const { return kept_; }
-  uint64_t samplesSeen() const { return seen_; }
+  // Loop thread (or after the loop ended): results the core saw / samples it handed over.
+  uint64_t samplesKept() const { return core_ ? core_->telemetryStats().sampled : 0; }
+  uint64_t samplesSeen() const { return core_ ? core_->telemetryStats().seen : 0; }
 
  private:
   void onSample(const coordinator::CoordinatorCore::Sample& s);
@@ -100,12 +101,8 @@ class LearnedBalancing {
   // Loop-thread state.
   coordinator::CoordinatorCore* core_ = nullptr;
   XgbScheduler* scheduler_ = nullptr;  // owned by core_
-  Nanos budget_window_start_ = 0;
-  uint32_t budget_used_ = 0;
-  uint32_t calls_since_clock_ = 0;
 
   std::atomic<const XgbScheduler*> published_scheduler_{nullptr};  // for the metrics thread
-  uint64_t seen_ = 0, kept_ = 0;  // loop thread
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;  // guarded by stop_mu_

@@ -7,7 +7,6 @@
 #include <limits>
 #include <numeric>
 
-
 namespace tokengate::learned {
 
 namespace {
@@ -25,9 +24,7 @@ costmodel::Weight toModelWeight(Weight w) {
 
 Weight fromModelWeight(costmodel::Weight w) { return static_cast<Weight>(static_cast<uint8_t>(w)); }
 
-uint8_t weightIndex(Weight w) {
-  return w == Weight::kUnspecified ? 0 : static_cast<uint8_t>(w);
-}
+uint8_t weightIndex(Weight w) { return w == Weight::kUnspecified ? 0 : static_cast<uint8_t>(w); }
 
 // Nominal features: the fastest node at speed 1 with nothing queued. Node speed is applied by
 // the scheduler (slowness_), not by the model, so one prediction per token serves every node.
@@ -49,9 +46,10 @@ struct RowKey {
 };
 
 RowKey keyOf(const coordinator::TokenInfo& t) {
-  const double arg0 = std::isnan(t.first_arg) ? std::numeric_limits<double>::quiet_NaN() : t.first_arg;
-  return {(static_cast<uint64_t>(t.op) << 32) | (static_cast<uint64_t>(weightIndex(t.declared)) << 24) |
-              (t.arg_count & 0xffffffu),
+  const double arg0 =
+      std::isnan(t.first_arg) ? std::numeric_limits<double>::quiet_NaN() : t.first_arg;
+  return {(static_cast<uint64_t>(t.op) << 32) |
+              (static_cast<uint64_t>(weightIndex(t.declared)) << 24) | (t.arg_count & 0xffffffu),
           std::bit_cast<uint64_t>(arg0) ^ (static_cast<uint64_t>(t.arg_bytes) << 1)};
 }
 
@@ -69,38 +67,49 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     return;
   }
   // Distinct feature rows only. Repeated specs arrive as runs of identical tokens, so runs of
-  // equal keys are collapsed (a compare per token, no hashing).
-  rows_.clear();
+  // equal keys are collapsed (a compare per token, no hashing). Only the index of each run's
+  // first token is kept; features are built for the rows actually predicted.
+  run_start_.clear();
   row_of_token_.resize(tokens.size());
   RowKey prev{};
   for (size_t i = 0; i < tokens.size(); ++i) {
     const RowKey k = keyOf(tokens[i]);
     if (i == 0 || !(k == prev)) {
-      rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
+      run_start_.push_back(static_cast<uint32_t>(i));
       prev = k;
     }
-    row_of_token_[i] = static_cast<uint32_t>(rows_.size() - 1);
+    row_of_token_[i] = static_cast<uint32_t>(run_start_.size() - 1);
   }
   const auto t0 = std::chrono::steady_clock::now();
-  if (rows_.size() <= options_.max_exact_rows) {
+  rows_.clear();
+  if (run_start_.size() <= options_.max_exact_rows) {
+    for (const uint32_t i : run_start_) rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
     row_out_.resize(rows_.size());
     model->predict(rows_, row_out_);
     for (size_t i = 0; i < tokens.size(); ++i) out[i] = row_out_[row_of_token_[i]];
-    model_rows_.fetch_add(rows_.size(), std::memory_order_relaxed);
   } else {
     // Stride sample, sorted by first argument; every token takes its nearest sampled row.
-    sample_.clear();
-    for (size_t j = 0; j < kSampledRows; ++j) sample_.push_back(rows_[j * rows_.size() / kSampledRows]);
-    std::sort(sample_.begin(), sample_.end(), [](const auto& x, const auto& y) {
+    for (size_t j = 0; j < kSampledRows; ++j)
+      rows_.push_back(
+          nominalFeatures(tokens[run_start_[j * run_start_.size() / kSampledRows]], fastest_node_));
+    std::sort(rows_.begin(), rows_.end(), [](const auto& x, const auto& y) {
       // NaN first, then ascending.
       if (std::isnan(x.first_numeric_arg)) return !std::isnan(y.first_numeric_arg);
       if (std::isnan(y.first_numeric_arg)) return false;
       return x.first_numeric_arg < y.first_numeric_arg;
     });
-    const auto& sample = sample_;
+    const auto& sample = rows_;
     row_out_.resize(sample.size());
     model->predict(sample, row_out_);
-    for (size_t i = 0; i < tokens.size(); ++i) {
+    const auto [lo, hi] = std::minmax_element(row_out_.begin(), row_out_.end());
+    // Flat over the slice (e.g. an op whose cost does not depend on its argument): one value.
+    const bool flat = *hi <= *lo * 1.01;
+    if (flat) std::fill(out.begin(), out.end(), std::midpoint(*lo, *hi));
+    for (size_t i = 0; i < tokens.size() && !flat; ++i) {
+      if (i > 0 && row_of_token_[i] == row_of_token_[i - 1]) {
+        out[i] = out[i - 1];
+        continue;
+      }
       const double a = tokens[i].first_arg;
       if (std::isnan(a)) {
         out[i] = row_out_[0];
@@ -116,8 +125,8 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
         --k;
       out[i] = row_out_[k];
     }
-    model_rows_.fetch_add(sample.size(), std::memory_order_relaxed);
   }
+  model_rows_.fetch_add(rows_.size(), std::memory_order_relaxed);
   const auto dt = std::chrono::steady_clock::now() - t0;
   predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
                         std::memory_order_relaxed);
@@ -130,14 +139,20 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
   for (auto& p : out) p = {-1, lane};
   if (cands.empty() || tokens.empty()) return;
   // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
-  // Skipped when costs are within 2x of each other (e.g. Leibniz terms): order hardly matters.
+  // Skipped when costs are within 2x of each other, or all tiny (e.g. Leibniz terms, where a
+  // trained model's noise made every 512-token slice look skewed): order hardly matters then.
   order_.resize(tokens.size());
   std::iota(order_.begin(), order_.end(), 0u);
-  const auto [lo, hi] = std::minmax_element(tokens.begin(), tokens.end(),
-                                            [](const auto& a, const auto& b) { return a.cost < b.cost; });
-  if (hi->cost > 2 * lo->cost)
+  const auto [lo, hi] = std::minmax_element(
+      tokens.begin(), tokens.end(), [](const auto& a, const auto& b) { return a.cost < b.cost; });
+  if (hi->cost > 2 * lo->cost && hi->cost >= options_.lpt_min_token_ns)
     std::stable_sort(order_.begin(), order_.end(),
                      [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; });
+  // Seconds-per-unit-of-work of each candidate, computed once per call.
+  cand_scale_.resize(cands.size());
+  for (size_t c = 0; c < cands.size(); ++c)
+    cand_scale_[c] = nodeSlowness(cands[c].node) / std::max(cands[c].speed, 1e-3) /
+                     std::max<uint32_t>(cands[c].workers, 1);
   for (const uint32_t i : order_) {
     const double cost = tokens[i].cost;
     int32_t best = -1;
@@ -145,8 +160,7 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     for (size_t c = 0; c < cands.size(); ++c) {
       const auto& cand = cands[c];
       if (cand.free_credit == 0) continue;
-      const double slow = nodeSlowness(cand.node) / std::max(cand.speed, 1e-3);
-      const double done = (cand.outstanding + cost) * slow / std::max<uint32_t>(cand.workers, 1);
+      const double done = (cand.outstanding + cost) * cand_scale_[c];
       if (best < 0 || done < best_done ||
           (done == best_done && cand.outstanding < cands[static_cast<size_t>(best)].outstanding)) {
         best = static_cast<int32_t>(c);
@@ -159,10 +173,10 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     // completions, so late big tokens still find a fast node instead of a long blind queue.
     if (options_.queue_horizon_ns > 0 && cost >= options_.horizon_min_token_ns &&
         c.in_flight + c.assigned >= options_.min_queue_tokens &&
-        c.outstanding * nodeSlowness(c.node) / std::max(c.speed, 1e-3) /
-                std::max<uint32_t>(c.workers, 1) >=
-            options_.queue_horizon_ns)
+        c.outstanding * cand_scale_[static_cast<size_t>(best)] >= options_.queue_horizon_ns) {
+      held_back_.fetch_add(1, std::memory_order_relaxed);
       continue;
+    }
     --c.free_credit;
     ++c.assigned;
     c.outstanding += cost;
@@ -205,8 +219,8 @@ void XgbScheduler::maybeReclassify(uint32_t op, Weight lane) {
   if (o.predicted_at_change > 0 &&
       o.predicted - o.predicted_at_change < options_.min_tokens_between_changes)
     return;
-  const Weight to =
-      fromModelWeight(costmodel::reclassify(o.mean_cost_ns, toModelWeight(o.lane), options_.thresholds));
+  const Weight to = fromModelWeight(
+      costmodel::reclassify(o.mean_cost_ns, toModelWeight(o.lane), options_.thresholds));
   if (to == o.lane) return;
   const Weight from = o.lane;
   o.lane = to;
@@ -217,6 +231,7 @@ void XgbScheduler::maybeReclassify(uint32_t op, Weight lane) {
 
 void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, double run_ns) {
   if (!(token.cost > 0) || !std::isfinite(token.cost) || !(run_ns > 0)) return;
+  if (token.cost < options_.min_speed_token_ns) return;
   if (speed_.size() <= node) speed_.resize(node + 1);
   NodeSpeed& s = speed_[node];
   const double r = std::log(run_ns / token.cost);

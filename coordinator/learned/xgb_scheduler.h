@@ -34,6 +34,11 @@ struct XgbSchedulerOptions {
   double speed_alpha = 0.05;
   // Observations a node needs before its slowness is trusted (1.0 until then).
   uint32_t min_speed_observations = 8;
+  // Tokens predicted cheaper than this do not teach node speed: a short token's measured run
+  // time is dominated by timer overhead and by preemption (a few-ms CFS slice lands on a
+  // 5 µs token as a 1000x outlier). With 1M-term Leibniz, 1-20 µs chunk sums taught that the
+  // node sharing its core with the coordinator was 15-25% slower; the shifted split cost ~5%.
+  double min_speed_token_ns = 100'000;
   // Slowness is clamped to [1/max, max] so one bad model cannot starve a node completely.
   double max_slowness = 20;
   // Hold tokens back (Placement -1) rather than queue more than this much predicted work per
@@ -44,6 +49,8 @@ struct XgbSchedulerOptions {
   // Tokens predicted cheaper than this are never held back by the horizon (lane credit limits
   // them): re-predicting a million tiny held-back tokens made 1M Leibniz ~40% slower.
   double horizon_min_token_ns = 100'000;
+  // Largest-first ordering only when some token in the slice is predicted at least this long.
+  double lpt_min_token_ns = 10'000;
   // Weight of one token in an op's running mean of predicted cost (reclassification).
   double op_cost_alpha = 0.005;
   // Tokens of an op predicted before it may be reclassified, and between two changes (with the
@@ -51,8 +58,8 @@ struct XgbSchedulerOptions {
   uint32_t min_tokens_for_reclassify = 64;
   uint32_t min_tokens_between_changes = 256;
   // A slice with more distinct feature rows (runs of equal tokens) than this predicts a stride
-  // sample of kSampledRows rows and gives every other token the prediction of the sampled row with the
-  // nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
+  // sample of kSampledRows rows and gives every other token the prediction of the sampled row with
+  // the nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
   size_t max_exact_rows = 128;
 };
 
@@ -76,6 +83,8 @@ class XgbScheduler final : public coordinator::Scheduler {
 
   // Observed relative speed of a node slot: 1 = the fastest node seen, 0.4 = 2.5x slower.
   double nodeSpeed(uint32_t node) const { return 1.0 / nodeSlowness(node); }
+  // Node slots with speed observations so far.
+  uint32_t nodeSlots() const { return static_cast<uint32_t>(slowness_.size()); }
   // Inverse of nodeSpeed (the cost model's node_speed feature).
   double nodeSlowness(uint32_t node) const;
   // Lane the scheduler currently routes `op` to (kUnspecified if never seen).
@@ -85,6 +94,10 @@ class XgbScheduler final : public coordinator::Scheduler {
   uint64_t predictedTokens() const { return predicted_tokens_.load(std::memory_order_relaxed); }
   uint64_t modelRows() const { return model_rows_.load(std::memory_order_relaxed); }
   uint64_t predictNs() const { return predict_ns_.load(std::memory_order_relaxed); }
+  // Placements deferred by the queue horizon (the token went back to its ready queue).
+  uint64_t heldBack() const { return held_back_.load(std::memory_order_relaxed); }
+  // Loop thread: mean predicted nominal cost (ns) of op's placed tokens, 0 if none.
+  double opMeanCostNs(uint32_t op) const { return op < ops_.size() ? ops_[op].mean_cost_ns : 0; }
 
  private:
   struct NodeSpeed {
@@ -103,13 +116,14 @@ class XgbScheduler final : public coordinator::Scheduler {
   ModelSource model_;
   ReclassifyFn on_reclassify_;
   const XgbSchedulerOptions options_;
-  std::vector<NodeSpeed> speed_;    // by node slot
-  std::vector<double> slowness_;    // by node slot, derived from speed_
-  std::vector<OpLane> ops_;         // by op index
-  uint32_t fastest_node_ = 0;       // nominal predictions are for this node slot
+  std::vector<NodeSpeed> speed_;  // by node slot
+  std::vector<double> slowness_;  // by node slot, derived from speed_
+  std::vector<OpLane> ops_;       // by op index
+  uint32_t fastest_node_ = 0;     // nominal predictions are for this node slot
   // Scratch (reused across calls).
   std::vector<costmodel::TokenFeatures> rows_;
-  std::vector<costmodel::TokenFeatures> sample_;
+  std::vector<uint32_t> run_start_;
+  std::vector<double> cand_scale_;
   std::vector<double> row_out_;
   std::vector<uint32_t> row_of_token_;
   std::vector<uint32_t> order_;
@@ -117,6 +131,7 @@ class XgbScheduler final : public coordinator::Scheduler {
   std::atomic<uint64_t> predicted_tokens_{0};
   std::atomic<uint64_t> model_rows_{0};
   std::atomic<uint64_t> predict_ns_{0};
+  std::atomic<uint64_t> held_back_{0};
 };
 
 }  // namespace tokengate::learned

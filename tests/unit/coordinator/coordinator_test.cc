@@ -245,6 +245,31 @@ TEST_F(CoordinatorTest, BatchesFlushBySizeAndByLatencyBound) {
   EXPECT_EQ(n->batches, 3);
 }
 
+TEST_F(CoordinatorTest, TelemetryIsAnEvenBoundedSampleOfResults) {
+  std::vector<uint64_t> sampled;
+  core_->setTelemetrySink([&](const CoordinatorCore::Sample& s) { sampled.push_back(s.token.id); },
+                          /*max_per_s=*/1000);  // 100 per 100 ms window
+  auto n = node("n1");
+  ASSERT_TRUE(core_->submitJob(echoJob(2000)).ok());
+  EXPECT_EQ(runAll(*n), 2000);
+  // First window: no rate known yet, so the first 100 results are taken, then nothing.
+  EXPECT_EQ(sampled.size(), 100u);
+  EXPECT_EQ(core_->telemetryStats().seen, 2000u);
+
+  // Next window: the stride follows the last window's rate (2000 / 100 = every 20th result).
+  sampled.clear();
+  clock_.advance(100 * kMillis);
+  auto job = core_->submitJob(echoJob(2000));
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(runAll(*n), 2000);
+  ASSERT_GE(sampled.size(), 95u);
+  EXPECT_LE(sampled.size(), 100u);
+  const auto local = [](uint64_t id) { return static_cast<uint32_t>(id); };
+  EXPECT_LT(local(sampled.front()), 40u);
+  EXPECT_GT(local(sampled.back()), 1900u);  // spread over the whole window, not its start
+  EXPECT_EQ(core_->telemetryStats().sampled, 200u);
+}
+
 TEST_F(CoordinatorTest, CreditLimitsTokensInFlightPerNode) {
   config_.credit_per_worker = 5;
   make();

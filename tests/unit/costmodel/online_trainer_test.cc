@@ -120,6 +120,37 @@ TEST(OnlineTrainer, RejectsCandidateBelowThresholdAndKeepsHeuristic) {
   EXPECT_GT(mean->numOps(), 0u);
 }
 
+TEST(OnlineTrainer, SkipsTrainingWhileTheWindowHoldsTooLittleWork) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  auto opts = smallOptions();
+  opts.min_window_work = 50 * kMillis;
+  std::atomic<int> trained{0};
+  OnlineTrainer trainer(window, clock, opts,
+                        [&](std::span<const TelemetrySample> s, const XgbParams& p) {
+                          ++trained;
+                          return xgbTrainFn()(s, p);
+                        });
+  // 500 sub-µs tokens: 0.25 ms of work in all.
+  SyntheticWorkload w;
+  auto tiny = w.samples(500);
+  for (auto& t : tiny) t.run_ns = 500;
+  window.addBatch(tiny);
+  EXPECT_TRUE(trainer.due());
+  EXPECT_EQ(trainer.runOnce().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(trained.load(), 0);
+  EXPECT_EQ(trainer.stats().skipped_count, 1u);
+  EXPECT_EQ(trainer.stats().retrain_count, 0u);
+  EXPECT_EQ(trainer.active()->name(), "mean");  // refreshed heuristic
+  EXPECT_FALSE(trainer.due());                  // not retried on every poll
+  // Real work arrives: the next due attempt trains.
+  window.addBatch(w.samples(1000));
+  EXPECT_TRUE(trainer.due());
+  ASSERT_TRUE(trainer.runOnce().ok());
+  EXPECT_EQ(trained.load(), 1);
+  EXPECT_EQ(trainer.stats().retrain_count, 1u);
+}
+
 TEST(OnlineTrainer, FailingTrainerFallsBackToHeuristic) {
   TelemetryWindow window(10000);
   ManualClock clock;

@@ -28,7 +28,9 @@ class XgbSchedulerTest : public ::testing::Test {
   XgbSchedulerTest()
       : model_(std::make_shared<testing::ScriptedCostModel>()),
         sched_([this] { return model_; },
-               [this](uint32_t op, Weight from, Weight to) { reclass_.push_back({op, from, to}); },
+               [this](uint32_t op, Weight from, Weight to) {
+                 reclass_.push_back({op, from, to});
+               },
                noHorizon()) {}
   static XgbSchedulerOptions noHorizon() {
     XgbSchedulerOptions o;
@@ -102,7 +104,18 @@ TEST_F(XgbSchedulerTest, ManyDistinctTokensPredictASampleAndTakeTheNearestArgume
   sched_.costs(t, c);
   EXPECT_EQ(model_->calls(), 1u);
   EXPECT_EQ(sched_.modelRows(), XgbScheduler::kSampledRows);
-  for (size_t i = 0; i < t.size(); ++i) EXPECT_NEAR(c[i], 10.0 * static_cast<double>(i), 10.0 * 32);  // stride 32
+  for (size_t i = 0; i < t.size(); ++i)
+    EXPECT_NEAR(c[i], 10.0 * static_cast<double>(i), 10.0 * 32);  // stride 32
+}
+
+TEST_F(XgbSchedulerTest, ManyDistinctTokensWithAFlatCostShareOnePrediction) {
+  model_->set(0, 250);  // cost does not depend on the argument
+  auto t = tokens(0, 512);
+  for (size_t i = 0; i < t.size(); ++i) t[i].first_arg = static_cast<double>(i);
+  std::vector<double> c(t.size(), -1);
+  sched_.costs(t, c);
+  EXPECT_EQ(sched_.modelRows(), XgbScheduler::kSampledRows);
+  for (const double v : c) EXPECT_DOUBLE_EQ(v, 250);
 }
 
 TEST_F(XgbSchedulerTest, LearnsNodeSpeedFromTelemetry) {
@@ -111,6 +124,19 @@ TEST_F(XgbSchedulerTest, LearnsNodeSpeedFromTelemetry) {
   EXPECT_NEAR(sched_.nodeSpeed(1), 1.0, 1e-9);
   EXPECT_NEAR(sched_.nodeSpeed(2), 0.4, 1e-6);
   EXPECT_DOUBLE_EQ(sched_.nodeSpeed(7), 1.0);  // unknown node: nominal
+}
+
+TEST_F(XgbSchedulerTest, TinyTokensDoNotTeachNodeSpeed) {
+  // 1 µs predicted: measured run time is timer noise and preemption, not node speed.
+  for (int k = 0; k < 100; ++k)
+    for (uint32_t node = 0; node < 2; ++node) {
+      TokenInfo t = tokens(0, 1)[0];
+      t.cost = 1e3;
+      sched_.observe(t, node, node == 1 ? 5e3 : 1e3);
+    }
+  EXPECT_DOUBLE_EQ(sched_.nodeSpeed(1), 1.0);
+  observeSlowNode2();  // 1 ms tokens do
+  EXPECT_NEAR(sched_.nodeSpeed(2), 0.4, 1e-6);
 }
 
 TEST_F(XgbSchedulerTest, BalancesPredictedWorkOnUnequalNodes) {
