@@ -1,8 +1,10 @@
 #include "client/local_cluster.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sched.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,9 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
-#include <spdlog/spdlog.h>
 #include <sstream>
 
 namespace tokengate::client {
@@ -59,7 +59,8 @@ pid_t LocalCluster::spawn(const std::string& exe, const std::vector<std::string>
   argv.push_back(nullptr);
   cpu_set_t set;
   CPU_ZERO(&set);
-  for (int i = 0; i < cpu_count; ++i) CPU_SET(cpus_[static_cast<size_t>(cpu_begin + i) % cpus_.size()], &set);
+  for (int i = 0; i < cpu_count; ++i)
+    CPU_SET(cpus_[static_cast<size_t>(cpu_begin + i) % cpus_.size()], &set);
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0) {
@@ -89,8 +90,8 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::start(LocalClusterOptions 
   close(fd);
   std::filesystem::remove(tmpl);
   c->ready_file_ = tmpl;
-  std::vector<std::string> args{"--listen", "tcp://127.0.0.1:0", "--ready-file", c->ready_file_,
-                                "--log-level", o.log_level};
+  std::vector<std::string> args{"--listen",     "tcp://127.0.0.1:0", "--ready-file",
+                                c->ready_file_, "--log-level",       o.log_level};
   if (!o.gateway.empty()) {
     args.insert(args.end(), {"--gateway", o.gateway});
     if (!o.gateway_token.empty()) args.insert(args.end(), {"--gateway-token", o.gateway_token});
@@ -131,8 +132,8 @@ Status LocalCluster::startNode(size_t i) {
   std::lock_guard<std::mutex> lock(mu_);
   if (i >= nodes_.size()) return absl::OutOfRangeError("no such node");
   if (nodes_[i] > 0) return absl::OkStatus();
-  std::vector<std::string> args{"--coordinator", endpoint_, "--id", nodeId(i), "--log-level",
-                                options_.log_level};
+  std::vector<std::string> args{"--coordinator", endpoint_,     "--id",
+                                nodeId(i),       "--log-level", options_.log_level};
   args.insert(args.end(), options_.node_args.begin(), options_.node_args.end());
   if (i < options_.per_node_args.size())
     args.insert(args.end(), options_.per_node_args[i].begin(), options_.per_node_args[i].end());
@@ -162,7 +163,8 @@ Status LocalCluster::killNode(size_t i, int sig) {
   pid_t pid;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (i >= nodes_.size() || nodes_[i] <= 0) return absl::FailedPreconditionError("node not running");
+    if (i >= nodes_.size() || nodes_[i] <= 0)
+      return absl::FailedPreconditionError("node not running");
     pid = nodes_[i];
     if (!options_.supervise) intentionally_down_[i] = true;
   }
@@ -173,6 +175,14 @@ Status LocalCluster::killNode(size_t i, int sig) {
     std::lock_guard<std::mutex> lock(mu_);
     nodes_[i] = -1;
   }
+  return absl::OkStatus();
+}
+
+Status LocalCluster::signalNode(size_t i, int sig) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (i >= nodes_.size() || nodes_[i] <= 0)
+    return absl::FailedPreconditionError("node not running");
+  if (::kill(nodes_[i], sig) != 0) return absl::InternalError("kill() failed");
   return absl::OkStatus();
 }
 
@@ -222,7 +232,7 @@ void LocalCluster::stop(int grace_ms) {
   }
   // Nodes first (they drain and say bye), then the coordinator.
   auto terminate = [grace_ms](const std::vector<pid_t>& group) {
-    for (pid_t p : group) ::kill(p, SIGTERM);
+    for (pid_t p : group) ::kill(p, SIGTERM), ::kill(p, SIGCONT);  // a frozen node too
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
     for (pid_t p : group) {
       int status;

@@ -45,7 +45,9 @@ class LocalCluster {
   std::string nodeId(size_t i) const { return "node-" + std::to_string(i + 1); }
 
   Status killNode(size_t i, int sig);  // SIGKILL = crash, SIGTERM = graceful drain
-  Status startNode(size_t i);          // (re)start node i if it is not running
+  // Sends `sig` without waiting for the node to exit (SIGSTOP / SIGCONT: freeze and thaw).
+  Status signalNode(size_t i, int sig);
+  Status startNode(size_t i);  // (re)start node i if it is not running
   // Restarts performed by the supervisor so far.
   uint64_t restarts() const { return restarts_; }
   // Sum of peak resident memory (VmHWM) over the coordinator and live nodes.
@@ -65,9 +67,9 @@ class LocalCluster {
   std::string ready_file_;
   pid_t coordinator_ = -1;
   mutable std::mutex mu_;
-  std::vector<pid_t> nodes_;             // guarded by mu_; -1 = not running
-  std::vector<bool> intentionally_down_; // guarded by mu_
-  std::vector<int> cpus_;                // allowed cpus
+  std::vector<pid_t> nodes_;              // guarded by mu_; -1 = not running
+  std::vector<bool> intentionally_down_;  // guarded by mu_
+  std::vector<int> cpus_;                 // allowed cpus
   std::atomic<uint64_t> restarts_{0};
   std::atomic<bool> stopping_{false};
   std::thread supervisor_;

@@ -420,13 +420,14 @@ Status Node::run() {
         auto w = f.getWelcome();
         if (!w.getAccepted()) {
           Status st = fromWire(w.getError());
-          spdlog::error("coordinator rejected this node: {}", st.ToString());
           // "unknown session" while we think we have one: the coordinator
-          // restarted or dropped us; say hello at once. While still saying
-          // hello (e.g. a version mismatch) the 1 s resend paces the retries.
+          // restarted or dropped us; say hello at once (lose_session logs it). While
+          // still saying hello (e.g. a version mismatch) the 1 s resend paces the retries.
           if (st.code() == StatusCode::kFailedPrecondition && s.state == State::kReady) {
             lose_session("coordinator does not know our session");
             send_hello();
+          } else {
+            spdlog::error("coordinator rejected this node: {}", st.ToString());
           }
           return;
         }

@@ -1,12 +1,11 @@
 // Integration tests with real processes on loopback: a coordinator and node
 // processes started by LocalCluster, driven through the C++ client.
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <random>
@@ -30,7 +29,7 @@ LocalClusterOptions baseOptions(uint32_t nodes) {
   o.nodes = nodes;
   o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
   // Fast failure detection for tests.
-  o.coordinator_args = {"--heartbeat-ms", "100", "--node-timeout-ms", "1500",
+  o.coordinator_args = {"--heartbeat-ms",     "100", "--node-timeout-ms", "1500",
                         "--retry-backoff-ms", "5"};
   return o;
 }
@@ -103,6 +102,53 @@ TEST(ClusterTest, SigkillOfOneOfThreeNodesMidJobLosesNothingAndCountsOnce) {
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->tokens_completed, total);
   EXPECT_EQ(info->tokens_live, 0u);
+}
+
+// "Cut off": the node's process is frozen (SIGSTOP) with a full credit of tokens in flight and
+// its socket still open, so only the missed heartbeats can tell. Its tokens must re-run
+// elsewhere; when it thaws, the results it then sends for them are discarded (each token is
+// counted once) and it rejoins under a new session.
+TEST(ClusterTest, FrozenNodeIsCutOffItsWorkRerunsAndItRejoinsWhenItThaws) {
+  auto cluster = startCluster(baseOptions(3));
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  const uint64_t terms = 300'000;
+  auto job = makeLeibnizJob(terms, Precision::kDouble);
+  ASSERT_TRUE(job.ok());
+  auto id = c.submit(*job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  bool frozen = false;
+  auto r = c.wait(
+      *id,
+      [&](const client::Progress& p) {
+        if (!frozen && p.done > p.total / 10) {
+          frozen = true;
+          EXPECT_TRUE(cluster->signalNode(2, SIGSTOP).ok());
+        }
+      },
+      300 * kSeconds);
+  ASSERT_TRUE(frozen) << "the job finished before the node could be frozen";
+  ASSERT_TRUE(cluster->signalNode(2, SIGCONT).ok());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  const uint64_t total = terms + terms / 1000 + 10 + 1;
+  EXPECT_EQ(r->progress.done, total);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(terms, Precision::kDouble));
+
+  // The thawed node reports its stale results and heartbeats: the results are dropped, the
+  // heartbeat gets "unknown session" and it says hello again.
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->tokens_completed, total) << "a token was counted twice";
+  auto again = c.run(*job, {}, 300 * kSeconds);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again->output("pi"), leibnizLocal(terms, Precision::kDouble));
+  info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->tokens_completed, 2 * total);
+  EXPECT_GT(completedBy(*info, "node-3"), 0u) << "the thawed node got no work";
 }
 
 TEST(ClusterTest, KilledNodeRestartedRejoinsAndGetsWork) {
@@ -195,11 +241,11 @@ TEST(ClusterTest, RoguePeersSendingGarbageDoNotHurtTheCoordinator) {
   of.setVersion(99);
   of.setPing(1);
   std::vector<std::string> bad = {
-      std::string("hello"),                      // not words
-      valid.substr(0, valid.size() - 8),         // truncated
-      encodeFrame(old),                          // wrong version
-      std::string(1536 * 1024, '\x01'),          // oversize (limit 1 MiB)
-      std::string(64, '\xff'),                   // garbage words
+      std::string("hello"),               // not words
+      valid.substr(0, valid.size() - 8),  // truncated
+      encodeFrame(old),                   // wrong version
+      std::string(1536 * 1024, '\x01'),   // oversize (limit 1 MiB)
+      std::string(64, '\xff'),            // garbage words
   };
   for (const auto& b : bad) {
     rogue.send(zmq::buffer(b), zmq::send_flags::none);
