@@ -37,7 +37,8 @@ Client::Client(std::string endpoint)
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::rcvhwm, 0);
   std::random_device rd;
-  socket_.set(zmq::sockopt::routing_id, fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
+  socket_.set(zmq::sockopt::routing_id,
+              fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
   socket_.connect(endpoint_);
 }
 
@@ -73,8 +74,9 @@ Status Client::pump(Nanos deadline) {
     }
     case wire::Frame::JOB_PROGRESS: {
       auto p = f.getJobProgress();
-      progress_[p.getJobId()] = Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(),
-                                         p.getRunning()};
+      progress_[p.getJobId()] =
+          Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(), p.getRunning()};
+      ++heard_[p.getJobId()];
       break;
     }
     case wire::Frame::JOB_DONE: {
@@ -95,6 +97,7 @@ Status Client::pump(Nanos deadline) {
           out.status = fromWire(o.getError());
         r.outputs.push_back(std::move(out));
       }
+      ++heard_[r.id];
       done_[r.id] = std::move(r);
       break;
     }
@@ -115,10 +118,15 @@ Status Client::pump(Nanos deadline) {
       stats_replies_[s.getRequestId()] = info;
       break;
     }
-    case wire::Frame::REJECT:
-      last_reject_ = fromWire(f.getReject().getError());
-      spdlog::warn("coordinator rejected a request: {}", last_reject_.message());
+    case wire::Frame::REJECT: {
+      auto rej = f.getReject();
+      last_reject_ = fromWire(rej.getError());
+      if (rej.getRequestId() != 0)
+        request_errors_[rej.getRequestId()] = last_reject_;
+      else
+        spdlog::warn("coordinator rejected a request: {}", last_reject_.message());
       break;
+    }
     default:
       break;
   }
@@ -158,15 +166,25 @@ StatusOr<uint64_t> Client::submitWithBackpressure(const JobSpec& job, Nanos time
   }
 }
 
-StatusOr<JobResult> Client::wait(uint64_t job, const std::function<void(const Progress&)>& on_progress,
+StatusOr<JobResult> Client::wait(uint64_t job,
+                                 const std::function<void(const Progress&)>& on_progress,
                                  Nanos timeout) {
-  const Nanos deadline = SystemClock::instance().now() + timeout;
+  auto& clock = SystemClock::instance();
+  const Nanos deadline = clock.now() + timeout;
   uint64_t last_done = UINT64_MAX;
+  // Silence about the job (the coordinator restarted, or this client reconnected) is answered
+  // by watching it again: a coordinator with a journal resumes the job under the same id.
+  constexpr Nanos kRewatchAfter = 2 * kSeconds;
+  uint64_t heard = heard_[job];
+  Nanos last_heard = clock.now();
+  uint64_t rewatch_request = 0;
   while (true) {
     if (auto it = done_.find(job); it != done_.end()) {
       JobResult r = std::move(it->second);
       done_.erase(it);
       progress_.erase(job);
+      heard_.erase(job);
+      if (rewatch_request) request_errors_.erase(rewatch_request);
       if (on_progress) on_progress(r.progress);
       return r;
     }
@@ -176,7 +194,31 @@ StatusOr<JobResult> Client::wait(uint64_t job, const std::function<void(const Pr
         on_progress(it->second);
       }
     }
-    if (auto st = pump(deadline); !st.ok()) return st;
+    if (rewatch_request) {
+      if (auto it = request_errors_.find(rewatch_request); it != request_errors_.end()) {
+        Status st = it->second;
+        request_errors_.erase(it);
+        heard_.erase(job);
+        if (st.code() == StatusCode::kNotFound)
+          return absl::NotFoundError(fmt::format(
+              "the coordinator no longer knows job {} (restarted without --journal?): {}", job,
+              st.message()));
+        return st;
+      }
+    }
+    const Nanos now = clock.now();
+    if (now >= deadline)
+      return absl::DeadlineExceededError("timed out waiting for the coordinator");
+    if (heard_[job] != heard) {
+      heard = heard_[job];
+      last_heard = now;
+    } else if (now - last_heard >= kRewatchAfter) {
+      if (rewatch_request) request_errors_.erase(rewatch_request);
+      rewatch_request = next_request_;
+      (void)watch(job);
+      last_heard = now;
+    }
+    if (auto st = pump(std::min(deadline, now + 250 * kMillis)); !st.ok()) return st;
   }
 }
 
@@ -243,8 +285,8 @@ Status Client::waitForNodes(uint32_t nodes, Nanos timeout) {
     auto i = info(std::max<Nanos>(kSeconds, deadline - SystemClock::instance().now()));
     if (i.ok() && i->nodes_ready >= nodes) return absl::OkStatus();
     if (SystemClock::instance().now() >= deadline)
-      return absl::DeadlineExceededError(fmt::format(
-          "only {} of {} nodes ready", i.ok() ? i->nodes_ready : 0, nodes));
+      return absl::DeadlineExceededError(
+          fmt::format("only {} of {} nodes ready", i.ok() ? i->nodes_ready : 0, nodes));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }

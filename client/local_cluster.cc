@@ -97,29 +97,9 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::start(LocalClusterOptions 
     if (!o.gateway_token.empty()) args.insert(args.end(), {"--gateway-token", o.gateway_token});
   }
   args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
+  c->coordinator_args_ = args;
   c->coordinator_ = c->spawn(coord, args, 0, 0);
-  // Wait for the ready file: "wire <endpoint>\ngateway <port>\n".
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (true) {
-    std::ifstream in(c->ready_file_);
-    std::string key, value;
-    bool complete = false;
-    while (in >> key >> value) {
-      if (key == "wire") c->endpoint_ = value;
-      if (key == "gateway") c->gateway_port_ = static_cast<uint16_t>(std::stoi(value));
-      if (key == "ready") complete = true;
-    }
-    if (complete && !c->endpoint_.empty()) break;
-    int status = 0;
-    if (waitpid(c->coordinator_, &status, WNOHANG) == c->coordinator_) {
-      c->coordinator_ = -1;
-      return absl::UnavailableError("the coordinator exited during start-up (see its log above)");
-    }
-    if (std::chrono::steady_clock::now() > deadline)
-      return absl::DeadlineExceededError("the coordinator did not become ready in 20 s");
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  std::filesystem::remove(c->ready_file_);
+  if (Status st = c->waitCoordinatorReady(); !st.ok()) return st;
   c->nodes_.assign(o.nodes, -1);
   c->intentionally_down_.assign(o.nodes, false);
   for (size_t i = 0; i < o.nodes; ++i)
@@ -176,6 +156,53 @@ Status LocalCluster::killNode(size_t i, int sig) {
     nodes_[i] = -1;
   }
   return absl::OkStatus();
+}
+
+Status LocalCluster::waitCoordinatorReady() {
+  // The ready file: "wire <endpoint>\ngateway <port>\nready 1\n".
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (true) {
+    std::ifstream in(ready_file_);
+    std::string key, value;
+    bool complete = false;
+    while (in >> key >> value) {
+      if (key == "wire") endpoint_ = value;
+      if (key == "gateway") gateway_port_ = static_cast<uint16_t>(std::stoi(value));
+      if (key == "ready") complete = true;
+    }
+    if (complete && !endpoint_.empty()) break;
+    int status = 0;
+    if (waitpid(coordinator_, &status, WNOHANG) == coordinator_) {
+      coordinator_ = -1;
+      return absl::UnavailableError("the coordinator exited during start-up (see its log above)");
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      return absl::DeadlineExceededError("the coordinator did not become ready in 20 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::filesystem::remove(ready_file_);
+  return absl::OkStatus();
+}
+
+Status LocalCluster::restartCoordinator(int sig) {
+  if (coordinator_ > 0) {
+    ::kill(coordinator_, sig);
+    ::kill(coordinator_, SIGCONT);
+    int status;
+    waitpid(coordinator_, &status, 0);
+    coordinator_ = -1;
+  }
+  // Same endpoints as before, so nodes and clients reconnect by themselves.
+  std::vector<std::string> args = coordinator_args_;
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--listen") args[i + 1] = endpoint_;
+    if (args[i] == "--gateway" && gateway_port_ != 0) {
+      const auto colon = args[i + 1].rfind(':');
+      args[i + 1] = args[i + 1].substr(0, colon) + ":" + std::to_string(gateway_port_);
+    }
+  }
+  coordinator_ = spawn(options_.bin_dir + "/tokengate-coordinator", args, 0, 0);
+  return waitCoordinatorReady();
 }
 
 Status LocalCluster::signalNode(size_t i, int sig) {

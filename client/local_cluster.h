@@ -48,6 +48,9 @@ class LocalCluster {
   // Sends `sig` without waiting for the node to exit (SIGSTOP / SIGCONT: freeze and thaw).
   Status signalNode(size_t i, int sig);
   Status startNode(size_t i);  // (re)start node i if it is not running
+  // Stops the coordinator with `sig` (SIGKILL = crash) and starts it again on the same
+  // endpoints with the same flags (add --journal to coordinator_args to keep its jobs).
+  Status restartCoordinator(int sig);
   // Restarts performed by the supervisor so far.
   uint64_t restarts() const { return restarts_; }
   // Sum of peak resident memory (VmHWM) over the coordinator and live nodes.
@@ -60,11 +63,13 @@ class LocalCluster {
   pid_t spawn(const std::string& exe, const std::vector<std::string>& args, int cpu_begin,
               int cpu_count);
   void superviseLoop();
+  Status waitCoordinatorReady();
 
   LocalClusterOptions options_;
   std::string endpoint_;
   uint16_t gateway_port_ = 0;
   std::string ready_file_;
+  std::vector<std::string> coordinator_args_;
   pid_t coordinator_ = -1;
   mutable std::mutex mu_;
   std::vector<pid_t> nodes_;              // guarded by mu_; -1 = not running

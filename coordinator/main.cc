@@ -29,14 +29,17 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", cfg.tls_cert, "PEM certificate for the gateway (TLS)");
   app.add_option("--tls-key", cfg.tls_key, "PEM private key for the gateway (TLS)");
   app.add_option("--ready-file", cfg.ready_file, "write bound endpoints here once ready");
-  app.add_option("--max-live-tokens", core.max_live_tokens, "admission limit")->capture_default_str();
-  app.add_option("--max-job-tokens", core.max_job_tokens, "tokens per job limit")->capture_default_str();
+  app.add_option("--max-live-tokens", core.max_live_tokens, "admission limit")
+      ->capture_default_str();
+  app.add_option("--max-job-tokens", core.max_job_tokens, "tokens per job limit")
+      ->capture_default_str();
   app.add_option("--max-batch", core.max_batch, "tokens per batch")->capture_default_str();
   app.add_option("--batch-latency-us", batch_latency_us, "flush partial batches after")
       ->capture_default_str();
   app.add_option("--credit-per-worker", core.credit_per_worker, "in-flight tokens per lane worker")
       ->capture_default_str();
-  app.add_option("--heartbeat-ms", core.heartbeat_ms, "node heartbeat interval")->capture_default_str();
+  app.add_option("--heartbeat-ms", core.heartbeat_ms, "node heartbeat interval")
+      ->capture_default_str();
   app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
       ->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "error retries per token")->capture_default_str();
@@ -47,6 +50,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--model", cfg.model_path, "XGBoost cost model JSON to load");
   app.add_flag("--learn", cfg.learn, "train the cost model online from telemetry");
+  app.add_option("--journal", cfg.journal_path,
+                 "job journal file: admitted jobs survive a coordinator restart (env TG_JOURNAL)")
+      ->envname("TG_JOURNAL");
   app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");
@@ -60,7 +66,8 @@ int main(int argc, char** argv) {
   if (!token_file.empty()) {
     std::ifstream in(token_file);
     std::getline(in, cfg.gateway_token);
-    while (!cfg.gateway_token.empty() && std::isspace(static_cast<unsigned char>(cfg.gateway_token.back())))
+    while (!cfg.gateway_token.empty() &&
+           std::isspace(static_cast<unsigned char>(cfg.gateway_token.back())))
       cfg.gateway_token.pop_back();
   }
   return coordinator::runCoordinator(std::move(cfg));

@@ -238,6 +238,7 @@ enum JobState {
 
 struct Reject {
   error @0 :Error;               # the coordinator could not accept a frame
+  requestId @1 :UInt64;          # of the refused request, when it had one (watchJob)
 }
 
 struct StatsReply {
@@ -282,5 +283,27 @@ struct Frame {
     pong @16 :UInt64;
     statsRequest @17 :UInt64;    # request id; answered with statsReply
     statsReply @18 :StatsReply;
+  }
+}
+
+# ---------- coordinator journal (--journal; never on the wire) ----------
+# An append-only file of records, each framed as [u32 payload bytes][u32 CRC-32 of payload]
+# [payload = one Cap'n Proto message in flat-array form]; see docs/journal.md.
+
+struct JournalAdmit {
+  jobId @0 :UInt64;
+  job @1 :JobSpec;
+}
+
+struct JournalFinish {
+  done @0 :JobDone;              # what watchers were told (progress.failed = failed + cancelled)
+  name @1 :Text;
+  cancelled @2 :UInt64;
+}
+
+struct JournalRecord {
+  union {
+    admitted @0 :JournalAdmit;
+    finished @1 :JournalFinish;
   }
 }

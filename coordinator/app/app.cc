@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
+#include "coordinator/journal/file_journal.h"
 #include "coordinator/learned/learned_balancing.h"
 
 #ifdef TG_HAVE_GATEWAY
@@ -44,6 +46,11 @@ int runCoordinator(AppConfig config) {
 
   // The cost model replaces the placement policy once the loop runs; until then (and if it is
   // not wanted) the core uses least-outstanding.
+  if (config.journal_path.empty()) {
+    // No journal: a restart forgets every job, so do not reuse their ids either.
+    std::random_device rd;
+    config.server.core.first_job_id = 1 + (rd() % (1u << 30));
+  }
   const bool want_model =
       config.server.core.scheduler == "xgboost" || config.learn || !config.model_path.empty();
   if (config.server.core.scheduler == "xgboost") config.server.core.scheduler = "least-outstanding";
@@ -51,6 +58,36 @@ int runCoordinator(AppConfig config) {
   if (auto st = server.bind(); !st.ok()) {
     spdlog::error("{}", st.message());
     return 1;
+  }
+  // The journal outlives the loop (declared after the server, destroyed before it, but the
+  // core only calls it from the loop thread, which has ended by then).
+  std::unique_ptr<journal::FileJournal> jobs_journal;
+  if (!config.journal_path.empty()) {
+    journal::FileJournalOptions jo;
+    jo.keep_finished = config.server.core.finished_jobs_kept;
+    auto replay = std::make_shared<journal::Replay>();
+    auto j = journal::FileJournal::open(config.journal_path, jo, replay.get());
+    if (!j.ok()) {
+      spdlog::error("{}", j.status().message());
+      return 1;
+    }
+    jobs_journal = *std::move(j);
+    spdlog::info(
+        "journal {}: {} records, {} unfinished jobs to resume, {} finished kept{}",
+        config.journal_path, replay->records, replay->unfinished.size(), replay->finished.size(),
+        replay->discarded_bytes ? fmt::format(", {} bytes of torn tail discarded ({})",
+                                              replay->discarded_bytes, replay->discarded_reason)
+                                : std::string());
+    server.post([replay, jr = jobs_journal.get()](CoordinatorCore& core) {
+      for (auto& s : replay->finished) core.restoreFinished(std::move(s));
+      for (auto& a : replay->unfinished) {
+        if (Status st = core.restoreJob(a.id, std::move(a.spec)); !st.ok())
+          spdlog::error("journal: job {} cannot be resumed: {}", a.id, st.message());
+        else
+          spdlog::info("journal: resumed job {}", a.id);
+      }
+      core.setJournal(jr);
+    });
   }
   // Destroyed before the server although the core keeps callbacks into it: they only run on
   // the loop thread, and server.run() has returned by then.

@@ -20,6 +20,7 @@ struct AppConfig {
   std::string ready_file;  // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
   std::string model_path;  // XGBoost cost model (JSON) to load at start
   bool learn = false;      // train the cost model online and use it for placement
+  std::string journal_path;  // job journal: admitted jobs survive a coordinator restart
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code.

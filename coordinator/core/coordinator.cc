@@ -55,6 +55,8 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
       outbox_(outbox),
       metrics_(std::move(registry)),
       scheduler_(makeScheduler(config_.scheduler)) {
+  // Job ids are the high 32 bits of token ids.
+  next_job_ = std::clamp<uint64_t>(config_.first_job_id, 1, 0xffff'ffffu);
   if (!scheduler_) {
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
     scheduler_ = makeLeastOutstandingScheduler();
@@ -125,8 +127,35 @@ StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& w
         "admission limit reached: {} tokens live + {} requested > limit {}; retry later",
         live_tokens_, count, config_.max_live_tokens));
   }
+  // Durable before anyone is told the job exists.
+  if (journal_) {
+    if (Status st = journal_->admitted(next_job_, spec); !st.ok())
+      return absl::UnavailableError(
+          fmt::format("job not admitted: the journal could not record it: {}", st.message()));
+  }
+  return admitJob(next_job_++, std::move(spec), watcher, count);
+}
+
+Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec) {
+  if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  if (findJob(job_id)) return absl::AlreadyExistsError(fmt::format("job {} exists", job_id));
+  next_job_ = std::max(next_job_, job_id + 1);
+  const uint64_t count = spec.tokenCount();
+  auto id = admitJob(job_id, std::move(spec), {}, count);
+  return id.ok() ? absl::OkStatus() : id.status();
+}
+
+void CoordinatorCore::restoreFinished(control::JobStatus status) {
+  next_job_ = std::max(next_job_, status.id + 1);
+  finished_.push_back({std::move(status)});
+  while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
+}
+
+StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
+                                             const std::string& watcher, uint64_t count) {
+  ++jobs_admitted_;
   auto job = std::make_unique<Job>();
-  job->id = next_job_++;
+  job->id = job_id;
   job->name = spec.name;
   job->admitted_at = clock_.now();
   if (!watcher.empty()) job->watchers.push_back(watcher);
@@ -527,6 +556,7 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
                                   : JobState::kSucceeded;
   m_jobs_[static_cast<int>(job.state)]->Increment();
   auto status = statusOf(job, true);
+  if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
   json::object ev{{"job", job.id},
                   {"name", job.name},
@@ -1506,11 +1536,13 @@ void CoordinatorCore::onMalformed(const std::string& peer, const Status& error) 
   sendReject(peer, error);
 }
 
-void CoordinatorCore::sendReject(const std::string& peer, const Status& s) {
+void CoordinatorCore::sendReject(const std::string& peer, const Status& s, uint64_t request_id) {
   capnp::MallocMessageBuilder msg;
   auto f = msg.initRoot<wire::Frame>();
   f.setVersion(kProtocolVersion);
-  toWire(s, f.initReject().initError());
+  auto r = f.initReject();
+  toWire(s, r.initError());
+  r.setRequestId(request_id);
   outbox_.send(peer, encodeFrame(msg));
 }
 
@@ -1551,7 +1583,7 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
   }
   auto s = jobStatus(ref.getJobId(), true);
   if (!s.ok()) {
-    sendReject(peer, s.status());
+    sendReject(peer, s.status(), ref.getRequestId());
     return;
   }
   sendJobDone(peer, *s);
@@ -1740,7 +1772,7 @@ control::ClusterStats CoordinatorCore::stats() const {
   }
   for (const auto& [id, j] : jobs_)
     if (j->state == JobState::kRunning) ++s.jobs_running;
-  s.jobs_total = next_job_ - 1;
+  s.jobs_total = jobs_admitted_;
   s.tokens_admitted = counters_.admitted;
   s.tokens_completed = counters_.completed;
   s.tokens_failed = counters_.failed + counters_.cancelled;

@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "coordinator/control/control.h"
+#include "coordinator/core/journal.h"
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/scheduler.h"
 
@@ -40,6 +41,9 @@ struct CoordinatorConfig {
   Nanos event_interval_ns = 250 * kMillis;
   size_t max_idempotency_keys = 1'000'000;
   size_t finished_jobs_kept = 1000;
+  // Job ids start here. Without a journal the coordinator picks a random start, so a client
+  // re-watching its job after a restart cannot be handed someone else's job with a reused id.
+  uint64_t first_job_id = 1;
   std::string scheduler = "least-outstanding";
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // told to nodes in Welcome
 };
@@ -70,6 +74,14 @@ class CoordinatorCore {
   // Replaces the placement policy (cost model, benchmarks). Loop thread only.
   void setScheduler(std::unique_ptr<Scheduler> scheduler);
   Scheduler& scheduler() { return *scheduler_; }
+
+  // Records admissions and outcomes (`--journal`); not owned, outlives the core. Loop thread.
+  void setJournal(JobJournal* journal) { journal_ = journal; }
+  // Restart recovery (before serving): re-admits a journalled job under its old id (not
+  // journalled again, not subject to the admission limit), or remembers a finished one so
+  // its status and outputs can still be asked for.
+  Status restoreJob(uint64_t job_id, JobSpec spec);
+  void restoreFinished(control::JobStatus status);
 
   // ---- control surface (loop thread); ClusterControl wraps these ----
   StatusOr<uint64_t> submitJob(JobSpec job, const std::string& watcher = {},
@@ -301,7 +313,9 @@ class CoordinatorCore {
   void sendProgress(Job& job, bool done);
   void sendJobDone(const std::string& peer, const control::JobStatus& s);
   control::JobStatus statusOf(const Job& job, bool with_outputs) const;
-  void sendReject(const std::string& peer, const Status& s);
+  void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
+  StatusOr<uint64_t> admitJob(uint64_t job_id, JobSpec spec, const std::string& watcher,
+                              uint64_t count);
 
   // Events.
   void emit(const std::string& topic, boost::json::object data);
@@ -314,7 +328,8 @@ class CoordinatorCore {
   Metrics metrics_;
   std::unique_ptr<Scheduler> scheduler_;
 
-  uint64_t next_job_ = 1;
+  uint64_t next_job_;
+  uint64_t jobs_admitted_ = 0;  // this process (resumed jobs included)
   std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;
   std::deque<FinishedJob> finished_;
   std::unordered_map<uint64_t, size_t>
@@ -377,6 +392,7 @@ class CoordinatorCore {
     void tick(Nanos now);  // once per result batch
   };
   TelemetryTap telemetry_;
+  JobJournal* journal_ = nullptr;
   Counters counters_;
   prometheus::Gauge* m_nodes_[3] = {};
   prometheus::Counter* m_jobs_[4] = {};

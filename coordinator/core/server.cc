@@ -1,10 +1,9 @@
 #include "coordinator/core/server.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
-
-#include <poll.h>
 
 namespace tokengate::coordinator {
 
@@ -98,9 +97,9 @@ void CoordinatorServer::handleMessage() {
     parts.push_back(std::move(part));
   }
   if (parts.size() != 1) {
-    core_->onMalformed(peer_id, absl::InvalidArgumentError(fmt::format(
-                                    "a frame must be exactly one ZeroMQ message part, got {}",
-                                    parts.size())));
+    core_->onMalformed(
+        peer_id, absl::InvalidArgumentError(fmt::format(
+                     "a frame must be exactly one ZeroMQ message part, got {}", parts.size())));
     return;
   }
   auto frame = decodeFrame(parts[0].data(), parts[0].size(), config_.max_frame_bytes);
@@ -114,8 +113,10 @@ void CoordinatorServer::handleMessage() {
 void CoordinatorServer::run() {
   running_ = true;
   spdlog::info("coordinator listening on {}", endpoint_);
+  runPosted();  // work posted before run() (journal recovery) goes before any message
   Nanos next_tick = clock_.now();
-  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   while (!stop_requested_) {
     const Nanos now = clock_.now();
     long timeout_ms = 0;
@@ -197,7 +198,9 @@ void CoordinatorServer::setAdmissionLimit(uint64_t limit,
 }
 uint64_t CoordinatorServer::subscribe(std::function<void(const control::Event&)> sink) {
   const uint64_t id = next_subscription_++;
-  post([id, sink = std::move(sink)](CoordinatorCore& c) mutable { c.subscribe(id, std::move(sink)); });
+  post([id, sink = std::move(sink)](CoordinatorCore& c) mutable {
+    c.subscribe(id, std::move(sink));
+  });
   return id;
 }
 void CoordinatorServer::unsubscribe(uint64_t id) {

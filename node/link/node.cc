@@ -426,6 +426,9 @@ Status Node::run() {
           if (st.code() == StatusCode::kFailedPrecondition && s.state == State::kReady) {
             lose_session("coordinator does not know our session");
             send_hello();
+          } else if (st.code() == StatusCode::kFailedPrecondition) {
+            // A reply to a heartbeat sent before our new hello: the hello is on its way.
+            spdlog::debug("coordinator: {} (hello already sent)", st.ToString());
           } else {
             spdlog::error("coordinator rejected this node: {}", st.ToString());
           }

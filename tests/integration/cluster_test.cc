@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <random>
 #include <thread>
 #include <zmq.hpp>
@@ -149,6 +150,79 @@ TEST(ClusterTest, FrozenNodeIsCutOffItsWorkRerunsAndItRejoinsWhenItThaws) {
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->tokens_completed, 2 * total);
   EXPECT_GT(completedBy(*info, "node-3"), 0u) << "the thawed node got no work";
+}
+
+// The coordinator process crashes (SIGKILL) mid-job. With --journal the restarted coordinator
+// resumes the admitted job under the same id: the nodes re-register, the waiting client
+// watches it again, and the result is exact. A finished job's outputs survive the next crash.
+TEST(ClusterTest, CoordinatorCrashWithJournalResumesAdmittedJobs) {
+  const std::string journal = ::testing::TempDir() + "tg-journal-" + std::to_string(getpid());
+  std::filesystem::remove(journal);
+  auto o = baseOptions(2);
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--journal", journal});
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
+  const uint64_t terms = 300'000;
+  auto job = makeLeibnizJob(terms, Precision::kDec50);
+  ASSERT_TRUE(job.ok());
+  auto id = c.submit(*job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  bool crashed = false;
+  auto r = c.wait(
+      *id,
+      [&](const client::Progress& p) {
+        if (!crashed && p.done > p.total / 10) {
+          crashed = true;
+          EXPECT_TRUE(cluster->restartCoordinator(SIGKILL).ok());
+        }
+      },
+      300 * kSeconds);
+  ASSERT_TRUE(crashed) << "the job finished before the coordinator could be killed";
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->id, *id);
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(terms, Precision::kDec50));
+
+  // Another crash after the job finished: its outcome is still there.
+  ASSERT_TRUE(cluster->restartCoordinator(SIGKILL).ok());
+  ASSERT_TRUE(c.watch(*id).ok());
+  auto again = c.wait(*id, {}, 60 * kSeconds);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*again->output("pi"), leibnizLocal(terms, Precision::kDec50));
+  // New jobs get new ids.
+  ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
+  auto small = makeLeibnizJob(10'000, Precision::kDouble);
+  auto next = c.run(*small, {}, 60 * kSeconds);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_GT(next->id, *id);
+  cluster->stop();
+  std::filesystem::remove(journal);
+}
+
+// Without a journal a crash loses the job, and the waiting client is told so instead of
+// waiting for its whole timeout.
+TEST(ClusterTest, CoordinatorCrashWithoutJournalTellsTheWaitingClient) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  JobSpec job;
+  TokenSpec t;
+  t.op = "sleep";
+  t.args.push_back(Arg::val(int64_t{60'000}));  // ms: outlives the test
+  job.add(t);
+  auto id = c.submit(job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(cluster->restartCoordinator(SIGKILL).ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c.wait(*id, {}, 120 * kSeconds);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  EXPECT_NE(r.status().message().find("--journal"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
 }
 
 TEST(ClusterTest, KilledNodeRestartedRejoinsAndGetsWork) {
