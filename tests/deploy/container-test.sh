@@ -128,6 +128,28 @@ tg_check "killed node container really died (exit 137, or restarted by its polic
 tg_check "coordinator saw the node die and retried its tokens" wait_for 30 sh -c \
   "[ \"\$(curl -fsS -H 'Authorization: Bearer $TG_GATEWAY_TOKEN' $GW/metrics | awk '/^tokengate_tokens_retried_total/ {s+=\$NF} END {print (s>0)}')\" = 1 ]"
 
+# --- the coordinator itself crashes mid-job: its journal (TG_JOURNAL on the coordinator-data
+# volume) brings the job back under the same id; the client reconnects to the gateway --------
+coord=$("${COMPOSE[@]}" ps -q coordinator)
+ready_before=$(curl -fsS -H "Authorization: Bearer $TG_GATEWAY_TOKEN" "$GW/metrics" |
+  awk '/^tokengate_nodes\{.*state="ready"/ {s+=$NF} END {print s+0}')
+node "$TG_DEPLOY/ws-job.mjs" --url "ws://127.0.0.1:$TG_GATEWAY_PORT/ws" --token "$TG_GATEWAY_TOKEN" \
+  --terms "$TERMS" --precision double --at 0.3 --run "$DOCKER restart -t 0 $coord" --timeout 300 \
+  >"$TG_OUT/ws-job-restart.json" 2>"$TG_OUT/ws-job-restart.log"
+rc=$?
+cat "$TG_OUT/ws-job-restart.log" "$TG_OUT/ws-job-restart.json" | sed 's/^/     /'
+tg_check "Leibniz job survives a coordinator container restart mid-job (journal)" \
+  sh -c "[ $rc = 0 ] && grep -q '\"hook_ran\":true' '$TG_OUT/ws-job-restart.json' &&
+         ! grep -q '\"reconnects\":0' '$TG_OUT/ws-job-restart.json'"
+tg_check "resumed job's result is bit-identical to the reference pyramid sum" node -e "
+  const r = JSON.parse(require('fs').readFileSync('$TG_OUT/ws-job-restart.json', 'utf8'));
+  import('$TG_DEPLOY/lib/leibniz.mjs').then(({ leibnizDouble }) => {
+    const got = typeof r.value === 'number' ? r.value : Number(r.value?.float ?? r.value);
+    process.exit(Object.is(got, leibnizDouble($TERMS)) ? 0 : 1);
+  });"
+tg_check "the nodes that were ready before the restart have re-registered" wait_for 60 sh -c \
+  "[ \"\$(curl -fsS -H 'Authorization: Bearer $TG_GATEWAY_TOKEN' $GW/metrics | awk '/^tokengate_nodes\\{.*state=\"ready\"/ {s+=\$NF} END {print s+0}')\" -ge $ready_before ]"
+
 # --- Leibniz over the wire port with tgctl (from the host network) --------------------------
 DEC_TERMS=20000
 if [[ -x "${TG_BUILD_DIR:-build/release}/bin/tgctl" ]]; then

@@ -1,8 +1,8 @@
 // Runs a Leibniz job through the gateway's WebSocket API, the way a browser or script would:
 // hello with the bearer token, submit the job JSON, poll job.status until it ends. Optionally
 // runs a command once the job is a given fraction done (the container test kills a node there).
-// Prints one JSON line {job_id, state, value, wall_ms, done, total, failed}; exit 0 if the job
-// succeeded.
+// Prints one JSON line {job_id, state, value, wall_ms, done, total, failed, reconnects}; exit 0
+// if the job succeeded. Survives gateway restarts (reconnects and keeps polling the job).
 // Usage: node ws-job.mjs --url ws://127.0.0.1:8080/ws --token T --terms N [--precision double]
 //                        [--at 0.3 --run "docker kill X"] [--timeout 300] [--fail | --spin N:US]
 import { execSync } from 'node:child_process';
@@ -30,34 +30,69 @@ const job = process.argv.includes('--fail')
     ? { name: 'deploy-test-spin', tokens: [{ op: 'spin', repeat: Number(spin.split(':')[0]), args: [Number(spin.split(':')[1])] }] }
     : leibnizJob(terms, precision);
 
-const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+// The connection is re-made whenever it drops (a restarted coordinator takes its gateway down
+// with it): hello again and keep polling the same job id, which a coordinator with a journal
+// resumes. Only the overall --timeout gives up.
+let ws = null;
 let nextId = 1;
 const pending = new Map();
+const die = (m) => { console.error(`ws-job: ${m}`); process.exit(2); };
+setTimeout(() => die(`timed out after ${timeoutS}s`), timeoutS * 1000).unref();
+let reconnects = 0;
+
+const connect = () => new Promise((resolve) => {
+  const attempt = () => {
+    const sock = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+    sock.on('open', () => { ws = sock; resolve(); });
+    sock.on('message', (data) => {
+      const msg = JSON.parse(data.toString());
+      if (msg.id === undefined || !pending.has(msg.id)) return; // events
+      const p = pending.get(msg.id);
+      pending.delete(msg.id);
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(new Error(`${p.cmd}: ${msg.error?.code} ${msg.error?.message}`));
+    });
+    sock.on('error', () => {}); // 'close' follows
+    sock.on('close', () => {
+      if (ws === sock) {
+        ws = null;
+        for (const [, p] of pending) p.reject(Object.assign(new Error('connection lost'), { lost: true }));
+        pending.clear();
+      } else {
+        setTimeout(attempt, 250); // not up yet: try again
+      }
+    });
+  };
+  attempt();
+});
 const call = (cmd, fields = {}) => new Promise((resolve, reject) => {
+  if (!ws) return reject(Object.assign(new Error('connection lost'), { lost: true }));
   const id = nextId++;
   pending.set(id, { resolve, reject, cmd });
   ws.send(JSON.stringify({ id, cmd, ...fields }));
 });
-ws.on('message', (data) => {
-  const msg = JSON.parse(data.toString());
-  if (msg.id === undefined || !pending.has(msg.id)) return; // events
-  const p = pending.get(msg.id);
-  pending.delete(msg.id);
-  if (msg.ok) p.resolve(msg.result);
-  else p.reject(new Error(`${p.cmd}: ${msg.error?.code} ${msg.error?.message}`));
-});
-const die = (m) => { console.error(`ws-job: ${m}`); process.exit(2); };
-ws.on('error', (e) => die(e.message));
-setTimeout(() => die(`timed out after ${timeoutS}s`), timeoutS * 1000).unref();
+const session = async () => {
+  await connect();
+  await call('hello', { token });
+};
 
-ws.on('open', async () => {
+(async () => {
   try {
-    await call('hello', { token });
+    await session();
     const { job_id } = await call('submit', { job });
     console.error(`ws-job: submitted job ${job_id} (${job.name})`);
     let ran = false;
     for (;;) {
-      const st = await call('job.status', { job_id });
+      let st;
+      try {
+        st = await call('job.status', { job_id });
+      } catch (e) {
+        if (!e.lost) throw e;
+        reconnects++;
+        console.error(`ws-job: connection lost, reconnecting (${reconnects})`);
+        await session();
+        continue;
+      }
       if (!ran && runCmd && st.total && st.done / st.total >= at && st.state === 'running') {
         ran = true;
         console.error(`ws-job: ${st.done}/${st.total} done, running: ${runCmd}`);
@@ -68,8 +103,8 @@ ws.on('open', async () => {
         const value = out?.ok ? out.value : null;
         console.log(JSON.stringify({ job_id, state: st.state, value, wall_ms: st.wall_ms,
           done: st.done, total: st.total, failed: st.failed, error: out?.error ?? null,
-          hook_ran: ran }));
-        ws.close();
+          hook_ran: ran, reconnects }));
+        ws?.close();
         process.exit(st.state === 'succeeded' && !(runCmd && !ran) ? 0 : 1);
       }
       await new Promise((r) => setTimeout(r, 200));
@@ -77,4 +112,4 @@ ws.on('open', async () => {
   } catch (e) {
     die(e.message);
   }
-});
+})();
