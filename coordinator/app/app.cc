@@ -65,6 +65,7 @@ int runCoordinator(AppConfig config) {
   if (!config.journal_path.empty()) {
     journal::FileJournalOptions jo;
     jo.keep_finished = config.server.core.finished_jobs_kept;
+    jo.registry = server.metricsRegistry();
     auto replay = std::make_shared<journal::Replay>();
     auto j = journal::FileJournal::open(config.journal_path, jo, replay.get());
     if (!j.ok()) {

@@ -10,6 +10,7 @@
 
 #include <boost/crc.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -162,7 +163,47 @@ StatusOr<Decoded> decode(const char* data, size_t n) {
 }  // namespace
 
 FileJournal::FileJournal(std::string path, FileJournalOptions options)
-    : path_(std::move(path)), options_(options) {}
+    : path_(std::move(path)), options_(std::move(options)) {
+  if (!options_.registry) return;
+  auto& reg = *options_.registry;
+  auto& records = prometheus::BuildCounter()
+                      .Name("tokengate_journal_records_total")
+                      .Help("job journal records written, by kind")
+                      .Register(reg);
+  m_.admits = &records.Add({{"kind", "admitted"}});
+  m_.finishes = &records.Add({{"kind", "finished"}});
+  m_.errors = &prometheus::BuildCounter()
+                   .Name("tokengate_journal_errors_total")
+                   .Help("job journal writes that failed (admissions refused, finishes lost)")
+                   .Register(reg)
+                   .Add({});
+  m_.compactions = &prometheus::BuildCounter()
+                        .Name("tokengate_journal_compactions_total")
+                        .Help("job journal rewrites (at start and when grown)")
+                        .Register(reg)
+                        .Add({});
+  m_.bytes = &prometheus::BuildGauge()
+                  .Name("tokengate_journal_bytes")
+                  .Help("size of the job journal file")
+                  .Register(reg)
+                  .Add({});
+  m_.resumed = &prometheus::BuildGauge()
+                    .Name("tokengate_journal_resumed_jobs")
+                    .Help("unfinished jobs found in the journal at start (resumed)")
+                    .Register(reg)
+                    .Add({});
+  m_.sync_seconds =
+      &prometheus::BuildHistogram()
+           .Name("tokengate_journal_sync_seconds")
+           .Help("fdatasync time per admission (the job waits for it)")
+           .Register(reg)
+           .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                            0.005, 0.01, 0.025, 0.05, 0.1, 0.25});
+}
+
+void FileJournal::exportSize() {
+  if (m_.bytes) m_.bytes->Set(static_cast<double>(bytes_));
+}
 
 FileJournal::~FileJournal() {
   if (fd_ >= 0) ::close(fd_);
@@ -237,6 +278,7 @@ StatusOr<std::unique_ptr<FileJournal>> FileJournal::open(const std::string& path
     r.finished.push_back(std::move(s));
   }
   if (Status st = j->compact(); !st.ok()) return st;
+  if (j->m_.resumed) j->m_.resumed->Set(static_cast<double>(r.unfinished.size()));
   return j;
 }
 
@@ -264,6 +306,8 @@ Status FileJournal::compact() {
   if (fd_ < 0) return ioError("cannot open for appending", path_);
   bytes_ = bytes_after_compaction_ = buf.size();
   ++compactions_;
+  if (m_.compactions) m_.compactions->Increment();
+  exportSize();
   return absl::OkStatus();
 }
 
@@ -272,13 +316,24 @@ Status FileJournal::append(const std::string& payload, bool sync) {
   const std::string rec = frame(payload);
   if (Status st = writeAll(fd_, rec.data(), rec.size(), path_); !st.ok()) return st;
   bytes_ += rec.size();
-  if (sync && ::fdatasync(fd_) != 0) return ioError("fdatasync", path_);
+  exportSize();
+  if (sync) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (::fdatasync(fd_) != 0) return ioError("fdatasync", path_);
+    if (m_.sync_seconds)
+      m_.sync_seconds->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   return absl::OkStatus();
 }
 
 Status FileJournal::admitted(uint64_t job_id, const JobSpec& spec) {
   std::string payload = encodeAdmit(job_id, spec);
-  if (Status st = append(payload, options_.sync); !st.ok()) return st;
+  if (Status st = append(payload, options_.sync); !st.ok()) {
+    if (m_.errors) m_.errors->Increment();
+    return st;
+  }
+  if (m_.admits) m_.admits->Increment();
   live_[job_id] = std::move(payload);
   return absl::OkStatus();
 }
@@ -286,9 +341,11 @@ Status FileJournal::admitted(uint64_t job_id, const JobSpec& spec) {
 void FileJournal::finished(const control::JobStatus& status) {
   std::string payload = encodeFinish(status);
   if (Status st = append(payload, false); !st.ok()) {
+    if (m_.errors) m_.errors->Increment();
     spdlog::error("{} (job {} will run again after a restart)", st.message(), status.id);
     return;
   }
+  if (m_.finishes) m_.finishes->Increment();
   live_.erase(status.id);
   finished_.push_back(std::move(payload));
   if (finished_.size() > options_.keep_finished)

@@ -15,6 +15,11 @@
 // Threads: one (the coordinator loop thread) after open().
 #pragma once
 
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -32,6 +37,8 @@ struct FileJournalOptions {
   size_t keep_finished = 1000;  // finished jobs kept across restarts (status + outputs)
   bool sync = true;             // fdatasync each admission (false: tests of the format only)
   uint64_t compact_bytes = 64ull << 20;
+  // Exports tokengate_journal_* metrics when set.
+  std::shared_ptr<prometheus::Registry> registry;
 };
 
 struct Replay {
@@ -75,6 +82,16 @@ class FileJournal final : public coordinator::JobJournal {
   uint64_t bytes_ = 0;
   uint64_t bytes_after_compaction_ = 0;
   uint64_t compactions_ = 0;
+  struct Metrics {
+    prometheus::Counter* admits = nullptr;
+    prometheus::Counter* finishes = nullptr;
+    prometheus::Counter* errors = nullptr;
+    prometheus::Counter* compactions = nullptr;
+    prometheus::Gauge* bytes = nullptr;
+    prometheus::Gauge* resumed = nullptr;
+    prometheus::Histogram* sync_seconds = nullptr;
+  } m_;
+  void exportSize();
   // Encoded records of what a compaction must keep.
   std::map<uint64_t, std::string> live_;  // job id -> admit record payload
   std::vector<std::string> finished_;     // finish record payloads, oldest first

@@ -166,6 +166,40 @@ TEST_F(JournalTest, CompactionKeepsOnlyLiveJobsAndTheNewestFinished) {
   EXPECT_EQ(r.finished.back().id, 400u);
 }
 
+double metric(prometheus::Registry& reg, const std::string& name,
+              const std::string& label_value = {}) {
+  for (const auto& fam : reg.Collect()) {
+    if (fam.name != name) continue;
+    for (const auto& m : fam.metric) {
+      if (!label_value.empty() && (m.label.empty() || m.label.front().value != label_value))
+        continue;
+      if (fam.type == prometheus::MetricType::Counter) return m.counter.value;
+      if (fam.type == prometheus::MetricType::Gauge) return m.gauge.value;
+    }
+  }
+  return -1;
+}
+
+TEST_F(JournalTest, ExportsRecordsSizeAndResumedJobs) {
+  FileJournalOptions o;
+  o.registry = std::make_shared<prometheus::Registry>();
+  {
+    auto j = open(nullptr, o);
+    ASSERT_TRUE(j->admitted(1, job("a", 3)).ok());
+    ASSERT_TRUE(j->admitted(2, job("b", 3)).ok());
+    j->finished(done(1, "a"));
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_records_total", "admitted"), 2);
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_records_total", "finished"), 1);
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_bytes"), static_cast<double>(j->bytes()));
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_bytes"),
+              static_cast<double>(fs::file_size(path_)));
+  }
+  o.registry = std::make_shared<prometheus::Registry>();
+  open(nullptr, o);
+  EXPECT_EQ(metric(*o.registry, "tokengate_journal_resumed_jobs"), 1);
+  EXPECT_EQ(metric(*o.registry, "tokengate_journal_compactions_total"), 1);
+}
+
 // ---- the core's side of the contract
 
 class RecordingJournal final : public coordinator::JobJournal {
