@@ -22,7 +22,11 @@ int main(int argc, char** argv) {
   std::string token_file;
   app.add_option("--gateway-token-file", token_file, "read the admin bearer token from a file")
       ->check(CLI::ExistingFile);
-  app.add_option("--gateway-viewer-token", cfg.gateway_viewer_token, "read-only bearer token");
+  app.add_option("--gateway-viewer-token", cfg.gateway_viewer_token, "read-only bearer token")
+      ->envname("TG_GATEWAY_VIEWER_TOKEN");
+  app.add_option("--gateway-operator-token", cfg.gateway_operator_token,
+                 "bearer token for operators (submit, cancel, pause, drain; not evict/limits)")
+      ->envname("TG_GATEWAY_OPERATOR_TOKEN");
   app.add_flag("--gateway-anonymous-read", cfg.gateway_anonymous_read,
                "allow unauthenticated read-only access");
   app.add_option("--allowed-origin", cfg.allowed_origins, "browser Origin allowed on /ws");

@@ -125,6 +125,8 @@ int runCoordinator(AppConfig config) {
     if (!token.empty()) gc.admin_tokens.push_back(token);
     if (!config.gateway_viewer_token.empty())
       gc.viewer_tokens.push_back(config.gateway_viewer_token);
+    if (!config.gateway_operator_token.empty())
+      gc.operator_tokens.push_back(config.gateway_operator_token);
     gc.allow_anonymous_read = config.gateway_anonymous_read;
     gc.allowed_origins = config.allowed_origins;
     gc.tls_cert_file = config.tls_cert;

@@ -14,6 +14,7 @@ struct AppConfig {
   std::string gateway;  // "host:port"; empty = no gateway
   std::string gateway_token;
   std::string gateway_viewer_token;
+  std::string gateway_operator_token;
   bool gateway_anonymous_read = false;
   std::string tls_cert, tls_key;
   std::vector<std::string> allowed_origins;

@@ -78,6 +78,7 @@ def main():
         mode = "real" if os.access(coord, os.X_OK) and os.access(node, os.X_OK) else "fake"
 
     token, viewer = "adm-" + secrets.token_hex(8), "view-" + secrets.token_hex(8)
+    operator = "op-" + secrets.token_hex(8)
     procs = []
     logdir = os.path.join(ROOT, "build", "artifacts", "gateway-logs")
     os.makedirs(logdir, exist_ok=True)
@@ -97,7 +98,9 @@ def main():
                 os.unlink(ready_file)
             coordp = spawn([coord, "--listen", f"tcp://127.0.0.1:{wire}", "--gateway",
                             "127.0.0.1:0", "--gateway-token", token, "--gateway-viewer-token",
-                            viewer, "--ready-file", ready_file], "coordinator")
+                            viewer, "--gateway-operator-token", operator,
+                            "--ready-file", ready_file], "coordinator")
+            env.update(TG_GATEWAY_OPERATOR_TOKEN=operator)
             gw, end = None, time.time() + 30
             while gw is None:
                 if coordp.poll() is not None:

@@ -6,6 +6,7 @@ The gateway under test comes from the environment (cluster.py sets it):
   TG_GATEWAY_URL          http://127.0.0.1:PORT
   TG_GATEWAY_TOKEN        admin token
   TG_GATEWAY_VIEWER_TOKEN viewer token (optional)
+  TG_GATEWAY_OPERATOR_TOKEN operator token (optional; the real coordinator only)
   TG_GATEWAY_MODE         fake | real | external
 """
 import asyncio
@@ -22,6 +23,7 @@ URL = os.environ.get("TG_GATEWAY_URL", "http://127.0.0.1:8080").rstrip("/")
 WS_URL = URL.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
 TOKEN = os.environ.get("TG_GATEWAY_TOKEN", "")
 VIEWER_TOKEN = os.environ.get("TG_GATEWAY_VIEWER_TOKEN", "")
+OPERATOR_TOKEN = os.environ.get("TG_GATEWAY_OPERATOR_TOKEN", "")
 MODE = os.environ.get("TG_GATEWAY_MODE", "external")
 
 

@@ -12,7 +12,7 @@ import websockets
 
 RATE = 50_000  # leibniz.term tokens/s while the steering test runs
 
-from gwlib import (MODE, TOKEN, URL, VIEWER_TOKEN, Client, CommandError, WS_URL, http_get,
+from gwlib import (MODE, OPERATOR_TOKEN, TOKEN, URL, VIEWER_TOKEN, Client, CommandError, WS_URL, http_get,
                    leibniz_job, leibniz_token_count)
 
 checks = 0
@@ -46,6 +46,17 @@ async def test_auth_and_roles():
         check(await v.error("cluster.limits", admission_limit=1) == "permission_denied",
               "viewer cannot set limits")
         await v.close()
+    if OPERATOR_TOKEN:
+        o = await Client.connect(OPERATOR_TOKEN)
+        check((await o.ok("whoami"))["role"] == "operator", "operator role")
+        check((await o.ok("op.pause", op="leibniz.chunk"))["op"]["paused"], "operator can pause")
+        check(not (await o.ok("op.resume", op="leibniz.chunk"))["op"]["paused"],
+              "operator can resume")
+        check(await o.error("cluster.limits", admission_limit=1) == "permission_denied",
+              "operator cannot set cluster limits")
+        check(await o.error("node.evict", node="nobody") == "permission_denied",
+              "operator cannot evict nodes")
+        await o.close()
     # Bad token on the upgrade itself.
     try:
         await websockets.connect(WS_URL + "?token=wrong")
