@@ -24,6 +24,9 @@ METRICS = [
     "tokengate_node_lane_utilization", "tokengate_node_core_tokens_total", "tokengate_jobs_total",
     "tokengate_model_prediction_error", "tokengate_model_version",
     "tokengate_model_retrains_total", "tokengate_model_reclassifications_total",
+    "tokengate_journal_records_total", "tokengate_journal_errors_total",
+    "tokengate_journal_sync_seconds", "tokengate_journal_bytes",
+    "tokengate_journal_resumed_jobs",
 ]
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -193,6 +196,21 @@ def cluster():
     b.ts("Jobs by state", [
         (f"sum by (state) (increase(tokengate_jobs_total[{RATE}]))", "{{state}}")],
         description="Jobs that reached each state per rate interval.")
+    b.row("Job journal (--journal)")
+    b.stat("Journal size", "max(tokengate_journal_bytes)", unit="bytes", w=6,
+           description="Size of the coordinator's job journal file (compacted at start and "
+                       "every 64 MiB of growth).")
+    b.stat("Jobs resumed at start", "max(tokengate_journal_resumed_jobs)", w=6,
+           description="Unfinished jobs the coordinator found in its journal when it started.")
+    b.stat("Journal errors", "sum(tokengate_journal_errors_total)", w=6,
+           thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],
+           description="Failed journal writes: refused admissions or lost finish records.")
+    b.stat("Records/s", f"sum(rate(tokengate_journal_records_total[{RATE}]))", unit="ops", w=6)
+    b.ts("Journal records by kind", [
+        (f"sum by (kind) (rate(tokengate_journal_records_total[{RATE}]))", "{{kind}}")],
+        unit="ops")
+    b.ts("Admission fsync latency", quantiles("tokengate_journal_sync_seconds"), unit="s",
+         description="fdatasync time each admitted job waits for before it is acknowledged.")
     return b
 
 
