@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
       ->capture_default_str();
+  bool allow_unknown_ops = false;
+  app.add_flag("--allow-unknown-ops", allow_unknown_ops,
+               "admit jobs naming operations no node offers yet (they wait for one)");
   app.add_option("--model", cfg.model_path, "XGBoost cost model JSON to load");
   app.add_flag("--learn", cfg.learn, "train the cost model online from telemetry");
   app.add_option("--journal", cfg.journal_path,
@@ -66,6 +69,7 @@ int main(int argc, char** argv) {
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);
   core.poison_threshold = static_cast<uint8_t>(poison);
+  core.reject_unknown_ops = !allow_unknown_ops;
   initLogging("coordinator", log_level);
   if (!token_file.empty()) {
     std::ifstream in(token_file);

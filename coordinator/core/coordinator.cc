@@ -1,6 +1,7 @@
 #include "coordinator/core/coordinator.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -119,6 +120,7 @@ bool CoordinatorCore::opDispatchable(OpState& op, int lane) const {
 StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& watcher,
                                               uint64_t request_id) {
   if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  if (auto st = checkOpsKnown(spec); !st.ok()) return st;
   const uint64_t count = spec.tokenCount();
   if (live_tokens_ + count > config_.max_live_tokens) {
     ++counters_.rejects;
@@ -134,6 +136,24 @@ StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& w
           fmt::format("job not admitted: the journal could not record it: {}", st.message()));
   }
   return admitJob(next_job_++, std::move(spec), watcher, count);
+}
+
+Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
+  // Before any node has registered nothing is known yet: the job waits for nodes.
+  if (!config_.reject_unknown_ops || nodes_.empty()) return absl::OkStatus();
+  for (const TokenSpec& ts : spec.tokens) {
+    auto it = op_index_.find(ts.op);
+    if (it != op_index_.end() && ops_[it->second].weight_known) continue;
+    std::vector<std::string> offered;
+    for (const OpState& op : ops_)
+      if (op.weight_known) offered.push_back(op.name);
+    std::sort(offered.begin(), offered.end());
+    return absl::NotFoundError(fmt::format(
+        "unknown operation '{}': no node has offered it (offered: {}); start a node that "
+        "registers it, or run the coordinator with --allow-unknown-ops to let such jobs wait",
+        ts.op, offered.empty() ? "none" : fmt::format("{}", fmt::join(offered, ", "))));
+  }
+  return absl::OkStatus();
 }
 
 Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec) {

@@ -45,6 +45,10 @@ struct CoordinatorConfig {
   // re-watching its job after a restart cannot be handed someone else's job with a reused id.
   uint64_t first_job_id = 1;
   std::string scheduler = "least-outstanding";
+  // Refuse a job naming an operation no node has ever offered (once any node has registered):
+  // a typo gets NOT_FOUND at submission instead of tokens that wait forever. Off
+  // (--allow-unknown-ops): such tokens wait for a node that offers the op.
+  bool reject_unknown_ops = true;
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // told to nodes in Welcome
 };
 
@@ -316,6 +320,7 @@ class CoordinatorCore {
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
   StatusOr<uint64_t> admitJob(uint64_t job_id, JobSpec spec, const std::string& watcher,
                               uint64_t count);
+  Status checkOpsKnown(const JobSpec& spec) const;
 
   // Events.
   void emit(const std::string& topic, boost::json::object data);

@@ -89,6 +89,10 @@ async def test_bad_input():
     check(await c.error("submit", job={"tokens": "x"}) == "invalid_argument", "bad job")
     check(await c.error("job.status", job_id=987654321) == "not_found", "unknown job")
     check(await c.error("op.pause", op="no.such.op") == "not_found", "unknown op")
+    if MODE == "real":  # a job naming an op no node offers is refused, not left waiting
+        err = await c.call("submit", job={"tokens": [{"op": "leibniz.trem", "args": [1]}]})
+        check(not err["ok"] and err["error"]["code"] == "not_found"
+              and "leibniz.trem" in err["error"]["message"], f"unknown op in a job: {err}")
     check((await c.ok("ping"))["pong"], "connection survives bad input")
     # Oversize frame: the gateway closes with 1009 (message too big).
     hello = await c.ok("hello")

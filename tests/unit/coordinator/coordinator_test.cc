@@ -270,6 +270,35 @@ TEST_F(CoordinatorTest, TelemetryIsAnEvenBoundedSampleOfResults) {
   EXPECT_EQ(core_->telemetryStats().sampled, 200u);
 }
 
+TEST_F(CoordinatorTest, UnknownOperationIsRefusedOnceNodesHaveRegistered) {
+  JobSpec typo;
+  TokenSpec t;
+  t.op = "ecoh";
+  t.args.push_back(Arg::val(int64_t{1}));
+  typo.add(t);
+  // No node yet: nothing is known, the job waits for nodes.
+  auto early = core_->submitJob(typo);
+  ASSERT_TRUE(early.ok()) << early.status();
+  auto n = node("n1");
+  auto refused = core_->submitJob(typo);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(refused.status().message().find("unknown operation 'ecoh'"), std::string::npos);
+  EXPECT_NE(refused.status().message().find("offered: big, echo, sum, work"), std::string::npos)
+      << refused.status().message();
+  EXPECT_EQ(core_->stats().jobs_running, 1u);  // only the early one
+  // A mixed job is refused whole: no token of it runs.
+  JobSpec mixed = echoJob(3);
+  mixed.add(t);
+  EXPECT_EQ(core_->submitJob(mixed).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(n->takeTasks().empty());
+
+  config_.reject_unknown_ops = false;
+  make();
+  auto n2 = node("n1");
+  EXPECT_TRUE(core_->submitJob(typo).ok());  // waits for a node offering `ecoh`
+}
+
 TEST_F(CoordinatorTest, CreditLimitsTokensInFlightPerNode) {
   config_.credit_per_worker = 5;
   make();
