@@ -177,14 +177,19 @@ StatusOr<JobResult> Client::wait(uint64_t job,
   constexpr Nanos kRewatchAfter = 2 * kSeconds;
   uint64_t heard = heard_[job];
   Nanos last_heard = clock.now();
-  uint64_t rewatch_request = 0;
+  auto forget = [&] {
+    heard_.erase(job);
+    if (auto it = watch_requests_.find(job); it != watch_requests_.end()) {
+      request_errors_.erase(it->second);
+      watch_requests_.erase(it);
+    }
+  };
   while (true) {
     if (auto it = done_.find(job); it != done_.end()) {
       JobResult r = std::move(it->second);
       done_.erase(it);
       progress_.erase(job);
-      heard_.erase(job);
-      if (rewatch_request) request_errors_.erase(rewatch_request);
+      forget();
       if (on_progress) on_progress(r.progress);
       return r;
     }
@@ -194,11 +199,11 @@ StatusOr<JobResult> Client::wait(uint64_t job,
         on_progress(it->second);
       }
     }
-    if (rewatch_request) {
-      if (auto it = request_errors_.find(rewatch_request); it != request_errors_.end()) {
+    // A refused watch (ours, or the caller's own watch()) ends the wait.
+    if (auto w = watch_requests_.find(job); w != watch_requests_.end()) {
+      if (auto it = request_errors_.find(w->second); it != request_errors_.end()) {
         Status st = it->second;
-        request_errors_.erase(it);
-        heard_.erase(job);
+        forget();
         if (st.code() == StatusCode::kNotFound)
           return absl::NotFoundError(fmt::format(
               "the coordinator no longer knows job {} (restarted without --journal?): {}", job,
@@ -207,14 +212,14 @@ StatusOr<JobResult> Client::wait(uint64_t job,
       }
     }
     const Nanos now = clock.now();
-    if (now >= deadline)
+    if (now >= deadline) {
+      forget();
       return absl::DeadlineExceededError("timed out waiting for the coordinator");
+    }
     if (heard_[job] != heard) {
       heard = heard_[job];
       last_heard = now;
     } else if (now - last_heard >= kRewatchAfter) {
-      if (rewatch_request) request_errors_.erase(rewatch_request);
-      rewatch_request = next_request_;
       (void)watch(job);
       last_heard = now;
     }
@@ -255,9 +260,13 @@ Status Client::watch(uint64_t job) {
   auto f = msg.initRoot<wire::Frame>();
   f.setVersion(kProtocolVersion);
   auto w = f.initWatchJob();
-  w.setRequestId(next_request_++);
+  const uint64_t req = next_request_++;
+  w.setRequestId(req);
   w.setJobId(job);
   send(msg);
+  if (auto it = watch_requests_.find(job); it != watch_requests_.end())
+    request_errors_.erase(it->second);
+  watch_requests_[job] = req;
   return absl::OkStatus();
 }
 

@@ -93,8 +93,9 @@ class Client {
   std::unordered_map<uint64_t, ClusterInfo> stats_replies_;
   std::unordered_map<uint64_t, JobResult> done_;
   std::unordered_map<uint64_t, Progress> progress_;
-  std::unordered_map<uint64_t, uint64_t> heard_;         // job id -> frames about it so far
-  std::unordered_map<uint64_t, Status> request_errors_;  // request id -> refusal (watch)
+  std::unordered_map<uint64_t, uint64_t> heard_;           // job id -> frames about it so far
+  std::unordered_map<uint64_t, Status> request_errors_;    // request id -> refusal (watch)
+  std::unordered_map<uint64_t, uint64_t> watch_requests_;  // job id -> latest watch request
   Status last_reject_;
 };
 

@@ -223,6 +223,12 @@ TEST(ClusterTest, CoordinatorCrashWithoutJournalTellsTheWaitingClient) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
   EXPECT_NE(r.status().message().find("--journal"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+  // Watching a job id that never existed is answered at once, not after the re-watch delay.
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c.watch(*id + 12345).ok());
+  auto unknown = c.wait(*id + 12345, {}, 60 * kSeconds);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound) << unknown.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::seconds(2));
 }
 
 TEST(ClusterTest, KilledNodeRestartedRejoinsAndGetsWork) {
