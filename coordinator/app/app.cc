@@ -165,9 +165,9 @@ int runCoordinator(AppConfig config) {
   if (balancing) {
     if (const auto* s = balancing->scheduler(); s && s->predictedTokens() > 0)
       spdlog::info(
-          "cost model: {} tokens predicted ({} model rows), {:.0f} ns/token; {} "
-          "reclassifications; telemetry kept {} of {}",
-          s->predictedTokens(), s->modelRows(),
+          "cost model: {} tokens costed ({} from the held-back cache, {} model rows), {:.0f} "
+          "ns/token; {} reclassifications; telemetry kept {} of {}",
+          s->predictedTokens(), s->cacheHits(), s->modelRows(),
           static_cast<double>(s->predictNs()) / static_cast<double>(s->predictedTokens()),
           s->reclassifications(), balancing->samplesKept(), balancing->samplesSeen());
     if (const auto* s = balancing->scheduler()) {

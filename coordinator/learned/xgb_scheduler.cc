@@ -66,6 +66,42 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     std::fill(out.begin(), out.end(), 1.0);
     return;
   }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (model->version() != held_version_) {  // a new model: every cached prediction is stale
+    held_cost_.clear();
+    held_version_ = model->version();
+  }
+  if (held_cost_.empty()) {
+    predictCosts(*model, tokens, out);
+  } else {
+    // Tokens held back earlier keep the prediction they got then; only the others are
+    // predicted (one hash lookup per token, only while something is held back).
+    miss_tokens_.clear();
+    miss_index_.clear();
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (auto it = held_cost_.find(tokens[i].id); it != held_cost_.end()) {
+        out[i] = it->second;
+      } else {
+        miss_tokens_.push_back(tokens[i]);
+        miss_index_.push_back(static_cast<uint32_t>(i));
+      }
+    }
+    cache_hits_.fetch_add(tokens.size() - miss_tokens_.size(), std::memory_order_relaxed);
+    if (!miss_tokens_.empty()) {
+      miss_out_.resize(miss_tokens_.size());
+      predictCosts(*model, miss_tokens_, miss_out_);
+      for (size_t k = 0; k < miss_index_.size(); ++k) out[miss_index_[k]] = miss_out_[k];
+    }
+  }
+  const auto dt = std::chrono::steady_clock::now() - t0;
+  predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
+                        std::memory_order_relaxed);
+  predicted_tokens_.fetch_add(tokens.size(), std::memory_order_relaxed);
+}
+
+void XgbScheduler::predictCosts(const costmodel::CostModel& model,
+                                std::span<const coordinator::TokenInfo> tokens,
+                                std::span<double> out) {
   // Distinct feature rows only. Repeated specs arrive as runs of identical tokens, so runs of
   // equal keys are collapsed (a compare per token, no hashing). Only the index of each run's
   // first token is kept; features are built for the rows actually predicted.
@@ -80,12 +116,11 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     }
     row_of_token_[i] = static_cast<uint32_t>(run_start_.size() - 1);
   }
-  const auto t0 = std::chrono::steady_clock::now();
   rows_.clear();
   if (run_start_.size() <= options_.max_exact_rows) {
     for (const uint32_t i : run_start_) rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
     row_out_.resize(rows_.size());
-    model->predict(rows_, row_out_);
+    model.predict(rows_, row_out_);
     for (size_t i = 0; i < tokens.size(); ++i) out[i] = row_out_[row_of_token_[i]];
   } else {
     // Stride sample, sorted by first argument; every token takes its nearest sampled row.
@@ -100,7 +135,7 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     });
     const auto& sample = rows_;
     row_out_.resize(sample.size());
-    model->predict(sample, row_out_);
+    model.predict(sample, row_out_);
     const auto [lo, hi] = std::minmax_element(row_out_.begin(), row_out_.end());
     // Flat over the slice (e.g. an op whose cost does not depend on its argument): one value.
     const bool flat = *hi <= *lo * 1.01;
@@ -127,10 +162,6 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     }
   }
   model_rows_.fetch_add(rows_.size(), std::memory_order_relaxed);
-  const auto dt = std::chrono::steady_clock::now() - t0;
-  predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
-                        std::memory_order_relaxed);
-  predicted_tokens_.fetch_add(tokens.size(), std::memory_order_relaxed);
 }
 
 void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> tokens,
@@ -182,6 +213,16 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     c.outstanding += cost;
     out[i] = {best, lane};
   }
+  // Remember what held-back tokens were predicted to cost: they come back next round.
+  for (size_t k = 0; k < tokens.size(); ++k) {
+    if (out[k].candidate < 0) {
+      if (tokens[k].cost >= options_.horizon_min_token_ns)
+        held_cost_[tokens[k].id] = tokens[k].cost;
+    } else if (!held_cost_.empty()) {
+      held_cost_.erase(tokens[k].id);
+    }
+  }
+  if (held_cost_.size() > kMaxHeldPredictions) held_cost_.clear();  // e.g. cancelled jobs
   // Per-op running mean of the predicted cost of *placed* tokens (held-back tokens come back
   // and are predicted again; counting them would bias the mean and eat the dwell).
   size_t i = 0;

@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "coordinator/core/scheduler.h"
@@ -70,6 +71,8 @@ class XgbScheduler final : public coordinator::Scheduler {
   using ReclassifyFn = std::function<void(uint32_t op, Weight from, Weight to)>;
 
   static constexpr size_t kSampledRows = 16;
+  // Predictions kept for held-back tokens (cleared on a model swap or beyond this size).
+  static constexpr size_t kMaxHeldPredictions = 1 << 20;
 
   XgbScheduler(ModelSource model, ReclassifyFn on_reclassify, XgbSchedulerOptions options = {});
 
@@ -94,6 +97,8 @@ class XgbScheduler final : public coordinator::Scheduler {
   uint64_t predictedTokens() const { return predicted_tokens_.load(std::memory_order_relaxed); }
   uint64_t modelRows() const { return model_rows_.load(std::memory_order_relaxed); }
   uint64_t predictNs() const { return predict_ns_.load(std::memory_order_relaxed); }
+  // Tokens whose cost came from the held-back cache instead of the model.
+  uint64_t cacheHits() const { return cache_hits_.load(std::memory_order_relaxed); }
   // Placements deferred by the queue horizon (the token went back to its ready queue).
   uint64_t heldBack() const { return held_back_.load(std::memory_order_relaxed); }
   // Loop thread: mean predicted nominal cost (ns) of op's placed tokens, 0 if none.
@@ -111,6 +116,8 @@ class XgbScheduler final : public coordinator::Scheduler {
     uint64_t predicted_at_change = 0;
   };
   void recomputeSlowness();
+  void predictCosts(const costmodel::CostModel& model,
+                    std::span<const coordinator::TokenInfo> tokens, std::span<double> out);
   void maybeReclassify(uint32_t op, Weight lane);
 
   ModelSource model_;
@@ -124,6 +131,11 @@ class XgbScheduler final : public coordinator::Scheduler {
   std::vector<costmodel::TokenFeatures> rows_;
   std::vector<uint32_t> run_start_;
   std::vector<double> cand_scale_;
+  std::unordered_map<uint64_t, double> held_cost_;  // token id -> nominal cost (held back)
+  uint64_t held_version_ = 0;                       // model version held_cost_ came from
+  std::vector<coordinator::TokenInfo> miss_tokens_;
+  std::vector<uint32_t> miss_index_;
+  std::vector<double> miss_out_;
   std::vector<double> row_out_;
   std::vector<uint32_t> row_of_token_;
   std::vector<uint32_t> order_;
@@ -132,6 +144,7 @@ class XgbScheduler final : public coordinator::Scheduler {
   std::atomic<uint64_t> model_rows_{0};
   std::atomic<uint64_t> predict_ns_{0};
   std::atomic<uint64_t> held_back_{0};
+  std::atomic<uint64_t> cache_hits_{0};
 };
 
 }  // namespace tokengate::learned

@@ -207,6 +207,43 @@ TEST_F(XgbSchedulerTest, HoldsTokensBackBeyondTheQueueHorizon) {
   for (const auto& cand : cands) EXPECT_EQ(cand.assigned, 3u);
 }
 
+TEST_F(XgbSchedulerTest, HeldBackTokensKeepTheirPredictionUntilTheModelChanges) {
+  XgbSchedulerOptions o;
+  o.queue_horizon_ns = 10e6;
+  o.min_queue_tokens = 2;
+  std::shared_ptr<const costmodel::CostModel> active = model_;
+  XgbScheduler s([&] { return active; }, {}, o);
+  model_->set(0, 4e6);
+  auto t = tokens(0, 30);
+  std::vector<double> c(t.size());
+  s.costs(t, c);
+  for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+  auto cands = threeNodes();
+  std::vector<Placement> out(t.size());
+  s.place(Weight::kLight, t, cands, out);
+  std::vector<TokenInfo> held;
+  for (size_t i = 0; i < t.size(); ++i)
+    if (out[i].candidate < 0) held.push_back(t[i]);
+  ASSERT_EQ(held.size(), 21u);
+  // Next round: the held tokens are not predicted again, new ones are.
+  const uint64_t calls = model_->calls();
+  auto fresh = tokens(0, 2);
+  held.insert(held.end(), fresh.begin(), fresh.end());
+  std::vector<double> c2(held.size());
+  s.costs(held, c2);
+  EXPECT_EQ(s.cacheHits(), 21u);
+  EXPECT_EQ(model_->calls(), calls + 1);  // the 2 fresh tokens, in one batch
+  for (const double v : c2) EXPECT_DOUBLE_EQ(v, 4e6);
+  // A hot-swapped model (new version) predicts everything again.
+  auto next = std::make_shared<testing::ScriptedCostModel>();
+  next->set(0, 1e6);
+  next->setVersion(7);
+  active = next;
+  s.costs(held, c2);
+  EXPECT_EQ(s.cacheHits(), 21u);
+  for (const double v : c2) EXPECT_DOUBLE_EQ(v, 1e6);
+}
+
 TEST_F(XgbSchedulerTest, ReclassifiesALightOpThatBehavesHeavyWithHysteresis) {
   model_->set(1, 8e6);  // declared light, predicted 8 ms: heavy
   auto cands = threeNodes(100000);
