@@ -1,8 +1,10 @@
 // tokengate-node: flags -> NodeConfig -> runNode(). All wiring lives in
 // tg_node (node/link/node.h) so tests and tokengate-local can start nodes too.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "common/log.h"
+#include "node/link/health.h"
 #include "node/link/node.h"
 
 int main(int argc, char** argv) {
@@ -11,6 +13,9 @@ int main(int argc, char** argv) {
   std::string log_level;
   uint32_t ignored_heartbeat_ms = 0;
   bool no_pin = false;
+  std::string check_health;
+  int max_age_s = 10;
+  bool require_ready = false;
 
   CLI::App app{"TokenGate node: runs tokens for a coordinator"};
   app.add_option("--coordinator", config.coordinator, "Coordinator ROUTER endpoint")
@@ -27,9 +32,23 @@ int main(int argc, char** argv) {
                  "Slow this node down by this factor (>= 1; balancing benchmarks)")
       ->capture_default_str();
   app.add_flag("--no-pin", no_pin, "Do not pin worker threads to cores");
+  app.add_option("--health-file", config.health_file,
+                 "Rewrite this file about once a second for container probes")
+      ->envname("TG_NODE_HEALTH_FILE");
+  app.add_option("--check-health", check_health,
+                 "Probe mode: judge a running node's health file and exit 0 (healthy) or 1");
+  app.add_option("--max-age-s", max_age_s, "Probe mode: oldest acceptable health file")
+      ->capture_default_str();
+  app.add_flag("--ready", require_ready,
+               "Probe mode: also require an established coordinator session");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default $TG_LOG or info)");
   CLI11_PARSE(app, argc, argv);
   config.pin = !no_pin;
+  if (!check_health.empty()) {
+    const auto verdict = tokengate::node::checkHealthFile(check_health, max_age_s, require_ready);
+    std::puts(verdict.reason.c_str());
+    return verdict.healthy ? 0 : 1;
+  }
 
   tokengate::initLogging("node", log_level);
   return tokengate::node::runNode(std::move(config));

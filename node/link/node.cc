@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/wire.h"
+#include "node/link/health.h"
 #include "node/ops/builtin_ops.h"
 
 namespace tokengate::node {
@@ -69,6 +70,7 @@ struct Node::Impl {
   Nanos first_pending = 0;
   uint64_t dropped_sends = 0;
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // the coordinator's decode limit
+  Nanos next_health = 0;
 };
 
 StatusOr<std::unique_ptr<Node>> Node::create(NodeConfig config, zmq::context_t* context,
@@ -575,6 +577,12 @@ Status Node::run() {
                         now - s.first_pending >= config_.flush_after_ns || executor_->idle()))
       flush();
 
+    if (!config_.health_file.empty() && now >= s.next_health) {
+      writeHealthFile(config_.health_file, s.state != State::kReady   ? HealthState::kConnecting
+                                           : s.draining || s.stopping ? HealthState::kDraining
+                                                                      : HealthState::kReady);
+      s.next_health = now + kSeconds;
+    }
     if (s.state == State::kHello) {
       if (now >= s.next_hello) send_hello();
     } else {

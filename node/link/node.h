@@ -47,6 +47,8 @@ struct NodeConfig {
   Nanos flush_after_ns = kMillis;
   uint32_t stop_grace_ms = 30'000;  // drain budget on SIGTERM/shutdown
   bool handle_signals = false;      // runNode() sets it: SIGTERM/SIGINT = stop
+  // Rewritten about once a second for container probes (node/link/health.h); empty = off.
+  std::string health_file;
 };
 
 // Registry used when NodeConfig::registry is null.

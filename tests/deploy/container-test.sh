@@ -80,6 +80,8 @@ tg_check "images run as the non-root user 10001" sh -c "
   [ \"\$($DOCKER image inspect -f '{{.Config.User}}' tokengate/node:$TG_TAG)\" = 10001:10001 ]"
 tg_check "coordinator image has a HEALTHCHECK on /healthz" sh -c \
   "$DOCKER image inspect -f '{{json .Config.Healthcheck}}' tokengate/coordinator:$TG_TAG | grep -q healthz"
+tg_check "node image has a HEALTHCHECK on its health file" sh -c \
+  "$DOCKER image inspect -f '{{json .Config.Healthcheck}}' tokengate/node:$TG_TAG | grep -q check-health"
 tg_check "every installed binary starts in the runtime image (--help)" \
   "$DOCKER" run --rm --entrypoint sh "tokengate/node:$TG_TAG" -c \
   'for b in /opt/tokengate/bin/*; do "$b" --help >/dev/null 2>&1 || { echo "$b --help failed"; "$b" --help; exit 1; }; done'
@@ -94,6 +96,8 @@ tg_check "coordinator container becomes healthy (HEALTHCHECK /healthz)" wait_for
   "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' $coordinator_id)\" = healthy ]"
 tg_check "3 nodes register as ready" wait_for 60 sh -c \
   "[ \"\$(curl -fsS -H 'Authorization: Bearer $TG_GATEWAY_TOKEN' $GW/metrics | awk '/^tokengate_nodes\\{.*state=\"ready\"/ {s+=\$NF} END {print s+0}')\" = 3 ]"
+tg_check "all 3 node containers become healthy (HEALTHCHECK: link alive, session held)" wait_for 60 sh -c \
+  "[ \"\$(for c in \$(${COMPOSE[*]} ps -q node); do $DOCKER inspect -f '{{.State.Health.Status}}' \$c; done | grep -c '^healthy\$')\" = 3 ]"
 tg_check "gateway /readyz answers 200 on the published port" curl -fsS "$GW/readyz"
 tg_check "control page is served at / on host port $TG_GATEWAY_PORT" sh -c \
   "curl -fsS '$GW/' | grep -qi '<html'"

@@ -77,7 +77,16 @@ for (const { label, obj } of docs) {
     if (sc.allowPrivilegeEscalation !== false) problems.push(`${c.name}: privilege escalation allowed`);
     if (!(sc.capabilities?.drop ?? []).includes('ALL')) problems.push(`${c.name}: capabilities not dropped`);
     if (!c.resources?.limits?.cpu || !c.resources?.limits?.memory) problems.push(`${c.name}: no cpu/memory limits`);
-    if (c.name === 'coordinator' && !(c.livenessProbe && c.readinessProbe)) problems.push('coordinator: missing probes');
+    if (obj.kind === 'Deployment' && !(c.livenessProbe && c.readinessProbe)) problems.push(`${c.name}: missing probes`);
+    if (c.name === 'node') {
+      // The node's exec probes judge the file its link thread rewrites: both must name the same one.
+      const file = (c.env ?? []).find((e) => e.name === 'TG_NODE_HEALTH_FILE')?.value;
+      for (const probe of [c.livenessProbe, c.readinessProbe]) {
+        const cmd = probe?.exec?.command ?? [];
+        if (cmd.includes('--check-health') && cmd[cmd.indexOf('--check-health') + 1] !== file)
+          problems.push(`node: probe checks ${cmd[cmd.indexOf('--check-health') + 1]} but TG_NODE_HEALTH_FILE is ${file}`);
+      }
+    }
   }
   if (problems.length) fail(`${label}: security context, limits and probes`, problems.join('\n'));
   else pass(`${label}: security context, limits and probes`);

@@ -5,12 +5,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <thread>
 #include <zmq.hpp>
 
 #include "common/wire.h"
+#include "node/link/health.h"
 #include "node/link/node.h"
 
 namespace tokengate::node {
@@ -413,5 +416,56 @@ TEST_F(LinkTest, RequestStopSendsBye) {
   EXPECT_EQ(bye->root().getBye().getSession(), 42u);
 }
 
+TEST_F(LinkTest, HealthFileTracksTheSessionForProbes) {
+  const std::string path = ::testing::TempDir() + "tg-node-health-" + std::to_string(getpid());
+  std::remove(path.c_str());
+  NodeConfig cfg;
+  cfg.health_file = path;
+  start(cfg);
+  auto waitFor = [&](bool want_ready) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    HealthCheck c;
+    while (std::chrono::steady_clock::now() < until) {
+      c = checkHealthFile(path, 10, want_ready);
+      if (c.healthy) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    return c;
+  };
+  // Before the welcome: alive (liveness passes) but not ready.
+  auto live = waitFor(false);
+  ASSERT_TRUE(live.healthy) << live.reason;
+  auto notReady = checkHealthFile(path, 10, true);
+  EXPECT_FALSE(notReady.healthy);
+  EXPECT_NE(notReady.reason.find("connecting"), std::string::npos) << notReady.reason;
+  ASSERT_FALSE(handshake(1, 1000).empty());
+  auto ready = waitFor(true);
+  EXPECT_TRUE(ready.healthy) << ready.reason;
+  stopAndJoin();
+  // A loop that stopped rewriting the file fails liveness once the file is old enough.
+  const double later =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() +
+      60;
+  auto stalled = checkHealthFile(path, 10, false, later);
+  EXPECT_FALSE(stalled.healthy);
+  EXPECT_NE(stalled.reason.find("stalled"), std::string::npos) << stalled.reason;
+  std::remove(path.c_str());
+}
+
+TEST(HealthFile, MissingOrGarbledFilesAreUnhealthy) {
+  const std::string path = ::testing::TempDir() + "tg-health-garbled-" + std::to_string(getpid());
+  std::remove(path.c_str());
+  auto missing = checkHealthFile(path, 10, false);
+  EXPECT_FALSE(missing.healthy);
+  EXPECT_NE(missing.reason.find("No such file"), std::string::npos) << missing.reason;
+  { std::ofstream(path) << "bogus\n"; }
+  EXPECT_FALSE(checkHealthFile(path, 10, false).healthy);
+  writeHealthFile(path, HealthState::kDraining);
+  EXPECT_TRUE(checkHealthFile(path, 10, false).healthy);
+  EXPECT_FALSE(checkHealthFile(path, 10, true).healthy);  // draining is alive, not ready
+  writeHealthFile(path, HealthState::kReady);
+  EXPECT_TRUE(checkHealthFile(path, 10, true).healthy);
+  std::remove(path.c_str());
+}
 }  // namespace
 }  // namespace tokengate::node
