@@ -57,6 +57,14 @@ int main(int argc, char** argv) {
                "admit jobs naming operations no node offers yet (they wait for one)");
   app.add_option("--model", cfg.model_path, "XGBoost cost model JSON to load");
   app.add_flag("--learn", cfg.learn, "train the cost model online from telemetry");
+  app.add_option("--model-out", cfg.model_out,
+                 "save every accepted online-trained cost model here (implies --learn; env "
+                 "TG_MODEL_OUT)")
+      ->envname("TG_MODEL_OUT");
+  app.add_option("--trace-out", cfg.trace_out,
+                 "append telemetry samples to this CSV trace, for `tgctl model train --trace` "
+                 "(env TG_TRACE_OUT)")
+      ->envname("TG_TRACE_OUT");
   app.add_option("--journal", cfg.journal_path,
                  "job journal file: admitted jobs survive a coordinator restart (env TG_JOURNAL)")
       ->envname("TG_JOURNAL");

@@ -51,8 +51,10 @@ int runCoordinator(AppConfig config) {
     std::random_device rd;
     config.server.core.first_job_id = 1 + (rd() % (1u << 30));
   }
+  if (!config.model_out.empty()) config.learn = true;  // nothing to save without training
   const bool want_model =
       config.server.core.scheduler == "xgboost" || config.learn || !config.model_path.empty();
+  const bool want_balancing = want_model || !config.trace_out.empty();
   if (config.server.core.scheduler == "xgboost") config.server.core.scheduler = "least-outstanding";
   CoordinatorServer server(config.server);
   if (auto st = server.bind(); !st.ok()) {
@@ -93,19 +95,26 @@ int runCoordinator(AppConfig config) {
   // Destroyed before the server although the core keeps callbacks into it: they only run on
   // the loop thread, and server.run() has returned by then.
   std::unique_ptr<learned::LearnedBalancing> balancing;
-  if (want_model) {
+  if (want_balancing) {
     learned::LearnedConfig lc;
     lc.model_path = config.model_path;
+    lc.model_out = config.model_out;
+    lc.trace_out = config.trace_out;
+    lc.place = want_model;
     // A loaded model without --learn stays fixed; otherwise train online from telemetry.
-    lc.train = config.learn || config.model_path.empty();
+    lc.train = want_model && (config.learn || config.model_path.empty());
     const bool train = lc.train;
     balancing = std::make_unique<learned::LearnedBalancing>(std::move(lc), SystemClock::instance(),
                                                             server.metricsRegistry());
     (void)balancing->loadModel();  // logs the error; the heuristic serves meanwhile
+    (void)balancing->openTrace();  // logs the error; runs without a trace
     balancing->start();
     server.post([b = balancing.get()](CoordinatorCore& core) { b->install(core); });
-    spdlog::info("cost model placement enabled ({}{})", train ? "online training" : "fixed model",
-                 config.model_path.empty() ? "" : ", --model " + config.model_path);
+    if (want_model)
+      spdlog::info("cost model placement enabled ({}{}{})",
+                   train ? "online training" : "fixed model",
+                   config.model_path.empty() ? "" : ", --model " + config.model_path,
+                   config.model_out.empty() ? "" : ", --model-out " + config.model_out);
   }
   uint16_t gateway_port = 0;
 #ifdef TG_HAVE_GATEWAY

@@ -18,9 +18,11 @@ struct AppConfig {
   bool gateway_anonymous_read = false;
   std::string tls_cert, tls_key;
   std::vector<std::string> allowed_origins;
-  std::string ready_file;  // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
-  std::string model_path;  // XGBoost cost model (JSON) to load at start
-  bool learn = false;      // train the cost model online and use it for placement
+  std::string ready_file;    // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
+  std::string model_path;    // XGBoost cost model (JSON) to load at start
+  bool learn = false;        // train the cost model online and use it for placement
+  std::string model_out;     // save every accepted online-trained model here (implies learn)
+  std::string trace_out;     // append telemetry samples here (CSV trace), under any policy
   std::string journal_path;  // job journal: admitted jobs survive a coordinator restart
 };
 

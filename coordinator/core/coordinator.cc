@@ -985,7 +985,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       sample.token.cost = t.cost;  // the prediction made at dispatch
       sample.node = slot;
       sample.lane = static_cast<Weight>(t.lane);
-      sample.node_load = static_cast<double>(n->lanes[t.lane].in_flight);
+      sample.node_load = static_cast<double>(t.load);
       sample.node_speed = n->speed;
       sample.run_ns = r.getRunNs();
       sample.queue_ns = r.getQueueNs();
@@ -993,6 +993,14 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     }
     if (r.isValue()) {
       ++n->completed;
+      TokenInfo seen;  // what Scheduler::observe promises: no argument features
+      seen.id = id;
+      seen.op = s.op;
+      seen.declared = s.weight;
+      seen.cost = t.cost;
+      seen.lane = static_cast<Weight>(t.lane);
+      seen.load = t.load;
+      scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
       completeToken(*job, local, fromWire(r.getValue()));
     } else {
       Status err = fromWire(r.getError());
@@ -1257,6 +1265,7 @@ void CoordinatorCore::dispatch() {
         ++t.attempt;
         ++op.running;
         ++j->running;
+        t.load = static_cast<uint16_t>(std::min<uint64_t>(n.lanes[t.lane].in_flight, UINT16_MAX));
         ++n.lanes[t.lane].in_flight;
         n.suspect = id;
         if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
@@ -1319,6 +1328,7 @@ size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tok
     c.workers = l.workers;
     c.outstanding = l.outstanding;
     c.in_flight = l.in_flight;
+    n.speed = scheduler_->nodeSpeed(slot);
     c.speed = n.speed;
     total_credit += c.free_credit;
     cands.push_back(c);
@@ -1340,10 +1350,12 @@ size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tok
     const auto local = static_cast<uint32_t>(id);
     if (j->tokens[local].state != kReady) continue;
     infos.push_back(tokenInfo(*j, local));
+    infos.back().lane = lane;
   }
   if (infos.empty()) return 0;
   scratch_costs_.resize(infos.size());
   scheduler_->costs(infos, scratch_costs_);
+  const double work_target = scheduler_->batchWorkTarget();  // after costs(): same units
   for (size_t i = 0; i < infos.size(); ++i) infos[i].cost = scratch_costs_[i];
   scratch_place_.assign(infos.size(), Placement{});
   scheduler_->place(lane, infos, cands, scratch_place_);
@@ -1370,19 +1382,31 @@ size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tok
     ++op.running;
     ++j->running;
     auto& l = n.lanes[t.lane];
+    t.load = static_cast<uint16_t>(std::min<uint64_t>(l.in_flight, UINT16_MAX));
     ++l.in_flight;
     l.outstanding += infos[i].cost;
-    if (n.batch.ids.empty()) n.batch.first_at = now;
-    n.batch.ids.push_back(infos[i].id);
-    if (n.batch.ids.size() >= config_.max_batch) flushBatch(slot);
+    addToBatch(n, slot, infos[i].id, infos[i].cost, work_target, now);
     ++placed;
   }
   if (op.limits.max_rate_per_s > 0) op.rate_tokens -= static_cast<double>(placed);
   return placed;
 }
 
+void CoordinatorCore::addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost,
+                                 double work_target, Nanos now) {
+  if (n.batch.ids.empty()) n.batch.first_at = now;
+  n.batch.ids.push_back(id);
+  n.batch.work += cost;
+  // By work: flush once another token like this one would push the batch past the target, so
+  // a run of equal tokens goes out floor(target / cost) at a time (costmodel::batchSizeFor).
+  if (n.batch.ids.size() >= config_.max_batch ||
+      (work_target > 0 && n.batch.work + cost > work_target))
+    flushBatch(slot);
+}
+
 void CoordinatorCore::flushBatch(uint32_t slot) {
   NodeRec& n = nodes_[slot];
+  n.batch.work = 0;
   if (n.batch.ids.empty()) return;
   std::vector<uint64_t> ids = std::move(n.batch.ids);
   n.batch.ids.clear();

@@ -125,7 +125,7 @@ class CoordinatorCore {
     TokenInfo token;
     uint32_t node = 0;
     Weight lane = Weight::kLight;
-    double node_load = 0;
+    double node_load = 0;  // tokens in flight on the node lane when the token was dispatched
     double node_speed = 1;
     uint64_t run_ns = 0, queue_ns = 0;
   };
@@ -167,6 +167,7 @@ class CoordinatorCore {
     uint8_t tag = kNoValue;
     uint8_t lane = 0;    // lane it was dispatched on
     uint8_t errors = 0;  // error results seen (retry budget)
+    uint16_t load = 0;   // tokens in flight on that node lane at dispatch (saturated; telemetry)
     float cost = 1;      // predicted cost when dispatched (outstanding-work accounting)
   };
 
@@ -236,6 +237,7 @@ class CoordinatorCore {
   struct PendingBatch {
     std::vector<uint64_t> ids;
     Nanos first_at = 0;
+    double work = 0;  // predicted cost of the tokens in it (Scheduler::batchWorkTarget)
   };
 
   struct NodeRec {
@@ -247,7 +249,7 @@ class CoordinatorCore {
     control::NodeState state = control::NodeState::kReady;
     Nanos last_seen = 0;
     double speed_factor = 1.0;
-    double speed = 1.0;        // observed
+    double speed = 1.0;        // observed relative speed: Scheduler::nodeSpeed (1 = fastest)
     std::vector<bool> offers;  // by op index
     std::vector<std::string> op_names;
     struct Lane {
@@ -308,6 +310,10 @@ class CoordinatorCore {
   void dispatchLane(Weight lane);
   size_t dispatchSlice(uint32_t op, Weight lane, uint64_t max_tokens);
   void flushBatch(uint32_t slot);
+  // Appends a placed token to the node's pending batch and sends the batch once it is full by
+  // count or by predicted work (`work_target` 0 = count only).
+  void addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost, double work_target,
+                  Nanos now);
   bool opDispatchable(OpState& op, int lane) const;
   Weight laneFor(const SpecRec& s) const;
 

@@ -1,6 +1,9 @@
 #include "coordinator/core/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
 
 namespace tokengate::coordinator {
 
@@ -34,11 +37,49 @@ class RoundRobin final : public Scheduler {
   size_t next_ = 0;
 };
 
-// Places each token on the candidate with the least outstanding work per
-// worker, weighted by observed speed (Dask/Ray-like baseline).
+// Places each token on the candidate with the least outstanding work per worker, weighted by
+// observed node speed (Dask/Ray-like baseline). A token's cost is the running mean of the observed
+// run time of its op (Dask's per-prefix mean; arguments are not looked at), normalised to the
+// fastest node; before an op has been seen it costs the mean over every op seen, and before
+// anything has been seen 1 (the policy then counts tokens). Node speed: per node, a running mean
+// of log(run / op mean) over ops whose mean is long enough to measure, relative to the fastest.
 class LeastOutstanding final : public Scheduler {
  public:
+  explicit LeastOutstanding(LeastOutstandingOptions o) : o_(o) {}
   const char* name() const override { return "least-outstanding"; }
+
+  void costs(std::span<const TokenInfo> tokens, std::span<double> out) override {
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const uint32_t op = tokens[i].op;
+      out[i] = op < ops_.size() && ops_[op].n > 0 ? ops_[op].mean_ns : default_cost_;
+    }
+  }
+
+  void observe(const TokenInfo& token, uint32_t node, double run_ns) override {
+    if (!(run_ns > 0) || !std::isfinite(run_ns)) return;
+    if (ops_.size() <= token.op) ops_.resize(token.op + 1);
+    OpMean& m = ops_[token.op];
+    // Speed first, against the op's mean before this run is folded in.
+    if (m.n >= 8 && m.mean_ns >= o_.min_speed_token_ns) {
+      if (speed_.size() <= node) speed_.resize(node + 1);
+      NodeSpeed& s = speed_[node];
+      ++s.n;
+      const double r = std::log(run_ns / m.mean_ns);
+      s.mean_log_ratio += std::max(o_.speed_alpha, 1.0 / static_cast<double>(s.n)) *
+                          (std::clamp(r, -5.0, 5.0) - s.mean_log_ratio);
+      recomputeSlowness();
+    }
+    double work = run_ns / slowness(node);  // as if run on the fastest node
+    if (m.n > 0) work = std::min(work, m.mean_ns * o_.outlier_factor);  // a hung token
+    ++m.n;
+    m.mean_ns += std::max(o_.alpha, 1.0 / static_cast<double>(m.n)) * (work - m.mean_ns);
+    ++all_n_;
+    all_mean_ns_ += std::max(o_.alpha, 1.0 / static_cast<double>(all_n_)) * (work - all_mean_ns_);
+    default_cost_ = all_mean_ns_;
+  }
+
+  double nodeSpeed(uint32_t node) const override { return 1.0 / slowness(node); }
+
   void place(Weight lane, std::span<const TokenInfo> tokens, std::span<Candidate> cands,
              std::span<Placement> out) override {
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -46,7 +87,8 @@ class LeastOutstanding final : public Scheduler {
       double best_load = 0;
       for (size_t c = 0; c < cands.size(); ++c) {
         if (cands[c].free_credit == 0) continue;
-        double load = (cands[c].outstanding + tokens[i].cost) / (cands[c].workers * std::max(cands[c].speed, 1e-3));
+        double load = (cands[c].outstanding + tokens[i].cost) /
+                      (cands[c].workers * std::max(cands[c].speed, 1e-3));
         if (best < 0 || load < best_load) {
           best = static_cast<int32_t>(c);
           best_load = load;
@@ -60,13 +102,43 @@ class LeastOutstanding final : public Scheduler {
       c.outstanding += tokens[i].cost;
     }
   }
+
+ private:
+  struct OpMean {
+    double mean_ns = 0;
+    uint64_t n = 0;
+  };
+  struct NodeSpeed {
+    double mean_log_ratio = 0;
+    uint64_t n = 0;
+  };
+  double slowness(uint32_t node) const { return node < slowness_.size() ? slowness_[node] : 1.0; }
+  void recomputeSlowness() {
+    double fastest = std::numeric_limits<double>::infinity();
+    for (const auto& s : speed_)
+      if (s.n >= o_.min_speed_observations) fastest = std::min(fastest, s.mean_log_ratio);
+    slowness_.assign(speed_.size(), 1.0);
+    if (!std::isfinite(fastest)) return;
+    const double lim = std::log(o_.max_slowness);
+    for (size_t i = 0; i < speed_.size(); ++i)
+      if (speed_[i].n >= o_.min_speed_observations)
+        slowness_[i] = std::exp(std::clamp(speed_[i].mean_log_ratio - fastest, 0.0, lim));
+  }
+
+  const LeastOutstandingOptions o_;
+  std::vector<OpMean> ops_;  // by op index
+  std::vector<NodeSpeed> speed_;
+  std::vector<double> slowness_;  // by node slot, >= 1
+  double all_mean_ns_ = 0;
+  uint64_t all_n_ = 0;
+  double default_cost_ = 1;
 };
 
 }  // namespace
 
 std::unique_ptr<Scheduler> makeRoundRobinScheduler() { return std::make_unique<RoundRobin>(); }
-std::unique_ptr<Scheduler> makeLeastOutstandingScheduler() {
-  return std::make_unique<LeastOutstanding>();
+std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options) {
+  return std::make_unique<LeastOutstanding>(options);
 }
 std::unique_ptr<Scheduler> makeScheduler(const std::string& name) {
   if (name == "round-robin") return makeRoundRobinScheduler();

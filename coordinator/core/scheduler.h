@@ -22,18 +22,20 @@ struct TokenInfo {
   Weight declared = Weight::kLight;
   uint32_t arg_count = 0;
   uint32_t arg_bytes = 0;
-  double first_arg = 0;  // first numeric argument (NaN if none)
-  double cost = 1;       // predicted cost (filled from Scheduler::costs)
+  double first_arg = 0;          // first numeric argument (NaN if none)
+  double cost = 1;               // predicted cost (filled from Scheduler::costs)
+  Weight lane = Weight::kLight;  // lane being dispatched (costs/place) or run on (observe)
+  uint32_t load = 0;             // observe(): tokens in flight on that node lane at dispatch
 };
 
 struct Candidate {
-  uint32_t node = 0;          // node slot
-  uint32_t free_credit = 0;   // tokens the lane may still take
-  uint32_t workers = 1;       // lane workers on that node
-  double outstanding = 0;     // predicted work in flight (cost units)
-  uint64_t in_flight = 0;     // tokens in flight on the lane
-  double speed = 1.0;         // observed relative speed (1 = nominal, <1 slower)
-  uint32_t assigned = 0;      // tokens given this round (scheduler updates)
+  uint32_t node = 0;         // node slot
+  uint32_t free_credit = 0;  // tokens the lane may still take
+  uint32_t workers = 1;      // lane workers on that node
+  double outstanding = 0;    // predicted work in flight (cost units)
+  uint64_t in_flight = 0;    // tokens in flight on the lane
+  double speed = 1.0;        // Scheduler::nodeSpeed of the node (1 = fastest, <1 slower)
+  uint32_t assigned = 0;     // tokens given this round (scheduler updates)
 };
 
 struct Placement {
@@ -52,12 +54,33 @@ class Scheduler {
   // Predicted cost of a token in cost units (ns for learned models); used to
   // account outstanding work. Default 1 per token.
   virtual void costs(std::span<const TokenInfo> tokens, std::span<double> out);
-  // Observed completion (feeds adaptive policies). Default: nothing.
+  // Observed completion of every accepted result (feeds adaptive policies), called by the core
+  // on the loop thread. Only id, op, declared, cost (the prediction made at dispatch), lane and
+  // load are filled. Default: nothing.
   virtual void observe(const TokenInfo& token, uint32_t node, double run_ns) {}
+  // Observed relative speed of a node slot (1 = fastest, 0.4 = 2.5x slower); the core copies
+  // it into NodeRec::speed / Candidate::speed. Default 1 (speed-blind).
+  virtual double nodeSpeed(uint32_t node) const { return 1.0; }
+  // Predicted work (cost units) after which the core sends a node's pending batch: a batch is
+  // flushed once the next token of the same cost would push it past this, so heavy tokens go
+  // out in small batches and tiny ones in big ones (up to CoordinatorConfig::max_batch).
+  // 0 = off: batches flush by token count and latency only (the heuristic policies).
+  virtual double batchWorkTarget() const { return 0; }
 };
 
 std::unique_ptr<Scheduler> makeRoundRobinScheduler();
-std::unique_ptr<Scheduler> makeLeastOutstandingScheduler();
-std::unique_ptr<Scheduler> makeScheduler(const std::string& name);  // "round-robin", "least-outstanding"
+// Outstanding work = sum of a per-op running mean of observed run time (Dask's per-prefix
+// mean); node speed from the same observations. See LeastOutstandingOptions.
+struct LeastOutstandingOptions {
+  double alpha = 0.05;         // EWMA weight once 1/alpha runs of an op were seen
+  double outlier_factor = 20;  // runs beyond this multiple of the op mean are clipped
+  double speed_alpha = 0.01;   // EWMA weight of a node's log(run / op mean)
+  uint32_t min_speed_observations = 32;
+  double min_speed_token_ns = 100'000;  // shorter ops do not teach speed (timer noise)
+  double max_slowness = 20;
+};
+std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options = {});
+std::unique_ptr<Scheduler> makeScheduler(
+    const std::string& name);  // "round-robin", "least-outstanding"
 
 }  // namespace tokengate::coordinator

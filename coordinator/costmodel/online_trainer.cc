@@ -155,16 +155,26 @@ Status OnlineTrainer::runOnce() {
     }
   }
 
+  if (accepted) {
+    std::shared_ptr<const CostModel> model = result->model;
+    uint64_t version = 0;
+    {
+      internal::MutexLock lock(&mu_);
+      stats_.retrain_count++;
+      stats_.last_train_duration = duration;
+      stats_.accepted_count++;
+      stats_.last_quality = result->quality;
+      stats_.last_error.clear();
+      publish(std::move(result->model));
+      version = stats_.model_version;
+    }
+    // Outside mu_: active()/stats() stay free while the hook (e.g. a file write) runs.
+    if (options_.on_accepted) options_.on_accepted(*model, version);
+    return absl::OkStatus();
+  }
   internal::MutexLock lock(&mu_);
   stats_.retrain_count++;
   stats_.last_train_duration = duration;
-  if (accepted) {
-    stats_.accepted_count++;
-    stats_.last_quality = result->quality;
-    stats_.last_error.clear();
-    publish(std::move(result->model));
-    return absl::OkStatus();
-  }
   if (!result.ok()) {
     stats_.failed_count++;
     stats_.last_error = result.status().ToString();

@@ -57,6 +57,9 @@ struct OnlineTrainerOptions {
   // How often the background thread wakes to check the (injected) clock. Real time, only a
   // polling granularity; decisions use the Clock.
   std::chrono::milliseconds poll_interval{100};
+  // Called on the training thread (never the dispatch thread) after a trained candidate was
+  // accepted and published, with the model and its version (e.g. to save it: --model-out).
+  std::function<void(const CostModel& model, uint64_t version)> on_accepted;
 };
 
 struct TrainerStats {

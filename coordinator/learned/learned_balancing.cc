@@ -58,7 +58,7 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
       clock_(clock),
       registry_(std::move(registry)),
       window_(config_.window_capacity),
-      trainer_(window_, clock_, config_.trainer, lowPriorityTrainFn()),
+      trainer_(window_, clock_, trainerOptions(), lowPriorityTrainFn()),
       m_error_(prometheus::BuildHistogram()
                    .Name("tokengate_model_prediction_error")
                    .Help("|ln(predicted / actual)| run time of finished tokens (sampled)")
@@ -85,6 +85,42 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
                         .Add({})) {}
 
 LearnedBalancing::~LearnedBalancing() { stop(); }
+
+costmodel::OnlineTrainerOptions LearnedBalancing::trainerOptions() {
+  costmodel::OnlineTrainerOptions o = config_.trainer;
+  if (!config_.model_out.empty()) {
+    auto chained = std::move(o.on_accepted);
+    o.on_accepted = [this, chained](const costmodel::CostModel& m, uint64_t version) {
+      saveModel(m, version);
+      if (chained) chained(m, version);
+    };
+  }
+  return o;
+}
+
+void LearnedBalancing::saveModel(const costmodel::CostModel& model, uint64_t version) {
+  const auto* xgb = dynamic_cast<const costmodel::XgbCostModel*>(&model);
+  if (!xgb) return;  // only trained XGBoost models are worth saving
+  // XgbCostModel::save writes a temp file next to the target and renames it over.
+  if (Status st = xgb->save(config_.model_out); !st.ok()) {
+    spdlog::error("cost model --model-out {}: {}", config_.model_out, st.message());
+    return;
+  }
+  models_saved_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("cost model: saved version {} to {}", version, config_.model_out);
+}
+
+Status LearnedBalancing::openTrace() {
+  if (config_.trace_out.empty()) return absl::OkStatus();
+  auto rec = costmodel::TraceRecorder::open(config_.trace_out);
+  if (!rec.ok()) {
+    spdlog::error("cost model --trace-out: {}; not recording", rec.status().message());
+    return rec.status();
+  }
+  trace_ = *std::move(rec);
+  spdlog::info("cost model: appending telemetry samples to {}", config_.trace_out);
+  return absl::OkStatus();
+}
 
 Status LearnedBalancing::loadModel() {
   if (config_.model_path.empty()) return absl::OkStatus();
@@ -122,6 +158,11 @@ void LearnedBalancing::stop() {
   if (metrics_thread_.joinable()) metrics_thread_.join();
   trainer_.stop();
   updateMetrics();
+  if (trace_) {
+    if (Status st = trace_->flush(); !st.ok()) spdlog::error("cost model: {}", st.message());
+    spdlog::info("cost model: trace {}: {} samples written, {} dropped", trace_->path(),
+                 trace_->written(), trace_->dropped());
+  }
 }
 
 void LearnedBalancing::updateMetrics() {
@@ -140,6 +181,14 @@ void LearnedBalancing::updateMetrics() {
 
 void LearnedBalancing::install(coordinator::CoordinatorCore& core) {
   core_ = &core;
+  if (config_.place) installScheduler(core);
+  // The core samples evenly at most max_samples_per_s results per second before building a
+  // Sample, so tiny tokens pay a counter decrement each, not a window insert.
+  core.setTelemetrySink([this](const coordinator::CoordinatorCore::Sample& s) { onSample(s); },
+                        config_.max_samples_per_s);
+}
+
+void LearnedBalancing::installScheduler(coordinator::CoordinatorCore& core) {
   auto sched = std::make_unique<XgbScheduler>(
       [this] { return trainer_.active(); },
       [this](uint32_t op, Weight from, Weight to) {
@@ -155,10 +204,6 @@ void LearnedBalancing::install(coordinator::CoordinatorCore& core) {
   scheduler_ = sched.get();
   published_scheduler_.store(scheduler_, std::memory_order_release);
   core.setScheduler(std::move(sched));
-  // The core samples evenly at most max_samples_per_s results per second before building a
-  // Sample, so tiny tokens pay a counter decrement each, not a window insert.
-  core.setTelemetrySink([this](const coordinator::CoordinatorCore::Sample& s) { onSample(s); },
-                        config_.max_samples_per_s);
 }
 
 void LearnedBalancing::onSample(const coordinator::CoordinatorCore::Sample& s) {
@@ -176,13 +221,14 @@ void LearnedBalancing::onSample(const coordinator::CoordinatorCore::Sample& s) {
   t.features.node_load = static_cast<uint32_t>(s.node_load);
   t.run_ns = static_cast<int64_t>(s.run_ns);
   t.queue_wait_ns = static_cast<int64_t>(s.queue_ns);
+  if (trace_) trace_->record(t);
   window_.add(t);
 
   // s.token.cost is the nominal prediction made at dispatch (1.0 if another policy placed it).
+  // (The core itself feeds every result to Scheduler::observe, which learns node speed.)
   if (scheduler_ && s.token.cost > 1.0 && s.run_ns > 0) {
     const double predicted = s.token.cost * slowness;
     m_error_.Observe(std::abs(std::log(predicted / static_cast<double>(s.run_ns))));
-    scheduler_->observe(s.token, s.node, static_cast<double>(s.run_ns));
   }
 }
 

@@ -29,13 +29,23 @@
 #include "coordinator/core/coordinator.h"
 #include "coordinator/costmodel/online_trainer.h"
 #include "coordinator/costmodel/telemetry_window.h"
+#include "coordinator/costmodel/trace_recorder.h"
 #include "coordinator/learned/xgb_scheduler.h"
 
 namespace tokengate::learned {
 
 struct LearnedConfig {
   std::string model_path;  // --model: XGBoost JSON to start from ("" = heuristic)
-  bool train = true;       // run the online trainer thread
+  // --model-out: every accepted online-trained model is saved here (XGBoost JSON, written to a
+  // temp file and renamed, on the trainer thread). "" = not saved.
+  std::string model_out;
+  // --trace-out: telemetry samples are appended here as a CSV trace (tgctl model train --trace),
+  // buffered and written by a TraceRecorder thread. "" = not recorded.
+  std::string trace_out;
+  bool train = true;  // run the online trainer thread
+  // Install the XgbScheduler (cost-model placement). false: only the telemetry sink (e.g.
+  // --trace-out under a heuristic policy records that policy's telemetry).
+  bool place = true;
   size_t window_capacity = 20'000;
   // Telemetry kept per second at most: the core samples an even stride of results before
   // building a sample, so a 1M-token run of tiny tokens does not pay a window insert per token.
@@ -68,6 +78,9 @@ class LearnedBalancing {
 
   // Loads config.model_path if set. An error is logged and returned; the heuristic stays.
   Status loadModel();
+  // Opens config.trace_out if set (before start()). An error is logged and returned; the
+  // coordinator keeps running without a trace.
+  Status openTrace();
   // Starts the trainer (if config.train) and the metrics updater.
   void start();
   void stop();
@@ -81,15 +94,26 @@ class LearnedBalancing {
   // Loop thread (or after the loop ended): results the core saw / samples it handed over.
   uint64_t samplesKept() const { return core_ ? core_->telemetryStats().sampled : 0; }
   uint64_t samplesSeen() const { return core_ ? core_->telemetryStats().seen : 0; }
+  // Models written to config.model_out so far (any thread).
+  uint64_t modelsSaved() const { return models_saved_.load(std::memory_order_relaxed); }
+  // Null unless a trace is being recorded.
+  costmodel::TraceRecorder* trace() { return trace_.get(); }
+  // Test hook: what the core's telemetry sink does with one sample (loop thread).
+  void addSample(const coordinator::CoordinatorCore::Sample& s) { onSample(s); }
 
  private:
   void onSample(const coordinator::CoordinatorCore::Sample& s);
   void updateMetrics();
+  costmodel::OnlineTrainerOptions trainerOptions();
+  void installScheduler(coordinator::CoordinatorCore& core);
+  void saveModel(const costmodel::CostModel& model, uint64_t version);  // trainer thread
 
   const LearnedConfig config_;
   const Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
   costmodel::TelemetryWindow window_;
+  std::unique_ptr<costmodel::TraceRecorder> trace_;  // set by openTrace() before start()
+  std::atomic<uint64_t> models_saved_{0};
   costmodel::OnlineTrainer trainer_;
   prometheus::Histogram& m_error_;
   prometheus::Gauge& m_version_;

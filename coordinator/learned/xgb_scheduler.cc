@@ -26,14 +26,17 @@ Weight fromModelWeight(costmodel::Weight w) { return static_cast<Weight>(static_
 
 uint8_t weightIndex(Weight w) { return w == Weight::kUnspecified ? 0 : static_cast<uint8_t>(w); }
 
-// Nominal features: the fastest node at speed 1 with nothing queued. Node speed is applied by
-// the scheduler (slowness_), not by the model, so one prediction per token serves every node.
-costmodel::TokenFeatures nominalFeatures(const coordinator::TokenInfo& t, uint32_t node) {
+// Nominal features: the fastest node at speed 1, on the lane being dispatched, with that node
+// lane's current load (what telemetry records at dispatch). Node speed is applied by the
+// scheduler (slowness_), not by the model, so one prediction per token serves every node.
+costmodel::TokenFeatures nominalFeatures(const coordinator::TokenInfo& t, uint32_t node,
+                                         uint32_t load) {
   costmodel::TokenFeatures f;
   f.node_index = node;
+  f.node_load = load;
   f.op_id = t.op;
   f.declared_weight = weightIndex(t.declared);
-  f.lane = f.declared_weight;
+  f.lane = weightIndex(t.lane);
   f.arg_count = t.arg_count;
   f.arg_total_bytes = t.arg_bytes;
   f.first_numeric_arg = t.first_arg;
@@ -62,6 +65,7 @@ XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
 void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::span<double> out) {
   if (tokens.empty()) return;
   const std::shared_ptr<const costmodel::CostModel> model = model_ ? model_() : nullptr;
+  have_model_ = model != nullptr;
   if (!model) {
     std::fill(out.begin(), out.end(), 1.0);
     return;
@@ -117,16 +121,18 @@ void XgbScheduler::predictCosts(const costmodel::CostModel& model,
     row_of_token_[i] = static_cast<uint32_t>(run_start_.size() - 1);
   }
   rows_.clear();
+  const uint32_t load = laneLoad(tokens[0].lane, fastest_node_);  // one lane per call
   if (run_start_.size() <= options_.max_exact_rows) {
-    for (const uint32_t i : run_start_) rows_.push_back(nominalFeatures(tokens[i], fastest_node_));
+    for (const uint32_t i : run_start_)
+      rows_.push_back(nominalFeatures(tokens[i], fastest_node_, load));
     row_out_.resize(rows_.size());
     model.predict(rows_, row_out_);
     for (size_t i = 0; i < tokens.size(); ++i) out[i] = row_out_[row_of_token_[i]];
   } else {
     // Stride sample, sorted by first argument; every token takes its nearest sampled row.
     for (size_t j = 0; j < kSampledRows; ++j)
-      rows_.push_back(
-          nominalFeatures(tokens[run_start_[j * run_start_.size() / kSampledRows]], fastest_node_));
+      rows_.push_back(nominalFeatures(tokens[run_start_[j * run_start_.size() / kSampledRows]],
+                                      fastest_node_, load));
     std::sort(rows_.begin(), rows_.end(), [](const auto& x, const auto& y) {
       // NaN first, then ascending.
       if (std::isnan(x.first_numeric_arg)) return !std::isnan(y.first_numeric_arg);
@@ -179,11 +185,16 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
   if (hi->cost > 2 * lo->cost && hi->cost >= options_.lpt_min_token_ns)
     std::stable_sort(order_.begin(), order_.end(),
                      [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; });
-  // Seconds-per-unit-of-work of each candidate, computed once per call.
+  // Seconds-per-unit-of-work of each candidate, computed once per call. Candidate::speed is
+  // not used: the core fills it from nodeSpeed(), i.e. this same slowness.
   cand_scale_.resize(cands.size());
-  for (size_t c = 0; c < cands.size(); ++c)
-    cand_scale_[c] = nodeSlowness(cands[c].node) / std::max(cands[c].speed, 1e-3) /
-                     std::max<uint32_t>(cands[c].workers, 1);
+  auto& loads = lane_load_[weightIndex(lane)];
+  for (size_t c = 0; c < cands.size(); ++c) {
+    cand_scale_[c] = nodeSlowness(cands[c].node) / std::max<uint32_t>(cands[c].workers, 1);
+    if (loads.size() <= cands[c].node) loads.resize(cands[c].node + 1, 0);
+    loads[cands[c].node] =
+        static_cast<uint32_t>(std::min<uint64_t>(cands[c].in_flight, UINT32_MAX));
+  }
   for (const uint32_t i : order_) {
     const double cost = tokens[i].cost;
     int32_t best = -1;
@@ -302,6 +313,11 @@ void XgbScheduler::recomputeSlowness() {
 
 double XgbScheduler::nodeSlowness(uint32_t node) const {
   return node < slowness_.size() ? slowness_[node] : 1.0;
+}
+
+uint32_t XgbScheduler::laneLoad(Weight lane, uint32_t node) const {
+  const auto& loads = lane_load_[weightIndex(lane)];
+  return node < loads.size() ? loads[node] : 0;
 }
 
 Weight XgbScheduler::laneOf(uint32_t op) const {

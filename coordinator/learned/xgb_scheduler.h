@@ -62,6 +62,11 @@ struct XgbSchedulerOptions {
   // sample of kSampledRows rows and gives every other token the prediction of the sampled row with
   // the nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
   size_t max_exact_rows = 128;
+  // Batch sizing (spec 3c): the core sends a node's pending batch once the next token of the
+  // same predicted cost would take it past this much predicted work, so a 60 ms token goes alone,
+  // 400 us tokens go 3 at a time and sub-us Leibniz terms fill CoordinatorConfig::max_batch.
+  // 0 = off (count and latency only, like the heuristic policies).
+  double batch_work_target_ns = 1'500'000;
 };
 
 class XgbScheduler final : public coordinator::Scheduler {
@@ -85,7 +90,14 @@ class XgbScheduler final : public coordinator::Scheduler {
   void observe(const coordinator::TokenInfo& token, uint32_t node, double run_ns) override;
 
   // Observed relative speed of a node slot: 1 = the fastest node seen, 0.4 = 2.5x slower.
-  double nodeSpeed(uint32_t node) const { return 1.0 / nodeSlowness(node); }
+  double nodeSpeed(uint32_t node) const override { return 1.0 / nodeSlowness(node); }
+  // The work target while costs are model predictions (ns); 0 while there is no model.
+  double batchWorkTarget() const override {
+    return have_model_ ? options_.batch_work_target_ns : 0;
+  }
+  // Loop thread: tokens in flight on `lane` of node slot `node` when place() last saw it (the
+  // node_load feature of the nominal prediction).
+  uint32_t laneLoad(Weight lane, uint32_t node) const;
   // Node slots with speed observations so far.
   uint32_t nodeSlots() const { return static_cast<uint32_t>(slowness_.size()); }
   // Inverse of nodeSpeed (the cost model's node_speed feature).
@@ -123,10 +135,12 @@ class XgbScheduler final : public coordinator::Scheduler {
   ModelSource model_;
   ReclassifyFn on_reclassify_;
   const XgbSchedulerOptions options_;
-  std::vector<NodeSpeed> speed_;  // by node slot
-  std::vector<double> slowness_;  // by node slot, derived from speed_
-  std::vector<OpLane> ops_;       // by op index
-  uint32_t fastest_node_ = 0;     // nominal predictions are for this node slot
+  std::vector<NodeSpeed> speed_;        // by node slot
+  std::vector<double> slowness_;        // by node slot, derived from speed_
+  std::vector<OpLane> ops_;             // by op index
+  uint32_t fastest_node_ = 0;           // nominal predictions are for this node slot
+  bool have_model_ = false;             // the last costs() call had a model (costs are ns)
+  std::vector<uint32_t> lane_load_[3];  // by lane, node slot: in_flight seen by place()
   // Scratch (reused across calls).
   std::vector<costmodel::TokenFeatures> rows_;
   std::vector<uint32_t> run_start_;

@@ -46,7 +46,11 @@ class FakeNode {
  public:
   FakeNode(coordinator::CoordinatorCore& core, MemoryOutbox& outbox, std::string id,
            std::vector<std::pair<std::string, Weight>> ops, uint32_t workers = 1)
-      : core_(core), outbox_(outbox), id_(std::move(id)), peer_(id_ + "/peer"), ops_(std::move(ops)),
+      : core_(core),
+        outbox_(outbox),
+        id_(std::move(id)),
+        peer_(id_ + "/peer"),
+        ops_(std::move(ops)),
         workers_(workers) {}
 
   const std::string& peer() const { return peer_; }
@@ -101,6 +105,7 @@ class FakeNode {
       if (!root.isTokenBatch()) continue;
       ++batches;
       auto b = root.getTokenBatch();
+      batch_sizes.push_back(b.getTokens().size());
       for (auto t : b.getTokens()) {
         TaskCopy c;
         c.id = t.getId();
@@ -114,7 +119,8 @@ class FakeNode {
     return out;
   }
 
-  void reply(const std::vector<std::pair<TaskCopy, StatusOr<Value>>>& results) {
+  void reply(const std::vector<std::pair<TaskCopy, StatusOr<Value>>>& results,
+             uint64_t run_ns = 1000) {
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);
@@ -124,7 +130,7 @@ class FakeNode {
     for (unsigned i = 0; i < results.size(); ++i) {
       list[i].setId(results[i].first.id);
       list[i].setAttempt(results[i].first.attempt);
-      list[i].setRunNs(1000);
+      list[i].setRunNs(run_ns);
       if (results[i].second.ok())
         toWire(*results[i].second, list[i].initValue());
       else
@@ -143,6 +149,7 @@ class FakeNode {
   }
 
   int batches = 0;
+  std::vector<size_t> batch_sizes;  // tokens per TokenBatch, in arrival order
   std::vector<wire::Control::Which> controls;
 
  private:

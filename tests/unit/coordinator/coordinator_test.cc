@@ -526,5 +526,55 @@ TEST_F(CoordinatorTest, LeastOutstandingBalancesAcrossNodes) {
   EXPECT_EQ(na, nb);
 }
 
+TEST_F(CoordinatorTest, TelemetryRecordsTheNodeLoadAtDispatch) {
+  std::vector<CoordinatorCore::Sample> samples;
+  core_->setTelemetrySink([&](const CoordinatorCore::Sample& s) { samples.push_back(s); });
+  auto n = node("n1");
+  ASSERT_TRUE(core_->submitJob(echoJob(10)).ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 10u);
+  // Answered newest first: in flight at result time would read 9, 8, ... for these.
+  for (size_t i = tasks.size(); i-- > 0;) n->ok(tasks[i], Value(int64_t{0}));
+  ASSERT_EQ(samples.size(), 10u);
+  for (const auto& s : samples)
+    EXPECT_EQ(s.node_load, static_cast<double>(static_cast<uint32_t>(s.token.id)))
+        << "token " << static_cast<uint32_t>(s.token.id) << " was dispatched behind that many";
+}
+
+TEST_F(CoordinatorTest, LeastOutstandingCountsObservedWorkAndLearnsNodeSpeed) {
+  auto a = node("a");
+  auto b = node("b");
+  // Before any result it counts tokens: an even split.
+  ASSERT_TRUE(core_->submitJob(echoJob(200)).ok());
+  core_->flushAll();
+  auto ta = a->takeTasks();
+  auto tb = b->takeTasks();
+  ASSERT_EQ(ta.size(), 100u);
+  ASSERT_EQ(tb.size(), 100u);
+  // Node b runs the same op 2.5x slower; results interleave.
+  for (size_t i = 0; i < 100; ++i) {
+    a->reply({{ta[i], StatusOr<Value>(Value(int64_t{0}))}}, 1'000'000);
+    b->reply({{tb[i], StatusOr<Value>(Value(int64_t{0}))}}, 2'500'000);
+  }
+  Scheduler& s = core_->scheduler();
+  EXPECT_DOUBLE_EQ(s.nodeSpeed(0), 1.0);
+  EXPECT_NEAR(s.nodeSpeed(1), 0.4, 0.02);
+  // A token of the op now costs its mean run time (ns on the fastest node), not 1.
+  TokenInfo t;
+  t.op = core_->opIndex("echo");
+  double cost = 0;
+  s.costs(std::span<const TokenInfo>(&t, 1), std::span<double>(&cost, 1));
+  EXPECT_GT(cost, 0.9e6);
+  EXPECT_LT(cost, 1.8e6);
+  // Speed-aware: 140 tokens split 100 : 40.
+  ASSERT_TRUE(core_->submitJob(echoJob(140)).ok());
+  core_->flushAll();
+  const auto na = a->takeTasks().size();
+  const auto nb = b->takeTasks().size();
+  EXPECT_EQ(na + nb, 140u);
+  EXPECT_NEAR(static_cast<double>(na), 100, 3);
+}
+
 }  // namespace
 }  // namespace tokengate::coordinator

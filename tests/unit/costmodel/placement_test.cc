@@ -88,7 +88,6 @@ TEST(BatchSizeFor, TargetsAboutOnePointFiveMillisecondsClamped) {
 }  // namespace tokengate::costmodel
 
 #include "coordinator/costmodel/mean_cost_model.h"
-#include "coordinator/costmodel/prediction_error.h"
 
 namespace tokengate::costmodel {
 namespace {
@@ -142,21 +141,6 @@ TEST(PlaceBatch, BalancesPredictedWorkAcrossUnequalNodes) {
   EXPECT_LT(makespan, 95e6);
   // Round-robin would give the slow node 20 tokens x 3.5 ms x 3 = 210 ms.
   EXPECT_GT(finish[2], 0);
-}
-
-TEST(PredictionErrorHistogram, BucketsLog2Ratio) {
-  PredictionErrorHistogram h;
-  h.record(1000, 1000);   // exact
-  h.record(1000, 1500);   // 1.5x too low: log2 = 0.58
-  h.record(1000, 100);    // 10x too high: log2 = -3.3
-  h.record(1000, 20000);  // 20x too low
-  const auto s = h.snapshot();
-  EXPECT_EQ(s.total, 4u);
-  EXPECT_EQ(s.counts[4], 1u);  // (-0.5, 0.5]
-  EXPECT_EQ(s.counts[5], 1u);  // (0.5, 1]
-  EXPECT_EQ(s.counts[0], 1u);  // <= -3
-  EXPECT_EQ(s.counts[8], 1u);  // > 3
-  EXPECT_DOUBLE_EQ(s.withinFactor2(), 0.5);
 }
 
 }  // namespace

@@ -6,9 +6,15 @@
 #include <fstream>
 #include <vector>
 
+#include "coordinator/core/coordinator.h"
 #include "coordinator/costmodel/online_trainer.h"
+#include "coordinator/costmodel/placement.h"
+#include "coordinator/costmodel/synthetic.h"
+#include "coordinator/costmodel/trace.h"
+#include "coordinator/costmodel/xgb_cost_model.h"
 #include "coordinator/learned/learned_balancing.h"
 #include "tests/fakes/fake_clock.h"
+#include "tests/fakes/memory_outbox.h"
 #include "tests/fakes/scripted_cost_model.h"
 
 namespace tokengate::learned {
@@ -343,6 +349,132 @@ TEST_F(ModelFallbackTest, LearnedBalancingReportsABadModelAndKeepsServing) {
   double cost = 0;
   s.costs(std::span<const TokenInfo>(&t, 1), std::span<double>(&cost, 1));
   EXPECT_GT(cost, 1.0);
+}
+
+// Spec 3(c): with a cost model the core sends a node's batch by predicted work, so batch sizes
+// follow predicted cost (costmodel::batchSizeFor); the heuristic keeps count/latency batching.
+class CostBatchingTest : public ::testing::Test {
+ protected:
+  CostBatchingTest()
+      : core_(coordinator::CoordinatorConfig{}, clock_, outbox_,
+              std::make_shared<prometheus::Registry>()),
+        node_(core_, outbox_, "n1",
+              {{"echo", Weight::kLight}, {"work", Weight::kMedium}, {"big", Weight::kHeavy}}) {
+    EXPECT_TRUE(node_.hello());
+  }
+  void useModel() {
+    model_ = std::make_shared<testing::ScriptedCostModel>();
+    model_->set(core_.opIndex("big"), 600'000);
+    model_->set(core_.opIndex("work"), 100'000);
+    model_->set(core_.opIndex("echo"), 1'000);
+    XgbSchedulerOptions o;
+    o.queue_horizon_ns = 0;  // only batching is under test
+    core_.setScheduler(std::make_unique<XgbScheduler>([m = model_] { return m; }, nullptr, o));
+  }
+  // Submits `n` tokens of `op` and returns the sizes of the batches the node received.
+  std::vector<size_t> batchesFor(const std::string& op, uint32_t n) {
+    JobSpec job;
+    TokenSpec t;
+    t.op = op;
+    t.repeat = n;
+    t.args.push_back(Arg::val(int64_t{0}, 1));
+    job.add(t);
+    EXPECT_TRUE(core_.submitJob(job).ok());
+    core_.flushAll();
+    node_.batch_sizes.clear();
+    node_.takeTasks();
+    return node_.batch_sizes;
+  }
+  testing::FakeClock clock_;
+  testing::MemoryOutbox outbox_;
+  coordinator::CoordinatorCore core_;
+  testing::FakeNode node_;
+  std::shared_ptr<testing::ScriptedCostModel> model_;
+};
+
+TEST_F(CostBatchingTest, BatchSizesFollowPredictedCost) {
+  useModel();
+  costmodel::BatchSizing sizing;
+  sizing.target_ns = XgbSchedulerOptions{}.batch_work_target_ns;
+  sizing.max_batch = core_.config().max_batch;
+  const auto expect = [&](double ns, uint32_t tokens) {
+    const uint32_t per = costmodel::batchSizeFor(ns, sizing);
+    std::vector<size_t> sizes(tokens / per, per);
+    if (tokens % per) sizes.push_back(tokens % per);
+    return sizes;
+  };
+  ASSERT_EQ(expect(600'000, 20), std::vector<size_t>(10, 2));  // 1.5 ms / 0.6 ms
+  EXPECT_EQ(batchesFor("big", 20), expect(600'000, 20));
+  EXPECT_EQ(batchesFor("work", 45), expect(100'000, 45));    // 15 per batch
+  EXPECT_EQ(batchesFor("echo", 2000), expect(1'000, 2000));  // capped by max_batch 1024
+}
+
+TEST_F(CostBatchingTest, HeuristicPoliciesBatchByCountOnly) {
+  // least-outstanding (the default): costs are run-time means, but no work target.
+  EXPECT_EQ(core_.scheduler().batchWorkTarget(), 0);
+  EXPECT_EQ(batchesFor("big", 20), std::vector<size_t>{20});
+  core_.setScheduler(coordinator::makeRoundRobinScheduler());
+  EXPECT_EQ(batchesFor("work", 45), std::vector<size_t>{45});
+}
+
+TEST_F(CostBatchingTest, NoWorkTargetWithoutAModel) {
+  XgbScheduler s([] { return std::shared_ptr<const costmodel::CostModel>(); }, nullptr);
+  TokenInfo t;
+  double c = 0;
+  s.costs(std::span<const TokenInfo>(&t, 1), std::span<double>(&c, 1));
+  EXPECT_EQ(c, 1.0);
+  EXPECT_EQ(s.batchWorkTarget(), 0);  // costs are token counts, not ns
+}
+
+// --model-out / --trace-out: what a running coordinator trains online is saved and loads like
+// `tgctl model show` reads it; the trace it records trains with the offline path.
+TEST_F(ModelFallbackTest, OnlineModelIsSavedAndRecordedTraceTrainsOffline) {
+  const std::string model_out = tempPath("online_model.json");
+  const std::string trace_out = tempPath("trace.csv");
+  const std::string offline = tempPath("offline_model.json");
+  std::filesystem::remove(model_out);
+  std::filesystem::remove(trace_out);
+  LearnedConfig cfg;
+  cfg.model_out = model_out;
+  cfg.trace_out = trace_out;
+  cfg.place = false;
+  LearnedBalancing b(cfg, clock_, std::make_shared<prometheus::Registry>());
+  ASSERT_TRUE(b.openTrace().ok());
+  costmodel::SyntheticWorkload w;
+  for (const auto& ts : w.samples(3000)) {
+    coordinator::CoordinatorCore::Sample s;  // what the core's telemetry tap hands over
+    s.token.op = ts.features.op_id;
+    s.token.declared = static_cast<Weight>(ts.features.declared_weight);
+    s.token.arg_count = ts.features.arg_count;
+    s.token.arg_bytes = static_cast<uint32_t>(ts.features.arg_total_bytes);
+    s.token.first_arg = ts.features.first_numeric_arg;
+    s.node = ts.features.node_index;
+    s.lane = static_cast<Weight>(ts.features.lane);
+    s.node_load = ts.features.node_load;
+    s.run_ns = static_cast<uint64_t>(ts.run_ns);
+    s.queue_ns = static_cast<uint64_t>(ts.queue_wait_ns);
+    b.addSample(s);
+  }
+  EXPECT_FALSE(std::filesystem::exists(model_out));
+  ASSERT_TRUE(b.trainer().runOnce().ok()) << b.trainer().stats().last_error;
+  ASSERT_EQ(b.trainer().stats().accepted_count, 1u);
+  EXPECT_EQ(b.modelsSaved(), 1u);
+  auto shown = costmodel::describeModel(model_out);  // tgctl model show
+  ASSERT_TRUE(shown.ok()) << shown.status().message();
+  EXPECT_NE(shown->find("R^2"), std::string::npos) << *shown;
+  auto loaded = costmodel::XgbCostModel::load(model_out);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  EXPECT_GE((*loaded)->quality().r2, 0.9);
+
+  ASSERT_TRUE(b.trace()->flush().ok());
+  EXPECT_EQ(b.trace()->written(), 3000u);
+  auto trace = costmodel::readTrace(trace_out);
+  ASSERT_TRUE(trace.ok()) << trace.status().message();
+  ASSERT_EQ(trace->size(), 3000u);
+  auto q = costmodel::trainFromTrace(trace_out, offline);  // tgctl model train --trace
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  EXPECT_GE(q->r2, 0.9);
+  for (const auto& p : {model_out, trace_out, offline}) std::filesystem::remove(p);
 }
 
 }  // namespace
