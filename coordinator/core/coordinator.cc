@@ -766,8 +766,15 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
   auto it = op_index_.find(name);
   if (it == op_index_.end())
     return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
-  for (auto& n : nodes_) {
+  // Every token the coordinator counts as running gets exactly one outcome:
+  // batches still being assembled go out first, so the node holds every such
+  // token when the cancel arrives. The node answers each one -- Cancelled for
+  // those it had not started (and for running ones whose operation sees the
+  // flag), onResults marks those cancelled and never retries them.
+  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
+    NodeRec& n = nodes_[slot];
     if (n.state == NodeState::kDead) continue;
+    flushBatch(slot);
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);

@@ -159,8 +159,6 @@ async def test_every_command():
                       max_rate_per_s=0))["op"]
     check(lim["limits"]["max_in_flight"] == 64, f"limits: {lim}")
     await c.ok("op.limits", op="leibniz.term", max_in_flight=0, max_rate_per_s=RATE)
-    cr = await c.ok("op.cancel_running", op="leibniz.term")
-    check(cr["op"] == "leibniz.term" and cr["cancelled"] >= 0, f"cancel_running: {cr}")
 
     # Events arrived for the job and the ops.
     seen = set()
@@ -217,6 +215,64 @@ async def test_every_command():
     await c.close()
 
 
+async def wait_job_end(c, job_id, within_s):
+    """job.status once the job has left `running`, or an assertion after within_s."""
+    deadline = time.time() + within_s
+    while (st := await c.ok("job.status", job_id=job_id))["state"] == "running":
+        check(time.time() < deadline, f"job {job_id} still running after {within_s}s: {st}")
+        await asyncio.sleep(0.05)
+    return st
+
+
+async def test_cancel_running():
+    """op.cancel_running ends every running token of the op: the ones a node
+    had queued come back cancelled before starting, the ones running see the
+    cooperative flag and return the operation's own message. The jobs end
+    within seconds with no job.cancel, and no token is left 'running'."""
+    if MODE != "real":
+        print("    (skipped: needs real nodes)")
+        return
+    c = await Client.connect(TOKEN)
+    slow = {"wait_cancel": 6, "sleep": 4}  # both observe the flag; 60 s each otherwise
+    before = {op: await op_status(c, op) for op in slow}
+    jobs = {}
+    for op, n in slow.items():
+        jobs[op] = (await c.ok("submit", job={"name": f"cancel-running-{op}", "tokens": [
+            {"op": op, "repeat": n, "args": [60_000]}]}))["job_id"]
+    # Wait until the coordinator has dispatched them all (credits are ample).
+    deadline = time.time() + 10
+    for op, n in slow.items():
+        while (await op_status(c, op))["running"] - before[op]["running"] < n:
+            check(time.time() < deadline, f"{op} tokens never all dispatched")
+            await asyncio.sleep(0.05)
+    t0 = time.time()
+    for op, n in slow.items():
+        cr = await c.ok("op.cancel_running", op=op)
+        check(cr["op"] == op and cr["cancelled"] == n, f"cancel_running {op}: {cr} (want {n})")
+    for op, n in slow.items():
+        st = await wait_job_end(c, jobs[op], 5)
+        check(st["state"] == "cancelled" and st["cancelled"] == n and st["done"] == 0
+              and st["failed"] == 0 and st["running"] == 0, f"{op} job after cancel_running: {st}")
+        outs = st["outputs"]
+        check(len(outs) == n and all(not o["ok"] and o["error"]["code"] == "cancelled" for o in outs),
+              f"{op} outputs all cancelled: {outs}")
+        own = [o for o in outs if o["error"]["message"] == f"{op} cancelled"]
+        unstarted = [o for o in outs if "before the token started" in o["error"]["message"]]
+        # At least one token was running (its op saw the flag); the rest never started.
+        check(own and len(own) + len(unstarted) == n, f"{op} cancel messages: {outs}")
+        after = await op_status(c, op)
+        check(after["running"] == before[op]["running"], f"{op} nothing left running: {after}")
+        check(after["cancelled"] - before[op]["cancelled"] == n
+              and after["retried"] == before[op]["retried"], f"{op} cancelled, not retried: {after}")
+        print(f"    cancel_running {op}: {len(own)} saw the flag, {len(unstarted)} never started, "
+              f"job {st['state']} {time.time() - t0:.2f}s after the command")
+    # The lanes are free again: a new token of the op runs to completion.
+    jid = (await c.ok("submit", job={"tokens": [{"op": "wait_cancel", "args": [10]}]}))["job_id"]
+    st = await wait_job_end(c, jid, 10)
+    check(st["state"] == "succeeded", f"wait_cancel after cancel_running: {st}")
+    await c.close()
+
+
 async def test_http():
     status, body = http_get("/metrics")
     check(status == 200 and "tokengate_ws_clients" in body, "metrics")
@@ -228,7 +284,8 @@ async def test_http():
 
 
 async def main():
-    for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_every_command]:
+    for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_cancel_running,
+              test_every_command]:
         t0 = time.time()
         await t()
         print(f"ok  {t.__name__} ({time.time() - t0:.2f}s)")
