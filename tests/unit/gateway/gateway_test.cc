@@ -24,6 +24,7 @@
 #include "common/job_json.h"
 #include "coordinator/gateway/protocol.h"
 #include "tests/fakes/fake_cluster_control.h"
+#include "tests/support/ws_test_client.h"
 
 namespace tokengate::gateway {
 namespace {
@@ -48,134 +49,11 @@ GatewayConfig testConfig() {
   return c;
 }
 
-// Synchronous WebSocket client. Events that arrive while waiting for a reply
-// are kept in `events`.
-class Client {
- public:
-  explicit Client(uint16_t port) : port_(port), ws_(ioc_) {}
-
-  beast::error_code connect(const std::string& target = "/ws", const std::string& origin = "",
-                            const std::string& bearer = "") {
-    beast::error_code ec;
-    beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port_),
-                                         ec);
-    if (ec) return ec;
-    ws_.set_option(websocket::stream_base::decorator([=](websocket::request_type& req) {
-      if (!origin.empty()) req.set(http::field::origin, origin);
-      if (!bearer.empty()) req.set(http::field::authorization, "Bearer " + bearer);
-    }));
-    ws_.handshake("127.0.0.1:" + std::to_string(port_), target, ec);
-    return ec;
-  }
-
-  void sendText(const std::string& s) {
-    ws_.text(true);
-    ws_.write(net::buffer(s));
-  }
-
-  // Next message (reply or event), parsed.
-  json::object readMessage() {
-    beast::flat_buffer buf;
-    ws_.read(buf);
-    return json::parse(beast::buffers_to_string(buf.data())).as_object();
-  }
-
-  // Reads until the reply with this id, keeping events aside.
-  json::object readReply(const json::value& id) {
-    for (;;) {
-      json::object m = readMessage();
-      if (m.contains("event")) {
-        events.push_back(m);
-        continue;
-      }
-      if (m.at("id") == id) return m;
-    }
-  }
-
-  json::object cmd(json::object req) {
-    int64_t id = next_id_++;
-    req["id"] = id;
-    sendText(json::serialize(req));
-    return readReply(json::value(id));
-  }
-
-  // Returns result, failing the test if the reply is an error.
-  json::object ok(json::object req) {
-    std::string what = json::serialize(req);
-    json::object r = cmd(std::move(req));
-    EXPECT_TRUE(r.at("ok").as_bool()) << what << " -> " << json::serialize(r);
-    if (!r.at("ok").as_bool()) return {};
-    return r.at("result").as_object();
-  }
-
-  // Error code of a reply that must be an error.
-  std::string errorCode(json::object req) {
-    json::object r = cmd(std::move(req));
-    EXPECT_FALSE(r.at("ok").as_bool()) << json::serialize(r);
-    if (r.at("ok").as_bool()) return "ok";
-    return std::string(r.at("error").at("code").as_string());
-  }
-
-  void hello(const char* token) {
-    json::object r = ok({{"cmd", "hello"}, {"token", token}});
-    ASSERT_EQ(r.at("protocol").as_int64(), kProtocolVersion);
-  }
-
-  websocket::stream<beast::tcp_stream>& ws() { return ws_; }
-  std::vector<json::object> events;
-
- private:
-  uint16_t port_;
-  net::io_context ioc_;
-  websocket::stream<beast::tcp_stream> ws_;
-  int64_t next_id_ = 1;
-};
-
-struct HttpResult {
-  int status = 0;
-  std::string body;
-  std::string content_type;
-};
-
-HttpResult httpGet(uint16_t port, const std::string& target, http::verb verb = http::verb::get) {
-  net::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  http::request<http::empty_body> req{verb, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  http::write(s, req);
-  beast::flat_buffer buf;
-  http::response_parser<http::string_body> parser;
-  parser.skip(verb == http::verb::head);  // a HEAD reply has Content-Length but no body
-  http::read(s, buf, parser);
-  const auto& res = parser.get();
-  return {static_cast<int>(res.result_int()), res.body(),
-          std::string(res[http::field::content_type])};
-}
-
-// Value of an unlabelled or labelled sample line "name{labels} value".
-double metricValue(const std::string& text, const std::string& prefix) {
-  size_t pos = 0;
-  while ((pos = text.find(prefix, pos)) != std::string::npos) {
-    if (pos == 0 || text[pos - 1] == '\n') {
-      size_t eol = text.find('\n', pos);
-      std::string line = text.substr(pos, eol - pos);
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    pos += prefix.size();
-  }
-  return -1;
-}
-
-template <typename F>
-bool eventually(F pred, int ms = 5000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
-}
+using Client = tokengate::testing::WsClient;
+using tokengate::testing::eventually;
+using tokengate::testing::httpGet;
+using tokengate::testing::HttpResult;
+using tokengate::testing::metricValue;
 
 class GatewayTest : public ::testing::Test {
  protected:
@@ -414,7 +292,8 @@ TEST_F(GatewayTest, OversizeFrameClosesWith1009) {
   beast::error_code ec;
   c.ws().text(true);
   // The server may cut the connection while this write is still going (broken pipe).
-  c.ws().write(net::buffer(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}"), ec);
+  c.ws().write(net::buffer(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}"),
+               ec);
   beast::flat_buffer buf;
   if (!ec) c.ws().read(buf, ec);
   // The server answers with close code 1009. If it closes the TCP socket while our
