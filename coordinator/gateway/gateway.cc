@@ -483,7 +483,11 @@ class WsSession final : public WsSessionBase {
                             std::chrono::steady_clock::time_point t0) {
     if (cmd == "hello" || cmd == "auth") {
       if (const json::value* p = req.if_contains("protocol"); p != nullptr && !p->is_null()) {
-        if (!p->is_number() || p->to_number<double>() != kProtocolVersion) {
+        if (!p->is_number()) {
+          return sendReply(id, absl::InvalidArgumentError("field 'protocol' must be a number"), cmd,
+                           t0);
+        }
+        if (p->to_number<double>() != kProtocolVersion) {
           return sendReply(
               id,
               absl::FailedPreconditionError(fmt::format(

@@ -108,6 +108,10 @@ TEST_F(GatewayTest, AuthRolesAndRefusals) {
   EXPECT_EQ(c.ok({{"cmd", "auth"}, {"token", kAdmin}}).at("role").as_string(), "admin");
   EXPECT_EQ(c.ok({{"cmd", "node.evict"}, {"node", "node-2"}}).at("node").as_string(), "node-2");
   EXPECT_EQ(c.errorCode({{"cmd", "hello"}, {"protocol", 99}}), "failed_precondition");
+  // A protocol that is not a number is a wrong type, not an unsupported version.
+  EXPECT_EQ(c.errorCode({{"cmd", "hello"}, {"protocol", "1"}}), "invalid_argument");
+  EXPECT_EQ(c.errorCode({{"cmd", "auth"}, {"token", kAdmin}, {"protocol", true}}),
+            "invalid_argument");
 }
 
 TEST_F(GatewayTest, TooManyAuthFailuresClose) {
