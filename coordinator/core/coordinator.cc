@@ -659,19 +659,18 @@ StatusOr<uint64_t> CoordinatorCore::cancelJob(uint64_t job_id) {
     if (jobStatus(job_id, false).ok()) return uint64_t{0};
     return absl::NotFoundError(fmt::format("no job {}", job_id));
   }
-  uint64_t n = 0;
+  // Counted as the job's cancelled tokens before and after: failing a token
+  // also cancels its dependents, which the loop then skips.
+  const uint64_t cancelled_before = j->cancelled;
   std::unordered_map<uint32_t, std::vector<uint64_t>> running;
   for (uint32_t i = 0; i < j->tokens.size() && j->state == JobState::kRunning; ++i) {
     TokenRec& t = j->tokens[i];
     if (t.state == kDone || t.state == kFailed || t.state == kCancelled) continue;
     if (t.state == kRunning && t.node != kNoNode) running[t.node].push_back(tokenId(j->id, i));
-    ++n;
-    const uint64_t cancelled_before = j->cancelled;
     failToken(*j, i, absl::CancelledError("job cancelled"), false);
-    (void)cancelled_before;
   }
   for (auto& [slot, ids] : running) sendControlCancel(slot, ids);
-  return n;
+  return j->cancelled - cancelled_before;
 }
 
 StatusOr<bool> CoordinatorCore::cancelToken(uint64_t token_id) {

@@ -478,6 +478,27 @@ TEST_F(CoordinatorTest, CancelJobCancelsQueuedAndRunningTokens) {
   EXPECT_EQ(core_->counters().completed, 0u);
 }
 
+TEST_F(CoordinatorTest, CancelJobCountsDependentsItCancels) {
+  auto n = node("n1");
+  JobSpec job;
+  TokenSpec a;
+  a.op = "echo";
+  a.repeat = 3;
+  a.args.push_back(Arg::val(int64_t{10}, 1));
+  uint32_t first = job.add(a);
+  TokenSpec s;
+  s.op = "sum";
+  s.args.push_back(Arg::refs(first, 3));
+  job.add(s);
+  auto id = core_->submitJob(job);
+  ASSERT_TRUE(id.ok());
+  // Cancelling the first echo cascades to the sum before the loop reaches it.
+  auto c = core_->cancelJob(*id);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(*c, 4u);
+  EXPECT_EQ(core_->jobStatus(*id)->cancelled, *c);
+}
+
 TEST_F(CoordinatorTest, CancelRunningOpEndsEveryDispatchedTokenCancelledWithoutRetry) {
   config_.credit_per_worker = 3;
   make();
