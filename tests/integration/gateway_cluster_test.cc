@@ -118,7 +118,9 @@ TEST_F(GatewayClusterTest, HelloAuthRolesAndBadInput) {
   EXPECT_EQ(anon.errorCode({{"cmd", "hello"}, {"token", "wrong"}}), "unauthenticated");
   EXPECT_EQ(anon.errorCode({{"cmd", "hello"}, {"protocol", 2}}), "failed_precondition");
   EXPECT_EQ(anon.errorCode({{"cmd", "hello"}, {"protocol", "1"}}), "invalid_argument");
+  EXPECT_EQ(anon.ok({{"cmd", "topics"}}).at("topics").as_array().size(), 4u);
   EXPECT_EQ(anon.ok({{"cmd", "auth"}, {"token", kViewer}}).at("role").as_string(), "viewer");
+  EXPECT_EQ(anon.ok({{"cmd", "whoami"}}).at("role").as_string(), "viewer");
   EXPECT_TRUE(anon.ok({{"cmd", "node.list"}}).contains("nodes"));
   EXPECT_EQ(anon.errorCode({{"cmd", "op.pause"}, {"op", "leibniz.term"}}), "permission_denied");
   EXPECT_FALSE(op("leibniz.term").at("paused").as_bool());  // nothing happened
@@ -190,6 +192,15 @@ TEST_F(GatewayClusterTest, SubmitStatusListStatsAndSubscriptions) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kPollMs));
   }
   EXPECT_TRUE(ws_->events.empty()) << json::serialize(ws_->events.front());
+  // cluster.limits: a job above the admission limit is refused, nothing admitted.
+  const uint64_t limit = u64(stats.at("admission_limit"));
+  EXPECT_EQ(
+      u64(ws_->ok({{"cmd", "cluster.limits"}, {"admission_limit", 100}}).at("admission_limit")),
+      100u);
+  const uint64_t admitted = u64(ws_->ok({{"cmd", "cluster.stats"}}).at("tokens_admitted"));
+  EXPECT_EQ(ws_->errorCode({{"cmd", "submit"}, {"job", jobToJson(*job)}}), "resource_exhausted");
+  EXPECT_EQ(u64(ws_->ok({{"cmd", "cluster.stats"}}).at("tokens_admitted")), admitted);
+  ws_->ok({{"cmd", "cluster.limits"}, {"admission_limit", limit}});
   // The same counts reach /metrics.
   auto m = httpGet(port(), "/metrics");
   EXPECT_EQ(m.status, 200);
