@@ -376,9 +376,10 @@ class WsSession final : public WsSessionBase {
       return;
     }
     if (!ws_.got_text()) {
-      sendReply(json::value(nullptr),
-                absl::InvalidArgumentError("binary frames are not supported; send JSON text"),
-                "unknown", std::chrono::steady_clock::now());
+      if (!rateLimited(std::chrono::steady_clock::now()))
+        sendReply(json::value(nullptr),
+                  absl::InvalidArgumentError("binary frames are not supported; send JSON text"),
+                  "unknown", std::chrono::steady_clock::now());
     } else {
       std::string text = beast::buffers_to_string(buffer_.data());
       handleMessage(text);
@@ -387,38 +388,53 @@ class WsSession final : public WsSessionBase {
     if (!closing_) doRead();
   }
 
+  Status rateLimitError() const {
+    return absl::ResourceExhaustedError(
+        fmt::format("rate limit: at most {} commands/s per connection (burst {})",
+                    gw_.config_.commands_per_s, gw_.config_.command_burst));
+  }
+
+  // Every frame (text or binary) takes a token from the connection's bucket
+  // before anything else, so malformed frames (bad JSON, non-objects, bad ids,
+  // binary) cannot bypass the limit. True if it was refused (reply sent).
+  bool rateLimited(std::chrono::steady_clock::time_point t0) {
+    if (bucket_.take(gw_.clock_.now())) return false;
+    gw_.rate_limited_->Increment();
+    sendReply(json::value(nullptr), rateLimitError(), "unknown", t0);
+    return true;
+  }
+
   void handleMessage(const std::string& text) {
     auto t0 = std::chrono::steady_clock::now();
     json::value id = nullptr;
+    // Every frame counts against the bucket, taken before any parsing so that
+    // malformed frames (bad JSON, non-objects, bad ids) cannot bypass it. The
+    // frame is still parsed (bounded by max_frame_bytes, nothing reaches the
+    // coordinator) only to echo its id in the refusal.
+    const bool allowed = bucket_.take(gw_.clock_.now());
+    auto refuse = [&](Status st) {
+      if (!allowed) {
+        gw_.rate_limited_->Increment();
+        st = rateLimitError();
+      }
+      sendReply(id, st, "unknown", t0);
+    };
     boost::system::error_code jec;
     json::parse_options opts;
     opts.max_depth = 64;
     json::value v = json::parse(text, jec, {}, opts);
-    if (jec) {
-      return sendReply(id, absl::InvalidArgumentError("invalid JSON: " + jec.message()), "unknown",
-                       t0);
-    }
-    if (!v.is_object()) {
-      return sendReply(id, absl::InvalidArgumentError("a request must be a JSON object"), "unknown",
-                       t0);
-    }
+    if (jec) return refuse(absl::InvalidArgumentError("invalid JSON: " + jec.message()));
+    if (!v.is_object())
+      return refuse(absl::InvalidArgumentError("a request must be a JSON object"));
     json::object& req = v.get_object();
     if (const json::value* idv = req.if_contains("id")) {
       if (idv->is_string() || idv->is_number() || idv->is_null()) {
         id = *idv;
       } else {
-        return sendReply(id, absl::InvalidArgumentError("'id' must be a string or a number"),
-                         "unknown", t0);
+        return refuse(absl::InvalidArgumentError("'id' must be a string or a number"));
       }
     }
-    if (!bucket_.take(gw_.clock_.now())) {
-      gw_.rate_limited_->Increment();
-      return sendReply(id,
-                       absl::ResourceExhaustedError(fmt::format(
-                           "rate limit: at most {} commands/s per connection (burst {})",
-                           gw_.config_.commands_per_s, gw_.config_.command_burst)),
-                       "unknown", t0);
-    }
+    if (!allowed) return refuse(rateLimitError());
     const json::value* cmdv = req.if_contains("cmd");
     if (cmdv == nullptr || !cmdv->is_string()) {
       return sendReply(id, absl::InvalidArgumentError("missing string field 'cmd'"), "unknown", t0);

@@ -331,6 +331,38 @@ TEST_F(GatewayTest, RateLimitPerConnection) {
   EXPECT_TRUE(d.ok({{"cmd", "ping"}}).at("pong").as_bool());
 }
 
+TEST_F(GatewayTest, RateLimitCountsMalformedFramesToo) {
+  GatewayConfig cfg = testConfig();
+  cfg.commands_per_s = 0.001;  // effectively no refill during the test
+  cfg.command_burst = 4;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);  // 1
+  auto codeOf = [&](const std::string& raw) {
+    c.sendText(raw);
+    json::object r = c.readMessage();
+    EXPECT_FALSE(r.at("ok").as_bool()) << raw;
+    return std::string(r.at("error").at("code").as_string());
+  };
+  // Malformed frames are answered, and each takes a token: 2, 3, 4.
+  EXPECT_EQ(codeOf("{oops"), "invalid_argument");
+  EXPECT_EQ(codeOf("[]"), "invalid_argument");
+  EXPECT_EQ(codeOf(R"({"id":{"x":1},"cmd":"ping"})"), "invalid_argument");
+  // The bucket is empty now: valid and malformed frames alike are refused.
+  EXPECT_EQ(codeOf("{oops"), "resource_exhausted");
+  EXPECT_EQ(codeOf("7"), "resource_exhausted");
+  c.ws().binary(true);
+  c.ws().write(net::buffer(std::string("\x01")));
+  EXPECT_EQ(c.readMessage().at("error").at("code").as_string(), "resource_exhausted");
+  json::object r = c.cmd({{"cmd", "cluster.stats"}});  // the refusal still echoes the id
+  EXPECT_EQ(r.at("error").at("code").as_string(), "resource_exhausted");
+  EXPECT_EQ(fake_.calls("stats"), 0);
+  EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
+                        "tokengate_gateway_refusals_total{reason=\"rate_limited\"}"),
+            4);
+}
+
 TEST_F(GatewayTest, EventsFollowSubscriptions) {
   startGateway();
   Client c(port());
