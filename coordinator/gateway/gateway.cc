@@ -24,6 +24,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
@@ -53,9 +54,39 @@ void addTokenFromEnv(GatewayConfig& config) {
   if (t != nullptr && *t != '\0') config.admin_tokens.emplace_back(t);
 }
 
+std::vector<std::string> parseOriginList(std::string_view list) {
+  std::vector<std::string> out;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front())))
+      item.remove_prefix(1);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back())))
+      item.remove_suffix(1);
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+void addAllowedOriginsFromEnv(GatewayConfig& config) {
+  const char* v = std::getenv("TG_GATEWAY_ALLOWED_ORIGINS");
+  if (v == nullptr) return;
+  for (auto& o : parseOriginList(v)) config.allowed_origins.push_back(std::move(o));
+}
+
 namespace {
 
 constexpr std::string_view kServerName = "tokengate-gateway/1";
+
+// Origins compare case-insensitively (scheme and host are), without a trailing '/'.
+std::string normalizeOrigin(std::string_view o) {
+  while (!o.empty() && o.back() == '/') o.remove_suffix(1);
+  std::string out(o);
+  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
 
 // How threads outside the gateway (the coordinator loop) reach it. Control
 // callbacks and the event sink hold only this and weak session pointers:
@@ -962,14 +993,16 @@ Gateway::Impl::Impl(GatewayConfig config, control::ClusterControl& control)
 }
 
 bool Gateway::Impl::originAllowed(std::string_view origin, std::string_view host) const {
+  const std::string want = normalizeOrigin(origin);
   for (const auto& o : config_.allowed_origins) {
-    if (o == "*" || o == origin) return true;
+    if (o == "*" || normalizeOrigin(o) == want) return true;
   }
+  // An allow-list replaces the same-origin check (Host is client-chosen: DNS rebinding).
   if (!config_.allowed_origins.empty()) return false;
   // Same origin: the Origin's authority equals the Host header.
-  auto sep = origin.find("://");
-  if (sep == std::string_view::npos) return false;
-  return origin.substr(sep + 3) == host;
+  auto sep = want.find("://");
+  if (sep == std::string::npos) return false;
+  return std::string_view(want).substr(sep + 3) == normalizeOrigin(host);
 }
 
 void Gateway::Impl::fanOut(uint32_t bit, const std::shared_ptr<const std::string>& msg) {

@@ -286,6 +286,47 @@ TEST_F(GatewayTest, AllowedOriginsList) {
   EXPECT_TRUE(bad.connect("/ws", "http://127.0.0.1:" + std::to_string(port())));
 }
 
+TEST_F(GatewayTest, AllowListClosesTheDnsRebindingHoleOfSameOrigin) {
+  {
+    // Default (no list): same-origin compares Origin with the client-chosen Host, so a
+    // rebound hostile name passes.
+    startGateway();
+    const std::string port_s = std::to_string(port());
+    Client rebound(port());
+    EXPECT_FALSE(
+        rebound.connect("/ws", "http://evil.example:" + port_s, "", "evil.example:" + port_s));
+    gw_->stop();
+  }
+  GatewayConfig cfg = testConfig();
+  cfg.allowed_origins = {"https://ops.example:8443"};
+  startGateway(cfg);
+  const std::string port_s = std::to_string(port());
+  Client rebound(port());
+  EXPECT_TRUE(
+      rebound.connect("/ws", "http://evil.example:" + port_s, "", "evil.example:" + port_s));
+  // Listed origins match case-insensitively, a trailing slash ignored.
+  Client listed(port());
+  EXPECT_FALSE(listed.connect("/ws", "HTTPS://Ops.Example:8443/"));
+  Client other_port(port());
+  EXPECT_TRUE(other_port.connect("/ws", "https://ops.example:9443"));
+}
+
+TEST(GatewayOriginsTest, EnvListIsCommaSeparatedAndAppended) {
+  EXPECT_EQ(parseOriginList(" https://a.example , ,http://b.example:8080,"),
+            (std::vector<std::string>{"https://a.example", "http://b.example:8080"}));
+  EXPECT_TRUE(parseOriginList("").empty());
+  GatewayConfig cfg;
+  cfg.allowed_origins = {"https://flag.example"};
+  ::setenv("TG_GATEWAY_ALLOWED_ORIGINS", "https://a.example,https://b.example", 1);
+  addAllowedOriginsFromEnv(cfg);
+  ::unsetenv("TG_GATEWAY_ALLOWED_ORIGINS");
+  EXPECT_EQ(
+      cfg.allowed_origins,
+      (std::vector<std::string>{"https://flag.example", "https://a.example", "https://b.example"}));
+  addAllowedOriginsFromEnv(cfg);  // unset: unchanged
+  EXPECT_EQ(cfg.allowed_origins.size(), 3u);
+}
+
 TEST_F(GatewayTest, OversizeFrameClosesWith1009) {
   GatewayConfig cfg = testConfig();
   cfg.max_frame_bytes = 1024;
