@@ -29,7 +29,10 @@ int main(int argc, char** argv) {
       ->envname("TG_GATEWAY_OPERATOR_TOKEN");
   app.add_flag("--gateway-anonymous-read", cfg.gateway_anonymous_read,
                "allow unauthenticated read-only access");
-  app.add_option("--allowed-origin", cfg.allowed_origins, "browser Origin allowed on /ws");
+  app.add_option(
+      "--gateway-allowed-origin,--allowed-origin", cfg.allowed_origins,
+      "browser Origin allowed on /ws, e.g. https://ops.example:8080 (repeatable; * = any; "
+      "also env TG_GATEWAY_ALLOWED_ORIGINS, comma-separated). None given: same-origin only");
   app.add_option("--tls-cert", cfg.tls_cert, "PEM certificate for the gateway (TLS)");
   app.add_option("--tls-key", cfg.tls_key, "PEM private key for the gateway (TLS)");
   app.add_option("--ready-file", cfg.ready_file, "write bound endpoints here once ready");

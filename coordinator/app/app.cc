@@ -138,6 +138,7 @@ int runCoordinator(AppConfig config) {
       gc.operator_tokens.push_back(config.gateway_operator_token);
     gc.allow_anonymous_read = config.gateway_anonymous_read;
     gc.allowed_origins = config.allowed_origins;
+    gateway::addAllowedOriginsFromEnv(gc);
     gc.tls_cert_file = config.tls_cert;
     gc.tls_key_file = config.tls_key;
     if (token.empty() && !gc.allow_anonymous_read)

@@ -659,19 +659,18 @@ StatusOr<uint64_t> CoordinatorCore::cancelJob(uint64_t job_id) {
     if (jobStatus(job_id, false).ok()) return uint64_t{0};
     return absl::NotFoundError(fmt::format("no job {}", job_id));
   }
-  uint64_t n = 0;
+  // Counted as the job's cancelled tokens before and after: failing a token
+  // also cancels its dependents, which the loop then skips.
+  const uint64_t cancelled_before = j->cancelled;
   std::unordered_map<uint32_t, std::vector<uint64_t>> running;
   for (uint32_t i = 0; i < j->tokens.size() && j->state == JobState::kRunning; ++i) {
     TokenRec& t = j->tokens[i];
     if (t.state == kDone || t.state == kFailed || t.state == kCancelled) continue;
     if (t.state == kRunning && t.node != kNoNode) running[t.node].push_back(tokenId(j->id, i));
-    ++n;
-    const uint64_t cancelled_before = j->cancelled;
     failToken(*j, i, absl::CancelledError("job cancelled"), false);
-    (void)cancelled_before;
   }
   for (auto& [slot, ids] : running) sendControlCancel(slot, ids);
-  return n;
+  return j->cancelled - cancelled_before;
 }
 
 StatusOr<bool> CoordinatorCore::cancelToken(uint64_t token_id) {
@@ -766,8 +765,15 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
   auto it = op_index_.find(name);
   if (it == op_index_.end())
     return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
-  for (auto& n : nodes_) {
+  // Every token the coordinator counts as running gets exactly one outcome:
+  // batches still being assembled go out first, so the node holds every such
+  // token when the cancel arrives. The node answers each one -- Cancelled for
+  // those it had not started (and for running ones whose operation sees the
+  // flag), onResults marks those cancelled and never retries them.
+  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
+    NodeRec& n = nodes_[slot];
     if (n.state == NodeState::kDead) continue;
+    flushBatch(slot);
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);

@@ -24,6 +24,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
@@ -53,9 +54,39 @@ void addTokenFromEnv(GatewayConfig& config) {
   if (t != nullptr && *t != '\0') config.admin_tokens.emplace_back(t);
 }
 
+std::vector<std::string> parseOriginList(std::string_view list) {
+  std::vector<std::string> out;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front())))
+      item.remove_prefix(1);
+    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back())))
+      item.remove_suffix(1);
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+void addAllowedOriginsFromEnv(GatewayConfig& config) {
+  const char* v = std::getenv("TG_GATEWAY_ALLOWED_ORIGINS");
+  if (v == nullptr) return;
+  for (auto& o : parseOriginList(v)) config.allowed_origins.push_back(std::move(o));
+}
+
 namespace {
 
 constexpr std::string_view kServerName = "tokengate-gateway/1";
+
+// Origins compare case-insensitively (scheme and host are), without a trailing '/'.
+std::string normalizeOrigin(std::string_view o) {
+  while (!o.empty() && o.back() == '/') o.remove_suffix(1);
+  std::string out(o);
+  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
 
 // How threads outside the gateway (the coordinator loop) reach it. Control
 // callbacks and the event sink hold only this and weak session pointers:
@@ -376,9 +407,10 @@ class WsSession final : public WsSessionBase {
       return;
     }
     if (!ws_.got_text()) {
-      sendReply(json::value(nullptr),
-                absl::InvalidArgumentError("binary frames are not supported; send JSON text"),
-                "unknown", std::chrono::steady_clock::now());
+      if (!rateLimited(std::chrono::steady_clock::now()))
+        sendReply(json::value(nullptr),
+                  absl::InvalidArgumentError("binary frames are not supported; send JSON text"),
+                  "unknown", std::chrono::steady_clock::now());
     } else {
       std::string text = beast::buffers_to_string(buffer_.data());
       handleMessage(text);
@@ -387,38 +419,53 @@ class WsSession final : public WsSessionBase {
     if (!closing_) doRead();
   }
 
+  Status rateLimitError() const {
+    return absl::ResourceExhaustedError(
+        fmt::format("rate limit: at most {} commands/s per connection (burst {})",
+                    gw_.config_.commands_per_s, gw_.config_.command_burst));
+  }
+
+  // Every frame (text or binary) takes a token from the connection's bucket
+  // before anything else, so malformed frames (bad JSON, non-objects, bad ids,
+  // binary) cannot bypass the limit. True if it was refused (reply sent).
+  bool rateLimited(std::chrono::steady_clock::time_point t0) {
+    if (bucket_.take(gw_.clock_.now())) return false;
+    gw_.rate_limited_->Increment();
+    sendReply(json::value(nullptr), rateLimitError(), "unknown", t0);
+    return true;
+  }
+
   void handleMessage(const std::string& text) {
     auto t0 = std::chrono::steady_clock::now();
     json::value id = nullptr;
+    // Every frame counts against the bucket, taken before any parsing so that
+    // malformed frames (bad JSON, non-objects, bad ids) cannot bypass it. The
+    // frame is still parsed (bounded by max_frame_bytes, nothing reaches the
+    // coordinator) only to echo its id in the refusal.
+    const bool allowed = bucket_.take(gw_.clock_.now());
+    auto refuse = [&](Status st) {
+      if (!allowed) {
+        gw_.rate_limited_->Increment();
+        st = rateLimitError();
+      }
+      sendReply(id, st, "unknown", t0);
+    };
     boost::system::error_code jec;
     json::parse_options opts;
     opts.max_depth = 64;
     json::value v = json::parse(text, jec, {}, opts);
-    if (jec) {
-      return sendReply(id, absl::InvalidArgumentError("invalid JSON: " + jec.message()), "unknown",
-                       t0);
-    }
-    if (!v.is_object()) {
-      return sendReply(id, absl::InvalidArgumentError("a request must be a JSON object"), "unknown",
-                       t0);
-    }
+    if (jec) return refuse(absl::InvalidArgumentError("invalid JSON: " + jec.message()));
+    if (!v.is_object())
+      return refuse(absl::InvalidArgumentError("a request must be a JSON object"));
     json::object& req = v.get_object();
     if (const json::value* idv = req.if_contains("id")) {
       if (idv->is_string() || idv->is_number() || idv->is_null()) {
         id = *idv;
       } else {
-        return sendReply(id, absl::InvalidArgumentError("'id' must be a string or a number"),
-                         "unknown", t0);
+        return refuse(absl::InvalidArgumentError("'id' must be a string or a number"));
       }
     }
-    if (!bucket_.take(gw_.clock_.now())) {
-      gw_.rate_limited_->Increment();
-      return sendReply(id,
-                       absl::ResourceExhaustedError(fmt::format(
-                           "rate limit: at most {} commands/s per connection (burst {})",
-                           gw_.config_.commands_per_s, gw_.config_.command_burst)),
-                       "unknown", t0);
-    }
+    if (!allowed) return refuse(rateLimitError());
     const json::value* cmdv = req.if_contains("cmd");
     if (cmdv == nullptr || !cmdv->is_string()) {
       return sendReply(id, absl::InvalidArgumentError("missing string field 'cmd'"), "unknown", t0);
@@ -483,7 +530,11 @@ class WsSession final : public WsSessionBase {
                             std::chrono::steady_clock::time_point t0) {
     if (cmd == "hello" || cmd == "auth") {
       if (const json::value* p = req.if_contains("protocol"); p != nullptr && !p->is_null()) {
-        if (!p->is_number() || p->to_number<double>() != kProtocolVersion) {
+        if (!p->is_number()) {
+          return sendReply(id, absl::InvalidArgumentError("field 'protocol' must be a number"), cmd,
+                           t0);
+        }
+        if (p->to_number<double>() != kProtocolVersion) {
           return sendReply(
               id,
               absl::FailedPreconditionError(fmt::format(
@@ -942,14 +993,16 @@ Gateway::Impl::Impl(GatewayConfig config, control::ClusterControl& control)
 }
 
 bool Gateway::Impl::originAllowed(std::string_view origin, std::string_view host) const {
+  const std::string want = normalizeOrigin(origin);
   for (const auto& o : config_.allowed_origins) {
-    if (o == "*" || o == origin) return true;
+    if (o == "*" || normalizeOrigin(o) == want) return true;
   }
+  // An allow-list replaces the same-origin check (Host is client-chosen: DNS rebinding).
   if (!config_.allowed_origins.empty()) return false;
   // Same origin: the Origin's authority equals the Host header.
-  auto sep = origin.find("://");
-  if (sep == std::string_view::npos) return false;
-  return origin.substr(sep + 3) == host;
+  auto sep = want.find("://");
+  if (sep == std::string::npos) return false;
+  return std::string_view(want).substr(sep + 3) == normalizeOrigin(host);
 }
 
 void Gateway::Impl::fanOut(uint32_t bit, const std::shared_ptr<const std::string>& msg) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.h"
@@ -36,8 +37,12 @@ struct GatewayConfig {
   std::vector<std::string> admin_tokens;
   bool allow_anonymous_read = false;
 
-  // Browser Origin values allowed to open /ws. Empty: only same-origin
-  // (Origin host == Host header); "*" allows any. Requests without an Origin
+  // Browser Origin values allowed to open /ws ("scheme://host[:port]",
+  // compared case-insensitively, a trailing '/' ignored; "*" allows any).
+  // Empty: same-origin only (the Origin's host:port equals the request's Host
+  // header). A non-empty list replaces that check: Host is chosen by the
+  // client, so under DNS rebinding a hostile page is "same-origin"; list the
+  // page's real origin(s) to close that hole. Requests without an Origin
   // header (non-browser clients) are always allowed.
   std::vector<std::string> allowed_origins;
 
@@ -64,6 +69,10 @@ struct GatewayConfig {
 
 // Adds TG_GATEWAY_TOKEN (if set and non-empty) to config.admin_tokens.
 void addTokenFromEnv(GatewayConfig& config);
+// Splits a comma-separated origin list; entries are trimmed, empty ones skipped.
+std::vector<std::string> parseOriginList(std::string_view list);
+// Appends TG_GATEWAY_ALLOWED_ORIGINS (comma-separated) to config.allowed_origins.
+void addAllowedOriginsFromEnv(GatewayConfig& config);
 
 class Gateway {
  public:

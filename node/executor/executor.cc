@@ -330,17 +330,29 @@ void Executor::pruneControlLocked() {
   }
 }
 
-bool Executor::isCancelledLocked(const Task& t) const {
-  if (t.seq < drop_below_seq_) return true;
+Executor::Cancel Executor::cancelOfLocked(const Task& t) const {
+  if (t.seq < drop_below_seq_) return Cancel::kDrop;
   if (!cancelled_ids_.empty()) {
     auto it = cancelled_ids_.find(t.id);
-    if (it != cancelled_ids_.end() && t.seq < it->second) return true;
+    if (it != cancelled_ids_.end() && t.seq < it->second) return Cancel::kDrop;
   }
   if (!cancelled_ops_.empty()) {
     auto it = cancelled_ops_.find(t.op);
-    if (it != cancelled_ops_.end() && t.seq < it->second) return true;
+    if (it != cancelled_ops_.end() && t.seq < it->second) return Cancel::kReport;
   }
-  return false;
+  return Cancel::kNone;
+}
+
+TaskResult Executor::cancelledUnstarted(const Task& t, Nanos now) {
+  TaskResult r;
+  r.id = t.id;
+  r.attempt = t.attempt;
+  r.session = t.session;
+  r.lane = t.lane;
+  r.queue_ns = static_cast<uint64_t>(std::max<Nanos>(0, now - t.enqueued_ns));
+  r.outcome = absl::CancelledError(
+      fmt::format("operation '{}' cancelled before the token started", t.op->name));
+  return r;
 }
 
 void Executor::bumpEpochAndFlagRunning(
@@ -387,17 +399,23 @@ void Executor::cancelOp(const Operation* op) {
     std::lock_guard lk(control_mu_);
     cancelled_ops_[op] = next_seq_.load();
   }
-  size_t dropped = 0;
+  // Queued tokens never start; each is reported Cancelled so the coordinator
+  // sees exactly one outcome per token it dispatched.
+  std::vector<TaskResult> cancelled;
+  const Nanos now = clock_.now();
   for (auto& pool : pools_) {
     std::lock_guard lk(pool->mu);
     for (Weight l : pool->lanes) {
       auto& q = pool->q[laneIndex(l)];
-      const size_t n = q.eraseIf([&](const Task& t) { return t.op == op; });
+      const size_t n = q.eraseIf([&](const Task& t) {
+        if (t.op != op) return false;
+        cancelled.push_back(cancelledUnstarted(t, now));
+        return true;
+      });
       lanes_[laneIndex(l)].queued.fetch_sub(static_cast<int64_t>(n), std::memory_order_relaxed);
-      dropped += n;
     }
   }
-  if (dropped > 0) finished(dropped);
+  publish(cancelled, nullptr);
   bumpEpochAndFlagRunning([&](uint64_t, const Operation* o) { return o == op; });
 }
 
@@ -469,16 +487,21 @@ std::vector<CoreStats> Executor::coreStats() const {
 size_t Executor::filterLocal(Worker& w, std::vector<Task>& local, size_t from,
                              uint64_t& seen_epoch) {
   std::vector<ReturnedTask> returned;
+  std::vector<TaskResult> cancelled;
   size_t dropped = 0;
   size_t out = from;
+  const Nanos now = clock_.now();
   {
     std::lock_guard lk(control_mu_);
     seen_epoch = control_epoch_.load();
     const bool draining = draining_.load();
     for (size_t j = from; j < local.size(); ++j) {
       Task& t = local[j];
-      if (isCancelledLocked(t)) {
+      const Cancel c = cancelOfLocked(t);
+      if (c == Cancel::kDrop) {
         ++dropped;
+      } else if (c == Cancel::kReport) {
+        cancelled.push_back(cancelledUnstarted(t, now));
       } else if (draining) {
         returned.push_back({t.id, t.attempt, t.session});
       } else {
@@ -489,10 +512,7 @@ size_t Executor::filterLocal(Worker& w, std::vector<Task>& local, size_t from,
   }
   local.resize(out);
   if (dropped > 0) finished(dropped);
-  if (!returned.empty()) {
-    std::vector<TaskResult> none;
-    publish(none, &returned);
-  }
+  if (!returned.empty() || !cancelled.empty()) publish(cancelled, &returned);
   return out;
 }
 

@@ -123,10 +123,14 @@ class Executor {
   // Moves everything finished so far into `results` / `returned` (appends).
   void takeResults(std::vector<TaskResult>& results, std::vector<ReturnedTask>& returned);
 
-  // Queued tokens with these ids are dropped (no result); running ones get
-  // their cancel flag set and report whatever the operation returns.
+  // Queued tokens with these ids are dropped (no result: the coordinator
+  // already counts them cancelled); running ones get their cancel flag set
+  // and report whatever the operation returns.
   void cancelTokens(std::span<const uint64_t> ids);
-  // The same for every queued and running token of `op`.
+  // Every token of `op` enqueued before this call: queued (and popped but
+  // unstarted) ones are not run and each reports a Cancelled result; running
+  // ones get their cancel flag set and report whatever the operation returns
+  // (Cancelled if it observes the flag). So every token yields one result.
   void cancelOp(const Operation* op);
   // Stop starting tokens: queued ones are handed back through takeResults
   // (returned), running ones finish; later submits are returned at once.
@@ -163,7 +167,10 @@ class Executor {
   // Applies pending control to a worker's unstarted tokens [from, end).
   // Returns the new end (kept tokens compacted to the front of the range).
   size_t filterLocal(Worker& w, std::vector<Task>& local, size_t from, uint64_t& seen_epoch);
-  bool isCancelledLocked(const Task& t) const;
+  // kDrop: no result (cancelTokens / dropQueued); kReport: a Cancelled result (cancelOp).
+  enum class Cancel { kNone, kDrop, kReport };
+  Cancel cancelOfLocked(const Task& t) const;
+  static TaskResult cancelledUnstarted(const Task& t, Nanos now);
   void runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos& now, Nanos& debt_ns);
   void publish(std::vector<TaskResult>& results, std::vector<ReturnedTask>* returned);
   void finished(uint64_t n) { outstanding_.fetch_sub(n, std::memory_order_acq_rel); }

@@ -6,7 +6,8 @@ A probe connection measures command round trips (cluster.stats, job.status,
 op.list in turn) the whole time. The job must complete. Prints one JSON
 object with the figures (client-side latency p50/p90/p99/max, the gateway's
 own command-latency histogram, events delivered, gaps, clients seen by
-/metrics).
+/metrics). Fails unless every job succeeds, every watcher's subscribe reply
+is ok and every watcher receives at least one event.
 
   cluster.py -- python3 load_test.py [--watchers 500] [--terms 100000]
 """
@@ -34,31 +35,43 @@ def watchers_main(n, token, ready, stop, out):
         await ws.send(json.dumps({"id": 1, "cmd": "hello", "token": token}))
         await ws.send(json.dumps({"id": 2, "cmd": "subscribe",
                                   "topics": ["job", "failures", "nodes", "ops"]}))
-        replies = 0
+        events = 0
         stats["connected"] += 1
         try:
             async for raw in ws:
                 if raw.startswith('{"event"'):
                     stats["events"] += 1
+                    events += 1
+                    if events == 1:
+                        stats["with_events"] += 1
                     if raw.startswith('{"event":"gap"'):
                         stats["gaps"] += 1
-                else:
-                    replies += 1
-                    if replies == 2:
+                    continue
+                # Replies are few: parse them. The subscribe reply must be ok.
+                msg = json.loads(raw)
+                if msg.get("id") == 2:
+                    if msg.get("ok"):
                         stats["subscribed"] += 1
+                    else:
+                        stats["subscribe_errors"] += 1
+                        stats["last_error"] = raw[:200]
+                elif msg.get("id") == 1 and not msg.get("ok"):
+                    stats["hello_errors"] += 1
+                    stats["last_error"] = raw[:200]
         except websockets.ConnectionClosed:
             stats["closed_by_server"] += 1
 
     async def main():
-        stats = dict(connected=0, subscribed=0, events=0, gaps=0, connect_errors=0,
-                     closed_by_server=0)
+        stats = dict(connected=0, subscribed=0, subscribe_errors=0, hello_errors=0, events=0,
+                     with_events=0, gaps=0, connect_errors=0, closed_by_server=0)
         tasks = []
         for i in range(n):  # ramp up in small bursts
             tasks.append(asyncio.create_task(one(i, stats)))
             if i % 50 == 49:
                 await asyncio.sleep(0.05)
         t0 = time.time()
-        while stats["subscribed"] + stats["connect_errors"] < n and time.time() - t0 < 60:
+        while (stats["subscribed"] + stats["subscribe_errors"] + stats["connect_errors"] < n
+               and time.time() - t0 < 60):
             await asyncio.sleep(0.1)
         ready.set()
         while not stop.is_set():
@@ -179,6 +192,9 @@ def main():
     report = {
         "mode": MODE, "gateway": URL, "watchers": a.watchers, "terms": a.terms,
         "watchers_connected": wstats["connected"], "watchers_subscribed": wstats["subscribed"],
+        "watchers_subscribe_errors": wstats["subscribe_errors"] + wstats["hello_errors"],
+        "watchers_with_events": wstats["with_events"],
+        "watcher_last_error": wstats.get("last_error"),
         "connect_s": round(connect_s, 2), "ws_clients_gauge": gauge,
         "jobs": {"count": len(jobs), "succeeded": sum(j["state"] == "succeeded" for j in jobs),
                  "tokens_each": jobs[0].get("total"),
@@ -187,6 +203,8 @@ def main():
                  "wall_s_max": round(walls[-1], 3) if walls else None,
                  "seconds_under_load": round(res["seconds"], 1)},
         "loadavg_1m": os.getloadavg()[0],
+        # Gateway command latency under load, client side (send to reply).
+        "command_latency_ms": {"p50": round(pct(lat, 50), 3), "p99": round(pct(lat, 99), 3)},
         "probe": {"commands": len(lat), "errors": res["errors"], "rate_per_s": a.rate,
                   "p50_ms": round(pct(lat, 50), 3), "p90_ms": round(pct(lat, 90), 3),
                   "p99_ms": round(pct(lat, 99), 3), "max_ms": round(lat[-1], 3),
@@ -196,12 +214,23 @@ def main():
         "connect_errors": wstats["connect_errors"], "closed_by_server": wstats["closed_by_server"],
     }
     print(json.dumps(report, indent=2))
-    ok = (jobs and all(j["state"] == "succeeded" for j in jobs)
-          and wstats["subscribed"] == a.watchers
-          and res["errors"] == 0 and wstats["closed_by_server"] == 0)
-    if not ok:
-        print("FAIL: job did not succeed, or watchers/commands failed", file=sys.stderr)
-    return 0 if ok else 1
+    problems = []
+    if not jobs or not all(j["state"] == "succeeded" for j in jobs):
+        problems.append("a job did not succeed")
+    if wstats["subscribed"] != a.watchers or wstats["subscribe_errors"] or wstats["hello_errors"]:
+        problems.append(f"{wstats['subscribed']} of {a.watchers} watchers got an ok subscribe "
+                        f"reply ({wstats['subscribe_errors']} errors; {wstats.get('last_error')})")
+    if wstats["with_events"] != a.watchers:
+        problems.append(f"only {wstats['with_events']} of {a.watchers} watchers received an event")
+    if res["errors"]:
+        problems.append(f"{res['errors']} probe commands failed")
+    if wstats["closed_by_server"]:
+        problems.append(f"the server closed {wstats['closed_by_server']} watchers")
+    for p in problems:
+        print(f"FAIL: {p}", file=sys.stderr)
+    print(f"gateway command latency under load: p50 {report['command_latency_ms']['p50']} ms, "
+          f"p99 {report['command_latency_ms']['p99']} ms", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

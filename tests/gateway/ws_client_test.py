@@ -159,8 +159,6 @@ async def test_every_command():
                       max_rate_per_s=0))["op"]
     check(lim["limits"]["max_in_flight"] == 64, f"limits: {lim}")
     await c.ok("op.limits", op="leibniz.term", max_in_flight=0, max_rate_per_s=RATE)
-    cr = await c.ok("op.cancel_running", op="leibniz.term")
-    check(cr["op"] == "leibniz.term" and cr["cancelled"] >= 0, f"cancel_running: {cr}")
 
     # Events arrived for the job and the ops.
     seen = set()
@@ -181,9 +179,22 @@ async def test_every_command():
     check(left["queued"] == 0, f"queue empty after drain: {left}")
     print(f"    drain: dropped {dr['dropped']}, queued now {left['queued']}")
     await c.ok("op.resume", op="leibniz.term")
+    # The dropped tokens never run: after the resume at most those running at the drain finish.
+    await asyncio.sleep(0.5)
+    later = await op_status(c, "leibniz.term")
+    check(later["completed"] <= left["completed"] + left["running"],
+          f"drained tokens ran: {left} -> {later}")
+    check(later["cancelled"] - left["cancelled"] >= 0 and left["cancelled"] >= dr["dropped"],
+          f"drained tokens counted cancelled: {left}")
+    # A finished token (run or drained): nothing to cancel. While its job lives the reply
+    # is cancelled:false; the drain cancelled every chunk's input, so the job has ended
+    # and the token is no longer known: not_found.
+    js = await c.ok("job.status", job_id=job_id)
     tc = await c.call("token.cancel", token_id=(job_id << 32) | 1)
-    check(tc["ok"] or tc["error"]["code"] in ("not_found", "failed_precondition"),
-          f"token.cancel: {tc}")
+    if js["state"] == "running":
+        check(tc["ok"] and tc["result"]["cancelled"] is False, f"token.cancel finished: {tc}")
+    else:
+        check(not tc["ok"] and tc["error"]["code"] == "not_found", f"token.cancel gone: {tc}")
     jc = await c.ok("job.cancel", job_id=job_id)
     check(jc["job_id"] == job_id and jc["cancelled"] >= 0, f"job.cancel: {jc}")
     deadline = time.time() + 30
@@ -217,6 +228,130 @@ async def test_every_command():
     await c.close()
 
 
+async def wait_job_end(c, job_id, within_s):
+    """job.status once the job has left `running`, or an assertion after within_s."""
+    deadline = time.time() + within_s
+    while (st := await c.ok("job.status", job_id=job_id))["state"] == "running":
+        check(time.time() < deadline, f"job {job_id} still running after {within_s}s: {st}")
+        await asyncio.sleep(0.05)
+    return st
+
+
+async def test_cancel_running():
+    """op.cancel_running ends every running token of the op: the ones a node
+    had queued come back cancelled before starting, the ones running see the
+    cooperative flag and return the operation's own message. The jobs end
+    within seconds with no job.cancel, and no token is left 'running'."""
+    if MODE != "real":
+        print("    (skipped: needs real nodes)")
+        return
+    c = await Client.connect(TOKEN)
+    slow = {"wait_cancel": 6, "sleep": 4}  # both observe the flag; 60 s each otherwise
+    before = {op: await op_status(c, op) for op in slow}
+    jobs = {}
+    for op, n in slow.items():
+        jobs[op] = (await c.ok("submit", job={"name": f"cancel-running-{op}", "tokens": [
+            {"op": op, "repeat": n, "args": [60_000]}]}))["job_id"]
+    # Wait until the coordinator has dispatched them all (credits are ample).
+    deadline = time.time() + 10
+    for op, n in slow.items():
+        while (await op_status(c, op))["running"] - before[op]["running"] < n:
+            check(time.time() < deadline, f"{op} tokens never all dispatched")
+            await asyncio.sleep(0.05)
+    t0 = time.time()
+    for op, n in slow.items():
+        cr = await c.ok("op.cancel_running", op=op)
+        check(cr["op"] == op and cr["cancelled"] == n, f"cancel_running {op}: {cr} (want {n})")
+    for op, n in slow.items():
+        st = await wait_job_end(c, jobs[op], 5)
+        check(st["state"] == "cancelled" and st["cancelled"] == n and st["done"] == 0
+              and st["failed"] == 0 and st["running"] == 0, f"{op} job after cancel_running: {st}")
+        outs = st["outputs"]
+        check(len(outs) == n and all(not o["ok"] and o["error"]["code"] == "cancelled" for o in outs),
+              f"{op} outputs all cancelled: {outs}")
+        own = [o for o in outs if o["error"]["message"] == f"{op} cancelled"]
+        unstarted = [o for o in outs if "before the token started" in o["error"]["message"]]
+        # At least one token was running (its op saw the flag); the rest never started.
+        check(own and len(own) + len(unstarted) == n, f"{op} cancel messages: {outs}")
+        after = await op_status(c, op)
+        check(after["running"] == before[op]["running"], f"{op} nothing left running: {after}")
+        check(after["cancelled"] - before[op]["cancelled"] == n
+              and after["retried"] == before[op]["retried"], f"{op} cancelled, not retried: {after}")
+        print(f"    cancel_running {op}: {len(own)} saw the flag, {len(unstarted)} never started, "
+              f"job {st['state']} {time.time() - t0:.2f}s after the command")
+    # The lanes are free again: a new token of the op runs to completion.
+    jid = (await c.ok("submit", job={"tokens": [{"op": "wait_cancel", "args": [10]}]}))["job_id"]
+    st = await wait_job_end(c, jid, 10)
+    check(st["state"] == "succeeded", f"wait_cancel after cancel_running: {st}")
+    await c.close()
+
+
+async def test_token_cancel_limits_drain():
+    """Effects proven on real nodes: token.cancel of a token still queued (its op
+    paused) ends it cancelled while its siblings run; max_in_flight and
+    max_rate_per_s hold when sampled; op.drain's dropped tokens never run."""
+    if MODE != "real":
+        print("    (skipped: needs real nodes)")
+        return
+    c = await Client.connect(TOKEN)
+    # token.cancel on a queued token.
+    await c.ok("op.pause", op="sleep")
+    jid = (await c.ok("submit", job={"tokens": [{"op": "sleep", "repeat": 3, "args": [10]}]}))["job_id"]
+    check((await op_status(c, "sleep"))["queued"] == 3, "three sleep tokens queued while paused")
+    tc = await c.ok("token.cancel", token_id=(jid << 32) | 1)
+    check(tc["cancelled"] is True, f"token.cancel of a queued token: {tc}")
+    await c.ok("op.resume", op="sleep")
+    st = await wait_job_end(c, jid, 10)
+    check(st["state"] == "cancelled" and st["done"] == 2 and st["cancelled"] == 1,
+          f"job after token.cancel: {st}")
+    out = st["outputs"][1]
+    check(not out["ok"] and out["error"]["code"] == "cancelled", f"cancelled token output: {out}")
+    check(all(o["ok"] for i, o in enumerate(st["outputs"]) if i != 1), f"others ran: {st}")
+
+    # max_in_flight: sampled running never exceeds it, and reaches it.
+    lim = (await c.ok("op.limits", op="sleep", max_in_flight=3))["op"]
+    check(lim["limits"]["max_in_flight"] == 3, f"limits: {lim}")
+    jid = (await c.ok("submit", job={"tokens": [{"op": "sleep", "repeat": 40, "args": [50]}]}))["job_id"]
+    peak, samples = 0, 0
+    while (await c.ok("job.status", job_id=jid))["state"] == "running" and samples < 1000:
+        peak = max(peak, (await op_status(c, "sleep"))["running"])
+        samples += 1
+        await asyncio.sleep(0.05)
+    check(peak == 3, f"max_in_flight 3: peak running sampled {peak} over {samples} samples")
+    check((await c.ok("job.status", job_id=jid))["state"] == "succeeded", "limited job succeeded")
+    await c.ok("op.limits", op="sleep")
+    print(f"    max_in_flight 3: peak {peak} over {samples} samples")
+
+    # max_rate_per_s: 200/s on echo (burst 20).
+    await c.ok("op.limits", op="echo", max_rate_per_s=200)
+    before = (await op_status(c, "echo"))["completed"]
+    jid = (await c.ok("submit", job={"tokens": [{"op": "echo", "repeat": 2000, "args": [1]}]}))["job_id"]
+    t0 = time.time()
+    await asyncio.sleep(2)
+    ran = (await op_status(c, "echo"))["completed"] - before
+    secs = time.time() - t0
+    check(100 * secs <= ran <= 200 * secs + 60, f"max_rate_per_s 200: {ran} tokens in {secs:.2f}s")
+    print(f"    max_rate_per_s 200: {ran} tokens in {secs:.2f}s")
+    await c.ok("op.limits", op="echo")
+    check((await wait_job_end(c, jid, 10))["state"] == "succeeded", "rate-limited job succeeded")
+
+    # op.drain: every queued token dropped, none of them ever runs.
+    await c.ok("op.pause", op="echo")
+    before = await op_status(c, "echo")
+    jid = (await c.ok("submit", job={"tokens": [{"op": "echo", "repeat": 500, "args": [1]}]}))["job_id"]
+    dr = await c.ok("op.drain", op="echo")
+    check(dr["dropped"] == 500, f"drain dropped every queued token: {dr}")
+    await c.ok("op.resume", op="echo")
+    st = await wait_job_end(c, jid, 5)
+    check(st["state"] == "cancelled" and st["cancelled"] == 500 and st["done"] == 0,
+          f"job after drain: {st}")
+    await asyncio.sleep(0.3)
+    after = await op_status(c, "echo")
+    check(after["completed"] == before["completed"], f"drained tokens ran: {before} -> {after}")
+    check(after["cancelled"] - before["cancelled"] == 500, f"drained counted cancelled: {after}")
+    await c.close()
+
+
 async def test_http():
     status, body = http_get("/metrics")
     check(status == 200 and "tokengate_ws_clients" in body, "metrics")
@@ -228,7 +363,8 @@ async def test_http():
 
 
 async def main():
-    for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_every_command]:
+    for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_cancel_running,
+              test_token_cancel_limits_drain, test_every_command]:
         t0 = time.time()
         await t()
         print(f"ok  {t.__name__} ({time.time() - t0:.2f}s)")

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_outbox.h"
 
@@ -474,6 +476,77 @@ TEST_F(CoordinatorTest, CancelJobCancelsQueuedAndRunningTokens) {
   ASSERT_FALSE(n->controls.empty());
   n->ok(tasks[0], Value(int64_t{0}));  // late: discarded
   EXPECT_EQ(core_->counters().completed, 0u);
+}
+
+TEST_F(CoordinatorTest, CancelJobCountsDependentsItCancels) {
+  auto n = node("n1");
+  JobSpec job;
+  TokenSpec a;
+  a.op = "echo";
+  a.repeat = 3;
+  a.args.push_back(Arg::val(int64_t{10}, 1));
+  uint32_t first = job.add(a);
+  TokenSpec s;
+  s.op = "sum";
+  s.args.push_back(Arg::refs(first, 3));
+  job.add(s);
+  auto id = core_->submitJob(job);
+  ASSERT_TRUE(id.ok());
+  // Cancelling the first echo cascades to the sum before the loop reaches it.
+  auto c = core_->cancelJob(*id);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(*c, 4u);
+  EXPECT_EQ(core_->jobStatus(*id)->cancelled, *c);
+}
+
+TEST_F(CoordinatorTest, CancelRunningOpEndsEveryDispatchedTokenCancelledWithoutRetry) {
+  config_.credit_per_worker = 3;
+  make();
+  auto n = node("n1");
+  JobSpec job;
+  TokenSpec t;
+  t.op = "work";
+  t.repeat = 5;
+  t.max_attempts = 5;  // a Cancelled result must not be retried even so
+  t.args.push_back(Arg::val(int64_t{0}, 1));
+  job.add(t);
+  auto id = core_->submitJob(job);
+  ASSERT_TRUE(id.ok());
+  core_->tick();  // dispatch up to the credit; the batch may still be held back
+  auto cancelled = core_->cancelRunningOp("work");
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(*cancelled, 3u);  // running = the credit; two tokens still queued here
+  // The held-back batch went out before the cancel: the node holds all three.
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 3u);
+  ASSERT_FALSE(n->controls.empty());
+  EXPECT_EQ(n->controls.back(), wire::Control::CANCEL_OP);
+  // The node answers one Cancelled result per token: queued ones it never
+  // started, and the running one whose operation saw the flag.
+  n->reply({{tasks[0], StatusOr<Value>(absl::CancelledError("work cancelled"))},
+            {tasks[1], StatusOr<Value>(absl::CancelledError(
+                           "operation 'work' cancelled before the token started"))},
+            {tasks[2], StatusOr<Value>(absl::CancelledError(
+                           "operation 'work' cancelled before the token started"))}});
+  EXPECT_EQ(core_->counters().cancelled, 3u);
+  EXPECT_EQ(core_->counters().retried, 0u);
+  auto ops = core_->listOps();
+  auto op = std::find_if(ops.begin(), ops.end(), [](auto& o) { return o.name == "work"; });
+  ASSERT_NE(op, ops.end());
+  EXPECT_EQ(op->cancelled, 3u);
+  // Credits came back: the two tokens the coordinator still held (not
+  // running at the cancel, so unaffected) were dispatched at once...
+  EXPECT_EQ(op->running, 2u);
+  // ...they run, and the job ends (cancelled, since three of its tokens were).
+  EXPECT_EQ(runAll(*n), 2);
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->cancelled, 3u);
+  EXPECT_EQ(st->done, 2u);
+  EXPECT_EQ(st->running, 0u);
+  EXPECT_EQ(st->state, control::JobState::kCancelled);
+  EXPECT_EQ(core_->stats().tokens_live, 0u);
+  EXPECT_EQ(core_->cancelRunningOp("nope").status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(CoordinatorTest, DrainedNodeGetsNoNewWorkAndReturnedTokensRunElsewhere) {

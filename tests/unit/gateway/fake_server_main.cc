@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   if (!operator_token.empty()) cfg.operator_tokens.push_back(operator_token);
   if (!viewer_token.empty()) cfg.viewer_tokens.push_back(viewer_token);
   gateway::addTokenFromEnv(cfg);
+  gateway::addAllowedOriginsFromEnv(cfg);
 
   testing::FakeClusterControl cluster;
   if (demo_terms > 0) {

@@ -24,6 +24,7 @@
 #include "common/job_json.h"
 #include "coordinator/gateway/protocol.h"
 #include "tests/fakes/fake_cluster_control.h"
+#include "tests/support/ws_test_client.h"
 
 namespace tokengate::gateway {
 namespace {
@@ -48,134 +49,11 @@ GatewayConfig testConfig() {
   return c;
 }
 
-// Synchronous WebSocket client. Events that arrive while waiting for a reply
-// are kept in `events`.
-class Client {
- public:
-  explicit Client(uint16_t port) : port_(port), ws_(ioc_) {}
-
-  beast::error_code connect(const std::string& target = "/ws", const std::string& origin = "",
-                            const std::string& bearer = "") {
-    beast::error_code ec;
-    beast::get_lowest_layer(ws_).connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port_),
-                                         ec);
-    if (ec) return ec;
-    ws_.set_option(websocket::stream_base::decorator([=](websocket::request_type& req) {
-      if (!origin.empty()) req.set(http::field::origin, origin);
-      if (!bearer.empty()) req.set(http::field::authorization, "Bearer " + bearer);
-    }));
-    ws_.handshake("127.0.0.1:" + std::to_string(port_), target, ec);
-    return ec;
-  }
-
-  void sendText(const std::string& s) {
-    ws_.text(true);
-    ws_.write(net::buffer(s));
-  }
-
-  // Next message (reply or event), parsed.
-  json::object readMessage() {
-    beast::flat_buffer buf;
-    ws_.read(buf);
-    return json::parse(beast::buffers_to_string(buf.data())).as_object();
-  }
-
-  // Reads until the reply with this id, keeping events aside.
-  json::object readReply(const json::value& id) {
-    for (;;) {
-      json::object m = readMessage();
-      if (m.contains("event")) {
-        events.push_back(m);
-        continue;
-      }
-      if (m.at("id") == id) return m;
-    }
-  }
-
-  json::object cmd(json::object req) {
-    int64_t id = next_id_++;
-    req["id"] = id;
-    sendText(json::serialize(req));
-    return readReply(json::value(id));
-  }
-
-  // Returns result, failing the test if the reply is an error.
-  json::object ok(json::object req) {
-    std::string what = json::serialize(req);
-    json::object r = cmd(std::move(req));
-    EXPECT_TRUE(r.at("ok").as_bool()) << what << " -> " << json::serialize(r);
-    if (!r.at("ok").as_bool()) return {};
-    return r.at("result").as_object();
-  }
-
-  // Error code of a reply that must be an error.
-  std::string errorCode(json::object req) {
-    json::object r = cmd(std::move(req));
-    EXPECT_FALSE(r.at("ok").as_bool()) << json::serialize(r);
-    if (r.at("ok").as_bool()) return "ok";
-    return std::string(r.at("error").at("code").as_string());
-  }
-
-  void hello(const char* token) {
-    json::object r = ok({{"cmd", "hello"}, {"token", token}});
-    ASSERT_EQ(r.at("protocol").as_int64(), kProtocolVersion);
-  }
-
-  websocket::stream<beast::tcp_stream>& ws() { return ws_; }
-  std::vector<json::object> events;
-
- private:
-  uint16_t port_;
-  net::io_context ioc_;
-  websocket::stream<beast::tcp_stream> ws_;
-  int64_t next_id_ = 1;
-};
-
-struct HttpResult {
-  int status = 0;
-  std::string body;
-  std::string content_type;
-};
-
-HttpResult httpGet(uint16_t port, const std::string& target, http::verb verb = http::verb::get) {
-  net::io_context ioc;
-  beast::tcp_stream s(ioc);
-  s.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  http::request<http::empty_body> req{verb, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  http::write(s, req);
-  beast::flat_buffer buf;
-  http::response_parser<http::string_body> parser;
-  parser.skip(verb == http::verb::head);  // a HEAD reply has Content-Length but no body
-  http::read(s, buf, parser);
-  const auto& res = parser.get();
-  return {static_cast<int>(res.result_int()), res.body(),
-          std::string(res[http::field::content_type])};
-}
-
-// Value of an unlabelled or labelled sample line "name{labels} value".
-double metricValue(const std::string& text, const std::string& prefix) {
-  size_t pos = 0;
-  while ((pos = text.find(prefix, pos)) != std::string::npos) {
-    if (pos == 0 || text[pos - 1] == '\n') {
-      size_t eol = text.find('\n', pos);
-      std::string line = text.substr(pos, eol - pos);
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    pos += prefix.size();
-  }
-  return -1;
-}
-
-template <typename F>
-bool eventually(F pred, int ms = 5000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return pred();
-}
+using Client = tokengate::testing::WsClient;
+using tokengate::testing::eventually;
+using tokengate::testing::httpGet;
+using tokengate::testing::HttpResult;
+using tokengate::testing::metricValue;
 
 class GatewayTest : public ::testing::Test {
  protected:
@@ -230,6 +108,10 @@ TEST_F(GatewayTest, AuthRolesAndRefusals) {
   EXPECT_EQ(c.ok({{"cmd", "auth"}, {"token", kAdmin}}).at("role").as_string(), "admin");
   EXPECT_EQ(c.ok({{"cmd", "node.evict"}, {"node", "node-2"}}).at("node").as_string(), "node-2");
   EXPECT_EQ(c.errorCode({{"cmd", "hello"}, {"protocol", 99}}), "failed_precondition");
+  // A protocol that is not a number is a wrong type, not an unsupported version.
+  EXPECT_EQ(c.errorCode({{"cmd", "hello"}, {"protocol", "1"}}), "invalid_argument");
+  EXPECT_EQ(c.errorCode({{"cmd", "auth"}, {"token", kAdmin}, {"protocol", true}}),
+            "invalid_argument");
 }
 
 TEST_F(GatewayTest, TooManyAuthFailuresClose) {
@@ -404,6 +286,47 @@ TEST_F(GatewayTest, AllowedOriginsList) {
   EXPECT_TRUE(bad.connect("/ws", "http://127.0.0.1:" + std::to_string(port())));
 }
 
+TEST_F(GatewayTest, AllowListClosesTheDnsRebindingHoleOfSameOrigin) {
+  {
+    // Default (no list): same-origin compares Origin with the client-chosen Host, so a
+    // rebound hostile name passes.
+    startGateway();
+    const std::string port_s = std::to_string(port());
+    Client rebound(port());
+    EXPECT_FALSE(
+        rebound.connect("/ws", "http://evil.example:" + port_s, "", "evil.example:" + port_s));
+    gw_->stop();
+  }
+  GatewayConfig cfg = testConfig();
+  cfg.allowed_origins = {"https://ops.example:8443"};
+  startGateway(cfg);
+  const std::string port_s = std::to_string(port());
+  Client rebound(port());
+  EXPECT_TRUE(
+      rebound.connect("/ws", "http://evil.example:" + port_s, "", "evil.example:" + port_s));
+  // Listed origins match case-insensitively, a trailing slash ignored.
+  Client listed(port());
+  EXPECT_FALSE(listed.connect("/ws", "HTTPS://Ops.Example:8443/"));
+  Client other_port(port());
+  EXPECT_TRUE(other_port.connect("/ws", "https://ops.example:9443"));
+}
+
+TEST(GatewayOriginsTest, EnvListIsCommaSeparatedAndAppended) {
+  EXPECT_EQ(parseOriginList(" https://a.example , ,http://b.example:8080,"),
+            (std::vector<std::string>{"https://a.example", "http://b.example:8080"}));
+  EXPECT_TRUE(parseOriginList("").empty());
+  GatewayConfig cfg;
+  cfg.allowed_origins = {"https://flag.example"};
+  ::setenv("TG_GATEWAY_ALLOWED_ORIGINS", "https://a.example,https://b.example", 1);
+  addAllowedOriginsFromEnv(cfg);
+  ::unsetenv("TG_GATEWAY_ALLOWED_ORIGINS");
+  EXPECT_EQ(
+      cfg.allowed_origins,
+      (std::vector<std::string>{"https://flag.example", "https://a.example", "https://b.example"}));
+  addAllowedOriginsFromEnv(cfg);  // unset: unchanged
+  EXPECT_EQ(cfg.allowed_origins.size(), 3u);
+}
+
 TEST_F(GatewayTest, OversizeFrameClosesWith1009) {
   GatewayConfig cfg = testConfig();
   cfg.max_frame_bytes = 1024;
@@ -414,7 +337,8 @@ TEST_F(GatewayTest, OversizeFrameClosesWith1009) {
   beast::error_code ec;
   c.ws().text(true);
   // The server may cut the connection while this write is still going (broken pipe).
-  c.ws().write(net::buffer(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}"), ec);
+  c.ws().write(net::buffer(R"({"id":1,"cmd":"ping","data":")" + std::string(4096, 'x') + "\"}"),
+               ec);
   beast::flat_buffer buf;
   if (!ec) c.ws().read(buf, ec);
   // The server answers with close code 1009. If it closes the TCP socket while our
@@ -446,6 +370,38 @@ TEST_F(GatewayTest, RateLimitPerConnection) {
   Client d(port());
   ASSERT_FALSE(d.connect());
   EXPECT_TRUE(d.ok({{"cmd", "ping"}}).at("pong").as_bool());
+}
+
+TEST_F(GatewayTest, RateLimitCountsMalformedFramesToo) {
+  GatewayConfig cfg = testConfig();
+  cfg.commands_per_s = 0.001;  // effectively no refill during the test
+  cfg.command_burst = 4;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.hello(kAdmin);  // 1
+  auto codeOf = [&](const std::string& raw) {
+    c.sendText(raw);
+    json::object r = c.readMessage();
+    EXPECT_FALSE(r.at("ok").as_bool()) << raw;
+    return std::string(r.at("error").at("code").as_string());
+  };
+  // Malformed frames are answered, and each takes a token: 2, 3, 4.
+  EXPECT_EQ(codeOf("{oops"), "invalid_argument");
+  EXPECT_EQ(codeOf("[]"), "invalid_argument");
+  EXPECT_EQ(codeOf(R"({"id":{"x":1},"cmd":"ping"})"), "invalid_argument");
+  // The bucket is empty now: valid and malformed frames alike are refused.
+  EXPECT_EQ(codeOf("{oops"), "resource_exhausted");
+  EXPECT_EQ(codeOf("7"), "resource_exhausted");
+  c.ws().binary(true);
+  c.ws().write(net::buffer(std::string("\x01")));
+  EXPECT_EQ(c.readMessage().at("error").at("code").as_string(), "resource_exhausted");
+  json::object r = c.cmd({{"cmd", "cluster.stats"}});  // the refusal still echoes the id
+  EXPECT_EQ(r.at("error").at("code").as_string(), "resource_exhausted");
+  EXPECT_EQ(fake_.calls("stats"), 0);
+  EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
+                        "tokengate_gateway_refusals_total{reason=\"rate_limited\"}"),
+            4);
 }
 
 TEST_F(GatewayTest, EventsFollowSubscriptions) {

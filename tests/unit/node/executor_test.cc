@@ -206,18 +206,29 @@ TEST_F(BlockedExecutorTest, CancelOpFlagsEveryTokenOfThatOperation) {
   queued.push_back(task(2, "echo", {Value(2)}));
   ex_->submit(std::move(queued));
   ex_->cancelOp(registry_.find("wait_cancel"));
-  collect(*ex_, workers_ + 1);
+  collect(*ex_, workers_ + 2);
+  EXPECT_EQ(results_.size(), workers_ + 2u);  // one result per token, none lost
   auto got = byId();
-  for (uint64_t i = 0; i < workers_; ++i)
+  for (uint64_t i = 0; i < workers_; ++i) {
+    ASSERT_TRUE(got.contains(1000 + i));
+    // Running: the operation saw the flag and returned its own message.
     EXPECT_EQ(got[1000 + i].outcome.status().code(), StatusCode::kCancelled);
-  EXPECT_FALSE(got.contains(1));  // was queued: dropped
+    EXPECT_EQ(got[1000 + i].outcome.status().message(), "wait_cancel cancelled");
+  }
+  // Was queued: never started, reported Cancelled (not silently dropped).
+  ASSERT_TRUE(got.contains(1));
+  EXPECT_EQ(got[1].outcome.status().code(), StatusCode::kCancelled);
+  EXPECT_NE(got[1].outcome.status().message().find("before the token started"), std::string::npos)
+      << got[1].outcome.status();
+  EXPECT_EQ(got[1].attempt, 1u);
   ASSERT_TRUE(got.contains(2));
   EXPECT_TRUE(got[2].outcome.ok());
+  EXPECT_EQ(ex_->outstanding(), 0u);
   // A later token of the same operation is not affected by the old cancel.
   std::vector<Task> later;
   later.push_back(task(3, "wait_cancel", {Value(1)}));
   ex_->submit(std::move(later));
-  collect(*ex_, workers_ + 2);
+  collect(*ex_, workers_ + 3);
   got = byId();
   ASSERT_TRUE(got.contains(3));
   EXPECT_TRUE(got[3].outcome.ok()) << got[3].outcome.status();
