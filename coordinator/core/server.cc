@@ -43,8 +43,8 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
   router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.max_frame_bytes * 2));
   // ZMTP heartbeats: libzmq pings every peer and drops a connection that stays silent for
   // the node timeout, so a frozen or cut-off peer's connection closes and is reported below.
-  const auto timeout_ms =
-      static_cast<int>(std::max<Nanos>(config_.core.node_timeout_ns / kMillis, 1));
+  const auto timeout_ms = static_cast<int>(
+      std::clamp<Nanos>(config_.core.node_timeout_ns / kMillis, 1, 24 * 3600 * 1000));
   router_.set(zmq::sockopt::heartbeat_ivl,
               static_cast<int>(std::max<uint32_t>(config_.core.heartbeat_ms, 1)));
   router_.set(zmq::sockopt::heartbeat_timeout, timeout_ms);
