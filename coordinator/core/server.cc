@@ -48,7 +48,9 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
   router_.set(zmq::sockopt::heartbeat_ivl,
               static_cast<int>(std::max<uint32_t>(config_.core.heartbeat_ms, 1)));
   router_.set(zmq::sockopt::heartbeat_timeout, timeout_ms);
-  router_.set(zmq::sockopt::heartbeat_ttl, std::min(timeout_ms, 6'553'500));  // libzmq's cap
+  // No ZMQ_HEARTBEAT_TTL: it would make a node that was frozen drop and re-open its
+  // connection on thawing, which reads as a second loss; nodes judge the coordinator's
+  // silence themselves.
   // The monitor reports closed connections (the fd is the event value).
   const std::string monitor_ep =
       fmt::format("inproc://tg-router-monitor-{}", static_cast<const void*>(this));
@@ -146,6 +148,22 @@ void CoordinatorServer::applyDisconnects() {
   }
 }
 
+void CoordinatorServer::applyDisconnectsOf(const std::string& peer, int current_fd) {
+  for (size_t i = 0; i < closed_.size();) {
+    if (closed_[i].first != peer || closed_[i].second == current_fd) {
+      ++i;
+      continue;
+    }
+    const int fd = closed_[i].second;
+    closed_.erase(closed_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (auto it = peer_fd_.find(peer); it != peer_fd_.end() && it->second == fd) {
+      peer_fd_.erase(it);
+      fd_peer_.erase(fd);
+    }
+    core_->onDisconnected(peer);
+  }
+}
+
 void CoordinatorServer::notePeerFd(const std::string& peer, int fd) {
   if (fd < 0) return;
   auto [it, added] = peer_fd_.try_emplace(peer, fd);
@@ -183,7 +201,13 @@ bool CoordinatorServer::handleMessage() {
   // ZMQ_SRCFD (deprecated, still in 4.3): the connection a message came on. Read it from a
   // body part: the routing-id part the ROUTER prepends carries no metadata once it was
   // prefetched (ZMQ_EVENTS), so it has no fd.
-  if (!parts.empty()) notePeerFd(peer_id, zmq_msg_get(parts.back().handle(), ZMQ_SRCFD));
+  if (!parts.empty()) {
+    const int fd = zmq_msg_get(parts.back().handle(), ZMQ_SRCFD);
+    // The peer is back on a new connection (same routing id, handed over): its old one is
+    // gone for good, so that loss goes first, before this message can register it anew.
+    if (fd >= 0 && !closed_.empty()) applyDisconnectsOf(peer_id, fd);
+    notePeerFd(peer_id, fd);
+  }
   if (parts.size() != 1) {
     core_->onMalformed(
         peer_id, absl::InvalidArgumentError(fmt::format(

@@ -82,6 +82,8 @@ class CoordinatorServer final : public control::ClusterControl {
   void collectMonitorEvents();
   // Handles the messages already queued, then tells the core about closed_ peers.
   void applyDisconnects();
+  // Applies closed_ entries of `peer` on a connection other than `current_fd`.
+  void applyDisconnectsOf(const std::string& peer, int current_fd);
   // Records that `peer` sends on connection `fd` (-1: unknown, ignored).
   void notePeerFd(const std::string& peer, int fd);
 

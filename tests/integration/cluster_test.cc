@@ -364,12 +364,12 @@ TEST(ClusterTest, PoisonTokenIsQuarantinedWhileTheRestCompletes) {
   ASSERT_FALSE(p.ok());
   EXPECT_EQ(p.status().code(), StatusCode::kAborted);
   EXPECT_NE(p.status().message().find("quarantined"), std::string::npos) << p.status();
-  // It killed 3 nodes, each noticed through its closed connection; the deaths are seen at
-  // once, so the job can end before the supervisor (polling every 50 ms) restarted them all.
+  // It killed 3 nodes. Each death is seen at once (the closed connection, or the restarted
+  // node's hello when that is read first), so the job can end before the supervisor (polling
+  // every 50 ms) restarted them all.
   auto info = c.info();
   ASSERT_TRUE(info.ok());
   EXPECT_GE(info->nodes_lost, 3u);
-  EXPECT_GE(info->nodes_disconnected, 3u);
   for (int i = 0; i < 200 && cluster->restarts() < 3; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_GE(cluster->restarts(), 3u);

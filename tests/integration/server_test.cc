@@ -122,6 +122,25 @@ TEST_F(ServerTest, ANewConnectionOnAReusedFdIsNotBlamedForTheOldOne) {
   }
 }
 
+// A node whose connection dropped comes back on a new one under the same routing id: the old
+// connection's close ends the old registration only, never the one made on the new connection.
+TEST_F(ServerTest, ReconnectUnderTheSameRoutingIdKeepsTheNewRegistration) {
+  uint64_t session = 0;
+  for (int round = 0; round < 5; ++round) {
+    const auto before = stats();
+    auto first = joinNode("same", &session);
+    first->close();
+    auto again = joinNode("same", &session);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto s = stats();
+    EXPECT_EQ(s.nodes_ready, 1u) << "round " << round << ": the new registration was lost";
+    EXPECT_EQ(s.nodes_lost, before.nodes_lost + 1) << "round " << round;
+    again->close();
+    s = waitFor([](auto& s) { return s.nodes_ready == 0; });
+    EXPECT_EQ(s.nodes_ready, 0u);
+  }
+}
+
 TEST_F(ServerTest, ByeSentJustBeforeClosingIsReadBeforeTheDisconnect) {
   uint64_t session = 0;
   for (int round = 0; round < 5; ++round) {
