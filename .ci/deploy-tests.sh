@@ -11,22 +11,9 @@ cd "$(dirname "$0")/.." || exit 1
 source tests/deploy/lib/common.sh
 start=$(date +%s)
 
-# --- Tools (Debian packages; npm packages pinned by tests/deploy/package-lock.json) ---------
-need=()
-command -v docker-compose >/dev/null || need+=(docker-compose)
-[[ -x /usr/sbin/dockerd ]] || need+=(docker.io)
-command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v promtool >/dev/null || need+=(prometheus)
-command -v shellcheck >/dev/null || need+=(shellcheck)
-command -v unzip >/dev/null || need+=(unzip)
-command -v curl >/dev/null || need+=(curl)
-command -v iptables >/dev/null || need+=(iptables)
-if ((${#need[@]})); then
-  echo "deploy-tests: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"; } \
-    >"$TG_OUT/apt.log" 2>&1 || { tail -20 "$TG_OUT/apt.log"; }
-fi
+# --- Tools (Debian packages from scripts/install-deps.sh --deploy; npm packages pinned by
+# tests/deploy/package-lock.json). A failed install shows here; the checks needing it then FAIL.
+bash scripts/install-deps.sh --deploy >"$TG_OUT/apt.log" 2>&1 || tail -20 "$TG_OUT/apt.log"
 # Debian's prometheus package starts a service on :9090 we do not use.
 systemctl disable --now prometheus >/dev/null 2>&1 || true
 tg_check "npm ci (tests/deploy)" tg_npm_ci

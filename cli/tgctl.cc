@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   std::string log_level = "warn";
   bool json_out = false, quiet = false;
   double timeout_s = 3600;
-  app.add_option("-c,--coordinator", endpoint, "coordinator endpoint")->envname("TG_COORDINATOR")
+  app.add_option("-c,--coordinator", endpoint, "coordinator endpoint")
+      ->envname("TG_COORDINATOR")
       ->capture_default_str();
   app.add_flag("--json", json_out, "print results as JSON");
   app.add_flag("-q,--quiet", quiet, "no progress bar");
@@ -151,7 +152,8 @@ int main(int argc, char** argv) {
     return printResult(r, json_out);
   }
   if (*status) {
-    if (auto st = c.watch(job_id); !st.ok()) return fmt::print(stderr, "error: {}\n", st.message()), 1;
+    if (auto st = c.watch(job_id); !st.ok())
+      return fmt::print(stderr, "error: {}\n", st.message()), 1;
     auto r = c.wait(job_id, progress, timeout);
     bar.finish();
     return printResult(r, json_out);
@@ -174,6 +176,8 @@ int main(int argc, char** argv) {
         "queued {}  in flight {}\n",
         i->nodes_ready, i->nodes_draining, i->jobs_running, i->tokens_live, i->tokens_completed,
         i->tokens_failed, i->queued, i->in_flight);
+    fmt::print("nodes lost {} (disconnected {})  tokens re-queued {}  returned by draining {}\n",
+               i->nodes_lost, i->nodes_disconnected, i->tokens_requeued, i->tokens_returned);
     for (const auto& n : i->nodes)
       fmt::print("  {:<16} {:<9} completed {:>10}  in flight {:>6}\n", n.id, n.state, n.completed,
                  n.in_flight);

@@ -112,6 +112,10 @@ Status Client::pump(Nanos deadline) {
       info.tokens_failed = s.getTokensFailed();
       info.queued = s.getQueued();
       info.in_flight = s.getInFlight();
+      info.nodes_lost = s.getNodesLost();
+      info.nodes_disconnected = s.getNodesDisconnected();
+      info.tokens_requeued = s.getTokensRequeued();
+      info.tokens_returned = s.getTokensReturned();
       for (auto n : s.getNodes())
         info.nodes.push_back(NodeSummary{n.getId().cStr(), n.getState().cStr(), n.getCompleted(),
                                          n.getInFlight(), n.getSession()});

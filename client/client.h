@@ -52,6 +52,9 @@ struct NodeSummary {
 struct ClusterInfo {
   uint32_t nodes_ready = 0, nodes_draining = 0, jobs_running = 0;
   uint64_t tokens_live = 0, tokens_completed = 0, tokens_failed = 0, queued = 0, in_flight = 0;
+  uint64_t nodes_lost = 0, nodes_disconnected = 0;  // node registrations ended / by disconnect
+  uint64_t tokens_requeued = 0;                     // in-flight tokens re-queued from lost nodes
+  uint64_t tokens_returned = 0;                     // queued tokens handed back by draining nodes
   std::vector<NodeSummary> nodes;
 };
 

@@ -252,6 +252,10 @@ struct StatsReply {
   queued @7 :UInt64;
   inFlight @8 :UInt64;
   nodes @9 :List(NodeSummary);
+  nodesLost @10 :UInt64;         # node registrations ended (missed heartbeats, disconnect, bye, evict)
+  nodesDisconnected @11 :UInt64; # of which the connection was seen to close
+  tokensRequeued @12 :UInt64;    # in-flight tokens re-queued because their node was lost or left
+  tokensReturned @13 :UInt64;    # queued tokens handed back unrun by draining nodes
 }
 
 struct NodeSummary {

@@ -7,7 +7,11 @@
 # TG_SKIP_ASAN=1 / TG_SKIP_DEPLOY=1 skip parts for quick local runs (CI runs everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+if [[ "${TG_SKIP_DEPLOY:-0}" == 1 ]]; then
+  scripts/install-deps.sh
+else
+  scripts/install-deps.sh --deploy
+fi
 
 jobs=${TG_JOBS:-$(nproc)}
 # ccache hits across clones in different folders (CI uses a fresh clone each run).

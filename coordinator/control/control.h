@@ -96,6 +96,10 @@ struct ClusterStats {
   uint64_t queued = 0, in_flight = 0;
   uint64_t admission_limit = 0, admission_rejects = 0;
   double throughput_per_s = 0;
+  uint64_t nodes_lost = 0;  // registrations ended: missed heartbeats, disconnect, bye, evict
+  uint64_t nodes_disconnected = 0;  // of which: the transport saw the connection close
+  uint64_t tokens_requeued = 0;     // in-flight tokens re-queued from lost nodes
+  uint64_t tokens_returned = 0;     // queued tokens handed back by draining nodes
 };
 
 // Topics: "job" (progress + done, <= 4/s per job), "failures" (aggregated
@@ -112,7 +116,7 @@ class ClusterControl {
 
   virtual void submitJob(JobSpec job, Callback<uint64_t> done) = 0;
   virtual void jobStatus(uint64_t job_id, Callback<JobStatus> done) = 0;
-  virtual void listJobs(Callback<std::vector<JobStatus>> done) = 0;  // outputs left empty
+  virtual void listJobs(Callback<std::vector<JobStatus>> done) = 0;      // outputs left empty
   virtual void cancelJob(uint64_t job_id, Callback<uint64_t> done) = 0;  // tokens cancelled
   virtual void cancelToken(uint64_t token_id, Callback<bool> done) = 0;
 

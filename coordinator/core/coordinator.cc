@@ -1031,6 +1031,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     if (t.state != kRunning || t.node != slot || t.attempt != ret.getAttempt()) continue;
     releaseFromNode(*j, t);
     makeReady(*j, local);
+    ++counters_.returned;
   }
   if (late) {
     counters_.late_results += late;
@@ -1060,10 +1061,19 @@ void CoordinatorCore::onBye(const std::string& peer, wire::Bye::Reader bye) {
       if (t.state == kRunning && t.node == slot) {
         releaseFromNode(*job, t);
         makeReady(*job, i);
+        ++counters_.requeued;
       }
     }
   }
   loseNode(slot, "left");
+}
+
+void CoordinatorCore::onDisconnected(const std::string& peer) {
+  NodeRec* n = nodeByPeer(peer);
+  if (!n || n->state == NodeState::kDead) return;
+  ++counters_.disconnects;
+  loseNode(static_cast<uint32_t>(n - nodes_.data()), "connection closed");
+  dispatch();
 }
 
 void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
@@ -1092,6 +1102,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
       } else {
         retryToken(*job, i, false);
         ++requeued;
+        ++counters_.requeued;
       }
     }
   }
@@ -1227,6 +1238,7 @@ StatusOr<uint64_t> CoordinatorCore::evictNode(const std::string& node_id) {
       if (t.state == kRunning && t.node == slot) {
         releaseFromNode(*job, t);
         makeReady(*job, i);
+        ++counters_.requeued;
       }
     }
   }
@@ -1550,6 +1562,10 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       r.setTokensFailed(st.tokens_failed);
       r.setQueued(st.queued);
       r.setInFlight(st.in_flight);
+      r.setNodesLost(st.nodes_lost);
+      r.setNodesDisconnected(st.nodes_disconnected);
+      r.setTokensRequeued(st.tokens_requeued);
+      r.setTokensReturned(st.tokens_returned);
       const auto nodes = listNodes();
       auto list = r.initNodes(static_cast<unsigned>(nodes.size()));
       for (unsigned i = 0; i < nodes.size(); ++i) {
@@ -1577,6 +1593,15 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       return;
   }
   dispatch();
+}
+
+void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t size) {
+  auto frame = decodeFrame(data, size, config_.max_frame_bytes);
+  if (!frame.ok()) {
+    onMalformed(peer, frame.status());
+    return;
+  }
+  onFrame(peer, (*frame)->root());
 }
 
 void CoordinatorCore::onMalformed(const std::string& peer, const Status& error) {
@@ -1832,6 +1857,10 @@ control::ClusterStats CoordinatorCore::stats() const {
   s.admission_limit = config_.max_live_tokens;
   s.admission_rejects = counters_.rejects;
   for (const auto& op : ops_) s.throughput_per_s += op.rate_per_s;
+  s.nodes_lost = counters_.node_deaths;
+  s.nodes_disconnected = counters_.disconnects;
+  s.tokens_requeued = counters_.requeued;
+  s.tokens_returned = counters_.returned;
   return s;
 }
 

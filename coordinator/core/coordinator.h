@@ -69,6 +69,13 @@ class CoordinatorCore {
   void onFrame(const std::string& peer, wire::Frame::Reader frame);
   // A frame from `peer` failed to decode: reply with a Reject, keep serving.
   void onMalformed(const std::string& peer, const Status& error);
+  // Raw bytes of one frame from the transport: size-checked against max_frame_bytes and
+  // decoded (decodeFrame), then handed to onFrame, or to onMalformed when they do not decode.
+  void onBytes(const std::string& peer, const void* data, size_t size);
+  // The transport saw `peer`'s connection close (crash, kill, cut-off by ZMTP heartbeats).
+  // A node registered on it is lost at once, its in-flight tokens re-queued, without
+  // waiting for node_timeout. Unknown peers (clients, strangers) are ignored.
+  void onDisconnected(const std::string& peer);
   // Timers: heartbeats, deadlines, retries, batch latency, events. Returns
   // the time of the next deadline the loop should wake for.
   Nanos tick();
@@ -112,6 +119,9 @@ class CoordinatorCore {
     uint64_t admitted = 0, completed = 0, failed = 0, cancelled = 0, retried = 0;
     uint64_t dispatched = 0, batches = 0, late_results = 0, malformed = 0, rejects = 0;
     uint64_t node_deaths = 0, quarantined = 0;
+    uint64_t disconnects = 0;  // nodes lost because their connection closed
+    uint64_t requeued = 0;     // in-flight tokens re-queued because their node was lost or left
+    uint64_t returned = 0;     // queued tokens handed back by draining nodes, re-queued
   };
   const Counters& counters() const { return counters_; }
   size_t readyCount() const;

@@ -5,6 +5,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
+
 namespace tokengate::coordinator {
 
 class CoordinatorServer::RouterOutbox final : public Outbox {
@@ -29,7 +32,8 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
       clock_(clock),
       registry_(std::make_shared<prometheus::Registry>()),
       context_(1),
-      router_(context_, zmq::socket_type::router) {
+      router_(context_, zmq::socket_type::router),
+      monitor_(context_, zmq::socket_type::pair) {
   router_.set(zmq::sockopt::linger, 0);
   router_.set(zmq::sockopt::sndhwm, 0);  // credit flow control bounds what we queue
   router_.set(zmq::sockopt::rcvhwm, 10000);
@@ -37,6 +41,23 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
   // Frames above twice the limit are cut off by libzmq; between the limit and
   // that, the sender gets a clear ResourceExhausted reject.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.max_frame_bytes * 2));
+  // ZMTP heartbeats: libzmq pings every peer and drops a connection that stays silent for
+  // the node timeout, so a frozen or cut-off peer's connection closes and is reported below.
+  const auto timeout_ms = static_cast<int>(
+      std::clamp<Nanos>(config_.core.node_timeout_ns / kMillis, 1, 24 * 3600 * 1000));
+  router_.set(zmq::sockopt::heartbeat_ivl,
+              static_cast<int>(std::max<uint32_t>(config_.core.heartbeat_ms, 1)));
+  router_.set(zmq::sockopt::heartbeat_timeout, timeout_ms);
+  // No ZMQ_HEARTBEAT_TTL: it would make a node that was frozen drop and re-open its
+  // connection on thawing, which reads as a second loss; nodes judge the coordinator's
+  // silence themselves.
+  // The monitor reports closed connections (the fd is the event value).
+  const std::string monitor_ep =
+      fmt::format("inproc://tg-router-monitor-{}", static_cast<const void*>(this));
+  if (zmq_socket_monitor(router_.handle(), monitor_ep.c_str(), ZMQ_EVENT_DISCONNECTED) != 0)
+    throw zmq::error_t();
+  monitor_.set(zmq::sockopt::linger, 0);
+  monitor_.connect(monitor_ep);
   outbox_ = std::make_unique<RouterOutbox>(router_);
   config_.core.max_frame_bytes = config_.max_frame_bytes;
   core_ = std::make_unique<CoordinatorCore>(config_.core, clock_, *outbox_, registry_);
@@ -44,6 +65,7 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
 }
 
 CoordinatorServer::~CoordinatorServer() {
+  zmq_socket_monitor(router_.handle(), nullptr, 0);
   if (wake_fd_ >= 0) close(wake_fd_);
 }
 
@@ -83,9 +105,89 @@ void CoordinatorServer::runPosted() {
   for (auto& t : tasks) t(*core_);
 }
 
-void CoordinatorServer::handleMessage() {
+void CoordinatorServer::collectMonitorEvents() {
+  while (true) {
+    zmq::message_t event;
+    if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+    // Frame 1: u16 event id + u32 value (the fd for DISCONNECTED); frame 2: the endpoint.
+    uint16_t id = 0;
+    uint32_t value = 0;
+    const bool ok = event.size() >= 6;
+    if (ok) {
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&value, static_cast<const char*>(event.data()) + 2, sizeof value);
+    }
+    while (event.more()) {
+      if (!monitor_.recv(event, zmq::recv_flags::none)) break;
+    }
+    if (!ok || id != ZMQ_EVENT_DISCONNECTED) continue;
+    // Resolved now: the fd is still this peer's (libzmq reports DISCONNECTED before it closes
+    // the fd, and every message that arrived before this event was read has been mapped).
+    // A peer that closes before its first message is read stays unknown here; the heartbeat
+    // timeout covers that rare case.
+    const int fd = static_cast<int>(value);
+    if (auto it = fd_peer_.find(fd); it != fd_peer_.end()) closed_.emplace_back(it->second, fd);
+  }
+}
+
+void CoordinatorServer::applyDisconnects() {
+  collectMonitorEvents();
+  if (closed_.empty()) return;
+  // What a peer sent before its connection closed is already queued on the ROUTER (a
+  // draining node's hand-back and bye): handle that first, then the loss.
+  for (int i = 0; i < 10'000 && handleMessage(); ++i) {
+  }
+  auto closed = std::move(closed_);
+  closed_.clear();
+  for (auto& [peer, fd] : closed) {
+    if (auto it = peer_fd_.find(peer); it != peer_fd_.end() && it->second == fd) {
+      peer_fd_.erase(it);
+      fd_peer_.erase(fd);
+    }
+    core_->onDisconnected(peer);
+  }
+}
+
+void CoordinatorServer::applyDisconnectsOf(const std::string& peer, int current_fd) {
+  for (size_t i = 0; i < closed_.size();) {
+    if (closed_[i].first != peer || closed_[i].second == current_fd) {
+      ++i;
+      continue;
+    }
+    const int fd = closed_[i].second;
+    closed_.erase(closed_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (auto it = peer_fd_.find(peer); it != peer_fd_.end() && it->second == fd) {
+      peer_fd_.erase(it);
+      fd_peer_.erase(fd);
+    }
+    core_->onDisconnected(peer);
+  }
+}
+
+void CoordinatorServer::notePeerFd(const std::string& peer, int fd) {
+  if (fd < 0) return;
+  auto [it, added] = peer_fd_.try_emplace(peer, fd);
+  if (!added && it->second == fd) return;
+  if (!added) {  // the routing id moved to a new connection
+    if (auto old = fd_peer_.find(it->second); old != fd_peer_.end() && old->second == peer)
+      fd_peer_.erase(old);
+    it->second = fd;
+  }
+  auto [fit, fresh] = fd_peer_.try_emplace(fd, peer);
+  if (!fresh && fit->second != peer) {  // the fd was reused by a new connection
+    if (auto prev = peer_fd_.find(fit->second); prev != peer_fd_.end() && prev->second == fd)
+      peer_fd_.erase(prev);
+    fit->second = peer;
+  }
+}
+
+bool CoordinatorServer::handleMessage() {
+  // Disconnect events queued before this message are resolved to their peers first: the fd
+  // cannot have been reused by the connection this message came on without that event
+  // already being in the queue.
+  collectMonitorEvents();
   zmq::message_t peer;
-  if (!router_.recv(peer, zmq::recv_flags::dontwait)) return;
+  if (!router_.recv(peer, zmq::recv_flags::dontwait)) return false;
   std::string peer_id(static_cast<const char*>(peer.data()), peer.size());
   // A ROUTER message is [routing id][part...]; a TokenGate frame is exactly one part.
   std::vector<zmq::message_t> parts;
@@ -96,18 +198,24 @@ void CoordinatorServer::handleMessage() {
     more = part.more();
     parts.push_back(std::move(part));
   }
+  // ZMQ_SRCFD (deprecated, still in 4.3): the connection a message came on. Read it from a
+  // body part: the routing-id part the ROUTER prepends carries no metadata once it was
+  // prefetched (ZMQ_EVENTS), so it has no fd.
+  if (!parts.empty()) {
+    const int fd = zmq_msg_get(parts.back().handle(), ZMQ_SRCFD);
+    // The peer is back on a new connection (same routing id, handed over): its old one is
+    // gone for good, so that loss goes first, before this message can register it anew.
+    if (fd >= 0 && !closed_.empty()) applyDisconnectsOf(peer_id, fd);
+    notePeerFd(peer_id, fd);
+  }
   if (parts.size() != 1) {
     core_->onMalformed(
         peer_id, absl::InvalidArgumentError(fmt::format(
                      "a frame must be exactly one ZeroMQ message part, got {}", parts.size())));
-    return;
+    return true;
   }
-  auto frame = decodeFrame(parts[0].data(), parts[0].size(), config_.max_frame_bytes);
-  if (!frame.ok()) {
-    core_->onMalformed(peer_id, frame.status());
-    return;
-  }
-  core_->onFrame(peer_id, (*frame)->root());
+  core_->onBytes(peer_id, parts[0].data(), parts[0].size());
+  return true;
 }
 
 void CoordinatorServer::run() {
@@ -116,12 +224,13 @@ void CoordinatorServer::run() {
   runPosted();  // work posted before run() (journal recovery) goes before any message
   Nanos next_tick = clock_.now();
   zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+                             {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
   while (!stop_requested_) {
     const Nanos now = clock_.now();
     long timeout_ms = 0;
     if (next_tick > now) timeout_ms = static_cast<long>((next_tick - now + kMillis - 1) / kMillis);
-    zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
+    zmq::poll(items, 3, std::chrono::milliseconds(timeout_ms));
     if (items[0].revents & ZMQ_POLLIN) {
       // Bounded burst so timers and posted work are not starved.
       for (int i = 0; i < 256; ++i) {
@@ -129,6 +238,7 @@ void CoordinatorServer::run() {
         handleMessage();
       }
     }
+    applyDisconnects();
     if (items[1].revents & ZMQ_POLLIN) runPosted();
     if (clock_.now() >= next_tick) next_tick = core_->tick();
   }

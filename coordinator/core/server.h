@@ -2,6 +2,14 @@
 // the ZeroMQ ROUTER socket (nodes and clients connect to it) and the
 // CoordinatorCore; other threads (gateway, signal handler) reach the core
 // only through post(), which wakes the loop through an eventfd.
+//
+// Disconnects: a socket monitor on the ROUTER reports ZMQ_EVENT_DISCONNECTED
+// with the connection's fd; each received message tells which fd its peer
+// uses (ZMQ_SRCFD), so the loop maps the fd back to the routing id and calls
+// CoordinatorCore::onDisconnected. ZMTP heartbeats make libzmq drop a peer
+// that stops answering (frozen process, cut cable), which then shows up the
+// same way. (ZMQ_ROUTER_NOTIFY would say this directly but is draft API in
+// libzmq 4.3.)
 #pragma once
 
 #include <sys/eventfd.h>
@@ -11,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 #include <zmq.hpp>
 
@@ -66,14 +75,28 @@ class CoordinatorServer final : public control::ClusterControl {
 
  private:
   class RouterOutbox;
-  void handleMessage();
+  // Receives and handles one ROUTER message; false when none is queued.
+  bool handleMessage();
   void runPosted();
+  // Reads queued monitor events; closed connections of known peers go to closed_.
+  void collectMonitorEvents();
+  // Handles the messages already queued, then tells the core about closed_ peers.
+  void applyDisconnects();
+  // Applies closed_ entries of `peer` on a connection other than `current_fd`.
+  void applyDisconnectsOf(const std::string& peer, int current_fd);
+  // Records that `peer` sends on connection `fd` (-1: unknown, ignored).
+  void notePeerFd(const std::string& peer, int fd);
 
   ServerConfig config_;
   Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
   zmq::context_t context_;
   zmq::socket_t router_;
+  zmq::socket_t monitor_;  // PAIR end of the ROUTER's socket monitor
+  // Connection fd <-> routing id, learned from received messages.
+  std::unordered_map<int, std::string> fd_peer_;
+  std::unordered_map<std::string, int> peer_fd_;
+  std::vector<std::pair<std::string, int>> closed_;  // (peer, fd) seen closing, not yet applied
   std::unique_ptr<RouterOutbox> outbox_;
   std::unique_ptr<CoordinatorCore> core_;
   std::string endpoint_;

@@ -17,9 +17,8 @@ if [[ -n "$($DOCKER images -q "$TAG" 2>/dev/null)" ]]; then
 fi
 
 if [[ ! -s "$TARBALL" ]]; then
-  command -v debootstrap >/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-  }
+  command -v debootstrap >/dev/null ||
+    bash "$(dirname "$0")/../../scripts/install-deps.sh" --deploy
   mkdir -p "$CACHE_DIR"
   root=$(mktemp -d /tmp/tg-rootfs.XXXXXX)
   trap 'rm -rf "$root"' EXIT

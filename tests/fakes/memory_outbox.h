@@ -139,6 +139,24 @@ class FakeNode {
     deliver(msg);
   }
 
+  // Hands queued tasks back unrun, as a draining node does (ResultBatch.returned).
+  void giveBack(const std::vector<TaskCopy>& tasks) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto rb = f.initResultBatch();
+    rb.setSession(session_);
+    auto list = rb.initReturned(static_cast<unsigned>(tasks.size()));
+    for (unsigned i = 0; i < tasks.size(); ++i) {
+      list[i].setId(tasks[i].id);
+      list[i].setAttempt(tasks[i].attempt);
+    }
+    deliver(msg);
+  }
+
+  // The transport saw this node's connection close (crash, kill).
+  void disconnect() { core_.onDisconnected(peer_); }
+
   void ok(const TaskCopy& t, Value v) { reply({{t, StatusOr<Value>(std::move(v))}}); }
   void fail(const TaskCopy& t, Status s) { reply({{t, StatusOr<Value>(std::move(s))}}); }
 

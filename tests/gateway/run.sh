@@ -9,7 +9,7 @@
 # when build/dev has them (TG_BUILD_DIR to change), else tokengate-gateway-fake;
 # force with TG_GATEWAY_MODE=real|fake, or point at a running gateway with
 # TG_GATEWAY_URL + TG_GATEWAY_TOKEN. Needs: python3-websockets, chromium,
-# prometheus (scripts/install-deps.sh) and node/npm. Screenshots and logs go
+# prometheus, node/npm (all from scripts/install-deps.sh). Screenshots and logs go
 # to build/artifacts/. Exits non-zero if any test fails.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
 
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_outbox.h"
@@ -566,15 +569,231 @@ TEST_F(CoordinatorTest, WrongProtocolVersionIsRefusedAtHello) {
   EXPECT_EQ(core_->stats().nodes_ready, 0u);
 }
 
-TEST_F(CoordinatorTest, MalformedFramesGetARejectAndTheCoreKeepsServing) {
+std::string pingFrame(uint16_t version) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(version);
+  f.setPing(7);
+  return encodeFrame(msg);
+}
+
+std::string submitFrame(const JobSpec& job, uint64_t request_id) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto s = f.initSubmitJob();
+  s.setRequestId(request_id);
+  toWire(job, s.initJob());
+  return encodeFrame(msg);
+}
+
+// A hello whose `cores` list pointer claims 2^29-1 elements in a 3-element frame.
+std::string oversizeListFrame() {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto h = f.initHello();
+  h.setNodeId("liar");
+  auto cores = h.initCores(3);
+  for (unsigned i = 0; i < 3; ++i) cores.set(i, i);
+  std::string bytes = encodeFrame(msg);
+  // List pointer: bits 0-1 = 1, bits 32-34 = element size (4 = 32-bit), bits 35-63 = count.
+  int patched = 0;
+  for (size_t off = 8; off + 8 <= bytes.size(); off += 8) {
+    uint64_t w;
+    std::memcpy(&w, bytes.data() + off, 8);
+    if ((w & 3) == 1 && (w >> 32) == ((3u << 3) | 4u)) {
+      w = (w & 0xffffffffu) | (uint64_t{0x1fffffff} << 35) | (uint64_t{4} << 32);
+      std::memcpy(bytes.data() + off, &w, 8);
+      ++patched;
+    }
+  }
+  EXPECT_EQ(patched, 1);
+  return bytes;
+}
+
+TEST_F(CoordinatorTest, MalformedRawFramesGetARejectAndTheCoreKeepsServing) {
+  config_.max_frame_bytes = 4096;
+  make();
   auto n = node("n1");
-  core_->onMalformed("rogue", absl::InvalidArgumentError("malformed frame: garbage"));
-  auto rej = outbox_.next("rogue");
-  ASSERT_NE(rej, nullptr);
-  ASSERT_TRUE(rej->root().isReject());
-  EXPECT_EQ(core_->counters().malformed, 1u);
-  ASSERT_TRUE(core_->submitJob(echoJob(3)).ok());
+  const std::string valid = pingFrame(kProtocolVersion);
+  // Sanity: the unmodified frame decodes and is answered with a pong.
+  core_->onBytes("rogue", valid.data(), valid.size());
+  auto pong = outbox_.next("rogue");
+  ASSERT_NE(pong, nullptr);
+  ASSERT_TRUE(pong->root().isPong());
+
+  struct Bad {
+    std::string what, bytes;
+    StatusCode code;
+    std::string says;
+  };
+  const std::vector<Bad> bad = {
+      {"not whole words", "hello", StatusCode::kInvalidArgument, "whole number of words"},
+      {"truncated", valid.substr(0, valid.size() - 8), StatusCode::kInvalidArgument,
+       "malformed frame"},
+      {"wrong version", pingFrame(99), StatusCode::kInvalidArgument, "protocol version 99"},
+      {"oversize list pointer", oversizeListFrame(), StatusCode::kInvalidArgument,
+       "malformed frame"},
+      {"garbage", std::string(64, '\xff'), StatusCode::kInvalidArgument, "malformed frame"},
+      {"over the frame limit", std::string(8192, '\0'), StatusCode::kResourceExhausted,
+       "exceeds the 4096 byte limit"},
+  };
+  uint64_t malformed = 0;
+  for (const auto& b : bad) {
+    core_->onBytes("rogue", b.bytes.data(), b.bytes.size());
+    EXPECT_EQ(core_->counters().malformed, ++malformed) << b.what;
+    auto rej = outbox_.next("rogue");
+    ASSERT_NE(rej, nullptr) << b.what;
+    ASSERT_TRUE(rej->root().isReject()) << b.what;
+    const Status st = fromWire(rej->root().getReject().getError());
+    EXPECT_EQ(st.code(), b.code) << b.what << ": " << st;
+    EXPECT_NE(st.message().find(b.says), std::string::npos) << b.what << ": " << st;
+    EXPECT_EQ(outbox_.pending("rogue"), 0u) << b.what;
+  }
+  EXPECT_EQ(core_->stats().nodes_ready, 1u);  // the liar's hello registered nothing
+
+  // A well-formed job sent as raw bytes through the same path still runs to completion.
+  const std::string submit = submitFrame(echoJob(3), 41);
+  core_->onBytes("client", submit.data(), submit.size());
+  auto reply = outbox_.next("client");
+  ASSERT_NE(reply, nullptr);
+  ASSERT_TRUE(reply->root().isSubmitReply());
+  ASSERT_TRUE(reply->root().getSubmitReply().isJobId());
+  EXPECT_EQ(reply->root().getSubmitReply().getRequestId(), 41u);
+  const uint64_t job = reply->root().getSubmitReply().getJobId();
   EXPECT_EQ(runAll(*n), 3);
+  bool done = false;
+  while (auto f = outbox_.next("client")) {
+    if (!f->root().isJobDone()) continue;
+    auto d = f->root().getJobDone();
+    EXPECT_EQ(d.getJobId(), job);
+    EXPECT_EQ(d.getState(), wire::JobState::SUCCEEDED);
+    ASSERT_EQ(d.getOutputs().size(), 3u);
+    for (unsigned i = 0; i < 3; ++i)
+      EXPECT_EQ(fromWire(d.getOutputs()[i].getValue()), Value(static_cast<int64_t>(i)));
+    done = true;
+  }
+  EXPECT_TRUE(done);
+}
+
+TEST_F(CoordinatorTest, JobOverTheMaxJobSizeIsRefusedWithAClearError) {
+  config_.max_job_tokens = 100;
+  make();
+  auto n = node("n1");
+  auto over = core_->submitJob(echoJob(101));
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(over.status().message().find("more than 100 tokens"), std::string::npos)
+      << over.status();
+  // Split over two specs, the limit applies to the expanded total.
+  JobSpec split = echoJob(60);
+  split.add(echoJob(41).tokens[0]);
+  EXPECT_EQ(core_->submitJob(split).status().code(), StatusCode::kInvalidArgument);
+  // Over the wire the submitter gets the same error in its SubmitReply.
+  const std::string frame = submitFrame(echoJob(101), 9);
+  core_->onBytes("client", frame.data(), frame.size());
+  auto reply = outbox_.next("client");
+  ASSERT_NE(reply, nullptr);
+  ASSERT_TRUE(reply->root().isSubmitReply());
+  ASSERT_TRUE(reply->root().getSubmitReply().isError());
+  const Status st = fromWire(reply->root().getSubmitReply().getError());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("more than 100 tokens"), std::string::npos) << st;
+  // Nothing was admitted; a job at the limit is fine.
+  EXPECT_EQ(core_->stats().tokens_live, 0u);
+  EXPECT_EQ(core_->stats().jobs_total, 0u);
+  ASSERT_TRUE(core_->submitJob(echoJob(100)).ok());
+  EXPECT_EQ(runAll(*n), 100);
+}
+
+TEST_F(CoordinatorTest, DisconnectedNodeIsLostAtOnceAndItsTokensRequeued) {
+  config_.node_timeout_ns = 3600 * kSeconds;  // the heartbeat timeout cannot be what notices
+  make();
+  auto a = node("a");
+  auto id = core_->submitJob(echoJob(4));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto on_a = a->takeTasks();
+  ASSERT_EQ(on_a.size(), 4u);
+  auto b = node("b");
+  core_->onDisconnected("some-client");  // not a node: nothing happens
+  EXPECT_EQ(core_->counters().node_deaths, 0u);
+  a->disconnect();  // no clock advance: noticed at once
+  EXPECT_EQ(core_->counters().node_deaths, 1u);
+  EXPECT_EQ(core_->counters().disconnects, 1u);
+  auto st = core_->stats();
+  EXPECT_EQ(st.nodes_ready, 1u);
+  EXPECT_EQ(st.nodes_dead, 1u);
+  EXPECT_EQ(st.nodes_disconnected, 1u);
+  EXPECT_EQ(st.tokens_requeued, 4u);
+  a->disconnect();  // a second report of the same connection changes nothing
+  EXPECT_EQ(core_->counters().node_deaths, 1u);
+  std::set<uint64_t> rerun;
+  for (int i = 0; i < 10 && rerun.size() < 4; ++i) {
+    core_->tick();
+    for (auto& t : b->takeTasks()) {
+      EXPECT_EQ(t.attempt, 2u);
+      EXPECT_TRUE(rerun.insert(t.id).second) << "token " << t.id << " dispatched twice";
+      b->ok(t, t.args[0]);
+    }
+  }
+  std::set<uint64_t> lost;
+  for (auto& t : on_a) lost.insert(t.id);
+  EXPECT_EQ(rerun, lost);
+  EXPECT_EQ(core_->jobStatus(*id)->state, control::JobState::kSucceeded);
+  // Results the dead connection had in the pipe arrive late: discarded.
+  a->ok(on_a[0], Value(int64_t{0}));
+  EXPECT_EQ(core_->counters().completed, 4u);
+  EXPECT_EQ(core_->counters().late_results, 1u);
+}
+
+TEST_F(CoordinatorTest, TokensHandedBackByADrainingNodeRunElsewhereExactlyOnce) {
+  auto a = node("a");
+  auto b = node("b");
+  auto id = core_->submitJob(echoJob(8));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto on_a = a->takeTasks();
+  auto on_b = b->takeTasks();
+  ASSERT_EQ(on_a.size(), 4u);
+  ASSERT_EQ(on_b.size(), 4u);
+  ASSERT_TRUE(core_->drainNode("a", true).ok());
+  a->takeTasks();
+  ASSERT_FALSE(a->controls.empty());
+  EXPECT_EQ(a->controls.back(), wire::Control::DRAIN);
+  for (auto& t : on_b) b->ok(t, t.args[0]);
+  EXPECT_TRUE(b->takeTasks().empty());
+  // a finishes the token it was running and hands the 3 queued ones back.
+  a->ok(on_a[0], on_a[0].args[0]);
+  const std::vector<TaskCopy> back(on_a.begin() + 1, on_a.end());
+  a->giveBack(back);
+  EXPECT_EQ(core_->counters().returned, 3u);
+  EXPECT_EQ(core_->stats().tokens_returned, 3u);
+  core_->flushAll();
+  EXPECT_TRUE(a->takeTasks().empty()) << "a draining node got new work";
+  auto rerun = b->takeTasks();
+  ASSERT_EQ(rerun.size(), 3u);
+  std::map<uint64_t, uint32_t> want, got;
+  for (const auto& t : back) want[t.id] = t.attempt + 1;
+  for (const auto& t : rerun) got[t.id] = t.attempt;
+  EXPECT_EQ(got, want);
+  // A duplicate hand-back and a stale result for a returned token change nothing.
+  a->giveBack(back);
+  a->ok(back[0], Value(int64_t{-1}));
+  EXPECT_EQ(core_->counters().returned, 3u);
+  EXPECT_EQ(core_->counters().late_results, 1u);
+  core_->flushAll();
+  EXPECT_TRUE(b->takeTasks().empty());
+  for (auto& t : rerun) b->ok(t, t.args[0]);
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 8u);
+  for (const auto& o : st->outputs) EXPECT_EQ(o.value, Value(static_cast<int64_t>(o.index)));
+  EXPECT_EQ(core_->counters().completed, 8u);
+  EXPECT_EQ(core_->counters().dispatched, 11u);
+  EXPECT_EQ(core_->stats().tokens_live, 0u);
 }
 
 TEST_F(CoordinatorTest, UnknownSessionIsAskedToSayHello) {
