@@ -909,6 +909,13 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
   const Nanos now = clock_.now();
   n->last_seen = now;
   n->rss = hb.getRssBytes();
+  if (hb.getDraining() && n->state == NodeState::kReady) {
+    // The node drains on its own (SIGTERM): no new work; its unsent batch goes elsewhere.
+    spdlog::info("node {} is draining (reported by the node)", n->id);
+    n->state = NodeState::kDraining;
+    requeueUnsentBatch(*n);
+    emit("nodes", json::object{{"event", "draining"}, {"node", n->id}});
+  }
   for (auto l : hb.getLanes()) {
     auto w = static_cast<int>(fromWire(l.getWeight()));
     if (w >= kLaneCount) continue;
@@ -1186,25 +1193,26 @@ std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
   return out;
 }
 
+void CoordinatorCore::requeueUnsentBatch(NodeRec& n) {
+  for (uint64_t id : n.batch.ids) {
+    Job* j = findJob(id >> 32);
+    if (!j) continue;
+    TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
+    if (t.state == kRunning && t.node == static_cast<uint32_t>(&n - nodes_.data())) {
+      releaseFromNode(*j, t);
+      --t.attempt;
+      makeReady(*j, static_cast<uint32_t>(id));
+    }
+  }
+  n.batch.ids.clear();
+}
+
 StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node_id, bool drain) {
   NodeRec* n = nodeById(node_id);
   if (!n || n->state == NodeState::kDead)
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
-  // Tokens still in an unsent batch go back to the queues.
-  if (drain) {
-    for (uint64_t id : n->batch.ids) {
-      Job* j = findJob(id >> 32);
-      if (!j) continue;
-      TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
-      if (t.state == kRunning && t.node == static_cast<uint32_t>(n - nodes_.data())) {
-        releaseFromNode(*j, t);
-        --t.attempt;
-        makeReady(*j, static_cast<uint32_t>(id));
-      }
-    }
-    n->batch.ids.clear();
-  }
+  if (drain) requeueUnsentBatch(*n);
   capnp::MallocMessageBuilder msg;
   auto f = msg.initRoot<wire::Frame>();
   f.setVersion(kProtocolVersion);

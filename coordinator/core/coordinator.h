@@ -300,6 +300,8 @@ class CoordinatorCore {
   void maybeFinishJob(Job& job);
   bool isOutput(const Job& job, uint32_t local) const;
   prometheus::Counter& failedCounter(OpState& op, Weight weight, StatusCode code);
+  // Tokens in `n`'s batch not yet sent go back to the ready queues (drain).
+  void requeueUnsentBatch(NodeRec& n);
   void releaseFromNode(Job& job, TokenRec& t);
 
   // Nodes.

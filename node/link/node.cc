@@ -324,6 +324,9 @@ Status Node::run() {
     s.stop_deadline = clock_.now() + config_.stop_grace_ms * kMillis;
     spdlog::info("{}: draining ({} token(s) outstanding)", why, executor_->outstanding());
     executor_->drain();
+    // Tell the coordinator now, not at the next heartbeat: it stops sending batches that we
+    // would only hand back.
+    if (s.state == State::kReady) send_heartbeat();
   };
 
   auto immediate_error = [&](const wire::TokenTask::Reader& tok, uint64_t session, Status st) {

@@ -85,11 +85,13 @@ class FakeNode {
     return false;
   }
 
-  void heartbeat() {
+  void heartbeat(bool draining = false) {
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);
-    f.initHeartbeat().setSession(session_);
+    auto hb = f.initHeartbeat();
+    hb.setSession(session_);
+    hb.setDraining(draining);
     deliver(msg);
   }
 

@@ -796,6 +796,36 @@ TEST_F(CoordinatorTest, TokensHandedBackByADrainingNodeRunElsewhereExactlyOnce) 
   EXPECT_EQ(core_->stats().tokens_live, 0u);
 }
 
+TEST_F(CoordinatorTest, ANodeThatReportsDrainingGetsNoNewWork) {
+  // A node draining on its own (SIGTERM) says so in a heartbeat; the coordinator must stop
+  // sending it batches it would only hand back.
+  auto a = node("a");
+  auto b = node("b");
+  a->heartbeat(/*draining=*/true);
+  auto nodes = core_->listNodes();
+  ASSERT_EQ(nodes.size(), 2u);
+  for (const auto& n : nodes)
+    EXPECT_EQ(n.state, n.id == "a" ? control::NodeState::kDraining : control::NodeState::kReady)
+        << n.id;
+  auto id = core_->submitJob(echoJob(8));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  EXPECT_TRUE(a->takeTasks().empty()) << "a self-draining node got new work";
+  auto on_b = b->takeTasks();
+  ASSERT_EQ(on_b.size(), 8u);
+  for (auto& t : on_b) b->ok(t, t.args[0]);
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  // The node's own "not draining" heartbeat does not undo an operator's drain, nor its own.
+  a->heartbeat(false);
+  for (const auto& n : core_->listNodes()) {
+    if (n.id == "a") {
+      EXPECT_EQ(n.state, control::NodeState::kDraining);
+    }
+  }
+}
+
 TEST_F(CoordinatorTest, UnknownSessionIsAskedToSayHello) {
   FakeNode stranger(*core_, outbox_, "stranger", {{"echo", Weight::kLight}});
   stranger.heartbeat();
