@@ -238,6 +238,10 @@ json::object toJson(const control::ClusterStats& s) {
   o["admission_limit"] = s.admission_limit;
   o["admission_rejects"] = s.admission_rejects;
   o["throughput_per_s"] = finiteOr0(s.throughput_per_s);
+  o["nodes_lost"] = s.nodes_lost;
+  o["nodes_disconnected"] = s.nodes_disconnected;
+  o["tokens_requeued"] = s.tokens_requeued;
+  o["tokens_returned"] = s.tokens_returned;
   return o;
 }
 

@@ -372,6 +372,8 @@ TEST_F(GatewayClusterTest, NodesDrainUndrainEvict) {
   EXPECT_EQ(node(b).at("state").as_string(), "dead");
   json::object stats = ws_->ok({{"cmd", "cluster.stats"}});
   EXPECT_EQ(u64(stats.at("nodes_ready")), 1u);
+  EXPECT_GE(u64(stats.at("nodes_lost")), 1u);
+  EXPECT_GE(u64(stats.at("tokens_requeued")), u64(ev.at("requeued")));
   json::object st = waitJob(id2, 30000);
   EXPECT_EQ(st.at("state").as_string(), "succeeded");
   EXPECT_EQ(u64(st.at("done")), 6u);
