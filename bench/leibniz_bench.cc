@@ -50,6 +50,7 @@ struct RunResult {
   uint64_t tokens = 0;
   Value pi;
   uint64_t peak_bytes = 0, coord_peak_bytes = 0;
+  double coord_cpu_s = 0;  // coordinator CPU (all threads, trainer included) during the job
   client::JobState state = client::JobState::kFailed;
 };
 
@@ -68,17 +69,20 @@ absl::StatusOr<RunResult> runOnce(const JobSpec& job, uint32_t nodes, bool pin,
   client::Client c((*cluster)->endpoint());
   if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok()) return st;
 
+  const pid_t coordinator = (*cluster)->coordinatorPid();
+  const double cpu0 = client::cpuSecondsOf(coordinator);
   const auto t0 = std::chrono::steady_clock::now();
   auto r = c.run(job, {}, 3600 * kSeconds);
   RunResult out;
   out.wall_s = seconds(std::chrono::steady_clock::now() - t0);
+  out.coord_cpu_s = client::cpuSecondsOf(coordinator) - cpu0;
   if (!r.ok()) return r.status();
   auto pi = r->output("pi");
   if (!pi.ok()) return pi.status();
   out.pi = *pi;
   out.tokens = r->progress.total;
   out.state = r->state;
-  out.coord_peak_bytes = client::peakRssOf((*cluster)->coordinatorPid());
+  out.coord_peak_bytes = client::peakRssOf(coordinator);
   out.peak_bytes = (*cluster)->peakRssBytes();
   (*cluster)->stop();
   return out;
@@ -126,10 +130,11 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
   double max_abs_error = 0;
   boost::json::object by_scheduler;
   for (size_t s = 0; s < schedulers.size(); ++s) {
-    std::vector<double> walls;
+    std::vector<double> walls, coord_cpu;
     uint64_t peak = 0, coord_peak = 0;
     for (const RunResult& r : results[s]) {
       walls.push_back(r.wall_s);
+      coord_cpu.push_back(r.coord_cpu_s);
       peak = std::max(peak, r.peak_bytes + self_peak);
       coord_peak = std::max(coord_peak, r.coord_peak_bytes);
       all_ok = all_ok && r.state == client::JobState::kSucceeded;
@@ -137,13 +142,15 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
       max_abs_error = std::max(max_abs_error, mp::abs(toRef(r.pi) - ref).convert_to<double>());
     }
     const Summary w = summarize(walls);
+    const Summary cpu = summarize(coord_cpu);
     const uint64_t tokens = results[s].front().tokens;
     const std::string name = schedulers[s].empty() ? "default" : schedulers[s];
     fmt::print(stderr,
                "leibniz {} terms ({}), {} nodes, scheduler {}: {} tokens in {:.3f} s (median of "
-               "{}; min {:.3f}, max {:.3f}) = {:.0f} tokens/s; peak RSS {:.1f} MB\n",
+               "{}; min {:.3f}, max {:.3f}) = {:.0f} tokens/s; peak RSS {:.1f} MB; coordinator "
+               "CPU {:.3f} s (median)\n",
                terms, precision_name, nodes, name, tokens, w.median, walls.size(), w.min, w.max,
-               static_cast<double>(tokens) / w.median, static_cast<double>(peak) / 1e6);
+               static_cast<double>(tokens) / w.median, static_cast<double>(peak) / 1e6, cpu.median);
     by_scheduler[name] = boost::json::object{
         {"wall_s", w.median},
         {"wall_s_min", w.min},
@@ -151,6 +158,7 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
         {"tokens_per_s", static_cast<double>(tokens) / w.median},
         {"peak_rss_mb", static_cast<double>(peak) / 1e6},
         {"coordinator_rss_mb", static_cast<double>(coord_peak) / 1e6},
+        {"coordinator_cpu_s", cpu.median},
     };
   }
   // Top-level figures: the first scheduler given (or the default).
@@ -175,6 +183,7 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
       {"peak_rss_mb", head.at("peak_rss_mb")},
       {"floor_s", floor_s},
       {"coordinator_rss_mb", head.at("coordinator_rss_mb")},
+      {"coordinator_cpu_s", head.at("coordinator_cpu_s")},
       {"client_rss_mb", static_cast<double>(self_peak) / 1e6},
       {"state", all_ok ? "succeeded" : "failed"},
   };

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 namespace tokengate::client {
@@ -35,6 +36,23 @@ uint64_t peakRssOf(pid_t pid) {
     }
   }
   return 0;
+}
+
+double cpuSecondsOf(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may contain spaces) start after the last ')':
+  // state(3) ... utime(14) stime(15).
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream ss(stat.substr(close + 1));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && ss >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 namespace {

@@ -84,5 +84,7 @@ class LocalCluster {
 std::string selfDir();
 // Peak RSS (VmHWM) of a process in bytes, 0 if unknown.
 uint64_t peakRssOf(pid_t pid);
+// CPU time (user + system, all threads) a process has used so far, in seconds; 0 if unknown.
+double cpuSecondsOf(pid_t pid);
 
 }  // namespace tokengate::client
