@@ -80,6 +80,40 @@ TEST(ClusterTest, Leibniz100kReturnsTheExactReferenceInBothPrecisions) {
   EXPECT_GT(completedBy(*info, "node-2"), 0u);
 }
 
+// Runs a 300k-term dec50 Leibniz job on `cluster` (3 nodes), sends `sig` to node 3 once a
+// tenth of the job is done, and checks the job still succeeds with the exact value. Returns the
+// cluster counters afterwards and the job's token count.
+void runJobSignallingNode3(LocalCluster& cluster, int sig, client::ClusterInfo* info,
+                           uint64_t* total) {
+  Client c(cluster.endpoint());
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
+  const uint64_t terms = 300'000;
+  auto job = makeLeibnizJob(terms, Precision::kDec50);
+  ASSERT_TRUE(job.ok());
+  auto id = c.submit(*job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  bool signalled = false;
+  auto r = c.wait(
+      *id,
+      [&](const client::Progress& p) {
+        if (!signalled && p.done > p.total / 10) {
+          signalled = true;
+          EXPECT_TRUE(cluster.killNode(2, sig).ok());  // returns once it has exited
+        }
+      },
+      300 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(signalled) << "the job finished before the node could be signalled";
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  *total = terms + terms / 1000 + 10 + 1;
+  EXPECT_EQ(r->progress.done, *total);
+  EXPECT_EQ(r->progress.failed, 0u);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(terms, Precision::kDec50));
+  auto i = c.info();
+  ASSERT_TRUE(i.ok());
+  *info = *i;
+}
+
 // The killed node's connection closes: the coordinator must notice that at once (not after the
 // heartbeat timeout, set out of reach here) and re-run the tokens it had in flight elsewhere.
 TEST(ClusterTest, SigkillOfOneOfThreeNodesMidJobLosesNothingAndCountsOnce) {
@@ -87,41 +121,18 @@ TEST(ClusterTest, SigkillOfOneOfThreeNodesMidJobLosesNothingAndCountsOnce) {
   setCoordinatorArg(o, "--node-timeout-ms", "600000");
   auto cluster = startCluster(o);
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
-  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
-  const uint64_t terms = 300'000;
-  auto job = makeLeibnizJob(terms, Precision::kDec50);
-  ASSERT_TRUE(job.ok());
-  auto id = c.submit(*job);
-  ASSERT_TRUE(id.ok()) << id.status();
-  bool killed = false;
-  auto r = c.wait(
-      *id,
-      [&](const client::Progress& p) {
-        if (!killed && p.done > p.total / 10) {
-          killed = true;
-          EXPECT_TRUE(cluster->killNode(2, SIGKILL).ok());
-        }
-      },
-      300 * kSeconds);
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE(killed) << "the job finished before the kill could happen";
-  EXPECT_EQ(r->state, client::JobState::kSucceeded);
-  const uint64_t total = terms + terms / 1000 + 10 + 1;
-  EXPECT_EQ(r->progress.done, total);
-  EXPECT_EQ(r->progress.failed, 0u);
-  EXPECT_EQ(*r->output("pi"), leibnizLocal(terms, Precision::kDec50));
+  client::ClusterInfo info;
+  uint64_t total = 0;
+  ASSERT_NO_FATAL_FAILURE(runJobSignallingNode3(*cluster, SIGKILL, &info, &total));
   // Each token's result was counted exactly once cluster-wide.
-  auto info = c.info();
-  ASSERT_TRUE(info.ok());
-  EXPECT_EQ(info->tokens_completed, total);
-  EXPECT_EQ(info->tokens_live, 0u);
+  EXPECT_EQ(info.tokens_completed, total);
+  EXPECT_EQ(info.tokens_live, 0u);
   // The death was seen through the closed connection, and the node had work in flight
   // that was re-queued.
-  EXPECT_EQ(info->nodes_lost, 1u);
-  EXPECT_EQ(info->nodes_disconnected, 1u);
-  EXPECT_GT(info->tokens_requeued, 0u) << "the killed node had no tokens in flight";
-  EXPECT_EQ(info->nodes_ready, 2u);
+  EXPECT_EQ(info.nodes_lost, 1u);
+  EXPECT_EQ(info.nodes_disconnected, 1u);
+  EXPECT_GT(info.tokens_requeued, 0u) << "the killed node had no tokens in flight";
+  EXPECT_EQ(info.nodes_ready, 2u);
 }
 
 // SIGTERM: the node drains (finishes what runs, hands back what is queued) and says bye. The
@@ -132,42 +143,19 @@ TEST(ClusterTest, SigtermedNodeHandsBackQueuedTokensThatRunElsewhere) {
   o.per_node_args = {{}, {}, {"--speed-factor", "50"}};
   auto cluster = startCluster(o);
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
-  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
-  const uint64_t terms = 300'000;
-  auto job = makeLeibnizJob(terms, Precision::kDec50);
-  ASSERT_TRUE(job.ok());
-  auto id = c.submit(*job);
-  ASSERT_TRUE(id.ok()) << id.status();
-  bool stopped = false;
-  auto r = c.wait(
-      *id,
-      [&](const client::Progress& p) {
-        if (!stopped && p.done > p.total / 10) {
-          stopped = true;
-          EXPECT_TRUE(cluster->killNode(2, SIGTERM).ok());  // returns once it has exited
-        }
-      },
-      300 * kSeconds);
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE(stopped) << "the job finished before the node could be stopped";
-  EXPECT_EQ(r->state, client::JobState::kSucceeded);
-  const uint64_t total = terms + terms / 1000 + 10 + 1;
-  EXPECT_EQ(r->progress.done, total);
-  EXPECT_EQ(r->progress.failed, 0u);
-  EXPECT_EQ(*r->output("pi"), leibnizLocal(terms, Precision::kDec50));
-  auto info = c.info();
-  ASSERT_TRUE(info.ok());
-  EXPECT_EQ(info->tokens_completed, total) << "a token was counted twice";
-  EXPECT_GT(info->tokens_returned, 0u) << "the stopped node handed nothing back";
-  EXPECT_EQ(info->nodes_lost, 1u);
+  client::ClusterInfo info;
+  uint64_t total = 0;
+  ASSERT_NO_FATAL_FAILURE(runJobSignallingNode3(*cluster, SIGTERM, &info, &total));
+  EXPECT_EQ(info.tokens_completed, total) << "a token was counted twice";
+  EXPECT_GT(info.tokens_returned, 0u) << "the stopped node handed nothing back";
+  EXPECT_EQ(info.nodes_lost, 1u);
   // Its hand-back and bye were read before its closed connection: a clean exit, not a death.
-  EXPECT_EQ(info->nodes_disconnected, 0u);
-  EXPECT_EQ(info->nodes_ready, 2u);
+  EXPECT_EQ(info.nodes_disconnected, 0u);
+  EXPECT_EQ(info.nodes_ready, 2u);
   // Per registration: the stopped node completed only part of the job; the rest, its
   // handed-back tokens included, ran on the two others, and every token once.
   uint64_t by_stopped = 0, by_others = 0;
-  for (const auto& n : info->nodes) {
+  for (const auto& n : info.nodes) {
     if (n.id == "node-3") {
       EXPECT_EQ(n.state, "dead");
       by_stopped += n.completed;
