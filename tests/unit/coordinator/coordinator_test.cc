@@ -49,6 +49,22 @@ class CoordinatorTest : public ::testing::Test {
     job.add(t);
     return job;
   }
+  // Three echo tokens (10, 11, 12) feeding one "sum" token, named "total" if it is an output.
+  static JobSpec echoesIntoSum(bool output) {
+    JobSpec job;
+    TokenSpec a;
+    a.op = "echo";
+    a.repeat = 3;
+    a.args.push_back(Arg::val(int64_t{10}, 1));
+    uint32_t first = job.add(a);
+    TokenSpec s;
+    s.op = "sum";
+    s.output = output;
+    if (output) s.name = "total";
+    s.args.push_back(Arg::refs(first, 3));
+    job.add(s);
+    return job;
+  }
   // Runs every task the node has, echoing args[0].
   int runAll(FakeNode& n) {
     int count = 0;
@@ -101,19 +117,7 @@ TEST_F(CoordinatorTest, InvalidJobsAreRefusedWithClearErrors) {
 
 TEST_F(CoordinatorTest, DependentBecomesReadyWithItsInputsValues) {
   auto n = node("n1");
-  JobSpec job;
-  TokenSpec a;
-  a.op = "echo";
-  a.repeat = 3;
-  a.args.push_back(Arg::val(int64_t{10}, 1));
-  uint32_t first = job.add(a);
-  TokenSpec s;
-  s.op = "sum";
-  s.output = true;
-  s.name = "total";
-  s.args.push_back(Arg::refs(first, 3));
-  job.add(s);
-  auto id = core_->submitJob(job);
+  auto id = core_->submitJob(echoesIntoSum(true));
   ASSERT_TRUE(id.ok());
   core_->flushAll();
   auto tasks = n->takeTasks();
@@ -483,17 +487,7 @@ TEST_F(CoordinatorTest, CancelJobCancelsQueuedAndRunningTokens) {
 
 TEST_F(CoordinatorTest, CancelJobCountsDependentsItCancels) {
   auto n = node("n1");
-  JobSpec job;
-  TokenSpec a;
-  a.op = "echo";
-  a.repeat = 3;
-  a.args.push_back(Arg::val(int64_t{10}, 1));
-  uint32_t first = job.add(a);
-  TokenSpec s;
-  s.op = "sum";
-  s.args.push_back(Arg::refs(first, 3));
-  job.add(s);
-  auto id = core_->submitJob(job);
+  auto id = core_->submitJob(echoesIntoSum(false));
   ASSERT_TRUE(id.ok());
   // Cancelling the first echo cascades to the sum before the loop reaches it.
   auto c = core_->cancelJob(*id);
