@@ -5,8 +5,23 @@
 
 #include <random>
 #include <thread>
+#include <unordered_set>
 
 namespace tokengate::client {
+namespace {
+
+Output outputFromWire(wire::Output::Reader o) {
+  Output out;
+  out.index = o.getIndex();
+  out.name = o.getName().cStr();
+  if (o.isValue())
+    out.value = fromWire(o.getValue());
+  else
+    out.status = fromWire(o.getError());
+  return out;
+}
+
+}  // namespace
 
 const char* jobStateName(JobState s) {
   switch (s) {
@@ -76,6 +91,10 @@ Status Client::pump(Nanos deadline) {
       auto p = f.getJobProgress();
       progress_[p.getJobId()] =
           Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(), p.getRunning()};
+      if (p.hasOutputs()) {
+        auto& streamed = streamed_[p.getJobId()];
+        for (auto o : p.getOutputs()) streamed.push_back(outputFromWire(o));
+      }
       ++heard_[p.getJobId()];
       break;
     }
@@ -87,16 +106,7 @@ Status Client::pump(Nanos deadline) {
       auto p = d.getProgress();
       r.progress = Progress{r.id, p.getTotal(), p.getDone(), p.getFailed(), 0};
       r.wall_ns = static_cast<Nanos>(d.getWallNs());
-      for (auto o : d.getOutputs()) {
-        Output out;
-        out.index = o.getIndex();
-        out.name = o.getName().cStr();
-        if (o.isValue())
-          out.value = fromWire(o.getValue());
-        else
-          out.status = fromWire(o.getError());
-        r.outputs.push_back(std::move(out));
-      }
+      for (auto o : d.getOutputs()) r.outputs.push_back(outputFromWire(o));
       ++heard_[r.id];
       done_[r.id] = std::move(r);
       break;
@@ -173,7 +183,24 @@ StatusOr<uint64_t> Client::submitWithBackpressure(const JobSpec& job, Nanos time
 StatusOr<JobResult> Client::wait(uint64_t job,
                                  const std::function<void(const Progress&)>& on_progress,
                                  Nanos timeout) {
+  return wait(job, on_progress, {}, timeout);
+}
+
+StatusOr<JobResult> Client::wait(uint64_t job,
+                                 const std::function<void(const Progress&)>& on_progress,
+                                 const std::function<void(const Output&)>& on_output,
+                                 Nanos timeout) {
   auto& clock = SystemClock::instance();
+  std::unordered_set<uint32_t> delivered;  // output indices handed to on_output
+  auto deliver = [&](const Output& o) {
+    if (on_output && delivered.insert(o.index).second) on_output(o);
+  };
+  auto drainStreamed = [&] {
+    if (auto it = streamed_.find(job); it != streamed_.end()) {
+      for (const auto& o : it->second) deliver(o);
+      streamed_.erase(it);
+    }
+  };
   const Nanos deadline = clock.now() + timeout;
   uint64_t last_done = UINT64_MAX;
   // Silence about the job (the coordinator restarted, or this client reconnected) is answered
@@ -183,17 +210,20 @@ StatusOr<JobResult> Client::wait(uint64_t job,
   Nanos last_heard = clock.now();
   auto forget = [&] {
     heard_.erase(job);
+    streamed_.erase(job);
     if (auto it = watch_requests_.find(job); it != watch_requests_.end()) {
       request_errors_.erase(it->second);
       watch_requests_.erase(it);
     }
   };
   while (true) {
+    drainStreamed();
     if (auto it = done_.find(job); it != done_.end()) {
       JobResult r = std::move(it->second);
       done_.erase(it);
       progress_.erase(job);
       forget();
+      for (const auto& o : r.outputs) deliver(o);  // those no progress frame carried
       if (on_progress) on_progress(r.progress);
       return r;
     }

@@ -73,6 +73,10 @@ class Client {
   // Waits for the job to finish; `on_progress` sees progress updates.
   StatusOr<JobResult> wait(uint64_t job, const std::function<void(const Progress&)>& on_progress,
                            Nanos timeout);
+  // Same, and streams results: `on_output` sees each output token (value or error) once, as
+  // it finishes (batched with progress frames), before wait() returns the full JobResult.
+  StatusOr<JobResult> wait(uint64_t job, const std::function<void(const Progress&)>& on_progress,
+                           const std::function<void(const Output&)>& on_output, Nanos timeout);
   StatusOr<JobResult> run(const JobSpec& job,
                           const std::function<void(const Progress&)>& on_progress = {},
                           Nanos timeout = 600 * kSeconds);
@@ -96,9 +100,10 @@ class Client {
   std::unordered_map<uint64_t, ClusterInfo> stats_replies_;
   std::unordered_map<uint64_t, JobResult> done_;
   std::unordered_map<uint64_t, Progress> progress_;
-  std::unordered_map<uint64_t, uint64_t> heard_;           // job id -> frames about it so far
-  std::unordered_map<uint64_t, Status> request_errors_;    // request id -> refusal (watch)
-  std::unordered_map<uint64_t, uint64_t> watch_requests_;  // job id -> latest watch request
+  std::unordered_map<uint64_t, std::vector<Output>> streamed_;  // job id -> outputs not yet seen
+  std::unordered_map<uint64_t, uint64_t> heard_;                // job id -> frames about it so far
+  std::unordered_map<uint64_t, Status> request_errors_;         // request id -> refusal (watch)
+  std::unordered_map<uint64_t, uint64_t> watch_requests_;       // job id -> latest watch request
   Status last_reject_;
 };
 

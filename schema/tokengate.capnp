@@ -209,6 +209,9 @@ struct JobProgress {
   done @2 :UInt64;
   failed @3 :UInt64;
   running @4 :UInt64;
+  # Output tokens that finished since the previous progress frame to this watcher (streamed
+  # results); JobDone still carries the job's outputs in full.
+  outputs @5 :List(Output);
 }
 
 struct Output {

@@ -448,6 +448,7 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
     setResult(job, t, v);
   t.state = kDone;
   ++job.done;
+  streamOutput(job, local, absl::OkStatus(), v);
   ++counters_.completed;
   OpState& op = ops_[s.op];
   ++op.completed;
@@ -505,6 +506,7 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
     // storing a Status per token would make cancelling a 1M-token job slow and big.
     if (isOutput(job, local)) job.errors[local] = why;
     if (job.first_error.ok()) job.first_error = why;
+    streamOutput(job, local, why, Value());
     OpState& op = ops_[job.specs[t.spec].op];
     if (t.state == kCancelled) {
       ++job.cancelled;
@@ -595,6 +597,22 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
 
 // ---------------------------------------------------------------- status
 
+std::string CoordinatorCore::outputName(const Job& job, uint32_t local) const {
+  const SpecRec& sp = job.specs[job.tokens[local].spec];
+  if (sp.spec.name.empty()) return sp.spec.op;
+  return sp.spec.repeat > 1 ? fmt::format("{}[{}]", sp.spec.name, local - sp.first) : sp.spec.name;
+}
+
+void CoordinatorCore::streamOutput(Job& job, uint32_t local, Status status, const Value& value) {
+  if (job.watchers.empty() || !isOutput(job, local)) return;
+  control::OutputResult o;
+  o.index = local;
+  o.name = outputName(job, local);
+  o.status = std::move(status);
+  if (o.status.ok()) o.value = value;
+  job.streamed.push_back(std::move(o));
+}
+
 control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) const {
   control::JobStatus s;
   s.id = job.id;
@@ -612,10 +630,7 @@ control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) 
       o.index = i;
       const TokenRec& t = job.tokens[i];
       const SpecRec& sp = job.specs[t.spec];
-      o.name = sp.spec.name.empty()
-                   ? sp.spec.op
-                   : (sp.spec.repeat > 1 ? fmt::format("{}[{}]", sp.spec.name, i - sp.first)
-                                         : sp.spec.name);
+      o.name = outputName(job, i);
       if (t.state == kDone) {
         o.value = getResult(job, t);
       } else if (auto e = job.errors.find(i); e != job.errors.end()) {
@@ -1672,6 +1687,17 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
   sendJobDone(peer, *s);
 }
 
+namespace {
+void outputToWire(const control::OutputResult& o, wire::Output::Builder out) {
+  out.setIndex(o.index);
+  out.setName(o.name);
+  if (o.status.ok())
+    toWire(o.value, out.initValue());
+  else
+    toWire(o.status, out.initError());
+}
+}  // namespace
+
 void CoordinatorCore::sendProgress(Job& job, bool) {
   for (const auto& w : job.watchers) {
     capnp::MallocMessageBuilder msg;
@@ -1683,8 +1709,11 @@ void CoordinatorCore::sendProgress(Job& job, bool) {
     p.setDone(job.done);
     p.setFailed(job.failed + job.cancelled);
     p.setRunning(job.running);
+    auto outs = p.initOutputs(static_cast<unsigned>(job.streamed.size()));
+    for (unsigned i = 0; i < job.streamed.size(); ++i) outputToWire(job.streamed[i], outs[i]);
     outbox_.send(w, encodeFrame(msg));
   }
+  job.streamed.clear();
   job.last_progress = clock_.now();
 }
 
@@ -1702,15 +1731,7 @@ void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobSta
   p.setFailed(s.failed + s.cancelled);
   d.setWallNs(static_cast<uint64_t>(s.wall_ns));
   auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
-  for (unsigned i = 0; i < s.outputs.size(); ++i) {
-    const auto& o = s.outputs[i];
-    outs[i].setIndex(o.index);
-    outs[i].setName(o.name);
-    if (o.status.ok())
-      toWire(o.value, outs[i].initValue());
-    else
-      toWire(o.status, outs[i].initError());
-  }
+  for (unsigned i = 0; i < s.outputs.size(); ++i) outputToWire(s.outputs[i], outs[i]);
   outbox_.send(peer, encodeFrame(msg));
 }
 

@@ -205,6 +205,8 @@ class CoordinatorCore {
     std::vector<uint32_t> outputs;                // local indices reported in JobDone
     uint64_t done = 0, failed = 0, cancelled = 0, running = 0;
     std::vector<std::string> watchers;  // peers streaming progress
+    // Outputs finished since the last progress frame, kept only while someone watches.
+    std::vector<control::OutputResult> streamed;
     Nanos last_progress = 0;
     control::JobState state = control::JobState::kRunning;
     bool any_failed = false;
@@ -335,6 +337,9 @@ class CoordinatorCore {
   void sendProgress(Job& job, bool done);
   void sendJobDone(const std::string& peer, const control::JobStatus& s);
   control::JobStatus statusOf(const Job& job, bool with_outputs) const;
+  std::string outputName(const Job& job, uint32_t local) const;
+  // Queues output `local` for the next progress frame if the job is watched.
+  void streamOutput(Job& job, uint32_t local, Status status, const Value& value);
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
   StatusOr<uint64_t> admitJob(uint64_t job_id, JobSpec spec, const std::string& watcher,
                               uint64_t count);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <thread>
 #include <zmq.hpp>
@@ -78,6 +79,44 @@ TEST(ClusterTest, Leibniz100kReturnsTheExactReferenceInBothPrecisions) {
   ASSERT_TRUE(info.ok());
   EXPECT_GT(completedBy(*info, "node-1"), 0u);
   EXPECT_GT(completedBy(*info, "node-2"), 0u);
+}
+
+// Results stream: Client::wait hands each output token to `on_output` once, as progress frames
+// carry it, well before the job ends, and the JobResult still lists every output.
+TEST(ClusterTest, ClientStreamsEachOutputOnceAsItFinishes) {
+  auto cluster = startCluster(baseOptions(2));
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint());
+  ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
+  JobSpec job;
+  TokenSpec t;
+  t.op = "sleep";
+  t.repeat = 30;
+  t.args.push_back(Arg::val(int64_t{60}, 1));  // 60..89 ms: every token is a sink, an output
+  job.add(t);
+  auto id = c.submit(job);
+  ASSERT_TRUE(id.ok()) << id.status();
+  std::map<uint32_t, int64_t> got;
+  std::chrono::steady_clock::time_point first_output{};
+  auto r = c.wait(
+      *id, {},
+      [&](const client::Output& o) {
+        if (got.empty()) first_output = std::chrono::steady_clock::now();
+        ASSERT_TRUE(o.status.ok()) << o.status;
+        EXPECT_TRUE(got.emplace(o.index, o.value.asInt()).second)
+            << "output " << o.index << " twice";
+      },
+      60 * kSeconds);
+  const auto returned = std::chrono::steady_clock::now();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  ASSERT_EQ(got.size(), 30u);
+  for (const auto& [index, ms] : got) EXPECT_EQ(ms, 60 + static_cast<int64_t>(index));
+  EXPECT_EQ(r->outputs.size(), 30u);
+  // 30 sleeps of >= 60 ms on at most a few workers take >= 450 ms; the first result arrives
+  // with the first progress frame after it finished, not with JobDone.
+  EXPECT_LT(first_output, returned - std::chrono::milliseconds(100))
+      << "results arrived only at the end";
 }
 
 // Runs a 300k-term dec50 Leibniz job on `cluster` (3 nodes), sends `sig` to node 3 once a

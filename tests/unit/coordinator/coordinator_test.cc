@@ -671,6 +671,60 @@ TEST_F(CoordinatorTest, MalformedRawFramesGetARejectAndTheCoreKeepsServing) {
   EXPECT_TRUE(done);
 }
 
+TEST_F(CoordinatorTest, ProgressFramesStreamEachOutputOnceAsItFinishes) {
+  auto n = node("n1");
+  const std::string submit = submitFrame(echoJob(4), 7);  // 4 sinks: 4 outputs
+  core_->onBytes("client", submit.data(), submit.size());
+  auto reply = outbox_.next("client");
+  ASSERT_NE(reply, nullptr);
+  ASSERT_TRUE(reply->root().getSubmitReply().isJobId());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 4u);
+  // Streamed outputs of the progress frames the client has received so far, by index.
+  std::map<uint32_t, Value> streamed;
+  auto progressOutputs = [&] {
+    size_t frames = 0;
+    while (auto f = outbox_.next("client")) {
+      if (!f->root().isJobProgress()) continue;
+      ++frames;
+      for (auto o : f->root().getJobProgress().getOutputs()) {
+        EXPECT_TRUE(o.isValue());
+        EXPECT_EQ(std::string(o.getName().cStr()), "echo");
+        EXPECT_TRUE(streamed.emplace(o.getIndex(), fromWire(o.getValue())).second)
+            << "output " << o.getIndex() << " streamed twice";
+      }
+    }
+    return frames;
+  };
+  n->ok(tasks[2], Value(int64_t{20}));
+  n->ok(tasks[0], Value(int64_t{0}));
+  clock_.advance(200 * kMillis);
+  core_->tick();
+  EXPECT_GE(progressOutputs(), 1u);
+  EXPECT_EQ(streamed, (std::map<uint32_t, Value>{{0, Value(int64_t{0})}, {2, Value(int64_t{20})}}));
+  // Nothing new finished: the next frame streams nothing again.
+  clock_.advance(200 * kMillis);
+  core_->tick();
+  EXPECT_GE(progressOutputs(), 1u);
+  EXPECT_EQ(streamed.size(), 2u);
+  n->ok(tasks[1], Value(int64_t{10}));
+  clock_.advance(200 * kMillis);
+  core_->tick();
+  progressOutputs();
+  EXPECT_EQ(streamed.size(), 3u);
+  EXPECT_EQ(streamed.at(1), Value(int64_t{10}));
+  // The last one ends the job: JobDone carries all four, as before.
+  n->ok(tasks[3], Value(int64_t{30}));
+  bool done = false;
+  while (auto f = outbox_.next("client")) {
+    if (!f->root().isJobDone()) continue;
+    EXPECT_EQ(f->root().getJobDone().getOutputs().size(), 4u);
+    done = true;
+  }
+  EXPECT_TRUE(done);
+}
+
 TEST_F(CoordinatorTest, JobOverTheMaxJobSizeIsRefusedWithAClearError) {
   config_.max_job_tokens = 100;
   make();
