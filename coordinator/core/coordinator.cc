@@ -629,7 +629,6 @@ control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) 
       control::OutputResult o;
       o.index = i;
       const TokenRec& t = job.tokens[i];
-      const SpecRec& sp = job.specs[t.spec];
       o.name = outputName(job, i);
       if (t.state == kDone) {
         o.value = getResult(job, t);

@@ -72,7 +72,7 @@ class CoordinatorCore {
   // Raw bytes of one frame from the transport: size-checked against max_frame_bytes and
   // decoded (decodeFrame), then handed to onFrame, or to onMalformed when they do not decode.
   void onBytes(const std::string& peer, const void* data, size_t size);
-  // The transport saw `peer`'s connection close (crash, kill, cut-off by ZMTP heartbeats).
+  // The transport saw `peer`'s connection close (crash, kill, closed socket).
   // A node registered on it is lost at once, its in-flight tokens re-queued, without
   // waiting for node_timeout. Unknown peers (clients, strangers) are ignored.
   void onDisconnected(const std::string& peer);

@@ -41,16 +41,11 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
   // Frames above twice the limit are cut off by libzmq; between the limit and
   // that, the sender gets a clear ResourceExhausted reject.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.max_frame_bytes * 2));
-  // ZMTP heartbeats: libzmq pings every peer and drops a connection that stays silent for
-  // the node timeout, so a frozen or cut-off peer's connection closes and is reported below.
-  const auto timeout_ms = static_cast<int>(
-      std::clamp<Nanos>(config_.core.node_timeout_ns / kMillis, 1, 24 * 3600 * 1000));
-  router_.set(zmq::sockopt::heartbeat_ivl,
-              static_cast<int>(std::max<uint32_t>(config_.core.heartbeat_ms, 1)));
-  router_.set(zmq::sockopt::heartbeat_timeout, timeout_ms);
-  // No ZMQ_HEARTBEAT_TTL: it would make a node that was frozen drop and re-open its
-  // connection on thawing, which reads as a second loss; nodes judge the coordinator's
-  // silence themselves.
+  // No ZMTP heartbeats (ZMQ_HEARTBEAT_IVL/TIMEOUT): libzmq 4.3.4 aborts the process with
+  // "Assertion failed: !_io_error (stream_engine_base.cpp:331)" when a heartbeat timeout hits
+  // a connection whose input is stalled (zeromq/libzmq#4364, #4767); our frozen-node test
+  // tripped it. A frozen or cut-off node is found by its missed application heartbeats
+  // (--node-timeout-ms); a crashed or killed one by its closed connection, reported below.
   // The monitor reports closed connections (the fd is the event value).
   const std::string monitor_ep =
       fmt::format("inproc://tg-router-monitor-{}", static_cast<const void*>(this));

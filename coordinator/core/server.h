@@ -6,10 +6,11 @@
 // Disconnects: a socket monitor on the ROUTER reports ZMQ_EVENT_DISCONNECTED
 // with the connection's fd; each received message tells which fd its peer
 // uses (ZMQ_SRCFD), so the loop maps the fd back to the routing id and calls
-// CoordinatorCore::onDisconnected. ZMTP heartbeats make libzmq drop a peer
-// that stops answering (frozen process, cut cable), which then shows up the
-// same way. (ZMQ_ROUTER_NOTIFY would say this directly but is draft API in
-// libzmq 4.3.)
+// CoordinatorCore::onDisconnected. A peer that stops answering with its
+// connection open (frozen process, cut cable) is found by missed application
+// heartbeats instead: ZMTP heartbeats would drop it too, but libzmq 4.3.4 can
+// abort on them (see server.cc). (ZMQ_ROUTER_NOTIFY would report disconnects
+// directly but is draft API in libzmq 4.3.)
 #pragma once
 
 #include <sys/eventfd.h>
