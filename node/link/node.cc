@@ -310,8 +310,9 @@ Status Node::run() {
   // The coordinator no longer knows our session: its queued work is void.
   auto lose_session = [&](const char* why) {
     const size_t dropped = executor_->dropQueued();
-    spdlog::warn("{}: dropping {} queued token(s) and {} unsent result(s); saying hello again", why,
-                 dropped, s.pending.size() + s.pending_returned.size());
+    spdlog::warn("{}: dropping {} queued token(s) and {} unsent result(s){}", why, dropped,
+                 s.pending.size() + s.pending_returned.size(),
+                 s.stopping ? "" : "; saying hello again");
     s.pending.clear();
     s.pending_returned.clear();
     session_.store(0);
@@ -428,7 +429,12 @@ Status Node::run() {
           // "unknown session" while we think we have one: the coordinator
           // restarted or dropped us; say hello at once (lose_session logs it). While
           // still saying hello (e.g. a version mismatch) the 1 s resend paces the retries.
-          if (st.code() == StatusCode::kFailedPrecondition && s.state == State::kReady) {
+          if (st.code() == StatusCode::kFailedPrecondition && s.state == State::kReady &&
+              s.stopping) {
+            // Stopping (e.g. evicted: the coordinator dropped us before our draining
+            // heartbeat arrived): nothing to hand back to it, and no new session wanted.
+            lose_session("coordinator does not know our session (stopping)");
+          } else if (st.code() == StatusCode::kFailedPrecondition && s.state == State::kReady) {
             lose_session("coordinator does not know our session");
             send_hello();
           } else if (st.code() == StatusCode::kFailedPrecondition) {

@@ -386,6 +386,35 @@ TEST_F(LinkTest, UnknownSessionRejectionTriggersHello) {
   coord_.gather(1);
 }
 
+TEST_F(LinkTest, ShutdownTellsTheCoordinatorAtOnceAndAnEvictedNodeDoesNotRejoin) {
+  start();
+  std::string peer = handshake(1, 1000);  // heartbeats 1 s apart: the next one is not due
+  ASSERT_FALSE(peer.empty());
+  // A running token keeps the node from finishing its drain (and leaving) on its own.
+  coord_.batch(peer, 1, {"sleep"}, {{1, 0, {Value(int64_t{1000})}}});
+  waitRunning(Weight::kMedium, 1);
+  coord_.control(peer, [](wire::Control::Builder c) { c.setShutdown(); });
+  // The draining heartbeat goes out at once, not at the next heartbeat interval (1 s away).
+  const auto until = std::chrono::steady_clock::now() + 500ms;
+  bool draining = false;
+  while (!draining && std::chrono::steady_clock::now() < until) {
+    auto hb = coord_.expect(Which::HEARTBEAT, 100ms, /*quiet=*/true);
+    draining = hb && hb->root().getHeartbeat().getDraining();
+  }
+  EXPECT_TRUE(draining) << "no draining heartbeat within 500 ms of the shutdown";
+  // An evicting coordinator has already forgotten the session: the stopping node must not
+  // say hello again (it would rejoin for a moment), it just stops.
+  capnp::MallocMessageBuilder msg;
+  auto w = FakeCoordinator::frame(msg).initWelcome();
+  w.setAccepted(false);
+  toWire(absl::FailedPreconditionError("unknown session"), w.initError());
+  coord_.send(peer, msg);
+  thread_.join();
+  EXPECT_TRUE(status_.ok()) << status_;
+  EXPECT_FALSE(coord_.expect(Which::HELLO, 300ms, /*quiet=*/true))
+      << "an evicted node said hello again";
+}
+
 TEST_F(LinkTest, ResultFramesStayBelowTheWelcomeFrameLimit) {
   NodeConfig cfg;
   start(cfg);
