@@ -8,7 +8,7 @@
 namespace tokengate {
 
 StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size,
-                                                     size_t max_bytes) {
+                                                    size_t max_bytes) {
   if (size > max_bytes)
     return absl::ResourceExhaustedError(
         fmt::format("frame of {} bytes exceeds the {} byte limit", size, max_bytes));
@@ -20,15 +20,19 @@ StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t siz
   std::memcpy(frame->words_.begin(), data, size);
   try {
     capnp::ReaderOptions options;
-    options.traversalLimitInWords = size / sizeof(capnp::word) * 2 + 64;
+    // Bounds read amplification (pointer loops, shared subtrees) at a small multiple of the
+    // frame: totalSize() below reads everything once and handlers read lists and values
+    // again (a result batch: its results, their values, the returned list). 2x was too tight:
+    // a node's hand-back batch of dec50 results tripped it mid-way through onResults.
+    options.traversalLimitInWords = size / sizeof(capnp::word) * 8 + 64;
     options.nestingLimit = 16;
     frame->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(frame->words_, options);
     auto root = frame->reader_->getRoot<wire::Frame>();
     (void)root.totalSize();  // walks every pointer: malformed input throws here
     if (root.getVersion() != kProtocolVersion)
-      return absl::InvalidArgumentError(fmt::format(
-          "protocol version {} not supported (this peer speaks {})", root.getVersion(),
-          kProtocolVersion));
+      return absl::InvalidArgumentError(
+          fmt::format("protocol version {} not supported (this peer speaks {})", root.getVersion(),
+                      kProtocolVersion));
     frame->root_ = root;
   } catch (const kj::Exception& e) {
     return absl::InvalidArgumentError(
@@ -41,8 +45,7 @@ std::string encodeFrame(capnp::MessageBuilder& message) {
   auto segments = message.getSegmentsForOutput();
   std::string out;
   out.resize(capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word));
-  kj::ArrayOutputStream stream(
-      kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
   capnp::writeMessage(stream, segments);
   return out;
 }
@@ -60,7 +63,8 @@ void toWire(const Value& v, wire::Value::Builder out) {
         } else if constexpr (std::is_same_v<T, std::string>) {
           out.setText(x);
         } else if constexpr (std::is_same_v<T, Bytes>) {
-          out.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(x.data.data()), x.data.size()));
+          out.setData(
+              kj::arrayPtr(reinterpret_cast<const kj::byte*>(x.data.data()), x.data.size()));
         } else if constexpr (std::is_same_v<T, bool>) {
           out.setBool(x);
         } else {

@@ -1623,7 +1623,14 @@ void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t 
     onMalformed(peer, frame.status());
     return;
   }
-  onFrame(peer, (*frame)->root());
+  try {
+    onFrame(peer, (*frame)->root());
+  } catch (const kj::Exception& e) {
+    // A validated frame that still cannot be read (e.g. over the traversal limit): refuse it,
+    // keep serving. Handlers read their input before changing state where they can.
+    onMalformed(peer, absl::InvalidArgumentError(fmt::format("frame could not be processed: {}",
+                                                             e.getDescription().cStr())));
+  }
 }
 
 void CoordinatorCore::onMalformed(const std::string& peer, const Status& error) {

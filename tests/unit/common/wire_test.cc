@@ -29,6 +29,35 @@ TEST(WireTest, RoundTripsAFrame) {
   EXPECT_STREQ((*f)->root().getHello().getNodeId().cStr(), "n1");
 }
 
+// A handler may read a decoded frame's lists and values more than once (the coordinator reads
+// a result batch's results, their values, then the returned list): that must not exceed the
+// reader's traversal limit. A 1024 + 1024 dec50 hand-back batch read three times over.
+TEST(WireTest, DecodedFramesCanBeReadSeveralTimes) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto rb = f.initResultBatch();
+  auto results = rb.initResults(1024);
+  for (unsigned i = 0; i < results.size(); ++i) {
+    results[i].setId(i);
+    toWire(Value(Dec50{}), results[i].initValue());
+  }
+  auto returned = rb.initReturned(1024);
+  for (unsigned i = 0; i < returned.size(); ++i) returned[i].setId(i);
+  const std::string bytes = encodeFrame(msg);
+  auto decoded = decodeFrame(bytes.data(), bytes.size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  uint64_t sum = 0;
+  EXPECT_NO_THROW({
+    for (int pass = 0; pass < 3; ++pass) {
+      auto r = (*decoded)->root().getResultBatch();
+      for (auto x : r.getResults()) sum += x.getId() + fromWire(x.getValue()).isDec();
+      for (auto x : r.getReturned()) sum += x.getId();
+    }
+  });
+  EXPECT_EQ(sum, 3u * (2u * (1023u * 1024u / 2) + 1024u));
+}
+
 TEST(WireTest, TruncatedFramesAreRejectedAtEveryLength) {
   auto bytes = helloFrame();
   for (size_t len = 0; len < bytes.size(); ++len) {
@@ -99,9 +128,14 @@ TEST(WireTest, RandomGarbageNeverCrashes) {
 }
 
 TEST(WireTest, ValuesRoundTripIncludingDec50) {
-  std::vector<Value> values{Value(), Value(int64_t{-5}), Value(2.5), Value("text"),
-                            Value(Bytes{std::string("\0\1\2", 3)}), Value(true),
-                            Value(fromBigFloat(BigFloat("3.14159265358979323846264338327950288419716939937510")))};
+  std::vector<Value> values{
+      Value(),
+      Value(int64_t{-5}),
+      Value(2.5),
+      Value("text"),
+      Value(Bytes{std::string("\0\1\2", 3)}),
+      Value(true),
+      Value(fromBigFloat(BigFloat("3.14159265358979323846264338327950288419716939937510")))};
   for (const auto& v : values) {
     capnp::MallocMessageBuilder msg;
     auto b = msg.initRoot<wire::Value>();
