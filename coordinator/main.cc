@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   auto& core = cfg.server.core;
   std::string log_level;
   uint32_t node_timeout_ms = 3000, batch_latency_us = 200, backoff_ms = 20;
+  uint32_t departed_node_retention_s = 300;
   unsigned max_attempts = core.default_max_attempts, poison = core.poison_threshold;
   CLI::App app{"TokenGate coordinator: admits jobs, schedules tokens onto nodes"};
   app.add_option("--listen", cfg.server.listen, "ZeroMQ endpoint for nodes and clients")
@@ -49,6 +50,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
       ->capture_default_str();
+  app.add_option("--departed-node-retention-s", departed_node_retention_s,
+                 "list a departed node as dead this long, then drop it and its metrics")
+      ->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "error retries per token")->capture_default_str();
   app.add_option("--retry-backoff-ms", backoff_ms, "first retry backoff")->capture_default_str();
   app.add_option("--poison-threshold", poison, "node losses before a token is quarantined")
@@ -76,6 +80,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");
   CLI11_PARSE(app, argc, argv);
   core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
+  core.departed_node_retention_ns = Nanos{departed_node_retention_s} * kSeconds;
   core.batch_latency_ns = Nanos{batch_latency_us} * 1000;
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);

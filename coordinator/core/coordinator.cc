@@ -36,16 +36,6 @@ uint32_t argCount(const TokenSpec& spec) {
   return n;
 }
 
-std::vector<double> bucketIncrements(const std::vector<double>& bounds) {
-  return std::vector<double>(bounds.size() + 1, 0.0);
-}
-
-void addToBuckets(std::vector<double>& inc, double x) {
-  const auto& b = Metrics::timeBuckets();
-  auto it = std::lower_bound(b.begin(), b.end(), x);
-  inc[static_cast<size_t>(it - b.begin())] += 1;
-}
-
 }  // namespace
 
 CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox& outbox,
@@ -78,24 +68,9 @@ void CoordinatorCore::setScheduler(std::unique_ptr<Scheduler> scheduler) {
 // ---------------------------------------------------------------- ops
 
 uint32_t CoordinatorCore::opIndex(const std::string& name) {
-  auto it = op_index_.find(name);
-  if (it != op_index_.end()) return it->second;
-  auto idx = static_cast<uint32_t>(ops_.size());
-  op_index_.emplace(name, idx);
-  OpState& op = ops_.emplace_back();
-  op.name = name;
-  for (int w = 0; w < kLaneCount; ++w) {
-    prometheus::Labels labels{{"op", name}, {"weight", weightName(static_cast<Weight>(w))}};
-    op.m_completed[w] = &metrics_.completed.Add(labels);
-    op.m_admitted[w] = &metrics_.admitted.Add(labels);
-    op.m_retried[w] = &metrics_.retried.Add(labels);
-  }
-  op.m_run = &metrics_.run_seconds.Add({{"op", name}}, Metrics::timeBuckets());
-  op.m_wait = &metrics_.queue_wait_seconds.Add({{"op", name}}, Metrics::timeBuckets());
-  op.m_depth = &metrics_.queue_depth.Add({{"op", name}});
-  op.run_buckets = bucketIncrements(Metrics::timeBuckets());
-  op.wait_buckets = bucketIncrements(Metrics::timeBuckets());
-  for (auto& n : nodes_) n.offers.resize(ops_.size(), false);
+  const uint32_t idx = ops_.intern(name);
+  if (idx + 1 == ops_.size())
+    for (auto& n : nodes_) n.offers.resize(ops_.size(), false);
   return idx;
 }
 
@@ -105,13 +80,6 @@ void CoordinatorCore::setEffectiveLane(uint32_t op, Weight lane) {
 
 Weight CoordinatorCore::laneFor(const SpecRec& s) const {
   return s.explicit_weight ? s.weight : ops_[s.op].effective;
-}
-
-bool CoordinatorCore::opDispatchable(OpState& op, int lane) const {
-  if (op.paused || op.ready[lane].empty()) return false;
-  if (op.limits.max_in_flight && op.running >= op.limits.max_in_flight) return false;
-  if (op.limits.max_rate_per_s > 0 && op.rate_tokens < 1) return false;
-  return true;
 }
 
 // ---------------------------------------------------------------- admission
@@ -141,12 +109,8 @@ Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
   // Before any node has registered nothing is known yet: the job waits for nodes.
   if (!config_.reject_unknown_ops || nodes_.empty()) return absl::OkStatus();
   for (const TokenSpec& ts : spec.tokens) {
-    auto it = op_index_.find(ts.op);
-    if (it != op_index_.end() && ops_[it->second].weight_known) continue;
-    std::vector<std::string> offered;
-    for (const OpState& op : ops_)
-      if (op.weight_known) offered.push_back(op.name);
-    std::sort(offered.begin(), offered.end());
+    if (const uint32_t* op = ops_.find(ts.op); op && ops_[*op].weight_known) continue;
+    const std::vector<std::string> offered = ops_.offered();
     return absl::NotFoundError(fmt::format(
         "unknown operation '{}': no node has offered it (offered: {}); start a node that "
         "registers it, or run the coordinator with --allow-unknown-ops to let such jobs wait",
@@ -188,7 +152,7 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
   counters_.admitted += count;
   metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
   const uint64_t id = ref.id;
-  resolveAliases(ref);
+  resolveAliases();
   maybeFinishJob(ref);
   dispatch();
   return id;
@@ -264,24 +228,9 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
       if (!s.spec.idempotency_key.empty()) {
         std::string key = s.spec.repeat > 1 ? fmt::format("{}#{}", s.spec.idempotency_key, r)
                                             : s.spec.idempotency_key;
-        auto it = keys_.find(key);
-        if (it != keys_.end()) {
-          t.state = kAlias;
-          it->second.aliases.push_back(id);
+        if (!keys_.claim(key, id)) {
+          t.state = kAlias;  // runs when (or as) its original finishes
           continue;
-        }
-        KeyEntry entry;
-        entry.token = id;
-        keys_.emplace(key, std::move(entry));
-        key_of_token_.emplace(id, key);
-        key_order_.push_back(std::move(key));
-        while (keys_.size() > config_.max_idempotency_keys && !key_order_.empty()) {
-          auto old = keys_.find(key_order_.front());
-          if (old != keys_.end() && old->second.finished && old->second.aliases.empty())
-            keys_.erase(old);
-          else if (old != keys_.end())
-            break;  // oldest still live: keep going over the cap rather than lose it
-          key_order_.pop_front();
         }
       }
       if (t.pending == 0) makeReady(job, i);
@@ -290,24 +239,23 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
   return absl::OkStatus();
 }
 
-// Aliases whose original already finished complete at once.
-void CoordinatorCore::resolveAliases(Job& job) {
-  for (auto& [key, entry] : keys_) {
-    if (!entry.finished || entry.aliases.empty()) continue;
-    auto aliases = std::move(entry.aliases);
-    entry.aliases.clear();
-    for (uint64_t id : aliases) {
-      Job* j = findJob(id >> 32);
-      if (!j) continue;
-      auto local = static_cast<uint32_t>(id);
-      if (j->tokens[local].state != kAlias) continue;
-      if (entry.status.ok())
-        completeToken(*j, local, entry.value);
-      else
-        failToken(*j, local, entry.status, entry.status.code() == StatusCode::kCancelled);
-    }
+// Aliases admitted against keys whose original already finished complete at once.
+void CoordinatorCore::resolveAliases() {
+  for (const auto& settled : keys_.takeSettled())
+    settleAliases(settled.aliases, settled.status, settled.value);
+}
+
+void CoordinatorCore::settleAliases(const std::vector<uint64_t>& aliases, const Status& status,
+                                    const Value& value) {
+  for (uint64_t id : aliases) {
+    Job* j = findJob(id >> 32);
+    const auto local = static_cast<uint32_t>(id);
+    if (!j || j->tokens[local].state != kAlias) continue;
+    if (status.ok())
+      completeToken(*j, local, value);
+    else
+      failToken(*j, local, status, status.code() == StatusCode::kCancelled);
   }
-  (void)job;
 }
 
 CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) {
@@ -361,16 +309,6 @@ bool CoordinatorCore::isOutput(const Job& job, uint32_t local) const {
   const SpecRec& s = job.specs[job.tokens[local].spec];
   if (job.any_output) return s.keep_result;
   return job.dep_offset[local] == job.dep_offset[local + 1];
-}
-
-prometheus::Counter& CoordinatorCore::failedCounter(OpState& op, Weight weight, StatusCode code) {
-  const uint32_t key = static_cast<uint32_t>(weight) * 64 + static_cast<uint32_t>(code);
-  auto it = op.m_failed.find(key);
-  if (it != op.m_failed.end()) return *it->second;
-  auto& c = metrics_.failed.Add(
-      {{"op", op.name}, {"weight", weightName(weight)}, {"code", absl::StatusCodeToString(code)}});
-  op.m_failed.emplace(key, &c);
-  return c;
 }
 
 void CoordinatorCore::setResult(Job& job, TokenRec& t, const Value& v) {
@@ -452,23 +390,8 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   OpState& op = ops_[s.op];
   ++op.completed;
   op.m_completed[t.lane % kLaneCount]->Increment();
-  const uint64_t id = tokenId(job.id, local);
-  if (auto k = key_of_token_.find(id); k != key_of_token_.end()) {
-    auto e = keys_.find(k->second);
-    if (e != keys_.end()) {
-      e->second.finished = true;
-      e->second.value = v;
-      e->second.status = absl::OkStatus();
-      auto aliases = std::move(e->second.aliases);
-      e->second.aliases.clear();
-      for (uint64_t a : aliases) {
-        Job* aj = findJob(a >> 32);
-        if (aj && aj->tokens[static_cast<uint32_t>(a)].state == kAlias)
-          completeToken(*aj, static_cast<uint32_t>(a), v);
-      }
-    }
-    key_of_token_.erase(k);
-  }
+  if (!s.spec.idempotency_key.empty())
+    settleAliases(keys_.finished(tokenId(job.id, local), v), absl::OkStatus(), v);
   for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d) {
     TokenRec& dt = job.tokens[job.deps[d]];
     if (--dt.pending == 0 && dt.state == kWaiting) makeReady(job, job.deps[d]);
@@ -519,25 +442,19 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
       op.last_error = std::string(why.message());
       job.any_failed = true;
     }
-    failedCounter(op, job.specs[t.spec].weight, why.code()).Increment();
+    ops_.failedCounter(op, job.specs[t.spec].weight, why.code()).Increment();
     const uint64_t id = tokenId(job.id, local);
-    if (auto k = key_of_token_.find(id); k != key_of_token_.end()) {
-      auto e = keys_.find(k->second);
-      if (e != keys_.end()) {
-        // A failed original does not poison its key: the next submission may run it again.
-        auto aliases = std::move(e->second.aliases);
-        keys_.erase(e);
-        for (uint64_t a : aliases) {
-          Job* aj = findJob(a >> 32);
-          if (aj && aj->tokens[static_cast<uint32_t>(a)].state == kAlias) {
-            if (aj == &job)
-              stack.emplace_back(static_cast<uint32_t>(a), why);
-            else
-              failToken(*aj, static_cast<uint32_t>(a), why, false);
-          }
+    if (!job.specs[t.spec].spec.idempotency_key.empty()) {
+      // A failed original does not poison its key: the next submission may run it again.
+      for (uint64_t a : keys_.failed(id)) {
+        Job* aj = findJob(a >> 32);
+        if (aj && aj->tokens[static_cast<uint32_t>(a)].state == kAlias) {
+          if (aj == &job)
+            stack.emplace_back(static_cast<uint32_t>(a), why);  // same job: no recursion
+          else
+            failToken(*aj, static_cast<uint32_t>(a), why, false);
         }
       }
-      key_of_token_.erase(k);
     }
     if (job.dep_offset[local] != job.dep_offset[local + 1]) {
       // Cancellation passes through unchanged (no per-token formatting on a big cancel).
@@ -692,61 +609,29 @@ StatusOr<bool> CoordinatorCore::cancelToken(uint64_t token_id) {
 
 // ---------------------------------------------------------------- op control
 
-static control::OpStatus opStatusOf(const std::string& name, Weight weight, Weight effective,
-                                    bool paused, const control::OpLimits& limits, uint64_t queued,
-                                    uint64_t running, uint64_t completed, uint64_t failed,
-                                    uint64_t retried, uint64_t cancelled, double rate,
-                                    double mean_us) {
-  control::OpStatus s;
-  s.name = name;
-  s.weight = weight;
-  s.effective = effective;
-  s.paused = paused;
-  s.limits = limits;
-  s.queued = queued;
-  s.running = running;
-  s.completed = completed;
-  s.failed = failed;
-  s.retried = retried;
-  s.cancelled = cancelled;
-  s.rate_per_s = rate;
-  s.mean_run_us = mean_us;
-  return s;
-}
-
-std::vector<control::OpStatus> CoordinatorCore::listOps() const {
-  std::vector<control::OpStatus> out;
-  for (const auto& op : ops_) {
-    out.push_back(opStatusOf(op.name, op.weight, op.effective, op.paused, op.limits, op.queued(),
-                             op.running, op.completed, op.failed, op.retried, op.cancelled,
-                             op.rate_per_s, op.run_count ? op.run_ns_sum / op.run_count / 1e3 : 0));
-  }
-  return out;
-}
+std::vector<control::OpStatus> CoordinatorCore::listOps() const { return ops_.list(); }
 
 StatusOr<control::OpStatus> CoordinatorCore::pauseOp(const std::string& name, bool paused) {
-  auto it = op_index_.find(name);
-  if (it == op_index_.end())
-    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
-  OpState& op = ops_[it->second];
+  const uint32_t* it = ops_.find(name);
+  if (!it) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  OpState& op = ops_[*it];
   op.paused = paused;
   emit(control::OpPausedEvent{name, paused});
   if (!paused) dispatch();
-  return listOps()[it->second];
+  return ops_[*it].status();
 }
 
 StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
-  auto it = op_index_.find(name);
-  if (it == op_index_.end())
-    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
-  OpState& op = ops_[it->second];
+  const uint32_t* it = ops_.find(name);
+  if (!it) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  OpState& op = ops_[*it];
   uint64_t n = 0;
   auto drop = [&](uint64_t id) {
     Job* j = findJob(id >> 32);
     if (!j) return;
     const auto local = static_cast<uint32_t>(id);
     TokenRec& t = j->tokens[local];
-    if (t.state != kReady || j->specs[t.spec].op != it->second) return;
+    if (t.state != kReady || j->specs[t.spec].op != *it) return;
     ++n;
     failToken(*j, local, absl::CancelledError(fmt::format("operation '{}' drained", name)), true);
   };
@@ -758,7 +643,7 @@ StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
   std::deque<uint64_t> keep;
   for (uint64_t id : suspects_) {
     Job* j = findJob(id >> 32);
-    if (j && j->specs[j->tokens[static_cast<uint32_t>(id)].spec].op == it->second)
+    if (j && j->specs[j->tokens[static_cast<uint32_t>(id)].spec].op == *it)
       drop(id);
     else
       keep.push_back(id);
@@ -768,9 +653,8 @@ StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
 }
 
 StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
-  auto it = op_index_.find(name);
-  if (it == op_index_.end())
-    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  const uint32_t* it = ops_.find(name);
+  if (!it) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   // Every token the coordinator counts as running gets exactly one outcome:
   // batches still being assembled go out first, so the node holds every such
   // token when the cancel arrives. The node answers each one -- Cancelled for
@@ -785,34 +669,24 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
     f.initControl().setCancelOp(name);
     outbox_.send(n.peer, msg.encode());
   }
-  return ops_[it->second].running;
+  return ops_[*it].running;
 }
 
 StatusOr<control::OpStatus> CoordinatorCore::setOpLimits(const std::string& name,
                                                          control::OpLimits limits) {
   if (limits.max_rate_per_s < 0) return absl::InvalidArgumentError("max_rate_per_s must be >= 0");
-  auto it = op_index_.find(name);
-  if (it == op_index_.end())
-    return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
-  ops_[it->second].limits = limits;
-  ops_[it->second].rate_tokens = std::max(1.0, limits.max_rate_per_s / 10);
+  const uint32_t* it = ops_.find(name);
+  if (!it) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
+  ops_.setLimits(ops_[*it], limits);
   dispatch();
-  return listOps()[it->second];
+  return ops_[*it].status();
 }
 
 // ---------------------------------------------------------------- nodes
 
-CoordinatorCore::NodeRec* CoordinatorCore::nodeByPeer(const std::string& peer) {
-  auto it = node_by_peer_.find(peer);
-  return it == node_by_peer_.end() ? nullptr : &nodes_[it->second];
-}
+NodeRec* CoordinatorCore::nodeByPeer(const std::string& peer) { return nodes_.byPeer(peer); }
 
-CoordinatorCore::NodeRec* CoordinatorCore::nodeById(const std::string& id) {
-  NodeRec* found = nullptr;
-  for (auto& n : nodes_)
-    if (n.id == id && (!found || n.state != NodeState::kDead)) found = &n;
-  return found;
-}
+NodeRec* CoordinatorCore::nodeById(const std::string& id) { return nodes_.byId(id); }
 
 void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello) {
   auto reply = [&](const Status& st, uint64_t session) {
@@ -840,10 +714,10 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   // A re-hello from a known peer, or a new incarnation of a known node id,
   // replaces the old registration: its in-flight work is re-queued.
   if (NodeRec* old = nodeByPeer(peer); old && old->state != NodeState::kDead)
-    loseNode(static_cast<uint32_t>(old - nodes_.data()), "node re-registered");
-  for (uint32_t s = 0; s < nodes_.size(); ++s)
-    if (nodes_[s].id == id && nodes_[s].state != NodeState::kDead)
-      loseNode(s, "replaced by a new incarnation");
+    loseNode(nodes_.slotOf(*old), "node re-registered");
+  // At most one live registration per id: the newest.
+  if (NodeRec* same = nodeById(id); same && same->state != NodeState::kDead)
+    loseNode(nodes_.slotOf(*same), "replaced by a new incarnation");
 
   NodeRec n;
   n.id = id;
@@ -865,7 +739,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
     n.op_names.emplace_back(op.getName().cStr());
   }
   n.offers.assign(ops_.size(), false);
-  for (const auto& name : n.op_names) n.offers[op_index_[name]] = true;
+  for (const auto& name : n.op_names) n.offers[*ops_.find(name)] = true;
   for (auto lane : hello.getLanes()) {
     auto w = static_cast<int>(fromWire(lane.getWeight()));
     if (w >= kLaneCount) continue;
@@ -879,14 +753,8 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   for (auto& l : n.lanes) any |= l.present;
   if (!any)
     for (auto& l : n.lanes) l.present = true, l.workers = 1;
-  const auto slot = static_cast<uint32_t>(nodes_.size());
-  for (int w = 0; w < kLaneCount; ++w) {
-    prometheus::Labels labels{{"node", id}, {"lane", weightName(static_cast<Weight>(w))}};
-    n.lanes[w].m_in_flight = &metrics_.in_flight.Add(labels);
-    n.lanes[w].m_util = &metrics_.lane_utilization.Add(labels);
-  }
-  nodes_.push_back(std::move(n));
-  node_by_peer_[peer] = slot;
+  const uint32_t slot = nodes_.add(std::move(n));
+  scheduler_->forgetNode(slot);  // a reused slot starts without its last owner's speed
   reply(absl::OkStatus(), nodes_[slot].session);
   spdlog::info("node {} joined (session {}, pid {}, {} ops)", id, nodes_[slot].session,
                nodes_[slot].pid, nodes_[slot].op_names.size());
@@ -934,10 +802,12 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     lane.busy_at = now;
     if (lane.m_util) lane.m_util->Set(lane.utilization);
   }
-  for (auto c : hb.getCores())
-    metrics_.core_tokens.Add({{"node", n->id}, {"core", std::to_string(c.getCore())}})
-        .Set(static_cast<double>(c.getTokens()));
-  metrics_.node_rss.Add({{"node", n->id}}).Set(static_cast<double>(n->rss));
+  for (auto c : hb.getCores()) {
+    prometheus::Gauge*& g = n->m_cores[c.getCore()];
+    if (!g) g = &metrics_.core_tokens.Add({{"node", n->id}, {"core", std::to_string(c.getCore())}});
+    g->Set(static_cast<double>(c.getTokens()));
+  }
+  if (n->m_rss) n->m_rss->Set(static_cast<double>(n->rss));
   auto msg = newFrame();
   auto f = msg.root;
   f.setPong(hb.getSession());
@@ -963,7 +833,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     if (!n || n->state != NodeState::kDead) sendUnknownSession(peer);
     return;
   }
-  const uint32_t slot = static_cast<uint32_t>(n - nodes_.data());
+  const uint32_t slot = nodes_.slotOf(*n);
   n->last_seen = clock_.now();
   if (telemetry_) telemetry_.tick(n->last_seen);
   Job* job = nullptr;
@@ -986,14 +856,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     OpState& op = ops_[s.op];
     if (std::find(touched_ops.begin(), touched_ops.end(), s.op) == touched_ops.end())
       touched_ops.push_back(s.op);
-    const double run_s = static_cast<double>(r.getRunNs()) / 1e9;
-    const double wait_s = static_cast<double>(r.getQueueNs()) / 1e9;
-    addToBuckets(op.run_buckets, run_s);
-    addToBuckets(op.wait_buckets, wait_s);
-    op.run_sum += run_s;
-    op.wait_sum += wait_s;
-    op.run_ns_sum += static_cast<double>(r.getRunNs());
-    ++op.run_count;
+    OpTable::observe(op, r.getRunNs(), r.getQueueNs());
     if (telemetry_ && telemetry_.take()) {
       Sample sample;
       sample.token = tokenInfo(*job, local);
@@ -1046,15 +909,14 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     counters_.late_results += late;
     metrics_.late_results.Increment(static_cast<double>(late));
   }
-  for (uint32_t o : touched_ops) flushOpMetrics(ops_[o]);
-}
-
-void CoordinatorCore::flushOpMetrics(OpState& op) {
-  op.m_run->ObserveMultiple(op.run_buckets, op.run_sum);
-  op.m_wait->ObserveMultiple(op.wait_buckets, op.wait_sum);
-  std::fill(op.run_buckets.begin(), op.run_buckets.end(), 0.0);
-  std::fill(op.wait_buckets.begin(), op.wait_buckets.end(), 0.0);
-  op.run_sum = op.wait_sum = 0;
+  for (uint32_t o : touched_ops) OpTable::flushMetrics(ops_[o]);
+  const Job* cached = nullptr;
+  nodes_.compact(slot, [&](uint64_t id) {
+    if (!cached || cached->id != (id >> 32)) cached = findJob(id >> 32);
+    if (!cached) return false;
+    const TokenRec& t = cached->tokens[static_cast<uint32_t>(id)];
+    return t.state == kRunning && t.node == slot;
+  });
 }
 
 void CoordinatorCore::onBye(const std::string& peer, wire::Bye::Reader bye) {
@@ -1062,30 +924,18 @@ void CoordinatorCore::onBye(const std::string& peer, wire::Bye::Reader bye) {
   if (!n || n->state == NodeState::kDead) return;
   spdlog::info("node {} said bye: {}", n->id, bye.getReason().cStr());
   // A clean exit is no one's fault: re-queue without counting deaths.
-  const auto slot = static_cast<uint32_t>(n - nodes_.data());
-  n->suspect = 0;
-  for (auto& [jid, job] : jobs_) {
-    for (uint32_t i = 0; i < job->tokens.size(); ++i) {
-      TokenRec& t = job->tokens[i];
-      if (t.state == kRunning && t.node == slot) {
-        releaseFromNode(*job, t);
-        makeReady(*job, i);
-        ++counters_.requeued;
-      }
-    }
-  }
-  loseNode(slot, "left");
+  loseNode(nodes_.slotOf(*n), "left", /*blame=*/false);
 }
 
 void CoordinatorCore::onDisconnected(const std::string& peer) {
   NodeRec* n = nodeByPeer(peer);
   if (!n || n->state == NodeState::kDead) return;
   ++counters_.disconnects;
-  loseNode(static_cast<uint32_t>(n - nodes_.data()), "connection closed");
+  loseNode(nodes_.slotOf(*n), "connection closed");
   dispatch();
 }
 
-void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
+void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame) {
   NodeRec& n = nodes_[slot];
   if (n.state == NodeState::kDead) return;
   n.state = NodeState::kDead;
@@ -1093,29 +943,40 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
   n.batch.ids.clear();
   uint64_t requeued = 0, quarantined = 0;
   const uint64_t suspect = n.suspect;
-  for (auto& [jid, job] : jobs_) {
-    for (uint32_t i = 0; i < job->tokens.size(); ++i) {
-      TokenRec& t = job->tokens[i];
-      if (t.state != kRunning || t.node != slot) continue;
-      const uint64_t id = tokenId(job->id, i);
-      // Blame: an isolated suspect takes the death; others become suspects.
-      if (id == suspect || t.deaths == 0) ++t.deaths;
-      if (t.deaths >= config_.poison_threshold) {
-        ++quarantined;
-        ++counters_.quarantined;
-        failToken(*job, i,
-                  absl::AbortedError(fmt::format(
-                      "quarantined as poison: {} nodes were lost while running it (last: {})",
-                      t.deaths, n.id)),
-                  false);
-      } else {
-        retryToken(*job, i, false);
-        ++requeued;
-        ++counters_.requeued;
-      }
+  n.suspect = 0;
+  // Only this node's tokens: its index may hold stale entries, so each is re-checked.
+  Job* job = nullptr;
+  for (uint64_t id : nodes_.takeTokens(slot)) {
+    ++counters_.node_token_visits;
+    if (!job || job->id != (id >> 32)) job = findJob(id >> 32);
+    if (!job) continue;
+    const auto i = static_cast<uint32_t>(id);
+    TokenRec& t = job->tokens[i];
+    if (t.state != kRunning || t.node != slot) continue;
+    if (!blame) {
+      releaseFromNode(*job, t);
+      makeReady(*job, i);
+      ++requeued;
+      ++counters_.requeued;
+      continue;
+    }
+    // Blame: an isolated suspect takes the death; others become suspects.
+    if (id == suspect || t.deaths == 0) ++t.deaths;
+    if (t.deaths >= config_.poison_threshold) {
+      ++quarantined;
+      ++counters_.quarantined;
+      failToken(*job, i,
+                absl::AbortedError(fmt::format(
+                    "quarantined as poison: {} nodes were lost while running it (last: {})",
+                    t.deaths, n.id)),
+                false);
+    } else {
+      retryToken(*job, i, false);
+      ++requeued;
+      ++counters_.requeued;
     }
   }
-  n.suspect = 0;
+  nodes_.markDeparted(slot, clock_.now());
   for (auto& l : n.lanes) {
     l.in_flight = 0;
     l.outstanding = 0;
@@ -1123,8 +984,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
     if (l.m_util) l.m_util->Set(0);
   }
   // A clean goodbye is routine; anything that cost work is worth a warning.
-  spdlog::log(why == "left" && requeued == 0 && quarantined == 0 ? spdlog::level::info
-                                                                 : spdlog::level::warn,
+  spdlog::log(!blame && quarantined == 0 ? spdlog::level::info : spdlog::level::warn,
               "node {} lost ({}): {} tokens re-queued, {} quarantined", n.id, why, requeued,
               quarantined);
   emit(control::NodeEvent{control::NodeEvent::Change::kLeft, n.id, why, requeued, quarantined});
@@ -1133,7 +993,8 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
 
 void CoordinatorCore::updateNodeGauges() {
   double count[3] = {0, 0, 0};
-  for (const auto& n : nodes_) count[static_cast<int>(n.state)] += 1;
+  for (const auto& n : nodes_)
+    if (!n.vacant) count[static_cast<int>(n.state)] += 1;
   for (int s = 0; s < 3; ++s) m_nodes_[s]->Set(count[s]);
 }
 
@@ -1178,13 +1039,10 @@ control::NodeStatus CoordinatorCore::nodeStatus(const NodeRec& n) const {
 std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
   std::vector<control::NodeStatus> out;
   for (const auto& n : nodes_) {
-    // A dead node is listed until a live node with its id replaces it.
-    if (n.state == NodeState::kDead) {
-      bool replaced = false;
-      for (const auto& m : nodes_)
-        replaced |= (&m != &n && m.id == n.id && (m.state != NodeState::kDead || &m > &n));
-      if (replaced) continue;
-    }
+    if (n.vacant) continue;
+    // A dead node is listed until a newer registration of its id replaces it (or its
+    // retention ends).
+    if (n.state == NodeState::kDead && !nodes_.isNewest(n)) continue;
     out.push_back(nodeStatus(n));
   }
   return out;
@@ -1195,7 +1053,7 @@ void CoordinatorCore::requeueUnsentBatch(NodeRec& n) {
     Job* j = findJob(id >> 32);
     if (!j) continue;
     TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
-    if (t.state == kRunning && t.node == static_cast<uint32_t>(&n - nodes_.data())) {
+    if (t.state == kRunning && t.node == nodes_.slotOf(n)) {
       releaseFromNode(*j, t);
       --t.attempt;
       makeReady(*j, static_cast<uint32_t>(id));
@@ -1232,25 +1090,13 @@ StatusOr<uint64_t> CoordinatorCore::evictNode(const std::string& node_id) {
   NodeRec* n = nodeById(node_id);
   if (!n || n->state == NodeState::kDead)
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
-  uint64_t in_flight = 0;
-  for (auto& l : n->lanes) in_flight += l.in_flight;
+  const uint64_t in_flight = n->inFlight();
   auto msg = newFrame();
   auto f = msg.root;
   f.initControl().setShutdown();
   outbox_.send(n->peer, msg.encode());
   // Eviction is an operator's decision, not the tokens' fault: no deaths counted.
-  const auto slot = static_cast<uint32_t>(n - nodes_.data());
-  for (auto& [jid, job] : jobs_) {
-    for (uint32_t i = 0; i < job->tokens.size(); ++i) {
-      TokenRec& t = job->tokens[i];
-      if (t.state == kRunning && t.node == slot) {
-        releaseFromNode(*job, t);
-        makeReady(*job, i);
-        ++counters_.requeued;
-      }
-    }
-  }
-  loseNode(slot, "evicted");
+  loseNode(nodes_.slotOf(*n), "evicted", /*blame=*/false);
   dispatch();
   return in_flight;
 }
@@ -1285,14 +1131,7 @@ void CoordinatorCore::dispatch() {
           suspects_.push_back(id);
           continue;
         }
-        t.state = kRunning;
-        t.node = slot;
-        t.lane = static_cast<uint8_t>(lane);
-        ++t.attempt;
-        ++op.running;
-        ++j->running;
-        t.load = static_cast<uint16_t>(std::min<uint64_t>(n.lanes[t.lane].in_flight, UINT16_MAX));
-        ++n.lanes[t.lane].in_flight;
+        markRunning(*j, local, slot, lane, t.cost);
         n.suspect = id;
         if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
         n.batch.ids.push_back(id);
@@ -1308,9 +1147,7 @@ void CoordinatorCore::dispatch() {
   for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
     NodeRec& n = nodes_[slot];
     if (n.batch.ids.empty()) continue;
-    uint64_t in_flight = 0;
-    for (auto& l : n.lanes) in_flight += l.in_flight;
-    const bool idle = in_flight <= n.batch.ids.size();
+    const bool idle = n.inFlight() <= n.batch.ids.size();
     if (idle || n.batch.ids.size() >= config_.max_batch ||
         now - n.batch.first_at >= config_.batch_latency_ns)
       flushBatch(slot);
@@ -1329,7 +1166,7 @@ void CoordinatorCore::dispatchLane(Weight lane) {
     for (uint32_t k = 0; k < ops_.size(); ++k) {
       // Newest-registered ops first: downstream ops are usually registered after upstream ones.
       const uint32_t oi = static_cast<uint32_t>(ops_.size()) - 1 - k;
-      if (opDispatchable(ops_[oi], li) && dispatchSlice(oi, lane, kSlice) > 0) progress = true;
+      if (ops_[oi].dispatchable(li) && dispatchSlice(oi, lane, kSlice) > 0) progress = true;
     }
   }
 }
@@ -1399,23 +1236,30 @@ size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tok
     NodeRec& n = nodes_[slot];
     if (!j || j->id != (infos[i].id >> 32)) j = findJob(infos[i].id >> 32);
     const auto local = static_cast<uint32_t>(infos[i].id);
-    TokenRec& t = j->tokens[local];
-    t.state = kRunning;
-    t.node = slot;
-    t.lane = static_cast<uint8_t>(p.lane == Weight::kUnspecified ? lane : p.lane);
-    t.cost = static_cast<float>(infos[i].cost);
-    ++t.attempt;
-    ++op.running;
-    ++j->running;
-    auto& l = n.lanes[t.lane];
-    t.load = static_cast<uint16_t>(std::min<uint64_t>(l.in_flight, UINT16_MAX));
-    ++l.in_flight;
-    l.outstanding += infos[i].cost;
+    markRunning(*j, local, slot, p.lane == Weight::kUnspecified ? lane : p.lane, infos[i].cost);
     addToBatch(n, slot, infos[i].id, infos[i].cost, work_target, now);
     ++placed;
   }
   if (op.limits.max_rate_per_s > 0) op.rate_tokens -= static_cast<double>(placed);
   return placed;
+}
+
+void CoordinatorCore::markRunning(Job& job, uint32_t local, uint32_t slot, Weight lane,
+                                  double cost) {
+  TokenRec& t = job.tokens[local];
+  NodeRec& n = nodes_[slot];
+  t.state = kRunning;
+  t.node = slot;
+  t.lane = static_cast<uint8_t>(lane);
+  t.cost = static_cast<float>(cost);
+  ++t.attempt;
+  ++ops_[job.specs[t.spec].op].running;
+  ++job.running;
+  auto& l = n.lanes[t.lane];
+  t.load = static_cast<uint16_t>(std::min<uint64_t>(l.in_flight, UINT16_MAX));
+  ++l.in_flight;
+  l.outstanding += cost;
+  nodes_.dispatched(slot, tokenId(job.id, local));
 }
 
 void CoordinatorCore::addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost,
@@ -1755,11 +1599,7 @@ Nanos CoordinatorCore::tick() {
   }
   // Rate limits: refill token buckets.
   const double dt = static_cast<double>(now - last_tick_) / 1e9;
-  for (auto& op : ops_) {
-    if (op.limits.max_rate_per_s > 0)
-      op.rate_tokens = std::min(op.rate_tokens + op.limits.max_rate_per_s * dt,
-                                std::max(1.0, op.limits.max_rate_per_s / 10));
-  }
+  ops_.refill(dt);
   last_tick_ = now;
   // Progress to watchers.
   for (auto& [id, j] : jobs_) {
@@ -1768,7 +1608,7 @@ Nanos CoordinatorCore::tick() {
       sendProgress(*j, false);
   }
   if (now - last_event_ >= kGaugeInterval) {
-    for (auto& op : ops_) op.m_depth->Set(static_cast<double>(op.queued()));
+    ops_.updateGauges();
     for (auto& n : nodes_)
       for (auto& l : n.lanes)
         if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
@@ -1776,6 +1616,11 @@ Nanos CoordinatorCore::tick() {
   }
   emitPeriodic(now);
   dispatch();
+  // Drop departed nodes' records once their retention ended.
+  if (auto freed = nodes_.reap(now); !freed.empty()) {
+    for (uint32_t slot : freed) scheduler_->forgetNode(slot);
+    updateNodeGauges();
+  }
   // Reap finished jobs (their summaries live in finished_).
   for (auto it = jobs_.begin(); it != jobs_.end();) {
     if (it->second->state != JobState::kRunning)
@@ -1840,6 +1685,7 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
 control::ClusterStats CoordinatorCore::stats() const {
   control::ClusterStats s;
   for (const auto& n : nodes_) {
+    if (n.vacant) continue;
     if (n.state == NodeState::kReady) ++s.nodes_ready;
     if (n.state == NodeState::kDraining) ++s.nodes_draining;
     if (n.state == NodeState::kDead) ++s.nodes_dead;

@@ -20,8 +20,11 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "coordinator/control/control.h"
+#include "coordinator/core/idempotency_index.h"
 #include "coordinator/core/journal.h"
 #include "coordinator/core/metrics.h"
+#include "coordinator/core/node_table.h"
+#include "coordinator/core/op_table.h"
 #include "coordinator/core/scheduler.h"
 
 namespace tokengate::coordinator {
@@ -50,6 +53,9 @@ struct CoordinatorConfig {
   // (--allow-unknown-ops): such tokens wait for a node that offers the op.
   bool reject_unknown_ops = true;
   size_t max_frame_bytes = kDefaultMaxFrameBytes;  // told to nodes in Welcome
+  // A departed node (lost, left, evicted) stays listed as dead this long, then its record and
+  // metric series are dropped.
+  Nanos departed_node_retention_ns = 5 * 60 * kSeconds;
 };
 
 // Where the core sends frames. `peer` is the ZeroMQ routing id.
@@ -122,6 +128,9 @@ class CoordinatorCore {
     uint64_t disconnects = 0;  // nodes lost because their connection closed
     uint64_t requeued = 0;     // in-flight tokens re-queued because their node was lost or left
     uint64_t returned = 0;     // queued tokens handed back by draining nodes, re-queued
+    // Token entries looked at when nodes were lost, left or evicted: each event visits only
+    // that node's own token index, never every live token.
+    uint64_t node_token_visits = 0;
   };
   const Counters& counters() const { return counters_; }
   size_t readyCount() const;
@@ -163,7 +172,6 @@ class CoordinatorCore {
     kAlias,  // idempotency duplicate waiting for its original
   };
   enum ValueTag : uint8_t { kNoValue = 0, kInt, kDouble, kBool, kNull, kBoxed };
-  static constexpr uint32_t kNoNode = UINT32_MAX;
 
   struct TokenRec {
     uint64_t val = 0;         // inline int/double/bool bits, or boxed index
@@ -218,74 +226,12 @@ class CoordinatorCore {
     control::JobStatus status;
   };
 
-  struct OpState {
-    std::string name;
-    Weight weight = Weight::kLight;     // declared default (from nodes)
-    Weight effective = Weight::kLight;  // lane it is routed to
-    bool weight_known = false;
-    bool paused = false;
-    control::OpLimits limits;
-    std::deque<uint64_t> ready[kLaneCount];  // token ids per lane (lazy removal: state re-checked)
-    size_t queued() const { return ready[0].size() + ready[1].size() + ready[2].size(); }
-    uint64_t running = 0, completed = 0, failed = 0, retried = 0, cancelled = 0;
-    uint64_t completed_at_last_event = 0;
-    double rate_per_s = 0;
-    double rate_tokens = 0;  // token bucket for max_rate_per_s
-    double run_ns_sum = 0;
-    uint64_t run_count = 0;
-    prometheus::Counter* m_completed[kLaneCount] = {};
-    prometheus::Counter* m_admitted[kLaneCount] = {};
-    prometheus::Counter* m_retried[kLaneCount] = {};
-    std::unordered_map<uint32_t, prometheus::Counter*> m_failed;  // (weight, code) -> counter
-    prometheus::Histogram* m_run = nullptr;
-    prometheus::Histogram* m_wait = nullptr;
-    prometheus::Gauge* m_depth = nullptr;
-    std::vector<double> run_buckets, wait_buckets;  // per-batch aggregation
-    double run_sum = 0, wait_sum = 0;
-    uint64_t failed_since_event = 0;
-    std::string last_error;
-  };
-
-  struct PendingBatch {
-    std::vector<uint64_t> ids;
-    Nanos first_at = 0;
-    double work = 0;  // predicted cost of the tokens in it (Scheduler::batchWorkTarget)
-  };
-
-  struct NodeRec {
-    std::string id;
-    std::string peer;  // routing id
-    uint64_t session = 0;
-    uint64_t incarnation = 0;
-    uint32_t pid = 0;
-    control::NodeState state = control::NodeState::kReady;
-    Nanos last_seen = 0;
-    double speed_factor = 1.0;
-    double speed = 1.0;        // observed relative speed: Scheduler::nodeSpeed (1 = fastest)
-    std::vector<bool> offers;  // by op index
-    std::vector<std::string> op_names;
-    struct Lane {
-      bool present = false;
-      std::vector<uint32_t> cores;
-      uint32_t workers = 0;
-      uint64_t in_flight = 0;
-      double outstanding = 0;
-      uint32_t reported_queued = 0, reported_running = 0;
-      uint64_t busy_ns = 0;
-      Nanos busy_at = 0;
-      double utilization = 0;
-      prometheus::Gauge* m_in_flight = nullptr;
-      prometheus::Gauge* m_util = nullptr;
-    } lanes[kLaneCount];
-    PendingBatch batch;
-    uint64_t suspect = 0;  // isolated suspect token in flight (0 = none)
-    uint64_t completed = 0;
-    uint64_t rss = 0;
-  };
-
   // Admission.
   Status buildJob(Job& job, JobSpec spec);
-  void resolveAliases(Job& job);
+  void resolveAliases();
+  // Completes (ok `status`) or fails the aliases of a finished idempotency key.
+  void settleAliases(const std::vector<uint64_t>& aliases, const Status& status,
+                     const Value& value);
   // Token helpers.
   Job* findJob(uint64_t job_id);
   const Job* findJob(uint64_t job_id) const;
@@ -301,7 +247,6 @@ class CoordinatorCore {
   void retryToken(Job& job, uint32_t local, bool count_error);
   void maybeFinishJob(Job& job);
   bool isOutput(const Job& job, uint32_t local) const;
-  prometheus::Counter& failedCounter(OpState& op, Weight weight, StatusCode code);
   // Tokens in `n`'s batch not yet sent go back to the ready queues (drain).
   void requeueUnsentBatch(NodeRec& n);
   void releaseFromNode(Job& job, TokenRec& t);
@@ -313,7 +258,12 @@ class CoordinatorCore {
   void onBye(const std::string& peer, wire::Bye::Reader bye);
   NodeRec* nodeByPeer(const std::string& peer);
   NodeRec* nodeById(const std::string& id);
-  void loseNode(uint32_t slot, const std::string& why);
+  // Ends `slot`'s registration; its in-flight tokens are re-queued. `blame`: the loss may be
+  // the tokens' fault (crash, timeout), so deaths are counted and poison quarantined; a clean
+  // exit or an eviction re-queues without blame.
+  void loseNode(uint32_t slot, const std::string& why, bool blame = true);
+  // Marks a placed token as running on `slot` (dispatch and suspect isolation alike).
+  void markRunning(Job& job, uint32_t local, uint32_t slot, Weight lane, double cost);
   void sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids);
   void sendUnknownSession(const std::string& peer);
   control::NodeStatus nodeStatus(const NodeRec& n) const;
@@ -328,7 +278,6 @@ class CoordinatorCore {
   // count or by predicted work (`work_target` 0 = count only).
   void addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost, double work_target,
                   Nanos now);
-  bool opDispatchable(OpState& op, int lane) const;
   Weight laneFor(const SpecRec& s) const;
 
   // Client messages.
@@ -348,7 +297,6 @@ class CoordinatorCore {
   // Events.
   void emit(const control::Event& event);
   void emitPeriodic(Nanos now);
-  void flushOpMetrics(OpState& op);
 
   CoordinatorConfig config_;
   Clock& clock_;
@@ -364,12 +312,10 @@ class CoordinatorCore {
       finished_index_;  // job id -> position hint (linear fallback)
   uint64_t live_tokens_ = 0;
 
-  std::vector<OpState> ops_;
-  std::unordered_map<std::string, uint32_t> op_index_;
+  OpTable ops_{metrics_};
   std::deque<uint64_t> suspects_;  // tokens that were in flight when a node died
 
-  std::vector<NodeRec> nodes_;
-  std::unordered_map<std::string, uint32_t> node_by_peer_;
+  NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
   uint64_t next_session_ = 1;
 
   // Deadlines (absolute) and retry backoff, min-heaps of (time, token id).
@@ -377,16 +323,7 @@ class CoordinatorCore {
   std::priority_queue<TimedToken, std::vector<TimedToken>, std::greater<>> deadlines_;
   std::priority_queue<TimedToken, std::vector<TimedToken>, std::greater<>> delayed_;
 
-  struct KeyEntry {
-    uint64_t token = 0;  // original token
-    bool finished = false;
-    Status status;
-    Value value;
-    std::vector<uint64_t> aliases;  // tokens waiting on the original
-  };
-  std::unordered_map<std::string, KeyEntry> keys_;
-  std::deque<std::string> key_order_;
-  std::unordered_map<uint64_t, std::string> key_of_token_;
+  IdempotencyIndex keys_{config_.max_idempotency_keys};
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;
   Nanos last_event_ = 0;

@@ -103,6 +103,12 @@ class LeastOutstanding final : public Scheduler {
     }
   }
 
+  void forgetNode(uint32_t node) override {
+    if (node >= speed_.size()) return;
+    speed_[node] = NodeSpeed{};
+    recomputeSlowness();
+  }
+
  private:
   struct OpMean {
     double mean_ns = 0;

@@ -61,6 +61,9 @@ class Scheduler {
   // Observed relative speed of a node slot (1 = fastest, 0.4 = 2.5x slower); the core copies
   // it into NodeRec::speed / Candidate::speed. Default 1 (speed-blind).
   virtual double nodeSpeed(uint32_t node) const { return 1.0; }
+  // Node slot `node` was freed (its node departed long ago) or is about to serve a new node:
+  // forget what was learnt about it. Default: nothing.
+  virtual void forgetNode(uint32_t node) {}
   // Predicted work (cost units) after which the core sends a node's pending batch: a batch is
   // flushed once the next token of the same cost would push it past this, so heavy tokens go
   // out in small batches and tiny ones in big ones (up to CoordinatorConfig::max_batch).

@@ -1,0 +1,201 @@
+// NodeTable on its own, and the core's node events through it: node loss visits only the lost
+// node's tokens, the `left` event counts what was re-queued, departed records are dropped.
+#include "coordinator/core/node_table.h"
+
+#include <gtest/gtest.h>
+
+#include <variant>
+
+#include "coordinator/core/coordinator.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/memory_outbox.h"
+
+namespace tokengate::coordinator {
+namespace {
+
+using testing::FakeClock;
+using testing::FakeNode;
+using testing::MemoryOutbox;
+
+NodeRec rec(const std::string& id, const std::string& peer) {
+  NodeRec n;
+  n.id = id;
+  n.peer = peer;
+  for (auto& l : n.lanes) l.present = true, l.workers = 1;
+  return n;
+}
+
+bool hasSeries(prometheus::Registry& r, const std::string& node) {
+  for (const auto& fam : r.Collect())
+    for (const auto& m : fam.metric)
+      for (const auto& l : m.label)
+        if (l.name == "node" && l.value == node) return true;
+  return false;
+}
+
+TEST(NodeTable, LooksUpByPeerAndNewestRegistrationOfAnId) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(registry);
+  NodeTable t(metrics, 10 * kSeconds);
+  const uint32_t a = t.add(rec("a", "peer-1"));
+  EXPECT_EQ(t.byPeer("peer-1"), &t[a]);
+  EXPECT_EQ(t.byId("a"), &t[a]);
+  t[a].state = control::NodeState::kDead;
+  t.markDeparted(a, 0);
+  const uint32_t a2 = t.add(rec("a", "peer-2"));
+  EXPECT_NE(a, a2);
+  EXPECT_EQ(t.byId("a"), &t[a2]);
+  EXPECT_FALSE(t.isNewest(t[a]));
+  EXPECT_TRUE(t.isNewest(t[a2]));
+  EXPECT_EQ(t.byPeer("peer-1"), &t[a]) << "kept while retained";
+  EXPECT_EQ(t.byPeer("nobody"), nullptr);
+}
+
+TEST(NodeTable, DepartedRecordsAndSeriesAreDroppedAfterRetentionAndSlotsReused) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(registry);
+  NodeTable t(metrics, 10 * kSeconds);
+  const uint32_t a = t.add(rec("a", "pa"));
+  const uint32_t b = t.add(rec("b", "pb"));
+  EXPECT_TRUE(hasSeries(*registry, "a"));
+  t[a].state = control::NodeState::kDead;
+  t.markDeparted(a, 5 * kSeconds);
+  EXPECT_TRUE(t.reap(14 * kSeconds).empty());
+  EXPECT_EQ(t.reap(15 * kSeconds), std::vector<uint32_t>{a});
+  EXPECT_TRUE(t[a].vacant);
+  EXPECT_EQ(t.byPeer("pa"), nullptr);
+  EXPECT_EQ(t.byId("a"), nullptr);
+  EXPECT_FALSE(hasSeries(*registry, "a"));
+  EXPECT_TRUE(hasSeries(*registry, "b"));
+  EXPECT_EQ(t.add(rec("c", "pc")), a) << "the freed slot is reused";
+  EXPECT_EQ(t.size(), 2u);
+  EXPECT_FALSE(t[b].vacant);
+}
+
+TEST(NodeTable, TokenIndexIsCompactedToTheLiveTokens) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(registry);
+  NodeTable t(metrics, kSeconds);
+  const uint32_t a = t.add(rec("a", "pa"));
+  for (uint64_t id = 0; id < 5000; ++id) t.dispatched(a, id);
+  t[a].lanes[0].in_flight = 10;  // ids 0..9 still run there
+  t.compact(a, [](uint64_t id) { return id < 10; });
+  EXPECT_EQ(t[a].tokens.size(), 10u);
+  t.compact(a, [](uint64_t) { return false; });
+  EXPECT_EQ(t[a].tokens.size(), 10u) << "small index: not worth a pass";
+}
+
+class CoreNodeEvents : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.credit_per_worker = 100;
+    config_.departed_node_retention_ns = 60 * kSeconds;
+    core_ = std::make_unique<CoordinatorCore>(config_, clock_, outbox_, registry_);
+    core_->subscribe(1, [this](const control::Event& e) { events_.push_back(e); });
+  }
+  std::unique_ptr<FakeNode> node(const std::string& id) {
+    auto n = std::make_unique<FakeNode>(
+        *core_, outbox_, id, std::vector<std::pair<std::string, Weight>>{{"echo", Weight::kLight}});
+    EXPECT_TRUE(n->hello());
+    return n;
+  }
+  static JobSpec echoJob(uint32_t n) {
+    JobSpec job;
+    TokenSpec t;
+    t.op = "echo";
+    t.repeat = n;
+    t.args.push_back(Arg::val(int64_t{0}, 1));
+    job.add(t);
+    return job;
+  }
+  const control::NodeEvent* lastLeft() const {
+    for (auto it = events_.rbegin(); it != events_.rend(); ++it)
+      if (auto* n = std::get_if<control::NodeEvent>(&*it);
+          n && n->change == control::NodeEvent::Change::kLeft)
+        return n;
+    return nullptr;
+  }
+
+  CoordinatorConfig config_;
+  FakeClock clock_;
+  MemoryOutbox outbox_;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<CoordinatorCore> core_;
+  std::vector<control::Event> events_;
+};
+
+TEST_F(CoreNodeEvents, NodeLossVisitsOnlyThatNodesTokens) {
+  auto a = node("a");
+  auto b = node("b");
+  // 100,000 live tokens; each node holds its credit (100 per lane worker) in flight.
+  ASSERT_TRUE(core_->submitJob(echoJob(100'000)).ok());
+  core_->flushAll();
+  const uint64_t on_a = a->takeTasks().size();
+  ASSERT_GT(on_a, 0u);
+  ASSERT_LE(on_a, 100u);
+  const uint64_t visits = core_->counters().node_token_visits;
+  a->disconnect();
+  EXPECT_EQ(core_->counters().node_token_visits - visits, on_a);
+  EXPECT_EQ(core_->counters().requeued, on_a);
+  ASSERT_NE(lastLeft(), nullptr);
+  EXPECT_EQ(lastLeft()->requeued, on_a);
+}
+
+TEST_F(CoreNodeEvents, IndexStaysNearTheInFlightCountAsResultsComeBack) {
+  auto a = node("a");
+  ASSERT_TRUE(core_->submitJob(echoJob(20'000)).ok());
+  for (int round = 0; round < 1000; ++round) {
+    core_->tick();
+    auto tasks = a->takeTasks();
+    if (tasks.empty()) break;
+    for (auto& t : tasks) a->ok(t, t.args[0]);
+  }
+  EXPECT_EQ(core_->stats().tokens_completed, 20'000u);
+  const uint64_t visits = core_->counters().node_token_visits;
+  a->disconnect();
+  // Everything finished: the stale entries left in the index are bounded by the compaction
+  // threshold (2 x in flight + 1024 slack, in flight now 0), not by the 20,000 tokens it ran.
+  EXPECT_LT(core_->counters().node_token_visits - visits, 1024u);
+}
+
+TEST_F(CoreNodeEvents, EvictEventCarriesTheRequeuedCountOfTheReply) {
+  auto a = node("a");
+  auto b = node("b");
+  ASSERT_TRUE(core_->submitJob(echoJob(8)).ok());
+  core_->flushAll();
+  const uint64_t on_a = a->takeTasks().size();
+  ASSERT_GT(on_a, 0u);
+  auto r = core_->evictNode("a");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, on_a);
+  ASSERT_NE(lastLeft(), nullptr);
+  EXPECT_EQ(lastLeft()->reason, "evicted");
+  EXPECT_EQ(lastLeft()->requeued, on_a);
+  EXPECT_EQ(core_->counters().node_deaths, 1u);
+}
+
+TEST_F(CoreNodeEvents, DepartedNodesAreListedAsDeadThenDropped) {
+  for (int i = 0; i < 50; ++i) node("flood-" + std::to_string(i))->disconnect();
+  auto live = node("live");
+  EXPECT_EQ(core_->listNodes().size(), 51u);
+  EXPECT_EQ(core_->stats().nodes_dead, 50u);
+  EXPECT_TRUE(hasSeries(*registry_, "flood-7"));
+  clock_.advance(61 * kSeconds);
+  live->heartbeat();
+  core_->tick();
+  auto nodes = core_->listNodes();
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0].id, "live");
+  EXPECT_EQ(core_->stats().nodes_dead, 0u);
+  EXPECT_FALSE(hasSeries(*registry_, "flood-7"));
+  EXPECT_TRUE(hasSeries(*registry_, "live"));
+  // Slots are reused: a second flood does not grow the table.
+  for (int i = 0; i < 50; ++i) node("again-" + std::to_string(i))->disconnect();
+  clock_.advance(61 * kSeconds);
+  live->heartbeat();
+  core_->tick();
+  EXPECT_EQ(core_->listNodes().size(), 1u);
+}
+
+}  // namespace
+}  // namespace tokengate::coordinator
