@@ -36,6 +36,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "coordinator/gateway/event_json.h"
 #include "coordinator/gateway/protocol.h"
 #include "coordinator/gateway/web_assets.h"
 
@@ -1062,7 +1063,7 @@ Status Gateway::Impl::start() {
   gate_->dropped_overload = events_dropped_overload_;
   loop_->open(ioc_->get_executor());
   subscription_ = control_.subscribe([gate = gate_, this](const control::Event& e) {
-    std::optional<uint32_t> bit = topicBit(e.topic);
+    std::optional<uint32_t> bit = topicBit(control::eventTopic(e));
     if (!bit) return;
     int idx = std::countr_zero(*bit);
     if (gate->topic_subscribers[idx].load(std::memory_order_relaxed) <= 0) return;
@@ -1070,7 +1071,7 @@ Status Gateway::Impl::start() {
       gate->dropped_overload->Increment();
       return;
     }
-    auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
+    auto msg = std::make_shared<const std::string>(eventMessage(e));
     gate->pending_fanouts.fetch_add(1);
     // `this` is only used inside the io_context, which the gateway
     // destroys only after closing the loop handle.
