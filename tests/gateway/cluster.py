@@ -116,7 +116,7 @@ def main():
                     pass
                 time.sleep(0.1)
             for i in range(a.nodes):
-                spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}"], f"node-{i}")
+                spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}", "--enable-test-ops"], f"node-{i}")
             url = f"http://127.0.0.1:{gw}"
         elif mode == "fake":
             p = spawn([fake, "--port", "0", "--token", token, "--viewer-token", viewer,

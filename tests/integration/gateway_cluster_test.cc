@@ -48,6 +48,7 @@ class GatewayClusterTest : public ::testing::Test {
     o.nodes = 2;
     o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
     o.gateway = "127.0.0.1:0";
+    o.node_args = {"--enable-test-ops"};  // sleep, spin, fail, crash, wait_cancel
     o.gateway_token = kAdmin;
     o.coordinator_args = {"--heartbeat-ms",           "100",     "--node-timeout-ms",      "1500",
                           "--gateway-operator-token", kOperator, "--gateway-viewer-token", kViewer};
