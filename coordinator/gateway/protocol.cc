@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "common/job_json.h"
+#include "coordinator/gateway/access_policy.h"
 
 namespace tokengate::gateway {
 
@@ -426,6 +427,140 @@ void runControlCommand(std::string_view cmd, const json::object& req,
   } else {
     fail(absl::UnimplementedError(fmt::format("unknown command '{}'", cmd)));
   }
+}
+
+}  // namespace tokengate::gateway
+
+namespace tokengate::gateway {
+
+namespace json = boost::json;
+
+StatusOr<Request> parseRequest(std::string_view text, json::value* id) {
+  *id = nullptr;
+  boost::system::error_code jec;
+  json::parse_options opts;
+  opts.max_depth = kMaxJsonDepth;
+  json::value v = json::parse(text, jec, {}, opts);
+  if (jec) return absl::InvalidArgumentError("invalid JSON: " + jec.message());
+  if (!v.is_object()) return absl::InvalidArgumentError("a request must be a JSON object");
+  Request req;
+  req.body = std::move(v.get_object());
+  if (const json::value* idv = req.body.if_contains("id")) {
+    if (idv->is_string() || idv->is_number() || idv->is_null()) {
+      *id = *idv;
+      req.id = *idv;
+    } else {
+      return absl::InvalidArgumentError("'id' must be a string or a number");
+    }
+  }
+  const json::value* cmdv = req.body.if_contains("cmd");
+  if (cmdv == nullptr || !cmdv->is_string()) {
+    return absl::InvalidArgumentError("missing string field 'cmd'");
+  }
+  req.cmd = std::string(cmdv->get_string());
+  req.info = findCommand(req.cmd);
+  if (req.info == nullptr) {
+    return absl::UnimplementedError(fmt::format("unknown command '{}'", req.cmd));
+  }
+  return req;
+}
+
+Status checkRole(const CommandInfo& info, Role role) {
+  if (role >= info.min_role) return absl::OkStatus();
+  if (role == Role::kNone) {
+    return absl::UnauthenticatedError(
+        fmt::format("'{}' needs a token: send {{\"cmd\":\"hello\",\"token\":...}}", info.name));
+  }
+  return absl::PermissionDeniedError(fmt::format("'{}' needs role {}; you are {}", info.name,
+                                                 roleName(info.min_role), roleName(role)));
+}
+
+SessionOutcome runSessionCommand(const Request& r, SessionState& st, const AccessPolicy& policy,
+                                 const json::object& limits) {
+  SessionOutcome out;
+  out.topics_before = out.topics_after = st.topics;
+  const std::string& cmd = r.cmd;
+  const json::object& req = r.body;
+  auto fail = [&](Status s) {
+    out.reply = std::move(s);
+    return out;
+  };
+  if (cmd == "hello" || cmd == "auth") {
+    if (const json::value* p = req.if_contains("protocol"); p != nullptr && !p->is_null()) {
+      if (!p->is_number())
+        return fail(absl::InvalidArgumentError("field 'protocol' must be a number"));
+      if (p->to_number<double>() != kProtocolVersion) {
+        return fail(absl::FailedPreconditionError(
+            fmt::format("unsupported protocol version; this gateway speaks {}", kProtocolVersion)));
+      }
+    }
+    const json::value* tv = req.if_contains("token");
+    if (cmd == "auth" && tv == nullptr)
+      return fail(absl::InvalidArgumentError("missing field 'token'"));
+    if (tv != nullptr && !tv->is_null()) {
+      if (!tv->is_string())
+        return fail(absl::InvalidArgumentError("field 'token' must be a string"));
+      Role role = policy.roleForToken(std::string_view(tv->get_string()));
+      if (role == Role::kNone) {
+        out.auth_failed = true;
+        return fail(absl::UnauthenticatedError("invalid token"));
+      }
+      out.token_accepted = true;
+      st.role = std::max(st.role, role);
+    }
+    json::object res;
+    res["protocol"] = kProtocolVersion;
+    res["server"] = kServerName;
+    res["role"] = roleName(st.role);
+    if (cmd == "hello") {
+      res["commands"] = commandNames(st.role);
+      res["topics"] = topicNames(kAllTopics);
+      res["limits"] = limits;
+    }
+    out.reply = json::value(std::move(res));
+    return out;
+  }
+  if (cmd == "ping") {
+    json::object res;
+    res["pong"] = true;
+    if (const json::value* d = req.if_contains("data")) res["data"] = *d;
+    out.reply = json::value(std::move(res));
+    return out;
+  }
+  if (cmd == "whoami") {
+    out.reply = json::value(json::object{{"role", roleName(st.role)}});
+    return out;
+  }
+  if (cmd == "topics") {
+    out.reply = json::value(json::object{{"topics", topicNames(kAllTopics)}});
+    return out;
+  }
+  if (cmd == "subscribe" || cmd == "unsubscribe") {
+    uint32_t bits = 0;
+    const json::value* tv = req.if_contains("topics");
+    if (tv == nullptr || tv->is_null()) {
+      bits = kAllTopics;
+    } else if (!tv->is_array()) {
+      return fail(absl::InvalidArgumentError("field 'topics' must be an array of strings"));
+    } else if (tv->get_array().empty()) {
+      bits = kAllTopics;  // [] means all, like an absent field (docs/protocol.md)
+    } else {
+      for (const auto& t : tv->get_array()) {
+        std::optional<uint32_t> b;
+        if (t.is_string()) b = topicBit(std::string_view(t.get_string()));
+        if (!b) {
+          return fail(absl::InvalidArgumentError(fmt::format(
+              "unknown topic {}; topics are job, failures, nodes, ops", json::serialize(t))));
+        }
+        bits |= *b;
+      }
+    }
+    st.topics = cmd == "subscribe" ? (st.topics | bits) : (st.topics & ~bits);
+    out.topics_after = st.topics;
+    out.reply = json::value(json::object{{"topics", topicNames(st.topics)}});
+    return out;
+  }
+  return fail(absl::UnimplementedError("unhandled session command"));
 }
 
 }  // namespace tokengate::gateway

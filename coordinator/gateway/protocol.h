@@ -17,6 +17,7 @@
 namespace tokengate::gateway {
 
 constexpr int kProtocolVersion = 1;
+constexpr std::string_view kServerName = "tokengate-gateway/1";
 
 enum class Role : uint8_t { kNone = 0, kViewer = 1, kOperator = 2, kAdmin = 3 };
 const char* roleName(Role r);
@@ -58,6 +59,43 @@ boost::json::object toJson(const control::ClusterStats& s);
 using ResultFn = std::function<void(StatusOr<boost::json::value>)>;
 void runControlCommand(std::string_view cmd, const boost::json::object& req,
                        control::ClusterControl& control, ResultFn reply);
+
+// Nesting limit of request JSON (deeper frames are invalid_argument).
+constexpr int kMaxJsonDepth = 64;
+
+// One parsed request frame.
+struct Request {
+  boost::json::value id;  // echoed in the reply (null when the request had none)
+  std::string cmd;
+  boost::json::object body;
+  const CommandInfo* info = nullptr;
+};
+// Parses a text frame: a JSON object (nesting <= kMaxJsonDepth) with an
+// optional id (string, number or null) and a known string `cmd`. On an error
+// `*id` holds the request's id when it could be read, for the error reply.
+StatusOr<Request> parseRequest(std::string_view text, boost::json::value* id);
+// ok when `role` may run the command; unauthenticated / permission_denied otherwise.
+Status checkRole(const CommandInfo& info, Role role);
+
+// Protocol state of one session (owned by the session, on its strand).
+struct SessionState {
+  Role role = Role::kNone;
+  uint32_t topics = 0;
+};
+
+// What a session-level command did besides its reply.
+struct SessionOutcome {
+  StatusOr<boost::json::value> reply = boost::json::value();
+  bool auth_failed = false;     // an invalid token was presented
+  bool token_accepted = false;  // a valid token was presented
+  uint32_t topics_before = 0, topics_after = 0;
+};
+
+class AccessPolicy;
+// Runs hello, auth, ping, whoami, topics, subscribe, unsubscribe against the
+// session's state. `limits` is the hello reply's "limits" object.
+SessionOutcome runSessionCommand(const Request& req, SessionState& state,
+                                 const AccessPolicy& policy, const boost::json::object& limits);
 
 // Field helpers (exposed for the session-level commands).
 StatusOr<std::string> stringField(const boost::json::object& o, std::string_view key);
