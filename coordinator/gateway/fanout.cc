@@ -27,6 +27,12 @@ std::vector<std::shared_ptr<EventSubscriber>> SessionRegistry::live() const {
   return out;
 }
 
+std::shared_ptr<EventSubscriber> SessionRegistry::find(uint64_t id) const {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second.lock();
+}
+
 void SessionRegistry::topicDelta(uint32_t bits, int delta) {
   for (int i = 0; i < 4; ++i) {
     if (bits & (1u << i)) topic_subscribers_[i].fetch_add(delta);

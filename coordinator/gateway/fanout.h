@@ -16,11 +16,14 @@ namespace tokengate::gateway {
 
 // What the fan-out and stop() need from a WebSocket session. deliverEvent()
 // and shutdown() may be called from any thread (a session posts to its strand).
-class EventSubscriber {
+class EventSubscriber : public std::enable_shared_from_this<EventSubscriber> {
  public:
   virtual ~EventSubscriber() = default;
   virtual void deliverEvent(std::shared_ptr<const std::string> msg) = 0;
   virtual void shutdown() = 0;
+  // Close at once with a close reason, dropping what is queued (the gateway's
+  // outbound budget is exhausted and this session holds the most of it).
+  virtual void evict(const char* reason) = 0;
   std::atomic<uint32_t> topics{0};  // Topic bits (protocol.h)
 };
 
@@ -30,6 +33,7 @@ class SessionRegistry {
   void remove(uint64_t id);
   size_t size() const;
   std::vector<std::shared_ptr<EventSubscriber>> live() const;
+  std::shared_ptr<EventSubscriber> find(uint64_t id) const;
 
   // Subscriber counts per topic bit (bits 0..3), so the coordinator-side sink
   // skips serializing events nobody listens to.

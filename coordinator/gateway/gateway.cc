@@ -21,6 +21,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -32,6 +33,7 @@
 #include <unordered_map>
 
 #include "coordinator/gateway/access_policy.h"
+#include "coordinator/gateway/connection_limits.h"
 #include "coordinator/gateway/fanout.h"
 #include "coordinator/gateway/gateway_metrics.h"
 #include "coordinator/gateway/protocol.h"
@@ -58,6 +60,41 @@ void addAllowedOriginsFromEnv(GatewayConfig& config) {
   const char* v = std::getenv("TG_GATEWAY_ALLOWED_ORIGINS");
   if (v == nullptr) return;
   for (auto& o : parseOriginList(v)) config.allowed_origins.push_back(std::move(o));
+}
+
+Status addLimitsFromEnv(GatewayConfig& c) {
+  auto num = [](const char* name, auto& field) -> Status {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return absl::OkStatus();
+    char* end = nullptr;
+    double d = std::strtod(v, &end);
+    if (end == v || *end != '\0' || !std::isfinite(d) || d < 0) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}='{}' is not a non-negative number", name, v));
+    }
+    field = static_cast<std::remove_reference_t<decltype(field)>>(d);
+    return absl::OkStatus();
+  };
+  for (Status st : {
+           num("TG_GATEWAY_MAX_FRAME_BYTES", c.max_frame_bytes),
+           num("TG_GATEWAY_MAX_WS_CLIENTS", c.max_ws_clients),
+           num("TG_GATEWAY_COMMANDS_PER_S", c.commands_per_s),
+           num("TG_GATEWAY_COMMAND_BURST", c.command_burst),
+           num("TG_GATEWAY_MAX_QUEUED_BYTES", c.max_queued_bytes),
+           num("TG_GATEWAY_AUTH_TIMEOUT_MS", c.auth_timeout_ms),
+           num("TG_GATEWAY_MAX_UNAUTHENTICATED", c.max_unauthenticated),
+           num("TG_GATEWAY_MAX_UNAUTHENTICATED_PER_IP", c.max_unauthenticated_per_ip),
+           num("TG_GATEWAY_AUTH_FREE_FAILURES", c.auth_free_failures),
+           num("TG_GATEWAY_AUTH_BACKOFF_BASE_MS", c.auth_backoff_base_ms),
+           num("TG_GATEWAY_AUTH_BACKOFF_MAX_MS", c.auth_backoff_max_ms),
+           num("TG_GATEWAY_IP_COMMANDS_PER_S", c.ip_commands_per_s),
+           num("TG_GATEWAY_IP_COMMAND_BURST", c.ip_command_burst),
+           num("TG_GATEWAY_MAX_OUTBOUND_BYTES", c.max_outbound_bytes),
+           num("TG_GATEWAY_MAX_REPLY_BYTES", c.max_reply_bytes),
+       }) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
 }
 
 namespace {
@@ -140,6 +177,13 @@ class Gateway::Impl {
     metrics_->ws_clients->Set(static_cast<double>(gate_->sessions.size()));
   }
   size_t sessionCount() const { return gate_->sessions.size(); }
+  void updateUnauthGauge() {
+    metrics_->ws_unauthenticated->Set(static_cast<double>(limiter_.unauthenticated()));
+  }
+  // Session `victim` holds the most of the exhausted outbound budget.
+  void evictForBudget(uint64_t victim) {
+    if (auto s = gate_->sessions.find(victim)) s->evict("outbound budget exhausted");
+  }
   void topicDelta(uint32_t bits, int delta) { gate_->sessions.topicDelta(bits, delta); }
 
   // The hello reply's "limits" object.
@@ -149,6 +193,11 @@ class Gateway::Impl {
     lim["commands_per_s"] = config_.commands_per_s;
     lim["command_burst"] = config_.command_burst;
     lim["max_queued_events"] = config_.max_queued_events;
+    lim["max_queued_bytes"] = config_.max_queued_bytes;
+    lim["max_reply_bytes"] = config_.max_reply_bytes;
+    lim["ip_commands_per_s"] = config_.ip_commands_per_s;
+    lim["ip_command_burst"] = config_.ip_command_burst;
+    lim["auth_timeout_ms"] = config_.auth_timeout_ms;
     return lim;
   }
 
@@ -156,6 +205,10 @@ class Gateway::Impl {
   control::ClusterControl& control_;
   const Clock& clock_;
   AccessPolicy policy_;
+  ConnectionLimiter limiter_;
+  AuthBackoff backoff_;
+  KeyedRateLimiter ip_limiter_;
+  OutboundBudget outbound_;
   std::shared_ptr<GatewayMetrics> metrics_;
   std::shared_ptr<LoopHandle> loop_ = std::make_shared<LoopHandle>();
   std::shared_ptr<EventGate> gate_;
@@ -184,11 +237,15 @@ constexpr bool kIsSsl = !std::is_same_v<Stream, beast::tcp_stream>;
 template <class Stream>
 class WsSession final : public WsSessionBase {
  public:
-  WsSession(Stream&& stream, Gateway::Impl& gw, Role role)
+  // The caller has taken this session's connection slot: an authenticated
+  // one when `authenticated`, else an unauthenticated one for `ip`.
+  WsSession(Stream&& stream, Gateway::Impl& gw, Role role, std::string ip, bool authenticated)
       : ws_(std::move(stream)),
         gw_(gw),
         hello_limits_(gw.helloLimits()),
         id_(gw.next_session_id_.fetch_add(1)),
+        ip_(std::move(ip)),
+        authenticated_(authenticated),
         bucket_(gw.config_.commands_per_s, gw.config_.command_burst, gw.clock_.now()) {
     state_.role = role;
   }
@@ -198,17 +255,42 @@ class WsSession final : public WsSessionBase {
       gw_.removeSession(id_);
       gw_.topicDelta(topics.load(), -1);
     }
+    if (authenticated_) {
+      gw_.limiter_.releaseAuthenticated();
+    } else {
+      gw_.limiter_.releaseUnauthenticated(ip_);
+      gw_.updateUnauthGauge();
+    }
+    gw_.outbound_.forget(id_);
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
   }
 
   void run(http::request<http::string_body> req) {
     websocket::stream_base::timeout t{};
     t.handshake_timeout = std::chrono::seconds(30);
+    if (!authenticated_) {
+      gw_.updateUnauthGauge();
+      t.handshake_timeout = std::chrono::milliseconds(std::max(1, gw_.config_.auth_timeout_ms));
+      // Token-less anonymous viewers have no deadline; everyone else must
+      // present a valid token in time.
+      if (state_.role == Role::kNone) {
+        auth_timer_.expires_after(
+            std::chrono::milliseconds(std::max(1, gw_.config_.auth_timeout_ms)));
+        auth_timer_.async_wait([self = self()](beast::error_code ec) {
+          if (ec || self->authenticated_ || self->closing_) return;
+          self->gw_.metrics_->auth_timeout->Increment();
+          self->closeWith(websocket::close_code::policy_error, "authentication timeout");
+        });
+      }
+    }
     t.idle_timeout = std::chrono::seconds(std::max(1, gw_.config_.idle_timeout_s));
     t.keep_alive_pings = true;
     ws_.set_option(t);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, kServerName); }));
-    ws_.read_message_max(gw_.config_.max_frame_bytes);
+    ws_.read_message_max(authenticated_ ? gw_.config_.max_frame_bytes
+                                        : std::min(gw_.config_.max_frame_bytes,
+                                                   gw_.config_.unauthenticated_max_frame_bytes));
     ws_.auto_fragment(false);
     ws_.async_accept(req, beast::bind_front_handler(&WsSession::onAccept, self()));
   }
@@ -224,6 +306,16 @@ class WsSession final : public WsSessionBase {
   void shutdown() override {
     net::post(ws_.get_executor(), [self = self()] {
       self->closeWith(websocket::close_code::going_away, "gateway stopping");
+    });
+  }
+
+  void evict(const char* reason) override {
+    net::post(ws_.get_executor(), [self = self(), reason] {
+      if (self->closing_) return;
+      self->gw_.metrics_->budget_closed->Increment();
+      spdlog::warn("gateway: session {} holds the most of the exhausted outbound budget; closing",
+                   self->id_);
+      self->closeWith(websocket::close_code::policy_error, reason);
     });
   }
 
@@ -261,6 +353,8 @@ class WsSession final : public WsSessionBase {
       handleMessage(text);
     }
     buffer_.consume(buffer_.size());
+    // A large frame must not pin its buffer for the session's lifetime.
+    if (buffer_.capacity() > (64u << 10)) buffer_.shrink_to_fit();
     if (!closing_) doRead();
   }
 
@@ -274,10 +368,27 @@ class WsSession final : public WsSessionBase {
   // before anything else, so malformed frames (bad JSON, non-objects, bad ids,
   // binary) cannot bypass the limit. True if it was refused (reply sent).
   bool rateLimited(std::chrono::steady_clock::time_point t0) {
-    if (bucket_.take(gw_.clock_.now())) return false;
-    gw_.metrics_->rate_limited->Increment();
-    sendReply(json::value(nullptr), rateLimitError(), "unknown", t0);
+    std::optional<Status> refused = takeTokens();
+    if (!refused) return false;
+    sendReply(json::value(nullptr), *refused, "unknown", t0);
     return true;
+  }
+
+  // Takes one token from the connection's bucket and one from its source
+  // address's; the error when either is empty.
+  std::optional<Status> takeTokens() {
+    const Nanos now = gw_.clock_.now();
+    if (!bucket_.take(now)) {
+      gw_.metrics_->rate_limited->Increment();
+      return rateLimitError();
+    }
+    if (!gw_.ip_limiter_.take(ip_, now)) {
+      gw_.metrics_->ip_rate_limited->Increment();
+      return absl::ResourceExhaustedError(
+          fmt::format("rate limit: at most {} commands/s per source address (burst {})",
+                      gw_.config_.ip_commands_per_s, gw_.config_.ip_command_burst));
+    }
+    return std::nullopt;
   }
 
   void handleMessage(const std::string& text) {
@@ -286,13 +397,10 @@ class WsSession final : public WsSessionBase {
     // malformed frames (bad JSON, non-objects, bad ids) cannot bypass it. The
     // frame is still parsed (bounded by max_frame_bytes, nothing reaches the
     // coordinator) only to echo its id in the refusal.
-    const bool allowed = bucket_.take(gw_.clock_.now());
+    const std::optional<Status> refused = takeTokens();
     json::value id;
     StatusOr<Request> parsed = parseRequest(text, &id);
-    if (!allowed) {
-      gw_.metrics_->rate_limited->Increment();
-      return sendReply(id, rateLimitError(), "unknown", t0);
-    }
+    if (refused) return sendReply(id, *refused, "unknown", t0);
     if (!parsed.ok()) return sendReply(id, parsed.status(), "unknown", t0);
     Request& req = *parsed;
     if (Status st = checkRole(*req.info, state_.role); !st.ok()) {
@@ -313,14 +421,18 @@ class WsSession final : public WsSessionBase {
                       t0);
     });
     std::weak_ptr<WsSession> weak = self();
-    runControlCommand(req.cmd, req.body, gw_.control_,
-                      [weak, loop = gw_.loop_, seq, id = req.id, cmd = req.cmd,
-                       t0](StatusOr<json::value> r) mutable {
-                        loop->postTo(weak, [seq, id = std::move(id), cmd = std::move(cmd), t0,
-                                            r = std::move(r)](WsSession& s) mutable {
-                          s.onControlResult(seq, id, cmd, t0, std::move(r));
-                        });
-                      });
+    CommandLimits limits;
+    limits.max_reply_bytes = gw_.config_.max_reply_bytes;
+    runControlCommand(
+        req.cmd, req.body, gw_.control_,
+        [weak, loop = gw_.loop_, seq, id = req.id, cmd = req.cmd,
+         t0](StatusOr<json::value> r) mutable {
+          loop->postTo(weak, [seq, id = std::move(id), cmd = std::move(cmd), t0,
+                              r = std::move(r)](WsSession& s) mutable {
+            s.onControlResult(seq, id, cmd, t0, std::move(r));
+          });
+        },
+        limits);
   }
 
   void onControlResult(uint64_t seq, const json::value& id, const std::string& cmd,
@@ -337,7 +449,38 @@ class WsSession final : public WsSessionBase {
   }
 
   void handleSessionCommand(const Request& req, std::chrono::steady_clock::time_point t0) {
+    const json::value* token = req.body.if_contains("token");
+    if (token != nullptr && !token->is_null()) {
+      // A token attempt from an address in back-off is not even checked.
+      if (Nanos wait = gw_.backoff_.blockedFor(ip_, gw_.clock_.now()); wait > 0) {
+        gw_.metrics_->auth_backoff->Increment();
+        return sendReply(req.id,
+                         absl::ResourceExhaustedError(fmt::format(
+                             "too many failed authentication attempts from your address; "
+                             "retry in {} ms",
+                             (wait + kMillis - 1) / kMillis)),
+                         req.cmd, t0);
+      }
+    }
+    SessionState before = state_;
     SessionOutcome out = runSessionCommand(req, state_, gw_.policy_, hello_limits_);
+    if (out.token_accepted) {
+      gw_.backoff_.onSuccess(ip_);
+      if (!authenticated_) {
+        if (gw_.limiter_.promote(ip_) != ConnectionLimiter::Result::kOk) {
+          state_ = before;
+          gw_.metrics_->too_many_clients->Increment();
+          sendReply(req.id, absl::ResourceExhaustedError("too many WebSocket clients"), req.cmd,
+                    t0);
+          return closeWith(websocket::close_code::try_again_later, "too many clients");
+        }
+        authenticated_ = true;
+        gw_.updateUnauthGauge();
+        auth_timer_.cancel();
+        ws_.read_message_max(gw_.config_.max_frame_bytes);
+      }
+    }
+    if (out.auth_failed) gw_.backoff_.onFailure(ip_, gw_.clock_.now());
     if (out.topics_after != out.topics_before) {
       topics.store(out.topics_after);
       if (registered_) {
@@ -360,8 +503,19 @@ class WsSession final : public WsSessionBase {
 
   void sendResult(const json::value& id, json::value result, const std::string& cmd,
                   std::chrono::steady_clock::time_point t0) {
+    auto text = std::make_shared<const std::string>(okReply(id, std::move(result)));
+    if (text->size() > gw_.config_.max_reply_bytes) {
+      // No reply is larger than max_reply_bytes (docs/protocol.md); job.status pages stop short
+      // of it, so this is a list too long for one reply.
+      gw_.metrics_->reply_too_large->Increment();
+      return sendReply(id,
+                       absl::ResourceExhaustedError(
+                           fmt::format("the reply would be {} bytes, over max_reply_bytes ({})",
+                                       text->size(), gw_.config_.max_reply_bytes)),
+                       cmd, t0);
+    }
     gw_.metrics_->observeCommand(cmd, t0);
-    enqueue(std::make_shared<const std::string>(okReply(id, std::move(result))), false);
+    enqueue(std::move(text), false);
   }
 
   void sendReply(const json::value& id, const Status& status, const std::string& cmd,
@@ -403,8 +557,19 @@ class WsSession final : public WsSessionBase {
 
   void push(std::shared_ptr<const std::string> msg, bool is_event) {
     queued_bytes_ += msg->size();
+    std::optional<uint64_t> victim = gw_.outbound_.add(id_, msg->size());
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
     if (is_event) ++queued_events_;
     queue_.push_back({std::move(msg), is_event});
+    if (victim) {
+      if (*victim == id_) {
+        gw_.metrics_->budget_closed->Increment();
+        spdlog::warn("gateway: session {} holds the most of the exhausted outbound budget; closing",
+                     id_);
+        return closeWith(websocket::close_code::policy_error, "outbound budget exhausted");
+      }
+      gw_.evictForBudget(*victim);
+    }
     if (!writing_) doWrite();
   }
 
@@ -418,12 +583,14 @@ class WsSession final : public WsSessionBase {
   void onWrite(beast::error_code ec, size_t) {
     const Outgoing& done = queue_.front();
     queued_bytes_ -= done.msg->size();
+    gw_.outbound_.remove(id_, done.msg->size());
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
     if (done.is_event) --queued_events_;
     queue_.pop_front();
     if (ec) {
       writing_ = false;
       closing_ = true;
-      queue_.clear();
+      dropQueued();
       return;
     }
     if (!queue_.empty() && !closing_) {
@@ -433,10 +600,35 @@ class WsSession final : public WsSessionBase {
     }
   }
 
+  // Drops every queued message but the one being written (Beast owns its buffer).
+  void dropQueued() {
+    size_t keep = writing_ ? 1 : 0;
+    while (queue_.size() > keep) {
+      const Outgoing& o = queue_.back();
+      queued_bytes_ -= o.msg->size();
+      if (o.is_event) --queued_events_;
+      gw_.outbound_.remove(id_, o.msg->size());
+      queue_.pop_back();
+    }
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
+  }
+
+  // Sends a close frame with `reason` after the message being written, drops
+  // the rest, and closes the socket a second later whatever the peer does (a
+  // client that reads nothing never lets the close frame out).
   void closeWith(websocket::close_code code, const char* reason) {
     if (closing_) return;
     closing_ = true;
-    ws_.async_close(websocket::close_reason(code, reason), [self = self()](beast::error_code) {});
+    dropQueued();
+    auth_timer_.cancel();
+    close_timer_.expires_after(std::chrono::seconds(1));
+    close_timer_.async_wait([self = self()](beast::error_code ec) {
+      if (ec) return;
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    });
+    ws_.async_close(websocket::close_reason(code, reason),
+                    [self = self()](beast::error_code) { self->close_timer_.cancel(); });
   }
 
   struct Outgoing {
@@ -449,6 +641,10 @@ class WsSession final : public WsSessionBase {
   const json::object hello_limits_;
   SessionState state_;
   const uint64_t id_;
+  const std::string ip_;
+  bool authenticated_;  // holds an authenticated slot (else an unauthenticated one)
+  net::steady_timer auth_timer_{ws_.get_executor()};
+  net::steady_timer close_timer_{ws_.get_executor()};
   TokenBucket bucket_;
   beast::flat_buffer buffer_;
   std::deque<Outgoing> queue_;
@@ -487,7 +683,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     parser_.emplace();
     parser_->header_limit(16 * 1024);
     parser_->body_limit(64 * 1024);
-    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
+    // A request (an upgrade included) must arrive within the auth timeout, so
+    // idle pre-upgrade connections cost little.
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::milliseconds(std::max(1000, gw_.config_.auth_timeout_ms)));
     http::async_read(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](beast::error_code ec, size_t) { self->onRead(ec); });
@@ -512,11 +711,6 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
         gw_.metrics_->origin_refused->Increment();
         return respond(text(http::status::forbidden, "origin not allowed\n"), true);
       }
-      if (gw_.sessionCount() >= gw_.config_.max_ws_clients) {
-        gw_.metrics_->too_many_clients->Increment();
-        return respond(text(http::status::service_unavailable, "too many WebSocket clients\n"),
-                       true);
-      }
       Role role = gw_.policy_.initialRole();
       std::string token = queryParam(target, "token");
       auto authz = req_[http::field::authorization];
@@ -529,16 +723,45 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
         }
         token = std::move(*bearer);
       }
+      const std::string ip = remoteAddress();
+      bool authenticated = false;
       if (!token.empty()) {
+        if (Nanos wait = gw_.backoff_.blockedFor(ip, gw_.clock_.now()); wait > 0) {
+          gw_.metrics_->auth_backoff->Increment();
+          auto res = text(http::status::too_many_requests,
+                          "too many failed authentication attempts from your address\n");
+          res.set(http::field::retry_after, std::to_string((wait + kSeconds - 1) / kSeconds));
+          return respond(std::move(res), true);
+        }
         Role r = gw_.policy_.roleForToken(token);
         if (r == Role::kNone) {
           gw_.metrics_->auth_failures->Increment();
+          gw_.backoff_.onFailure(ip, gw_.clock_.now());
           return respond(text(http::status::unauthorized, "invalid token\n"), true);
         }
+        gw_.backoff_.onSuccess(ip);
         role = std::max(role, r);
+        authenticated = true;
+      }
+      using R = ConnectionLimiter::Result;
+      R admitted =
+          authenticated ? gw_.limiter_.admitAuthenticated() : gw_.limiter_.admitUnauthenticated(ip);
+      if (admitted != R::kOk) {
+        const char* why = "too many WebSocket clients\n";
+        if (admitted == R::kTooManyClients) {
+          gw_.metrics_->too_many_clients->Increment();
+        } else {
+          gw_.metrics_->too_many_unauthenticated->Increment();
+          why = admitted == R::kTooManyFromAddress
+                    ? "too many unauthenticated WebSocket clients from your address\n"
+                    : "too many unauthenticated WebSocket clients; present a token in the "
+                      "upgrade request\n";
+        }
+        return respond(text(http::status::service_unavailable, why), true);
       }
       beast::get_lowest_layer(stream_).expires_never();
-      std::make_shared<WsSession<Stream>>(std::move(stream_), gw_, role)->run(std::move(req_));
+      std::make_shared<WsSession<Stream>>(std::move(stream_), gw_, role, ip, authenticated)
+          ->run(std::move(req_));
       return;
     }
 
@@ -675,6 +898,12 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
 
   void countHttp(const char* path) { gw_.metrics_->countHttp(path); }
 
+  std::string remoteAddress() {
+    beast::error_code ec;
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    return ec ? std::string("unknown") : ep.address().to_string();
+  }
+
   Gateway::Impl& gw_;
   Stream stream_;
   net::steady_timer ready_timer_{stream_.get_executor()};
@@ -692,6 +921,12 @@ Gateway::Impl::Impl(GatewayConfig config, control::ClusterControl& control)
       clock_(config_.clock != nullptr ? *config_.clock : SystemClock::instance()),
       policy_(config_.viewer_tokens, config_.operator_tokens, config_.admin_tokens,
               config_.allow_anonymous_read, config_.allowed_origins),
+      limiter_(config_.max_ws_clients, config_.max_unauthenticated,
+               config_.max_unauthenticated_per_ip),
+      backoff_(config_.auth_free_failures, config_.auth_backoff_base_ms * kMillis,
+               config_.auth_backoff_max_ms * kMillis),
+      ip_limiter_(config_.ip_commands_per_s, config_.ip_command_burst),
+      outbound_(config_.max_outbound_bytes),
       metrics_(std::make_shared<GatewayMetrics>(control.metricsRegistry())),
       gate_(std::make_shared<EventGate>(loop_, static_cast<int64_t>(config_.max_pending_fanouts))) {
   config_.threads = std::clamp(config_.threads, 1, 2);
