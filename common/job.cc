@@ -58,22 +58,39 @@ Status JobSpec::validate(uint64_t max_tokens) const {
     const int64_t last_rep = static_cast<int64_t>(t.repeat) - 1;
     for (size_t a = 0; a < t.args.size(); ++a) {
       const auto& arg = t.args[a];
+      // The last repetition's offset, step * (repeat - 1), must fit int64.
+      int64_t span = 0;
+      if (__builtin_mul_overflow(arg.step, last_rep, &span))
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: step {} x {} repetitions overflows int64", i, a,
+                        arg.step, last_rep));
       if (arg.kind == Arg::Kind::kValue) {
-        if (arg.step != 0 && !arg.value.isInt())
+        if (arg.step == 0) continue;
+        if (!arg.value.isInt())
           return absl::InvalidArgumentError(
               fmt::format("token spec {} arg {}: step needs an int value", i, a));
+        int64_t last = 0;
+        if (__builtin_add_overflow(arg.value.asInt(), span, &last))
+          return absl::InvalidArgumentError(
+              fmt::format("token spec {} arg {}: value {} + step {} x {} overflows int64", i, a,
+                          arg.value.asInt(), arg.step, last_rep));
         continue;
       }
       const int64_t count = arg.kind == Arg::Kind::kRef ? 1 : arg.count;
       if (count == 0)
-        return absl::InvalidArgumentError(fmt::format("token spec {} arg {}: empty ref range", i, a));
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: empty ref range", i, a));
       // Refs must name earlier tokens: lowest and highest across repetitions.
-      const int64_t lo = std::min<int64_t>(arg.start, arg.start + arg.step * last_rep);
-      const int64_t hi = std::max<int64_t>(arg.start, arg.start + arg.step * last_rep) + count - 1;
+      int64_t end = 0, hi = 0;
+      if (__builtin_add_overflow(static_cast<int64_t>(arg.start), span, &end) ||
+          __builtin_add_overflow(std::max<int64_t>(arg.start, end), count - 1, &hi))
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: ref step overflows int64", i, a));
+      const int64_t lo = std::min<int64_t>(arg.start, end);
       if (lo < 0 || hi >= static_cast<int64_t>(next))
-        return absl::InvalidArgumentError(fmt::format(
-            "token spec {} arg {}: refs [{}, {}] must name earlier tokens (< {})", i, a, lo, hi,
-            next));
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: refs [{}, {}] must name earlier tokens (< {})", i, a,
+                        lo, hi, next));
     }
     next += t.repeat;
   }
@@ -159,9 +176,8 @@ Value leibnizLocal(uint64_t terms, Precision precision, uint32_t chunk, uint32_t
     return pyramid<double>(terms, chunk, partials,
                            [](uint64_t k) { return leibnizTermDouble(static_cast<int64_t>(k)); });
   }
-  BigFloat pi = pyramid<BigFloat>(terms, chunk, partials, [](uint64_t k) {
-    return leibnizTermDec(static_cast<int64_t>(k));
-  });
+  BigFloat pi = pyramid<BigFloat>(
+      terms, chunk, partials, [](uint64_t k) { return leibnizTermDec(static_cast<int64_t>(k)); });
   return fromBigFloat(pi);
 }
 

@@ -46,8 +46,26 @@ std::string errorReply(const boost::json::value& id, const Status& status);
 // {"event": topic, "data": data}
 std::string eventMessage(std::string_view topic, const boost::json::object& data);
 
+// Replies never contain a non-finite double: any that reaches okReply or
+// eventMessage is written {"double": "inf" | "-inf" | "nan"} (also how values
+// carry them, common/job_json.h). 64-bit ids (job_id, token_id, and the "job"
+// id of job events) are written as decimal strings.
+void sanitizeJson(boost::json::value& v);
+
+// job.status paging (docs/protocol.md): outputs are listed by position in the
+// job's output list, `limit` positions from `offset`.
+constexpr size_t kDefaultOutputPage = 100;
+constexpr size_t kMaxOutputPage = 1000;
+
 // JSON forms of control results (documented in docs/protocol.md).
+// toJson(JobStatus) lists every output; jobStatusPage() the outputs at
+// positions [offset, offset + limit) that fit in max_bytes, with
+// "outputs_total" and "next" (the offset of the next page, null at the end).
+// Outputs of a running job that have not finished are left out (their
+// positions still count).
 boost::json::object toJson(const control::JobStatus& s);
+boost::json::object jobStatusPage(const control::JobStatus& s, size_t offset, size_t limit,
+                                  size_t max_bytes);
 boost::json::object toJson(const control::OpStatus& s);
 boost::json::object toJson(const control::NodeStatus& s);
 boost::json::object toJson(const control::ClusterStats& s);
@@ -57,8 +75,12 @@ boost::json::object toJson(const control::ClusterStats& s);
 // run synchronously (validation errors) or later on the coordinator thread.
 // Session-level commands and role checks are the caller's job.
 using ResultFn = std::function<void(StatusOr<boost::json::value>)>;
+struct CommandLimits {
+  size_t max_reply_bytes = 4 << 20;  // job.status pages stop short of this
+};
 void runControlCommand(std::string_view cmd, const boost::json::object& req,
-                       control::ClusterControl& control, ResultFn reply);
+                       control::ClusterControl& control, ResultFn reply,
+                       const CommandLimits& limits = {});
 
 // Nesting limit of request JSON (deeper frames are invalid_argument).
 constexpr int kMaxJsonDepth = 64;
@@ -99,6 +121,11 @@ SessionOutcome runSessionCommand(const Request& req, SessionState& state,
 
 // Field helpers (exposed for the session-level commands).
 StatusOr<std::string> stringField(const boost::json::object& o, std::string_view key);
+// A non-negative integer: a JSON integer, an integral double <= 2^53, or a
+// decimal string (how 64-bit ids travel); uintField errors when it is missing.
 StatusOr<uint64_t> uintField(const boost::json::object& o, std::string_view key);
+StatusOr<uint64_t> asUint(const boost::json::value& v, std::string_view key);
+// A 64-bit id as JSON: a decimal string.
+inline boost::json::value idJson(uint64_t id) { return boost::json::string(std::to_string(id)); }
 
 }  // namespace tokengate::gateway

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <boost/json.hpp>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -239,6 +241,7 @@ class RecordingSubscriber : public EventSubscriber {
  public:
   void deliverEvent(std::shared_ptr<const std::string> msg) override { got.push_back(*msg); }
   void shutdown() override { closed = true; }
+  void evict(const char*) override { closed = true; }
   std::vector<std::string> got;
   bool closed = false;
 };
@@ -264,6 +267,8 @@ TEST(Fanout, DeliversToSubscribedLiveSessions) {
   b.reset();  // a dead session is skipped
   EXPECT_EQ(r.fanOut(kTopicJob, msg), 1u);
   EXPECT_EQ(r.live().size(), 1u);
+  EXPECT_EQ(r.find(1), a);
+  EXPECT_EQ(r.find(2), nullptr);
   r.remove(1);
   EXPECT_EQ(r.size(), 1u);
   r.topicDelta(kTopicJob, -2);
@@ -338,6 +343,85 @@ TEST(Protocol, SessionCommands) {
             StatusCode::kInvalidArgument);
   o = run(R"({"cmd":"ping","data":{"a":1}})");
   EXPECT_EQ(o.reply->at("data").at("a"), json::value(1));
+}
+
+control::JobStatus jobWithOutputs(size_t n, control::JobState state) {
+  control::JobStatus s;
+  s.id = (uint64_t{1} << 53) + 1;  // not representable as a JavaScript number
+  s.state = state;
+  for (uint32_t i = 0; i < n; ++i) {
+    control::OutputResult r;
+    r.index = 10 + i;
+    r.name = "out" + std::to_string(i);
+    if (i % 3 == 1) {
+      r.status = absl::UnavailableError("not finished");
+    } else {
+      r.value = Value(static_cast<int64_t>(i));
+    }
+    s.outputs.push_back(r);
+  }
+  return s;
+}
+
+TEST(Protocol, JobStatusPagesOutputs) {
+  control::JobStatus s = jobWithOutputs(10, control::JobState::kSucceeded);
+  json::object p = jobStatusPage(s, 0, 4, 1 << 20);
+  EXPECT_EQ(p.at("job_id").as_string(), "9007199254740993");
+  EXPECT_EQ(p.at("outputs_total").to_number<uint64_t>(), 10u);
+  EXPECT_EQ(p.at("outputs").as_array().size(), 4u);
+  EXPECT_EQ(p.at("next").to_number<uint64_t>(), 4u);
+  p = jobStatusPage(s, 8, 4, 1 << 20);
+  EXPECT_EQ(p.at("outputs").as_array().size(), 2u);
+  EXPECT_TRUE(p.at("next").is_null());
+  p = jobStatusPage(s, 50, 4, 1 << 20);  // past the end: empty, done
+  EXPECT_TRUE(p.at("outputs").as_array().empty());
+  EXPECT_TRUE(p.at("next").is_null());
+}
+
+TEST(Protocol, RunningJobListsOnlyFinishedOutputs) {
+  control::JobStatus s = jobWithOutputs(6, control::JobState::kRunning);
+  json::object p = jobStatusPage(s, 0, 6, 1 << 20);
+  for (const auto& o : p.at("outputs").as_array()) {
+    EXPECT_TRUE(o.at("ok").as_bool()) << json::serialize(o);
+  }
+  EXPECT_EQ(p.at("outputs").as_array().size(), 4u);  // positions 1 and 4 are unfinished
+  EXPECT_TRUE(p.at("next").is_null());
+}
+
+TEST(Protocol, PagesStopBelowTheByteBound) {
+  control::JobStatus s = jobWithOutputs(0, control::JobState::kSucceeded);
+  for (uint32_t i = 0; i < 50; ++i) {
+    control::OutputResult r;
+    r.index = i;
+    r.name = "big";
+    r.value = Value(std::string(1000, 'x'));
+    s.outputs.push_back(r);
+  }
+  const size_t max = 8000;
+  json::object p = jobStatusPage(s, 0, 50, max);
+  EXPECT_LE(okReply(json::value(1), p).size(), max);
+  const size_t got = p.at("outputs").as_array().size();
+  EXPECT_GE(got, 5u);
+  EXPECT_EQ(p.at("next").to_number<uint64_t>(), got);
+  // A single value larger than a reply is reported, not skipped forever.
+  s.outputs[0].value = Value(std::string(20000, 'y'));
+  p = jobStatusPage(s, 0, 1, max);
+  EXPECT_EQ(p.at("outputs").as_array()[0].at("error").at("code").as_string(), "resource_exhausted");
+  EXPECT_EQ(p.at("next").to_number<uint64_t>(), 1u);
+}
+
+TEST(Protocol, RepliesAndEventsAreValidJson) {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::string r = okReply(json::value(1), json::object{{"a", inf}, {"b", json::array{-inf}}});
+  EXPECT_EQ(r, R"({"id":1,"ok":true,"result":{"a":{"double":"inf"},"b":[{"double":"-inf"}]}})");
+  std::string e =
+      eventMessage("job", json::object{{"job", uint64_t{1} << 60}, {"r", std::nan("")}});
+  EXPECT_EQ(e, R"({"event":"job","data":{"job":"1152921504606846976","r":{"double":"nan"}}})");
+  json::value id;
+  json::object body{{"job_id", "18446744073709551615"}};
+  EXPECT_EQ(*uintField(body, "job_id"), UINT64_MAX);
+  EXPECT_FALSE(uintField(json::object{{"job_id", "-1"}}, "job_id").ok());
+  EXPECT_FALSE(uintField(json::object{{"job_id", ""}}, "job_id").ok());
 }
 
 }  // namespace
