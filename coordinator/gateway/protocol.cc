@@ -537,9 +537,11 @@ namespace json = boost::json;
 
 StatusOr<Request> parseRequest(std::string_view text, json::value* id) {
   *id = nullptr;
-  StatusOr<json::value> parsed = parseJsonText(text, kMaxJsonDepth);
-  if (!parsed.ok()) return parsed.status();
-  json::value& v = *parsed;
+  boost::system::error_code jec;
+  json::parse_options opts;
+  opts.max_depth = kMaxJsonDepth;
+  json::value v = json::parse(text, jec, {}, opts);
+  if (jec) return absl::InvalidArgumentError("invalid JSON: " + jec.message());
   if (!v.is_object()) return absl::InvalidArgumentError("a request must be a JSON object");
   Request req;
   req.body = std::move(v.get_object());
@@ -551,6 +553,8 @@ StatusOr<Request> parseRequest(std::string_view text, json::value* id) {
       return absl::InvalidArgumentError("'id' must be a string or a number");
     }
   }
+  // The integer rule (int64 literals only) after the id, so the error echoes it.
+  if (Status st = checkIntegerLiterals(text); !st.ok()) return st;
   const json::value* cmdv = req.body.if_contains("cmd");
   if (cmdv == nullptr || !cmdv->is_string()) {
     return absl::InvalidArgumentError("missing string field 'cmd'");

@@ -35,7 +35,7 @@ VOLATILE = {
     "tokens_retried", "tokens_live", "admission_rejects", "nodes_lost", "nodes_disconnected",
     "tokens_requeued", "tokens_returned", "node", "cores", "workers", "speed_factor", "ops",
     "nodes_ready", "nodes_draining", "nodes_dead", "job_id", "token_id", "id", "cancelled",
-    "dropped", "requeued", "commands", "lanes",
+    "dropped", "requeued", "commands", "lanes", "op", "weight", "effective_weight",
 }
 
 
@@ -107,6 +107,8 @@ async def main():
         req = dict(req)
         req.pop("id", None)
         cmd = req.pop("cmd")
+        if "token" in req:
+            req["token"] = TOKEN  # the document's "s3cret" is the admin token here
         if last_job is not None:
             for k in ("job_id",):
                 if k in req:
