@@ -34,6 +34,7 @@
 
 #include "coordinator/gateway/access_policy.h"
 #include "coordinator/gateway/connection_limits.h"
+#include "coordinator/gateway/event_json.h"
 #include "coordinator/gateway/fanout.h"
 #include "coordinator/gateway/gateway_metrics.h"
 #include "coordinator/gateway/protocol.h"
@@ -975,13 +976,13 @@ Status Gateway::Impl::start() {
   // drops the event rather than queueing without bound.
   loop_->open(ioc_->get_executor());
   subscription_ = control_.subscribe([gate = gate_](const control::Event& e) {
-    std::optional<uint32_t> bit = topicBit(e.topic);
+    std::optional<uint32_t> bit = topicBit(control::eventTopic(e));
     if (!bit || !gate->sessions.wanted(*bit)) return;
     if (!gate->backlog.tryReserve()) {
       gate->metrics->events_dropped_overload->Increment();
       return;
     }
-    auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
+    auto msg = std::make_shared<const std::string>(eventMessage(e));
     // The gate (shared) outlives the io_context's handlers.
     if (!gate->loop->post([gate, b = *bit, msg] {
           gate->backlog.release();

@@ -429,8 +429,8 @@ TEST_F(GatewayTest, EventsFollowSubscriptions) {
   ASSERT_FALSE(c.connect());
   c.hello(kViewer);
   c.ok({{"cmd", "subscribe"}, {"topics", json::array{"nodes"}}});
-  fake_.emit("ops", {{"ops", json::array{}}});  // not subscribed
-  fake_.emit("nodes", {{"node", "node-7"}, {"change", "joined"}});
+  fake_.emit(control::OpRatesEvent{});  // not subscribed
+  fake_.emit(control::NodeEvent{control::NodeEvent::Change::kJoined, "node-7", {}, 0, 0});
   json::object ev = c.readMessage();
   EXPECT_EQ(ev.at("event").as_string(), "nodes");
   EXPECT_EQ(ev.at("data").at("node").as_string(), "node-7");
@@ -445,7 +445,7 @@ TEST_F(GatewayTest, EventsFollowSubscriptions) {
   EXPECT_TRUE(saw_ops);
   c.ok({{"cmd", "unsubscribe"}});
   c.events.clear();
-  fake_.emit("nodes", {{"node", "node-8"}});
+  fake_.emit(control::NodeEvent{control::NodeEvent::Change::kJoined, "node-8", {}, 0, 0});
   fake_.sync();
   // A round trip through the coordinator after the emit: any event would be
   // queued before this reply on the session's strand.
@@ -471,7 +471,8 @@ TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
   const std::string blob(64 * 1024, 'f');
   const int kEvents = 2000;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kEvents; ++i) fake_.emit("failures", {{"seq", i}, {"blob", blob}});
+  for (int i = 0; i < kEvents; ++i)
+    fake_.emit(control::FailuresEvent{"op", static_cast<uint64_t>(i), blob});
   fake_.sync();
   auto coordinator_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // The fast client's commands still go through promptly.
@@ -490,7 +491,7 @@ TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
   std::atomic<bool> seen{false};
   std::thread marker([&] {
     while (!seen.load()) {
-      fake_.emit("failures", {{"seq", -1}});
+      fake_.emit(control::FailuresEvent{"marker", 0, {}});
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
@@ -502,7 +503,7 @@ TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
       dropped += m.at("data").at("dropped").to_number<uint64_t>();
       continue;
     }
-    if (m.at("data").at("seq").as_int64() == -1) break;
+    if (m.at("data").at("op").as_string() == "marker") break;
     ++got;
   }
   seen = true;
