@@ -126,6 +126,7 @@ std::string okReply(const json::value& id, json::value result) {
   sanitizeJson(result);
   json::object o;
   o["id"] = id;
+  sanitizeJson(o["id"]);
   o["ok"] = true;
   o["result"] = std::move(result);
   return json::serialize(o);
@@ -137,6 +138,7 @@ std::string errorReply(const json::value& id, const Status& status) {
   err["message"] = std::string(status.message());
   json::object o;
   o["id"] = id;
+  sanitizeJson(o["id"]);
   o["ok"] = false;
   o["error"] = std::move(err);
   return json::serialize(o);
@@ -546,11 +548,14 @@ StatusOr<Request> parseRequest(std::string_view text, json::value* id) {
   Request req;
   req.body = std::move(v.get_object());
   if (const json::value* idv = req.body.if_contains("id")) {
-    if (idv->is_string() || idv->is_number() || idv->is_null()) {
+    // A number too large for a double parses as infinity, which JSON cannot echo
+    // (found by protocol_fuzz).
+    const bool finite = !idv->is_double() || std::isfinite(idv->get_double());
+    if ((idv->is_string() || idv->is_number() || idv->is_null()) && finite) {
       *id = *idv;
       req.id = *idv;
     } else {
-      return absl::InvalidArgumentError("'id' must be a string or a number");
+      return absl::InvalidArgumentError("'id' must be a string or a finite number");
     }
   }
   // The integer rule (int64 literals only) after the id, so the error echoes it.

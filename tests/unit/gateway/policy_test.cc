@@ -298,6 +298,14 @@ TEST(Protocol, ParseRequest) {
   EXPECT_EQ(parseRequest(R"({"id":[1],"cmd":"ping"})", &id).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(parseRequest("{", &id).status().code(), StatusCode::kInvalidArgument);
+  // Found by protocol_fuzz: an id too large for a double is infinity, which JSON cannot echo.
+  EXPECT_EQ(parseRequest(R"({"id":7555558888E000001951014577,"cmd":"ping"})", &id).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(id.is_null());
+  EXPECT_EQ(
+      errorReply(json::value(std::numeric_limits<double>::infinity()),
+                 absl::InvalidArgumentError("x")),
+      R"({"id":{"double":"inf"},"ok":false,"error":{"code":"invalid_argument","message":"x"}})");
   std::string deep(kMaxJsonDepth + 1, '[');
   deep += std::string(kMaxJsonDepth + 1, ']');
   EXPECT_EQ(parseRequest(R"({"cmd":"ping","data":)" + deep + "}", &id).status().code(),
