@@ -66,10 +66,22 @@ Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
       resolved += n;
       arg_bytes += kMinArgWireBytes * n;
       if (arg.kind == Arg::Kind::kValue) arg_bytes += (arg.value.byteSize() + 7) / 8 * 8;
+      // The last repetition's offset, step * (repeat - 1), must fit int64.
+      int64_t span = 0;
+      if (__builtin_mul_overflow(arg.step, last_rep, &span))
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: step {} x {} repetitions overflows int64", i, a,
+                        arg.step, last_rep));
       if (arg.kind == Arg::Kind::kValue) {
-        if (arg.step != 0 && !arg.value.isInt())
+        if (arg.step == 0) continue;
+        if (!arg.value.isInt())
           return absl::InvalidArgumentError(
               fmt::format("token spec {} arg {}: step needs an int value", i, a));
+        int64_t last = 0;
+        if (__builtin_add_overflow(arg.value.asInt(), span, &last))
+          return absl::InvalidArgumentError(
+              fmt::format("token spec {} arg {}: value {} + step {} x {} overflows int64", i, a,
+                          arg.value.asInt(), arg.step, last_rep));
         continue;
       }
       const int64_t count = arg.kind == Arg::Kind::kRef ? 1 : arg.count;
@@ -77,8 +89,12 @@ Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
         return absl::InvalidArgumentError(
             fmt::format("token spec {} arg {}: empty ref range", i, a));
       // Refs must name earlier tokens: lowest and highest across repetitions.
-      const int64_t lo = std::min<int64_t>(arg.start, arg.start + arg.step * last_rep);
-      const int64_t hi = std::max<int64_t>(arg.start, arg.start + arg.step * last_rep) + count - 1;
+      int64_t end = 0, hi = 0;
+      if (__builtin_add_overflow(static_cast<int64_t>(arg.start), span, &end) ||
+          __builtin_add_overflow(std::max<int64_t>(arg.start, end), count - 1, &hi))
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: ref step overflows int64", i, a));
+      const int64_t lo = std::min<int64_t>(arg.start, end);
       if (lo < 0 || hi >= static_cast<int64_t>(next))
         return absl::InvalidArgumentError(
             fmt::format("token spec {} arg {}: refs [{}, {}] must name earlier tokens (< {})", i, a,

@@ -129,7 +129,7 @@ def main():
             raise SystemExit(f"unknown mode {mode}")
         wait_ready(url, procs)
         env.update(TG_GATEWAY_URL=url, TG_GATEWAY_TOKEN=token, TG_GATEWAY_VIEWER_TOKEN=viewer,
-                   TG_GATEWAY_MODE=mode)
+                   TG_GATEWAY_MODE=mode, TG_COORDINATOR_PID=str(procs[0].pid))
         print(f"cluster.py: {mode} gateway at {url}", file=sys.stderr)
         return subprocess.call(cmd, env=env)
     finally:

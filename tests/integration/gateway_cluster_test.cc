@@ -30,7 +30,10 @@ constexpr const char* kAdmin = "itest-admin";
 constexpr const char* kOperator = "itest-operator";
 constexpr const char* kViewer = "itest-viewer";
 
-uint64_t u64(const json::value& v) { return v.to_number<uint64_t>(); }
+// 64-bit ids (job_id, token_id, the "job" of job events) arrive as decimal strings.
+uint64_t u64(const json::value& v) {
+  return v.is_string() ? std::stoull(std::string(v.as_string())) : v.to_number<uint64_t>();
+}
 
 // The gateway allows 50 commands/s per connection (burst 100): polls that send
 // one or two commands per round wait this long between rounds.
