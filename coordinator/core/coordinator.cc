@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 
+#include "common/names.h"
+
 namespace tokengate::coordinator {
 
 using control::JobState;
@@ -86,7 +88,7 @@ Weight CoordinatorCore::laneFor(const SpecRec& s) const {
 
 StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& watcher,
                                               uint64_t request_id) {
-  if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (auto st = checkOpsKnown(spec); !st.ok()) return st;
   const uint64_t count = spec.tokenCount();
   if (live_tokens_ + count > config_.max_live_tokens) {
@@ -120,7 +122,7 @@ Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
 }
 
 Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec) {
-  if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (findJob(job_id)) return absl::AlreadyExistsError(fmt::format("job {} exists", job_id));
   next_job_ = std::max(next_job_, job_id + 1);
   const uint64_t count = spec.tokenCount();
@@ -698,6 +700,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
     w.setHeartbeatMs(config_.heartbeat_ms);
     w.setSession(session);
     w.setMaxFrameBytes(config_.max_frame_bytes);
+    w.setLossTimeoutMs(static_cast<uint32_t>(config_.node_timeout_ns / kMillis));
     outbox_.send(peer, msg.encode());
   };
   if (hello.getProtocolVersion() != kProtocolVersion) {
@@ -706,11 +709,11 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
           0);
     return;
   }
-  std::string id = hello.getNodeId().cStr();
-  if (id.empty()) {
-    reply(absl::InvalidArgumentError("node id must not be empty"), 0);
+  if (Status st = validateHello(hello); !st.ok()) {  // ids and op names: common/names.h
+    reply(st, 0);
     return;
   }
+  std::string id = hello.getNodeId().cStr();
   // A re-hello from a known peer, or a new incarnation of a known node id,
   // replaces the old registration: its in-flight work is re-queued.
   if (NodeRec* old = nodeByPeer(peer); old && old->state != NodeState::kDead)

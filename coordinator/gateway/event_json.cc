@@ -25,13 +25,10 @@ const char* nodeChangeName(control::NodeEvent::Change c) {
 
 struct ToJson {
   json::object operator()(const control::JobEvent& e) const {
-    json::object o{{"job", e.job},
-                   {"name", e.name},
-                   {"state", control::jobStateName(e.state)},
-                   {"total", e.total},
-                   {"done", e.done},
-                   {"failed", e.failed},
-                   {"cancelled", e.cancelled}};
+    json::object o{{"job", idJson(e.job)},  // 64-bit ids are strings (docs/protocol.md)
+                   {"name", e.name},       {"state", control::jobStateName(e.state)},
+                   {"total", e.total},     {"done", e.done},
+                   {"failed", e.failed},   {"cancelled", e.cancelled}};
     // A running job reports its running tokens; a finished one its wall time instead.
     if (e.state == control::JobState::kRunning)
       o["running"] = e.running;

@@ -11,7 +11,7 @@ namespace json = boost::json;
 TEST(EventJson, RunningJobReportsRunningNotWallTime) {
   control::JobEvent e{3, "pi", control::JobState::kRunning, 100111, 51200, 0, 0, 64, 0};
   EXPECT_EQ(json::serialize(eventData(e)),
-            R"({"job":3,"name":"pi","state":"running","total":100111,"done":51200,)"
+            R"({"job":"3","name":"pi","state":"running","total":100111,"done":51200,)"
             R"("failed":0,"cancelled":0,"running":64})");
   EXPECT_STREQ(control::eventTopic(e), "job");
 }
