@@ -21,6 +21,7 @@ BUILD_PKGS=(
   libgtest-dev libgmock-dev
   libspdlog-dev libfmt-dev libcli11-dev
   libssl-dev libabsl-dev
+  clang-14 libclang-rt-14-dev
 )
 # tests/gateway (run.sh, *.py, browser_test.mjs) and the test scripts' tools.
 TEST_PKGS=(

@@ -233,7 +233,8 @@ Scan scanJournal(std::string_view d) {
   std::string why = bad_from == 0 ? "no journal magic" : "";
   auto closeDamage = [&](size_t end, bool tail) {
     if (bad_from == SIZE_MAX) return;
-    s.damage.push_back({bad_from, end - bad_from, why, tail});
+    // (A file without magic that starts with a record has nothing damaged before it.)
+    if (end > bad_from) s.damage.push_back({bad_from, end - bad_from, why, tail});
     bad_from = SIZE_MAX;
     why.clear();
   };
