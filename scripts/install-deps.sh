@@ -21,11 +21,11 @@ BUILD_PKGS=(
   libgtest-dev libgmock-dev
   libspdlog-dev libfmt-dev libcli11-dev
   libssl-dev libabsl-dev
-  clang-14 libclang-rt-14-dev
 )
 # tests/gateway (run.sh, *.py, browser_test.mjs) and the test scripts' tools.
 TEST_PKGS=(
   python3 python3-websockets procps iproute2 prometheus chromium curl
+  clang-14 libclang-rt-14-dev   # libFuzzer targets (scripts/test.sh, build/fuzz)
 )
 # .ci/deploy-tests.sh: container test (Docker engine + compose v1, a debootstrapped base
 # image), static checks (shellcheck, promtool from prometheus, helm unzipped from npm).
