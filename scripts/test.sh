@@ -3,10 +3,9 @@
 #   1. release build (warnings as errors) + every ctest test: unit, integration with real
 #      processes, gateway end-to-end (Python websockets, headless Chromium, Prometheus),
 #      and the deployment tests (Docker images, compose, Helm, Grafana);
-#   2. AddressSanitizer + UBSan build running the unit and integration tests;
-#   3. libFuzzer targets built with clang (build/fuzz, -DTG_FUZZ=ON), each run for 30 s.
-# TG_SKIP_ASAN=1 / TG_SKIP_DEPLOY=1 / TG_SKIP_FUZZ=1 skip parts for quick local runs (CI runs
-# everything).
+#   2. AddressSanitizer + UBSan build running the unit and integration tests.
+#   3. the libFuzzer targets (tests/fuzz), each run for TG_FUZZ_SECONDS (CMake cache, 60 s).
+# TG_SKIP_ASAN=1 / TG_SKIP_DEPLOY=1 / TG_SKIP_FUZZ=1 skip parts for quick local runs (CI runs everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${TG_SKIP_DEPLOY:-0}" == 1 ]]; then
@@ -35,14 +34,10 @@ if [[ "${TG_SKIP_ASAN:-0}" != 1 ]]; then
   echo "== tests (asan+ubsan: unit and integration)"
   ctest --preset asan -j 1 -LE "e2e|deploy" || status=1
 fi
-
 if [[ "${TG_SKIP_FUZZ:-0}" != 1 ]]; then
-  echo "== fuzz build (clang, libFuzzer + ASan)"
-  cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_BUILD_TESTS=OFF \
-    -DTG_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
-    -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
-  cmake --build build/fuzz -j "$jobs" --target journal_replay_fuzz
-  echo "== fuzz (bounded runs)"
-  (cd build/fuzz && ctest -j 1 -L fuzz --output-on-failure) || status=1
+  echo "== fuzz targets (clang-14 libFuzzer + ASan, bounded runs over the seed corpora)"
+  cmake --preset fuzz -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+  cmake --build --preset fuzz -j "$jobs" --target tg_fuzzers
+  ctest --preset fuzz -j 1 || status=1
 fi
 exit $status
