@@ -7,6 +7,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/journal_check.h"
 #include "cli/progress.h"
 #include "client/client.h"
 #include "common/job_json.h"
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
 #ifdef TG_HAVE_COSTMODEL
   costmodel::addModelCommands(app);
 #endif
+  cli::addJournalCommands(app);
   CLI11_PARSE(app, argc, argv);
   initLogging("tgctl", log_level);
   const Nanos timeout = static_cast<Nanos>(timeout_s * 1e9);
@@ -110,6 +112,7 @@ int main(int argc, char** argv) {
 #ifdef TG_HAVE_COSTMODEL
   if (auto rc = costmodel::runModelCommands(app); rc >= 0) return rc;
 #endif
+  if (auto rc = cli::runJournalCommands(app); rc >= 0) return rc;
   client::Client c(endpoint);
   cli::ProgressBar bar(!quiet && !json_out && isatty(2));
   auto progress = [&](const client::Progress& p) { bar.update(p); };

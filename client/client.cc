@@ -81,10 +81,12 @@ Status Client::pump(Nanos deadline) {
   switch (f.which()) {
     case wire::Frame::SUBMIT_REPLY: {
       auto r = f.getSubmitReply();
-      if (r.isJobId())
+      if (r.isJobId()) {
         replies_[r.getRequestId()] = r.getJobId();
-      else
+        if (r.getIncarnation() != 0) incarnations_[r.getJobId()] = r.getIncarnation();
+      } else {
         replies_[r.getRequestId()] = fromWire(r.getError());
+      }
       break;
     }
     case wire::Frame::JOB_PROGRESS: {
@@ -220,6 +222,7 @@ StatusOr<JobResult> Client::wait(uint64_t job,
     if (auto it = done_.find(job); it != done_.end()) {
       JobResult r = std::move(it->second);
       done_.erase(it);
+      incarnations_.erase(job);
       progress_.erase(job);
       forget();
       for (const auto& o : r.outputs) deliver(o);  // those no progress frame carried
@@ -294,6 +297,8 @@ Status Client::watch(uint64_t job) {
   const uint64_t req = next_request_++;
   w.setRequestId(req);
   w.setJobId(job);
+  // The coordinator answers NOT_FOUND if that id now names another incarnation's job.
+  if (auto it = incarnations_.find(job); it != incarnations_.end()) w.setIncarnation(it->second);
   send(msg.message);
   if (auto it = watch_requests_.find(job); it != watch_requests_.end())
     request_errors_.erase(it->second);

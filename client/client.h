@@ -104,6 +104,10 @@ class Client {
   std::unordered_map<uint64_t, uint64_t> heard_;                // job id -> frames about it so far
   std::unordered_map<uint64_t, Status> request_errors_;         // request id -> refusal (watch)
   std::unordered_map<uint64_t, uint64_t> watch_requests_;       // job id -> latest watch request
+  // job id -> incarnation of the coordinator that admitted it (SubmitReply), until its result
+  // was returned: sent with every watch so a restarted coordinator that hands out the same id
+  // to another job answers NOT_FOUND instead of that job's data.
+  std::unordered_map<uint64_t, uint64_t> incarnations_;
   Status last_reject_;
 };
 

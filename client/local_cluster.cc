@@ -202,7 +202,7 @@ Status LocalCluster::waitCoordinatorReady() {
   return absl::OkStatus();
 }
 
-Status LocalCluster::restartCoordinator(int sig) {
+Status LocalCluster::restartCoordinator(int sig, const std::function<void()>& while_down) {
   if (coordinator_ > 0) {
     ::kill(coordinator_, sig);
     ::kill(coordinator_, SIGCONT);
@@ -210,6 +210,7 @@ Status LocalCluster::restartCoordinator(int sig) {
     waitpid(coordinator_, &status, 0);
     coordinator_ = -1;
   }
+  if (while_down) while_down();
   // Same endpoints as before, so nodes and clients reconnect by themselves.
   std::vector<std::string> args = coordinator_args_;
   for (size_t i = 0; i + 1 < args.size(); ++i) {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,7 +51,9 @@ class LocalCluster {
   Status startNode(size_t i);  // (re)start node i if it is not running
   // Stops the coordinator with `sig` (SIGKILL = crash) and starts it again on the same
   // endpoints with the same flags (add --journal to coordinator_args to keep its jobs).
-  Status restartCoordinator(int sig);
+  // `while_down` runs after the old process has exited and before the new one starts (tests
+  // that lose or damage the journal file meanwhile).
+  Status restartCoordinator(int sig, const std::function<void()>& while_down = {});
   // Restarts performed by the supervisor so far.
   uint64_t restarts() const { return restarts_; }
   // Sum of peak resident memory (VmHWM) over the coordinator and live nodes.

@@ -75,6 +75,13 @@ int main(int argc, char** argv) {
   app.add_option("--journal", cfg.journal_path,
                  "job journal file: admitted jobs survive a coordinator restart (env TG_JOURNAL)")
       ->envname("TG_JOURNAL");
+  app.add_option("--first-epoch", cfg.first_epoch,
+                 "job id epoch (1-4095) to take when there is no journal or it names none; "
+                 "default random (tests only: a fixed one makes ids repeat)")
+      ->check(CLI::Range(1, 4095));
+  app.add_flag("--journal-reset", cfg.journal_reset,
+               "if the journal file cannot be parsed at all, move it aside (PATH.unparseable-TIME) "
+               "and begin a new journal instead of refusing to start");
   app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");

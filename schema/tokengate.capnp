@@ -197,11 +197,14 @@ struct SubmitReply {
     jobId @1 :UInt64;
     error @2 :Error;
   }
+  incarnation @3 :UInt64;        # the admitting coordinator's incarnation (send it back in JobRef)
 }
 
 struct JobRef {
   requestId @0 :UInt64;
   jobId @1 :UInt64;
+  incarnation @2 :UInt64;        # from SubmitReply; 0 = unknown. A coordinator whose job of that
+                                 # id has another incarnation answers NOT_FOUND (docs/journal.md)
 }
 
 struct JobProgress {
@@ -295,23 +298,31 @@ struct Frame {
 }
 
 # ---------- coordinator journal (--journal; never on the wire) ----------
-# An append-only file of records, each framed as [u32 payload bytes][u32 CRC-32 of payload]
-# [payload = one Cap'n Proto message in flat-array form]; see docs/journal.md.
+# An append-only file of self-delimiting, checksummed records (coordinator/journal/format.h);
+# each payload is one Cap'n Proto message in flat-array form; see docs/journal.md.
 
 struct JournalAdmit {
   jobId @0 :UInt64;
   job @1 :JobSpec;
+  incarnation @2 :UInt64;        # of the coordinator that admitted it (kept across restarts)
 }
 
 struct JournalFinish {
   done @0 :JobDone;              # what watchers were told (progress.failed = failed + cancelled)
   name @1 :Text;
   cancelled @2 :UInt64;
+  incarnation @3 :UInt64;
+}
+
+struct JournalEpoch {
+  epoch @0 :UInt32;              # job ids of this epoch are handed out from here on
+  startedNs @1 :Int64;           # wall clock (for humans: tgctl journal check)
 }
 
 struct JournalRecord {
   union {
     admitted @0 :JournalAdmit;
     finished @1 :JournalFinish;
+    epoch @2 :JournalEpoch;      # the first record of every file (its header), and at rollover
   }
 }

@@ -46,10 +46,32 @@ int runCoordinator(AppConfig config) {
 
   // The cost model replaces the placement policy once the loop runs; until then (and if it is
   // not wanted) the core uses least-outstanding.
-  if (config.journal_path.empty()) {
-    // No journal: a restart forgets every job, so do not reuse their ids either.
+  {
+    // A new incarnation per process; without a journal also a random epoch (journal.h): a
+    // restart forgets every job, so do not reuse their ids either.
     std::random_device rd;
-    config.server.core.first_job_id = 1 + (rd() % (1u << 30));
+    config.server.core.incarnation = (uint64_t{rd()} << 32 | rd()) | 1;
+    if (config.journal_path.empty())
+      config.server.core.first_job_id =
+          firstIdOf(config.first_epoch ? config.first_epoch : 1 + rd() % kMaxEpoch);
+  }
+  // The journal is locked and read before anything else: a second coordinator on the same
+  // file stops here, having touched nothing. It is rewritten (activate) only once this process
+  // is fully started. It outlives the loop (declared before the server would be better, but
+  // the core only calls it from the loop thread, which has ended before it is destroyed).
+  std::unique_ptr<journal::FileJournal> jobs_journal;
+  auto replay = std::make_shared<journal::Replay>();
+  if (!config.journal_path.empty()) {
+    journal::FileJournalOptions jo;
+    jo.keep_finished = config.server.core.finished_jobs_kept;
+    jo.reset = config.journal_reset;
+    if (const uint32_t e = config.first_epoch) jo.random_epoch = [e] { return e; };
+    auto j = journal::FileJournal::open(config.journal_path, jo, replay.get());
+    if (!j.ok()) {
+      spdlog::error("{}", j.status().message());
+      return 1;
+    }
+    jobs_journal = *std::move(j);
   }
   if (!config.model_out.empty()) config.learn = true;  // nothing to save without training
   const bool want_model =
@@ -61,34 +83,24 @@ int runCoordinator(AppConfig config) {
     spdlog::error("{}", st.message());
     return 1;
   }
-  // The journal outlives the loop (declared after the server, destroyed before it, but the
-  // core only calls it from the loop thread, which has ended by then).
-  std::unique_ptr<journal::FileJournal> jobs_journal;
-  if (!config.journal_path.empty()) {
-    journal::FileJournalOptions jo;
-    jo.keep_finished = config.server.core.finished_jobs_kept;
-    jo.registry = server.metricsRegistry();
-    auto replay = std::make_shared<journal::Replay>();
-    auto j = journal::FileJournal::open(config.journal_path, jo, replay.get());
-    if (!j.ok()) {
-      spdlog::error("{}", j.status().message());
-      return 1;
-    }
-    jobs_journal = *std::move(j);
+  if (jobs_journal) {
+    jobs_journal->exportMetrics(*server.metricsRegistry());
     spdlog::info(
-        "journal {}: {} records, {} unfinished jobs to resume, {} finished kept{}",
+        "journal {}: {} records, {} unfinished jobs to resume, {} finished kept, epoch {}{}{}",
         config.journal_path, replay->records, replay->unfinished.size(), replay->finished.size(),
-        replay->discarded_bytes ? fmt::format(", {} bytes of torn tail discarded ({})",
-                                              replay->discarded_bytes, replay->discarded_reason)
-                                : std::string());
+        replay->epoch, replay->epoch_random ? " (random: the file had none)" : "",
+        replay->damaged_bytes ? fmt::format(", {} damaged bytes in {} ranges skipped",
+                                            replay->damaged_bytes, replay->damage.size())
+                              : std::string());
     server.post([replay, jr = jobs_journal.get()](CoordinatorCore& core) {
       for (auto& s : replay->finished) core.restoreFinished(std::move(s));
       for (auto& a : replay->unfinished) {
-        if (Status st = core.restoreJob(a.id, std::move(a.spec)); !st.ok())
+        if (Status st = core.restoreJob(a.id, std::move(a.spec), a.incarnation); !st.ok())
           spdlog::error("journal: job {} cannot be resumed: {}", a.id, st.message());
         else
           spdlog::info("journal: resumed job {}", a.id);
       }
+      core.setNextJobId(firstIdOf(replay->epoch));
       core.setJournal(jr);
     });
   }
@@ -160,6 +172,14 @@ int runCoordinator(AppConfig config) {
 #else
   if (!config.gateway.empty()) spdlog::warn("this build has no gateway; --gateway ignored");
 #endif
+  // Fully started (ports bound): now the journal may be rewritten, with this process's epoch in
+  // its header, durable before the first id of it is handed out.
+  if (jobs_journal) {
+    if (Status st = jobs_journal->activate(); !st.ok()) {
+      spdlog::error("{}", st.message());
+      return 1;
+    }
+  }
   if (!config.ready_file.empty()) {
     if (auto st = writeReadyFile(config.ready_file, server.endpoint(), gateway_port); !st.ok()) {
       spdlog::error("{}", st.message());

@@ -18,12 +18,16 @@ struct AppConfig {
   bool gateway_anonymous_read = false;
   std::string tls_cert, tls_key;
   std::vector<std::string> allowed_origins;
-  std::string ready_file;    // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
-  std::string model_path;    // XGBoost cost model (JSON) to load at start
-  bool learn = false;        // train the cost model online and use it for placement
-  std::string model_out;     // save every accepted online-trained model here (implies learn)
-  std::string trace_out;     // append telemetry samples here (CSV trace), under any policy
-  std::string journal_path;  // job journal: admitted jobs survive a coordinator restart
+  std::string ready_file;      // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
+  std::string model_path;      // XGBoost cost model (JSON) to load at start
+  bool learn = false;          // train the cost model online and use it for placement
+  std::string model_out;       // save every accepted online-trained model here (implies learn)
+  std::string trace_out;       // append telemetry samples here (CSV trace), under any policy
+  std::string journal_path;    // job journal: admitted jobs survive a coordinator restart
+  bool journal_reset = false;  // move an unparseable journal aside and begin a new one
+  // Job id epoch to take when there is no journal or it names none (new, lost); 0 = random.
+  // For tests that need a restarted coordinator to hand out an id it handed out before.
+  uint32_t first_epoch = 0;
 };
 
 // Runs until SIGTERM/SIGINT. Returns the process exit code.

@@ -39,6 +39,7 @@ struct OutputResult {
 
 struct JobStatus {
   uint64_t id = 0;
+  uint64_t incarnation = 0;  // of the coordinator process that admitted the job (journal.md)
   std::string name;
   JobState state = JobState::kRunning;
   uint64_t total = 0, done = 0, failed = 0, cancelled = 0, running = 0;

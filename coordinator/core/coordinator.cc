@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 
 #include "common/names.h"
 
@@ -49,6 +50,10 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
       scheduler_(makeScheduler(config_.scheduler)) {
   // Job ids are the high 32 bits of token ids.
   next_job_ = std::clamp<uint64_t>(config_.first_job_id, 1, 0xffff'ffffu);
+  if (config_.incarnation == 0) {
+    std::random_device rd;
+    config_.incarnation = (uint64_t{rd()} << 32 | rd()) | 1;
+  }
   if (!scheduler_) {
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
     scheduler_ = makeLeastOutstandingScheduler();
@@ -86,25 +91,87 @@ Weight CoordinatorCore::laneFor(const SpecRec& s) const {
 
 // ---------------------------------------------------------------- admission
 
-StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& watcher,
-                                              uint64_t request_id) {
+Status CoordinatorCore::checkAdmission(const JobSpec& spec, uint64_t count) {
   if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (auto st = checkOpsKnown(spec); !st.ok()) return st;
-  const uint64_t count = spec.tokenCount();
-  if (live_tokens_ + count > config_.max_live_tokens) {
+  if (live_tokens_ + held_tokens_ + count > config_.max_live_tokens) {
     ++counters_.rejects;
     metrics_.admission_rejects.Increment();
     return absl::ResourceExhaustedError(fmt::format(
         "admission limit reached: {} tokens live + {} requested > limit {}; retry later",
-        live_tokens_, count, config_.max_live_tokens));
+        live_tokens_ + held_tokens_, count, config_.max_live_tokens));
   }
-  // Durable before anyone is told the job exists.
-  if (journal_) {
-    if (Status st = journal_->admitted(next_job_, spec); !st.ok())
-      return absl::UnavailableError(
-          fmt::format("job not admitted: the journal could not record it: {}", st.message()));
+  return absl::OkStatus();
+}
+
+uint64_t CoordinatorCore::allocateJobId() {
+  const uint64_t id = next_job_++;
+  // Past the last epoch: wrap to epoch 1 (journal.h).
+  if (next_job_ > 0xffff'ffffu) next_job_ = firstIdOf(1);
+  if ((id & kSequenceMask) == 0 && journal_) journal_->epochStarted(epochOf(id));
+  return id;
+}
+
+namespace {
+Status notJournalled(const Status& st) {
+  return absl::UnavailableError(
+      fmt::format("job not admitted: the journal could not record it: {}", st.message()));
+}
+}  // namespace
+
+StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& watcher,
+                                              uint64_t request_id) {
+  const uint64_t count = spec.tokenCount();
+  if (auto st = checkAdmission(spec, count); !st.ok()) return st;
+  if (!journal_) return admitJob(allocateJobId(), std::move(spec), watcher, count, incarnation());
+  StatusOr<uint64_t> result = absl::UnknownError("not committed");
+  submitJobAsync(std::move(spec), watcher, request_id,
+                 [&result](StatusOr<uint64_t> r) { result = std::move(r); });
+  commitJournal();
+  return result;
+}
+
+void CoordinatorCore::submitJobAsync(JobSpec spec, const std::string& watcher, uint64_t request_id,
+                                     SubmitDone done) {
+  const uint64_t count = spec.tokenCount();
+  if (auto st = checkAdmission(spec, count); !st.ok()) return done(st);
+  if (!journal_)
+    return done(admitJob(allocateJobId(), std::move(spec), watcher, count, incarnation()));
+  // Durable before anyone is told the job exists, and before it runs.
+  const uint64_t id = allocateJobId();
+  if (Status st = journal_->admitted(id, incarnation(), spec); !st.ok())
+    return done(notJournalled(st));
+  held_tokens_ += count;
+  held_.push_back({id, std::move(spec), watcher, count, std::move(done)});
+}
+
+void CoordinatorCore::commitJournal() {
+  if (!journal_) return;
+  const Status st = journal_->commit();
+  if (held_.empty()) {
+    if (!st.ok()) spdlog::error("journal: {}", st.message());
+    return;
   }
-  return admitJob(next_job_++, std::move(spec), watcher, count);
+  auto held = std::move(held_);
+  held_.clear();
+  held_tokens_ = 0;
+  for (auto& h : held) {
+    if (!st.ok()) {
+      // The record may be on disk although the sync failed: say it was refused, so a restart
+      // does not resume a job its client was told failed.
+      control::JobStatus refused;
+      refused.id = h.id;
+      refused.incarnation = incarnation();
+      refused.name = h.spec.name;
+      refused.state = JobState::kFailed;
+      refused.total = h.count;
+      journal_->finished(refused);
+      h.done(notJournalled(st));
+      continue;
+    }
+    h.done(admitJob(h.id, std::move(h.spec), h.watcher, h.count, incarnation()));
+  }
+  if (!st.ok()) (void)journal_->commit();
 }
 
 Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
@@ -121,26 +188,29 @@ Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
   return absl::OkStatus();
 }
 
-Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec) {
+Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation) {
   if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (findJob(job_id)) return absl::AlreadyExistsError(fmt::format("job {} exists", job_id));
-  next_job_ = std::max(next_job_, job_id + 1);
+  // New ids come after restored ones of the same epoch (the app starts a new epoch anyway).
+  if (epochOf(job_id) == epochOf(next_job_)) next_job_ = std::max(next_job_, job_id + 1);
   const uint64_t count = spec.tokenCount();
-  auto id = admitJob(job_id, std::move(spec), {}, count);
+  auto id = admitJob(job_id, std::move(spec), {}, count, incarnation);
   return id.ok() ? absl::OkStatus() : id.status();
 }
 
 void CoordinatorCore::restoreFinished(control::JobStatus status) {
-  next_job_ = std::max(next_job_, status.id + 1);
+  if (epochOf(status.id) == epochOf(next_job_)) next_job_ = std::max(next_job_, status.id + 1);
   finished_.push_back({std::move(status)});
   while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
 }
 
 StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
-                                             const std::string& watcher, uint64_t count) {
+                                             const std::string& watcher, uint64_t count,
+                                             uint64_t incarnation) {
   ++jobs_admitted_;
   auto job = std::make_unique<Job>();
   job->id = job_id;
+  job->incarnation = incarnation;
   job->name = spec.name;
   job->admitted_at = clock_.now();
   if (!watcher.empty()) job->watchers.push_back(watcher);
@@ -527,6 +597,7 @@ void CoordinatorCore::streamOutput(Job& job, uint32_t local, Status status, cons
 control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) const {
   control::JobStatus s;
   s.id = job.id;
+  s.incarnation = job.incarnation;
   s.name = job.name;
   s.state = job.state;
   s.total = job.tokens.size();
@@ -1479,32 +1550,47 @@ void CoordinatorCore::sendReject(const std::string& peer, const Status& s, uint6
 }
 
 void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader submit) {
-  auto msg = newFrame();
-  auto f = msg.root;
-  auto rep = f.initSubmitReply();
-  rep.setRequestId(submit.getRequestId());
   auto spec = fromWire(submit.getJob());
-  StatusOr<uint64_t> id =
-      spec.ok() ? submitJob(*std::move(spec), submit.getWatch() ? peer : std::string(),
-                            submit.getRequestId())
-                : StatusOr<uint64_t>(spec.status());
-  if (id.ok())
-    rep.setJobId(*id);
-  else
-    toWire(id.status(), rep.initError());
-  outbox_.send(peer, msg.encode());
-  // A job that finished during admission (all aliases) already sent JobDone
-  // to its watcher before this reply; resend so the reply comes first.
-  if (id.ok()) {
-    if (!findJob(*id) || findJob(*id)->state != JobState::kRunning) {
-      if (submit.getWatch()) {
+  const uint64_t request_id = submit.getRequestId();
+  const bool watch = submit.getWatch();
+  // Answered once the admission is durable (commitJournal), at once without a journal.
+  SubmitDone reply = [this, peer, request_id, watch](StatusOr<uint64_t> id) {
+    auto msg = newFrame();
+    auto rep = msg.root.initSubmitReply();
+    rep.setRequestId(request_id);
+    if (id.ok()) {
+      rep.setJobId(*id);
+      rep.setIncarnation(incarnation());
+    } else {
+      toWire(id.status(), rep.initError());
+    }
+    outbox_.send(peer, msg.encode());
+    // A job that finished during admission (all aliases) already sent JobDone
+    // to its watcher before this reply; resend so the reply comes first.
+    if (id.ok() && watch) {
+      if (!findJob(*id) || findJob(*id)->state != JobState::kRunning) {
         if (auto s = jobStatus(*id, true); s.ok()) sendJobDone(peer, *s);
       }
     }
-  }
+  };
+  if (!spec.ok()) return reply(spec.status());
+  submitJobAsync(*std::move(spec), watch ? peer : std::string(), request_id, std::move(reply));
 }
 
 void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref) {
+  // A job id of another incarnation: the job this client means is not the one we know by that
+  // id (the journal was lost, or the id came round again), so it is unknown here.
+  if (const uint64_t inc = ref.getIncarnation(); inc != 0) {
+    auto known = jobStatus(ref.getJobId(), false);
+    if (known.ok() && known->incarnation != 0 && known->incarnation != inc) {
+      sendReject(peer,
+                 absl::NotFoundError(fmt::format(
+                     "no job {} of coordinator incarnation {:x} (this id now names another job)",
+                     ref.getJobId(), inc)),
+                 ref.getRequestId());
+      return;
+    }
+  }
   Job* j = findJob(ref.getJobId());
   if (j && j->state == JobState::kRunning) {
     if (std::find(j->watchers.begin(), j->watchers.end(), peer) == j->watchers.end())

@@ -44,9 +44,13 @@ struct CoordinatorConfig {
   Nanos event_interval_ns = 250 * kMillis;
   size_t max_idempotency_keys = 1'000'000;
   size_t finished_jobs_kept = 1000;
-  // Job ids start here. Without a journal the coordinator picks a random start, so a client
-  // re-watching its job after a restart cannot be handed someone else's job with a reused id.
+  // Job ids start here (journal.h: epoch << 20). The app starts every process at a new epoch
+  // (random without a journal), so a client re-watching its job after a restart cannot be
+  // handed someone else's job with a reused id.
   uint64_t first_job_id = 1;
+  // This process's incarnation, told to submitters and journalled with each job: a watch that
+  // names another incarnation for a job id is answered NOT_FOUND. 0 = pick a random one.
+  uint64_t incarnation = 0;
   std::string scheduler = "least-outstanding";
   // Refuse a job naming an operation no node has ever offered (once any node has registered):
   // a typo gets NOT_FOUND at submission instead of tokens that wait forever. Off
@@ -97,10 +101,24 @@ class CoordinatorCore {
   // Restart recovery (before serving): re-admits a journalled job under its old id (not
   // journalled again, not subject to the admission limit), or remembers a finished one so
   // its status and outputs can still be asked for.
-  Status restoreJob(uint64_t job_id, JobSpec spec);
+  Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0);
   void restoreFinished(control::JobStatus status);
+  // The next id to hand out (the journal's new epoch); loop thread, before serving.
+  void setNextJobId(uint64_t id) { next_job_ = id; }
+  uint64_t incarnation() const { return config_.incarnation; }
+
+  // Group commit (journal.h). With a journal, submitJobAsync() appends the admission record and
+  // holds the job; commitJournal() (the server loop calls it after each burst of frames) makes
+  // every held record durable with one commit, then admits the held jobs and calls their `done`
+  // (which sends the acknowledgement). Without a journal `done` is called at once.
+  using SubmitDone = std::function<void(StatusOr<uint64_t>)>;
+  void submitJobAsync(JobSpec job, const std::string& watcher, uint64_t request_id,
+                      SubmitDone done);
+  void commitJournal();
+  size_t heldAdmissions() const { return held_.size(); }
 
   // ---- control surface (loop thread); ClusterControl wraps these ----
+  // Admits at once (with a journal: its own commit, i.e. one fdatasync per call).
   StatusOr<uint64_t> submitJob(JobSpec job, const std::string& watcher = {},
                                uint64_t request_id = 0);
   StatusOr<control::JobStatus> jobStatus(uint64_t job_id, bool with_outputs = true) const;
@@ -201,6 +219,7 @@ class CoordinatorCore {
 
   struct Job {
     uint64_t id = 0;
+    uint64_t incarnation = 0;  // of the process that admitted it (survives restarts)
     std::string name;
     Nanos admitted_at = 0, finished_at = 0;
     std::vector<SpecRec> specs;
@@ -291,7 +310,11 @@ class CoordinatorCore {
   void streamOutput(Job& job, uint32_t local, Status status, const Value& value);
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
   StatusOr<uint64_t> admitJob(uint64_t job_id, JobSpec spec, const std::string& watcher,
-                              uint64_t count);
+                              uint64_t count, uint64_t incarnation);
+  // Validation and the admission limit (held admissions count against it).
+  Status checkAdmission(const JobSpec& spec, uint64_t count);
+  // Hands out the next job id; records a new epoch in the journal when one begins.
+  uint64_t allocateJobId();
   Status checkOpsKnown(const JobSpec& spec) const;
 
   // Events.
@@ -305,6 +328,16 @@ class CoordinatorCore {
   std::unique_ptr<Scheduler> scheduler_;
 
   uint64_t next_job_;
+  // Admissions appended to the journal, waiting for commitJournal().
+  struct HeldAdmission {
+    uint64_t id = 0;
+    JobSpec spec;
+    std::string watcher;
+    uint64_t count = 0;
+    SubmitDone done;
+  };
+  std::vector<HeldAdmission> held_;
+  uint64_t held_tokens_ = 0;
   uint64_t jobs_admitted_ = 0;  // this process (resumed jobs included)
   std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;
   std::deque<FinishedJob> finished_;

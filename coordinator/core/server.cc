@@ -235,8 +235,12 @@ void CoordinatorServer::run() {
     }
     applyDisconnects();
     if (items[1].revents & ZMQ_POLLIN) runPosted();
+    // Group commit: the admissions of this burst share one journal sync, and are acknowledged
+    // (and started) only after it.
+    core_->commitJournal();
     if (clock_.now() >= next_tick) next_tick = core_->tick();
   }
+  core_->commitJournal();
   core_->flushAll();
   running_ = false;
 }
@@ -245,7 +249,7 @@ void CoordinatorServer::run() {
 
 void CoordinatorServer::submitJob(JobSpec job, control::Callback<uint64_t> done) {
   post([job = std::move(job), done = std::move(done)](CoordinatorCore& c) mutable {
-    done(c.submitJob(std::move(job)));
+    c.submitJobAsync(std::move(job), {}, 0, std::move(done));  // answered after the commit
   });
 }
 void CoordinatorServer::jobStatus(uint64_t id, control::Callback<control::JobStatus> done) {

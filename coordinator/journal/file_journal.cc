@@ -1,37 +1,21 @@
 #include "coordinator/journal/file_journal.h"
 
-#include <capnp/message.h>
-#include <capnp/serialize.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/crc.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <deque>
 #include <filesystem>
-#include <fstream>
-
-#include "common/wire.h"
-#include "tokengate.capnp.h"
+#include <random>
 
 namespace tokengate::journal {
 
 namespace {
-
-constexpr char kMagic[8] = {'T', 'G', 'J', 'O', 'U', 'R', 'N', '1'};
-constexpr size_t kHeader = 8;                // u32 length + u32 crc
-constexpr uint32_t kMaxRecord = 256u << 20;  // a record larger than this is corruption
-
-uint32_t crc32(const void* data, size_t n) {
-  boost::crc_32_type crc;
-  crc.process_bytes(data, n);
-  return crc.checksum();
-}
 
 Status ioError(const std::string& what, const std::string& path) {
   return absl::InternalError(fmt::format("journal {}: {}: {}", path, what, std::strerror(errno)));
@@ -50,122 +34,79 @@ Status writeAll(int fd, const char* p, size_t n, const std::string& path) {
   return absl::OkStatus();
 }
 
-std::string frame(const std::string& payload) {
-  std::string out(kHeader, '\0');
-  const auto len = static_cast<uint32_t>(payload.size());
-  const uint32_t crc = crc32(payload.data(), payload.size());
-  std::memcpy(out.data(), &len, 4);
-  std::memcpy(out.data() + 4, &crc, 4);
-  out += payload;
-  return out;
-}
-
-std::string encodeAdmit(uint64_t id, const JobSpec& spec) {
-  capnp::MallocMessageBuilder msg;
-  auto a = msg.initRoot<wire::JournalRecord>().initAdmitted();
-  a.setJobId(id);
-  toWire(spec, a.initJob());
-  return encodeFrame(msg);
-}
-
-std::string encodeFinish(const control::JobStatus& s) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::JournalRecord>().initFinished();
-  f.setName(s.name);
-  f.setCancelled(s.cancelled);
-  auto d = f.initDone();
-  d.setJobId(s.id);
-  d.setState(static_cast<wire::JobState>(s.state));
-  auto p = d.initProgress();
-  p.setJobId(s.id);
-  p.setTotal(s.total);
-  p.setDone(s.done);
-  p.setFailed(s.failed + s.cancelled);
-  d.setWallNs(static_cast<uint64_t>(s.wall_ns));
-  auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
-  for (unsigned i = 0; i < s.outputs.size(); ++i) {
-    const auto& o = s.outputs[i];
-    outs[i].setIndex(o.index);
-    outs[i].setName(o.name);
-    if (o.status.ok())
-      toWire(o.value, outs[i].initValue());
-    else
-      toWire(o.status, outs[i].initError());
-  }
-  return encodeFrame(msg);
-}
-
-control::JobStatus decodeFinish(wire::JournalFinish::Reader f) {
-  control::JobStatus s;
-  auto d = f.getDone();
-  s.id = d.getJobId();
-  s.name = f.getName().cStr();
-  const auto raw = static_cast<uint8_t>(d.getState());
-  s.state = raw <= 3 ? static_cast<control::JobState>(raw) : control::JobState::kFailed;
-  auto p = d.getProgress();
-  s.total = p.getTotal();
-  s.done = p.getDone();
-  s.cancelled = std::min<uint64_t>(f.getCancelled(), p.getFailed());
-  s.failed = p.getFailed() - s.cancelled;
-  s.wall_ns = static_cast<Nanos>(d.getWallNs());
-  for (auto o : d.getOutputs()) {
-    control::OutputResult r;
-    r.index = o.getIndex();
-    r.name = o.getName().cStr();
-    if (o.isValue())
-      r.value = fromWire(o.getValue());
-    else
-      r.status = fromWire(o.getError());
-    s.outputs.push_back(std::move(r));
-  }
-  return s;
-}
-
-// One decoded record; InvalidArgument if the payload is not a JournalRecord we understand.
-struct Decoded {
-  bool admit = false;
-  uint64_t id = 0;
-  JobSpec spec;
-  control::JobStatus status;
-};
-
-StatusOr<Decoded> decode(const char* data, size_t n) {
-  if (n % sizeof(capnp::word) != 0) return absl::InvalidArgumentError("payload not word-sized");
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(n / sizeof(capnp::word));
-  std::memcpy(words.begin(), data, n);
-  try {
-    capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = words.size() * 2 + 64;
-    capnp::FlatArrayMessageReader reader(words, opts);
-    auto rec = reader.getRoot<wire::JournalRecord>();
-    Decoded out;
-    switch (rec.which()) {
-      case wire::JournalRecord::ADMITTED: {
-        auto a = rec.getAdmitted();
-        auto spec = fromWire(a.getJob());
-        if (!spec.ok()) return spec.status();
-        out.admit = true;
-        out.id = a.getJobId();
-        out.spec = *std::move(spec);
-        return out;
-      }
-      case wire::JournalRecord::FINISHED:
-        out.status = decodeFinish(rec.getFinished());
-        out.id = out.status.id;
-        return out;
+Status readAll(int fd, std::string& out, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return ioError("stat", path);
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t r = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ioError("read", path);
     }
-    return absl::InvalidArgumentError("unknown record kind");
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(fmt::format("malformed record: {}", e.what()));
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
   }
+  out.resize(got);
+  return absl::OkStatus();
+}
+
+// Opens (creating if missing) and exclusively locks `path`. Retries when the file was replaced
+// between open and lock (the owner's compaction renamed a new file over it).
+StatusOr<int> openLocked(const std::string& path) {
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) return ioError("cannot open", path);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK)
+        return absl::FailedPreconditionError(fmt::format(
+            "journal {} is locked by another process (is another coordinator using it?); "
+            "refusing to start, the file is left untouched",
+            path));
+      errno = err;
+      return ioError("cannot lock", path);
+    }
+    struct stat held {
+    }, named{};
+    if (::fstat(fd, &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+        held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+      return fd;
+    ::close(fd);  // locked a file that is no longer `path`: try the new one
+  }
+  return absl::UnavailableError(fmt::format("journal {}: replaced while locking it", path));
+}
+
+void syncDir(const std::string& path) {
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+int64_t wallNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string stamped(const std::string& path, const char* what) {
+  return fmt::format("{}.{}-{}", path, what,
+                     std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count());
 }
 
 }  // namespace
 
 FileJournal::FileJournal(std::string path, FileJournalOptions options)
-    : path_(std::move(path)), options_(std::move(options)) {
-  if (!options_.registry) return;
-  auto& reg = *options_.registry;
+    : path_(std::move(path)), options_(std::move(options)) {}
+
+void FileJournal::exportMetrics(prometheus::Registry& reg) {
   auto& records = prometheus::BuildCounter()
                       .Name("tokengate_journal_records_total")
                       .Help("job journal records written, by kind")
@@ -182,6 +123,17 @@ FileJournal::FileJournal(std::string path, FileJournalOptions options)
                         .Help("job journal rewrites (at start and when grown)")
                         .Register(reg)
                         .Add({});
+  m_.syncs = &prometheus::BuildCounter()
+                  .Name("tokengate_journal_syncs_total")
+                  .Help("fdatasync calls (group commits: admissions per sync = records/syncs)")
+                  .Register(reg)
+                  .Add({});
+  auto& damage = prometheus::BuildCounter()
+                     .Name("tokengate_journal_damage_total")
+                     .Help("damaged ranges found at replay: skipped mid-file, or a torn tail cut")
+                     .Register(reg);
+  m_.damaged = &damage.Add({{"kind", "skipped"}});
+  m_.torn = &damage.Add({{"kind", "tail"}});
   m_.bytes = &prometheus::BuildGauge()
                   .Name("tokengate_journal_bytes")
                   .Help("size of the job journal file")
@@ -192,13 +144,23 @@ FileJournal::FileJournal(std::string path, FileJournalOptions options)
                     .Help("unfinished jobs found in the journal at start (resumed)")
                     .Register(reg)
                     .Add({});
+  m_.epoch = &prometheus::BuildGauge()
+                  .Name("tokengate_journal_epoch")
+                  .Help("job id epoch being handed out (job id >> 20)")
+                  .Register(reg)
+                  .Add({});
   m_.sync_seconds =
       &prometheus::BuildHistogram()
            .Name("tokengate_journal_sync_seconds")
-           .Help("fdatasync time per admission (the job waits for it)")
+           .Help("fdatasync time per group commit (the admissions in it wait for it)")
            .Register(reg)
            .Add({}, prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                             0.005, 0.01, 0.025, 0.05, 0.1, 0.25});
+  m_.resumed->Set(static_cast<double>(resumed_));
+  m_.torn->Increment(static_cast<double>(torn_ranges_));
+  m_.damaged->Increment(static_cast<double>(damaged_ranges_));
+  m_.epoch->Set(active_ ? epoch_ : 0);
+  exportSize();
 }
 
 void FileJournal::exportSize() {
@@ -206,7 +168,10 @@ void FileJournal::exportSize() {
 }
 
 FileJournal::~FileJournal() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    if (active_) (void)commit();
+    ::close(fd_);  // releases the lock
+  }
 }
 
 StatusOr<std::unique_ptr<FileJournal>> FileJournal::open(const std::string& path,
@@ -217,93 +182,118 @@ StatusOr<std::unique_ptr<FileJournal>> FileJournal::open(const std::string& path
   Replay& r = replay ? *replay : local;
   r = Replay{};
 
+  auto fd = openLocked(path);
+  if (!fd.ok()) return fd.status();
+  j->fd_ = *fd;
   std::string data;
-  if (std::filesystem::exists(path)) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return ioError("cannot open for reading", path);
-    data.assign(std::istreambuf_iterator<char>(in), {});
-    if (in.bad()) return ioError("read", path);
-  }
-  std::map<uint64_t, Decoded> live;  // id -> admit
-  std::deque<control::JobStatus> finished;
-  if (!data.empty()) {
-    if (data.size() < sizeof kMagic || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0)
+  if (Status st = readAll(j->fd_, data, path); !st.ok()) return st;
+  Scan scan = scanJournal(data);
+  if (!scan.parseable) {
+    if (!options.reset)
       return absl::FailedPreconditionError(fmt::format(
-          "journal {}: not a TokenGate journal (bad magic); refusing to overwrite it", path));
-    size_t pos = sizeof kMagic;
-    while (pos < data.size()) {
-      std::string why;
-      uint32_t len = 0, crc = 0;
-      if (data.size() - pos < kHeader) {
-        why = "truncated record header";
-      } else {
-        std::memcpy(&len, data.data() + pos, 4);
-        std::memcpy(&crc, data.data() + pos + 4, 4);
-        if (len > kMaxRecord)
-          why = fmt::format("record length {} is implausible", len);
-        else if (data.size() - pos - kHeader < len)
-          why = "truncated record";
-        else if (crc32(data.data() + pos + kHeader, len) != crc)
-          why = "checksum mismatch";
-      }
-      StatusOr<Decoded> rec = absl::UnknownError("");
-      if (why.empty()) {
-        rec = decode(data.data() + pos + kHeader, len);
-        if (!rec.ok()) why = std::string(rec.status().message());
-      }
-      if (!why.empty()) {
-        r.discarded_bytes = data.size() - pos;
-        r.discarded_reason = why;
-        spdlog::warn("journal {}: {} at byte {}; the last {} bytes are discarded", path, why, pos,
-                     r.discarded_bytes);
-        break;
-      }
-      ++r.records;
-      if (rec->admit) {
-        live[rec->id] = *std::move(rec);
-      } else {
-        live.erase(rec->id);
-        finished.push_back(std::move(rec->status));
-        while (finished.size() > options.keep_finished) finished.pop_front();
-      }
-      pos += kHeader + len;
+          "journal {}: not a TokenGate journal, or damaged beyond recognition ({} bytes, no "
+          "intact record); refusing to start and leaving it untouched. Inspect it with `tgctl "
+          "journal check {}`; start with --journal-reset to move it aside and begin a new "
+          "journal",
+          path, data.size(), path));
+    r.moved_aside = stamped(path, "unparseable");
+    if (::rename(path.c_str(), r.moved_aside.c_str()) != 0)
+      return ioError("cannot move aside to " + r.moved_aside, path);
+    syncDir(path);
+    spdlog::warn("journal {}: unparseable, moved aside to {} (--journal-reset)", path,
+                 r.moved_aside);
+    ::close(j->fd_);
+    j->fd_ = -1;
+    auto again = openLocked(path);
+    if (!again.ok()) return again.status();
+    j->fd_ = *again;
+    data.clear();
+    scan = scanJournal(data);
+  }
+  for (const Damage& d : scan.damage) {
+    spdlog::warn("journal {}: {} bytes at offset {} {} ({})", path, d.bytes, d.offset,
+                 d.tail ? "are a torn tail, cut off" : "are damaged, skipped", d.why);
+    ++(d.tail ? j->torn_ranges_ : j->damaged_ranges_);
+  }
+  r.damage = scan.damage;
+  r.damaged_bytes = scan.damagedBytes();
+  j->keep_damaged_ = r.damaged_bytes > 0 || scan.version == 1;
+  r.records = scan.records.size();
+
+  const Folded f = fold(scan, options.keep_finished);
+  for (const Record* a : f.live) {
+    j->live_seq_[a->id] = j->next_seq_;
+    j->live_[j->next_seq_++] = encodeAdmit(a->id, a->incarnation, a->spec);
+    r.unfinished.push_back({a->id, a->incarnation, a->spec});
+  }
+  for (const Record* s : f.finished) {
+    j->finished_.push_back(encodeFinish(s->status));
+    r.finished.push_back(s->status);
+  }
+  uint32_t random_epoch = 0;
+  if (f.last_epoch == 0) {
+    if (options.random_epoch) {
+      random_epoch = options.random_epoch();
+    } else {
+      std::random_device rd;
+      random_epoch = 1 + rd() % coordinator::kMaxEpoch;
     }
   }
-  for (auto& [id, d] : live) {
-    j->live_[id] = encodeAdmit(id, d.spec);
-    r.unfinished.push_back({id, std::move(d.spec)});
-  }
-  for (auto& s : finished) {
-    j->finished_.push_back(encodeFinish(s));
-    r.finished.push_back(std::move(s));
-  }
-  if (Status st = j->compact(); !st.ok()) return st;
-  if (j->m_.resumed) j->m_.resumed->Set(static_cast<double>(r.unfinished.size()));
+  r.epoch_random = f.last_epoch == 0;
+  r.epoch = j->epoch_ = chooseEpoch(f, random_epoch);
+  j->resumed_ = r.unfinished.size();
+  j->bytes_ = data.size();
+  if (options.registry) j->exportMetrics(*options.registry);
   return j;
+}
+
+Status FileJournal::activate() {
+  if (active_) return absl::OkStatus();
+  if (Status st = compact(); !st.ok()) return st;
+  active_ = true;
+  if (m_.epoch) m_.epoch->Set(epoch_);
+  return absl::OkStatus();
 }
 
 Status FileJournal::compact() {
   const std::string tmp = path_ + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
   if (fd < 0) return ioError("cannot create", tmp);
-  std::string buf(kMagic, sizeof kMagic);
-  for (const auto& [id, p] : live_) buf += frame(p);
-  for (const auto& p : finished_) buf += frame(p);
-  Status st = writeAll(fd, buf.data(), buf.size(), tmp);
-  if (st.ok() && ::fsync(fd) != 0) st = ioError("fsync", tmp);
-  ::close(fd);
-  if (!st.ok()) return st;
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return ioError("rename over", path_);
-  // The rename itself must survive a crash: sync the directory.
-  const std::string dir = std::filesystem::path(path_).parent_path().string();
-  if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
+  // Locked before it becomes PATH, so there is never an unlocked journal under that name.
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    Status st = ioError("cannot lock", tmp);
+    ::close(fd);
+    return st;
   }
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (fd_ < 0) return ioError("cannot open for appending", path_);
+  std::string buf(kMagic);
+  appendRecord(buf, encodeEpoch(epoch_, wallNs()));
+  for (const auto& [seq, p] : live_) appendRecord(buf, p);
+  for (const auto& p : finished_) appendRecord(buf, p);
+  Status st = writeAll(fd, buf.data(), buf.size(), tmp);
+  if (st.ok() && options_.sync && ::fsync(fd) != 0) st = ioError("fsync", tmp);
+  if (!st.ok()) {
+    ::close(fd);
+    return st;
+  }
+  if (keep_damaged_) {
+    // The damaged original stays as it was, under another name (the same inode).
+    const std::string keep = stamped(path_, "damaged");
+    if (::link(path_.c_str(), keep.c_str()) == 0)
+      spdlog::warn("journal {}: the damaged original is kept as {}", path_, keep);
+    else if (errno != EEXIST)
+      spdlog::warn("journal {}: cannot keep the damaged original as {}: {}", path_, keep,
+                   std::strerror(errno));
+    keep_damaged_ = false;
+  }
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+    st = ioError("rename over", path_);
+    ::close(fd);
+    return st;
+  }
+  // The rename itself must survive a crash: sync the directory.
+  if (options_.sync) syncDir(path_);
+  ::close(fd_);  // the old file's lock goes only now
+  fd_ = fd;
   bytes_ = bytes_after_compaction_ = buf.size();
   ++compactions_;
   if (m_.compactions) m_.compactions->Increment();
@@ -311,51 +301,78 @@ Status FileJournal::compact() {
   return absl::OkStatus();
 }
 
-Status FileJournal::append(const std::string& payload, bool sync) {
-  if (fd_ < 0) return absl::FailedPreconditionError(fmt::format("journal {} is not open", path_));
-  const std::string rec = frame(payload);
-  if (Status st = writeAll(fd_, rec.data(), rec.size(), path_); !st.ok()) return st;
-  bytes_ += rec.size();
-  exportSize();
-  if (sync) {
-    const auto t0 = std::chrono::steady_clock::now();
-    if (::fdatasync(fd_) != 0) return ioError("fdatasync", path_);
-    if (m_.sync_seconds)
-      m_.sync_seconds->Observe(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return absl::OkStatus();
-}
-
-Status FileJournal::admitted(uint64_t job_id, const JobSpec& spec) {
-  std::string payload = encodeAdmit(job_id, spec);
-  if (Status st = append(payload, options_.sync); !st.ok()) {
+Status FileJournal::admitted(uint64_t job_id, uint64_t incarnation, const JobSpec& spec) {
+  if (!active_) {
     if (m_.errors) m_.errors->Increment();
-    return st;
+    return absl::FailedPreconditionError(
+        fmt::format("journal {} is not active yet (activate() after start-up)", path_));
   }
+  std::string payload = encodeAdmit(job_id, incarnation, spec);
+  appendRecord(buffer_, payload);
+  needs_sync_ = true;
   if (m_.admits) m_.admits->Increment();
-  live_[job_id] = std::move(payload);
+  if (auto it = live_seq_.find(job_id); it != live_seq_.end()) live_.erase(it->second);
+  live_seq_[job_id] = next_seq_;
+  live_[next_seq_++] = std::move(payload);
   return absl::OkStatus();
 }
 
 void FileJournal::finished(const control::JobStatus& status) {
+  if (!active_) return;
   std::string payload = encodeFinish(status);
-  if (Status st = append(payload, false); !st.ok()) {
-    if (m_.errors) m_.errors->Increment();
-    spdlog::error("{} (job {} will run again after a restart)", st.message(), status.id);
-    return;
-  }
+  appendRecord(buffer_, payload);
   if (m_.finishes) m_.finishes->Increment();
-  live_.erase(status.id);
+  if (auto it = live_seq_.find(status.id); it != live_seq_.end()) {
+    live_.erase(it->second);
+    live_seq_.erase(it);
+  }
   finished_.push_back(std::move(payload));
   if (finished_.size() > options_.keep_finished)
     finished_.erase(
         finished_.begin(),
         finished_.begin() + static_cast<long>(finished_.size() - options_.keep_finished));
-  if (bytes_ - bytes_after_compaction_ >= options_.compact_bytes) {
-    if (Status st = compact(); !st.ok())
-      spdlog::error("journal compaction failed: {}", st.message());
+}
+
+void FileJournal::epochStarted(uint32_t epoch) {
+  if (epoch == epoch_) return;
+  epoch_ = epoch;
+  appendRecord(buffer_, encodeEpoch(epoch, wallNs()));
+  needs_sync_ = true;
+  compact_soon_ = true;  // the header should name the current epoch (a truncation keeps it)
+  if (m_.epoch) m_.epoch->Set(epoch);
+}
+
+Status FileJournal::commit() {
+  if (buffer_.empty()) return absl::OkStatus();
+  if (!active_) return absl::FailedPreconditionError("journal not active");
+  std::string buf = std::move(buffer_);
+  buffer_.clear();
+  const bool sync = needs_sync_;
+  needs_sync_ = false;
+  Status st = writeAll(fd_, buf.data(), buf.size(), path_);
+  if (st.ok() && sync && options_.sync) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (::fdatasync(fd_) != 0) st = ioError("fdatasync", path_);
+    ++syncs_;
+    if (m_.syncs) m_.syncs->Increment();
+    if (m_.sync_seconds)
+      m_.sync_seconds->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  if (!st.ok()) {
+    if (m_.errors) m_.errors->Increment();
+    // Cut what may have been half written, so later records follow a clean end.
+    if (::ftruncate(fd_, static_cast<off_t>(bytes_)) != 0)
+      spdlog::error("journal {}: cannot cut a failed write: {}", path_, std::strerror(errno));
+    return st;
+  }
+  bytes_ += buf.size();
+  exportSize();
+  if (compact_soon_ || bytes_ - bytes_after_compaction_ >= options_.compact_bytes) {
+    compact_soon_ = false;
+    if (Status c = compact(); !c.ok()) spdlog::error("journal compaction failed: {}", c.message());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tokengate::journal

@@ -1,18 +1,28 @@
-// FileJournal: the coordinator's job journal on local disk (`--journal PATH`).
+// FileJournal: the coordinator's job journal on local disk (`--journal PATH`); file format in
+// format.h and docs/journal.md.
 //
-// An append-only file of records (schema/tokengate.capnp JournalRecord), each framed as
-// [u32 payload bytes][u32 CRC-32 of the payload][payload: one Cap'n Proto message, flat array].
-// admitted() writes and fdatasync()s before returning, so an acknowledged job survives a crash
-// of the coordinator process or the machine; finished() writes without waiting for the disk.
+// Ownership: open() takes an exclusive flock() on the file before reading it and keeps it for
+// the journal's lifetime, so a second coordinator pointed at the same file fails at once and
+// touches nothing. open() only reads (a missing file is created empty); the file is rewritten
+// only by activate(), which the app calls once the process is fully started (ports bound), and
+// by compactions after that: the live records go to PATH.tmp, which is locked, synced and
+// renamed over PATH while the old file's lock is still held.
 //
-// open() replays the file: jobs admitted and not finished come back in admission order, the
-// newest `keep_finished` finished jobs with their outputs; a torn or corrupt tail (a crash in
-// the middle of a write) ends the replay and is cut off. It then compacts: the live records
-// are written to PATH.tmp, synced and renamed over PATH, so the file holds only what a restart
-// needs. At run time the file is compacted the same way once it has grown by `compact_bytes`
-// since the last compaction (live specs are kept in memory for that).
+// Replay: intact records are replayed, damaged ones skipped (counted, logged with their offset),
+// a torn tail is cut. Jobs admitted and not finished come back in admission order, the newest
+// `keep_finished` finished jobs with their outputs. A file with damage is kept as
+// PATH.damaged-<unix time> (a hard link to the old inode) when activate() replaces it. A file
+// with nothing recognisable in it is refused (left untouched) unless `reset` is set, which moves
+// it aside to PATH.unparseable-<unix time> and starts a new journal.
 //
-// Threads: one (the coordinator loop thread) after open().
+// Epochs (coordinator/core/journal.h): open() chooses this process's epoch, one above the
+// file's last (random if the file had none: new, lost or truncated), and activate() makes it
+// durable before the first id of it is handed out.
+//
+// Group commit: admitted()/finished()/epochStarted() append to a buffer; commit() writes it with
+// one write() and, if it holds an admission or epoch, one fdatasync().
+//
+// Threads: one (the coordinator loop thread, or the app thread before the loop runs).
 #pragma once
 
 #include <prometheus/counter.h>
@@ -21,80 +31,115 @@
 #include <prometheus/registry.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/job.h"
 #include "common/status.h"
 #include "coordinator/control/control.h"
 #include "coordinator/core/journal.h"
+#include "coordinator/journal/format.h"
 
 namespace tokengate::journal {
 
 struct FileJournalOptions {
   size_t keep_finished = 1000;  // finished jobs kept across restarts (status + outputs)
-  bool sync = true;             // fdatasync each admission (false: tests of the format only)
+  bool sync = true;             // fdatasync on commit (false: tests of the format only)
   uint64_t compact_bytes = 64ull << 20;
+  bool reset = false;  // --journal-reset: move an unparseable file aside instead of refusing
   // Exports tokengate_journal_* metrics when set.
   std::shared_ptr<prometheus::Registry> registry;
+  // The epoch when the file has none (tests); default: random.
+  std::function<uint32_t()> random_epoch;
 };
 
 struct Replay {
   struct Admitted {
     uint64_t id = 0;
+    uint64_t incarnation = 0;
     JobSpec spec;
   };
   std::vector<Admitted> unfinished;          // admission order
   std::vector<control::JobStatus> finished;  // oldest first, at most keep_finished
-  uint64_t records = 0;                      // good records read
-  uint64_t discarded_bytes = 0;              // torn / corrupt tail cut off
-  std::string discarded_reason;              // why the tail was cut ("" if none)
+  uint64_t records = 0;                      // intact records read
+  std::vector<Damage> damage;                // skipped ranges (a torn tail last)
+  uint64_t damaged_bytes = 0;
+  uint32_t epoch = 0;         // the epoch this process hands out
+  bool epoch_random = false;  // the file had no epoch record (new, lost or truncated)
+  std::string moved_aside;    // where an unparseable file went (reset)
 };
 
 class FileJournal final : public coordinator::JobJournal {
  public:
-  // Replays `path` into `replay` (a missing file is an empty journal), compacts it and opens it
-  // for appending. Errors: the file cannot be read, written or renamed (with the path and
-  // errno text).
+  // Locks `path` and replays it into `replay` (a missing file is created empty). Writes nothing
+  // else. Errors: FailedPrecondition if another process holds the lock or the file is not
+  // parseable (and !reset); Internal for I/O errors (with the path and errno text).
   static StatusOr<std::unique_ptr<FileJournal>> open(const std::string& path,
                                                      FileJournalOptions options, Replay* replay);
   ~FileJournal() override;
   FileJournal(const FileJournal&) = delete;
   FileJournal& operator=(const FileJournal&) = delete;
 
-  Status admitted(uint64_t job_id, const JobSpec& spec) override;
-  void finished(const control::JobStatus& status) override;
+  // Rewrites the file as [magic][epoch record][live admissions][kept outcomes] and syncs it;
+  // from then on records can be appended and compactions run. Call once the process is fully
+  // started, before the first job id is handed out.
+  Status activate();
 
+  Status admitted(uint64_t job_id, uint64_t incarnation, const JobSpec& spec) override;
+  void finished(const control::JobStatus& status) override;
+  void epochStarted(uint32_t epoch) override;
+  Status commit() override;
+
+  // Registers tokengate_journal_* in `reg` (also done by open() when options.registry is set).
+  void exportMetrics(prometheus::Registry& reg);
+
+  uint32_t epoch() const { return epoch_; }
   uint64_t bytes() const { return bytes_; }
   uint64_t compactions() const { return compactions_; }
+  uint64_t syncs() const { return syncs_; }
+  const std::string& path() const { return path_; }
 
  private:
   FileJournal(std::string path, FileJournalOptions options);
-  Status append(const std::string& payload, bool sync);
-  // Rewrites the file from live_ and finished_ (tmp + fsync + rename + dir fsync).
   Status compact();
+  void exportSize();
 
   const std::string path_;
   const FileJournalOptions options_;
-  int fd_ = -1;
+  int fd_ = -1;  // locked (LOCK_EX) for the journal's lifetime; O_APPEND once active
+  bool active_ = false;
+  bool keep_damaged_ = false;  // the replayed file had damage: keep it when replacing it
+  uint32_t epoch_ = 0;
   uint64_t bytes_ = 0;
   uint64_t bytes_after_compaction_ = 0;
   uint64_t compactions_ = 0;
+  uint64_t syncs_ = 0;
+  uint64_t resumed_ = 0, torn_ranges_ = 0, damaged_ranges_ = 0;  // found at replay
+  std::string buffer_;         // records appended since the last commit()
+  bool needs_sync_ = false;    // buffer_ holds an admission or an epoch
+  bool compact_soon_ = false;  // a new epoch began: rewrite the header after the commit
   struct Metrics {
     prometheus::Counter* admits = nullptr;
     prometheus::Counter* finishes = nullptr;
     prometheus::Counter* errors = nullptr;
     prometheus::Counter* compactions = nullptr;
+    prometheus::Counter* syncs = nullptr;
+    prometheus::Counter* damaged = nullptr;
+    prometheus::Counter* torn = nullptr;
     prometheus::Gauge* bytes = nullptr;
     prometheus::Gauge* resumed = nullptr;
+    prometheus::Gauge* epoch = nullptr;
     prometheus::Histogram* sync_seconds = nullptr;
   } m_;
-  void exportSize();
-  // Encoded records of what a compaction must keep.
-  std::map<uint64_t, std::string> live_;  // job id -> admit record payload
-  std::vector<std::string> finished_;     // finish record payloads, oldest first
+  // Encoded payloads of what a compaction must keep.
+  uint64_t next_seq_ = 0;
+  std::map<uint64_t, std::string> live_;             // admission sequence -> admit payload
+  std::unordered_map<uint64_t, uint64_t> live_seq_;  // job id -> admission sequence
+  std::vector<std::string> finished_;                // finish payloads, oldest first
 };
 
 }  // namespace tokengate::journal

@@ -58,7 +58,7 @@ tg_check "helm template (minimal: no NetworkPolicy, PDB, dashboards, ServiceAcco
   --set serviceAccount.create=false --set node.replicas=0 --set gateway.token=fixed-token \
   --set coordinator.journal.enabled=false
 tg_check "rendered default chart has every kind the issue asks for" sh -c "
-  for k in 'Deployment' 'Service' 'Secret' 'ConfigMap' 'PodDisruptionBudget' 'NetworkPolicy'; do
+  for k in 'Deployment' 'Service' 'Secret' 'ConfigMap' 'PodDisruptionBudget' 'NetworkPolicy' 'PersistentVolumeClaim'; do
     grep -q \"^kind: \$k\$\" '$TG_OUT/render-default.yaml' || { echo missing \$k; exit 1; }; done
   grep -q '^kind: ServiceMonitor$' '$TG_OUT/render-nondefault.yaml' || { echo no ServiceMonitor; exit 1; }
   grep -q 'grafana_dashboard: \"1\"' '$TG_OUT/render-default.yaml' || { echo no dashboard label; exit 1; }"

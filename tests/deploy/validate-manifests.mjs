@@ -16,6 +16,7 @@ const KINDS = {
   'v1/Service': ['kubernetes-models/v1/Service', 'Service'],
   'v1/Secret': ['kubernetes-models/v1/Secret', 'Secret'],
   'v1/ConfigMap': ['kubernetes-models/v1/ConfigMap', 'ConfigMap'],
+  'v1/PersistentVolumeClaim': ['kubernetes-models/v1/PersistentVolumeClaim', 'PersistentVolumeClaim'],
   'v1/ServiceAccount': ['kubernetes-models/v1/ServiceAccount', 'ServiceAccount'],
   'v1/Pod': ['kubernetes-models/v1/Pod', 'Pod'],
   'apps/v1/Deployment': ['kubernetes-models/apps/v1/Deployment', 'Deployment'],

@@ -1,5 +1,7 @@
-// FileJournal: replay, torn tails, compaction, refusal to touch foreign files; and the
-// core's use of a journal (admission waits for it, restore keeps job ids).
+// FileJournal: replay, epochs, the exclusive lock, corruption tolerance (mid-file damage
+// skipped, torn tail cut, unparseable files refused or moved aside), compaction; and the core's
+// use of a journal (group commit: nothing acknowledged or started before its sync; incarnations;
+// epoch rollover).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -16,6 +18,15 @@ namespace tokengate::journal {
 namespace {
 
 namespace fs = std::filesystem;
+using coordinator::firstIdOf;
+
+std::string readFile(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+void writeFile(const std::string& p, const std::string& data) {
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << data;
+}
 
 class JournalTest : public ::testing::Test {
  protected:
@@ -42,6 +53,7 @@ class JournalTest : public ::testing::Test {
   static control::JobStatus done(uint64_t id, const std::string& name) {
     control::JobStatus s;
     s.id = id;
+    s.incarnation = 99;
     s.name = name;
     s.state = control::JobState::kSucceeded;
     s.total = s.done = 3;
@@ -53,16 +65,36 @@ class JournalTest : public ::testing::Test {
     s.outputs.push_back(o);
     return s;
   }
-  std::unique_ptr<FileJournal> open(Replay* r, FileJournalOptions o = {}) {
+  FileJournalOptions opts() const {
+    FileJournalOptions o;
     o.sync = false;
+    o.random_epoch = [this] { return random_epoch_; };
+    return o;
+  }
+  // open() + activate(), as the app does once started.
+  std::unique_ptr<FileJournal> open(Replay* r, FileJournalOptions o) {
     auto j = FileJournal::open(path_, o, r);
     EXPECT_TRUE(j.ok()) << j.status();
-    return j.ok() ? *std::move(j) : nullptr;
+    if (!j.ok()) return nullptr;
+    EXPECT_TRUE((*j)->activate().ok());
+    return *std::move(j);
+  }
+  std::unique_ptr<FileJournal> open(Replay* r) { return open(r, opts()); }
+  static void admit(FileJournal& j, uint64_t id, const JobSpec& spec) {
+    ASSERT_TRUE(j.admitted(id, 99, spec).ok());
+    ASSERT_TRUE(j.commit().ok());
   }
   static std::string json(const JobSpec& j) { return boost::json::serialize(jobToJson(j)); }
+  std::vector<fs::path> siblings(const std::string& what) const {
+    std::vector<fs::path> out;
+    for (const auto& e : fs::directory_iterator(dir_))
+      if (e.path().filename().string().find(what) != std::string::npos) out.push_back(e.path());
+    return out;
+  }
 
   fs::path dir_;
   std::string path_;
+  uint32_t random_epoch_ = 77;
 };
 
 TEST_F(JournalTest, ReplaysUnfinishedJobsAndFinishedOutcomes) {
@@ -70,22 +102,25 @@ TEST_F(JournalTest, ReplaysUnfinishedJobsAndFinishedOutcomes) {
     Replay r;
     auto j = open(&r);
     EXPECT_EQ(r.records, 0u);
-    ASSERT_TRUE(j->admitted(1, job("a", 3)).ok());
-    ASSERT_TRUE(j->admitted(2, job("b", 5)).ok());
-    ASSERT_TRUE(j->admitted(3, job("c", 1)).ok());
+    admit(*j, 1, job("a", 3));
+    admit(*j, 2, job("b", 5));
+    admit(*j, 3, job("c", 1));
     j->finished(done(1, "a"));
+    ASSERT_TRUE(j->commit().ok());
   }
   Replay r;
   auto j = open(&r);
-  EXPECT_EQ(r.records, 4u);
-  EXPECT_EQ(r.discarded_bytes, 0u);
+  EXPECT_EQ(r.records, 5u);  // epoch header + 3 admissions + 1 finish
+  EXPECT_TRUE(r.damage.empty());
   ASSERT_EQ(r.unfinished.size(), 2u);
   EXPECT_EQ(r.unfinished[0].id, 2u);
+  EXPECT_EQ(r.unfinished[0].incarnation, 99u);
   EXPECT_EQ(json(r.unfinished[0].spec), json(job("b", 5)));
   EXPECT_EQ(r.unfinished[1].id, 3u);
   ASSERT_EQ(r.finished.size(), 1u);
   const auto& f = r.finished[0];
   EXPECT_EQ(f.id, 1u);
+  EXPECT_EQ(f.incarnation, 99u);
   EXPECT_EQ(f.name, "a");
   EXPECT_EQ(f.state, control::JobState::kSucceeded);
   EXPECT_EQ(f.done, 3u);
@@ -94,67 +129,261 @@ TEST_F(JournalTest, ReplaysUnfinishedJobsAndFinishedOutcomes) {
   EXPECT_EQ(f.outputs[0].value, Value(3.25));
 }
 
-TEST_F(JournalTest, TornTailIsCutOffAndTheGoodPrefixSurvives) {
+TEST_F(JournalTest, EveryStartTakesANewEpochAndALostFileARandomOne) {
+  Replay r;
+  { open(&r); }
+  EXPECT_EQ(r.epoch, 77u);
+  EXPECT_TRUE(r.epoch_random);
+  { open(&r); }
+  EXPECT_EQ(r.epoch, 78u);
+  EXPECT_FALSE(r.epoch_random);
+  { open(&r); }
+  EXPECT_EQ(r.epoch, 79u);
+  // Truncated to nothing, or deleted: the previous epoch is unknown, a random one is taken.
+  fs::resize_file(path_, 0);
+  random_epoch_ = 5;
+  { open(&r); }
+  EXPECT_EQ(r.epoch, 5u);
+  EXPECT_TRUE(r.epoch_random);
+  fs::remove(path_);
+  random_epoch_ = 4000;
+  { open(&r); }
+  EXPECT_EQ(r.epoch, 4000u);
+  // Truncated after its header: the epoch survives (the header always names the current one).
   {
-    auto j = open(nullptr);
-    ASSERT_TRUE(j->admitted(1, job("a", 3)).ok());
-    ASSERT_TRUE(j->admitted(2, job("b", 3)).ok());
+    auto j = open(&r);
+    EXPECT_EQ(r.epoch, 4001u);
+    admit(*j, firstIdOf(4001), job("a", 1));
   }
-  // A crash in the middle of the second record's write.
-  const auto size = fs::file_size(path_);
-  fs::resize_file(path_, size - 5);
+  fs::resize_file(path_, fs::file_size(path_) - 10);
+  { open(&r); }
+  EXPECT_EQ(r.epoch, 4002u);
+}
+
+TEST_F(JournalTest, EpochsWrapAndSkipEpochsStillUsedByKeptJobs) {
+  random_epoch_ = coordinator::kMaxEpoch;
   {
     Replay r;
     auto j = open(&r);
-    EXPECT_EQ(r.records, 1u);
-    EXPECT_GT(r.discarded_bytes, 0u);
-    EXPECT_EQ(r.discarded_reason, "truncated record");
-    ASSERT_EQ(r.unfinished.size(), 1u);
-    EXPECT_EQ(r.unfinished[0].id, 1u);
-    // New records append after the clean prefix.
-    ASSERT_TRUE(j->admitted(5, job("e", 2)).ok());
-  }
-  // Flipped bits in a record: the checksum catches them.
-  {
-    std::fstream f(path_, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(fs::file_size(path_) - 3));
-    f.put('\x5a');
+    EXPECT_EQ(r.epoch, coordinator::kMaxEpoch);
+    admit(*j, firstIdOf(1) + 5, job("old", 1));  // a job of epoch 1 still live
   }
   Replay r;
+  open(&r);
+  EXPECT_EQ(r.epoch, 2u);  // 4095 -> 1 is in use -> 2
+}
+
+TEST_F(JournalTest, RolloverToANewEpochRewritesTheHeader) {
+  {
+    Replay r;
+    auto j = open(&r);
+    EXPECT_EQ(j->compactions(), 1u);
+    j->epochStarted(200);
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_EQ(j->compactions(), 2u);
+  }
+  const Scan s = scanJournal(readFile(path_));
+  ASSERT_FALSE(s.records.empty());
+  EXPECT_EQ(s.records[0].kind, Record::kEpoch);
+  EXPECT_EQ(s.records[0].epoch, 200u);
+}
+
+TEST_F(JournalTest, ASecondOwnerIsRefusedAndTouchesNothing) {
+  Replay r;
+  auto first = open(&r);
+  admit(*first, firstIdOf(r.epoch), job("a", 2));
+  for (uint32_t round = 0; round < 2; ++round) {
+    const std::string before = readFile(path_);
+    auto second = FileJournal::open(path_, opts(), nullptr);
+    ASSERT_FALSE(second.ok());
+    EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(second.status().message().find("locked by another process"), std::string::npos)
+        << second.status();
+    EXPECT_EQ(readFile(path_), before);
+    // After a compaction (a new file renamed over the path) the lock still holds.
+    first->epochStarted(r.epoch + 1 + round);
+    ASSERT_TRUE(first->commit().ok());
+    EXPECT_EQ(first->compactions(), 2u + round);
+  }
+  first.reset();
+  Replay again;
+  auto j = FileJournal::open(path_, opts(), &again);
+  ASSERT_TRUE(j.ok()) << j.status();
+  ASSERT_EQ(again.unfinished.size(), 1u);
+}
+
+TEST_F(JournalTest, OpeningWritesNothingUntilActivated) {
+  {
+    Replay r;
+    auto j = open(&r);
+    admit(*j, 1, job("a", 2));
+  }
+  const std::string before = readFile(path_);
+  {
+    auto j = FileJournal::open(path_, opts(), nullptr);  // e.g. the gateway port is taken next
+    ASSERT_TRUE(j.ok());
+    EXPECT_FALSE((*j)->admitted(2, 1, job("b", 1)).ok());
+  }
+  EXPECT_EQ(readFile(path_), before);
+}
+
+// Offsets of the intact records in the file, in order.
+std::vector<Record> records(const std::string& path) { return scanJournal(readFile(path)).records; }
+
+TEST_F(JournalTest, ADamagedRecordMidFileIsSkippedAndReplayContinues) {
+  {
+    Replay r;
+    auto j = open(&r);
+    for (uint64_t id = 1; id <= 5; ++id) admit(*j, id, job("j" + std::to_string(id), 2));
+  }
+  auto recs = records(path_);
+  ASSERT_EQ(recs.size(), 6u);  // header + 5
+  std::string data = readFile(path_);
+  // A flipped byte in the payload of job 2, and a destroyed length field in job 4's header.
+  data[recs[2].offset + kRecordHeader + 9] ^= 0x40;
+  data[recs[4].offset + 5] ^= 0x01;
+  writeFile(path_, data);
+  auto reg = std::make_shared<prometheus::Registry>();
+  FileJournalOptions o = opts();
+  o.registry = reg;
+  Replay r;
+  auto j = FileJournal::open(path_, o, &r);
+  ASSERT_TRUE(j.ok()) << j.status();
+  ASSERT_EQ(r.damage.size(), 2u);
+  EXPECT_EQ(r.damage[0].offset, recs[2].offset);
+  EXPECT_EQ(r.damage[0].bytes, recs[2].bytes);
+  EXPECT_EQ(r.damage[0].why, "checksum mismatch");
+  EXPECT_FALSE(r.damage[0].tail);
+  EXPECT_EQ(r.damage[1].offset, recs[4].offset);
+  EXPECT_EQ(r.damage[1].why, "bad record header");
+  EXPECT_FALSE(r.damage[1].tail);
+  std::vector<uint64_t> ids;
+  for (const auto& a : r.unfinished) ids.push_back(a.id);
+  EXPECT_EQ(ids, (std::vector<uint64_t>{1, 3, 5}));
+  EXPECT_EQ(r.epoch, 78u);  // the header survived
+  for (const auto& fam : reg->Collect()) {
+    if (fam.name != "tokengate_journal_damage_total") continue;
+    for (const auto& m : fam.metric) {
+      EXPECT_EQ(m.counter.value, m.label[0].value == "skipped" ? 2 : 0) << m.label[0].value;
+    }
+  }
+  // Activation rewrites a clean file and keeps the damaged one beside it, byte for byte.
+  ASSERT_TRUE((*j)->activate().ok());
+  auto kept = siblings(".damaged-");
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(readFile(kept[0].string()), data);
+  EXPECT_TRUE(scanJournal(readFile(path_)).damage.empty());
+}
+
+TEST_F(JournalTest, AFlippedByteInTheFirstRecordLosesOnlyThatRecord) {
+  {
+    Replay r;
+    auto j = open(&r);
+    for (uint64_t id = 1; id <= 3; ++id) admit(*j, id, job("j", 1));
+    j->finished(done(1, "j"));
+    ASSERT_TRUE(j->commit().ok());
+  }
+  std::string data = readFile(path_);
+  data[kMagic.size() + 2] ^= 0xff;  // the epoch header's marker
+  writeFile(path_, data);
+  Replay r;
+  random_epoch_ = 9;
   auto j = open(&r);
-  EXPECT_EQ(r.discarded_reason, "checksum mismatch");
-  ASSERT_EQ(r.unfinished.size(), 1u);
-  EXPECT_EQ(r.unfinished[0].id, 1u);
-  // The compaction at open left a clean file.
+  ASSERT_EQ(r.unfinished.size(), 2u);
+  ASSERT_EQ(r.finished.size(), 1u);
+  EXPECT_EQ(r.finished[0].outputs[0].value, Value(3.25));
+  EXPECT_TRUE(r.epoch_random);  // its epoch was lost with it: a random one
+  EXPECT_EQ(r.epoch, 9u);
+}
+
+TEST_F(JournalTest, TornTailIsCutOffAndTheGoodPrefixSurvives) {
+  {
+    Replay r;
+    auto j = open(&r);
+    admit(*j, 1, job("a", 3));
+    admit(*j, 2, job("b", 3));
+  }
+  // A crash in the middle of the second record's write.
+  fs::resize_file(path_, fs::file_size(path_) - 5);
+  {
+    Replay r;
+    auto j = open(&r);
+    ASSERT_EQ(r.damage.size(), 1u);
+    EXPECT_TRUE(r.damage[0].tail);
+    EXPECT_EQ(r.damage[0].why, "truncated record");
+    ASSERT_EQ(r.unfinished.size(), 1u);
+    EXPECT_EQ(r.unfinished[0].id, 1u);
+    admit(*j, 5, job("e", 2));  // appended after the clean prefix
+  }
+  // Garbage after the last record (a write that never completed, zero-filled).
+  { std::ofstream(path_, std::ios::binary | std::ios::app) << std::string(37, '\0'); }
+  Replay r;
+  auto j = open(&r);
+  ASSERT_EQ(r.damage.size(), 1u);
+  EXPECT_TRUE(r.damage[0].tail);
+  EXPECT_EQ(r.damage[0].bytes, 37u);
+  ASSERT_EQ(r.unfinished.size(), 2u);
+  EXPECT_EQ(r.unfinished[1].id, 5u);
   j.reset();
   Replay again;
   open(&again);
-  EXPECT_EQ(again.discarded_bytes, 0u);
-  EXPECT_EQ(again.records, 1u);
+  EXPECT_TRUE(again.damage.empty());
+  EXPECT_EQ(again.unfinished.size(), 2u);
 }
 
-TEST_F(JournalTest, RefusesAFileThatIsNotAJournalAndLeavesItAlone) {
-  { std::ofstream(path_) << "precious data, not a journal\n"; }
-  const auto before = fs::file_size(path_);
+TEST_F(JournalTest, AnUnparseableFileIsRefusedUntouchedAndMovedAsideOnlyOnReset) {
+  const std::string precious = "precious data, not a journal\n";
+  writeFile(path_, precious);
   Replay r;
-  auto j = FileJournal::open(path_, {}, &r);
+  auto j = FileJournal::open(path_, opts(), &r);
   ASSERT_FALSE(j.ok());
   EXPECT_EQ(j.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(j.status().message().find("not a TokenGate journal"), std::string::npos);
-  EXPECT_EQ(fs::file_size(path_), before);
+  EXPECT_NE(j.status().message().find("--journal-reset"), std::string::npos) << j.status();
+  EXPECT_EQ(readFile(path_), precious);
+  EXPECT_TRUE(siblings(".unparseable-").empty());
+
+  FileJournalOptions o = opts();
+  o.reset = true;
+  auto k = FileJournal::open(path_, o, &r);
+  ASSERT_TRUE(k.ok()) << k.status();
+  ASSERT_FALSE(r.moved_aside.empty());
+  EXPECT_EQ(readFile(r.moved_aside), precious);
+  EXPECT_TRUE(r.epoch_random);
+  ASSERT_TRUE((*k)->activate().ok());
+  EXPECT_EQ(readFile(r.moved_aside), precious);
+  EXPECT_EQ(readFile(path_).substr(0, 8), kMagic);
+}
+
+TEST_F(JournalTest, ReadsTheOldFormat) {
+  // "TGJOURN1" + [u32 len][u32 crc][payload], as written before epochs.
+  std::string v1(kMagicV1);
+  for (uint64_t id : {1, 2}) {
+    std::string p = encodeAdmit(id, 0, job("old", 2));
+    std::string framed;
+    appendRecord(framed, p);  // [marker][len][crc][hcrc][payload]: reuse len + crc
+    v1 += framed.substr(4, 8) + p;
+  }
+  writeFile(path_, v1);
+  Replay r;
+  auto j = open(&r);
+  ASSERT_EQ(r.unfinished.size(), 2u);
+  EXPECT_EQ(r.unfinished[1].id, 2u);
+  EXPECT_EQ(siblings(".damaged-").size(), 1u);  // the old file is kept beside the new one
+  EXPECT_EQ(readFile(path_).substr(0, 8), kMagic);
 }
 
 TEST_F(JournalTest, CompactionKeepsOnlyLiveJobsAndTheNewestFinished) {
-  FileJournalOptions o;
+  FileJournalOptions o = opts();
   o.keep_finished = 5;
   o.compact_bytes = 4096;
   {
     auto j = open(nullptr, o);
     for (uint64_t id = 1; id <= 400; ++id) {
-      ASSERT_TRUE(j->admitted(id, job("j" + std::to_string(id), 10)).ok());
+      admit(*j, id, job("j" + std::to_string(id), 10));
       if (id != 7) j->finished(done(id, "j" + std::to_string(id)));
     }
-    EXPECT_GT(j->compactions(), 2u);  // at open and while running
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_GT(j->compactions(), 2u);  // at activation and while running
     EXPECT_LT(j->bytes(), 3 * 4096u);
   }
   Replay r;
@@ -180,19 +409,30 @@ double metric(prometheus::Registry& reg, const std::string& name,
   return -1;
 }
 
-TEST_F(JournalTest, ExportsRecordsSizeAndResumedJobs) {
-  FileJournalOptions o;
+TEST_F(JournalTest, ExportsRecordsSizeSyncsAndResumedJobs) {
+  FileJournalOptions o = opts();
+  o.sync = true;
   o.registry = std::make_shared<prometheus::Registry>();
   {
     auto j = open(nullptr, o);
-    ASSERT_TRUE(j->admitted(1, job("a", 3)).ok());
-    ASSERT_TRUE(j->admitted(2, job("b", 3)).ok());
+    // Three admissions and a finish in one commit: one sync.
+    ASSERT_TRUE(j->admitted(1, 1, job("a", 3)).ok());
+    ASSERT_TRUE(j->admitted(2, 1, job("b", 3)).ok());
+    ASSERT_TRUE(j->admitted(3, 1, job("c", 3)).ok());
     j->finished(done(1, "a"));
-    EXPECT_EQ(metric(*o.registry, "tokengate_journal_records_total", "admitted"), 2);
-    EXPECT_EQ(metric(*o.registry, "tokengate_journal_records_total", "finished"), 1);
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_EQ(j->syncs(), 1u);
+    // A finish alone is written, not synced.
+    j->finished(done(3, "c"));
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_EQ(j->syncs(), 1u);
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_syncs_total"), 1);
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_records_total", "admitted"), 3);
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_records_total", "finished"), 2);
     EXPECT_EQ(metric(*o.registry, "tokengate_journal_bytes"), static_cast<double>(j->bytes()));
     EXPECT_EQ(metric(*o.registry, "tokengate_journal_bytes"),
               static_cast<double>(fs::file_size(path_)));
+    EXPECT_EQ(metric(*o.registry, "tokengate_journal_epoch"), 77);
   }
   o.registry = std::make_shared<prometheus::Registry>();
   open(nullptr, o);
@@ -204,64 +444,184 @@ TEST_F(JournalTest, ExportsRecordsSizeAndResumedJobs) {
 
 class RecordingJournal final : public coordinator::JobJournal {
  public:
-  Status admitted(uint64_t id, const JobSpec&) override {
-    if (fail) return absl::InternalError("disk full");
+  Status admitted(uint64_t id, uint64_t, const JobSpec&) override {
+    events.push_back("admit " + std::to_string(id));
     admits.push_back(id);
     return absl::OkStatus();
   }
-  void finished(const control::JobStatus& s) override { finishes.push_back(s.id); }
+  void finished(const control::JobStatus& s) override {
+    events.push_back("finish " + std::to_string(s.id));
+    finishes.push_back(s.id);
+  }
+  void epochStarted(uint32_t e) override { events.push_back("epoch " + std::to_string(e)); }
+  Status commit() override {
+    events.push_back("commit");
+    if (fail) return absl::InternalError("disk full");
+    ++commits;
+    return absl::OkStatus();
+  }
   bool fail = false;
+  int commits = 0;
+  std::vector<std::string> events;
   std::vector<uint64_t> admits, finishes;
 };
 
-TEST(CoreJournalTest, AdmissionIsJournalledFirstAndRefusedIfItCannotBe) {
-  testing::FakeClock clock;
-  testing::MemoryOutbox outbox;
-  coordinator::CoordinatorCore core({}, clock, outbox, std::make_shared<prometheus::Registry>());
-  RecordingJournal j;
-  core.setJournal(&j);
-  testing::FakeNode node(core, outbox, "n1", {{"echo", Weight::kLight}}, 1);
-  ASSERT_TRUE(node.hello());
+JobSpec echoJob(int64_t v) {
   JobSpec spec;
   TokenSpec t;
   t.op = "echo";
-  t.args.push_back(Arg::val(int64_t{1}));
+  t.args.push_back(Arg::val(v));
+  t.output = true;
   spec.add(t);
-  auto id = core.submitJob(spec);
-  ASSERT_TRUE(id.ok());
-  EXPECT_EQ(j.admits, std::vector<uint64_t>{*id});
-  for (auto& task : node.takeTasks()) node.ok(task, task.args[0]);
-  EXPECT_EQ(j.finishes, std::vector<uint64_t>{*id});
-
-  j.fail = true;
-  auto refused = core.submitJob(spec);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(refused.status().message().find("disk full"), std::string::npos);
-  EXPECT_EQ(core.stats().jobs_running, 0u);
+  return spec;
 }
 
-TEST(CoreJournalTest, RestoredJobsKeepTheirIdsAndNewOnesComeAfter) {
+std::string submitFrame(const JobSpec& job, uint64_t request_id) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto s = f.initSubmitJob();
+  s.setRequestId(request_id);
+  toWire(job, s.initJob());
+  return encodeFrame(msg);
+}
+
+std::string watchFrame(uint64_t job, uint64_t incarnation, uint64_t request_id) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto w = f.initWatchJob();
+  w.setRequestId(request_id);
+  w.setJobId(job);
+  w.setIncarnation(incarnation);
+  return encodeFrame(msg);
+}
+
+struct CoreFixture {
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  coordinator::CoordinatorCore core{coordinator::CoordinatorConfig{}, clock, outbox,
+                                    std::make_shared<prometheus::Registry>()};
+  RecordingJournal journal;
+  CoreFixture() { core.setJournal(&journal); }
+  void deliver(const std::string& peer, const std::string& frame) {
+    core.onBytes(peer, frame.data(), frame.size());
+  }
+};
+
+TEST(CoreJournalTest, AdmissionsArrivingTogetherShareOneCommitAndNoAckComesBeforeIt) {
+  CoreFixture f;
+  testing::FakeNode node(f.core, f.outbox, "n1", {{"echo", Weight::kLight}}, 1);
+  ASSERT_TRUE(node.hello());
+  for (uint64_t req = 1; req <= 3; ++req) f.deliver("client", submitFrame(echoJob(10), req));
+  // Journalled, not yet durable: no reply, nothing dispatched.
+  EXPECT_EQ(f.journal.admits.size(), 3u);
+  EXPECT_EQ(f.journal.commits, 0);
+  EXPECT_EQ(f.outbox.pending("client"), 0u);
+  EXPECT_EQ(f.core.heldAdmissions(), 3u);
+  EXPECT_TRUE(node.takeTasks().empty());
+  EXPECT_EQ(f.core.stats().jobs_running, 0u);
+
+  f.core.commitJournal();
+  EXPECT_EQ(f.journal.commits, 1);
+  EXPECT_EQ(f.journal.events,
+            (std::vector<std::string>{"admit " + std::to_string(f.journal.admits[0]),
+                                      "admit " + std::to_string(f.journal.admits[1]),
+                                      "admit " + std::to_string(f.journal.admits[2]), "commit"}));
+  for (uint64_t req = 1; req <= 3; ++req) {
+    auto fr = f.outbox.next("client");
+    ASSERT_NE(fr, nullptr);
+    ASSERT_TRUE(fr->root().isSubmitReply());
+    auto rep = fr->root().getSubmitReply();
+    EXPECT_EQ(rep.getRequestId(), req);
+    ASSERT_TRUE(rep.isJobId());
+    EXPECT_EQ(rep.getJobId(), f.journal.admits[req - 1]);
+    EXPECT_EQ(rep.getIncarnation(), f.core.incarnation());
+  }
+  f.core.flushAll();
+  EXPECT_EQ(node.takeTasks().size(), 3u);
+}
+
+TEST(CoreJournalTest, AFailedCommitRefusesTheHeldAdmissions) {
+  CoreFixture f;
+  f.deliver("client", submitFrame(echoJob(1), 1));
+  f.journal.fail = true;
+  f.core.commitJournal();
+  auto fr = f.outbox.next("client");
+  ASSERT_NE(fr, nullptr);
+  auto rep = fr->root().getSubmitReply();
+  ASSERT_TRUE(rep.isError());
+  EXPECT_NE(std::string(rep.getError().getMessage().cStr()).find("disk full"), std::string::npos);
+  EXPECT_EQ(f.core.stats().jobs_running, 0u);
+  // The refusal is journalled too, so a restart does not resume what the client was told failed.
+  EXPECT_EQ(f.journal.finishes, f.journal.admits);
+  // The synchronous API commits by itself.
+  f.journal.fail = false;
+  auto id = f.core.submitJob(echoJob(2));
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(f.journal.events.back(), "commit");
+}
+
+TEST(CoreJournalTest, AWatchNamingAnotherIncarnationIsNotFound) {
+  CoreFixture f;
+  auto id = f.core.submitJob(echoJob(3));
+  ASSERT_TRUE(id.ok());
+  f.deliver("client", watchFrame(*id, f.core.incarnation() ^ 0x10, 7));
+  auto fr = f.outbox.next("client");
+  ASSERT_NE(fr, nullptr);
+  ASSERT_TRUE(fr->root().isReject()) << fr->root().which();
+  EXPECT_EQ(fr->root().getReject().getRequestId(), 7u);
+  EXPECT_EQ(fromWire(fr->root().getReject().getError()).code(), absl::StatusCode::kNotFound);
+  // Its own incarnation, or none (gateway, old clients): the job.
+  f.deliver("client", watchFrame(*id, f.core.incarnation(), 8));
+  fr = f.outbox.next("client");
+  ASSERT_NE(fr, nullptr);
+  EXPECT_TRUE(fr->root().isJobProgress());
+  f.deliver("other", watchFrame(*id, 0, 9));
+  fr = f.outbox.next("other");
+  ASSERT_NE(fr, nullptr);
+  EXPECT_TRUE(fr->root().isJobProgress());
+}
+
+TEST(CoreJournalTest, IdsRollOverToTheNextEpochAndTheJournalHearsFirst) {
+  CoreFixture f;
+  f.core.setNextJobId(firstIdOf(5) + coordinator::kSequenceMask);
+  auto a = f.core.submitJob(echoJob(1));
+  auto b = f.core.submitJob(echoJob(2));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, firstIdOf(5) + coordinator::kSequenceMask);
+  EXPECT_EQ(*b, firstIdOf(6));
+  auto it = std::find(f.journal.events.begin(), f.journal.events.end(), "epoch 6");
+  ASSERT_NE(it, f.journal.events.end());
+  EXPECT_EQ(*std::next(it), "admit " + std::to_string(firstIdOf(6)));
+  // The last epoch wraps to 1, never to 0.
+  f.core.setNextJobId(0xffff'ffffu);
+  auto c = f.core.submitJob(echoJob(3));
+  auto d = f.core.submitJob(echoJob(4));
+  ASSERT_TRUE(c.ok() && d.ok());
+  EXPECT_EQ(*c, 0xffff'ffffu);
+  EXPECT_EQ(*d, firstIdOf(1));
+}
+
+TEST(CoreJournalTest, RestoredJobsKeepTheirIdsAndIncarnations) {
   testing::FakeClock clock;
   testing::MemoryOutbox outbox;
   coordinator::CoordinatorCore core({}, clock, outbox, std::make_shared<prometheus::Registry>());
   control::JobStatus old;
   old.id = 5;
+  old.incarnation = 1234;
   old.state = control::JobState::kSucceeded;
   core.restoreFinished(old);
-  JobSpec spec;
-  TokenSpec t;
-  t.op = "echo";
-  t.args.push_back(Arg::val(int64_t{9}));
-  t.output = true;
-  spec.add(t);
-  ASSERT_TRUE(core.restoreJob(12, spec).ok());
-  EXPECT_EQ(core.restoreJob(12, spec).code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(core.restoreJob(12, echoJob(9), 1234).ok());
+  EXPECT_EQ(core.restoreJob(12, echoJob(9)).code(), absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(core.jobStatus(5)->state, control::JobState::kSucceeded);
+  EXPECT_EQ(core.jobStatus(5)->incarnation, 1234u);
   EXPECT_EQ(core.jobStatus(12)->state, control::JobState::kRunning);
-  auto id = core.submitJob(spec);
+  EXPECT_EQ(core.jobStatus(12)->incarnation, 1234u);
+  auto id = core.submitJob(echoJob(1));
   ASSERT_TRUE(id.ok());
-  EXPECT_EQ(*id, 13u);
+  EXPECT_EQ(*id, 13u);  // same epoch (0, as in the old format): after the restored ids
+  EXPECT_EQ(core.jobStatus(*id)->incarnation, core.incarnation());
   // The restored job runs once a node offers its op.
   testing::FakeNode node(core, outbox, "n1", {{"echo", Weight::kLight}}, 1);
   ASSERT_TRUE(node.hello());

@@ -1,0 +1,142 @@
+// tokengate-journal-bench: journalled admission throughput. Starts a local cluster (coordinator
+// with --journal on a temporary file, N nodes) and submits 1-token jobs from ONE client over a
+// raw DEALER socket, pipelined: up to --window SubmitJob frames are in flight, each reply lets
+// the next one go (the C++ Client's submit() waits for each reply, so it cannot pipeline).
+// Prints acknowledged jobs/s (an acknowledgement means the admission was fdatasync'ed), the
+// coordinator's CPU, and the time until all jobs finished.
+//
+//   tokengate-journal-bench --jobs 100000 --window 512
+//   tokengate-journal-bench --no-journal                 # the same without a journal
+//   tokengate-journal-bench --bin-dir /other/build/bin   # another build's coordinator and node
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <filesystem>
+#include <zmq.hpp>
+
+#include "client/client.h"
+#include "client/local_cluster.h"
+#include "common/log.h"
+#include "common/wire.h"
+
+using namespace tokengate;
+
+namespace {
+
+double seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+std::string submitFrame(const JobSpec& job, uint64_t request_id) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto s = f.initSubmitJob();
+  s.setRequestId(request_id);
+  toWire(job, s.initJob());
+  return encodeFrame(msg);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tokengate-journal-bench: pipelined journalled admissions of 1-token jobs"};
+  uint64_t jobs = 100'000;
+  uint32_t window = 512, nodes = 1, runs = 3;
+  bool no_journal = false;
+  std::string bin_dir, dir = std::filesystem::temp_directory_path().string(), log_level = "warn";
+  app.add_option("--jobs", jobs, "jobs per run")->capture_default_str();
+  app.add_option("--window", window, "submissions in flight")->capture_default_str();
+  app.add_option("--nodes", nodes)->capture_default_str();
+  app.add_option("--runs", runs, "runs (a fresh cluster and journal each)")->capture_default_str();
+  app.add_flag("--no-journal", no_journal, "run the coordinator without --journal");
+  app.add_option("--bin-dir", bin_dir, "coordinator and node binaries (default: next to this)");
+  app.add_option("--dir", dir, "directory for the journal file")->capture_default_str();
+  app.add_option("--log-level", log_level);
+  CLI11_PARSE(app, argc, argv);
+  initLogging("journal-bench", log_level);
+
+  JobSpec job;
+  TokenSpec t;
+  t.op = "echo";
+  t.args.push_back(Arg::val(int64_t{1}));
+  job.add(t);
+
+  for (uint32_t run = 0; run < runs; ++run) {
+    const std::string journal = fmt::format("{}/tg-journal-bench-{}.journal", dir, getpid());
+    std::filesystem::remove(journal);
+    client::LocalClusterOptions o;
+    o.bin_dir = bin_dir;
+    o.nodes = nodes;
+    o.log_level = log_level;
+    o.coordinator_args = {"--max-live-tokens", std::to_string(jobs + 1000)};
+    if (!no_journal) o.coordinator_args.insert(o.coordinator_args.end(), {"--journal", journal});
+    auto cluster = client::LocalCluster::start(o);
+    if (!cluster.ok()) {
+      fmt::print(stderr, "error: {}\n", cluster.status().message());
+      return 1;
+    }
+    client::Client c((*cluster)->endpoint());
+    if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok()) {
+      fmt::print(stderr, "error: {}\n", st.message());
+      return 1;
+    }
+    const auto before = c.info();
+    zmq::context_t ctx(1);
+    zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.set(zmq::sockopt::sndhwm, 0);
+    sock.set(zmq::sockopt::rcvhwm, 0);
+    sock.connect((*cluster)->endpoint());
+    const pid_t coordinator = (*cluster)->coordinatorPid();
+    const double cpu0 = client::cpuSecondsOf(coordinator);
+    const auto t0 = std::chrono::steady_clock::now();
+    uint64_t sent = 0, acked = 0, refused = 0;
+    std::string first_error;
+    while (acked + refused < jobs) {
+      while (sent < jobs && sent - acked - refused < window) {
+        const std::string f = submitFrame(job, ++sent);
+        sock.send(zmq::buffer(f), zmq::send_flags::none);
+      }
+      zmq::message_t m;
+      if (!sock.recv(m, zmq::recv_flags::none)) continue;
+      auto frame = decodeFrame(m.data(), m.size());
+      if (!frame.ok() || !(*frame)->root().isSubmitReply()) continue;
+      auto rep = (*frame)->root().getSubmitReply();
+      if (rep.isJobId()) {
+        ++acked;
+      } else {
+        if (first_error.empty()) first_error = rep.getError().getMessage().cStr();
+        ++refused;
+      }
+    }
+    const double admit_s = seconds(std::chrono::steady_clock::now() - t0);
+    const double admit_cpu = client::cpuSecondsOf(coordinator) - cpu0;
+    // Then until every job ran.
+    const uint64_t base = before.ok() ? before->tokens_completed : 0;
+    double done_s = 0;
+    for (int i = 0; i < 60'000; ++i) {
+      auto info = c.info();
+      if (info.ok() && info->tokens_completed >= base + acked) {
+        done_s = seconds(std::chrono::steady_clock::now() - t0);
+        break;
+      }
+      usleep(1000);
+    }
+    const uint64_t journal_bytes =
+        std::filesystem::exists(journal) ? std::filesystem::file_size(journal) : 0;
+    fmt::print(
+        "run {}: {} jobs {} (window {}): {:.0f} acknowledged jobs/s ({:.3f} s, coordinator CPU "
+        "{:.2f} s), all finished after {:.3f} s ({:.0f} jobs/s){}; journal {} bytes\n",
+        run + 1, acked, no_journal ? "without journal" : "journalled", window,
+        static_cast<double>(acked) / admit_s, admit_s, admit_cpu, done_s,
+        done_s > 0 ? static_cast<double>(acked) / done_s : 0.0,
+        refused ? fmt::format(", {} refused ({})", refused, first_error) : std::string(),
+        journal_bytes);
+    (*cluster)->stop();
+    std::filesystem::remove(journal);
+  }
+  return 0;
+}

@@ -1,0 +1,336 @@
+#include "coordinator/journal/format.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/crc.hpp>
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+
+#include "common/wire.h"
+#include "coordinator/core/journal.h"
+#include "tokengate.capnp.h"
+
+namespace tokengate::journal {
+
+namespace {
+
+uint32_t crc32(const void* data, size_t n) {
+  boost::crc_32_type crc;
+  crc.process_bytes(data, n);
+  return crc.checksum();
+}
+
+uint32_t load32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;  // the file is little endian, like every machine we build for
+}
+
+void store32(std::string& out, uint32_t v) {
+  char b[4];
+  std::memcpy(b, &v, 4);
+  out.append(b, 4);
+}
+
+control::JobStatus decodeFinish(wire::JournalFinish::Reader f) {
+  control::JobStatus s;
+  auto d = f.getDone();
+  s.id = d.getJobId();
+  s.incarnation = f.getIncarnation();
+  s.name = f.getName().cStr();
+  const auto raw = static_cast<uint8_t>(d.getState());
+  s.state = raw <= 3 ? static_cast<control::JobState>(raw) : control::JobState::kFailed;
+  auto p = d.getProgress();
+  s.total = p.getTotal();
+  s.done = p.getDone();
+  s.cancelled = std::min<uint64_t>(f.getCancelled(), p.getFailed());
+  s.failed = p.getFailed() - s.cancelled;
+  s.wall_ns = static_cast<Nanos>(d.getWallNs());
+  for (auto o : d.getOutputs()) {
+    control::OutputResult r;
+    r.index = o.getIndex();
+    r.name = o.getName().cStr();
+    if (o.isValue())
+      r.value = fromWire(o.getValue());
+    else
+      r.status = fromWire(o.getError());
+    s.outputs.push_back(std::move(r));
+  }
+  return s;
+}
+
+// Decodes one payload; an error if it is not a JournalRecord we understand.
+Status decode(const char* data, size_t n, Record& out) {
+  if (n == 0 || n % sizeof(capnp::word) != 0)
+    return absl::InvalidArgumentError("payload is not a whole number of words");
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(n / sizeof(capnp::word));
+  std::memcpy(words.begin(), data, n);
+  try {
+    capnp::ReaderOptions opts;
+    opts.traversalLimitInWords = words.size() * 8 + 64;
+    opts.nestingLimit = 32;
+    capnp::FlatArrayMessageReader reader(words, opts);
+    auto rec = reader.getRoot<wire::JournalRecord>();
+    switch (rec.which()) {
+      case wire::JournalRecord::ADMITTED: {
+        auto a = rec.getAdmitted();
+        auto spec = fromWire(a.getJob());
+        if (!spec.ok()) return spec.status();
+        out.kind = Record::kAdmit;
+        out.id = a.getJobId();
+        out.incarnation = a.getIncarnation();
+        out.spec = *std::move(spec);
+        return absl::OkStatus();
+      }
+      case wire::JournalRecord::FINISHED:
+        out.kind = Record::kFinish;
+        out.status = decodeFinish(rec.getFinished());
+        out.id = out.status.id;
+        out.incarnation = out.status.incarnation;
+        return absl::OkStatus();
+      case wire::JournalRecord::EPOCH: {
+        auto e = rec.getEpoch();
+        out.kind = Record::kEpoch;
+        out.epoch = e.getEpoch();
+        out.started_ns = e.getStartedNs();
+        if (out.epoch == 0 || out.epoch > coordinator::kMaxEpoch)
+          return absl::InvalidArgumentError(fmt::format("epoch {} out of range", out.epoch));
+        return absl::OkStatus();
+      }
+    }
+    return absl::InvalidArgumentError("unknown record kind (written by a newer version?)");
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(fmt::format("malformed record: {}", e.what()));
+  }
+}
+
+// A record header at `pos` whose marker and header checksum hold: its payload length.
+bool headerAt(std::string_view d, size_t pos, uint32_t& len) {
+  if (d.size() - pos < kRecordHeader) return false;
+  const char* p = d.data() + pos;
+  if (load32(p) != kRecordMarker) return false;
+  if (crc32(p, 12) != load32(p + 12)) return false;
+  len = load32(p + 4);
+  return len <= kMaxRecord;
+}
+
+// Old format: [u32 len][u32 crc][payload]..., read up to the first bad record.
+void scanV1(std::string_view d, Scan& s) {
+  size_t pos = kMagicV1.size();
+  while (pos < d.size()) {
+    std::string why;
+    Record r;
+    uint32_t len = 0;
+    if (d.size() - pos < 8) {
+      why = "truncated record header";
+    } else {
+      len = load32(d.data() + pos);
+      if (len > kMaxRecord)
+        why = fmt::format("record length {} is implausible", len);
+      else if (d.size() - pos - 8 < len)
+        why = "truncated record";
+      else if (crc32(d.data() + pos + 8, len) != load32(d.data() + pos + 4))
+        why = "checksum mismatch";
+      else if (Status st = decode(d.data() + pos + 8, len, r); !st.ok())
+        why = std::string(st.message());
+    }
+    if (!why.empty()) {
+      s.damage.push_back({pos, d.size() - pos, "old format, " + why, true});
+      return;
+    }
+    r.offset = pos;
+    r.bytes = 8 + len;
+    s.records.push_back(std::move(r));
+    pos += 8 + len;
+  }
+}
+
+}  // namespace
+
+std::string encodeAdmit(uint64_t id, uint64_t incarnation, const JobSpec& spec) {
+  capnp::MallocMessageBuilder msg;
+  auto a = msg.initRoot<wire::JournalRecord>().initAdmitted();
+  a.setJobId(id);
+  a.setIncarnation(incarnation);
+  toWire(spec, a.initJob());
+  return encodeFrame(msg);
+}
+
+std::string encodeFinish(const control::JobStatus& s) {
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::JournalRecord>().initFinished();
+  f.setName(s.name);
+  f.setCancelled(s.cancelled);
+  f.setIncarnation(s.incarnation);
+  auto d = f.initDone();
+  d.setJobId(s.id);
+  d.setState(static_cast<wire::JobState>(s.state));
+  auto p = d.initProgress();
+  p.setJobId(s.id);
+  p.setTotal(s.total);
+  p.setDone(s.done);
+  p.setFailed(s.failed + s.cancelled);
+  d.setWallNs(static_cast<uint64_t>(s.wall_ns));
+  auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
+  for (unsigned i = 0; i < s.outputs.size(); ++i) {
+    const auto& o = s.outputs[i];
+    outs[i].setIndex(o.index);
+    outs[i].setName(o.name);
+    if (o.status.ok())
+      toWire(o.value, outs[i].initValue());
+    else
+      toWire(o.status, outs[i].initError());
+  }
+  return encodeFrame(msg);
+}
+
+std::string encodeEpoch(uint32_t epoch, int64_t started_ns) {
+  capnp::MallocMessageBuilder msg;
+  auto e = msg.initRoot<wire::JournalRecord>().initEpoch();
+  e.setEpoch(epoch);
+  e.setStartedNs(started_ns);
+  return encodeFrame(msg);
+}
+
+void appendRecord(std::string& out, std::string_view payload) {
+  const size_t start = out.size();
+  store32(out, kRecordMarker);
+  store32(out, static_cast<uint32_t>(payload.size()));
+  store32(out, crc32(payload.data(), payload.size()));
+  store32(out, crc32(out.data() + start, 12));
+  out.append(payload);
+}
+
+uint64_t Scan::damagedBytes() const {
+  uint64_t n = 0;
+  for (const auto& d : damage) n += d.bytes;
+  return n;
+}
+
+Scan scanJournal(std::string_view d) {
+  Scan s;
+  s.size = d.size();
+  if (d.empty()) {
+    s.parseable = true;
+    return s;
+  }
+  if (d.size() >= kMagicV1.size() && d.substr(0, kMagicV1.size()) == kMagicV1) {
+    s.version = 1;
+    s.parseable = true;
+    scanV1(d, s);
+    return s;
+  }
+  size_t pos = 0;
+  if (d.size() >= kMagic.size() && d.substr(0, kMagic.size()) == kMagic) {
+    s.version = 2;
+    pos = kMagic.size();
+  }
+  size_t bad_from = pos < kMagic.size() ? 0 : SIZE_MAX;  // no magic: damage from byte 0
+  std::string why = bad_from == 0 ? "no journal magic" : "";
+  auto closeDamage = [&](size_t end, bool tail) {
+    if (bad_from == SIZE_MAX) return;
+    // (A file without magic that starts with a record has nothing damaged before it.)
+    if (end > bad_from) s.damage.push_back({bad_from, end - bad_from, why, tail});
+    bad_from = SIZE_MAX;
+    why.clear();
+  };
+  while (pos < d.size()) {
+    uint32_t len = 0;
+    std::string here;
+    bool skip_whole = false;  // header intact: the record's own length is trustworthy
+    if (!headerAt(d, pos, len)) {
+      here = d.size() - pos < kRecordHeader ? "truncated record header" : "bad record header";
+    } else if (d.size() - pos - kRecordHeader < len) {
+      here = "truncated record";
+    } else if (crc32(d.data() + pos + kRecordHeader, len) != load32(d.data() + pos + 8)) {
+      here = "checksum mismatch";
+    } else {
+      Record r;
+      if (Status st = decode(d.data() + pos + kRecordHeader, len, r); st.ok()) {
+        closeDamage(pos, false);
+        r.offset = pos;
+        r.bytes = kRecordHeader + len;
+        s.records.push_back(std::move(r));
+        pos += kRecordHeader + len;
+        continue;
+      } else {
+        // Checksummed but not understood: a genuine record we cannot use. Skip it whole.
+        here = std::string(st.message());
+        skip_whole = true;
+      }
+    }
+    if (bad_from == SIZE_MAX) {
+      bad_from = pos;
+      why = here;
+    }
+    if (skip_whole) {
+      pos += kRecordHeader + len;
+      continue;
+    }
+    // Resynchronise: the next marker after pos (its header and payload are checked above).
+    const char m[4] = {static_cast<char>(kRecordMarker & 0xff),
+                       static_cast<char>((kRecordMarker >> 8) & 0xff),
+                       static_cast<char>((kRecordMarker >> 16) & 0xff),
+                       static_cast<char>((kRecordMarker >> 24) & 0xff)};
+    const size_t next = d.find(std::string_view(m, 4), pos + 1);
+    pos = next == std::string_view::npos ? d.size() : next;
+  }
+  closeDamage(d.size(), true);
+  // A tail-only damage after intact records is a torn write; damage with nothing intact after
+  // it was marked tail above. Anything recognisable makes the file ours.
+  s.parseable = s.version == 2 || !s.records.empty();
+  return s;
+}
+
+Folded fold(const Scan& scan, size_t keep_finished) {
+  Folded f;
+  f.epoch_in_use.assign(coordinator::kMaxEpoch + 1, false);
+  // id -> position in admission order; erased when finished.
+  std::unordered_map<uint64_t, const Record*> live;
+  std::vector<uint64_t> order;
+  std::deque<const Record*> finished;
+  for (const Record& r : scan.records) {
+    switch (r.kind) {
+      case Record::kEpoch:
+        f.last_epoch = r.epoch;
+        break;
+      case Record::kAdmit:
+        if (live.emplace(r.id, &r).second)
+          order.push_back(r.id);
+        else
+          live[r.id] = &r;
+        break;
+      case Record::kFinish:
+        live.erase(r.id);
+        // A newer outcome of the same id replaces the older one.
+        std::erase_if(finished, [&](const Record* p) { return p->id == r.id; });
+        finished.push_back(&r);
+        while (finished.size() > keep_finished) finished.pop_front();
+        break;
+    }
+  }
+  for (uint64_t id : order) {
+    auto it = live.find(id);
+    if (it == live.end()) continue;
+    f.live.push_back(it->second);
+    live.erase(it);  // an id admitted twice (a reused id in an old file) is listed once
+  }
+  f.finished.assign(finished.begin(), finished.end());
+  for (const Record* r : f.live) f.epoch_in_use[coordinator::epochOf(r->id) & 0xfff] = true;
+  for (const Record* r : f.finished) f.epoch_in_use[coordinator::epochOf(r->id) & 0xfff] = true;
+  return f;
+}
+
+uint32_t chooseEpoch(const Folded& f, uint32_t random_epoch) {
+  uint32_t e = f.last_epoch ? coordinator::nextEpoch(f.last_epoch)
+                            : std::clamp<uint32_t>(random_epoch, 1, coordinator::kMaxEpoch);
+  for (uint32_t i = 0; i < coordinator::kMaxEpoch && f.epoch_in_use[e]; ++i)
+    e = coordinator::nextEpoch(e);
+  return e;
+}
+
+}  // namespace tokengate::journal
