@@ -299,7 +299,7 @@ async def test_token_cancel_limits_drain():
     await c.ok("op.pause", op="sleep")
     jid = (await c.ok("submit", job={"tokens": [{"op": "sleep", "repeat": 3, "args": [10]}]}))["job_id"]
     check((await op_status(c, "sleep"))["queued"] == 3, "three sleep tokens queued while paused")
-    tc = await c.ok("token.cancel", token_id=(jid << 32) | 1)
+    tc = await c.ok("token.cancel", token_id=str((int(jid) << 32) | 1))
     check(tc["cancelled"] is True, f"token.cancel of a queued token: {tc}")
     await c.ok("op.resume", op="sleep")
     st = await wait_job_end(c, jid, 10)
