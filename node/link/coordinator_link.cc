@@ -71,6 +71,12 @@ void CoordinatorLink::sayHello() {
 }
 
 void CoordinatorLink::reconnect(const char* why) {
+  if (in_receive_) {
+    // Called from a frame handler inside socket_->receive(): the socket may not be
+    // destroyed under its own loop. onReadable() reconnects once the loop returns.
+    reconnect_pending_ = why;
+    return;
+  }
   spdlog::info("{}: reconnecting to the coordinator", why);
   if (socket_) socket_->abandon();  // a queued hello must not arrive after the new one
   socket_.reset();
@@ -115,7 +121,16 @@ void CoordinatorLink::beginStop(const char* why) {
 
 void CoordinatorLink::onReadable() {
   if (!socket_) return;
-  socket_->receive(4096, [&](const void* data, size_t size) { handleFrame(data, size); });
+  in_receive_ = true;
+  socket_->receive(4096, [&](const void* data, size_t size) {
+    // Frames behind one that ended the connection belong to the old session.
+    if (reconnect_pending_ == nullptr) handleFrame(data, size);
+  });
+  in_receive_ = false;
+  if (const char* why = reconnect_pending_) {
+    reconnect_pending_ = nullptr;
+    reconnect(why);
+  }
 }
 
 void CoordinatorLink::handleFrame(const void* data, size_t size) {

@@ -122,6 +122,8 @@ class CoordinatorLink {
   bool finished_ = false;
   Nanos stop_deadline_ = 0;
   uint64_t connects_ = 0;
+  bool in_receive_ = false;                  // inside socket_->receive()
+  const char* reconnect_pending_ = nullptr;  // reason of a reconnect deferred by receive
   uint64_t dropped_sends_ = 0;
   ResultBatcher batcher_;
   std::vector<TaskResult> results_;  // scratch for takeResults

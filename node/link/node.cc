@@ -140,7 +140,10 @@ Status Node::run() {
     uint64_t v;
     ssize_t rc = read(wake_fd_, &v, sizeof v);  // non-blocking; EAGAIN when not woken
     (void)rc;
-    if (readable) link.onReadable();
+    if (readable) {
+      link.onReadable();
+      session_.store(link.session());  // before tick() sends results of this session
+    }
   }
   link.close();  // linger delivers the last results and bye
   session_.store(0);

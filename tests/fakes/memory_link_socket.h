@@ -11,6 +11,7 @@
 // Single-threaded: the test thread drives both ends.
 #pragma once
 
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <string>
@@ -63,6 +64,9 @@ class MemoryLinkNetwork {
    public:
     Socket(MemoryLinkNetwork& net, uint64_t id) : net_(net), id_(id) { net_.current_ = this; }
     ~Socket() override {
+      // A real socket destroyed under its own receive() loop is a use-after-free (zmq
+      // aborts with "Socket operation on non-socket"): fail as loudly here.
+      if (receiving_) std::abort();
       if (!abandoned_) net_.deliverFrom(*this);  // linger
       if (net_.current_ == this) net_.current_ = nullptr;
     }
@@ -78,12 +82,14 @@ class MemoryLinkNetwork {
     size_t receive(size_t max_frames,
                    const std::function<void(const void*, size_t)>& on_frame) override {
       size_t n = 0;
+      receiving_ = true;
       while (n < max_frames && !inbox_.empty()) {
         std::string f = std::move(inbox_.front());
         inbox_.pop_front();
         on_frame(f.data(), f.size());
         ++n;
       }
+      receiving_ = false;
       return n;
     }
     Status wait(int, Nanos, bool& readable) override {
@@ -100,6 +106,7 @@ class MemoryLinkNetwork {
     MemoryLinkNetwork& net_;
     const uint64_t id_;
     bool abandoned_ = false;
+    bool receiving_ = false;
     std::deque<std::string> outbox_;
     std::deque<std::string> inbox_;
   };

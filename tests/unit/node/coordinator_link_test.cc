@@ -236,6 +236,24 @@ TEST_F(CoordinatorLinkTest, UnknownSessionMeansOneHelloOnANewConnection) {
   EXPECT_TRUE(received().empty());
 }
 
+TEST_F(CoordinatorLinkTest, FramesBehindAnUnknownSessionInTheSameReadAreIgnored) {
+  makeLink();
+  welcome(42);
+  (void)received();
+  capnp::MallocMessageBuilder msg;
+  auto w = frame(msg).initWelcome();
+  w.setAccepted(false);
+  toWire(absl::FailedPreconditionError("unknown session: send hello"), w.initError());
+  net_.push(encodeFrame(msg));                                // ends the connection...
+  net_.push(tokenBatch(42, "echo", 5, {Value(int64_t{5})}));  // ...so this is stale
+  link_->onReadable();  // reconnects after the read loop, not inside it
+  EXPECT_EQ(net_.connections(), 2u);
+  EXPECT_TRUE(executor_->idle());
+  auto got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].which(), Which::HELLO);
+}
+
 TEST_F(CoordinatorLinkTest, ALoneResultGoesOutAtOnce) {
   makeLink();
   welcome(51);

@@ -1,0 +1,265 @@
+// Writes the fuzz targets' seed corpora from real frames: the node's own
+// frame builders (node/link/frames.h) and a real CoordinatorCore's replies,
+// so the seeds are conversations the code actually has. Run by hand after a
+// protocol change and check the output in:
+//   build/fuzz/bin/tg_fuzz_make_seeds tests/fuzz/corpus
+#include <capnp/message.h>
+#include <fmt/format.h>
+#include <prometheus/registry.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/job.h"
+#include "common/wire.h"
+#include "coordinator/core/coordinator.h"
+#include "node/link/frames.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/memory_outbox.h"
+#include "tests/fuzz/frame_sequence.h"
+
+using namespace tokengate;
+namespace fs = std::filesystem;
+
+namespace {
+
+wire::Frame::Builder frame(capnp::MessageBuilder& msg) {
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  return f;
+}
+
+void write(const fs::path& dir, const std::string& name, const std::string& bytes) {
+  fs::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary) << bytes;
+}
+
+node::HelloInfo hello(const std::string& id) {
+  node::HelloInfo h;
+  h.node_id = id;
+  h.incarnation = 1;
+  h.cores = {0, 1};
+  h.lanes = {{Weight::kLight, {0}, 1}, {Weight::kMedium, {0}, 1}, {Weight::kHeavy, {1}, 1}};
+  for (const char* op : {"leibniz.term", "leibniz.term_dec50", "leibniz.chunk", "leibniz.partial",
+                         "leibniz.final", "hash", "echo"})
+    h.operations.emplace_back(op, Weight::kLight);
+  h.pid = 42;
+  return h;
+}
+
+std::string submit(uint64_t request_id, const JobSpec& job) {
+  capnp::MallocMessageBuilder msg;
+  auto s = frame(msg).initSubmitJob();
+  s.setRequestId(request_id);
+  toWire(job, s.initJob());
+  return encodeFrame(msg);
+}
+
+std::string jobRef(bool cancel, uint64_t request_id, uint64_t job_id) {
+  capnp::MallocMessageBuilder msg;
+  auto r = cancel ? frame(msg).initCancelJob() : frame(msg).initWatchJob();
+  r.setRequestId(request_id);
+  r.setJobId(job_id);
+  return encodeFrame(msg);
+}
+
+std::string u64Frame(int kind, uint64_t v) {
+  capnp::MallocMessageBuilder msg;
+  auto f = frame(msg);
+  if (kind == 0) f.setPing(v);
+  if (kind == 1) f.setPong(v);
+  if (kind == 2) f.setStatsRequest(v);
+  return encodeFrame(msg);
+}
+
+JobSpec smallJob() {
+  JobSpec job;
+  job.name = "seed";
+  TokenSpec a;
+  a.op = "echo";
+  a.args.push_back(Arg::val(Value(int64_t{21})));
+  job.add(a);
+  TokenSpec b;
+  b.op = "hash";
+  b.args.push_back(Arg::ref(0));
+  b.args.push_back(Arg::val(Value(std::string("salt"))));
+  b.output = true;
+  b.name = "sink";
+  b.idempotency_key = "seed-key";
+  job.add(b);
+  return job;
+}
+
+// Coordinator conversations: run a real core and record what the peers said.
+void coordinatorSeeds(const fs::path& out, const fs::path& single) {
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  coordinator::CoordinatorConfig config;
+  config.max_frame_bytes = 1 << 20;
+  coordinator::CoordinatorCore core(config, clock, outbox,
+                                    std::make_shared<prometheus::Registry>());
+  const std::string node_peer = "node-a/0000000000000001", client_peer = "client-1";
+  std::string seq;
+  auto say = [&](uint8_t peer_index, const std::string& peer, const std::string& f,
+                 const std::string& name) {
+    fuzz::appendRecord(seq, peer_index, f);
+    write(single, name, f);
+    core.onBytes(peer, f.data(), f.size());
+    core.tick();
+  };
+  say(0, node_peer, node::helloFrame(hello("node-a")), "hello");
+  auto welcome = outbox.next(node_peer);
+  const uint64_t session = welcome->root().getWelcome().getSession();
+  say(0, node_peer,
+      node::heartbeatFrame(session, {{Weight::kLight, 0, 0, 0, 0}}, {{0, 0}}, 1 << 20, false),
+      "heartbeat");
+  for (int kind : {0, 1}) {  // leibniz double, then dec50
+    auto job = makeLeibnizJob(100, kind == 0 ? Precision::kDouble : Precision::kDec50, 10, 2);
+    say(2, client_peer, submit(7 + kind, *job), fmt::format("submit-leibniz-{}", kind));
+  }
+  say(2, client_peer, submit(9, smallJob()), "submit-small");
+  // Answer every token batch the core sends, as a node would, until the jobs end.
+  for (int round = 0; round < 20; ++round) {
+    std::vector<node::TaskResult> results;
+    while (auto f = outbox.next(node_peer)) {
+      if (f->root().which() != wire::Frame::TOKEN_BATCH) continue;
+      for (auto t : f->root().getTokenBatch().getTokens()) {
+        node::TaskResult r;
+        r.id = t.getId();
+        r.attempt = t.getAttempt();
+        r.session = session;
+        r.outcome = t.getArgs().size() > 0 ? fromWire(t.getArgs()[0]) : Value(int64_t{0});
+        results.push_back(std::move(r));
+      }
+    }
+    if (results.empty()) break;
+    if (round == 0 && results.size() > 1) results[1].outcome = absl::UnavailableError("retry me");
+    say(0, node_peer, node::resultBatchFrame(session, results, {}),
+        fmt::format("results-{}", round));
+  }
+  say(2, client_peer, u64Frame(2, 3), "stats-request");
+  say(2, client_peer, jobRef(false, 4, 1), "watch");
+  say(2, client_peer, jobRef(true, 5, 1), "cancel");
+  say(0, node_peer, u64Frame(0, 11), "ping");
+  say(0, node_peer, node::resultBatchFrame(session, {}, std::vector<node::ReturnedTask>{{1, 1, 0}}),
+      "returned");
+  say(0, node_peer, node::byeFrame(session, "shutdown"), "bye");
+  write(out, "conversation", seq);
+  // A second node and a client that disconnects mid-way.
+  std::string two;
+  fuzz::appendRecord(two, 0, node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(two, 1, node::helloFrame(hello("node-b")));
+  fuzz::appendRecord(two, 2, submit(1, *makeLeibnizJob(1000, Precision::kDouble, 100, 10)));
+  fuzz::appendRecord(two, 0x80, "");
+  fuzz::appendRecord(two, 0x7d, u64Frame(2, 1));  // clock +3.1 s: node-b is lost
+  write(out, "two-nodes-disconnect", two);
+}
+
+std::string welcomeFrame(bool accepted, uint64_t session) {
+  capnp::MallocMessageBuilder msg;
+  auto w = frame(msg).initWelcome();
+  w.setAccepted(accepted);
+  w.setSession(session);
+  w.setHeartbeatMs(500);
+  w.setLossTimeoutMs(3000);
+  w.setMaxFrameBytes(1 << 20);
+  if (!accepted)
+    toWire(absl::FailedPreconditionError("unknown session: send hello"), w.initError());
+  return encodeFrame(msg);
+}
+
+std::string tokenBatch(uint64_t session) {
+  capnp::MallocMessageBuilder msg;
+  auto b = frame(msg).initTokenBatch();
+  b.setSession(session);
+  auto ops = b.initOps(5);
+  ops.set(0, "leibniz.term");
+  ops.set(1, "leibniz.chunk");
+  ops.set(2, "hash");
+  ops.set(3, "echo");
+  ops.set(4, "no.such.op");
+  auto toks = b.initTokens(6);
+  const std::vector<std::vector<Value>> args = {
+      {int64_t{3}},
+      {0.5, -0.25, 0.125},
+      {Value(std::string("text")), Value(Bytes{"\x01\x02"}), Value(true), Value()},
+      {Value(fromBigFloat(BigFloat(3.25)))},
+      {int64_t{1}},
+      {int64_t{9}}};
+  for (unsigned i = 0; i < 6; ++i) {
+    toks[i].setId(100 + i);
+    toks[i].setAttempt(1);
+    toks[i].setOp(static_cast<uint16_t>(i == 5 ? 9 : std::min(i, 4u)));
+    toks[i].setWeight(i == 3 ? wire::Weight::UNSPECIFIED : wire::Weight::LIGHT);
+    toks[i].setDeadlineMs(i == 1 ? 1000 : 0);
+    auto al = toks[i].initArgs(static_cast<unsigned>(args[i].size()));
+    for (unsigned j = 0; j < args[i].size(); ++j) toWire(args[i][j], al[j]);
+  }
+  return encodeFrame(msg);
+}
+
+std::string control(int kind) {
+  capnp::MallocMessageBuilder msg;
+  auto c = frame(msg).initControl();
+  switch (kind) {
+    case 0: {
+      auto l = c.initCancelTokens(2);
+      l.set(0, 100);
+      l.set(1, 101);
+      break;
+    }
+    case 1:
+      c.setCancelOp("hash");
+      break;
+    case 2:
+      c.setDrain();
+      break;
+    case 3:
+      c.setUndrain();
+      break;
+    default:
+      c.setShutdown();
+  }
+  return encodeFrame(msg);
+}
+
+std::string reject() {
+  capnp::MallocMessageBuilder msg;
+  toWire(absl::InvalidArgumentError("bad frame"), frame(msg).initReject().initError());
+  return encodeFrame(msg);
+}
+
+void nodeSeeds(const fs::path& out, const fs::path& single) {
+  std::string seq;
+  auto say = [&](uint8_t clock_steps, const std::string& f, const std::string& name) {
+    fuzz::appendRecord(seq, clock_steps, f);
+    write(single, name, f);
+  };
+  say(0, welcomeFrame(true, 1), "welcome");
+  say(0, tokenBatch(1), "token-batch");
+  say(0, tokenBatch(2), "token-batch-other-session");
+  for (int k = 0; k < 4; ++k) say(1, control(k), fmt::format("control-{}", k));
+  say(0, u64Frame(0, 5), "ping");
+  say(0, u64Frame(1, 5), "pong");
+  say(0, reject(), "reject");
+  say(0, welcomeFrame(false, 0), "welcome-unknown-session");
+  say(0, welcomeFrame(true, 2), "welcome-2");
+  say(40, control(4), "control-shutdown");
+  write(out, "conversation", seq);
+  std::string silent;
+  fuzz::appendRecord(silent, 0, welcomeFrame(true, 1));
+  fuzz::appendRecord(silent, 40, u64Frame(1, 1));  // 4 s of silence: give-up, reconnect
+  fuzz::appendRecord(silent, 15, welcomeFrame(true, 3));
+  write(out, "give-up", silent);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) return fmt::print(stderr, "usage: {} CORPUS_DIR\n", argv[0]), 2;
+  const fs::path root = argv[1];
+  coordinatorSeeds(root / "coordinator_frames", root / "decode_frame");
+  nodeSeeds(root / "node_frames", root / "decode_frame");
+  fmt::print("seeds written under {}\n", root.string());
+  return 0;
+}
