@@ -270,14 +270,13 @@ StatusOr<std::string> Client::admin(const AdminCall& call, Nanos timeout) {
 
 StatusOr<uint64_t> Client::submit(const JobSpec& job, Nanos timeout) {
   const uint64_t req = next_request_++;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto s = f.initSubmitJob();
   s.setRequestId(req);
   s.setWatch(true);
   toWire(job, s.initJob());
-  send(msg);
+  send(msg.message);
   const Nanos deadline = SystemClock::instance().now() + timeout;
   while (true) {
     if (auto it = replies_.find(req); it != replies_.end()) {
@@ -392,13 +391,12 @@ StatusOr<JobResult> Client::run(const JobSpec& job,
 
 Status Client::cancel(uint64_t job, Nanos timeout) {
   const uint64_t req = next_request_++;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto c = f.initCancelJob();
   c.setRequestId(req);
   c.setJobId(job);
-  send(msg);
+  send(msg.message);
   const Nanos deadline = SystemClock::instance().now() + timeout;
   while (true) {
     if (auto it = replies_.find(req); it != replies_.end()) {
@@ -411,14 +409,13 @@ Status Client::cancel(uint64_t job, Nanos timeout) {
 }
 
 Status Client::watch(uint64_t job) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto w = f.initWatchJob();
   const uint64_t req = next_request_++;
   w.setRequestId(req);
   w.setJobId(job);
-  send(msg);
+  send(msg.message);
   if (auto it = watch_requests_.find(job); it != watch_requests_.end())
     request_errors_.erase(it->second);
   watch_requests_[job] = req;
@@ -427,11 +424,10 @@ Status Client::watch(uint64_t job) {
 
 StatusOr<ClusterInfo> Client::info(Nanos timeout) {
   const uint64_t req = next_request_++;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   f.setStatsRequest(req);
-  send(msg);
+  send(msg.message);
   const Nanos deadline = SystemClock::instance().now() + timeout;
   while (true) {
     if (auto it = stats_replies_.find(req); it != stats_replies_.end()) {

@@ -38,6 +38,10 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
                  "Slow this node down by this factor (>= 1; balancing benchmarks)")
       ->capture_default_str();
   app.add_flag("--no-pin", no_pin, "Do not pin worker threads to cores");
+  app.add_flag("--enable-test-ops", config.enable_test_ops,
+               "Also offer the test operations sleep, spin, fail, crash and wait_cancel "
+               "(tests and benchmarks only: any submitter could kill or occupy this node)")
+      ->envname("TG_NODE_ENABLE_TEST_OPS");
   app.add_option("--health-file", config.health_file,
                  "Rewrite this file about once a second for container probes")
       ->envname("TG_NODE_HEALTH_FILE");

@@ -21,6 +21,8 @@ TG_GATEWAY_TOKEN="ci-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export TG_GATEWAY_TOKEN
 PROJECT=tgci
 COMPOSE=(docker-compose -p "$PROJECT" -f docker/compose.yaml)
+# The live dashboard checks run `spin` tokens: a test operation, off on production nodes.
+export TG_NODE_ARGS="${TG_NODE_ARGS:-} --enable-test-ops"
 TERMS=${TG_TERMS:-1000000}
 GW="http://127.0.0.1:$TG_GATEWAY_PORT"
 
