@@ -67,7 +67,7 @@ tg_check "nondefault: node groups render (GPU resources, digest image, HPA, KEDA
   grep -q '^kind: HorizontalPodAutoscaler\$' \$f && grep -q '^kind: ScaledObject\$' \$f &&
   grep -q 'nvidia.com/gpu: 1' \$f && grep -q 'custom-node@sha256:0123' \$f &&
   grep -q 'minReplicaCount: 0' \$f && grep -q -- '- tokengate-custom-node' \$f &&
-  grep -q 'terminationGracePeriodSeconds: 120' \$f"
+  grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f"
 tg_check "default: node terminationGracePeriodSeconds (45) exceeds the 30 s drain" \
   grep -q 'terminationGracePeriodSeconds: 45' "$TG_OUT/render-default.yaml"
 tg_check "compose: node stop_grace_period exceeds the 30 s drain" \
