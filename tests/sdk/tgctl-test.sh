@@ -20,7 +20,7 @@ tgctl="$bin/tgctl"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 unreachable() {
   local t0=$SECONDS rc=0
-  "$tgctl" -c "127.0.0.1:$port" --connect-timeout 1 leibniz --terms 100 >"$work/u.out" 2>&1 || rc=$?
+  "$tgctl" -c "127.0.0.1:$port" --connect-timeout 1 wait 1 >"$work/u.out" 2>&1 || rc=$?
   cat "$work/u.out"
   [[ $rc == 1 ]] && grep -q "no answer from the coordinator at tcp://127.0.0.1:$port" "$work/u.out" &&
     (( SECONDS - t0 < 30 ))
