@@ -23,11 +23,13 @@ int main(int argc, char** argv) {
   opts.gateway = "127.0.0.1:8080";
   opts.gateway_token = "tokengate-local";
   app.add_option("--nodes", opts.nodes, "node processes")->capture_default_str();
-  app.add_option("--terms", terms, "Leibniz terms (0 = start the cluster only)")->capture_default_str();
+  app.add_option("--terms", terms, "Leibniz terms (0 = start the cluster only)")
+      ->capture_default_str();
   app.add_option("--precision", precision, "double | dec50")->capture_default_str();
   app.add_option("--gateway", opts.gateway, "gateway host:port ('' = none)")->capture_default_str();
   app.add_option("--gateway-token", opts.gateway_token, "gateway admin token")
-      ->envname("TG_GATEWAY_TOKEN")->capture_default_str();
+      ->envname("TG_GATEWAY_TOKEN")
+      ->capture_default_str();
   app.add_flag("--hold", hold, "keep the cluster running after the job (Ctrl-C stops)");
   app.add_flag("--no-pin", no_pin, "do not split cores between nodes");
   app.add_flag("--supervise", opts.supervise, "restart nodes that die");

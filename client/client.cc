@@ -47,6 +47,21 @@ StatusOr<Value> JobResult::output(const std::string& name) const {
   return absl::NotFoundError(fmt::format("job {} has no output '{}'", id, name));
 }
 
+StatusOr<std::string> normalizeEndpoint(const std::string& endpoint) {
+  if (endpoint.empty()) return absl::InvalidArgumentError("empty coordinator endpoint");
+  if (endpoint.find("://") != std::string::npos) return endpoint;
+  if (endpoint.find_first_of(" \t/") != std::string::npos)
+    return absl::InvalidArgumentError(
+        fmt::format("malformed coordinator endpoint '{}' (expected host:port)", endpoint));
+  const auto colon = endpoint.rfind(':');
+  if (colon == std::string::npos) return "tcp://" + endpoint + ":5555";
+  const std::string port = endpoint.substr(colon + 1);
+  if (colon == 0 || port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
+    return absl::InvalidArgumentError(
+        fmt::format("malformed coordinator endpoint '{}' (expected host:port)", endpoint));
+  return "tcp://" + endpoint;
+}
+
 Client::Client(std::string endpoint)
     : endpoint_(std::move(endpoint)), context_(1), socket_(context_, zmq::socket_type::dealer) {
   socket_.set(zmq::sockopt::linger, 0);
@@ -54,17 +69,30 @@ Client::Client(std::string endpoint)
   std::random_device rd;
   socket_.set(zmq::sockopt::routing_id,
               fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
-  socket_.connect(endpoint_);
+  auto normalized = normalizeEndpoint(endpoint_);
+  if (!normalized.ok()) {
+    endpoint_status_ = normalized.status();
+    return;
+  }
+  endpoint_ = *normalized;
+  try {
+    socket_.connect(endpoint_);
+  } catch (const zmq::error_t& e) {
+    endpoint_status_ = absl::InvalidArgumentError(
+        fmt::format("cannot connect to coordinator endpoint '{}': {}", endpoint_, e.what()));
+  }
 }
 
 Client::~Client() = default;
 
 void Client::send(capnp::MallocMessageBuilder& msg) {
+  if (!endpoint_status_.ok()) return;  // every wait then times out; callers check first
   auto bytes = encodeFrame(msg);
   socket_.send(zmq::buffer(bytes), zmq::send_flags::none);
 }
 
 Status Client::pump(Nanos deadline) {
+  if (!endpoint_status_.ok()) return endpoint_status_;
   const Nanos now = SystemClock::instance().now();
   if (now >= deadline) return absl::DeadlineExceededError("timed out waiting for the coordinator");
   zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
@@ -134,6 +162,17 @@ Status Client::pump(Nanos deadline) {
       stats_replies_[s.getRequestId()] = info;
       break;
     }
+    case wire::Frame::PONG:
+      pongs_.insert(f.getPong());
+      break;
+    case wire::Frame::ADMIN_REPLY: {
+      auto r = f.getAdminReply();
+      if (r.isJson())
+        admin_replies_[r.getRequestId()] = std::string(r.getJson().cStr());
+      else
+        admin_replies_[r.getRequestId()] = fromWire(r.getError());
+      break;
+    }
     case wire::Frame::REJECT: {
       auto rej = f.getReject();
       last_reject_ = fromWire(rej.getError());
@@ -147,6 +186,88 @@ Status Client::pump(Nanos deadline) {
       break;
   }
   return absl::OkStatus();
+}
+
+Status Client::ping(Nanos timeout) {
+  if (!endpoint_status_.ok()) return endpoint_status_;
+  const uint64_t req = next_request_++;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  f.setPing(req);
+  send(msg);
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (!pongs_.erase(req)) {
+    if (SystemClock::instance().now() >= deadline)
+      return absl::UnavailableError(
+          fmt::format("no answer from the coordinator at {} within {:.1f} s (is it running and "
+                      "reachable?)",
+                      endpoint_, static_cast<double>(timeout) / 1e9));
+    if (auto st = pump(deadline); !st.ok() && st.code() != StatusCode::kDeadlineExceeded) return st;
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<std::string> Client::admin(const AdminCall& call, Nanos timeout) {
+  if (!endpoint_status_.ok()) return endpoint_status_;
+  const uint64_t req = next_request_++;
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto a = f.initAdminRequest();
+  a.setRequestId(req);
+  using K = AdminCall::Kind;
+  switch (call.kind) {
+    case K::kListJobs:
+      a.setListJobs();
+      break;
+    case K::kListOps:
+      a.setListOps();
+      break;
+    case K::kPauseOp:
+      a.setPauseOp(call.target);
+      break;
+    case K::kResumeOp:
+      a.setResumeOp(call.target);
+      break;
+    case K::kDrainOp:
+      a.setDrainOp(call.target);
+      break;
+    case K::kSetOpLimits: {
+      auto l = a.initSetOpLimits();
+      l.setOp(call.target);
+      l.setMaxInFlight(call.max_in_flight);
+      l.setMaxRatePerS(call.max_rate_per_s);
+      break;
+    }
+    case K::kDrainNode:
+      a.setDrainNode(call.target);
+      break;
+    case K::kUndrainNode:
+      a.setUndrainNode(call.target);
+      break;
+    case K::kEvictNode:
+      a.setEvictNode(call.target);
+      break;
+    case K::kListNodes:
+      a.setListNodes();
+      break;
+  }
+  send(msg);
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    if (auto it = admin_replies_.find(req); it != admin_replies_.end()) {
+      auto r = std::move(it->second);
+      admin_replies_.erase(it);
+      return r;
+    }
+    if (auto it = request_errors_.find(req); it != request_errors_.end()) {
+      auto st = it->second;
+      request_errors_.erase(it);
+      return st;
+    }
+    if (auto st = pump(deadline); !st.ok()) return st;
+  }
 }
 
 StatusOr<uint64_t> Client::submit(const JobSpec& job, Nanos timeout) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <zmq.hpp>
 
@@ -58,8 +59,37 @@ struct ClusterInfo {
   std::vector<NodeSummary> nodes;
 };
 
+// "127.0.0.1:5555" -> "tcp://127.0.0.1:5555", "host" -> "tcp://host:5555"; endpoints with a
+// scheme (tcp://, ipc://, inproc://) are kept. InvalidArgument for an empty or malformed one.
+StatusOr<std::string> normalizeEndpoint(const std::string& endpoint);
+
+// Operator calls (the gateway's op.* / node.* / job.list over the wire port).
+struct AdminCall {
+  enum class Kind {
+    kListJobs,
+    kListOps,
+    kPauseOp,
+    kResumeOp,
+    kDrainOp,
+    kSetOpLimits,
+    kDrainNode,
+    kUndrainNode,
+    kEvictNode,
+    kListNodes
+  };
+  AdminCall() = default;
+  explicit AdminCall(Kind k, std::string t = {}) : kind(k), target(std::move(t)) {}
+
+  Kind kind = Kind::kListJobs;
+  std::string target;  // op name or node id
+  uint32_t max_in_flight = 0;
+  double max_rate_per_s = 0;
+};
+
 class Client {
  public:
+  // `endpoint` goes through normalizeEndpoint(); a malformed one makes every call fail with
+  // InvalidArgument (see endpointStatus()) instead of throwing.
   explicit Client(std::string endpoint);
   ~Client();
   Client(const Client&) = delete;
@@ -86,6 +116,13 @@ class Client {
   StatusOr<ClusterInfo> info(Nanos timeout = 5 * kSeconds);
   // Waits until at least `nodes` nodes are ready.
   Status waitForNodes(uint32_t nodes, Nanos timeout);
+  // Round trip (ping/pong): Unavailable "no answer from the coordinator at X" after `timeout`.
+  // ZeroMQ connects lazily and queues, so this is how a caller learns the coordinator is down.
+  Status ping(Nanos timeout);
+  // The reply's JSON body (see coordinator/core/admin.cc), or the coordinator's error.
+  StatusOr<std::string> admin(const AdminCall& call, Nanos timeout = 10 * kSeconds);
+  const Status& endpointStatus() const { return endpoint_status_; }
+  const std::string& endpoint() const { return endpoint_; }
 
  private:
   // Receives one frame (or times out) and files it: progress, done, replies.
@@ -93,6 +130,7 @@ class Client {
   void send(capnp::MallocMessageBuilder& msg);
 
   std::string endpoint_;
+  Status endpoint_status_;
   zmq::context_t context_;
   zmq::socket_t socket_;
   uint64_t next_request_ = 1;
@@ -108,6 +146,8 @@ class Client {
   // was returned: sent with every watch so a restarted coordinator that hands out the same id
   // to another job answers NOT_FOUND instead of that job's data.
   std::unordered_map<uint64_t, uint64_t> incarnations_;
+  std::unordered_map<uint64_t, StatusOr<std::string>> admin_replies_;
+  std::unordered_set<uint64_t> pongs_;
   Status last_reject_;
 };
 

@@ -28,6 +28,10 @@ int main(int argc, char** argv) {
   app.add_option("--gateway-operator-token", cfg.gateway_operator_token,
                  "bearer token for operators (submit, cancel, pause, drain; not evict/limits)")
       ->envname("TG_GATEWAY_OPERATOR_TOKEN");
+  app.add_option("--ready-min-nodes", cfg.gateway_ready_min_nodes,
+                 "/readyz needs this many ready nodes (0: ready without nodes, for autoscaling "
+                 "from zero)")
+      ->capture_default_str();
   app.add_flag("--gateway-anonymous-read", cfg.gateway_anonymous_read,
                "allow unauthenticated read-only access");
   app.add_option(

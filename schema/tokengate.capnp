@@ -294,6 +294,40 @@ struct Frame {
     pong @16 :UInt64;
     statsRequest @17 :UInt64;    # request id; answered with statsReply
     statsReply @18 :StatsReply;
+    adminRequest @19 :AdminRequest;  # client -> coordinator: operator calls (tgctl jobs/op/node)
+    adminReply @20 :AdminReply;
+  }
+}
+
+# ---------- operator calls over the wire port (tgctl), same effects as the gateway's ----------
+
+struct OpLimitsRequest {
+  op @0 :Text;
+  maxInFlight @1 :UInt32;      # 0 = unlimited
+  maxRatePerS @2 :Float64;     # 0 = unlimited
+}
+
+struct AdminRequest {
+  requestId @0 :UInt64;
+  union {
+    listJobs @1 :Void;
+    listOps @2 :Void;
+    pauseOp @3 :Text;
+    resumeOp @4 :Text;
+    drainOp @5 :Text;          # queued tokens of the op fail as Cancelled
+    setOpLimits @6 :OpLimitsRequest;
+    drainNode @7 :Text;
+    undrainNode @8 :Text;
+    evictNode @9 :Text;
+    listNodes @10 :Void;
+  }
+}
+
+struct AdminReply {
+  requestId @0 :UInt64;
+  union {
+    error @1 :Error;
+    json @2 :Text;             # the result as JSON (fields as in docs/protocol.md's replies)
   }
 }
 

@@ -149,6 +149,7 @@ int runCoordinator(AppConfig config) {
     if (!config.gateway_operator_token.empty())
       gc.operator_tokens.push_back(config.gateway_operator_token);
     gc.allow_anonymous_read = config.gateway_anonymous_read;
+    gc.ready_min_nodes = config.gateway_ready_min_nodes;
     gc.allowed_origins = config.allowed_origins;
     gateway::addAllowedOriginsFromEnv(gc);
     if (auto st = gateway::addLimitsFromEnv(gc); !st.ok()) {

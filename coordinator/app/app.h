@@ -16,6 +16,7 @@ struct AppConfig {
   std::string gateway_viewer_token;
   std::string gateway_operator_token;
   bool gateway_anonymous_read = false;
+  uint32_t gateway_ready_min_nodes = 1;  // --ready-min-nodes
   std::string tls_cert, tls_key;
   std::vector<std::string> allowed_origins;
   std::string ready_file;      // written once bound: "wire <ep>\ngateway <port>\nready 1\n"

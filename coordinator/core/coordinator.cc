@@ -1458,6 +1458,9 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
     case wire::Frame::WATCH_JOB:
       onWatch(peer, frame.getWatchJob());
       break;
+    case wire::Frame::ADMIN_REQUEST:
+      onAdmin(peer, frame.getAdminRequest());
+      break;
     case wire::Frame::CANCEL_JOB: {
       auto r = cancelJob(frame.getCancelJob().getJobId());
       auto msg = newFrame();

@@ -302,6 +302,7 @@ class CoordinatorCore {
   // Client messages.
   void onSubmit(const std::string& peer, wire::SubmitJob::Reader submit);
   void onWatch(const std::string& peer, wire::JobRef::Reader ref);
+  void onAdmin(const std::string& peer, wire::AdminRequest::Reader req);  // admin.cc
   void sendProgress(Job& job, bool done);
   void sendJobDone(const std::string& peer, const control::JobStatus& s);
   control::JobStatus statusOf(const Job& job, bool with_outputs) const;

@@ -796,7 +796,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     serveStatic(path);
   }
 
-  // Ready when the coordinator answers stats() and has a ready node.
+  // Ready when the coordinator answers stats() and has config_.ready_min_nodes ready nodes.
   // The timer (a member, so only strand code touches it) answers for a
   // coordinator that does not; ready_seq_ tells a late answer from a current
   // one on a keep-alive connection.
@@ -822,8 +822,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
       return respond(text(http::status::service_unavailable,
                           "not ready: " + std::string(s.status().message()) + "\n"));
     }
-    if (s->nodes_ready == 0) {
-      return respond(text(http::status::service_unavailable, "not ready: no ready node\n"));
+    if (s->nodes_ready < gw_.config_.ready_min_nodes) {
+      return respond(text(http::status::service_unavailable,
+                          fmt::format("not ready: {} of {} node(s) ready\n", s->nodes_ready,
+                                      gw_.config_.ready_min_nodes)));
     }
     respond(text(http::status::ok, fmt::format("ready: {} node(s)\n", s->nodes_ready)));
   }

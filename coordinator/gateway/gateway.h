@@ -36,6 +36,9 @@ struct GatewayConfig {
   std::vector<std::string> operator_tokens;
   std::vector<std::string> admin_tokens;
   bool allow_anonymous_read = false;
+  // /readyz answers 200 once the coordinator answers and at least this many nodes are ready.
+  // 0: ready without nodes (nodes autoscaled from zero on queue depth).
+  uint32_t ready_min_nodes = 1;
 
   // Browser Origin values allowed to open /ws ("scheme://host[:port]",
   // compared case-insensitively, a trailing '/' ignored; "*" allows any).

@@ -62,6 +62,27 @@ tg_check "rendered default chart has every kind the issue asks for" sh -c "
     grep -q \"^kind: \$k\$\" '$TG_OUT/render-default.yaml' || { echo missing \$k; exit 1; }; done
   grep -q '^kind: ServiceMonitor$' '$TG_OUT/render-nondefault.yaml' || { echo no ServiceMonitor; exit 1; }
   grep -q 'grafana_dashboard: \"1\"' '$TG_OUT/render-default.yaml' || { echo no dashboard label; exit 1; }"
+tg_check "nondefault: node groups render (GPU resources, digest image, HPA, KEDA scale-to-zero)" sh -c "
+  f='$TG_OUT/render-nondefault.yaml'
+  grep -q '^kind: HorizontalPodAutoscaler\$' \$f && grep -q '^kind: ScaledObject\$' \$f &&
+  grep -q 'nvidia.com/gpu: 1' \$f && grep -q 'custom-node@sha256:0123' \$f &&
+  grep -q 'minReplicaCount: 0' \$f && grep -q -- '- tokengate-custom-node' \$f &&
+  grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f"
+tg_check "default: node terminationGracePeriodSeconds (45) exceeds the 30 s drain" \
+  grep -q 'terminationGracePeriodSeconds: 45' "$TG_OUT/render-default.yaml"
+tg_check "compose: node stop_grace_period exceeds the 30 s drain" \
+  sh -c 'docker-compose -f docker/compose.yaml config | grep -A40 "^  node:" | grep -Eq "stop_grace_period: (4[0-9]|[5-9][0-9])s"'
+tg_check_fails "values.schema.json rejects node grace <= the drain (30)" "$HELM" template tg "$CHART" --set node.terminationGracePeriodSeconds=30
+tg_check_fails "values.schema.json rejects a node group without a name" "$HELM" template tg "$CHART" --set 'nodeGroups[0].replicas=1'
+tg_check_fails "values.schema.json rejects a malformed image digest" "$HELM" template tg "$CHART" \
+  --set 'nodeGroups[0].name=a' --set 'nodeGroups[0].image.digest=latest'
+tg_check_fails "values.schema.json rejects HPA and KEDA on one group" "$HELM" template tg "$CHART" \
+  --set 'nodeGroups[0].name=a' --set 'nodeGroups[0].autoscaling.enabled=true' --set 'nodeGroups[0].autoscaling.maxReplicas=2' \
+  --set 'nodeGroups[0].keda.enabled=true' --set 'nodeGroups[0].keda.maxReplicaCount=2' --set 'nodeGroups[0].keda.prometheusServerAddress=http://p:9090'
+tg_check_fails "values.schema.json rejects KEDA without a Prometheus address" "$HELM" template tg "$CHART" \
+  --set 'nodeGroups[0].name=a' --set 'nodeGroups[0].keda.enabled=true' --set 'nodeGroups[0].keda.maxReplicaCount=2'
+tg_check "values.schema.json accepts global and any resource name" "$HELM" template tg "$CHART" \
+  --set global.foo=1 --set 'node.resources.limits.example\.com/fpga=1'
 tg_check_fails "values.schema.json rejects an unknown key" "$HELM" template tg "$CHART" --set bogus=1
 tg_check_fails "values.schema.json rejects replicas: -1" "$HELM" template tg "$CHART" --set node.replicas=-1
 tg_check_fails "values.schema.json rejects a bad pullPolicy" "$HELM" template tg "$CHART" --set image.pullPolicy=Sometimes

@@ -22,6 +22,7 @@ const KINDS = {
   'apps/v1/Deployment': ['kubernetes-models/apps/v1/Deployment', 'Deployment'],
   'policy/v1/PodDisruptionBudget': ['kubernetes-models/policy/v1/PodDisruptionBudget', 'PodDisruptionBudget'],
   'networking.k8s.io/v1/NetworkPolicy': ['kubernetes-models/networking.k8s.io/v1/NetworkPolicy', 'NetworkPolicy'],
+  'autoscaling/v2/HorizontalPodAutoscaler': ['kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler', 'HorizontalPodAutoscaler'],
   'monitoring.coreos.com/v1/ServiceMonitor': ['@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', 'ServiceMonitor'],
 };
 
@@ -39,10 +40,33 @@ for (const file of process.argv.slice(2)) {
 }
 if (!docs.length) fail('manifests: at least one object rendered');
 
+// No typed model for KEDA's CRD here: the fields the chart sets, checked by hand against
+// https://keda.sh/docs/latest/reference/scaledobject-spec/ and the prometheus scaler.
+function checkScaledObject(label, obj) {
+  const s = obj.spec ?? {};
+  const problems = [];
+  const target = s.scaleTargetRef?.name;
+  if (!docs.some((d) => d.obj.kind === 'Deployment' && d.obj.metadata?.name === target))
+    problems.push(`scaleTargetRef.name ${target} is not a rendered Deployment`);
+  if (!Number.isInteger(s.minReplicaCount) || s.minReplicaCount < 0) problems.push('minReplicaCount');
+  if (!Number.isInteger(s.maxReplicaCount) || s.maxReplicaCount < Math.max(1, s.minReplicaCount))
+    problems.push('maxReplicaCount');
+  const deployment = docs.find((d) => d.obj.kind === 'Deployment' && d.obj.metadata?.name === target);
+  if (deployment && 'replicas' in deployment.obj.spec) problems.push('the scaled Deployment sets replicas (KEDA owns them)');
+  const t = s.triggers ?? [];
+  if (t.length !== 1 || t[0].type !== 'prometheus') problems.push('one prometheus trigger');
+  for (const k of ['serverAddress', 'query', 'threshold'])
+    if (typeof t[0]?.metadata?.[k] !== 'string' || !t[0].metadata[k]) problems.push(`trigger metadata.${k} (string)`);
+  if (!/^sum\(tokengate_queue_depth/.test(t[0]?.metadata?.query ?? '')) problems.push('query on tokengate_queue_depth');
+  if (problems.length) fail(`${label}: KEDA ScaledObject`, problems.join('\n'));
+  else pass(`${label}: KEDA ScaledObject (target, replica bounds, prometheus trigger)`);
+}
+
 const tsFiles = {};
 for (const [i, { file, obj }] of docs.entries()) {
   const key = `${obj.apiVersion}/${obj.kind}`;
   const label = `${file}: ${obj.kind}/${obj.metadata?.name}`;
+  if (key === 'keda.sh/v1alpha1/ScaledObject') { checkScaledObject(label, obj); continue; }
   const entry = KINDS[key];
   if (!entry) { fail(`${label}: known kind`, `no validator for ${key}`); continue; }
   const mod = await import(entry[0]);

@@ -65,3 +65,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "tokengate.secretKey" -}}
 {{- if .Values.gateway.existingSecret }}{{ .Values.gateway.existingSecretKey }}{{ else }}gateway-token{{ end }}
 {{- end }}
+
+{{/* A node group's image: group image.repository/tag/digest over the node image; a digest
+     pins it (repo@sha256:...). Call with (dict "ctx" . "group" $g). */}}
+{{- define "tokengate.groupImage" -}}
+{{- $img := .group.image | default dict }}
+{{- $repo := $img.repository | default .ctx.Values.image.nodeRepository }}
+{{- if .ctx.Values.image.registry }}{{ $repo = printf "%s/%s" .ctx.Values.image.registry $repo }}{{ end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo ($img.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion) }}
+{{- end }}
+{{- end }}

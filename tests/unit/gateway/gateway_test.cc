@@ -732,6 +732,28 @@ TEST(GatewayReadyTest, NotReadyWithoutNodes) {
   EXPECT_EQ(empty.sinkCount(), 0u);
 }
 
+// --ready-min-nodes 0 (Helm with KEDA scale-to-zero groups): ready with no node at all; with 2,
+// one node is not enough.
+TEST(GatewayReadyTest, ReadyMinNodes) {
+  testing::FakeClusterControl empty(/*demo=*/false);
+  GatewayConfig zero = testConfig();
+  zero.ready_min_nodes = 0;
+  Gateway gw0(zero, empty);
+  ASSERT_TRUE(gw0.start().ok());
+  EXPECT_EQ(httpGet(gw0.port(), "/readyz").status, 200);
+  gw0.stop();
+
+  GatewayConfig two = testConfig();
+  two.ready_min_nodes = 2;
+  Gateway gw2(two, empty);
+  ASSERT_TRUE(gw2.start().ok());
+  empty.addNode("node-1");
+  EXPECT_EQ(httpGet(gw2.port(), "/readyz").status, 503);
+  empty.addNode("node-2");
+  EXPECT_TRUE(eventually([&] { return httpGet(gw2.port(), "/readyz").status == 200; }));
+  gw2.stop();
+}
+
 TEST_F(GatewayTest, StopClosesSessionsGoingAway) {
   startGateway();
   Client c(port());

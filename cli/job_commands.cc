@@ -1,0 +1,228 @@
+// tgctl leibniz | submit | wait | cancel | info | jobs.
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/command.h"
+#include "cli/progress.h"
+#include "common/job_json.h"
+
+namespace tokengate::cli {
+namespace {
+
+namespace json = boost::json;
+
+int printResult(const StatusOr<client::JobResult>& r, bool json_out) {
+  if (!r.ok()) return fail(std::string(r.status().message()));
+  if (json_out) {
+    json::array outs;
+    for (const auto& o : r->outputs) {
+      json::object jo{{"index", o.index}, {"name", o.name}};
+      if (o.status.ok())
+        jo["value"] = valueToJson(o.value);
+      else
+        jo["error"] = json::object{{"code", absl::StatusCodeToString(o.status.code())},
+                                   {"message", std::string(o.status.message())}};
+      outs.push_back(std::move(jo));
+    }
+    json::object out{{"job", r->id},
+                     {"state", client::jobStateName(r->state)},
+                     {"total", r->progress.total},
+                     {"done", r->progress.done},
+                     {"failed", r->progress.failed},
+                     {"wall_s", static_cast<double>(r->wall_ns) / 1e9},
+                     {"outputs", std::move(outs)}};
+    std::cout << json::serialize(out) << std::endl;
+  } else {
+    fmt::print("job {} {}: {}/{} tokens done, {} failed, {:.3f} s\n", r->id,
+               client::jobStateName(r->state), r->progress.done, r->progress.total,
+               r->progress.failed, static_cast<double>(r->wall_ns) / 1e9);
+    for (const auto& o : r->outputs) {
+      if (o.status.ok())
+        fmt::print("  {} = {}\n", o.name, o.value.toString());
+      else
+        fmt::print("  {} ! {}: {}\n", o.name, absl::StatusCodeToString(o.status.code()),
+                   o.status.message());
+    }
+  }
+  return r->state == client::JobState::kSucceeded ? 0 : 3;
+}
+
+// Submits `job`, says its id at once (stdout with --detach, else stderr, so Ctrl-C never loses
+// it), then waits with a progress bar unless detached.
+StatusOr<client::JobResult> submitAndWait(client::Client& c, const JobSpec& job,
+                                          const GlobalOptions& g, bool detach, int* rc) {
+  auto id = c.submitWithBackpressure(job, g.timeout());
+  if (!id.ok()) return id.status();
+  if (detach) {
+    if (g.json)
+      fmt::print("{}\n", json::serialize(json::object{{"job", *id}}));
+    else
+      fmt::print("{}\n", *id);
+    *rc = 0;
+    return absl::CancelledError("detached");
+  }
+  if (!g.quiet)
+    fmt::print(stderr, "job {} submitted (tgctl wait {} to follow it again)\n", *id, *id);
+  ProgressBar bar(!g.quiet && !g.json && isatty(2));
+  auto r = c.wait(
+      *id, [&](const client::Progress& p) { bar.update(p); }, g.timeout());
+  bar.finish();
+  return r;
+}
+
+}  // namespace
+
+void addJobCommands(CLI::App& app, Context& ctx) {
+  const GlobalOptions& g = ctx.global;
+
+  auto* leib = app.add_subcommand("leibniz", "Run the Leibniz pi job and check it bit for bit");
+  struct LeibnizArgs {
+    uint64_t terms = 1'000'000;
+    std::string precision = "double";
+    uint32_t chunk = 1000, partials = 10;
+    bool detach = false;
+  };
+  auto la = std::make_shared<LeibnizArgs>();
+  leib->add_option("--terms", la->terms, "Number of series terms (tokens)")->capture_default_str();
+  leib->add_option("--precision", la->precision, "double | dec50")->capture_default_str();
+  leib->add_option("--chunk", la->chunk, "Terms summed per chunk token")->capture_default_str();
+  leib->add_option("--partials", la->partials, "Chunks summed per partial token")
+      ->capture_default_str();
+  leib->add_flag("-d,--detach", la->detach, "Print the job id and return without waiting");
+  leib->callback([&ctx, &g, la] {
+    ctx.run = [&g, la]() -> int {
+      auto p = parsePrecision(la->precision);
+      if (!p.ok()) return fail(std::string(p.status().message()), 2);
+      auto job = makeLeibnizJob(la->terms, *p, la->chunk, la->partials);
+      if (!job.ok()) return fail(std::string(job.status().message()), 2);
+      auto c = connect(g);
+      if (!c) return 1;
+      int rc = 1;
+      auto r = submitAndWait(*c, *job, g, la->detach, &rc);
+      if (la->detach && rc == 0) return 0;
+      if (r.ok() && !g.json) {
+        const Value expect = leibnizLocal(la->terms, *p, la->chunk, la->partials);
+        auto got = r->output("pi");
+        if (got.ok())
+          fmt::print("pi ~= {}  ({} the single-thread computation)\n", got->toString(),
+                     *got == expect ? "bit-identical to" : "DIFFERS from");
+      }
+      return printResult(r, g.json);
+    };
+  });
+
+  auto* submit = app.add_subcommand("submit", "Submit a job from a JSON file ('-' = stdin)");
+  struct SubmitArgs {
+    std::string file;
+    bool detach = false;
+  };
+  auto sa = std::make_shared<SubmitArgs>();
+  submit->add_option("file", sa->file, "Job JSON (docs/protocol.md), '-' for stdin")->required();
+  submit->add_flag("-d,--detach,--no-wait", sa->detach,
+                   "Print the job id and return without waiting");
+  submit->callback([&ctx, &g, sa] {
+    ctx.run = [&g, sa]() -> int {
+      std::stringstream ss;
+      if (sa->file == "-") {
+        ss << std::cin.rdbuf();
+      } else {
+        std::ifstream in(sa->file);
+        if (!in) return fail("cannot read " + sa->file, 2);
+        ss << in.rdbuf();
+      }
+      auto job = parseJobJson(ss.str());
+      if (!job.ok()) return fail(std::string(job.status().message()), 2);
+      auto c = connect(g);
+      if (!c) return 1;
+      int rc = 1;
+      auto r = submitAndWait(*c, *job, g, sa->detach, &rc);
+      if (sa->detach && rc == 0) return 0;
+      return printResult(r, g.json);
+    };
+  });
+
+  auto job_id = std::make_shared<uint64_t>(0);
+  auto* wait = app.add_subcommand("wait", "Wait for a job and print its results");
+  wait->add_option("job", *job_id, "Job id")->required();
+  wait->callback([&ctx, &g, job_id] {
+    ctx.run = [&g, job_id]() -> int {
+      auto c = connect(g);
+      if (!c) return 1;
+      if (auto st = c->watch(*job_id); !st.ok()) return fail(std::string(st.message()));
+      ProgressBar bar(!g.quiet && !g.json && isatty(2));
+      auto r = c->wait(
+          *job_id, [&](const client::Progress& p) { bar.update(p); }, g.timeout());
+      bar.finish();
+      return printResult(r, g.json);
+    };
+  });
+
+  auto* cancel = app.add_subcommand("cancel", "Cancel a job");
+  cancel->add_option("job", *job_id, "Job id")->required();
+  cancel->callback([&ctx, &g, job_id] {
+    ctx.run = [&g, job_id]() -> int {
+      auto c = connect(g);
+      if (!c) return 1;
+      if (auto st = c->cancel(*job_id); !st.ok()) return fail(std::string(st.message()));
+      fmt::print("job {} cancelled\n", *job_id);
+      return 0;
+    };
+  });
+
+  auto* info = app.add_subcommand("info", "Cluster summary and nodes");
+  auto wait_nodes = std::make_shared<uint32_t>(0);
+  info->add_option("--wait-nodes", *wait_nodes,
+                   "Wait (up to --timeout) until this many nodes are ready");
+  info->callback([&ctx, &g, wait_nodes] {
+    ctx.run = [&g, wait_nodes]() -> int {
+      auto c = connect(g);
+      if (!c) return 1;
+      if (*wait_nodes) {
+        if (auto st = c->waitForNodes(*wait_nodes, g.timeout()); !st.ok())
+          return fail(std::string(st.message()));
+      }
+      auto i = c->info();
+      if (!i.ok()) return fail(std::string(i.status().message()));
+      fmt::print(
+          "nodes ready {}  draining {}  jobs running {}  tokens live {}  completed {}  failed {}  "
+          "queued {}  in flight {}\n",
+          i->nodes_ready, i->nodes_draining, i->jobs_running, i->tokens_live, i->tokens_completed,
+          i->tokens_failed, i->queued, i->in_flight);
+      fmt::print("nodes lost {} (disconnected {})  tokens re-queued {}  returned by draining {}\n",
+                 i->nodes_lost, i->nodes_disconnected, i->tokens_requeued, i->tokens_returned);
+      for (const auto& n : i->nodes)
+        fmt::print("  {:<16} {:<9} completed {:>10}  in flight {:>6}\n", n.id, n.state, n.completed,
+                   n.in_flight);
+      return 0;
+    };
+  });
+
+  auto* jobs = app.add_subcommand("jobs", "List jobs (running and recently finished)");
+  jobs->callback([&ctx, &g] {
+    ctx.run = [&g]() -> int {
+      auto c = connect(g);
+      if (!c) return 1;
+      auto r = c->admin(client::AdminCall(client::AdminCall::Kind::kListJobs), g.timeout());
+      if (!r.ok()) return fail(std::string(r.status().message()));
+      if (g.json) return fmt::print("{}\n", *r), 0;
+      const auto list = json::parse(*r).as_array();
+      fmt::print("{:>20}  {:<10} {:>10} {:>10} {:>8} {:>10}  {}\n", "JOB", "STATE", "DONE", "TOTAL",
+                 "FAILED", "WALL S", "NAME");
+      for (const auto& v : list) {
+        const auto& j = v.as_object();
+        fmt::print("{:>20}  {:<10} {:>10} {:>10} {:>8} {:>10.3f}  {}\n",
+                   json::value_to<uint64_t>(j.at("id")), json::value_to<std::string>(j.at("state")),
+                   json::value_to<uint64_t>(j.at("done")), json::value_to<uint64_t>(j.at("total")),
+                   json::value_to<uint64_t>(j.at("failed")), json::value_to<double>(j.at("wall_s")),
+                   json::value_to<std::string>(j.at("name")));
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace tokengate::cli
