@@ -155,10 +155,11 @@ void CoordinatorCore::commitJournal() {
   auto held = std::move(held_);
   held_.clear();
   held_tokens_ = 0;
+  bool refusals = false;
   for (auto& h : held) {
-    if (!st.ok()) {
-      // The record may be on disk although the sync failed: say it was refused, so a restart
-      // does not resume a job its client was told failed.
+    // A refused job's record may be on disk: mark it refused, so a restart does not resume a
+    // job its client was told failed.
+    auto refuse = [&](const Status& why) {
       control::JobStatus refused;
       refused.id = h.id;
       refused.incarnation = incarnation();
@@ -166,12 +167,23 @@ void CoordinatorCore::commitJournal() {
       refused.state = JobState::kFailed;
       refused.total = h.count;
       journal_->finished(refused);
-      h.done(notJournalled(st));
+      refusals = true;
+      h.done(why);
+    };
+    if (!st.ok()) {
+      refuse(notJournalled(st));
       continue;
     }
-    h.done(admitJob(h.id, std::move(h.spec), h.watcher, h.count, incarnation()));
+    const std::string name = h.spec.name;  // refuse() needs it after the move
+    auto id = admitJob(h.id, std::move(h.spec), h.watcher, h.count, incarnation());
+    h.spec.name = name;
+    if (!id.ok()) {
+      refuse(id.status());
+      continue;
+    }
+    h.done(std::move(id));
   }
-  if (!st.ok()) (void)journal_->commit();
+  if (refusals) (void)journal_->commit();
 }
 
 Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
