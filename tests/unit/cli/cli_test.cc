@@ -18,7 +18,9 @@ TEST(NormalizeEndpoint, RejectsMalformed) {
   for (const char* bad : {"", "host:", ":5555", "host:port", "a b:1", "host:55x"}) {
     auto r = client::normalizeEndpoint(bad);
     EXPECT_FALSE(r.ok()) << bad;
-    if (!r.ok()) EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    }
   }
 }
 
