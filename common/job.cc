@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace tokengate {
 
 const char* weightName(Weight w) {
@@ -46,8 +48,10 @@ uint32_t JobSpec::add(TokenSpec spec) {
 
 Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
   if (tokens.empty()) return absl::InvalidArgumentError("job has no tokens");
-  const size_t arg_budget =
-      max_frame_bytes > kTokenBatchOverheadBytes ? max_frame_bytes - kTokenBatchOverheadBytes : 0;
+  // The reserve is a quarter of the frame at most: a small configured frame limit (tests,
+  // embedded set-ups) still leaves room for a token's arguments.
+  const size_t reserve = std::min(kTokenBatchOverheadBytes, max_frame_bytes / 4);
+  const size_t arg_budget = max_frame_bytes - reserve;
   uint64_t next = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto& t = tokens[i];
