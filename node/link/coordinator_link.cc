@@ -245,6 +245,7 @@ void CoordinatorLink::onWelcome(wire::Welcome::Reader w) {
   spdlog::info("welcomed: session {:x}, heartbeat every {} ms, give-up after {} ms", session_,
                heartbeat_ms_, giveUpAfter() / kMillis);
   sendHeartbeat();
+  next_health_ = 0;  // probes see "ready" at the next tick, not up to a second later
 }
 
 void CoordinatorLink::onTokenBatch(wire::TokenBatch::Reader b) {
