@@ -284,7 +284,8 @@ TEST_F(GatewayClusterTest, TokenCancelQueuedRunningAndFinished) {
   // Queued: the op is paused, so the token waits in the coordinator.
   ws_->ok({{"cmd", "op.pause"}, {"op", "sleep"}});
   const uint64_t id = submit(tokens("sleep", 3, json::array{10}));
-  json::object tc = ws_->ok({{"cmd", "token.cancel"}, {"token_id", (id << 32) | 1}});
+  json::object tc =
+      ws_->ok({{"cmd", "token.cancel"}, {"token_id", std::to_string((id << 32) | 1)}});
   EXPECT_TRUE(tc.at("cancelled").as_bool());
   ws_->ok({{"cmd", "op.resume"}, {"op", "sleep"}});
   json::object st = waitJob(id, 10000);
@@ -292,7 +293,8 @@ TEST_F(GatewayClusterTest, TokenCancelQueuedRunningAndFinished) {
   EXPECT_EQ(u64(st.at("cancelled")), 1u);
   EXPECT_EQ(st.at("outputs").at(1).at("error").at("code").as_string(), "cancelled");
   // Finished token of a finished job: not_found once the job is gone, or cancelled:false.
-  json::object fin = ws_->cmd({{"cmd", "token.cancel"}, {"token_id", (id << 32) | 0}});
+  json::object fin =
+      ws_->cmd({{"cmd", "token.cancel"}, {"token_id", std::to_string((id << 32) | 0)}});
   if (fin.at("ok").as_bool())
     EXPECT_FALSE(fin.at("result").at("cancelled").as_bool());
   else
@@ -306,10 +308,12 @@ TEST_F(GatewayClusterTest, TokenCancelQueuedRunningAndFinished) {
     json::object s = ws_->ok({{"cmd", "job.status"}, {"job_id", id2}});
     return u64(s.at("done")) == 1 && u64(s.at("running")) == 1;
   }));
-  EXPECT_FALSE(
-      ws_->ok({{"cmd", "token.cancel"}, {"token_id", id2 << 32}}).at("cancelled").as_bool());
-  EXPECT_TRUE(
-      ws_->ok({{"cmd", "token.cancel"}, {"token_id", (id2 << 32) | 1}}).at("cancelled").as_bool());
+  EXPECT_FALSE(ws_->ok({{"cmd", "token.cancel"}, {"token_id", std::to_string(id2 << 32)}})
+                   .at("cancelled")
+                   .as_bool());
+  EXPECT_TRUE(ws_->ok({{"cmd", "token.cancel"}, {"token_id", std::to_string((id2 << 32) | 1)}})
+                  .at("cancelled")
+                  .as_bool());
   st = waitJob(id2, 5000);
   EXPECT_EQ(st.at("state").as_string(), "cancelled");
   EXPECT_EQ(u64(op("wait_cancel").at("running")), 0u);
