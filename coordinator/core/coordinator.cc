@@ -11,6 +11,7 @@
 #include <random>
 
 #include "common/names.h"
+#include "coordinator/control/status_wire.h"
 
 namespace tokengate::coordinator {
 
@@ -1621,17 +1622,6 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
   sendJobDone(peer, *s);
 }
 
-namespace {
-void outputToWire(const control::OutputResult& o, wire::Output::Builder out) {
-  out.setIndex(o.index);
-  out.setName(o.name);
-  if (o.status.ok())
-    toWire(o.value, out.initValue());
-  else
-    toWire(o.status, out.initError());
-}
-}  // namespace
-
 void CoordinatorCore::sendProgress(Job& job, bool) {
   for (const auto& w : job.watchers) {
     auto msg = newFrame();
@@ -1643,7 +1633,7 @@ void CoordinatorCore::sendProgress(Job& job, bool) {
     p.setFailed(job.failed + job.cancelled);
     p.setRunning(job.running);
     auto outs = p.initOutputs(static_cast<unsigned>(job.streamed.size()));
-    for (unsigned i = 0; i < job.streamed.size(); ++i) outputToWire(job.streamed[i], outs[i]);
+    for (unsigned i = 0; i < job.streamed.size(); ++i) control::toWire(job.streamed[i], outs[i]);
     outbox_.send(w, msg.encode());
   }
   job.streamed.clear();
@@ -1653,17 +1643,7 @@ void CoordinatorCore::sendProgress(Job& job, bool) {
 void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobStatus& s) {
   auto msg = newFrame();
   auto f = msg.root;
-  auto d = f.initJobDone();
-  d.setJobId(s.id);
-  d.setState(static_cast<wire::JobState>(s.state));
-  auto p = d.initProgress();
-  p.setJobId(s.id);
-  p.setTotal(s.total);
-  p.setDone(s.done);
-  p.setFailed(s.failed + s.cancelled);
-  d.setWallNs(static_cast<uint64_t>(s.wall_ns));
-  auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
-  for (unsigned i = 0; i < s.outputs.size(); ++i) outputToWire(s.outputs[i], outs[i]);
+  control::toWire(s, f.initJobDone());
   outbox_.send(peer, msg.encode());
 }
 

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "common/wire.h"
+#include "coordinator/control/status_wire.h"
 #include "coordinator/core/journal.h"
 #include "tokengate.capnp.h"
 
@@ -166,25 +167,7 @@ std::string encodeFinish(const control::JobStatus& s) {
   f.setName(s.name);
   f.setCancelled(s.cancelled);
   f.setIncarnation(s.incarnation);
-  auto d = f.initDone();
-  d.setJobId(s.id);
-  d.setState(static_cast<wire::JobState>(s.state));
-  auto p = d.initProgress();
-  p.setJobId(s.id);
-  p.setTotal(s.total);
-  p.setDone(s.done);
-  p.setFailed(s.failed + s.cancelled);
-  d.setWallNs(static_cast<uint64_t>(s.wall_ns));
-  auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
-  for (unsigned i = 0; i < s.outputs.size(); ++i) {
-    const auto& o = s.outputs[i];
-    outs[i].setIndex(o.index);
-    outs[i].setName(o.name);
-    if (o.status.ok())
-      toWire(o.value, outs[i].initValue());
-    else
-      toWire(o.status, outs[i].initError());
-  }
+  control::toWire(s, f.initDone());
   return encodeFrame(msg);
 }
 
