@@ -1,9 +1,12 @@
 // tokengate-node: flags -> NodeConfig -> runNode(). All wiring lives in
 // tg_node (node/link/node.h) so tests and tokengate-local can start nodes too.
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "common/log.h"
+#include "common/security/curve_flags.h"
 #include "node/link/health.h"
 #include "node/link/node.h"
 
@@ -42,6 +45,8 @@ int main(int argc, char** argv) {
   app.add_flag("--ready", require_ready,
                "Probe mode: also require an established coordinator session");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default $TG_LOG or info)");
+  tokengate::security::CurveFlags curve_flags;
+  tokengate::security::addCurveFlags(app, curve_flags, tokengate::security::CurveSide::kNode);
   CLI11_PARSE(app, argc, argv);
   config.pin = !no_pin;
   if (!check_health.empty()) {
@@ -51,5 +56,15 @@ int main(int argc, char** argv) {
   }
 
   tokengate::initLogging("node", log_level);
+  auto curve = tokengate::security::resolveClientCurve(curve_flags, "node");
+  if (!curve.ok()) {
+    std::fprintf(stderr, "tokengate-node: %s\n", std::string(curve.status().message()).c_str());
+    return 2;
+  }
+  if (!curve->enabled())
+    spdlog::warn(
+        "--insecure: plain TCP without CURVE; anyone on the network can pose as the "
+        "coordinator and read this node's work");
+  config.curve = std::move(*curve);
   return tokengate::node::runNode(std::move(config));
 }

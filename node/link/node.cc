@@ -163,6 +163,11 @@ Status Node::run() {
     s.socket->set(zmq::sockopt::linger, 200);
     s.socket->set(zmq::sockopt::sndhwm, 100'000);
     s.socket->set(zmq::sockopt::rcvhwm, 100'000);
+    // CURVE (docs/security.md): this node's key pair and the coordinator's public key.
+    if (auto st = security::applyClientKeys(*s.socket, config_.curve); !st.ok()) {
+      spdlog::error("node CURVE setup: {}", st.message());
+      throw zmq::error_t(EINVAL);
+    }
     s.socket->connect(config_.coordinator);
   };
   try {

@@ -21,6 +21,7 @@
 #include <zmq.hpp>
 
 #include "common/clock.h"
+#include "common/security/curve.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "node/executor/executor.h"
@@ -49,6 +50,8 @@ struct NodeConfig {
   bool handle_signals = false;      // runNode() sets it: SIGTERM/SIGINT = stop
   // Rewritten about once a second for container probes (node/link/health.h); empty = off.
   std::string health_file;
+  // CurveZMQ keys for the link; disabled (plain TCP) unless secret_key is set.
+  security::ClientCurve curve;
 };
 
 // Registry used when NodeConfig::registry is null.
