@@ -23,16 +23,20 @@ int main(int argc, char** argv) {
   opts.gateway = "127.0.0.1:8080";
   opts.gateway_token = "tokengate-local";
   app.add_option("--nodes", opts.nodes, "node processes")->capture_default_str();
-  app.add_option("--terms", terms, "Leibniz terms (0 = start the cluster only)")->capture_default_str();
+  app.add_option("--terms", terms, "Leibniz terms (0 = start the cluster only)")
+      ->capture_default_str();
   app.add_option("--precision", precision, "double | dec50")->capture_default_str();
   app.add_option("--gateway", opts.gateway, "gateway host:port ('' = none)")->capture_default_str();
   app.add_option("--gateway-token", opts.gateway_token, "gateway admin token")
-      ->envname("TG_GATEWAY_TOKEN")->capture_default_str();
+      ->envname("TG_GATEWAY_TOKEN")
+      ->capture_default_str();
   app.add_flag("--hold", hold, "keep the cluster running after the job (Ctrl-C stops)");
   app.add_flag("--no-pin", no_pin, "do not split cores between nodes");
   app.add_flag("--supervise", opts.supervise, "restart nodes that die");
   app.add_option("--bin-dir", opts.bin_dir, "where tokengate-coordinator/-node are");
   app.add_flag("-q,--quiet", quiet, "no progress bar");
+  app.add_flag("--insecure", opts.insecure,
+               "plain TCP between the processes (default: throw-away CURVE keys)");
   app.add_option("--log-level", log_level)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   initLogging("local", log_level);
@@ -54,8 +58,12 @@ int main(int argc, char** argv) {
   if (c.gatewayPort())
     fmt::print("control page http://127.0.0.1:{}/?token={}  (metrics: /metrics)\n", c.gatewayPort(),
                opts.gateway_token);
+  if (!c.keyDir().empty())
+    fmt::print("CURVE keys (removed on exit): tgctl --curve-dir {} ...\n", c.keyDir());
+  else
+    fmt::print("warning: --insecure: plain TCP, anyone reaching {} is trusted\n", c.endpoint());
   std::fflush(stdout);
-  client::Client cl(c.endpoint());
+  client::Client cl(c.endpoint(), c.clientCurve());
   if (auto st = cl.waitForNodes(opts.nodes, 30 * kSeconds); !st.ok())
     return fmt::print(stderr, "error: {}\n", st.message()), 1;
   int rc = 0;

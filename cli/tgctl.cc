@@ -7,10 +7,12 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/keys.h"
 #include "cli/progress.h"
 #include "client/client.h"
 #include "common/job_json.h"
 #include "common/log.h"
+#include "common/security/curve_flags.h"
 
 #ifdef TG_HAVE_COSTMODEL
 #include "coordinator/costmodel/tgctl_model.h"
@@ -103,14 +105,20 @@ int main(int argc, char** argv) {
 #ifdef TG_HAVE_COSTMODEL
   costmodel::addModelCommands(app);
 #endif
+  cli::addKeysCommands(app);
+  security::CurveFlags curve_flags;
+  security::addCurveFlags(app, curve_flags, security::CurveSide::kClient);
   CLI11_PARSE(app, argc, argv);
+  if (auto rc = cli::runKeysCommands(app); rc >= 0) return rc;
   initLogging("tgctl", log_level);
   const Nanos timeout = static_cast<Nanos>(timeout_s * 1e9);
 
 #ifdef TG_HAVE_COSTMODEL
   if (auto rc = costmodel::runModelCommands(app); rc >= 0) return rc;
 #endif
-  client::Client c(endpoint);
+  auto curve = security::resolveClientCurve(curve_flags, "admin");
+  if (!curve.ok()) return fmt::print(stderr, "error: {}\n", curve.status().message()), 2;
+  client::Client c(endpoint, *curve);
   cli::ProgressBar bar(!quiet && !json_out && isatty(2));
   auto progress = [&](const client::Progress& p) { bar.update(p); };
 

@@ -33,9 +33,9 @@ StatusOr<std::vector<std::string>> contentLines(const std::string& path) {
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(in, line)) {
-    if (auto hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    // Only whole-line comments: '#' is a Z85 digit, so it may occur inside a key.
     line = trim(line);
-    if (!line.empty()) lines.push_back(std::move(line));
+    if (!line.empty() && line[0] != '#') lines.push_back(std::move(line));
   }
   return lines;
 }
@@ -129,10 +129,12 @@ StatusOr<std::string> readKeyFile(const std::string& path) {
   auto lines = contentLines(path);
   if (!lines.ok()) return lines.status();
   if (lines->empty()) return absl::InvalidArgumentError(fmt::format("{}: no key", path));
-  if (!isZ85Key(lines->front()))
+  std::string key;
+  std::istringstream(lines->front()) >> key;  // words after the key are a comment
+  if (!isZ85Key(key))
     return absl::InvalidArgumentError(
         fmt::format("{}: not a Z85 CURVE key (want {} characters)", path, kZ85KeyChars));
-  return lines->front();
+  return key;
 }
 
 StatusOr<std::string> keyFromTextOrFile(const std::string& text) {
@@ -192,10 +194,8 @@ Status AllowList::addNodes(const std::string& path) {
     std::istringstream in(line);
     std::string a, b;
     in >> a >> b;
-    if (!b.empty() && a != "node")
-      return absl::InvalidArgumentError(
-          fmt::format("{}: node allow-list lines are '<key>' or 'node <key>'", path));
-    if (auto st = add(b.empty() ? a : b, Role::kNode, path); !st.ok()) return st;
+    // "<key> [comment]" or "node <key> [comment]"
+    if (auto st = add(a == "node" ? b : a, Role::kNode, path); !st.ok()) return st;
   }
   return absl::OkStatus();
 }
@@ -295,6 +295,13 @@ PeerIdentity parseUserId(std::string_view user_id) {
   id.role = *role;
   id.public_key = std::string(user_id.substr(space + 1));
   return id;
+}
+
+std::string frameKindName(wire::Frame::Which kind) {
+  const auto fields = capnp::Schema::from<wire::Frame>().getUnionFields();
+  const auto i = static_cast<unsigned>(kind);
+  if (i < fields.size()) return fields[i].getProto().getName().cStr();
+  return fmt::format("#{}", i);
 }
 
 bool roleAllows(Role role, wire::Frame::Which kind) {

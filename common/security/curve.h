@@ -2,7 +2,8 @@
 // roles, socket setup for both sides, and the per-frame role check.
 //
 // Keys are Z85 text (40 characters, zmq_z85_encode of 32 bytes). A key file
-// holds one key on its first non-comment line; `#` starts a comment. A
+// holds one key on its first non-comment line (a line starting with `#` is a
+// comment; `#` inside a line is a Z85 digit; words after the key are ignored). A
 // secret key file is enough to derive its public key (zmq_curve_public).
 //
 // Roles: a peer admitted by the coordinator's ZAP handler (zap.h) carries the
@@ -106,6 +107,8 @@ struct PeerIdentity {
 };
 PeerIdentity parseUserId(std::string_view user_id);
 
+// The schema name of a frame kind ("submitJob"), for messages.
+std::string frameKindName(wire::Frame::Which kind);
 // Whether a peer of `role` may send frames of `kind` to the coordinator.
 bool roleAllows(Role role, wire::Frame::Which kind);
 

@@ -53,15 +53,16 @@ Status missingKeys(const char* what) {
 
 StatusOr<ServerCurve> resolveServerCurve(const CurveFlags& f) {
   std::string secret_file = f.secret_key_file, nodes = f.allow_nodes, clients = f.allow_clients;
+  // --insecure overrides a --curve-dir (which may come from the environment), not explicit keys.
+  if (f.insecure) {
+    if (!secret_file.empty())
+      return absl::InvalidArgumentError("--insecure and a CURVE key file given: choose one");
+    return ServerCurve{};
+  }
   if (!f.dir.empty()) {
     if (secret_file.empty()) secret_file = inDir(f.dir, "server.key");
     if (nodes.empty()) nodes = inDir(f.dir, "allow/nodes");
     if (clients.empty()) clients = inDir(f.dir, "allow/clients");
-  }
-  if (f.insecure) {
-    if (!secret_file.empty())
-      return absl::InvalidArgumentError("--insecure and CURVE keys given: choose one");
-    return ServerCurve{};
   }
   if (secret_file.empty()) return missingKeys("--curve-secret-key-file and the allow-lists");
   if (nodes.empty() && clients.empty())
@@ -74,14 +75,14 @@ StatusOr<ServerCurve> resolveServerCurve(const CurveFlags& f) {
 
 StatusOr<ClientCurve> resolveClientCurve(const CurveFlags& f, const std::string& default_name) {
   std::string secret_file = f.secret_key_file, server = f.server_key;
+  if (f.insecure) {
+    if (!secret_file.empty())
+      return absl::InvalidArgumentError("--insecure and a CURVE key file given: choose one");
+    return ClientCurve{};
+  }
   if (!f.dir.empty()) {
     if (secret_file.empty()) secret_file = inDir(f.dir, default_name + ".key");
     if (server.empty()) server = inDir(f.dir, "server.pub");
-  }
-  if (f.insecure) {
-    if (!secret_file.empty())
-      return absl::InvalidArgumentError("--insecure and CURVE keys given: choose one");
-    return ClientCurve{};
   }
   if (secret_file.empty()) return missingKeys("--curve-secret-key-file and --curve-server-key");
   if (server.empty())

@@ -5,8 +5,9 @@
 //   --curve-allow-nodes P        TG_CURVE_ALLOW_NODES      coordinator: node keys (dir or file)
 //   --curve-allow-clients P      TG_CURVE_ALLOW_CLIENTS    coordinator: client keys with roles
 //   --insecure                   TG_INSECURE=1             plain TCP, every peer trusted
-// Explicit flags win over --curve-dir. Without keys and without --insecure the binary refuses
-// to start (secure by default). See docs/security.md.
+// Explicit flags win over --curve-dir; --insecure overrides --curve-dir but not explicit key files.
+// Without keys and without --insecure the binary refuses to start (secure by default). See
+// docs/security.md.
 #pragma once
 
 #include <CLI/CLI.hpp>
