@@ -17,10 +17,11 @@
 //               the token that finished last in its group, an upper bound per token).
 #include "bench/balance_bench.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
-#include <fmt/format.h>
 #include <iostream>
 #include <random>
 #include <thread>
@@ -44,8 +45,8 @@ std::vector<Group> makeWorkload(const BalanceOptions& o, uint64_t seed) {
     int64_t arg;
     uint32_t count;
   };
-  const Class classes[] = {{"spin", 50, 1200},    {"spin", 400, 600}, {"spin", 2000, 300},
-                           {"spin", 12000, 150},  {"spin", 60000, 40}, {"sleep", 0, 300}};
+  const Class classes[] = {{"spin", 50, 1200},   {"spin", 400, 600},  {"spin", 2000, 300},
+                           {"spin", 12000, 150}, {"spin", 60000, 40}, {"sleep", 0, 300}};
   std::vector<Group> groups;
   for (const auto& c : classes) {
     uint32_t left = static_cast<uint32_t>(std::max(1.0, c.count * o.scale));
@@ -154,6 +155,7 @@ int runBalance(const BalanceOptions& o) {
       opts.coordinator_args.push_back("--credit-per-worker");
       opts.coordinator_args.push_back(std::to_string(o.credit_per_worker));
     }
+    opts.node_args = {"--enable-test-ops"};  // the workload is spin and sleep tokens
     opts.per_node_args.resize(o.nodes);
     opts.per_node_args.back() = {"--speed-factor", fmt::format("{}", o.slow_factor)};
     auto cluster = client::LocalCluster::start(opts);
@@ -173,22 +175,20 @@ int runBalance(const BalanceOptions& o) {
                "{:<18} warm-up {:.3f} s | measured: makespan {:.3f} s, p50 {:.3f} s, p99 {:.3f} s "
                "({} tokens)\n",
                policy, w.makespan_s, m.makespan_s, m.p50_s, m.p99_s, m.tokens);
-    policies[policy] = boost::json::object{{"makespan_s", m.makespan_s},
-                                           {"p50_latency_s", m.p50_s},
-                                           {"p99_latency_s", m.p99_s},
-                                           {"warmup_makespan_s", w.makespan_s},
-                                           {"tokens", m.tokens},
-                                           {"ok", m.ok && w.ok}};
+    policies[policy] = boost::json::object{
+        {"makespan_s", m.makespan_s},        {"p50_latency_s", m.p50_s}, {"p99_latency_s", m.p99_s},
+        {"warmup_makespan_s", w.makespan_s}, {"tokens", m.tokens},       {"ok", m.ok && w.ok}};
   }
-  boost::json::object out{{"bench", "balance"},
-                          {"nodes", o.nodes},
-                          {"slow_factor", o.slow_factor},
-                          {"nominal_work_s", nominalSeconds(measured)},
-                          {"credit_per_worker", o.credit_per_worker ? std::to_string(o.credit_per_worker)
-                                                                    : std::string("default")},
-                          {"group", o.group},
-                          {"seed", o.seed},
-                          {"policies", policies}};
+  boost::json::object out{
+      {"bench", "balance"},
+      {"nodes", o.nodes},
+      {"slow_factor", o.slow_factor},
+      {"nominal_work_s", nominalSeconds(measured)},
+      {"credit_per_worker",
+       o.credit_per_worker ? std::to_string(o.credit_per_worker) : std::string("default")},
+      {"group", o.group},
+      {"seed", o.seed},
+      {"policies", policies}};
   std::cout << boost::json::serialize(out) << std::endl;
   return rc;
 }

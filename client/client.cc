@@ -199,14 +199,13 @@ Status Client::pump(Nanos deadline) {
 
 StatusOr<uint64_t> Client::submit(const JobSpec& job, Nanos timeout) {
   const uint64_t req = next_request_++;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto s = f.initSubmitJob();
   s.setRequestId(req);
   s.setWatch(true);
   toWire(job, s.initJob());
-  send(msg);
+  send(msg.message);
   const Nanos deadline = SystemClock::instance().now() + timeout;
   while (true) {
     if (auto it = replies_.find(req); it != replies_.end()) {
@@ -321,13 +320,12 @@ StatusOr<JobResult> Client::run(const JobSpec& job,
 
 Status Client::cancel(uint64_t job, Nanos timeout) {
   const uint64_t req = next_request_++;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto c = f.initCancelJob();
   c.setRequestId(req);
   c.setJobId(job);
-  send(msg);
+  send(msg.message);
   const Nanos deadline = SystemClock::instance().now() + timeout;
   while (true) {
     if (auto it = replies_.find(req); it != replies_.end()) {
@@ -340,14 +338,13 @@ Status Client::cancel(uint64_t job, Nanos timeout) {
 }
 
 Status Client::watch(uint64_t job) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto w = f.initWatchJob();
   const uint64_t req = next_request_++;
   w.setRequestId(req);
   w.setJobId(job);
-  send(msg);
+  send(msg.message);
   if (auto it = watch_requests_.find(job); it != watch_requests_.end())
     request_errors_.erase(it->second);
   watch_requests_[job] = req;
@@ -356,11 +353,10 @@ Status Client::watch(uint64_t job) {
 
 StatusOr<ClusterInfo> Client::info(Nanos timeout) {
   const uint64_t req = next_request_++;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   f.setStatsRequest(req);
-  send(msg);
+  send(msg.message);
   const Nanos deadline = SystemClock::instance().now() + timeout;
   while (true) {
     if (auto it = stats_replies_.find(req); it != stats_replies_.end()) {

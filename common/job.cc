@@ -44,8 +44,10 @@ uint32_t JobSpec::add(TokenSpec spec) {
   return first;
 }
 
-Status JobSpec::validate(uint64_t max_tokens) const {
+Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
   if (tokens.empty()) return absl::InvalidArgumentError("job has no tokens");
+  const size_t arg_budget =
+      max_frame_bytes > kTokenBatchOverheadBytes ? max_frame_bytes - kTokenBatchOverheadBytes : 0;
   uint64_t next = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto& t = tokens[i];
@@ -56,25 +58,53 @@ Status JobSpec::validate(uint64_t max_tokens) const {
       return absl::InvalidArgumentError(
           fmt::format("job expands to more than {} tokens", max_tokens));
     const int64_t last_rep = static_cast<int64_t>(t.repeat) - 1;
+    uint64_t arg_bytes = 0;  // lower bound of one instance's resolved arguments on the wire
+    uint64_t resolved = 0;
     for (size_t a = 0; a < t.args.size(); ++a) {
       const auto& arg = t.args[a];
+      const uint64_t n = arg.kind == Arg::Kind::kRefRange ? arg.count : 1;
+      resolved += n;
+      arg_bytes += kMinArgWireBytes * n;
+      if (arg.kind == Arg::Kind::kValue) arg_bytes += (arg.value.byteSize() + 7) / 8 * 8;
+      // The last repetition's offset, step * (repeat - 1), must fit int64.
+      int64_t span = 0;
+      if (__builtin_mul_overflow(arg.step, last_rep, &span))
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: step {} x {} repetitions overflows int64", i, a,
+                        arg.step, last_rep));
       if (arg.kind == Arg::Kind::kValue) {
-        if (arg.step != 0 && !arg.value.isInt())
+        if (arg.step == 0) continue;
+        if (!arg.value.isInt())
           return absl::InvalidArgumentError(
               fmt::format("token spec {} arg {}: step needs an int value", i, a));
+        int64_t last = 0;
+        if (__builtin_add_overflow(arg.value.asInt(), span, &last))
+          return absl::InvalidArgumentError(
+              fmt::format("token spec {} arg {}: value {} + step {} x {} overflows int64", i, a,
+                          arg.value.asInt(), arg.step, last_rep));
         continue;
       }
       const int64_t count = arg.kind == Arg::Kind::kRef ? 1 : arg.count;
       if (count == 0)
-        return absl::InvalidArgumentError(fmt::format("token spec {} arg {}: empty ref range", i, a));
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: empty ref range", i, a));
       // Refs must name earlier tokens: lowest and highest across repetitions.
-      const int64_t lo = std::min<int64_t>(arg.start, arg.start + arg.step * last_rep);
-      const int64_t hi = std::max<int64_t>(arg.start, arg.start + arg.step * last_rep) + count - 1;
+      int64_t end = 0, hi = 0;
+      if (__builtin_add_overflow(static_cast<int64_t>(arg.start), span, &end) ||
+          __builtin_add_overflow(std::max<int64_t>(arg.start, end), count - 1, &hi))
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: ref step overflows int64", i, a));
+      const int64_t lo = std::min<int64_t>(arg.start, end);
       if (lo < 0 || hi >= static_cast<int64_t>(next))
-        return absl::InvalidArgumentError(fmt::format(
-            "token spec {} arg {}: refs [{}, {}] must name earlier tokens (< {})", i, a, lo, hi,
-            next));
+        return absl::InvalidArgumentError(
+            fmt::format("token spec {} arg {}: refs [{}, {}] must name earlier tokens (< {})", i, a,
+                        lo, hi, next));
     }
+    if (max_frame_bytes != 0 && arg_bytes > arg_budget)
+      return absl::ResourceExhaustedError(fmt::format(
+          "token spec {} ({}): its {} argument(s) take at least {} bytes on the wire, more than "
+          "a token batch may carry ({} bytes); split the fan-in into a tree of smaller tokens",
+          i, t.op, resolved, arg_bytes, max_frame_bytes));
     next += t.repeat;
   }
   return absl::OkStatus();
@@ -159,9 +189,8 @@ Value leibnizLocal(uint64_t terms, Precision precision, uint32_t chunk, uint32_t
     return pyramid<double>(terms, chunk, partials,
                            [](uint64_t k) { return leibnizTermDouble(static_cast<int64_t>(k)); });
   }
-  BigFloat pi = pyramid<BigFloat>(terms, chunk, partials, [](uint64_t k) {
-    return leibnizTermDec(static_cast<int64_t>(k));
-  });
+  BigFloat pi = pyramid<BigFloat>(
+      terms, chunk, partials, [](uint64_t k) { return leibnizTermDec(static_cast<int64_t>(k)); });
   return fromBigFloat(pi);
 }
 

@@ -61,6 +61,12 @@ struct TokenSpec {
   std::string name;
 };
 
+// Wire size of one argument in a token batch before its payload: a Value
+// struct in a List(Value) (two data words and a pointer).
+constexpr size_t kMinArgWireBytes = 24;
+// Room kept in a token batch for the frame, the ops table and the token itself.
+constexpr size_t kTokenBatchOverheadBytes = 4096;
+
 struct JobSpec {
   std::string name;
   std::vector<TokenSpec> tokens;
@@ -69,7 +75,11 @@ struct JobSpec {
   uint64_t tokenCount() const;
   // Structural checks: refs point backwards to existing tokens (so the job is
   // a DAG by construction), repeat >= 1, non-empty op names, size limits.
-  Status validate(uint64_t max_tokens) const;
+  // With max_frame_bytes != 0 also the fan-in budget: a token whose resolved
+  // arguments cannot fit one token batch of that size (each argument takes at
+  // least kMinArgWireBytes on the wire, literal values their payload too) is
+  // refused with ResourceExhausted instead of being shipped and dropped.
+  Status validate(uint64_t max_tokens, size_t max_frame_bytes = 0) const;
   // Appends a spec and returns the job-local index of its first token.
   uint32_t add(TokenSpec spec);
 };

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+#include <cmath>
+#include <limits>
 #include <optional>
 
 namespace tokengate {
@@ -50,8 +53,8 @@ StatusOr<T> getUint(const json::object& o, std::string_view key, T dflt, std::st
   return static_cast<T>(x);
 }
 
-StatusOr<std::string> getString(const json::object& o, std::string_view key,
-                                std::string_view where, bool required) {
+StatusOr<std::string> getString(const json::object& o, std::string_view key, std::string_view where,
+                                bool required) {
   auto* v = o.if_contains(key);
   if (!v) {
     if (required) return absl::InvalidArgumentError(fmt::format("{}: missing '{}'", where, key));
@@ -96,8 +99,7 @@ StatusOr<Arg> argFromJson(const json::value& v, std::string_view where) {
       start = asInt(r->get_array()[0]);
       count = asInt(r->get_array()[1]);
     }
-    if (!start || !count || *start < 0 || *count <= 0 || *start > UINT32_MAX ||
-        *count > UINT32_MAX)
+    if (!start || !count || *start < 0 || *count <= 0 || *start > UINT32_MAX || *count > UINT32_MAX)
       return absl::InvalidArgumentError(
           fmt::format("{}: refs must be [start, count] with count > 0", where));
     return Arg::refs(static_cast<uint32_t>(*start), static_cast<uint32_t>(*count), step_v);
@@ -146,8 +148,22 @@ StatusOr<Value> valueFromJson(const json::value& v) {
         return Value(Bytes{*std::move(raw)});
       }
       if (auto* i = o.if_contains("int"); i && i->is_int64()) return Value(i->get_int64());
+      if (auto* d = o.if_contains("double")) {
+        if (d->is_number()) return Value(d->to_number<double>());
+        if (d->is_string()) {
+          std::string_view s = d->get_string();
+          if (s == "inf" || s == "+inf" || s == "Infinity")
+            return Value(std::numeric_limits<double>::infinity());
+          if (s == "-inf" || s == "-Infinity")
+            return Value(-std::numeric_limits<double>::infinity());
+          if (s == "nan" || s == "NaN") return Value(std::numeric_limits<double>::quiet_NaN());
+        }
+        return absl::InvalidArgumentError(
+            "{\"double\": ...} must be a number or \"inf\", \"-inf\", \"nan\"");
+      }
       return absl::InvalidArgumentError(
-          "object values must be {\"dec\": \"...\"}, {\"bytes\": \"hex\"} or {\"int\": n}");
+          "object values must be {\"dec\": \"...\"}, {\"bytes\": \"hex\"}, {\"int\": n} or "
+          "{\"double\": \"inf\"|\"-inf\"|\"nan\"}");
     }
     case json::kind::array:
       return absl::InvalidArgumentError("arrays are not values (use several args)");
@@ -158,7 +174,11 @@ StatusOr<Value> valueFromJson(const json::value& v) {
 json::value valueToJson(const Value& v) {
   if (v.isNull()) return nullptr;
   if (v.isInt()) return v.asInt();
-  if (v.isDouble()) return v.asDouble();
+  if (v.isDouble()) {
+    const double d = v.asDouble();
+    if (std::isfinite(d)) return d;
+    return json::object{{"double", std::isnan(d) ? "nan" : (d > 0 ? "inf" : "-inf")}};
+  }
   if (v.isText()) return json::string(v.asText());
   if (v.isBool()) return v.asBool();
   if (v.isBytes()) return json::object{{"bytes", toHex(v.asBytes().data)}};
@@ -187,7 +207,8 @@ StatusOr<JobSpec> jobFromJson(const json::value& v) {
     auto weight = getString(t, "weight", where, false);
     if (!weight.ok()) return weight.status();
     auto w = parseWeight(*weight);
-    if (!w.ok()) return absl::InvalidArgumentError(where + ": " + std::string(w.status().message()));
+    if (!w.ok())
+      return absl::InvalidArgumentError(where + ": " + std::string(w.status().message()));
     s.weight = *w;
     auto key = getString(t, "key", where, false);
     if (!key.ok()) return key.status();
@@ -222,11 +243,63 @@ StatusOr<JobSpec> jobFromJson(const json::value& v) {
   return job;
 }
 
-StatusOr<JobSpec> parseJobJson(std::string_view text) {
+Status checkIntegerLiterals(std::string_view text) {
+  size_t i = 0;
+  const size_t n = text.size();
+  while (i < n) {
+    const char c = text[i];
+    if (c == '"') {  // skip a string, escapes included
+      for (++i; i < n && text[i] != '"'; ++i) {
+        if (text[i] == '\\') ++i;
+      }
+      ++i;
+      continue;
+    }
+    if (c != '-' && (c < '0' || c > '9')) {
+      ++i;
+      continue;
+    }
+    size_t end = i + 1;
+    bool integral = true;
+    while (end < n) {
+      const char d = text[end];
+      if (d >= '0' && d <= '9') {
+      } else if (d == '.' || d == 'e' || d == 'E' || d == '+' || d == '-') {
+        integral = false;
+      } else {
+        break;
+      }
+      ++end;
+    }
+    if (integral) {
+      int64_t v = 0;
+      std::string_view lit = text.substr(i, end - i);
+      auto [ptr, ec] = std::from_chars(lit.data(), lit.data() + lit.size(), v);
+      if (ec == std::errc::result_out_of_range) {
+        return absl::InvalidArgumentError(fmt::format(
+            "integer {} is outside the int64 range (send 64-bit ids as strings)",
+            lit.size() > 40 ? std::string(lit.substr(0, 40)) + "..." : std::string(lit)));
+      }
+    }
+    i = end;
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<json::value> parseJsonText(std::string_view text, int max_depth) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::parse_options opts;
+  opts.max_depth = static_cast<size_t>(max_depth);
+  json::value v = json::parse(text, ec, {}, opts);
   if (ec) return absl::InvalidArgumentError(fmt::format("invalid JSON: {}", ec.message()));
-  return jobFromJson(v);
+  if (Status st = checkIntegerLiterals(text); !st.ok()) return st;
+  return v;
+}
+
+StatusOr<JobSpec> parseJobJson(std::string_view text) {
+  auto v = parseJsonText(text);
+  if (!v.ok()) return v.status();
+  return jobFromJson(*v);
 }
 
 json::value jobToJson(const JobSpec& job) {

@@ -41,6 +41,11 @@ StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t siz
   return frame;
 }
 
+NewFrame::NewFrame(unsigned first_segment_words)
+    : message(first_segment_words), root(message.initRoot<wire::Frame>()) {
+  root.setVersion(kProtocolVersion);
+}
+
 std::string encodeFrame(capnp::MessageBuilder& message) {
   auto segments = message.getSegmentsForOutput();
   std::string out;

@@ -35,10 +35,31 @@ class DecodedFrame {
 // Errors: InvalidArgument for malformed/truncated frames, wrong version or
 // oversize input (ResourceExhausted). Never throws.
 StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size,
-                                                     size_t max_bytes = kDefaultMaxFrameBytes);
+                                                    size_t max_bytes = kDefaultMaxFrameBytes);
 
 // Serialises a built message (flat array, unpacked).
 std::string encodeFrame(capnp::MessageBuilder& message);
+
+// An outgoing frame under construction: the message and its root, version already set.
+//   auto f = newFrame();
+//   f.root.initWelcome().setAccepted(true);
+//   send(f.encode());
+// Neither copyable nor movable (the root points into the message); newFrame() returns it
+// through guaranteed copy elision.
+struct NewFrame {
+  explicit NewFrame(unsigned first_segment_words);
+  NewFrame(const NewFrame&) = delete;
+  NewFrame& operator=(const NewFrame&) = delete;
+
+  std::string encode() { return encodeFrame(message); }
+
+  capnp::MallocMessageBuilder message;
+  wire::Frame::Builder root;
+};
+// `first_segment_words` sizes the first segment (big batches want more than the default).
+inline NewFrame newFrame(unsigned first_segment_words = capnp::SUGGESTED_FIRST_SEGMENT_WORDS) {
+  return NewFrame(first_segment_words);
+}
 
 // Value and spec conversions.
 void toWire(const Value& v, wire::Value::Builder out);

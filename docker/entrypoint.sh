@@ -24,7 +24,8 @@ case "${1:-}" in
     # Under `--scale node=N` every replica gets a distinct id: its hostname (the container id
     # under Compose, the pod name under Kubernetes) unless TG_NODE_ID says otherwise.
     # shellcheck disable=SC2086 # TG_NODE_ARGS is a list of flags
-    set -- tokengate-node \
+    # TG_NODE_BINARY: a node built with the SDK's tokengate_add_node() (same flags).
+    set -- "${TG_NODE_BINARY:-tokengate-node}" \
       --coordinator "${TG_COORDINATOR:-tcp://coordinator:5555}" \
       --id "${TG_NODE_ID:-$(hostname)}" \
       ${TG_NODE_ARGS:-} "$@"

@@ -21,7 +21,7 @@ METRICS = [
     "tokengate_token_run_seconds", "tokengate_token_queue_wait_seconds",
     "tokengate_queue_depth", "tokengate_in_flight", "tokengate_nodes", "tokengate_batch_size",
     "tokengate_admission_rejects_total", "tokengate_ws_clients",
-    "tokengate_node_lane_utilization", "tokengate_node_core_tokens_total", "tokengate_jobs_total",
+    "tokengate_node_lane_utilization", "tokengate_node_core_tokens", "tokengate_jobs_total",
     "tokengate_model_prediction_error", "tokengate_model_version",
     "tokengate_model_retrains_total", "tokengate_model_reclassifications_total",
     "tokengate_journal_records_total", "tokengate_journal_errors_total",
@@ -270,7 +270,7 @@ def nodes():
         (f"tokengate_node_lane_utilization{node}", "")])
     b.row("Cores")
     b.ts("Tokens/s by node and core", [
-        (f"sum by (node, core) (rate(tokengate_node_core_tokens_total{node}[{RATE}]))",
+        (f"sum by (node, core) (rate(tokengate_node_core_tokens{node}[{RATE}]))",
          "{{node}} core {{core}}")], unit="ops", w=24)
     return b
 

@@ -105,6 +105,7 @@ struct Welcome {
   heartbeatMs @2 :UInt32;
   session @3 :UInt64;
   maxFrameBytes @4 :UInt64;   # the coordinator rejects larger frames: split result batches below it
+  lossTimeoutMs @5 :UInt32;   # the coordinator declares a silent node lost after this; nodes give up later
 }
 
 struct LaneLoad {

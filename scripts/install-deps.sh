@@ -22,9 +22,11 @@ BUILD_PKGS=(
   libspdlog-dev libfmt-dev libcli11-dev
   libssl-dev libabsl-dev
 )
-# tests/gateway (run.sh, *.py, browser_test.mjs) and the test scripts' tools.
+# tests/gateway (run.sh, *.py, browser_test.mjs), the fuzz targets (clang-14 with its
+# libFuzzer runtime) and the test scripts' tools.
 TEST_PKGS=(
   python3 python3-websockets procps iproute2 prometheus chromium curl
+  clang-14 libclang-rt-14-dev
 )
 # .ci/deploy-tests.sh: container test (Docker engine + compose v1, a debootstrapped base
 # image), static checks (shellcheck, promtool from prometheus, helm unzipped from npm).

@@ -139,6 +139,10 @@ int runCoordinator(AppConfig config) {
     gc.allow_anonymous_read = config.gateway_anonymous_read;
     gc.allowed_origins = config.allowed_origins;
     gateway::addAllowedOriginsFromEnv(gc);
+    if (auto st = gateway::addLimitsFromEnv(gc); !st.ok()) {
+      spdlog::error("gateway: {}", st.message());
+      return 2;
+    }
     gc.tls_cert_file = config.tls_cert;
     gc.tls_key_file = config.tls_key;
     if (token.empty() && !gc.allow_anonymous_read)

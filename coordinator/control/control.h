@@ -10,7 +10,6 @@
 
 #include <prometheus/registry.h>
 
-#include <boost/json.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,13 +21,13 @@
 #include "common/job.h"
 #include "common/status.h"
 #include "common/value.h"
+#include "coordinator/control/events.h"
 
 namespace tokengate::control {
 
 template <typename T>
 using Callback = std::function<void(StatusOr<T>)>;
 
-enum class JobState : uint8_t { kRunning = 0, kSucceeded = 1, kFailed = 2, kCancelled = 3 };
 const char* jobStateName(JobState s);
 
 struct OutputResult {
@@ -100,14 +99,6 @@ struct ClusterStats {
   uint64_t nodes_disconnected = 0;  // of which: the transport saw the connection close
   uint64_t tokens_requeued = 0;     // in-flight tokens re-queued from lost nodes
   uint64_t tokens_returned = 0;     // queued tokens handed back by draining nodes
-};
-
-// Topics: "job" (progress + done, <= 4/s per job), "failures" (aggregated
-// token failures, <= 4/s), "nodes" (joined/left/state), "ops" (per-op
-// throughput, 1/s). `data` is ready-to-send JSON.
-struct Event {
-  std::string topic;
-  boost::json::object data;
 };
 
 class ClusterControl {

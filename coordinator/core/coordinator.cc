@@ -9,9 +9,10 @@
 #include <cstring>
 #include <limits>
 
+#include "common/names.h"
+
 namespace tokengate::coordinator {
 
-namespace json = boost::json;
 using control::JobState;
 using control::NodeState;
 
@@ -119,7 +120,7 @@ bool CoordinatorCore::opDispatchable(OpState& op, int lane) const {
 
 StatusOr<uint64_t> CoordinatorCore::submitJob(JobSpec spec, const std::string& watcher,
                                               uint64_t request_id) {
-  if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (auto st = checkOpsKnown(spec); !st.ok()) return st;
   const uint64_t count = spec.tokenCount();
   if (live_tokens_ + count > config_.max_live_tokens) {
@@ -157,7 +158,7 @@ Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
 }
 
 Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec) {
-  if (auto st = spec.validate(config_.max_job_tokens); !st.ok()) return st;
+  if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (findJob(job_id)) return absl::AlreadyExistsError(fmt::format("job {} exists", job_id));
   next_job_ = std::max(next_job_, job_id + 1);
   const uint64_t count = spec.tokenCount();
@@ -580,15 +581,8 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
   auto status = statusOf(job, true);
   if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
-  json::object ev{{"job", job.id},
-                  {"name", job.name},
-                  {"state", control::jobStateName(job.state)},
-                  {"total", job.tokens.size()},
-                  {"done", job.done},
-                  {"failed", job.failed},
-                  {"cancelled", job.cancelled},
-                  {"wall_s", static_cast<double>(job.finished_at - job.admitted_at) / 1e9}};
-  emit("job", std::move(ev));
+  emit(control::JobEvent{job.id, job.name, job.state, job.tokens.size(), job.done, job.failed,
+                         job.cancelled, job.running, job.finished_at - job.admitted_at});
   finished_.push_back({std::move(status)});
   while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
   // The job's token arrays are freed when the loop reaps it (see reap in tick/onFrame).
@@ -738,7 +732,7 @@ StatusOr<control::OpStatus> CoordinatorCore::pauseOp(const std::string& name, bo
     return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   OpState& op = ops_[it->second];
   op.paused = paused;
-  emit("ops", json::object{{"op", name}, {"paused", paused}});
+  emit(control::OpPausedEvent{name, paused});
   if (!paused) dispatch();
   return listOps()[it->second];
 }
@@ -788,11 +782,10 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
     NodeRec& n = nodes_[slot];
     if (n.state == NodeState::kDead) continue;
     flushBatch(slot);
-    capnp::MallocMessageBuilder msg;
-    auto f = msg.initRoot<wire::Frame>();
-    f.setVersion(kProtocolVersion);
+    auto msg = newFrame();
+    auto f = msg.root;
     f.initControl().setCancelOp(name);
-    outbox_.send(n.peer, encodeFrame(msg));
+    outbox_.send(n.peer, msg.encode());
   }
   return ops_[it->second].running;
 }
@@ -825,16 +818,16 @@ CoordinatorCore::NodeRec* CoordinatorCore::nodeById(const std::string& id) {
 
 void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello) {
   auto reply = [&](const Status& st, uint64_t session) {
-    capnp::MallocMessageBuilder msg;
-    auto f = msg.initRoot<wire::Frame>();
-    f.setVersion(kProtocolVersion);
+    auto msg = newFrame();
+    auto f = msg.root;
     auto w = f.initWelcome();
     w.setAccepted(st.ok());
     if (!st.ok()) toWire(st, w.initError());
     w.setHeartbeatMs(config_.heartbeat_ms);
     w.setSession(session);
     w.setMaxFrameBytes(config_.max_frame_bytes);
-    outbox_.send(peer, encodeFrame(msg));
+    w.setLossTimeoutMs(static_cast<uint32_t>(config_.node_timeout_ns / kMillis));
+    outbox_.send(peer, msg.encode());
   };
   if (hello.getProtocolVersion() != kProtocolVersion) {
     reply(absl::FailedPreconditionError(fmt::format("protocol version {} not supported, need {}",
@@ -842,11 +835,11 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
           0);
     return;
   }
-  std::string id = hello.getNodeId().cStr();
-  if (id.empty()) {
-    reply(absl::InvalidArgumentError("node id must not be empty"), 0);
+  if (Status st = validateHello(hello); !st.ok()) {  // ids and op names: common/names.h
+    reply(st, 0);
     return;
   }
+  std::string id = hello.getNodeId().cStr();
   // A re-hello from a known peer, or a new incarnation of a known node id,
   // replaces the old registration: its in-flight work is re-queued.
   if (NodeRec* old = nodeByPeer(peer); old && old->state != NodeState::kDead)
@@ -900,18 +893,17 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   reply(absl::OkStatus(), nodes_[slot].session);
   spdlog::info("node {} joined (session {}, pid {}, {} ops)", id, nodes_[slot].session,
                nodes_[slot].pid, nodes_[slot].op_names.size());
-  emit("nodes", json::object{{"event", "joined"}, {"node", id}});
+  emit(control::NodeEvent{control::NodeEvent::Change::kJoined, id, {}, 0, 0});
   updateNodeGauges();
 }
 
 void CoordinatorCore::sendUnknownSession(const std::string& peer) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto w = f.initWelcome();
   w.setAccepted(false);
   toWire(absl::FailedPreconditionError("unknown session: send hello"), w.initError());
-  outbox_.send(peer, encodeFrame(msg));
+  outbox_.send(peer, msg.encode());
 }
 
 void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Reader hb) {
@@ -928,7 +920,7 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     spdlog::info("node {} is draining (reported by the node)", n->id);
     n->state = NodeState::kDraining;
     requeueUnsentBatch(*n);
-    emit("nodes", json::object{{"event", "draining"}, {"node", n->id}});
+    emit(control::NodeEvent{control::NodeEvent::Change::kDraining, n->id, {}, 0, 0});
   }
   for (auto l : hb.getLanes()) {
     auto w = static_cast<int>(fromWire(l.getWeight()));
@@ -949,11 +941,10 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     metrics_.core_tokens.Add({{"node", n->id}, {"core", std::to_string(c.getCore())}})
         .Set(static_cast<double>(c.getTokens()));
   metrics_.node_rss.Add({{"node", n->id}}).Set(static_cast<double>(n->rss));
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   f.setPong(hb.getSession());
-  outbox_.send(peer, encodeFrame(msg));
+  outbox_.send(peer, msg.encode());
 }
 
 void CoordinatorCore::TelemetryTap::tick(Nanos now) {
@@ -1139,11 +1130,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why) {
                                                                  : spdlog::level::warn,
               "node {} lost ({}): {} tokens re-queued, {} quarantined", n.id, why, requeued,
               quarantined);
-  emit("nodes", json::object{{"event", "left"},
-                             {"node", n.id},
-                             {"reason", why},
-                             {"requeued", requeued},
-                             {"quarantined", quarantined}});
+  emit(control::NodeEvent{control::NodeEvent::Change::kLeft, n.id, why, requeued, quarantined});
   updateNodeGauges();
 }
 
@@ -1156,12 +1143,11 @@ void CoordinatorCore::updateNodeGauges() {
 void CoordinatorCore::sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids) {
   const NodeRec& n = nodes_[slot];
   if (n.state == NodeState::kDead || ids.empty()) return;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto list = f.initControl().initCancelTokens(static_cast<unsigned>(ids.size()));
   for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
-  outbox_.send(n.peer, encodeFrame(msg));
+  outbox_.send(n.peer, msg.encode());
 }
 
 control::NodeStatus CoordinatorCore::nodeStatus(const NodeRec& n) const {
@@ -1232,15 +1218,19 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
   if (drain) requeueUnsentBatch(*n);
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   if (drain)
     f.initControl().setDrain();
   else
     f.initControl().setUndrain();
-  outbox_.send(n->peer, encodeFrame(msg));
-  emit("nodes", json::object{{"event", drain ? "draining" : "ready"}, {"node", node_id}});
+  outbox_.send(n->peer, msg.encode());
+  emit(control::NodeEvent{
+      drain ? control::NodeEvent::Change::kDraining : control::NodeEvent::Change::kReady,
+      node_id,
+      {},
+      0,
+      0});
   updateNodeGauges();
   if (!drain) dispatch();
   return nodeStatus(*n);
@@ -1252,11 +1242,10 @@ StatusOr<uint64_t> CoordinatorCore::evictNode(const std::string& node_id) {
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   uint64_t in_flight = 0;
   for (auto& l : n->lanes) in_flight += l.in_flight;
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   f.initControl().setShutdown();
-  outbox_.send(n->peer, encodeFrame(msg));
+  outbox_.send(n->peer, msg.encode());
   // Eviction is an operator's decision, not the tokens' fault: no deaths counted.
   const auto slot = static_cast<uint32_t>(n - nodes_.data());
   for (auto& [jid, job] : jobs_) {
@@ -1463,9 +1452,8 @@ void CoordinatorCore::flushBatch(uint32_t slot) {
     return t.state != kRunning || t.node != slot;
   });
   if (ids.empty()) return;
-  capnp::MallocMessageBuilder msg(8192);
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame(8192);
+  auto f = msg.root;
   auto b = f.initTokenBatch();
   b.setSession(n.session);
   // Op table for this batch.
@@ -1528,7 +1516,7 @@ void CoordinatorCore::flushBatch(uint32_t slot) {
   }
   auto table = b.initOps(static_cast<unsigned>(op_table.size()));
   for (unsigned i = 0; i < op_table.size(); ++i) table.set(i, ops_[op_table[i]].name);
-  outbox_.send(n.peer, encodeFrame(msg));
+  outbox_.send(n.peer, msg.encode());
   counters_.dispatched += ids.size();
   ++counters_.batches;
   metrics_.batch_size.Observe(static_cast<double>(ids.size()));
@@ -1562,23 +1550,21 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       break;
     case wire::Frame::CANCEL_JOB: {
       auto r = cancelJob(frame.getCancelJob().getJobId());
-      capnp::MallocMessageBuilder msg;
-      auto f = msg.initRoot<wire::Frame>();
-      f.setVersion(kProtocolVersion);
+      auto msg = newFrame();
+      auto f = msg.root;
       auto rep = f.initSubmitReply();
       rep.setRequestId(frame.getCancelJob().getRequestId());
       if (r.ok())
         rep.setJobId(frame.getCancelJob().getJobId());
       else
         toWire(r.status(), rep.initError());
-      outbox_.send(peer, encodeFrame(msg));
+      outbox_.send(peer, msg.encode());
       break;
     }
     case wire::Frame::STATS_REQUEST: {
       const auto st = stats();
-      capnp::MallocMessageBuilder msg;
-      auto f = msg.initRoot<wire::Frame>();
-      f.setVersion(kProtocolVersion);
+      auto msg = newFrame();
+      auto f = msg.root;
       auto r = f.initStatsReply();
       r.setRequestId(frame.getStatsRequest());
       r.setNodesReady(static_cast<uint32_t>(st.nodes_ready));
@@ -1602,15 +1588,14 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
         list[i].setInFlight(nodes[i].in_flight);
         list[i].setSession(nodes[i].session);
       }
-      outbox_.send(peer, encodeFrame(msg));
+      outbox_.send(peer, msg.encode());
       return;
     }
     case wire::Frame::PING: {
-      capnp::MallocMessageBuilder msg;
-      auto f = msg.initRoot<wire::Frame>();
-      f.setVersion(kProtocolVersion);
+      auto msg = newFrame();
+      auto f = msg.root;
       f.setPong(frame.getPing());
-      outbox_.send(peer, encodeFrame(msg));
+      outbox_.send(peer, msg.encode());
       break;
     }
     default:
@@ -1646,19 +1631,17 @@ void CoordinatorCore::onMalformed(const std::string& peer, const Status& error) 
 }
 
 void CoordinatorCore::sendReject(const std::string& peer, const Status& s, uint64_t request_id) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto r = f.initReject();
   toWire(s, r.initError());
   r.setRequestId(request_id);
-  outbox_.send(peer, encodeFrame(msg));
+  outbox_.send(peer, msg.encode());
 }
 
 void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader submit) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto rep = f.initSubmitReply();
   rep.setRequestId(submit.getRequestId());
   auto spec = fromWire(submit.getJob());
@@ -1670,7 +1653,7 @@ void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader 
     rep.setJobId(*id);
   else
     toWire(id.status(), rep.initError());
-  outbox_.send(peer, encodeFrame(msg));
+  outbox_.send(peer, msg.encode());
   // A job that finished during admission (all aliases) already sent JobDone
   // to its watcher before this reply; resend so the reply comes first.
   if (id.ok()) {
@@ -1711,9 +1694,8 @@ void outputToWire(const control::OutputResult& o, wire::Output::Builder out) {
 
 void CoordinatorCore::sendProgress(Job& job, bool) {
   for (const auto& w : job.watchers) {
-    capnp::MallocMessageBuilder msg;
-    auto f = msg.initRoot<wire::Frame>();
-    f.setVersion(kProtocolVersion);
+    auto msg = newFrame();
+    auto f = msg.root;
     auto p = f.initJobProgress();
     p.setJobId(job.id);
     p.setTotal(job.tokens.size());
@@ -1722,16 +1704,15 @@ void CoordinatorCore::sendProgress(Job& job, bool) {
     p.setRunning(job.running);
     auto outs = p.initOutputs(static_cast<unsigned>(job.streamed.size()));
     for (unsigned i = 0; i < job.streamed.size(); ++i) outputToWire(job.streamed[i], outs[i]);
-    outbox_.send(w, encodeFrame(msg));
+    outbox_.send(w, msg.encode());
   }
   job.streamed.clear();
   job.last_progress = clock_.now();
 }
 
 void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobStatus& s) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
+  auto msg = newFrame();
+  auto f = msg.root;
   auto d = f.initJobDone();
   d.setJobId(s.id);
   d.setState(static_cast<wire::JobState>(s.state));
@@ -1743,7 +1724,7 @@ void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobSta
   d.setWallNs(static_cast<uint64_t>(s.wall_ns));
   auto outs = d.initOutputs(static_cast<unsigned>(s.outputs.size()));
   for (unsigned i = 0; i < s.outputs.size(); ++i) outputToWire(s.outputs[i], outs[i]);
-  outbox_.send(peer, encodeFrame(msg));
+  outbox_.send(peer, msg.encode());
 }
 
 // ---------------------------------------------------------------- timers
@@ -1825,9 +1806,8 @@ void CoordinatorCore::subscribe(uint64_t id, std::function<void(const control::E
 
 void CoordinatorCore::unsubscribe(uint64_t id) { subscribers_.erase(id); }
 
-void CoordinatorCore::emit(const std::string& topic, json::object data) {
+void CoordinatorCore::emit(const control::Event& ev) {
   if (subscribers_.empty()) return;
-  control::Event ev{topic, std::move(data)};
   for (auto& [id, sink] : subscribers_) sink(ev);
 }
 
@@ -1846,34 +1826,22 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
   if (subscribers_.empty()) return;
   for (auto& [id, j] : jobs_) {
     if (j->state != JobState::kRunning) continue;
-    emit("job", json::object{{"job", j->id},
-                             {"name", j->name},
-                             {"state", "running"},
-                             {"total", j->tokens.size()},
-                             {"done", j->done},
-                             {"failed", j->failed},
-                             {"cancelled", j->cancelled},
-                             {"running", j->running}});
+    emit(control::JobEvent{j->id, j->name, JobState::kRunning, j->tokens.size(), j->done, j->failed,
+                           j->cancelled, j->running, 0});
   }
   for (auto& op : ops_) {
     if (op.failed_since_event) {
-      emit("failures",
-           json::object{
-               {"op", op.name}, {"count", op.failed_since_event}, {"last_error", op.last_error}});
+      emit(control::FailuresEvent{op.name, op.failed_since_event, op.last_error});
       op.failed_since_event = 0;
     }
   }
   if (rate_due) {
-    json::array arr;
+    control::OpRatesEvent rates;
+    rates.ops.reserve(ops_.size());
     for (auto& op : ops_)
-      arr.push_back(json::object{{"op", op.name},
-                                 {"rate_per_s", op.rate_per_s},
-                                 {"queued", op.queued()},
-                                 {"running", op.running},
-                                 {"completed", op.completed},
-                                 {"failed", op.failed},
-                                 {"paused", op.paused}});
-    emit("ops", json::object{{"ops", std::move(arr)}});
+      rates.ops.push_back(
+          {op.name, op.rate_per_s, op.queued(), op.running, op.completed, op.failed, op.paused});
+    emit(rates);
   }
 }
 

@@ -348,7 +348,7 @@ class CoordinatorCore {
   Status checkOpsKnown(const JobSpec& spec) const;
 
   // Events.
-  void emit(const std::string& topic, boost::json::object data);
+  void emit(const control::Event& event);
   void emitPeriodic(Nanos now);
   void flushOpMetrics(OpState& op);
 

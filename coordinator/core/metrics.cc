@@ -64,8 +64,8 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> reg)
                            .Help("Busy fraction of a node lane's workers (from heartbeats)")
                            .Register(*registry)),
       core_tokens(BuildGauge()
-                      .Name("tokengate_node_core_tokens_total")
-                      .Help("Tokens run per node core (re-exported from heartbeats)")
+                      .Name("tokengate_node_core_tokens")
+                      .Help("Tokens run per node core since the node started (re-exported from heartbeats)")
                       .Register(*registry)),
       node_rss(BuildGauge()
                    .Name("tokengate_node_rss_bytes")

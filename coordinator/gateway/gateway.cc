@@ -8,11 +8,6 @@
 // through LoopHandle and return.
 #include "coordinator/gateway/gateway.h"
 
-#include <openssl/crypto.h>
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -26,6 +21,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -36,7 +32,14 @@
 #include <thread>
 #include <unordered_map>
 
+#include "coordinator/gateway/access_policy.h"
+#include "coordinator/gateway/connection_limits.h"
+#include "coordinator/gateway/event_json.h"
+#include "coordinator/gateway/fanout.h"
+#include "coordinator/gateway/gateway_metrics.h"
 #include "coordinator/gateway/protocol.h"
+#include "coordinator/gateway/token_bucket.h"
+#include "coordinator/gateway/url.h"
 #include "coordinator/gateway/web_assets.h"
 
 namespace tokengate::gateway {
@@ -54,39 +57,48 @@ void addTokenFromEnv(GatewayConfig& config) {
   if (t != nullptr && *t != '\0') config.admin_tokens.emplace_back(t);
 }
 
-std::vector<std::string> parseOriginList(std::string_view list) {
-  std::vector<std::string> out;
-  while (!list.empty()) {
-    const size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.front())))
-      item.remove_prefix(1);
-    while (!item.empty() && std::isspace(static_cast<unsigned char>(item.back())))
-      item.remove_suffix(1);
-    if (!item.empty()) out.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
 void addAllowedOriginsFromEnv(GatewayConfig& config) {
   const char* v = std::getenv("TG_GATEWAY_ALLOWED_ORIGINS");
   if (v == nullptr) return;
   for (auto& o : parseOriginList(v)) config.allowed_origins.push_back(std::move(o));
 }
 
-namespace {
-
-constexpr std::string_view kServerName = "tokengate-gateway/1";
-
-// Origins compare case-insensitively (scheme and host are), without a trailing '/'.
-std::string normalizeOrigin(std::string_view o) {
-  while (!o.empty() && o.back() == '/') o.remove_suffix(1);
-  std::string out(o);
-  for (char& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return out;
+Status addLimitsFromEnv(GatewayConfig& c) {
+  auto num = [](const char* name, auto& field) -> Status {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') return absl::OkStatus();
+    char* end = nullptr;
+    double d = std::strtod(v, &end);
+    if (end == v || *end != '\0' || !std::isfinite(d) || d < 0) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}='{}' is not a non-negative number", name, v));
+    }
+    field = static_cast<std::remove_reference_t<decltype(field)>>(d);
+    return absl::OkStatus();
+  };
+  for (Status st : {
+           num("TG_GATEWAY_MAX_FRAME_BYTES", c.max_frame_bytes),
+           num("TG_GATEWAY_MAX_WS_CLIENTS", c.max_ws_clients),
+           num("TG_GATEWAY_COMMANDS_PER_S", c.commands_per_s),
+           num("TG_GATEWAY_COMMAND_BURST", c.command_burst),
+           num("TG_GATEWAY_MAX_QUEUED_BYTES", c.max_queued_bytes),
+           num("TG_GATEWAY_AUTH_TIMEOUT_MS", c.auth_timeout_ms),
+           num("TG_GATEWAY_MAX_UNAUTHENTICATED", c.max_unauthenticated),
+           num("TG_GATEWAY_MAX_UNAUTHENTICATED_PER_IP", c.max_unauthenticated_per_ip),
+           num("TG_GATEWAY_AUTH_FREE_FAILURES", c.auth_free_failures),
+           num("TG_GATEWAY_AUTH_BACKOFF_BASE_MS", c.auth_backoff_base_ms),
+           num("TG_GATEWAY_AUTH_BACKOFF_MAX_MS", c.auth_backoff_max_ms),
+           num("TG_GATEWAY_IP_COMMANDS_PER_S", c.ip_commands_per_s),
+           num("TG_GATEWAY_IP_COMMAND_BURST", c.ip_command_burst),
+           num("TG_GATEWAY_MAX_OUTBOUND_BYTES", c.max_outbound_bytes),
+           num("TG_GATEWAY_MAX_REPLY_BYTES", c.max_reply_bytes),
+       }) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
 }
+
+namespace {
 
 // How threads outside the gateway (the coordinator loop) reach it. Control
 // callbacks and the event sink hold only this and weak session pointers:
@@ -135,92 +147,17 @@ class LoopHandle {
 // sink call racing with unsubscribe() during stop() never reads a destroyed
 // gateway.
 struct EventGate {
+  EventGate(std::shared_ptr<LoopHandle> l, int64_t max_pending)
+      : loop(std::move(l)), backlog(max_pending) {}
   std::shared_ptr<LoopHandle> loop;
-  std::atomic<int> topic_subscribers[4] = {0, 0, 0, 0};
-  std::atomic<int64_t> pending_fanouts{0};
-  int64_t max_pending_fanouts = 0;
-  std::shared_ptr<prometheus::Registry> registry;  // keeps the counter below alive
-  prometheus::Counter* dropped_overload = nullptr;
+  SessionRegistry sessions;
+  FanoutBacklog backlog;
+  std::shared_ptr<GatewayMetrics> metrics;
 };
-
-class TokenBucket {
- public:
-  TokenBucket(double rate, double burst, Nanos now)
-      : rate_(rate), burst_(std::max(1.0, burst)), tokens_(burst_), last_(now) {}
-  bool take(Nanos now) {
-    if (rate_ <= 0) return true;
-    tokens_ = std::min(burst_, tokens_ + rate_ * static_cast<double>(now - last_) / 1e9);
-    last_ = now;
-    if (tokens_ < 1) return false;
-    tokens_ -= 1;
-    return true;
-  }
-
- private:
-  double rate_, burst_, tokens_;
-  Nanos last_;
-};
-
-std::string_view pathOf(std::string_view target) {
-  auto q = target.find('?');
-  return q == std::string_view::npos ? target : target.substr(0, q);
-}
-
-std::string percentDecode(std::string_view s) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(s[i] == '+' ? ' ' : s[i]);
-  }
-  return out;
-}
-
-std::string queryParam(std::string_view target, std::string_view key) {
-  auto q = target.find('?');
-  if (q == std::string_view::npos) return {};
-  std::string_view rest = target.substr(q + 1);
-  while (!rest.empty()) {
-    auto amp = rest.find('&');
-    std::string_view kv = rest.substr(0, amp);
-    auto eq = kv.find('=');
-    if (kv.substr(0, eq) == key && eq != std::string_view::npos) {
-      return percentDecode(kv.substr(eq + 1));
-    }
-    if (amp == std::string_view::npos) break;
-    rest = rest.substr(amp + 1);
-  }
-  return {};
-}
-
-bool constantTimeEquals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
 
 }  // namespace
 
-// What the fan-out and stop() need from a WebSocket session, whatever its
-// stream type. deliverEvent() and shutdown() may be called from any thread:
-// they post to the session's strand.
-class WsSessionBase : public std::enable_shared_from_this<WsSessionBase> {
- public:
-  virtual ~WsSessionBase() = default;
-  virtual void deliverEvent(std::shared_ptr<const std::string> msg) = 0;
-  virtual void shutdown() = 0;
-  std::atomic<uint32_t> topics{0};
-};
+using WsSessionBase = EventSubscriber;
 
 // Shared state of a running gateway. Owned by Gateway; outlives every session
 // (stop() destroys the io_context, and with it the sessions, first).
@@ -232,86 +169,50 @@ class Gateway::Impl {
   Status start();
   void stop();
 
-  // Highest role whose token matches; kNone when none does.
-  Role roleForToken(std::string_view token) const {
-    Role best = Role::kNone;
-    auto scan = [&](const std::vector<std::string>& tokens, Role r) {
-      for (const auto& t : tokens) {
-        if (!t.empty() && constantTimeEquals(t, token) && r > best) best = r;
-      }
-    };
-    scan(config_.viewer_tokens, Role::kViewer);
-    scan(config_.operator_tokens, Role::kOperator);
-    scan(config_.admin_tokens, Role::kAdmin);
-    return best;
-  }
-  Role initialRole() const { return config_.allow_anonymous_read ? Role::kViewer : Role::kNone; }
-  bool originAllowed(std::string_view origin, std::string_view host) const;
-
   void addSession(uint64_t id, const std::shared_ptr<WsSessionBase>& s) {
-    std::lock_guard lock(sessions_mu_);
-    sessions_[id] = s;
-    ws_clients_->Set(static_cast<double>(sessions_.size()));
+    gate_->sessions.add(id, s);
+    metrics_->ws_clients->Set(static_cast<double>(gate_->sessions.size()));
   }
   void removeSession(uint64_t id) {
-    std::lock_guard lock(sessions_mu_);
-    sessions_.erase(id);
-    ws_clients_->Set(static_cast<double>(sessions_.size()));
+    gate_->sessions.remove(id);
+    metrics_->ws_clients->Set(static_cast<double>(gate_->sessions.size()));
   }
-  size_t sessionCount() const {
-    std::lock_guard lock(sessions_mu_);
-    return sessions_.size();
+  size_t sessionCount() const { return gate_->sessions.size(); }
+  void updateUnauthGauge() {
+    metrics_->ws_unauthenticated->Set(static_cast<double>(limiter_.unauthenticated()));
   }
-  // Subscriber counts per topic bit, so the coordinator-side sink can skip
-  // serializing events nobody listens to.
-  void topicDelta(uint32_t bits, int delta) {
-    for (int i = 0; i < 4; ++i) {
-      if (bits & (1u << i)) gate_->topic_subscribers[i].fetch_add(delta);
-    }
+  // Session `victim` holds the most of the exhausted outbound budget.
+  void evictForBudget(uint64_t victim) {
+    if (auto s = gate_->sessions.find(victim)) s->evict("outbound budget exhausted");
   }
-  void fanOut(uint32_t bit, const std::shared_ptr<const std::string>& msg);
+  void topicDelta(uint32_t bits, int delta) { gate_->sessions.topicDelta(bits, delta); }
 
-  void observeCommand(std::string_view cmd, std::chrono::steady_clock::time_point t0) {
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    auto it = cmd_latency_.find(cmd);
-    if (it == cmd_latency_.end()) it = cmd_latency_.find("unknown");
-    it->second->Observe(s);
-  }
-  void countError(const std::string& code) {
-    std::lock_guard lock(metrics_mu_);
-    auto it = errors_.find(code);
-    if (it == errors_.end()) {
-      it = errors_.emplace(code, &errors_family_->Add({{"code", code}})).first;
-    }
-    it->second->Increment();
-  }
-  std::string metricsText() const {
-    prometheus::TextSerializer ser;
-    return ser.Serialize(registry_->Collect());
+  // The hello reply's "limits" object.
+  json::object helloLimits() const {
+    json::object lim;
+    lim["max_frame_bytes"] = config_.max_frame_bytes;
+    lim["commands_per_s"] = config_.commands_per_s;
+    lim["command_burst"] = config_.command_burst;
+    lim["max_queued_events"] = config_.max_queued_events;
+    lim["max_queued_bytes"] = config_.max_queued_bytes;
+    lim["max_reply_bytes"] = config_.max_reply_bytes;
+    lim["ip_commands_per_s"] = config_.ip_commands_per_s;
+    lim["ip_command_burst"] = config_.ip_command_burst;
+    lim["auth_timeout_ms"] = config_.auth_timeout_ms;
+    return lim;
   }
 
   GatewayConfig config_;
   control::ClusterControl& control_;
   const Clock& clock_;
-  std::shared_ptr<prometheus::Registry> registry_;
+  AccessPolicy policy_;
+  ConnectionLimiter limiter_;
+  AuthBackoff backoff_;
+  KeyedRateLimiter ip_limiter_;
+  OutboundBudget outbound_;
+  std::shared_ptr<GatewayMetrics> metrics_;
   std::shared_ptr<LoopHandle> loop_ = std::make_shared<LoopHandle>();
-
-  // Metrics (owned by the registry).
-  prometheus::Gauge* ws_clients_ = nullptr;
-  std::map<std::string, prometheus::Histogram*, std::less<>> cmd_latency_;
-  prometheus::Family<prometheus::Counter>* errors_family_ = nullptr;
-  std::map<std::string, prometheus::Counter*> errors_;
-  prometheus::Counter* events_sent_ = nullptr;
-  prometheus::Counter* events_dropped_slow_ = nullptr;
-  prometheus::Counter* events_dropped_overload_ = nullptr;
-  prometheus::Counter* slow_closed_ = nullptr;
-  prometheus::Counter* auth_failures_ = nullptr;
-  prometheus::Counter* rate_limited_ = nullptr;
-  prometheus::Counter* origin_refused_ = nullptr;
-  prometheus::Counter* too_many_clients_ = nullptr;
-  prometheus::Family<prometheus::Counter>* http_family_ = nullptr;
-
-  std::shared_ptr<EventGate> gate_ = std::make_shared<EventGate>();
+  std::shared_ptr<EventGate> gate_;
   std::atomic<uint64_t> next_session_id_{1};
   uint64_t subscription_ = 0;
   bool subscribed_ = false;
@@ -322,10 +223,6 @@ class Gateway::Impl {
   std::vector<std::thread> threads_;
   uint16_t port_ = 0;
   bool started_ = false, stopped_ = false;
-
-  mutable std::mutex metrics_mu_;
-  mutable std::mutex sessions_mu_;
-  std::unordered_map<uint64_t, std::weak_ptr<WsSessionBase>> sessions_;  // guarded by sessions_mu_
 
  private:
   void doAccept();
@@ -341,29 +238,60 @@ constexpr bool kIsSsl = !std::is_same_v<Stream, beast::tcp_stream>;
 template <class Stream>
 class WsSession final : public WsSessionBase {
  public:
-  WsSession(Stream&& stream, Gateway::Impl& gw, Role role)
+  // The caller has taken this session's connection slot: an authenticated
+  // one when `authenticated`, else an unauthenticated one for `ip`.
+  WsSession(Stream&& stream, Gateway::Impl& gw, Role role, std::string ip, bool authenticated)
       : ws_(std::move(stream)),
         gw_(gw),
-        role_(role),
+        hello_limits_(gw.helloLimits()),
         id_(gw.next_session_id_.fetch_add(1)),
-        bucket_(gw.config_.commands_per_s, gw.config_.command_burst, gw.clock_.now()) {}
+        ip_(std::move(ip)),
+        authenticated_(authenticated),
+        bucket_(gw.config_.commands_per_s, gw.config_.command_burst, gw.clock_.now()) {
+    state_.role = role;
+  }
 
   ~WsSession() override {
     if (registered_) {
       gw_.removeSession(id_);
       gw_.topicDelta(topics.load(), -1);
     }
+    if (authenticated_) {
+      gw_.limiter_.releaseAuthenticated();
+    } else {
+      gw_.limiter_.releaseUnauthenticated(ip_);
+      gw_.updateUnauthGauge();
+    }
+    gw_.outbound_.forget(id_);
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
   }
 
   void run(http::request<http::string_body> req) {
     websocket::stream_base::timeout t{};
     t.handshake_timeout = std::chrono::seconds(30);
+    if (!authenticated_) {
+      gw_.updateUnauthGauge();
+      t.handshake_timeout = std::chrono::milliseconds(std::max(1, gw_.config_.auth_timeout_ms));
+      // Token-less anonymous viewers have no deadline; everyone else must
+      // present a valid token in time.
+      if (state_.role == Role::kNone) {
+        auth_timer_.expires_after(
+            std::chrono::milliseconds(std::max(1, gw_.config_.auth_timeout_ms)));
+        auth_timer_.async_wait([self = self()](beast::error_code ec) {
+          if (ec || self->authenticated_ || self->closing_) return;
+          self->gw_.metrics_->auth_timeout->Increment();
+          self->closeWith(websocket::close_code::policy_error, "authentication timeout");
+        });
+      }
+    }
     t.idle_timeout = std::chrono::seconds(std::max(1, gw_.config_.idle_timeout_s));
     t.keep_alive_pings = true;
     ws_.set_option(t);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, kServerName); }));
-    ws_.read_message_max(gw_.config_.max_frame_bytes);
+    ws_.read_message_max(authenticated_ ? gw_.config_.max_frame_bytes
+                                        : std::min(gw_.config_.max_frame_bytes,
+                                                   gw_.config_.unauthenticated_max_frame_bytes));
     ws_.auto_fragment(false);
     ws_.async_accept(req, beast::bind_front_handler(&WsSession::onAccept, self()));
   }
@@ -379,6 +307,16 @@ class WsSession final : public WsSessionBase {
   void shutdown() override {
     net::post(ws_.get_executor(), [self = self()] {
       self->closeWith(websocket::close_code::going_away, "gateway stopping");
+    });
+  }
+
+  void evict(const char* reason) override {
+    net::post(ws_.get_executor(), [self = self(), reason] {
+      if (self->closing_) return;
+      self->gw_.metrics_->budget_closed->Increment();
+      spdlog::warn("gateway: session {} holds the most of the exhausted outbound budget; closing",
+                   self->id_);
+      self->closeWith(websocket::close_code::policy_error, reason);
     });
   }
 
@@ -416,6 +354,8 @@ class WsSession final : public WsSessionBase {
       handleMessage(text);
     }
     buffer_.consume(buffer_.size());
+    // A large frame must not pin its buffer for the session's lifetime.
+    if (buffer_.capacity() > (64u << 10)) buffer_.shrink_to_fit();
     if (!closing_) doRead();
   }
 
@@ -429,67 +369,45 @@ class WsSession final : public WsSessionBase {
   // before anything else, so malformed frames (bad JSON, non-objects, bad ids,
   // binary) cannot bypass the limit. True if it was refused (reply sent).
   bool rateLimited(std::chrono::steady_clock::time_point t0) {
-    if (bucket_.take(gw_.clock_.now())) return false;
-    gw_.rate_limited_->Increment();
-    sendReply(json::value(nullptr), rateLimitError(), "unknown", t0);
+    std::optional<Status> refused = takeTokens();
+    if (!refused) return false;
+    sendReply(json::value(nullptr), *refused, "unknown", t0);
     return true;
+  }
+
+  // Takes one token from the connection's bucket and one from its source
+  // address's; the error when either is empty.
+  std::optional<Status> takeTokens() {
+    const Nanos now = gw_.clock_.now();
+    if (!bucket_.take(now)) {
+      gw_.metrics_->rate_limited->Increment();
+      return rateLimitError();
+    }
+    if (!gw_.ip_limiter_.take(ip_, now)) {
+      gw_.metrics_->ip_rate_limited->Increment();
+      return absl::ResourceExhaustedError(
+          fmt::format("rate limit: at most {} commands/s per source address (burst {})",
+                      gw_.config_.ip_commands_per_s, gw_.config_.ip_command_burst));
+    }
+    return std::nullopt;
   }
 
   void handleMessage(const std::string& text) {
     auto t0 = std::chrono::steady_clock::now();
-    json::value id = nullptr;
     // Every frame counts against the bucket, taken before any parsing so that
     // malformed frames (bad JSON, non-objects, bad ids) cannot bypass it. The
     // frame is still parsed (bounded by max_frame_bytes, nothing reaches the
     // coordinator) only to echo its id in the refusal.
-    const bool allowed = bucket_.take(gw_.clock_.now());
-    auto refuse = [&](Status st) {
-      if (!allowed) {
-        gw_.rate_limited_->Increment();
-        st = rateLimitError();
-      }
-      sendReply(id, st, "unknown", t0);
-    };
-    boost::system::error_code jec;
-    json::parse_options opts;
-    opts.max_depth = 64;
-    json::value v = json::parse(text, jec, {}, opts);
-    if (jec) return refuse(absl::InvalidArgumentError("invalid JSON: " + jec.message()));
-    if (!v.is_object())
-      return refuse(absl::InvalidArgumentError("a request must be a JSON object"));
-    json::object& req = v.get_object();
-    if (const json::value* idv = req.if_contains("id")) {
-      if (idv->is_string() || idv->is_number() || idv->is_null()) {
-        id = *idv;
-      } else {
-        return refuse(absl::InvalidArgumentError("'id' must be a string or a number"));
-      }
+    const std::optional<Status> refused = takeTokens();
+    json::value id;
+    StatusOr<Request> parsed = parseRequest(text, &id);
+    if (refused) return sendReply(id, *refused, "unknown", t0);
+    if (!parsed.ok()) return sendReply(id, parsed.status(), "unknown", t0);
+    Request& req = *parsed;
+    if (Status st = checkRole(*req.info, state_.role); !st.ok()) {
+      return sendReply(req.id, st, req.cmd, t0);
     }
-    if (!allowed) return refuse(rateLimitError());
-    const json::value* cmdv = req.if_contains("cmd");
-    if (cmdv == nullptr || !cmdv->is_string()) {
-      return sendReply(id, absl::InvalidArgumentError("missing string field 'cmd'"), "unknown", t0);
-    }
-    std::string cmd(cmdv->get_string());
-    const CommandInfo* info = findCommand(cmd);
-    if (info == nullptr) {
-      return sendReply(id, absl::UnimplementedError(fmt::format("unknown command '{}'", cmd)),
-                       "unknown", t0);
-    }
-    if (role_ < info->min_role) {
-      if (role_ == Role::kNone) {
-        return sendReply(id,
-                         absl::UnauthenticatedError(fmt::format(
-                             "'{}' needs a token: send {{\"cmd\":\"hello\",\"token\":...}}", cmd)),
-                         cmd, t0);
-      }
-      return sendReply(
-          id,
-          absl::PermissionDeniedError(fmt::format("'{}' needs role {}; you are {}", cmd,
-                                                  roleName(info->min_role), roleName(role_))),
-          cmd, t0);
-    }
-    if (info->session_level) return handleSessionCommand(id, cmd, req, t0);
+    if (req.info->session_level) return handleSessionCommand(req, t0);
 
     // A coordinator command. The reply comes back on the coordinator thread;
     // post it to this strand. A timer answers for a coordinator that never
@@ -498,19 +416,24 @@ class WsSession final : public WsSessionBase {
     auto timer = std::make_shared<net::steady_timer>(ws_.get_executor());
     timer->expires_after(std::chrono::milliseconds(gw_.config_.command_timeout_ms));
     pending_.emplace(seq, timer);
-    timer->async_wait([self = self(), seq, id, cmd, t0](beast::error_code ec) {
+    timer->async_wait([self = self(), seq, id = req.id, cmd = req.cmd, t0](beast::error_code ec) {
       if (ec || self->pending_.erase(seq) == 0) return;
       self->sendReply(id, absl::UnavailableError("the coordinator did not answer in time"), cmd,
                       t0);
     });
     std::weak_ptr<WsSession> weak = self();
-    runControlCommand(cmd, req, gw_.control_,
-                      [weak, loop = gw_.loop_, seq, id, cmd, t0](StatusOr<json::value> r) mutable {
-                        loop->postTo(weak, [seq, id = std::move(id), cmd = std::move(cmd), t0,
-                                            r = std::move(r)](WsSession& s) mutable {
-                          s.onControlResult(seq, id, cmd, t0, std::move(r));
-                        });
-                      });
+    CommandLimits limits;
+    limits.max_reply_bytes = gw_.config_.max_reply_bytes;
+    runControlCommand(
+        req.cmd, req.body, gw_.control_,
+        [weak, loop = gw_.loop_, seq, id = req.id, cmd = req.cmd,
+         t0](StatusOr<json::value> r) mutable {
+          loop->postTo(weak, [seq, id = std::move(id), cmd = std::move(cmd), t0,
+                              r = std::move(r)](WsSession& s) mutable {
+            s.onControlResult(seq, id, cmd, t0, std::move(r));
+          });
+        },
+        limits);
   }
 
   void onControlResult(uint64_t seq, const json::value& id, const std::string& cmd,
@@ -526,111 +449,80 @@ class WsSession final : public WsSessionBase {
     }
   }
 
-  void handleSessionCommand(const json::value& id, const std::string& cmd, const json::object& req,
-                            std::chrono::steady_clock::time_point t0) {
-    if (cmd == "hello" || cmd == "auth") {
-      if (const json::value* p = req.if_contains("protocol"); p != nullptr && !p->is_null()) {
-        if (!p->is_number()) {
-          return sendReply(id, absl::InvalidArgumentError("field 'protocol' must be a number"), cmd,
-                           t0);
-        }
-        if (p->to_number<double>() != kProtocolVersion) {
-          return sendReply(
-              id,
-              absl::FailedPreconditionError(fmt::format(
-                  "unsupported protocol version; this gateway speaks {}", kProtocolVersion)),
-              cmd, t0);
-        }
+  void handleSessionCommand(const Request& req, std::chrono::steady_clock::time_point t0) {
+    const json::value* token = req.body.if_contains("token");
+    if (token != nullptr && !token->is_null()) {
+      // A token attempt from an address in back-off is not even checked.
+      if (Nanos wait = gw_.backoff_.blockedFor(ip_, gw_.clock_.now()); wait > 0) {
+        gw_.metrics_->auth_backoff->Increment();
+        return sendReply(req.id,
+                         absl::ResourceExhaustedError(fmt::format(
+                             "too many failed authentication attempts from your address; "
+                             "retry in {} ms",
+                             (wait + kMillis - 1) / kMillis)),
+                         req.cmd, t0);
       }
-      const json::value* tv = req.if_contains("token");
-      if (cmd == "auth" && tv == nullptr) {
-        return sendReply(id, absl::InvalidArgumentError("missing field 'token'"), cmd, t0);
-      }
-      if (tv != nullptr && !tv->is_null()) {
-        if (!tv->is_string()) {
-          return sendReply(id, absl::InvalidArgumentError("field 'token' must be a string"), cmd,
-                           t0);
-        }
-        Role r = gw_.roleForToken(std::string_view(tv->get_string()));
-        if (r == Role::kNone) {
-          gw_.auth_failures_->Increment();
-          sendReply(id, absl::UnauthenticatedError("invalid token"), cmd, t0);
-          if (++auth_failures_ >= 5) {
-            closeWith(websocket::close_code::policy_error, "too many authentication failures");
-          }
-          return;
-        }
-        role_ = std::max(role_, r);
-      }
-      json::object res;
-      res["protocol"] = kProtocolVersion;
-      res["server"] = kServerName;
-      res["role"] = roleName(role_);
-      if (cmd == "hello") {
-        res["commands"] = commandNames(role_);
-        res["topics"] = topicNames(kAllTopics);
-        json::object lim;
-        lim["max_frame_bytes"] = gw_.config_.max_frame_bytes;
-        lim["commands_per_s"] = gw_.config_.commands_per_s;
-        lim["command_burst"] = gw_.config_.command_burst;
-        lim["max_queued_events"] = gw_.config_.max_queued_events;
-        res["limits"] = std::move(lim);
-      }
-      return sendResult(id, std::move(res), cmd, t0);
     }
-    if (cmd == "ping") {
-      json::object res;
-      res["pong"] = true;
-      if (const json::value* d = req.if_contains("data")) res["data"] = *d;
-      return sendResult(id, std::move(res), cmd, t0);
-    }
-    if (cmd == "whoami") return sendResult(id, json::object{{"role", roleName(role_)}}, cmd, t0);
-    if (cmd == "topics")
-      return sendResult(id, json::object{{"topics", topicNames(kAllTopics)}}, cmd, t0);
-    if (cmd == "subscribe" || cmd == "unsubscribe") {
-      uint32_t bits = 0;
-      const json::value* tv = req.if_contains("topics");
-      if (tv == nullptr || tv->is_null()) {
-        bits = kAllTopics;
-      } else if (!tv->is_array()) {
-        return sendReply(
-            id, absl::InvalidArgumentError("field 'topics' must be an array of strings"), cmd, t0);
-      } else {
-        for (const auto& t : tv->get_array()) {
-          std::optional<uint32_t> b;
-          if (t.is_string()) b = topicBit(std::string_view(t.get_string()));
-          if (!b) {
-            return sendReply(
-                id,
-                absl::InvalidArgumentError(fmt::format(
-                    "unknown topic {}; topics are job, failures, nodes, ops", json::serialize(t))),
-                cmd, t0);
-          }
-          bits |= *b;
+    SessionState before = state_;
+    SessionOutcome out = runSessionCommand(req, state_, gw_.policy_, hello_limits_);
+    if (out.token_accepted) {
+      gw_.backoff_.onSuccess(ip_);
+      if (!authenticated_) {
+        if (gw_.limiter_.promote(ip_) != ConnectionLimiter::Result::kOk) {
+          state_ = before;
+          gw_.metrics_->too_many_clients->Increment();
+          sendReply(req.id, absl::ResourceExhaustedError("too many WebSocket clients"), req.cmd,
+                    t0);
+          return closeWith(websocket::close_code::try_again_later, "too many clients");
         }
+        authenticated_ = true;
+        gw_.updateUnauthGauge();
+        auth_timer_.cancel();
+        ws_.read_message_max(gw_.config_.max_frame_bytes);
       }
-      uint32_t before = topics.load();
-      uint32_t after = cmd == "subscribe" ? (before | bits) : (before & ~bits);
-      topics.store(after);
+    }
+    if (out.auth_failed) gw_.backoff_.onFailure(ip_, gw_.clock_.now());
+    if (out.topics_after != out.topics_before) {
+      topics.store(out.topics_after);
       if (registered_) {
-        gw_.topicDelta(after & ~before, +1);
-        gw_.topicDelta(before & ~after, -1);
+        gw_.topicDelta(out.topics_after & ~out.topics_before, +1);
+        gw_.topicDelta(out.topics_before & ~out.topics_after, -1);
       }
-      return sendResult(id, json::object{{"topics", topicNames(after)}}, cmd, t0);
     }
-    sendReply(id, absl::UnimplementedError("unhandled session command"), cmd, t0);
+    if (out.reply.ok()) {
+      sendResult(req.id, std::move(*out.reply), req.cmd, t0);
+    } else {
+      sendReply(req.id, out.reply.status(), req.cmd, t0);
+    }
+    if (out.auth_failed) {
+      gw_.metrics_->auth_failures->Increment();
+      if (++auth_failures_ >= 5) {
+        closeWith(websocket::close_code::policy_error, "too many authentication failures");
+      }
+    }
   }
 
   void sendResult(const json::value& id, json::value result, const std::string& cmd,
                   std::chrono::steady_clock::time_point t0) {
-    gw_.observeCommand(cmd, t0);
-    enqueue(std::make_shared<const std::string>(okReply(id, std::move(result))), false);
+    auto text = std::make_shared<const std::string>(okReply(id, std::move(result)));
+    if (text->size() > gw_.config_.max_reply_bytes) {
+      // No reply is larger than max_reply_bytes (docs/protocol.md); job.status pages stop short
+      // of it, so this is a list too long for one reply.
+      gw_.metrics_->reply_too_large->Increment();
+      return sendReply(id,
+                       absl::ResourceExhaustedError(
+                           fmt::format("the reply would be {} bytes, over max_reply_bytes ({})",
+                                       text->size(), gw_.config_.max_reply_bytes)),
+                       cmd, t0);
+    }
+    gw_.metrics_->observeCommand(cmd, t0);
+    enqueue(std::move(text), false);
   }
 
   void sendReply(const json::value& id, const Status& status, const std::string& cmd,
                  std::chrono::steady_clock::time_point t0) {
-    gw_.observeCommand(cmd, t0);
-    gw_.countError(errorCodeName(status.code()));
+    gw_.metrics_->observeCommand(cmd, t0);
+    gw_.metrics_->countError(errorCodeName(status.code()));
     enqueue(std::make_shared<const std::string>(errorReply(id, status)), false);
   }
 
@@ -645,7 +537,7 @@ class WsSession final : public WsSessionBase {
       if (queued_events_ >= cfg.max_queued_events ||
           queued_bytes_ + msg->size() > cfg.max_queued_bytes) {
         ++dropped_;
-        gw_.events_dropped_slow_->Increment();
+        gw_.metrics_->events_dropped_slow->Increment();
         return;
       }
       if (dropped_ > 0) {
@@ -654,9 +546,9 @@ class WsSession final : public WsSessionBase {
         push(std::make_shared<const std::string>(eventMessage("gap", d)), false);
         dropped_ = 0;
       }
-      gw_.events_sent_->Increment();
+      gw_.metrics_->events_sent->Increment();
     } else if (queued_bytes_ + msg->size() > cfg.max_queued_bytes) {
-      gw_.slow_closed_->Increment();
+      gw_.metrics_->slow_closed->Increment();
       spdlog::warn("gateway: session {} is not reading its replies; closing", id_);
       closeWith(websocket::close_code::policy_error, "outbound queue overflow");
       return;
@@ -666,8 +558,19 @@ class WsSession final : public WsSessionBase {
 
   void push(std::shared_ptr<const std::string> msg, bool is_event) {
     queued_bytes_ += msg->size();
+    std::optional<uint64_t> victim = gw_.outbound_.add(id_, msg->size());
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
     if (is_event) ++queued_events_;
     queue_.push_back({std::move(msg), is_event});
+    if (victim) {
+      if (*victim == id_) {
+        gw_.metrics_->budget_closed->Increment();
+        spdlog::warn("gateway: session {} holds the most of the exhausted outbound budget; closing",
+                     id_);
+        return closeWith(websocket::close_code::policy_error, "outbound budget exhausted");
+      }
+      gw_.evictForBudget(*victim);
+    }
     if (!writing_) doWrite();
   }
 
@@ -681,12 +584,14 @@ class WsSession final : public WsSessionBase {
   void onWrite(beast::error_code ec, size_t) {
     const Outgoing& done = queue_.front();
     queued_bytes_ -= done.msg->size();
+    gw_.outbound_.remove(id_, done.msg->size());
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
     if (done.is_event) --queued_events_;
     queue_.pop_front();
     if (ec) {
       writing_ = false;
       closing_ = true;
-      queue_.clear();
+      dropQueued();
       return;
     }
     if (!queue_.empty() && !closing_) {
@@ -696,10 +601,35 @@ class WsSession final : public WsSessionBase {
     }
   }
 
+  // Drops every queued message but the one being written (Beast owns its buffer).
+  void dropQueued() {
+    size_t keep = writing_ ? 1 : 0;
+    while (queue_.size() > keep) {
+      const Outgoing& o = queue_.back();
+      queued_bytes_ -= o.msg->size();
+      if (o.is_event) --queued_events_;
+      gw_.outbound_.remove(id_, o.msg->size());
+      queue_.pop_back();
+    }
+    gw_.metrics_->outbound_bytes->Set(static_cast<double>(gw_.outbound_.total()));
+  }
+
+  // Sends a close frame with `reason` after the message being written, drops
+  // the rest, and closes the socket a second later whatever the peer does (a
+  // client that reads nothing never lets the close frame out).
   void closeWith(websocket::close_code code, const char* reason) {
     if (closing_) return;
     closing_ = true;
-    ws_.async_close(websocket::close_reason(code, reason), [self = self()](beast::error_code) {});
+    dropQueued();
+    auth_timer_.cancel();
+    close_timer_.expires_after(std::chrono::seconds(1));
+    close_timer_.async_wait([self = self()](beast::error_code ec) {
+      if (ec) return;
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    });
+    ws_.async_close(websocket::close_reason(code, reason),
+                    [self = self()](beast::error_code) { self->close_timer_.cancel(); });
   }
 
   struct Outgoing {
@@ -709,8 +639,13 @@ class WsSession final : public WsSessionBase {
 
   websocket::stream<Stream> ws_;
   Gateway::Impl& gw_;
-  Role role_;
+  const json::object hello_limits_;
+  SessionState state_;
   const uint64_t id_;
+  const std::string ip_;
+  bool authenticated_;  // holds an authenticated slot (else an unauthenticated one)
+  net::steady_timer auth_timer_{ws_.get_executor()};
+  net::steady_timer close_timer_{ws_.get_executor()};
   TokenBucket bucket_;
   beast::flat_buffer buffer_;
   std::deque<Outgoing> queue_;
@@ -749,7 +684,10 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     parser_.emplace();
     parser_->header_limit(16 * 1024);
     parser_->body_limit(64 * 1024);
-    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
+    // A request (an upgrade included) must arrive within the auth timeout, so
+    // idle pre-upgrade connections cost little.
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::milliseconds(std::max(1000, gw_.config_.auth_timeout_ms)));
     http::async_read(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](beast::error_code ec, size_t) { self->onRead(ec); });
@@ -768,30 +706,63 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
         return respond(text(http::status::not_found, "no WebSocket here; use /ws\n"));
       auto origin = req_[http::field::origin];
       auto host = req_[http::field::host];
-      if (!origin.empty() && !gw_.originAllowed(std::string_view(origin.data(), origin.size()),
-                                                std::string_view(host.data(), host.size()))) {
-        gw_.origin_refused_->Increment();
+      if (!origin.empty() &&
+          !gw_.policy_.originAllowed(std::string_view(origin.data(), origin.size()),
+                                     std::string_view(host.data(), host.size()), kIsSsl<Stream>)) {
+        gw_.metrics_->origin_refused->Increment();
         return respond(text(http::status::forbidden, "origin not allowed\n"), true);
       }
-      if (gw_.sessionCount() >= gw_.config_.max_ws_clients) {
-        gw_.too_many_clients_->Increment();
-        return respond(text(http::status::service_unavailable, "too many WebSocket clients\n"),
-                       true);
-      }
-      Role role = gw_.initialRole();
+      Role role = gw_.policy_.initialRole();
       std::string token = queryParam(target, "token");
       auto authz = req_[http::field::authorization];
-      if (authz.starts_with("Bearer ")) token = std::string(authz.substr(7));
+      if (!authz.empty()) {
+        std::optional<std::string> bearer =
+            bearerToken(std::string_view(authz.data(), authz.size()));
+        if (!bearer) {
+          return respond(
+              text(http::status::unauthorized, "Authorization must be 'Bearer <token>'\n"), true);
+        }
+        token = std::move(*bearer);
+      }
+      const std::string ip = remoteAddress();
+      bool authenticated = false;
       if (!token.empty()) {
-        Role r = gw_.roleForToken(token);
+        if (Nanos wait = gw_.backoff_.blockedFor(ip, gw_.clock_.now()); wait > 0) {
+          gw_.metrics_->auth_backoff->Increment();
+          auto res = text(http::status::too_many_requests,
+                          "too many failed authentication attempts from your address\n");
+          res.set(http::field::retry_after, std::to_string((wait + kSeconds - 1) / kSeconds));
+          return respond(std::move(res), true);
+        }
+        Role r = gw_.policy_.roleForToken(token);
         if (r == Role::kNone) {
-          gw_.auth_failures_->Increment();
+          gw_.metrics_->auth_failures->Increment();
+          gw_.backoff_.onFailure(ip, gw_.clock_.now());
           return respond(text(http::status::unauthorized, "invalid token\n"), true);
         }
+        gw_.backoff_.onSuccess(ip);
         role = std::max(role, r);
+        authenticated = true;
+      }
+      using R = ConnectionLimiter::Result;
+      R admitted =
+          authenticated ? gw_.limiter_.admitAuthenticated() : gw_.limiter_.admitUnauthenticated(ip);
+      if (admitted != R::kOk) {
+        const char* why = "too many WebSocket clients\n";
+        if (admitted == R::kTooManyClients) {
+          gw_.metrics_->too_many_clients->Increment();
+        } else {
+          gw_.metrics_->too_many_unauthenticated->Increment();
+          why = admitted == R::kTooManyFromAddress
+                    ? "too many unauthenticated WebSocket clients from your address\n"
+                    : "too many unauthenticated WebSocket clients; present a token in the "
+                      "upgrade request\n";
+        }
+        return respond(text(http::status::service_unavailable, why), true);
       }
       beast::get_lowest_layer(stream_).expires_never();
-      std::make_shared<WsSession<Stream>>(std::move(stream_), gw_, role)->run(std::move(req_));
+      std::make_shared<WsSession<Stream>>(std::move(stream_), gw_, role, ip, authenticated)
+          ->run(std::move(req_));
       return;
     }
 
@@ -803,7 +774,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     }
     if (path == "/metrics") {
       countHttp("/metrics");
-      auto res = text(http::status::ok, gw_.metricsText());
+      auto res = text(http::status::ok, gw_.metrics_->text());
       res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
       return respond(std::move(res));
     }
@@ -926,7 +897,13 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     }
   }
 
-  void countHttp(const char* path) { gw_.http_family_->Add({{"path", path}}).Increment(); }
+  void countHttp(const char* path) { gw_.metrics_->countHttp(path); }
+
+  std::string remoteAddress() {
+    beast::error_code ec;
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    return ec ? std::string("unknown") : ep.address().to_string();
+  }
 
   Gateway::Impl& gw_;
   Stream stream_;
@@ -943,78 +920,19 @@ Gateway::Impl::Impl(GatewayConfig config, control::ClusterControl& control)
     : config_(std::move(config)),
       control_(control),
       clock_(config_.clock != nullptr ? *config_.clock : SystemClock::instance()),
-      registry_(control.metricsRegistry()) {
+      policy_(config_.viewer_tokens, config_.operator_tokens, config_.admin_tokens,
+              config_.allow_anonymous_read, config_.allowed_origins),
+      limiter_(config_.max_ws_clients, config_.max_unauthenticated,
+               config_.max_unauthenticated_per_ip),
+      backoff_(config_.auth_free_failures, config_.auth_backoff_base_ms * kMillis,
+               config_.auth_backoff_max_ms * kMillis),
+      ip_limiter_(config_.ip_commands_per_s, config_.ip_command_burst),
+      outbound_(config_.max_outbound_bytes),
+      metrics_(std::make_shared<GatewayMetrics>(control.metricsRegistry())),
+      gate_(std::make_shared<EventGate>(loop_, static_cast<int64_t>(config_.max_pending_fanouts))) {
   config_.threads = std::clamp(config_.threads, 1, 2);
-  auto& reg = *registry_;
-  ws_clients_ = &prometheus::BuildGauge()
-                     .Name("tokengate_ws_clients")
-                     .Help("Open WebSocket sessions on the gateway")
-                     .Register(reg)
-                     .Add({});
-  ws_clients_->Set(0);
-  auto& lat = prometheus::BuildHistogram()
-                  .Name("tokengate_gateway_command_seconds")
-                  .Help("WebSocket command latency, request received to reply queued")
-                  .Register(reg);
-  const prometheus::Histogram::BucketBoundaries buckets{
-      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-      0.025,   0.05,   0.1,     0.25,   0.5,   1,      2.5,   10};
-  for (const auto& c : commandNames(Role::kAdmin)) {
-    std::string name(c.get_string());
-    cmd_latency_[name] = &lat.Add({{"cmd", name}}, buckets);
-  }
-  cmd_latency_["unknown"] = &lat.Add({{"cmd", "unknown"}}, buckets);
-  errors_family_ = &prometheus::BuildCounter()
-                        .Name("tokengate_gateway_command_errors_total")
-                        .Help("WebSocket error replies by code")
-                        .Register(reg);
-  auto& events = prometheus::BuildCounter()
-                     .Name("tokengate_gateway_events_total")
-                     .Help(
-                         "Events queued to WebSocket clients, and dropped (slow client, or the "
-                         "gateway's fan-out backlog full)")
-                     .Register(reg);
-  events_sent_ = &events.Add({{"result", "sent"}});
-  events_dropped_slow_ = &events.Add({{"result", "dropped_slow_client"}});
-  events_dropped_overload_ = &events.Add({{"result", "dropped_overload"}});
-  auto& sessions = prometheus::BuildCounter()
-                       .Name("tokengate_gateway_refusals_total")
-                       .Help("Connections or commands refused by the gateway, by reason")
-                       .Register(reg);
-  slow_closed_ = &sessions.Add({{"reason", "slow_client_closed"}});
-  auth_failures_ = &sessions.Add({{"reason", "auth_failed"}});
-  rate_limited_ = &sessions.Add({{"reason", "rate_limited"}});
-  origin_refused_ = &sessions.Add({{"reason", "origin"}});
-  too_many_clients_ = &sessions.Add({{"reason", "too_many_clients"}});
-  http_family_ = &prometheus::BuildCounter()
-                      .Name("tokengate_gateway_http_requests_total")
-                      .Help("HTTP requests by path")
-                      .Register(reg);
-}
-
-bool Gateway::Impl::originAllowed(std::string_view origin, std::string_view host) const {
-  const std::string want = normalizeOrigin(origin);
-  for (const auto& o : config_.allowed_origins) {
-    if (o == "*" || normalizeOrigin(o) == want) return true;
-  }
-  // An allow-list replaces the same-origin check (Host is client-chosen: DNS rebinding).
-  if (!config_.allowed_origins.empty()) return false;
-  // Same origin: the Origin's authority equals the Host header.
-  auto sep = want.find("://");
-  if (sep == std::string::npos) return false;
-  return std::string_view(want).substr(sep + 3) == normalizeOrigin(host);
-}
-
-void Gateway::Impl::fanOut(uint32_t bit, const std::shared_ptr<const std::string>& msg) {
-  std::vector<std::shared_ptr<WsSessionBase>> targets;
-  {
-    std::lock_guard lock(sessions_mu_);
-    targets.reserve(sessions_.size());
-    for (auto& [id, w] : sessions_) {
-      if (auto s = w.lock(); s && (s->topics.load() & bit)) targets.push_back(std::move(s));
-    }
-  }
-  for (auto& s : targets) s->deliverEvent(msg);
+  metrics_->ws_clients->Set(0);
+  gate_->metrics = metrics_;
 }
 
 Status Gateway::Impl::start() {
@@ -1056,29 +974,21 @@ Status Gateway::Impl::start() {
   // The sink runs on the coordinator thread: skip topics nobody wants,
   // serialize once, post the fan-out and return. A full fan-out backlog
   // drops the event rather than queueing without bound.
-  gate_->loop = loop_;
-  gate_->max_pending_fanouts = static_cast<int64_t>(config_.max_pending_fanouts);
-  gate_->registry = registry_;
-  gate_->dropped_overload = events_dropped_overload_;
   loop_->open(ioc_->get_executor());
-  subscription_ = control_.subscribe([gate = gate_, this](const control::Event& e) {
-    std::optional<uint32_t> bit = topicBit(e.topic);
-    if (!bit) return;
-    int idx = std::countr_zero(*bit);
-    if (gate->topic_subscribers[idx].load(std::memory_order_relaxed) <= 0) return;
-    if (gate->pending_fanouts.load(std::memory_order_relaxed) >= gate->max_pending_fanouts) {
-      gate->dropped_overload->Increment();
+  subscription_ = control_.subscribe([gate = gate_](const control::Event& e) {
+    std::optional<uint32_t> bit = topicBit(control::eventTopic(e));
+    if (!bit || !gate->sessions.wanted(*bit)) return;
+    if (!gate->backlog.tryReserve()) {
+      gate->metrics->events_dropped_overload->Increment();
       return;
     }
-    auto msg = std::make_shared<const std::string>(eventMessage(e.topic, e.data));
-    gate->pending_fanouts.fetch_add(1);
-    // `this` is only used inside the io_context, which the gateway
-    // destroys only after closing the loop handle.
-    if (!gate->loop->post([this, gate, b = *bit, msg] {
-          gate->pending_fanouts.fetch_sub(1);
-          fanOut(b, msg);
+    auto msg = std::make_shared<const std::string>(eventMessage(e));
+    // The gate (shared) outlives the io_context's handlers.
+    if (!gate->loop->post([gate, b = *bit, msg] {
+          gate->backlog.release();
+          gate->sessions.fanOut(b, msg);
         })) {
-      gate->pending_fanouts.fetch_sub(1);
+      gate->backlog.release();
     }
   });
   subscribed_ = true;
@@ -1119,13 +1029,7 @@ void Gateway::Impl::stop() {
     beast::error_code ec;
     acceptor_->close(ec);
   });
-  std::vector<std::shared_ptr<WsSessionBase>> open;
-  {
-    std::lock_guard lock(sessions_mu_);
-    for (auto& [id, w] : sessions_) {
-      if (auto s = w.lock()) open.push_back(std::move(s));
-    }
-  }
+  std::vector<std::shared_ptr<WsSessionBase>> open = gate_->sessions.live();
   for (auto& s : open) s->shutdown();
   open.clear();
   // Give the close frames a moment, then stop hard.
@@ -1139,7 +1043,7 @@ void Gateway::Impl::stop() {
   threads_.clear();
   acceptor_.reset();
   ioc_.reset();  // destroys the remaining sessions while the registry is alive
-  ws_clients_->Set(0);
+  metrics_->ws_clients->Set(0);
 }
 
 Gateway::Gateway(GatewayConfig config, control::ClusterControl& control)

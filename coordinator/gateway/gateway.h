@@ -46,12 +46,41 @@ struct GatewayConfig {
   // header (non-browser clients) are always allowed.
   std::vector<std::string> allowed_origins;
 
-  size_t max_frame_bytes = 1 << 20;    // larger frames close the socket (1009)
-  size_t max_ws_clients = 4096;        // further WebSocket upgrades get HTTP 503
-  double commands_per_s = 50;          // token bucket refill; 0 = unlimited
-  double command_burst = 100;          // token bucket size
-  size_t max_queued_events = 256;      // per session; further events are dropped
-  size_t max_queued_bytes = 8 << 20;   // per session outbound cap; over it the session closes
+  size_t max_frame_bytes = 1 << 20;   // larger frames close the socket (1009)
+  size_t max_ws_clients = 4096;       // authenticated sessions; further ones get HTTP 503
+  double commands_per_s = 50;         // token bucket refill per connection; 0 = unlimited
+  double command_burst = 100;         // token bucket size
+  size_t max_queued_events = 256;     // per session; further events are dropped
+  size_t max_queued_bytes = 8 << 20;  // per session outbound cap; over it the session closes
+
+  // Pre-authentication budget (docs/protocol.md, "Limits"). A session without
+  // a valid token is unauthenticated: it must send hello/auth with a valid
+  // token within auth_timeout_ms or it is closed (1008), its frames may be at
+  // most unauthenticated_max_frame_bytes, and it holds a slot in a pool of
+  // its own (max_unauthenticated, at most max_unauthenticated_per_ip per
+  // source address), never one of the max_ws_clients authenticated slots.
+  // With allow_anonymous_read, token-less viewers stay in that pool without
+  // a deadline.
+  int auth_timeout_ms = 5000;
+  size_t max_unauthenticated = 256;
+  size_t max_unauthenticated_per_ip = 16;
+  size_t unauthenticated_max_frame_bytes = 16 << 10;
+  // Failed token attempts per source address: the first auth_free_failures
+  // are free, then the address is blocked for 1 s, 2 s, 4 s ... up to
+  // auth_backoff_max_ms (HTTP 429 on upgrade, resource_exhausted on hello).
+  int auth_free_failures = 5;
+  int auth_backoff_base_ms = 1000;
+  int auth_backoff_max_ms = 60000;
+  // Commands per source address, across its connections; 0 = unlimited.
+  double ip_commands_per_s = 500;
+  double ip_command_burst = 1000;
+  // Bytes queued to all clients together. Over it, the session with the most
+  // queued bytes (the slowest reader) is closed (1008 "outbound budget").
+  size_t max_outbound_bytes = 64 << 20;
+  // No reply is larger: job.status pages its outputs below it, any other
+  // reply over it becomes resource_exhausted. Keep it above max_frame_bytes
+  // (a ping echoes its data).
+  size_t max_reply_bytes = 2 << 20;
   size_t max_pending_fanouts = 10000;  // events posted by the coordinator, not yet fanned out
   int command_timeout_ms = 10000;      // no control callback by then => "unavailable"
   int idle_timeout_s = 60;             // WebSocket idle timeout (keep-alive pings at half)
@@ -73,6 +102,10 @@ void addTokenFromEnv(GatewayConfig& config);
 std::vector<std::string> parseOriginList(std::string_view list);
 // Appends TG_GATEWAY_ALLOWED_ORIGINS (comma-separated) to config.allowed_origins.
 void addAllowedOriginsFromEnv(GatewayConfig& config);
+// Overrides limits from TG_GATEWAY_<NAME> variables (upper-case field names,
+// e.g. TG_GATEWAY_MAX_UNAUTHENTICATED_PER_IP=4, TG_GATEWAY_IP_COMMANDS_PER_S=0).
+// Returns an error naming a variable that is not a non-negative number.
+Status addLimitsFromEnv(GatewayConfig& config);
 
 class Gateway {
  public:

@@ -4,10 +4,12 @@
 
 #include <array>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <limits>
 
 #include "common/job_json.h"
+#include "coordinator/gateway/access_policy.h"
 
 namespace tokengate::gateway {
 
@@ -100,9 +102,31 @@ std::string errorCodeName(StatusCode code) {
   return s.empty() ? "unknown" : s;
 }
 
+void sanitizeJson(json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_: {
+      const double d = v.get_double();
+      if (!std::isfinite(d)) {
+        v = json::object{{"double", std::isnan(d) ? "nan" : (d > 0 ? "inf" : "-inf")}};
+      }
+      break;
+    }
+    case json::kind::array:
+      for (auto& e : v.get_array()) sanitizeJson(e);
+      break;
+    case json::kind::object:
+      for (auto& kv : v.get_object()) sanitizeJson(kv.value());
+      break;
+    default:
+      break;
+  }
+}
+
 std::string okReply(const json::value& id, json::value result) {
+  sanitizeJson(result);
   json::object o;
   o["id"] = id;
+  sanitizeJson(o["id"]);
   o["ok"] = true;
   o["result"] = std::move(result);
   return json::serialize(o);
@@ -114,15 +138,25 @@ std::string errorReply(const json::value& id, const Status& status) {
   err["message"] = std::string(status.message());
   json::object o;
   o["id"] = id;
+  sanitizeJson(o["id"]);
   o["ok"] = false;
   o["error"] = std::move(err);
   return json::serialize(o);
 }
 
 std::string eventMessage(std::string_view topic, const json::object& data) {
+  json::value d = data;
+  sanitizeJson(d);
+  // 64-bit ids as strings, as in replies.
+  for (std::string_view key : {"job", "job_id", "token", "token_id"}) {
+    if (json::value* v = d.get_object().if_contains(key)) {
+      if (v->is_uint64()) *v = idJson(v->get_uint64());
+      if (v->is_int64() && v->get_int64() >= 0) *v = idJson(static_cast<uint64_t>(v->get_int64()));
+    }
+  }
   json::object o;
   o["event"] = topic;
-  o["data"] = data;
+  o["data"] = std::move(d);
   return json::serialize(o);
 }
 
@@ -137,9 +171,10 @@ json::object statusJson(const Status& s) {
 }
 }  // namespace
 
-json::object toJson(const control::JobStatus& s) {
+namespace {
+json::object jobHeader(const control::JobStatus& s) {
   json::object o;
-  o["job_id"] = s.id;
+  o["job_id"] = idJson(s.id);
   o["name"] = s.name;
   o["state"] = control::jobStateName(s.state);
   o["total"] = s.total;
@@ -148,21 +183,64 @@ json::object toJson(const control::JobStatus& s) {
   o["cancelled"] = s.cancelled;
   o["running"] = s.running;
   o["wall_ms"] = static_cast<double>(s.wall_ns) / 1e6;
-  if (!s.outputs.empty()) {
-    json::array outs;
-    for (const auto& r : s.outputs) {
-      json::object out;
-      out["index"] = r.index;
-      out["name"] = r.name;
-      out["ok"] = r.status.ok();
-      if (r.status.ok()) {
-        out["value"] = valueToJson(r.value);
-      } else {
-        out["error"] = statusJson(r.status);
-      }
-      outs.emplace_back(std::move(out));
+  return o;
+}
+
+json::object outputJson(const control::OutputResult& r) {
+  json::object out;
+  out["index"] = r.index;
+  out["name"] = r.name;
+  out["ok"] = r.status.ok();
+  if (r.status.ok()) {
+    out["value"] = valueToJson(r.value);
+  } else {
+    out["error"] = statusJson(r.status);
+  }
+  return out;
+}
+
+// A running job's output that has not finished yet (the core reports it as
+// unavailable): not listed.
+bool unfinished(const control::JobStatus& s, const control::OutputResult& r) {
+  return s.state == control::JobState::kRunning && r.status.code() == StatusCode::kUnavailable;
+}
+}  // namespace
+
+json::object toJson(const control::JobStatus& s) {
+  if (s.outputs.empty()) return jobHeader(s);  // job.list entries
+  return jobStatusPage(s, 0, s.outputs.size(), std::numeric_limits<size_t>::max());
+}
+
+json::object jobStatusPage(const control::JobStatus& s, size_t offset, size_t limit,
+                           size_t max_bytes) {
+  json::object o = jobHeader(s);
+  o["outputs_total"] = s.outputs.size();
+  json::array outs;
+  size_t used = json::serialize(o).size() + 64;  // header, "outputs", "next" and the envelope
+  size_t pos = std::min(offset, s.outputs.size());
+  const size_t end = std::min(s.outputs.size(), pos + std::min(limit, s.outputs.size()));
+  for (; pos < end; ++pos) {
+    const control::OutputResult& r = s.outputs[pos];
+    if (unfinished(s, r)) continue;
+    json::object out = outputJson(r);
+    size_t bytes = json::serialize(out).size() + 1;
+    if (used + bytes > max_bytes) {
+      if (!outs.empty()) break;  // the next page starts here
+      // A single value larger than a reply: say so instead of never progressing.
+      control::OutputResult big = r;
+      big.status = absl::ResourceExhaustedError(
+          fmt::format("value of {} bytes does not fit in a reply (max {})", bytes, max_bytes));
+      out = outputJson(big);
+      bytes = json::serialize(out).size() + 1;
     }
-    o["outputs"] = std::move(outs);
+    used += bytes;
+    outs.emplace_back(std::move(out));
+  }
+  o["outputs"] = std::move(outs);
+  if (pos < s.outputs.size()) {
+    o["next"] = pos;
+  } else {
+    o["next"] = nullptr;
   }
   return o;
 }
@@ -256,8 +334,6 @@ StatusOr<std::string> stringField(const json::object& o, std::string_view key) {
   return std::string(s);
 }
 
-namespace {
-// A non-negative integer; integral doubles (what JavaScript sends) are fine.
 StatusOr<uint64_t> asUint(const json::value& v, std::string_view key) {
   if (v.is_uint64()) return v.get_uint64();
   if (v.is_int64() && v.get_int64() >= 0) return static_cast<uint64_t>(v.get_int64());
@@ -265,9 +341,17 @@ StatusOr<uint64_t> asUint(const json::value& v, std::string_view key) {
     double d = v.get_double();
     if (d >= 0 && d <= 9007199254740992.0 && std::floor(d) == d) return static_cast<uint64_t>(d);
   }
-  return absl::InvalidArgumentError(fmt::format("field '{}' must be a non-negative integer", key));
+  if (v.is_string()) {
+    std::string_view str = v.get_string();
+    uint64_t out = 0;
+    auto [ptr, ec] = std::from_chars(str.data(), str.data() + str.size(), out);
+    if (!str.empty() && ec == std::errc() && ptr == str.data() + str.size()) return out;
+  }
+  return absl::InvalidArgumentError(
+      fmt::format("field '{}' must be a non-negative integer (a number or a decimal string)", key));
 }
 
+namespace {
 StatusOr<double> doubleField(const json::object& o, std::string_view key, double dflt) {
   const json::value* v = o.if_contains(key);
   if (v == nullptr || v->is_null()) return dflt;
@@ -300,7 +384,8 @@ StatusOr<uint64_t> uintField(const json::object& o, std::string_view key) {
 }
 
 void runControlCommand(std::string_view cmd, const json::object& req,
-                       control::ClusterControl& control, ResultFn reply) {
+                       control::ClusterControl& control, ResultFn reply,
+                       const CommandLimits& limits) {
   using control::ClusterStats;
   using control::JobStatus;
   using control::NodeStatus;
@@ -316,13 +401,31 @@ void runControlCommand(std::string_view cmd, const json::object& req,
     StatusOr<JobSpec> spec = jobFromJson(*job);
     if (!spec.ok()) return fail(spec.status());
     control.submitJob(std::move(*spec), wrap<uint64_t>(std::move(reply), [](uint64_t id) {
-                        return json::object{{"job_id", id}};
+                        return json::object{{"job_id", idJson(id)}};
                       }));
   } else if (cmd == "job.status") {
     auto id = uintField(req, "job_id");
     if (!id.ok()) return fail(id.status());
+    size_t offset = 0, limit = kDefaultOutputPage;
+    if (const json::value* v = req.if_contains("offset"); v != nullptr && !v->is_null()) {
+      auto n = asUint(*v, "offset");
+      if (!n.ok()) return fail(n.status());
+      offset = static_cast<size_t>(*n);
+    }
+    if (const json::value* v = req.if_contains("limit"); v != nullptr && !v->is_null()) {
+      auto n = asUint(*v, "limit");
+      if (!n.ok()) return fail(n.status());
+      if (*n == 0 || *n > kMaxOutputPage) {
+        return fail(
+            absl::InvalidArgumentError(fmt::format("field 'limit' must be 1..{}", kMaxOutputPage)));
+      }
+      limit = static_cast<size_t>(*n);
+    }
+    const size_t max_bytes = limits.max_reply_bytes;
     control.jobStatus(
-        *id, wrap<JobStatus>(std::move(reply), [](const JobStatus& s) { return toJson(s); }));
+        *id, wrap<JobStatus>(std::move(reply), [offset, limit, max_bytes](const JobStatus& s) {
+          return jobStatusPage(s, offset, limit, max_bytes);
+        }));
   } else if (cmd == "job.list") {
     control.listJobs(wrap<std::vector<JobStatus>>(std::move(reply), [](const auto& jobs) {
       json::array a;
@@ -334,14 +437,14 @@ void runControlCommand(std::string_view cmd, const json::object& req,
     if (!id.ok()) return fail(id.status());
     uint64_t job_id = *id;
     control.cancelJob(job_id, wrap<uint64_t>(std::move(reply), [job_id](uint64_t n) {
-                        return json::object{{"job_id", job_id}, {"cancelled", n}};
+                        return json::object{{"job_id", idJson(job_id)}, {"cancelled", n}};
                       }));
   } else if (cmd == "token.cancel") {
     auto id = uintField(req, "token_id");
     if (!id.ok()) return fail(id.status());
     uint64_t token_id = *id;
     control.cancelToken(token_id, wrap<bool>(std::move(reply), [token_id](bool c) {
-                          return json::object{{"token_id", token_id}, {"cancelled", c}};
+                          return json::object{{"token_id", idJson(token_id)}, {"cancelled", c}};
                         }));
   } else if (cmd == "op.list") {
     control.listOps(wrap<std::vector<OpStatus>>(std::move(reply), [](const auto& ops) {
@@ -426,6 +529,145 @@ void runControlCommand(std::string_view cmd, const json::object& req,
   } else {
     fail(absl::UnimplementedError(fmt::format("unknown command '{}'", cmd)));
   }
+}
+
+}  // namespace tokengate::gateway
+
+namespace tokengate::gateway {
+
+namespace json = boost::json;
+
+StatusOr<Request> parseRequest(std::string_view text, json::value* id) {
+  *id = nullptr;
+  boost::system::error_code jec;
+  json::parse_options opts;
+  opts.max_depth = kMaxJsonDepth;
+  json::value v = json::parse(text, jec, {}, opts);
+  if (jec) return absl::InvalidArgumentError("invalid JSON: " + jec.message());
+  if (!v.is_object()) return absl::InvalidArgumentError("a request must be a JSON object");
+  Request req;
+  req.body = std::move(v.get_object());
+  if (const json::value* idv = req.body.if_contains("id")) {
+    // A number too large for a double parses as infinity, which JSON cannot echo
+    // (found by protocol_fuzz).
+    const bool finite = !idv->is_double() || std::isfinite(idv->get_double());
+    if ((idv->is_string() || idv->is_number() || idv->is_null()) && finite) {
+      *id = *idv;
+      req.id = *idv;
+    } else {
+      return absl::InvalidArgumentError("'id' must be a string or a finite number");
+    }
+  }
+  // The integer rule (int64 literals only) after the id, so the error echoes it.
+  if (Status st = checkIntegerLiterals(text); !st.ok()) return st;
+  const json::value* cmdv = req.body.if_contains("cmd");
+  if (cmdv == nullptr || !cmdv->is_string()) {
+    return absl::InvalidArgumentError("missing string field 'cmd'");
+  }
+  req.cmd = std::string(cmdv->get_string());
+  req.info = findCommand(req.cmd);
+  if (req.info == nullptr) {
+    return absl::UnimplementedError(fmt::format("unknown command '{}'", req.cmd));
+  }
+  return req;
+}
+
+Status checkRole(const CommandInfo& info, Role role) {
+  if (role >= info.min_role) return absl::OkStatus();
+  if (role == Role::kNone) {
+    return absl::UnauthenticatedError(
+        fmt::format("'{}' needs a token: send {{\"cmd\":\"hello\",\"token\":...}}", info.name));
+  }
+  return absl::PermissionDeniedError(fmt::format("'{}' needs role {}; you are {}", info.name,
+                                                 roleName(info.min_role), roleName(role)));
+}
+
+SessionOutcome runSessionCommand(const Request& r, SessionState& st, const AccessPolicy& policy,
+                                 const json::object& limits) {
+  SessionOutcome out;
+  out.topics_before = out.topics_after = st.topics;
+  const std::string& cmd = r.cmd;
+  const json::object& req = r.body;
+  auto fail = [&](Status s) {
+    out.reply = std::move(s);
+    return out;
+  };
+  if (cmd == "hello" || cmd == "auth") {
+    if (const json::value* p = req.if_contains("protocol"); p != nullptr && !p->is_null()) {
+      if (!p->is_number())
+        return fail(absl::InvalidArgumentError("field 'protocol' must be a number"));
+      if (p->to_number<double>() != kProtocolVersion) {
+        return fail(absl::FailedPreconditionError(
+            fmt::format("unsupported protocol version; this gateway speaks {}", kProtocolVersion)));
+      }
+    }
+    const json::value* tv = req.if_contains("token");
+    if (cmd == "auth" && tv == nullptr)
+      return fail(absl::InvalidArgumentError("missing field 'token'"));
+    if (tv != nullptr && !tv->is_null()) {
+      if (!tv->is_string())
+        return fail(absl::InvalidArgumentError("field 'token' must be a string"));
+      Role role = policy.roleForToken(std::string_view(tv->get_string()));
+      if (role == Role::kNone) {
+        out.auth_failed = true;
+        return fail(absl::UnauthenticatedError("invalid token"));
+      }
+      out.token_accepted = true;
+      st.role = std::max(st.role, role);
+    }
+    json::object res;
+    res["protocol"] = kProtocolVersion;
+    res["server"] = kServerName;
+    res["role"] = roleName(st.role);
+    if (cmd == "hello") {
+      res["commands"] = commandNames(st.role);
+      res["topics"] = topicNames(kAllTopics);
+      res["limits"] = limits;
+    }
+    out.reply = json::value(std::move(res));
+    return out;
+  }
+  if (cmd == "ping") {
+    json::object res;
+    res["pong"] = true;
+    if (const json::value* d = req.if_contains("data")) res["data"] = *d;
+    out.reply = json::value(std::move(res));
+    return out;
+  }
+  if (cmd == "whoami") {
+    out.reply = json::value(json::object{{"role", roleName(st.role)}});
+    return out;
+  }
+  if (cmd == "topics") {
+    out.reply = json::value(json::object{{"topics", topicNames(kAllTopics)}});
+    return out;
+  }
+  if (cmd == "subscribe" || cmd == "unsubscribe") {
+    uint32_t bits = 0;
+    const json::value* tv = req.if_contains("topics");
+    if (tv == nullptr || tv->is_null()) {
+      bits = kAllTopics;
+    } else if (!tv->is_array()) {
+      return fail(absl::InvalidArgumentError("field 'topics' must be an array of strings"));
+    } else if (tv->get_array().empty()) {
+      bits = kAllTopics;  // [] means all, like an absent field (docs/protocol.md)
+    } else {
+      for (const auto& t : tv->get_array()) {
+        std::optional<uint32_t> b;
+        if (t.is_string()) b = topicBit(std::string_view(t.get_string()));
+        if (!b) {
+          return fail(absl::InvalidArgumentError(fmt::format(
+              "unknown topic {}; topics are job, failures, nodes, ops", json::serialize(t))));
+        }
+        bits |= *b;
+      }
+    }
+    st.topics = cmd == "subscribe" ? (st.topics | bits) : (st.topics & ~bits);
+    out.topics_after = st.topics;
+    out.reply = json::value(json::object{{"topics", topicNames(st.topics)}});
+    return out;
+  }
+  return fail(absl::UnimplementedError("unhandled session command"));
 }
 
 }  // namespace tokengate::gateway

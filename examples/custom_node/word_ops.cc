@@ -1,4 +1,4 @@
-// Example operations. TG_OPERATION registers them statically; because this
+// Example text operations. TG_OPERATION registers them statically; because this
 // file is compiled into the executable (not a static library), the
 // registration is always linked in.
 #include <cctype>

@@ -1,13 +1,10 @@
-// A TokenGate node: registry + executor + the ZeroMQ link to the coordinator.
+// A TokenGate node: registry + executor + the link to the coordinator.
 //
-// Protocol (see schema/tokengate.capnp and docs/protocol.md): a DEALER socket
-// (routing id "<node-id>/<incarnation hex>") sends `hello` every second until
-// `welcome`; then `heartbeat` every welcome.heartbeatMs. `tokenBatch` frames
-// are enqueued on the executor; results go back in `resultBatch` frames,
-// flushed at 1024 pending, 1 ms after the first pending one, or when the node
-// goes idle. Silence from the coordinator for 5 heartbeat intervals means it
-// restarted: queued work of the old session is dropped (the coordinator
-// re-queues it), the socket is recreated and the node says hello again.
+// Node owns the pieces and runs the link thread: run() waits on the socket
+// and the executor's eventfd and steps a CoordinatorLink (coordinator_link.h),
+// which holds every protocol rule (hello once per connection, heartbeats,
+// give-up, adaptive result batching, drain and bye). The socket is a
+// ZmqLinkSocket (DEALER, routing id "<node-id>/<incarnation hex>").
 //
 // Threads: run() is the link thread and the only one touching the socket.
 // Executor workers wake it through an eventfd. requestStop() may be called
@@ -15,16 +12,17 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
 
 #include "common/clock.h"
-#include "common/security/curve.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "node/executor/executor.h"
+#include "node/link/coordinator_link.h"
 #include "node/registry/registry.h"
 
 namespace tokengate::node {
@@ -38,28 +36,38 @@ struct NodeConfig {
   bool pin = true;
   // Operations offered. Null = the built-ins plus every TG_OPERATION linked in.
   std::shared_ptr<const Registry> registry;
-  uint64_t incarnation = 0;  // 0 = random per process start
-  uint32_t hello_resend_ms = 1000;
+  // With a null registry: also offer the test operations (sleep, spin, fail, crash,
+  // wait_cancel). Off in production: any submitter could kill or occupy the node.
+  bool enable_test_ops = false;
+  uint64_t incarnation = 0;              // 0 = random per process start
+  uint32_t hello_resend_ms = 1000;       // no welcome by then: reconnect, hello again
   uint32_t default_heartbeat_ms = 1000;  // used only if welcome.heartbeatMs is 0
-  uint32_t missed_heartbeats = 5;        // silence => coordinator presumed restarted
-  size_t flush_results = 1024;
-  // Result frames stay below this; Welcome.maxFrameBytes overrides it.
+  uint32_t missed_heartbeats = 5;        // give-up is at least this many heartbeats...
+  // ...and strictly longer than the coordinator's loss timeout (Welcome.lossTimeoutMs,
+  // this value when the coordinator does not state it).
+  uint32_t coordinator_loss_timeout_ms = 3000;
+  size_t flush_results = 1024;  // results per frame
+  // Frames from and to the coordinator stay below this; Welcome.maxFrameBytes may lower it.
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
-  Nanos flush_after_ns = kMillis;
+  // Adaptive result batching: results go out at once unless a result frame left less
+  // than this ago (then they wait for a full frame, this window, or an idle executor).
+  Nanos result_busy_window_ns = 0;
+  // Applied to the DEALER socket before connect (security options, e.g. CURVE).
+  std::function<Status(zmq::socket_t&)> configure_socket;
   uint32_t stop_grace_ms = 30'000;  // drain budget on SIGTERM/shutdown
   bool handle_signals = false;      // runNode() sets it: SIGTERM/SIGINT = stop
   // Rewritten about once a second for container probes (node/link/health.h); empty = off.
   std::string health_file;
-  // CurveZMQ keys for the link; disabled (plain TCP) unless secret_key is set.
-  security::ClientCurve curve;
 };
 
-// Registry used when NodeConfig::registry is null.
-Registry defaultRegistry();
+// Registry used when NodeConfig::registry is null: registerBuiltinOps(), the test
+// operations if `test_ops`, and every TG_OPERATION linked in.
+Registry defaultRegistry(bool test_ops = false);
 
 class Node {
  public:
   // `context` may be shared with the caller (e.g. inproc tests); null = own.
+  // InvalidArgument for a node id that validateNodeId() refuses (common/names.h).
   static StatusOr<std::unique_ptr<Node>> create(NodeConfig config,
                                                 zmq::context_t* context = nullptr,
                                                 const Clock& clock = SystemClock::instance());
@@ -76,12 +84,11 @@ class Node {
   const std::string& routingId() const { return routing_id_; }
   uint64_t incarnation() const { return incarnation_; }
   uint64_t session() const { return session_.load(); }
+  // Connections opened so far (1 + reconnects); for tests and logs.
+  uint64_t connects() const { return connects_.load(); }
   const Executor& executor() const { return *executor_; }
 
  private:
-  enum class State { kHello, kReady };
-  struct Impl;
-
   Node(NodeConfig config, zmq::context_t* context, const Clock& clock);
 
   const NodeConfig config_;
@@ -91,12 +98,13 @@ class Node {
   zmq::context_t* context_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_requested_{false};
-  std::atomic<uint64_t> session_{0};
+  std::atomic<uint64_t> session_{0};  // mirrors the link's, for other threads
+  std::atomic<uint64_t> connects_{0};
   std::string node_id_;
   uint64_t incarnation_ = 0;
   std::string routing_id_;
-  std::unique_ptr<Executor> executor_;  // declared last among owners: its workers call wake
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<Executor> executor_;  // its workers call wake: destroyed before wake_fd_ closes
+  std::unique_ptr<CoordinatorLink> link_;  // uses executor_ and registry_
 };
 
 // Creates a node from `config`, installs SIGTERM/SIGINT handlers if

@@ -227,13 +227,21 @@ Status registerLeibnizOps(Registry& r) {
   return absl::OkStatus();
 }
 
+Status registerGeneralOps(Registry& r) {
+  for (auto st : {
+           r.add("hash", Weight::kLight, hashOp),
+           r.add("echo", Weight::kLight, echoOp),
+       }) {
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
 Status registerTestOps(Registry& r) {
   for (auto st : {
            r.add("sleep", Weight::kMedium, sleepOp),
            r.add("spin", Weight::kLight, spinOp),
            r.add("fail", Weight::kLight, failOp),
-           r.add("hash", Weight::kLight, hashOp),
-           r.add("echo", Weight::kLight, echoOp),
            r.add("crash", Weight::kLight, crashOp),
            r.add("wait_cancel", Weight::kMedium, waitCancelOp),
        }) {
@@ -244,7 +252,7 @@ Status registerTestOps(Registry& r) {
 
 Status registerBuiltinOps(Registry& r) {
   if (auto st = registerLeibnizOps(r); !st.ok()) return st;
-  return registerTestOps(r);
+  return registerGeneralOps(r);
 }
 
 }  // namespace tokengate::node

@@ -1,6 +1,8 @@
 // The operations every stock node offers: the Leibniz pyramid (double and
-// 50-digit) and small general-purpose operations the tests and benchmarks use.
-// See docs/writing-operations.md for the argument conventions.
+// 50-digit) and two small general-purpose operations (hash, echo). Test
+// operations (sleep, spin, fail, crash, wait_cancel) are registered only on
+// request (tokengate-node --enable-test-ops): any submitter could otherwise
+// kill or occupy every node. See docs/writing-operations.md.
 #pragma once
 
 #include "node/registry/registry.h"
@@ -10,9 +12,11 @@ namespace tokengate::node {
 // leibniz.term, leibniz.term_dec50, leibniz.chunk, leibniz.partial,
 // leibniz.final (all light).
 Status registerLeibnizOps(Registry& registry);
-// sleep (medium), spin, fail, hash, echo, crash (light), wait_cancel (medium).
+// hash, echo (light).
+Status registerGeneralOps(Registry& registry);
+// Test operations: sleep (medium), spin, fail, crash (light), wait_cancel (medium).
 Status registerTestOps(Registry& registry);
-// Both of the above.
+// The production set: Leibniz + general. Not the test operations.
 Status registerBuiltinOps(Registry& registry);
 
 // FNV-1a (64-bit) over the canonical bytes of `args` (what the `hash`

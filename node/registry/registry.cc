@@ -5,6 +5,8 @@
 
 #include <exception>
 
+#include "common/names.h"
+
 namespace tokengate::node {
 
 namespace {
@@ -55,7 +57,7 @@ Registry& Registry::operator=(const Registry& other) {
 }
 
 Status Registry::add(std::string name, Weight weight, OpFn fn) {
-  if (name.empty()) return absl::InvalidArgumentError("operation name must not be empty");
+  if (Status st = validateOperationName(name); !st.ok()) return st;
   if (!fn) return absl::InvalidArgumentError(fmt::format("operation {} has no function", name));
   if (weight != Weight::kLight && weight != Weight::kMedium && weight != Weight::kHeavy)
     return absl::InvalidArgumentError(

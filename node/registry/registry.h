@@ -100,8 +100,9 @@ class Registry {
   Registry(Registry&&) = default;
   Registry& operator=(Registry&&) = default;
 
-  // InvalidArgument for an empty name, a null function or `unspecified`
-  // weight; AlreadyExists for a duplicate name.
+  // InvalidArgument for a name that validateOperationName() refuses
+  // (common/names.h: 1..128 of [A-Za-z0-9._:@/-]), a null function or
+  // `unspecified` weight; AlreadyExists for a duplicate name.
   Status add(std::string name, Weight weight, OpFn fn);
   // nullptr when absent.
   const Operation* find(std::string_view name) const;

@@ -21,6 +21,8 @@ TG_GATEWAY_TOKEN="ci-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export TG_GATEWAY_TOKEN
 PROJECT=tgci
 COMPOSE=(docker-compose -p "$PROJECT" -f docker/compose.yaml)
+# The live dashboard checks run `spin` tokens: a test operation, off on production nodes.
+export TG_NODE_ARGS="${TG_NODE_ARGS:-} --enable-test-ops"
 TERMS=${TG_TERMS:-1000000}
 GW="http://127.0.0.1:$TG_GATEWAY_PORT"
 
@@ -159,7 +161,7 @@ DEC_TERMS=20000
 if [[ -x "${TG_BUILD_DIR:-build/release}/bin/tgctl" ]]; then
   TGCTL=("${TG_BUILD_DIR:-build/release}/bin/tgctl")
 else # the image's tgctl on the host network: same path a host client takes
-  TGCTL=("$DOCKER" run --rm --network host "tokengate/node:$TG_TAG" tgctl)
+  TGCTL=("$DOCKER" run --rm -i --network host "tokengate/node:$TG_TAG" tgctl)
 fi
 tg_check "tgctl leibniz --precision dec50 over the published wire port" sh -c \
   "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT leibniz --terms $DEC_TERMS --precision dec50 >'$TG_OUT/tgctl.out' 2>&1"
@@ -172,6 +174,32 @@ tg_check "tgctl dec50 result matches an exact big-integer reference to 40 digits
     console.log('got', got, 'want', want);
     process.exit(got === want ? 0 : 1);
   });"
+
+# --- A custom node image (examples/custom_node/Dockerfile, FROM the sdk and node stages) ------
+# joins this compose cluster and runs a job that only its operations can run.
+tg_check "docker build --target sdk (build stage + installed SDK)" \
+  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target sdk \
+  -t "tokengate/sdk:$TG_TAG" "$TG_OUT/context"
+tg_check "docker build examples/custom_node (FROM tokengate/sdk + tokengate/node)" \
+  "$DOCKER" build --network host --build-arg "TG_SDK_IMAGE=tokengate/sdk:$TG_TAG" \
+  --build-arg "TG_NODE_IMAGE=tokengate/node:$TG_TAG" -t "tokengate/custom-node:$TG_TAG" \
+  "$TG_OUT/context/examples/custom_node"
+tg_check "runtime images carry no SDK headers or static libraries" \
+  "$DOCKER" run --rm --entrypoint sh "tokengate/node:$TG_TAG" -c '! ls /opt/tokengate/lib /opt/tokengate/include 2>/dev/null | grep -q .'
+custom=${PROJECT}-custom-node
+"$DOCKER" rm -f "$custom" >/dev/null 2>&1 || true
+tg_check "custom node container joins the compose network" \
+  "$DOCKER" run -d --name "$custom" --network "${PROJECT}_default" --read-only --tmpfs /tmp \
+  -e TG_COORDINATOR=tcp://coordinator:5555 "tokengate/custom-node:$TG_TAG" node
+tg_check "custom node container becomes healthy (stock HEALTHCHECK, session held)" wait_for 60 sh -c \
+  "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' $custom)\" = healthy ]"
+tg_check "a job with the custom node's operations (words.*, stats.*) succeeds" sh -c \
+  "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT --timeout 60 --json submit - \
+     <examples/custom_node/job.json >'$TG_OUT/custom-node-job.json' 2>&1 &&
+   grep -q '\"name\":\"total\",\"value\":12' '$TG_OUT/custom-node-job.json'"
+tg_check "custom node drains and exits 0 on docker stop" sh -c \
+  "$DOCKER stop -t 45 $custom >/dev/null && [ \"\$($DOCKER inspect -f '{{.State.ExitCode}}' $custom)\" = 0 ]"
+"$DOCKER" rm -f "$custom" >/dev/null 2>&1 || true
 
 # --- Dashboards against a real Prometheus scraping this cluster -----------------------------
 "$TG_DEPLOY/dashboards-live.sh" --target "127.0.0.1:$TG_GATEWAY_PORT" --token "$TG_GATEWAY_TOKEN" \

@@ -45,7 +45,7 @@ if [[ -z $TARGET ]]; then
     >"$TG_OUT/live-coordinator.log" 2>&1 &
   pids+=($!)
   for i in 1 2 3; do
-    "$BIN/bin/tokengate-node" --coordinator "tcp://127.0.0.1:$wire" --id "live-$i" \
+    "$BIN/bin/tokengate-node" --coordinator "tcp://127.0.0.1:$wire" --id "live-$i" --enable-test-ops \
       >"$TG_OUT/live-node-$i.log" 2>&1 &
     pids+=($!) node_pids+=($!)
   done

@@ -81,7 +81,7 @@ class FakeClusterControl final : public control::ClusterControl {
       tokens_admitted_ += n;
       uint64_t id = fj.status.id;
       jobs_[id] = std::move(fj);
-      emitLocked("job", jobEvent(jobs_[id].status));
+      emitLocked(jobEvent(jobs_[id].status));
       return id;
     });
   }
@@ -132,7 +132,7 @@ class FakeClusterControl final : public control::ClusterControl {
       j.status.cancelled += n;
       if (j.status.state == control::JobState::kRunning) {
         j.status.state = control::JobState::kCancelled;
-        emitLocked("job", jobEvent(j.status));
+        emitLocked(jobEvent(j.status));
       }
       return n;
     });
@@ -153,7 +153,7 @@ class FakeClusterControl final : public control::ClusterControl {
       if (it == ops_.end()) return absl::NotFoundError("no such operation: " + op);
       it->second.paused = true;
       it->second.running = 0;
-      emitLocked("ops", {{"op", op}, {"paused", true}});
+      emitLocked(control::OpPausedEvent{op, true});
       return it->second;
     });
   }
@@ -163,7 +163,7 @@ class FakeClusterControl final : public control::ClusterControl {
       auto it = ops_.find(op);
       if (it == ops_.end()) return absl::NotFoundError("no such operation: " + op);
       it->second.paused = false;
-      emitLocked("ops", {{"op", op}, {"paused", false}});
+      emitLocked(control::OpPausedEvent{op, false});
       return it->second;
     });
   }
@@ -270,8 +270,8 @@ class FakeClusterControl final : public control::ClusterControl {
   // ---- Test hooks ----
 
   // Runs every sink on the loop thread with this event.
-  void emit(std::string topic, boost::json::object data) {
-    post([this, e = control::Event{std::move(topic), std::move(data)}] { emitEvent(e); });
+  void emit(control::Event event) {
+    post([this, e = std::move(event)] { emitEvent(e); });
   }
 
   // Blocks until the loop has run everything posted before the call.
@@ -318,7 +318,7 @@ class FakeClusterControl final : public control::ClusterControl {
   void addNode(std::string id) {
     post([this, id = std::move(id)] {
       nodes_.push_back(makeNode(id, static_cast<uint32_t>(nodes_.size())));
-      emitLocked("nodes", {{"event", "joined"}, {"node", id}});
+      emitLocked(control::NodeEvent{control::NodeEvent::Change::kJoined, id, {}, 0, 0});
     });
   }
 
@@ -372,20 +372,10 @@ class FakeClusterControl final : public control::ClusterControl {
     std::lock_guard lock(sinks_mu_);
     for (auto& [id, sink] : sinks_) sink(e);
   }
-  void emitLocked(std::string topic, boost::json::object data) {
-    emitEvent(control::Event{std::move(topic), std::move(data)});
-  }
+  void emitLocked(control::Event event) { emitEvent(event); }
 
-  static boost::json::object jobEvent(const control::JobStatus& s) {
-    return {{"job_id", s.id},
-            {"name", s.name},
-            {"state", control::jobStateName(s.state)},
-            {"total", s.total},
-            {"done", s.done},
-            {"failed", s.failed},
-            {"cancelled", s.cancelled},
-            {"running", s.running},
-            {"wall_ms", static_cast<double>(s.wall_ns) / 1e6}};
+  static control::JobEvent jobEvent(const control::JobStatus& s) {
+    return {s.id, s.name, s.state, s.total, s.done, s.failed, s.cancelled, s.running, s.wall_ns};
   }
 
   control::OpStatus& opFor(const std::string& name, Weight w) {
@@ -432,10 +422,11 @@ class FakeClusterControl final : public control::ClusterControl {
         return absl::FailedPreconditionError("node is dead");
       }
       n.state = st;
-      emitLocked("nodes", {{"event", st == control::NodeState::kDead       ? "left"
-                                     : st == control::NodeState::kDraining ? "draining"
-                                                                           : "ready"},
-                           {"node", id}});
+      emitLocked(control::NodeEvent{
+          st == control::NodeState::kDead       ? control::NodeEvent::Change::kLeft
+          : st == control::NodeState::kDraining ? control::NodeEvent::Change::kDraining
+                                                : control::NodeEvent::Change::kReady,
+          id, st == control::NodeState::kDead ? "evicted" : "", 0, 0});
       return n;
     }
     return absl::NotFoundError("no such node: " + id);
@@ -479,7 +470,7 @@ class FakeClusterControl final : public control::ClusterControl {
     j.status.running = 0;
     j.status.state =
         j.status.cancelled > 0 ? control::JobState::kCancelled : control::JobState::kSucceeded;
-    emitLocked("job", jobEvent(j.status));
+    emitLocked(jobEvent(j.status));
   }
 
   static double baseRate(Weight w) {
@@ -533,7 +524,7 @@ class FakeClusterControl final : public control::ClusterControl {
       for (const auto& [op, left] : j.remaining) {
         if (left > 0 && !ops_[op].paused) j.status.running += std::min<uint64_t>(left, 4);
       }
-      emitLocked("job", jobEvent(j.status));
+      emitLocked(jobEvent(j.status));
       finishIfDone(j);
     }
     for (auto& n : nodes_) {
@@ -552,17 +543,11 @@ class FakeClusterControl final : public control::ClusterControl {
       for (const auto& l : n.lanes) n.in_flight += l.in_flight;
       n.completed = tokens_completed_ / std::max<size_t>(1, nodes_.size());
     }
-    boost::json::array ops;
-    for (const auto& [name, op] : ops_) {
-      ops.push_back({{"op", name},
-                     {"rate_per_s", op.rate_per_s},
-                     {"queued", op.queued},
-                     {"running", op.running},
-                     {"completed", op.completed},
-                     {"failed", op.failed},
-                     {"paused", op.paused}});
-    }
-    emitLocked("ops", {{"ops", std::move(ops)}});
+    control::OpRatesEvent rates;
+    for (const auto& [name, op] : ops_)
+      rates.ops.push_back(
+          {name, op.rate_per_s, op.queued, op.running, op.completed, op.failed, op.paused});
+    emitLocked(std::move(rates));
   }
 
   // Loop-thread state.

@@ -59,6 +59,17 @@ try {
   await page.evaluate((op) => request('op.limits', { op, max_in_flight: 0, max_rate_per_s: 50000 }), OP);
   const sub = await page.evaluate((job) => request('submit', { job }), leibnizJob(terms));
   console.log(`submitted job ${sub.job_id}`);
+  // 64-bit ids reach JavaScript as strings (docs/protocol.md), and a token id above 2^53
+  // computed with BigInt is accepted back as a string (an unknown token: not_found, not
+  // invalid_argument).
+  if (typeof sub.job_id !== 'string') throw new Error(`job_id is ${typeof sub.job_id}, not a string`);
+  const tc = await page.evaluate(async () => {
+    const tokenId = ((4194304n << 32n) | 7n).toString();  // 18014398509481991 > 2^53
+    try { return await request('token.cancel', { token_id: tokenId }); } catch (e) { return e; }
+  });
+  if (!tc || tc.code !== 'not_found') {
+    throw new Error(`token.cancel with a 64-bit string id: ${JSON.stringify(tc)}`);
+  }
   const row = page.locator(`#ops tr[data-op="${OP}"]`);
   await row.waitFor({ timeout: 10000 });
   await page.locator(`#jobs tr[data-job="${sub.job_id}"]`).waitFor({ timeout: 10000 });

@@ -116,7 +116,7 @@ def main():
                     pass
                 time.sleep(0.1)
             for i in range(a.nodes):
-                spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}"], f"node-{i}")
+                spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}", "--enable-test-ops"], f"node-{i}")
             url = f"http://127.0.0.1:{gw}"
         elif mode == "fake":
             p = spawn([fake, "--port", "0", "--token", token, "--viewer-token", viewer,
@@ -129,7 +129,7 @@ def main():
             raise SystemExit(f"unknown mode {mode}")
         wait_ready(url, procs)
         env.update(TG_GATEWAY_URL=url, TG_GATEWAY_TOKEN=token, TG_GATEWAY_VIEWER_TOKEN=viewer,
-                   TG_GATEWAY_MODE=mode)
+                   TG_GATEWAY_MODE=mode, TG_COORDINATOR_PID=str(procs[0].pid))
         print(f"cluster.py: {mode} gateway at {url}", file=sys.stderr)
         return subprocess.call(cmd, env=env)
     finally:

@@ -27,7 +27,10 @@ from gwlib import MODE, TOKEN, URL, VIEWER_TOKEN, WS_URL, Client, http_get, leib
 def watchers_main(n, token, ready, stop, out):
     async def one(i, stats):
         try:
-            ws = await websockets.connect(WS_URL, max_size=16 << 20, open_timeout=60)
+            # The token in the upgrade request: hundreds of watchers from one address would
+            # otherwise queue for the small unauthenticated pool (docs/protocol.md, Limits).
+            ws = await websockets.connect(WS_URL, max_size=16 << 20, open_timeout=60,
+                                          extra_headers={"Authorization": f"Bearer {token}"})
         except Exception as e:  # noqa: BLE001 - counted, reported
             stats["connect_errors"] += 1
             stats["last_error"] = repr(e)

@@ -3,7 +3,11 @@
 # test, Prometheus scrape, and the 500-watcher load test (its JSON figures go
 # to build/artifacts/gateway-load.json).
 #
-#   tests/gateway/run.sh [ws|browser|prometheus|load|all]   (default: all)
+#   tests/gateway/run.sh [ws|browser|prometheus|promtool|docs|attack|load|all]   (default: all)
+#
+# promtool: `promtool check metrics` on a live /metrics; docs: the examples of
+# docs/protocol.md against the live gateway; attack: the lock-out and memory
+# attacks of docs/protocol.md ("Limits"), figures to build/artifacts/gateway-attack.json.
 #
 # Each test gets a fresh gateway from cluster.py: the real coordinator + nodes
 # when build/dev has them (TG_BUILD_DIR to change), else tokengate-gateway-fake;
@@ -20,7 +24,7 @@ PY=${PYTHON:-/usr/bin/python3}
 
 tests=("$@")
 [[ ${#tests[@]} -eq 0 ]] && tests=(all)
-[[ ${tests[0]} == all ]] && tests=(ws browser prometheus load)
+[[ ${tests[0]} == all ]] && tests=(ws browser prometheus promtool docs attack load)
 
 failed=()
 for t in "${tests[@]}"; do
@@ -33,10 +37,18 @@ for t in "${tests[@]}"; do
       fi
       $PY cluster.py -- node browser_test.mjs ;;
     prometheus) $PY cluster.py -- $PY prometheus_test.py ;;
+    promtool) $PY cluster.py -- ./promtool_check.sh ;;
+    docs) $PY cluster.py -- $PY doc_examples_test.py ;;
+    attack)
+      mkdir -p ../../build/artifacts
+      $PY cluster.py -- $PY attack_test.py | tee ../../build/artifacts/gateway-attack.json ;;
     load)
       mkdir -p ../../build/artifacts
+      # 500 watchers share one source address: lift the per-address command rate (the
+      # attack test covers it); every other limit stays at its default.
       # shellcheck disable=SC2086 # TG_LOAD_ARGS is a word list on purpose
-      $PY cluster.py -- $PY load_test.py ${TG_LOAD_ARGS:-} | tee ../../build/artifacts/gateway-load.json ;;
+      TG_GATEWAY_IP_COMMANDS_PER_S=0 $PY cluster.py -- $PY load_test.py ${TG_LOAD_ARGS:-} \
+        | tee ../../build/artifacts/gateway-load.json ;;
     *) echo "unknown test '$t'"; false ;;
   esac
   rc=$?

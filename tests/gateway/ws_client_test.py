@@ -190,7 +190,8 @@ async def test_every_command():
     # is cancelled:false; the drain cancelled every chunk's input, so the job has ended
     # and the token is no longer known: not_found.
     js = await c.ok("job.status", job_id=job_id)
-    tc = await c.call("token.cancel", token_id=(job_id << 32) | 1)
+    # Token ids: job_id * 2^32 + index, sent as a string (64-bit).
+    tc = await c.call("token.cancel", token_id=str((int(job_id) << 32) | 1))
     if js["state"] == "running":
         check(tc["ok"] and tc["result"]["cancelled"] is False, f"token.cancel finished: {tc}")
     else:
@@ -352,6 +353,53 @@ async def test_token_cancel_limits_drain():
     await c.close()
 
 
+async def test_paging_and_numbers():
+    """A 100k-output job read page by page (no reply over max_reply_bytes);
+    non-finite doubles round-trip; ids are strings; the integer rule."""
+    if MODE != "real":
+        return
+    c = await Client.connect(TOKEN)
+    limits = (await c.ok("hello", token=TOKEN))["limits"]
+    max_reply = limits["max_reply_bytes"]
+    n = 100_000
+    jid = (await c.ok("submit", job={"name": "many", "tokens": [
+        {"op": "echo", "repeat": n, "args": [{"value": 0, "step": 1}], "output": True,
+         "name": "e"}]}))["job_id"]
+    check(isinstance(jid, str), f"job_id is a string: {jid!r}")
+    await wait_job_end(c, jid, 120)
+    seen, offset, pages, biggest = 0, 0, 0, 0
+    while offset is not None:
+        r = await c.call("job.status", job_id=jid, offset=offset, limit=1000)
+        biggest = max(biggest, len(json.dumps(r)))
+        check(r["ok"], f"page at {offset}: {r}")
+        res = r["result"]
+        check(res["outputs_total"] == n, f"outputs_total {res['outputs_total']}")
+        for o in res["outputs"]:
+            check(o["value"] == o["index"], f"output value {o}")
+        seen += len(res["outputs"])
+        offset = res["next"]
+        pages += 1
+    check(seen == n, f"paged {seen} of {n} outputs")
+    check(biggest <= max_reply, f"largest page {biggest} > max_reply_bytes {max_reply}")
+    print(f"    paged {n} outputs in {pages} pages, largest reply {biggest} bytes")
+    # Non-finite doubles: in and out as {"double": ...}.
+    jid = (await c.ok("submit", job={"tokens": [
+        {"op": "echo", "args": [{"double": "inf"}], "output": True, "name": "a"},
+        {"op": "echo", "args": [{"double": "-inf"}], "output": True, "name": "b"},
+        {"op": "echo", "args": [{"double": "nan"}], "output": True, "name": "c"}]}))["job_id"]
+    st = await wait_job_end(c, jid, 10)
+    vals = {o["name"]: o["value"] for o in (await c.ok("job.status", job_id=jid))["outputs"]}
+    check(vals == {"a": {"double": "inf"}, "b": {"double": "-inf"}, "c": {"double": "nan"}},
+          f"non-finite round trip: {vals} ({st})")
+    # One integer rule.
+    r = await c.raw('{"id":"big","cmd":"job.status","job_id":18446744073709551616}', "big")
+    check(r["error"]["code"] == "invalid_argument", f"2^64: {r}")
+    bad = {"tokens": [{"op": "echo", "repeat": 3,
+                       "args": [{"value": 9223372036854775806, "step": 1}]}]}
+    check(await c.error("submit", job=bad) == "invalid_argument", "value+step overflow")
+    await c.close()
+
+
 async def test_http():
     status, body = http_get("/metrics")
     check(status == 200 and "tokengate_ws_clients" in body, "metrics")
@@ -364,7 +412,7 @@ async def test_http():
 
 async def main():
     for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_cancel_running,
-              test_token_cancel_limits_drain, test_every_command]:
+              test_token_cancel_limits_drain, test_every_command, test_paging_and_numbers]:
         t0 = time.time()
         await t()
         print(f"ok  {t.__name__} ({time.time() - t0:.2f}s)")

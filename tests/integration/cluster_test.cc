@@ -31,6 +31,7 @@ LocalClusterOptions baseOptions(uint32_t nodes) {
   o.bin_dir = TG_BIN_DIR;
   o.nodes = nodes;
   o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
+  o.node_args = {"--enable-test-ops"};  // sleep, spin, fail, crash, wait_cancel
   // Fast failure detection for tests.
   o.coordinator_args = {"--heartbeat-ms",     "100", "--node-timeout-ms", "1500",
                         "--retry-backoff-ms", "5"};

@@ -30,7 +30,10 @@ constexpr const char* kAdmin = "itest-admin";
 constexpr const char* kOperator = "itest-operator";
 constexpr const char* kViewer = "itest-viewer";
 
-uint64_t u64(const json::value& v) { return v.to_number<uint64_t>(); }
+// 64-bit ids (job_id, token_id, the "job" of job events) arrive as decimal strings.
+uint64_t u64(const json::value& v) {
+  return v.is_string() ? std::stoull(std::string(v.as_string())) : v.to_number<uint64_t>();
+}
 
 // The gateway allows 50 commands/s per connection (burst 100): polls that send
 // one or two commands per round wait this long between rounds.
@@ -48,6 +51,7 @@ class GatewayClusterTest : public ::testing::Test {
     o.nodes = 2;
     o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
     o.gateway = "127.0.0.1:0";
+    o.node_args = {"--enable-test-ops"};  // sleep, spin, fail, crash, wait_cancel
     o.gateway_token = kAdmin;
     o.coordinator_args = {"--heartbeat-ms",           "100",     "--node-timeout-ms",      "1500",
                           "--gateway-operator-token", kOperator, "--gateway-viewer-token", kViewer};

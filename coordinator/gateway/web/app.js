@@ -116,7 +116,7 @@ async function refresh() {
 }
 
 function onEvent(topic, d) {
-  const jobId = d.job_id ?? d.job;
+  const jobId = d.job_id ?? d.job;  // strings
   if (topic === 'job' && jobId !== undefined) {
     const prev = state.jobs.get(jobId) || {};
     const wall = d.wall_ms ?? (d.wall_s !== undefined ? d.wall_s * 1000 : prev.wall_ms);
@@ -141,8 +141,17 @@ function onEvent(topic, d) {
 }
 
 // ---------- rendering ----------
-const fmt = (n) => (n === undefined || n === null ? '–' : Number(n).toLocaleString('en-US',
-  { maximumFractionDigits: 1 }));
+// Non-finite doubles arrive as {"double": "inf" | "-inf" | "nan"} (docs/protocol.md).
+const fmt = (n) => {
+  if (n === undefined || n === null) return '–';
+  if (typeof n === 'object' && typeof n.double === 'string') return n.double;
+  return Number(n).toLocaleString('en-US', { maximumFractionDigits: 1 });
+};
+// Job ids are decimal strings (64-bit): compare them as BigInt, never as Number.
+const byIdDesc = (a, b) => {
+  const x = BigInt(a), y = BigInt(b);
+  return x === y ? 0 : (x < y ? 1 : -1);
+};
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function renderStats(s) {
@@ -219,7 +228,7 @@ function renderNodes() {
 }
 
 function renderJobs() {
-  const jobs = [...state.jobs.values()].sort((a, b) => b.job_id - a.job_id).slice(0, 50);
+  const jobs = [...state.jobs.values()].sort((a, b) => byIdDesc(a.job_id, b.job_id)).slice(0, 50);
   $('jobs').tBodies[0].innerHTML = jobs.map((j) => {
     const pct = j.total ? (100 * (j.done || 0)) / j.total : 0;
     const fpct = j.total ? (100 * ((j.failed || 0) + (j.cancelled || 0))) / j.total : 0;
@@ -271,7 +280,7 @@ document.addEventListener('click', async (e) => {
   let args;
   if (action.startsWith('op.')) args = { op: key };
   else if (action.startsWith('node.')) args = { node: key };
-  else if (action === 'job.cancel') args = { job_id: Number(key) };
+  else if (action === 'job.cancel') args = { job_id: key };  // ids stay strings
   if (action === 'op.limits') {
     const cur = (state.ops.get(key) || {}).limits || {};
     const inflight = prompt(`Max in flight for ${key} (0 = unlimited)`, cur.max_in_flight || 0);

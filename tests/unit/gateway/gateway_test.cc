@@ -23,6 +23,7 @@
 
 #include "common/job_json.h"
 #include "coordinator/gateway/protocol.h"
+#include "tests/fakes/fake_clock.h"
 #include "tests/fakes/fake_cluster_control.h"
 #include "tests/support/ws_test_client.h"
 
@@ -46,6 +47,7 @@ GatewayConfig testConfig() {
   c.operator_tokens = {kOperator};
   c.viewer_tokens = {kViewer};
   c.commands_per_s = 0;  // unlimited unless a test wants the limiter
+  c.ip_commands_per_s = 0;
   return c;
 }
 
@@ -158,11 +160,15 @@ TEST_F(GatewayTest, EveryCommand) {
   auto job = makeLeibnizJob(10'000, Precision::kDouble);
   ASSERT_TRUE(job.ok());
   json::object sub = c.ok({{"cmd", "submit"}, {"job", jobToJson(*job)}});
-  uint64_t job_id = sub.at("job_id").to_number<uint64_t>();
+  // 64-bit ids travel as decimal strings and are accepted as strings or numbers.
+  ASSERT_TRUE(sub.at("job_id").is_string());
+  uint64_t job_id = std::stoull(std::string(sub.at("job_id").as_string()));
   EXPECT_EQ(fake_.calls("submitJob"), 1);
 
   json::object st = c.ok({{"cmd", "job.status"}, {"job_id", job_id}});
   EXPECT_EQ(st.at("state").as_string(), "running");
+  EXPECT_EQ(c.ok({{"cmd", "job.status"}, {"job_id", std::to_string(job_id)}}).at("job_id"),
+            sub.at("job_id"));
   EXPECT_EQ(st.at("total").to_number<uint64_t>(), job->tokenCount());
   EXPECT_EQ(c.ok({{"cmd", "job.list"}}).at("jobs").as_array().size(), 1u);
 
@@ -215,6 +221,10 @@ TEST_F(GatewayTest, EveryCommand) {
                 .size(),
             2u);
   EXPECT_EQ(c.ok({{"cmd", "unsubscribe"}}).at("topics").as_array().size(), 0u);
+  // [] means all topics, like an absent field.
+  EXPECT_EQ(c.ok({{"cmd", "subscribe"}, {"topics", json::array{}}}).at("topics").as_array().size(),
+            4u);
+  c.ok({{"cmd", "unsubscribe"}});
   EXPECT_EQ(c.ok({{"cmd", "topics"}}).at("topics").as_array().size(), 4u);
 
   // Errors from the coordinator pass through with their code.
@@ -242,6 +252,12 @@ TEST_F(GatewayTest, BadInputGetsErrorsAndTheConnectionSurvives) {
   EXPECT_EQ(errorOf(R"({"id":1,"cmd":"launch.missiles"})"), "unimplemented");
   EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":"seven"})"), "invalid_argument");
   EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":-3})"), "invalid_argument");
+  // One integer rule: integers outside int64 are invalid_argument wherever they appear.
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":9223372036854775808})"),
+            "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":18446744073709551616})"),
+            "invalid_argument");
+  EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status","job_id":"12x"})"), "invalid_argument");
   EXPECT_EQ(errorOf(R"({"id":1,"cmd":"job.status"})"), "invalid_argument");
   EXPECT_EQ(errorOf(R"({"id":1,"cmd":"op.pause","op":7})"), "invalid_argument");
   EXPECT_EQ(errorOf(R"({"id":1,"cmd":"op.limits","op":"leibniz.term","max_rate_per_s":"fast"})"),
@@ -271,6 +287,9 @@ TEST_F(GatewayTest, OriginCheck) {
   EXPECT_FALSE(same.connect("/ws", "http://127.0.0.1:" + std::to_string(port())));
   Client none(port());
   EXPECT_FALSE(none.connect("/ws"));
+  // The scheme counts: an https page is not this plain-http gateway's origin.
+  Client scheme(port());
+  EXPECT_TRUE(scheme.connect("/ws", "https://127.0.0.1:" + std::to_string(port())));
   EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
                         "tokengate_gateway_refusals_total{reason=\"origin\"}"),
             1);
@@ -410,8 +429,8 @@ TEST_F(GatewayTest, EventsFollowSubscriptions) {
   ASSERT_FALSE(c.connect());
   c.hello(kViewer);
   c.ok({{"cmd", "subscribe"}, {"topics", json::array{"nodes"}}});
-  fake_.emit("ops", {{"ops", json::array{}}});  // not subscribed
-  fake_.emit("nodes", {{"node", "node-7"}, {"change", "joined"}});
+  fake_.emit(control::OpRatesEvent{});  // not subscribed
+  fake_.emit(control::NodeEvent{control::NodeEvent::Change::kJoined, "node-7", {}, 0, 0});
   json::object ev = c.readMessage();
   EXPECT_EQ(ev.at("event").as_string(), "nodes");
   EXPECT_EQ(ev.at("data").at("node").as_string(), "node-7");
@@ -426,7 +445,7 @@ TEST_F(GatewayTest, EventsFollowSubscriptions) {
   EXPECT_TRUE(saw_ops);
   c.ok({{"cmd", "unsubscribe"}});
   c.events.clear();
-  fake_.emit("nodes", {{"node", "node-8"}});
+  fake_.emit(control::NodeEvent{control::NodeEvent::Change::kJoined, "node-8", {}, 0, 0});
   fake_.sync();
   // A round trip through the coordinator after the emit: any event would be
   // queued before this reply on the session's strand.
@@ -452,7 +471,8 @@ TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
   const std::string blob(64 * 1024, 'f');
   const int kEvents = 2000;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kEvents; ++i) fake_.emit("failures", {{"seq", i}, {"blob", blob}});
+  for (int i = 0; i < kEvents; ++i)
+    fake_.emit(control::FailuresEvent{"op", static_cast<uint64_t>(i), blob});
   fake_.sync();
   auto coordinator_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // The fast client's commands still go through promptly.
@@ -471,7 +491,7 @@ TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
   std::atomic<bool> seen{false};
   std::thread marker([&] {
     while (!seen.load()) {
-      fake_.emit("failures", {{"seq", -1}});
+      fake_.emit(control::FailuresEvent{"marker", 0, {}});
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
@@ -483,7 +503,7 @@ TEST_F(GatewayTest, SlowClientIsSkippedAndNeverBlocksTheCoordinator) {
       dropped += m.at("data").at("dropped").to_number<uint64_t>();
       continue;
     }
-    if (m.at("data").at("seq").as_int64() == -1) break;
+    if (m.at("data").at("op").as_string() == "marker") break;
     ++got;
   }
   seen = true;
@@ -541,6 +561,118 @@ TEST_F(GatewayTest, HttpEndpoints) {
   EXPECT_EQ(httpGet(port(), "/ws").status, 426);  // a plain GET is not an upgrade
 }
 
+TEST_F(GatewayTest, UnauthenticatedConnectionsAreClosedAfterTheAuthTimeout) {
+  GatewayConfig cfg = testConfig();
+  cfg.auth_timeout_ms = 300;
+  startGateway(cfg);
+  Client idle(port());
+  ASSERT_FALSE(idle.connect());
+  Client authed(port());
+  ASSERT_FALSE(authed.connect());
+  authed.hello(kViewer);
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  idle.ws().read(buf, ec);  // blocks until the gateway closes it
+  EXPECT_EQ(ec, websocket::error::closed);
+  EXPECT_EQ(idle.ws().reason().code, websocket::close_code::policy_error);
+  EXPECT_EQ(std::string(idle.ws().reason().reason.c_str()), "authentication timeout");
+  EXPECT_TRUE(authed.ok({{"cmd", "whoami"}}).contains("role"));  // authenticated: no deadline
+  EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
+                        "tokengate_gateway_refusals_total{reason=\"auth_timeout\"}"),
+            1);
+}
+
+TEST_F(GatewayTest, UnauthenticatedPoolNeverLocksOutTokenHolders) {
+  GatewayConfig cfg = testConfig();
+  cfg.max_unauthenticated = 3;
+  cfg.max_unauthenticated_per_ip = 2;
+  startGateway(cfg);
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 2; ++i) {
+    idle.push_back(std::make_unique<Client>(port()));
+    ASSERT_FALSE(idle.back()->connect());
+  }
+  Client third(port());
+  EXPECT_TRUE(third.connect());  // 503: per-address cap
+  // A token in the upgrade request needs no unauthenticated slot.
+  Client admin(port());
+  ASSERT_FALSE(admin.connect("/ws", "", kAdmin));
+  EXPECT_EQ(admin.ok({{"cmd", "whoami"}}).at("role").as_string(), "admin");
+  EXPECT_TRUE(admin.ok({{"cmd", "cluster.stats"}}).contains("nodes_ready"));
+  // An unauthenticated session that authenticates frees its slot for another.
+  idle[0]->hello(kViewer);
+  Client fourth(port());
+  EXPECT_FALSE(fourth.connect());
+  EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
+                        "tokengate_gateway_refusals_total{reason=\"too_many_unauthenticated\"}"),
+            1);
+}
+
+TEST_F(GatewayTest, FailedTokensBackOffPerAddress) {
+  testing::FakeClock clock;
+  GatewayConfig cfg = testConfig();
+  cfg.clock = &clock;
+  cfg.auth_free_failures = 2;
+  cfg.auth_backoff_base_ms = 1000;
+  startGateway(cfg);
+  for (int i = 0; i < 3; ++i) {
+    Client guess(port());
+    EXPECT_TRUE(guess.connect("/ws", "", "guess-" + std::to_string(i)));  // 401
+  }
+  // Blocked now: even the right token is not checked (HTTP 429) ...
+  Client blocked(port());
+  EXPECT_TRUE(blocked.connect("/ws", "", kAdmin));
+  // ... nor one sent in hello.
+  Client hello(port());
+  ASSERT_FALSE(hello.connect());
+  EXPECT_EQ(hello.errorCode({{"cmd", "hello"}, {"token", kAdmin}}), "resource_exhausted");
+  clock.advanceMs(1000);
+  EXPECT_EQ(hello.ok({{"cmd", "hello"}, {"token", kAdmin}}).at("role").as_string(), "admin");
+  EXPECT_GE(metricValue(httpGet(port(), "/metrics").body,
+                        "tokengate_gateway_refusals_total{reason=\"auth_backoff\"}"),
+            2);
+}
+
+TEST_F(GatewayTest, RateLimitPerSourceAddress) {
+  testing::FakeClock clock;
+  GatewayConfig cfg = testConfig();
+  cfg.clock = &clock;
+  cfg.ip_commands_per_s = 1;
+  cfg.ip_command_burst = 4;
+  startGateway(cfg);
+  Client a(port()), b(port());
+  ASSERT_FALSE(a.connect("/ws", "", kViewer));
+  ASSERT_FALSE(b.connect("/ws", "", kViewer));
+  EXPECT_TRUE(a.ok({{"cmd", "ping"}}).contains("pong"));
+  EXPECT_TRUE(b.ok({{"cmd", "ping"}}).contains("pong"));
+  EXPECT_TRUE(a.ok({{"cmd", "ping"}}).contains("pong"));
+  EXPECT_TRUE(b.ok({{"cmd", "ping"}}).contains("pong"));
+  // Both connections share 127.0.0.1's bucket: a fresh connection does not help.
+  EXPECT_EQ(a.errorCode({{"cmd", "ping"}}), "resource_exhausted");
+  Client c(port());
+  ASSERT_FALSE(c.connect("/ws", "", kViewer));
+  EXPECT_EQ(c.errorCode({{"cmd", "ping"}}), "resource_exhausted");
+  clock.advanceMs(1000);
+  EXPECT_TRUE(c.ok({{"cmd", "ping"}}).contains("pong"));
+}
+
+TEST_F(GatewayTest, UnauthenticatedFramesAreSmall) {
+  GatewayConfig cfg = testConfig();
+  cfg.unauthenticated_max_frame_bytes = 1024;
+  startGateway(cfg);
+  Client c(port());
+  ASSERT_FALSE(c.connect());
+  c.sendText(R"({"cmd":"ping","data":")" + std::string(2000, 'x') + R"("})");
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  c.ws().read(buf, ec);
+  EXPECT_EQ(c.ws().reason().code, websocket::close_code::too_big);
+  Client d(port());
+  ASSERT_FALSE(d.connect("/ws", "", kViewer));  // authenticated: max_frame_bytes
+  d.sendText(R"({"id":1,"cmd":"ping","data":")" + std::string(2000, 'x') + R"("})");
+  EXPECT_TRUE(d.readReply(json::value(1)).at("ok").as_bool());
+}
+
 TEST_F(GatewayTest, WebSocketClientCap) {
   GatewayConfig cfg = testConfig();
   cfg.max_ws_clients = 1;
@@ -549,11 +681,15 @@ TEST_F(GatewayTest, WebSocketClientCap) {
   ASSERT_FALSE(a.connect());
   a.hello(kViewer);  // registered once this reply arrives
   Client b(port());
-  EXPECT_TRUE(b.connect());  // 503
+  EXPECT_TRUE(b.connect("/ws", "", kViewer));  // a token in the upgrade: 503
+  // Without a token b gets an unauthenticated slot, but cannot authenticate.
+  Client b2(port());
+  ASSERT_FALSE(b2.connect());
+  EXPECT_EQ(b2.errorCode({{"cmd", "hello"}, {"token", kViewer}}), "resource_exhausted");
   a.ws().close(websocket::close_code::normal);
   EXPECT_TRUE(eventually([&] { return gw_->wsClients() == 0; }));
   Client c(port());
-  EXPECT_FALSE(c.connect());
+  EXPECT_FALSE(c.connect("/ws", "", kViewer));
 }
 
 TEST(ProtocolTest, JobStatusJson) {
@@ -574,7 +710,7 @@ TEST(ProtocolTest, JobStatusJson) {
   bad.status = absl::DeadlineExceededError("too slow");
   s.outputs = {good, bad};
   json::object o = toJson(s);
-  EXPECT_EQ(o.at("job_id").as_uint64(), 9u);
+  EXPECT_EQ(o.at("job_id").as_string(), "9");
   EXPECT_EQ(o.at("state").as_string(), "failed");
   EXPECT_DOUBLE_EQ(o.at("wall_ms").as_double(), 1.5);
   const json::array& outs = o.at("outputs").as_array();

@@ -15,7 +15,10 @@ using namespace std::chrono_literals;
 
 class ExecutorTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(registerBuiltinOps(registry_).ok()); }
+  void SetUp() override {
+    ASSERT_TRUE(registerBuiltinOps(registry_).ok());
+    ASSERT_TRUE(registerTestOps(registry_).ok());
+  }
 
   std::unique_ptr<Executor> make(ExecutorConfig config = {}) {
     auto ex = Executor::create(std::move(config), [this] { notified_.fetch_add(1); });

@@ -175,6 +175,7 @@ class LinkTest : public ::testing::Test {
   void start(NodeConfig cfg = {}) {
     cfg.coordinator = coord_.endpoint();
     cfg.node_id = "test-node";
+    cfg.enable_test_ops = true;
     cfg.stop_grace_ms = 20'000;
     auto n = Node::create(cfg);
     ASSERT_TRUE(n.ok()) << n.status();

@@ -9,7 +9,10 @@ namespace {
 
 class OpsTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(registerBuiltinOps(registry_).ok()); }
+  void SetUp() override {
+    ASSERT_TRUE(registerBuiltinOps(registry_).ok());
+    ASSERT_TRUE(registerTestOps(registry_).ok());
+  }
 
   StatusOr<Value> call(std::string_view name, std::vector<Value> args) {
     const Operation* op = registry_.find(name);

@@ -1,0 +1,229 @@
+#include "node/link/frames.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <fmt/format.h>
+#include <kj/exception.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace tokengate::node {
+
+namespace {
+
+wire::Frame::Builder initFrame(capnp::MessageBuilder& msg) {
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  return f;
+}
+
+}  // namespace
+
+HelloInfo helloInfo(const std::string& node_id, uint64_t incarnation, const Executor& executor,
+                    const Registry& registry) {
+  HelloInfo h;
+  h.node_id = node_id;
+  h.incarnation = incarnation;
+  h.cores = executor.cores();
+  h.lanes = executor.layout();
+  for (const auto& op : registry.operations()) h.operations.emplace_back(op->name, op->weight);
+  h.pid = static_cast<uint32_t>(getpid());
+  h.speed_factor = executor.speedFactor();
+  return h;
+}
+
+std::string helloFrame(const HelloInfo& info) {
+  capnp::MallocMessageBuilder msg;
+  auto h = initFrame(msg).initHello();
+  h.setProtocolVersion(kProtocolVersion);
+  h.setNodeId(info.node_id);
+  h.setIncarnation(info.incarnation);
+  auto cl = h.initCores(static_cast<unsigned>(info.cores.size()));
+  for (unsigned i = 0; i < info.cores.size(); ++i) cl.set(i, static_cast<uint32_t>(info.cores[i]));
+  auto ll = h.initLanes(static_cast<unsigned>(info.lanes.size()));
+  for (unsigned i = 0; i < info.lanes.size(); ++i) {
+    const LaneLayout& lane = info.lanes[i];
+    ll[i].setWeight(toWire(lane.weight));
+    auto lc = ll[i].initCores(static_cast<unsigned>(lane.cores.size()));
+    for (unsigned j = 0; j < lane.cores.size(); ++j)
+      lc.set(j, static_cast<uint32_t>(lane.cores[j]));
+    ll[i].setWorkers(lane.workers);
+  }
+  auto ol = h.initOperations(static_cast<unsigned>(info.operations.size()));
+  for (unsigned i = 0; i < info.operations.size(); ++i) {
+    ol[i].setName(info.operations[i].first);
+    ol[i].setWeight(toWire(info.operations[i].second));
+  }
+  h.setPid(info.pid);
+  h.setSpeedFactor(info.speed_factor);
+  return encodeFrame(msg);
+}
+
+std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes,
+                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining) {
+  capnp::MallocMessageBuilder msg;
+  auto hb = initFrame(msg).initHeartbeat();
+  hb.setSession(session);
+  auto ll = hb.initLanes(static_cast<unsigned>(lanes.size()));
+  for (unsigned i = 0; i < lanes.size(); ++i) {
+    ll[i].setWeight(toWire(lanes[i].weight));
+    ll[i].setQueued(lanes[i].queued);
+    ll[i].setRunning(lanes[i].running);
+    ll[i].setBusyNs(lanes[i].busy_ns);
+    ll[i].setCompleted(lanes[i].completed);
+  }
+  auto cl = hb.initCores(static_cast<unsigned>(cores.size()));
+  for (unsigned i = 0; i < cores.size(); ++i) {
+    cl[i].setCore(cores[i].core);
+    cl[i].setTokens(cores[i].tokens);
+  }
+  hb.setRssBytes(rss_bytes);
+  hb.setDraining(draining);
+  return encodeFrame(msg);
+}
+
+std::string byeFrame(uint64_t session, const std::string& reason) {
+  capnp::MallocMessageBuilder msg;
+  auto b = initFrame(msg).initBye();
+  b.setSession(session);
+  b.setReason(reason);
+  return encodeFrame(msg);
+}
+
+std::string pongFrame(uint64_t ping) {
+  capnp::MallocMessageBuilder msg;
+  initFrame(msg).setPong(ping);
+  return encodeFrame(msg);
+}
+
+size_t resultWireBytes(const TaskResult& r) {
+  const size_t payload =
+      r.outcome.ok() ? r.outcome->byteSize() : r.outcome.status().message().size();
+  return 128 + (payload + 7) / 8 * 8;
+}
+
+std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
+                             std::span<const ReturnedTask> returned) {
+  size_t bytes = kResultFrameOverhead + returned.size() * kReturnedWireBytes;
+  for (const auto& r : results) bytes += resultWireBytes(r);
+  capnp::MallocMessageBuilder msg(
+      static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
+  auto rb = initFrame(msg).initResultBatch();
+  rb.setSession(session);
+  auto rl = rb.initResults(static_cast<unsigned>(results.size()));
+  for (unsigned i = 0; i < results.size(); ++i) {
+    const TaskResult& r = results[i];
+    auto b = rl[i];
+    b.setId(r.id);
+    b.setAttempt(r.attempt);
+    if (r.outcome.ok())
+      toWire(*r.outcome, b.initValue());
+    else
+      toWire(r.outcome.status(), b.initError());
+    b.setRunNs(r.run_ns);
+    b.setQueueNs(r.queue_ns);
+    b.setCore(r.core);
+    b.setLane(toWire(r.lane));
+  }
+  auto tl = rb.initReturned(static_cast<unsigned>(returned.size()));
+  for (unsigned i = 0; i < returned.size(); ++i) {
+    tl[i].setId(returned[i].id);
+    tl[i].setAttempt(returned[i].attempt);
+  }
+  return encodeFrame(msg);
+}
+
+namespace {
+
+TaskResult errorResult(uint64_t id, uint32_t attempt, Weight lane, uint64_t session, Status st) {
+  TaskResult r;
+  r.id = id;
+  r.attempt = attempt;
+  r.session = session;
+  r.outcome = std::move(st);
+  r.lane = lane == Weight::kUnspecified ? Weight::kLight : lane;
+  return r;
+}
+
+}  // namespace
+
+DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& registry,
+                              uint64_t session, Nanos now) {
+  DecodedBatch out;
+  auto names = batch.getOps();
+  std::vector<const Operation*> table(names.size());
+  for (unsigned i = 0; i < names.size(); ++i) {
+    auto n = names[i];
+    table[i] = registry.find(std::string_view(n.begin(), n.size()));
+  }
+  auto tokens = batch.getTokens();
+  out.tasks.reserve(tokens.size());
+  for (auto tok : tokens) {
+    const uint16_t idx = tok.getOp();
+    if (idx >= table.size()) {
+      out.errors.push_back(
+          errorResult(tok.getId(), tok.getAttempt(), fromWire(tok.getWeight()), session,
+                      absl::InvalidArgumentError(fmt::format(
+                          "operation index {} out of range ({} ops)", idx, table.size()))));
+      continue;
+    }
+    if (table[idx] == nullptr) {
+      // The name is whatever the peer sent: quote it with its length bounded.
+      auto n = names[idx];
+      std::string_view name(n.begin(), std::min<size_t>(n.size(), 128));
+      out.errors.push_back(
+          errorResult(tok.getId(), tok.getAttempt(), fromWire(tok.getWeight()), session,
+                      absl::NotFoundError(fmt::format("unknown operation {}", name))));
+      continue;
+    }
+    Task& t = out.tasks.emplace_back();
+    t.id = tok.getId();
+    t.attempt = tok.getAttempt();
+    t.session = session;
+    t.op = table[idx];
+    t.lane = fromWire(tok.getWeight());
+    t.deadline_ns = tok.getDeadlineMs() != 0 ? now + tok.getDeadlineMs() * kMillis : 0;
+    auto args = tok.getArgs();
+    t.args.reserve(args.size());
+    for (auto a : args) t.args.push_back(fromWire(a));
+  }
+  return out;
+}
+
+StatusOr<std::vector<TokenRef>> tokenRefsOfOversizeBatch(const void* data, size_t size,
+                                                         uint64_t& session) {
+  if (size == 0 || size % sizeof(capnp::word) != 0)
+    return absl::InvalidArgumentError("frame is not a whole number of words");
+  // The copy is of a frame we already hold in memory; the reader below reads
+  // only the token list's structs (ids, attempts), never the arguments.
+  auto words = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
+  std::memcpy(words.begin(), data, size);
+  try {
+    capnp::ReaderOptions options;
+    // Each word of the frame is read at most twice (the token list, then each token's
+    // size): a frame of pointer loops or shared subtrees cannot amplify beyond that.
+    options.traversalLimitInWords = size / sizeof(capnp::word) * 2 + 64;
+    options.nestingLimit = 16;
+    capnp::FlatArrayMessageReader reader(words, options);
+    auto root = reader.getRoot<wire::Frame>();
+    if (root.which() != wire::Frame::TOKEN_BATCH)
+      return absl::InvalidArgumentError("not a token batch");
+    auto batch = root.getTokenBatch();
+    session = batch.getSession();
+    std::vector<TokenRef> refs;
+    auto tokens = batch.getTokens();
+    refs.reserve(tokens.size());
+    for (auto t : tokens) {
+      const Weight w = fromWire(t.getWeight());
+      refs.push_back({t.getId(), t.getAttempt(), w == Weight::kUnspecified ? Weight::kLight : w,
+                      static_cast<size_t>(t.totalSize().wordCount) * sizeof(capnp::word)});
+    }
+    return refs;
+  } catch (const kj::Exception& e) {
+    return absl::InvalidArgumentError(
+        fmt::format("malformed frame: {}", e.getDescription().cStr()));
+  }
+}
+
+}  // namespace tokengate::node

@@ -1,0 +1,71 @@
+// Frame builders and parsers of the node side of the wire protocol
+// (schema/tokengate.capnp). Pure functions of their inputs: no socket, no
+// clock, no link state, so each is unit-tested and fuzzed on its own.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/wire.h"
+#include "node/executor/executor.h"
+#include "node/registry/registry.h"
+
+namespace tokengate::node {
+
+// What a hello says about this node.
+struct HelloInfo {
+  std::string node_id;
+  uint64_t incarnation = 0;
+  std::vector<int> cores;
+  std::vector<LaneLayout> lanes;
+  std::vector<std::pair<std::string, Weight>> operations;
+  uint32_t pid = 0;
+  double speed_factor = 1;
+};
+HelloInfo helloInfo(const std::string& node_id, uint64_t incarnation, const Executor& executor,
+                    const Registry& registry);
+
+std::string helloFrame(const HelloInfo& info);
+std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes,
+                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining);
+std::string byeFrame(uint64_t session, const std::string& reason);
+std::string pongFrame(uint64_t ping);
+
+// Conservative wire size of one result: the TokenResult and Value structs
+// (~16 words) plus the payload rounded up to whole words.
+size_t resultWireBytes(const TaskResult& r);
+constexpr size_t kReturnedWireBytes = 24;
+constexpr size_t kResultFrameOverhead = 256;
+
+// One resultBatch frame with `results` and `returned` (the caller keeps it
+// below the frame budget: see ResultBatcher).
+std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
+                             std::span<const ReturnedTask> returned);
+
+// A tokenBatch turned into executor tasks. Tokens naming an operation this
+// node does not offer (or an out-of-range op index) become immediate error
+// results instead. `now` anchors relative deadlines.
+struct DecodedBatch {
+  std::vector<Task> tasks;
+  std::vector<TaskResult> errors;
+};
+DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& registry,
+                              uint64_t session, Nanos now);
+
+// A tokenBatch larger than this node's frame limit (or one that fails the
+// full decode) is not run, but its token list is read with a bounded reader so
+// each token is answered with an error instead of staying in flight on the
+// coordinator forever. Returns every token's id, attempt, lane and wire size
+// (its arguments included), or an error if even that fails.
+struct TokenRef {
+  uint64_t id = 0;
+  uint32_t attempt = 0;
+  Weight lane = Weight::kLight;
+  size_t wire_bytes = 0;
+};
+StatusOr<std::vector<TokenRef>> tokenRefsOfOversizeBatch(const void* data, size_t size,
+                                                         uint64_t& session);
+
+}  // namespace tokengate::node

@@ -1,0 +1,427 @@
+// CoordinatorLink over the in-memory LinkSocket and a FakeClock: the link's
+// connection rules (hello once per connection, reconnect, give-up after the
+// coordinator's loss timeout, no stale hellos after a partition), the result
+// path and stop, with no real socket and no wall-clock waits on the link.
+// Token execution uses a real single-worker Executor; where a test needs its
+// results it waits for them (a bounded wait, nothing asserts on speed).
+#include "node/link/coordinator_link.h"
+
+#include <capnp/message.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "common/wire.h"
+#include "node/ops/builtin_ops.h"
+#include "tests/fakes/fake_clock.h"
+#include "tests/fakes/memory_link_socket.h"
+
+namespace tokengate::node {
+namespace {
+
+using Which = wire::Frame::Which;
+using testing::FakeClock;
+using testing::MemoryLinkNetwork;
+
+std::unique_ptr<DecodedFrame> decode(const std::string& bytes) {
+  auto d = decodeFrame(bytes.data(), bytes.size());
+  EXPECT_TRUE(d.ok()) << d.status();
+  return d.ok() ? std::move(*d) : nullptr;
+}
+
+wire::Frame::Builder frame(capnp::MessageBuilder& msg) {
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  return f;
+}
+
+class CoordinatorLinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(registerBuiltinOps(registry_).ok());
+    ExecutorConfig ec;
+    ec.cores = {allowedCores().front()};
+    ec.heavy_cores = 0;
+    ec.pin = false;
+    auto ex = Executor::create(
+        std::move(ec), [] {}, clock_);
+    ASSERT_TRUE(ex.ok()) << ex.status();
+    executor_ = std::move(*ex);
+    config_.node_id = "n1";
+    config_.incarnation = 7;
+  }
+
+  void makeLink() {
+    link_ =
+        std::make_unique<CoordinatorLink>(config_, registry_, *executor_, net_.factory(), clock_);
+    ASSERT_TRUE(link_->start().ok());
+  }
+
+  // Frames the coordinator received since the last call, decoded.
+  struct Got {
+    uint64_t connection;
+    std::unique_ptr<DecodedFrame> frame;
+    Which which() const { return frame->root().which(); }
+  };
+  std::vector<Got> received() {
+    std::vector<Got> out;
+    for (auto& s : net_.take()) out.push_back({s.connection, decode(s.bytes)});
+    return out;
+  }
+  static size_t count(const std::vector<Got>& v, Which w) {
+    size_t n = 0;
+    for (const auto& g : v) n += g.which() == w;
+    return n;
+  }
+
+  void welcome(uint64_t session, uint32_t heartbeat_ms = 500, uint32_t loss_timeout_ms = 3000,
+               uint64_t max_frame_bytes = 0) {
+    capnp::MallocMessageBuilder msg;
+    auto w = frame(msg).initWelcome();
+    w.setAccepted(true);
+    w.setSession(session);
+    w.setHeartbeatMs(heartbeat_ms);
+    w.setLossTimeoutMs(loss_timeout_ms);
+    w.setMaxFrameBytes(max_frame_bytes);
+    net_.push(encodeFrame(msg));
+    link_->onReadable();
+    link_->tick();
+  }
+  void unknownSession() {
+    capnp::MallocMessageBuilder msg;
+    auto w = frame(msg).initWelcome();
+    w.setAccepted(false);
+    toWire(absl::FailedPreconditionError("unknown session: send hello"), w.initError());
+    net_.push(encodeFrame(msg));
+    link_->onReadable();
+  }
+  std::string tokenBatch(uint64_t session, const std::string& op, uint64_t id,
+                         const std::vector<Value>& args) {
+    capnp::MallocMessageBuilder msg;
+    auto b = frame(msg).initTokenBatch();
+    b.setSession(session);
+    b.initOps(1).set(0, op);
+    auto t = b.initTokens(1)[0];
+    t.setId(id);
+    t.setAttempt(1);
+    t.setOp(0);
+    t.setWeight(wire::Weight::LIGHT);
+    auto al = t.initArgs(static_cast<unsigned>(args.size()));
+    for (unsigned i = 0; i < args.size(); ++i) toWire(args[i], al[i]);
+    return encodeFrame(msg);
+  }
+  // Advances the fake clock in `step_ms` steps, ticking the link each time.
+  void run(int64_t ms, int64_t step_ms = 100) {
+    for (int64_t t = 0; t < ms; t += step_ms) {
+      clock_.advanceMs(step_ms);
+      link_->onReadable();
+      link_->tick();
+    }
+  }
+  void waitExecutorIdle() {
+    for (int i = 0; i < 10'000 && !executor_->idle(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(executor_->idle());
+  }
+
+  FakeClock clock_;
+  Registry registry_;
+  std::unique_ptr<Executor> executor_;
+  MemoryLinkNetwork net_;
+  LinkConfig config_;
+  std::unique_ptr<CoordinatorLink> link_;
+};
+
+TEST_F(CoordinatorLinkTest, OneHelloPerConnectionAndAReconnectPerResend) {
+  makeLink();
+  auto got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].which(), Which::HELLO);
+  EXPECT_EQ(got[0].connection, 1u);
+  auto h = got[0].frame->root().getHello();
+  EXPECT_EQ(std::string(h.getNodeId().cStr()), "n1");
+  EXPECT_EQ(h.getIncarnation(), 7u);
+
+  run(900);
+  EXPECT_TRUE(received().empty());  // no second hello on the same connection
+  run(100);
+  got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].which(), Which::HELLO);
+  EXPECT_EQ(got[0].connection, 2u);  // the resend is a new connection
+  EXPECT_EQ(net_.connections(), 2u);
+}
+
+TEST_F(CoordinatorLinkTest, AfterAThirtySecondPartitionExactlyOneHelloArrives) {
+  makeLink();
+  welcome(11);
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kReady);
+  (void)received();
+  net_.partition();
+  run(30'000);
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kHello);
+  EXPECT_GT(net_.connections(), 20u);  // it kept trying
+  EXPECT_TRUE(received().empty());
+  net_.heal();
+  auto got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].which(), Which::HELLO);
+  EXPECT_EQ(got[0].connection, net_.connections());
+  welcome(12);
+  EXPECT_EQ(link_->session(), 12u);
+  got = received();
+  EXPECT_EQ(count(got, Which::HELLO), 0u);
+  EXPECT_EQ(count(got, Which::HEARTBEAT), 1u);
+}
+
+TEST_F(CoordinatorLinkTest, GivesUpStrictlyAfterTheCoordinatorsLossTimeout) {
+  makeLink();
+  welcome(21, /*heartbeat_ms=*/500, /*loss_timeout_ms=*/3000);
+  EXPECT_GT(link_->giveUpAfter(), 3000 * kMillis);
+  const uint64_t connects = net_.connections();
+  net_.partition();
+  run(3000, 50);  // the coordinator has given up on us by now: we have not
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kReady);
+  EXPECT_EQ(net_.connections(), connects);
+  run(500, 50);
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kHello);
+  EXPECT_EQ(net_.connections(), connects + 1);
+}
+
+TEST_F(CoordinatorLinkTest, GiveUpUsesTheConfiguredLossTimeoutWhenTheWelcomeStatesNone) {
+  config_.coordinator_loss_timeout_ms = 4000;
+  makeLink();
+  welcome(22, /*heartbeat_ms=*/200, /*loss_timeout_ms=*/0);
+  EXPECT_EQ(link_->giveUpAfter(), 4200 * kMillis);
+  // Many heartbeats: the heartbeat count bounds it from below.
+  welcome(23, /*heartbeat_ms=*/2000, /*loss_timeout_ms=*/1000);
+  EXPECT_EQ(link_->giveUpAfter(), 10'000 * kMillis);
+}
+
+TEST_F(CoordinatorLinkTest, HeartbeatsCarryTheSessionAndKeepTheSessionAlive) {
+  makeLink();
+  welcome(31, 500);
+  auto got = received();
+  ASSERT_EQ(count(got, Which::HEARTBEAT), 1u);  // at once after the welcome
+  for (int i = 0; i < 10; ++i) {
+    run(500);
+    capnp::MallocMessageBuilder msg;
+    frame(msg).setPong(1);  // any frame counts as word from the coordinator
+    net_.push(encodeFrame(msg));
+  }
+  got = received();
+  EXPECT_EQ(count(got, Which::HEARTBEAT), 10u);
+  for (const auto& g : got) {
+    if (g.which() == Which::HEARTBEAT) {
+      EXPECT_EQ(g.frame->root().getHeartbeat().getSession(), 31u);
+    }
+  }
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kReady);
+  EXPECT_EQ(net_.connections(), 1u);
+}
+
+TEST_F(CoordinatorLinkTest, UnknownSessionMeansOneHelloOnANewConnection) {
+  makeLink();
+  welcome(41);
+  (void)received();
+  unknownSession();
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kHello);
+  auto got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].which(), Which::HELLO);
+  EXPECT_EQ(got[0].connection, 2u);
+  // A second "unknown session" (the reply to a heartbeat in flight) changes nothing.
+  unknownSession();
+  EXPECT_TRUE(received().empty());
+}
+
+TEST_F(CoordinatorLinkTest, ALoneResultGoesOutAtOnce) {
+  makeLink();
+  welcome(51);
+  (void)received();
+  net_.push(tokenBatch(51, "echo", 99, {Value(int64_t{5})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();  // no clock advance: no timer involved
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getSession(), 51u);
+  ASSERT_EQ(rb.getResults().size(), 1u);
+  EXPECT_EQ(rb.getResults()[0].getId(), 99u);
+  EXPECT_EQ(rb.getResults()[0].getValue().getInt(), 5);
+}
+
+TEST_F(CoordinatorLinkTest, UnknownOperationIsAnsweredWithAnError) {
+  makeLink();
+  welcome(52);
+  (void)received();
+  net_.push(tokenBatch(52, "no.such.op", 3, {}));
+  link_->onReadable();
+  link_->tick();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto r = got.back().frame->root().getResultBatch().getResults()[0];
+  EXPECT_EQ(r.getId(), 3u);
+  EXPECT_EQ(fromWire(r.getError()).code(), StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorLinkTest, AnOversizeTokenBatchIsAnsweredNotDropped) {
+  config_.max_frame_bytes = 64 * 1024;
+  makeLink();
+  welcome(61);
+  (void)received();
+  net_.push(tokenBatch(61, "hash", 77, {Value(std::string(200 * 1024, 'x'))}));
+  link_->onReadable();
+  link_->tick();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto r = got.back().frame->root().getResultBatch().getResults()[0];
+  EXPECT_EQ(r.getId(), 77u);
+  EXPECT_EQ(r.getAttempt(), 1u);
+  const Status st = fromWire(r.getError());
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("frame limit"), std::string::npos) << st;
+}
+
+TEST_F(CoordinatorLinkTest, BatchesForAnotherSessionAreIgnored) {
+  makeLink();
+  welcome(62);
+  (void)received();
+  net_.push(tokenBatch(999, "echo", 1, {Value(int64_t{1})}));
+  link_->onReadable();
+  link_->tick();
+  EXPECT_TRUE(executor_->idle());
+  EXPECT_EQ(count(received(), Which::RESULT_BATCH), 0u);
+}
+
+TEST_F(CoordinatorLinkTest, StopDrainsThenSaysByeOnce) {
+  makeLink();
+  welcome(71);
+  (void)received();
+  link_->beginStop("test");
+  auto got = received();
+  ASSERT_EQ(count(got, Which::HEARTBEAT), 1u);  // tells the coordinator at once
+  EXPECT_TRUE(got.back().frame->root().getHeartbeat().getDraining());
+  link_->tick();
+  EXPECT_TRUE(link_->finished());
+  got = received();
+  ASSERT_EQ(count(got, Which::BYE), 1u);
+  EXPECT_EQ(got.back().frame->root().getBye().getSession(), 71u);
+  link_->tick();
+  EXPECT_TRUE(received().empty());
+}
+
+TEST_F(CoordinatorLinkTest, StopBeforeAWelcomeFinishesWithoutBye) {
+  makeLink();
+  (void)received();
+  link_->beginStop("test");
+  link_->tick();
+  EXPECT_TRUE(link_->finished());
+  EXPECT_EQ(count(received(), Which::BYE), 0u);
+}
+
+TEST_F(CoordinatorLinkTest, AFailedReconnectIsRetriedAtTheNextResend) {
+  makeLink();
+  (void)received();
+  net_.refuseConnects(true);
+  run(1000);
+  EXPECT_FALSE(net_.open());
+  run(1000);
+  net_.refuseConnects(false);
+  run(1000);
+  auto got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].which(), Which::HELLO);
+}
+
+TEST_F(CoordinatorLinkTest, PingIsAnsweredAndMalformedFramesAreDropped) {
+  makeLink();
+  welcome(81);
+  (void)received();
+  capnp::MallocMessageBuilder msg;
+  frame(msg).setPing(1234);
+  net_.push(encodeFrame(msg));
+  net_.push(std::string(24, '\xff'));
+  net_.push("abc");
+  link_->onReadable();
+  auto got = received();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].frame->root().getPong(), 1234u);
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kReady);
+}
+
+// ---------------------------------------------------------------- ResultBatcher
+
+TaskResult result(uint64_t id, uint64_t session, std::string text = "") {
+  TaskResult r;
+  r.id = id;
+  r.attempt = 1;
+  r.session = session;
+  r.outcome = text.empty() ? Value(static_cast<int64_t>(id)) : Value(std::move(text));
+  return r;
+}
+
+TEST(ResultBatcher, ALoneResultIsDueAtOnceAndStreamingResultsWaitForAFullBatch) {
+  ResultBatcher b({.max_results = 4, .busy_window_ns = 100 * 1000});
+  Nanos now = 1'000 * kSeconds;
+  EXPECT_FALSE(b.due(now, false));
+  b.add(result(1, 1));
+  EXPECT_TRUE(b.due(now, /*executor_idle=*/false));  // idle link: no linger
+  std::vector<std::string> frames;
+  auto sink = [&](std::string f) { frames.push_back(std::move(f)); };
+  EXPECT_EQ(b.flush(1, kDefaultMaxFrameBytes, now, sink), 1u);
+  // A frame just left: more results wait for a batch...
+  b.add(result(2, 1));
+  EXPECT_FALSE(b.due(now + 1000, false));
+  EXPECT_EQ(b.dueAt(), now + 100 * 1000);
+  // ...unless the executor has nothing more coming,
+  EXPECT_TRUE(b.due(now + 1000, true));
+  // or the batch is full,
+  for (uint64_t id = 3; id <= 5; ++id) b.add(result(id, 1));
+  EXPECT_TRUE(b.due(now + 1000, false));
+  // or the window since the last frame ran out.
+  b.flush(1, kDefaultMaxFrameBytes, now + 1000, sink);
+  b.add(result(6, 1));
+  EXPECT_FALSE(b.due(now + 1000 + 99'999, false));
+  EXPECT_TRUE(b.due(now + 1000 + 100'000, false));
+}
+
+TEST(ResultBatcher, FramesStayBelowTheBudgetAndOversizeResultsBecomeErrors) {
+  ResultBatcher b({.max_results = 1024, .busy_window_ns = 0});
+  std::vector<TaskResult> in;
+  for (uint64_t i = 0; i < 50; ++i) in.push_back(result(i, 5, std::string(1000, 'a')));
+  in.push_back(result(50, 5, std::string(100'000, 'b')));  // above the budget
+  in.push_back(result(51, 4));                             // a lost session's
+  std::vector<ReturnedTask> ret{{.id = 60, .attempt = 1, .session = 5}};
+  b.take(5, in, ret);
+  EXPECT_TRUE(in.empty());
+  EXPECT_EQ(b.size(), 52u);
+  std::vector<std::string> frames;
+  b.flush(5, 16 * 1024, 0, [&](std::string f) { frames.push_back(std::move(f)); });
+  ASSERT_GT(frames.size(), 3u);
+  size_t results = 0, returned = 0;
+  bool oversize_error = false;
+  for (const auto& f : frames) {
+    EXPECT_LE(f.size(), 16u * 1024);
+    auto d = decode(f);
+    auto rb = d->root().getResultBatch();
+    for (auto r : rb.getResults()) {
+      ++results;
+      if (r.getId() == 50) {
+        oversize_error =
+            r.isError() && fromWire(r.getError()).code() == StatusCode::kResourceExhausted;
+      }
+      EXPECT_NE(r.getId(), 51u);
+    }
+    returned += rb.getReturned().size();
+  }
+  EXPECT_EQ(results, 51u);
+  EXPECT_EQ(returned, 1u);
+  EXPECT_TRUE(oversize_error);
+  EXPECT_TRUE(b.empty());
+}
+
+}  // namespace
+}  // namespace tokengate::node
