@@ -99,10 +99,11 @@ security::KeyPair newKey(const LocalCluster& cluster, const std::string& name, b
   auto kp = security::generateKeyPair();
   EXPECT_TRUE(kp.ok());
   EXPECT_TRUE(security::writeKeyPair(cluster.keyDir() + "/extra", name, *kp).ok());
-  if (allow_as_node)
+  if (allow_as_node) {
     EXPECT_TRUE(
         security::writePublicKey(cluster.keyDir() + "/allow/nodes/" + name + ".pub", kp->public_key)
             .ok());
+  }
   return *kp;
 }
 
