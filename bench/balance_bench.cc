@@ -160,7 +160,7 @@ int runBalance(const BalanceOptions& o) {
     opts.per_node_args.back() = {"--speed-factor", fmt::format("{}", o.slow_factor)};
     auto cluster = client::LocalCluster::start(opts);
     if (!cluster.ok()) return fmt::print(stderr, "error: {}\n", cluster.status().message()), 1;
-    client::Client c((*cluster)->endpoint());
+    client::Client c((*cluster)->endpoint(), (*cluster)->clientCurve());
     if (auto st = c.waitForNodes(o.nodes, 30 * kSeconds); !st.ok())
       return fmt::print(stderr, "error: {}\n", st.message()), 1;
     const PassResult w = runPass(c, warm);

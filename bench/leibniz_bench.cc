@@ -57,8 +57,10 @@ struct RunResult {
 // One run on a fresh local cluster (so peak RSS is per run).
 absl::StatusOr<RunResult> runOnce(const JobSpec& job, uint32_t nodes, bool pin,
                                   std::vector<std::string> coordinator_args,
-                                  const std::string& scheduler, const std::string& log_level) {
+                                  const std::string& scheduler, const std::string& log_level,
+                                  bool insecure) {
   client::LocalClusterOptions opts;
+  opts.insecure = insecure;  // else throw-away CURVE keys, as in any real deployment
   opts.nodes = nodes;
   opts.pin = pin;
   opts.log_level = log_level;
@@ -66,7 +68,7 @@ absl::StatusOr<RunResult> runOnce(const JobSpec& job, uint32_t nodes, bool pin,
   opts.coordinator_args = std::move(coordinator_args);
   auto cluster = client::LocalCluster::start(opts);
   if (!cluster.ok()) return cluster.status();
-  client::Client c((*cluster)->endpoint());
+  client::Client c((*cluster)->endpoint(), (*cluster)->clientCurve());
   if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok()) return st;
 
   const pid_t coordinator = (*cluster)->coordinatorPid();
@@ -99,24 +101,42 @@ Summary summarize(std::vector<double> v) {
 
 int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name, bool pin,
                const std::vector<std::string>& coordinator_args,
-               std::vector<std::string> schedulers, uint32_t runs, const std::string& log_level) {
+               std::vector<std::string> schedulers, uint32_t runs, const std::string& log_level,
+               const std::string& security) {
   auto precision = parsePrecision(precision_name);
   if (!precision.ok()) return fmt::print(stderr, "error: {}\n", precision.status().message()), 2;
   auto job = makeLeibnizJob(terms, *precision);
   if (!job.ok()) return fmt::print(stderr, "error: {}\n", job.status().message()), 2;
   if (schedulers.empty()) schedulers.push_back("");  // the coordinator's default
   runs = std::max<uint32_t>(runs, 1);
+  if (security != "curve" && security != "insecure" && security != "both")
+    return fmt::print(stderr, "error: --security is curve, insecure or both\n"), 2;
+  // Variants: scheduler x security mode; runs alternate between them so noise hits each alike.
+  struct Variant {
+    std::string scheduler;
+    bool insecure;
+    std::string name;
+  };
+  std::vector<Variant> variants;
+  for (const auto& sched : schedulers) {
+    const std::string base = sched.empty() ? "default" : sched;
+    for (bool insecure : {false, true}) {
+      if (security != "both" && insecure != (security == "insecure")) continue;
+      variants.push_back({sched, insecure,
+                          security == "both" ? base + (insecure ? "/insecure" : "/curve") : base});
+    }
+  }
 
   // Floor: one thread, same arithmetic and grouping, no cluster.
   auto t0 = std::chrono::steady_clock::now();
   const Value floor_value = leibnizLocal(terms, *precision);
   const double floor_s = seconds(std::chrono::steady_clock::now() - t0);
 
-  // Runs alternate between schedulers so machine noise hits each alike.
-  std::vector<std::vector<RunResult>> results(schedulers.size());
+  std::vector<std::vector<RunResult>> results(variants.size());
   for (uint32_t k = 0; k < runs; ++k) {
-    for (size_t s = 0; s < schedulers.size(); ++s) {
-      auto r = runOnce(*job, nodes, pin, coordinator_args, schedulers[s], log_level);
+    for (size_t s = 0; s < variants.size(); ++s) {
+      auto r = runOnce(*job, nodes, pin, coordinator_args, variants[s].scheduler, log_level,
+                       variants[s].insecure);
       if (!r.ok()) return fmt::print(stderr, "error: {}\n", r.status().message()), 1;
       results[s].push_back(std::move(*r));
     }
@@ -129,7 +149,7 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
   bool all_ok = true, all_match = true;
   double max_abs_error = 0;
   boost::json::object by_scheduler;
-  for (size_t s = 0; s < schedulers.size(); ++s) {
+  for (size_t s = 0; s < variants.size(); ++s) {
     std::vector<double> walls, coord_cpu;
     uint64_t peak = 0, coord_peak = 0;
     for (const RunResult& r : results[s]) {
@@ -144,7 +164,7 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
     const Summary w = summarize(walls);
     const Summary cpu = summarize(coord_cpu);
     const uint64_t tokens = results[s].front().tokens;
-    const std::string name = schedulers[s].empty() ? "default" : schedulers[s];
+    const std::string& name = variants[s].name;
     fmt::print(stderr,
                "leibniz {} terms ({}), {} nodes, scheduler {}: {} tokens in {:.3f} s (median of "
                "{}; min {:.3f}, max {:.3f}) = {:.0f} tokens/s; peak RSS {:.1f} MB; coordinator "
@@ -187,7 +207,8 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
       {"client_rss_mb", static_cast<double>(self_peak) / 1e6},
       {"state", all_ok ? "succeeded" : "failed"},
   };
-  if (schedulers.size() > 1 || runs > 1) out["by_scheduler"] = std::move(by_scheduler);
+  out["security"] = security;
+  if (variants.size() > 1 || runs > 1) out["by_scheduler"] = std::move(by_scheduler);
   std::cout << boost::json::serialize(out) << std::endl;
   return all_ok ? 0 : 3;
 }
@@ -214,6 +235,11 @@ int main(int argc, char** argv) {
   uint32_t runs = 1;
   leib->add_option("--scheduler", leib_schedulers,
                    "coordinator placement policy (repeatable: runs alternate, figures per policy)");
+  std::string security = "curve";
+  leib->add_option("--security", security,
+                   "curve (throw-away CURVE keys) | insecure (plain TCP) | both (alternating runs, "
+                   "figures per mode)")
+      ->capture_default_str();
   leib->add_option("--runs", runs, "runs per policy, each on a fresh cluster (median reported)")
       ->capture_default_str();
   auto* bal = app.add_subcommand(
@@ -238,7 +264,7 @@ int main(int argc, char** argv) {
   initLogging("bench", log_level);
   if (*leib)
     return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, leib_schedulers, runs,
-                      log_level);
+                      log_level, security);
   if (*bal) {
     if (!policies.empty()) bo.policies = policies;
     bo.pin = !bal_no_pin;

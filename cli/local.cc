@@ -35,6 +35,8 @@ int main(int argc, char** argv) {
   app.add_flag("--supervise", opts.supervise, "restart nodes that die");
   app.add_option("--bin-dir", opts.bin_dir, "where tokengate-coordinator/-node are");
   app.add_flag("-q,--quiet", quiet, "no progress bar");
+  app.add_flag("--insecure", opts.insecure,
+               "plain TCP between the processes (default: throw-away CURVE keys)");
   app.add_option("--log-level", log_level)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   initLogging("local", log_level);
@@ -56,8 +58,12 @@ int main(int argc, char** argv) {
   if (c.gatewayPort())
     fmt::print("control page http://127.0.0.1:{}/?token={}  (metrics: /metrics)\n", c.gatewayPort(),
                opts.gateway_token);
+  if (!c.keyDir().empty())
+    fmt::print("CURVE keys (removed on exit): tgctl --curve-dir {} ...\n", c.keyDir());
+  else
+    fmt::print("warning: --insecure: plain TCP, anyone reaching {} is trusted\n", c.endpoint());
   std::fflush(stdout);
-  client::Client cl(c.endpoint());
+  client::Client cl(c.endpoint(), c.clientCurve());
   if (auto st = cl.waitForNodes(opts.nodes, 30 * kSeconds); !st.ok())
     return fmt::print(stderr, "error: {}\n", st.message()), 1;
   int rc = 0;

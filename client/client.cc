@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <random>
 #include <thread>
 #include <unordered_set>
@@ -47,6 +48,7 @@ StatusOr<Value> JobResult::output(const std::string& name) const {
   return absl::NotFoundError(fmt::format("job {} has no output '{}'", id, name));
 }
 
+<<<<<<< HEAD
 StatusOr<std::string> normalizeEndpoint(const std::string& endpoint) {
   if (endpoint.empty()) return absl::InvalidArgumentError("empty coordinator endpoint");
   if (endpoint.find("://") != std::string::npos) return endpoint;
@@ -64,11 +66,21 @@ StatusOr<std::string> normalizeEndpoint(const std::string& endpoint) {
 
 Client::Client(std::string endpoint)
     : endpoint_(std::move(endpoint)), context_(1), socket_(context_, zmq::socket_type::dealer) {
+=======
+Client::Client(std::string endpoint) : Client(std::move(endpoint), security::ClientCurve{}) {}
+
+Client::Client(std::string endpoint, security::ClientCurve curve)
+    : endpoint_(std::move(endpoint)),
+      context_(1),
+      socket_(context_, zmq::socket_type::dealer),
+      monitor_(context_, zmq::socket_type::pair) {
+>>>>>>> trust
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::rcvhwm, 0);
   std::random_device rd;
   socket_.set(zmq::sockopt::routing_id,
               fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
+<<<<<<< HEAD
   auto normalized = normalizeEndpoint(endpoint_);
   if (!normalized.ok()) {
     endpoint_status_ = normalized.status();
@@ -80,6 +92,41 @@ Client::Client(std::string endpoint)
   } catch (const zmq::error_t& e) {
     endpoint_status_ = absl::InvalidArgumentError(
         fmt::format("cannot connect to coordinator endpoint '{}': {}", endpoint_, e.what()));
+=======
+  setup_error_ = security::applyClientKeys(socket_, curve);
+  if (curve.enabled() && setup_error_.ok()) {
+    const std::string ep = fmt::format("inproc://tg-client-monitor-{}", static_cast<void*>(this));
+    if (zmq_socket_monitor(socket_.handle(), ep.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+      monitor_.set(zmq::sockopt::linger, 0);
+      monitor_.connect(ep);
+      monitoring_ = true;
+    }
+  }
+  if (setup_error_.ok()) socket_.connect(endpoint_);
+}
+
+void Client::checkMonitor() {
+  if (!setup_error_.ok() || !monitoring_) return;
+  zmq::message_t event;
+  while (monitor_.recv(event, zmq::recv_flags::dontwait)) {
+    uint16_t id = 0;
+    if (event.size() >= 2) std::memcpy(&id, event.data(), sizeof id);
+    while (event.more() && monitor_.recv(event, zmq::recv_flags::none)) {
+    }
+    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_failures_ = 0;
+    // A connection cut mid-handshake (coordinator restarting) also reports "no detail": only
+    // a run of them counts.
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) ++handshake_failures_;
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+        handshake_failures_ >= 3)
+      setup_error_ = absl::PermissionDeniedError(fmt::format(
+          "the coordinator at {} refused the CURVE handshake: this client's public key is not "
+          "in its allow-list, or --curve-server-key is not the coordinator's key",
+          endpoint_));
+>>>>>>> trust
   }
 }
 
@@ -92,12 +139,23 @@ void Client::send(capnp::MallocMessageBuilder& msg) {
 }
 
 Status Client::pump(Nanos deadline) {
+<<<<<<< HEAD
   if (!endpoint_status_.ok()) return endpoint_status_;
+=======
+  checkMonitor();
+  if (!setup_error_.ok()) return setup_error_;
+>>>>>>> trust
   const Nanos now = SystemClock::instance().now();
   if (now >= deadline) return absl::DeadlineExceededError("timed out waiting for the coordinator");
-  zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::milliseconds(std::max<Nanos>(1, (deadline - now) / kMillis)));
-  if (!(item.revents & ZMQ_POLLIN)) return absl::OkStatus();
+  zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                             {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::poll(items, monitoring_ ? 2 : 1,
+            std::chrono::milliseconds(std::max<Nanos>(1, (deadline - now) / kMillis)));
+  if (items[1].revents & ZMQ_POLLIN) {
+    checkMonitor();
+    if (!setup_error_.ok()) return setup_error_;
+  }
+  if (!(items[0].revents & ZMQ_POLLIN)) return absl::OkStatus();
   zmq::message_t msg;
   if (!socket_.recv(msg, zmq::recv_flags::dontwait)) return absl::OkStatus();
   auto frame = decodeFrame(msg.data(), msg.size());
@@ -178,6 +236,9 @@ Status Client::pump(Nanos deadline) {
       last_reject_ = fromWire(rej.getError());
       if (rej.getRequestId() != 0)
         request_errors_[rej.getRequestId()] = last_reject_;
+      else if (last_reject_.code() == StatusCode::kPermissionDenied ||
+               last_reject_.code() == StatusCode::kUnauthenticated)
+        return last_reject_;  // the key's role does not allow the request: fail it now
       else
         spdlog::warn("coordinator rejected a request: {}", last_reject_.message());
       break;

@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "common/job.h"
+#include "common/security/curve.h"
 #include "common/status.h"
 #include "common/value.h"
 #include "common/wire.h"
@@ -91,6 +92,9 @@ class Client {
   // `endpoint` goes through normalizeEndpoint(); a malformed one makes every call fail with
   // InvalidArgument (see endpointStatus()) instead of throwing.
   explicit Client(std::string endpoint);
+  // With CurveZMQ (docs/security.md): this client's key pair and the coordinator's public key.
+  // A refused key fails calls with PermissionDenied instead of waiting for their timeout.
+  Client(std::string endpoint, security::ClientCurve curve);
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -129,10 +133,17 @@ class Client {
   Status pump(Nanos deadline);
   void send(capnp::MallocMessageBuilder& msg);
 
+  // Reads the socket monitor: a CURVE handshake the coordinator refused sets setup_error_.
+  void checkMonitor();
+
   std::string endpoint_;
   Status endpoint_status_;
   zmq::context_t context_;
   zmq::socket_t socket_;
+  zmq::socket_t monitor_;  // PAIR end of socket_'s monitor (handshake failures)
+  bool monitoring_ = false;
+  int handshake_failures_ = 0;  // without detail, in a row (a wrong server key looks like this)
+  Status setup_error_;
   uint64_t next_request_ = 1;
   std::unordered_map<uint64_t, StatusOr<uint64_t>> replies_;  // request id -> job id
   std::unordered_map<uint64_t, ClusterInfo> stats_replies_;

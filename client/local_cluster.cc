@@ -16,6 +16,8 @@
 #include <iterator>
 #include <sstream>
 
+#include "common/security/curve_flags.h"
+
 namespace tokengate::client {
 
 std::string selfDir() {
@@ -110,6 +112,26 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::start(LocalClusterOptions 
   c->ready_file_ = tmpl;
   std::vector<std::string> args{"--listen",     "tcp://127.0.0.1:0", "--ready-file",
                                 c->ready_file_, "--log-level",       o.log_level};
+  if (o.insecure) {
+    args.push_back("--insecure");
+    o.node_args.insert(o.node_args.begin(), "--insecure");
+  } else {
+    char key_tmpl[] = "/tmp/tokengate-keys-XXXXXX";
+    if (!mkdtemp(key_tmpl)) return absl::InternalError("mkdtemp failed");
+    c->key_dir_ = key_tmpl;
+    if (auto st = security::writeClusterKeys(c->key_dir_); !st.ok()) return st;
+    for (const char* role : {"operator", "viewer"}) {
+      auto kp = security::generateKeyPair();
+      if (!kp.ok()) return kp.status();
+      if (auto st = security::writeKeyPair(c->key_dir_, role, *kp); !st.ok()) return st;
+      if (auto st = security::writePublicKey(
+              fmt::format("{}/allow/clients/{}/{}.pub", c->key_dir_, role, role), kp->public_key);
+          !st.ok())
+        return st;
+    }
+    args.insert(args.end(), {"--curve-dir", c->key_dir_});
+    o.node_args.insert(o.node_args.begin(), {"--curve-dir", c->key_dir_});
+  }
   if (!o.gateway.empty()) {
     args.insert(args.end(), {"--gateway", o.gateway});
     if (!o.gateway_token.empty()) args.insert(args.end(), {"--gateway-token", o.gateway_token});
@@ -297,6 +319,23 @@ void LocalCluster::stop(int grace_ms) {
   coordinator_ = -1;
 }
 
-LocalCluster::~LocalCluster() { stop(); }
+LocalCluster::~LocalCluster() {
+  stop();
+  if (!key_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(key_dir_, ec);
+  }
+}
+
+security::ClientCurve LocalCluster::clientCurve(security::Role role) const {
+  if (key_dir_.empty()) return {};
+  security::ClientCurve c;
+  auto secret = security::readKeyFile(fmt::format("{}/{}.key", key_dir_, security::roleName(role)));
+  auto server = security::readKeyFile(key_dir_ + "/server.pub");
+  if (!secret.ok() || !server.ok()) return {};
+  c.secret_key = *secret;
+  c.server_key = *server;
+  return c;
+}
 
 }  // namespace tokengate::client

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/security/curve.h"
 #include "common/status.h"
 
 namespace tokengate::client {
@@ -31,6 +32,10 @@ struct LocalClusterOptions {
   std::vector<std::string> node_args;
   std::vector<std::vector<std::string>> per_node_args;  // extra args for node i
   std::string log_level = "warn";
+  // CurveZMQ (docs/security.md): by default start() writes throw-away keys (`tgctl keys init`
+  // layout plus operator and viewer pairs) into a temporary directory, removed by stop(), and
+  // runs every process with --curve-dir. insecure = plain TCP (--insecure everywhere).
+  bool insecure = false;
 };
 
 class LocalCluster {
@@ -51,9 +56,18 @@ class LocalCluster {
   Status startNode(size_t i);  // (re)start node i if it is not running
   // Stops the coordinator with `sig` (SIGKILL = crash) and starts it again on the same
   // endpoints with the same flags (add --journal to coordinator_args to keep its jobs).
+<<<<<<< HEAD
   // `while_down` runs after the old process has exited and before the new one starts (tests
   // that lose or damage the journal file meanwhile).
   Status restartCoordinator(int sig, const std::function<void()>& while_down = {});
+=======
+  Status restartCoordinator(int sig);
+  // The throw-away key directory (empty when insecure): server, node, admin, operator and
+  // viewer key pairs; allow/nodes and allow/clients/<role> hold the public keys.
+  const std::string& keyDir() const { return key_dir_; }
+  // Keys for a Client of `role` (admin, operator or viewer); disabled when insecure.
+  security::ClientCurve clientCurve(security::Role role = security::Role::kAdmin) const;
+>>>>>>> trust
   // Restarts performed by the supervisor so far.
   uint64_t restarts() const { return restarts_; }
   // Sum of peak resident memory (VmHWM) over the coordinator and live nodes.
@@ -72,6 +86,7 @@ class LocalCluster {
   std::string endpoint_;
   uint16_t gateway_port_ = 0;
   std::string ready_file_;
+  std::string key_dir_;
   std::vector<std::string> coordinator_args_;
   pid_t coordinator_ = -1;
   mutable std::mutex mu_;

@@ -18,9 +18,11 @@ set_target_properties(tg_node_registry PROPERTIES EXPORT_NAME node_registry)
 set_target_properties(tg_client PROPERTIES EXPORT_NAME client)
 set_target_properties(tg_common PROPERTIES EXPORT_NAME common)
 set_target_properties(tg_schema PROPERTIES EXPORT_NAME schema)
+set_target_properties(tg_security PROPERTIES EXPORT_NAME security)
+set_target_properties(tg_security_flags PROPERTIES EXPORT_NAME security_flags)
 
 install(TARGETS tg_schema tg_common tg_node_registry tg_node_ops tg_node_executor tg_node_link
-                tg_node tg_node_app tg_node_main tg_client
+                tg_node tg_node_app tg_node_main tg_client tg_security tg_security_flags
         EXPORT TokenGateTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${TG_INSTALL_INCLUDEDIR})

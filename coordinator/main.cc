@@ -1,9 +1,13 @@
 // tokengate-coordinator: flags -> AppConfig -> runCoordinator().
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <cctype>
+#include <cstdio>
 #include <fstream>
 
 #include "common/log.h"
+#include "common/security/curve_flags.h"
 #include "coordinator/app/app.h"
 
 int main(int argc, char** argv) {
@@ -89,6 +93,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");
+  security::CurveFlags curve_flags;
+  security::addCurveFlags(app, curve_flags, security::CurveSide::kCoordinator);
   CLI11_PARSE(app, argc, argv);
   core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
   core.departed_node_retention_ns = Nanos{departed_node_retention_s} * kSeconds;
@@ -98,6 +104,18 @@ int main(int argc, char** argv) {
   core.poison_threshold = static_cast<uint8_t>(poison);
   core.reject_unknown_ops = !allow_unknown_ops;
   initLogging("coordinator", log_level);
+  auto curve = security::resolveServerCurve(curve_flags);
+  if (!curve.ok()) {
+    std::fprintf(stderr, "tokengate-coordinator: %s\n",
+                 std::string(curve.status().message()).c_str());
+    return 2;
+  }
+  if (!curve->enabled())
+    spdlog::warn(
+        "--insecure: the wire port {} accepts plain TCP without CURVE; anyone who can "
+        "reach it can join as a node, submit, cancel and watch any job",
+        cfg.server.listen);
+  cfg.server.curve = std::move(*curve);
   if (!token_file.empty()) {
     std::ifstream in(token_file);
     std::getline(in, cfg.gateway_token);

@@ -1123,6 +1123,11 @@ control::NodeStatus CoordinatorCore::nodeStatus(const NodeRec& n) const {
   return s;
 }
 
+bool CoordinatorCore::nodeLive(const std::string& id) {
+  const NodeRec* n = nodeById(id);
+  return n && n->state != NodeState::kDead;
+}
+
 std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
   std::vector<control::NodeStatus> out;
   for (const auto& n : nodes_) {

@@ -131,6 +131,8 @@ class CoordinatorCore {
   StatusOr<control::OpStatus> setOpLimits(const std::string& op, control::OpLimits limits);
   std::vector<control::OpStatus> listOps() const;
   std::vector<control::NodeStatus> listNodes() const;
+  // Whether a node with this id is registered and not dead (PeerAuth binds ids to keys).
+  bool nodeLive(const std::string& id);
   StatusOr<control::NodeStatus> drainNode(const std::string& node_id, bool drain);
   StatusOr<uint64_t> evictNode(const std::string& node_id);
   control::ClusterStats stats() const;

@@ -32,6 +32,7 @@ CoordinatorServer::CoordinatorServer(ServerConfig config, Clock& clock)
       clock_(clock),
       registry_(std::make_shared<prometheus::Registry>()),
       context_(1),
+      auth_(std::make_unique<PeerAuth>(config_.curve, *registry_, clock_, config_.max_frame_bytes)),
       router_(context_, zmq::socket_type::router),
       monitor_(context_, zmq::socket_type::pair) {
   router_.set(zmq::sockopt::linger, 0);
@@ -65,6 +66,8 @@ CoordinatorServer::~CoordinatorServer() {
 }
 
 Status CoordinatorServer::bind() {
+  // CURVE: the ZAP handler is bound and the socket made a CURVE server before anyone connects.
+  if (auto st = auth_->setUp(context_, router_); !st.ok()) return st;
   try {
     router_.bind(config_.listen);
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
@@ -139,6 +142,7 @@ void CoordinatorServer::applyDisconnects() {
       peer_fd_.erase(it);
       fd_peer_.erase(fd);
     }
+    auth_->forget(peer);
     core_->onDisconnected(peer);
   }
 }
@@ -155,6 +159,7 @@ void CoordinatorServer::applyDisconnectsOf(const std::string& peer, int current_
       peer_fd_.erase(it);
       fd_peer_.erase(fd);
     }
+    auth_->forget(peer);
     core_->onDisconnected(peer);
   }
 }
@@ -209,6 +214,12 @@ bool CoordinatorServer::handleMessage() {
                      "a frame must be exactly one ZeroMQ message part, got {}", parts.size())));
     return true;
   }
+  // Access checks (peer_auth.h): role per frame kind, node id bound to its key.
+  if (auto refusal = auth_->check(peer_id, parts[0],
+                                  [this](const std::string& id) { return core_->nodeLive(id); })) {
+    outbox_->send(peer_id, std::move(*refusal));
+    return true;
+  }
   core_->onBytes(peer_id, parts[0].data(), parts[0].size());
   return true;
 }
@@ -218,14 +229,18 @@ void CoordinatorServer::run() {
   spdlog::info("coordinator listening on {}", endpoint_);
   runPosted();  // work posted before run() (journal recovery) goes before any message
   Nanos next_tick = clock_.now();
+  zmq::socket_t* zap = auth_->zapSocket();  // CURVE handshakes wait for its answers
   zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-                             {monitor_.handle(), 0, ZMQ_POLLIN, 0}};
+                             {monitor_.handle(), 0, ZMQ_POLLIN, 0},
+                             {zap ? zap->handle() : nullptr, -1, ZMQ_POLLIN, 0}};
+  const size_t poll_count = zap ? 4 : 3;
   while (!stop_requested_) {
     const Nanos now = clock_.now();
     long timeout_ms = 0;
     if (next_tick > now) timeout_ms = static_cast<long>((next_tick - now + kMillis - 1) / kMillis);
-    zmq::poll(items, 3, std::chrono::milliseconds(timeout_ms));
+    zmq::poll(items, poll_count, std::chrono::milliseconds(timeout_ms));
+    if (zap && (items[3].revents & ZMQ_POLLIN)) auth_->serveZap();
     if (items[0].revents & ZMQ_POLLIN) {
       // Bounded burst so timers and posted work are not starved.
       for (int i = 0; i < 256; ++i) {

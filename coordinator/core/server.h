@@ -27,12 +27,15 @@
 #include "common/clock.h"
 #include "coordinator/control/control.h"
 #include "coordinator/core/coordinator.h"
+#include "coordinator/core/peer_auth.h"
 
 namespace tokengate::coordinator {
 
 struct ServerConfig {
   std::string listen = "tcp://0.0.0.0:5555";
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
+  // CurveZMQ and role checks (docs/security.md); disabled = plain TCP, every peer trusted.
+  security::ServerCurve curve;
   CoordinatorConfig core;
 };
 
@@ -92,6 +95,8 @@ class CoordinatorServer final : public control::ClusterControl {
   Clock& clock_;
   std::shared_ptr<prometheus::Registry> registry_;
   zmq::context_t context_;
+  // Declared before router_: its ZAP handler must outlive the CURVE socket it vouches for.
+  std::unique_ptr<PeerAuth> auth_;
   zmq::socket_t router_;
   zmq::socket_t monitor_;  // PAIR end of the ROUTER's socket monitor
   // Connection fd <-> routing id, learned from received messages.

@@ -2,10 +2,13 @@
 // tg_node_link (node/link/node.h) so tests and tokengate-local can start nodes too.
 #include "node/app/node_main.h"
 
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "common/log.h"
+#include "common/security/curve_flags.h"
 #include "node/link/health.h"
 #include "node/link/node.h"
 
@@ -52,6 +55,8 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
   app.add_flag("--ready", require_ready,
                "Probe mode: also require an established coordinator session");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (default $TG_LOG or info)");
+  security::CurveFlags curve_flags;
+  security::addCurveFlags(app, curve_flags, security::CurveSide::kNode);
   CLI11_PARSE(app, argc, argv);
   config.pin = !no_pin;
   if (!check_health.empty()) {
@@ -61,6 +66,21 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
   }
 
   initLogging(options.log_name, log_level);
+  // CURVE (docs/security.md): without keys and without --insecure the node does not start.
+  auto curve = security::resolveClientCurve(curve_flags, "node");
+  if (!curve.ok()) {
+    std::fprintf(stderr, "%s: %s\n", options.log_name.c_str(),
+                 std::string(curve.status().message()).c_str());
+    return 2;
+  }
+  if (!curve->enabled())
+    spdlog::warn(
+        "--insecure: plain TCP without CURVE; anyone on the network can pose as the "
+        "coordinator and read this node's work");
+  else
+    config.configure_socket = [c = std::move(*curve)](zmq::socket_t& s) {
+      return security::applyClientKeys(s, c);
+    };
   return runNode(std::move(config));
 }
 

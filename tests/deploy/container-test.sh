@@ -158,11 +158,21 @@ tg_check "the nodes that were ready before the restart have re-registered" wait_
 
 # --- Leibniz over the wire port with tgctl (from the host network) --------------------------
 DEC_TERMS=20000
+# CURVE is on (the keys service generated the keys on first `up`): fetch the admin key pair and
+# the coordinator's public key the way docker/compose.yaml documents it.
+mkdir -p "$TG_OUT/keys-admin"
+tg_check "admin CURVE keys fetched from the keys volume" sh -c \
+  "$(printf '%q ' "${COMPOSE[@]}") run --rm --no-deps --entrypoint tar keys -C /keys/admin -c . | tar -x -C '$TG_OUT/keys-admin' && test -s '$TG_OUT/keys-admin/admin.key'"
 if [[ -x "${TG_BUILD_DIR:-build/release}/bin/tgctl" ]]; then
-  TGCTL=("${TG_BUILD_DIR:-build/release}/bin/tgctl")
+  TGCTL_BARE=("${TG_BUILD_DIR:-build/release}/bin/tgctl")
+  TGCTL=("${TGCTL_BARE[@]}" --curve-dir "$TG_OUT/keys-admin")
 else # the image's tgctl on the host network: same path a host client takes
-  TGCTL=("$DOCKER" run --rm -i --network host "tokengate/node:$TG_TAG" tgctl)
+  TGCTL_BARE=("$DOCKER" run --rm -i --network host "tokengate/node:$TG_TAG" tgctl)
+  TGCTL=("$DOCKER" run --rm -i --network host -v "$TG_OUT/keys-admin:/keys:ro" \
+    "tokengate/node:$TG_TAG" tgctl --curve-dir /keys)
 fi
+tg_check "the wire port refuses a client without CURVE keys" sh -c \
+  "! $(printf '%q ' "${TGCTL_BARE[@]}") --insecure --coordinator tcp://127.0.0.1:$TG_WIRE_PORT --timeout 5 info >/dev/null 2>&1"
 tg_check "tgctl leibniz --precision dec50 over the published wire port" sh -c \
   "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT leibniz --terms $DEC_TERMS --precision dec50 >'$TG_OUT/tgctl.out' 2>&1"
 tg_check "tgctl dec50 result matches an exact big-integer reference to 40 digits" node -e "
@@ -190,6 +200,7 @@ custom=${PROJECT}-custom-node
 "$DOCKER" rm -f "$custom" >/dev/null 2>&1 || true
 tg_check "custom node container joins the compose network" \
   "$DOCKER" run -d --name "$custom" --network "${PROJECT}_default" --read-only --tmpfs /tmp \
+  -v "${PROJECT}_keys-node:/etc/tokengate/keys:ro" -e TG_CURVE_DIR=/etc/tokengate/keys \
   -e TG_COORDINATOR=tcp://coordinator:5555 "tokengate/custom-node:$TG_TAG" node
 tg_check "custom node container becomes healthy (stock HEALTHCHECK, session held)" wait_for 60 sh -c \
   "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' $custom)\" = healthy ]"

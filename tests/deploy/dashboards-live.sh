@@ -40,12 +40,16 @@ if [[ -z $TARGET ]]; then
   done
   wire=$(free_port) gw=$(free_port)
   TOKEN=${TOKEN:-live-$RANDOM$RANDOM}
+  # CURVE on, as deployed: throw-away keys in the `tgctl keys init` layout.
+  "$BIN/bin/tgctl" keys init --out "$work/keys" >/dev/null
   TG_GATEWAY_TOKEN=$TOKEN "$BIN/bin/tokengate-coordinator" --listen "tcp://127.0.0.1:$wire" \
     --gateway "127.0.0.1:$gw" --scheduler xgboost --journal "$work/jobs.journal" \
+    --curve-dir "$work/keys" \
     >"$TG_OUT/live-coordinator.log" 2>&1 &
   pids+=($!)
   for i in 1 2 3; do
     "$BIN/bin/tokengate-node" --coordinator "tcp://127.0.0.1:$wire" --id "live-$i" --enable-test-ops \
+      --curve-dir "$work/keys" \
       >"$TG_OUT/live-node-$i.log" 2>&1 &
     pids+=($!) node_pids+=($!)
   done

@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -96,10 +97,15 @@ def main():
             ready_file = os.path.join(logdir, f"coordinator-ready-{os.getpid()}")
             if os.path.exists(ready_file):
                 os.unlink(ready_file)
+            # CURVE on the wire port, as deployed (docs/security.md): throw-away keys.
+            keys = os.path.join(logdir, f"keys-{os.getpid()}")
+            shutil.rmtree(keys, ignore_errors=True)
+            subprocess.check_call([find("tgctl", "cli"), "keys", "init", "--out", keys],
+                                  stdout=subprocess.DEVNULL)
             coordp = spawn([coord, "--listen", f"tcp://127.0.0.1:{wire}", "--gateway",
                             "127.0.0.1:0", "--gateway-token", token, "--gateway-viewer-token",
                             viewer, "--gateway-operator-token", operator,
-                            "--ready-file", ready_file], "coordinator")
+                            "--ready-file", ready_file, "--curve-dir", keys], "coordinator")
             env.update(TG_GATEWAY_OPERATOR_TOKEN=operator)
             gw, end = None, time.time() + 30
             while gw is None:
@@ -116,7 +122,8 @@ def main():
                     pass
                 time.sleep(0.1)
             for i in range(a.nodes):
-                spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}", "--enable-test-ops"], f"node-{i}")
+                spawn([node, "--coordinator", f"tcp://127.0.0.1:{wire}", "--enable-test-ops",
+                       "--curve-dir", keys], f"node-{i}")
             url = f"http://127.0.0.1:{gw}"
         elif mode == "fake":
             p = spawn([fake, "--port", "0", "--token", token, "--viewer-token", viewer,

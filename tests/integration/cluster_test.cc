@@ -63,7 +63,7 @@ uint64_t completedBy(const client::ClusterInfo& info, const std::string& id) {
 TEST(ClusterTest, Leibniz100kReturnsTheExactReferenceInBothPrecisions) {
   auto cluster = startCluster(baseOptions(2));
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
   for (auto p : {Precision::kDouble, Precision::kDec50}) {
     auto job = makeLeibnizJob(100'000, p);
@@ -88,7 +88,7 @@ TEST(ClusterTest, Leibniz100kReturnsTheExactReferenceInBothPrecisions) {
 TEST(ClusterTest, ClientStreamsEachOutputOnceAsItFinishes) {
   auto cluster = startCluster(baseOptions(2));
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
   JobSpec job;
   TokenSpec t;
@@ -126,7 +126,7 @@ TEST(ClusterTest, ClientStreamsEachOutputOnceAsItFinishes) {
 // cluster counters afterwards and the job's token count.
 void runJobSignallingNode3(LocalCluster& cluster, int sig, client::ClusterInfo* info,
                            uint64_t* total) {
-  Client c(cluster.endpoint());
+  Client c(cluster.endpoint(), cluster.clientCurve());
   ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
   const uint64_t terms = 300'000;
   auto job = makeLeibnizJob(terms, Precision::kDec50);
@@ -184,7 +184,7 @@ TEST(ClusterTest, SigkillOfOneOfThreeNodesMidJobLosesNothingAndCountsOnce) {
 TEST(ClusterTest, SigtermedNodeHandsBackQueuedTokensThatRunElsewhere) {
   auto cluster = startCluster(baseOptions(3));
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
   constexpr uint32_t kTokens = 240;
   JobSpec job;
@@ -243,7 +243,7 @@ TEST(ClusterTest, SigtermedNodeHandsBackQueuedTokensThatRunElsewhere) {
 TEST(ClusterTest, FrozenNodeIsCutOffItsWorkRerunsAndItRejoinsWhenItThaws) {
   auto cluster = startCluster(baseOptions(3));
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
   const uint64_t terms = 300'000;
   auto job = makeLeibnizJob(terms, Precision::kDouble);
@@ -293,7 +293,7 @@ TEST(ClusterTest, CoordinatorCrashWithJournalResumesAdmittedJobs) {
   o.coordinator_args.insert(o.coordinator_args.end(), {"--journal", journal});
   auto cluster = startCluster(o);
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
   const uint64_t terms = 300'000;
   auto job = makeLeibnizJob(terms, Precision::kDec50);
@@ -447,7 +447,7 @@ TEST(ClusterTest, ASecondCoordinatorOnTheSameJournalIsRefused) {
 TEST(ClusterTest, CoordinatorCrashWithoutJournalTellsTheWaitingClient) {
   auto cluster = startCluster(baseOptions(1));
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
   JobSpec job;
   TokenSpec t;
@@ -474,7 +474,7 @@ TEST(ClusterTest, CoordinatorCrashWithoutJournalTellsTheWaitingClient) {
 TEST(ClusterTest, KilledNodeRestartedRejoinsAndGetsWork) {
   auto cluster = startCluster(baseOptions(3));
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
   ASSERT_TRUE(cluster->killNode(1, SIGKILL).ok());
   // The coordinator notices the closed connection, then the node comes back.
@@ -510,7 +510,7 @@ TEST(ClusterTest, PoisonTokenIsQuarantinedWhileTheRestCompletes) {
   o.coordinator_args.insert(o.coordinator_args.end(), {"--poison-threshold", "3"});
   auto cluster = startCluster(o);
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok());
   auto job = makeLeibnizJob(20'000, Precision::kDouble);
   ASSERT_TRUE(job.ok());
@@ -568,6 +568,8 @@ TEST(ClusterTest, RoguePeersSendingGarbageDoNotHurtTheCoordinator) {
   zmq::socket_t rogue(ctx, zmq::socket_type::dealer);
   rogue.set(zmq::sockopt::linger, 0);
   rogue.set(zmq::sockopt::rcvtimeo, 5000);
+  // An admitted (CURVE) peer that misbehaves: the keys get it past the handshake only.
+  ASSERT_TRUE(security::applyClientKeys(rogue, cluster->clientCurve()).ok());
   rogue.connect(ep);
   capnp::MallocMessageBuilder good;
   auto gf = good.initRoot<wire::Frame>();
@@ -607,7 +609,7 @@ TEST(ClusterTest, RoguePeersSendingGarbageDoNotHurtTheCoordinator) {
   EXPECT_TRUE((*pong)->root().isPong());
 
   // The cluster still runs jobs correctly.
-  Client c(ep);
+  Client c(ep, cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
   auto job = makeLeibnizJob(10'000, Precision::kDouble);
   auto r = c.run(*job, {}, 20 * kSeconds);
@@ -620,7 +622,7 @@ TEST(ClusterTest, AdmissionLimitGivesBackpressureNotLoss) {
   o.coordinator_args.insert(o.coordinator_args.end(), {"--max-live-tokens", "25000"});
   auto cluster = startCluster(o);
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
   auto big = makeLeibnizJob(30'000, Precision::kDouble);
   auto r = c.submit(*big);

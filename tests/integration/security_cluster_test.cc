@@ -1,0 +1,282 @@
+// Trust on the wire with real processes (docs/security.md): a coordinator and nodes started by
+// LocalCluster with throw-away CURVE keys, plus intruder processes started here.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <zmq.hpp>
+
+#include "client/client.h"
+#include "client/local_cluster.h"
+#include "common/security/curve.h"
+#include "common/wire.h"
+
+extern char** environ;
+
+namespace tokengate {
+namespace {
+
+using client::Client;
+using client::LocalCluster;
+using client::LocalClusterOptions;
+using security::Role;
+
+LocalClusterOptions baseOptions(uint32_t nodes) {
+  LocalClusterOptions o;
+  o.bin_dir = TG_BIN_DIR;
+  o.nodes = nodes;
+  o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
+  o.pin = false;
+  o.coordinator_args = {"--heartbeat-ms", "100", "--node-timeout-ms", "1500"};
+  return o;
+}
+
+std::unique_ptr<LocalCluster> startCluster(LocalClusterOptions o) {
+  auto c = LocalCluster::start(std::move(o));
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+// A node process started outside LocalCluster, its output in a log file; killed when dropped.
+class Intruder {
+ public:
+  Intruder(const std::string& log, std::vector<std::string> args) : log_(log) {
+    std::vector<std::string> all{std::string(TG_BIN_DIR) + "/tokengate-node", "--log-level", "info",
+                                 "--no-pin"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    EXPECT_EQ(posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Intruder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  std::string log() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+  // Waits (bounded) until the log holds `text`.
+  bool waitForLog(const std::string& text, int seconds = 30) const {
+    for (int i = 0; i < seconds * 10; ++i) {
+      if (log().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  bool running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+};
+
+std::string tempPath(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / (name + "-" + std::to_string(getpid()) + ".log"))
+      .string();
+}
+
+// A fresh key pair in `dir`; listed as a node key when `allow_as_node`.
+security::KeyPair newKey(const LocalCluster& cluster, const std::string& name, bool allow_as_node) {
+  auto kp = security::generateKeyPair();
+  EXPECT_TRUE(kp.ok());
+  EXPECT_TRUE(security::writeKeyPair(cluster.keyDir() + "/extra", name, *kp).ok());
+  if (allow_as_node) {
+    EXPECT_TRUE(
+        security::writePublicKey(cluster.keyDir() + "/allow/nodes/" + name + ".pub", kp->public_key)
+            .ok());
+  }
+  return *kp;
+}
+
+const client::NodeSummary* findNode(const client::ClusterInfo& info, const std::string& id) {
+  for (const auto& n : info.nodes)
+    if (n.id == id && n.state != "dead") return &n;
+  return nullptr;
+}
+
+TEST(SecurityClusterTest, NodesWithoutAValidKeyGetNoToken) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_FALSE(cluster->keyDir().empty());  // CURVE is the default
+  newKey(*cluster, "unlisted", /*allow_as_node=*/false);
+  const std::string ep = cluster->endpoint();
+  // A node whose key is not in the allow-list, and one speaking plain TCP.
+  Intruder unlisted(
+      tempPath("tg-unlisted"),
+      {"--coordinator", ep, "--id", "intruder-unlisted", "--curve-dir", cluster->keyDir(),
+       "--curve-secret-key-file", cluster->keyDir() + "/extra/unlisted.key"});
+  Intruder plain(tempPath("tg-plain"),
+                 {"--coordinator", ep, "--id", "intruder-plain", "--insecure"});
+  ASSERT_TRUE(plain.waitForLog("plain TCP"));  // it started and is trying
+
+  Client c(ep, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  auto job = makeLeibnizJob(20'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(20'000, Precision::kDouble, 1000, 10));
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->nodes_ready, 1u);
+  for (const auto& n : info->nodes) EXPECT_EQ(n.id, "node-1") << "an intruder joined";
+  ASSERT_NE(findNode(*info, "node-1"), nullptr);
+  EXPECT_EQ(findNode(*info, "node-1")->completed, r->progress.total);
+  EXPECT_TRUE(unlisted.running());
+  EXPECT_EQ(unlisted.log().find("welcomed"), std::string::npos);
+  EXPECT_EQ(plain.log().find("welcomed"), std::string::npos);
+}
+
+TEST(SecurityClusterTest, EachClientRoleMaySendOnlyItsFrames) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  auto job = makeLeibnizJob(10'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+
+  Client viewer(ep, cluster->clientCurve(Role::kViewer));
+  ASSERT_TRUE(viewer.waitForNodes(1, 30 * kSeconds).ok());  // info (stats) is allowed
+  auto refused = viewer.submit(*job, 30 * kSeconds);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+
+  Client op(ep, cluster->clientCurve(Role::kOperator));
+  auto id = op.submit(*job, 30 * kSeconds);
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto r = op.wait(*id, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+
+  // The viewer may watch it; it may not cancel it.
+  Client viewer2(ep, cluster->clientCurve(Role::kViewer));
+  EXPECT_TRUE(viewer2.watch(*id).ok());
+  auto cancel = viewer2.cancel(*id);
+  EXPECT_EQ(cancel.code(), absl::StatusCode::kPermissionDenied) << cancel;
+
+  // A node key cannot submit.
+  security::ClientCurve node_keys = cluster->clientCurve();
+  node_keys.secret_key = *security::readKeyFile(cluster->keyDir() + "/node.key");
+  node_keys.public_key.clear();
+  Client as_node(ep, node_keys);
+  auto by_node = as_node.submit(*job, 30 * kSeconds);
+  EXPECT_EQ(by_node.status().code(), absl::StatusCode::kPermissionDenied) << by_node.status();
+
+  // A client key cannot say hello as a node: the refusal is a Welcome with accepted = false.
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvtimeo, 10000);
+  ASSERT_TRUE(security::applyClientKeys(s, cluster->clientCurve(Role::kAdmin)).ok());
+  s.connect(ep);
+  capnp::MallocMessageBuilder msg;
+  auto f = msg.initRoot<wire::Frame>();
+  f.setVersion(kProtocolVersion);
+  auto h = f.initHello();
+  h.setProtocolVersion(kProtocolVersion);
+  h.setNodeId("admin-posing-as-node");
+  const std::string bytes = encodeFrame(msg);
+  s.send(zmq::buffer(bytes), zmq::send_flags::none);
+  zmq::message_t reply;
+  ASSERT_TRUE(s.recv(reply));
+  auto decoded = decodeFrame(reply.data(), reply.size());
+  ASSERT_TRUE(decoded.ok());
+  ASSERT_TRUE((*decoded)->root().isWelcome());
+  EXPECT_FALSE((*decoded)->root().getWelcome().getAccepted());
+  EXPECT_EQ(fromWire((*decoded)->root().getWelcome().getError()).code(),
+            absl::StatusCode::kPermissionDenied);
+  auto info = op.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(findNode(*info, "admin-posing-as-node"), nullptr);
+}
+
+// Reads node-1's session and the coordinator's count of ended node registrations.
+std::pair<uint64_t, uint64_t> sessionAndLost(Client& c) {
+  auto info = c.info();
+  EXPECT_TRUE(info.ok());
+  if (!info.ok()) return {0, 0};
+  const auto* n = findNode(*info, "node-1");
+  EXPECT_NE(n, nullptr);
+  return {n ? n->session : 0, info->nodes_lost};
+}
+
+TEST(SecurityClusterTest, ASecondNodeWithTheSameIdAndAnotherKeyIsRefusedAndTheFirstNeverFlaps) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  Client c(ep, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  const auto before = sessionAndLost(c);
+  newKey(*cluster, "twin", /*allow_as_node=*/true);  // a valid node key, another identity
+  Intruder twin(tempPath("tg-twin"),
+                {"--coordinator", ep, "--id", "node-1", "--curve-dir", cluster->keyDir(),
+                 "--curve-secret-key-file", cluster->keyDir() + "/extra/twin.key"});
+  // Refused with a clear error, logged on its side...
+  ASSERT_TRUE(twin.waitForLog("PERMISSION_DENIED")) << twin.log();
+  EXPECT_NE(twin.log().find("in use by a live node with another key"), std::string::npos);
+  // ... while it keeps saying hello (every second), node-1 keeps its session and works.
+  auto job = makeLeibnizJob(20'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  ASSERT_TRUE(twin.waitForLog("PERMISSION_DENIED: node id 'node-1'"));
+  const std::string log_before = twin.log();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // >= 2 more hellos
+  EXPECT_GT(twin.log().size(), log_before.size()) << "the twin stopped trying";
+  EXPECT_EQ(sessionAndLost(c), before);
+  EXPECT_EQ(twin.log().find("welcomed"), std::string::npos);
+}
+
+TEST(SecurityClusterTest, ARestartWithTheSameKeyReplacesTheOldSessionOnceAndNoMore) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  Client c(ep, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  const auto before = sessionAndLost(c);
+  // Same id, same key, a new process, while the old one still runs (as after a restart whose
+  // old process has not died yet, or two processes started with one --id).
+  Intruder second(tempPath("tg-second"),
+                  {"--coordinator", ep, "--id", "node-1", "--curve-dir", cluster->keyDir()});
+  ASSERT_TRUE(second.waitForLog("welcomed")) << second.log();
+  // The old process learns it lost its session and is refused from then on.
+  ASSERT_TRUE(cluster->nodePid(0) > 0);
+  for (int i = 0; i < 100; ++i) {
+    const auto now = sessionAndLost(c);
+    if (now.first != before.first) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto replaced = sessionAndLost(c);
+  EXPECT_NE(replaced.first, before.first);
+  EXPECT_EQ(replaced.second, before.second + 1);                 // exactly one replacement
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // old one retries: refused
+  EXPECT_EQ(sessionAndLost(c), replaced) << "node-1 flapped between the two processes";
+  auto job = makeLeibnizJob(10'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+}
+
+}  // namespace
+}  // namespace tokengate
