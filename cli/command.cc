@@ -10,7 +10,12 @@ int fail(const std::string& message, int code) {
 }
 
 std::unique_ptr<client::Client> connect(const GlobalOptions& g) {
-  auto c = std::make_unique<client::Client>(g.endpoint);
+  auto curve = security::resolveClientCurve(g.curve, "admin");
+  if (!curve.ok()) {
+    fail(std::string(curve.status().message()));
+    return nullptr;
+  }
+  auto c = std::make_unique<client::Client>(g.endpoint, *curve);
   if (!c->endpointStatus().ok()) {
     fail(std::string(c->endpointStatus().message()));
     return nullptr;

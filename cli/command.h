@@ -14,6 +14,7 @@
 
 #include "client/client.h"
 #include "common/clock.h"
+#include "common/security/curve_flags.h"
 
 namespace tokengate::cli {
 
@@ -24,6 +25,8 @@ struct GlobalOptions {
   bool quiet = false;
   double timeout_s = 3600;
   double connect_timeout_s = 5;
+  // CURVE keys (docs/security.md); tgctl uses the `admin` key pair under --curve-dir.
+  security::CurveFlags curve;
 
   Nanos timeout() const { return static_cast<Nanos>(timeout_s * 1e9); }
 };

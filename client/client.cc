@@ -48,7 +48,6 @@ StatusOr<Value> JobResult::output(const std::string& name) const {
   return absl::NotFoundError(fmt::format("job {} has no output '{}'", id, name));
 }
 
-<<<<<<< HEAD
 StatusOr<std::string> normalizeEndpoint(const std::string& endpoint) {
   if (endpoint.empty()) return absl::InvalidArgumentError("empty coordinator endpoint");
   if (endpoint.find("://") != std::string::npos) return endpoint;
@@ -64,9 +63,6 @@ StatusOr<std::string> normalizeEndpoint(const std::string& endpoint) {
   return "tcp://" + endpoint;
 }
 
-Client::Client(std::string endpoint)
-    : endpoint_(std::move(endpoint)), context_(1), socket_(context_, zmq::socket_type::dealer) {
-=======
 Client::Client(std::string endpoint) : Client(std::move(endpoint), security::ClientCurve{}) {}
 
 Client::Client(std::string endpoint, security::ClientCurve curve)
@@ -74,13 +70,30 @@ Client::Client(std::string endpoint, security::ClientCurve curve)
       context_(1),
       socket_(context_, zmq::socket_type::dealer),
       monitor_(context_, zmq::socket_type::pair) {
->>>>>>> trust
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::rcvhwm, 0);
   std::random_device rd;
   socket_.set(zmq::sockopt::routing_id,
               fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
-<<<<<<< HEAD
+  setup_error_ = security::applyClientKeys(socket_, curve);
+  curve_enabled_ = curve.enabled();
+  // Monitored with or without CURVE: a mechanism mismatch (plain client, CURVE coordinator or
+  // the reverse) fails calls at once with a clear error instead of a timeout.
+  if (setup_error_.ok()) {
+    const std::string ep = fmt::format("inproc://tg-client-monitor-{}", static_cast<void*>(this));
+    if (zmq_socket_monitor(socket_.handle(), ep.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+      monitor_.set(zmq::sockopt::linger, 0);
+      monitor_.connect(ep);
+      monitoring_ = true;
+    }
+  }
+  if (!setup_error_.ok()) {
+    endpoint_status_ = setup_error_;
+    return;
+  }
   auto normalized = normalizeEndpoint(endpoint_);
   if (!normalized.ok()) {
     endpoint_status_ = normalized.status();
@@ -92,20 +105,7 @@ Client::Client(std::string endpoint, security::ClientCurve curve)
   } catch (const zmq::error_t& e) {
     endpoint_status_ = absl::InvalidArgumentError(
         fmt::format("cannot connect to coordinator endpoint '{}': {}", endpoint_, e.what()));
-=======
-  setup_error_ = security::applyClientKeys(socket_, curve);
-  if (curve.enabled() && setup_error_.ok()) {
-    const std::string ep = fmt::format("inproc://tg-client-monitor-{}", static_cast<void*>(this));
-    if (zmq_socket_monitor(socket_.handle(), ep.c_str(),
-                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
-      monitor_.set(zmq::sockopt::linger, 0);
-      monitor_.connect(ep);
-      monitoring_ = true;
-    }
   }
-  if (setup_error_.ok()) socket_.connect(endpoint_);
 }
 
 void Client::checkMonitor() {
@@ -113,20 +113,31 @@ void Client::checkMonitor() {
   zmq::message_t event;
   while (monitor_.recv(event, zmq::recv_flags::dontwait)) {
     uint16_t id = 0;
-    if (event.size() >= 2) std::memcpy(&id, event.data(), sizeof id);
+    uint32_t value = 0;
+    if (event.size() >= 6) {
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&value, static_cast<const char*>(event.data()) + 2, sizeof value);
+    }
     while (event.more() && monitor_.recv(event, zmq::recv_flags::none)) {
     }
     if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_failures_ = 0;
     // A connection cut mid-handshake (coordinator restarting) also reports "no detail": only
     // a run of them counts.
     if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) ++handshake_failures_;
-    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-        handshake_failures_ >= 3)
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+        value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
+      setup_error_ = absl::PermissionDeniedError(fmt::format(
+          "the coordinator at {} and this client disagree on CURVE: one runs with keys, the "
+          "other with --insecure (docs/security.md)",
+          endpoint_));
+    } else if (curve_enabled_ &&
+               (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || handshake_failures_ >= 3)) {
       setup_error_ = absl::PermissionDeniedError(fmt::format(
           "the coordinator at {} refused the CURVE handshake: this client's public key is not "
           "in its allow-list, or --curve-server-key is not the coordinator's key",
           endpoint_));
->>>>>>> trust
+    }
   }
 }
 
@@ -139,12 +150,9 @@ void Client::send(capnp::MallocMessageBuilder& msg) {
 }
 
 Status Client::pump(Nanos deadline) {
-<<<<<<< HEAD
   if (!endpoint_status_.ok()) return endpoint_status_;
-=======
   checkMonitor();
   if (!setup_error_.ok()) return setup_error_;
->>>>>>> trust
   const Nanos now = SystemClock::instance().now();
   if (now >= deadline) return absl::DeadlineExceededError("timed out waiting for the coordinator");
   zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},

@@ -142,6 +142,7 @@ class Client {
   zmq::socket_t socket_;
   zmq::socket_t monitor_;  // PAIR end of socket_'s monitor (handshake failures)
   bool monitoring_ = false;
+  bool curve_enabled_ = false;
   int handshake_failures_ = 0;  // without detail, in a row (a wrong server key looks like this)
   Status setup_error_;
   uint64_t next_request_ = 1;

@@ -56,18 +56,14 @@ class LocalCluster {
   Status startNode(size_t i);  // (re)start node i if it is not running
   // Stops the coordinator with `sig` (SIGKILL = crash) and starts it again on the same
   // endpoints with the same flags (add --journal to coordinator_args to keep its jobs).
-<<<<<<< HEAD
   // `while_down` runs after the old process has exited and before the new one starts (tests
   // that lose or damage the journal file meanwhile).
   Status restartCoordinator(int sig, const std::function<void()>& while_down = {});
-=======
-  Status restartCoordinator(int sig);
   // The throw-away key directory (empty when insecure): server, node, admin, operator and
   // viewer key pairs; allow/nodes and allow/clients/<role> hold the public keys.
   const std::string& keyDir() const { return key_dir_; }
   // Keys for a Client of `role` (admin, operator or viewer); disabled when insecure.
   security::ClientCurve clientCurve(security::Role role = security::Role::kAdmin) const;
->>>>>>> trust
   // Restarts performed by the supervisor so far.
   uint64_t restarts() const { return restarts_; }
   // Sum of peak resident memory (VmHWM) over the coordinator and live nodes.

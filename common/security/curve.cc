@@ -315,11 +315,42 @@ bool roleAllows(Role role, wire::Frame::Which kind) {
       if (kind == F::SUBMIT_JOB || kind == F::CANCEL_JOB) return true;
       [[fallthrough]];
     case Role::kViewer:
-      return kind == F::WATCH_JOB || kind == F::STATS_REQUEST || kind == F::PING;
+      return kind == F::WATCH_JOB || kind == F::STATS_REQUEST || kind == F::PING ||
+             kind == F::ADMIN_REQUEST;
     case Role::kNone:
       break;
   }
   return false;
+}
+
+Role adminRequestRole(wire::AdminRequest::Which request) {
+  using A = wire::AdminRequest;
+  switch (request) {
+    case A::LIST_JOBS:
+    case A::LIST_OPS:
+    case A::LIST_NODES:
+      return Role::kViewer;
+    case A::EVICT_NODE:
+      return Role::kAdmin;
+    default:
+      return Role::kOperator;
+  }
+}
+
+bool roleAtLeast(Role role, Role needed) {
+  auto rank = [](Role r) {
+    switch (r) {
+      case Role::kViewer:
+        return 1;
+      case Role::kOperator:
+        return 2;
+      case Role::kAdmin:
+        return 3;
+      default:
+        return 0;
+    }
+  };
+  return rank(needed) > 0 && rank(role) >= rank(needed);
 }
 
 std::optional<wire::Frame::Which> peekFrameKind(const void* data, size_t size) {

@@ -110,7 +110,13 @@ PeerIdentity parseUserId(std::string_view user_id);
 // The schema name of a frame kind ("submitJob"), for messages.
 std::string frameKindName(wire::Frame::Which kind);
 // Whether a peer of `role` may send frames of `kind` to the coordinator.
+// For adminRequest frames (which viewers may send) the request inside decides:
+// adminRequestRole() is the least role it needs, as the gateway's command table has it.
 bool roleAllows(Role role, wire::Frame::Which kind);
+// listJobs/listOps/listNodes: viewer; evictNode: admin; every other request: operator.
+Role adminRequestRole(wire::AdminRequest::Which request);
+// Whether `role` includes `needed` (admin > operator > viewer; node is none of them).
+bool roleAtLeast(Role role, Role needed);
 
 // The union discriminant of an encoded Frame without decoding the message (no copy, no
 // allocation): nullopt when the bytes are too short or not a single-segment message with a

@@ -1,6 +1,7 @@
 #include "coordinator/core/peer_auth.h"
 
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -156,6 +157,7 @@ std::optional<std::string> PeerAuth::check(
                                                             security::frameKindName(*kind))),
                     *kind == wire::Frame::HELLO);
   }
+  if (curve_.enabled() && kind == wire::Frame::ADMIN_REQUEST) return checkAdmin(peer, who, body);
   if (kind != wire::Frame::HELLO) return std::nullopt;
   // A hello: bind its node id to this key and process. Hellos are rare, so decode it here.
   auto frame = decodeFrame(body.data(), body.size(), max_frame_bytes_);
@@ -174,6 +176,37 @@ std::optional<std::string> PeerAuth::check(
   auto st = identities_.admitHello(node_id, who.public_key, incarnation, node_live(node_id));
   if (st.ok()) return std::nullopt;
   return refuse(peer, "node_id_in_use", st, true);
+}
+
+std::optional<std::string> PeerAuth::checkAdmin(const std::string& peer,
+                                                const security::PeerIdentity& who,
+                                                zmq::message_t& body) {
+  // Admin requests are rare (tgctl): decode here to check the request against the role.
+  auto frame = decodeFrame(body.data(), body.size(), max_frame_bytes_);
+  if (!frame.ok()) return std::nullopt;  // the core refuses it as malformed
+  wire::AdminRequest::Which which;
+  uint64_t request_id = 0;
+  try {
+    auto req = (*frame)->root().getAdminRequest();
+    which = req.which();
+    request_id = req.getRequestId();
+  } catch (const kj::Exception&) {
+    return std::nullopt;
+  }
+  const security::Role needed = security::adminRequestRole(which);
+  if (security::roleAtLeast(who.role, needed)) return std::nullopt;
+  const auto fields = capnp::Schema::from<wire::AdminRequest>().getUnionFields();
+  const auto i = static_cast<unsigned>(which);
+  const std::string name = i < fields.size() ? fields[i].getProto().getName().cStr() : "?";
+  auto status = absl::PermissionDeniedError(
+      fmt::format("a {} key may not send the {} admin request (needs {})",
+                  security::roleName(who.role), name, security::roleName(needed)));
+  refuse(peer, "role", status, false);  // counted and logged; the reply names the request
+  auto f = newFrame();
+  auto r = f.root.initAdminReply();
+  r.setRequestId(request_id);
+  toWire(status, r.initError());
+  return f.encode();
 }
 
 void PeerAuth::forget(const std::string& peer) {

@@ -85,6 +85,10 @@ class PeerAuth {
  private:
   std::string refuse(const std::string& peer, const std::string& reason, const Status& status,
                      bool as_welcome);
+  // An adminRequest from a client key: refused (AdminReply with PermissionDenied and the
+  // request's id) unless the key's role allows that request.
+  std::optional<std::string> checkAdmin(const std::string& peer, const security::PeerIdentity& who,
+                                        zmq::message_t& body);
 
   const security::ServerCurve curve_;
   const Clock& clock_;

@@ -352,7 +352,7 @@ TEST(ClusterTest, ALostJournalNeverHandsAWaitingClientAnotherJobsResult) {
                               {"--journal", journal, "--first-epoch", "7", "--allow-unknown-ops"});
     auto cluster = startCluster(o);
     ASSERT_NE(cluster, nullptr);
-    Client waiting(cluster->endpoint());
+    Client waiting(cluster->endpoint(), cluster->clientCurve());
     ASSERT_TRUE(waiting.waitForNodes(1, 30 * kSeconds).ok());
     JobSpec slow;
     TokenSpec t;
@@ -371,7 +371,7 @@ TEST(ClusterTest, ALostJournalNeverHandsAWaitingClientAnotherJobsResult) {
                                          })
                     .ok());
     // Somebody else's job gets the same id and finishes.
-    Client other(cluster->endpoint());
+    Client other(cluster->endpoint(), cluster->clientCurve());
     ASSERT_TRUE(other.waitForNodes(1, 30 * kSeconds).ok());
     JobSpec quick;
     TokenSpec e;
@@ -407,7 +407,7 @@ TEST(ClusterTest, ASecondCoordinatorOnTheSameJournalIsRefused) {
   o.coordinator_args.insert(o.coordinator_args.end(), {"--journal", journal});
   auto cluster = startCluster(o);
   ASSERT_NE(cluster, nullptr);
-  Client c(cluster->endpoint());
+  Client c(cluster->endpoint(), cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
   JobSpec slow;
   TokenSpec t;
@@ -420,8 +420,8 @@ TEST(ClusterTest, ASecondCoordinatorOnTheSameJournalIsRefused) {
   const std::string before{std::istreambuf_iterator<char>(in), {}};
   const std::string log = ::testing::TempDir() + "tg-second-" + std::to_string(getpid()) + ".log";
   const std::string cmd = o.bin_dir +
-                          "/tokengate-coordinator --listen tcp://127.0.0.1:0 --journal " + journal +
-                          " > " + log + " 2>&1";
+                          "/tokengate-coordinator --listen tcp://127.0.0.1:0 --curve-dir " +
+                          cluster->keyDir() + " --journal " + journal + " > " + log + " 2>&1";
   const int rc = std::system(cmd.c_str());
   EXPECT_NE(rc, 0);
   std::ifstream lin(log);

@@ -209,6 +209,46 @@ TEST(SecurityClusterTest, EachClientRoleMaySendOnlyItsFrames) {
   EXPECT_EQ(findNode(*info, "admin-posing-as-node"), nullptr);
 }
 
+// Admin requests (tgctl jobs/op/node) are checked against the key's role per request, as the
+// gateway's command table does: viewers list, operators pause and drain, only admins evict.
+TEST(SecurityClusterTest, AdminRequestsAreCheckedPerRequestAgainstTheRole) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  using K = client::AdminCall::Kind;
+  Client viewer(ep, cluster->clientCurve(Role::kViewer));
+  ASSERT_TRUE(viewer.waitForNodes(1, 30 * kSeconds).ok());
+  EXPECT_TRUE(viewer.admin(client::AdminCall(K::kListJobs)).ok());
+  EXPECT_TRUE(viewer.admin(client::AdminCall(K::kListNodes)).ok());
+  auto paused = viewer.admin(client::AdminCall(K::kPauseOp, "echo"));
+  ASSERT_FALSE(paused.ok());
+  EXPECT_EQ(paused.status().code(), absl::StatusCode::kPermissionDenied) << paused.status();
+
+  Client op(ep, cluster->clientCurve(Role::kOperator));
+  EXPECT_TRUE(op.admin(client::AdminCall(K::kPauseOp, "echo")).ok());
+  EXPECT_TRUE(op.admin(client::AdminCall(K::kResumeOp, "echo")).ok());
+  auto evicted = op.admin(client::AdminCall(K::kEvictNode, "node-1"));
+  ASSERT_FALSE(evicted.ok());
+  EXPECT_EQ(evicted.status().code(), absl::StatusCode::kPermissionDenied) << evicted.status();
+  // The refusal failed that request only: the operator's connection still works.
+  EXPECT_TRUE(op.admin(client::AdminCall(K::kListOps)).ok());
+  auto info = op.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_NE(findNode(*info, "node-1"), nullptr);
+}
+
+// A client without keys (or with keys, against an --insecure coordinator) is told at once that
+// the two disagree on CURVE; it does not wait for its timeout.
+TEST(SecurityClusterTest, APlainClientIsToldTheCoordinatorRequiresCurve) {
+  auto cluster = startCluster(baseOptions(1));
+  ASSERT_NE(cluster, nullptr);
+  Client plain(cluster->endpoint());
+  auto info = plain.info(120 * kSeconds);
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kPermissionDenied) << info.status();
+  EXPECT_NE(std::string(info.status().message()).find("CURVE"), std::string::npos) << info.status();
+}
+
 // Reads node-1's session and the coordinator's count of ended node registrations.
 std::pair<uint64_t, uint64_t> sessionAndLost(Client& c) {
   auto info = c.info();

@@ -61,6 +61,9 @@ node_bin=$work/example-prefix/bin/tokengate-custom-node
 check "example node --help shows the standard flags" sh -c "'$node_bin' --help | grep -q -- --health-file"
 
 # --- a job on a local coordinator + the example node -------------------------------------------
+# With CURVE, as by default (docs/security.md): throw-away keys, found via TG_CURVE_DIR.
+"$prefix/bin/tgctl" keys init --out "$work/keys" >/dev/null || { echo "FAIL tgctl keys init"; exit 1; }
+export TG_CURVE_DIR=$work/keys
 "$prefix/bin/tokengate-coordinator" --listen tcp://127.0.0.1:0 --ready-file "$work/ready" \
   --log-level warn >"$work/coordinator.log" 2>&1 &
 pids+=($!)

@@ -15,6 +15,9 @@ check() { # NAME CMD...: PASS when CMD exits 0
   if "$@" >"$work/out" 2>&1; then echo "PASS $name"; else echo "FAIL $name"; sed 's/^/     /' "$work/out" | tail -15; failed=1; fi
 }
 tgctl="$bin/tgctl"
+# Every process below runs with CURVE (docs/security.md): throw-away keys, found via TG_CURVE_DIR.
+"$tgctl" keys init --out "$work/keys" >/dev/null || { echo "FAIL tgctl keys init"; exit 1; }
+export TG_CURVE_DIR=$work/keys
 
 # --- unreachable coordinator ------------------------------------------------------------------
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -191,9 +191,10 @@ TEST(Zap, AdmitsListedKeysWithTheirRoleAndRefusesTheRest) {
 
 TEST(Roles, EachRoleMaySendExactlyItsFrames) {
   const F::Which node_frames[] = {F::HELLO, F::HEARTBEAT, F::RESULT_BATCH, F::BYE, F::PING};
-  const F::Which viewer_frames[] = {F::WATCH_JOB, F::STATS_REQUEST, F::PING};
-  const F::Which operator_frames[] = {F::WATCH_JOB, F::STATS_REQUEST, F::PING, F::SUBMIT_JOB,
-                                      F::CANCEL_JOB};
+  // adminRequest: the request inside decides (AdminRequestsNeedTheGatewaysRoles).
+  const F::Which viewer_frames[] = {F::WATCH_JOB, F::STATS_REQUEST, F::PING, F::ADMIN_REQUEST};
+  const F::Which operator_frames[] = {F::WATCH_JOB,     F::STATS_REQUEST, F::PING,
+                                      F::ADMIN_REQUEST, F::SUBMIT_JOB,    F::CANCEL_JOB};
   auto in = [](auto& list, F::Which k) {
     return std::find(std::begin(list), std::end(list), k) != std::end(list);
   };
@@ -214,6 +215,23 @@ TEST(Roles, EachRoleMaySendExactlyItsFrames) {
   EXPECT_FALSE(roleAllows(Role::kViewer, F::SUBMIT_JOB));
   EXPECT_FALSE(roleAllows(Role::kViewer, F::CANCEL_JOB));
   EXPECT_EQ(frameKindName(F::SUBMIT_JOB), "submitJob");
+}
+
+TEST(Roles, AdminRequestsNeedTheGatewaysRoles) {
+  using A = wire::AdminRequest;
+  EXPECT_EQ(adminRequestRole(A::LIST_JOBS), Role::kViewer);
+  EXPECT_EQ(adminRequestRole(A::LIST_OPS), Role::kViewer);
+  EXPECT_EQ(adminRequestRole(A::LIST_NODES), Role::kViewer);
+  for (auto w :
+       {A::PAUSE_OP, A::RESUME_OP, A::DRAIN_OP, A::SET_OP_LIMITS, A::DRAIN_NODE, A::UNDRAIN_NODE})
+    EXPECT_EQ(adminRequestRole(w), Role::kOperator);
+  EXPECT_EQ(adminRequestRole(A::EVICT_NODE), Role::kAdmin);
+  EXPECT_TRUE(roleAtLeast(Role::kAdmin, Role::kOperator));
+  EXPECT_TRUE(roleAtLeast(Role::kOperator, Role::kViewer));
+  EXPECT_FALSE(roleAtLeast(Role::kViewer, Role::kOperator));
+  EXPECT_FALSE(roleAtLeast(Role::kOperator, Role::kAdmin));
+  EXPECT_FALSE(roleAtLeast(Role::kNode, Role::kViewer));
+  EXPECT_FALSE(roleAtLeast(Role::kAdmin, Role::kNone));
 }
 
 std::string encodeKind(F::Which kind, size_t payload = 0) {
