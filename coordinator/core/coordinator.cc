@@ -189,7 +189,7 @@ void CoordinatorCore::commitJournal() {
 
 Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
   // Before any node has registered nothing is known yet: the job waits for nodes.
-  if (!config_.reject_unknown_ops || nodes_.empty()) return absl::OkStatus();
+  if (!config_.reject_unknown_ops || nodes_.neverRegistered()) return absl::OkStatus();
   for (const TokenSpec& ts : spec.tokens) {
     if (const uint32_t* op = ops_.find(ts.op); op && ops_[*op].weight_known) continue;
     const std::vector<std::string> offered = ops_.offered();
@@ -234,6 +234,8 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
     return st;
   }
   live_tokens_ += count;
+  ++jobs_running_;
+  if (!ref.watchers.empty()) watched_.insert(ref.id);
   counters_.admitted += count;
   metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
   const uint64_t id = ref.id;
@@ -574,6 +576,9 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
   if (job.state != JobState::kRunning) return;
   if (job.done + job.failed + job.cancelled < job.tokens.size()) return;
   job.finished_at = clock_.now();
+  --jobs_running_;
+  watched_.erase(job.id);
+  finished_ids_.push_back(job.id);  // its token arrays are freed by the next tick
   job.state = job.failed > 0      ? JobState::kFailed
               : job.cancelled > 0 ? JobState::kCancelled
                                   : JobState::kSucceeded;
@@ -1616,6 +1621,7 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
   if (j && j->state == JobState::kRunning) {
     if (std::find(j->watchers.begin(), j->watchers.end(), peer) == j->watchers.end())
       j->watchers.push_back(peer);
+    watched_.insert(j->id);
     sendProgress(*j, false);
     return;
   }
@@ -1690,10 +1696,10 @@ Nanos CoordinatorCore::tick() {
   const double dt = static_cast<double>(now - last_tick_) / 1e9;
   ops_.refill(dt);
   last_tick_ = now;
-  // Progress to watchers.
-  for (auto& [id, j] : jobs_) {
-    if (j->state == JobState::kRunning && !j->watchers.empty() &&
-        now - j->last_progress >= config_.progress_interval_ns)
+  // Progress to watchers (watched running jobs only).
+  for (uint64_t id : watched_) {
+    Job* j = findJob(id);
+    if (j && !j->watchers.empty() && now - j->last_progress >= config_.progress_interval_ns)
       sendProgress(*j, false);
   }
   if (now - last_event_ >= kGaugeInterval) {
@@ -1711,12 +1717,8 @@ Nanos CoordinatorCore::tick() {
     updateNodeGauges();
   }
   // Reap finished jobs (their summaries live in finished_).
-  for (auto it = jobs_.begin(); it != jobs_.end();) {
-    if (it->second->state != JobState::kRunning)
-      it = jobs_.erase(it);
-    else
-      ++it;
-  }
+  for (uint64_t id : finished_ids_) jobs_.erase(id);
+  finished_ids_.clear();
   // Next wake-up.
   Nanos next = now + 50 * kMillis;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
@@ -1780,8 +1782,7 @@ control::ClusterStats CoordinatorCore::stats() const {
     if (n.state == NodeState::kDead) ++s.nodes_dead;
     for (const auto& l : n.lanes) s.in_flight += l.in_flight;
   }
-  for (const auto& [id, j] : jobs_)
-    if (j->state == JobState::kRunning) ++s.jobs_running;
+  s.jobs_running = jobs_running_;
   s.jobs_total = jobs_admitted_;
   s.tokens_admitted = counters_.admitted;
   s.tokens_completed = counters_.completed;

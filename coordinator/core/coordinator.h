@@ -343,6 +343,10 @@ class CoordinatorCore {
   uint64_t held_tokens_ = 0;
   uint64_t jobs_admitted_ = 0;  // this process (resumed jobs included)
   std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;
+  // Kept beside jobs_ so no tick or stats call walks every job.
+  uint64_t jobs_running_ = 0;
+  std::unordered_set<uint64_t> watched_;  // running jobs with progress watchers
+  std::vector<uint64_t> finished_ids_;    // finished since the last tick, to reap
   std::deque<FinishedJob> finished_;
   std::unordered_map<uint64_t, size_t>
       finished_index_;  // job id -> position hint (linear fallback)

@@ -90,7 +90,8 @@ class NodeTable {
   auto end() { return nodes_.end(); }
   auto begin() const { return nodes_.begin(); }
   auto end() const { return nodes_.end(); }
-  bool empty() const { return nodes_.size() == free_.size(); }
+  // No node has ever registered (records dropped after their retention still count).
+  bool neverRegistered() const { return nodes_.empty(); }
   uint32_t slotOf(const NodeRec& n) const { return static_cast<uint32_t>(&n - nodes_.data()); }
 
   // The registration on `peer` (live or departed and still kept), or null.

@@ -197,5 +197,18 @@ TEST_F(CoreNodeEvents, DepartedNodesAreListedAsDeadThenDropped) {
   EXPECT_EQ(core_->listNodes().size(), 1u);
 }
 
+TEST_F(CoreNodeEvents, UnknownOpsStayRefusedAfterEveryNodeRecordWasDropped) {
+  node("a")->disconnect();
+  clock_.advance(61 * kSeconds);
+  core_->tick();
+  EXPECT_TRUE(core_->listNodes().empty());
+  JobSpec job;
+  TokenSpec t;
+  t.op = "no.such.op";
+  job.add(t);
+  EXPECT_EQ(core_->submitJob(job).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(core_->submitJob(echoJob(1)).ok()) << "a known op waits for a node";
+}
+
 }  // namespace
 }  // namespace tokengate::coordinator
