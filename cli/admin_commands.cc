@@ -51,6 +51,7 @@ int call(const GlobalOptions& g, const client::AdminCall& a,
 struct Target {
   std::string name;
   uint32_t max_in_flight = 0;
+  uint32_t run_timeout_ms = 0;
   double max_rate = 0;
 };
 
@@ -107,11 +108,17 @@ void addAdminCommands(CLI::App& app, Context& ctx) {
                    "Most tokens of the operation started per second (0 = no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  limits
+      ->add_option("--run-timeout-ms", t->run_timeout_ms,
+                   "Start-to-close limit of each token of the operation, dispatch to result "
+                   "(0 = the coordinator's --run-timeout-ms)")
+      ->capture_default_str();
   limits->callback([&ctx, &g, t] {
     ctx.run = [&g, t] {
       client::AdminCall a(Kind::kSetOpLimits, t->name);
       a.max_in_flight = t->max_in_flight;
       a.max_rate_per_s = t->max_rate;
+      a.run_timeout_ms = t->run_timeout_ms;
       return call(g, a, [](const json::value& v) { printOp(v.as_object()); });
     };
   });

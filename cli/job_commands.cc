@@ -194,6 +194,7 @@ void addJobCommands(CLI::App& app, Context& ctx) {
           i->tokens_failed, i->queued, i->in_flight);
       fmt::print("nodes lost {} (disconnected {})  tokens re-queued {}  returned by draining {}\n",
                  i->nodes_lost, i->nodes_disconnected, i->tokens_requeued, i->tokens_returned);
+      fmt::print("nodes quarantined {}  run timeouts {}\n", i->nodes_quarantined, i->run_timeouts);
       for (const auto& n : i->nodes)
         fmt::print("  {:<16} {:<9} completed {:>10}  in flight {:>6}\n", n.id, n.state, n.completed,
                    n.in_flight);

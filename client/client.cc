@@ -222,6 +222,8 @@ Status Client::pump(Nanos deadline) {
       info.nodes_disconnected = s.getNodesDisconnected();
       info.tokens_requeued = s.getTokensRequeued();
       info.tokens_returned = s.getTokensReturned();
+      info.nodes_quarantined = s.getNodesQuarantined();
+      info.run_timeouts = s.getRunTimeouts();
       for (auto n : s.getNodes())
         info.nodes.push_back(NodeSummary{n.getId().cStr(), n.getState().cStr(), n.getCompleted(),
                                          n.getInFlight(), n.getSession()});
@@ -307,6 +309,7 @@ StatusOr<std::string> Client::admin(const AdminCall& call, Nanos timeout) {
       l.setOp(call.target);
       l.setMaxInFlight(call.max_in_flight);
       l.setMaxRatePerS(call.max_rate_per_s);
+      l.setRunTimeoutMs(call.run_timeout_ms);
       break;
     }
     case K::kDrainNode:

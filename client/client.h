@@ -57,6 +57,8 @@ struct ClusterInfo {
   uint64_t nodes_lost = 0, nodes_disconnected = 0;  // node registrations ended / by disconnect
   uint64_t tokens_requeued = 0;                     // in-flight tokens re-queued from lost nodes
   uint64_t tokens_returned = 0;                     // queued tokens handed back by draining nodes
+  uint32_t nodes_quarantined = 0;  // given no work: they withheld results (run timeouts)
+  uint64_t run_timeouts = 0;       // token attempts ended by their run timeout
   std::vector<NodeSummary> nodes;
 };
 
@@ -85,6 +87,7 @@ struct AdminCall {
   std::string target;  // op name or node id
   uint32_t max_in_flight = 0;
   double max_rate_per_s = 0;
+  uint32_t run_timeout_ms = 0;  // 0 = cluster default
 };
 
 class Client {

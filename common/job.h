@@ -55,6 +55,7 @@ struct TokenSpec {
   std::vector<Arg> args;
   std::string idempotency_key;
   uint32_t deadline_ms = 0;
+  uint32_t run_timeout_ms = 0;  // start-to-close per attempt; 0 = the op's, else the cluster's
   uint8_t max_attempts = 0;
   uint32_t repeat = 1;
   bool output = false;

@@ -219,6 +219,9 @@ StatusOr<JobSpec> jobFromJson(const json::value& v) {
     auto deadline = getUint<uint32_t>(t, "deadline_ms", 0, where);
     if (!deadline.ok()) return deadline.status();
     s.deadline_ms = *deadline;
+    auto run_timeout = getUint<uint32_t>(t, "run_timeout_ms", 0, where);
+    if (!run_timeout.ok()) return run_timeout.status();
+    s.run_timeout_ms = *run_timeout;
     auto attempts = getUint<uint8_t>(t, "max_attempts", 0, where);
     if (!attempts.ok()) return attempts.status();
     s.max_attempts = *attempts;
@@ -311,6 +314,7 @@ json::value jobToJson(const JobSpec& job) {
     if (!t.idempotency_key.empty()) o["key"] = t.idempotency_key;
     if (!t.name.empty()) o["name"] = t.name;
     if (t.deadline_ms) o["deadline_ms"] = t.deadline_ms;
+    if (t.run_timeout_ms) o["run_timeout_ms"] = t.run_timeout_ms;
     if (t.max_attempts) o["max_attempts"] = t.max_attempts;
     if (t.repeat != 1) o["repeat"] = t.repeat;
     if (t.output) o["output"] = true;

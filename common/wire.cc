@@ -128,6 +128,7 @@ void toWire(const JobSpec& job, wire::JobSpec::Builder out) {
     b.setWeight(toWire(t.weight));
     b.setIdempotencyKey(t.idempotency_key);
     b.setDeadlineMs(t.deadline_ms);
+    b.setRunTimeoutMs(t.run_timeout_ms);
     b.setMaxAttempts(t.max_attempts);
     b.setRepeat(t.repeat);
     b.setOutput(t.output);
@@ -164,6 +165,7 @@ StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in) {
     s.weight = fromWire(t.getWeight());
     s.idempotency_key = t.getIdempotencyKey().cStr();
     s.deadline_ms = t.getDeadlineMs();
+    s.run_timeout_ms = t.getRunTimeoutMs();
     s.max_attempts = t.getMaxAttempts();
     s.repeat = t.getRepeat();
     s.output = t.getOutput();

@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
   app.add_option("--retry-backoff-ms", backoff_ms, "first retry backoff")->capture_default_str();
   app.add_option("--poison-threshold", poison, "node losses before a token is quarantined")
       ->capture_default_str();
+  uint64_t run_timeout_ms = 10 * 60 * 1000;
+  app.add_option("--run-timeout-ms", run_timeout_ms,
+                 "default start-to-close limit of a token attempt (dispatch to result); a token "
+                 "still running then goes to another node (0 = off; per op: tgctl op limits "
+                 "--run-timeout-ms; per token: run_timeout_ms)")
+      ->capture_default_str();
+  app.add_option("--run-timeout-quarantine", core.run_timeout_quarantine,
+                 "run timeouts on one node before it is quarantined (no new work; 0 = never)")
+      ->capture_default_str();
   app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
       ->capture_default_str();
   bool allow_unknown_ops = false;
@@ -102,6 +111,7 @@ int main(int argc, char** argv) {
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);
   core.poison_threshold = static_cast<uint8_t>(poison);
+  core.run_timeout_ns = static_cast<Nanos>(run_timeout_ms) * kMillis;
   core.reject_unknown_ops = !allow_unknown_ops;
   initLogging("coordinator", log_level);
   auto curve = security::resolveServerCurve(curve_flags);

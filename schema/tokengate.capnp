@@ -68,6 +68,7 @@ struct TokenSpec {
   repeat @6 :UInt32 = 1;       # compact range: expands to `repeat` tokens
   output @7 :Bool;             # keep and return this token's result with the job
   name @8 :Text;               # optional label shown in results
+  runTimeoutMs @9 :UInt32;     # start-to-close per attempt; 0 = the op's limit, else the cluster's
 }
 
 struct JobSpec {
@@ -263,11 +264,13 @@ struct StatsReply {
   nodesDisconnected @11 :UInt64; # of which the connection was seen to close
   tokensRequeued @12 :UInt64;    # in-flight tokens re-queued because their node was lost or left
   tokensReturned @13 :UInt64;    # queued tokens handed back unrun by draining nodes
+  nodesQuarantined @14 :UInt32;  # registered nodes given no work: they withheld results
+  runTimeouts @15 :UInt64;       # token attempts ended by their run timeout
 }
 
 struct NodeSummary {
   id @0 :Text;
-  state @1 :Text;           # ready | draining | dead
+  state @1 :Text;           # ready | draining | quarantined | dead
   completed @2 :UInt64;     # tokens this registration completed
   inFlight @3 :UInt64;
   session @4 :UInt64;
@@ -305,6 +308,7 @@ struct OpLimitsRequest {
   op @0 :Text;
   maxInFlight @1 :UInt32;      # 0 = unlimited
   maxRatePerS @2 :Float64;     # 0 = unlimited
+  runTimeoutMs @3 :UInt32;     # start-to-close of each token of the op; 0 = cluster default
 }
 
 struct AdminRequest {

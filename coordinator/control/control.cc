@@ -24,6 +24,8 @@ const char* nodeStateName(NodeState s) {
       return "draining";
     case NodeState::kDead:
       return "dead";
+    case NodeState::kQuarantined:
+      return "quarantined";
   }
   return "unknown";
 }

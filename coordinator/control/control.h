@@ -48,8 +48,9 @@ struct JobStatus {
 };
 
 struct OpLimits {
-  uint32_t max_in_flight = 0;  // 0 = unlimited
-  double max_rate_per_s = 0;   // 0 = unlimited
+  uint32_t max_in_flight = 0;   // 0 = unlimited
+  double max_rate_per_s = 0;    // 0 = unlimited
+  uint32_t run_timeout_ms = 0;  // start-to-close of each token of the op; 0 = cluster default
 };
 
 struct OpStatus {
@@ -72,7 +73,10 @@ struct LaneStatus {
   double utilization = 0;            // 0..1 over the last heartbeat interval
 };
 
-enum class NodeState : uint8_t { kReady = 0, kDraining = 1, kDead = 2 };
+// kQuarantined: registered and heartbeating, but given no new work because it withheld results
+// (run timeouts); an operator lifts it with undrain.
+enum class NodeState : uint8_t { kReady = 0, kDraining = 1, kDead = 2, kQuarantined = 3 };
+constexpr int kNodeStateCount = 4;
 const char* nodeStateName(NodeState s);
 
 struct NodeStatus {
@@ -100,6 +104,8 @@ struct ClusterStats {
   uint64_t nodes_disconnected = 0;  // of which: the transport saw the connection close
   uint64_t tokens_requeued = 0;     // in-flight tokens re-queued from lost nodes
   uint64_t tokens_returned = 0;     // queued tokens handed back by draining nodes
+  uint64_t nodes_quarantined = 0;   // registered nodes given no work (withheld results)
+  uint64_t run_timeouts = 0;        // token attempts ended by their run timeout
 };
 
 class ClusterControl {

@@ -34,10 +34,10 @@ struct FailuresEvent {
   std::string last_error;
 };
 
-// A node joined, left, or was drained/undrained. `reason`, `requeued` and `quarantined` are
-// meaningful for kLeft only.
+// A node joined, left, was drained/undrained or quarantined. `reason`, `requeued` and
+// `quarantined` are meaningful for kLeft and kQuarantined only (`quarantined`: poison tokens).
 struct NodeEvent {
-  enum class Change : uint8_t { kJoined, kDraining, kReady, kLeft };
+  enum class Change : uint8_t { kJoined, kDraining, kReady, kLeft, kQuarantined };
   Change change = Change::kJoined;
   std::string node;
   std::string reason;

@@ -17,6 +17,7 @@ json::object opJson(const control::OpStatus& o) {
           {"paused", o.paused},
           {"max_in_flight", o.limits.max_in_flight},
           {"max_rate_per_s", o.limits.max_rate_per_s},
+          {"run_timeout_ms", o.limits.run_timeout_ms},
           {"queued", o.queued},
           {"running", o.running},
           {"completed", o.completed},
@@ -101,6 +102,7 @@ void CoordinatorCore::onAdmin(const std::string& peer, wire::AdminRequest::Reade
       control::OpLimits limits;
       limits.max_in_flight = l.getMaxInFlight();
       limits.max_rate_per_s = l.getMaxRatePerS();
+      limits.run_timeout_ms = l.getRunTimeoutMs();
       if (!(limits.max_rate_per_s >= 0)) {
         result = absl::InvalidArgumentError("max rate must be >= 0");
         break;

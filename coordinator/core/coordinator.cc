@@ -59,7 +59,7 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
     scheduler_ = makeLeastOutstandingScheduler();
   }
-  for (int s = 0; s < 3; ++s)
+  for (int s = 0; s < control::kNodeStateCount; ++s)
     m_nodes_[s] =
         &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
   for (int s = 0; s < 4; ++s)
@@ -845,6 +845,10 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   for (auto& l : n.lanes) any |= l.present;
   if (!any)
     for (auto& l : n.lanes) l.present = true, l.workers = 1;
+  if (runs_.quarantined(id)) {  // reconnecting does not clear a quarantine (run_timeouts.h)
+    spdlog::warn("node {} rejoined while quarantined: it gets no work until undrained", id);
+    n.state = NodeState::kQuarantined;
+  }
   const uint32_t slot = nodes_.add(std::move(n));
   scheduler_->forgetNode(slot);  // a reused slot starts without its last owner's speed
   reply(absl::OkStatus(), nodes_[slot].session);
@@ -1084,10 +1088,10 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame
 }
 
 void CoordinatorCore::updateNodeGauges() {
-  double count[3] = {0, 0, 0};
+  double count[control::kNodeStateCount] = {};
   for (const auto& n : nodes_)
     if (!n.vacant) count[static_cast<int>(n.state)] += 1;
-  for (int s = 0; s < 3; ++s) m_nodes_[s]->Set(count[s]);
+  for (int s = 0; s < control::kNodeStateCount; ++s) m_nodes_[s]->Set(count[s]);
 }
 
 void CoordinatorCore::sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids) {
@@ -1164,6 +1168,7 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
   if (!n || n->state == NodeState::kDead)
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
+  if (!drain) runs_.lift(node_id);  // undrain also lifts a quarantine
   if (drain) requeueUnsentBatch(*n);
   auto msg = newFrame();
   auto f = msg.root;
@@ -1357,6 +1362,7 @@ void CoordinatorCore::markRunning(Job& job, uint32_t local, uint32_t slot, Weigh
   ++l.in_flight;
   l.outstanding += cost;
   nodes_.dispatched(slot, tokenId(job.id, local));
+  runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
 }
 
 void CoordinatorCore::addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost,
@@ -1515,6 +1521,8 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       r.setNodesDisconnected(st.nodes_disconnected);
       r.setTokensRequeued(st.tokens_requeued);
       r.setTokensReturned(st.tokens_returned);
+      r.setNodesQuarantined(static_cast<uint32_t>(st.nodes_quarantined));
+      r.setRunTimeouts(st.run_timeouts);
       const auto nodes = listNodes();
       auto list = r.initNodes(static_cast<unsigned>(nodes.size()));
       for (unsigned i = 0; i < nodes.size(); ++i) {
@@ -1683,6 +1691,7 @@ Nanos CoordinatorCore::tick() {
                   fmt::format("deadline of {} ms exceeded", j->specs[t.spec].spec.deadline_ms)),
               false);
   }
+  expireRunTimeouts(now);
   // Retry backoff.
   while (!delayed_.empty() && delayed_.top().first <= now) {
     const uint64_t id = delayed_.top().second;
@@ -1723,6 +1732,7 @@ Nanos CoordinatorCore::tick() {
   Nanos next = now + 50 * kMillis;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
   if (!delayed_.empty()) next = std::min(next, delayed_.top().first);
+  next = std::min(next, runs_.nextExpiry());
   for (const auto& n : nodes_)
     if (!n.batch.ids.empty()) next = std::min(next, n.batch.first_at + config_.batch_latency_ns);
   return next;
@@ -1780,6 +1790,7 @@ control::ClusterStats CoordinatorCore::stats() const {
     if (n.state == NodeState::kReady) ++s.nodes_ready;
     if (n.state == NodeState::kDraining) ++s.nodes_draining;
     if (n.state == NodeState::kDead) ++s.nodes_dead;
+    if (n.state == NodeState::kQuarantined) ++s.nodes_quarantined;
     for (const auto& l : n.lanes) s.in_flight += l.in_flight;
   }
   s.jobs_running = jobs_running_;
@@ -1797,6 +1808,7 @@ control::ClusterStats CoordinatorCore::stats() const {
   s.nodes_disconnected = counters_.disconnects;
   s.tokens_requeued = counters_.requeued;
   s.tokens_returned = counters_.returned;
+  s.run_timeouts = counters_.run_timeouts;
   return s;
 }
 

@@ -25,6 +25,7 @@
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
 #include "coordinator/core/op_table.h"
+#include "coordinator/core/run_timeouts.h"
 #include "coordinator/core/scheduler.h"
 
 namespace tokengate::coordinator {
@@ -60,6 +61,12 @@ struct CoordinatorConfig {
   // A departed node (lost, left, evicted) stays listed as dead this long, then its record and
   // metric series are dropped.
   Nanos departed_node_retention_ns = 5 * 60 * kSeconds;
+  // Run timeout (start-to-close: dispatch to result, the node's queue included) of a token that
+  // names none and whose op sets none (OpLimits::run_timeout_ms); 0 = off. A token still
+  // running then is re-queued elsewhere (counted against its attempts) and its node gets a
+  // strike; run_timeout_quarantine strikes quarantine the node id (0 = never). run_timeouts.cc
+  Nanos run_timeout_ns = 10 * 60 * kSeconds;
+  uint32_t run_timeout_quarantine = 3;
 };
 
 // Where the core sends frames. `peer` is the ZeroMQ routing id.
@@ -151,6 +158,8 @@ class CoordinatorCore {
     // Token entries looked at when nodes were lost, left or evicted: each event visits only
     // that node's own token index, never every live token.
     uint64_t node_token_visits = 0;
+    uint64_t run_timeouts = 0;       // tokens re-queued or failed by their run timeout
+    uint64_t nodes_quarantined = 0;  // quarantines for withheld results (run timeouts)
   };
   const Counters& counters() const { return counters_; }
   size_t readyCount() const;
@@ -287,6 +296,12 @@ class CoordinatorCore {
   void markRunning(Job& job, uint32_t local, uint32_t slot, Weight lane, double cost);
   void sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids);
   void sendUnknownSession(const std::string& peer);
+  // Run timeouts (run_timeouts.cc): the timeout that applies to a token, the expiry of due
+  // ones (tick), and the quarantine of a node that withholds results: no new work, its running
+  // tokens re-queued elsewhere, listed as quarantined until an operator undrains it.
+  Nanos runTimeoutFor(const Job& job, const TokenRec& t) const;
+  void expireRunTimeouts(Nanos now);
+  void quarantineNode(uint32_t slot, const std::string& why);
   control::NodeStatus nodeStatus(const NodeRec& n) const;
   void updateNodeGauges();
 
@@ -356,6 +371,7 @@ class CoordinatorCore {
   std::deque<uint64_t> suspects_;  // tokens that were in flight when a node died
 
   NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
+  RunTimeouts runs_{{.quarantine_after = config_.run_timeout_quarantine}};
   uint64_t next_session_ = 1;
 
   // Deadlines (absolute) and retry backoff, min-heaps of (time, token id).
@@ -399,7 +415,7 @@ class CoordinatorCore {
   TelemetryTap telemetry_;
   JobJournal* journal_ = nullptr;
   Counters counters_;
-  prometheus::Gauge* m_nodes_[3] = {};
+  prometheus::Gauge* m_nodes_[control::kNodeStateCount] = {};
   prometheus::Counter* m_jobs_[4] = {};
 
   // Scratch buffers reused across dispatch rounds.

@@ -36,6 +36,7 @@ struct Metrics {
   prometheus::Family<prometheus::Gauge>& node_rss;
   prometheus::Counter& malformed_frames;
   prometheus::Counter& late_results;
+  prometheus::Counter& run_timeouts;
   prometheus::Gauge& live_tokens;
 
   static const prometheus::Histogram::BucketBoundaries& timeBuckets();

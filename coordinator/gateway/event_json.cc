@@ -19,6 +19,8 @@ const char* nodeChangeName(control::NodeEvent::Change c) {
       return "ready";
     case control::NodeEvent::Change::kLeft:
       return "left";
+    case control::NodeEvent::Change::kQuarantined:
+      return "quarantined";
   }
   return "unknown";
 }
@@ -41,7 +43,8 @@ struct ToJson {
   }
   json::object operator()(const control::NodeEvent& e) const {
     json::object o{{"event", nodeChangeName(e.change)}, {"node", e.node}};
-    if (e.change == control::NodeEvent::Change::kLeft) {
+    if (e.change == control::NodeEvent::Change::kLeft ||
+        e.change == control::NodeEvent::Change::kQuarantined) {
       o["reason"] = e.reason;
       o["requeued"] = e.requeued;
       o["quarantined"] = e.quarantined;

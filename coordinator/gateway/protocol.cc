@@ -255,6 +255,7 @@ json::object toJson(const control::OpStatus& s) {
   json::object lim;
   lim["max_in_flight"] = s.limits.max_in_flight;
   lim["max_rate_per_s"] = finiteOr0(s.limits.max_rate_per_s);
+  lim["run_timeout_ms"] = s.limits.run_timeout_ms;
   o["limits"] = std::move(lim);
   o["queued"] = s.queued;
   o["running"] = s.running;
@@ -303,6 +304,8 @@ json::object toJson(const control::ClusterStats& s) {
   json::object o;
   o["nodes_ready"] = s.nodes_ready;
   o["nodes_draining"] = s.nodes_draining;
+  o["nodes_quarantined"] = s.nodes_quarantined;
+  o["run_timeouts"] = s.run_timeouts;
   o["nodes_dead"] = s.nodes_dead;
   o["jobs_running"] = s.jobs_running;
   o["jobs_total"] = s.jobs_total;
@@ -490,6 +493,14 @@ void runControlCommand(std::string_view cmd, const json::object& req,
     auto rate = doubleField(req, "max_rate_per_s", 0);
     if (!rate.ok()) return fail(rate.status());
     limits.max_rate_per_s = *rate;
+    if (const json::value* v = req.if_contains("run_timeout_ms"); v != nullptr && !v->is_null()) {
+      auto n = asUint(*v, "run_timeout_ms");
+      if (!n.ok()) return fail(n.status());
+      if (*n > std::numeric_limits<uint32_t>::max()) {
+        return fail(absl::InvalidArgumentError("field 'run_timeout_ms' is too large"));
+      }
+      limits.run_timeout_ms = static_cast<uint32_t>(*n);
+    }
     control.setOpLimits(std::move(*op), limits,
                         wrap<OpStatus>(std::move(reply), [](const OpStatus& s) {
                           return json::object{{"op", toJson(s)}};
