@@ -78,3 +78,61 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" $repo ($img.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion) }}
 {{- end }}
 {{- end }}
+
+{{/*
+CurveZMQ keys (docs/security.md, "Helm"). One Secret with the keys server.key, server.pub,
+node.key, allow-nodes, allow-clients: `curve.existingSecret`, or the one this chart writes from
+the keys given in values (curve-secret.yaml), named "<fullname>-curve". The chart never generates
+or rotates keys. `insecure: true` turns CURVE off (plain TCP, TG_INSECURE=1).
+*/}}
+{{- define "tokengate.curveSecretName" -}}
+{{- default (printf "%s-curve" (include "tokengate.fullname" .)) .Values.curve.existingSecret }}
+{{- end }}
+
+{{- define "tokengate.curveEnv" -}}
+{{- $ctx := .ctx }}
+{{- if $ctx.Values.insecure }}
+- name: TG_INSECURE
+  value: "1"
+{{- else if eq .component "coordinator" }}
+- name: TG_CURVE_SECRET_KEY_FILE
+  value: /etc/tokengate/curve/server.key
+- name: TG_CURVE_ALLOW_NODES
+  value: /etc/tokengate/curve/allow-nodes
+- name: TG_CURVE_ALLOW_CLIENTS
+  value: /etc/tokengate/curve/allow-clients
+{{- else }}
+- name: TG_CURVE_SECRET_KEY_FILE
+  value: /etc/tokengate/curve/node.key
+- name: TG_CURVE_SERVER_KEY
+  value: /etc/tokengate/curve/server.pub
+{{- end }}
+{{- end }}
+
+{{- define "tokengate.curveMount" -}}
+{{- if not .Values.insecure }}
+- name: curve-keys
+  mountPath: /etc/tokengate/curve
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Each component gets only the keys it needs: nodes never see the server's secret key. */}}
+{{- define "tokengate.curveVolume" -}}
+{{- $ctx := .ctx }}
+{{- if not $ctx.Values.insecure }}
+- name: curve-keys
+  secret:
+    secretName: {{ include "tokengate.curveSecretName" $ctx }}
+    defaultMode: 0440
+    items:
+      {{- if eq .component "coordinator" }}
+      - {key: server.key, path: server.key}
+      - {key: allow-nodes, path: allow-nodes}
+      - {key: allow-clients, path: allow-clients}
+      {{- else }}
+      - {key: node.key, path: node.key}
+      - {key: server.pub, path: server.pub}
+      {{- end }}
+{{- end }}
+{{- end }}
