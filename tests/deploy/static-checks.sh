@@ -68,6 +68,45 @@ tg_check "nondefault: node groups render (GPU resources, digest image, HPA, KEDA
   grep -q 'nvidia.com/gpu: 1' \$f && grep -q 'custom-node@sha256:0123' \$f &&
   grep -q 'minReplicaCount: 0' \$f && grep -q -- '- tokengate-custom-node' \$f &&
   grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f"
+# CurveZMQ (docs/deployment.md "CurveZMQ keys"): on by default, keys from a Secret, never generated.
+curve_default() {
+  local f=$TG_OUT/render-default.yaml
+  ! grep -q TG_INSECURE "$f" && grep -q 'secretName: tg-tokengate-curve' "$f" &&
+    grep -q 'value: /etc/tokengate/curve/server.key' "$f" &&
+    grep -q 'value: /etc/tokengate/curve/node.key' "$f" && grep -q 'name: TG_CURVE_SERVER_KEY' "$f"
+}
+no_server_key_in_nodes() { # FILE: no node Deployment mounts server.key
+  awk '/^---/{node=0} /app.kubernetes.io\/component: node/{node=1}
+       node && /key: server.key/{bad=1} END{exit bad}' "$1"
+}
+CURVE_VALUES=(--set curve.serverKey=test-server-secret --set curve.serverPublicKey=test-server-public
+  --set curve.nodeKey=test-node-secret --set curve.allowNodes=test-node-public
+  --set 'curve.allowClients=admin test-admin-public' --set gateway.token=fixed-token)
+curve_from_values() {
+  render curve-1 "${CURVE_VALUES[@]}" && render curve-2 "${CURVE_VALUES[@]}" &&
+    cmp -s "$TG_OUT/render-curve-1.yaml" "$TG_OUT/render-curve-2.yaml" &&
+    grep -q "server.key: \"$(printf test-server-secret | base64)\"" "$TG_OUT/render-curve-1.yaml" &&
+    grep -q 'name: tg-tokengate-curve' "$TG_OUT/render-curve-1.yaml"
+}
+existing_secret_wins() {
+  render curve-existing "${CURVE_VALUES[@]}" --set curve.existingSecret=mine &&
+    ! grep -q 'name: tg-tokengate-curve' "$TG_OUT/render-curve-existing.yaml" &&
+    grep -q 'secretName: mine' "$TG_OUT/render-curve-existing.yaml"
+}
+insecure_opt_out() {
+  render insecure --set insecure=true &&
+    [ "$(grep -c 'name: TG_INSECURE' "$TG_OUT/render-insecure.yaml")" -eq 2 ] &&
+    ! grep -q curve-keys "$TG_OUT/render-insecure.yaml"
+}
+tg_check "default: CURVE on (no TG_INSECURE; coordinator and nodes mount the curve Secret)" curve_default
+tg_check "default and node groups: node pods never mount the coordinator's secret key" sh -c "
+  $(declare -f no_server_key_in_nodes); no_server_key_in_nodes '$TG_OUT/render-default.yaml' &&
+  no_server_key_in_nodes '$TG_OUT/render-nondefault.yaml'"
+tg_check "curve keys in values: the chart writes the Secret, identically on every render" curve_from_values
+tg_check_fails "curve keys in values: a partial set is refused" "$HELM" template tg "$CHART" \
+  --set curve.serverKey=only-this
+tg_check "curve.existingSecret: mounted, and the chart writes no curve Secret of its own" existing_secret_wins
+tg_check "insecure: true is the explicit opt-out (TG_INSECURE=1, no key mounts)" insecure_opt_out
 tg_check "default: node terminationGracePeriodSeconds (45) exceeds the 30 s drain" \
   grep -q 'terminationGracePeriodSeconds: 45' "$TG_OUT/render-default.yaml"
 tg_check "compose: node stop_grace_period exceeds the 30 s drain" \
@@ -87,7 +126,8 @@ tg_check_fails "values.schema.json rejects an unknown key" "$HELM" template tg "
 tg_check_fails "values.schema.json rejects replicas: -1" "$HELM" template tg "$CHART" --set node.replicas=-1
 tg_check_fails "values.schema.json rejects a bad pullPolicy" "$HELM" template tg "$CHART" --set image.pullPolicy=Sometimes
 tg_run_node "$TG_DEPLOY/validate-manifests.mjs" \
-  "$TG_OUT/render-default.yaml" "$TG_OUT/render-nondefault.yaml" "$TG_OUT/render-minimal.yaml"
+  "$TG_OUT/render-default.yaml" "$TG_OUT/render-nondefault.yaml" "$TG_OUT/render-minimal.yaml" \
+  "$TG_OUT/render-curve-1.yaml" "$TG_OUT/render-insecure.yaml"
 
 # --- Shell ----------------------------------------------------------------------------------
 if command -v shellcheck >/dev/null; then
