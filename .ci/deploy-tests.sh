@@ -30,6 +30,7 @@ run_part() { # SCRIPT: run it, show its lines, add its counts
 }
 
 run_part tests/deploy/static-checks.sh
+run_part tests/deploy/helm-curve-run.sh
 if [[ "${TG_DEPLOY_STATIC_ONLY:-0}" == 1 && "${CI:-}" != true ]]; then
   echo "note: TG_DEPLOY_STATIC_ONLY=1: container test not run"
 else
