@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -316,6 +317,132 @@ TEST(SecurityClusterTest, ARestartWithTheSameKeyReplacesTheOldSessionOnceAndNoMo
   auto r = c.run(*job, {}, 120 * kSeconds);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->state, client::JobState::kSucceeded);
+}
+
+// A hand-written node with a valid node key that says hello for the Leibniz ops, heartbeats on
+// time and never answers a token: it keeps its registration, so only the run timeout can take
+// its tokens away. One thread owns the socket.
+class SilentNode {
+ public:
+  SilentNode(const std::string& endpoint, security::ClientCurve keys, std::string id)
+      : thread_([this, endpoint, keys = std::move(keys), id = std::move(id)] {
+          run(endpoint, keys, id);
+        }) {}
+  ~SilentNode() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool welcomed() const { return welcomed_; }
+  uint64_t tokensHeld() const { return tokens_; }
+  uint64_t cancelsSeen() const { return cancels_; }
+
+ private:
+  void run(const std::string& endpoint, const security::ClientCurve& keys, const std::string& id) {
+    zmq::context_t ctx;
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::rcvtimeo, 50);
+    if (!security::applyClientKeys(s, keys).ok()) return;
+    s.connect(endpoint);
+    auto hello = [&] {
+      capnp::MallocMessageBuilder msg;
+      auto f = msg.initRoot<wire::Frame>();
+      f.setVersion(kProtocolVersion);
+      auto h = f.initHello();
+      h.setProtocolVersion(kProtocolVersion);
+      h.setNodeId(id);
+      h.setIncarnation(42);
+      const char* ops[] = {"leibniz.term", "leibniz.chunk", "leibniz.partial", "leibniz.final"};
+      auto list = h.initOperations(4);
+      for (unsigned i = 0; i < 4; ++i) list[i].setName(ops[i]);
+      auto lanes = h.initLanes(3);
+      for (unsigned w = 0; w < 3; ++w) {
+        lanes[w].setWeight(static_cast<wire::Weight>(w));
+        lanes[w].setWorkers(1);
+      }
+      const std::string bytes = encodeFrame(msg);
+      s.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    };
+    uint64_t session = 0;
+    auto next_beat = std::chrono::steady_clock::now();
+    auto next_hello = next_beat;
+    while (!stop_) {
+      // Until welcomed, say hello once a second (a connection refused before the coordinator
+      // re-read its allow-list loses what was queued on it).
+      if (session == 0 && std::chrono::steady_clock::now() >= next_hello) {
+        hello();
+        next_hello += std::chrono::seconds(1);
+      }
+      zmq::message_t m;
+      if (s.recv(m)) {
+        auto decoded = decodeFrame(m.data(), m.size());
+        if (!decoded.ok()) continue;
+        auto root = (*decoded)->root();
+        if (root.isWelcome() && root.getWelcome().getAccepted()) {
+          session = root.getWelcome().getSession();
+          welcomed_ = true;
+        } else if (root.isTokenBatch()) {
+          tokens_ += root.getTokenBatch().getTokens().size();  // held, never answered
+        } else if (root.isControl() && root.getControl().isCancelTokens()) {
+          cancels_ += root.getControl().getCancelTokens().size();
+        }
+      }
+      if (session != 0 && std::chrono::steady_clock::now() >= next_beat) {
+        capnp::MallocMessageBuilder msg;
+        auto f = msg.initRoot<wire::Frame>();
+        f.setVersion(kProtocolVersion);
+        f.initHeartbeat().setSession(session);
+        const std::string bytes = encodeFrame(msg);
+        s.send(zmq::buffer(bytes), zmq::send_flags::none);
+        next_beat += std::chrono::milliseconds(100);
+      }
+    }
+  }
+
+  std::atomic<bool> stop_{false}, welcomed_{false};
+  std::atomic<uint64_t> tokens_{0}, cancels_{0};
+  std::thread thread_;
+};
+
+TEST(SecurityClusterTest, ASilentNodeLosesItsTokensByTheRunTimeoutAndIsQuarantined) {
+  auto o = baseOptions(1);
+  o.coordinator_args.insert(o.coordinator_args.end(),
+                            {"--run-timeout-ms", "3000", "--run-timeout-quarantine", "3"});
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  Client c(ep, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  auto kp = newKey(*cluster, "silent", /*allow_as_node=*/true);
+  security::ClientCurve keys = cluster->clientCurve();
+  keys.secret_key = kp.secret_key;
+  keys.public_key = kp.public_key;
+  // The coordinator re-reads allow-lists at most once a second; a refused CURVE handshake is not
+  // retried by ZeroMQ, so connect once the new key is surely seen.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  SilentNode silent(ep, keys, "silent-1");
+  ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
+  ASSERT_TRUE(silent.welcomed());
+
+  auto job = makeLeibnizJob(20'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(20'000, Precision::kDouble, 1000, 10));
+  EXPECT_GT(silent.tokensHeld(), 0u) << "the silent node got no work: the test proves nothing";
+  EXPECT_GT(silent.cancelsSeen(), 0u);  // it was told to stop what it held
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->nodes_quarantined, 1u);
+  EXPECT_GE(info->run_timeouts, 3u);
+  const auto* s = findNode(*info, "silent-1");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->state, "quarantined");
+  EXPECT_EQ(s->completed, 0u);
+  EXPECT_EQ(s->in_flight, 0u);
+  ASSERT_NE(findNode(*info, "node-1"), nullptr);
+  EXPECT_EQ(findNode(*info, "node-1")->completed, r->progress.total);
 }
 
 }  // namespace
