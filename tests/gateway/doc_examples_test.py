@@ -36,6 +36,7 @@ VOLATILE = {
     "tokens_requeued", "tokens_returned", "node", "cores", "workers", "speed_factor", "ops",
     "nodes_ready", "nodes_draining", "nodes_dead", "job_id", "token_id", "id", "cancelled",
     "dropped", "requeued", "commands", "lanes", "op", "weight", "effective_weight",
+    "nodes_quarantined", "run_timeouts",
 }
 
 
