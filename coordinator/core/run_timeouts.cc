@@ -22,8 +22,8 @@ void RunTimeouts::lift(const std::string& id) {
 
 void RunTimeouts::remember(const std::string& id) {
   order_.push_back(id);
-  // Forget the oldest ids beyond the bound (an id flood cannot grow this without limit). A
-  // lifted id may still sit in order_; erasing it again is harmless.
+  // Forget the oldest ids beyond the bound (an id flood cannot grow this without limit). An id
+  // lifted and struck again sits in order_ twice, so past the bound it may be forgotten early.
   while (order_.size() > config_.max_ids) {
     strikes_.erase(order_.front());
     quarantined_.erase(order_.front());
