@@ -194,21 +194,21 @@ uint64_t Scan::damagedBytes() const {
   return n;
 }
 
-Scan scanJournal(std::string_view d) {
+namespace {
+
+uint64_t intactBytes(const Scan& s) {
+  uint64_t n = 0;
+  for (const auto& r : s.records) n += r.bytes;
+  return n;
+}
+
+// The v2 scan; `trust_magic`: a "TGJOURN2" at offset 0 is the magic (otherwise the first 8
+// bytes are scanned like any other bytes, and damage starts at offset 0).
+Scan scanV2(std::string_view d, bool trust_magic) {
   Scan s;
   s.size = d.size();
-  if (d.empty()) {
-    s.parseable = true;
-    return s;
-  }
-  if (d.size() >= kMagicV1.size() && d.substr(0, kMagicV1.size()) == kMagicV1) {
-    s.version = 1;
-    s.parseable = true;
-    scanV1(d, s);
-    return s;
-  }
   size_t pos = 0;
-  if (d.size() >= kMagic.size() && d.substr(0, kMagic.size()) == kMagic) {
+  if (trust_magic && d.size() >= kMagic.size() && d.substr(0, kMagic.size()) == kMagic) {
     s.version = 2;
     pos = kMagic.size();
   }
@@ -267,6 +267,35 @@ Scan scanJournal(std::string_view d) {
   // it was marked tail above. Anything recognisable makes the file ours.
   s.parseable = s.version == 2 || !s.records.empty();
   return s;
+}
+
+}  // namespace
+
+Scan scanJournal(std::string_view d) {
+  if (d.empty()) {
+    Scan s;
+    s.parseable = true;
+    return s;
+  }
+  if (d.size() >= kMagicV1.size() && d.substr(0, kMagicV1.size()) == kMagicV1) {
+    Scan s;
+    s.size = d.size();
+    s.version = 1;
+    s.parseable = true;
+    scanV1(d, s);
+    if (s.damage.empty()) return s;
+    // "TGJOURN1" may be a v2 magic with its last byte flipped ('2' -> '1'): a v1 scan of v2
+    // records stops at the first one (its marker reads as an implausible length) and would drop
+    // every intact record. Read it as a v2 file with a damaged magic when that finds more.
+    Scan v2 = scanV2(d, false);
+    if (intactBytes(v2) > intactBytes(s)) {
+      if (!v2.damage.empty() && v2.damage.front().offset == 0)
+        v2.damage.front().why = "damaged magic (reads TGJOURN1, but the records are v2)";
+      return v2;
+    }
+    return s;
+  }
+  return scanV2(d, true);
 }
 
 Folded fold(const Scan& scan, size_t keep_finished) {

@@ -296,6 +296,39 @@ TEST_F(JournalTest, AFlippedByteInTheFirstRecordLosesOnlyThatRecord) {
   EXPECT_EQ(r.epoch, 9u);
 }
 
+// Fuzz finding journal_replay-crash-b790064f: the magic's last byte flipped '2' -> '1' made the
+// file look like the old format, whose scan stops at the first v2 record and dropped them all.
+TEST_F(JournalTest, AMagicFlippedToTheOldFormatsStillReplaysEveryRecord) {
+  {
+    Replay r;
+    auto j = open(&r);
+    for (uint64_t id = 1; id <= 3; ++id) admit(*j, id, job("j", 1));
+    j->finished(done(1, "j"));
+    ASSERT_TRUE(j->commit().ok());
+  }
+  std::string data = readFile(path_);
+  const auto before = scanJournal(data).records;
+  ASSERT_EQ(before.size(), 5u);  // epoch + 3 admitted + 1 finished
+  data[7] = '1';                 // "TGJOURN2" -> "TGJOURN1"
+  writeFile(path_, data);
+
+  const Scan s = scanJournal(data);
+  ASSERT_EQ(s.records.size(), before.size());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(s.records[i].offset, before[i].offset);
+  ASSERT_EQ(s.damage.size(), 1u);
+  EXPECT_EQ(s.damage[0].offset, 0u);
+  EXPECT_EQ(s.damage[0].bytes, kMagic.size());
+  EXPECT_FALSE(s.damage[0].tail);
+
+  Replay r;
+  auto j = open(&r);
+  ASSERT_EQ(r.unfinished.size(), 2u);
+  ASSERT_EQ(r.finished.size(), 1u);
+  EXPECT_EQ(r.epoch, 78u);  // the header record survived (as in the mid-file test above)
+  EXPECT_FALSE(r.epoch_random);
+  EXPECT_EQ(siblings(".damaged-").size(), 1u);
+}
+
 TEST_F(JournalTest, TornTailIsCutOffAndTheGoodPrefixSurvives) {
   {
     Replay r;
