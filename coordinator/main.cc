@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
   app.add_flag("--journal-reset", cfg.journal_reset,
                "if the journal file cannot be parsed at all, move it aside (PATH.unparseable-TIME) "
                "and begin a new journal instead of refusing to start");
+  app.add_option("--checkpoint-min-inputs", core.checkpoint_min_inputs,
+                 "with --journal: checkpoint the results of tokens with at least this many inputs "
+                 "(chunk sums, fan-ins), so a restart resumes a job instead of re-running it; 0 = "
+                 "off")
+      ->capture_default_str();
   app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");

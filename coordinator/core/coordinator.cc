@@ -148,6 +148,7 @@ void CoordinatorCore::submitJobAsync(JobSpec spec, const std::string& watcher, u
 
 void CoordinatorCore::commitJournal() {
   if (!journal_) return;
+  flushCheckpoints();
   const Status st = journal_->commit();
   if (held_.empty()) {
     if (!st.ok()) spdlog::error("journal: {}", st.message());
@@ -201,13 +202,14 @@ Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
   return absl::OkStatus();
 }
 
-Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation) {
+Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation,
+                                   const Checkpoint* checkpoint) {
   if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (findJob(job_id)) return absl::AlreadyExistsError(fmt::format("job {} exists", job_id));
   // New ids come after restored ones of the same epoch (the app starts a new epoch anyway).
   if (epochOf(job_id) == epochOf(next_job_)) next_job_ = std::max(next_job_, job_id + 1);
   const uint64_t count = spec.tokenCount();
-  auto id = admitJob(job_id, std::move(spec), {}, count, incarnation);
+  auto id = admitJob(job_id, std::move(spec), {}, count, incarnation, checkpoint);
   return id.ok() ? absl::OkStatus() : id.status();
 }
 
@@ -219,7 +221,7 @@ void CoordinatorCore::restoreFinished(control::JobStatus status) {
 
 StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
                                              const std::string& watcher, uint64_t count,
-                                             uint64_t incarnation) {
+                                             uint64_t incarnation, const Checkpoint* resume) {
   ++jobs_admitted_;
   auto job = std::make_unique<Job>();
   job->id = job_id;
@@ -229,11 +231,11 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
   if (!watcher.empty()) job->watchers.push_back(watcher);
   Job& ref = *job;
   jobs_.emplace(job->id, std::move(job));
-  if (auto st = buildJob(ref, std::move(spec)); !st.ok()) {
+  if (auto st = buildJob(ref, std::move(spec), resume); !st.ok()) {
     jobs_.erase(ref.id);
     return st;
   }
-  live_tokens_ += count;
+  live_tokens_ += count - ref.resumed;
   ++jobs_running_;
   if (!ref.watchers.empty()) watched_.insert(ref.id);
   counters_.admitted += count;
@@ -245,7 +247,7 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
   return id;
 }
 
-Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
+Status CoordinatorCore::buildJob(Job& job, JobSpec spec, const Checkpoint* resume) {
   const auto n = static_cast<uint32_t>(spec.tokenCount());
   job.tokens.resize(n);
   job.specs.reserve(spec.tokens.size());
@@ -286,6 +288,11 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
   }
   job.dep_offset[n] = acc;
   job.deps.resize(acc);
+  if (config_.checkpoint_min_inputs > 0) {
+    for (SpecRec& s : job.specs)
+      s.checkpoint = s.spec.repeat > 0 && s.spec.idempotency_key.empty() &&
+                     job.tokens[s.first].pending >= config_.checkpoint_min_inputs;
+  }
   std::vector<uint32_t> fill(job.dep_offset.begin(), job.dep_offset.end() - 1);
   for (const SpecRec& s : job.specs) {
     for (uint32_t r = 0; r < s.spec.repeat; ++r) {
@@ -302,6 +309,7 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
       }
     }
   }
+  if (resume) job.resumed = applyCheckpoint(job, *resume);
   // Admission metrics, deadlines, idempotency keys, initial readiness.
   for (const SpecRec& s : job.specs) {
     OpState& op = ops_[s.op];
@@ -309,6 +317,7 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
     for (uint32_t r = 0; r < s.spec.repeat; ++r) {
       const uint32_t i = s.first + r;
       TokenRec& t = job.tokens[i];
+      if (t.state == kDone) continue;  // resumed from a checkpoint
       const uint64_t id = tokenId(job.id, i);
       if (s.spec.deadline_ms)
         deadlines_.emplace(job.admitted_at + s.spec.deadline_ms * kMillis, id);
@@ -472,6 +481,7 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
     setResult(job, t, v);
   t.state = kDone;
   ++job.done;
+  if (s.checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
   streamOutput(job, local, absl::OkStatus(), v);
   ++counters_.completed;
   OpState& op = ops_[s.op];

@@ -44,6 +44,10 @@ struct CoordinatorConfig {
   Nanos event_interval_ns = 250 * kMillis;
   size_t max_idempotency_keys = 1'000'000;
   size_t finished_jobs_kept = 1000;
+  // Resume, don't re-run (with a journal): results of tokens that take at least this many
+  // inputs (fan-in tokens such as chunk sums) are checkpointed in batches with the group commit;
+  // a restarted coordinator marks them done and runs only what is still needed. 0 = off.
+  uint32_t checkpoint_min_inputs = 8;
   // Job ids start here (journal.h: epoch << 20). The app starts every process at a new epoch
   // (random without a journal), so a client re-watching its job after a restart cannot be
   // handed someone else's job with a reused id.
@@ -101,7 +105,10 @@ class CoordinatorCore {
   // Restart recovery (before serving): re-admits a journalled job under its old id (not
   // journalled again, not subject to the admission limit), or remembers a finished one so
   // its status and outputs can still be asked for.
-  Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0);
+  // `checkpoint`: results of its tokens that had finished (resume.cc): they are not run again,
+  // nor are tokens whose results only they needed.
+  Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0,
+                    const Checkpoint* checkpoint = nullptr);
   void restoreFinished(control::JobStatus status);
   // The next id to hand out (the journal's new epoch); loop thread, before serving.
   void setNextJobId(uint64_t id) { next_job_ = id; }
@@ -151,6 +158,8 @@ class CoordinatorCore {
     // Token entries looked at when nodes were lost, left or evicted: each event visits only
     // that node's own token index, never every live token.
     uint64_t node_token_visits = 0;
+    // Tokens of resumed jobs not run again: checkpointed, or needed only by checkpointed ones.
+    uint64_t resumed_done = 0;
   };
   const Counters& counters() const { return counters_; }
   size_t readyCount() const;
@@ -217,6 +226,7 @@ class CoordinatorCore {
     uint8_t max_attempts = 3;
     bool keep_result = false;      // output (or sink) result retained
     bool explicit_weight = false;  // the spec named a weight class (overrides the op's lane)
+    bool checkpoint = false;       // results journalled as checkpoints (fan-in tokens)
   };
 
   struct Job {
@@ -241,6 +251,7 @@ class CoordinatorCore {
     bool any_failed = false;
     bool any_output = false;  // some spec flagged output (else sinks are the outputs)
     Status first_error;       // cause reported for failed outputs without their own
+    uint64_t resumed = 0;     // tokens marked done from a checkpoint at restore (resume.cc)
   };
 
   struct FinishedJob {
@@ -248,7 +259,13 @@ class CoordinatorCore {
   };
 
   // Admission.
-  Status buildJob(Job& job, JobSpec spec);
+  Status buildJob(Job& job, JobSpec spec, const Checkpoint* resume = nullptr);
+  // Restart (resume.cc): marks checkpointed tokens done with their results, and tokens needed
+  // only by them done without running; recomputes pending inputs and consumers of the rest.
+  // Returns the number of tokens marked done.
+  uint64_t applyCheckpoint(Job& job, const Checkpoint& checkpoint);
+  // Hands the checkpoint results gathered since the last commit to the journal (resume.cc).
+  void flushCheckpoints();
   void resolveAliases();
   // Completes (ok `status`) or fails the aliases of a finished idempotency key.
   void settleAliases(const std::vector<uint64_t>& aliases, const Status& status,
@@ -313,7 +330,8 @@ class CoordinatorCore {
   void streamOutput(Job& job, uint32_t local, Status status, const Value& value);
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
   StatusOr<uint64_t> admitJob(uint64_t job_id, JobSpec spec, const std::string& watcher,
-                              uint64_t count, uint64_t incarnation);
+                              uint64_t count, uint64_t incarnation,
+                              const Checkpoint* resume = nullptr);
   // Validation and the admission limit (held admissions count against it).
   Status checkAdmission(const JobSpec& spec, uint64_t count);
   // Hands out the next job id; records a new epoch in the journal when one begins.
@@ -340,6 +358,8 @@ class CoordinatorCore {
     SubmitDone done;
   };
   std::vector<HeldAdmission> held_;
+  // Results of checkpointed tokens finished since the last commitJournal(), by job.
+  std::unordered_map<uint64_t, Checkpoint> checkpoints_;
   uint64_t held_tokens_ = 0;
   uint64_t jobs_admitted_ = 0;  // this process (resumed jobs included)
   std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;

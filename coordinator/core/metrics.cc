@@ -47,26 +47,30 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> reg)
                     .Help("Tokens dispatched without a result yet, by node and lane")
                     .Register(*registry)),
       nodes(BuildGauge().Name("tokengate_nodes").Help("Nodes by state").Register(*registry)),
-      batch_size(BuildHistogram()
-                     .Name("tokengate_batch_size")
-                     .Help("Tokens per dispatched batch")
-                     .Register(*registry)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 4, 16, 64, 256, 1024,
-                                                                       4096})),
+      batch_size(
+          BuildHistogram()
+              .Name("tokengate_batch_size")
+              .Help("Tokens per dispatched batch")
+              .Register(*registry)
+              .Add({}, prometheus::Histogram::BucketBoundaries{1, 4, 16, 64, 256, 1024, 4096})),
       admission_rejects(BuildCounter()
                             .Name("tokengate_admission_rejects_total")
                             .Help("Jobs refused because the admission limit was reached")
                             .Register(*registry)
                             .Add({})),
-      jobs(BuildCounter().Name("tokengate_jobs_total").Help("Jobs by final state").Register(*registry)),
+      jobs(BuildCounter()
+               .Name("tokengate_jobs_total")
+               .Help("Jobs by final state")
+               .Register(*registry)),
       lane_utilization(BuildGauge()
                            .Name("tokengate_node_lane_utilization")
                            .Help("Busy fraction of a node lane's workers (from heartbeats)")
                            .Register(*registry)),
-      core_tokens(BuildGauge()
-                      .Name("tokengate_node_core_tokens")
-                      .Help("Tokens run per node core since the node started (re-exported from heartbeats)")
-                      .Register(*registry)),
+      core_tokens(
+          BuildGauge()
+              .Name("tokengate_node_core_tokens")
+              .Help("Tokens run per node core since the node started (re-exported from heartbeats)")
+              .Register(*registry)),
       node_rss(BuildGauge()
                    .Name("tokengate_node_rss_bytes")
                    .Help("Resident memory of each node process")

@@ -93,6 +93,20 @@ Status decode(const char* data, size_t n, Record& out) {
         out.id = out.status.id;
         out.incarnation = out.status.incarnation;
         return absl::OkStatus();
+      case wire::JournalRecord::CHECKPOINT: {
+        auto c = rec.getCheckpoint();
+        out.kind = Record::kCheckpoint;
+        out.id = c.getJobId();
+        out.incarnation = c.getIncarnation();
+        auto tokens = c.getTokens();
+        auto values = c.getValues();
+        if (tokens.size() != values.size())
+          return absl::InvalidArgumentError("checkpoint: tokens and values differ in length");
+        out.checkpoint.reserve(tokens.size());
+        for (uint32_t i = 0; i < tokens.size(); ++i)
+          out.checkpoint.emplace_back(tokens[i], fromWire(values[i]));
+        return absl::OkStatus();
+      }
       case wire::JournalRecord::EPOCH: {
         auto e = rec.getEpoch();
         out.kind = Record::kEpoch;
@@ -176,6 +190,21 @@ std::string encodeEpoch(uint32_t epoch, int64_t started_ns) {
   auto e = msg.initRoot<wire::JournalRecord>().initEpoch();
   e.setEpoch(epoch);
   e.setStartedNs(started_ns);
+  return encodeFrame(msg);
+}
+
+std::string encodeCheckpoint(uint64_t job_id, uint64_t incarnation,
+                             const coordinator::Checkpoint& results) {
+  capnp::MallocMessageBuilder msg;
+  auto c = msg.initRoot<wire::JournalRecord>().initCheckpoint();
+  c.setJobId(job_id);
+  c.setIncarnation(incarnation);
+  auto tokens = c.initTokens(static_cast<unsigned>(results.size()));
+  auto values = c.initValues(static_cast<unsigned>(results.size()));
+  for (size_t i = 0; i < results.size(); ++i) {
+    tokens.set(static_cast<unsigned>(i), results[i].first);
+    toWire(results[i].second, values[static_cast<unsigned>(i)]);
+  }
   return encodeFrame(msg);
 }
 
@@ -315,9 +344,16 @@ Folded fold(const Scan& scan, size_t keep_finished) {
           order.push_back(r.id);
         else
           live[r.id] = &r;
+        f.checkpoints.erase(r.id);  // a re-admission starts from nothing
+        break;
+      case Record::kCheckpoint:
+        // Only after its job's admission, and of the same incarnation (never another job's).
+        if (auto it = live.find(r.id); it != live.end() && it->second->incarnation == r.incarnation)
+          f.checkpoints[r.id].push_back(&r);
         break;
       case Record::kFinish:
         live.erase(r.id);
+        f.checkpoints.erase(r.id);
         // A newer outcome of the same id replaces the older one.
         std::erase_if(finished, [&](const Record* p) { return p->id == r.id; });
         finished.push_back(&r);
