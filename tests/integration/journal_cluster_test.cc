@@ -55,7 +55,8 @@ uint64_t completedOf(Client& c, const std::string& op) {
   auto r = c.admin(client::AdminCall(client::AdminCall::Kind::kListOps));
   EXPECT_TRUE(r.ok()) << r.status();
   if (!r.ok()) return 0;
-  for (const auto& v : boost::json::parse(*r).as_array()) {
+  const boost::json::value ops = boost::json::parse(*r);
+  for (const auto& v : ops.as_array()) {
     const auto& o = v.as_object();
     if (o.at("name").as_string() == op) return o.at("completed").to_number<uint64_t>();
   }
@@ -117,10 +118,12 @@ TEST(JournalClusterTest, ACrashAt80PercentResumesFromCheckpointsAndRerunsOnlyThe
     const uint64_t rerun = completedOf(c, "leibniz.term_dec50");
     std::printf(
         "[ figures ] checkpoints %s: full run %.2f s; killed at %llu/%llu tokens done; after the "
-        "kill the job took %.2f s (restart and node re-registration included); terms run by the "
-        "restarted coordinator: %llu of %llu\n",
+        "kill the client had its result after %.2f s (restart, node re-registration and the "
+        "client's 2 s re-watch included); the resumed job ran %.2f s in the new coordinator "
+        "(full run: %.2f s there); terms run by the restarted coordinator: %llu of %llu\n",
         checkpoints ? "on" : "off", full_s, static_cast<unsigned long long>(done_at_kill),
         static_cast<unsigned long long>(job->tokenCount()), resume_s,
+        static_cast<double>(r->wall_ns) / 1e9, static_cast<double>(full->wall_ns) / 1e9,
         static_cast<unsigned long long>(rerun), static_cast<unsigned long long>(terms));
     if (checkpoints) {
       // ~20% of the terms remained (plus chunks whose sum had not reached the journal yet).
