@@ -4,7 +4,8 @@
 //
 //   TG_CRASH_KILLS=200 build/release/bin/journal_cluster_test --gtest_filter='*CrashHarness*'
 //
-// runs the long harness (default: 6 kills, for CI).
+// runs the long harness (default: 6 kills, for CI); TG_TEST_BIN_DIR names another directory
+// holding tokengate-coordinator and tokengate-node.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -31,7 +32,8 @@ using client::LocalClusterOptions;
 
 LocalClusterOptions baseOptions(uint32_t nodes, const std::string& journal) {
   LocalClusterOptions o;
-  o.bin_dir = TG_BIN_DIR;
+  // TG_TEST_BIN_DIR: binaries copied elsewhere (a long harness run while the tree rebuilds).
+  o.bin_dir = getenv("TG_TEST_BIN_DIR") ? getenv("TG_TEST_BIN_DIR") : TG_BIN_DIR;
   o.nodes = nodes;
   o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
   o.coordinator_args = {"--heartbeat-ms", "100", "--node-timeout-ms", "1500", "--journal", journal};
