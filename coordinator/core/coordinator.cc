@@ -20,25 +20,7 @@ using control::NodeState;
 
 namespace {
 
-constexpr size_t kMaxSinkOutputs = 100'000;
 constexpr Nanos kGaugeInterval = 100 * kMillis;
-
-// Visits the job-local indices a token's arguments reference, in argument order.
-template <typename Fn>
-void forEachRef(const TokenSpec& spec, uint32_t rep, Fn&& fn) {
-  for (const auto& a : spec.args) {
-    if (a.kind == Arg::Kind::kValue) continue;
-    const int64_t start = static_cast<int64_t>(a.start) + a.step * rep;
-    const uint32_t count = a.kind == Arg::Kind::kRef ? 1 : a.count;
-    for (uint32_t k = 0; k < count; ++k) fn(static_cast<uint32_t>(start + k));
-  }
-}
-
-uint32_t argCount(const TokenSpec& spec) {
-  uint32_t n = 0;
-  for (const auto& a : spec.args) n += a.kind == Arg::Kind::kRefRange ? a.count : 1;
-  return n;
-}
 
 }  // namespace
 
@@ -95,12 +77,12 @@ Weight CoordinatorCore::laneFor(const SpecRec& s) const {
 Status CoordinatorCore::checkAdmission(const JobSpec& spec, uint64_t count) {
   if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (auto st = checkOpsKnown(spec); !st.ok()) return st;
-  if (live_tokens_ + held_tokens_ + count > config_.max_live_tokens) {
+  if (jobs_.liveTokens() + held_tokens_ + count > config_.max_live_tokens) {
     ++counters_.rejects;
     metrics_.admission_rejects.Increment();
     return absl::ResourceExhaustedError(fmt::format(
         "admission limit reached: {} tokens live + {} requested > limit {}; retry later",
-        live_tokens_ + held_tokens_, count, config_.max_live_tokens));
+        jobs_.liveTokens() + held_tokens_, count, config_.max_live_tokens));
   }
   return absl::OkStatus();
 }
@@ -213,31 +195,20 @@ Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec, uint64_t incar
 
 void CoordinatorCore::restoreFinished(control::JobStatus status) {
   if (epochOf(status.id) == epochOf(next_job_)) next_job_ = std::max(next_job_, status.id + 1);
-  finished_.push_back({std::move(status)});
-  while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
+  jobs_.remember(std::move(status));
 }
 
 StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
                                              const std::string& watcher, uint64_t count,
                                              uint64_t incarnation) {
-  ++jobs_admitted_;
-  auto job = std::make_unique<Job>();
-  job->id = job_id;
-  job->incarnation = incarnation;
-  job->name = spec.name;
-  job->admitted_at = clock_.now();
-  if (!watcher.empty()) job->watchers.push_back(watcher);
-  Job& ref = *job;
-  jobs_.emplace(job->id, std::move(job));
+  Job& ref = jobs_.add(job_id, incarnation, spec.name, clock_.now());
   if (auto st = buildJob(ref, std::move(spec)); !st.ok()) {
-    jobs_.erase(ref.id);
+    jobs_.remove(ref.id);
     return st;
   }
-  live_tokens_ += count;
-  ++jobs_running_;
-  if (!ref.watchers.empty()) watched_.insert(ref.id);
+  if (!watcher.empty()) jobs_.watch(ref, watcher);
   counters_.admitted += count;
-  metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+  metrics_.live_tokens.Set(static_cast<double>(jobs_.liveTokens()));
   const uint64_t id = ref.id;
   resolveAliases();
   maybeFinishJob(ref);
@@ -246,62 +217,13 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
 }
 
 Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
-  const auto n = static_cast<uint32_t>(spec.tokenCount());
-  job.tokens.resize(n);
-  job.specs.reserve(spec.tokens.size());
-  bool& any_output = job.any_output;
-  uint32_t first = 0;
-  for (auto& ts : spec.tokens) {
-    SpecRec& s = job.specs.emplace_back();
-    s.first = first;
-    s.op = opIndex(ts.op);
+  jobs_.build(job, std::move(spec), [&](SpecRec& s) {
+    s.op = opIndex(s.spec.op);
     const OpState& op = ops_[s.op];
-    s.explicit_weight = ts.weight != Weight::kUnspecified;
-    s.weight = s.explicit_weight ? ts.weight : op.weight;
-    s.max_attempts = ts.max_attempts ? ts.max_attempts : config_.default_max_attempts;
-    s.keep_result = ts.output;
-    any_output |= ts.output;
-    s.spec = std::move(ts);
-    first += s.spec.repeat;
-  }
-  // Per-token spec index and dependency counts (CSR of dependents).
-  std::vector<uint32_t> dep_count(n + 1, 0);
-  for (uint32_t si = 0; si < job.specs.size(); ++si) {
-    const SpecRec& s = job.specs[si];
-    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
-      TokenRec& t = job.tokens[s.first + r];
-      t.spec = si;
-      forEachRef(s.spec, r, [&](uint32_t j) {
-        ++dep_count[j];
-        ++t.pending;
-      });
-    }
-  }
-  job.dep_offset.resize(n + 1);
-  uint32_t acc = 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    job.dep_offset[i] = acc;
-    job.tokens[i].consumers = dep_count[i];
-    acc += dep_count[i];
-  }
-  job.dep_offset[n] = acc;
-  job.deps.resize(acc);
-  std::vector<uint32_t> fill(job.dep_offset.begin(), job.dep_offset.end() - 1);
-  for (const SpecRec& s : job.specs) {
-    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
-      const uint32_t i = s.first + r;
-      forEachRef(s.spec, r, [&](uint32_t j) { job.deps[fill[j]++] = i; });
-    }
-  }
-  // Outputs: flagged tokens, else the job's sinks (bounded).
-  for (const SpecRec& s : job.specs) {
-    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
-      const uint32_t i = s.first + r;
-      if (any_output ? s.keep_result : job.tokens[i].consumers == 0) {
-        if (job.outputs.size() < kMaxSinkOutputs) job.outputs.push_back(i);
-      }
-    }
-  }
+    s.explicit_weight = s.spec.weight != Weight::kUnspecified;
+    s.weight = s.explicit_weight ? s.spec.weight : op.weight;
+    s.max_attempts = s.spec.max_attempts ? s.spec.max_attempts : config_.default_max_attempts;
+  });
   // Admission metrics, deadlines, idempotency keys, initial readiness.
   for (const SpecRec& s : job.specs) {
     OpState& op = ops_[s.op];
@@ -345,16 +267,6 @@ void CoordinatorCore::settleAliases(const std::vector<uint64_t>& aliases, const 
   }
 }
 
-CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) {
-  auto it = jobs_.find(job_id);
-  return it == jobs_.end() ? nullptr : it->second.get();
-}
-
-const CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) const {
-  auto it = jobs_.find(job_id);
-  return it == jobs_.end() ? nullptr : it->second.get();
-}
-
 void CoordinatorCore::makeReady(Job& job, uint32_t local) {
   TokenRec& t = job.tokens[local];
   t.state = kReady;
@@ -367,88 +279,7 @@ void CoordinatorCore::makeReady(Job& job, uint32_t local) {
   }
 }
 
-TokenInfo CoordinatorCore::tokenInfo(const Job& job, uint32_t local) const {
-  const TokenRec& t = job.tokens[local];
-  const SpecRec& s = job.specs[t.spec];
-  TokenInfo info;
-  info.id = tokenId(job.id, local);
-  info.op = s.op;
-  info.declared = s.weight;
-  info.arg_count = argCount(s.spec);
-  info.arg_bytes = info.arg_count * 8;
-  info.first_arg = std::numeric_limits<double>::quiet_NaN();
-  for (const auto& a : s.spec.args) {
-    if (a.kind != Arg::Kind::kValue) continue;
-    if (a.value.isInt())
-      info.first_arg = static_cast<double>(a.value.asInt() + a.step * (local - s.first));
-    else if (a.value.isDouble())
-      info.first_arg = a.value.asDouble();
-    else
-      info.arg_bytes += static_cast<uint32_t>(a.value.byteSize());
-    break;
-  }
-  return info;
-}
-
 // ---------------------------------------------------------------- results
-
-bool CoordinatorCore::isOutput(const Job& job, uint32_t local) const {
-  const SpecRec& s = job.specs[job.tokens[local].spec];
-  if (job.any_output) return s.keep_result;
-  return job.dep_offset[local] == job.dep_offset[local + 1];
-}
-
-void CoordinatorCore::setResult(Job& job, TokenRec& t, const Value& v) {
-  if (v.isInt()) {
-    t.tag = kInt;
-    t.val = static_cast<uint64_t>(v.asInt());
-  } else if (v.isDouble()) {
-    t.tag = kDouble;
-    double d = v.asDouble();
-    std::memcpy(&t.val, &d, sizeof d);
-  } else if (v.isBool()) {
-    t.tag = kBool;
-    t.val = v.asBool();
-  } else if (v.isNull()) {
-    t.tag = kNull;
-  } else {
-    t.tag = kBoxed;
-    if (!job.boxed_free.empty()) {
-      t.val = job.boxed_free.back();
-      job.boxed_free.pop_back();
-      job.boxed[t.val] = v;
-    } else {
-      t.val = job.boxed.size();
-      job.boxed.push_back(v);
-    }
-  }
-}
-
-Value CoordinatorCore::getResult(const Job& job, const TokenRec& t) const {
-  switch (t.tag) {
-    case kInt:
-      return Value(static_cast<int64_t>(t.val));
-    case kDouble: {
-      double d;
-      std::memcpy(&d, &t.val, sizeof d);
-      return Value(d);
-    }
-    case kBool:
-      return Value(t.val != 0);
-    case kBoxed:
-      return job.boxed[t.val];
-    default:
-      return Value();
-  }
-}
-
-void CoordinatorCore::freeResult(Job& job, TokenRec& t) {
-  if (t.tag == kBoxed) {
-    job.boxed[t.val] = Value();
-    job.boxed_free.push_back(static_cast<uint32_t>(t.val));
-  }
-  t.tag = kNoValue;
-}
 
 void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) {
   if (t.state != kRunning || t.node == kNoNode) return;
@@ -468,10 +299,7 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   TokenRec& t = job.tokens[local];
   releaseFromNode(job, t);
   const SpecRec& s = job.specs[t.spec];
-  if (t.consumers > 0 || s.keep_result || t.state == kAlias || job.outputs.size() < kMaxSinkOutputs)
-    setResult(job, t, v);
-  t.state = kDone;
-  ++job.done;
+  JobTable::completed(job, local, v);
   streamOutput(job, local, absl::OkStatus(), v);
   ++counters_.completed;
   OpState& op = ops_[s.op];
@@ -479,21 +307,12 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   op.m_completed[t.lane % kLaneCount]->Increment();
   if (!s.spec.idempotency_key.empty())
     settleAliases(keys_.finished(tokenId(job.id, local), v), absl::OkStatus(), v);
-  for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d) {
-    TokenRec& dt = job.tokens[job.deps[d]];
-    if (--dt.pending == 0 && dt.state == kWaiting) makeReady(job, job.deps[d]);
-  }
+  JobTable::wake(job, local, [&](uint32_t dep) { makeReady(job, dep); });
   finishToken(job, local);
 }
 
 void CoordinatorCore::finishToken(Job& job, uint32_t local) {
-  TokenRec& t = job.tokens[local];
-  const SpecRec& s = job.specs[t.spec];
-  forEachRef(s.spec, local - s.first, [&](uint32_t j) {
-    TokenRec& in = job.tokens[j];
-    if (in.consumers && --in.consumers == 0 && !job.specs[in.spec].keep_result) freeResult(job, in);
-  });
-  --live_tokens_;
+  jobs_.retired(job, local);
   maybeFinishJob(job);
 }
 
@@ -513,7 +332,7 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
     t.state = is_cancel || why.code() == StatusCode::kCancelled ? kCancelled : kFailed;
     // Causes are kept for outputs (reported in JobDone) and the job's first failure;
     // storing a Status per token would make cancelling a 1M-token job slow and big.
-    if (isOutput(job, local)) job.errors[local] = why;
+    if (JobTable::isOutput(job, local)) job.errors[local] = why;
     if (job.first_error.ok()) job.first_error = why;
     streamOutput(job, local, why, Value());
     OpState& op = ops_[job.specs[t.spec].op];
@@ -573,98 +392,36 @@ void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
 }
 
 void CoordinatorCore::maybeFinishJob(Job& job) {
-  if (job.state != JobState::kRunning) return;
-  if (job.done + job.failed + job.cancelled < job.tokens.size()) return;
-  job.finished_at = clock_.now();
-  --jobs_running_;
-  watched_.erase(job.id);
-  finished_ids_.push_back(job.id);  // its token arrays are freed by the next tick
-  job.state = job.failed > 0      ? JobState::kFailed
-              : job.cancelled > 0 ? JobState::kCancelled
-                                  : JobState::kSucceeded;
+  // Its token arrays are freed by the next tick's reap.
+  if (!jobs_.finishIfDone(job, clock_.now())) return;
   m_jobs_[static_cast<int>(job.state)]->Increment();
-  auto status = statusOf(job, true);
+  auto status = jobs_.statusOf(job, true, clock_.now());
   if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
   emit(control::JobEvent{job.id, job.name, job.state, job.tokens.size(), job.done, job.failed,
                          job.cancelled, job.running, job.finished_at - job.admitted_at});
-  finished_.push_back({std::move(status)});
-  while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
-  // The job's token arrays are freed when the loop reaps it (see reap in tick/onFrame).
+  jobs_.remember(std::move(status));
   job.watchers.clear();
 }
 
 // ---------------------------------------------------------------- status
 
-std::string CoordinatorCore::outputName(const Job& job, uint32_t local) const {
-  const SpecRec& sp = job.specs[job.tokens[local].spec];
-  if (sp.spec.name.empty()) return sp.spec.op;
-  return sp.spec.repeat > 1 ? fmt::format("{}[{}]", sp.spec.name, local - sp.first) : sp.spec.name;
-}
-
 void CoordinatorCore::streamOutput(Job& job, uint32_t local, Status status, const Value& value) {
-  if (job.watchers.empty() || !isOutput(job, local)) return;
+  if (job.watchers.empty() || !JobTable::isOutput(job, local)) return;
   control::OutputResult o;
   o.index = local;
-  o.name = outputName(job, local);
+  o.name = JobTable::outputName(job, local);
   o.status = std::move(status);
   if (o.status.ok()) o.value = value;
   job.streamed.push_back(std::move(o));
 }
 
-control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) const {
-  control::JobStatus s;
-  s.id = job.id;
-  s.incarnation = job.incarnation;
-  s.name = job.name;
-  s.state = job.state;
-  s.total = job.tokens.size();
-  s.done = job.done;
-  s.failed = job.failed;
-  s.cancelled = job.cancelled;
-  s.running = job.running;
-  s.wall_ns = (job.finished_at ? job.finished_at : clock_.now()) - job.admitted_at;
-  if (with_outputs) {
-    for (uint32_t i : job.outputs) {
-      control::OutputResult o;
-      o.index = i;
-      const TokenRec& t = job.tokens[i];
-      o.name = outputName(job, i);
-      if (t.state == kDone) {
-        o.value = getResult(job, t);
-      } else if (auto e = job.errors.find(i); e != job.errors.end()) {
-        o.status = e->second;
-      } else if (t.state == kFailed || t.state == kCancelled) {
-        o.status = job.first_error;
-      } else {
-        o.status = absl::UnavailableError("not finished");
-      }
-      s.outputs.push_back(std::move(o));
-    }
-  }
-  return s;
-}
-
 StatusOr<control::JobStatus> CoordinatorCore::jobStatus(uint64_t job_id, bool with_outputs) const {
-  if (const Job* j = findJob(job_id)) return statusOf(*j, with_outputs);
-  for (auto it = finished_.rbegin(); it != finished_.rend(); ++it) {
-    if (it->status.id != job_id) continue;
-    auto s = it->status;
-    if (!with_outputs) s.outputs.clear();
-    return s;
-  }
-  return absl::NotFoundError(fmt::format("no job {}", job_id));
+  return jobs_.status(job_id, with_outputs, clock_.now());
 }
 
 std::vector<control::JobStatus> CoordinatorCore::listJobs() const {
-  std::vector<control::JobStatus> out;
-  for (const auto& f : finished_) {
-    out.push_back(f.status);
-    out.back().outputs.clear();
-  }
-  for (const auto& [id, j] : jobs_)
-    if (j->state == JobState::kRunning) out.push_back(statusOf(*j, false));
-  return out;
+  return jobs_.list(clock_.now());
 }
 
 StatusOr<uint64_t> CoordinatorCore::cancelJob(uint64_t job_id) {
@@ -951,7 +708,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     OpTable::observe(op, r.getRunNs(), r.getQueueNs());
     if (telemetry_ && telemetry_.take()) {
       Sample sample;
-      sample.token = tokenInfo(*job, local);
+      sample.token = JobTable::tokenInfo(*job, local);
       sample.token.cost = t.cost;  // the prediction made at dispatch
       sample.node = slot;
       sample.lane = static_cast<Weight>(t.lane);
@@ -1309,7 +1066,7 @@ size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tok
     if (!j) continue;
     const auto local = static_cast<uint32_t>(id);
     if (j->tokens[local].state != kReady) continue;
-    infos.push_back(tokenInfo(*j, local));
+    infos.push_back(JobTable::tokenInfo(*j, local));
     infos.back().lane = lane;
   }
   if (infos.empty()) return 0;
@@ -1442,7 +1199,7 @@ void CoordinatorCore::flushBatch(uint32_t slot) {
             break;
           }
           default:
-            toWire(getResult(*j, in), vb);
+            toWire(JobTable::getResult(*j, in), vb);
         }
       }
     }
@@ -1619,9 +1376,7 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
   }
   Job* j = findJob(ref.getJobId());
   if (j && j->state == JobState::kRunning) {
-    if (std::find(j->watchers.begin(), j->watchers.end(), peer) == j->watchers.end())
-      j->watchers.push_back(peer);
-    watched_.insert(j->id);
+    jobs_.watch(*j, peer);
     sendProgress(*j, false);
     return;
   }
@@ -1697,7 +1452,7 @@ Nanos CoordinatorCore::tick() {
   ops_.refill(dt);
   last_tick_ = now;
   // Progress to watchers (watched running jobs only).
-  for (uint64_t id : watched_) {
+  for (uint64_t id : jobs_.watched()) {
     Job* j = findJob(id);
     if (j && !j->watchers.empty() && now - j->last_progress >= config_.progress_interval_ns)
       sendProgress(*j, false);
@@ -1707,7 +1462,7 @@ Nanos CoordinatorCore::tick() {
     for (auto& n : nodes_)
       for (auto& l : n.lanes)
         if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
-    metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+    metrics_.live_tokens.Set(static_cast<double>(jobs_.liveTokens()));
   }
   emitPeriodic(now);
   dispatch();
@@ -1716,9 +1471,8 @@ Nanos CoordinatorCore::tick() {
     for (uint32_t slot : freed) scheduler_->forgetNode(slot);
     updateNodeGauges();
   }
-  // Reap finished jobs (their summaries live in finished_).
-  for (uint64_t id : finished_ids_) jobs_.erase(id);
-  finished_ids_.clear();
+  // Reap finished jobs (their summaries are remembered).
+  jobs_.reap();
   // Next wake-up.
   Nanos next = now + 50 * kMillis;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
@@ -1752,11 +1506,10 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
   }
   last_event_ = now;
   if (subscribers_.empty()) return;
-  for (auto& [id, j] : jobs_) {
-    if (j->state != JobState::kRunning) continue;
-    emit(control::JobEvent{j->id, j->name, JobState::kRunning, j->tokens.size(), j->done, j->failed,
-                           j->cancelled, j->running, 0});
-  }
+  jobs_.forEachRunning([&](const Job& j) {
+    emit(control::JobEvent{j.id, j.name, JobState::kRunning, j.tokens.size(), j.done, j.failed,
+                           j.cancelled, j.running, 0});
+  });
   for (auto& op : ops_) {
     if (op.failed_since_event) {
       emit(control::FailuresEvent{op.name, op.failed_since_event, op.last_error});
@@ -1782,13 +1535,13 @@ control::ClusterStats CoordinatorCore::stats() const {
     if (n.state == NodeState::kDead) ++s.nodes_dead;
     for (const auto& l : n.lanes) s.in_flight += l.in_flight;
   }
-  s.jobs_running = jobs_running_;
-  s.jobs_total = jobs_admitted_;
+  s.jobs_running = jobs_.running();
+  s.jobs_total = jobs_.admitted();
   s.tokens_admitted = counters_.admitted;
   s.tokens_completed = counters_.completed;
   s.tokens_failed = counters_.failed + counters_.cancelled;
   s.tokens_retried = counters_.retried;
-  s.tokens_live = live_tokens_;
+  s.tokens_live = jobs_.liveTokens();
   s.queued = readyCount();
   s.admission_limit = config_.max_live_tokens;
   s.admission_rejects = counters_.rejects;

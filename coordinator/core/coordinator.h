@@ -21,6 +21,7 @@
 #include "common/wire.h"
 #include "coordinator/control/control.h"
 #include "coordinator/core/idempotency_index.h"
+#include "coordinator/core/job_table.h"
 #include "coordinator/core/journal.h"
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
@@ -181,71 +182,7 @@ class CoordinatorCore {
   uint32_t opIndex(const std::string& name);  // interns
 
  private:
-  enum TokenState : uint8_t {
-    kWaiting = 0,  // inputs not done
-    kReady,        // in a ready queue
-    kDelayed,      // retry backoff
-    kRunning,      // dispatched to a node
-    kDone,
-    kFailed,
-    kCancelled,
-    kAlias,  // idempotency duplicate waiting for its original
-  };
-  enum ValueTag : uint8_t { kNoValue = 0, kInt, kDouble, kBool, kNull, kBoxed };
-
-  struct TokenRec {
-    uint64_t val = 0;         // inline int/double/bool bits, or boxed index
-    uint32_t pending = 0;     // inputs not finished
-    uint32_t consumers = 0;   // dependents not finished (result freed at 0)
-    uint32_t node = kNoNode;  // node slot while running
-    uint32_t spec = 0;        // index into Job::specs
-    uint8_t state = kWaiting;
-    uint8_t attempt = 0;  // attempts started
-    uint8_t deaths = 0;   // node losses while this token was in flight
-    uint8_t tag = kNoValue;
-    uint8_t lane = 0;    // lane it was dispatched on
-    uint8_t errors = 0;  // error results seen (retry budget)
-    uint16_t load = 0;   // tokens in flight on that node lane at dispatch (saturated; telemetry)
-    float cost = 1;      // predicted cost when dispatched (outstanding-work accounting)
-  };
-
-  struct SpecRec {
-    TokenSpec spec;
-    uint32_t first = 0;  // job-local index of repetition 0
-    uint32_t op = 0;     // coordinator op index
-    Weight weight = Weight::kLight;
-    uint8_t max_attempts = 3;
-    bool keep_result = false;      // output (or sink) result retained
-    bool explicit_weight = false;  // the spec named a weight class (overrides the op's lane)
-  };
-
-  struct Job {
-    uint64_t id = 0;
-    uint64_t incarnation = 0;  // of the process that admitted it (survives restarts)
-    std::string name;
-    Nanos admitted_at = 0, finished_at = 0;
-    std::vector<SpecRec> specs;
-    std::vector<TokenRec> tokens;
-    std::vector<uint32_t> dep_offset;  // CSR: dependents of token i in deps[off[i]..off[i+1])
-    std::vector<uint32_t> deps;
-    std::vector<Value> boxed;  // non-scalar results
-    std::vector<uint32_t> boxed_free;
-    std::unordered_map<uint32_t, Status> errors;  // failed/cancelled tokens' causes
-    std::vector<uint32_t> outputs;                // local indices reported in JobDone
-    uint64_t done = 0, failed = 0, cancelled = 0, running = 0;
-    std::vector<std::string> watchers;  // peers streaming progress
-    // Outputs finished since the last progress frame, kept only while someone watches.
-    std::vector<control::OutputResult> streamed;
-    Nanos last_progress = 0;
-    control::JobState state = control::JobState::kRunning;
-    bool any_failed = false;
-    bool any_output = false;  // some spec flagged output (else sinks are the outputs)
-    Status first_error;       // cause reported for failed outputs without their own
-  };
-
-  struct FinishedJob {
-    control::JobStatus status;
-  };
+  using Job = JobRec;
 
   // Admission.
   Status buildJob(Job& job, JobSpec spec);
@@ -253,21 +190,14 @@ class CoordinatorCore {
   // Completes (ok `status`) or fails the aliases of a finished idempotency key.
   void settleAliases(const std::vector<uint64_t>& aliases, const Status& status,
                      const Value& value);
-  // Token helpers.
-  Job* findJob(uint64_t job_id);
-  const Job* findJob(uint64_t job_id) const;
-  static uint64_t tokenId(uint64_t job, uint32_t local) { return (job << 32) | local; }
-  TokenInfo tokenInfo(const Job& job, uint32_t local) const;
+  Job* findJob(uint64_t job_id) { return jobs_.find(job_id); }
+  static uint64_t tokenId(uint64_t job, uint32_t local) { return JobTable::tokenId(job, local); }
   void makeReady(Job& job, uint32_t local);
-  void setResult(Job& job, TokenRec& t, const Value& v);
-  Value getResult(const Job& job, const TokenRec& t) const;
-  void freeResult(Job& job, TokenRec& t);
   void completeToken(Job& job, uint32_t local, const Value& v);
   void failToken(Job& job, uint32_t local, const Status& cause, bool cancelled);
   void finishToken(Job& job, uint32_t local);
   void retryToken(Job& job, uint32_t local, bool count_error);
   void maybeFinishJob(Job& job);
-  bool isOutput(const Job& job, uint32_t local) const;
   // Tokens in `n`'s batch not yet sent go back to the ready queues (drain).
   void requeueUnsentBatch(NodeRec& n);
   void releaseFromNode(Job& job, TokenRec& t);
@@ -307,8 +237,6 @@ class CoordinatorCore {
   void onAdmin(const std::string& peer, wire::AdminRequest::Reader req);  // admin.cc
   void sendProgress(Job& job, bool done);
   void sendJobDone(const std::string& peer, const control::JobStatus& s);
-  control::JobStatus statusOf(const Job& job, bool with_outputs) const;
-  std::string outputName(const Job& job, uint32_t local) const;
   // Queues output `local` for the next progress frame if the job is watched.
   void streamOutput(Job& job, uint32_t local, Status status, const Value& value);
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
@@ -341,16 +269,7 @@ class CoordinatorCore {
   };
   std::vector<HeldAdmission> held_;
   uint64_t held_tokens_ = 0;
-  uint64_t jobs_admitted_ = 0;  // this process (resumed jobs included)
-  std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;
-  // Kept beside jobs_ so no tick or stats call walks every job.
-  uint64_t jobs_running_ = 0;
-  std::unordered_set<uint64_t> watched_;  // running jobs with progress watchers
-  std::vector<uint64_t> finished_ids_;    // finished since the last tick, to reap
-  std::deque<FinishedJob> finished_;
-  std::unordered_map<uint64_t, size_t>
-      finished_index_;  // job id -> position hint (linear fallback)
-  uint64_t live_tokens_ = 0;
+  JobTable jobs_{config_.finished_jobs_kept};
 
   OpTable ops_{metrics_};
   std::deque<uint64_t> suspects_;  // tokens that were in flight when a node died
