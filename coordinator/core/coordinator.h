@@ -20,12 +20,14 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "coordinator/control/control.h"
+#include "coordinator/core/dispatcher.h"
 #include "coordinator/core/idempotency_index.h"
 #include "coordinator/core/job_table.h"
 #include "coordinator/core/journal.h"
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
 #include "coordinator/core/op_table.h"
+#include "coordinator/core/outbox.h"
 #include "coordinator/core/scheduler.h"
 
 namespace tokengate::coordinator {
@@ -61,13 +63,6 @@ struct CoordinatorConfig {
   // A departed node (lost, left, evicted) stays listed as dead this long, then its record and
   // metric series are dropped.
   Nanos departed_node_retention_ns = 5 * 60 * kSeconds;
-};
-
-// Where the core sends frames. `peer` is the ZeroMQ routing id.
-class Outbox {
- public:
-  virtual ~Outbox() = default;
-  virtual void send(const std::string& peer, std::string frame) = 0;
 };
 
 class CoordinatorCore {
@@ -153,7 +148,11 @@ class CoordinatorCore {
     // that node's own token index, never every live token.
     uint64_t node_token_visits = 0;
   };
-  const Counters& counters() const { return counters_; }
+  const Counters& counters() const {
+    counters_.dispatched = dispatcher_.dispatched();
+    counters_.batches = dispatcher_.batches();
+    return counters_;
+  }
   size_t readyCount() const;
   const CoordinatorConfig& config() const { return config_; }
   Metrics& metrics() { return metrics_; }
@@ -198,8 +197,6 @@ class CoordinatorCore {
   void finishToken(Job& job, uint32_t local);
   void retryToken(Job& job, uint32_t local, bool count_error);
   void maybeFinishJob(Job& job);
-  // Tokens in `n`'s batch not yet sent go back to the ready queues (drain).
-  void requeueUnsentBatch(NodeRec& n);
   void releaseFromNode(Job& job, TokenRec& t);
 
   // Nodes.
@@ -213,23 +210,13 @@ class CoordinatorCore {
   // the tokens' fault (crash, timeout), so deaths are counted and poison quarantined; a clean
   // exit or an eviction re-queues without blame.
   void loseNode(uint32_t slot, const std::string& why, bool blame = true);
-  // Marks a placed token as running on `slot` (dispatch and suspect isolation alike).
-  void markRunning(Job& job, uint32_t local, uint32_t slot, Weight lane, double cost);
   void sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids);
   void sendUnknownSession(const std::string& peer);
   control::NodeStatus nodeStatus(const NodeRec& n) const;
   void updateNodeGauges();
 
-  // Dispatch.
+  // Dispatch (dispatcher.h).
   void dispatch();
-  void dispatchLane(Weight lane);
-  size_t dispatchSlice(uint32_t op, Weight lane, uint64_t max_tokens);
-  void flushBatch(uint32_t slot);
-  // Appends a placed token to the node's pending batch and sends the batch once it is full by
-  // count or by predicted work (`work_target` 0 = count only).
-  void addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost, double work_target,
-                  Nanos now);
-  Weight laneFor(const SpecRec& s) const;
 
   // Client messages.
   void onSubmit(const std::string& peer, wire::SubmitJob::Reader submit);
@@ -272,9 +259,14 @@ class CoordinatorCore {
   JobTable jobs_{config_.finished_jobs_kept};
 
   OpTable ops_{metrics_};
-  std::deque<uint64_t> suspects_;  // tokens that were in flight when a node died
-
   NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
+  Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker, config_.batch_latency_ns},
+                         jobs_,
+                         ops_,
+                         nodes_,
+                         clock_,
+                         outbox_,
+                         metrics_};
   uint64_t next_session_ = 1;
 
   // Deadlines (absolute) and retry backoff, min-heaps of (time, token id).
@@ -317,15 +309,9 @@ class CoordinatorCore {
   };
   TelemetryTap telemetry_;
   JobJournal* journal_ = nullptr;
-  Counters counters_;
+  mutable Counters counters_;  // dispatched/batches copied from the dispatcher on read
   prometheus::Gauge* m_nodes_[3] = {};
   prometheus::Counter* m_jobs_[4] = {};
-
-  // Scratch buffers reused across dispatch rounds.
-  std::vector<TokenInfo> scratch_tokens_;
-  std::vector<Placement> scratch_place_;
-  std::vector<Candidate> scratch_cands_;
-  std::vector<double> scratch_costs_;
 };
 
 }  // namespace tokengate::coordinator
