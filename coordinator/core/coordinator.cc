@@ -1183,7 +1183,7 @@ Nanos CoordinatorCore::tick() {
   Nanos next = now + 50 * kMillis;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
   if (!delayed_.empty()) next = std::min(next, delayed_.top().first);
-  return dispatcher_.nextFlush(next);
+  return next;
 }
 
 void CoordinatorCore::subscribe(uint64_t id, std::function<void(const control::Event&)> sink) {

@@ -36,7 +36,6 @@ struct CoordinatorConfig {
   uint64_t max_live_tokens = 8'000'000;   // admission limit (tokens admitted, unfinished)
   uint64_t max_job_tokens = 4'000'000;    // per job
   uint32_t max_batch = 1024;              // tokens per batch
-  Nanos batch_latency_ns = 200'000;       // flush a partial batch after this long
   uint32_t credit_per_worker = 2048;      // in-flight tokens per lane worker
   uint32_t heartbeat_ms = 500;            // told to nodes in Welcome
   Nanos node_timeout_ns = 3 * kSeconds;   // missed heartbeats => node lost
@@ -82,10 +81,11 @@ class CoordinatorCore {
   // A node registered on it is lost at once, its in-flight tokens re-queued, without
   // waiting for node_timeout. Unknown peers (clients, strangers) are ignored.
   void onDisconnected(const std::string& peer);
-  // Timers: heartbeats, deadlines, retries, batch latency, events. Returns
-  // the time of the next deadline the loop should wake for.
+  // Timers: heartbeats, deadlines, retries, events. Returns the time of the next deadline the
+  // loop should wake for.
   Nanos tick();
-  // Sends every partial batch now (used on shutdown and by tests).
+  // Sends every partial batch now. The server calls it after each burst of frames (and on
+  // shutdown): a busy node's batch fills only while the burst lasts (dispatcher.h).
   void flushAll();
 
   // Replaces the placement policy (cost model, benchmarks). Loop thread only.
@@ -260,7 +260,7 @@ class CoordinatorCore {
 
   OpTable ops_{metrics_};
   NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
-  Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker, config_.batch_latency_ns},
+  Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker},
                          jobs_,
                          ops_,
                          nodes_,

@@ -65,14 +65,12 @@ void Dispatcher::run() {
   runLane(Weight::kHeavy);
   runLane(Weight::kMedium);
   runLane(Weight::kLight);
-  const Nanos now = clock_.now();
   for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
     NodeRec& n = nodes_[slot];
     if (n.batch.ids.empty()) continue;
+    // Idle: everything in flight there is in this batch, so the node waits for it.
     const bool idle = n.inFlight() <= n.batch.ids.size();
-    if (idle || n.batch.ids.size() >= config_.max_batch ||
-        now - n.batch.first_at >= config_.batch_latency_ns)
-      flush(slot);
+    if (idle || n.batch.ids.size() >= config_.max_batch) flush(slot);
   }
 }
 
@@ -315,11 +313,10 @@ void Dispatcher::flushAll() {
   for (uint32_t slot = 0; slot < nodes_.size(); ++slot) flush(slot);
 }
 
-Nanos Dispatcher::nextFlush(Nanos after) const {
-  Nanos next = after;
+bool Dispatcher::pending() const {
   for (const auto& n : nodes_)
-    if (!n.batch.ids.empty()) next = std::min(next, n.batch.first_at + config_.batch_latency_ns);
-  return next;
+    if (!n.batch.ids.empty()) return true;
+  return false;
 }
 
 }  // namespace tokengate::coordinator

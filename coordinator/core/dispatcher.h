@@ -6,9 +6,11 @@
 // queues to the scheduler in slices, bounded by every node lane's credit (workers x
 // credit_per_worker tokens in flight), op limits and rate buckets; placed tokens are marked
 // running on their node and appended to that node's pending batch. A batch is sent when it is
-// full (by count, or by predicted work once the scheduler sets a work target), when its node
-// has nothing else in flight (an idle node gets work at once), or once it is batch_latency old
-// (run() and the core's tick via nextFlush()). release() undoes the
+// full (by count, or by predicted work once the scheduler sets a work target), at once when its
+// node has nothing else in flight (an idle node never waits), and otherwise by flushAll(), which
+// the server loop calls after each burst of frames it handles: a busy node's batch fills only
+// while the loop is still reading frames that may add to it, and never waits for a timer (Nagle
+// off, like Kafka's linger.ms=0). release() undoes the
 // accounting when a running token finishes, fails, is returned or is re-queued.
 #pragma once
 
@@ -29,7 +31,6 @@ namespace tokengate::coordinator {
 struct DispatchConfig {
   uint32_t max_batch = 1024;          // tokens per batch
   uint32_t credit_per_worker = 2048;  // in-flight tokens per lane worker
-  Nanos batch_latency_ns = 200'000;   // flush a partial batch after this long
 };
 
 class Dispatcher {
@@ -51,14 +52,14 @@ class Dispatcher {
   Weight laneFor(const SpecRec& s) const;
   // Token `local` of `job` may run: queued for dispatch (state kReady).
   void ready(JobRec& job, uint32_t local);
-  // Places queued tokens on nodes with credit and sends batches that are full, old or whose
-  // node is idle.
+  // Places queued tokens on nodes with credit and sends batches that are full or whose node is
+  // idle. A busy node's partial batch waits for flushAll() (the end of the burst).
   void run();
   // Sends `slot`'s pending batch now (tokens no longer running there are dropped from it).
   void flush(uint32_t slot);
   void flushAll();
-  // When the oldest pending batch is due (`after` if none is sooner).
-  Nanos nextFlush(Nanos after) const;
+  // Whether some node has a partial batch not yet sent.
+  bool pending() const;
 
   // Marks a token running on `slot` (lane accounting, the node's token index). Used by run()
   // and for suspects.

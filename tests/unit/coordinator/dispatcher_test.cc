@@ -114,23 +114,26 @@ TEST_F(DispatcherTest, FullBatchesGoOutAtMaxBatch) {
   EXPECT_EQ(d.batches(), 3u);
 }
 
-TEST_F(DispatcherTest, ABusyNodesPartialBatchWaitsForTheBatchLatency) {
-  Dispatcher& d = make({.max_batch = 1024, .credit_per_worker = 100, .batch_latency_ns = kMillis});
+TEST_F(DispatcherTest, ABusyNodesPartialBatchWaitsForTheEndOfTheBurstNotATimer) {
+  Dispatcher& d = make({.max_batch = 1024, .credit_per_worker = 100});
   const uint32_t a = addNode("a");
   readyJob(1, 5);
   d.run();
   ASSERT_EQ(batches(a).size(), 1u);
-  readyJob(2, 2);  // the node still runs 5: no reason to send 2 at once
+  readyJob(2, 2);  // the node still runs 5: more may join before the burst ends
   d.run();
   EXPECT_TRUE(batches(a).empty());
-  EXPECT_EQ(d.nextFlush(clock_.now() + kSeconds), clock_.now() + kMillis);
-  clock_.advance(kMillis);
+  EXPECT_TRUE(d.pending());
+  readyJob(3, 1);
   d.run();
-  EXPECT_EQ(batches(a), std::vector<size_t>{2});
+  EXPECT_TRUE(batches(a).empty());
+  d.flushAll();  // the server loop's end of burst
+  EXPECT_EQ(batches(a), std::vector<size_t>{3}) << "one batch for the whole burst";
+  EXPECT_FALSE(d.pending());
 }
 
 TEST_F(DispatcherTest, RequeueUnsentHandsTheBatchBackAndUndoesTheAttempt) {
-  Dispatcher& d = make({.max_batch = 1024, .credit_per_worker = 100, .batch_latency_ns = kMillis});
+  Dispatcher& d = make({.max_batch = 1024, .credit_per_worker = 100});
   const uint32_t a = addNode("a");
   readyJob(1, 5);
   d.run();
