@@ -57,9 +57,10 @@ uint64_t CoordinatorCore::applyCheckpoint(Job& job, const Checkpoint& checkpoint
     t.state = kDone;
     ++job.done;
     ++marked;
-    if (have[i] && (t.consumers > 0 || job.specs[t.spec].keep_result || isOutput(job, i)))
-      setResult(job, t, *have[i]);
+    if (have[i] && (t.consumers > 0 || job.specs[t.spec].keep_result || JobTable::isOutput(job, i)))
+      JobTable::setResult(job, t, *have[i]);
   }
+  jobs_.resumedDone(marked);
   counters_.resumed_done += marked;
   return marked;
 }
