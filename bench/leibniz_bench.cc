@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "bench/balance_bench.h"
+#include "bench/latency_bench.h"
 #include "client/client.h"
 #include "client/local_cluster.h"
 #include "common/log.h"
@@ -260,8 +261,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
+  auto* lat = app.add_subcommand("latency", "one-token job round trips (p50/p90/p99/p99.9)");
+  bench::LatencyOptions lo;
+  lat->add_option("--jobs", lo.jobs, "measured round trips")->capture_default_str();
+  lat->add_option("--warmup", lo.warmup, "round trips before measuring")->capture_default_str();
+  lat->add_option("--nodes", lo.nodes)->capture_default_str();
+  lat->add_option("--bin-dir", lo.bin_dir,
+                  "coordinator and node binaries (default: next to this; compare builds)");
+  lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
   CLI11_PARSE(app, argc, argv);
   initLogging("bench", log_level);
+  if (*lat) {
+    lo.log_level = log_level;
+    return bench::runLatency(lo);
+  }
   if (*leib)
     return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, leib_schedulers, runs,
                       log_level, security);
