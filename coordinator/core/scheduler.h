@@ -69,6 +69,9 @@ class Scheduler {
   // out in small batches and tiny ones in big ones (up to CoordinatorConfig::max_batch).
   // 0 = off: batches flush by token count and latency only (the heuristic policies).
   virtual double batchWorkTarget() const { return 0; }
+  // What places tokens right now, for cluster stats: the policy's name, or for a policy with a
+  // fallback (xgboost) "model" / "fallback". Loop thread.
+  virtual const char* placementMode() const { return name(); }
 };
 
 std::unique_ptr<Scheduler> makeRoundRobinScheduler();
