@@ -84,6 +84,9 @@ struct LeastOutstandingOptions {
   uint32_t min_speed_observations = 32;
   double min_speed_token_ns = 100'000;  // shorter ops do not teach speed (timer noise)
   double max_slowness = 20;
+  // A node counts as slower than the fastest only when the difference of their mean log ratios
+  // exceeds this many standard errors (equal nodes otherwise split work by estimation noise).
+  double speed_significance = 3;
 };
 std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options = {});
 std::unique_ptr<Scheduler> makeScheduler(
