@@ -113,6 +113,10 @@ class XgbScheduler final : public coordinator::Scheduler {
   double nodeSpeed(uint32_t node) const override {
     return use_model_ ? 1.0 / nodeSlowness(node) : fallback_->nodeSpeed(node);
   }
+  // The slot's node departed (or the slot is reused): its speed observations and lane loads go
+  // (the fallback's too), so a new node in that slot starts at nominal speed and the others'
+  // speeds are relative to the fastest node still known.
+  void forgetNode(uint32_t node) override;
   // The work target while costs are model predictions (ns); 0 while the fallback places.
   double batchWorkTarget() const override {
     return have_model_ && use_model_ ? options_.batch_work_target_ns : 0;
