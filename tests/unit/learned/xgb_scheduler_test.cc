@@ -669,6 +669,19 @@ TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
   EXPECT_TRUE(sched_.usingModel());
 }
 
+TEST_F(FallbackGateTest, ForgetNodeAlsoResetsTheFallbacksSpeed) {
+  for (int k = 0; k < 60; ++k)
+    for (uint32_t node = 0; node < 3; ++node) {
+      TokenInfo t;
+      t.id = 500000 + static_cast<uint64_t>(k * 3 + node);
+      sched_.observe(t, node, 1e6 * (node == 2 ? 2.5 : 1.0));
+    }
+  ASSERT_FALSE(sched_.usingModel());
+  ASSERT_LT(sched_.nodeSpeed(2), 0.5);
+  sched_.forgetNode(2);
+  EXPECT_EQ(sched_.nodeSpeed(2), 1.0);
+}
+
 TEST_F(FallbackGateTest, TheTrainersRunningMeanIsNeverTrustedAsAModel) {
   auto mean = std::make_shared<costmodel::MeanCostModel>();
   mean->setVersion(3);
