@@ -152,7 +152,11 @@ Status addNumbers(std::string_view op, const Value& v, int64_t& isum, double& fs
     return absl::OkStatus();
   }
   if (v.isInt()) {
-    if (!is_float && !__builtin_add_overflow(isum, v.asInt(), &isum)) return absl::OkStatus();
+    int64_t next = 0;  // written even on overflow: keep isum intact for the fallback
+    if (!is_float && !__builtin_add_overflow(isum, v.asInt(), &next)) {
+      isum = next;
+      return absl::OkStatus();
+    }
     if (!is_float) fsum = static_cast<double>(isum);
     is_float = true;
     fsum += static_cast<double>(v.asInt());
