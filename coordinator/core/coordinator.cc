@@ -583,6 +583,8 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
               : job.cancelled > 0 ? JobState::kCancelled
                                   : JobState::kSucceeded;
   m_jobs_[static_cast<int>(job.state)]->Increment();
+  metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
+      .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
   auto status = statusOf(job, true);
   if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
@@ -1708,6 +1710,7 @@ Nanos CoordinatorCore::tick() {
       for (auto& l : n.lanes)
         if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
     metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+    metrics_.sampleProcess(now, kSeconds);
   }
   emitPeriodic(now);
   dispatch();
