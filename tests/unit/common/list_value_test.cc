@@ -159,7 +159,7 @@ TEST(ListValue, ValidationCountsListBytesAndDepth) {
   TokenSpec t;
   t.op = "echo";
   // 100k ints: ~3.2 MB on the wire, more than a 1 MiB frame limit allows.
-  t.args.push_back(Arg::val(Value::list(std::vector<Value>(100000, Value(int64_t{1}))));
+  t.args.push_back(Arg::val(Value::list(std::vector<Value>(100000, Value(int64_t{1})))));
   job.tokens.push_back(t);
   EXPECT_EQ(job.validate(10, 1 << 20).code(), StatusCode::kResourceExhausted);
   EXPECT_TRUE(job.validate(10, 64 << 20).ok());
