@@ -244,7 +244,7 @@ TEST_F(GatewayClusterTest, ListValuesFlowThroughJobsAsJsonArrays) {
   deep += "1" + std::string(kMaxListDepth + 1, ']');
   EXPECT_EQ(ws_->errorCode(
                 {{"cmd", "submit"},
-                 {"job", json::parse(R"({"tokens":[{"op":"echo","args":[)" + deep + "]}]})")}}),
+                 {"job", json::parse(R"({"tokens":[{"op":"echo","args":[)" + deep + "]}]}")}}),
             "invalid_argument");
 }
 
