@@ -311,6 +311,15 @@ void XgbScheduler::recomputeSlowness() {
       slowness_[i] = std::exp(std::clamp(speed_[i].mean_log_ratio - fastest, -lim, lim));
 }
 
+void XgbScheduler::forgetNode(uint32_t node) {
+  if (node < speed_.size()) {
+    speed_[node] = NodeSpeed{};
+    recomputeSlowness();
+  }
+  for (auto& loads : lane_load_)
+    if (node < loads.size()) loads[node] = 0;
+}
+
 double XgbScheduler::nodeSlowness(uint32_t node) const {
   return node < slowness_.size() ? slowness_[node] : 1.0;
 }

@@ -91,6 +91,10 @@ class XgbScheduler final : public coordinator::Scheduler {
 
   // Observed relative speed of a node slot: 1 = the fastest node seen, 0.4 = 2.5x slower.
   double nodeSpeed(uint32_t node) const override { return 1.0 / nodeSlowness(node); }
+  // The slot's node departed (or the slot is reused): its speed observations and lane loads go,
+  // so a new node in that slot starts at nominal speed and the others' speeds are relative to
+  // the fastest node still known.
+  void forgetNode(uint32_t node) override;
   // The work target while costs are model predictions (ns); 0 while there is no model.
   double batchWorkTarget() const override {
     return have_model_ ? options_.batch_work_target_ns : 0;

@@ -132,6 +132,17 @@ TEST_F(XgbSchedulerTest, LearnsNodeSpeedFromTelemetry) {
   EXPECT_DOUBLE_EQ(sched_.nodeSpeed(7), 1.0);  // unknown node: nominal
 }
 
+TEST_F(XgbSchedulerTest, ForgetNodeDropsItsSpeed) {
+  observeSlowNode2();
+  ASSERT_NEAR(sched_.nodeSpeed(2), 0.4, 1e-6);
+  sched_.forgetNode(2);  // a new node will take slot 2
+  EXPECT_DOUBLE_EQ(sched_.nodeSpeed(2), 1.0);
+  EXPECT_NEAR(sched_.nodeSpeed(0), 1.0, 1e-9);
+  sched_.forgetNode(0);
+  sched_.forgetNode(99);                        // never seen: nothing to forget
+  EXPECT_NEAR(sched_.nodeSpeed(1), 1.0, 1e-9);  // now the fastest known
+}
+
 TEST_F(XgbSchedulerTest, TinyTokensDoNotTeachNodeSpeed) {
   // 1 µs predicted: measured run time is timer noise and preemption, not node speed.
   for (int k = 0; k < 100; ++k)
