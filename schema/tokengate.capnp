@@ -39,6 +39,10 @@ struct Value {
     data @4 :Data;
     dec @5 :Dec;
     bool @6 :Bool;
+    # Added in protocol 1 without a version bump: a peer built before lists reads this
+    # as an unknown union member (our decoders then see null). Elements are Values,
+    # nested at most kMaxListDepth (common/value.h) deep.
+    list @7 :List(Value);
   }
 }
 

@@ -381,6 +381,8 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
   // Its token arrays are freed by the next tick's reap.
   if (!jobs_.finishIfDone(job, clock_.now())) return;
   m_jobs_[static_cast<int>(job.state)]->Increment();
+  metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
+      .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
   auto status = jobs_.statusOf(job, true, clock_.now());
   if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
@@ -1179,6 +1181,7 @@ Nanos CoordinatorCore::tick() {
       for (auto& l : n.lanes)
         if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
     metrics_.live_tokens.Set(static_cast<double>(jobs_.liveTokens()));
+    metrics_.sampleProcess(now, kSeconds);
   }
   emitPeriodic(now);
   dispatch();
