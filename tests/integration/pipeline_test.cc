@@ -151,17 +151,49 @@ TEST(PipelineTest, RetryBackpressureAdmitsJobsThatFitOneAtATime) {
   // Each fits alone, two do not: with kRetry the second is re-sent until the first is done.
   auto j = makeLeibnizJob(20'000, Precision::kDouble);
   ASSERT_TRUE(j.ok());
+  // The kFail one, sent while the first is live, shows the limit bites: the kRetry one sent
+  // after it was refused too, and got in by retrying.
   auto h1 = c.submitAsync(*j, Backpressure::kRetry, 120 * kSeconds);
-  auto h2 = c.submitAsync(*j, Backpressure::kRetry, 120 * kSeconds);
-  ASSERT_TRUE(h1.ok() && h2.ok());
+  auto h2 = c.submitAsync(*j, Backpressure::kFail, 120 * kSeconds);
+  auto h3 = c.submitAsync(*j, Backpressure::kRetry, 120 * kSeconds);
+  ASSERT_TRUE(h1.ok() && h2.ok() && h3.ok());
   auto all = c.waitAll(120 * kSeconds);
   ASSERT_TRUE(all.ok()) << all.status();
-  ASSERT_EQ(all->size(), 2u);
-  for (const AsyncResult& r : *all) {
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[1].result.status().code(), StatusCode::kResourceExhausted);
+  for (size_t i : {size_t{0}, size_t{2}}) {
+    const AsyncResult& r = (*all)[i];
     ASSERT_TRUE(r.result.ok()) << r.result.status();
     EXPECT_EQ(*r.result->output("pi"), leibnizLocal(20'000, Precision::kDouble));
   }
-  EXPECT_NE((*all)[0].result->id, (*all)[1].result->id);
+  EXPECT_NE((*all)[0].result->id, (*all)[2].result->id);
+}
+
+TEST(PipelineTest, AJobNotBackWithinItsTimeoutCompletesItsHandleWithDeadlineExceeded) {
+  auto o = baseOptions(1);
+  o.node_args = {"--enable-test-ops"};  // sleep
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  Client c(cluster->endpoint(), cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  JobSpec slow;
+  TokenSpec t;
+  t.op = "sleep";
+  t.args.push_back(Arg::val(int64_t{5'000}));  // 5 s: cannot be back within 300 ms
+  slow.add(t);
+  auto hs = c.submitAsync(slow, Backpressure::kFail, 300 * kMillis);
+  auto hf = c.submitAsync(echoJob(5), Backpressure::kFail, 60 * kSeconds);
+  ASSERT_TRUE(hs.ok() && hf.ok());
+  auto fast = c.wait(*hf, 60 * kSeconds);
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  ASSERT_TRUE(fast->result.ok()) << fast->result.status();
+  EXPECT_EQ(fast->result->output()->asInt(), 5);
+  auto r = c.waitAny(30 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->handle, *hs);
+  EXPECT_EQ(r->result.status().code(), StatusCode::kDeadlineExceeded) << r->result.status();
+  EXPECT_EQ(c.inFlight(), 0u);
+  EXPECT_EQ(c.outstanding(), 0u);
 }
 
 }  // namespace
