@@ -1,5 +1,6 @@
-// tokengate-bench jobs: one-token jobs/s from ONE pipelined C++ client. Starts a local cluster
-// (CURVE unless --insecure; --journal adds a journal on a temporary file) and pushes --jobs
+// tokengate-bench jobs: one-token jobs/s from pipelined C++ clients (one by default,
+// --clients C: C clients, each its own socket and thread, sending every C-th job). Starts a local
+// cluster (CURVE unless --insecure; --journal adds a journal on a temporary file) and pushes --jobs
 // one-token echo jobs through Client::submitAsync with a window of --window jobs in flight,
 // taking results with waitAny as they come; a job counts when its result is back. Each run is
 // done twice, without and with an idempotency key on each job's token (a fresh cluster each), and
@@ -15,6 +16,9 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
 
 #include "client/client.h"
 #include "client/local_cluster.h"
@@ -55,19 +59,19 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
   }
   auto cluster = client::LocalCluster::start(co);
   if (!cluster.ok()) return cluster.status();
-  client::Client c((*cluster)->endpoint(), (*cluster)->clientCurve());
-  if (auto st = c.waitForNodes(o.nodes, 30 * kSeconds); !st.ok()) return st;
-  c.setWindow(o.window);
-  JobSpec job;
-  TokenSpec t;
-  t.op = "echo";
-  t.args.push_back(Arg::val(int64_t{1}));
-  job.add(t);
+  {
+    client::Client probe((*cluster)->endpoint(), (*cluster)->clientCurve());
+    if (auto st = probe.waitForNodes(o.nodes, 30 * kSeconds); !st.ok()) return st;
+  }
+  const uint32_t clients = std::max<uint32_t>(1, o.clients);
   RunResult out;
+  std::mutex mu;  // guards out, done, first_end, last_start, error
   uint64_t done = 0;
+  Status error;
   const uint64_t segment = std::min<uint64_t>(5'000, o.jobs / 2);
   Clock::time_point first_end, last_start;
   auto take = [&](const client::AsyncResult& r) {
+    std::lock_guard lock(mu);
     if (!r.result.ok() || r.result->state != client::JobState::kSucceeded) {
       if (out.first_error.empty())
         out.first_error = r.result.ok() ? client::jobStateName(r.result->state)
@@ -78,20 +82,45 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
     if (done == segment) first_end = Clock::now();
     if (done == o.jobs - segment) last_start = Clock::now();
   };
-  const auto t0 = Clock::now();
-  for (uint32_t i = 0; i < o.jobs; ++i) {
-    if (keyed) job.tokens[0].idempotency_key = fmt::format("jobs-bench-{}-{}", run, i);
-    auto h = c.submitAsync(job, client::Backpressure::kRetry, 600 * kSeconds);
-    if (!h.ok()) return h.status();
-    while (c.outstanding() > c.inFlight()) {  // results already in: take them without waiting
-      auto r = c.waitAny(0);
-      if (!r.ok()) return r.status();
-      take(*r);
+  // Client k sends jobs k, k + C, k + 2C, ... over its own socket.
+  auto drive = [&](uint32_t k, client::Client& c) -> Status {
+    c.setWindow(o.window);
+    JobSpec job;
+    TokenSpec t;
+    t.op = "echo";
+    t.args.push_back(Arg::val(int64_t{1}));
+    job.add(t);
+    for (uint32_t i = k; i < o.jobs; i += clients) {
+      if (keyed) job.tokens[0].idempotency_key = fmt::format("jobs-bench-{}-{}", run, i);
+      auto h = c.submitAsync(job, client::Backpressure::kRetry, 600 * kSeconds);
+      if (!h.ok()) return h.status();
+      while (c.outstanding() > c.inFlight()) {  // results already in: take them without waiting
+        auto r = c.waitAny(0);
+        if (!r.ok()) return r.status();
+        take(*r);
+      }
     }
+    auto rest = c.waitAll(600 * kSeconds);
+    if (!rest.ok()) return rest.status();
+    for (const auto& r : *rest) take(r);
+    return absl::OkStatus();
+  };
+  std::vector<std::unique_ptr<client::Client>> cs;
+  for (uint32_t k = 0; k < clients; ++k) {
+    cs.push_back(
+        std::make_unique<client::Client>((*cluster)->endpoint(), (*cluster)->clientCurve()));
+    if (auto st = cs.back()->ping(30 * kSeconds); !st.ok()) return st;  // connected before t0
   }
-  auto rest = c.waitAll(600 * kSeconds);
-  if (!rest.ok()) return rest.status();
-  for (const auto& r : *rest) take(r);
+  const auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (uint32_t k = 0; k < clients; ++k)
+    threads.emplace_back([&, k] {
+      Status st = drive(k, *cs[k]);
+      std::lock_guard lock(mu);
+      if (!st.ok() && error.ok()) error = st;
+    });
+  for (auto& th : threads) th.join();
+  if (!error.ok()) return error;
   const auto t1 = Clock::now();
   (*cluster)->stop();
   if (o.journal) std::filesystem::remove(journal);
@@ -106,9 +135,10 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
 }  // namespace
 
 int runJobs(const JobsOptions& o) {
-  boost::json::object json{{"bench", "jobs"},     {"jobs", o.jobs},       {"window", o.window},
-                           {"nodes", o.nodes},    {"journal", o.journal}, {"runs", o.runs},
-                           {"curve", !o.insecure}};
+  boost::json::object json{{"bench", "jobs"},    {"jobs", o.jobs},
+                           {"window", o.window}, {"clients", std::max<uint32_t>(1, o.clients)},
+                           {"nodes", o.nodes},   {"journal", o.journal},
+                           {"runs", o.runs},     {"curve", !o.insecure}};
   uint64_t failed = 0;
   for (bool keyed : {false, true}) {
     std::vector<double> rate, first, last;
@@ -129,11 +159,11 @@ int runJobs(const JobsOptions& o) {
     }
     const char* name = keyed ? "keyed" : "plain";
     fmt::print(
-        "jobs {} ({} one-token jobs, one pipelined client, window {}, {} nodes{}{}): {:.0f} "
+        "jobs {} ({} one-token jobs, {} pipelined client(s), window {}, {} nodes{}{}): {:.0f} "
         "jobs/s, first 5k {:.0f}/s, last 5k {:.0f}/s (medians of {})\n",
-        name, o.jobs, o.window, o.nodes, o.journal ? ", --journal" : "",
-        o.insecure ? ", insecure" : ", CURVE", median(rate), median(first), median(last),
-        rate.size());
+        name, o.jobs, std::max<uint32_t>(1, o.clients), o.window, o.nodes,
+        o.journal ? ", --journal" : "", o.insecure ? ", insecure" : ", CURVE", median(rate),
+        median(first), median(last), rate.size());
     json[fmt::format("{}_jobs_per_s", name)] = median(rate);
     json[fmt::format("{}_first_per_s", name)] = median(first);
     json[fmt::format("{}_last_per_s", name)] = median(last);

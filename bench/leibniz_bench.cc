@@ -299,6 +299,8 @@ int main(int argc, char** argv) {
   jobs->add_option("--window", jo.window, "jobs in flight (Client::setWindow)")
       ->capture_default_str();
   jobs->add_option("--nodes", jo.nodes)->capture_default_str();
+  jobs->add_option("--clients", jo.clients, "pipelined clients (a thread and socket each)")
+      ->capture_default_str();
   jobs->add_option("--runs", jo.runs, "runs per mode (fresh cluster each; medians)")
       ->capture_default_str();
   jobs->add_flag("--journal", jo.journal, "coordinator with --journal on a temporary file");
