@@ -267,11 +267,17 @@ int main(int argc, char** argv) {
   leib->add_option("--runs", runs, "runs per policy, each on a fresh cluster (median reported)")
       ->capture_default_str();
   auto* bal = app.add_subcommand(
-      "balance", "skewed workload on 3 nodes (one slowed) under each placement policy");
+      "balance", "placement workload suite (--workload NAME|all) under each policy and seed");
   bench::BalanceOptions bo;
   std::vector<std::string> policies;
   bool bal_no_pin = false;
   bal->add_option("--policy", policies, "placement policy (repeatable; default all three)");
+  bal->add_option("--workload", bo.workloads,
+                  "skewed | equal | uniform | bimodal | heavytail | drift | hetero | dag | all "
+                  "(repeatable)")
+      ->capture_default_str();
+  bal->add_option("--seeds", bo.seeds, "runs per workload and policy (seeds --seed, +1, ...)")
+      ->capture_default_str();
   bal->add_option("--nodes", bo.nodes)->capture_default_str();
   bal->add_option("--slow-factor", bo.slow_factor, "--speed-factor of the last node")
       ->capture_default_str();

@@ -100,6 +100,8 @@ struct ClusterStats {
   uint64_t nodes_disconnected = 0;  // of which: the transport saw the connection close
   uint64_t tokens_requeued = 0;     // in-flight tokens re-queued from lost nodes
   uint64_t tokens_returned = 0;     // queued tokens handed back by draining nodes
+  std::string scheduler;            // placement policy (--scheduler)
+  std::string placement;  // what places now: the policy's name, or "model" / "fallback" (xgboost)
 };
 
 class ClusterControl {

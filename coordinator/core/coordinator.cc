@@ -1254,6 +1254,8 @@ control::ClusterStats CoordinatorCore::stats() const {
   s.nodes_disconnected = counters_.disconnects;
   s.tokens_requeued = counters_.requeued;
   s.tokens_returned = counters_.returned;
+  s.scheduler = scheduler_->name();
+  s.placement = scheduler_->placementMode();
   return s;
 }
 

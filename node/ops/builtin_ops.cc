@@ -103,6 +103,17 @@ StatusOr<Value> spinOp(OpContext& ctx, std::span<const Value> args) {
   return Value(*us);
 }
 
+// spin2(x, us): spins `us` microseconds and returns x. The cost is in the second argument, which
+// the cost model does not see (it sees the first), and x may be a predecessor's output: the
+// balance benchmark's drift (same features, 10x cost) and DAG workloads use it.
+StatusOr<Value> spin2Op(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("spin2", args, 2, 2); !st.ok()) return st;
+  const Value us = args[1];
+  auto spun = spinOp(ctx, std::span<const Value>(&us, 1));
+  if (!spun.ok()) return spun.status();
+  return args[0];
+}
+
 StatusOr<Value> failOp(OpContext&, std::span<const Value> args) {
   if (auto st = argCount("fail", args, 1, 2); !st.ok()) return st;
   auto code = intArg("fail", args, 0);
@@ -241,6 +252,7 @@ Status registerTestOps(Registry& r) {
   for (auto st : {
            r.add("sleep", Weight::kMedium, sleepOp),
            r.add("spin", Weight::kLight, spinOp),
+           r.add("spin2", Weight::kLight, spin2Op),
            r.add("fail", Weight::kLight, failOp),
            r.add("crash", Weight::kLight, crashOp),
            r.add("wait_cancel", Weight::kMedium, waitCancelOp),

@@ -172,6 +172,9 @@ function renderStats(s) {
   $('s-queued').textContent = fmt(s.queued);
   $('s-inflight').textContent = fmt(s.in_flight);
   $('s-limit').textContent = s.admission_limit ? fmt(s.admission_limit) : 'none';
+  // xgboost: "model" or "fallback" (least-outstanding until a model is trusted).
+  $('s-placement').textContent = s.scheduler && s.placement && s.placement !== s.scheduler
+    ? `${s.scheduler}: ${s.placement}` : (s.scheduler || '–');
   state.series.push({ t: now, v: tput });
   const cutoff = now - 120000;
   while (state.series.length && state.series[0].t < cutoff) state.series.shift();
