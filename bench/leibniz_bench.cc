@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "bench/balance_bench.h"
+#include "bench/jobs_bench.h"
 #include "bench/latency_bench.h"
 #include "client/client.h"
 #include "client/local_cluster.h"
@@ -297,8 +298,28 @@ int main(int argc, char** argv) {
   lat->add_option("--bin-dir", lo.bin_dir,
                   "coordinator and node binaries (default: next to this; compare builds)");
   lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
+  auto* jobs = app.add_subcommand(
+      "jobs", "one-token jobs/s from one pipelined client, without and with idempotency keys");
+  bench::JobsOptions jo;
+  jobs->add_option("--jobs", jo.jobs, "one-token jobs per run")->capture_default_str();
+  jobs->add_option("--window", jo.window, "jobs in flight (Client::setWindow)")
+      ->capture_default_str();
+  jobs->add_option("--nodes", jo.nodes)->capture_default_str();
+  jobs->add_option("--clients", jo.clients, "pipelined clients (a thread and socket each)")
+      ->capture_default_str();
+  jobs->add_option("--runs", jo.runs, "runs per mode (fresh cluster each; medians)")
+      ->capture_default_str();
+  jobs->add_flag("--journal", jo.journal, "coordinator with --journal on a temporary file");
+  jobs->add_flag("--insecure", jo.insecure, "plain TCP instead of CURVE");
+  jobs->add_option("--bin-dir", jo.bin_dir,
+                   "coordinator and node binaries (default: next to this; compare builds)");
+  jobs->add_option("--coordinator-arg", jo.coordinator_args, "extra coordinator flag (repeatable)");
   CLI11_PARSE(app, argc, argv);
   initLogging("bench", log_level);
+  if (*jobs) {
+    jo.log_level = log_level;
+    return bench::runJobs(jo);
+  }
   if (*lat) {
     lo.log_level = log_level;
     return bench::runLatency(lo);
