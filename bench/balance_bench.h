@@ -1,5 +1,6 @@
-// `tokengate-bench balance`: skewed workload on 3 nodes (one slowed) under several placement
-// policies, one fresh local cluster per policy. See bench/balance_bench.cc.
+// `tokengate-bench balance`: a workload suite (skewed mix, equal nodes, uniform tiny, bimodal,
+// heavy-tailed, drift, heterogeneous nodes, DAG) under several placement policies and seeds, one
+// fresh local cluster per run. See bench/balance_bench.cc.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +11,13 @@ namespace tokengate::bench {
 
 struct BalanceOptions {
   std::vector<std::string> policies = {"round-robin", "least-outstanding", "xgboost"};
+  // skewed, equal, uniform, bimodal, heavytail, drift, hetero, dag, or "all" (the suite).
+  std::vector<std::string> workloads = {"skewed"};
+  uint32_t seeds = 1;  // runs per workload and policy: seeds seed, seed+1, ...
   uint32_t nodes = 3;
-  double slow_factor = 2.5;    // --speed-factor of the last node
-  double scale = 1.0;          // multiplies token counts
-  uint32_t group = 5;          // tokens per job (latency is measured per job)
+  double slow_factor = 2.5;  // --speed-factor of the last node (hetero: 1x/2x/4x by slot)
+  double scale = 1.0;        // multiplies token counts
+  uint32_t group = 5;        // tokens per job (latency is measured per job)
   uint64_t seed = 42;
   uint32_t credit_per_worker = 0;  // 0 = coordinator default
   uint32_t settle_ms = 3000;       // pause between warm-up and measured run
@@ -22,6 +26,8 @@ struct BalanceOptions {
   std::string log_level = "warn";
 };
 
+// Every workload name --workload takes (besides "all").
+std::vector<std::string> balanceWorkloads();
 int runBalance(const BalanceOptions& options);
 
 }  // namespace tokengate::bench

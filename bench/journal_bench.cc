@@ -1,7 +1,9 @@
 // tokengate-journal-bench: journalled admission throughput. Starts a local cluster (coordinator
 // with --journal on a temporary file, N nodes) and submits 1-token jobs from ONE client over a
-// raw DEALER socket, pipelined: up to --window SubmitJob frames are in flight, each reply lets
-// the next one go (the C++ Client's submit() waits for each reply, so it cannot pipeline).
+// raw DEALER socket (with the cluster's CURVE client keys), pipelined: up to --window SubmitJob
+// frames are in flight, each reply lets the next one go. It measures acknowledgements (each an
+// fdatasync'ed admission), which the C++ Client's pipeline (submitAsync) does not expose: its
+// window runs until each job's result. `tokengate-bench jobs --journal` measures that.
 // Prints acknowledged jobs/s (an acknowledgement means the admission was fdatasync'ed), the
 // coordinator's CPU, and the time until all jobs finished.
 //
@@ -19,6 +21,7 @@
 #include "client/client.h"
 #include "client/local_cluster.h"
 #include "common/log.h"
+#include "common/security/curve.h"
 #include "common/wire.h"
 
 using namespace tokengate;
@@ -78,7 +81,7 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "error: {}\n", cluster.status().message());
       return 1;
     }
-    client::Client c((*cluster)->endpoint());
+    client::Client c((*cluster)->endpoint(), (*cluster)->clientCurve());
     if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok()) {
       fmt::print(stderr, "error: {}\n", st.message());
       return 1;
@@ -89,6 +92,10 @@ int main(int argc, char** argv) {
     sock.set(zmq::sockopt::linger, 0);
     sock.set(zmq::sockopt::sndhwm, 0);
     sock.set(zmq::sockopt::rcvhwm, 0);
+    if (auto st = security::applyClientKeys(sock, (*cluster)->clientCurve()); !st.ok()) {
+      fmt::print(stderr, "error: {}\n", st.message());
+      return 1;
+    }
     sock.connect((*cluster)->endpoint());
     const pid_t coordinator = (*cluster)->coordinatorPid();
     const double cpu0 = client::cpuSecondsOf(coordinator);

@@ -12,6 +12,8 @@
 #include <iostream>
 
 #include "bench/balance_bench.h"
+#include "bench/jobs_bench.h"
+#include "bench/latency_bench.h"
 #include "client/client.h"
 #include "client/local_cluster.h"
 #include "common/log.h"
@@ -51,6 +53,7 @@ struct RunResult {
   Value pi;
   uint64_t peak_bytes = 0, coord_peak_bytes = 0;
   double coord_cpu_s = 0;  // coordinator CPU (all threads, trainer included) during the job
+  double total_cpu_s = 0;  // user+sys of the coordinator, every node and this client, same span
   client::JobState state = client::JobState::kFailed;
 };
 
@@ -72,12 +75,26 @@ absl::StatusOr<RunResult> runOnce(const JobSpec& job, uint32_t nodes, bool pin,
   if (auto st = c.waitForNodes(nodes, 30 * kSeconds); !st.ok()) return st;
 
   const pid_t coordinator = (*cluster)->coordinatorPid();
+  // Every process's CPU (user+sys): the coordinator, each node, this client.
+  auto selfCpu = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  auto nodesCpu = [&] {
+    double sum = 0;
+    for (uint32_t i = 0; i < nodes; ++i) sum += client::cpuSecondsOf((*cluster)->nodePid(i));
+    return sum;
+  };
   const double cpu0 = client::cpuSecondsOf(coordinator);
+  const double others0 = nodesCpu() + selfCpu();
   const auto t0 = std::chrono::steady_clock::now();
   auto r = c.run(job, {}, 3600 * kSeconds);
   RunResult out;
   out.wall_s = seconds(std::chrono::steady_clock::now() - t0);
   out.coord_cpu_s = client::cpuSecondsOf(coordinator) - cpu0;
+  out.total_cpu_s = out.coord_cpu_s + nodesCpu() + selfCpu() - others0;
   if (!r.ok()) return r.status();
   auto pi = r->output("pi");
   if (!pi.ok()) return pi.status();
@@ -150,11 +167,12 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
   double max_abs_error = 0;
   boost::json::object by_scheduler;
   for (size_t s = 0; s < variants.size(); ++s) {
-    std::vector<double> walls, coord_cpu;
+    std::vector<double> walls, coord_cpu, total_cpu;
     uint64_t peak = 0, coord_peak = 0;
     for (const RunResult& r : results[s]) {
       walls.push_back(r.wall_s);
       coord_cpu.push_back(r.coord_cpu_s);
+      total_cpu.push_back(r.total_cpu_s);
       peak = std::max(peak, r.peak_bytes + self_peak);
       coord_peak = std::max(coord_peak, r.coord_peak_bytes);
       all_ok = all_ok && r.state == client::JobState::kSucceeded;
@@ -163,14 +181,16 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
     }
     const Summary w = summarize(walls);
     const Summary cpu = summarize(coord_cpu);
+    const Summary all_cpu = summarize(total_cpu);
     const uint64_t tokens = results[s].front().tokens;
     const std::string& name = variants[s].name;
     fmt::print(stderr,
                "leibniz {} terms ({}), {} nodes, scheduler {}: {} tokens in {:.3f} s (median of "
                "{}; min {:.3f}, max {:.3f}) = {:.0f} tokens/s; peak RSS {:.1f} MB; coordinator "
-               "CPU {:.3f} s (median)\n",
+               "CPU {:.3f} s, all processes {:.3f} s = {:.2f} us per token (medians)\n",
                terms, precision_name, nodes, name, tokens, w.median, walls.size(), w.min, w.max,
-               static_cast<double>(tokens) / w.median, static_cast<double>(peak) / 1e6, cpu.median);
+               static_cast<double>(tokens) / w.median, static_cast<double>(peak) / 1e6, cpu.median,
+               all_cpu.median, all_cpu.median * 1e6 / static_cast<double>(tokens));
     by_scheduler[name] = boost::json::object{
         {"wall_s", w.median},
         {"wall_s_min", w.min},
@@ -179,6 +199,8 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
         {"peak_rss_mb", static_cast<double>(peak) / 1e6},
         {"coordinator_rss_mb", static_cast<double>(coord_peak) / 1e6},
         {"coordinator_cpu_s", cpu.median},
+        {"total_cpu_s", all_cpu.median},
+        {"cpu_us_per_token", all_cpu.median * 1e6 / static_cast<double>(tokens)},
     };
   }
   // Top-level figures: the first scheduler given (or the default).
@@ -204,6 +226,8 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
       {"floor_s", floor_s},
       {"coordinator_rss_mb", head.at("coordinator_rss_mb")},
       {"coordinator_cpu_s", head.at("coordinator_cpu_s")},
+      {"total_cpu_s", head.at("total_cpu_s")},
+      {"cpu_us_per_token", head.at("cpu_us_per_token")},
       {"client_rss_mb", static_cast<double>(self_peak) / 1e6},
       {"state", all_ok ? "succeeded" : "failed"},
   };
@@ -243,11 +267,17 @@ int main(int argc, char** argv) {
   leib->add_option("--runs", runs, "runs per policy, each on a fresh cluster (median reported)")
       ->capture_default_str();
   auto* bal = app.add_subcommand(
-      "balance", "skewed workload on 3 nodes (one slowed) under each placement policy");
+      "balance", "placement workload suite (--workload NAME|all) under each policy and seed");
   bench::BalanceOptions bo;
   std::vector<std::string> policies;
   bool bal_no_pin = false;
   bal->add_option("--policy", policies, "placement policy (repeatable; default all three)");
+  bal->add_option("--workload", bo.workloads,
+                  "skewed | equal | uniform | bimodal | heavytail | drift | hetero | dag | all "
+                  "(repeatable)")
+      ->capture_default_str();
+  bal->add_option("--seeds", bo.seeds, "runs per workload and policy (seeds --seed, +1, ...)")
+      ->capture_default_str();
   bal->add_option("--nodes", bo.nodes)->capture_default_str();
   bal->add_option("--slow-factor", bo.slow_factor, "--speed-factor of the last node")
       ->capture_default_str();
@@ -260,8 +290,40 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
+  auto* lat = app.add_subcommand("latency", "one-token job round trips (p50/p90/p99/p99.9)");
+  bench::LatencyOptions lo;
+  lat->add_option("--jobs", lo.jobs, "measured round trips")->capture_default_str();
+  lat->add_option("--warmup", lo.warmup, "round trips before measuring")->capture_default_str();
+  lat->add_option("--nodes", lo.nodes)->capture_default_str();
+  lat->add_option("--bin-dir", lo.bin_dir,
+                  "coordinator and node binaries (default: next to this; compare builds)");
+  lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
+  auto* jobs = app.add_subcommand(
+      "jobs", "one-token jobs/s from one pipelined client, without and with idempotency keys");
+  bench::JobsOptions jo;
+  jobs->add_option("--jobs", jo.jobs, "one-token jobs per run")->capture_default_str();
+  jobs->add_option("--window", jo.window, "jobs in flight (Client::setWindow)")
+      ->capture_default_str();
+  jobs->add_option("--nodes", jo.nodes)->capture_default_str();
+  jobs->add_option("--clients", jo.clients, "pipelined clients (a thread and socket each)")
+      ->capture_default_str();
+  jobs->add_option("--runs", jo.runs, "runs per mode (fresh cluster each; medians)")
+      ->capture_default_str();
+  jobs->add_flag("--journal", jo.journal, "coordinator with --journal on a temporary file");
+  jobs->add_flag("--insecure", jo.insecure, "plain TCP instead of CURVE");
+  jobs->add_option("--bin-dir", jo.bin_dir,
+                   "coordinator and node binaries (default: next to this; compare builds)");
+  jobs->add_option("--coordinator-arg", jo.coordinator_args, "extra coordinator flag (repeatable)");
   CLI11_PARSE(app, argc, argv);
   initLogging("bench", log_level);
+  if (*jobs) {
+    jo.log_level = log_level;
+    return bench::runJobs(jo);
+  }
+  if (*lat) {
+    lo.log_level = log_level;
+    return bench::runLatency(lo);
+  }
   if (*leib)
     return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, leib_schedulers, runs,
                       log_level, security);

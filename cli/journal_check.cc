@@ -65,9 +65,11 @@ int check(const std::string& path) {
   }
   std::map<int, uint64_t> kinds;
   for (const auto& r : scan.records) ++kinds[r.kind];
-  fmt::print("records: {} intact ({} admitted, {} finished, {} epoch)\n", scan.records.size(),
+  const uint64_t checkpoints = kinds[journal::Record::kCheckpoint];
+  fmt::print("records: {} intact ({} admitted, {} finished, {} epoch{})\n", scan.records.size(),
              kinds[journal::Record::kAdmit], kinds[journal::Record::kFinish],
-             kinds[journal::Record::kEpoch]);
+             kinds[journal::Record::kEpoch],
+             checkpoints ? fmt::format(", {} checkpoint", checkpoints) : std::string());
   const journal::Folded f = journal::fold(scan, args.keep_finished);
   if (f.last_epoch)
     fmt::print("epoch: {} (job ids {}..{}); the next start takes {}\n", f.last_epoch,
@@ -79,8 +81,12 @@ int check(const std::string& path) {
   fmt::print("live jobs (admitted, not finished; resumed at the next start): {}\n", f.live.size());
   for (size_t i = 0; i < f.live.size() && i < args.list; ++i) {
     const auto* r = f.live[i];
-    fmt::print("  job {:<12} {:<24} {} tokens (offset {})\n", r->id,
-               r->spec.name.empty() ? "-" : r->spec.name, r->spec.tokenCount(), r->offset);
+    size_t done = 0;
+    if (auto it = f.checkpoints.find(r->id); it != f.checkpoints.end())
+      for (const auto* c : it->second) done += c->checkpoint.size();
+    fmt::print("  job {:<12} {:<24} {} tokens (offset {}){}\n", r->id,
+               r->spec.name.empty() ? "-" : r->spec.name, r->spec.tokenCount(), r->offset,
+               done ? fmt::format(", {} token results checkpointed", done) : std::string());
   }
   if (f.live.size() > args.list) fmt::print("  ... {} more\n", f.live.size() - args.list);
   fmt::print("finished jobs kept: {}\n", f.finished.size());

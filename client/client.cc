@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <thread>
 #include <unordered_set>
@@ -72,6 +74,7 @@ Client::Client(std::string endpoint, security::ClientCurve curve)
       monitor_(context_, zmq::socket_type::pair) {
   socket_.set(zmq::sockopt::linger, 0);
   socket_.set(zmq::sockopt::rcvhwm, 0);
+  socket_.set(zmq::sockopt::sndhwm, 0);  // pipelined submissions are bounded by window()
   std::random_device rd;
   socket_.set(zmq::sockopt::routing_id,
               fmt::format("client/{:016x}", (uint64_t{rd()} << 32) | rd()));
@@ -175,6 +178,28 @@ Status Client::pump(Nanos deadline) {
   switch (f.which()) {
     case wire::Frame::SUBMIT_REPLY: {
       auto r = f.getSubmitReply();
+      if (auto a = async_requests_.find(r.getRequestId()); a != async_requests_.end()) {
+        const uint64_t h = a->second;
+        Pending& p = async_[h];
+        if (r.isJobId()) {
+          p.job_id = r.getJobId();
+          async_jobs_[p.job_id] = h;
+          async_requests_.erase(a);
+          break;
+        }
+        Status st = fromWire(r.getError());
+        const Nanos t = SystemClock::instance().now();
+        if (st.code() == StatusCode::kResourceExhausted && p.bp == Backpressure::kRetry &&
+            t + p.backoff < p.deadline) {
+          async_requests_.erase(a);
+          p.retry_at = t + p.backoff;
+          p.backoff = std::min<Nanos>(p.backoff * 2, kSeconds);
+          async_timers_.emplace(p.retry_at, h);
+        } else {
+          finishAsync(h, std::move(st));
+        }
+        break;
+      }
       if (r.isJobId()) {
         replies_[r.getRequestId()] = r.getJobId();
         if (r.getIncarnation() != 0) incarnations_[r.getJobId()] = r.getIncarnation();
@@ -185,6 +210,7 @@ Status Client::pump(Nanos deadline) {
     }
     case wire::Frame::JOB_PROGRESS: {
       auto p = f.getJobProgress();
+      if (async_jobs_.contains(p.getJobId())) break;  // pipelined jobs: results only
       progress_[p.getJobId()] =
           Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(), p.getRunning()};
       if (p.hasOutputs()) {
@@ -203,6 +229,10 @@ Status Client::pump(Nanos deadline) {
       r.progress = Progress{r.id, p.getTotal(), p.getDone(), p.getFailed(), 0};
       r.wall_ns = static_cast<Nanos>(d.getWallNs());
       for (auto o : d.getOutputs()) r.outputs.push_back(outputFromWire(o));
+      if (auto a = async_jobs_.find(r.id); a != async_jobs_.end()) {
+        finishAsync(a->second, std::move(r));
+        break;
+      }
       ++heard_[r.id];
       done_[r.id] = std::move(r);
       break;
@@ -244,6 +274,10 @@ Status Client::pump(Nanos deadline) {
     case wire::Frame::REJECT: {
       auto rej = f.getReject();
       last_reject_ = fromWire(rej.getError());
+      if (auto a = async_requests_.find(rej.getRequestId()); a != async_requests_.end()) {
+        finishAsync(a->second, last_reject_);
+        break;
+      }
       if (rej.getRequestId() != 0)
         request_errors_[rej.getRequestId()] = last_reject_;
       else if (last_reject_.code() == StatusCode::kPermissionDenied ||
@@ -360,6 +394,137 @@ StatusOr<uint64_t> Client::submit(const JobSpec& job, Nanos timeout) {
     }
     if (auto st = pump(deadline); !st.ok()) return st;
   }
+}
+
+void Client::sendAsync(uint64_t handle, const JobSpec& job) {
+  Pending& p = async_[handle];
+  p.request = next_request_++;
+  p.retry_at = 0;
+  async_requests_[p.request] = handle;
+  auto msg = newFrame();
+  auto s = msg.root.initSubmitJob();
+  s.setRequestId(p.request);
+  s.setWatch(true);
+  toWire(job, s.initJob());
+  send(msg.message);
+}
+
+void Client::finishAsync(uint64_t handle, StatusOr<JobResult> result) {
+  auto it = async_.find(handle);
+  if (it == async_.end() || it->second.finished) return;
+  Pending& p = it->second;
+  p.finished = true;
+  p.result = std::move(result);
+  p.job = JobSpec{};
+  async_requests_.erase(p.request);
+  if (p.job_id != 0) {
+    async_jobs_.erase(p.job_id);
+    incarnations_.erase(p.job_id);
+  }
+  --async_in_flight_;
+  async_ready_.push_back(handle);
+}
+
+Nanos Client::serviceAsync(Nanos now) {
+  while (!async_timers_.empty() && async_timers_.begin()->first <= now) {
+    const uint64_t h = async_timers_.begin()->second;
+    async_timers_.erase(async_timers_.begin());
+    auto it = async_.find(h);
+    if (it == async_.end() || it->second.finished) continue;
+    Pending& p = it->second;
+    if (now >= p.deadline) {
+      finishAsync(
+          h, absl::DeadlineExceededError(
+                 p.job_id != 0 ? fmt::format("job {} did not finish in time", p.job_id)
+                               : std::string("the coordinator did not admit the job in time")));
+    } else if (p.retry_at != 0 && p.retry_at <= now) {
+      sendAsync(h, p.job);
+    }
+  }
+  return async_timers_.empty() ? std::numeric_limits<Nanos>::max() : async_timers_.begin()->first;
+}
+
+Status Client::pumpAsync(Nanos deadline) {
+  const Nanos next = serviceAsync(SystemClock::instance().now());
+  if (next < deadline && SystemClock::instance().now() < deadline) {
+    auto st = pump(next);
+    if (st.ok() || st.code() != StatusCode::kDeadlineExceeded) return st;
+    return absl::OkStatus();  // a timer is due, not the caller's deadline
+  }
+  return pump(deadline);
+}
+
+StatusOr<JobHandle> Client::submitAsync(const JobSpec& job, Backpressure bp, Nanos timeout) {
+  if (!endpoint_status_.ok()) return endpoint_status_;
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (async_in_flight_ >= window_) {
+    if (auto st = pumpAsync(deadline); !st.ok()) {
+      if (st.code() == StatusCode::kDeadlineExceeded)
+        return absl::DeadlineExceededError(fmt::format(
+            "the pipeline window ({} submissions) stayed full for the whole timeout", window_));
+      return st;
+    }
+  }
+  const uint64_t h = next_handle_++;
+  Pending& p = async_[h];
+  if (bp == Backpressure::kRetry) p.job = job;  // kept to be re-sent
+  p.bp = bp;
+  p.deadline = deadline;
+  ++async_in_flight_;
+  async_timers_.emplace(deadline, h);
+  sendAsync(h, job);
+  return JobHandle{h};
+}
+
+StatusOr<AsyncResult> Client::waitAny(Nanos timeout) {
+  if (async_.empty()) return absl::NotFoundError("no pipelined submission is outstanding");
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    while (!async_ready_.empty()) {
+      const uint64_t h = async_ready_.front();
+      async_ready_.pop_front();
+      auto it = async_.find(h);
+      if (it == async_.end()) continue;  // taken by wait(handle)
+      AsyncResult r{JobHandle{h}, std::move(it->second.result)};
+      async_.erase(it);
+      return r;
+    }
+    if (auto st = pumpAsync(deadline); !st.ok()) return st;
+  }
+}
+
+StatusOr<AsyncResult> Client::wait(JobHandle handle, Nanos timeout) {
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (true) {
+    auto it = async_.find(handle.id);
+    if (it == async_.end())
+      return absl::NotFoundError(fmt::format(
+          "no outstanding pipelined submission {} (unknown or already taken)", handle.id));
+    if (it->second.finished) {
+      AsyncResult r{handle, std::move(it->second.result)};
+      async_.erase(it);
+      if (async_.empty()) async_ready_.clear();
+      return r;
+    }
+    if (auto st = pumpAsync(deadline); !st.ok()) return st;
+  }
+}
+
+StatusOr<std::vector<AsyncResult>> Client::waitAll(Nanos timeout) {
+  const Nanos deadline = SystemClock::instance().now() + timeout;
+  while (async_in_flight_ > 0) {
+    if (auto st = pumpAsync(deadline); !st.ok()) return st;
+  }
+  std::vector<uint64_t> handles;
+  handles.reserve(async_.size());
+  for (const auto& [h, p] : async_) handles.push_back(h);
+  std::sort(handles.begin(), handles.end());
+  std::vector<AsyncResult> out;
+  out.reserve(handles.size());
+  for (uint64_t h : handles) out.push_back(AsyncResult{JobHandle{h}, std::move(async_[h].result)});
+  async_.clear();
+  async_ready_.clear();
+  return out;
 }
 
 StatusOr<uint64_t> Client::submitWithBackpressure(const JobSpec& job, Nanos timeout) {

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -90,6 +92,26 @@ struct AdminCall {
   uint32_t run_timeout_ms = 0;  // 0 = cluster default
 };
 
+// A pipelined submission (Client::submitAsync). Identifies the submission, not the job: the
+// job id is only known once the coordinator admitted it (AsyncResult::result carries it).
+struct JobHandle {
+  uint64_t id = 0;  // 0 = none
+  bool operator==(const JobHandle&) const = default;
+};
+
+// How a pipelined submission treats the coordinator's ResourceExhausted (admission limit):
+// kFail surfaces it on the handle (like submit()); kRetry re-sends the job after a backoff
+// (10 ms doubling to 1 s, like submitWithBackpressure()) until the call's timeout, while the
+// other jobs of the pipeline go on.
+enum class Backpressure { kFail, kRetry };
+
+// The outcome of one pipelined submission: the job's result, or why it has none (refused by
+// the coordinator, e.g. ResourceExhausted or InvalidArgument; DeadlineExceeded).
+struct AsyncResult {
+  JobHandle handle;
+  StatusOr<JobResult> result = absl::UnknownError("pending");
+};
+
 class Client {
  public:
   // `endpoint` goes through normalizeEndpoint(); a malformed one makes every call fail with
@@ -118,6 +140,32 @@ class Client {
                           const std::function<void(const Progress&)>& on_progress = {},
                           Nanos timeout = 600 * kSeconds);
   Status cancel(uint64_t job, Nanos timeout = 10 * kSeconds);
+
+  // --- Pipelined submission (many jobs in flight over this client's one socket) ---
+  // Sends the job and returns at once, without waiting for the acknowledgement. At most
+  // window() submissions are in flight (sent, result not yet arrived); when the window is full
+  // submitAsync BLOCKS, reading the socket, until one finishes or `timeout` passes
+  // (DeadlineExceeded, nothing sent). Each handle's AsyncResult comes out of waitAny(),
+  // wait(handle) or waitAll() exactly once. A refusal (ResourceExhausted at the admission
+  // limit with Backpressure::kFail, InvalidArgument, PermissionDenied) is that handle's
+  // result; the window slot is freed. `timeout` also bounds the job: a handle whose result has
+  // not arrived `timeout` after submitAsync completes with DeadlineExceeded.
+  StatusOr<JobHandle> submitAsync(const JobSpec& job, Backpressure bp = Backpressure::kFail,
+                                  Nanos timeout = 600 * kSeconds);
+  // The next finished submission (any handle, in the order results arrived). NotFound when no
+  // submission is outstanding; DeadlineExceeded when none finished within `timeout`.
+  StatusOr<AsyncResult> waitAny(Nanos timeout);
+  // That submission's result (other handles' results that arrive meanwhile are kept for
+  // waitAny). NotFound for an unknown handle or one whose result was already taken.
+  StatusOr<AsyncResult> wait(JobHandle handle, Nanos timeout);
+  // Every outstanding submission's result, in submission order. DeadlineExceeded if not all
+  // finished within `timeout` (the finished ones stay available to waitAny()).
+  StatusOr<std::vector<AsyncResult>> waitAll(Nanos timeout);
+  // Submissions in flight (sent, no result yet) and outstanding (result not yet taken).
+  size_t inFlight() const { return async_in_flight_; }
+  size_t outstanding() const { return async_.size(); }
+  size_t window() const { return window_; }
+  void setWindow(size_t window) { window_ = std::max<size_t>(1, window); }
   // Asks the coordinator to stream a job this client did not submit.
   Status watch(uint64_t job);
   StatusOr<ClusterInfo> info(Nanos timeout = 5 * kSeconds);
@@ -135,6 +183,11 @@ class Client {
   // Receives one frame (or times out) and files it: progress, done, replies.
   Status pump(Nanos deadline);
   void send(capnp::MallocMessageBuilder& msg);
+  // Pipelined submissions: (re)send one, file its result, resend due retries, expire.
+  void sendAsync(uint64_t handle, const JobSpec& job);
+  void finishAsync(uint64_t handle, StatusOr<JobResult> result);
+  Nanos serviceAsync(Nanos now);  // returns the next time something is due (or INT64_MAX)
+  Status pumpAsync(Nanos deadline);
 
   // Reads the socket monitor: a CURVE handshake the coordinator refused sets setup_error_.
   void checkMonitor();
@@ -164,6 +217,26 @@ class Client {
   std::unordered_map<uint64_t, StatusOr<std::string>> admin_replies_;
   std::unordered_set<uint64_t> pongs_;
   Status last_reject_;
+
+  struct Pending {
+    JobSpec job;  // kept for retries
+    Backpressure bp = Backpressure::kFail;
+    uint64_t request = 0;  // current request id
+    uint64_t job_id = 0;   // once admitted
+    Nanos deadline = 0;
+    Nanos retry_at = 0;  // > 0: waiting to be re-sent
+    Nanos backoff = 10 * kMillis;
+    bool finished = false;
+    StatusOr<JobResult> result = absl::UnknownError("pending");
+  };
+  size_t window_ = 1024;
+  size_t async_in_flight_ = 0;
+  uint64_t next_handle_ = 1;
+  std::unordered_map<uint64_t, Pending> async_;            // handle -> submission
+  std::unordered_map<uint64_t, uint64_t> async_requests_;  // request id -> handle
+  std::unordered_map<uint64_t, uint64_t> async_jobs_;      // job id -> handle
+  std::deque<uint64_t> async_ready_;                       // finished handles, arrival order
+  std::set<std::pair<Nanos, uint64_t>> async_timers_;      // (deadline or retry time, handle)
 };
 
 }  // namespace tokengate::client

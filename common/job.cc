@@ -69,7 +69,13 @@ Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
       const uint64_t n = arg.kind == Arg::Kind::kRefRange ? arg.count : 1;
       resolved += n;
       arg_bytes += kMinArgWireBytes * n;
-      if (arg.kind == Arg::Kind::kValue) arg_bytes += (arg.value.byteSize() + 7) / 8 * 8;
+      if (arg.kind == Arg::Kind::kValue) {
+        arg_bytes += (arg.value.byteSize() + 7) / 8 * 8;
+        if (arg.value.isList() && arg.value.listDepth() > kMaxListDepth)
+          return absl::InvalidArgumentError(
+              fmt::format("token spec {} arg {}: lists nest {} deep, more than {}", i, a,
+                          arg.value.listDepth(), kMaxListDepth));
+      }
       // The last repetition's offset, step * (repeat - 1), must fit int64.
       int64_t span = 0;
       if (__builtin_mul_overflow(arg.step, last_rep, &span))

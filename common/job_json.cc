@@ -116,7 +116,15 @@ StatusOr<Arg> argFromJson(const json::value& v, std::string_view where) {
 
 }  // namespace
 
-StatusOr<Value> valueFromJson(const json::value& v) {
+namespace {
+StatusOr<Value> valueFromJsonAt(const json::value& v, int depth);
+}  // namespace
+
+StatusOr<Value> valueFromJson(const json::value& v) { return valueFromJsonAt(v, 0); }
+
+namespace {
+
+StatusOr<Value> valueFromJsonAt(const json::value& v, int depth) {
   switch (v.kind()) {
     case json::kind::null:
       return Value();
@@ -165,11 +173,25 @@ StatusOr<Value> valueFromJson(const json::value& v) {
           "object values must be {\"dec\": \"...\"}, {\"bytes\": \"hex\"}, {\"int\": n} or "
           "{\"double\": \"inf\"|\"-inf\"|\"nan\"}");
     }
-    case json::kind::array:
-      return absl::InvalidArgumentError("arrays are not values (use several args)");
+    case json::kind::array: {
+      if (depth >= kMaxListDepth)
+        return absl::InvalidArgumentError(
+            fmt::format("lists nest deeper than {} levels", kMaxListDepth));
+      const auto& a = v.get_array();
+      List out;
+      out.items.reserve(a.size());
+      for (const auto& item : a) {
+        auto x = valueFromJsonAt(item, depth + 1);
+        if (!x.ok()) return x.status();
+        out.items.push_back(*std::move(x));
+      }
+      return Value(std::move(out));
+    }
   }
   return absl::InvalidArgumentError("unsupported JSON value");
 }
+
+}  // namespace
 
 json::value valueToJson(const Value& v) {
   if (v.isNull()) return nullptr;
@@ -182,6 +204,12 @@ json::value valueToJson(const Value& v) {
   if (v.isText()) return json::string(v.asText());
   if (v.isBool()) return v.asBool();
   if (v.isBytes()) return json::object{{"bytes", toHex(v.asBytes().data)}};
+  if (v.isList()) {
+    json::array out;
+    out.reserve(v.asList().size());
+    for (const auto& x : v.asList()) out.push_back(valueToJson(x));
+    return out;
+  }
   return json::object{{"dec", v.toString()}};
 }
 

@@ -17,7 +17,8 @@ boost::json::value jobToJson(const JobSpec& job);
 // Plain JSON scalars map to int/float/text/bool/null; {"dec": "3.14..."},
 // {"bytes": "<hex>"} carry the rest. Doubles that JSON cannot write (inf,
 // -inf, nan) are {"double": "inf" | "-inf" | "nan"} both ways; {"double": 1.5}
-// is accepted too.
+// is accepted too. A JSON array is a list value ([1, [2, 3], "x"]), nested at
+// most kMaxListDepth deep.
 StatusOr<Value> valueFromJson(const boost::json::value& v);
 boost::json::value valueToJson(const Value& v);
 

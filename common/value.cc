@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/multiprecision/cpp_int.hpp>
 #include <cmath>
+#include <iterator>
 #include <limits>
 
 namespace tokengate {
@@ -75,6 +77,11 @@ double Value::toDouble() const {
 }
 
 size_t Value::byteSize() const {
+  if (isList()) {
+    size_t n = 8;  // the list tag word
+    for (const auto& x : asList()) n += 24 + (x.byteSize() + 7) / 8 * 8;
+    return n;
+  }
   if (isText()) return asText().size();
   if (isBytes()) return asBytes().data.size();
   if (isDec()) return sizeof(Dec50);
@@ -82,8 +89,16 @@ size_t Value::byteSize() const {
   return 8;
 }
 
+int Value::listDepth() const {
+  if (!isList()) return 0;
+  int deepest = 0;
+  for (const auto& x : asList()) deepest = std::max(deepest, x.listDepth());
+  return deepest + 1;
+}
+
 const char* Value::typeName() const {
-  static const char* kNames[] = {"null", "int", "float", "text", "bytes", "dec", "bool"};
+  static const char* kNames[] = {"null", "int", "float", "text", "bytes", "dec", "bool", "list"};
+  static_assert(std::variant_size_v<Variant> == std::size(kNames));
   return kNames[v_.index()];
 }
 
@@ -94,6 +109,14 @@ std::string Value::toString() const {
   if (isText()) return asText();
   if (isBytes()) return fmt::format("<{} bytes>", asBytes().data.size());
   if (isBool()) return asBool() ? "true" : "false";
+  if (isList()) {
+    std::string out = "[";
+    for (const auto& x : asList()) {
+      if (out.size() > 1) out += ", ";
+      out += x.isText() ? fmt::format("\"{}\"", x.asText()) : x.toString();
+    }
+    return out + "]";
+  }
   return toBigFloat(asDec()).str(50);
 }
 

@@ -4,11 +4,11 @@
 // operations convert with toBigFloat()/fromBigFloat().
 #pragma once
 
+#include <boost/multiprecision/cpp_bin_float.hpp>
 #include <cstdint>
 #include <string>
 #include <variant>
-
-#include <boost/multiprecision/cpp_bin_float.hpp>
+#include <vector>
 
 namespace tokengate {
 
@@ -34,9 +34,20 @@ struct Null {
   bool operator==(const Null&) const = default;
 };
 
+class Value;
+// A list of values (any types, mixed, nested up to kMaxListDepth): a vector, a
+// matrix as a list of rows, a record as a list of fields.
+struct List {
+  std::vector<Value> items;
+  bool operator==(const List&) const;
+};
+
+// Deepest list nesting accepted from JSON and the wire ([[1]] has depth 2).
+constexpr int kMaxListDepth = 8;
+
 class Value {
  public:
-  using Variant = std::variant<Null, int64_t, double, std::string, Bytes, Dec50, bool>;
+  using Variant = std::variant<Null, int64_t, double, std::string, Bytes, Dec50, bool, List>;
 
   Value() = default;
   Value(int64_t v) : v_(v) {}                   // NOLINT(google-explicit-constructor)
@@ -47,6 +58,8 @@ class Value {
   Value(Bytes v) : v_(std::move(v)) {}          // NOLINT(google-explicit-constructor)
   Value(Dec50 v) : v_(v) {}                     // NOLINT(google-explicit-constructor)
   Value(bool v) : v_(v) {}                      // NOLINT(google-explicit-constructor)
+  Value(List v) : v_(std::move(v)) {}           // NOLINT(google-explicit-constructor)
+  static Value list(std::vector<Value> items) { return Value(List{std::move(items)}); }
 
   bool isNull() const { return std::holds_alternative<Null>(v_); }
   bool isInt() const { return std::holds_alternative<int64_t>(v_); }
@@ -55,6 +68,7 @@ class Value {
   bool isBytes() const { return std::holds_alternative<Bytes>(v_); }
   bool isDec() const { return std::holds_alternative<Dec50>(v_); }
   bool isBool() const { return std::holds_alternative<bool>(v_); }
+  bool isList() const { return std::holds_alternative<List>(v_); }
 
   int64_t asInt() const { return std::get<int64_t>(v_); }
   double asDouble() const { return std::get<double>(v_); }
@@ -62,12 +76,16 @@ class Value {
   const Bytes& asBytes() const { return std::get<Bytes>(v_); }
   const Dec50& asDec() const { return std::get<Dec50>(v_); }
   bool asBool() const { return std::get<bool>(v_); }
+  const std::vector<Value>& asList() const { return std::get<List>(v_).items; }
 
   // Numeric view: int, double or dec as a double.
   double toDouble() const;
-  // Approximate encoded size in bytes (telemetry feature, batch sizing).
+  // Approximate encoded size in bytes (telemetry feature, batch sizing, frame-size
+  // checks): a list counts every element's bytes plus 24 per element (its wire struct).
   size_t byteSize() const;
-  // Human-readable form: decimals in full precision, bytes as length.
+  // List nesting depth: 0 for a scalar, 1 for [1, 2], 2 for [[1], [2]].
+  int listDepth() const;
+  // Human-readable form: decimals in full precision, bytes as length, lists as [a, b].
   std::string toString() const;
   const char* typeName() const;
 
@@ -77,5 +95,7 @@ class Value {
  private:
   Variant v_;
 };
+
+inline bool List::operator==(const List& o) const { return items == o.items; }
 
 }  // namespace tokengate

@@ -25,7 +25,7 @@ StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t siz
     // again (a result batch: its results, their values, the returned list). 2x was too tight:
     // a node's hand-back batch of dec50 results tripped it mid-way through onResults.
     options.traversalLimitInWords = size / sizeof(capnp::word) * 8 + 64;
-    options.nestingLimit = 16;
+    options.nestingLimit = 16 + 2 * kMaxListDepth;  // list values nest (common/value.h)
     frame->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(frame->words_, options);
     auto root = frame->reader_->getRoot<wire::Frame>();
     (void)root.totalSize();  // walks every pointer: malformed input throws here
@@ -72,6 +72,9 @@ void toWire(const Value& v, wire::Value::Builder out) {
               kj::arrayPtr(reinterpret_cast<const kj::byte*>(x.data.data()), x.data.size()));
         } else if constexpr (std::is_same_v<T, bool>) {
           out.setBool(x);
+        } else if constexpr (std::is_same_v<T, List>) {
+          auto items = out.initList(static_cast<unsigned>(x.items.size()));
+          for (unsigned i = 0; i < x.items.size(); ++i) toWire(x.items[i], items[i]);
         } else {
           auto d = out.initDec();
           d.setLimb0(x.limbs[0]);
@@ -112,6 +115,15 @@ Value fromWire(wire::Value::Reader in) {
     }
     case wire::Value::BOOL:
       return Value(in.getBool());
+    case wire::Value::LIST: {
+      // Depth is bounded by decodeFrame's nesting limit (every decoded frame) and by
+      // valueFromJson / checkValue before anything is sent.
+      auto items = in.getList();
+      List out;
+      out.items.reserve(items.size());
+      for (auto item : items) out.items.push_back(fromWire(item));
+      return Value(std::move(out));
+    }
     case wire::Value::NULL_:
     default:
       return Value();

@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   coordinator::AppConfig cfg;
   auto& core = cfg.server.core;
   std::string log_level;
-  uint32_t node_timeout_ms = 3000, batch_latency_us = 200, backoff_ms = 20;
+  uint32_t node_timeout_ms = 3000, batch_latency_us = 0, backoff_ms = 20;
   uint32_t departed_node_retention_s = 300;
   unsigned max_attempts = core.default_max_attempts, poison = core.poison_threshold;
   CLI::App app{"TokenGate coordinator: admits jobs, schedules tokens onto nodes"};
@@ -50,8 +50,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-job-tokens", core.max_job_tokens, "tokens per job limit")
       ->capture_default_str();
   app.add_option("--max-batch", core.max_batch, "tokens per batch")->capture_default_str();
-  app.add_option("--batch-latency-us", batch_latency_us, "flush partial batches after")
-      ->capture_default_str();
+  // Kept so existing command lines still start: partial batches now go out at the end of each
+  // burst of frames, never after a timer.
+  app.add_option("--batch-latency-us", batch_latency_us,
+                 "ignored (deprecated): partial batches are sent at the end of each burst");
   app.add_option("--credit-per-worker", core.credit_per_worker, "in-flight tokens per lane worker")
       ->capture_default_str();
   app.add_option("--heartbeat-ms", core.heartbeat_ms, "node heartbeat interval")
@@ -99,6 +101,11 @@ int main(int argc, char** argv) {
   app.add_flag("--journal-reset", cfg.journal_reset,
                "if the journal file cannot be parsed at all, move it aside (PATH.unparseable-TIME) "
                "and begin a new journal instead of refusing to start");
+  app.add_option("--checkpoint-min-inputs", core.checkpoint_min_inputs,
+                 "with --journal: checkpoint the results of tokens with at least this many inputs "
+                 "(chunk sums, fan-ins), so a restart resumes a job instead of re-running it; 0 = "
+                 "off")
+      ->capture_default_str();
   app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");
@@ -107,7 +114,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
   core.departed_node_retention_ns = Nanos{departed_node_retention_s} * kSeconds;
-  core.batch_latency_ns = Nanos{batch_latency_us} * 1000;
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);
   core.poison_threshold = static_cast<uint8_t>(poison);

@@ -8,6 +8,7 @@ Every query uses only metrics the coordinator exports (listed in METRICS below; 
 tests check each panel query against that list and against a real Prometheus).
 """
 import json
+import re
 import pathlib
 import sys
 
@@ -26,11 +27,29 @@ METRICS = [
     "tokengate_model_retrains_total", "tokengate_model_reclassifications_total",
     "tokengate_journal_records_total", "tokengate_journal_errors_total",
     "tokengate_journal_sync_seconds", "tokengate_journal_bytes",
-    "tokengate_journal_resumed_jobs",
+    "tokengate_journal_resumed_jobs", "tokengate_node_rss_bytes",
+    "tokengate_malformed_frames_total", "tokengate_late_results_total",
+    "tokengate_ws_unauthenticated_clients", "tokengate_gateway_refusals_total",
+    "tokengate_gateway_http_requests_total", "tokengate_gateway_command_seconds",
+    "tokengate_gateway_outbound_bytes", "tokengate_job_duration_seconds",
+    "tokengate_process_cpu_seconds_total", "tokengate_process_resident_memory_bytes",
 ]
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
+# Every query is narrowed to the namespace and coordinator picked in the dashboard's selectors
+# (one coordinator = one TokenGate cluster). Both default to All (.*), which also matches
+# series without the label (a Prometheus outside Kubernetes has no namespace label).
+CLUSTER_SEL = 'namespace=~"$namespace",instance=~"$instance"'
+METRIC_RE = re.compile(r"(tokengate_[a-z_]+)(\{([^}]*)\})?")
+
+
+def scoped(expr):
+    """expr with CLUSTER_SEL added to every tokengate_* selector."""
+    def add(m):
+        inner = m.group(3)
+        return f"{m.group(1)}{{{CLUSTER_SEL}{',' + inner if inner else ''}}}"
+    return METRIC_RE.sub(add, expr)
 
 
 class Board:
@@ -63,7 +82,7 @@ class Board:
         out = []
         for i, q in enumerate(queries):
             expr, legend = q if isinstance(q, tuple) else (q, "")
-            out.append({"refId": chr(ord("A") + i), "datasource": DS, "expr": expr,
+            out.append({"refId": chr(ord("A") + i), "datasource": DS, "expr": scoped(expr),
                         "legendFormat": legend or "__auto", "range": True, "instant": False})
         return out
 
@@ -123,7 +142,9 @@ class Board:
             "type": "datasource", "name": "datasource", "label": "Data source",
             "query": "prometheus", "hide": 0, "refresh": 1, "regex": "",
             "options": [], "includeAll": False, "multi": False, "skipUrlSync": False,
-        }] + self.variables
+        }, query_var("namespace", "Namespace", "tokengate_nodes", "namespace"),
+            query_var("instance", "Cluster (coordinator)", "tokengate_nodes", "instance"),
+        ] + self.variables
         return {
             "uid": self.uid, "title": self.title, "description": self.description,
             "tags": ["tokengate"] + self.tags, "timezone": "browser", "editable": True,
@@ -196,6 +217,42 @@ def cluster():
     b.ts("Jobs by state", [
         (f"sum by (state) (increase(tokengate_jobs_total[{RATE}]))", "{{state}}")],
         description="Jobs that reached each state per rate interval.")
+    b.ts("Job duration percentiles", quantiles("tokengate_job_duration_seconds"), unit="s",
+         description="Wall time from admission to the final state, over jobs that finished.")
+    b.ts("Job duration percentiles by final state",
+         quantiles("tokengate_job_duration_seconds", "state", qs=(0.5, 0.99)), unit="s")
+    b.row("Coordinator process")
+    b.stat("Coordinator CPU", f"sum(rate(tokengate_process_cpu_seconds_total[{RATE}]))",
+           unit="percentunit", w=6, description="Cores busy (1 = one full core).")
+    b.stat("Coordinator memory", "max(tokengate_process_resident_memory_bytes)", unit="bytes",
+           w=6)
+    b.stat("Malformed frames/s", f"sum(rate(tokengate_malformed_frames_total[{RATE}]))",
+           unit="ops", w=6,
+           thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 0.01}],
+           description="Wire frames refused at the decode boundary (garbage, wrong version, "
+                       "oversize): a misbehaving or hostile peer on the wire port.")
+    b.stat("Late results/s", f"sum(rate(tokengate_late_results_total[{RATE}]))", unit="ops",
+           w=6, description="Results discarded: stale attempt, dead node or finished token.")
+    b.ts("Coordinator CPU (cores)", [
+        (f"sum by (instance) (rate(tokengate_process_cpu_seconds_total[{RATE}]))",
+         "{{instance}}")], unit="percentunit")
+    b.ts("Coordinator resident memory", [
+        ("max by (instance) (tokengate_process_resident_memory_bytes)", "{{instance}}")],
+        unit="bytes")
+    b.row("Gateway (HTTP, WebSocket)")
+    b.ts("WebSocket sessions", [
+        ("sum(tokengate_ws_clients)", "authenticated + pending"),
+        ("sum(tokengate_ws_unauthenticated_clients)", "not yet authenticated")])
+    b.ts("Gateway refusals by reason", [
+        (f"sum by (reason) (rate(tokengate_gateway_refusals_total[{RATE}]))", "{{reason}}")],
+        unit="ops", stack=True,
+        description="Connections or commands refused: auth failures and back-off, rate "
+                    "limits, origin, connection caps, slow readers, oversize replies.")
+    b.ts("HTTP requests by path", [
+        (f"sum by (path) (rate(tokengate_gateway_http_requests_total[{RATE}]))", "{{path}}")],
+        unit="reqps")
+    b.ts("Malformed wire frames", [
+        (f"sum(rate(tokengate_malformed_frames_total[{RATE}]))", "malformed")], unit="ops")
     b.row("Job journal (--journal)")
     b.stat("Journal size", "max(tokengate_journal_bytes)", unit="bytes", w=6,
            description="Size of the coordinator's job journal file (compacted at start and "
@@ -268,6 +325,10 @@ def nodes():
         stack=True)
     b.table("Lane utilisation now", [
         (f"tokengate_node_lane_utilization{node}", "")])
+    b.row("Memory")
+    b.ts("Node resident memory", [
+        (f"max by (node) (tokengate_node_rss_bytes{node})", "{{node}}")], unit="bytes", w=24,
+        description="RSS of each node process, from its heartbeats.")
     b.row("Cores")
     b.ts("Tokens/s by node and core", [
         (f"sum by (node, core) (rate(tokengate_node_core_tokens{node}[{RATE}]))",

@@ -39,6 +39,10 @@ struct Value {
     data @4 :Data;
     dec @5 :Dec;
     bool @6 :Bool;
+    # Added in protocol 1 without a version bump: a peer built before lists reads this
+    # as an unknown union member (our decoders then see null). Elements are Values,
+    # nested at most kMaxListDepth (common/value.h) deep.
+    list @7 :List(Value);
   }
 }
 
@@ -357,10 +361,20 @@ struct JournalEpoch {
   startedNs @1 :Int64;           # wall clock (for humans: tgctl journal check)
 }
 
+# Results of finished tokens of a live job (resume, don't re-run): written in batches with the
+# group commit, not synced; a restart marks these tokens done instead of running them again.
+struct JournalCheckpoint {
+  jobId @0 :UInt64;
+  incarnation @1 :UInt64;        # of the job (a checkpoint of another incarnation is ignored)
+  tokens @2 :List(UInt32);       # job-local token indices
+  values @3 :List(Value);        # their results, in the same order
+}
+
 struct JournalRecord {
   union {
     admitted @0 :JournalAdmit;
     finished @1 :JournalFinish;
     epoch @2 :JournalEpoch;      # the first record of every file (its header), and at rollover
+    checkpoint @3 :JournalCheckpoint;
   }
 }

@@ -95,10 +95,12 @@ int runCoordinator(AppConfig config) {
     server.post([replay, jr = jobs_journal.get()](CoordinatorCore& core) {
       for (auto& s : replay->finished) core.restoreFinished(std::move(s));
       for (auto& a : replay->unfinished) {
-        if (Status st = core.restoreJob(a.id, std::move(a.spec), a.incarnation); !st.ok())
+        if (Status st = core.restoreJob(a.id, std::move(a.spec), a.incarnation, &a.checkpoint);
+            !st.ok())
           spdlog::error("journal: job {} cannot be resumed: {}", a.id, st.message());
         else
-          spdlog::info("journal: resumed job {}", a.id);
+          spdlog::info("journal: resumed job {} ({} checkpointed token results)", a.id,
+                       a.checkpoint.size());
       }
       core.setNextJobId(firstIdOf(replay->epoch));
       core.setJournal(jr);

@@ -106,6 +106,8 @@ struct ClusterStats {
   uint64_t tokens_returned = 0;     // queued tokens handed back by draining nodes
   uint64_t nodes_quarantined = 0;   // registered nodes given no work (withheld results)
   uint64_t run_timeouts = 0;        // token attempts ended by their run timeout
+  std::string scheduler;            // placement policy (--scheduler)
+  std::string placement;  // what places now: the policy's name, or "model" / "fallback" (xgboost)
 };
 
 class ClusterControl {

@@ -20,25 +20,7 @@ using control::NodeState;
 
 namespace {
 
-constexpr size_t kMaxSinkOutputs = 100'000;
 constexpr Nanos kGaugeInterval = 100 * kMillis;
-
-// Visits the job-local indices a token's arguments reference, in argument order.
-template <typename Fn>
-void forEachRef(const TokenSpec& spec, uint32_t rep, Fn&& fn) {
-  for (const auto& a : spec.args) {
-    if (a.kind == Arg::Kind::kValue) continue;
-    const int64_t start = static_cast<int64_t>(a.start) + a.step * rep;
-    const uint32_t count = a.kind == Arg::Kind::kRef ? 1 : a.count;
-    for (uint32_t k = 0; k < count; ++k) fn(static_cast<uint32_t>(start + k));
-  }
-}
-
-uint32_t argCount(const TokenSpec& spec) {
-  uint32_t n = 0;
-  for (const auto& a : spec.args) n += a.kind == Arg::Kind::kRefRange ? a.count : 1;
-  return n;
-}
 
 }  // namespace
 
@@ -59,6 +41,11 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
     scheduler_ = makeLeastOutstandingScheduler();
   }
+  dispatcher_.setScheduler(*scheduler_);
+  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
+    const TokenRec& t = job.tokens[local];
+    runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
+  });
   for (int s = 0; s < control::kNodeStateCount; ++s)
     m_nodes_[s] =
         &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
@@ -71,6 +58,11 @@ CoordinatorCore::~CoordinatorCore() = default;
 
 void CoordinatorCore::setScheduler(std::unique_ptr<Scheduler> scheduler) {
   scheduler_ = std::move(scheduler);
+  dispatcher_.setScheduler(*scheduler_);
+  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
+    const TokenRec& t = job.tokens[local];
+    runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
+  });
 }
 
 // ---------------------------------------------------------------- ops
@@ -86,21 +78,17 @@ void CoordinatorCore::setEffectiveLane(uint32_t op, Weight lane) {
   if (op < ops_.size() && lane != Weight::kUnspecified) ops_[op].effective = lane;
 }
 
-Weight CoordinatorCore::laneFor(const SpecRec& s) const {
-  return s.explicit_weight ? s.weight : ops_[s.op].effective;
-}
-
 // ---------------------------------------------------------------- admission
 
 Status CoordinatorCore::checkAdmission(const JobSpec& spec, uint64_t count) {
   if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (auto st = checkOpsKnown(spec); !st.ok()) return st;
-  if (live_tokens_ + held_tokens_ + count > config_.max_live_tokens) {
+  if (jobs_.liveTokens() + held_tokens_ + count > config_.max_live_tokens) {
     ++counters_.rejects;
     metrics_.admission_rejects.Increment();
     return absl::ResourceExhaustedError(fmt::format(
         "admission limit reached: {} tokens live + {} requested > limit {}; retry later",
-        live_tokens_ + held_tokens_, count, config_.max_live_tokens));
+        jobs_.liveTokens() + held_tokens_, count, config_.max_live_tokens));
   }
   return absl::OkStatus();
 }
@@ -148,6 +136,7 @@ void CoordinatorCore::submitJobAsync(JobSpec spec, const std::string& watcher, u
 
 void CoordinatorCore::commitJournal() {
   if (!journal_) return;
+  flushCheckpoints();
   const Status st = journal_->commit();
   if (held_.empty()) {
     if (!st.ok()) spdlog::error("journal: {}", st.message());
@@ -201,43 +190,33 @@ Status CoordinatorCore::checkOpsKnown(const JobSpec& spec) const {
   return absl::OkStatus();
 }
 
-Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation) {
+Status CoordinatorCore::restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation,
+                                   const Checkpoint* checkpoint) {
   if (auto st = spec.validate(config_.max_job_tokens, config_.max_frame_bytes); !st.ok()) return st;
   if (findJob(job_id)) return absl::AlreadyExistsError(fmt::format("job {} exists", job_id));
   // New ids come after restored ones of the same epoch (the app starts a new epoch anyway).
   if (epochOf(job_id) == epochOf(next_job_)) next_job_ = std::max(next_job_, job_id + 1);
   const uint64_t count = spec.tokenCount();
-  auto id = admitJob(job_id, std::move(spec), {}, count, incarnation);
+  auto id = admitJob(job_id, std::move(spec), {}, count, incarnation, checkpoint);
   return id.ok() ? absl::OkStatus() : id.status();
 }
 
 void CoordinatorCore::restoreFinished(control::JobStatus status) {
   if (epochOf(status.id) == epochOf(next_job_)) next_job_ = std::max(next_job_, status.id + 1);
-  finished_.push_back({std::move(status)});
-  while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
+  jobs_.remember(std::move(status));
 }
 
 StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
                                              const std::string& watcher, uint64_t count,
-                                             uint64_t incarnation) {
-  ++jobs_admitted_;
-  auto job = std::make_unique<Job>();
-  job->id = job_id;
-  job->incarnation = incarnation;
-  job->name = spec.name;
-  job->admitted_at = clock_.now();
-  if (!watcher.empty()) job->watchers.push_back(watcher);
-  Job& ref = *job;
-  jobs_.emplace(job->id, std::move(job));
-  if (auto st = buildJob(ref, std::move(spec)); !st.ok()) {
-    jobs_.erase(ref.id);
+                                             uint64_t incarnation, const Checkpoint* resume) {
+  Job& ref = jobs_.add(job_id, incarnation, spec.name, clock_.now());
+  if (auto st = buildJob(ref, std::move(spec), resume); !st.ok()) {
+    jobs_.remove(ref.id);
     return st;
   }
-  live_tokens_ += count;
-  ++jobs_running_;
-  if (!ref.watchers.empty()) watched_.insert(ref.id);
+  if (!watcher.empty()) jobs_.watch(ref, watcher);
   counters_.admitted += count;
-  metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+  metrics_.live_tokens.Set(static_cast<double>(jobs_.liveTokens()));
   const uint64_t id = ref.id;
   resolveAliases();
   maybeFinishJob(ref);
@@ -245,63 +224,20 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
   return id;
 }
 
-Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
-  const auto n = static_cast<uint32_t>(spec.tokenCount());
-  job.tokens.resize(n);
-  job.specs.reserve(spec.tokens.size());
-  bool& any_output = job.any_output;
-  uint32_t first = 0;
-  for (auto& ts : spec.tokens) {
-    SpecRec& s = job.specs.emplace_back();
-    s.first = first;
-    s.op = opIndex(ts.op);
+Status CoordinatorCore::buildJob(Job& job, JobSpec spec, const Checkpoint* resume) {
+  jobs_.build(job, std::move(spec), [&](SpecRec& s) {
+    s.op = opIndex(s.spec.op);
     const OpState& op = ops_[s.op];
-    s.explicit_weight = ts.weight != Weight::kUnspecified;
-    s.weight = s.explicit_weight ? ts.weight : op.weight;
-    s.max_attempts = ts.max_attempts ? ts.max_attempts : config_.default_max_attempts;
-    s.keep_result = ts.output;
-    any_output |= ts.output;
-    s.spec = std::move(ts);
-    first += s.spec.repeat;
+    s.explicit_weight = s.spec.weight != Weight::kUnspecified;
+    s.weight = s.explicit_weight ? s.spec.weight : op.weight;
+    s.max_attempts = s.spec.max_attempts ? s.spec.max_attempts : config_.default_max_attempts;
+  });
+  if (config_.checkpoint_min_inputs > 0) {
+    for (SpecRec& s : job.specs)
+      s.checkpoint = s.spec.repeat > 0 && s.spec.idempotency_key.empty() &&
+                     job.tokens[s.first].pending >= config_.checkpoint_min_inputs;
   }
-  // Per-token spec index and dependency counts (CSR of dependents).
-  std::vector<uint32_t> dep_count(n + 1, 0);
-  for (uint32_t si = 0; si < job.specs.size(); ++si) {
-    const SpecRec& s = job.specs[si];
-    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
-      TokenRec& t = job.tokens[s.first + r];
-      t.spec = si;
-      forEachRef(s.spec, r, [&](uint32_t j) {
-        ++dep_count[j];
-        ++t.pending;
-      });
-    }
-  }
-  job.dep_offset.resize(n + 1);
-  uint32_t acc = 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    job.dep_offset[i] = acc;
-    job.tokens[i].consumers = dep_count[i];
-    acc += dep_count[i];
-  }
-  job.dep_offset[n] = acc;
-  job.deps.resize(acc);
-  std::vector<uint32_t> fill(job.dep_offset.begin(), job.dep_offset.end() - 1);
-  for (const SpecRec& s : job.specs) {
-    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
-      const uint32_t i = s.first + r;
-      forEachRef(s.spec, r, [&](uint32_t j) { job.deps[fill[j]++] = i; });
-    }
-  }
-  // Outputs: flagged tokens, else the job's sinks (bounded).
-  for (const SpecRec& s : job.specs) {
-    for (uint32_t r = 0; r < s.spec.repeat; ++r) {
-      const uint32_t i = s.first + r;
-      if (any_output ? s.keep_result : job.tokens[i].consumers == 0) {
-        if (job.outputs.size() < kMaxSinkOutputs) job.outputs.push_back(i);
-      }
-    }
-  }
+  if (resume) applyCheckpoint(job, *resume);
   // Admission metrics, deadlines, idempotency keys, initial readiness.
   for (const SpecRec& s : job.specs) {
     OpState& op = ops_[s.op];
@@ -309,6 +245,7 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec) {
     for (uint32_t r = 0; r < s.spec.repeat; ++r) {
       const uint32_t i = s.first + r;
       TokenRec& t = job.tokens[i];
+      if (t.state == kDone) continue;  // resumed from a checkpoint
       const uint64_t id = tokenId(job.id, i);
       if (s.spec.deadline_ms)
         deadlines_.emplace(job.admitted_at + s.spec.deadline_ms * kMillis, id);
@@ -345,133 +282,18 @@ void CoordinatorCore::settleAliases(const std::vector<uint64_t>& aliases, const 
   }
 }
 
-CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) {
-  auto it = jobs_.find(job_id);
-  return it == jobs_.end() ? nullptr : it->second.get();
-}
-
-const CoordinatorCore::Job* CoordinatorCore::findJob(uint64_t job_id) const {
-  auto it = jobs_.find(job_id);
-  return it == jobs_.end() ? nullptr : it->second.get();
-}
-
-void CoordinatorCore::makeReady(Job& job, uint32_t local) {
-  TokenRec& t = job.tokens[local];
-  t.state = kReady;
-  const uint64_t id = tokenId(job.id, local);
-  if (t.deaths > 0) {
-    suspects_.push_back(id);
-  } else {
-    const SpecRec& s = job.specs[t.spec];
-    ops_[s.op].ready[static_cast<int>(laneFor(s))].push_back(id);
-  }
-}
-
-TokenInfo CoordinatorCore::tokenInfo(const Job& job, uint32_t local) const {
-  const TokenRec& t = job.tokens[local];
-  const SpecRec& s = job.specs[t.spec];
-  TokenInfo info;
-  info.id = tokenId(job.id, local);
-  info.op = s.op;
-  info.declared = s.weight;
-  info.arg_count = argCount(s.spec);
-  info.arg_bytes = info.arg_count * 8;
-  info.first_arg = std::numeric_limits<double>::quiet_NaN();
-  for (const auto& a : s.spec.args) {
-    if (a.kind != Arg::Kind::kValue) continue;
-    if (a.value.isInt())
-      info.first_arg = static_cast<double>(a.value.asInt() + a.step * (local - s.first));
-    else if (a.value.isDouble())
-      info.first_arg = a.value.asDouble();
-    else
-      info.arg_bytes += static_cast<uint32_t>(a.value.byteSize());
-    break;
-  }
-  return info;
-}
+void CoordinatorCore::makeReady(Job& job, uint32_t local) { dispatcher_.ready(job, local); }
 
 // ---------------------------------------------------------------- results
 
-bool CoordinatorCore::isOutput(const Job& job, uint32_t local) const {
-  const SpecRec& s = job.specs[job.tokens[local].spec];
-  if (job.any_output) return s.keep_result;
-  return job.dep_offset[local] == job.dep_offset[local + 1];
-}
-
-void CoordinatorCore::setResult(Job& job, TokenRec& t, const Value& v) {
-  if (v.isInt()) {
-    t.tag = kInt;
-    t.val = static_cast<uint64_t>(v.asInt());
-  } else if (v.isDouble()) {
-    t.tag = kDouble;
-    double d = v.asDouble();
-    std::memcpy(&t.val, &d, sizeof d);
-  } else if (v.isBool()) {
-    t.tag = kBool;
-    t.val = v.asBool();
-  } else if (v.isNull()) {
-    t.tag = kNull;
-  } else {
-    t.tag = kBoxed;
-    if (!job.boxed_free.empty()) {
-      t.val = job.boxed_free.back();
-      job.boxed_free.pop_back();
-      job.boxed[t.val] = v;
-    } else {
-      t.val = job.boxed.size();
-      job.boxed.push_back(v);
-    }
-  }
-}
-
-Value CoordinatorCore::getResult(const Job& job, const TokenRec& t) const {
-  switch (t.tag) {
-    case kInt:
-      return Value(static_cast<int64_t>(t.val));
-    case kDouble: {
-      double d;
-      std::memcpy(&d, &t.val, sizeof d);
-      return Value(d);
-    }
-    case kBool:
-      return Value(t.val != 0);
-    case kBoxed:
-      return job.boxed[t.val];
-    default:
-      return Value();
-  }
-}
-
-void CoordinatorCore::freeResult(Job& job, TokenRec& t) {
-  if (t.tag == kBoxed) {
-    job.boxed[t.val] = Value();
-    job.boxed_free.push_back(static_cast<uint32_t>(t.val));
-  }
-  t.tag = kNoValue;
-}
-
-void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) {
-  if (t.state != kRunning || t.node == kNoNode) return;
-  NodeRec& n = nodes_[t.node];
-  auto& lane = n.lanes[t.lane];
-  if (lane.in_flight) --lane.in_flight;
-  lane.outstanding = lane.in_flight ? std::max(0.0, lane.outstanding - t.cost) : 0.0;
-  const uint64_t id = tokenId(job.id, static_cast<uint32_t>(&t - job.tokens.data()));
-  if (n.suspect == id) n.suspect = 0;
-  OpState& op = ops_[job.specs[t.spec].op];
-  if (op.running) --op.running;
-  if (job.running) --job.running;
-  t.node = kNoNode;
-}
+void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) { dispatcher_.release(job, t); }
 
 void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   TokenRec& t = job.tokens[local];
   releaseFromNode(job, t);
   const SpecRec& s = job.specs[t.spec];
-  if (t.consumers > 0 || s.keep_result || t.state == kAlias || job.outputs.size() < kMaxSinkOutputs)
-    setResult(job, t, v);
-  t.state = kDone;
-  ++job.done;
+  JobTable::completed(job, local, v);
+  if (s.checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
   streamOutput(job, local, absl::OkStatus(), v);
   ++counters_.completed;
   OpState& op = ops_[s.op];
@@ -479,21 +301,12 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   op.m_completed[t.lane % kLaneCount]->Increment();
   if (!s.spec.idempotency_key.empty())
     settleAliases(keys_.finished(tokenId(job.id, local), v), absl::OkStatus(), v);
-  for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d) {
-    TokenRec& dt = job.tokens[job.deps[d]];
-    if (--dt.pending == 0 && dt.state == kWaiting) makeReady(job, job.deps[d]);
-  }
+  JobTable::wake(job, local, [&](uint32_t dep) { makeReady(job, dep); });
   finishToken(job, local);
 }
 
 void CoordinatorCore::finishToken(Job& job, uint32_t local) {
-  TokenRec& t = job.tokens[local];
-  const SpecRec& s = job.specs[t.spec];
-  forEachRef(s.spec, local - s.first, [&](uint32_t j) {
-    TokenRec& in = job.tokens[j];
-    if (in.consumers && --in.consumers == 0 && !job.specs[in.spec].keep_result) freeResult(job, in);
-  });
-  --live_tokens_;
+  jobs_.retired(job, local);
   maybeFinishJob(job);
 }
 
@@ -513,7 +326,7 @@ void CoordinatorCore::failToken(Job& job, uint32_t root, const Status& cause, bo
     t.state = is_cancel || why.code() == StatusCode::kCancelled ? kCancelled : kFailed;
     // Causes are kept for outputs (reported in JobDone) and the job's first failure;
     // storing a Status per token would make cancelling a 1M-token job slow and big.
-    if (isOutput(job, local)) job.errors[local] = why;
+    if (JobTable::isOutput(job, local)) job.errors[local] = why;
     if (job.first_error.ok()) job.first_error = why;
     streamOutput(job, local, why, Value());
     OpState& op = ops_[job.specs[t.spec].op];
@@ -573,98 +386,38 @@ void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
 }
 
 void CoordinatorCore::maybeFinishJob(Job& job) {
-  if (job.state != JobState::kRunning) return;
-  if (job.done + job.failed + job.cancelled < job.tokens.size()) return;
-  job.finished_at = clock_.now();
-  --jobs_running_;
-  watched_.erase(job.id);
-  finished_ids_.push_back(job.id);  // its token arrays are freed by the next tick
-  job.state = job.failed > 0      ? JobState::kFailed
-              : job.cancelled > 0 ? JobState::kCancelled
-                                  : JobState::kSucceeded;
+  // Its token arrays are freed by the next tick's reap.
+  if (!jobs_.finishIfDone(job, clock_.now())) return;
   m_jobs_[static_cast<int>(job.state)]->Increment();
-  auto status = statusOf(job, true);
+  metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
+      .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
+  auto status = jobs_.statusOf(job, true, clock_.now());
   if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
   emit(control::JobEvent{job.id, job.name, job.state, job.tokens.size(), job.done, job.failed,
                          job.cancelled, job.running, job.finished_at - job.admitted_at});
-  finished_.push_back({std::move(status)});
-  while (finished_.size() > config_.finished_jobs_kept) finished_.pop_front();
-  // The job's token arrays are freed when the loop reaps it (see reap in tick/onFrame).
+  jobs_.remember(std::move(status));
   job.watchers.clear();
 }
 
 // ---------------------------------------------------------------- status
 
-std::string CoordinatorCore::outputName(const Job& job, uint32_t local) const {
-  const SpecRec& sp = job.specs[job.tokens[local].spec];
-  if (sp.spec.name.empty()) return sp.spec.op;
-  return sp.spec.repeat > 1 ? fmt::format("{}[{}]", sp.spec.name, local - sp.first) : sp.spec.name;
-}
-
 void CoordinatorCore::streamOutput(Job& job, uint32_t local, Status status, const Value& value) {
-  if (job.watchers.empty() || !isOutput(job, local)) return;
+  if (job.watchers.empty() || !JobTable::isOutput(job, local)) return;
   control::OutputResult o;
   o.index = local;
-  o.name = outputName(job, local);
+  o.name = JobTable::outputName(job, local);
   o.status = std::move(status);
   if (o.status.ok()) o.value = value;
   job.streamed.push_back(std::move(o));
 }
 
-control::JobStatus CoordinatorCore::statusOf(const Job& job, bool with_outputs) const {
-  control::JobStatus s;
-  s.id = job.id;
-  s.incarnation = job.incarnation;
-  s.name = job.name;
-  s.state = job.state;
-  s.total = job.tokens.size();
-  s.done = job.done;
-  s.failed = job.failed;
-  s.cancelled = job.cancelled;
-  s.running = job.running;
-  s.wall_ns = (job.finished_at ? job.finished_at : clock_.now()) - job.admitted_at;
-  if (with_outputs) {
-    for (uint32_t i : job.outputs) {
-      control::OutputResult o;
-      o.index = i;
-      const TokenRec& t = job.tokens[i];
-      o.name = outputName(job, i);
-      if (t.state == kDone) {
-        o.value = getResult(job, t);
-      } else if (auto e = job.errors.find(i); e != job.errors.end()) {
-        o.status = e->second;
-      } else if (t.state == kFailed || t.state == kCancelled) {
-        o.status = job.first_error;
-      } else {
-        o.status = absl::UnavailableError("not finished");
-      }
-      s.outputs.push_back(std::move(o));
-    }
-  }
-  return s;
-}
-
 StatusOr<control::JobStatus> CoordinatorCore::jobStatus(uint64_t job_id, bool with_outputs) const {
-  if (const Job* j = findJob(job_id)) return statusOf(*j, with_outputs);
-  for (auto it = finished_.rbegin(); it != finished_.rend(); ++it) {
-    if (it->status.id != job_id) continue;
-    auto s = it->status;
-    if (!with_outputs) s.outputs.clear();
-    return s;
-  }
-  return absl::NotFoundError(fmt::format("no job {}", job_id));
+  return jobs_.status(job_id, with_outputs, clock_.now());
 }
 
 std::vector<control::JobStatus> CoordinatorCore::listJobs() const {
-  std::vector<control::JobStatus> out;
-  for (const auto& f : finished_) {
-    out.push_back(f.status);
-    out.back().outputs.clear();
-  }
-  for (const auto& [id, j] : jobs_)
-    if (j->state == JobState::kRunning) out.push_back(statusOf(*j, false));
-  return out;
+  return jobs_.list(clock_.now());
 }
 
 StatusOr<uint64_t> CoordinatorCore::cancelJob(uint64_t job_id) {
@@ -731,15 +484,12 @@ StatusOr<uint64_t> CoordinatorCore::drainOp(const std::string& name) {
     q.clear();
     for (uint64_t id : ready) drop(id);
   }
-  std::deque<uint64_t> keep;
-  for (uint64_t id : suspects_) {
+  dispatcher_.removeSuspects([&](uint64_t id) {
     Job* j = findJob(id >> 32);
-    if (j && j->specs[j->tokens[static_cast<uint32_t>(id)].spec].op == *it)
-      drop(id);
-    else
-      keep.push_back(id);
-  }
-  suspects_ = std::move(keep);
+    if (!j || j->specs[j->tokens[static_cast<uint32_t>(id)].spec].op != *it) return false;
+    drop(id);
+    return true;
+  });
   return n;
 }
 
@@ -754,7 +504,7 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
   for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
     NodeRec& n = nodes_[slot];
     if (n.state == NodeState::kDead) continue;
-    flushBatch(slot);
+    dispatcher_.flush(slot);
     auto msg = newFrame();
     auto f = msg.root;
     f.initControl().setCancelOp(name);
@@ -880,7 +630,7 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     // The node drains on its own (SIGTERM): no new work; its unsent batch goes elsewhere.
     spdlog::info("node {} is draining (reported by the node)", n->id);
     n->state = NodeState::kDraining;
-    requeueUnsentBatch(*n);
+    dispatcher_.requeueUnsent(nodes_.slotOf(*n));
     emit(control::NodeEvent{control::NodeEvent::Change::kDraining, n->id, {}, 0, 0});
   }
   for (auto l : hb.getLanes()) {
@@ -955,7 +705,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
     OpTable::observe(op, r.getRunNs(), r.getQueueNs());
     if (telemetry_ && telemetry_.take()) {
       Sample sample;
-      sample.token = tokenInfo(*job, local);
+      sample.token = JobTable::tokenInfo(*job, local);
       sample.token.cost = t.cost;  // the prediction made at dispatch
       sample.node = slot;
       sample.lane = static_cast<Weight>(t.lane);
@@ -1149,27 +899,13 @@ std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
   return out;
 }
 
-void CoordinatorCore::requeueUnsentBatch(NodeRec& n) {
-  for (uint64_t id : n.batch.ids) {
-    Job* j = findJob(id >> 32);
-    if (!j) continue;
-    TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
-    if (t.state == kRunning && t.node == nodes_.slotOf(n)) {
-      releaseFromNode(*j, t);
-      --t.attempt;
-      makeReady(*j, static_cast<uint32_t>(id));
-    }
-  }
-  n.batch.ids.clear();
-}
-
 StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node_id, bool drain) {
   NodeRec* n = nodeById(node_id);
   if (!n || n->state == NodeState::kDead)
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
   if (!drain) runs_.lift(node_id);  // undrain also lifts a quarantine
-  if (drain) requeueUnsentBatch(*n);
+  if (drain) dispatcher_.requeueUnsent(nodes_.slotOf(*n));
   auto msg = newFrame();
   auto f = msg.root;
   if (drain)
@@ -1205,265 +941,11 @@ StatusOr<uint64_t> CoordinatorCore::evictNode(const std::string& node_id) {
 
 // ---------------------------------------------------------------- dispatch
 
-size_t CoordinatorCore::readyCount() const {
-  size_t n = suspects_.size();
-  for (const auto& op : ops_) n += op.queued();
-  return n;
-}
+size_t CoordinatorCore::readyCount() const { return dispatcher_.queued(); }
 
-void CoordinatorCore::dispatch() {
-  // Suspects (in flight when a node died) run isolated: one per node at a time.
-  if (!suspects_.empty()) {
-    for (uint32_t slot = 0; slot < nodes_.size() && !suspects_.empty(); ++slot) {
-      NodeRec& n = nodes_[slot];
-      if (n.state != NodeState::kReady || n.suspect != 0) continue;
-      size_t scanned = 0, limit = suspects_.size();
-      while (!suspects_.empty() && scanned++ < limit) {
-        uint64_t id = suspects_.front();
-        suspects_.pop_front();
-        Job* j = findJob(id >> 32);
-        if (!j) continue;
-        const auto local = static_cast<uint32_t>(id);
-        TokenRec& t = j->tokens[local];
-        if (t.state != kReady) continue;
-        const SpecRec& s = j->specs[t.spec];
-        OpState& op = ops_[s.op];
-        const Weight lane = laneFor(s);
-        if (op.paused || !n.offers[s.op] || !n.lanes[static_cast<int>(lane)].present) {
-          suspects_.push_back(id);
-          continue;
-        }
-        markRunning(*j, local, slot, lane, t.cost);
-        n.suspect = id;
-        if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
-        n.batch.ids.push_back(id);
-        flushBatch(slot);
-        break;
-      }
-    }
-  }
-  dispatchLane(Weight::kHeavy);
-  dispatchLane(Weight::kMedium);
-  dispatchLane(Weight::kLight);
-  const Nanos now = clock_.now();
-  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
-    NodeRec& n = nodes_[slot];
-    if (n.batch.ids.empty()) continue;
-    const bool idle = n.inFlight() <= n.batch.ids.size();
-    if (idle || n.batch.ids.size() >= config_.max_batch ||
-        now - n.batch.first_at >= config_.batch_latency_ns)
-      flushBatch(slot);
-  }
-}
+void CoordinatorCore::dispatch() { dispatcher_.run(); }
 
-void CoordinatorCore::dispatchLane(Weight lane) {
-  // Ops share the lane's credit in slices, round after round, so a
-  // downstream op (chunk sums) is not starved behind a million ready
-  // upstream tokens: its inputs' results are freed sooner.
-  constexpr uint64_t kSlice = 512;
-  const int li = static_cast<int>(lane);
-  bool progress = true;
-  while (progress) {
-    progress = false;
-    for (uint32_t k = 0; k < ops_.size(); ++k) {
-      // Newest-registered ops first: downstream ops are usually registered after upstream ones.
-      const uint32_t oi = static_cast<uint32_t>(ops_.size()) - 1 - k;
-      if (ops_[oi].dispatchable(li) && dispatchSlice(oi, lane, kSlice) > 0) progress = true;
-    }
-  }
-}
-
-size_t CoordinatorCore::dispatchSlice(uint32_t oi, Weight lane, uint64_t max_tokens) {
-  const int li = static_cast<int>(lane);
-  OpState& op = ops_[oi];
-  // Candidates: ready nodes offering the op with credit on this lane.
-  auto& cands = scratch_cands_;
-  cands.clear();
-  uint64_t total_credit = 0;
-  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
-    NodeRec& n = nodes_[slot];
-    if (n.state != NodeState::kReady || oi >= n.offers.size() || !n.offers[oi]) continue;
-    auto& l = n.lanes[li];
-    if (!l.present) continue;
-    const uint64_t cap = static_cast<uint64_t>(l.workers) * config_.credit_per_worker;
-    if (l.in_flight >= cap) continue;
-    Candidate c;
-    c.node = slot;
-    c.free_credit = static_cast<uint32_t>(cap - l.in_flight);
-    c.workers = l.workers;
-    c.outstanding = l.outstanding;
-    c.in_flight = l.in_flight;
-    n.speed = scheduler_->nodeSpeed(slot);
-    c.speed = n.speed;
-    total_credit += c.free_credit;
-    cands.push_back(c);
-  }
-  if (cands.empty()) return 0;
-  auto& ready = op.ready[li];
-  uint64_t want = std::min<uint64_t>(total_credit, max_tokens);
-  if (op.limits.max_in_flight)
-    want = std::min<uint64_t>(want, op.limits.max_in_flight - op.running);
-  if (op.limits.max_rate_per_s > 0)
-    want = std::min<uint64_t>(want, static_cast<uint64_t>(op.rate_tokens));
-  auto& infos = scratch_tokens_;
-  infos.clear();
-  while (infos.size() < want && !ready.empty()) {
-    const uint64_t id = ready.front();
-    ready.pop_front();
-    Job* j = findJob(id >> 32);
-    if (!j) continue;
-    const auto local = static_cast<uint32_t>(id);
-    if (j->tokens[local].state != kReady) continue;
-    infos.push_back(tokenInfo(*j, local));
-    infos.back().lane = lane;
-  }
-  if (infos.empty()) return 0;
-  scratch_costs_.resize(infos.size());
-  scheduler_->costs(infos, scratch_costs_);
-  const double work_target = scheduler_->batchWorkTarget();  // after costs(): same units
-  for (size_t i = 0; i < infos.size(); ++i) infos[i].cost = scratch_costs_[i];
-  scratch_place_.assign(infos.size(), Placement{});
-  scheduler_->place(lane, infos, cands, scratch_place_);
-  size_t placed = 0;
-  // Unplaced tokens go back to the front in their original order.
-  for (size_t i = infos.size(); i-- > 0;) {
-    if (scratch_place_[i].candidate < 0) ready.push_front(infos[i].id);
-  }
-  Job* j = nullptr;
-  const Nanos now = clock_.now();
-  for (size_t i = 0; i < infos.size(); ++i) {
-    const Placement& p = scratch_place_[i];
-    if (p.candidate < 0) continue;
-    const uint32_t slot = cands[static_cast<size_t>(p.candidate)].node;
-    NodeRec& n = nodes_[slot];
-    if (!j || j->id != (infos[i].id >> 32)) j = findJob(infos[i].id >> 32);
-    const auto local = static_cast<uint32_t>(infos[i].id);
-    markRunning(*j, local, slot, p.lane == Weight::kUnspecified ? lane : p.lane, infos[i].cost);
-    addToBatch(n, slot, infos[i].id, infos[i].cost, work_target, now);
-    ++placed;
-  }
-  if (op.limits.max_rate_per_s > 0) op.rate_tokens -= static_cast<double>(placed);
-  return placed;
-}
-
-void CoordinatorCore::markRunning(Job& job, uint32_t local, uint32_t slot, Weight lane,
-                                  double cost) {
-  TokenRec& t = job.tokens[local];
-  NodeRec& n = nodes_[slot];
-  t.state = kRunning;
-  t.node = slot;
-  t.lane = static_cast<uint8_t>(lane);
-  t.cost = static_cast<float>(cost);
-  ++t.attempt;
-  ++ops_[job.specs[t.spec].op].running;
-  ++job.running;
-  auto& l = n.lanes[t.lane];
-  t.load = static_cast<uint16_t>(std::min<uint64_t>(l.in_flight, UINT16_MAX));
-  ++l.in_flight;
-  l.outstanding += cost;
-  nodes_.dispatched(slot, tokenId(job.id, local));
-  runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
-}
-
-void CoordinatorCore::addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost,
-                                 double work_target, Nanos now) {
-  if (n.batch.ids.empty()) n.batch.first_at = now;
-  n.batch.ids.push_back(id);
-  n.batch.work += cost;
-  // By work: flush once another token like this one would push the batch past the target, so
-  // a run of equal tokens goes out floor(target / cost) at a time (costmodel::batchSizeFor).
-  if (n.batch.ids.size() >= config_.max_batch ||
-      (work_target > 0 && n.batch.work + cost > work_target))
-    flushBatch(slot);
-}
-
-void CoordinatorCore::flushBatch(uint32_t slot) {
-  NodeRec& n = nodes_[slot];
-  n.batch.work = 0;
-  if (n.batch.ids.empty()) return;
-  std::vector<uint64_t> ids = std::move(n.batch.ids);
-  n.batch.ids.clear();
-  // Drop tokens cancelled while waiting in the batch.
-  std::erase_if(ids, [&](uint64_t id) {
-    const Job* j = findJob(id >> 32);
-    if (!j) return true;
-    const TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
-    return t.state != kRunning || t.node != slot;
-  });
-  if (ids.empty()) return;
-  auto msg = newFrame(8192);
-  auto f = msg.root;
-  auto b = f.initTokenBatch();
-  b.setSession(n.session);
-  // Op table for this batch.
-  std::vector<uint32_t> op_table;
-  auto opSlot = [&](uint32_t op) -> uint16_t {
-    for (size_t i = 0; i < op_table.size(); ++i)
-      if (op_table[i] == op) return static_cast<uint16_t>(i);
-    op_table.push_back(op);
-    return static_cast<uint16_t>(op_table.size() - 1);
-  };
-  auto tokens = b.initTokens(static_cast<unsigned>(ids.size()));
-  const Nanos now = clock_.now();
-  Job* j = nullptr;
-  for (unsigned i = 0; i < ids.size(); ++i) {
-    const uint64_t id = ids[i];
-    if (!j || j->id != (id >> 32)) j = findJob(id >> 32);
-    const auto local = static_cast<uint32_t>(id);
-    const TokenRec& t = j->tokens[local];
-    const SpecRec& s = j->specs[t.spec];
-    auto tb = tokens[i];
-    tb.setId(id);
-    tb.setOp(opSlot(s.op));
-    tb.setWeight(toWire(static_cast<Weight>(t.lane)));
-    tb.setAttempt(t.attempt);
-    if (s.spec.deadline_ms) {
-      const Nanos left = j->admitted_at + s.spec.deadline_ms * kMillis - now;
-      tb.setDeadlineMs(static_cast<uint32_t>(std::max<Nanos>(1, left / kMillis)));
-    }
-    auto args = tb.initArgs(argCount(s.spec));
-    const uint32_t rep = local - s.first;
-    unsigned k = 0;
-    for (const auto& a : s.spec.args) {
-      if (a.kind == Arg::Kind::kValue) {
-        if (a.step != 0)
-          args[k++].setInt(a.value.asInt() + a.step * rep);
-        else
-          toWire(a.value, args[k++]);
-        continue;
-      }
-      const int64_t start = static_cast<int64_t>(a.start) + a.step * rep;
-      const uint32_t count = a.kind == Arg::Kind::kRef ? 1 : a.count;
-      for (uint32_t c = 0; c < count; ++c) {
-        const TokenRec& in = j->tokens[static_cast<uint32_t>(start + c)];
-        auto vb = args[k++];
-        switch (in.tag) {
-          case kInt:
-            vb.setInt(static_cast<int64_t>(in.val));
-            break;
-          case kDouble: {
-            double d;
-            std::memcpy(&d, &in.val, sizeof d);
-            vb.setFloat(d);
-            break;
-          }
-          default:
-            toWire(getResult(*j, in), vb);
-        }
-      }
-    }
-  }
-  auto table = b.initOps(static_cast<unsigned>(op_table.size()));
-  for (unsigned i = 0; i < op_table.size(); ++i) table.set(i, ops_[op_table[i]].name);
-  outbox_.send(n.peer, msg.encode());
-  counters_.dispatched += ids.size();
-  ++counters_.batches;
-  metrics_.batch_size.Observe(static_cast<double>(ids.size()));
-}
-
-void CoordinatorCore::flushAll() {
-  for (uint32_t slot = 0; slot < nodes_.size(); ++slot) flushBatch(slot);
-}
+void CoordinatorCore::flushAll() { dispatcher_.flushAll(); }
 
 // ---------------------------------------------------------------- frames
 
@@ -1627,9 +1109,7 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
   }
   Job* j = findJob(ref.getJobId());
   if (j && j->state == JobState::kRunning) {
-    if (std::find(j->watchers.begin(), j->watchers.end(), peer) == j->watchers.end())
-      j->watchers.push_back(peer);
-    watched_.insert(j->id);
+    jobs_.watch(*j, peer);
     sendProgress(*j, false);
     return;
   }
@@ -1706,7 +1186,7 @@ Nanos CoordinatorCore::tick() {
   ops_.refill(dt);
   last_tick_ = now;
   // Progress to watchers (watched running jobs only).
-  for (uint64_t id : watched_) {
+  for (uint64_t id : jobs_.watched()) {
     Job* j = findJob(id);
     if (j && !j->watchers.empty() && now - j->last_progress >= config_.progress_interval_ns)
       sendProgress(*j, false);
@@ -1716,7 +1196,8 @@ Nanos CoordinatorCore::tick() {
     for (auto& n : nodes_)
       for (auto& l : n.lanes)
         if (l.m_in_flight) l.m_in_flight->Set(static_cast<double>(l.in_flight));
-    metrics_.live_tokens.Set(static_cast<double>(live_tokens_));
+    metrics_.live_tokens.Set(static_cast<double>(jobs_.liveTokens()));
+    metrics_.sampleProcess(now, kSeconds);
   }
   emitPeriodic(now);
   dispatch();
@@ -1725,16 +1206,13 @@ Nanos CoordinatorCore::tick() {
     for (uint32_t slot : freed) scheduler_->forgetNode(slot);
     updateNodeGauges();
   }
-  // Reap finished jobs (their summaries live in finished_).
-  for (uint64_t id : finished_ids_) jobs_.erase(id);
-  finished_ids_.clear();
+  // Reap finished jobs (their summaries are remembered).
+  jobs_.reap();
   // Next wake-up.
   Nanos next = now + 50 * kMillis;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
   if (!delayed_.empty()) next = std::min(next, delayed_.top().first);
   next = std::min(next, runs_.nextExpiry());
-  for (const auto& n : nodes_)
-    if (!n.batch.ids.empty()) next = std::min(next, n.batch.first_at + config_.batch_latency_ns);
   return next;
 }
 
@@ -1762,11 +1240,10 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
   }
   last_event_ = now;
   if (subscribers_.empty()) return;
-  for (auto& [id, j] : jobs_) {
-    if (j->state != JobState::kRunning) continue;
-    emit(control::JobEvent{j->id, j->name, JobState::kRunning, j->tokens.size(), j->done, j->failed,
-                           j->cancelled, j->running, 0});
-  }
+  jobs_.forEachRunning([&](const Job& j) {
+    emit(control::JobEvent{j.id, j.name, JobState::kRunning, j.tokens.size(), j.done, j.failed,
+                           j.cancelled, j.running, 0});
+  });
   for (auto& op : ops_) {
     if (op.failed_since_event) {
       emit(control::FailuresEvent{op.name, op.failed_since_event, op.last_error});
@@ -1793,13 +1270,13 @@ control::ClusterStats CoordinatorCore::stats() const {
     if (n.state == NodeState::kQuarantined) ++s.nodes_quarantined;
     for (const auto& l : n.lanes) s.in_flight += l.in_flight;
   }
-  s.jobs_running = jobs_running_;
-  s.jobs_total = jobs_admitted_;
+  s.jobs_running = jobs_.running();
+  s.jobs_total = jobs_.admitted();
   s.tokens_admitted = counters_.admitted;
   s.tokens_completed = counters_.completed;
   s.tokens_failed = counters_.failed + counters_.cancelled;
   s.tokens_retried = counters_.retried;
-  s.tokens_live = live_tokens_;
+  s.tokens_live = jobs_.liveTokens();
   s.queued = readyCount();
   s.admission_limit = config_.max_live_tokens;
   s.admission_rejects = counters_.rejects;
@@ -1809,6 +1286,8 @@ control::ClusterStats CoordinatorCore::stats() const {
   s.tokens_requeued = counters_.requeued;
   s.tokens_returned = counters_.returned;
   s.run_timeouts = counters_.run_timeouts;
+  s.scheduler = scheduler_->name();
+  s.placement = scheduler_->placementMode();
   return s;
 }
 

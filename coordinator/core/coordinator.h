@@ -20,12 +20,15 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "coordinator/control/control.h"
+#include "coordinator/core/dispatcher.h"
 #include "coordinator/core/idempotency_index.h"
+#include "coordinator/core/job_table.h"
 #include "coordinator/core/journal.h"
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
 #include "coordinator/core/op_table.h"
 #include "coordinator/core/run_timeouts.h"
+#include "coordinator/core/outbox.h"
 #include "coordinator/core/scheduler.h"
 
 namespace tokengate::coordinator {
@@ -34,7 +37,6 @@ struct CoordinatorConfig {
   uint64_t max_live_tokens = 8'000'000;   // admission limit (tokens admitted, unfinished)
   uint64_t max_job_tokens = 4'000'000;    // per job
   uint32_t max_batch = 1024;              // tokens per batch
-  Nanos batch_latency_ns = 200'000;       // flush a partial batch after this long
   uint32_t credit_per_worker = 2048;      // in-flight tokens per lane worker
   uint32_t heartbeat_ms = 500;            // told to nodes in Welcome
   Nanos node_timeout_ns = 3 * kSeconds;   // missed heartbeats => node lost
@@ -45,6 +47,10 @@ struct CoordinatorConfig {
   Nanos event_interval_ns = 250 * kMillis;
   size_t max_idempotency_keys = 1'000'000;
   size_t finished_jobs_kept = 1000;
+  // Resume, don't re-run (with a journal): results of tokens that take at least this many
+  // inputs (fan-in tokens such as chunk sums) are checkpointed in batches with the group commit;
+  // a restarted coordinator marks them done and runs only what is still needed. 0 = off.
+  uint32_t checkpoint_min_inputs = 8;
   // Job ids start here (journal.h: epoch << 20). The app starts every process at a new epoch
   // (random without a journal), so a client re-watching its job after a restart cannot be
   // handed someone else's job with a reused id.
@@ -69,13 +75,6 @@ struct CoordinatorConfig {
   uint32_t run_timeout_quarantine = 3;
 };
 
-// Where the core sends frames. `peer` is the ZeroMQ routing id.
-class Outbox {
- public:
-  virtual ~Outbox() = default;
-  virtual void send(const std::string& peer, std::string frame) = 0;
-};
-
 class CoordinatorCore {
  public:
   CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox& outbox,
@@ -93,10 +92,11 @@ class CoordinatorCore {
   // A node registered on it is lost at once, its in-flight tokens re-queued, without
   // waiting for node_timeout. Unknown peers (clients, strangers) are ignored.
   void onDisconnected(const std::string& peer);
-  // Timers: heartbeats, deadlines, retries, batch latency, events. Returns
-  // the time of the next deadline the loop should wake for.
+  // Timers: heartbeats, deadlines, retries, events. Returns the time of the next deadline the
+  // loop should wake for.
   Nanos tick();
-  // Sends every partial batch now (used on shutdown and by tests).
+  // Sends every partial batch now. The server calls it after each burst of frames (and on
+  // shutdown): a busy node's batch fills only while the burst lasts (dispatcher.h).
   void flushAll();
 
   // Replaces the placement policy (cost model, benchmarks). Loop thread only.
@@ -108,7 +108,10 @@ class CoordinatorCore {
   // Restart recovery (before serving): re-admits a journalled job under its old id (not
   // journalled again, not subject to the admission limit), or remembers a finished one so
   // its status and outputs can still be asked for.
-  Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0);
+  // `checkpoint`: results of its tokens that had finished (resume.cc): they are not run again,
+  // nor are tokens whose results only they needed.
+  Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0,
+                    const Checkpoint* checkpoint = nullptr);
   void restoreFinished(control::JobStatus status);
   // The next id to hand out (the journal's new epoch); loop thread, before serving.
   void setNextJobId(uint64_t id) { next_job_ = id; }
@@ -160,8 +163,14 @@ class CoordinatorCore {
     uint64_t node_token_visits = 0;
     uint64_t run_timeouts = 0;       // tokens re-queued or failed by their run timeout
     uint64_t nodes_quarantined = 0;  // quarantines for withheld results (run timeouts)
+    // Tokens of resumed jobs not run again: checkpointed, or needed only by checkpointed ones.
+    uint64_t resumed_done = 0;
   };
-  const Counters& counters() const { return counters_; }
+  const Counters& counters() const {
+    counters_.dispatched = dispatcher_.dispatched();
+    counters_.batches = dispatcher_.batches();
+    return counters_;
+  }
   size_t readyCount() const;
   const CoordinatorConfig& config() const { return config_; }
   Metrics& metrics() { return metrics_; }
@@ -190,95 +199,28 @@ class CoordinatorCore {
   uint32_t opIndex(const std::string& name);  // interns
 
  private:
-  enum TokenState : uint8_t {
-    kWaiting = 0,  // inputs not done
-    kReady,        // in a ready queue
-    kDelayed,      // retry backoff
-    kRunning,      // dispatched to a node
-    kDone,
-    kFailed,
-    kCancelled,
-    kAlias,  // idempotency duplicate waiting for its original
-  };
-  enum ValueTag : uint8_t { kNoValue = 0, kInt, kDouble, kBool, kNull, kBoxed };
-
-  struct TokenRec {
-    uint64_t val = 0;         // inline int/double/bool bits, or boxed index
-    uint32_t pending = 0;     // inputs not finished
-    uint32_t consumers = 0;   // dependents not finished (result freed at 0)
-    uint32_t node = kNoNode;  // node slot while running
-    uint32_t spec = 0;        // index into Job::specs
-    uint8_t state = kWaiting;
-    uint8_t attempt = 0;  // attempts started
-    uint8_t deaths = 0;   // node losses while this token was in flight
-    uint8_t tag = kNoValue;
-    uint8_t lane = 0;    // lane it was dispatched on
-    uint8_t errors = 0;  // error results seen (retry budget)
-    uint16_t load = 0;   // tokens in flight on that node lane at dispatch (saturated; telemetry)
-    float cost = 1;      // predicted cost when dispatched (outstanding-work accounting)
-  };
-
-  struct SpecRec {
-    TokenSpec spec;
-    uint32_t first = 0;  // job-local index of repetition 0
-    uint32_t op = 0;     // coordinator op index
-    Weight weight = Weight::kLight;
-    uint8_t max_attempts = 3;
-    bool keep_result = false;      // output (or sink) result retained
-    bool explicit_weight = false;  // the spec named a weight class (overrides the op's lane)
-  };
-
-  struct Job {
-    uint64_t id = 0;
-    uint64_t incarnation = 0;  // of the process that admitted it (survives restarts)
-    std::string name;
-    Nanos admitted_at = 0, finished_at = 0;
-    std::vector<SpecRec> specs;
-    std::vector<TokenRec> tokens;
-    std::vector<uint32_t> dep_offset;  // CSR: dependents of token i in deps[off[i]..off[i+1])
-    std::vector<uint32_t> deps;
-    std::vector<Value> boxed;  // non-scalar results
-    std::vector<uint32_t> boxed_free;
-    std::unordered_map<uint32_t, Status> errors;  // failed/cancelled tokens' causes
-    std::vector<uint32_t> outputs;                // local indices reported in JobDone
-    uint64_t done = 0, failed = 0, cancelled = 0, running = 0;
-    std::vector<std::string> watchers;  // peers streaming progress
-    // Outputs finished since the last progress frame, kept only while someone watches.
-    std::vector<control::OutputResult> streamed;
-    Nanos last_progress = 0;
-    control::JobState state = control::JobState::kRunning;
-    bool any_failed = false;
-    bool any_output = false;  // some spec flagged output (else sinks are the outputs)
-    Status first_error;       // cause reported for failed outputs without their own
-  };
-
-  struct FinishedJob {
-    control::JobStatus status;
-  };
+  using Job = JobRec;
 
   // Admission.
-  Status buildJob(Job& job, JobSpec spec);
+  Status buildJob(Job& job, JobSpec spec, const Checkpoint* resume = nullptr);
+  // Restart (resume.cc): marks checkpointed tokens done with their results, and tokens needed
+  // only by them done without running; recomputes pending inputs and consumers of the rest.
+  // Returns the number of tokens marked done.
+  uint64_t applyCheckpoint(Job& job, const Checkpoint& checkpoint);
+  // Hands the checkpoint results gathered since the last commit to the journal (resume.cc).
+  void flushCheckpoints();
   void resolveAliases();
   // Completes (ok `status`) or fails the aliases of a finished idempotency key.
   void settleAliases(const std::vector<uint64_t>& aliases, const Status& status,
                      const Value& value);
-  // Token helpers.
-  Job* findJob(uint64_t job_id);
-  const Job* findJob(uint64_t job_id) const;
-  static uint64_t tokenId(uint64_t job, uint32_t local) { return (job << 32) | local; }
-  TokenInfo tokenInfo(const Job& job, uint32_t local) const;
+  Job* findJob(uint64_t job_id) { return jobs_.find(job_id); }
+  static uint64_t tokenId(uint64_t job, uint32_t local) { return JobTable::tokenId(job, local); }
   void makeReady(Job& job, uint32_t local);
-  void setResult(Job& job, TokenRec& t, const Value& v);
-  Value getResult(const Job& job, const TokenRec& t) const;
-  void freeResult(Job& job, TokenRec& t);
   void completeToken(Job& job, uint32_t local, const Value& v);
   void failToken(Job& job, uint32_t local, const Status& cause, bool cancelled);
   void finishToken(Job& job, uint32_t local);
   void retryToken(Job& job, uint32_t local, bool count_error);
   void maybeFinishJob(Job& job);
-  bool isOutput(const Job& job, uint32_t local) const;
-  // Tokens in `n`'s batch not yet sent go back to the ready queues (drain).
-  void requeueUnsentBatch(NodeRec& n);
   void releaseFromNode(Job& job, TokenRec& t);
 
   // Nodes.
@@ -292,8 +234,6 @@ class CoordinatorCore {
   // the tokens' fault (crash, timeout), so deaths are counted and poison quarantined; a clean
   // exit or an eviction re-queues without blame.
   void loseNode(uint32_t slot, const std::string& why, bool blame = true);
-  // Marks a placed token as running on `slot` (dispatch and suspect isolation alike).
-  void markRunning(Job& job, uint32_t local, uint32_t slot, Weight lane, double cost);
   void sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids);
   void sendUnknownSession(const std::string& peer);
   // Run timeouts (run_timeouts.cc): the timeout that applies to a token, the expiry of due
@@ -305,16 +245,8 @@ class CoordinatorCore {
   control::NodeStatus nodeStatus(const NodeRec& n) const;
   void updateNodeGauges();
 
-  // Dispatch.
+  // Dispatch (dispatcher.h).
   void dispatch();
-  void dispatchLane(Weight lane);
-  size_t dispatchSlice(uint32_t op, Weight lane, uint64_t max_tokens);
-  void flushBatch(uint32_t slot);
-  // Appends a placed token to the node's pending batch and sends the batch once it is full by
-  // count or by predicted work (`work_target` 0 = count only).
-  void addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost, double work_target,
-                  Nanos now);
-  Weight laneFor(const SpecRec& s) const;
 
   // Client messages.
   void onSubmit(const std::string& peer, wire::SubmitJob::Reader submit);
@@ -322,13 +254,12 @@ class CoordinatorCore {
   void onAdmin(const std::string& peer, wire::AdminRequest::Reader req);  // admin.cc
   void sendProgress(Job& job, bool done);
   void sendJobDone(const std::string& peer, const control::JobStatus& s);
-  control::JobStatus statusOf(const Job& job, bool with_outputs) const;
-  std::string outputName(const Job& job, uint32_t local) const;
   // Queues output `local` for the next progress frame if the job is watched.
   void streamOutput(Job& job, uint32_t local, Status status, const Value& value);
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
   StatusOr<uint64_t> admitJob(uint64_t job_id, JobSpec spec, const std::string& watcher,
-                              uint64_t count, uint64_t incarnation);
+                              uint64_t count, uint64_t incarnation,
+                              const Checkpoint* resume = nullptr);
   // Validation and the admission limit (held admissions count against it).
   Status checkAdmission(const JobSpec& spec, uint64_t count);
   // Hands out the next job id; records a new epoch in the journal when one begins.
@@ -355,23 +286,21 @@ class CoordinatorCore {
     SubmitDone done;
   };
   std::vector<HeldAdmission> held_;
+  // Results of checkpointed tokens finished since the last commitJournal(), by job.
+  std::unordered_map<uint64_t, Checkpoint> checkpoints_;
   uint64_t held_tokens_ = 0;
-  uint64_t jobs_admitted_ = 0;  // this process (resumed jobs included)
-  std::unordered_map<uint64_t, std::unique_ptr<Job>> jobs_;
-  // Kept beside jobs_ so no tick or stats call walks every job.
-  uint64_t jobs_running_ = 0;
-  std::unordered_set<uint64_t> watched_;  // running jobs with progress watchers
-  std::vector<uint64_t> finished_ids_;    // finished since the last tick, to reap
-  std::deque<FinishedJob> finished_;
-  std::unordered_map<uint64_t, size_t>
-      finished_index_;  // job id -> position hint (linear fallback)
-  uint64_t live_tokens_ = 0;
+  JobTable jobs_{config_.finished_jobs_kept};
 
   OpTable ops_{metrics_};
-  std::deque<uint64_t> suspects_;  // tokens that were in flight when a node died
-
   NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
   RunTimeouts runs_{{.quarantine_after = config_.run_timeout_quarantine}};
+  Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker},
+                         jobs_,
+                         ops_,
+                         nodes_,
+                         clock_,
+                         outbox_,
+                         metrics_};
   uint64_t next_session_ = 1;
 
   // Deadlines (absolute) and retry backoff, min-heaps of (time, token id).
@@ -414,15 +343,9 @@ class CoordinatorCore {
   };
   TelemetryTap telemetry_;
   JobJournal* journal_ = nullptr;
-  Counters counters_;
+  mutable Counters counters_;  // dispatched/batches copied from the dispatcher on read
   prometheus::Gauge* m_nodes_[control::kNodeStateCount] = {};
   prometheus::Counter* m_jobs_[4] = {};
-
-  // Scratch buffers reused across dispatch rounds.
-  std::vector<TokenInfo> scratch_tokens_;
-  std::vector<Placement> scratch_place_;
-  std::vector<Candidate> scratch_cands_;
-  std::vector<double> scratch_costs_;
 };
 
 }  // namespace tokengate::coordinator

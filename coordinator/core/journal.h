@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "common/job.h"
 #include "common/status.h"
@@ -39,6 +41,9 @@ inline constexpr uint64_t firstIdOf(uint32_t epoch) {
 // The epoch after `e` (1..kMaxEpoch, wrapping; 0 -> 1).
 inline constexpr uint32_t nextEpoch(uint32_t e) { return e >= kMaxEpoch ? 1 : e + 1; }
 
+// Results of finished tokens of one job: (job-local index, value).
+using Checkpoint = std::vector<std::pair<uint32_t, Value>>;
+
 class JobJournal {
  public:
   virtual ~JobJournal() = default;
@@ -47,6 +52,10 @@ class JobJournal {
   virtual Status admitted(uint64_t job_id, uint64_t incarnation, const JobSpec& spec) = 0;
   // Best effort: a lost finish record only means the job re-runs after a restart.
   virtual void finished(const control::JobStatus& status) = 0;
+  // Results of finished tokens of a live job (resume, don't re-run); best effort, written with
+  // the next commit() but not synced for: a lost checkpoint only means those tokens run again.
+  virtual void checkpoint(uint64_t /*job_id*/, uint64_t /*incarnation*/,
+                          const Checkpoint& /*results*/) {}
   // Ids of `epoch` are about to be handed out; durable with the next commit().
   virtual void epochStarted(uint32_t epoch) = 0;
   // Writes what was appended; fdatasync()s first if it holds an admission or an epoch.

@@ -1,5 +1,11 @@
 #include "coordinator/core/metrics.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
 namespace tokengate::coordinator {
 
 using prometheus::BuildCounter;
@@ -94,6 +100,46 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> reg)
                       .Name("tokengate_live_tokens")
                       .Help("Admitted tokens not yet finished (admission limit applies)")
                       .Register(*registry)
-                      .Add({})) {}
+                      .Add({})),
+      job_seconds(BuildHistogram()
+                      .Name("tokengate_job_duration_seconds")
+                      .Help("Job wall time from admission to its final state, by final state")
+                      .Register(*registry)),
+      process_cpu_seconds(BuildCounter()
+                              .Name("tokengate_process_cpu_seconds_total")
+                              .Help("CPU time (user + system) of the coordinator process")
+                              .Register(*registry)
+                              .Add({})),
+      process_rss_bytes(BuildGauge()
+                            .Name("tokengate_process_resident_memory_bytes")
+                            .Help("Resident memory of the coordinator process")
+                            .Register(*registry)
+                            .Add({})) {}
+
+const prometheus::Histogram::BucketBoundaries& Metrics::jobBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets{
+      0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600};
+  return kBuckets;
+}
+
+void Metrics::sampleProcess(int64_t now_ns, int64_t every_ns) {
+  if (last_process_sample_ns_ >= 0 && now_ns - last_process_sample_ns_ < every_ns) return;
+  last_process_sample_ns_ = now_ns;
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) == 0) {
+    const double cpu = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                       static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    if (cpu > last_cpu_seconds_) process_cpu_seconds.Increment(cpu - last_cpu_seconds_);
+    last_cpu_seconds_ = std::max(last_cpu_seconds_, cpu);
+  }
+  // statm: size resident shared ... in pages.
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    unsigned long size = 0, resident = 0;
+    if (std::fscanf(f, "%lu %lu", &size, &resident) == 2)
+      process_rss_bytes.Set(static_cast<double>(resident) *
+                            static_cast<double>(sysconf(_SC_PAGESIZE)));
+    std::fclose(f);
+  }
+}
 
 }  // namespace tokengate::coordinator

@@ -38,8 +38,22 @@ struct Metrics {
   prometheus::Counter& late_results;
   prometheus::Counter& run_timeouts;
   prometheus::Gauge& live_tokens;
+  // Admission to final state, by final state.
+  prometheus::Family<prometheus::Histogram>& job_seconds;
+  // This process: CPU (user + system) and resident memory, sampled by sampleProcess().
+  prometheus::Counter& process_cpu_seconds;
+  prometheus::Gauge& process_rss_bytes;
+
+  // Refreshes the process_* metrics from getrusage() and /proc/self/statm; at most once per
+  // `every_ns` of `now_ns` (the loop calls it every tick).
+  void sampleProcess(int64_t now_ns, int64_t every_ns);
+  static const prometheus::Histogram::BucketBoundaries& jobBuckets();
 
   static const prometheus::Histogram::BucketBoundaries& timeBuckets();
+
+ private:
+  int64_t last_process_sample_ns_ = -1;
+  double last_cpu_seconds_ = 0;
 };
 
 }  // namespace tokengate::coordinator

@@ -62,7 +62,7 @@ void CoordinatorCore::quarantineNode(uint32_t slot, const std::string& why) {
   NodeRec& n = nodes_[slot];
   n.state = NodeState::kQuarantined;
   ++counters_.nodes_quarantined;
-  requeueUnsentBatch(n);
+  dispatcher_.requeueUnsent(slot);
   // Its other running tokens would time out one by one: they go elsewhere now.
   std::vector<uint64_t> ids;
   Job* job = nullptr;

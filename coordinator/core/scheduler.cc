@@ -64,9 +64,10 @@ class LeastOutstanding final : public Scheduler {
       if (speed_.size() <= node) speed_.resize(node + 1);
       NodeSpeed& s = speed_[node];
       ++s.n;
-      const double r = std::log(run_ns / m.mean_ns);
-      s.mean_log_ratio += std::max(o_.speed_alpha, 1.0 / static_cast<double>(s.n)) *
-                          (std::clamp(r, -5.0, 5.0) - s.mean_log_ratio);
+      const double r = std::clamp(std::log(run_ns / m.mean_ns), -5.0, 5.0);
+      const double w = std::max(o_.speed_alpha, 1.0 / static_cast<double>(s.n));
+      s.mean_log_ratio += w * (r - s.mean_log_ratio);
+      s.mean_sq += w * (r * r - s.mean_sq);
       recomputeSlowness();
     }
     double work = run_ns / slowness(node);  // as if run on the fastest node
@@ -116,19 +117,37 @@ class LeastOutstanding final : public Scheduler {
   };
   struct NodeSpeed {
     double mean_log_ratio = 0;
+    double mean_sq = 0;  // running mean of the squared log ratio (for its standard error)
     uint64_t n = 0;
   };
+  // Standard error of a node's mean_log_ratio: variance x the running mean's effective weight
+  // (1/n while the mean is exact, alpha/(2-alpha) once exponentially weighted).
+  double standardError(const NodeSpeed& s) const {
+    const double var = std::max(s.mean_sq - s.mean_log_ratio * s.mean_log_ratio, 0.0);
+    const double n = static_cast<double>(std::max<uint64_t>(s.n, 1));
+    const double w = 1.0 / n > o_.speed_alpha ? 1.0 / n : o_.speed_alpha / (2 - o_.speed_alpha);
+    return std::sqrt(var * w);
+  }
   double slowness(uint32_t node) const { return node < slowness_.size() ? slowness_[node] : 1.0; }
   void recomputeSlowness() {
-    double fastest = std::numeric_limits<double>::infinity();
+    const NodeSpeed* fastest = nullptr;
     for (const auto& s : speed_)
-      if (s.n >= o_.min_speed_observations) fastest = std::min(fastest, s.mean_log_ratio);
+      if (s.n >= o_.min_speed_observations &&
+          (!fastest || s.mean_log_ratio < fastest->mean_log_ratio))
+        fastest = &s;
     slowness_.assign(speed_.size(), 1.0);
-    if (!std::isfinite(fastest)) return;
+    if (!fastest) return;
     const double lim = std::log(o_.max_slowness);
-    for (size_t i = 0; i < speed_.size(); ++i)
-      if (speed_[i].n >= o_.min_speed_observations)
-        slowness_[i] = std::exp(std::clamp(speed_[i].mean_log_ratio - fastest, 0.0, lim));
+    const double se_fastest = standardError(*fastest);
+    for (size_t i = 0; i < speed_.size(); ++i) {
+      if (speed_[i].n < o_.min_speed_observations) continue;
+      const double d = speed_[i].mean_log_ratio - fastest->mean_log_ratio;
+      // A difference within the noise is no difference: with an op whose tokens cost 50 us to
+      // 60 ms, log(run / op mean) scatters by ~2, and equal nodes looked up to ~1.3x apart.
+      const double se = std::hypot(standardError(speed_[i]), se_fastest);
+      if (d <= o_.speed_significance * se) continue;
+      slowness_[i] = std::exp(std::clamp(d, 0.0, lim));
+    }
   }
 
   const LeastOutstandingOptions o_;

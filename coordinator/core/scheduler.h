@@ -69,6 +69,9 @@ class Scheduler {
   // out in small batches and tiny ones in big ones (up to CoordinatorConfig::max_batch).
   // 0 = off: batches flush by token count and latency only (the heuristic policies).
   virtual double batchWorkTarget() const { return 0; }
+  // What places tokens right now, for cluster stats: the policy's name, or for a policy with a
+  // fallback (xgboost) "model" / "fallback". Loop thread.
+  virtual const char* placementMode() const { return name(); }
 };
 
 std::unique_ptr<Scheduler> makeRoundRobinScheduler();
@@ -81,6 +84,9 @@ struct LeastOutstandingOptions {
   uint32_t min_speed_observations = 32;
   double min_speed_token_ns = 100'000;  // shorter ops do not teach speed (timer noise)
   double max_slowness = 20;
+  // A node counts as slower than the fastest only when the difference of their mean log ratios
+  // exceeds this many standard errors (equal nodes otherwise split work by estimation noise).
+  double speed_significance = 3;
 };
 std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options = {});
 std::unique_ptr<Scheduler> makeScheduler(

@@ -254,6 +254,8 @@ void CoordinatorServer::run() {
     // (and started) only after it.
     core_->commitJournal();
     if (clock_.now() >= next_tick) next_tick = core_->tick();
+    // End of the burst: batches that filled during it go out now (no flush timer).
+    core_->flushAll();
   }
   core_->commitJournal();
   core_->flushAll();

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <vector>
+
+#include "coordinator/costmodel/quality.h"
 
 namespace tokengate::costmodel {
 
@@ -61,6 +64,26 @@ void MeanCostModel::predict(std::span<const TokenFeatures> in, std::span<double>
     const double work = it != per_op_.end() ? it->second.mean : fallbackFor(f.declared_weight);
     out_ns[i] = std::max(1.0, work * speedOf(f.node_speed));
   }
+}
+
+ModelQuality evaluateRunningMean(std::span<const TelemetrySample> history,
+                                 std::span<const TelemetrySample> recent, MeanCostOptions options) {
+  MeanCostModel m(options);
+  for (const auto& s : history) m.observe(s);
+  std::vector<double> actual, pred;
+  actual.reserve(recent.size());
+  pred.reserve(recent.size());
+  for (const auto& s : recent) {
+    pred.push_back(std::log(std::max(m.predictOne(s.features), 1.0)));
+    actual.push_back(logLabel(s.run_ns));
+    m.observe(s);
+  }
+  ModelQuality q;
+  q.r2 = rSquared(actual, pred);
+  q.mae_log = meanAbsError(actual, pred);
+  q.n_train = history.size();
+  q.n_test = recent.size();
+  return q;
 }
 
 }  // namespace tokengate::costmodel

@@ -60,4 +60,12 @@ class MeanCostModel final : public CostModel {
   Running per_weight_[3];
 };
 
+// Quality (log space, like evaluateModel) of the running-mean estimator on `recent`, scored
+// prequentially: it starts from `history`, predicts each recent sample and only then observes it,
+// as the online per-op mean would have. This is the bar a learned model must clear on the same
+// held-out samples before it is published (OnlineTrainer).
+ModelQuality evaluateRunningMean(std::span<const TelemetrySample> history,
+                                 std::span<const TelemetrySample> recent,
+                                 MeanCostOptions options = {});
+
 }  // namespace tokengate::costmodel

@@ -130,12 +130,28 @@ Status OnlineTrainer::runOnce() {
         options_.min_window_work / 1000, " us worth training for; the heuristic serves"));
   }
 
+  // The newest samples are held out of training: the candidate must predict them better than
+  // the running mean would have (the fallback placement's estimator) before it is published.
+  const auto n_recent = static_cast<size_t>(static_cast<double>(snapshot.size()) *
+                                            std::clamp(options_.recent_holdout, 0.0, 0.5));
+  const auto all = std::span<const TelemetrySample>(snapshot);
+  const auto history = all.first(snapshot.size() - n_recent);
+  const auto recent = all.last(n_recent);
+
   XgbParams params = options_.xgb;
   params.cancel = &cancel_;
-  StatusOr<TrainedModel> result = train_fn_(snapshot, params);
+  StatusOr<TrainedModel> result = train_fn_(history, params);
   const Nanos duration = clock_.now() - t0;
 
-  const bool accepted = result.ok() && result->model && result->quality.r2 >= options_.r2_threshold;
+  bool accepted = result.ok() && result->model && result->quality.r2 >= options_.r2_threshold;
+  bool lost_to_mean = false;
+  ModelQuality recent_q, mean_q;
+  if (result.ok() && result->model && n_recent > 0) {
+    recent_q = evaluateModel(*result->model, recent);
+    mean_q = evaluateRunningMean(history, recent, options_.mean);
+    lost_to_mean = !(recent_q.mae_log < mean_q.mae_log * (1 - options_.beat_margin));
+    accepted = accepted && !lost_to_mean;
+  }
   // If the candidate is not good enough, check whether the current learned model still is, on
   // the newest data (a drifted model is worse than the heuristic).
   bool keep_current_learned = false;
@@ -148,10 +164,17 @@ Status OnlineTrainer::runOnce() {
       learned = active_is_learned_;
     }
     if (learned && current) {
-      const size_t n_recent = std::max<size_t>(snapshot.size() / 5, 1);
-      auto recent =
-          std::span<const TelemetrySample>(snapshot).last(std::min(n_recent, snapshot.size()));
-      keep_current_learned = evaluateModel(*current, recent).r2 >= options_.r2_threshold;
+      const size_t n_last = std::max<size_t>(snapshot.size() / 5, 1);
+      const auto last = all.last(std::min(n_last, snapshot.size()));
+      const ModelQuality cur = evaluateModel(*current, last);
+      keep_current_learned = cur.r2 >= options_.r2_threshold;
+      if (options_.recent_holdout > 0) {
+        // ... and still beats the running mean there (scored as in acceptance).
+        const auto older = all.first(snapshot.size() - last.size());
+        keep_current_learned =
+            keep_current_learned &&
+            cur.mae_log < evaluateRunningMean(older, last, options_.mean).mae_log;
+      }
     }
   }
 
@@ -164,6 +187,8 @@ Status OnlineTrainer::runOnce() {
       stats_.last_train_duration = duration;
       stats_.accepted_count++;
       stats_.last_quality = result->quality;
+      stats_.last_recent_quality = recent_q;
+      stats_.last_mean_quality = mean_q;
       stats_.last_error.clear();
       publish(std::move(result->model));
       version = stats_.model_version;
@@ -180,7 +205,10 @@ Status OnlineTrainer::runOnce() {
     stats_.last_error = result.status().ToString();
   } else {
     stats_.rejected_count++;
+    if (lost_to_mean) stats_.lost_to_mean_count++;
     stats_.last_quality = result->quality;
+    stats_.last_recent_quality = recent_q;
+    stats_.last_mean_quality = mean_q;
     stats_.last_error.clear();
   }
   if (!keep_current_learned) {

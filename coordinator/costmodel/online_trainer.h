@@ -1,7 +1,10 @@
 // Online training loop: a background thread retrains the cost model from the telemetry window
-// every `retrain_interval` or every `retrain_every_samples` new samples, validates the candidate
-// on held-out data and hot-swaps it in only if held-out R^2 >= r2_threshold. Otherwise the
-// heuristic MeanCostModel (rebuilt from the same window) stays or becomes active.
+// every `retrain_interval` or every `retrain_every_samples` new samples and hot-swaps the
+// candidate in only if (a) its own held-out R^2 >= r2_threshold and (b) on the newest
+// `recent_holdout` of the window, which the candidate never trained on, its log error is below
+// the running-mean estimator's on the same samples (scored prequentially, as the online per-op
+// mean would have done). Otherwise the heuristic MeanCostModel (rebuilt from the same window)
+// stays or becomes active.
 //
 // Ownership: owned by the coordinator wiring; holds references to a TelemetryWindow and a Clock
 // that must outlive it.
@@ -52,6 +55,12 @@ struct OnlineTrainerOptions {
   Nanos min_window_work = 0;
   // Candidate must reach this held-out R^2 (log space) to become active.
   double r2_threshold = 0.7;
+  // Fraction of the window (its newest samples) held out of training and used to compare the
+  // candidate with the running-mean estimator; 0 = no comparison (R^2 gate only).
+  double recent_holdout = 0.2;
+  // The candidate must beat the running mean's mean |log error| on the recent hold-out by this
+  // relative margin (0.02 = 2% lower error) to be published.
+  double beat_margin = 0.02;
   XgbParams xgb;
   MeanCostOptions mean;
   // How often the background thread wakes to check the (injected) clock. Real time, only a
@@ -63,16 +72,19 @@ struct OnlineTrainerOptions {
 };
 
 struct TrainerStats {
-  uint64_t model_version = 0;     // version of the active model
-  uint64_t retrain_count = 0;     // training attempts (accepted + rejected + failed)
-  uint64_t accepted_count = 0;    // candidates that became active
-  uint64_t rejected_count = 0;    // candidates below the R^2 threshold
-  uint64_t failed_count = 0;      // trainer returned an error
-  uint64_t skipped_count = 0;     // attempts skipped: too little token work in the window
-  uint64_t fallback_count = 0;    // times a learned model was replaced by the heuristic
-  ModelQuality last_quality;      // of the last candidate
-  std::string active_model;       // name() of the active model
-  Nanos last_train_duration = 0;  // by the injected clock
+  uint64_t model_version = 0;        // version of the active model
+  uint64_t retrain_count = 0;        // training attempts (accepted + rejected + failed)
+  uint64_t accepted_count = 0;       // candidates that became active
+  uint64_t rejected_count = 0;       // candidates below the R^2 threshold or not beating the mean
+  uint64_t lost_to_mean_count = 0;   // of which: worse than the running mean on recent samples
+  uint64_t failed_count = 0;         // trainer returned an error
+  uint64_t skipped_count = 0;        // attempts skipped: too little token work in the window
+  uint64_t fallback_count = 0;       // times a learned model was replaced by the heuristic
+  ModelQuality last_quality;         // of the last candidate (its trainer's own held-out split)
+  ModelQuality last_recent_quality;  // of the last candidate on the recent hold-out
+  ModelQuality last_mean_quality;    // of the running mean on the same recent hold-out
+  std::string active_model;          // name() of the active model
+  Nanos last_train_duration = 0;     // by the injected clock
   std::string last_error;
 };
 

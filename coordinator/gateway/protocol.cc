@@ -323,6 +323,8 @@ json::object toJson(const control::ClusterStats& s) {
   o["nodes_disconnected"] = s.nodes_disconnected;
   o["tokens_requeued"] = s.tokens_requeued;
   o["tokens_returned"] = s.tokens_returned;
+  o["scheduler"] = s.scheduler;
+  o["placement"] = s.placement;
   return o;
 }
 

@@ -113,6 +113,7 @@ void FileJournal::exportMetrics(prometheus::Registry& reg) {
                       .Register(reg);
   m_.admits = &records.Add({{"kind", "admitted"}});
   m_.finishes = &records.Add({{"kind", "finished"}});
+  m_.checkpoints = &records.Add({{"kind", "checkpoint"}});
   m_.errors = &prometheus::BuildCounter()
                    .Name("tokengate_journal_errors_total")
                    .Help("job journal writes that failed (admissions refused, finishes lost)")
@@ -222,9 +223,20 @@ StatusOr<std::unique_ptr<FileJournal>> FileJournal::open(const std::string& path
 
   const Folded f = fold(scan, options.keep_finished);
   for (const Record* a : f.live) {
-    j->live_seq_[a->id] = j->next_seq_;
-    j->live_[j->next_seq_++] = encodeAdmit(a->id, a->incarnation, a->spec);
-    r.unfinished.push_back({a->id, a->incarnation, a->spec});
+    const uint64_t seq = j->next_seq_++;
+    j->live_seq_[a->id] = seq;
+    j->live_[seq] = encodeAdmit(a->id, a->incarnation, a->spec);
+    r.unfinished.push_back({a->id, a->incarnation, a->spec, {}});
+    if (auto it = f.checkpoints.find(a->id); it != f.checkpoints.end()) {
+      // Merged into one record (a later result of the same token wins).
+      std::map<uint32_t, const Value*> merged;
+      for (const Record* c : it->second)
+        for (const auto& [local, value] : c->checkpoint) merged[local] = &value;
+      auto& cp = r.unfinished.back().checkpoint;
+      cp.reserve(merged.size());
+      for (const auto& [local, value] : merged) cp.emplace_back(local, *value);
+      j->checkpoints_[seq].push_back(encodeCheckpoint(a->id, a->incarnation, cp));
+    }
   }
   for (const Record* s : f.finished) {
     j->finished_.push_back(encodeFinish(s->status));
@@ -267,7 +279,11 @@ Status FileJournal::compact() {
   }
   std::string buf(kMagic);
   appendRecord(buf, encodeEpoch(epoch_, wallNs()));
-  for (const auto& [seq, p] : live_) appendRecord(buf, p);
+  for (const auto& [seq, p] : live_) {
+    appendRecord(buf, p);
+    if (auto it = checkpoints_.find(seq); it != checkpoints_.end())
+      for (const auto& c : it->second) appendRecord(buf, c);
+  }
   for (const auto& p : finished_) appendRecord(buf, p);
   Status st = writeAll(fd, buf.data(), buf.size(), tmp);
   if (st.ok() && options_.sync && ::fsync(fd) != 0) st = ioError("fsync", tmp);
@@ -311,7 +327,10 @@ Status FileJournal::admitted(uint64_t job_id, uint64_t incarnation, const JobSpe
   appendRecord(buffer_, payload);
   needs_sync_ = true;
   if (m_.admits) m_.admits->Increment();
-  if (auto it = live_seq_.find(job_id); it != live_seq_.end()) live_.erase(it->second);
+  if (auto it = live_seq_.find(job_id); it != live_seq_.end()) {
+    live_.erase(it->second);
+    checkpoints_.erase(it->second);
+  }
   live_seq_[job_id] = next_seq_;
   live_[next_seq_++] = std::move(payload);
   return absl::OkStatus();
@@ -324,6 +343,7 @@ void FileJournal::finished(const control::JobStatus& status) {
   if (m_.finishes) m_.finishes->Increment();
   if (auto it = live_seq_.find(status.id); it != live_seq_.end()) {
     live_.erase(it->second);
+    checkpoints_.erase(it->second);
     live_seq_.erase(it);
   }
   finished_.push_back(std::move(payload));
@@ -331,6 +351,17 @@ void FileJournal::finished(const control::JobStatus& status) {
     finished_.erase(
         finished_.begin(),
         finished_.begin() + static_cast<long>(finished_.size() - options_.keep_finished));
+}
+
+void FileJournal::checkpoint(uint64_t job_id, uint64_t incarnation,
+                             const coordinator::Checkpoint& results) {
+  if (!active_ || results.empty()) return;
+  auto it = live_seq_.find(job_id);
+  if (it == live_seq_.end()) return;  // finished meanwhile: nothing to resume
+  std::string payload = encodeCheckpoint(job_id, incarnation, results);
+  appendRecord(buffer_, payload);  // no sync: a lost checkpoint only means re-running tokens
+  if (m_.checkpoints) m_.checkpoints->Increment();
+  checkpoints_[it->second].push_back(std::move(payload));
 }
 
 void FileJournal::epochStarted(uint32_t epoch) {

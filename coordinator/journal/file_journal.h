@@ -62,6 +62,7 @@ struct Replay {
     uint64_t id = 0;
     uint64_t incarnation = 0;
     JobSpec spec;
+    coordinator::Checkpoint checkpoint;  // results of its tokens that finished (resume from)
   };
   std::vector<Admitted> unfinished;          // admission order
   std::vector<control::JobStatus> finished;  // oldest first, at most keep_finished
@@ -91,6 +92,8 @@ class FileJournal final : public coordinator::JobJournal {
 
   Status admitted(uint64_t job_id, uint64_t incarnation, const JobSpec& spec) override;
   void finished(const control::JobStatus& status) override;
+  void checkpoint(uint64_t job_id, uint64_t incarnation,
+                  const coordinator::Checkpoint& results) override;
   void epochStarted(uint32_t epoch) override;
   Status commit() override;
 
@@ -125,6 +128,7 @@ class FileJournal final : public coordinator::JobJournal {
   struct Metrics {
     prometheus::Counter* admits = nullptr;
     prometheus::Counter* finishes = nullptr;
+    prometheus::Counter* checkpoints = nullptr;
     prometheus::Counter* errors = nullptr;
     prometheus::Counter* compactions = nullptr;
     prometheus::Counter* syncs = nullptr;
@@ -140,6 +144,9 @@ class FileJournal final : public coordinator::JobJournal {
   std::map<uint64_t, std::string> live_;             // admission sequence -> admit payload
   std::unordered_map<uint64_t, uint64_t> live_seq_;  // job id -> admission sequence
   std::vector<std::string> finished_;                // finish payloads, oldest first
+  // Checkpoint payloads of live jobs (admission sequence -> oldest first); dropped when the job
+  // finishes, so they are kept by compactions only while their job is live.
+  std::unordered_map<uint64_t, std::vector<std::string>> checkpoints_;
 };
 
 }  // namespace tokengate::journal

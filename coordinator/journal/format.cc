@@ -93,6 +93,20 @@ Status decode(const char* data, size_t n, Record& out) {
         out.id = out.status.id;
         out.incarnation = out.status.incarnation;
         return absl::OkStatus();
+      case wire::JournalRecord::CHECKPOINT: {
+        auto c = rec.getCheckpoint();
+        out.kind = Record::kCheckpoint;
+        out.id = c.getJobId();
+        out.incarnation = c.getIncarnation();
+        auto tokens = c.getTokens();
+        auto values = c.getValues();
+        if (tokens.size() != values.size())
+          return absl::InvalidArgumentError("checkpoint: tokens and values differ in length");
+        out.checkpoint.reserve(tokens.size());
+        for (uint32_t i = 0; i < tokens.size(); ++i)
+          out.checkpoint.emplace_back(tokens[i], fromWire(values[i]));
+        return absl::OkStatus();
+      }
       case wire::JournalRecord::EPOCH: {
         auto e = rec.getEpoch();
         out.kind = Record::kEpoch;
@@ -179,6 +193,21 @@ std::string encodeEpoch(uint32_t epoch, int64_t started_ns) {
   return encodeFrame(msg);
 }
 
+std::string encodeCheckpoint(uint64_t job_id, uint64_t incarnation,
+                             const coordinator::Checkpoint& results) {
+  capnp::MallocMessageBuilder msg;
+  auto c = msg.initRoot<wire::JournalRecord>().initCheckpoint();
+  c.setJobId(job_id);
+  c.setIncarnation(incarnation);
+  auto tokens = c.initTokens(static_cast<unsigned>(results.size()));
+  auto values = c.initValues(static_cast<unsigned>(results.size()));
+  for (size_t i = 0; i < results.size(); ++i) {
+    tokens.set(static_cast<unsigned>(i), results[i].first);
+    toWire(results[i].second, values[static_cast<unsigned>(i)]);
+  }
+  return encodeFrame(msg);
+}
+
 void appendRecord(std::string& out, std::string_view payload) {
   const size_t start = out.size();
   store32(out, kRecordMarker);
@@ -194,21 +223,21 @@ uint64_t Scan::damagedBytes() const {
   return n;
 }
 
-Scan scanJournal(std::string_view d) {
+namespace {
+
+uint64_t intactBytes(const Scan& s) {
+  uint64_t n = 0;
+  for (const auto& r : s.records) n += r.bytes;
+  return n;
+}
+
+// The v2 scan; `trust_magic`: a "TGJOURN2" at offset 0 is the magic (otherwise the first 8
+// bytes are scanned like any other bytes, and damage starts at offset 0).
+Scan scanV2(std::string_view d, bool trust_magic) {
   Scan s;
   s.size = d.size();
-  if (d.empty()) {
-    s.parseable = true;
-    return s;
-  }
-  if (d.size() >= kMagicV1.size() && d.substr(0, kMagicV1.size()) == kMagicV1) {
-    s.version = 1;
-    s.parseable = true;
-    scanV1(d, s);
-    return s;
-  }
   size_t pos = 0;
-  if (d.size() >= kMagic.size() && d.substr(0, kMagic.size()) == kMagic) {
+  if (trust_magic && d.size() >= kMagic.size() && d.substr(0, kMagic.size()) == kMagic) {
     s.version = 2;
     pos = kMagic.size();
   }
@@ -269,6 +298,35 @@ Scan scanJournal(std::string_view d) {
   return s;
 }
 
+}  // namespace
+
+Scan scanJournal(std::string_view d) {
+  if (d.empty()) {
+    Scan s;
+    s.parseable = true;
+    return s;
+  }
+  if (d.size() >= kMagicV1.size() && d.substr(0, kMagicV1.size()) == kMagicV1) {
+    Scan s;
+    s.size = d.size();
+    s.version = 1;
+    s.parseable = true;
+    scanV1(d, s);
+    if (s.damage.empty()) return s;
+    // "TGJOURN1" may be a v2 magic with its last byte flipped ('2' -> '1'): a v1 scan of v2
+    // records stops at the first one (its marker reads as an implausible length) and would drop
+    // every intact record. Read it as a v2 file with a damaged magic when that finds more.
+    Scan v2 = scanV2(d, false);
+    if (intactBytes(v2) > intactBytes(s)) {
+      if (!v2.damage.empty() && v2.damage.front().offset == 0)
+        v2.damage.front().why = "damaged magic (reads TGJOURN1, but the records are v2)";
+      return v2;
+    }
+    return s;
+  }
+  return scanV2(d, true);
+}
+
 Folded fold(const Scan& scan, size_t keep_finished) {
   Folded f;
   f.epoch_in_use.assign(coordinator::kMaxEpoch + 1, false);
@@ -286,9 +344,16 @@ Folded fold(const Scan& scan, size_t keep_finished) {
           order.push_back(r.id);
         else
           live[r.id] = &r;
+        f.checkpoints.erase(r.id);  // a re-admission starts from nothing
+        break;
+      case Record::kCheckpoint:
+        // Only after its job's admission, and of the same incarnation (never another job's).
+        if (auto it = live.find(r.id); it != live.end() && it->second->incarnation == r.incarnation)
+          f.checkpoints[r.id].push_back(&r);
         break;
       case Record::kFinish:
         live.erase(r.id);
+        f.checkpoints.erase(r.id);
         // A newer outcome of the same id replaces the older one.
         std::erase_if(finished, [&](const Record* p) { return p->id == r.id; });
         finished.push_back(&r);

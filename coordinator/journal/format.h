@@ -17,11 +17,13 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/job.h"
 #include "common/status.h"
 #include "coordinator/control/control.h"
+#include "coordinator/core/journal.h"
 
 namespace tokengate::journal {
 
@@ -35,19 +37,22 @@ inline constexpr uint32_t kMaxRecord = 256u << 20;  // a longer record is corrup
 std::string encodeAdmit(uint64_t job_id, uint64_t incarnation, const JobSpec& spec);
 std::string encodeFinish(const control::JobStatus& status);
 std::string encodeEpoch(uint32_t epoch, int64_t started_ns);
+std::string encodeCheckpoint(uint64_t job_id, uint64_t incarnation,
+                             const coordinator::Checkpoint& results);
 // Appends header + payload to `out`.
 void appendRecord(std::string& out, std::string_view payload);
 
 struct Record {
-  enum Kind : uint8_t { kAdmit, kFinish, kEpoch } kind = kAdmit;
+  enum Kind : uint8_t { kAdmit, kFinish, kEpoch, kCheckpoint } kind = kAdmit;
   uint64_t offset = 0;  // of the record header in the file
   uint64_t bytes = 0;   // header + payload
-  uint64_t id = 0;      // job id (admit, finish)
+  uint64_t id = 0;      // job id (admit, finish, checkpoint)
   uint64_t incarnation = 0;
-  JobSpec spec;               // admit
-  control::JobStatus status;  // finish
-  uint32_t epoch = 0;         // epoch
-  int64_t started_ns = 0;     // epoch
+  JobSpec spec;                        // admit
+  control::JobStatus status;           // finish
+  uint32_t epoch = 0;                  // epoch
+  int64_t started_ns = 0;              // epoch
+  coordinator::Checkpoint checkpoint;  // checkpoint
 };
 
 struct Damage {
@@ -72,9 +77,12 @@ struct Scan {
 Scan scanJournal(std::string_view data);
 
 // What a restart needs, folded from a scan: the live (admitted, unfinished) jobs in admission
-// order and the newest `keep_finished` finished jobs.
+// order (with the checkpoints written after their admission, same incarnation) and the newest
+// `keep_finished` finished jobs.
 struct Folded {
-  std::vector<const Record*> live;      // admission order
+  std::vector<const Record*> live;  // admission order
+  std::unordered_map<uint64_t, std::vector<const Record*>>
+      checkpoints;                      // live job id -> oldest first
   std::vector<const Record*> finished;  // oldest first
   uint32_t last_epoch = 0;              // of the last epoch record (0: none)
   std::vector<bool> epoch_in_use;       // [kMaxEpoch + 1]: epochs of live/kept jobs' ids

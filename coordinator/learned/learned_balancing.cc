@@ -82,7 +82,31 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
                         .Name("tokengate_model_predict_ns_per_token")
                         .Help("wall ns per token spent in cost model prediction (dispatch)")
                         .Register(*registry_)
-                        .Add({})) {}
+                        .Add({})),
+      m_model_places_(prometheus::BuildGauge()
+                          .Name("tokengate_placement_model_active")
+                          .Help("1 while the trained model places tokens, 0 while the "
+                                "least-outstanding fallback does")
+                          .Register(*registry_)
+                          .Add({})),
+      m_mode_switches_(prometheus::BuildCounter()
+                           .Name("tokengate_placement_mode_switches_total")
+                           .Help("switches between model and fallback placement")
+                           .Register(*registry_)
+                           .Add({})),
+      m_error_by_estimator_(prometheus::BuildGauge()
+                                .Name("tokengate_placement_recent_error")
+                                .Help("running mean |ln(predicted / actual)| of finished tokens "
+                                      "scored for the current model version, per estimator")
+                                .Register(*registry_)),
+      m_model_err_(m_error_by_estimator_.Add({{"estimator", "model"}})),
+      m_fallback_err_(m_error_by_estimator_.Add({{"estimator", "running_mean"}})),
+      m_lost_to_mean_(prometheus::BuildCounter()
+                          .Name("tokengate_model_rejected_vs_mean_total")
+                          .Help("trained candidates not published: no better than the running "
+                                "mean on the newest held-out telemetry")
+                          .Register(*registry_)
+                          .Add({})) {}
 
 LearnedBalancing::~LearnedBalancing() { stop(); }
 
@@ -172,11 +196,24 @@ void LearnedBalancing::updateMetrics() {
     m_retrains_.Increment(static_cast<double>(st.retrain_count - retrains_exported_));
     retrains_exported_ = st.retrain_count;
   }
+  if (st.lost_to_mean_count > lost_exported_) {
+    m_lost_to_mean_.Increment(static_cast<double>(st.lost_to_mean_count - lost_exported_));
+    lost_exported_ = st.lost_to_mean_count;
+  }
   // Only the scheduler's atomics are read; it lives as long as the core.
-  if (const XgbScheduler* s = published_scheduler_.load(std::memory_order_acquire);
-      s && s->predictedTokens() > 0)
+  const XgbScheduler* s = published_scheduler_.load(std::memory_order_acquire);
+  if (s && s->predictedTokens() > 0)
     m_predict_ns_.Set(static_cast<double>(s->predictNs()) /
                       static_cast<double>(s->predictedTokens()));
+  if (s) {
+    m_model_places_.Set(s->usingModel() ? 1 : 0);
+    m_model_err_.Set(s->modelError());
+    m_fallback_err_.Set(s->fallbackError());
+    if (const uint64_t n = s->modeSwitches(); n > switches_exported_) {
+      m_mode_switches_.Increment(static_cast<double>(n - switches_exported_));
+      switches_exported_ = n;
+    }
+  }
 }
 
 void LearnedBalancing::install(coordinator::CoordinatorCore& core) {

@@ -120,7 +120,15 @@ class LearnedBalancing {
   prometheus::Counter& m_retrains_;
   prometheus::Family<prometheus::Counter>& m_reclass_;
   prometheus::Gauge& m_predict_ns_;
+  prometheus::Gauge& m_model_places_;  // 1 = the model places, 0 = least-outstanding fallback
+  prometheus::Counter& m_mode_switches_;
+  prometheus::Family<prometheus::Gauge>& m_error_by_estimator_;
+  prometheus::Gauge& m_model_err_;
+  prometheus::Gauge& m_fallback_err_;
+  prometheus::Counter& m_lost_to_mean_;
   uint64_t retrains_exported_ = 0;  // metrics thread only
+  uint64_t switches_exported_ = 0;  // metrics thread only
+  uint64_t lost_exported_ = 0;      // metrics thread only
 
   // Loop-thread state.
   coordinator::CoordinatorCore* core_ = nullptr;

@@ -7,6 +7,8 @@
 #include <limits>
 #include <numeric>
 
+#include "coordinator/costmodel/mean_cost_model.h"
+
 namespace tokengate::learned {
 
 namespace {
@@ -60,23 +62,56 @@ RowKey keyOf(const coordinator::TokenInfo& t) {
 
 XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
                            XgbSchedulerOptions options)
-    : model_(std::move(model)), on_reclassify_(std::move(on_reclassify)), options_(options) {}
+    : model_(std::move(model)),
+      on_reclassify_(std::move(on_reclassify)),
+      options_(options),
+      fallback_(coordinator::makeLeastOutstandingScheduler()),
+      use_model_(!options.fallback_gate) {
+  using_model_.store(use_model_, std::memory_order_relaxed);
+}
+
+void XgbScheduler::setMode(bool model) {
+  if (model == use_model_) return;
+  use_model_ = model;
+  scored_at_switch_ = scored_;
+  using_model_.store(model, std::memory_order_relaxed);
+  mode_switches_.fetch_add(1, std::memory_order_relaxed);
+}
 
 void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::span<double> out) {
   if (tokens.empty()) return;
-  const std::shared_ptr<const costmodel::CostModel> model = model_ ? model_() : nullptr;
+  std::shared_ptr<const costmodel::CostModel> model = model_ ? model_() : nullptr;
+  // The trainer's running-mean heuristic is the fallback's own estimator, not a model to trust.
+  if (options_.fallback_gate && model &&
+      dynamic_cast<const costmodel::MeanCostModel*>(model.get()) != nullptr)
+    model = nullptr;
   have_model_ = model != nullptr;
-  if (!model) {
+  if (options_.fallback_gate) {
+    fallback_->costs(tokens, out);  // cheap (a per-op lookup); scored even while the model places
+    if (!model) {
+      setMode(false);
+      return;
+    }
+    if (model->version() != scored_version_) {  // a new model earns trust from scratch
+      scored_version_ = model->version();
+      scored_ = scored_at_switch_ = 0;
+      model_err_ = fallback_err_ = 0;
+      shadow_.clear();
+      setMode(false);
+    }
+  } else if (!model) {
     std::fill(out.begin(), out.end(), 1.0);
     return;
   }
+  model_out_.resize(tokens.size());
+  const std::span<double> mout = options_.fallback_gate ? std::span<double>(model_out_) : out;
   const auto t0 = std::chrono::steady_clock::now();
   if (model->version() != held_version_) {  // a new model: every cached prediction is stale
     held_cost_.clear();
     held_version_ = model->version();
   }
   if (held_cost_.empty()) {
-    predictCosts(*model, tokens, out);
+    predictCosts(*model, tokens, mout);
   } else {
     // Tokens held back earlier keep the prediction they got then; only the others are
     // predicted (one hash lookup per token, only while something is held back).
@@ -84,7 +119,7 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     miss_index_.clear();
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (auto it = held_cost_.find(tokens[i].id); it != held_cost_.end()) {
-        out[i] = it->second;
+        mout[i] = it->second;
       } else {
         miss_tokens_.push_back(tokens[i]);
         miss_index_.push_back(static_cast<uint32_t>(i));
@@ -94,13 +129,40 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
     if (!miss_tokens_.empty()) {
       miss_out_.resize(miss_tokens_.size());
       predictCosts(*model, miss_tokens_, miss_out_);
-      for (size_t k = 0; k < miss_index_.size(); ++k) out[miss_index_[k]] = miss_out_[k];
+      for (size_t k = 0; k < miss_index_.size(); ++k) mout[miss_index_[k]] = miss_out_[k];
     }
   }
   const auto dt = std::chrono::steady_clock::now() - t0;
   predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
                         std::memory_order_relaxed);
   predicted_tokens_.fetch_add(tokens.size(), std::memory_order_relaxed);
+  if (!options_.fallback_gate) return;
+  // Keep both estimates of measurable tokens for scoring when they finish (tiny tokens are
+  // dominated by timer noise and do not matter for placement).
+  if (shadow_.size() > options_.max_shadow_tokens) shadow_.clear();
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (std::max(mout[i], out[i]) >= options_.min_speed_token_ns)
+      shadow_[tokens[i].id] = {mout[i], out[i]};
+  if (use_model_) std::copy(mout.begin(), mout.end(), out.begin());
+}
+
+void XgbScheduler::score(uint32_t node, double run_ns, double model_ns, double fallback_ns) {
+  // Both against the node they ran on, each with its own speed estimate (before this run).
+  const double m = std::abs(std::log(run_ns / std::max(model_ns * nodeSlowness(node), 1.0)));
+  const double f = std::abs(
+      std::log(run_ns / std::max(fallback_ns / std::max(fallback_->nodeSpeed(node), 1e-3), 1.0)));
+  ++scored_;
+  const double w = std::max(options_.error_alpha, 1.0 / static_cast<double>(scored_));
+  model_err_ += w * (m - model_err_);
+  fallback_err_ += w * (f - fallback_err_);
+  model_err_pub_.store(model_err_, std::memory_order_relaxed);
+  fallback_err_pub_.store(fallback_err_, std::memory_order_relaxed);
+  scored_pub_.store(scored_, std::memory_order_relaxed);
+  if (scored_ < options_.min_compared_tokens) return;
+  if (mode_switches_.load(std::memory_order_relaxed) > 0 &&
+      scored_ - scored_at_switch_ < options_.min_tokens_between_switches)
+    return;
+  setMode(model_err_ <= fallback_err_);
 }
 
 void XgbScheduler::predictCosts(const costmodel::CostModel& model,
@@ -175,6 +237,18 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
                          std::span<coordinator::Placement> out) {
   for (auto& p : out) p = {-1, lane};
   if (cands.empty() || tokens.empty()) return;
+  auto& loads = lane_load_[weightIndex(lane)];
+  for (const auto& cand : cands) {
+    if (loads.size() <= cand.node) loads.resize(cand.node + 1, 0);
+    loads[cand.node] = static_cast<uint32_t>(std::min<uint64_t>(cand.in_flight, UINT32_MAX));
+  }
+  if (!use_model_) {
+    // Least-outstanding placement, with its own speed estimates (the core may have copied
+    // the model's before a switch).
+    for (auto& cand : cands) cand.speed = fallback_->nodeSpeed(cand.node);
+    fallback_->place(lane, tokens, cands, out);
+    return;
+  }
   // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
   // Skipped when costs are within 2x of each other, or all tiny (e.g. Leibniz terms, where a
   // trained model's noise made every 512-token slice look skewed): order hardly matters then.
@@ -188,13 +262,8 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
   // Seconds-per-unit-of-work of each candidate, computed once per call. Candidate::speed is
   // not used: the core fills it from nodeSpeed(), i.e. this same slowness.
   cand_scale_.resize(cands.size());
-  auto& loads = lane_load_[weightIndex(lane)];
-  for (size_t c = 0; c < cands.size(); ++c) {
+  for (size_t c = 0; c < cands.size(); ++c)
     cand_scale_[c] = nodeSlowness(cands[c].node) / std::max<uint32_t>(cands[c].workers, 1);
-    if (loads.size() <= cands[c].node) loads.resize(cands[c].node + 1, 0);
-    loads[cands[c].node] =
-        static_cast<uint32_t>(std::min<uint64_t>(cands[c].in_flight, UINT32_MAX));
-  }
   for (const uint32_t i : order_) {
     const double cost = tokens[i].cost;
     int32_t best = -1;
@@ -282,11 +351,25 @@ void XgbScheduler::maybeReclassify(uint32_t op, Weight lane) {
 }
 
 void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, double run_ns) {
-  if (!(token.cost > 0) || !std::isfinite(token.cost) || !(run_ns > 0)) return;
-  if (token.cost < options_.min_speed_token_ns) return;
+  double model_ns = token.cost;  // the prediction made at dispatch, if the model placed it
+  if (options_.fallback_gate) {
+    fallback_->observe(token, node, run_ns);
+    const auto it = shadow_.find(token.id);
+    if (it == shadow_.end()) {
+      if (!use_model_) return;  // token.cost is the fallback's estimate: teaches no model speed
+    } else {
+      const Shadow sh = it->second;
+      shadow_.erase(it);
+      model_ns = sh.model_ns;
+      if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0)
+        score(node, run_ns, sh.model_ns, sh.fallback_ns);
+    }
+  }
+  if (!(model_ns > 0) || !std::isfinite(model_ns) || !(run_ns > 0)) return;
+  if (model_ns < options_.min_speed_token_ns) return;
   if (speed_.size() <= node) speed_.resize(node + 1);
   NodeSpeed& s = speed_[node];
-  const double r = std::log(run_ns / token.cost);
+  const double r = std::log(run_ns / model_ns);
   // Exact mean for the first 1/alpha observations, then exponentially weighted.
   ++s.n;
   const double w = std::max(options_.speed_alpha, 1.0 / static_cast<double>(s.n));
@@ -309,6 +392,16 @@ void XgbScheduler::recomputeSlowness() {
   for (size_t i = 0; i < speed_.size(); ++i)
     if (speed_[i].n >= options_.min_speed_observations)
       slowness_[i] = std::exp(std::clamp(speed_[i].mean_log_ratio - fastest, -lim, lim));
+}
+
+void XgbScheduler::forgetNode(uint32_t node) {
+  fallback_->forgetNode(node);
+  if (node < speed_.size()) {
+    speed_[node] = NodeSpeed{};
+    recomputeSlowness();
+  }
+  for (auto& loads : lane_load_)
+    if (node < loads.size()) loads[node] = 0;
 }
 
 double XgbScheduler::nodeSlowness(uint32_t node) const {

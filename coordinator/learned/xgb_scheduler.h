@@ -1,5 +1,15 @@
 // XgbScheduler: the cost-model placement policy (`--scheduler xgboost`).
 //
+// Safe by construction: it holds a least-outstanding scheduler (makeLeastOutstandingScheduler,
+// fed every observation) and places with it -- its costs, its node speeds, its place() -- until
+// a learned model (not the trainer's own running-mean MeanCostModel) is trusted. For every
+// finished token of measurable size (>= min_speed_token_ns predicted) both estimates made at
+// dispatch are scored against the run time (|ln(predicted x node slowness / run)|, running
+// means); a model version is trusted once it has min_compared_tokens scores and its error is no
+// worse than the least-outstanding running mean's, and placement falls back as soon as its
+// recent error is worse again (re-evaluated at most every min_tokens_between_switches scores).
+// usingModel()/modelError()/fallbackError() expose the state (metrics, cluster stats).
+//
 // costs() predicts every token's nominal run time (ns on the fastest node) with the active
 // CostModel in one batched call; place() puts the largest tokens first on the node with the
 // earliest predicted completion, (outstanding predicted work + token) x node slowness / workers;
@@ -67,6 +77,15 @@ struct XgbSchedulerOptions {
   // 400 us tokens go 3 at a time and sub-us Leibniz terms fill CoordinatorConfig::max_batch.
   // 0 = off (count and latency only, like the heuristic policies).
   double batch_work_target_ns = 1'500'000;
+  // The fallback gate (see the class comment). false: a model, once present, always places
+  // (tests of the model path).
+  bool fallback_gate = true;
+  uint32_t min_compared_tokens = 64;
+  uint32_t min_tokens_between_switches = 32;
+  // Weight of one score in the running mean of each estimator's |log error|.
+  double error_alpha = 0.05;
+  // Dispatch-time estimates kept for scoring (cleared beyond this, e.g. cancelled jobs).
+  size_t max_shadow_tokens = 1 << 18;
 };
 
 class XgbScheduler final : public coordinator::Scheduler {
@@ -89,12 +108,27 @@ class XgbScheduler final : public coordinator::Scheduler {
   // `token.cost` must be the prediction made at dispatch (the telemetry sample carries it).
   void observe(const coordinator::TokenInfo& token, uint32_t node, double run_ns) override;
 
-  // Observed relative speed of a node slot: 1 = the fastest node seen, 0.4 = 2.5x slower.
-  double nodeSpeed(uint32_t node) const override { return 1.0 / nodeSlowness(node); }
-  // The work target while costs are model predictions (ns); 0 while there is no model.
-  double batchWorkTarget() const override {
-    return have_model_ ? options_.batch_work_target_ns : 0;
+  // Observed relative speed of a node slot: 1 = the fastest node seen, 0.4 = 2.5x slower (the
+  // fallback's estimate while it places).
+  double nodeSpeed(uint32_t node) const override {
+    return use_model_ ? 1.0 / nodeSlowness(node) : fallback_->nodeSpeed(node);
   }
+  // The slot's node departed (or the slot is reused): its speed observations and lane loads go
+  // (the fallback's too), so a new node in that slot starts at nominal speed and the others'
+  // speeds are relative to the fastest node still known.
+  void forgetNode(uint32_t node) override;
+  // The work target while costs are model predictions (ns); 0 while the fallback places.
+  double batchWorkTarget() const override {
+    return have_model_ && use_model_ ? options_.batch_work_target_ns : 0;
+  }
+  const char* placementMode() const override { return use_model_ ? "model" : "fallback"; }
+  // Any thread: whether the model places now, and the running mean |ln error| of the model and
+  // of the fallback's estimate over the tokens scored for the current model version.
+  bool usingModel() const { return using_model_.load(std::memory_order_relaxed); }
+  double modelError() const { return model_err_pub_.load(std::memory_order_relaxed); }
+  double fallbackError() const { return fallback_err_pub_.load(std::memory_order_relaxed); }
+  uint64_t modeSwitches() const { return mode_switches_.load(std::memory_order_relaxed); }
+  uint64_t scoredTokens() const { return scored_pub_.load(std::memory_order_relaxed); }
   // Loop thread: tokens in flight on `lane` of node slot `node` when place() last saw it (the
   // node_load feature of the nominal prediction).
   uint32_t laneLoad(Weight lane, uint32_t node) const;
@@ -131,6 +165,8 @@ class XgbScheduler final : public coordinator::Scheduler {
   void predictCosts(const costmodel::CostModel& model,
                     std::span<const coordinator::TokenInfo> tokens, std::span<double> out);
   void maybeReclassify(uint32_t op, Weight lane);
+  void score(uint32_t node, double run_ns, double model_ns, double fallback_ns);
+  void setMode(bool model);
 
   ModelSource model_;
   ReclassifyFn on_reclassify_;
@@ -159,6 +195,21 @@ class XgbScheduler final : public coordinator::Scheduler {
   std::atomic<uint64_t> predict_ns_{0};
   std::atomic<uint64_t> held_back_{0};
   std::atomic<uint64_t> cache_hits_{0};
+  // The fallback gate (loop thread, except the atomics).
+  struct Shadow {
+    double model_ns = 0;     // the model's nominal prediction at dispatch
+    double fallback_ns = 0;  // the fallback's at dispatch
+  };
+  std::unique_ptr<coordinator::Scheduler> fallback_;  // least-outstanding, always observing
+  bool use_model_ = false;
+  uint64_t scored_version_ = 0;  // model version the scores below belong to
+  uint64_t scored_ = 0, scored_at_switch_ = 0;
+  double model_err_ = 0, fallback_err_ = 0;
+  std::unordered_map<uint64_t, Shadow> shadow_;  // token id -> estimates at dispatch
+  std::vector<double> model_out_;
+  std::atomic<bool> using_model_{false};
+  std::atomic<double> model_err_pub_{0}, fallback_err_pub_{0};
+  std::atomic<uint64_t> mode_switches_{0}, scored_pub_{0};
 };
 
 }  // namespace tokengate::learned

@@ -103,6 +103,17 @@ StatusOr<Value> spinOp(OpContext& ctx, std::span<const Value> args) {
   return Value(*us);
 }
 
+// spin2(x, us): spins `us` microseconds and returns x. The cost is in the second argument, which
+// the cost model does not see (it sees the first), and x may be a predecessor's output: the
+// balance benchmark's drift (same features, 10x cost) and DAG workloads use it.
+StatusOr<Value> spin2Op(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("spin2", args, 2, 2); !st.ok()) return st;
+  const Value us = args[1];
+  auto spun = spinOp(ctx, std::span<const Value>(&us, 1));
+  if (!spun.ok()) return spun.status();
+  return args[0];
+}
+
 StatusOr<Value> failOp(OpContext&, std::span<const Value> args) {
   if (auto st = argCount("fail", args, 1, 2); !st.ok()) return st;
   auto code = intArg("fail", args, 0);
@@ -140,6 +151,64 @@ StatusOr<Value> waitCancelOp(OpContext& ctx, std::span<const Value> args) {
   }
   if (ctx.cancelled()) return absl::CancelledError("wait_cancel cancelled");
   return Value(false);
+}
+
+// Sum of every number in `v` (lists walked depth-first): int while every element is an
+// int and the sum fits int64, else float.
+Status addNumbers(std::string_view op, const Value& v, int64_t& isum, double& fsum,
+                  bool& is_float) {
+  if (v.isList()) {
+    for (const auto& x : v.asList())
+      if (auto st = addNumbers(op, x, isum, fsum, is_float); !st.ok()) return st;
+    return absl::OkStatus();
+  }
+  if (v.isInt()) {
+    int64_t next = 0;  // written even on overflow: keep isum intact for the fallback
+    if (!is_float && !__builtin_add_overflow(isum, v.asInt(), &next)) {
+      isum = next;
+      return absl::OkStatus();
+    }
+    if (!is_float) fsum = static_cast<double>(isum);
+    is_float = true;
+    fsum += static_cast<double>(v.asInt());
+    return absl::OkStatus();
+  }
+  if (v.isDouble()) {
+    if (!is_float) fsum = static_cast<double>(isum);
+    is_float = true;
+    fsum += v.asDouble();
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      fmt::format("{}: elements must be int or float, got {}", op, v.typeName()));
+}
+
+// list.sum(x...): the sum of every number in its arguments, lists included (nested ones
+// too). list.sum([1, 2], 3) = 6; an empty list sums to 0.
+StatusOr<Value> listSumOp(OpContext&, std::span<const Value> args) {
+  int64_t isum = 0;
+  double fsum = 0;
+  bool is_float = false;
+  for (const auto& a : args)
+    if (auto st = addNumbers("list.sum", a, isum, fsum, is_float); !st.ok()) return st;
+  return is_float ? Value(fsum) : Value(isum);
+}
+
+// list.make(x...): its arguments as one list (gathers the results of a ref range).
+StatusOr<Value> listMakeOp(OpContext&, std::span<const Value> args) {
+  return Value::list(std::vector<Value>(args.begin(), args.end()));
+}
+
+// list.concat(x...): list arguments spliced, other arguments appended as elements.
+StatusOr<Value> listConcatOp(OpContext&, std::span<const Value> args) {
+  std::vector<Value> out;
+  for (const auto& a : args) {
+    if (a.isList())
+      out.insert(out.end(), a.asList().begin(), a.asList().end());
+    else
+      out.push_back(a);
+  }
+  return Value::list(std::move(out));
 }
 
 struct Fnv {
@@ -195,6 +264,10 @@ uint64_t hashValues(std::span<const Value> args) {
             f.bytes(eb, 4);
             f.u8(x.negative ? 1 : 0);
             f.u8(x.kind);
+          } else if constexpr (std::is_same_v<T, List>) {
+            f.u8(7);
+            f.u64(x.items.size());
+            f.u64(hashValues(x.items));
           } else {
             f.u8(6);
             f.u8(x ? 1 : 0);
@@ -231,6 +304,9 @@ Status registerGeneralOps(Registry& r) {
   for (auto st : {
            r.add("hash", Weight::kLight, hashOp),
            r.add("echo", Weight::kLight, echoOp),
+           r.add("list.make", Weight::kLight, listMakeOp),
+           r.add("list.concat", Weight::kLight, listConcatOp),
+           r.add("list.sum", Weight::kLight, listSumOp),
        }) {
     if (!st.ok()) return st;
   }
@@ -241,6 +317,7 @@ Status registerTestOps(Registry& r) {
   for (auto st : {
            r.add("sleep", Weight::kMedium, sleepOp),
            r.add("spin", Weight::kLight, spinOp),
+           r.add("spin2", Weight::kLight, spin2Op),
            r.add("fail", Weight::kLight, failOp),
            r.add("crash", Weight::kLight, crashOp),
            r.add("wait_cancel", Weight::kMedium, waitCancelOp),

@@ -1,5 +1,6 @@
 // The operations every stock node offers: the Leibniz pyramid (double and
-// 50-digit) and two small general-purpose operations (hash, echo). Test
+// 50-digit), small general-purpose operations (hash, echo) and list operations
+// (list.make, list.concat, list.sum). Test
 // operations (sleep, spin, fail, crash, wait_cancel) are registered only on
 // request (tokengate-node --enable-test-ops): any submitter could otherwise
 // kill or occupy every node. See docs/writing-operations.md.
@@ -12,7 +13,7 @@ namespace tokengate::node {
 // leibniz.term, leibniz.term_dec50, leibniz.chunk, leibniz.partial,
 // leibniz.final (all light).
 Status registerLeibnizOps(Registry& registry);
-// hash, echo (light).
+// hash, echo, list.make, list.concat, list.sum (light).
 Status registerGeneralOps(Registry& registry);
 // Test operations: sleep (medium), spin, fail, crash (light), wait_cancel (medium).
 Status registerTestOps(Registry& registry);
@@ -23,7 +24,8 @@ Status registerBuiltinOps(Registry& registry);
 // operation returns, as int64): per value a one-byte type tag (the
 // wire::Value union ordinal) then its payload: int/float as 8 little-endian
 // bytes, text/data raw bytes preceded by their 8-byte length, dec as its
-// three limbs, exponent (4 bytes), sign and kind bytes, bool as one byte.
+// three limbs, exponent (4 bytes), sign and kind bytes, bool as one byte, a list
+// as its element count (8 bytes) then the hashValues() of its elements (8 bytes).
 uint64_t hashValues(std::span<const Value> args);
 
 }  // namespace tokengate::node

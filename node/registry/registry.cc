@@ -32,7 +32,12 @@ bool registerLinkedOperation(const char* name, Weight weight, OpFn fn) {
 
 StatusOr<Value> invokeOperation(const Operation& op, OpContext& ctx, std::span<const Value> args) {
   try {
-    return op.fn(ctx, args);
+    auto out = op.fn(ctx, args);
+    // A deeper list would make the coordinator refuse the whole result frame.
+    if (out.ok() && out->isList() && out->listDepth() > kMaxListDepth)
+      return absl::InvalidArgumentError(fmt::format("{}: result lists nest {} deep, more than {}",
+                                                    op.name, out->listDepth(), kMaxListDepth));
+    return out;
   } catch (const std::bad_variant_access& e) {
     return absl::InvalidArgumentError(
         fmt::format("{}: argument of the wrong type ({})", op.name, e.what()));

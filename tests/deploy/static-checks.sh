@@ -125,9 +125,39 @@ tg_check "values.schema.json accepts global and any resource name" "$HELM" templ
 tg_check_fails "values.schema.json rejects an unknown key" "$HELM" template tg "$CHART" --set bogus=1
 tg_check_fails "values.schema.json rejects replicas: -1" "$HELM" template tg "$CHART" --set node.replicas=-1
 tg_check_fails "values.schema.json rejects a bad pullPolicy" "$HELM" template tg "$CHART" --set image.pullPolicy=Sometimes
+# Extension points (issue 15 item 4): gateway TLS, Ingress, extra volumes/containers, common
+# labels/annotations, PrometheusRule (its alerts unit-tested with promtool test rules).
+EXTRAS=$CHART/ci/extras-values.yaml
+tg_check "helm lint --strict (ci/extras-values.yaml)" "$HELM" lint --strict "$CHART" -f "$EXTRAS"
+tg_check "helm template (ci/extras-values.yaml)" render extras -f "$EXTRAS"
+tg_check "extras: gateway TLS (flags, Secret mount, HTTPS probes), Ingress TLS, PrometheusRule" sh -c "
+  f='$TG_OUT/render-extras.yaml'
+  grep -q -- '- --tls-cert' \$f && grep -q '/etc/tokengate/tls/tls.key' \$f &&
+  grep -q 'secretName: tokengate-gateway-tls' \$f && [ \$(grep -c 'scheme: HTTPS' \$f) -eq 3 ] &&
+  grep -q '^kind: Ingress\$' \$f && grep -q 'secretName: tokengate-ingress-tls' \$f &&
+  grep -q '^kind: PrometheusRule\$' \$f && grep -q 'scheme: https' \$f && grep -q 'curl -fsS -k https' \$f"
+tg_check "extras: sidecars, init containers, extra volumes/mounts/env on coordinator, node and groups" sh -c "
+  f='$TG_OUT/render-extras.yaml'
+  grep -q 'name: log-shipper' \$f && grep -q 'name: wait-for-dns' \$f && grep -q 'mountPath: /scratch' \$f &&
+  grep -q 'TG_EXTRA_SETTING' \$f && [ \$(grep -c 'name: metrics-agent' \$f) -eq 3 ] &&
+  [ \$(grep -c 'mountPath: /models' \$f) -eq 2 ] && grep -q 'claimName: datasets' \$f && grep -q 'name: fetch' \$f"
+tg_check "extras: commonLabels and commonAnnotations on every object" python3 -c "
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open('$TG_OUT/render-extras.yaml')) if d]
+bad = [d['kind'] + '/' + d['metadata']['name'] for d in docs
+       if d['metadata'].get('labels', {}).get('example.invalid/cost-centre') != 'research'
+       or d['kind'] != 'Pod' and d['metadata'].get('annotations', {}).get('example.invalid/owner') != 'data-platform']
+sys.exit('missing on: ' + ', '.join(bad) if bad else 0)"
+tg_check_fails "values.schema.json rejects gateway.tls without a secretName" "$HELM" template tg "$CHART" --set gateway.tls.enabled=true
+tg_check_fails "values.schema.json rejects an Ingress path without a leading /" "$HELM" template tg "$CHART" \
+  --set ingress.enabled=true --set 'ingress.hosts[0].paths[0].path=api'
+tg_check_fails "values.schema.json rejects a sidecar without a name" "$HELM" template tg "$CHART" \
+  --set 'coordinator.sidecars[0].image=x'
+tg_run_node "$TG_DEPLOY/check-alert-rules.mjs" "$TG_OUT/render-extras.yaml" "$TG_OUT/alerts"
 tg_run_node "$TG_DEPLOY/validate-manifests.mjs" \
   "$TG_OUT/render-default.yaml" "$TG_OUT/render-nondefault.yaml" "$TG_OUT/render-minimal.yaml" \
-  "$TG_OUT/render-curve-1.yaml" "$TG_OUT/render-insecure.yaml"
+  "$TG_OUT/render-curve-1.yaml" "$TG_OUT/render-insecure.yaml" \
+  "$TG_OUT/render-extras.yaml"
 
 # --- Shell ----------------------------------------------------------------------------------
 if command -v shellcheck >/dev/null; then

@@ -24,6 +24,8 @@ const KINDS = {
   'networking.k8s.io/v1/NetworkPolicy': ['kubernetes-models/networking.k8s.io/v1/NetworkPolicy', 'NetworkPolicy'],
   'autoscaling/v2/HorizontalPodAutoscaler': ['kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler', 'HorizontalPodAutoscaler'],
   'monitoring.coreos.com/v1/ServiceMonitor': ['@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', 'ServiceMonitor'],
+  'monitoring.coreos.com/v1/PrometheusRule': ['@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule', 'PrometheusRule'],
+  'networking.k8s.io/v1/Ingress': ['kubernetes-models/networking.k8s.io/v1/Ingress', 'Ingress'],
 };
 
 let passed = 0, failed = 0;
@@ -102,7 +104,9 @@ for (const { label, obj } of docs) {
     if (sc.allowPrivilegeEscalation !== false) problems.push(`${c.name}: privilege escalation allowed`);
     if (!(sc.capabilities?.drop ?? []).includes('ALL')) problems.push(`${c.name}: capabilities not dropped`);
     if (!c.resources?.limits?.cpu || !c.resources?.limits?.memory) problems.push(`${c.name}: no cpu/memory limits`);
-    if (obj.kind === 'Deployment' && !(c.livenessProbe && c.readinessProbe)) problems.push(`${c.name}: missing probes`);
+    // Probes on the chart's own containers; sidecars (values: sidecars) are the user's.
+    if (obj.kind === 'Deployment' && ['coordinator', 'node'].includes(c.name) &&
+        !(c.livenessProbe && c.readinessProbe)) problems.push(`${c.name}: missing probes`);
     if (c.name === 'node') {
       // The node's exec probes judge the file its link thread rewrites: both must name the same one.
       const file = (c.env ?? []).find((e) => e.name === 'TG_NODE_HEALTH_FILE')?.value;

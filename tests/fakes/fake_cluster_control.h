@@ -459,6 +459,8 @@ class FakeClusterControl final : public control::ClusterControl {
     s.admission_limit = admission_limit_;
     s.admission_rejects = admission_rejects_;
     s.throughput_per_s = throughput_;
+    s.scheduler = "least-outstanding";  // the coordinator's default policy
+    s.placement = "least-outstanding";
     return s;
   }
 

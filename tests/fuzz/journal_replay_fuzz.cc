@@ -69,6 +69,9 @@ const std::string& goodJournal(std::vector<std::pair<uint64_t, uint64_t>>& range
       t.args.push_back(Arg::val(static_cast<int64_t>(id)));
       spec.add(t);
       add(journal::encodeAdmit(coordinator::firstIdOf(7) + id, 42, spec));
+      if (id == 3)  // a checkpoint of a live job (resume, don't re-run)
+        add(journal::encodeCheckpoint(coordinator::firstIdOf(7) + id, 42,
+                                      {{0, Value(int64_t{3})}, {1, Value(1.5)}}));
       if (id % 2 == 0) {
         control::JobStatus st;
         st.id = coordinator::firstIdOf(7) + id;

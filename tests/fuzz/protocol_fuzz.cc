@@ -35,13 +35,15 @@ class CannedControl final : public control::ClusterControl {
     s.id = id;
     s.state = id % 2 ? control::JobState::kRunning : control::JobState::kSucceeded;
     s.total = 5;
-    const Value values[] = {Value(int64_t{-1}),
-                            Value(1e308 * 10),
-                            Value(-1e308 * 10),
-                            Value(0.0 / 1.0),
-                            Value(std::string("t\x01\"")),
-                            Value(Bytes{"\xff"})};
-    for (uint32_t i = 0; i < 6; ++i) {
+    const Value values[] = {
+        Value(int64_t{-1}),
+        Value(1e308 * 10),
+        Value(-1e308 * 10),
+        Value(0.0 / 1.0),
+        Value(std::string("t\x01\"")),
+        Value(Bytes{"\xff"}),
+        Value::list({Value(1e308 * 10), Value::list({Value("x"), Value()}), Value::list({})})};
+    for (uint32_t i = 0; i < 7; ++i) {
       control::OutputResult r;
       r.index = i;
       r.name = "o" + std::to_string(i);

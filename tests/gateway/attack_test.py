@@ -8,7 +8,12 @@
                            without a token, then 200 never-reading clients with
                            a viewer token doing the same: coordinator RSS is
                            sampled and an operator must still be served.
-  attack_test.py all       both (default).
+  attack_test.py guess     token guessing by reconnecting with a wrong token in the
+                           upgrade request as fast as possible, from one address and
+                           then from 50, for TG_GUESS_SECONDS (default 20) each:
+                           counts the guesses the gateway actually checked (HTTP 401)
+                           and the ones refused unchecked (429, back-off).
+  attack_test.py all       all three (default).
 
 Run through cluster.py (it sets TG_GATEWAY_URL, the tokens and
 TG_COORDINATOR_PID). Prints one JSON line of figures per attack. With
@@ -279,12 +284,60 @@ def memory():
     print(json.dumps(figures))
 
 
+def guess_round(spread, seconds):
+    """Reconnects with wrong tokens from `spread` addresses (one thread each) for `seconds`."""
+    counts = {"checked": 0, "refused_unchecked": 0, "other": 0}
+    lock = threading.Lock()
+    end = time.time() + seconds
+
+    def worker(i):
+        n = 0
+        while time.time() < end:
+            n += 1
+            _, status = upgrade(src_ip(i, spread), token=f"guess-{i}-{n}-{os.urandom(4).hex()}")
+            key = ("checked" if status in (401, 403) else
+                   "refused_unchecked" if status == 429 else "other")
+            with lock:
+                counts[key] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(spread)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.time() - t0
+    return {"addresses": spread, "seconds": round(took, 1), **counts,
+            "checked_per_s": round(counts["checked"] / took, 2),
+            "attempts_per_s": round(sum(counts.values()) / took, 1)}
+
+
+def guess():
+    seconds = float(os.environ.get("TG_GUESS_SECONDS", "20"))
+    one = guess_round(1, seconds)
+    many = guess_round(50, seconds)
+    figures = {"attack": "token_guessing", "one_address": one, "fifty_addresses": many}
+    print(json.dumps(figures))
+    if ASSERT:
+        # 5 free failures, then back-off 1, 2, 4, 8, ... s: within 20 s at most 5 + 4 more
+        # checked guesses per address (+2: a period ending at the edge, scheduling noise).
+        per_addr = 5 + sum(1 for k in range(20) if (2 ** (k + 1) - 1) <= seconds) + 2
+        expect(one["checked"] <= per_addr,
+               f"{one['checked']} guesses checked from one address in {seconds} s (> {per_addr})")
+        expect(many["checked"] <= 50 * per_addr,
+               f"{many['checked']} guesses checked from 50 addresses (> {50 * per_addr})")
+        expect(one["other"] == 0 and many["other"] == 0, f"unexpected statuses: {figures}")
+
+
 def main():
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
     if which in ("lockout", "all"):
         lockout(int(os.environ.get("TG_LOCKOUT_SOCKETS", "4200")))
     if which in ("memory", "all"):
         memory()
+    # Last: it leaves its attacker addresses blocked (back-off) for up to a minute.
+    if which in ("guess", "all"):
+        guess()
     if failures:
         print(f"attack_test: {len(failures)} failure(s)", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 // Headless Chromium test of the control page: log in with ?token=, submit a
 // job, click Pause on an operation and see the cluster react (state shows
 // paused, the op's completed count stops), resume, check a viewer sees
-// disabled controls, and save screenshots to build/artifacts/.
+// disabled controls, see non-finite doubles and lists rendered in a finished job's outputs,
+// and save screenshots to build/artifacts/.
 // Needs TG_GATEWAY_URL / TG_GATEWAY_TOKEN (cluster.py sets them).
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -114,6 +115,33 @@ try {
   await page.locator(`#jobs tr[data-job="${sub.job_id}"] [data-field="state"]`,
                      { hasText: /cancelled|failed|succeeded/ })
     .waitFor({ timeout: 30000 });
+
+  // Non-finite doubles and lists in results: valid JSON on the wire ({"double": "inf"}, arrays)
+  // and rendered by the page as inf / -inf / nan in the job's outputs cell (docs/protocol.md).
+  if (MODE === 'real') {
+    const nf = await page.evaluate((job) => request('submit', { job }), {
+      name: 'non-finite',
+      tokens: [
+        { op: 'echo', args: [{ double: 'inf' }], output: true, name: 'pinf' },
+        { op: 'echo', args: [{ double: '-inf' }], output: true, name: 'ninf' },
+        { op: 'echo', args: [{ double: 'nan' }], output: true, name: 'nan' },
+        { op: 'echo', args: [[1.5, { double: 'nan' }, [{ double: '-inf' }]]], output: true, name: 'list' },
+      ],
+    });
+    const cell = page.locator(`#jobs tr[data-job="${nf.job_id}"] [data-field="outputs"]`);
+    await cell.filter({ hasText: 'pinf' }).waitFor({ timeout: 30000 });
+    const text = (await cell.textContent()).trim();
+    console.log(`non-finite outputs rendered: ${text}`);
+    const want = 'pinf = inf; ninf = -inf; nan = nan; list = [1.5, nan, [-inf]]';
+    if (text !== want) throw new Error(`outputs cell shows "${text}", expected "${want}"`);
+    const raw = await page.evaluate((id) => request('job.status', { job_id: id }), nf.job_id);
+    if (JSON.stringify(raw.outputs.map((o) => o.value)) !==
+        '[{"double":"inf"},{"double":"-inf"},{"double":"nan"},[1.5,{"double":"nan"},[{"double":"-inf"}]]]')
+      throw new Error(`job.status values: ${JSON.stringify(raw.outputs)}`);
+    await page.screenshot({ path: join(artifacts, 'gateway-page-nonfinite.png'), fullPage: true });
+  } else {
+    console.log(`note: non-finite output rendering needs a real cluster (mode ${MODE}); not checked`);
+  }
 
   if (VIEWER) {
     const v = await ctx.newPage();

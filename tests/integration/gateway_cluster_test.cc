@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "client/local_cluster.h"
@@ -209,6 +210,42 @@ TEST_F(GatewayClusterTest, SubmitStatusListStatsAndSubscriptions) {
   auto m = httpGet(port(), "/metrics");
   EXPECT_EQ(m.status, 200);
   EXPECT_GE(metricValue(m.body, "tokengate_ws_clients"), 1);
+}
+
+// List values end to end: JSON arrays in, Cap'n Proto lists to the nodes and back, a list
+// result passed by ref into another token, JSON arrays out.
+TEST_F(GatewayClusterTest, ListValuesFlowThroughJobsAsJsonArrays) {
+  const json::value job = json::parse(R"({"name": "lists", "tokens": [
+      {"op": "echo", "repeat": 3, "args": [{"value": 10, "step": 1}]},
+      {"op": "list.make", "args": [{"refs": [0, 3]}], "output": true, "name": "made"},
+      {"op": "list.concat", "args": [{"ref": 3}, [13, [14, 15]], "x"], "output": true,
+       "name": "concat"},
+      {"op": "echo", "args": [[[1, 2], [3, {"double": "nan"}], [], {"dec": "0.5"}]],
+       "output": true, "name": "echoed"}]})");
+  const uint64_t id = submit(job);
+  ASSERT_NE(id, 0u);
+  json::object st = waitJob(id, 60000);
+  ASSERT_EQ(st.at("state").as_string(), "succeeded") << json::serialize(st);
+  std::map<std::string, std::string> out;
+  for (const auto& o : st.at("outputs").as_array())
+    out[std::string(o.at("name").as_string())] = json::serialize(o.at("value"));
+  EXPECT_EQ(out["made"], "[10,11,12]");
+  EXPECT_EQ(out["concat"], R"([10,11,12,13,[14,15],"x"])");
+  EXPECT_EQ(out["echoed"], R"([[1,2],[3,{"double":"nan"}],[],{"dec":"0.5"}])");
+  // A list result as the argument of list.sum (nested lists walked; a float makes a float).
+  const uint64_t id2 = submit(json::parse(R"({"tokens": [
+      {"op": "list.make", "args": [1, [2, 3]]},
+      {"op": "list.sum", "args": [{"ref": 0}, [[1.5]]], "output": true, "name": "sum"}]})"));
+  json::object st2 = waitJob(id2, 60000);
+  ASSERT_EQ(st2.at("state").as_string(), "succeeded") << json::serialize(st2);
+  EXPECT_EQ(st2.at("outputs").at(0).at("value").to_number<double>(), 7.5);
+  // Nesting deeper than the limit is refused at submit, before admission.
+  std::string deep(kMaxListDepth + 1, '[');
+  deep += "1" + std::string(kMaxListDepth + 1, ']');
+  EXPECT_EQ(ws_->errorCode(
+                {{"cmd", "submit"},
+                 {"job", json::parse(R"({"tokens":[{"op":"echo","args":[)" + deep + "]}]}")}}),
+            "invalid_argument");
 }
 
 TEST_F(GatewayClusterTest, PauseStopsDispatchResumeRestartsJobCancelEndsIt) {

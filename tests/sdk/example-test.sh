@@ -55,7 +55,7 @@ check "a request for an incompatible version fails" sh -c "
   ! cmake -S '$work/v2' -B '$work/v2/b' -DCMAKE_PREFIX_PATH='$prefix'"
 check "example links with pkg-config alone" sh -c "
   PKG_CONFIG_PATH='$prefix/lib/pkgconfig' g++ -O1 -o '$work/pc-node' \
-    '$src/examples/custom_node/word_ops.cc' '$src/examples/custom_node/stats_ops.cc' \
+    '$src/examples/custom_node/word_ops.cc' '$src/examples/custom_node/stats_ops.cc' '$src/examples/custom_node/matrix_ops.cc' \
     \$(PKG_CONFIG_PATH='$prefix/lib/pkgconfig' pkg-config --cflags --libs tokengate-node)"
 node_bin=$work/example-prefix/bin/tokengate-custom-node
 check "example node --help shows the standard flags" sh -c "'$node_bin' --help | grep -q -- --health-file"
@@ -80,6 +80,7 @@ check "example node joins" "${tgctl[@]}" info --wait-nodes 1
 check "job with the example's operations succeeds" grep -q '"state":"succeeded"' "$work/result.json"
 check "words.total = 4 + 5 + 3" grep -q '"name":"total","value":12' "$work/result.json"
 check "stats.summary over the counts" grep -q 'n=3 min=3 max=5 mean=4 ' "$work/result.json"
+check "matrix.mul over list values" grep -q '"name":"product","value":\[\[19,22\],\[43,50\]\]' "$work/result.json"
 check "the standard main writes the health file (ready)" \
   "$node_bin" --check-health "$work/health" --max-age-s 15 --ready
 kill -TERM "$node_pid"

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, role: 'none', nextId: 1, pending: new Map(), retry: 500,
   ops: new Map(), jobs: new Map(), nodes: [], series: [], pollTimer: null,
+  outputs: new Map(),  // job_id -> rendered outputs of a finished job (fetched once)
 };
 const ROLE_RANK = { none: 0, viewer: 1, operator: 2, admin: 3 };
 const canControl = () => ROLE_RANK[state.role] >= ROLE_RANK.operator;
@@ -147,6 +148,36 @@ const fmt = (n) => {
   if (typeof n === 'object' && typeof n.double === 'string') return n.double;
   return Number(n).toLocaleString('en-US', { maximumFractionDigits: 1 });
 };
+// A result value as docs/protocol.md ("Values") writes it: non-finite doubles as
+// {"double": "inf"|"-inf"|"nan"}, {"dec": "..."}, {"bytes": "hex"}, lists as arrays.
+const fmtValue = (v) => {
+  if (v === null || v === undefined) return 'null';
+  if (Array.isArray(v)) return `[${v.map(fmtValue).join(', ')}]`;
+  if (typeof v === 'object') {
+    if (typeof v.double === 'string') return v.double;
+    if ('double' in v) return String(v.double);
+    if (typeof v.dec === 'string') return v.dec;
+    if (typeof v.bytes === 'string') return `<${v.bytes.length / 2} bytes>`;
+    if ('int' in v) return String(v.int);
+    return JSON.stringify(v);
+  }
+  return typeof v === 'string' ? JSON.stringify(v) : String(v);
+};
+const OUTPUTS_SHOWN = 5;
+// The first outputs of a finished job, fetched once with job.status.
+async function loadOutputs(jobId) {
+  state.outputs.set(jobId, '…');
+  try {
+    const r = await request('job.status', { job_id: jobId, limit: OUTPUTS_SHOWN });
+    const parts = (r.outputs || []).map((o) => `${o.name || o.index} = ${
+      o.error ? `error ${o.error.code || ''}` : fmtValue(o.value)}`);
+    if ((r.outputs_total || 0) > parts.length) parts.push(`… (${r.outputs_total} in all)`);
+    state.outputs.set(jobId, parts.join('; ') || '–');
+  } catch (err) {
+    state.outputs.set(jobId, `(${err.code || 'error'})`);
+  }
+  renderJobs();
+}
 // Job ids are decimal strings (64-bit): compare them as BigInt, never as Number.
 const byIdDesc = (a, b) => {
   const x = BigInt(a), y = BigInt(b);
@@ -172,6 +203,9 @@ function renderStats(s) {
   $('s-queued').textContent = fmt(s.queued);
   $('s-inflight').textContent = fmt(s.in_flight);
   $('s-limit').textContent = s.admission_limit ? fmt(s.admission_limit) : 'none';
+  // xgboost: "model" or "fallback" (least-outstanding until a model is trusted).
+  $('s-placement').textContent = s.scheduler && s.placement && s.placement !== s.scheduler
+    ? `${s.scheduler}: ${s.placement}` : (s.scheduler || '–');
   state.series.push({ t: now, v: tput });
   const cutoff = now - 120000;
   while (state.series.length && state.series[0].t < cutoff) state.series.shift();
@@ -238,8 +272,12 @@ function renderJobs() {
         <span>${fmt(j.done)} / ${fmt(j.total)} (${pct.toFixed(1)}%)</span></div></td>
       <td>${fmt(j.failed)}</td><td>${fmt(j.cancelled)}</td>
       <td>${j.wall_ms !== undefined ? (j.wall_ms / 1000).toFixed(1) + ' s' : '–'}</td>
+      <td data-field="outputs" class="outputs">${esc(state.outputs.get(j.job_id) || '')}</td>
       <td>${j.state === 'running' ? button('Cancel', 'job.cancel', j.job_id, canControl(), 'danger') : ''}</td></tr>`;
-  }).join('') || '<tr><td colspan="8">no jobs yet</td></tr>';
+  }).join('') || '<tr><td colspan="9">no jobs yet</td></tr>';
+  for (const j of jobs) {
+    if (j.state && j.state !== 'running' && !state.outputs.has(j.job_id)) loadOutputs(j.job_id);
+  }
 }
 
 function drawChart() {

@@ -24,7 +24,7 @@ export function substitute(expr, rateInterval = '30s') {
     .replaceAll('$__rate_interval', rateInterval)
     .replaceAll('$__interval', rateInterval)
     .replaceAll('$__range', '5m')
-    .replace(/\$\{?(op|node|lane)\}?/g, '.*');
+    .replace(/\$\{?(op|node|lane|namespace|instance)\}?/g, '.*');
 }
 
 export function queriesOf(dashboards, rateInterval) {

@@ -236,22 +236,31 @@ TEST_F(CoordinatorTest, WeightClassesGoToMatchingLanes) {
   EXPECT_EQ(lanes["echo"], (std::vector<Weight>{Weight::kLight, Weight::kHeavy}));
 }
 
-TEST_F(CoordinatorTest, BatchesFlushBySizeAndByLatencyBound) {
+TEST_F(CoordinatorTest, BatchesFlushBySizeAndAtTheEndOfTheBurst) {
   config_.max_batch = 4;
-  config_.batch_latency_ns = 1 * kMillis;
   make();
   auto n = node("n1");
   ASSERT_TRUE(core_->submitJob(echoJob(10)).ok());
-  // Two full batches go at once; the node is busy so the 2 left wait.
+  // Two full batches go at once; the node is busy so the 2 left wait for the burst's end.
   EXPECT_EQ(n->takeTasks().size(), 8u);
   EXPECT_EQ(n->batches, 2);
-  clock_.advance(500'000);
+  clock_.advance(10 * kMillis);
   core_->tick();
-  EXPECT_TRUE(n->takeTasks().empty());
-  clock_.advance(600'000);
-  core_->tick();
+  EXPECT_TRUE(n->takeTasks().empty()) << "no flush timer";
+  core_->flushAll();
   EXPECT_EQ(n->takeTasks().size(), 2u);
   EXPECT_EQ(n->batches, 3);
+}
+
+TEST_F(CoordinatorTest, AnIdleNodeGetsALoneTokenAtOnce) {
+  make();
+  auto n = node("n1");
+  ASSERT_TRUE(core_->submitJob(echoJob(1)).ok());
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u) << "sent without any flush or tick";
+  n->ok(tasks[0], Value(int64_t{1}));
+  ASSERT_TRUE(core_->submitJob(echoJob(1)).ok());
+  EXPECT_EQ(n->takeTasks().size(), 1u);
 }
 
 TEST_F(CoordinatorTest, TelemetryIsAnEvenBoundedSampleOfResults) {

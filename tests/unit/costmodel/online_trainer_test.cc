@@ -120,6 +120,77 @@ TEST(OnlineTrainer, RejectsCandidateBelowThresholdAndKeepsHeuristic) {
   EXPECT_GT(mean->numOps(), 0u);
 }
 
+// A candidate that predicts one constant for everything: its trainer claims a perfect R^2, but
+// on the newest held-out samples the running per-op mean predicts far better.
+class ConstantModel final : public CostModel {
+ public:
+  void predict(std::span<const TokenFeatures> in, std::span<double> out) const override {
+    std::fill(out.begin(), out.begin() + static_cast<ptrdiff_t>(in.size()), 1e6);
+  }
+  std::string_view name() const override { return "constant"; }
+};
+
+TEST(OnlineTrainer, CandidateNoBetterThanTheRunningMeanOnRecentSamplesIsNotPublished) {
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  size_t trained_on = 0;
+  OnlineTrainer trainer(
+      window, clock, smallOptions(),
+      [&](std::span<const TelemetrySample> s, const XgbParams&) -> StatusOr<TrainedModel> {
+        trained_on = s.size();
+        TrainedModel m;
+        m.model = std::make_shared<ConstantModel>();
+        m.quality.r2 = 0.99;  // what a (lying) trainer reports on its own split
+        return m;
+      });
+  SyntheticWorkload w;
+  window.addBatch(w.samples(2000));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  EXPECT_EQ(trainer.active()->name(), "mean");
+  const TrainerStats s = trainer.stats();
+  EXPECT_EQ(s.accepted_count, 0u);
+  EXPECT_EQ(s.rejected_count, 1u);
+  EXPECT_EQ(s.lost_to_mean_count, 1u);
+  EXPECT_EQ(trained_on, 1600u) << "the newest 20% are held out of training";
+  EXPECT_EQ(s.last_recent_quality.n_test, 400u);
+  EXPECT_GT(s.last_recent_quality.mae_log, s.last_mean_quality.mae_log);
+}
+
+TEST(OnlineTrainer, ModelTrainedBeforeADriftIsNotPublished) {
+  // Every op's cost changes 10x for the newest fifth of the window: XGBoost trained on the
+  // older samples cannot know; the running mean, scored prequentially, follows the change.
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  OnlineTrainer trainer(window, clock, smallOptions());
+  SyntheticWorkload w;
+  window.addBatch(w.samples(2400));
+  auto drifted = w.samples(600);
+  for (auto& t : drifted) t.run_ns *= 10;
+  window.addBatch(drifted);
+  ASSERT_TRUE(trainer.runOnce().ok());
+  const TrainerStats s = trainer.stats();
+  EXPECT_EQ(s.accepted_count, 0u);
+  EXPECT_EQ(s.lost_to_mean_count, 1u);
+  EXPECT_GE(s.last_quality.r2, 0.8) << "on its own (pre-drift) split the model was good";
+  EXPECT_LT(s.last_mean_quality.mae_log, s.last_recent_quality.mae_log);
+  EXPECT_EQ(trainer.active()->name(), "mean");
+}
+
+TEST(OnlineTrainer, ModelThatBeatsTheRunningMeanOnRecentSamplesIsPublished) {
+  // The synthetic ops' costs depend on arguments and node speed: a per-op mean cannot see that.
+  TelemetryWindow window(10000);
+  ManualClock clock;
+  OnlineTrainer trainer(window, clock, smallOptions());
+  SyntheticWorkload w;
+  window.addBatch(w.samples(3000));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  const TrainerStats s = trainer.stats();
+  EXPECT_EQ(s.accepted_count, 1u);
+  EXPECT_EQ(s.lost_to_mean_count, 0u);
+  EXPECT_LT(s.last_recent_quality.mae_log, s.last_mean_quality.mae_log * 0.98);
+  EXPECT_EQ(trainer.active()->name(), "xgboost");
+}
+
 TEST(OnlineTrainer, SkipsTrainingWhileTheWindowHoldsTooLittleWork) {
   TelemetryWindow window(10000);
   ManualClock clock;

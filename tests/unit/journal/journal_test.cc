@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/job_json.h"
 #include "coordinator/core/coordinator.h"
@@ -296,6 +297,39 @@ TEST_F(JournalTest, AFlippedByteInTheFirstRecordLosesOnlyThatRecord) {
   EXPECT_EQ(r.epoch, 9u);
 }
 
+// Fuzz finding journal_replay-crash-b790064f: the magic's last byte flipped '2' -> '1' made the
+// file look like the old format, whose scan stops at the first v2 record and dropped them all.
+TEST_F(JournalTest, AMagicFlippedToTheOldFormatsStillReplaysEveryRecord) {
+  {
+    Replay r;
+    auto j = open(&r);
+    for (uint64_t id = 1; id <= 3; ++id) admit(*j, id, job("j", 1));
+    j->finished(done(1, "j"));
+    ASSERT_TRUE(j->commit().ok());
+  }
+  std::string data = readFile(path_);
+  const auto before = scanJournal(data).records;
+  ASSERT_EQ(before.size(), 5u);  // epoch + 3 admitted + 1 finished
+  data[7] = '1';                 // "TGJOURN2" -> "TGJOURN1"
+  writeFile(path_, data);
+
+  const Scan s = scanJournal(data);
+  ASSERT_EQ(s.records.size(), before.size());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(s.records[i].offset, before[i].offset);
+  ASSERT_EQ(s.damage.size(), 1u);
+  EXPECT_EQ(s.damage[0].offset, 0u);
+  EXPECT_EQ(s.damage[0].bytes, kMagic.size());
+  EXPECT_FALSE(s.damage[0].tail);
+
+  Replay r;
+  auto j = open(&r);
+  ASSERT_EQ(r.unfinished.size(), 2u);
+  ASSERT_EQ(r.finished.size(), 1u);
+  EXPECT_EQ(r.epoch, 78u);  // the header record survived (as in the mid-file test above)
+  EXPECT_FALSE(r.epoch_random);
+  EXPECT_EQ(siblings(".damaged-").size(), 1u);
+}
+
 TEST_F(JournalTest, TornTailIsCutOffAndTheGoodPrefixSurvives) {
   {
     Replay r;
@@ -440,6 +474,50 @@ TEST_F(JournalTest, ExportsRecordsSizeSyncsAndResumedJobs) {
   EXPECT_EQ(metric(*o.registry, "tokengate_journal_compactions_total"), 1);
 }
 
+TEST_F(JournalTest, CheckpointsOfLiveJobsAreReplayedMergedAndDroppedWhenTheJobFinishes) {
+  {
+    Replay r;
+    auto j = open(&r);
+    admit(*j, 1, job("a", 30));
+    admit(*j, 2, job("b", 30));
+    j->checkpoint(1, 99, {{20, Value(int64_t{5})}, {21, Value(2.5)}});
+    j->checkpoint(2, 99, {{20, Value(int64_t{7})}});
+    j->checkpoint(1, 99, {{22, Value(std::string("x"))}, {20, Value(int64_t{6})}});
+    j->checkpoint(1, 12345, {{23, Value(int64_t{1})}});  // another incarnation's: ignored
+    j->checkpoint(9, 99, {{1, Value(int64_t{1})}});      // not a live job: not written
+    ASSERT_TRUE(j->commit().ok());
+    j->finished(done(2, "b"));
+    ASSERT_TRUE(j->commit().ok());
+  }
+  auto check = [&](const Replay& r) {
+    ASSERT_EQ(r.unfinished.size(), 1u);
+    EXPECT_EQ(r.unfinished[0].id, 1u);
+    const coordinator::Checkpoint want{
+        {20, Value(int64_t{6})}, {21, Value(2.5)}, {22, Value(std::string("x"))}};
+    EXPECT_EQ(r.unfinished[0].checkpoint, want);
+  };
+  {
+    Replay r;
+    auto j = open(&r);  // activation compacts: job 2's checkpoint goes, job 1's stays (merged)
+    check(r);
+    const Scan s = scanJournal(readFile(path_));
+    size_t checkpoints = 0;
+    for (const auto& rec : s.records) checkpoints += rec.kind == Record::kCheckpoint;
+    EXPECT_EQ(checkpoints, 1u);
+  }
+  Replay r;
+  auto j = open(&r);
+  check(r);
+  j->finished(done(1, "a"));
+  ASSERT_TRUE(j->commit().ok());
+  j.reset();
+  Replay after;
+  open(&after);
+  EXPECT_TRUE(after.unfinished.empty());
+  for (const auto& rec : scanJournal(readFile(path_)).records)
+    EXPECT_NE(rec.kind, Record::kCheckpoint);  // a finished job's checkpoints are compacted away
+}
+
 // ---- the core's side of the contract
 
 class RecordingJournal final : public coordinator::JobJournal {
@@ -454,6 +532,10 @@ class RecordingJournal final : public coordinator::JobJournal {
     finishes.push_back(s.id);
   }
   void epochStarted(uint32_t e) override { events.push_back("epoch " + std::to_string(e)); }
+  void checkpoint(uint64_t id, uint64_t, const coordinator::Checkpoint& results) override {
+    events.push_back("checkpoint " + std::to_string(id));
+    for (const auto& r : results) checkpoints[id].push_back(r);
+  }
   Status commit() override {
     events.push_back("commit");
     if (fail) return absl::InternalError("disk full");
@@ -464,6 +546,7 @@ class RecordingJournal final : public coordinator::JobJournal {
   int commits = 0;
   std::vector<std::string> events;
   std::vector<uint64_t> admits, finishes;
+  std::map<uint64_t, coordinator::Checkpoint> checkpoints;
 };
 
 JobSpec echoJob(int64_t v) {
@@ -632,6 +715,129 @@ TEST(CoreJournalTest, RestoredJobsKeepTheirIdsAndIncarnations) {
   EXPECT_EQ(st->state, control::JobState::kSucceeded);
   ASSERT_EQ(st->outputs.size(), 1u);
   EXPECT_EQ(st->outputs[0].value, Value(int64_t{9}));
+}
+
+// A two-level sum: 40 "term" tokens (value = index), 4 "sum" tokens of 10 terms each, one
+// "total" of the 4 sums. Sums and the total have >= 4 inputs: checkpointed.
+JobSpec sumPyramid() {
+  JobSpec spec;
+  spec.name = "pyramid";
+  TokenSpec term;
+  term.op = "term";
+  term.repeat = 40;
+  term.args.push_back(Arg::val(int64_t{0}, 1));
+  const uint32_t t = spec.add(term);
+  TokenSpec sum;
+  sum.op = "sum";
+  sum.repeat = 4;
+  sum.args.push_back(Arg::refs(t, 10, 10));
+  const uint32_t s = spec.add(sum);
+  TokenSpec total;
+  total.op = "sum";
+  total.args.push_back(Arg::refs(s, 4));
+  total.output = true;
+  total.name = "total";
+  spec.add(total);
+  return spec;
+}
+
+// Runs the tasks the node is given whose job-local index `allow`s (the others stay in flight,
+// unanswered): term -> its argument, sum -> the sum of its arguments. Returns the runs by op.
+std::map<std::string, int> runAll(coordinator::CoordinatorCore& core, testing::FakeNode& node,
+                                  const std::function<bool(uint32_t)>& allow = nullptr) {
+  std::map<std::string, int> ran;
+  for (int round = 0; round < 20; ++round) {
+    core.flushAll();
+    auto tasks = node.takeTasks();
+    if (tasks.empty()) break;
+    for (auto& task : tasks) {
+      if (allow && !allow(static_cast<uint32_t>(task.id))) continue;
+      int64_t v = 0;
+      for (const auto& a : task.args) v += a.asInt();
+      ++ran[task.op];
+      node.ok(task, Value(v));
+    }
+  }
+  return ran;
+}
+
+TEST(CoreJournalTest, FinishedFanInResultsAreCheckpointedAndAResumedJobRunsOnlyWhatIsLeft) {
+  coordinator::CoordinatorConfig cfg;
+  cfg.checkpoint_min_inputs = 4;
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  RecordingJournal journal;
+  coordinator::CoordinatorCore core(cfg, clock, outbox, std::make_shared<prometheus::Registry>());
+  core.setJournal(&journal);
+  const std::vector<std::pair<std::string, Weight>> ops{{"term", Weight::kLight},
+                                                        {"sum", Weight::kLight}};
+  testing::FakeNode node(core, outbox, "n1", ops, 1);
+  ASSERT_TRUE(node.hello());
+  auto id = core.submitJob(sumPyramid());
+  ASSERT_TRUE(id.ok()) << id.status();
+  // Terms 0..19 finish (in index order), then the first two sums: a crash comes after that.
+  auto ran =
+      runAll(core, node, [](uint32_t local) { return local < 20 || local == 40 || local == 41; });
+  EXPECT_EQ(ran["term"], 20);
+  EXPECT_EQ(ran["sum"], 2);
+  // Checkpoints reach the journal with the next commit, not one call per token.
+  EXPECT_TRUE(journal.checkpoints.empty());
+  core.commitJournal();
+  ASSERT_EQ(journal.checkpoints.count(*id), 1u);
+  const coordinator::Checkpoint want{{40, Value(int64_t{45})}, {41, Value(int64_t{145})}};
+  EXPECT_EQ(journal.checkpoints[*id], want);  // sums only: terms have one input each
+
+  // A new coordinator resumes the job from the checkpoint.
+  testing::MemoryOutbox outbox2;
+  coordinator::CoordinatorCore again(cfg, clock, outbox2, std::make_shared<prometheus::Registry>());
+  RecordingJournal journal2;
+  ASSERT_TRUE(again.restoreJob(*id, sumPyramid(), 7, &journal.checkpoints[*id]).ok());
+  again.setJournal(&journal2);
+  EXPECT_EQ(again.counters().resumed_done, 22u);  // 2 sums + the 20 terms only they needed
+  EXPECT_EQ(again.jobStatus(*id)->done, 22u);
+  testing::FakeNode node2(again, outbox2, "n1", ops, 1);
+  ASSERT_TRUE(node2.hello());
+  auto rerun = runAll(again, node2);
+  EXPECT_EQ(rerun["term"], 20);  // terms 20..39 only
+  EXPECT_EQ(rerun["sum"], 3);    // sums 2 and 3, and the total
+  auto st = again.jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].value, Value(int64_t{780}));  // 0 + 1 + ... + 39
+  again.commitJournal();
+  EXPECT_EQ(journal2.checkpoints.count(*id), 0u);  // finished: its checkpoints are not written
+
+  // A checkpoint that holds the output finishes the job at once, running nothing.
+  testing::MemoryOutbox outbox3;
+  coordinator::CoordinatorCore third(cfg, clock, outbox3, std::make_shared<prometheus::Registry>());
+  const coordinator::Checkpoint all{{44, Value(int64_t{780})}};
+  ASSERT_TRUE(third.restoreJob(*id, sumPyramid(), 7, &all).ok());
+  auto st3 = third.jobStatus(*id);
+  ASSERT_TRUE(st3.ok());
+  EXPECT_EQ(st3->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st3->outputs.size(), 1u);
+  EXPECT_EQ(st3->outputs[0].value, Value(int64_t{780}));
+  EXPECT_EQ(third.stats().tokens_live, 0u);
+}
+
+TEST(CoreJournalTest, CheckpointingOffWritesNone) {
+  coordinator::CoordinatorConfig cfg;
+  cfg.checkpoint_min_inputs = 0;
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  RecordingJournal journal;
+  coordinator::CoordinatorCore core(cfg, clock, outbox, std::make_shared<prometheus::Registry>());
+  core.setJournal(&journal);
+  testing::FakeNode node(core, outbox, "n1", {{"term", Weight::kLight}, {"sum", Weight::kLight}},
+                         1);
+  ASSERT_TRUE(node.hello());
+  auto id = core.submitJob(sumPyramid());
+  ASSERT_TRUE(id.ok());
+  runAll(core, node);
+  core.commitJournal();
+  EXPECT_EQ(core.jobStatus(*id)->state, control::JobState::kSucceeded);
+  EXPECT_TRUE(journal.checkpoints.empty());
 }
 
 }  // namespace

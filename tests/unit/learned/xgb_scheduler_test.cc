@@ -40,7 +40,8 @@ class XgbSchedulerTest : public ::testing::Test {
                noHorizon()) {}
   static XgbSchedulerOptions noHorizon() {
     XgbSchedulerOptions o;
-    o.queue_horizon_ns = 0;  // placement tests look at one round; the horizon has its own test
+    o.queue_horizon_ns = 0;   // placement tests look at one round; the horizon has its own test
+    o.fallback_gate = false;  // these test the model path; FallbackGateTest tests the gate
     return o;
   }
 
@@ -132,6 +133,17 @@ TEST_F(XgbSchedulerTest, LearnsNodeSpeedFromTelemetry) {
   EXPECT_DOUBLE_EQ(sched_.nodeSpeed(7), 1.0);  // unknown node: nominal
 }
 
+TEST_F(XgbSchedulerTest, ForgetNodeDropsItsSpeed) {
+  observeSlowNode2();
+  ASSERT_NEAR(sched_.nodeSpeed(2), 0.4, 1e-6);
+  sched_.forgetNode(2);  // a new node will take slot 2
+  EXPECT_DOUBLE_EQ(sched_.nodeSpeed(2), 1.0);
+  EXPECT_NEAR(sched_.nodeSpeed(0), 1.0, 1e-9);
+  sched_.forgetNode(0);
+  sched_.forgetNode(99);                        // never seen: nothing to forget
+  EXPECT_NEAR(sched_.nodeSpeed(1), 1.0, 1e-9);  // now the fastest known
+}
+
 TEST_F(XgbSchedulerTest, TinyTokensDoNotTeachNodeSpeed) {
   // 1 µs predicted: measured run time is timer noise and preemption, not node speed.
   for (int k = 0; k < 100; ++k)
@@ -198,6 +210,7 @@ TEST_F(XgbSchedulerTest, HoldsTokensBackBeyondTheQueueHorizon) {
   XgbSchedulerOptions o;
   o.queue_horizon_ns = 10e6;
   o.min_queue_tokens = 2;
+  o.fallback_gate = false;
   XgbScheduler s([this] { return model_; }, {}, o);
   model_->set(0, 4e6);  // 4 ms each: a node accepts tokens until it holds >= 10 ms
   auto t = tokens(0, 30);
@@ -217,6 +230,7 @@ TEST_F(XgbSchedulerTest, HeldBackTokensKeepTheirPredictionUntilTheModelChanges) 
   XgbSchedulerOptions o;
   o.queue_horizon_ns = 10e6;
   o.min_queue_tokens = 2;
+  o.fallback_gate = false;
   std::shared_ptr<const costmodel::CostModel> active = model_;
   XgbScheduler s([&] { return active; }, {}, o);
   model_->set(0, 4e6);
@@ -342,13 +356,15 @@ TEST_F(ModelFallbackTest, LearnedBalancingReportsABadModelAndKeepsServing) {
   LearnedBalancing b(cfg, clock_, registry);
   EXPECT_EQ(b.loadModel().code(), StatusCode::kNotFound);
   EXPECT_EQ(b.trainer().active()->name(), "mean");
-  // The scheduler works on the heuristic: a light token gets the light default.
+  // The scheduler serves with its least-outstanding fallback (the trainer's running mean is not a
+  // model to trust): before anything ran, a token costs 1 (tokens are counted).
   XgbScheduler s([&] { return b.trainer().active(); }, {});
   TokenInfo t;
   t.op = 3;
   double cost = 0;
   s.costs(std::span<const TokenInfo>(&t, 1), std::span<double>(&cost, 1));
-  EXPECT_GT(cost, 1.0);
+  EXPECT_EQ(cost, 1.0);
+  EXPECT_STREQ(s.placementMode(), "fallback");
 }
 
 // Spec 3(c): with a cost model the core sends a node's batch by predicted work, so batch sizes
@@ -368,7 +384,8 @@ class CostBatchingTest : public ::testing::Test {
     model_->set(core_.opIndex("work"), 100'000);
     model_->set(core_.opIndex("echo"), 1'000);
     XgbSchedulerOptions o;
-    o.queue_horizon_ns = 0;  // only batching is under test
+    o.queue_horizon_ns = 0;   // only batching is under test
+    o.fallback_gate = false;  // the model places from the start
     core_.setScheduler(std::make_unique<XgbScheduler>([m = model_] { return m; }, nullptr, o));
   }
   // Submits `n` tokens of `op` and returns the sizes of the batches the node received.
@@ -415,6 +432,17 @@ TEST_F(CostBatchingTest, HeuristicPoliciesBatchByCountOnly) {
   EXPECT_EQ(batchesFor("big", 20), std::vector<size_t>{20});
   core_.setScheduler(coordinator::makeRoundRobinScheduler());
   EXPECT_EQ(batchesFor("work", 45), std::vector<size_t>{45});
+}
+
+TEST_F(CostBatchingTest, ClusterStatsShowWhatPlaces) {
+  EXPECT_EQ(core_.stats().scheduler, "least-outstanding");
+  EXPECT_EQ(core_.stats().placement, "least-outstanding");
+  auto m = std::make_shared<testing::ScriptedCostModel>();
+  core_.setScheduler(std::make_unique<XgbScheduler>([m] { return m; }, nullptr));
+  EXPECT_EQ(core_.stats().scheduler, "xgboost");
+  EXPECT_EQ(core_.stats().placement, "fallback");  // not trusted yet
+  useModel();
+  EXPECT_EQ(core_.stats().placement, "model");
 }
 
 TEST_F(CostBatchingTest, NoWorkTargetWithoutAModel) {
@@ -475,6 +503,193 @@ TEST_F(ModelFallbackTest, OnlineModelIsSavedAndRecordedTraceTrainsOffline) {
   ASSERT_TRUE(q.ok()) << q.status().message();
   EXPECT_GE(q->r2, 0.9);
   for (const auto& p : {model_out, trace_out, offline}) std::filesystem::remove(p);
+}
+
+}  // namespace
+}  // namespace tokengate::learned
+
+namespace tokengate::learned {
+namespace {
+
+// The fallback gate: least-outstanding places until a model version has predicted finished tokens
+// better than the running mean, and again as soon as it predicts worse.
+class FallbackGateTest : public ::testing::Test {
+ protected:
+  FallbackGateTest() : sched_([this] { return active_; }, nullptr, options()) {
+    model_->set(0, 1000, /*per_arg=*/true);  // op 0 costs arg us
+    model_->setVersion(1);
+    active_ = model_;
+  }
+  static XgbSchedulerOptions options() {
+    XgbSchedulerOptions o;
+    o.queue_horizon_ns = 0;
+    return o;
+  }
+  static std::vector<Candidate> nodes() {
+    std::vector<Candidate> c(3);
+    for (uint32_t i = 0; i < 3; ++i) {
+      c[i].node = i;
+      c[i].free_credit = 1000;
+      c[i].workers = 1;
+    }
+    return c;
+  }
+  // Bimodal in the argument: 200 us and 2 ms tokens of one op, alternately.
+  std::vector<TokenInfo> tokens(size_t n) {
+    std::vector<TokenInfo> t(n);
+    for (auto& x : t) {
+      x.id = next_id_++;
+      x.op = 0;
+      x.declared = Weight::kLight;
+      x.lane = Weight::kLight;
+      x.arg_count = 1;
+      x.arg_bytes = 8;
+      x.first_arg = (x.id % 2) ? 200 : 2000;
+    }
+    return t;
+  }
+  // One dispatch round of n tokens, each then finishing in `scale` x its argument in us.
+  // `check` runs after every observation.
+  template <typename F>
+  void round(size_t n, double scale, F check) {
+    auto t = tokens(n);
+    std::vector<double> c(n);
+    sched_.costs(t, c);
+    for (size_t i = 0; i < n; ++i) t[i].cost = c[i];
+    auto cands = nodes();
+    std::vector<Placement> out(n);
+    sched_.place(Weight::kLight, t, cands, out);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_GE(out[i].candidate, 0);
+      sched_.observe(t[i], static_cast<uint32_t>(out[i].candidate), t[i].first_arg * 1000 * scale);
+      check();
+    }
+  }
+  void round(size_t n, double scale = 1) {
+    round(n, scale, [] {});
+  }
+
+  std::shared_ptr<testing::ScriptedCostModel> model_ =
+      std::make_shared<testing::ScriptedCostModel>();
+  std::shared_ptr<const costmodel::CostModel> active_;
+  XgbScheduler sched_;
+  uint64_t next_id_ = 1;
+};
+
+TEST_F(FallbackGateTest, UntrustedModelPlacesExactlyLikeLeastOutstanding) {
+  auto lo = coordinator::makeLeastOutstandingScheduler();
+  // The same history for both: op 0 and op 1 on three nodes, node 2 2.5x slower.
+  for (int k = 0; k < 60; ++k)
+    for (uint32_t node = 0; node < 3; ++node) {
+      TokenInfo t;
+      t.id = 100000 + static_cast<uint64_t>(k * 3 + node);
+      t.op = static_cast<uint32_t>(k % 2);
+      const double run = (t.op == 0 ? 300e3 : 900e3) * (node == 2 ? 2.5 : 1.0);
+      sched_.observe(t, node, run);
+      lo->observe(t, node, run);
+    }
+  EXPECT_STREQ(sched_.placementMode(), "fallback");
+  EXPECT_FALSE(sched_.usingModel());
+  EXPECT_EQ(sched_.batchWorkTarget(), 0);
+  for (uint32_t node = 0; node < 3; ++node)
+    EXPECT_DOUBLE_EQ(sched_.nodeSpeed(node), lo->nodeSpeed(node));
+  EXPECT_LT(lo->nodeSpeed(2), 0.5);  // the fallback did learn the slow node
+
+  auto t = tokens(40);
+  for (size_t i = 0; i < t.size(); i += 3) t[i].op = 1;
+  std::vector<double> cx(t.size()), cl(t.size());
+  sched_.costs(t, cx);
+  lo->costs(t, cl);
+  EXPECT_EQ(cx, cl);
+  auto tx = t, tl = t;
+  for (size_t i = 0; i < t.size(); ++i) tx[i].cost = cx[i], tl[i].cost = cl[i];
+  auto ax = nodes(), al = nodes();
+  for (auto* v : {&ax, &al})
+    for (auto& c : *v) c.speed = 1.0;  // what the core copied earlier: place() must not trust it
+  for (auto& c : al) c.speed = lo->nodeSpeed(c.node);
+  std::vector<Placement> px(t.size()), pl(t.size());
+  sched_.place(Weight::kLight, tx, ax, px);
+  lo->place(Weight::kLight, tl, al, pl);
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_EQ(px[i].candidate, pl[i].candidate) << i;
+  EXPECT_LT(ax[2].assigned, ax[0].assigned);
+}
+
+TEST_F(FallbackGateTest, ModelIsTrustedOnlyAfterPredictingBetterThanTheRunningMean) {
+  const uint32_t need = XgbSchedulerOptions{}.min_compared_tokens;
+  for (int r = 0; r < 10; ++r)
+    round(10, 1, [&] {
+      if (sched_.scoredTokens() < need) {
+        EXPECT_FALSE(sched_.usingModel()) << sched_.scoredTokens();
+      }
+    });
+  EXPECT_EQ(sched_.scoredTokens(), 100u);
+  EXPECT_TRUE(sched_.usingModel());
+  EXPECT_STREQ(sched_.placementMode(), "model");
+  EXPECT_EQ(sched_.modeSwitches(), 1u);
+  EXPECT_LT(sched_.modelError(), 0.01);    // the scripted model is exact
+  EXPECT_GT(sched_.fallbackError(), 0.5);  // one mean for 200 us and 2 ms tokens
+  EXPECT_GT(sched_.batchWorkTarget(), 0);  // model costs are ns: batches by work
+  // Now the model's costs are used: a 2 ms token costs 2 ms.
+  auto t = tokens(2);
+  std::vector<double> c(2);
+  sched_.costs(t, c);
+  EXPECT_DOUBLE_EQ(c[0], t[0].first_arg * 1000);
+  EXPECT_DOUBLE_EQ(c[1], t[1].first_arg * 1000);
+}
+
+TEST_F(FallbackGateTest, FallsBackAsSoonAsTheModelPredictsWorseThanTheRunningMean) {
+  for (int r = 0; r < 10; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  // Drift: the op now takes 10x longer. The model (same version) does not know; the running mean
+  // follows, and placement goes back to least-outstanding.
+  size_t after = 0;
+  for (int r = 0; r < 40 && sched_.usingModel(); ++r) {
+    round(10, 10);
+    after += 10;
+  }
+  EXPECT_FALSE(sched_.usingModel());
+  EXPECT_STREQ(sched_.placementMode(), "fallback");
+  EXPECT_LE(after, 200u);
+  EXPECT_GT(sched_.modelError(), sched_.fallbackError());
+  EXPECT_EQ(sched_.modeSwitches(), 2u);
+  EXPECT_EQ(sched_.batchWorkTarget(), 0);
+}
+
+TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
+  for (int r = 0; r < 10; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  auto next = std::make_shared<testing::ScriptedCostModel>();
+  next->set(0, 1000, true);
+  next->setVersion(2);
+  active_ = next;
+  round(1);
+  EXPECT_FALSE(sched_.usingModel());
+  EXPECT_EQ(sched_.scoredTokens(), 1u);
+  for (int r = 0; r < 7; ++r) round(10);
+  EXPECT_TRUE(sched_.usingModel());
+}
+
+TEST_F(FallbackGateTest, ForgetNodeAlsoResetsTheFallbacksSpeed) {
+  for (int k = 0; k < 60; ++k)
+    for (uint32_t node = 0; node < 3; ++node) {
+      TokenInfo t;
+      t.id = 500000 + static_cast<uint64_t>(k * 3 + node);
+      sched_.observe(t, node, 1e6 * (node == 2 ? 2.5 : 1.0));
+    }
+  ASSERT_FALSE(sched_.usingModel());
+  ASSERT_LT(sched_.nodeSpeed(2), 0.5);
+  sched_.forgetNode(2);
+  EXPECT_EQ(sched_.nodeSpeed(2), 1.0);
+}
+
+TEST_F(FallbackGateTest, TheTrainersRunningMeanIsNeverTrustedAsAModel) {
+  auto mean = std::make_shared<costmodel::MeanCostModel>();
+  mean->setVersion(3);
+  active_ = mean;
+  for (int r = 0; r < 20; ++r) round(10);
+  EXPECT_FALSE(sched_.usingModel());
+  EXPECT_EQ(sched_.scoredTokens(), 0u);
+  EXPECT_EQ(sched_.modeSwitches(), 0u);
 }
 
 }  // namespace

@@ -134,6 +134,38 @@ TEST_F(OpsTest, HashIsFnv1aOfTheArguments) {
   EXPECT_NE(call("hash", {Value(1)})->asInt(), call("hash", {Value(1.0)})->asInt());
 }
 
+TEST_F(OpsTest, ListOperations) {
+  const Value l12 = Value::list({Value(1), Value(2)});
+  EXPECT_EQ(*call("list.make", {Value(1), Value(2)}), l12);
+  EXPECT_EQ(*call("list.make", {}), Value::list({}));
+  EXPECT_EQ(*call("list.concat", {l12, Value(3), Value::list({Value("x")})}),
+            Value::list({Value(1), Value(2), Value(3), Value("x")}));
+  // Sums walk nested lists; ints stay int, a float anywhere makes a float.
+  EXPECT_EQ(*call("list.sum", {l12, Value::list({Value::list({Value(3)})}), Value(4)}), Value(10));
+  EXPECT_EQ(*call("list.sum", {Value::list({})}), Value(0));
+  EXPECT_EQ(*call("list.sum", {Value::list({Value(1), Value(0.5)})}), Value(1.5));
+  // int64 overflow falls back to float instead of wrapping.
+  auto big = call("list.sum", {Value::list({Value(INT64_MAX), Value(INT64_MAX)})});
+  ASSERT_TRUE(big->isDouble());
+  EXPECT_EQ(big->asDouble(), 2.0 * static_cast<double>(INT64_MAX));
+  auto bad = call("list.sum", {Value::list({Value(1), Value("two")})});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("got text"), std::string::npos) << bad.status();
+  // Lists hash by content and structure.
+  EXPECT_EQ(call("hash", {l12})->asInt(),
+            call("hash", {Value::list({Value(1), Value(2)})})->asInt());
+  EXPECT_NE(call("hash", {l12})->asInt(), call("hash", {Value(1), Value(2)})->asInt());
+  EXPECT_NE(call("hash", {Value::list({l12})})->asInt(), call("hash", {l12})->asInt());
+}
+
+TEST_F(OpsTest, ResultsNestedTooDeepAreAnError) {
+  Value v(1);
+  for (int i = 0; i <= kMaxListDepth; ++i) v = Value::list({v});
+  auto r = call("echo", {v});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(OpsTest, EchoSleepSpin) {
   EXPECT_EQ(*call("echo", {Value("hi"), Value(2)}), Value("hi"));
   EXPECT_EQ(call("echo", {}).status().code(), StatusCode::kInvalidArgument);
