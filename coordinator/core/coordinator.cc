@@ -137,6 +137,7 @@ void CoordinatorCore::submitJobAsync(JobSpec spec, const std::string& watcher, u
 void CoordinatorCore::commitJournal() {
   if (!journal_) return;
   flushCheckpoints();
+  keys_unwritten_ = false;
   const Status st = journal_->commit();
   if (held_.empty()) {
     if (!st.ok()) spdlog::error("journal: {}", st.message());
@@ -206,6 +207,18 @@ void CoordinatorCore::restoreFinished(control::JobStatus status) {
   jobs_.remember(std::move(status));
 }
 
+void CoordinatorCore::restoreKey(const std::string& key, uint64_t token_id, Value value) {
+  keys_.restore(key, token_id, std::move(value));
+}
+
+namespace {
+// The key a token claims: with repeat > 1, instance i of a spec uses "<key>#<i>".
+std::string claimedKey(const SpecRec& s, uint32_t local) {
+  return s.spec.repeat > 1 ? fmt::format("{}#{}", s.spec.idempotency_key, local - s.first)
+                           : s.spec.idempotency_key;
+}
+}  // namespace
+
 StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
                                              const std::string& watcher, uint64_t count,
                                              uint64_t incarnation, const Checkpoint* resume) {
@@ -250,9 +263,7 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec, const Checkpoint* resum
       if (s.spec.deadline_ms)
         deadlines_.emplace(job.admitted_at + s.spec.deadline_ms * kMillis, id);
       if (!s.spec.idempotency_key.empty()) {
-        std::string key = s.spec.repeat > 1 ? fmt::format("{}#{}", s.spec.idempotency_key, r)
-                                            : s.spec.idempotency_key;
-        if (!keys_.claim(key, id)) {
+        if (!keys_.claim(claimedKey(s, i), id)) {
           t.state = kAlias;  // runs when (or as) its original finishes
           continue;
         }
@@ -292,6 +303,7 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   TokenRec& t = job.tokens[local];
   releaseFromNode(job, t);
   const SpecRec& s = job.specs[t.spec];
+  const bool original = t.state != kAlias;  // an alias completes with its original's value
   JobTable::completed(job, local, v);
   if (s.checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
   streamOutput(job, local, absl::OkStatus(), v);
@@ -299,8 +311,15 @@ void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
   OpState& op = ops_[s.op];
   ++op.completed;
   op.m_completed[t.lane % kLaneCount]->Increment();
-  if (!s.spec.idempotency_key.empty())
+  if (!s.spec.idempotency_key.empty()) {
+    // Journalled before any client can see the value (the commit at the end of this burst
+    // writes it before replies go out), so a restart answers the key the same way.
+    if (original && journal_) {
+      journal_->keyFinished(claimedKey(s, local), tokenId(job.id, local), job.incarnation, v);
+      keys_unwritten_ = true;
+    }
     settleAliases(keys_.finished(tokenId(job.id, local), v), absl::OkStatus(), v);
+  }
   JobTable::wake(job, local, [&](uint32_t dep) { makeReady(job, dep); });
   finishToken(job, local);
 }
@@ -392,7 +411,16 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
   metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
       .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
   auto status = jobs_.statusOf(job, true, clock_.now());
-  if (journal_) journal_->finished(status);  // before anyone can act on the outcome
+  if (journal_) {
+    journal_->finished(status);  // before anyone can act on the outcome
+    // A key's result must reach the file before any client can see it (JobDone and gateway
+    // events go out now, not at the end of the burst): write the buffer now. This syncs only
+    // if admissions are buffered (they stay held until commitJournal() all the same).
+    if (keys_unwritten_) {
+      keys_unwritten_ = false;
+      if (Status st = journal_->commit(); !st.ok()) spdlog::error("journal: {}", st.message());
+    }
+  }
   for (const auto& w : job.watchers) sendJobDone(w, status);
   emit(control::JobEvent{job.id, job.name, job.state, job.tokens.size(), job.done, job.failed,
                          job.cancelled, job.running, job.finished_at - job.admitted_at});

@@ -27,8 +27,8 @@
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
 #include "coordinator/core/op_table.h"
-#include "coordinator/core/run_timeouts.h"
 #include "coordinator/core/outbox.h"
+#include "coordinator/core/run_timeouts.h"
 #include "coordinator/core/scheduler.h"
 
 namespace tokengate::coordinator {
@@ -113,6 +113,10 @@ class CoordinatorCore {
   Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0,
                     const Checkpoint* checkpoint = nullptr);
   void restoreFinished(control::JobStatus status);
+  // The journalled result of an idempotency key's original token: later tokens with `key`
+  // (including those of jobs restored after it) complete with `value` instead of running.
+  // Call before restoreJob() so that restored jobs find their keys.
+  void restoreKey(const std::string& key, uint64_t token_id, Value value);
   // The next id to hand out (the journal's new epoch); loop thread, before serving.
   void setNextJobId(uint64_t id) { next_job_ = id; }
   uint64_t incarnation() const { return config_.incarnation; }
@@ -309,6 +313,7 @@ class CoordinatorCore {
   std::priority_queue<TimedToken, std::vector<TimedToken>, std::greater<>> delayed_;
 
   IdempotencyIndex keys_{config_.max_idempotency_keys};
+  bool keys_unwritten_ = false;  // the journal's buffer holds key results (maybeFinishJob)
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;
   Nanos last_event_ = 0;
