@@ -137,8 +137,11 @@ void CoordinatorCore::submitJobAsync(JobSpec spec, const std::string& watcher, u
 void CoordinatorCore::commitJournal() {
   if (!journal_) return;
   flushCheckpoints();
-  keys_unwritten_ = false;
   const Status st = journal_->commit();
+  keys_unwritten_ = false;
+  // Written (or failed, and logged below: the outcome stands, a restart may run it again).
+  for (auto& [peer, frame] : held_done_) outbox_.send(peer, std::move(frame));
+  held_done_.clear();
   if (held_.empty()) {
     if (!st.ok()) spdlog::error("journal: {}", st.message());
     return;
@@ -411,16 +414,7 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
   metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
       .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
   auto status = jobs_.statusOf(job, true, clock_.now());
-  if (journal_) {
-    journal_->finished(status);  // before anyone can act on the outcome
-    // A key's result must reach the file before any client can see it (JobDone and gateway
-    // events go out now, not at the end of the burst): write the buffer now. This syncs only
-    // if admissions are buffered (they stay held until commitJournal() all the same).
-    if (keys_unwritten_) {
-      keys_unwritten_ = false;
-      if (Status st = journal_->commit(); !st.ok()) spdlog::error("journal: {}", st.message());
-    }
-  }
+  if (journal_) journal_->finished(status);  // before anyone can act on the outcome
   for (const auto& w : job.watchers) sendJobDone(w, status);
   emit(control::JobEvent{job.id, job.name, job.state, job.tokens.size(), job.done, job.failed,
                          job.cancelled, job.running, job.finished_at - job.admitted_at});
@@ -1171,7 +1165,18 @@ void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobSta
   auto msg = newFrame();
   auto f = msg.root;
   control::toWire(s, f.initJobDone());
-  outbox_.send(peer, msg.encode());
+  // A key's result must reach the file before any client can see it: while the journal's
+  // buffer holds key results, JobDone waits for the commit that writes them (commitJournal,
+  // at the end of this burst; streamed outputs go out after it anyway).
+  if (keys_unwritten_)
+    held_done_.emplace_back(peer, msg.encode());
+  else
+    outbox_.send(peer, msg.encode());
+}
+
+void CoordinatorCore::writeKeyResults() {
+  if (!journal_ || !keys_unwritten_) return;
+  commitJournal();
 }
 
 // ---------------------------------------------------------------- timers

@@ -129,6 +129,9 @@ class CoordinatorCore {
   void submitJobAsync(JobSpec job, const std::string& watcher, uint64_t request_id,
                       SubmitDone done);
   void commitJournal();
+  // commitJournal() if the journal's buffer holds key results (before posted work, which may
+  // read results, runs): a key's result reaches the file before any client can see it.
+  void writeKeyResults();
   size_t heldAdmissions() const { return held_.size(); }
 
   // ---- control surface (loop thread); ClusterControl wraps these ----
@@ -313,7 +316,10 @@ class CoordinatorCore {
   std::priority_queue<TimedToken, std::vector<TimedToken>, std::greater<>> delayed_;
 
   IdempotencyIndex keys_{config_.max_idempotency_keys};
-  bool keys_unwritten_ = false;  // the journal's buffer holds key results (maybeFinishJob)
+  // The journal's buffer holds key results: JobDone frames wait in held_done_ for the commit
+  // that writes them (sendJobDone, commitJournal).
+  bool keys_unwritten_ = false;
+  std::vector<std::pair<std::string, std::string>> held_done_;  // (peer, frame)
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;
   Nanos last_event_ = 0;

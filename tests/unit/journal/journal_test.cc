@@ -618,6 +618,9 @@ class RecordingJournal final : public coordinator::JobJournal {
     events.push_back("checkpoint " + std::to_string(id));
     for (const auto& r : results) checkpoints[id].push_back(r);
   }
+  void keyFinished(const std::string& key, uint64_t, uint64_t, const Value& v) override {
+    events.push_back("key " + key + "=" + v.toString());
+  }
   Status commit() override {
     events.push_back("commit");
     if (fail) return absl::InternalError("disk full");
@@ -1047,6 +1050,49 @@ TEST(CoreJournalTest, IdempotencyKeysAnswerTheSameAfterARestart) {
   EXPECT_EQ((*j)->keys(), 3u);  // kp joined when P's token finished; aliases write nothing
   j->reset();
   std::filesystem::remove(path);
+}
+
+// A key's result is written before any client can see it: the JobDone of a job whose keyed
+// token just finished waits for the commit that writes the key record.
+TEST(CoreJournalTest, AKeyResultIsWrittenBeforeAnyJobDoneShowsIt) {
+  CoreFixture f;
+  testing::FakeNode node(f.core, f.outbox, "n1", {{"echo", Weight::kLight}}, 1);
+  ASSERT_TRUE(node.hello());
+  JobSpec job = echoJob(42);
+  job.tokens[0].idempotency_key = "answer";
+  f.deliver("client", submitFrame(job, 1));
+  f.core.commitJournal();
+  auto reply = f.outbox.next("client");
+  ASSERT_NE(reply, nullptr);
+  ASSERT_TRUE(reply->root().isSubmitReply());
+  f.core.flushAll();
+  auto tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  f.journal.events.clear();
+  node.ok(tasks[0], Value(int64_t{42}));
+  EXPECT_EQ(
+      f.journal.events,
+      (std::vector<std::string>{"key answer=42", "finish " + std::to_string(f.journal.admits[0])}));
+  EXPECT_EQ(f.outbox.pending("client"), 0u);  // not before the commit
+  f.core.commitJournal();
+  EXPECT_EQ(f.journal.events.back(), "commit");
+  std::unique_ptr<DecodedFrame> done;
+  while (auto fr = f.outbox.next("client")) {
+    if (fr->root().isJobDone()) done = std::move(fr);
+  }
+  ASSERT_NE(done, nullptr);
+  // An unkeyed job's JobDone is not held.
+  f.deliver("client", submitFrame(echoJob(7), 2));
+  f.core.commitJournal();
+  while (f.outbox.next("client")) {
+  }
+  f.core.flushAll();
+  tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  node.ok(tasks[0], Value(int64_t{7}));
+  bool got_done = false;
+  while (auto fr = f.outbox.next("client")) got_done |= fr->root().isJobDone();
+  EXPECT_TRUE(got_done);
 }
 
 }  // namespace
