@@ -302,13 +302,21 @@ void CoordinatorCore::makeReady(Job& job, uint32_t local) { dispatcher_.ready(jo
 
 void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) { dispatcher_.release(job, t); }
 
-void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
+void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v, uint64_t run_ns) {
   TokenRec& t = job.tokens[local];
   releaseFromNode(job, t);
   const SpecRec& s = job.specs[t.spec];
   const bool original = t.state != kAlias;  // an alias completes with its original's value
+  // Fan-in tokens are checkpointed (resume.cc); so is a long run whose result is still needed,
+  // so that losing it to a crash does not cost its run time again. Keyed tokens have their
+  // key record instead.
+  const bool checkpoint =
+      s.checkpoint || (config_.checkpoint_min_run_ms > 0 &&
+                       run_ns >= uint64_t{config_.checkpoint_min_run_ms} * 1'000'000 &&
+                       s.spec.idempotency_key.empty() &&
+                       (t.consumers > 0 || s.keep_result || JobTable::isOutput(job, local)));
   JobTable::completed(job, local, v);
-  if (s.checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
+  if (checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
   streamOutput(job, local, absl::OkStatus(), v);
   ++counters_.completed;
   OpState& op = ops_[s.op];
@@ -747,7 +755,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.lane = static_cast<Weight>(t.lane);
       seen.load = t.load;
       scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
-      completeToken(*job, local, fromWire(r.getValue()));
+      completeToken(*job, local, fromWire(r.getValue()), r.getRunNs());
     } else {
       Status err = fromWire(r.getError());
       if (err.code() == StatusCode::kCancelled) {

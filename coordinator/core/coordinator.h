@@ -51,6 +51,9 @@ struct CoordinatorConfig {
   // inputs (fan-in tokens such as chunk sums) are checkpointed in batches with the group commit;
   // a restarted coordinator marks them done and runs only what is still needed. 0 = off.
   uint32_t checkpoint_min_inputs = 8;
+  // With a journal: also checkpoint any other token that ran at least this long (ms) and whose
+  // result is still needed (by dependents, or as an output/sink), whatever its fan-in; 0 = off.
+  uint32_t checkpoint_min_run_ms = 1000;
   // Job ids start here (journal.h: epoch << 20). The app starts every process at a new epoch
   // (random without a journal), so a client re-watching its job after a restart cannot be
   // handed someone else's job with a reused id.
@@ -223,7 +226,9 @@ class CoordinatorCore {
   Job* findJob(uint64_t job_id) { return jobs_.find(job_id); }
   static uint64_t tokenId(uint64_t job, uint32_t local) { return JobTable::tokenId(job, local); }
   void makeReady(Job& job, uint32_t local);
-  void completeToken(Job& job, uint32_t local, const Value& v);
+  // `run_ns`: how long the node ran it (0: not run, e.g. an alias); a long run of a token whose
+  // result is still needed is checkpointed (checkpoint_min_run_ms).
+  void completeToken(Job& job, uint32_t local, const Value& v, uint64_t run_ns = 0);
   void failToken(Job& job, uint32_t local, const Status& cause, bool cancelled);
   void finishToken(Job& job, uint32_t local);
   void retryToken(Job& job, uint32_t local, bool count_error);

@@ -1095,5 +1095,74 @@ TEST(CoreJournalTest, AKeyResultIsWrittenBeforeAnyJobDoneShowsIt) {
   EXPECT_TRUE(got_done);
 }
 
+// Issue 11 item 5 beyond fan-in: a token without fan-in that ran long (>= checkpoint_min_run_ms)
+// and whose result is still needed is checkpointed, so a restart does not run it again; a short
+// one is not (it is cheaper to run again than to journal).
+TEST(CoreJournalTest, ALongRunningTokenWhoseResultIsNeededIsCheckpointedWhateverItsFanIn) {
+  coordinator::CoordinatorConfig cfg;
+  cfg.checkpoint_min_inputs = 0;  // fan-in checkpoints off: only the run time counts here
+  cfg.checkpoint_min_run_ms = 1000;
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  RecordingJournal journal;
+  coordinator::CoordinatorCore core(cfg, clock, outbox, std::make_shared<prometheus::Registry>());
+  core.setJournal(&journal);
+  const std::vector<std::pair<std::string, Weight>> ops{{"term", Weight::kLight},
+                                                        {"sum", Weight::kLight}};
+  testing::FakeNode node(core, outbox, "n1", ops, 1);
+  ASSERT_TRUE(node.hello());
+  // long (0) and short (1) leaves, each feeding a chain step; the last step is the output.
+  JobSpec spec;
+  TokenSpec leaf;
+  leaf.op = "term";
+  leaf.repeat = 2;
+  leaf.args.push_back(Arg::val(int64_t{5}, 1));
+  spec.add(leaf);
+  TokenSpec step;
+  step.op = "sum";
+  step.args.push_back(Arg::ref(0));
+  spec.add(step);  // 2
+  step.args = {Arg::ref(1), Arg::ref(2)};
+  step.output = true;
+  step.name = "out";
+  spec.add(step);  // 3
+  auto id = core.submitJob(spec);
+  ASSERT_TRUE(id.ok()) << id.status();
+  core.flushAll();
+  auto tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  for (auto& task : tasks) {
+    const bool long_one = static_cast<uint32_t>(task.id) == 0;
+    node.reply({{task, StatusOr<Value>(task.args[0])}}, long_one ? 2'000'000'000 : 5'000'000);
+  }
+  core.commitJournal();
+  const coordinator::Checkpoint want{{0, Value(int64_t{5})}};
+  EXPECT_EQ(journal.checkpoints[*id], want);  // the long leaf only
+
+  // A restart resumes from it: the long leaf does not run again, the short one does.
+  testing::MemoryOutbox outbox2;
+  coordinator::CoordinatorCore again(cfg, clock, outbox2, std::make_shared<prometheus::Registry>());
+  ASSERT_TRUE(again.restoreJob(*id, spec, 7, &journal.checkpoints[*id]).ok());
+  testing::FakeNode node2(again, outbox2, "n1", ops, 1);
+  ASSERT_TRUE(node2.hello());
+  std::vector<uint32_t> ran;
+  for (int round = 0; round < 5; ++round) {
+    again.flushAll();
+    for (auto& task : node2.takeTasks()) {
+      ran.push_back(static_cast<uint32_t>(task.id));
+      int64_t v = 0;
+      for (const auto& a : task.args) v += a.asInt();
+      node2.ok(task, Value(v));
+    }
+  }
+  std::sort(ran.begin(), ran.end());
+  EXPECT_EQ(ran, (std::vector<uint32_t>{1, 2, 3}));
+  auto st = again.jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].value, Value(int64_t{11}));  // short leaf 6 + (long leaf 5)
+}
+
 }  // namespace
 }  // namespace tokengate::journal
