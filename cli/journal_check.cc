@@ -112,7 +112,7 @@ int check(const std::string& path) {
   fmt::print("idempotency keys with results (answered at the next start): {}\n", f.keys.size());
   for (size_t i = 0; i < f.keys.size() && i < args.list; ++i) {
     const auto* k = f.keys[f.keys.size() - 1 - i];  // newest first
-    fmt::print("  key {:<32} token {} (job {}) = {}\n", k->key, k->id, k->id >> 32,
+    fmt::print("  key {:<32} job {} token {} = {}\n", k->key, k->id >> 32, k->id & 0xffffffffu,
                k->value.toString());
   }
   if (f.keys.size() > args.list) fmt::print("  ... {} more\n", f.keys.size() - args.list);
