@@ -7,6 +7,8 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string_view>
+#include <unordered_set>
 
 #include "coordinator/core/journal.h"
 #include "coordinator/journal/format.h"
@@ -20,6 +22,7 @@ struct Args {
   CLI::App* check = nullptr;
   std::string file;
   size_t keep_finished = 1000;
+  size_t keep_keys = 1'000'000;
   size_t list = 20;
 } args;
 
@@ -66,11 +69,15 @@ int check(const std::string& path) {
   std::map<int, uint64_t> kinds;
   for (const auto& r : scan.records) ++kinds[r.kind];
   const uint64_t checkpoints = kinds[journal::Record::kCheckpoint];
-  fmt::print("records: {} intact ({} admitted, {} finished, {} epoch{})\n", scan.records.size(),
+  const uint64_t keyed = kinds[journal::Record::kKey];
+  fmt::print("records: {} intact ({} admitted, {} finished, {} epoch{}{})\n", scan.records.size(),
              kinds[journal::Record::kAdmit], kinds[journal::Record::kFinish],
              kinds[journal::Record::kEpoch],
-             checkpoints ? fmt::format(", {} checkpoint", checkpoints) : std::string());
-  const journal::Folded f = journal::fold(scan, args.keep_finished);
+             checkpoints ? fmt::format(", {} checkpoint", checkpoints) : std::string(),
+             keyed ? fmt::format(", {} key", keyed) : std::string());
+  const journal::Folded f = journal::fold(scan, args.keep_finished, args.keep_keys);
+  std::unordered_set<std::string_view> answered;  // keys with a journalled result
+  for (const auto* k : f.keys) answered.insert(k->key);
   if (f.last_epoch)
     fmt::print("epoch: {} (job ids {}..{}); the next start takes {}\n", f.last_epoch,
                coordinator::firstIdOf(f.last_epoch),
@@ -84,12 +91,31 @@ int check(const std::string& path) {
     size_t done = 0;
     if (auto it = f.checkpoints.find(r->id); it != f.checkpoints.end())
       for (const auto* c : it->second) done += c->checkpoint.size();
-    fmt::print("  job {:<12} {:<24} {} tokens (offset {}){}\n", r->id,
+    // Keyed tokens, and how many of them a journalled key result answers at the next start.
+    uint64_t keyed_tokens = 0, keys_answered = 0;
+    for (const auto& t : r->spec.tokens) {
+      if (t.idempotency_key.empty()) continue;
+      keyed_tokens += t.repeat;
+      for (uint32_t i = 0; i < t.repeat; ++i)
+        keys_answered += answered.count(t.repeat > 1 ? fmt::format("{}#{}", t.idempotency_key, i)
+                                                     : t.idempotency_key);
+    }
+    fmt::print("  job {:<12} {:<24} {} tokens (offset {}){}{}\n", r->id,
                r->spec.name.empty() ? "-" : r->spec.name, r->spec.tokenCount(), r->offset,
-               done ? fmt::format(", {} token results checkpointed", done) : std::string());
+               done ? fmt::format(", {} token results checkpointed", done) : std::string(),
+               keyed_tokens ? fmt::format(", {} keyed tokens ({} answered by a key result)",
+                                          keyed_tokens, keys_answered)
+                            : std::string());
   }
   if (f.live.size() > args.list) fmt::print("  ... {} more\n", f.live.size() - args.list);
   fmt::print("finished jobs kept: {}\n", f.finished.size());
+  fmt::print("idempotency keys with results (answered at the next start): {}\n", f.keys.size());
+  for (size_t i = 0; i < f.keys.size() && i < args.list; ++i) {
+    const auto* k = f.keys[f.keys.size() - 1 - i];  // newest first
+    fmt::print("  key {:<32} job {} token {} = {}\n", k->key, k->id >> 32, k->id & 0xffffffffu,
+               k->value.toString());
+  }
+  if (f.keys.size() > args.list) fmt::print("  ... {} more\n", f.keys.size() - args.list);
   if (scan.damage.empty()) {
     fmt::print("damage: none\n");
     return 0;
@@ -113,6 +139,10 @@ void addJournalCommands(CLI::App& app) {
   args.check
       ->add_option("--keep-finished", args.keep_finished,
                    "finished jobs a coordinator keeps (--finished-jobs-kept)")
+      ->capture_default_str();
+  args.check
+      ->add_option("--keep-keys", args.keep_keys,
+                   "idempotency keys a coordinator keeps (--max-idempotency-keys)")
       ->capture_default_str();
   args.check->add_option("--list", args.list, "live jobs to list")->capture_default_str();
 }

@@ -111,6 +111,10 @@ int main(int argc, char** argv) {
                  "(chunk sums, fan-ins), so a restart resumes a job instead of re-running it; 0 = "
                  "off")
       ->capture_default_str();
+  app.add_option("--checkpoint-min-run-ms", core.checkpoint_min_run_ms,
+                 "with --journal: also checkpoint any token that ran at least this long (ms) "
+                 "and whose result is still needed, whatever its fan-in; 0 = off")
+      ->capture_default_str();
   app.add_option("--max-frame-bytes", cfg.server.max_frame_bytes, "largest accepted frame")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (env TG_LOG)");

@@ -370,11 +370,23 @@ struct JournalCheckpoint {
   values @3 :List(Value);        # their results, in the same order
 }
 
+# The result of an idempotency key's original token (the first token admitted with the key), so
+# that a restarted coordinator still answers later tokens with the same key with this value
+# instead of running them. Written with the group commit when the token finishes (before any
+# client can see the value), not synced for itself: the next admission's sync covers it.
+struct JournalKey {
+  key @0 :Text;                  # as claimed (with repeat > 1: "<key>#<i>")
+  tokenId @1 :UInt64;            # the original token (job id << 32 | index)
+  incarnation @2 :UInt64;        # of the original's job
+  value @3 :Value;
+}
+
 struct JournalRecord {
   union {
     admitted @0 :JournalAdmit;
     finished @1 :JournalFinish;
     epoch @2 :JournalEpoch;      # the first record of every file (its header), and at rollover
     checkpoint @3 :JournalCheckpoint;
+    key @4 :JournalKey;
   }
 }

@@ -64,6 +64,7 @@ int runCoordinator(AppConfig config) {
   if (!config.journal_path.empty()) {
     journal::FileJournalOptions jo;
     jo.keep_finished = config.server.core.finished_jobs_kept;
+    jo.keep_keys = config.server.core.max_idempotency_keys;
     jo.reset = config.journal_reset;
     if (const uint32_t e = config.first_epoch) jo.random_epoch = [e] { return e; };
     auto j = journal::FileJournal::open(config.journal_path, jo, replay.get());
@@ -86,13 +87,18 @@ int runCoordinator(AppConfig config) {
   if (jobs_journal) {
     jobs_journal->exportMetrics(*server.metricsRegistry());
     spdlog::info(
-        "journal {}: {} records, {} unfinished jobs to resume, {} finished kept, epoch {}{}{}",
+        "journal {}: {} records, {} unfinished jobs to resume, {} finished kept, {} idempotency "
+        "keys with results, epoch {}{}{}",
         config.journal_path, replay->records, replay->unfinished.size(), replay->finished.size(),
-        replay->epoch, replay->epoch_random ? " (random: the file had none)" : "",
+        replay->keys.size(), replay->epoch,
+        replay->epoch_random ? " (random: the file had none)" : "",
         replay->damaged_bytes ? fmt::format(", {} damaged bytes in {} ranges skipped",
                                             replay->damaged_bytes, replay->damage.size())
                               : std::string());
     server.post([replay, jr = jobs_journal.get()](CoordinatorCore& core) {
+      // Keys first: a resumed job's keyed token whose result was journalled completes with it.
+      for (auto& k : replay->keys) core.restoreKey(k.key, k.token_id, std::move(k.value));
+      replay->keys.clear();
       for (auto& s : replay->finished) core.restoreFinished(std::move(s));
       for (auto& a : replay->unfinished) {
         if (Status st = core.restoreJob(a.id, std::move(a.spec), a.incarnation, &a.checkpoint);

@@ -138,6 +138,10 @@ void CoordinatorCore::commitJournal() {
   if (!journal_) return;
   flushCheckpoints();
   const Status st = journal_->commit();
+  keys_unwritten_ = false;
+  // Written (or failed, and logged below: the outcome stands, a restart may run it again).
+  for (auto& [peer, frame] : held_done_) outbox_.send(peer, std::move(frame));
+  held_done_.clear();
   if (held_.empty()) {
     if (!st.ok()) spdlog::error("journal: {}", st.message());
     return;
@@ -206,6 +210,18 @@ void CoordinatorCore::restoreFinished(control::JobStatus status) {
   jobs_.remember(std::move(status));
 }
 
+void CoordinatorCore::restoreKey(const std::string& key, uint64_t token_id, Value value) {
+  keys_.restore(key, token_id, std::move(value));
+}
+
+namespace {
+// The key a token claims: with repeat > 1, instance i of a spec uses "<key>#<i>".
+std::string claimedKey(const SpecRec& s, uint32_t local) {
+  return s.spec.repeat > 1 ? fmt::format("{}#{}", s.spec.idempotency_key, local - s.first)
+                           : s.spec.idempotency_key;
+}
+}  // namespace
+
 StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
                                              const std::string& watcher, uint64_t count,
                                              uint64_t incarnation, const Checkpoint* resume) {
@@ -250,9 +266,7 @@ Status CoordinatorCore::buildJob(Job& job, JobSpec spec, const Checkpoint* resum
       if (s.spec.deadline_ms)
         deadlines_.emplace(job.admitted_at + s.spec.deadline_ms * kMillis, id);
       if (!s.spec.idempotency_key.empty()) {
-        std::string key = s.spec.repeat > 1 ? fmt::format("{}#{}", s.spec.idempotency_key, r)
-                                            : s.spec.idempotency_key;
-        if (!keys_.claim(key, id)) {
+        if (!keys_.claim(claimedKey(s, i), id)) {
           t.state = kAlias;  // runs when (or as) its original finishes
           continue;
         }
@@ -288,19 +302,35 @@ void CoordinatorCore::makeReady(Job& job, uint32_t local) { dispatcher_.ready(jo
 
 void CoordinatorCore::releaseFromNode(Job& job, TokenRec& t) { dispatcher_.release(job, t); }
 
-void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v) {
+void CoordinatorCore::completeToken(Job& job, uint32_t local, const Value& v, uint64_t run_ns) {
   TokenRec& t = job.tokens[local];
   releaseFromNode(job, t);
   const SpecRec& s = job.specs[t.spec];
+  const bool original = t.state != kAlias;  // an alias completes with its original's value
+  // Fan-in tokens are checkpointed (resume.cc); so is a long run whose result is still needed,
+  // so that losing it to a crash does not cost its run time again. Keyed tokens have their
+  // key record instead.
+  const bool checkpoint =
+      s.checkpoint || (config_.checkpoint_min_run_ms > 0 &&
+                       run_ns >= uint64_t{config_.checkpoint_min_run_ms} * 1'000'000 &&
+                       s.spec.idempotency_key.empty() &&
+                       (t.consumers > 0 || s.keep_result || JobTable::isOutput(job, local)));
   JobTable::completed(job, local, v);
-  if (s.checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
+  if (checkpoint && journal_) checkpoints_[job.id].emplace_back(local, v);
   streamOutput(job, local, absl::OkStatus(), v);
   ++counters_.completed;
   OpState& op = ops_[s.op];
   ++op.completed;
   op.m_completed[t.lane % kLaneCount]->Increment();
-  if (!s.spec.idempotency_key.empty())
+  if (!s.spec.idempotency_key.empty()) {
+    // Journalled before any client can see the value (the commit at the end of this burst
+    // writes it before replies go out), so a restart answers the key the same way.
+    if (original && journal_) {
+      journal_->keyFinished(claimedKey(s, local), tokenId(job.id, local), job.incarnation, v);
+      keys_unwritten_ = true;
+    }
     settleAliases(keys_.finished(tokenId(job.id, local), v), absl::OkStatus(), v);
+  }
   JobTable::wake(job, local, [&](uint32_t dep) { makeReady(job, dep); });
   finishToken(job, local);
 }
@@ -725,7 +755,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.lane = static_cast<Weight>(t.lane);
       seen.load = t.load;
       scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
-      completeToken(*job, local, fromWire(r.getValue()));
+      completeToken(*job, local, fromWire(r.getValue()), r.getRunNs());
     } else {
       Status err = fromWire(r.getError());
       if (err.code() == StatusCode::kCancelled) {
@@ -1143,7 +1173,18 @@ void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobSta
   auto msg = newFrame();
   auto f = msg.root;
   control::toWire(s, f.initJobDone());
-  outbox_.send(peer, msg.encode());
+  // A key's result must reach the file before any client can see it: while the journal's
+  // buffer holds key results, JobDone waits for the commit that writes them (commitJournal,
+  // at the end of this burst; streamed outputs go out after it anyway).
+  if (keys_unwritten_)
+    held_done_.emplace_back(peer, msg.encode());
+  else
+    outbox_.send(peer, msg.encode());
+}
+
+void CoordinatorCore::writeKeyResults() {
+  if (!journal_ || !keys_unwritten_) return;
+  commitJournal();
 }
 
 // ---------------------------------------------------------------- timers

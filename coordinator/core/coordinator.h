@@ -51,6 +51,9 @@ struct CoordinatorConfig {
   // inputs (fan-in tokens such as chunk sums) are checkpointed in batches with the group commit;
   // a restarted coordinator marks them done and runs only what is still needed. 0 = off.
   uint32_t checkpoint_min_inputs = 8;
+  // With a journal: also checkpoint any other token that ran at least this long (ms) and whose
+  // result is still needed (by dependents, or as an output/sink), whatever its fan-in; 0 = off.
+  uint32_t checkpoint_min_run_ms = 1000;
   // Job ids start here (journal.h: epoch << 20). The app starts every process at a new epoch
   // (random without a journal), so a client re-watching its job after a restart cannot be
   // handed someone else's job with a reused id.
@@ -116,6 +119,10 @@ class CoordinatorCore {
   Status restoreJob(uint64_t job_id, JobSpec spec, uint64_t incarnation = 0,
                     const Checkpoint* checkpoint = nullptr);
   void restoreFinished(control::JobStatus status);
+  // The journalled result of an idempotency key's original token: later tokens with `key`
+  // (including those of jobs restored after it) complete with `value` instead of running.
+  // Call before restoreJob() so that restored jobs find their keys.
+  void restoreKey(const std::string& key, uint64_t token_id, Value value);
   // The next id to hand out (the journal's new epoch); loop thread, before serving.
   void setNextJobId(uint64_t id) { next_job_ = id; }
   uint64_t incarnation() const { return config_.incarnation; }
@@ -128,6 +135,9 @@ class CoordinatorCore {
   void submitJobAsync(JobSpec job, const std::string& watcher, uint64_t request_id,
                       SubmitDone done);
   void commitJournal();
+  // commitJournal() if the journal's buffer holds key results (before posted work, which may
+  // read results, runs): a key's result reaches the file before any client can see it.
+  void writeKeyResults();
   size_t heldAdmissions() const { return held_.size(); }
 
   // ---- control surface (loop thread); ClusterControl wraps these ----
@@ -219,7 +229,9 @@ class CoordinatorCore {
   Job* findJob(uint64_t job_id) { return jobs_.find(job_id); }
   static uint64_t tokenId(uint64_t job, uint32_t local) { return JobTable::tokenId(job, local); }
   void makeReady(Job& job, uint32_t local);
-  void completeToken(Job& job, uint32_t local, const Value& v);
+  // `run_ns`: how long the node ran it (0: not run, e.g. an alias); a long run of a token whose
+  // result is still needed is checkpointed (checkpoint_min_run_ms).
+  void completeToken(Job& job, uint32_t local, const Value& v, uint64_t run_ns = 0);
   void failToken(Job& job, uint32_t local, const Status& cause, bool cancelled);
   void finishToken(Job& job, uint32_t local);
   void retryToken(Job& job, uint32_t local, bool count_error);
@@ -313,6 +325,10 @@ class CoordinatorCore {
   std::priority_queue<TimedToken, std::vector<TimedToken>, std::greater<>> delayed_;
 
   IdempotencyIndex keys_{config_.max_idempotency_keys};
+  // The journal's buffer holds key results: JobDone frames wait in held_done_ for the commit
+  // that writes them (sendJobDone, commitJournal).
+  bool keys_unwritten_ = false;
+  std::vector<std::pair<std::string, std::string>> held_done_;  // (peer, frame)
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;
   Nanos last_event_ = 0;

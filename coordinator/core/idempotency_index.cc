@@ -21,6 +21,17 @@ bool IdempotencyIndex::claim(const std::string& key, uint64_t token) {
   return true;
 }
 
+void IdempotencyIndex::restore(const std::string& key, uint64_t token, Value value) {
+  Entry entry;
+  entry.token = token;
+  entry.finished = true;
+  entry.status = absl::OkStatus();
+  entry.value = std::move(value);
+  if (!keys_.emplace(key, std::move(entry)).second) return;
+  order_.push_back(key);
+  evictOldest();
+}
+
 void IdempotencyIndex::evictOldest() {
   while (keys_.size() > max_keys_ && !order_.empty()) {
     auto old = keys_.find(order_.front());

@@ -45,6 +45,11 @@ class IdempotencyIndex {
   // freed and the aliases waiting on it are returned (to fail with the same cause).
   std::vector<uint64_t> failed(uint64_t token);
 
+  // Restart recovery: `key` finished with `value` (its original was `token`), as if claimed and
+  // finished now. Later claims of it are aliases settled with `value`. A key already present
+  // is left as it is.
+  void restore(const std::string& key, uint64_t token, Value value);
+
   size_t size() const { return keys_.size(); }
   // Key entries looked at by claim()/takeSettled() so far (work, for tests and benchmarks).
   uint64_t work() const { return work_; }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -56,6 +57,13 @@ class JobJournal {
   // the next commit() but not synced for: a lost checkpoint only means those tokens run again.
   virtual void checkpoint(uint64_t /*job_id*/, uint64_t /*incarnation*/,
                           const Checkpoint& /*results*/) {}
+  // The result of an idempotency key's original token (the first token admitted with `key`), so
+  // that a restarted coordinator answers later tokens with the key with it instead of running
+  // them. Written with the next commit() but not synced for itself: the next admission's sync
+  // covers it (same file, written in order), and the value reaches no client before that
+  // commit's write. Best effort otherwise: lost, the original runs again if its job is live.
+  virtual void keyFinished(const std::string& /*key*/, uint64_t /*token_id*/,
+                           uint64_t /*incarnation*/, const Value& /*value*/) {}
   // Ids of `epoch` are about to be handed out; durable with the next commit().
   virtual void epochStarted(uint32_t epoch) = 0;
   // Writes what was appended; fdatasync()s first if it holds an admission or an epoch.

@@ -249,7 +249,10 @@ void CoordinatorServer::run() {
       }
     }
     applyDisconnects();
-    if (items[1].revents & ZMQ_POLLIN) runPosted();
+    if (items[1].revents & ZMQ_POLLIN) {
+      core_->writeKeyResults();  // posted work (gateway status queries) may read key results
+      runPosted();
+    }
     // Group commit: the admissions of this burst share one journal sync, and are acknowledged
     // (and started) only after it.
     core_->commitJournal();

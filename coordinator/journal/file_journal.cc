@@ -114,6 +114,7 @@ void FileJournal::exportMetrics(prometheus::Registry& reg) {
   m_.admits = &records.Add({{"kind", "admitted"}});
   m_.finishes = &records.Add({{"kind", "finished"}});
   m_.checkpoints = &records.Add({{"kind", "checkpoint"}});
+  m_.keys = &records.Add({{"kind", "key"}});
   m_.errors = &prometheus::BuildCounter()
                    .Name("tokengate_journal_errors_total")
                    .Help("job journal writes that failed (admissions refused, finishes lost)")
@@ -221,7 +222,14 @@ StatusOr<std::unique_ptr<FileJournal>> FileJournal::open(const std::string& path
   j->keep_damaged_ = r.damaged_bytes > 0 || scan.version == 1;
   r.records = scan.records.size();
 
-  const Folded f = fold(scan, options.keep_finished);
+  const Folded f = fold(scan, options.keep_finished, options.keep_keys);
+  r.keys.reserve(f.keys.size());
+  // Key records are kept as read (intact, checksummed): no re-encoding of up to a million.
+  const size_t header = scan.version == 1 ? 8 : kRecordHeader;
+  for (const Record* k : f.keys) {
+    j->keepKey(k->key, data.substr(k->offset + header, k->bytes - header));
+    r.keys.push_back({k->key, k->id, k->incarnation, k->value});
+  }
   for (const Record* a : f.live) {
     const uint64_t seq = j->next_seq_++;
     j->live_seq_[a->id] = seq;
@@ -279,6 +287,15 @@ Status FileJournal::compact() {
   }
   std::string buf(kMagic);
   appendRecord(buf, encodeEpoch(epoch_, wallNs()));
+  // Keys first: a restart restores them before it resumes the live jobs that may use them.
+  std::deque<std::pair<uint64_t, std::string>> order;
+  for (auto& [seq, key] : key_order_) {
+    auto it = keys_.find(key);
+    if (it == keys_.end() || it->second.seq != seq) continue;  // superseded or evicted
+    appendRecord(buf, it->second.payload);
+    order.emplace_back(seq, std::move(key));
+  }
+  key_order_ = std::move(order);
   for (const auto& [seq, p] : live_) {
     appendRecord(buf, p);
     if (auto it = checkpoints_.find(seq); it != checkpoints_.end())
@@ -362,6 +379,29 @@ void FileJournal::checkpoint(uint64_t job_id, uint64_t incarnation,
   appendRecord(buffer_, payload);  // no sync: a lost checkpoint only means re-running tokens
   if (m_.checkpoints) m_.checkpoints->Increment();
   checkpoints_[it->second].push_back(std::move(payload));
+}
+
+void FileJournal::keyFinished(const std::string& key, uint64_t token_id, uint64_t incarnation,
+                              const Value& value) {
+  if (!active_) return;
+  std::string payload = encodeKey(key, token_id, incarnation, value);
+  appendRecord(buffer_, payload);  // synced by the next admission's commit (journal.h)
+  if (m_.keys) m_.keys->Increment();
+  keepKey(key, std::move(payload));
+}
+
+void FileJournal::keepKey(const std::string& key, std::string payload) {
+  const uint64_t seq = next_key_seq_++;
+  keys_[key] = {seq, std::move(payload)};
+  key_order_.emplace_back(seq, key);
+  while (!key_order_.empty()) {
+    auto& [old_seq, old_key] = key_order_.front();
+    auto it = keys_.find(old_key);
+    const bool current = it != keys_.end() && it->second.seq == old_seq;
+    if (current && keys_.size() <= options_.keep_keys) break;
+    if (current) keys_.erase(it);  // the oldest key beyond keep_keys
+    key_order_.pop_front();
+  }
 }
 
 void FileJournal::epochStarted(uint32_t epoch) {

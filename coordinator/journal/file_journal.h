@@ -31,6 +31,7 @@
 #include <prometheus/registry.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -48,7 +49,10 @@ namespace tokengate::journal {
 
 struct FileJournalOptions {
   size_t keep_finished = 1000;  // finished jobs kept across restarts (status + outputs)
-  bool sync = true;             // fdatasync on commit (false: tests of the format only)
+  // Idempotency keys whose results are kept across restarts: the newest keep_keys (the app
+  // passes the core's max_idempotency_keys, so a restart does not shorten a key's life).
+  size_t keep_keys = 1'000'000;
+  bool sync = true;  // fdatasync on commit (false: tests of the format only)
   uint64_t compact_bytes = 64ull << 20;
   bool reset = false;  // --journal-reset: move an unparseable file aside instead of refusing
   // Exports tokengate_journal_* metrics when set.
@@ -66,8 +70,15 @@ struct Replay {
   };
   std::vector<Admitted> unfinished;          // admission order
   std::vector<control::JobStatus> finished;  // oldest first, at most keep_finished
-  uint64_t records = 0;                      // intact records read
-  std::vector<Damage> damage;                // skipped ranges (a torn tail last)
+  struct Key {
+    std::string key;
+    uint64_t token_id = 0;  // the original token
+    uint64_t incarnation = 0;
+    Value value;
+  };
+  std::vector<Key> keys;       // results of idempotency keys, oldest first, at most keep_keys
+  uint64_t records = 0;        // intact records read
+  std::vector<Damage> damage;  // skipped ranges (a torn tail last)
   uint64_t damaged_bytes = 0;
   uint32_t epoch = 0;         // the epoch this process hands out
   bool epoch_random = false;  // the file had no epoch record (new, lost or truncated)
@@ -85,7 +96,8 @@ class FileJournal final : public coordinator::JobJournal {
   FileJournal(const FileJournal&) = delete;
   FileJournal& operator=(const FileJournal&) = delete;
 
-  // Rewrites the file as [magic][epoch record][live admissions][kept outcomes] and syncs it;
+  // Rewrites the file as [magic][epoch record][kept key results][live admissions and their
+  // checkpoints][kept outcomes] and syncs it;
   // from then on records can be appended and compactions run. Call once the process is fully
   // started, before the first job id is handed out.
   Status activate();
@@ -94,6 +106,8 @@ class FileJournal final : public coordinator::JobJournal {
   void finished(const control::JobStatus& status) override;
   void checkpoint(uint64_t job_id, uint64_t incarnation,
                   const coordinator::Checkpoint& results) override;
+  void keyFinished(const std::string& key, uint64_t token_id, uint64_t incarnation,
+                   const Value& value) override;
   void epochStarted(uint32_t epoch) override;
   Status commit() override;
 
@@ -104,12 +118,14 @@ class FileJournal final : public coordinator::JobJournal {
   uint64_t bytes() const { return bytes_; }
   uint64_t compactions() const { return compactions_; }
   uint64_t syncs() const { return syncs_; }
+  size_t keys() const { return keys_.size(); }  // key results a compaction keeps
   const std::string& path() const { return path_; }
 
  private:
   FileJournal(std::string path, FileJournalOptions options);
   Status compact();
   void exportSize();
+  void keepKey(const std::string& key, std::string payload);
 
   const std::string path_;
   const FileJournalOptions options_;
@@ -129,6 +145,7 @@ class FileJournal final : public coordinator::JobJournal {
     prometheus::Counter* admits = nullptr;
     prometheus::Counter* finishes = nullptr;
     prometheus::Counter* checkpoints = nullptr;
+    prometheus::Counter* keys = nullptr;
     prometheus::Counter* errors = nullptr;
     prometheus::Counter* compactions = nullptr;
     prometheus::Counter* syncs = nullptr;
@@ -147,6 +164,15 @@ class FileJournal final : public coordinator::JobJournal {
   // Checkpoint payloads of live jobs (admission sequence -> oldest first); dropped when the job
   // finishes, so they are kept by compactions only while their job is live.
   std::unordered_map<uint64_t, std::vector<std::string>> checkpoints_;
+  // Key result payloads (key -> newest record), the newest keep_keys; `key_order_` holds
+  // (sequence, key) oldest first, with entries of superseded records skipped by sequence.
+  struct KeyRecord {
+    uint64_t seq = 0;
+    std::string payload;
+  };
+  std::unordered_map<std::string, KeyRecord> keys_;
+  std::deque<std::pair<uint64_t, std::string>> key_order_;
+  uint64_t next_key_seq_ = 0;
 };
 
 }  // namespace tokengate::journal

@@ -107,6 +107,16 @@ Status decode(const char* data, size_t n, Record& out) {
           out.checkpoint.emplace_back(tokens[i], fromWire(values[i]));
         return absl::OkStatus();
       }
+      case wire::JournalRecord::KEY: {
+        auto k = rec.getKey();
+        out.kind = Record::kKey;
+        out.key = k.getKey().cStr();
+        if (out.key.empty()) return absl::InvalidArgumentError("key record without a key");
+        out.id = k.getTokenId();
+        out.incarnation = k.getIncarnation();
+        out.value = fromWire(k.getValue());
+        return absl::OkStatus();
+      }
       case wire::JournalRecord::EPOCH: {
         auto e = rec.getEpoch();
         out.kind = Record::kEpoch;
@@ -205,6 +215,17 @@ std::string encodeCheckpoint(uint64_t job_id, uint64_t incarnation,
     tokens.set(static_cast<unsigned>(i), results[i].first);
     toWire(results[i].second, values[static_cast<unsigned>(i)]);
   }
+  return encodeFrame(msg);
+}
+
+std::string encodeKey(const std::string& key, uint64_t token_id, uint64_t incarnation,
+                      const Value& value) {
+  capnp::MallocMessageBuilder msg;
+  auto k = msg.initRoot<wire::JournalRecord>().initKey();
+  k.setKey(key);
+  k.setTokenId(token_id);
+  k.setIncarnation(incarnation);
+  toWire(value, k.initValue());
   return encodeFrame(msg);
 }
 
@@ -327,8 +348,11 @@ Scan scanJournal(std::string_view d) {
   return scanV2(d, true);
 }
 
-Folded fold(const Scan& scan, size_t keep_finished) {
+Folded fold(const Scan& scan, size_t keep_finished, size_t keep_keys) {
   Folded f;
+  // key -> (position in `key_order`, record); the newest record of a key wins.
+  std::unordered_map<std::string_view, std::pair<size_t, const Record*>> keys;
+  std::vector<const Record*> key_order;
   f.epoch_in_use.assign(coordinator::kMaxEpoch + 1, false);
   // id -> position in admission order; erased when finished.
   std::unordered_map<uint64_t, const Record*> live;
@@ -351,6 +375,13 @@ Folded fold(const Scan& scan, size_t keep_finished) {
         if (auto it = live.find(r.id); it != live.end() && it->second->incarnation == r.incarnation)
           f.checkpoints[r.id].push_back(&r);
         break;
+      case Record::kKey:
+        if (auto [it, fresh] = keys.try_emplace(r.key, key_order.size(), &r); !fresh) {
+          key_order[it->second.first] = nullptr;  // superseded
+          it->second = {key_order.size(), &r};
+        }
+        key_order.push_back(&r);
+        break;
       case Record::kFinish:
         live.erase(r.id);
         f.checkpoints.erase(r.id);
@@ -368,6 +399,10 @@ Folded fold(const Scan& scan, size_t keep_finished) {
     live.erase(it);  // an id admitted twice (a reused id in an old file) is listed once
   }
   f.finished.assign(finished.begin(), finished.end());
+  for (const Record* r : key_order)
+    if (r) f.keys.push_back(r);
+  if (f.keys.size() > keep_keys)
+    f.keys.erase(f.keys.begin(), f.keys.begin() + static_cast<long>(f.keys.size() - keep_keys));
   for (const Record* r : f.live) f.epoch_in_use[coordinator::epochOf(r->id) & 0xfff] = true;
   for (const Record* r : f.finished) f.epoch_in_use[coordinator::epochOf(r->id) & 0xfff] = true;
   return f;

@@ -39,20 +39,24 @@ std::string encodeFinish(const control::JobStatus& status);
 std::string encodeEpoch(uint32_t epoch, int64_t started_ns);
 std::string encodeCheckpoint(uint64_t job_id, uint64_t incarnation,
                              const coordinator::Checkpoint& results);
+std::string encodeKey(const std::string& key, uint64_t token_id, uint64_t incarnation,
+                      const Value& value);
 // Appends header + payload to `out`.
 void appendRecord(std::string& out, std::string_view payload);
 
 struct Record {
-  enum Kind : uint8_t { kAdmit, kFinish, kEpoch, kCheckpoint } kind = kAdmit;
+  enum Kind : uint8_t { kAdmit, kFinish, kEpoch, kCheckpoint, kKey } kind = kAdmit;
   uint64_t offset = 0;  // of the record header in the file
   uint64_t bytes = 0;   // header + payload
-  uint64_t id = 0;      // job id (admit, finish, checkpoint)
+  uint64_t id = 0;      // job id (admit, finish, checkpoint; key: the original token's id)
   uint64_t incarnation = 0;
   JobSpec spec;                        // admit
   control::JobStatus status;           // finish
   uint32_t epoch = 0;                  // epoch
   int64_t started_ns = 0;              // epoch
   coordinator::Checkpoint checkpoint;  // checkpoint
+  std::string key;                     // key
+  Value value;                         // key
 };
 
 struct Damage {
@@ -77,17 +81,20 @@ struct Scan {
 Scan scanJournal(std::string_view data);
 
 // What a restart needs, folded from a scan: the live (admitted, unfinished) jobs in admission
-// order (with the checkpoints written after their admission, same incarnation) and the newest
-// `keep_finished` finished jobs.
+// order (with the checkpoints written after their admission, same incarnation), the newest
+// `keep_finished` finished jobs and the results of the newest `keep_keys` idempotency keys.
 struct Folded {
   std::vector<const Record*> live;  // admission order
   std::unordered_map<uint64_t, std::vector<const Record*>>
       checkpoints;                      // live job id -> oldest first
   std::vector<const Record*> finished;  // oldest first
-  uint32_t last_epoch = 0;              // of the last epoch record (0: none)
-  std::vector<bool> epoch_in_use;       // [kMaxEpoch + 1]: epochs of live/kept jobs' ids
+  // Key records, one per key (the newest wins), oldest first, at most keep_keys: a key is kept
+  // until keep_keys newer keys have results, whether or not its job is still remembered.
+  std::vector<const Record*> keys;
+  uint32_t last_epoch = 0;         // of the last epoch record (0: none)
+  std::vector<bool> epoch_in_use;  // [kMaxEpoch + 1]: epochs of live/kept jobs' ids
 };
-Folded fold(const Scan& scan, size_t keep_finished);
+Folded fold(const Scan& scan, size_t keep_finished, size_t keep_keys = SIZE_MAX);
 
 // The epoch a new coordinator takes: the one after `last_epoch` (or `random_epoch` when the file
 // had no epoch record), skipping epochs still used by kept jobs. 1..kMaxEpoch.

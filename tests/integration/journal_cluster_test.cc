@@ -142,6 +142,13 @@ TEST(JournalClusterTest, ACrashAt80PercentResumesFromCheckpointsAndRerunsOnlyThe
 // submit jobs (with and without idempotency keys) and wait for them. Every acknowledged job
 // must finish, under its id, with its own result (each job carries a value unique to it, so a
 // client handed another job's data fails), however many times the coordinator died meanwhile.
+//
+// Idempotency keys: every second job gives its `echo` token (which waits for pi, so it runs
+// last) a key. Right after such a job is acknowledged the client submits a duplicate (a job of
+// one `echo` with the same key and a different value): it waits as an alias of the first job's
+// token, across restarts, and must finish with the FIRST job's value. And after every restart
+// each client resubmits two keys whose first results it has already seen, again with other
+// values: the answer must be the first result, never the new value (a new run).
 TEST(JournalClusterTest, CrashHarnessEveryAcknowledgedJobFinishesWithItsOwnResult) {
   const int kills = getenv("TG_CRASH_KILLS") ? std::atoi(getenv("TG_CRASH_KILLS")) : 6;
   const std::string journal = journalPath("crash-journal");
@@ -154,28 +161,86 @@ TEST(JournalClusterTest, CrashHarnessEveryAcknowledgedJobFinishesWithItsOwnResul
   const uint64_t terms = 20'000;
   const Value pi = leibnizLocal(terms, Precision::kDouble);
   std::atomic<bool> stop{false};
+  std::atomic<int> restarts{0};
   std::atomic<uint64_t> acked{0}, verified{0}, unacked{0};
+  std::atomic<uint64_t> dup_acked{0}, dup_first{0}, resubmitted{0}, resubmit_first{0},
+      resubmit_unacked{0};
   std::mutex mu;
   std::vector<std::string> failures;
   auto fail = [&](std::string why) {
     std::lock_guard<std::mutex> lock(mu);
     failures.push_back(std::move(why));
   };
+  // A job of one echo of `v` with `key` (a duplicate: it must be answered with the key's first
+  // result instead of running).
+  auto duplicate = [](const std::string& key, int64_t v) {
+    JobSpec d;
+    d.name = "dup-" + key;
+    TokenSpec e;
+    e.op = "echo";
+    e.args.push_back(Arg::val(v));
+    e.output = true;
+    e.name = "tag";
+    e.idempotency_key = key;
+    d.add(e);
+    return d;
+  };
+  // Waits for a duplicate of `key` (first result `first`); true if answered with it.
+  auto checkDuplicate = [&](Client& c, uint64_t id, const std::string& key, int64_t first) {
+    auto r = c.wait(id, {}, 120 * kSeconds);
+    if (!r.ok()) {
+      fail(fmt::format("acknowledged duplicate {} of key {}: {}", id, key, r.status().message()));
+      return false;
+    }
+    auto got = r->output("tag");
+    if (r->id != id || r->state != client::JobState::kSucceeded || !got.ok() ||
+        *got != Value(first)) {
+      fail(fmt::format("duplicate {} of key {}: got {} (state {}), the key's first result is {}",
+                       id, key, got.ok() ? got->toString() : got.status().ToString(),
+                       static_cast<int>(r->state), first));
+      return false;
+    }
+    return true;
+  };
   std::vector<std::thread> clients;
   for (int t = 0; t < 3; ++t) {
     clients.emplace_back([&, t] {
       Client c(cluster->endpoint(), cluster->clientCurve());
+      std::mt19937 pick(static_cast<uint32_t>(t + 17));
+      std::vector<std::pair<std::string, int64_t>> seen_keys;  // first results this client saw
+      int seen_restarts = 0;
       for (int64_t seq = 0; !stop.load(); ++seq) {
+        if (const int r = restarts.load(); r != seen_restarts && !seen_keys.empty()) {
+          seen_restarts = r;
+          for (int i = 0; i < 2; ++i) {
+            const auto& [key, first] = seen_keys[pick() % seen_keys.size()];
+            auto id = c.submit(duplicate(key, -first - r), 3 * kSeconds);
+            if (!id.ok()) {
+              ++resubmit_unacked;
+              continue;
+            }
+            ++resubmitted;
+            if (checkDuplicate(c, *id, key, first)) ++resubmit_first;
+          }
+        }
         const int64_t tag = int64_t{t + 1} * 1'000'000'000 + seq;
         auto job = makeLeibnizJob(terms, Precision::kDouble);
         if (!job.ok()) return fail(std::string(job.status().message()));
         job->name = "crash-" + std::to_string(tag);
+        uint32_t pi_token = 0;
+        for (const TokenSpec& ts : job->tokens) {
+          if (ts.name == "pi") break;
+          pi_token += ts.repeat;
+        }
         TokenSpec e;
         e.op = "echo";
         e.args.push_back(Arg::val(tag));
+        e.args.push_back(Arg::ref(pi_token));  // runs once pi is there (echo returns args[0])
         e.output = true;
         e.name = "tag";
-        if (seq % 2 == 1) e.idempotency_key = "crash-key-" + std::to_string(tag);
+        const bool keyed = seq % 2 == 1;
+        const std::string key = "crash-key-" + std::to_string(tag);
+        if (keyed) e.idempotency_key = key;
         job->add(e);
         auto id = c.submit(*job, 3 * kSeconds);
         if (!id.ok()) {
@@ -183,6 +248,12 @@ TEST(JournalClusterTest, CrashHarnessEveryAcknowledgedJobFinishesWithItsOwnResul
           continue;
         }
         ++acked;
+        // A duplicate while the first is still running: a pending alias, across restarts.
+        StatusOr<uint64_t> dup = absl::UnavailableError("not keyed");
+        if (keyed) {
+          dup = c.submit(duplicate(key, -tag), 3 * kSeconds);
+          if (dup.ok()) ++dup_acked;
+        }
         auto r = c.wait(*id, {}, 120 * kSeconds);
         if (!r.ok()) {
           fail(fmt::format("acknowledged job {} (tag {}): {}", *id, tag, r.status().message()));
@@ -198,6 +269,8 @@ TEST(JournalClusterTest, CrashHarnessEveryAcknowledgedJobFinishesWithItsOwnResul
           continue;
         }
         ++verified;
+        if (keyed) seen_keys.emplace_back(key, tag);
+        if (dup.ok() && checkDuplicate(c, *dup, key, tag)) ++dup_first;
       }
     });
   }
@@ -210,21 +283,33 @@ TEST(JournalClusterTest, CrashHarnessEveryAcknowledgedJobFinishesWithItsOwnResul
       ADD_FAILURE() << "restart " << done_kills << ": " << st;
       break;
     }
+    ++restarts;
   }
-  // Let the clients finish what they are waiting for.
-  std::this_thread::sleep_for(std::chrono::seconds(1));
+  // Let the clients finish what they are waiting for (and resubmit after the last restart).
+  std::this_thread::sleep_for(std::chrono::seconds(2));
   stop = true;
   for (auto& th : clients) th.join();
   std::printf(
       "[ figures ] crash harness: %d SIGKILLs; %llu jobs acknowledged, %llu finished with their "
-      "own result, %llu submissions not acknowledged, %zu failures\n",
+      "own result, %llu submissions not acknowledged; keys: %llu duplicates submitted while the "
+      "first ran, %llu answered with the first result; %llu resubmissions of seen keys after "
+      "restarts (%llu not acknowledged), %llu answered with the first result; %zu failures\n",
       done_kills, static_cast<unsigned long long>(acked.load()),
       static_cast<unsigned long long>(verified.load()),
-      static_cast<unsigned long long>(unacked.load()), failures.size());
+      static_cast<unsigned long long>(unacked.load()),
+      static_cast<unsigned long long>(dup_acked.load()),
+      static_cast<unsigned long long>(dup_first.load()),
+      static_cast<unsigned long long>(resubmitted.load()),
+      static_cast<unsigned long long>(resubmit_unacked.load()),
+      static_cast<unsigned long long>(resubmit_first.load()), failures.size());
   for (const auto& f : failures) ADD_FAILURE() << f;
   EXPECT_EQ(done_kills, kills);
   EXPECT_GT(verified.load(), 0u);
   EXPECT_EQ(verified.load(), acked.load());
+  EXPECT_GT(resubmitted.load(), 0u);
+  EXPECT_EQ(resubmit_first.load(), resubmitted.load());
+  EXPECT_GT(dup_acked.load(), 0u);
+  EXPECT_EQ(dup_first.load(), dup_acked.load());
   cluster->stop();
   std::filesystem::remove(journal);
 }

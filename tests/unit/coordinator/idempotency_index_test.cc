@@ -47,6 +47,25 @@ TEST(IdempotencyIndex, CapEvictsOnlyFinishedKeysWithoutWaiters) {
   EXPECT_TRUE(idx.claim("a", 5)) << "evicted key runs again";
 }
 
+// Restart recovery (docs/journal.md): a restored key answers later claims with its value, is
+// evicted by the cap like any finished key, and never replaces a key already present.
+TEST(IdempotencyIndex, RestoredKeysAnswerLaterClaimsAndObeyTheCap) {
+  IdempotencyIndex idx(2);
+  idx.restore("a", 10, Value(int64_t{1}));
+  idx.restore("b", 20, Value(int64_t{2}));
+  idx.restore("a", 30, Value(int64_t{99}));  // already there: ignored
+  EXPECT_EQ(idx.size(), 2u);
+  EXPECT_FALSE(idx.claim("a", 40));
+  auto settled = idx.takeSettled();
+  ASSERT_EQ(settled.size(), 1u);
+  EXPECT_EQ(settled[0].aliases, (std::vector<uint64_t>{40}));
+  EXPECT_EQ(settled[0].value.asInt(), 1);
+  EXPECT_TRUE(idx.finished(10, Value()).empty()) << "a restored original is not live";
+  idx.restore("c", 50, Value(int64_t{3}));  // over the cap: the oldest ("a") goes
+  EXPECT_EQ(idx.size(), 2u);
+  EXPECT_TRUE(idx.claim("a", 60)) << "evicted: runs again";
+}
+
 // Admission cost must not depend on how many keys the index holds: claiming and settling one
 // duplicate looks at the same number of entries with 1,000 keys as with 100,000.
 TEST(IdempotencyIndex, AdmissionWorkIsIndependentOfKeyCount) {

@@ -518,6 +518,88 @@ TEST_F(JournalTest, CheckpointsOfLiveJobsAreReplayedMergedAndDroppedWhenTheJobFi
     EXPECT_NE(rec.kind, Record::kCheckpoint);  // a finished job's checkpoints are compacted away
 }
 
+// Issue 11: the idempotency index survives a restart. A key's result is kept while the key is
+// among the newest keep_keys (the core's own cap), whether or not its job is still remembered;
+// the newest record of a key wins; compaction keeps exactly the kept keys, oldest first.
+TEST_F(JournalTest, KeyResultsAreReplayedNewestFirstAndCompactionKeepsTheNewestKeepKeys) {
+  FileJournalOptions o = opts();
+  o.keep_keys = 4;
+  o.keep_finished = 2;
+  {
+    auto j = open(nullptr, o);
+    for (uint64_t id = 1; id <= 6; ++id) {
+      admit(*j, id, job("j" + std::to_string(id), 1));
+      j->keyFinished("k" + std::to_string(id), id << 32, 99, Value(int64_t(id * 10)));
+      j->finished(done(id, "j" + std::to_string(id)));  // the job is reaped; its key is not
+    }
+    // k4 finishes again (its entry was freed and claimed anew): the newer result wins.
+    j->keyFinished("k4", uint64_t{7} << 32, 99, Value(std::string("again")));
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_EQ(j->keys(), 4u);  // k3, k5, k6, k4
+  }
+  auto check = [](const Replay& r) {
+    ASSERT_EQ(r.keys.size(), 4u);
+    EXPECT_EQ(r.keys[0].key, "k3");
+    EXPECT_EQ(r.keys[0].value, Value(int64_t{30}));
+    EXPECT_EQ(r.keys[0].token_id, uint64_t{3} << 32);
+    EXPECT_EQ(r.keys[0].incarnation, 99u);
+    EXPECT_EQ(r.keys[1].key, "k5");
+    EXPECT_EQ(r.keys[2].key, "k6");
+    EXPECT_EQ(r.keys[3].key, "k4");
+    EXPECT_EQ(r.keys[3].value, Value(std::string("again")));
+    EXPECT_EQ(r.keys[3].token_id, uint64_t{7} << 32);
+    EXPECT_EQ(r.finished.size(), 2u);  // fewer jobs than keys are remembered
+  };
+  {
+    Replay r;
+    auto j = open(&r, o);  // replays the appended file, then compacts it
+    check(r);
+    size_t key_records = 0;
+    for (const auto& rec : scanJournal(readFile(path_)).records)
+      key_records += rec.kind == Record::kKey;
+    EXPECT_EQ(key_records, 4u);  // k1, k2 and the older k4 were dropped by the compaction
+    // A larger cap at the next start keeps what the file still has.
+  }
+  Replay r;
+  o.keep_keys = 100;
+  open(&r, o);
+  check(r);
+  // Fewer kept at start than in the file: the newest survive.
+  o.keep_keys = 1;
+  Replay one;
+  open(&one, o);
+  ASSERT_EQ(one.keys.size(), 1u);
+  EXPECT_EQ(one.keys[0].key, "k4");
+}
+
+TEST_F(JournalTest, ADamagedKeyRecordIsSkippedAndTheOtherKeysReplay) {
+  {
+    auto j = open(nullptr);
+    admit(*j, 1, job("a", 1));
+    j->keyFinished("first", uint64_t{1} << 32, 99, Value(int64_t{1}));
+    j->keyFinished("second", (uint64_t{1} << 32) | 1, 99, Value(int64_t{2}));
+    j->keyFinished("third", (uint64_t{1} << 32) | 2, 99, Value(int64_t{3}));
+    ASSERT_TRUE(j->commit().ok());
+  }
+  auto recs = records(path_);
+  ASSERT_EQ(recs.size(), 5u);  // header, admission, 3 keys
+  ASSERT_EQ(recs[3].kind, Record::kKey);
+  ASSERT_EQ(recs[3].key, "second");
+  std::string data = readFile(path_);
+  data[recs[3].offset + kRecordHeader + 12] ^= 0x08;
+  writeFile(path_, data);
+  Replay r;
+  open(&r);
+  ASSERT_EQ(r.damage.size(), 1u);
+  EXPECT_EQ(r.damage[0].offset, recs[3].offset);
+  EXPECT_FALSE(r.damage[0].tail);
+  ASSERT_EQ(r.keys.size(), 2u);
+  EXPECT_EQ(r.keys[0].key, "first");
+  EXPECT_EQ(r.keys[1].key, "third");
+  EXPECT_EQ(r.keys[1].value, Value(int64_t{3}));
+  ASSERT_EQ(r.unfinished.size(), 1u);  // the job around them is intact
+}
+
 // ---- the core's side of the contract
 
 class RecordingJournal final : public coordinator::JobJournal {
@@ -535,6 +617,9 @@ class RecordingJournal final : public coordinator::JobJournal {
   void checkpoint(uint64_t id, uint64_t, const coordinator::Checkpoint& results) override {
     events.push_back("checkpoint " + std::to_string(id));
     for (const auto& r : results) checkpoints[id].push_back(r);
+  }
+  void keyFinished(const std::string& key, uint64_t, uint64_t, const Value& v) override {
+    events.push_back("key " + key + "=" + v.toString());
   }
   Status commit() override {
     events.push_back("commit");
@@ -838,6 +923,245 @@ TEST(CoreJournalTest, CheckpointingOffWritesNone) {
   core.commitJournal();
   EXPECT_EQ(core.jobStatus(*id)->state, control::JobState::kSucceeded);
   EXPECT_TRUE(journal.checkpoints.empty());
+}
+
+// Issue 11: keys across a restart, through the real file. Before the "crash": job A's keyed
+// token finished (A finished too), job L's keyed token finished while L still runs, job P's
+// keyed token is running and job Q holds a pending alias of it. After the restart: L's keyed
+// token is not run again (its journalled result answers it), P's runs and Q's alias gets P's
+// value (not its own), and a new duplicate of A's key completes at once with A's value.
+TEST(CoreJournalTest, IdempotencyKeysAnswerTheSameAfterARestart) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("tg-keys-" + std::to_string(getpid()) + ".journal"))
+                               .string();
+  std::filesystem::remove(path);
+  FileJournalOptions o;
+  o.sync = false;
+  auto keyed = [](const std::string& key, int64_t v, bool with_unkeyed) {
+    JobSpec spec;
+    TokenSpec t;
+    t.op = "echo";
+    t.args.push_back(Arg::val(v));
+    t.output = true;
+    t.name = "keyed";
+    t.idempotency_key = key;
+    spec.add(t);
+    if (with_unkeyed) {
+      TokenSpec u;
+      u.op = "echo";
+      u.args.push_back(Arg::val(int64_t{-1}));
+      u.output = true;
+      u.name = "plain";
+      spec.add(u);
+    }
+    return spec;
+  };
+  const std::vector<std::pair<std::string, Weight>> ops{{"echo", Weight::kLight}};
+  uint64_t a = 0, l = 0, p = 0, q = 0;
+  {
+    auto j = FileJournal::open(path, o, nullptr);
+    ASSERT_TRUE(j.ok()) << j.status();
+    ASSERT_TRUE((*j)->activate().ok());
+    testing::FakeClock clock;
+    testing::MemoryOutbox outbox;
+    coordinator::CoordinatorCore core({}, clock, outbox, std::make_shared<prometheus::Registry>());
+    core.setNextJobId(firstIdOf((*j)->epoch()));
+    core.setJournal(j->get());
+    testing::FakeNode node(core, outbox, "n1", ops, 1);
+    ASSERT_TRUE(node.hello());
+    auto sa = core.submitJob(keyed("ka", 10, false));
+    auto sl = core.submitJob(keyed("kl", 30, true));
+    ASSERT_TRUE(sa.ok() && sl.ok());
+    a = *sa;
+    l = *sl;
+    core.flushAll();
+    for (auto& task : node.takeTasks()) {
+      if (task.id == (l << 32 | 1)) continue;  // L's unkeyed token stays running
+      node.ok(task, task.args[0]);
+    }
+    auto sp = core.submitJob(keyed("kp", 20, false));
+    auto sq = core.submitJob(keyed("kp", 99, false));
+    ASSERT_TRUE(sp.ok() && sq.ok());
+    p = *sp;
+    q = *sq;
+    core.flushAll();
+    EXPECT_EQ(node.takeTasks().size(), 1u);  // P's token only: Q's is its alias
+    core.commitJournal();
+    EXPECT_EQ(core.jobStatus(a)->state, control::JobState::kSucceeded);
+    EXPECT_EQ(core.jobStatus(l)->state, control::JobState::kRunning);
+    EXPECT_EQ((*j)->keys(), 2u);  // ka and kl have results; kp is still running
+  }                               // the process "dies" here (the file holds what was written)
+
+  Replay r;
+  auto j = FileJournal::open(path, o, &r);
+  ASSERT_TRUE(j.ok()) << j.status();
+  ASSERT_EQ(r.keys.size(), 2u);
+  EXPECT_EQ(r.keys[0].key, "ka");
+  EXPECT_EQ(r.keys[0].token_id, a << 32);
+  EXPECT_EQ(r.keys[1].key, "kl");
+  std::vector<uint64_t> live;
+  for (const auto& u : r.unfinished) live.push_back(u.id);
+  EXPECT_EQ(live, (std::vector<uint64_t>{l, p, q}));
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  coordinator::CoordinatorCore core({}, clock, outbox, std::make_shared<prometheus::Registry>());
+  // As the app does: keys, finished jobs, then the live jobs in admission order.
+  for (auto& k : r.keys) core.restoreKey(k.key, k.token_id, k.value);
+  for (auto& f : r.finished) core.restoreFinished(f);
+  for (auto& u : r.unfinished)
+    ASSERT_TRUE(core.restoreJob(u.id, u.spec, u.incarnation, &u.checkpoint).ok());
+  ASSERT_TRUE((*j)->activate().ok());
+  core.setNextJobId(firstIdOf((*j)->epoch()));
+  core.setJournal(j->get());
+  testing::FakeNode node(core, outbox, "n1", ops, 1);
+  ASSERT_TRUE(node.hello());
+  core.flushAll();
+  std::vector<uint64_t> ran;
+  for (int round = 0; round < 5; ++round) {
+    for (auto& task : node.takeTasks()) {
+      ran.push_back(task.id);
+      node.ok(task, task.args[0]);
+    }
+    core.commitJournal();
+    core.flushAll();
+  }
+  std::sort(ran.begin(), ran.end());
+  // L's unkeyed token and P's keyed token; not L's keyed token, not Q's alias.
+  EXPECT_EQ(ran, (std::vector<uint64_t>{l << 32 | 1, p << 32}));
+  auto output = [&](uint64_t id, const std::string& name) {
+    auto st = core.jobStatus(id);
+    EXPECT_TRUE(st.ok());
+    if (!st.ok()) return Value();
+    EXPECT_EQ(st->state, control::JobState::kSucceeded) << id;
+    for (const auto& out : st->outputs)
+      if (out.name == name) return out.value;
+    ADD_FAILURE() << "no output " << name << " in job " << id;
+    return Value();
+  };
+  EXPECT_EQ(output(l, "keyed"), Value(int64_t{30}));
+  EXPECT_EQ(output(p, "keyed"), Value(int64_t{20}));
+  EXPECT_EQ(output(q, "keyed"), Value(int64_t{20}));  // the pending alias: P's value
+  // A new duplicate of a finished job's key: answered from the journal, nothing runs.
+  auto dup = core.submitJob(keyed("ka", 555, false));
+  ASSERT_TRUE(dup.ok());
+  core.flushAll();
+  EXPECT_TRUE(node.takeTasks().empty());
+  EXPECT_EQ(output(*dup, "keyed"), Value(int64_t{10}));
+  EXPECT_EQ((*j)->keys(), 3u);  // kp joined when P's token finished; aliases write nothing
+  j->reset();
+  std::filesystem::remove(path);
+}
+
+// A key's result is written before any client can see it: the JobDone of a job whose keyed
+// token just finished waits for the commit that writes the key record.
+TEST(CoreJournalTest, AKeyResultIsWrittenBeforeAnyJobDoneShowsIt) {
+  CoreFixture f;
+  testing::FakeNode node(f.core, f.outbox, "n1", {{"echo", Weight::kLight}}, 1);
+  ASSERT_TRUE(node.hello());
+  JobSpec job = echoJob(42);
+  job.tokens[0].idempotency_key = "answer";
+  f.deliver("client", submitFrame(job, 1));
+  f.core.commitJournal();
+  auto reply = f.outbox.next("client");
+  ASSERT_NE(reply, nullptr);
+  ASSERT_TRUE(reply->root().isSubmitReply());
+  f.core.flushAll();
+  auto tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  f.journal.events.clear();
+  node.ok(tasks[0], Value(int64_t{42}));
+  EXPECT_EQ(
+      f.journal.events,
+      (std::vector<std::string>{"key answer=42", "finish " + std::to_string(f.journal.admits[0])}));
+  EXPECT_EQ(f.outbox.pending("client"), 0u);  // not before the commit
+  f.core.commitJournal();
+  EXPECT_EQ(f.journal.events.back(), "commit");
+  std::unique_ptr<DecodedFrame> done;
+  while (auto fr = f.outbox.next("client")) {
+    if (fr->root().isJobDone()) done = std::move(fr);
+  }
+  ASSERT_NE(done, nullptr);
+  // An unkeyed job's JobDone is not held.
+  f.deliver("client", submitFrame(echoJob(7), 2));
+  f.core.commitJournal();
+  while (f.outbox.next("client")) {
+  }
+  f.core.flushAll();
+  tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  node.ok(tasks[0], Value(int64_t{7}));
+  bool got_done = false;
+  while (auto fr = f.outbox.next("client")) got_done |= fr->root().isJobDone();
+  EXPECT_TRUE(got_done);
+}
+
+// Issue 11 item 5 beyond fan-in: a token without fan-in that ran long (>= checkpoint_min_run_ms)
+// and whose result is still needed is checkpointed, so a restart does not run it again; a short
+// one is not (it is cheaper to run again than to journal).
+TEST(CoreJournalTest, ALongRunningTokenWhoseResultIsNeededIsCheckpointedWhateverItsFanIn) {
+  coordinator::CoordinatorConfig cfg;
+  cfg.checkpoint_min_inputs = 0;  // fan-in checkpoints off: only the run time counts here
+  cfg.checkpoint_min_run_ms = 1000;
+  testing::FakeClock clock;
+  testing::MemoryOutbox outbox;
+  RecordingJournal journal;
+  coordinator::CoordinatorCore core(cfg, clock, outbox, std::make_shared<prometheus::Registry>());
+  core.setJournal(&journal);
+  const std::vector<std::pair<std::string, Weight>> ops{{"term", Weight::kLight},
+                                                        {"sum", Weight::kLight}};
+  testing::FakeNode node(core, outbox, "n1", ops, 1);
+  ASSERT_TRUE(node.hello());
+  // long (0) and short (1) leaves, each feeding a chain step; the last step is the output.
+  JobSpec spec;
+  TokenSpec leaf;
+  leaf.op = "term";
+  leaf.repeat = 2;
+  leaf.args.push_back(Arg::val(int64_t{5}, 1));
+  spec.add(leaf);
+  TokenSpec step;
+  step.op = "sum";
+  step.args.push_back(Arg::ref(0));
+  spec.add(step);  // 2
+  step.args = {Arg::ref(1), Arg::ref(2)};
+  step.output = true;
+  step.name = "out";
+  spec.add(step);  // 3
+  auto id = core.submitJob(spec);
+  ASSERT_TRUE(id.ok()) << id.status();
+  core.flushAll();
+  auto tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  for (auto& task : tasks) {
+    const bool long_one = static_cast<uint32_t>(task.id) == 0;
+    node.reply({{task, StatusOr<Value>(task.args[0])}}, long_one ? 2'000'000'000 : 5'000'000);
+  }
+  core.commitJournal();
+  const coordinator::Checkpoint want{{0, Value(int64_t{5})}};
+  EXPECT_EQ(journal.checkpoints[*id], want);  // the long leaf only
+
+  // A restart resumes from it: the long leaf does not run again, the short one does.
+  testing::MemoryOutbox outbox2;
+  coordinator::CoordinatorCore again(cfg, clock, outbox2, std::make_shared<prometheus::Registry>());
+  ASSERT_TRUE(again.restoreJob(*id, spec, 7, &journal.checkpoints[*id]).ok());
+  testing::FakeNode node2(again, outbox2, "n1", ops, 1);
+  ASSERT_TRUE(node2.hello());
+  std::vector<uint32_t> ran;
+  for (int round = 0; round < 5; ++round) {
+    again.flushAll();
+    for (auto& task : node2.takeTasks()) {
+      ran.push_back(static_cast<uint32_t>(task.id));
+      int64_t v = 0;
+      for (const auto& a : task.args) v += a.asInt();
+      node2.ok(task, Value(v));
+    }
+  }
+  std::sort(ran.begin(), ran.end());
+  EXPECT_EQ(ran, (std::vector<uint32_t>{1, 2, 3}));
+  auto st = again.jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].value, Value(int64_t{11}));  // short leaf 6 + (long leaf 5)
 }
 
 }  // namespace
