@@ -66,10 +66,10 @@ snapshot() {
 tg_check "snapshot of the source tree for the build context" snapshot
 t0=$(date +%s)
 tg_check "docker build --target coordinator (host network for apt)" \
-  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target coordinator \
+  "$DOCKER" build --network host --build-arg "TG_BUILD_JOBS=${TG_BUILD_JOBS:-2}" -f "$TG_OUT/context/docker/Dockerfile" --target coordinator \
   -t "tokengate/coordinator:$TG_TAG" "$TG_OUT/context"
 tg_check "docker build --target node" \
-  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target node \
+  "$DOCKER" build --network host --build-arg "TG_BUILD_JOBS=${TG_BUILD_JOBS:-2}" -f "$TG_OUT/context/docker/Dockerfile" --target node \
   -t "tokengate/node:$TG_TAG" "$TG_OUT/context"
 echo "image builds took $(($(date +%s) - t0))s"
 if [[ $TG_FAILED -gt 0 ]]; then
@@ -188,7 +188,7 @@ tg_check "tgctl dec50 result matches an exact big-integer reference to 40 digits
 # --- A custom node image (examples/custom_node/Dockerfile, FROM the sdk and node stages) ------
 # joins this compose cluster and runs a job that only its operations can run.
 tg_check "docker build --target sdk (build stage + installed SDK)" \
-  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target sdk \
+  "$DOCKER" build --network host --build-arg "TG_BUILD_JOBS=${TG_BUILD_JOBS:-2}" -f "$TG_OUT/context/docker/Dockerfile" --target sdk \
   -t "tokengate/sdk:$TG_TAG" "$TG_OUT/context"
 tg_check "docker build examples/custom_node (FROM tokengate/sdk + tokengate/node)" \
   "$DOCKER" build --network host --build-arg "TG_SDK_IMAGE=tokengate/sdk:$TG_TAG" \
