@@ -204,10 +204,20 @@ tg_check "custom node container joins the compose network" \
   -e TG_COORDINATOR=tcp://coordinator:5555 "tokengate/custom-node:$TG_TAG" node
 tg_check "custom node container becomes healthy (stock HEALTHCHECK, session held)" wait_for 60 sh -c \
   "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' $custom)\" = healthy ]"
-tg_check "a job with the custom node's operations (words.*, stats.*) succeeds" sh -c \
+tg_check "the coordinator offers the custom node's operations (words.count, matrix.mul)" wait_for 30 sh -c \
+  "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT --timeout 10 op list >'$TG_OUT/custom-node-ops.txt' 2>&1 &&
+   grep -q 'words.count' '$TG_OUT/custom-node-ops.txt' && grep -q 'matrix.mul' '$TG_OUT/custom-node-ops.txt'"
+# Only the custom node offers words.*, stats.* and matrix.mul: the job succeeding means it ran
+# there. matrix.mul runs twice: rows as lists, rows as packed f64s arrays.
+tg_check "a job with the custom node's operations (words.*, stats.*, matrix.mul) succeeds" sh -c \
   "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT --timeout 60 --json submit - \
      <examples/custom_node/job.json >'$TG_OUT/custom-node-job.json' 2>&1 &&
-   grep -q '\"name\":\"total\",\"value\":12' '$TG_OUT/custom-node-job.json'"
+   grep -q '\"state\":\"succeeded\"' '$TG_OUT/custom-node-job.json'"
+sed 's/^/     /' "$TG_OUT/custom-node-job.json"
+tg_check "custom node results: words.total = 12, matrix.mul over lists and packed f64s rows" sh -c \
+  "grep -q '\"name\":\"total\",\"value\":12' '$TG_OUT/custom-node-job.json' &&
+   grep -q '\"name\":\"product\",\"value\":\\[\\[19,22\\],\\[43,50\\]\\]' '$TG_OUT/custom-node-job.json' &&
+   grep -q '\"name\":\"packed_product\",\"value\":\\[{\"f64s\":\\[2.15E1,2.5E1\\]},{\"f64s\":\\[4.3E1,5E1\\]}\\]' '$TG_OUT/custom-node-job.json'"
 tg_check "custom node drains and exits 0 on docker stop" sh -c \
   "$DOCKER stop -t 45 $custom >/dev/null && [ \"\$($DOCKER inspect -f '{{.State.ExitCode}}' $custom)\" = 0 ]"
 "$DOCKER" rm -f "$custom" >/dev/null 2>&1 || true
