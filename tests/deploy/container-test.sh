@@ -53,14 +53,16 @@ tg_check "local debian:bookworm-slim base (debootstrap + docker import, cached)"
 # Both targets build from one snapshot of the tree, so the second build reuses the first's
 # layers and edits made meanwhile cannot split them. The snapshot is the committed HEAD (what
 # CI's fresh clone has); TG_CONTEXT=worktree takes tracked + untracked, not ignored files.
+# tar -m: files get the snapshot's time, not the commit's, so ninja in the image's cached build
+# tree never takes objects built later from another tree as up to date (ccache serves the rest).
 snapshot() {
   rm -rf "$TG_OUT/context" && mkdir -p "$TG_OUT/context" || return 1
   if [[ "${TG_CONTEXT:-head}" == worktree ]]; then
     git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/deploy/node_modules/' |
       xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
-      tar --null -T - -cf - | tar -C "$TG_OUT/context" -xf -
+      tar --null -T - -cf - | tar -C "$TG_OUT/context" -xmf -
   else
-    git archive --format=tar HEAD | tar -C "$TG_OUT/context" -xf -
+    git archive --format=tar HEAD | tar -C "$TG_OUT/context" -xmf -
   fi
 }
 tg_check "snapshot of the source tree for the build context" snapshot
