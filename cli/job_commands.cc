@@ -15,6 +15,9 @@ namespace {
 
 namespace json = boost::json;
 
+// Human output shows a list's or packed array's first elements only (--json has them all).
+constexpr size_t kShownItems = 16;
+
 int printResult(const StatusOr<client::JobResult>& r, bool json_out) {
   if (!r.ok()) return fail(std::string(r.status().message()));
   if (json_out) {
@@ -42,7 +45,7 @@ int printResult(const StatusOr<client::JobResult>& r, bool json_out) {
                r->progress.failed, static_cast<double>(r->wall_ns) / 1e9);
     for (const auto& o : r->outputs) {
       if (o.status.ok())
-        fmt::print("  {} = {}\n", o.name, o.value.toString());
+        fmt::print("  {} = {}\n", o.name, o.value.toString(kShownItems));
       else
         fmt::print("  {} ! {}: {}\n", o.name, absl::StatusCodeToString(o.status.code()),
                    o.status.message());

@@ -71,10 +71,9 @@ Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
       arg_bytes += kMinArgWireBytes * n;
       if (arg.kind == Arg::Kind::kValue) {
         arg_bytes += (arg.value.byteSize() + 7) / 8 * 8;
-        if (arg.value.isList() && arg.value.listDepth() > kMaxListDepth)
+        if (Status st = arg.value.check(); !st.ok())
           return absl::InvalidArgumentError(
-              fmt::format("token spec {} arg {}: lists nest {} deep, more than {}", i, a,
-                          arg.value.listDepth(), kMaxListDepth));
+              fmt::format("token spec {} arg {}: {}", i, a, st.message()));
       }
       // The last repetition's offset, step * (repeat - 1), must fit int64.
       int64_t span = 0;

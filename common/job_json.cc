@@ -118,6 +118,25 @@ StatusOr<Arg> argFromJson(const json::value& v, std::string_view where) {
 
 namespace {
 StatusOr<Value> valueFromJsonAt(const json::value& v, int depth);
+
+// A JSON number, or one of the strings a non-finite double is written as.
+std::optional<double> doubleFromJson(const json::value& d) {
+  if (d.is_number()) return d.to_number<double>();
+  if (d.is_string()) {
+    std::string_view s = d.get_string();
+    if (s == "inf" || s == "+inf" || s == "Infinity")
+      return std::numeric_limits<double>::infinity();
+    if (s == "-inf" || s == "-Infinity") return -std::numeric_limits<double>::infinity();
+    if (s == "nan" || s == "NaN") return std::numeric_limits<double>::quiet_NaN();
+  }
+  return std::nullopt;
+}
+
+// Finite doubles as JSON numbers, the others as "inf", "-inf", "nan".
+json::value doubleToJson(double d) {
+  if (std::isfinite(d)) return d;
+  return json::string(std::isnan(d) ? "nan" : (d > 0 ? "inf" : "-inf"));
+}
 }  // namespace
 
 StatusOr<Value> valueFromJson(const json::value& v) { return valueFromJsonAt(v, 0); }
@@ -155,23 +174,42 @@ StatusOr<Value> valueFromJsonAt(const json::value& v, int depth) {
         if (!raw.ok()) return raw.status();
         return Value(Bytes{*std::move(raw)});
       }
+      if (auto* a = o.if_contains("i64s")) {
+        if (!a->is_array()) return absl::InvalidArgumentError("{\"i64s\": ...} must be an array");
+        I64s out;
+        out.items.reserve(a->get_array().size());
+        for (const auto& x : a->get_array()) {
+          auto n = asInt(x);
+          if (!n)
+            return absl::InvalidArgumentError(fmt::format(
+                "{{\"i64s\": [...]}}: element {} is not an int64 integer", out.items.size()));
+          out.items.push_back(*n);
+        }
+        return Value(std::move(out));
+      }
+      if (auto* a = o.if_contains("f64s")) {
+        if (!a->is_array()) return absl::InvalidArgumentError("{\"f64s\": ...} must be an array");
+        F64s out;
+        out.items.reserve(a->get_array().size());
+        for (const auto& x : a->get_array()) {
+          auto d = doubleFromJson(x);
+          if (!d)
+            return absl::InvalidArgumentError(fmt::format(
+                "{{\"f64s\": [...]}}: element {} must be a number or \"inf\", \"-inf\", \"nan\"",
+                out.items.size()));
+          out.items.push_back(*d);
+        }
+        return Value(std::move(out));
+      }
       if (auto* i = o.if_contains("int"); i && i->is_int64()) return Value(i->get_int64());
       if (auto* d = o.if_contains("double")) {
-        if (d->is_number()) return Value(d->to_number<double>());
-        if (d->is_string()) {
-          std::string_view s = d->get_string();
-          if (s == "inf" || s == "+inf" || s == "Infinity")
-            return Value(std::numeric_limits<double>::infinity());
-          if (s == "-inf" || s == "-Infinity")
-            return Value(-std::numeric_limits<double>::infinity());
-          if (s == "nan" || s == "NaN") return Value(std::numeric_limits<double>::quiet_NaN());
-        }
+        if (auto x = doubleFromJson(*d)) return Value(*x);
         return absl::InvalidArgumentError(
             "{\"double\": ...} must be a number or \"inf\", \"-inf\", \"nan\"");
       }
       return absl::InvalidArgumentError(
-          "object values must be {\"dec\": \"...\"}, {\"bytes\": \"hex\"}, {\"int\": n} or "
-          "{\"double\": \"inf\"|\"-inf\"|\"nan\"}");
+          "object values must be {\"dec\": \"...\"}, {\"bytes\": \"hex\"}, {\"int\": n}, "
+          "{\"double\": \"inf\"|\"-inf\"|\"nan\"}, {\"i64s\": [...]} or {\"f64s\": [...]}");
     }
     case json::kind::array: {
       if (depth >= kMaxListDepth)
@@ -199,7 +237,19 @@ json::value valueToJson(const Value& v) {
   if (v.isDouble()) {
     const double d = v.asDouble();
     if (std::isfinite(d)) return d;
-    return json::object{{"double", std::isnan(d) ? "nan" : (d > 0 ? "inf" : "-inf")}};
+    return json::object{{"double", doubleToJson(d)}};
+  }
+  if (v.isI64s()) {
+    json::array out;
+    out.reserve(v.asI64s().size());
+    for (int64_t x : v.asI64s()) out.push_back(x);
+    return json::object{{"i64s", std::move(out)}};
+  }
+  if (v.isF64s()) {
+    json::array out;
+    out.reserve(v.asF64s().size());
+    for (double x : v.asF64s()) out.push_back(doubleToJson(x));
+    return json::object{{"f64s", std::move(out)}};
   }
   if (v.isText()) return json::string(v.asText());
   if (v.isBool()) return v.asBool();

@@ -18,7 +18,8 @@ boost::json::value jobToJson(const JobSpec& job);
 // {"bytes": "<hex>"} carry the rest. Doubles that JSON cannot write (inf,
 // -inf, nan) are {"double": "inf" | "-inf" | "nan"} both ways; {"double": 1.5}
 // is accepted too. A JSON array is a list value ([1, [2, 3], "x"]), nested at
-// most kMaxListDepth deep.
+// most kMaxListDepth deep. Packed arrays are {"i64s": [1, 2]} (int64 integers) and
+// {"f64s": [0.5, 2, "inf", "-inf", "nan"]} (numbers; non-finite ones as those strings).
 StatusOr<Value> valueFromJson(const boost::json::value& v);
 boost::json::value valueToJson(const Value& v);
 

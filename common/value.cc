@@ -76,7 +76,25 @@ double Value::toDouble() const {
   return std::numeric_limits<double>::quiet_NaN();
 }
 
+namespace {
+bool sameDouble(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+}  // namespace
+
+bool F64s::operator==(const F64s& o) const {
+  return std::equal(items.begin(), items.end(), o.items.begin(), o.items.end(), sameDouble);
+}
+
+bool Value::operator==(const Value& o) const {
+  if (v_.index() != o.v_.index()) return false;
+  if (isDouble()) return sameDouble(asDouble(), o.asDouble());
+  return v_ == o.v_;  // lists compare their elements with this operator, f64s with sameDouble
+}
+
 size_t Value::byteSize() const {
+  // Packed arrays, like text and bytes, count their payload only: kMaxPackedElements of
+  // them are exactly kMaxValueBytes.
+  if (isI64s()) return 8 * asI64s().size();
+  if (isF64s()) return 8 * asF64s().size();
   if (isList()) {
     size_t n = 8;  // the list tag word
     for (const auto& x : asList()) n += 24 + (x.byteSize() + 7) / 8 * 8;
@@ -96,26 +114,69 @@ int Value::listDepth() const {
   return deepest + 1;
 }
 
+Status Value::check() const {
+  if (isI64s() || isF64s()) {
+    const size_t n = isI64s() ? asI64s().size() : asF64s().size();
+    if (n > kMaxPackedElements)
+      return absl::InvalidArgumentError(
+          fmt::format("{} of {} elements is larger than the {}-element limit per packed array",
+                      typeName(), n, kMaxPackedElements));
+  }
+  if (isList() && listDepth() > kMaxListDepth)
+    return absl::InvalidArgumentError(
+        fmt::format("lists nest {} deep, more than {}", listDepth(), kMaxListDepth));
+  if (const size_t bytes = byteSize(); bytes > kMaxValueBytes)
+    return absl::InvalidArgumentError(
+        fmt::format("{} value of {} bytes is larger than the {}-byte limit per value", typeName(),
+                    bytes, kMaxValueBytes));
+  return absl::OkStatus();
+}
+
 const char* Value::typeName() const {
-  static const char* kNames[] = {"null", "int", "float", "text", "bytes", "dec", "bool", "list"};
+  static const char* kNames[] = {"null", "int",  "float", "text", "bytes",
+                                 "dec",  "bool", "list",  "i64s", "f64s"};
   static_assert(std::variant_size_v<Variant> == std::size(kNames));
   return kNames[v_.index()];
 }
 
-std::string Value::toString() const {
+namespace {
+std::string doubleText(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+  return fmt::format("{:.17g}", d);
+}
+
+// "[a, b, ... (N in all)]" over the first max_items of n elements.
+template <typename F>
+std::string joinItems(size_t n, size_t max_items, F&& item) {
+  std::string out = "[";
+  for (size_t i = 0; i < n && i < max_items; ++i) {
+    if (i) out += ", ";
+    out += item(i);
+  }
+  if (n > max_items) out += fmt::format("{}... ({} in all)", max_items ? ", " : "", n);
+  return out + "]";
+}
+}  // namespace
+
+std::string Value::toString(size_t max_items) const {
   if (isNull()) return "null";
   if (isInt()) return std::to_string(asInt());
-  if (isDouble()) return fmt::format("{:.17g}", asDouble());
+  if (isDouble()) return doubleText(asDouble());
+  if (isI64s())
+    return "i64s" + joinItems(asI64s().size(), max_items,
+                              [&](size_t i) { return std::to_string(asI64s()[i]); });
+  if (isF64s())
+    return "f64s" +
+           joinItems(asF64s().size(), max_items, [&](size_t i) { return doubleText(asF64s()[i]); });
   if (isText()) return asText();
   if (isBytes()) return fmt::format("<{} bytes>", asBytes().data.size());
   if (isBool()) return asBool() ? "true" : "false";
   if (isList()) {
-    std::string out = "[";
-    for (const auto& x : asList()) {
-      if (out.size() > 1) out += ", ";
-      out += x.isText() ? fmt::format("\"{}\"", x.asText()) : x.toString();
-    }
-    return out + "]";
+    return joinItems(asList().size(), max_items, [&](size_t i) {
+      const Value& x = asList()[i];
+      return x.isText() ? fmt::format("\"{}\"", x.asText()) : x.toString(max_items);
+    });
   }
   return toBigFloat(asDec()).str(50);
 }

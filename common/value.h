@@ -6,9 +6,12 @@
 
 #include <boost/multiprecision/cpp_bin_float.hpp>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
+
+#include "common/status.h"
 
 namespace tokengate {
 
@@ -42,12 +45,31 @@ struct List {
   bool operator==(const List&) const;
 };
 
+// Packed numeric arrays: a vector or a matrix's cells without a Value per element (8 bytes
+// each on the wire instead of a 24-byte struct plus payload). JSON: {"i64s": [1, 2]},
+// {"f64s": [0.5, "inf"]}.
+struct I64s {
+  std::vector<int64_t> items;
+  bool operator==(const I64s&) const = default;
+};
+struct F64s {
+  std::vector<double> items;
+  bool operator==(const F64s& o) const;  // element-wise, NaN equal to NaN (see Value)
+};
+
 // Deepest list nesting accepted from JSON and the wire ([[1]] has depth 2).
 constexpr int kMaxListDepth = 8;
+// Largest single value (Value::byteSize()) accepted as a job argument or an operation's
+// result: 16 MiB, e.g. a packed array of 2M doubles. Frames have their own, larger limit.
+constexpr size_t kMaxValueBytes = size_t{16} << 20;
+// Most elements in one packed array (kMaxValueBytes / 8).
+constexpr size_t kMaxPackedElements = kMaxValueBytes / 8;
 
 class Value {
  public:
-  using Variant = std::variant<Null, int64_t, double, std::string, Bytes, Dec50, bool, List>;
+  // The alternatives' order is the wire::Value union's (typeName(), hashValues()).
+  using Variant =
+      std::variant<Null, int64_t, double, std::string, Bytes, Dec50, bool, List, I64s, F64s>;
 
   Value() = default;
   Value(int64_t v) : v_(v) {}                   // NOLINT(google-explicit-constructor)
@@ -59,7 +81,11 @@ class Value {
   Value(Dec50 v) : v_(v) {}                     // NOLINT(google-explicit-constructor)
   Value(bool v) : v_(v) {}                      // NOLINT(google-explicit-constructor)
   Value(List v) : v_(std::move(v)) {}           // NOLINT(google-explicit-constructor)
+  Value(I64s v) : v_(std::move(v)) {}           // NOLINT(google-explicit-constructor)
+  Value(F64s v) : v_(std::move(v)) {}           // NOLINT(google-explicit-constructor)
   static Value list(std::vector<Value> items) { return Value(List{std::move(items)}); }
+  static Value i64s(std::vector<int64_t> items) { return Value(I64s{std::move(items)}); }
+  static Value f64s(std::vector<double> items) { return Value(F64s{std::move(items)}); }
 
   bool isNull() const { return std::holds_alternative<Null>(v_); }
   bool isInt() const { return std::holds_alternative<int64_t>(v_); }
@@ -69,6 +95,8 @@ class Value {
   bool isDec() const { return std::holds_alternative<Dec50>(v_); }
   bool isBool() const { return std::holds_alternative<bool>(v_); }
   bool isList() const { return std::holds_alternative<List>(v_); }
+  bool isI64s() const { return std::holds_alternative<I64s>(v_); }
+  bool isF64s() const { return std::holds_alternative<F64s>(v_); }
 
   int64_t asInt() const { return std::get<int64_t>(v_); }
   double asDouble() const { return std::get<double>(v_); }
@@ -77,6 +105,8 @@ class Value {
   const Dec50& asDec() const { return std::get<Dec50>(v_); }
   bool asBool() const { return std::get<bool>(v_); }
   const std::vector<Value>& asList() const { return std::get<List>(v_).items; }
+  const std::vector<int64_t>& asI64s() const { return std::get<I64s>(v_).items; }
+  const std::vector<double>& asF64s() const { return std::get<F64s>(v_).items; }
 
   // Numeric view: int, double or dec as a double.
   double toDouble() const;
@@ -85,12 +115,21 @@ class Value {
   size_t byteSize() const;
   // List nesting depth: 0 for a scalar, 1 for [1, 2], 2 for [[1], [2]].
   int listDepth() const;
-  // Human-readable form: decimals in full precision, bytes as length, lists as [a, b].
-  std::string toString() const;
+  // The admission rule for one value (a job argument, an operation's result): lists nest
+  // at most kMaxListDepth deep, byteSize() is at most kMaxValueBytes and a packed array
+  // holds at most kMaxPackedElements. InvalidArgument naming the limit otherwise.
+  Status check() const;
+  // Human-readable form: decimals in full precision, bytes as length, lists as [a, b],
+  // packed arrays as i64s[1, 2] / f64s[0.5, inf]. With max_items, a list or packed array
+  // shows its first max_items elements then "... (N in all)".
+  std::string toString(size_t max_items = SIZE_MAX) const;
   const char* typeName() const;
 
   const Variant& variant() const { return v_; }
-  bool operator==(const Value&) const = default;
+  // The one definition of "same value" (tests, result comparison, dedup): same kind and
+  // same contents; doubles compare with == except that NaN equals NaN (scalar, in lists
+  // and in f64s), so a deterministic NaN result matches itself. 0.0 == -0.0.
+  bool operator==(const Value& o) const;
 
  private:
   Variant v_;

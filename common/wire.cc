@@ -75,6 +75,10 @@ void toWire(const Value& v, wire::Value::Builder out) {
         } else if constexpr (std::is_same_v<T, List>) {
           auto items = out.initList(static_cast<unsigned>(x.items.size()));
           for (unsigned i = 0; i < x.items.size(); ++i) toWire(x.items[i], items[i]);
+        } else if constexpr (std::is_same_v<T, I64s>) {
+          out.setI64s(kj::arrayPtr(x.items.data(), x.items.size()));
+        } else if constexpr (std::is_same_v<T, F64s>) {
+          out.setF64s(kj::arrayPtr(x.items.data(), x.items.size()));
         } else {
           auto d = out.initDec();
           d.setLimb0(x.limbs[0]);
@@ -122,6 +126,20 @@ Value fromWire(wire::Value::Reader in) {
       List out;
       out.items.reserve(items.size());
       for (auto item : items) out.items.push_back(fromWire(item));
+      return Value(std::move(out));
+    }
+    case wire::Value::I64S: {
+      auto items = in.getI64s();
+      I64s out;
+      out.items.reserve(items.size());
+      for (int64_t x : items) out.items.push_back(x);
+      return Value(std::move(out));
+    }
+    case wire::Value::F64S: {
+      auto items = in.getF64s();
+      F64s out;
+      out.items.reserve(items.size());
+      for (double x : items) out.items.push_back(x);
       return Value(std::move(out));
     }
     case wire::Value::NULL_:

@@ -43,6 +43,10 @@ struct Value {
     # as an unknown union member (our decoders then see null). Elements are Values,
     # nested at most kMaxListDepth (common/value.h) deep.
     list @7 :List(Value);
+    # Packed numeric arrays (added like list, protocol 1): one 8-byte word per element. At
+    # most kMaxPackedElements (common/value.h) each.
+    i64s @8 :List(Int64);
+    f64s @9 :List(Float64);
   }
 }
 

@@ -153,45 +153,152 @@ StatusOr<Value> waitCancelOp(OpContext& ctx, std::span<const Value> args) {
   return Value(false);
 }
 
-// Sum of every number in `v` (lists walked depth-first): int while every element is an
-// int and the sum fits int64, else float.
-Status addNumbers(std::string_view op, const Value& v, int64_t& isum, double& fsum,
-                  bool& is_float) {
+// A running sum: int while every element is an int and the sum fits int64, else float.
+struct NumberSum {
+  int64_t isum = 0;
+  double fsum = 0;
+  bool is_float = false;
+  void add(int64_t x) {
+    int64_t next = 0;  // written even on overflow: keep isum intact for the fallback
+    if (!is_float && !__builtin_add_overflow(isum, x, &next)) {
+      isum = next;
+      return;
+    }
+    add(static_cast<double>(x));
+  }
+  void add(double x) {
+    if (!is_float) fsum = static_cast<double>(isum);
+    is_float = true;
+    fsum += x;
+  }
+  Value value() const { return is_float ? Value(fsum) : Value(isum); }
+};
+
+// Adds every number in `v` (lists walked depth-first, packed arrays in order).
+Status addNumbers(std::string_view op, const Value& v, NumberSum& sum) {
   if (v.isList()) {
     for (const auto& x : v.asList())
-      if (auto st = addNumbers(op, x, isum, fsum, is_float); !st.ok()) return st;
+      if (auto st = addNumbers(op, x, sum); !st.ok()) return st;
+    return absl::OkStatus();
+  }
+  if (v.isI64s()) {
+    for (int64_t x : v.asI64s()) sum.add(x);
+    return absl::OkStatus();
+  }
+  if (v.isF64s()) {
+    for (double x : v.asF64s()) sum.add(x);
     return absl::OkStatus();
   }
   if (v.isInt()) {
-    int64_t next = 0;  // written even on overflow: keep isum intact for the fallback
-    if (!is_float && !__builtin_add_overflow(isum, v.asInt(), &next)) {
-      isum = next;
-      return absl::OkStatus();
-    }
-    if (!is_float) fsum = static_cast<double>(isum);
-    is_float = true;
-    fsum += static_cast<double>(v.asInt());
+    sum.add(v.asInt());
     return absl::OkStatus();
   }
   if (v.isDouble()) {
-    if (!is_float) fsum = static_cast<double>(isum);
-    is_float = true;
-    fsum += v.asDouble();
+    sum.add(v.asDouble());
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(
       fmt::format("{}: elements must be int or float, got {}", op, v.typeName()));
 }
 
-// list.sum(x...): the sum of every number in its arguments, lists included (nested ones
-// too). list.sum([1, 2], 3) = 6; an empty list sums to 0.
-StatusOr<Value> listSumOp(OpContext&, std::span<const Value> args) {
-  int64_t isum = 0;
-  double fsum = 0;
+// Appends every number in `v` (as addNumbers walks it) to ints while all are ints, else to
+// doubles.
+Status flattenNumbers(std::string_view op, const Value& v, std::vector<int64_t>& ints,
+                      std::vector<double>& doubles, bool& is_float) {
+  auto toDoubles = [&] {
+    if (is_float) return;
+    is_float = true;
+    doubles.assign(ints.begin(), ints.end());
+    ints.clear();
+  };
+  if (v.isList()) {
+    for (const auto& x : v.asList())
+      if (auto st = flattenNumbers(op, x, ints, doubles, is_float); !st.ok()) return st;
+  } else if (v.isI64s()) {
+    if (is_float)
+      doubles.insert(doubles.end(), v.asI64s().begin(), v.asI64s().end());
+    else
+      ints.insert(ints.end(), v.asI64s().begin(), v.asI64s().end());
+  } else if (v.isF64s()) {
+    toDoubles();
+    doubles.insert(doubles.end(), v.asF64s().begin(), v.asF64s().end());
+  } else if (v.isInt()) {
+    if (is_float)
+      doubles.push_back(static_cast<double>(v.asInt()));
+    else
+      ints.push_back(v.asInt());
+  } else if (v.isDouble()) {
+    toDoubles();
+    doubles.push_back(v.asDouble());
+  } else {
+    return absl::InvalidArgumentError(
+        fmt::format("{}: elements must be int or float, got {}", op, v.typeName()));
+  }
+  if (ints.size() + doubles.size() > kMaxPackedElements)
+    return absl::InvalidArgumentError(
+        fmt::format("{}: more than {} elements", op, kMaxPackedElements));
+  return absl::OkStatus();
+}
+
+// vec.pack(x...): every number in its arguments (lists flattened, packed arrays spliced) as
+// one packed array: i64s while all are ints, else f64s. vec.pack([1, 2], 3) = i64s[1, 2, 3].
+StatusOr<Value> vecPackOp(OpContext&, std::span<const Value> args) {
+  std::vector<int64_t> ints;
+  std::vector<double> doubles;
   bool is_float = false;
   for (const auto& a : args)
-    if (auto st = addNumbers("list.sum", a, isum, fsum, is_float); !st.ok()) return st;
-  return is_float ? Value(fsum) : Value(isum);
+    if (auto st = flattenNumbers("vec.pack", a, ints, doubles, is_float); !st.ok()) return st;
+  return is_float ? Value::f64s(std::move(doubles)) : Value::i64s(std::move(ints));
+}
+
+// vec.dot(a, b): the dot product of two equally long vectors, each a packed array or a
+// (flat) list of numbers. Int when both are all ints and it fits int64 (OutOfRange when it
+// does not), else float, summed in index order.
+StatusOr<Value> vecDotOp(OpContext&, std::span<const Value> args) {
+  if (auto st = argCount("vec.dot", args, 2, 2); !st.ok()) return st;
+  std::vector<int64_t> ints[2];
+  std::vector<double> doubles[2];
+  bool is_float[2] = {false, false};
+  for (int k = 0; k < 2; ++k) {
+    if (!args[k].isList() && !args[k].isI64s() && !args[k].isF64s())
+      return absl::InvalidArgumentError(
+          fmt::format("vec.dot: argument {} must be i64s, f64s or a list of numbers, got {}", k,
+                      args[k].typeName()));
+    if (args[k].isList() && args[k].listDepth() > 1)
+      return absl::InvalidArgumentError(fmt::format("vec.dot: argument {} must be a flat list", k));
+    if (auto st = flattenNumbers("vec.dot", args[k], ints[k], doubles[k], is_float[k]); !st.ok())
+      return st;
+  }
+  const size_t n0 = is_float[0] ? doubles[0].size() : ints[0].size();
+  const size_t n1 = is_float[1] ? doubles[1].size() : ints[1].size();
+  if (n0 != n1)
+    return absl::InvalidArgumentError(
+        fmt::format("vec.dot: vectors differ in length ({} and {})", n0, n1));
+  if (!is_float[0] && !is_float[1]) {
+    int64_t sum = 0;
+    for (size_t i = 0; i < n0; ++i) {
+      int64_t p = 0;
+      if (__builtin_mul_overflow(ints[0][i], ints[1][i], &p) ||
+          __builtin_add_overflow(sum, p, &sum))
+        return absl::OutOfRangeError("vec.dot: the integer dot product overflows int64");
+    }
+    return Value(sum);
+  }
+  auto at = [&](int k, size_t i) {
+    return is_float[k] ? doubles[k][i] : static_cast<double>(ints[k][i]);
+  };
+  double sum = 0;
+  for (size_t i = 0; i < n0; ++i) sum += at(0, i) * at(1, i);
+  return Value(sum);
+}
+
+// list.sum(x...): the sum of every number in its arguments, lists (nested ones too) and
+// packed arrays included. list.sum([1, 2], 3) = 6; an empty list sums to 0.
+StatusOr<Value> listSumOp(OpContext&, std::span<const Value> args) {
+  NumberSum sum;
+  for (const auto& a : args)
+    if (auto st = addNumbers("list.sum", a, sum); !st.ok()) return st;
+  return sum.value();
 }
 
 // list.make(x...): its arguments as one list (gathers the results of a ref range).
@@ -268,6 +375,18 @@ uint64_t hashValues(std::span<const Value> args) {
             f.u8(7);
             f.u64(x.items.size());
             f.u64(hashValues(x.items));
+          } else if constexpr (std::is_same_v<T, I64s>) {
+            f.u8(8);
+            f.u64(x.items.size());
+            for (int64_t e : x.items) f.u64(static_cast<uint64_t>(e));
+          } else if constexpr (std::is_same_v<T, F64s>) {
+            f.u8(9);
+            f.u64(x.items.size());
+            for (double e : x.items) {
+              uint64_t bits;
+              std::memcpy(&bits, &e, sizeof bits);
+              f.u64(bits);
+            }
           } else {
             f.u8(6);
             f.u8(x ? 1 : 0);
@@ -307,6 +426,8 @@ Status registerGeneralOps(Registry& r) {
            r.add("list.make", Weight::kLight, listMakeOp),
            r.add("list.concat", Weight::kLight, listConcatOp),
            r.add("list.sum", Weight::kLight, listSumOp),
+           r.add("vec.pack", Weight::kLight, vecPackOp),
+           r.add("vec.dot", Weight::kLight, vecDotOp),
        }) {
     if (!st.ok()) return st;
   }

@@ -33,10 +33,12 @@ bool registerLinkedOperation(const char* name, Weight weight, OpFn fn) {
 StatusOr<Value> invokeOperation(const Operation& op, OpContext& ctx, std::span<const Value> args) {
   try {
     auto out = op.fn(ctx, args);
-    // A deeper list would make the coordinator refuse the whole result frame.
-    if (out.ok() && out->isList() && out->listDepth() > kMaxListDepth)
-      return absl::InvalidArgumentError(fmt::format("{}: result lists nest {} deep, more than {}",
-                                                    op.name, out->listDepth(), kMaxListDepth));
+    // A deeper list would make the coordinator refuse the whole result frame; a value over
+    // the per-value limit is refused here too, naming the operation.
+    if (out.ok()) {
+      if (Status st = out->check(); !st.ok())
+        return absl::InvalidArgumentError(fmt::format("{}: result {}", op.name, st.message()));
+    }
     return out;
   } catch (const std::bad_variant_access& e) {
     return absl::InvalidArgumentError(

@@ -53,23 +53,25 @@ tg_check "local debian:bookworm-slim base (debootstrap + docker import, cached)"
 # Both targets build from one snapshot of the tree, so the second build reuses the first's
 # layers and edits made meanwhile cannot split them. The snapshot is the committed HEAD (what
 # CI's fresh clone has); TG_CONTEXT=worktree takes tracked + untracked, not ignored files.
+# tar -m: files get the snapshot's time, not the commit's, so ninja in the image's cached build
+# tree never takes objects built later from another tree as up to date (ccache serves the rest).
 snapshot() {
   rm -rf "$TG_OUT/context" && mkdir -p "$TG_OUT/context" || return 1
   if [[ "${TG_CONTEXT:-head}" == worktree ]]; then
     git ls-files -z --cached --others --exclude-standard | grep -zv '^tests/deploy/node_modules/' |
       xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
-      tar --null -T - -cf - | tar -C "$TG_OUT/context" -xf -
+      tar --null -T - -cf - | tar -C "$TG_OUT/context" -xmf -
   else
-    git archive --format=tar HEAD | tar -C "$TG_OUT/context" -xf -
+    git archive --format=tar HEAD | tar -C "$TG_OUT/context" -xmf -
   fi
 }
 tg_check "snapshot of the source tree for the build context" snapshot
 t0=$(date +%s)
 tg_check "docker build --target coordinator (host network for apt)" \
-  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target coordinator \
+  "$DOCKER" build --network host --build-arg "TG_BUILD_JOBS=${TG_BUILD_JOBS:-2}" -f "$TG_OUT/context/docker/Dockerfile" --target coordinator \
   -t "tokengate/coordinator:$TG_TAG" "$TG_OUT/context"
 tg_check "docker build --target node" \
-  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target node \
+  "$DOCKER" build --network host --build-arg "TG_BUILD_JOBS=${TG_BUILD_JOBS:-2}" -f "$TG_OUT/context/docker/Dockerfile" --target node \
   -t "tokengate/node:$TG_TAG" "$TG_OUT/context"
 echo "image builds took $(($(date +%s) - t0))s"
 if [[ $TG_FAILED -gt 0 ]]; then
@@ -188,7 +190,7 @@ tg_check "tgctl dec50 result matches an exact big-integer reference to 40 digits
 # --- A custom node image (examples/custom_node/Dockerfile, FROM the sdk and node stages) ------
 # joins this compose cluster and runs a job that only its operations can run.
 tg_check "docker build --target sdk (build stage + installed SDK)" \
-  "$DOCKER" build --network host -f "$TG_OUT/context/docker/Dockerfile" --target sdk \
+  "$DOCKER" build --network host --build-arg "TG_BUILD_JOBS=${TG_BUILD_JOBS:-2}" -f "$TG_OUT/context/docker/Dockerfile" --target sdk \
   -t "tokengate/sdk:$TG_TAG" "$TG_OUT/context"
 tg_check "docker build examples/custom_node (FROM tokengate/sdk + tokengate/node)" \
   "$DOCKER" build --network host --build-arg "TG_SDK_IMAGE=tokengate/sdk:$TG_TAG" \
@@ -204,10 +206,20 @@ tg_check "custom node container joins the compose network" \
   -e TG_COORDINATOR=tcp://coordinator:5555 "tokengate/custom-node:$TG_TAG" node
 tg_check "custom node container becomes healthy (stock HEALTHCHECK, session held)" wait_for 60 sh -c \
   "[ \"\$($DOCKER inspect -f '{{.State.Health.Status}}' $custom)\" = healthy ]"
-tg_check "a job with the custom node's operations (words.*, stats.*) succeeds" sh -c \
+tg_check "the coordinator offers the custom node's operations (words.count, matrix.mul)" wait_for 30 sh -c \
+  "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT --timeout 10 op list >'$TG_OUT/custom-node-ops.txt' 2>&1 &&
+   grep -q 'words.count' '$TG_OUT/custom-node-ops.txt' && grep -q 'matrix.mul' '$TG_OUT/custom-node-ops.txt'"
+# Only the custom node offers words.*, stats.* and matrix.mul: the job succeeding means it ran
+# there. matrix.mul runs twice: rows as lists, rows as packed f64s arrays.
+tg_check "a job with the custom node's operations (words.*, stats.*, matrix.mul) succeeds" sh -c \
   "$(printf '%q ' "${TGCTL[@]}") --coordinator tcp://127.0.0.1:$TG_WIRE_PORT --timeout 60 --json submit - \
      <examples/custom_node/job.json >'$TG_OUT/custom-node-job.json' 2>&1 &&
-   grep -q '\"name\":\"total\",\"value\":12' '$TG_OUT/custom-node-job.json'"
+   grep -q '\"state\":\"succeeded\"' '$TG_OUT/custom-node-job.json'"
+sed 's/^/     /' "$TG_OUT/custom-node-job.json"
+tg_check "custom node results: words.total = 12, matrix.mul over lists and packed f64s rows" sh -c \
+  "grep -q '\"name\":\"total\",\"value\":12' '$TG_OUT/custom-node-job.json' &&
+   grep -q '\"name\":\"product\",\"value\":\\[\\[19,22\\],\\[43,50\\]\\]' '$TG_OUT/custom-node-job.json' &&
+   grep -q '\"name\":\"packed_product\",\"value\":\\[{\"f64s\":\\[2.15E1,2.5E1\\]},{\"f64s\":\\[4.3E1,5E1\\]}\\]' '$TG_OUT/custom-node-job.json'"
 tg_check "custom node drains and exits 0 on docker stop" sh -c \
   "$DOCKER stop -t 45 $custom >/dev/null && [ \"\$($DOCKER inspect -f '{{.State.ExitCode}}' $custom)\" = 0 ]"
 "$DOCKER" rm -f "$custom" >/dev/null 2>&1 || true

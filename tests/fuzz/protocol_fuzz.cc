@@ -42,8 +42,11 @@ class CannedControl final : public control::ClusterControl {
         Value(0.0 / 1.0),
         Value(std::string("t\x01\"")),
         Value(Bytes{"\xff"}),
-        Value::list({Value(1e308 * 10), Value::list({Value("x"), Value()}), Value::list({})})};
-    for (uint32_t i = 0; i < 7; ++i) {
+        Value::list({Value(1e308 * 10), Value::list({Value("x"), Value()}), Value::list({})}),
+        Value::f64s({1.5, 1e308 * 10, -1e308 * 10, 0.0 / 1.0, -0.0}),
+        Value::i64s({INT64_MIN, INT64_MAX}),
+        Value::list({Value::f64s({}), Value::i64s({1})})};
+    for (uint32_t i = 0; i < std::size(values); ++i) {
       control::OutputResult r;
       r.index = i;
       r.name = "o" + std::to_string(i);

@@ -139,6 +139,26 @@ try {
         '[{"double":"inf"},{"double":"-inf"},{"double":"nan"},[1.5,{"double":"nan"},[{"double":"-inf"}]]]')
       throw new Error(`job.status values: ${JSON.stringify(raw.outputs)}`);
     await page.screenshot({ path: join(artifacts, 'gateway-page-nonfinite.png'), fullPage: true });
+    // Packed arrays: {"f64s": [...]} / {"i64s": [...]} on the wire, rendered as f64s[...] with
+    // the first 8 elements and the count.
+    const pk = await page.evaluate((job) => request('submit', { job }), {
+      name: 'packed',
+      tokens: [
+        { op: 'echo', args: [{ f64s: [0.5, 'inf', '-inf', 'nan', 1, 2, 3, 4, 5, 6] }], output: true,
+          name: 'f' },
+        { op: 'vec.pack', args: [[1, -2]], output: true, name: 'i' },
+      ],
+    });
+    const pcell = page.locator(`#jobs tr[data-job="${pk.job_id}"] [data-field="outputs"]`);
+    await pcell.filter({ hasText: 'f64s' }).waitFor({ timeout: 30000 });
+    const ptext = (await pcell.textContent()).trim();
+    console.log(`packed outputs rendered: ${ptext}`);
+    const pwant = 'f = f64s[0.5, inf, -inf, nan, 1, 2, 3, 4, … (10 in all)]; i = i64s[1, -2]';
+    if (ptext !== pwant) throw new Error(`outputs cell shows "${ptext}", expected "${pwant}"`);
+    const praw = await page.evaluate((id) => request('job.status', { job_id: id }), pk.job_id);
+    if (JSON.stringify(praw.outputs.map((o) => o.value)) !==
+        '[{"f64s":[0.5,"inf","-inf","nan",1,2,3,4,5,6]},{"i64s":[1,-2]}]')
+      throw new Error(`job.status packed values: ${JSON.stringify(praw.outputs)}`);
   } else {
     console.log(`note: non-finite output rendering needs a real cluster (mode ${MODE}); not checked`);
   }

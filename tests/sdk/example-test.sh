@@ -81,6 +81,7 @@ check "job with the example's operations succeeds" grep -q '"state":"succeeded"'
 check "words.total = 4 + 5 + 3" grep -q '"name":"total","value":12' "$work/result.json"
 check "stats.summary over the counts" grep -q 'n=3 min=3 max=5 mean=4 ' "$work/result.json"
 check "matrix.mul over list values" grep -q '"name":"product","value":\[\[19,22\],\[43,50\]\]' "$work/result.json"
+check "matrix.mul over packed f64s rows" grep -q '"name":"packed_product","value":\[{"f64s":\[2.15E1,2.5E1\]},{"f64s":\[4.3E1,5E1\]}\]' "$work/result.json"
 check "the standard main writes the health file (ready)" \
   "$node_bin" --check-health "$work/health" --max-age-s 15 --ready
 kill -TERM "$node_pid"

@@ -149,11 +149,21 @@ const fmt = (n) => {
   return Number(n).toLocaleString('en-US', { maximumFractionDigits: 1 });
 };
 // A result value as docs/protocol.md ("Values") writes it: non-finite doubles as
-// {"double": "inf"|"-inf"|"nan"}, {"dec": "..."}, {"bytes": "hex"}, lists as arrays.
+// {"double": "inf"|"-inf"|"nan"}, {"dec": "..."}, {"bytes": "hex"}, lists as arrays, packed
+// arrays as {"i64s": [...]} / {"f64s": [...]} (non-finite elements as "inf"|"-inf"|"nan").
+// Packed arrays show their first PACKED_SHOWN elements, then the count.
+const PACKED_SHOWN = 8;
+const fmtPacked = (kind, items) => {
+  const shown = items.slice(0, PACKED_SHOWN).map((x) => String(x));
+  if (items.length > PACKED_SHOWN) shown.push(`… (${items.length} in all)`);
+  return `${kind}[${shown.join(', ')}]`;
+};
 const fmtValue = (v) => {
   if (v === null || v === undefined) return 'null';
   if (Array.isArray(v)) return `[${v.map(fmtValue).join(', ')}]`;
   if (typeof v === 'object') {
+    if (Array.isArray(v.i64s)) return fmtPacked('i64s', v.i64s);
+    if (Array.isArray(v.f64s)) return fmtPacked('f64s', v.f64s);
     if (typeof v.double === 'string') return v.double;
     if ('double' in v) return String(v.double);
     if (typeof v.dec === 'string') return v.dec;
