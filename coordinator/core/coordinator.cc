@@ -45,7 +45,11 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
   dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
     const TokenRec& t = job.tokens[local];
     runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
+    if (!verifier_.empty()) verifier_.unpark(tokenId(job.id, local));
   });
+  dispatcher_.setVerifyHooks(
+      [this](uint64_t id, const NodeRec& n) { return !verifier_.ranOn(id, n.id); },
+      [this](uint64_t id) { verifier_.park(id, clock_.now()); });
   for (int s = 0; s < control::kNodeStateCount; ++s)
     m_nodes_[s] =
         &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
@@ -225,6 +229,7 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
 }
 
 Status CoordinatorCore::buildJob(Job& job, JobSpec spec, const Checkpoint* resume) {
+  job.verify_bp = verifyBasisPoints(spec.verify_pct);
   jobs_.build(job, std::move(spec), [&](SpecRec& s) {
     s.op = opIndex(s.spec.op);
     const OpState& op = ops_[s.op];
@@ -282,7 +287,14 @@ void CoordinatorCore::settleAliases(const std::vector<uint64_t>& aliases, const 
   }
 }
 
-void CoordinatorCore::makeReady(Job& job, uint32_t local) { dispatcher_.ready(job, local); }
+void CoordinatorCore::makeReady(Job& job, uint32_t local) {
+  // A sampled token between its votes runs again only where it has not run (verifier.h).
+  if (!verifier_.empty() && verifier_.isOpen(tokenId(job.id, local))) {
+    dispatcher_.readyVerify(job, local);
+    return;
+  }
+  dispatcher_.ready(job, local);
+}
 
 // ---------------------------------------------------------------- results
 
@@ -388,6 +400,7 @@ void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
 void CoordinatorCore::maybeFinishJob(Job& job) {
   // Its token arrays are freed by the next tick's reap.
   if (!jobs_.finishIfDone(job, clock_.now())) return;
+  if (!verifier_.empty()) verifier_.dropJob(job.id);
   m_jobs_[static_cast<int>(job.state)]->Increment();
   metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
       .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
@@ -516,9 +529,12 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
 StatusOr<control::OpStatus> CoordinatorCore::setOpLimits(const std::string& name,
                                                          control::OpLimits limits) {
   if (limits.max_rate_per_s < 0) return absl::InvalidArgumentError("max_rate_per_s must be >= 0");
+  if (!(limits.verify_pct >= 0 && limits.verify_pct <= 100))
+    return absl::InvalidArgumentError("verify_pct must be a percentage from 0 to 100");
   const uint32_t* it = ops_.find(name);
   if (!it) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   ops_.setLimits(ops_[*it], limits);
+  ops_[*it].verify_bp = verifyBasisPoints(limits.verify_pct);
   dispatch();
   return ops_[*it].status();
 }
@@ -572,6 +588,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   for (auto op : hello.getOperations()) {
     const uint32_t idx = opIndex(op.getName().cStr());
     OpState& st = ops_[idx];
+    st.deterministic |= op.getDeterministic();  // any node's word: a liar cannot opt out
     if (!st.weight_known) {
       st.weight_known = true;
       st.weight = fromWire(op.getWeight());
@@ -725,6 +742,12 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.lane = static_cast<Weight>(t.lane);
       seen.load = t.load;
       scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
+      if ((job->verify_bp || op.verify_bp) &&
+          Verifier::sampled(job->id, local, verifyBasisPointsFor(*job, s))) {
+        onVerifiedResult(*job, local, slot, fromWire(r.getValue()));
+        continue;
+      }
+      t.by = slot;
       completeToken(*job, local, fromWire(r.getValue()));
     } else {
       Status err = fromWire(r.getError());
@@ -1172,6 +1195,10 @@ Nanos CoordinatorCore::tick() {
               false);
   }
   expireRunTimeouts(now);
+  if (!verifier_.empty()) {
+    dispatcher_.unparkVerify();
+    expireVerifications(now);
+  }
   // Retry backoff.
   while (!delayed_.empty() && delayed_.top().first <= now) {
     const uint64_t id = delayed_.top().second;
@@ -1286,6 +1313,12 @@ control::ClusterStats CoordinatorCore::stats() const {
   s.tokens_requeued = counters_.requeued;
   s.tokens_returned = counters_.returned;
   s.run_timeouts = counters_.run_timeouts;
+  const auto& v = verifier_.counters();
+  s.verify_reruns = v.reruns;
+  s.verify_matched = v.matched;
+  s.verify_mismatched = v.mismatched;
+  s.verify_unverifiable = v.unverifiable;
+  s.tokens_reopened = counters_.reopened;
   s.scheduler = scheduler_->name();
   s.placement = scheduler_->placementMode();
   return s;

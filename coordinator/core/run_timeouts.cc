@@ -10,6 +10,11 @@ bool RunTimeouts::strike(const std::string& id) {
   return quarantined_.insert(id).second;
 }
 
+bool RunTimeouts::quarantine(const std::string& id) {
+  if (strikes_.try_emplace(id, 0).second) remember(id);
+  return quarantined_.insert(id).second;
+}
+
 uint32_t RunTimeouts::strikes(const std::string& id) const {
   auto it = strikes_.find(id);
   return it == strikes_.end() ? 0 : it->second;

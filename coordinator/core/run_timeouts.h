@@ -102,6 +102,9 @@ class RunTimeouts {
   bool strike(const std::string& id);
   bool quarantined(const std::string& id) const { return quarantined_.contains(id); }
   uint32_t strikes(const std::string& id) const;
+  // Quarantines `id` for another cause (verify caught it returning wrong results), with the
+  // same lifetime: until lifted. Returns true when it was not quarantined yet.
+  bool quarantine(const std::string& id);
   // An operator lifted the quarantine (or undrained the node): strikes start over.
   void lift(const std::string& id);
 
