@@ -37,6 +37,10 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
     std::random_device rd;
     config_.incarnation = (uint64_t{rd()} << 32 | rd()) | 1;
   }
+  if (config_.verify_seed == 0) {
+    std::random_device rd;
+    config_.verify_seed = (uint64_t{rd()} << 32 | rd()) | 1;
+  }
   if (!scheduler_) {
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
     scheduler_ = makeLeastOutstandingScheduler();
@@ -743,7 +747,8 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.load = t.load;
       scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
       if ((job->verify_bp || op.verify_bp) &&
-          Verifier::sampled(job->id, local, verifyBasisPointsFor(*job, s))) {
+          Verifier::sampled(config_.verify_seed, job->id, local,
+                            verifyBasisPointsFor(*job, s))) {
         onVerifiedResult(*job, local, slot, fromWire(r.getValue()));
         continue;
       }
@@ -1028,6 +1033,11 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       r.setTokensReturned(st.tokens_returned);
       r.setNodesQuarantined(static_cast<uint32_t>(st.nodes_quarantined));
       r.setRunTimeouts(st.run_timeouts);
+      r.setVerifyReruns(st.verify_reruns);
+      r.setVerifyMatched(st.verify_matched);
+      r.setVerifyMismatched(st.verify_mismatched);
+      r.setVerifyUnverifiable(st.verify_unverifiable);
+      r.setTokensReopened(st.tokens_reopened);
       const auto nodes = listNodes();
       auto list = r.initNodes(static_cast<unsigned>(nodes.size()));
       for (unsigned i = 0; i < nodes.size(); ++i) {

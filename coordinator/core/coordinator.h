@@ -78,6 +78,9 @@ struct CoordinatorConfig {
   // run it yet before its one result is accepted unverified (or, after two results that differ,
   // before it fails with DATA_LOSS).
   Nanos verify_wait_ns = 10 * kSeconds;
+  // Secret seed of the verify sample (0 = random per process; set only for reproducible tests:
+  // a node that knows it can tell which of its tokens are checked).
+  uint64_t verify_seed = 0;
 };
 
 class CoordinatorCore {

@@ -30,12 +30,15 @@ bool bitwiseEqual(const Value& a, const Value& b) {
   return a == b;  // ints, bools, text, bytes, dec50 digits, null; kinds must match
 }
 
-bool Verifier::sampled(uint64_t job_id, uint32_t local, uint32_t basis_points) {
+bool Verifier::sampled(uint64_t seed, uint64_t job_id, uint32_t local, uint32_t basis_points) {
   if (basis_points == 0) return false;
   if (basis_points >= 10000) return true;
-  // splitmix64 of (job, index): reproducible for a job id, evenly spread over indices.
-  uint64_t z = job_id * 0x9E3779B97F4A7C15ULL + local + 0x632BE59BD9B4E019ULL;
+  // splitmix64 of (seed, job, index): reproducible for a seed, evenly spread over indices.
+  uint64_t z = (seed ^ (job_id * 0x9E3779B97F4A7C15ULL)) + local + 0x632BE59BD9B4E019ULL;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  z += seed;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   z ^= z >> 31;
   return z % 10000 < basis_points;

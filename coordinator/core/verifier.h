@@ -1,7 +1,9 @@
 // Verifier: verified execution (`verify: N%`). Owned by CoordinatorCore; loop thread only.
 //
-// How a sampled token moves through it: sampled() decides, from the job id and the token's
-// index alone (so a run is reproducible), whether a token is verified. The first result of a
+// How a sampled token moves through it: sampled() decides, from a secret seed, the job id and
+// the token's index alone (so a run is reproducible given the seed), whether a token is
+// verified. The seed is secret (random per coordinator process unless set): a node that knew it
+// could compute which of its tokens are checked and lie only on the others. The first result of a
 // sampled token is not accepted: it becomes a vote, and the token runs again on a node that has
 // not voted yet (the Dispatcher's verify queue asks ranOn() which nodes to skip). Each further
 // result is another vote; vote() decides:
@@ -65,8 +67,8 @@ class Verifier {
 
   explicit Verifier(Config config) : config_(config) {}
 
-  // Whether token `local` of job `job_id` is verified at `basis_points` / 10000.
-  static bool sampled(uint64_t job_id, uint32_t local, uint32_t basis_points);
+  // Whether token `local` of job `job_id` is verified at `basis_points` / 10000 under `seed`.
+  static bool sampled(uint64_t seed, uint64_t job_id, uint32_t local, uint32_t basis_points);
 
   bool empty() const { return records_.empty(); }
   size_t open() const { return records_.size(); }

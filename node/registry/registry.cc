@@ -55,13 +55,13 @@ Registry& Registry::operator=(const Registry& other) {
   ops_.clear();
   by_name_.clear();
   for (const auto& op : other.ops_) {
-    auto st = add(op->name, op->weight, op->fn);
+    auto st = add(op->name, op->weight, op->fn, op->deterministic);
     (void)st;  // names in `other` are already unique and valid
   }
   return *this;
 }
 
-Status Registry::add(std::string name, Weight weight, OpFn fn) {
+Status Registry::add(std::string name, Weight weight, OpFn fn, bool deterministic) {
   if (Status st = validateOperationName(name); !st.ok()) return st;
   if (!fn) return absl::InvalidArgumentError(fmt::format("operation {} has no function", name));
   if (weight != Weight::kLight && weight != Weight::kMedium && weight != Weight::kHeavy)
@@ -69,7 +69,8 @@ Status Registry::add(std::string name, Weight weight, OpFn fn) {
         fmt::format("operation {}: default weight must be light, medium or heavy", name));
   if (by_name_.contains(name))
     return absl::AlreadyExistsError(fmt::format("operation {} is already registered", name));
-  auto op = std::make_unique<Operation>(Operation{std::move(name), weight, std::move(fn)});
+  auto op = std::make_unique<Operation>(
+      Operation{std::move(name), weight, std::move(fn), deterministic});
   by_name_.emplace(op->name, op.get());
   ops_.push_back(std::move(op));
   return absl::OkStatus();

@@ -83,6 +83,10 @@ struct Operation {
   std::string name;
   Weight weight = Weight::kLight;  // default lane when a token says `unspecified`
   OpFn fn;
+  // The same arguments always give bitwise the same result (no clock, randomness, races or
+  // floating-point reassociation): the coordinator may verify it by re-running a sample of its
+  // tokens on another node (`verify: N%`, docs/security.md). Declared in the hello.
+  bool deterministic = false;
 };
 
 // Runs `op` on `args`, turning exceptions into Internal errors so a buggy
@@ -103,7 +107,7 @@ class Registry {
   // InvalidArgument for a name that validateOperationName() refuses
   // (common/names.h: 1..128 of [A-Za-z0-9._:@/-]), a null function or
   // `unspecified` weight; AlreadyExists for a duplicate name.
-  Status add(std::string name, Weight weight, OpFn fn);
+  Status add(std::string name, Weight weight, OpFn fn, bool deterministic = false);
   // nullptr when absent.
   const Operation* find(std::string_view name) const;
   // NotFound "unknown operation X" when absent.
