@@ -203,8 +203,8 @@ void addJobCommands(CLI::App& app, Context& ctx) {
                  i->nodes_lost, i->nodes_disconnected, i->tokens_requeued, i->tokens_returned);
       fmt::print("nodes quarantined {}  run timeouts {}\n", i->nodes_quarantined, i->run_timeouts);
       fmt::print("verify runs {}  matched {}  mismatched {}  unverifiable {}  tokens reopened {}\n",
-                 i->verify_reruns, i->verify_matched, i->verify_mismatched,
-                 i->verify_unverifiable, i->tokens_reopened);
+                 i->verify_reruns, i->verify_matched, i->verify_mismatched, i->verify_unverifiable,
+                 i->tokens_reopened);
       for (const auto& n : i->nodes)
         fmt::print("  {:<16} {:<9} completed {:>10}  in flight {:>6}\n", n.id, n.state, n.completed,
                    n.in_flight);

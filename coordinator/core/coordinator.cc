@@ -747,8 +747,7 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.load = t.load;
       scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
       if ((job->verify_bp || op.verify_bp) &&
-          Verifier::sampled(config_.verify_seed, job->id, local,
-                            verifyBasisPointsFor(*job, s))) {
+          Verifier::sampled(config_.verify_seed, job->id, local, verifyBasisPointsFor(*job, s))) {
         onVerifiedResult(*job, local, slot, fromWire(r.getValue()));
         continue;
       }

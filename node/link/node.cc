@@ -105,8 +105,8 @@ Node::Node(NodeConfig config, zmq::context_t* context, const Clock& clock)
   if (config_.enable_test_ops && config_.test_wrong_results > 0) {
     spdlog::warn("TEST MODE: {:.1f}% of this node's results are deliberately wrong",
                  config_.test_wrong_results * 100);
-    registry_ = std::make_shared<const Registry>(
-        lyingRegistry(*registry_, config_.test_wrong_results));
+    registry_ =
+        std::make_shared<const Registry>(lyingRegistry(*registry_, config_.test_wrong_results));
   }
   if (context == nullptr) {
     own_context_ = std::make_unique<zmq::context_t>(1);

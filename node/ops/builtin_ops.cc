@@ -286,21 +286,24 @@ Status registerLeibnizOps(Registry& r) {
   for (auto st : {
            r.add("leibniz.term", Weight::kLight, leibnizTerm, kDeterministic),
            r.add("leibniz.term_dec50", Weight::kLight, leibnizTermDec50, kDeterministic),
-           r.add("leibniz.chunk", Weight::kLight,
-                 [](OpContext&, std::span<const Value> a) {
-                   return sumInOrder("leibniz.chunk", a, false);
-                 },
-                 kDeterministic),
-           r.add("leibniz.partial", Weight::kLight,
-                 [](OpContext&, std::span<const Value> a) {
-                   return sumInOrder("leibniz.partial", a, false);
-                 },
-                 kDeterministic),
-           r.add("leibniz.final", Weight::kLight,
-                 [](OpContext&, std::span<const Value> a) {
-                   return sumInOrder("leibniz.final", a, true);
-                 },
-                 kDeterministic),
+           r.add(
+               "leibniz.chunk", Weight::kLight,
+               [](OpContext&, std::span<const Value> a) {
+                 return sumInOrder("leibniz.chunk", a, false);
+               },
+               kDeterministic),
+           r.add(
+               "leibniz.partial", Weight::kLight,
+               [](OpContext&, std::span<const Value> a) {
+                 return sumInOrder("leibniz.partial", a, false);
+               },
+               kDeterministic),
+           r.add(
+               "leibniz.final", Weight::kLight,
+               [](OpContext&, std::span<const Value> a) {
+                 return sumInOrder("leibniz.final", a, true);
+               },
+               kDeterministic),
        }) {
     if (!st.ok()) return st;
   }

@@ -69,8 +69,8 @@ Status Registry::add(std::string name, Weight weight, OpFn fn, bool deterministi
         fmt::format("operation {}: default weight must be light, medium or heavy", name));
   if (by_name_.contains(name))
     return absl::AlreadyExistsError(fmt::format("operation {} is already registered", name));
-  auto op = std::make_unique<Operation>(
-      Operation{std::move(name), weight, std::move(fn), deterministic});
+  auto op =
+      std::make_unique<Operation>(Operation{std::move(name), weight, std::move(fn), deterministic});
   by_name_.emplace(op->name, op.get());
   ops_.push_back(std::move(op));
   return absl::OkStatus();

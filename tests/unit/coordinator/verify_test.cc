@@ -283,11 +283,10 @@ class VerifyCoreTest : public ::testing::Test {
     core_ = std::make_unique<CoordinatorCore>(config_, clock_, outbox_, registry_);
   }
   std::unique_ptr<FakeNode> node(const std::string& id, bool deterministic = true) {
-    auto n = std::make_unique<FakeNode>(
-        *core_, outbox_, id,
-        std::vector<std::pair<std::string, Weight>>{{"num", Weight::kLight},
-                                                    {"sum", Weight::kLight}},
-        1);
+    auto n = std::make_unique<FakeNode>(*core_, outbox_, id,
+                                        std::vector<std::pair<std::string, Weight>>{
+                                            {"num", Weight::kLight}, {"sum", Weight::kLight}},
+                                        1);
     n->deterministic = deterministic;
     EXPECT_TRUE(n->hello());
     return n;
@@ -401,7 +400,8 @@ TEST_F(VerifyCoreTest, ASampleOfTheTokensRunsTwiceAndTheRestOnce) {
   ASSERT_EQ(st.state, control::JobState::kSucceeded);
   EXPECT_EQ(st.outputs.at(0).value, Value(total(2000)));
   uint64_t sampled = 0;
-  for (uint32_t i = 0; i < 2021; ++i) sampled += Verifier::sampled(config_.verify_seed, *id, i, 500) ? 1 : 0;
+  for (uint32_t i = 0; i < 2021; ++i)
+    sampled += Verifier::sampled(config_.verify_seed, *id, i, 500) ? 1 : 0;
   EXPECT_GT(sampled, 60u);
   EXPECT_LT(sampled, 150u);
   EXPECT_EQ(st.verified, sampled);
@@ -473,7 +473,7 @@ TEST_F(VerifyCoreTest, ALoneNodesSampledTokensWaitTheBoundThenCountAsUnverifiabl
   auto only = node("only");
   auto id = core_->submitJob(sumJob(100, 10, 20));
   ASSERT_TRUE(id.ok());
-  for (int i = 0; i < 60; ++i) round({only.get()});  // 3 s: less than the 5 s wait
+  for (int i = 0; i < 60; ++i) round({only.get()});           // 3 s: less than the 5 s wait
   EXPECT_EQ(status(*id).state, control::JobState::kRunning);  // not done while samples wait
   for (int i = 0; i < 400 && status(*id).state == control::JobState::kRunning; ++i)
     round({only.get()});
