@@ -76,7 +76,6 @@ void CoordinatorCore::convictNode(const std::string& node_id, const std::string&
         "node {}: {} finished tokens of running jobs run again (its unverified results "
         "and what they fed)",
         node_id, reopened);
-  dispatch();
 }
 
 uint64_t CoordinatorCore::reopenNodeWork(const std::string& node_id) {
