@@ -54,7 +54,9 @@ void CoordinatorCore::applyVerifyOutcome(Job& job, uint32_t local, Verifier::Out
     }
     case Verifier::Outcome::kFail:
       ++job.mismatched;
-      spdlog::error("job {} token {}: {}", job.id, local, o.error.message());
+      if (job.mismatched <= 3 || (job.mismatched & (job.mismatched - 1)) == 0)  // rate-limited
+        spdlog::error("job {} token {}: {} ({} so far in this job)", job.id, local,
+                      o.error.message(), job.mismatched);
       failToken(job, local, o.error, false);
       break;
   }
@@ -114,18 +116,20 @@ void CoordinatorCore::expireVerifications(Nanos now) {
   std::vector<std::pair<uint64_t, Verifier::Outcome>> due;
   verifier_.expired(now,
                     [&](uint64_t id, Verifier::Outcome o) { due.emplace_back(id, std::move(o)); });
+  std::unordered_map<uint64_t, uint64_t> unverified;  // by job: one log line per job and tick
   for (auto& [id, o] : due) {
     Job* job = findJob(id >> 32);
     if (!job) continue;
     const auto local = static_cast<uint32_t>(id);
     if (job->tokens[local].state != kReady) continue;  // placed or closed meanwhile
-    if (o.kind == Verifier::Outcome::kAccept)
-      spdlog::warn(
-          "job {} token {}: accepted unverified, no node other than its first ran it "
-          "within {} ms",
-          job->id, local, verifier_.wait() / kMillis);
+    if (o.kind == Verifier::Outcome::kAccept) ++unverified[job->id];
     applyVerifyOutcome(*job, local, std::move(o));
   }
+  for (const auto& [job_id, n] : unverified)
+    spdlog::warn(
+        "job {}: {} sampled tokens accepted unverified, no node other than the one that "
+        "ran them within {} ms",
+        job_id, n, verifier_.wait() / kMillis);
 }
 
 void CoordinatorCore::syncVerifyMetrics() {
