@@ -14,6 +14,7 @@ struct LinkedOp {
   std::string name;
   Weight weight;
   OpFn fn;
+  bool deterministic = false;
 };
 // Function-local static so registration order across translation units does
 // not matter.
@@ -24,8 +25,8 @@ std::vector<LinkedOp>& linkedOps() {
 }  // namespace
 
 namespace internal {
-bool registerLinkedOperation(const char* name, Weight weight, OpFn fn) {
-  linkedOps().push_back(LinkedOp{name, weight, std::move(fn)});
+bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, bool deterministic) {
+  linkedOps().push_back(LinkedOp{name, weight, std::move(fn), deterministic});
   return true;
 }
 }  // namespace internal
@@ -90,7 +91,7 @@ StatusOr<const Operation*> Registry::lookup(std::string_view name) const {
 Status Registry::addLinkedOperations() {
   Status first;
   for (const auto& l : linkedOps()) {
-    auto st = add(l.name, l.weight, l.fn);
+    auto st = add(l.name, l.weight, l.fn, l.deterministic);
     if (!st.ok()) {
       spdlog::warn("skipping linked operation: {}", st.ToString());
       if (first.ok()) first = st;

@@ -9,6 +9,9 @@
 //
 //   TG_OPERATION("my.op", Weight::kLight, myOp);
 //
+// (TG_DETERMINISTIC_OPERATION, or add(..., /*deterministic=*/true), for an operation whose
+// result is bitwise a function of its arguments: the coordinator may then verify it.)
+//
 // The macro appends to a process-wide list of *linked* operations (the one
 // unavoidable global: static registration has nowhere else to go). Nothing
 // reads that list implicitly: Registry::withLinkedOperations() copies it into
@@ -134,7 +137,7 @@ class Registry {
 namespace internal {
 // Static-registration hook used by TG_OPERATION; returns a dummy so it can
 // initialise a namespace-scope variable.
-bool registerLinkedOperation(const char* name, Weight weight, OpFn fn);
+bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, bool deterministic = false);
 }  // namespace internal
 
 }  // namespace tokengate::node
@@ -149,3 +152,8 @@ bool registerLinkedOperation(const char* name, Weight weight, OpFn fn);
 #define TG_OPERATION(name, weight, fn)                                                     \
   [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
       ::tokengate::node::internal::registerLinkedOperation(name, weight, fn)
+// The same for an operation whose result depends on its arguments alone, bitwise (verify may
+// sample it: Operation::deterministic).
+#define TG_DETERMINISTIC_OPERATION(name, weight, fn)                                       \
+  [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
+      ::tokengate::node::internal::registerLinkedOperation(name, weight, fn, true)
