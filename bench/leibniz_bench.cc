@@ -119,7 +119,7 @@ Summary summarize(std::vector<double> v) {
 int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name, bool pin,
                const std::vector<std::string>& coordinator_args,
                std::vector<std::string> schedulers, uint32_t runs, const std::string& log_level,
-               const std::string& security) {
+               const std::string& security, std::vector<double> verifies) {
   auto precision = parsePrecision(precision_name);
   if (!precision.ok()) return fmt::print(stderr, "error: {}\n", precision.status().message()), 2;
   auto job = makeLeibnizJob(terms, *precision);
@@ -128,19 +128,25 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
   runs = std::max<uint32_t>(runs, 1);
   if (security != "curve" && security != "insecure" && security != "both")
     return fmt::print(stderr, "error: --security is curve, insecure or both\n"), 2;
-  // Variants: scheduler x security mode; runs alternate between them so noise hits each alike.
+  // Variants: scheduler x security mode x verify %; runs alternate between them so noise hits
+  // each alike.
   struct Variant {
     std::string scheduler;
     bool insecure;
     std::string name;
+    double verify = 0;
   };
+  if (verifies.empty()) verifies.push_back(0);
   std::vector<Variant> variants;
   for (const auto& sched : schedulers) {
     const std::string base = sched.empty() ? "default" : sched;
     for (bool insecure : {false, true}) {
       if (security != "both" && insecure != (security == "insecure")) continue;
-      variants.push_back({sched, insecure,
-                          security == "both" ? base + (insecure ? "/insecure" : "/curve") : base});
+      for (double v : verifies) {
+        std::string name = security == "both" ? base + (insecure ? "/insecure" : "/curve") : base;
+        if (verifies.size() > 1 || v > 0) name += fmt::format("/verify{}%", v);
+        variants.push_back({sched, insecure, name, v});
+      }
     }
   }
 
@@ -152,7 +158,9 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
   std::vector<std::vector<RunResult>> results(variants.size());
   for (uint32_t k = 0; k < runs; ++k) {
     for (size_t s = 0; s < variants.size(); ++s) {
-      auto r = runOnce(*job, nodes, pin, coordinator_args, variants[s].scheduler, log_level,
+      JobSpec spec = *job;
+      spec.verify_pct = variants[s].verify;
+      auto r = runOnce(spec, nodes, pin, coordinator_args, variants[s].scheduler, log_level,
                        variants[s].insecure);
       if (!r.ok()) return fmt::print(stderr, "error: {}\n", r.status().message()), 1;
       results[s].push_back(std::move(*r));
@@ -266,6 +274,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   leib->add_option("--runs", runs, "runs per policy, each on a fresh cluster (median reported)")
       ->capture_default_str();
+  std::vector<double> verifies;
+  leib->add_option("--verify", verifies,
+                   "verified execution % of the job (repeatable: runs alternate, figures per "
+                   "value; default 0)");
   auto* bal = app.add_subcommand(
       "balance", "placement workload suite (--workload NAME|all) under each policy and seed");
   bench::BalanceOptions bo;
@@ -326,7 +338,7 @@ int main(int argc, char** argv) {
   }
   if (*leib)
     return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, leib_schedulers, runs,
-                      log_level, security);
+                      log_level, security, verifies);
   if (*bal) {
     if (!policies.empty()) bo.policies = policies;
     bo.pin = !bal_no_pin;

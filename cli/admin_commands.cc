@@ -20,10 +20,13 @@ void printOp(const json::object& o) {
   const double inflight = num(o, "max_in_flight");
   fmt::print(
       "{:<24} {:<7} {:<7} queued {:>9}  running {:>6}  completed {:>11}  failed {:>7}  "
-      "limits in-flight {} rate {}\n",
+      "limits in-flight {} rate {} verify {}\n",
       str(o, "name"), str(o, "effective_weight"), o.at("paused").as_bool() ? "paused" : "active",
       num(o, "queued"), num(o, "running"), num(o, "completed"), num(o, "failed"),
-      inflight > 0 ? fmt::format("{}", inflight) : "-", rate > 0 ? fmt::format("{}/s", rate) : "-");
+      inflight > 0 ? fmt::format("{}", inflight) : "-", rate > 0 ? fmt::format("{}/s", rate) : "-",
+      o.if_contains("verify_pct") && num(o, "verify_pct") > 0
+          ? fmt::format("{}%", num(o, "verify_pct"))
+          : (o.if_contains("deterministic") && o.at("deterministic").as_bool() ? "-" : "n/a"));
 }
 
 void printNode(const json::object& n) {
@@ -53,6 +56,7 @@ struct Target {
   uint32_t max_in_flight = 0;
   uint32_t run_timeout_ms = 0;
   double max_rate = 0;
+  double verify_pct = 0;
 };
 
 }  // namespace
@@ -113,12 +117,20 @@ void addAdminCommands(CLI::App& app, Context& ctx) {
                    "Start-to-close limit of each token of the operation, dispatch to result "
                    "(0 = the coordinator's --run-timeout-ms)")
       ->capture_default_str();
+  limits
+      ->add_option("--verify", t->verify_pct,
+                   "Verified execution: run this % of the operation's tokens of every job again "
+                   "on another node and compare (0 = as each job's verify says; deterministic "
+                   "operations only, docs/security.md)")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
   limits->callback([&ctx, &g, t] {
     ctx.run = [&g, t] {
       client::AdminCall a(Kind::kSetOpLimits, t->name);
       a.max_in_flight = t->max_in_flight;
       a.max_rate_per_s = t->max_rate;
       a.run_timeout_ms = t->run_timeout_ms;
+      a.verify_pct = t->verify_pct;
       return call(g, a, [](const json::value& v) { printOp(v.as_object()); });
     };
   });

@@ -87,6 +87,7 @@ void addJobCommands(CLI::App& app, Context& ctx) {
     uint64_t terms = 1'000'000;
     std::string precision = "double";
     uint32_t chunk = 1000, partials = 10;
+    double verify = 0;
     bool detach = false;
   };
   auto la = std::make_shared<LeibnizArgs>();
@@ -95,6 +96,11 @@ void addJobCommands(CLI::App& app, Context& ctx) {
   leib->add_option("--chunk", la->chunk, "Terms summed per chunk token")->capture_default_str();
   leib->add_option("--partials", la->partials, "Chunks summed per partial token")
       ->capture_default_str();
+  leib->add_option("--verify", la->verify,
+                   "Verified execution: run this % of the tokens again on another node and "
+                   "compare (docs/security.md)")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
   leib->add_flag("-d,--detach", la->detach, "Print the job id and return without waiting");
   leib->callback([&ctx, &g, la] {
     ctx.run = [&g, la]() -> int {
@@ -102,6 +108,7 @@ void addJobCommands(CLI::App& app, Context& ctx) {
       if (!p.ok()) return fail(std::string(p.status().message()), 2);
       auto job = makeLeibnizJob(la->terms, *p, la->chunk, la->partials);
       if (!job.ok()) return fail(std::string(job.status().message()), 2);
+      job->verify_pct = la->verify;
       auto c = connect(g);
       if (!c) return 1;
       int rc = 1;
@@ -198,6 +205,9 @@ void addJobCommands(CLI::App& app, Context& ctx) {
       fmt::print("nodes lost {} (disconnected {})  tokens re-queued {}  returned by draining {}\n",
                  i->nodes_lost, i->nodes_disconnected, i->tokens_requeued, i->tokens_returned);
       fmt::print("nodes quarantined {}  run timeouts {}\n", i->nodes_quarantined, i->run_timeouts);
+      fmt::print("verify runs {}  matched {}  mismatched {}  unverifiable {}  tokens reopened {}\n",
+                 i->verify_reruns, i->verify_matched, i->verify_mismatched, i->verify_unverifiable,
+                 i->tokens_reopened);
       for (const auto& n : i->nodes)
         fmt::print("  {:<16} {:<9} completed {:>10}  in flight {:>6}\n", n.id, n.state, n.completed,
                    n.in_flight);

@@ -257,6 +257,11 @@ Status Client::pump(Nanos deadline) {
         info.tokens_returned = s.getTokensReturned();
         info.nodes_quarantined = s.getNodesQuarantined();
         info.run_timeouts = s.getRunTimeouts();
+        info.verify_reruns = s.getVerifyReruns();
+        info.verify_matched = s.getVerifyMatched();
+        info.verify_mismatched = s.getVerifyMismatched();
+        info.verify_unverifiable = s.getVerifyUnverifiable();
+        info.tokens_reopened = s.getTokensReopened();
         for (auto n : s.getNodes())
           info.nodes.push_back(NodeSummary{n.getId().cStr(), n.getState().cStr(), n.getCompleted(),
                                            n.getInFlight(), n.getSession()});
@@ -350,6 +355,7 @@ StatusOr<std::string> Client::admin(const AdminCall& call, Nanos timeout) {
       l.setMaxInFlight(call.max_in_flight);
       l.setMaxRatePerS(call.max_rate_per_s);
       l.setRunTimeoutMs(call.run_timeout_ms);
+      l.setVerifyPct(call.verify_pct);
       break;
     }
     case K::kDrainNode:

@@ -61,6 +61,10 @@ struct ClusterInfo {
   uint64_t tokens_returned = 0;                     // queued tokens handed back by draining nodes
   uint32_t nodes_quarantined = 0;  // given no work: they withheld results (run timeouts)
   uint64_t run_timeouts = 0;       // token attempts ended by their run timeout
+  // Verified execution (docs/security.md): verification runs, sampled tokens two nodes agreed
+  // on, that differed, accepted unverified; finished tokens run again because a liar fed them.
+  uint64_t verify_reruns = 0, verify_matched = 0, verify_mismatched = 0, verify_unverifiable = 0;
+  uint64_t tokens_reopened = 0;
   std::vector<NodeSummary> nodes;
 };
 
@@ -90,6 +94,7 @@ struct AdminCall {
   uint32_t max_in_flight = 0;
   double max_rate_per_s = 0;
   uint32_t run_timeout_ms = 0;  // 0 = cluster default
+  double verify_pct = 0;        // verify this % of the op's tokens (0 = as each job says)
 };
 
 // A pipelined submission (Client::submitAsync). Identifies the submission, not the job: the

@@ -48,6 +48,8 @@ uint32_t JobSpec::add(TokenSpec spec) {
 
 Status JobSpec::validate(uint64_t max_tokens, size_t max_frame_bytes) const {
   if (tokens.empty()) return absl::InvalidArgumentError("job has no tokens");
+  if (!(verify_pct >= 0 && verify_pct <= 100))
+    return absl::InvalidArgumentError("job: verify must be a percentage from 0 to 100");
   // The reserve is a quarter of the frame at most: a small configured frame limit (tests,
   // embedded set-ups) still leaves room for a token's arguments.
   const size_t reserve = std::min(kTokenBatchOverheadBytes, max_frame_bytes / 4);

@@ -71,6 +71,9 @@ constexpr size_t kTokenBatchOverheadBytes = 4096;
 struct JobSpec {
   std::string name;
   std::vector<TokenSpec> tokens;
+  // Verified execution: this percentage (0..100) of the job's tokens, a deterministic sample,
+  // is run again on another node and the results compared (docs/security.md).
+  double verify_pct = 0;
 
   // Number of tokens after expanding repeats.
   uint64_t tokenCount() const;

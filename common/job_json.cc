@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <optional>
 
@@ -270,6 +271,23 @@ StatusOr<JobSpec> jobFromJson(const json::value& v) {
   auto name = getString(o, "name", "job", false);
   if (!name.ok()) return name.status();
   job.name = *name;
+  if (const json::value* vf = o.if_contains("verify"); vf != nullptr && !vf->is_null()) {
+    // A number of percent (5, 0.5) or a string "5%".
+    double pct = -1;
+    if (vf->is_number()) {
+      pct = vf->to_number<double>();
+    } else if (vf->is_string()) {
+      std::string s(vf->get_string());
+      if (!s.empty() && s.back() == '%') s.pop_back();
+      char* end = nullptr;
+      pct = std::strtod(s.c_str(), &end);
+      if (s.empty() || end != s.c_str() + s.size()) pct = -1;
+    }
+    if (!(pct >= 0 && pct <= 100))
+      return absl::InvalidArgumentError(
+          "job: 'verify' must be a percentage from 0 to 100 (a number, or a string like \"5%\")");
+    job.verify_pct = pct;
+  }
   auto* tokens = o.if_contains("tokens");
   if (!tokens || !tokens->is_array())
     return absl::InvalidArgumentError("job: 'tokens' must be an array");
@@ -420,7 +438,9 @@ json::value jobToJson(const JobSpec& job) {
     o["args"] = std::move(args);
     tokens.push_back(std::move(o));
   }
-  return json::object{{"name", job.name}, {"tokens", std::move(tokens)}};
+  json::object out{{"name", job.name}, {"tokens", std::move(tokens)}};
+  if (job.verify_pct > 0) out["verify"] = job.verify_pct;
+  return out;
 }
 
 }  // namespace tokengate

@@ -150,6 +150,7 @@ Value fromWire(wire::Value::Reader in) {
 
 void toWire(const JobSpec& job, wire::JobSpec::Builder out) {
   out.setName(job.name);
+  out.setVerifyPct(job.verify_pct);
   auto tokens = out.initTokens(static_cast<unsigned>(job.tokens.size()));
   for (size_t i = 0; i < job.tokens.size(); ++i) {
     const auto& t = job.tokens[i];
@@ -189,6 +190,7 @@ void toWire(const JobSpec& job, wire::JobSpec::Builder out) {
 StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in) {
   JobSpec job;
   job.name = in.getName().cStr();
+  job.verify_pct = in.getVerifyPct();
   for (auto t : in.getTokens()) {
     TokenSpec s;
     s.op = t.getOp().cStr();

@@ -81,6 +81,14 @@ int main(int argc, char** argv) {
   app.add_option("--run-timeout-strike-window-ms", strike_window_ms,
                  "a run-timeout strike expires this long after it was given (0 = never)")
       ->capture_default_str();
+  uint64_t verify_wait_ms = 10'000;
+  app.add_option("--verify-wait-ms", verify_wait_ms,
+                 "verified execution: how long a sampled token waits for a node other than the "
+                 "one(s) that ran it before it is accepted unverified (docs/security.md)")
+      ->capture_default_str();
+  app.add_option("--verify-seed", core.verify_seed,
+                 "secret seed of the verify sample (default: random per start; set it only to "
+                 "reproduce a run: a node that knows it can tell which tokens are checked)");
   app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
       ->capture_default_str();
   bool allow_unknown_ops = false;
@@ -127,6 +135,7 @@ int main(int argc, char** argv) {
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);
   core.poison_threshold = static_cast<uint8_t>(poison);
   core.run_timeout_ns = static_cast<Nanos>(run_timeout_ms) * kMillis;
+  core.verify_wait_ns = static_cast<Nanos>(verify_wait_ms) * kMillis;
   core.run_timeout_strike_window_ns = static_cast<Nanos>(strike_window_ms) * kMillis;
   core.reject_unknown_ops = !allow_unknown_ops;
   initLogging("coordinator", log_level);

@@ -82,6 +82,7 @@ struct TokenSpec {
 struct JobSpec {
   name @0 :Text;
   tokens @1 :List(TokenSpec);
+  verifyPct @2 :Float64;       # verified execution: % of tokens re-run on another node (0..100)
 }
 
 # ---------- node <-> coordinator ----------
@@ -95,6 +96,7 @@ struct LaneInfo {
 struct OpInfo {
   name @0 :Text;
   weight @1 :Weight;
+  deterministic @2 :Bool;     # same arguments => bitwise the same result: verify may sample it
 }
 
 struct NodeHello {
@@ -274,6 +276,11 @@ struct StatsReply {
   tokensReturned @13 :UInt64;    # queued tokens handed back unrun by draining nodes
   nodesQuarantined @14 :UInt32;  # registered nodes given no work: they withheld results
   runTimeouts @15 :UInt64;       # token attempts ended by their run timeout
+  verifyReruns @16 :UInt64;      # verification runs (a sampled token's second and third runs)
+  verifyMatched @17 :UInt64;     # sampled tokens two nodes agreed on
+  verifyMismatched @18 :UInt64;  # sampled tokens whose results differed between nodes
+  verifyUnverifiable @19 :UInt64; # sampled tokens accepted unverified: no other node in time
+  tokensReopened @20 :UInt64;    # finished tokens run again: a lying node's, or fed by one
 }
 
 struct NodeSummary {
@@ -317,6 +324,7 @@ struct OpLimitsRequest {
   maxInFlight @1 :UInt32;      # 0 = unlimited
   maxRatePerS @2 :Float64;     # 0 = unlimited
   runTimeoutMs @3 :UInt32;     # start-to-close of each token of the op; 0 = cluster default
+  verifyPct @4 :Float64;       # verify this % of the op's tokens in every job (0 = the job's)
 }
 
 struct AdminRequest {

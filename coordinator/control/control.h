@@ -43,7 +43,12 @@ struct JobStatus {
   std::string name;
   JobState state = JobState::kRunning;
   uint64_t total = 0, done = 0, failed = 0, cancelled = 0, running = 0;
-  Nanos wall_ns = 0;                  // admission to completion (or to now)
+  Nanos wall_ns = 0;  // admission to completion (or to now)
+  // Verified execution (docs/security.md): the job's verify %, its sampled tokens two nodes
+  // agreed on, those accepted unverified (no other node in time), those whose results differed,
+  // and finished tokens run again because a lying node produced or fed them.
+  double verify_pct = 0;
+  uint64_t verified = 0, unverifiable = 0, mismatched = 0, reopened = 0;
   std::vector<OutputResult> outputs;  // filled by jobStatus() once finished
 };
 
@@ -51,6 +56,7 @@ struct OpLimits {
   uint32_t max_in_flight = 0;   // 0 = unlimited
   double max_rate_per_s = 0;    // 0 = unlimited
   uint32_t run_timeout_ms = 0;  // start-to-close of each token of the op; 0 = cluster default
+  double verify_pct = 0;        // verify at least this % of the op's tokens in every job
 };
 
 struct OpStatus {
@@ -58,6 +64,7 @@ struct OpStatus {
   Weight weight = Weight::kLight;     // declared default weight class
   Weight effective = Weight::kLight;  // lane the scheduler routes it to now (reclassification)
   bool paused = false;
+  bool deterministic = false;  // a node declared it so: verify may sample it
   OpLimits limits;
   uint64_t queued = 0, running = 0, completed = 0, failed = 0, retried = 0, cancelled = 0;
   double rate_per_s = 0;  // completions per second, recent
@@ -106,7 +113,11 @@ struct ClusterStats {
   uint64_t tokens_returned = 0;     // queued tokens handed back by draining nodes
   uint64_t nodes_quarantined = 0;   // registered nodes given no work (withheld results)
   uint64_t run_timeouts = 0;        // token attempts ended by their run timeout
-  std::string scheduler;            // placement policy (--scheduler)
+  // Verified execution: verification runs, sampled tokens matched / mismatched / accepted
+  // unverified, and finished tokens run again because a lying node produced or fed them.
+  uint64_t verify_reruns = 0, verify_matched = 0, verify_mismatched = 0, verify_unverifiable = 0;
+  uint64_t tokens_reopened = 0;
+  std::string scheduler;  // placement policy (--scheduler)
   std::string placement;  // what places now: the policy's name, or "model" / "fallback" (xgboost)
 };
 

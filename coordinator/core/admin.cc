@@ -18,6 +18,8 @@ json::object opJson(const control::OpStatus& o) {
           {"max_in_flight", o.limits.max_in_flight},
           {"max_rate_per_s", o.limits.max_rate_per_s},
           {"run_timeout_ms", o.limits.run_timeout_ms},
+          {"verify_pct", o.limits.verify_pct},
+          {"deterministic", o.deterministic},
           {"queued", o.queued},
           {"running", o.running},
           {"completed", o.completed},
@@ -103,6 +105,7 @@ void CoordinatorCore::onAdmin(const std::string& peer, wire::AdminRequest::Reade
       limits.max_in_flight = l.getMaxInFlight();
       limits.max_rate_per_s = l.getMaxRatePerS();
       limits.run_timeout_ms = l.getRunTimeoutMs();
+      limits.verify_pct = l.getVerifyPct();
       if (!(limits.max_rate_per_s >= 0)) {
         result = absl::InvalidArgumentError("max rate must be >= 0");
         break;

@@ -37,6 +37,10 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
     std::random_device rd;
     config_.incarnation = (uint64_t{rd()} << 32 | rd()) | 1;
   }
+  if (config_.verify_seed == 0) {
+    std::random_device rd;
+    config_.verify_seed = (uint64_t{rd()} << 32 | rd()) | 1;
+  }
   if (!scheduler_) {
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
     scheduler_ = makeLeastOutstandingScheduler();
@@ -45,7 +49,11 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
   dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
     const TokenRec& t = job.tokens[local];
     runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
+    if (!verifier_.empty()) verifier_.unpark(tokenId(job.id, local));
   });
+  dispatcher_.setVerifyHooks(
+      [this](uint64_t id, const NodeRec& n) { return !verifier_.ranOn(id, n.id); },
+      [this](uint64_t id) { verifier_.park(id, clock_.now()); });
   for (int s = 0; s < control::kNodeStateCount; ++s)
     m_nodes_[s] =
         &metrics_.nodes.Add({{"state", control::nodeStateName(static_cast<NodeState>(s))}});
@@ -241,6 +249,7 @@ StatusOr<uint64_t> CoordinatorCore::admitJob(uint64_t job_id, JobSpec spec,
 }
 
 Status CoordinatorCore::buildJob(Job& job, JobSpec spec, const Checkpoint* resume) {
+  job.verify_bp = verifyBasisPoints(spec.verify_pct);
   jobs_.build(job, std::move(spec), [&](SpecRec& s) {
     s.op = opIndex(s.spec.op);
     const OpState& op = ops_[s.op];
@@ -296,7 +305,14 @@ void CoordinatorCore::settleAliases(const std::vector<uint64_t>& aliases, const 
   }
 }
 
-void CoordinatorCore::makeReady(Job& job, uint32_t local) { dispatcher_.ready(job, local); }
+void CoordinatorCore::makeReady(Job& job, uint32_t local) {
+  // A sampled token between its votes runs again only where it has not run (verifier.h).
+  if (!verifier_.empty() && verifier_.isOpen(tokenId(job.id, local))) {
+    dispatcher_.readyVerify(job, local);
+    return;
+  }
+  dispatcher_.ready(job, local);
+}
 
 // ---------------------------------------------------------------- results
 
@@ -418,6 +434,7 @@ void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
 void CoordinatorCore::maybeFinishJob(Job& job) {
   // Its token arrays are freed by the next tick's reap.
   if (!jobs_.finishIfDone(job, clock_.now())) return;
+  if (!verifier_.empty()) verifier_.dropJob(job.id);
   m_jobs_[static_cast<int>(job.state)]->Increment();
   metrics_.job_seconds.Add({{"state", control::jobStateName(job.state)}}, Metrics::jobBuckets())
       .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
@@ -546,9 +563,12 @@ StatusOr<uint64_t> CoordinatorCore::cancelRunningOp(const std::string& name) {
 StatusOr<control::OpStatus> CoordinatorCore::setOpLimits(const std::string& name,
                                                          control::OpLimits limits) {
   if (limits.max_rate_per_s < 0) return absl::InvalidArgumentError("max_rate_per_s must be >= 0");
+  if (!(limits.verify_pct >= 0 && limits.verify_pct <= 100))
+    return absl::InvalidArgumentError("verify_pct must be a percentage from 0 to 100");
   const uint32_t* it = ops_.find(name);
   if (!it) return absl::NotFoundError(fmt::format("unknown operation '{}'", name));
   ops_.setLimits(ops_[*it], limits);
+  ops_[*it].verify_bp = verifyBasisPoints(limits.verify_pct);
   dispatch();
   return ops_[*it].status();
 }
@@ -602,6 +622,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   for (auto op : hello.getOperations()) {
     const uint32_t idx = opIndex(op.getName().cStr());
     OpState& st = ops_[idx];
+    st.deterministic |= op.getDeterministic();  // any node's word: a liar cannot opt out
     if (!st.weight_known) {
       st.weight_known = true;
       st.weight = fromWire(op.getWeight());
@@ -755,6 +776,12 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.lane = static_cast<Weight>(t.lane);
       seen.load = t.load;
       scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
+      if ((job->verify_bp || op.verify_bp) &&
+          Verifier::sampled(config_.verify_seed, job->id, local, verifyBasisPointsFor(*job, s))) {
+        onVerifiedResult(*job, local, slot, fromWire(r.getValue()));
+        continue;
+      }
+      t.by = slot;
       completeToken(*job, local, fromWire(r.getValue()), r.getRunNs());
     } else {
       Status err = fromWire(r.getError());
@@ -1035,6 +1062,11 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
       r.setTokensReturned(st.tokens_returned);
       r.setNodesQuarantined(static_cast<uint32_t>(st.nodes_quarantined));
       r.setRunTimeouts(st.run_timeouts);
+      r.setVerifyReruns(st.verify_reruns);
+      r.setVerifyMatched(st.verify_matched);
+      r.setVerifyMismatched(st.verify_mismatched);
+      r.setVerifyUnverifiable(st.verify_unverifiable);
+      r.setTokensReopened(st.tokens_reopened);
       const auto nodes = listNodes();
       auto list = r.initNodes(static_cast<unsigned>(nodes.size()));
       for (unsigned i = 0; i < nodes.size(); ++i) {
@@ -1213,6 +1245,10 @@ Nanos CoordinatorCore::tick() {
               false);
   }
   expireRunTimeouts(now);
+  if (!verifier_.empty()) {
+    dispatcher_.unparkVerify();
+    expireVerifications(now);
+  }
   // Retry backoff.
   while (!delayed_.empty() && delayed_.top().first <= now) {
     const uint64_t id = delayed_.top().second;
@@ -1327,6 +1363,12 @@ control::ClusterStats CoordinatorCore::stats() const {
   s.tokens_requeued = counters_.requeued;
   s.tokens_returned = counters_.returned;
   s.run_timeouts = counters_.run_timeouts;
+  const auto& v = verifier_.counters();
+  s.verify_reruns = v.reruns;
+  s.verify_matched = v.matched;
+  s.verify_mismatched = v.mismatched;
+  s.verify_unverifiable = v.unverifiable;
+  s.tokens_reopened = counters_.reopened;
   s.scheduler = scheduler_->name();
   s.placement = scheduler_->placementMode();
   return s;

@@ -30,6 +30,7 @@
 #include "coordinator/core/outbox.h"
 #include "coordinator/core/run_timeouts.h"
 #include "coordinator/core/scheduler.h"
+#include "coordinator/core/verifier.h"
 
 namespace tokengate::coordinator {
 
@@ -78,6 +79,13 @@ struct CoordinatorConfig {
   // run_timeouts.h
   Nanos run_timeout_ns = 10 * 60 * kSeconds;
   uint32_t run_timeout_quarantine = 3;
+  // Verified execution (verifier.h): how long a sampled token waits for a node that has not
+  // run it yet before its one result is accepted unverified (or, after two results that differ,
+  // before it fails with DATA_LOSS).
+  Nanos verify_wait_ns = 10 * kSeconds;
+  // Secret seed of the verify sample (0 = random per process; set only for reproducible tests:
+  // a node that knows it can tell which of its tokens are checked).
+  uint64_t verify_seed = 0;
   Nanos run_timeout_strike_window_ns = 60 * 60 * kSeconds;
 };
 
@@ -178,7 +186,10 @@ class CoordinatorCore {
     uint64_t nodes_quarantined = 0;  // quarantines for withheld results (run timeouts)
     // Tokens of resumed jobs not run again: checkpointed, or needed only by checkpointed ones.
     uint64_t resumed_done = 0;
+    uint64_t verify_quarantines = 0;  // nodes quarantined for results other nodes contradicted
+    uint64_t reopened = 0;            // finished tokens run again (a lying node's, or fed by one)
   };
+  const Verifier::Counters& verifyCounters() const { return verifier_.counters(); }
   const Counters& counters() const {
     counters_.dispatched = dispatcher_.dispatched();
     counters_.batches = dispatcher_.batches();
@@ -257,6 +268,15 @@ class CoordinatorCore {
   Nanos runTimeoutFor(const Job& job, const TokenRec& t) const;
   void expireRunTimeouts(Nanos now);
   void quarantineNode(uint32_t slot, const std::string& why);
+  // Verified execution (verify_core.cc): the verify rate of a token of spec `s`, a sampled
+  // token's result (a vote), an outcome applied, the verdict on a node found lying (quarantine,
+  // its unverified results re-run with everything they fed), parked tokens that waited too long.
+  uint32_t verifyBasisPointsFor(const Job& job, const SpecRec& s) const;
+  void onVerifiedResult(Job& job, uint32_t local, uint32_t slot, Value value);
+  void applyVerifyOutcome(Job& job, uint32_t local, Verifier::Outcome outcome);
+  void convictNode(const std::string& node_id, const std::string& why);
+  uint64_t reopenNodeWork(const std::string& node_id);
+  void expireVerifications(Nanos now);
   control::NodeStatus nodeStatus(const NodeRec& n) const;
   void updateNodeGauges();
 
@@ -310,6 +330,7 @@ class CoordinatorCore {
   NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
   RunTimeouts runs_{{.quarantine_after = config_.run_timeout_quarantine,
                      .strike_window = config_.run_timeout_strike_window_ns}};
+  Verifier verifier_{{.wait = config_.verify_wait_ns}};
   Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker},
                          jobs_,
                          ops_,
@@ -366,6 +387,10 @@ class CoordinatorCore {
   mutable Counters counters_;  // dispatched/batches copied from the dispatcher on read
   prometheus::Gauge* m_nodes_[control::kNodeStateCount] = {};
   prometheus::Counter* m_jobs_[4] = {};
+  // tokengate_verifications_total by outcome, brought up to the Verifier's counters.
+  void syncVerifyMetrics();
+  prometheus::Counter* m_verify_[5] = {};
+  Verifier::Counters verify_synced_;
 };
 
 }  // namespace tokengate::coordinator

@@ -25,8 +25,64 @@ void Dispatcher::ready(JobRec& job, uint32_t local) {
   }
 }
 
+void Dispatcher::readyVerify(JobRec& job, uint32_t local) {
+  job.tokens[local].state = kReady;
+  verify_.push_back(JobTable::tokenId(job.id, local));
+}
+
+void Dispatcher::unparkVerify() {
+  if (parked_.empty()) return;
+  verify_.insert(verify_.end(), parked_.begin(), parked_.end());
+  parked_.clear();
+}
+
+void Dispatcher::runVerify() {
+  const Nanos now = clock_.now();
+  for (size_t limit = verify_.size(); limit > 0 && !verify_.empty(); --limit) {
+    const uint64_t id = verify_.front();
+    verify_.pop_front();
+    JobRec* j = jobs_.find(id >> 32);
+    if (!j) continue;
+    const auto local = static_cast<uint32_t>(id);
+    TokenRec& t = j->tokens[local];
+    if (t.state != kReady) continue;  // cancelled, failed or reopened meanwhile
+    const SpecRec& s = j->specs[t.spec];
+    if (ops_[s.op].paused) {
+      verify_.push_back(id);
+      continue;
+    }
+    const Weight lane = laneFor(s);
+    const int li = static_cast<int>(lane);
+    bool eligible = false;
+    uint32_t best = kNoNode;
+    double best_load = 0;
+    for (uint32_t slot = 0; slot < nodes_.size(); ++slot) {
+      const NodeRec& n = nodes_[slot];
+      if (n.state != NodeState::kReady || s.op >= n.offers.size() || !n.offers[s.op]) continue;
+      const auto& l = n.lanes[li];
+      if (!l.present) continue;
+      if (verify_filter_ && !verify_filter_(id, n)) continue;
+      eligible = true;
+      if (l.in_flight >= static_cast<uint64_t>(l.workers) * config_.credit_per_worker) continue;
+      const double load = static_cast<double>(l.in_flight) / l.workers;
+      if (best == kNoNode || load < best_load) best = slot, best_load = load;
+    }
+    if (!eligible) {
+      parked_.push_back(id);
+      if (on_parked_) on_parked_(id);
+      continue;
+    }
+    if (best == kNoNode) {  // allowed nodes exist but are full: try again next round
+      verify_.push_front(id);
+      break;
+    }
+    markRunning(*j, local, best, lane, t.cost);
+    addToBatch(nodes_[best], best, id, t.cost, 0, now);
+  }
+}
+
 size_t Dispatcher::queued() const {
-  size_t n = suspects_.size();
+  size_t n = suspects_.size() + verify_.size() + parked_.size();
   for (const auto& op : ops_) n += op.queued();
   return n;
 }
@@ -62,6 +118,7 @@ void Dispatcher::requeueUnsent(uint32_t slot) {
 
 void Dispatcher::run() {
   runSuspects();
+  if (!verify_.empty()) runVerify();
   runLane(Weight::kHeavy);
   runLane(Weight::kMedium);
   runLane(Weight::kLight);

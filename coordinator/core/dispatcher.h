@@ -51,11 +51,28 @@ class Dispatcher {
   // Called for every token markRunning() starts (the core's run-timeout bookkeeping).
   using StartedHook = std::function<void(const JobRec& job, uint32_t local, uint32_t slot)>;
   void setStartedHook(StartedHook hook) { on_started_ = std::move(hook); }
+  // Verified execution (verifier.h): a sampled token runs again only on a node `filter(id,
+  // node)` allows (one that has not run it yet). A token no node may run now is parked and
+  // `parked(id)` is called; unparkVerify() lets parked tokens try again.
+  using VerifyFilter = std::function<bool(uint64_t id, const NodeRec& node)>;
+  using ParkedHook = std::function<void(uint64_t id)>;
+  void setVerifyHooks(VerifyFilter filter, ParkedHook parked) {
+    verify_filter_ = std::move(filter);
+    on_parked_ = std::move(parked);
+  }
 
   // Lane a token of spec `s` runs on: the spec's explicit weight, else its op's effective lane.
   Weight laneFor(const SpecRec& s) const;
   // Token `local` of `job` may run: queued for dispatch (state kReady).
   void ready(JobRec& job, uint32_t local);
+  // Token `local` of `job` runs again for verification: queued (state kReady) for a node the
+  // verify filter allows. Verification runs go before the ready queues, ignore op rate limits
+  // and are placed on the allowed node with the fewest tokens in flight per worker.
+  void readyVerify(JobRec& job, uint32_t local);
+  // Parked verification runs try again (a node joined or was undrained; the core calls it on
+  // every tick).
+  void unparkVerify();
+  size_t parkedVerify() const { return parked_.size(); }
   // Places queued tokens on nodes with credit and sends batches that are full or whose node is
   // idle. A busy node's partial batch waits for flushAll() (the end of the burst).
   void run();
@@ -89,6 +106,7 @@ class Dispatcher {
 
  private:
   void runSuspects();
+  void runVerify();
   void runLane(Weight lane);
   size_t runSlice(uint32_t op, Weight lane, uint64_t max_tokens);
   // Appends a placed token to the node's pending batch and sends the batch once it is full by
@@ -106,6 +124,10 @@ class Dispatcher {
   StartedHook on_started_;
   Scheduler* scheduler_ = nullptr;
   std::deque<uint64_t> suspects_;  // tokens that were in flight when a node died
+  std::deque<uint64_t> verify_;    // verification runs waiting for a node (readyVerify)
+  std::deque<uint64_t> parked_;    // verification runs no node may take now
+  VerifyFilter verify_filter_;
+  ParkedHook on_parked_;
   uint64_t dispatched_ = 0, batches_ = 0;
   // Scratch buffers reused across dispatch rounds.
   std::vector<TokenInfo> scratch_tokens_;

@@ -220,6 +220,11 @@ control::JobStatus JobTable::statusOf(const JobRec& job, bool with_outputs, Nano
   s.cancelled = job.cancelled;
   s.running = job.running;
   s.wall_ns = (job.finished_at ? job.finished_at : now) - job.admitted_at;
+  s.verify_pct = job.verify_bp / 100.0;
+  s.verified = job.verified;
+  s.unverifiable = job.unverifiable;
+  s.mismatched = job.mismatched;
+  s.reopened = job.reopened;
   if (with_outputs) {
     for (uint32_t i : job.outputs) {
       control::OutputResult o;

@@ -55,9 +55,18 @@ struct TokenRec {
   uint8_t errors = 0;  // error results seen (retry budget)
   uint16_t load = 0;   // tokens in flight on that node lane at dispatch (saturated; telemetry)
   float cost = 1;      // predicted cost when dispatched (outstanding-work accounting)
+  // Node slot whose result was accepted (kNoBy: none yet, or not from a node), with kVerifiedBit
+  // when a second node agreed (verify): JobTable::reopen re-runs a lying node's unverified work.
+  uint32_t by = kNoBy;
 
+  static constexpr uint32_t kVerifiedBit = 1u << 31;
+  static constexpr uint32_t kNoBy = kVerifiedBit - 1;
+  uint32_t bySlot() const { return by & ~kVerifiedBit; }
+  bool verified() const { return (by & kVerifiedBit) != 0; }
   bool finished() const { return state == kDone || state == kFailed || state == kCancelled; }
 };
+
+static_assert(sizeof(TokenRec) <= 40, "TokenRec is per token: keep it small");
 
 struct SpecRec {
   TokenSpec spec;
@@ -92,6 +101,11 @@ struct JobRec {
   bool any_failed = false;
   bool any_output = false;  // some spec flagged output (else sinks are the outputs)
   Status first_error;       // cause reported for failed outputs without their own
+  // Verified execution (verifier.h): the job's `verify` in basis points (0..10000; ops may ask
+  // for more), and what came of its sampled tokens.
+  uint32_t verify_bp = 0;
+  uint64_t verified = 0, unverifiable = 0, mismatched = 0;
+  uint64_t reopened = 0;  // finished tokens run again: a lying node's, or fed by one
 
   uint64_t finishedTokens() const { return done + failed + cancelled; }
 };
@@ -171,12 +185,29 @@ class JobTable {
   static void wake(JobRec& job, uint32_t local, Ready&& ready) {
     for (uint32_t d = job.dep_offset[local]; d < job.dep_offset[local + 1]; ++d) {
       TokenRec& dt = job.tokens[job.deps[d]];
-      if (--dt.pending == 0 && dt.state == kWaiting) ready(job.deps[d]);
+      // Only waiting tokens count inputs: a finished dependent of a token run again (reopen)
+      // already has its inputs.
+      if (dt.state == kWaiting && --dt.pending == 0) ready(job.deps[d]);
     }
   }
   // Token `local` reached a final state: its inputs lose a consumer (a result nobody else needs
   // is freed) and it stops counting live.
   void retired(JobRec& job, uint32_t local);
+  // Re-runs wrong results (verify found a lying node): `seeds` are done tokens whose results
+  // cannot be trusted. They and every finished token downstream of them are reopened (result
+  // freed, state kWaiting, counted live again); unfinished dependents that already hold or were
+  // sent the wrong value are handed to `stop(local)` first (the caller takes them off their
+  // node or queue), then wait again. Inputs of reopened tokens whose results were already freed
+  // are reopened too (they run again to feed them). Pending counts and consumers are
+  // recomputed; `ready(local)` is called for every reopened or stopped token whose inputs are
+  // all done. Returns the number of done tokens reopened.
+  template <typename Stop, typename Ready>
+  uint64_t reopen(JobRec& job, const std::vector<uint32_t>& seeds, Stop&& stop, Ready&& ready) {
+    std::vector<uint32_t> order;
+    std::vector<uint8_t> mark;
+    collectReopen(job, seeds, order, mark, stop);
+    return applyReopen(job, order, mark, ready);
+  }
   // `tokens` of a just-built job were marked done from a journal checkpoint at restart
   // (CoordinatorCore::applyCheckpoint): they stop counting live without being retired().
   void resumedDone(uint64_t tokens) { live_tokens_ -= tokens; }
@@ -216,6 +247,84 @@ class JobTable {
 
  private:
   void layOut(JobRec& job);
+  // reopen(): 1 = done token to run again, 2 = unfinished token whose inputs are recounted.
+  template <typename Stop>
+  static void collectReopen(JobRec& job, const std::vector<uint32_t>& seeds,
+                            std::vector<uint32_t>& order, std::vector<uint8_t>& mark, Stop&& stop) {
+    mark.assign(job.tokens.size(), 0);
+    for (uint32_t s : seeds) {
+      if (s >= job.tokens.size() || mark[s] || job.tokens[s].state != kDone) continue;
+      mark[s] = 1;
+      order.push_back(s);
+    }
+    // Downstream: everything that consumed a wrong value.
+    for (size_t k = 0; k < order.size(); ++k) {
+      const uint32_t x = order[k];
+      if (mark[x] != 1) continue;
+      for (uint32_t d = job.dep_offset[x]; d < job.dep_offset[x + 1]; ++d) {
+        const uint32_t dep = job.deps[d];
+        if (mark[dep]) continue;
+        TokenRec& dt = job.tokens[dep];
+        if (dt.state == kDone) {
+          mark[dep] = 1;
+        } else if (dt.state == kRunning || dt.state == kReady || dt.state == kDelayed) {
+          stop(dep);
+          dt.state = kWaiting;
+          mark[dep] = 2;
+        } else if (dt.state == kWaiting) {
+          mark[dep] = 2;
+        } else {
+          continue;  // failed, cancelled, alias: left as they are
+        }
+        order.push_back(dep);
+      }
+    }
+    // Upstream: inputs of reopened tokens whose results are gone run again too.
+    for (size_t k = 0; k < order.size(); ++k) {
+      const uint32_t x = order[k];
+      if (mark[x] != 1) continue;
+      const SpecRec& s = job.specs[job.tokens[x].spec];
+      forEachRef(s.spec, x - s.first, [&](uint32_t i) {
+        const TokenRec& in = job.tokens[i];
+        if (mark[i] || in.state != kDone || in.tag != kNoValue) return;
+        mark[i] = 1;
+        order.push_back(i);
+      });
+    }
+  }
+  template <typename Ready>
+  uint64_t applyReopen(JobRec& job, const std::vector<uint32_t>& order,
+                       const std::vector<uint8_t>& mark, Ready&& ready) {
+    uint64_t reopened = 0;
+    for (uint32_t x : order) {
+      if (mark[x] != 1) continue;
+      TokenRec& t = job.tokens[x];
+      freeResult(job, t);
+      t.state = kWaiting;
+      t.by = TokenRec::kNoBy;
+      --job.done;
+      ++reopened;
+    }
+    for (uint32_t x : order) {  // a reopened token is again a consumer of each input
+      if (mark[x] != 1) continue;
+      const SpecRec& s = job.specs[job.tokens[x].spec];
+      forEachRef(s.spec, x - s.first, [&](uint32_t i) { ++job.tokens[i].consumers; });
+    }
+    for (uint32_t x : order) {
+      TokenRec& t = job.tokens[x];
+      if (t.state != kWaiting) continue;  // a stopped token the caller failed meanwhile
+      const SpecRec& s = job.specs[t.spec];
+      t.pending = 0;
+      forEachRef(s.spec, x - s.first, [&](uint32_t i) {
+        if (job.tokens[i].state != kDone) ++t.pending;
+      });
+    }
+    live_tokens_ += reopened;
+    job.reopened += reopened;
+    for (uint32_t x : order)
+      if (job.tokens[x].state == kWaiting && job.tokens[x].pending == 0) ready(x);
+    return reopened;
+  }
 
   size_t finished_kept_;
   std::unordered_map<uint64_t, std::unique_ptr<JobRec>> jobs_;

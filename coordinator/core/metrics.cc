@@ -96,6 +96,18 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> reg)
                        .Help("Token attempts ended by their run timeout (start-to-close)")
                        .Register(*registry)
                        .Add({})),
+      verifications(BuildCounter()
+                        .Name("tokengate_verifications_total")
+                        .Help("Verified execution of sampled tokens, by outcome: rerun "
+                              "(verification runs sent), matched, mismatched, unverifiable "
+                              "(no other node in time), failed (no majority)")
+                        .Register(*registry)),
+      tokens_reopened(BuildCounter()
+                          .Name("tokengate_tokens_reopened_total")
+                          .Help("Finished tokens run again: results of a node verify caught "
+                                "lying, and everything they fed")
+                          .Register(*registry)
+                          .Add({})),
       live_tokens(BuildGauge()
                       .Name("tokengate_live_tokens")
                       .Help("Admitted tokens not yet finished (admission limit applies)")

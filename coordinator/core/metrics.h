@@ -37,6 +37,10 @@ struct Metrics {
   prometheus::Counter& malformed_frames;
   prometheus::Counter& late_results;
   prometheus::Counter& run_timeouts;
+  // Verified execution, by outcome: rerun (verification runs), matched, mismatched,
+  // unverifiable, failed; and finished tokens run again because a lying node fed them.
+  prometheus::Family<prometheus::Counter>& verifications;
+  prometheus::Counter& tokens_reopened;
   prometheus::Gauge& live_tokens;
   // Admission to final state, by final state.
   prometheus::Family<prometheus::Histogram>& job_seconds;

@@ -20,6 +20,7 @@ control::OpStatus OpState::status() const {
   s.weight = weight;
   s.effective = effective;
   s.paused = paused;
+  s.deterministic = deterministic;
   s.limits = limits;
   s.queued = queued();
   s.running = running;

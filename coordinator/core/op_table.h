@@ -30,6 +30,8 @@ struct OpState {
   Weight effective = Weight::kLight;  // lane it is routed to
   bool weight_known = false;          // some node has offered it
   bool paused = false;
+  bool deterministic = false;  // some node declared it (verify may sample it)
+  uint32_t verify_bp = 0;      // limits.verify_pct in basis points
   control::OpLimits limits;
   std::deque<uint64_t> ready[kLaneCount];  // token ids per lane (lazy removal: state re-checked)
   size_t queued() const { return ready[0].size() + ready[1].size() + ready[2].size(); }

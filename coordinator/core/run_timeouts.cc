@@ -17,6 +17,11 @@ bool RunTimeouts::strike(const std::string& id, Nanos now) {
   return quarantined_.insert(id).second;
 }
 
+bool RunTimeouts::quarantine(const std::string& id) {
+  if (strikes_.try_emplace(id).second) remember(id);
+  return quarantined_.insert(id).second;
+}
+
 uint32_t RunTimeouts::strikes(const std::string& id, Nanos now) const {
   auto it = strikes_.find(id);
   if (it == strikes_.end()) return 0;

@@ -108,6 +108,9 @@ class RunTimeouts {
   // (`quarantine_after` strikes given within the last `strike_window`, this one included).
   bool strike(const std::string& id, Nanos now);
   bool quarantined(const std::string& id) const { return quarantined_.contains(id); }
+  // Quarantines `id` for another cause (verify caught it returning wrong results), with the
+  // same lifetime: until lifted. Returns true when it was not quarantined yet.
+  bool quarantine(const std::string& id);
   // Strikes of `id` that have not expired at `now`.
   uint32_t strikes(const std::string& id, Nanos now) const;
   // An operator lifted the quarantine (or undrained the node): strikes start over.

@@ -158,6 +158,15 @@ json::object jobHeader(const control::JobStatus& s) {
   o["cancelled"] = s.cancelled;
   o["running"] = s.running;
   o["wall_ms"] = static_cast<double>(s.wall_ns) / 1e6;
+  if (s.verify_pct > 0 || s.verified || s.unverifiable || s.mismatched || s.reopened) {
+    json::object v;
+    v["pct"] = finiteOr0(s.verify_pct);
+    v["verified"] = s.verified;
+    v["unverifiable"] = s.unverifiable;
+    v["mismatched"] = s.mismatched;
+    v["reopened"] = s.reopened;
+    o["verify"] = std::move(v);
+  }
   return o;
 }
 
@@ -231,7 +240,9 @@ json::object toJson(const control::OpStatus& s) {
   lim["max_in_flight"] = s.limits.max_in_flight;
   lim["max_rate_per_s"] = finiteOr0(s.limits.max_rate_per_s);
   lim["run_timeout_ms"] = s.limits.run_timeout_ms;
+  lim["verify_pct"] = finiteOr0(s.limits.verify_pct);
   o["limits"] = std::move(lim);
+  o["deterministic"] = s.deterministic;
   o["queued"] = s.queued;
   o["running"] = s.running;
   o["completed"] = s.completed;
@@ -281,6 +292,11 @@ json::object toJson(const control::ClusterStats& s) {
   o["nodes_draining"] = s.nodes_draining;
   o["nodes_quarantined"] = s.nodes_quarantined;
   o["run_timeouts"] = s.run_timeouts;
+  o["verify_reruns"] = s.verify_reruns;
+  o["verify_matched"] = s.verify_matched;
+  o["verify_mismatched"] = s.verify_mismatched;
+  o["verify_unverifiable"] = s.verify_unverifiable;
+  o["tokens_reopened"] = s.tokens_reopened;
   o["nodes_dead"] = s.nodes_dead;
   o["jobs_running"] = s.jobs_running;
   o["jobs_total"] = s.jobs_total;
@@ -478,6 +494,11 @@ void runControlCommand(std::string_view cmd, const json::object& req,
       }
       limits.run_timeout_ms = static_cast<uint32_t>(*n);
     }
+    auto verify = doubleField(req, "verify_pct", 0);
+    if (!verify.ok()) return fail(verify.status());
+    if (!(*verify >= 0 && *verify <= 100))
+      return fail(absl::InvalidArgumentError("field 'verify_pct' must be from 0 to 100"));
+    limits.verify_pct = *verify;
     control.setOpLimits(std::move(*op), limits,
                         wrap<OpStatus>(std::move(reply), [](const OpStatus& s) {
                           return json::object{{"op", toJson(s)}};

@@ -45,6 +45,10 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
                "Also offer the test operations sleep, spin, fail, crash and wait_cancel "
                "(tests and benchmarks only: any submitter could kill or occupy this node)")
       ->envname("TG_NODE_ENABLE_TEST_OPS");
+  app.add_option("--test-wrong-results", config.test_wrong_results,
+                 "Test only, needs --enable-test-ops: return a wrong result for this fraction "
+                 "(0..1) of tokens (a lying node for the verify tests)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--health-file", config.health_file,
                  "Rewrite this file about once a second for container probes")
       ->envname("TG_NODE_HEALTH_FILE");

@@ -27,7 +27,10 @@ HelloInfo helloInfo(const std::string& node_id, uint64_t incarnation, const Exec
   h.incarnation = incarnation;
   h.cores = executor.cores();
   h.lanes = executor.layout();
-  for (const auto& op : registry.operations()) h.operations.emplace_back(op->name, op->weight);
+  for (const auto& op : registry.operations()) {
+    h.operations.emplace_back(op->name, op->weight);
+    h.deterministic.push_back(op->deterministic);
+  }
   h.pid = static_cast<uint32_t>(getpid());
   h.speed_factor = executor.speedFactor();
   return h;
@@ -54,6 +57,7 @@ std::string helloFrame(const HelloInfo& info) {
   for (unsigned i = 0; i < info.operations.size(); ++i) {
     ol[i].setName(info.operations[i].first);
     ol[i].setWeight(toWire(info.operations[i].second));
+    ol[i].setDeterministic(i < info.deterministic.size() && info.deterministic[i]);
   }
   h.setPid(info.pid);
   h.setSpeedFactor(info.speed_factor);

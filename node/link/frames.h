@@ -21,6 +21,7 @@ struct HelloInfo {
   std::vector<int> cores;
   std::vector<LaneLayout> lanes;
   std::vector<std::pair<std::string, Weight>> operations;
+  std::vector<bool> deterministic;  // by index of `operations` (missing = false)
   uint32_t pid = 0;
   double speed_factor = 1;
 };

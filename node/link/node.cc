@@ -33,6 +33,33 @@ std::string defaultNodeId() {
 
 }  // namespace
 
+namespace {
+
+// The lying node of the verify tests: wraps every operation so that `fraction` of the tokens
+// (by a hash of the token id, so a re-run on this node lies the same way) return a wrong value.
+Registry lyingRegistry(const Registry& honest, double fraction) {
+  Registry r;
+  for (const auto& op : honest.operations()) {
+    OpFn fn = [inner = op->fn, fraction](OpContext& ctx,
+                                         std::span<const Value> args) -> StatusOr<Value> {
+      auto v = inner(ctx, args);
+      uint64_t z = ctx.tokenId() * 0x9E3779B97F4A7C15ULL;
+      z ^= z >> 29;
+      z *= 0xBF58476D1CE4E5B9ULL;
+      z ^= z >> 32;
+      if (!v.ok() || static_cast<double>(z % 1'000'000) >= fraction * 1e6) return v;
+      if (v->isInt()) return Value(v->asInt() + 1);
+      if (v->isDouble()) return Value(v->asDouble() + 1.0);
+      if (v->isDec()) return Value(fromBigFloat(toBigFloat(v->asDec()) + 1));
+      return v;
+    };
+    (void)r.add(op->name, op->weight, std::move(fn), op->deterministic);
+  }
+  return r;
+}
+
+}  // namespace
+
 Registry defaultRegistry(bool test_ops) {
   Registry r;
   auto st = registerBuiltinOps(r);
@@ -75,6 +102,12 @@ Node::Node(NodeConfig config, zmq::context_t* context, const Clock& clock)
   registry_ = config_.registry
                   ? config_.registry
                   : std::make_shared<const Registry>(defaultRegistry(config_.enable_test_ops));
+  if (config_.enable_test_ops && config_.test_wrong_results > 0) {
+    spdlog::warn("TEST MODE: {:.1f}% of this node's results are deliberately wrong",
+                 config_.test_wrong_results * 100);
+    registry_ =
+        std::make_shared<const Registry>(lyingRegistry(*registry_, config_.test_wrong_results));
+  }
   if (context == nullptr) {
     own_context_ = std::make_unique<zmq::context_t>(1);
     context_ = own_context_.get();

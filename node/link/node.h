@@ -39,6 +39,10 @@ struct NodeConfig {
   // With a null registry: also offer the test operations (sleep, spin, fail, crash,
   // wait_cancel). Off in production: any submitter could kill or occupy the node.
   bool enable_test_ops = false;
+  // Test only (needs enable_test_ops): this fraction (0..1) of the tokens, chosen by token id,
+  // get a wrong result (ints +1, doubles +1.0, dec50 +1): a node with a valid key that lies, for
+  // the verify tests (docs/security.md).
+  double test_wrong_results = 0;
   uint64_t incarnation = 0;              // 0 = random per process start
   uint32_t hello_resend_ms = 1000;       // no welcome by then: reconnect, hello again
   uint32_t default_heartbeat_ms = 1000;  // used only if welcome.heartbeatMs is 0

@@ -397,22 +397,32 @@ uint64_t hashValues(std::span<const Value> args) {
   return f.h;
 }
 
+// Built-ins whose result depends on their arguments alone, bitwise (sums in argument order, no
+// reassociation): verify may sample them. The test operations are not declared.
+constexpr bool kDeterministic = true;
+
 Status registerLeibnizOps(Registry& r) {
   for (auto st : {
-           r.add("leibniz.term", Weight::kLight, leibnizTerm),
-           r.add("leibniz.term_dec50", Weight::kLight, leibnizTermDec50),
-           r.add("leibniz.chunk", Weight::kLight,
-                 [](OpContext&, std::span<const Value> a) {
-                   return sumInOrder("leibniz.chunk", a, false);
-                 }),
-           r.add("leibniz.partial", Weight::kLight,
-                 [](OpContext&, std::span<const Value> a) {
-                   return sumInOrder("leibniz.partial", a, false);
-                 }),
-           r.add("leibniz.final", Weight::kLight,
-                 [](OpContext&, std::span<const Value> a) {
-                   return sumInOrder("leibniz.final", a, true);
-                 }),
+           r.add("leibniz.term", Weight::kLight, leibnizTerm, kDeterministic),
+           r.add("leibniz.term_dec50", Weight::kLight, leibnizTermDec50, kDeterministic),
+           r.add(
+               "leibniz.chunk", Weight::kLight,
+               [](OpContext&, std::span<const Value> a) {
+                 return sumInOrder("leibniz.chunk", a, false);
+               },
+               kDeterministic),
+           r.add(
+               "leibniz.partial", Weight::kLight,
+               [](OpContext&, std::span<const Value> a) {
+                 return sumInOrder("leibniz.partial", a, false);
+               },
+               kDeterministic),
+           r.add(
+               "leibniz.final", Weight::kLight,
+               [](OpContext&, std::span<const Value> a) {
+                 return sumInOrder("leibniz.final", a, true);
+               },
+               kDeterministic),
        }) {
     if (!st.ok()) return st;
   }
@@ -421,13 +431,13 @@ Status registerLeibnizOps(Registry& r) {
 
 Status registerGeneralOps(Registry& r) {
   for (auto st : {
-           r.add("hash", Weight::kLight, hashOp),
-           r.add("echo", Weight::kLight, echoOp),
-           r.add("list.make", Weight::kLight, listMakeOp),
-           r.add("list.concat", Weight::kLight, listConcatOp),
-           r.add("list.sum", Weight::kLight, listSumOp),
-           r.add("vec.pack", Weight::kLight, vecPackOp),
-           r.add("vec.dot", Weight::kLight, vecDotOp),
+           r.add("hash", Weight::kLight, hashOp, kDeterministic),
+           r.add("echo", Weight::kLight, echoOp, kDeterministic),
+           r.add("list.make", Weight::kLight, listMakeOp, kDeterministic),
+           r.add("list.concat", Weight::kLight, listConcatOp, kDeterministic),
+           r.add("list.sum", Weight::kLight, listSumOp, kDeterministic),
+           r.add("vec.pack", Weight::kLight, vecPackOp, kDeterministic),
+           r.add("vec.dot", Weight::kLight, vecDotOp, kDeterministic),
        }) {
     if (!st.ok()) return st;
   }

@@ -9,6 +9,9 @@
 //
 //   TG_OPERATION("my.op", Weight::kLight, myOp);
 //
+// (TG_DETERMINISTIC_OPERATION, or add(..., /*deterministic=*/true), for an operation whose
+// result is bitwise a function of its arguments: the coordinator may then verify it.)
+//
 // The macro appends to a process-wide list of *linked* operations (the one
 // unavoidable global: static registration has nowhere else to go). Nothing
 // reads that list implicitly: Registry::withLinkedOperations() copies it into
@@ -83,6 +86,10 @@ struct Operation {
   std::string name;
   Weight weight = Weight::kLight;  // default lane when a token says `unspecified`
   OpFn fn;
+  // The same arguments always give bitwise the same result (no clock, randomness, races or
+  // floating-point reassociation): the coordinator may verify it by re-running a sample of its
+  // tokens on another node (`verify: N%`, docs/security.md). Declared in the hello.
+  bool deterministic = false;
 };
 
 // Runs `op` on `args`, turning exceptions into Internal errors so a buggy
@@ -103,7 +110,7 @@ class Registry {
   // InvalidArgument for a name that validateOperationName() refuses
   // (common/names.h: 1..128 of [A-Za-z0-9._:@/-]), a null function or
   // `unspecified` weight; AlreadyExists for a duplicate name.
-  Status add(std::string name, Weight weight, OpFn fn);
+  Status add(std::string name, Weight weight, OpFn fn, bool deterministic = false);
   // nullptr when absent.
   const Operation* find(std::string_view name) const;
   // NotFound "unknown operation X" when absent.
@@ -130,7 +137,7 @@ class Registry {
 namespace internal {
 // Static-registration hook used by TG_OPERATION; returns a dummy so it can
 // initialise a namespace-scope variable.
-bool registerLinkedOperation(const char* name, Weight weight, OpFn fn);
+bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, bool deterministic = false);
 }  // namespace internal
 
 }  // namespace tokengate::node
@@ -145,3 +152,8 @@ bool registerLinkedOperation(const char* name, Weight weight, OpFn fn);
 #define TG_OPERATION(name, weight, fn)                                                     \
   [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
       ::tokengate::node::internal::registerLinkedOperation(name, weight, fn)
+// The same for an operation whose result depends on its arguments alone, bitwise (verify may
+// sample it: Operation::deterministic).
+#define TG_DETERMINISTIC_OPERATION(name, weight, fn)                                       \
+  [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
+      ::tokengate::node::internal::registerLinkedOperation(name, weight, fn, true)

@@ -54,6 +54,8 @@ class FakeNode {
         workers_(workers) {}
 
   const std::string& peer() const { return peer_; }
+  // Declared in hello for every op (verify samples deterministic ops only).
+  bool deterministic = true;
   uint64_t session() const { return session_; }
 
   // Sends hello and consumes the welcome. Returns whether it was accepted.
@@ -69,6 +71,7 @@ class FakeNode {
     for (unsigned i = 0; i < ops_.size(); ++i) {
       ops[i].setName(ops_[i].first);
       ops[i].setWeight(toWire(ops_[i].second));
+      ops[i].setDeterministic(deterministic);
     }
     auto lanes = h.initLanes(3);
     for (unsigned w = 0; w < 3; ++w) {

@@ -445,5 +445,48 @@ TEST(SecurityClusterTest, ASilentNodeLosesItsTokensByTheRunTimeoutAndIsQuarantin
   EXPECT_EQ(findNode(*info, "node-1")->completed, r->progress.total);
 }
 
+TEST(SecurityClusterTest, ALyingNodeWithAValidKeyIsCaughtByVerifyAndTheResultIsExact) {
+  auto cluster = startCluster(baseOptions(2));
+  ASSERT_NE(cluster, nullptr);
+  const std::string ep = cluster->endpoint();
+  Client c(ep, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(2, 30 * kSeconds).ok());
+  // The rogue holds the cluster's own node key (valid, allowed) and lies on 30% of its tokens.
+  Intruder rogue(tempPath("tg-rogue"),
+                 {"--coordinator", ep, "--id", "rogue-1", "--curve-dir", cluster->keyDir(),
+                  "--enable-test-ops", "--test-wrong-results", "0.3"});
+  ASSERT_TRUE(c.waitForNodes(3, 30 * kSeconds).ok()) << rogue.log();
+  ASSERT_TRUE(rogue.waitForLog("deliberately wrong")) << rogue.log();
+
+  auto job = makeLeibnizJob(20'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  job->verify_pct = 3;
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(20'000, Precision::kDouble, 1000, 10));  // exact
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  const auto* s = findNode(*info, "rogue-1");
+  ASSERT_NE(s, nullptr);
+  EXPECT_GT(s->completed, 0u) << "the rogue got no work: the test proves nothing";
+  EXPECT_EQ(s->state, "quarantined");
+  EXPECT_EQ(s->in_flight, 0u);
+  EXPECT_EQ(info->nodes_quarantined, 1u);
+  EXPECT_GE(info->verify_mismatched, 1u);
+  EXPECT_GT(info->verify_matched, 0u);
+  EXPECT_GT(info->tokens_reopened, 0u);
+  EXPECT_EQ(findNode(*info, "node-1")->state, "ready");
+  EXPECT_EQ(findNode(*info, "node-2")->state, "ready");
+  // A second job runs without it and is exact too.
+  const uint64_t rogue_done = s->completed;
+  auto r2 = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(*r2->output("pi"), leibnizLocal(20'000, Precision::kDouble, 1000, 10));
+  auto info2 = c.info();
+  ASSERT_TRUE(info2.ok());
+  EXPECT_EQ(findNode(*info2, "rogue-1")->completed, rogue_done);
+}
+
 }  // namespace
 }  // namespace tokengate

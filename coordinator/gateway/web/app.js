@@ -216,6 +216,9 @@ function renderStats(s) {
   // xgboost: "model" or "fallback" (least-outstanding until a model is trusted).
   $('s-placement').textContent = s.scheduler && s.placement && s.placement !== s.scheduler
     ? `${s.scheduler}: ${s.placement}` : (s.scheduler || '–');
+  $('s-quarantined').textContent = fmt(s.nodes_quarantined || 0);
+  $('s-verify').textContent =
+    `${fmt(s.verify_matched || 0)} / ${fmt(s.verify_mismatched || 0)} / ${fmt(s.verify_unverifiable || 0)}`;
   state.series.push({ t: now, v: tput });
   const cutoff = now - 120000;
   while (state.series.length && state.series[0].t < cutoff) state.series.shift();

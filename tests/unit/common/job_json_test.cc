@@ -77,5 +77,29 @@ TEST(JobJson, ValuePlusStepOverflowIsRefused) {
       StatusCode::kInvalidArgument);
 }
 
+TEST(JobJson, VerifyIsAPercentageAsANumberOrAString) {
+  const std::string tokens = R"("tokens":[{"op":"echo","args":[1]}])";
+  auto a = parseJobJson("{\"verify\":5," + tokens + "}");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->verify_pct, 5);
+  auto b = parseJobJson("{\"verify\":\"0.5%\"," + tokens + "}");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->verify_pct, 0.5);
+  auto none = parseJobJson("{" + tokens + "}");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->verify_pct, 0);
+  for (const char* bad : {"150", "-1", "\"5 %\"", "\"x\"", "true"}) {
+    auto r = parseJobJson(std::string("{\"verify\":") + bad + "," + tokens + "}");
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  // Round trip through JSON and the wire's validation.
+  auto again = jobFromJson(jobToJson(*a));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->verify_pct, 5);
+  JobSpec over = *a;
+  over.verify_pct = 101;
+  EXPECT_EQ(over.validate(100).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace tokengate
