@@ -8,11 +8,20 @@
 // fail. An alias claimed after its original already finished is settled right after its
 // job's admission: takeSettled() returns exactly those, so admission costs the number of keys
 // the job uses, never the number of keys the index holds.
+//
+// Layout (why not an unordered_map<string, Entry>): with 100,000+ keys a node-based map costs
+// several cache misses per admission (bucket, node, next node's hash, each on its own line) and
+// a rehash walks every node, so keyed admission slowed down as keys accumulated even though the
+// number of steps did not grow. Entries live in admission order in a deque (the cap evicts from
+// its front, no second copy of each key), and the lookup table is an open-addressing array of
+// {full hash, entry number} pairs, four to a cache line: claiming a new key reads one slot line
+// (a hash mismatch never touches an entry), and growing the table never touches the entries.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -45,25 +54,44 @@ class IdempotencyIndex {
   // freed and the aliases waiting on it are returned (to fail with the same cause).
   std::vector<uint64_t> failed(uint64_t token);
 
-  size_t size() const { return keys_.size(); }
+  size_t size() const { return live_; }
   // Key entries looked at by claim()/takeSettled() so far (work, for tests and benchmarks).
   uint64_t work() const { return work_; }
 
  private:
   struct Entry {
+    std::string key;
+    uint64_t hash = 0;
     uint64_t token = 0;  // the original
+    bool live = true;    // false: freed by failed(), no slot points here; popped at the front
     bool finished = false;
     Status status;
     Value value;
     std::vector<uint64_t> aliases;  // tokens waiting on the original
   };
+  // One lookup-table slot: the key's full hash (compared before the entry is touched) and its
+  // entry's sequence number + 1 (0: empty).
+  struct Slot {
+    uint64_t hash = 0;
+    uint64_t ref = 0;
+  };
+
+  Entry& entry(uint64_t seq) { return entries_[seq - first_seq_]; }
+  // Sequence number of the live entry for `key`, or -1.
+  int64_t lookup(std::string_view key, uint64_t hash);
+  void insertSlot(uint64_t hash, uint64_t seq);
+  void eraseSlot(uint64_t hash, uint64_t seq);  // backward-shift deletion, no tombstones
+  void grow();
   void evictOldest();
 
   size_t max_keys_;
-  std::unordered_map<std::string, Entry> keys_;
-  std::deque<std::string> order_;                     // admission order, for the cap
-  std::unordered_map<uint64_t, std::string> key_of_;  // original token -> key, while live
-  std::vector<std::string> settle_;                   // finished keys that got new aliases
+  std::deque<Entry> entries_;  // admission order; entries_[i] is sequence number first_seq_ + i
+  uint64_t first_seq_ = 0;
+  size_t live_ = 0;          // entries with live == true (the keys held)
+  std::vector<Slot> slots_;  // power-of-two size, at most half full
+  size_t used_slots_ = 0;
+  std::unordered_map<uint64_t, uint64_t> seq_of_;  // original token -> sequence, while running
+  std::vector<uint64_t> settle_;                   // finished entries that got new aliases
   uint64_t work_ = 0;
 };
 
