@@ -1,5 +1,6 @@
 #include "coordinator/core/idempotency_index.h"
 
+#include <algorithm>
 #include <functional>
 
 namespace tokengate::coordinator {
@@ -14,7 +15,7 @@ int64_t IdempotencyIndex::lookup(std::string_view key, uint64_t hash) {
   for (size_t i = hash & mask;; i = (i + 1) & mask) {
     const Slot& s = slots_[i];
     if (s.ref == 0) return -1;
-    if (s.hash == hash && entry(s.ref - 1).key == key) return static_cast<int64_t>(s.ref - 1);
+    if (s.hash == hash && entry(s.ref - 1).keyView() == key) return static_cast<int64_t>(s.ref - 1);
   }
 }
 
@@ -70,9 +71,8 @@ bool IdempotencyIndex::claim(const std::string& key, uint64_t token) {
     e.aliases.push_back(token);
     return false;
   }
-  const uint64_t seq = first_seq_ + entries_.size();
-  Entry& e = entries_.emplace_back();
-  e.key = key;
+  const uint64_t seq = end_seq_;
+  Entry& e = appendEntry(key);
   e.hash = hash;
   e.token = token;
   ++live_;
@@ -82,17 +82,47 @@ bool IdempotencyIndex::claim(const std::string& key, uint64_t token) {
   return true;
 }
 
+IdempotencyIndex::Entry& IdempotencyIndex::appendEntry(std::string_view key) {
+  if (end_seq_ - chunk_base_ == chunks_.size() * kChunkEntries)
+    chunks_.push_back(std::make_unique<Entry[]>(kChunkEntries));
+  if (key_blocks_.empty() || key_blocks_.back().size - key_blocks_.back().used < key.size()) {
+    KeyBlock& b = key_blocks_.emplace_back();
+    b.size = std::max(kKeyBlockBytes, key.size());
+    b.bytes = std::make_unique_for_overwrite<char[]>(b.size);
+  }
+  KeyBlock& b = key_blocks_.back();
+  char* at = b.bytes.get() + b.used;
+  std::copy(key.begin(), key.end(), at);
+  b.used += key.size();
+  b.end_seq = end_seq_ + 1;
+  Entry& e = entry(end_seq_++);
+  e = Entry{};
+  e.key = at;
+  e.key_size = static_cast<uint32_t>(key.size());
+  return e;
+}
+
+void IdempotencyIndex::popFront() {
+  entry(first_seq_) = Entry{};  // frees its value and alias list now
+  ++first_seq_;
+  if (first_seq_ - chunk_base_ == kChunkEntries) {
+    chunks_.pop_front();
+    chunk_base_ += kChunkEntries;
+  }
+  while (key_blocks_.size() > 1 && key_blocks_.front().end_seq <= first_seq_)
+    key_blocks_.pop_front();
+}
+
 void IdempotencyIndex::evictOldest() {
-  while (!entries_.empty()) {
-    Entry& old = entries_.front();
+  while (first_seq_ < end_seq_) {
+    Entry& old = entry(first_seq_);
     if (old.live) {
       // Oldest still running or awaited: keep going over the cap rather than lose it.
       if (live_ <= max_keys_ || !old.finished || !old.aliases.empty()) break;
       eraseSlot(old.hash, first_seq_);
       --live_;
     }
-    entries_.pop_front();
-    ++first_seq_;
+    popFront();
   }
 }
 
@@ -134,7 +164,6 @@ std::vector<uint64_t> IdempotencyIndex::failed(uint64_t token) {
   eraseSlot(e.hash, seq);
   e.live = false;
   --live_;
-  e.key = std::string();
   e.aliases = {};
   e.value = Value();
   evictOldest();

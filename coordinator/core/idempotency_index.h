@@ -12,14 +12,15 @@
 // Layout (why not an unordered_map<string, Entry>): with 100,000+ keys a node-based map costs
 // several cache misses per admission (bucket, node, next node's hash, each on its own line) and
 // a rehash walks every node, so keyed admission slowed down as keys accumulated even though the
-// number of steps did not grow. Entries live in admission order in a deque (the cap evicts from
-// its front, no second copy of each key), and the lookup table is an open-addressing array of
+// number of steps did not grow. Entries live in admission order in large chunks (the cap evicts
+// from the front, no second copy of each key), and the lookup table is an open-addressing array of
 // {full hash, entry number} pairs, four to a cache line: claiming a new key reads one slot line
 // (a hash mismatch never touches an entry), and growing the table never touches the entries.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -60,14 +61,16 @@ class IdempotencyIndex {
 
  private:
   struct Entry {
-    std::string key;
+    const char* key = nullptr;  // in key_blocks_
+    uint32_t key_size = 0;
+    bool live = true;  // false: freed by failed(), no slot points here; dropped at the front
+    bool finished = false;
     uint64_t hash = 0;
     uint64_t token = 0;  // the original
-    bool live = true;    // false: freed by failed(), no slot points here; popped at the front
-    bool finished = false;
     Status status;
     Value value;
     std::vector<uint64_t> aliases;  // tokens waiting on the original
+    std::string_view keyView() const { return {key, key_size}; }
   };
   // One lookup-table slot: the key's full hash (compared before the entry is touched) and its
   // entry's sequence number + 1 (0: empty).
@@ -75,8 +78,24 @@ class IdempotencyIndex {
     uint64_t hash = 0;
     uint64_t ref = 0;
   };
+  // Key bytes, appended in admission order; a block is freed once every entry using it is gone.
+  struct KeyBlock {
+    std::unique_ptr<char[]> bytes;
+    size_t size = 0, used = 0;
+    uint64_t end_seq = 0;  // one past the newest entry whose key is here
+  };
+  // Entries and key bytes live in large blocks rather than one small heap object per key: with
+  // 100,000+ keys held, per-key allocations interleaved with the loop's short-lived ones
+  // fragmented the heap and made every later malloc slower.
+  static constexpr size_t kChunkEntries = 1024;
+  static constexpr size_t kKeyBlockBytes = 256 * 1024;
 
-  Entry& entry(uint64_t seq) { return entries_[seq - first_seq_]; }
+  Entry& entry(uint64_t seq) {
+    const uint64_t i = seq - chunk_base_;
+    return chunks_[i / kChunkEntries][i % kChunkEntries];
+  }
+  Entry& appendEntry(std::string_view key);  // at sequence number end_seq_ (then incremented)
+  void popFront();
   // Sequence number of the live entry for `key`, or -1.
   int64_t lookup(std::string_view key, uint64_t hash);
   void insertSlot(uint64_t hash, uint64_t seq);
@@ -85,8 +104,11 @@ class IdempotencyIndex {
   void evictOldest();
 
   size_t max_keys_;
-  std::deque<Entry> entries_;  // admission order; entries_[i] is sequence number first_seq_ + i
-  uint64_t first_seq_ = 0;
+  // Entries in admission order: sequence numbers first_seq_ .. end_seq_ - 1, in chunks of
+  // kChunkEntries starting at chunk_base_.
+  std::deque<std::unique_ptr<Entry[]>> chunks_;
+  uint64_t chunk_base_ = 0, first_seq_ = 0, end_seq_ = 0;
+  std::deque<KeyBlock> key_blocks_;
   size_t live_ = 0;          // entries with live == true (the keys held)
   std::vector<Slot> slots_;  // power-of-two size, at most half full
   size_t used_slots_ = 0;

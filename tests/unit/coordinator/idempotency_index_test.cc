@@ -73,6 +73,25 @@ TEST(IdempotencyIndex, AdmissionWorkIsIndependentOfKeyCount) {
   EXPECT_LE(large, 2u);
 }
 
+TEST(IdempotencyIndex, KeysLongerThanAKeyBlockAndManyChunks) {
+  IdempotencyIndex idx(10);
+  const std::string long_key(300 * 1024, 'x');
+  EXPECT_TRUE(idx.claim(long_key, 1));
+  for (uint64_t t = 2; t < 5'000; ++t) {
+    EXPECT_TRUE(idx.claim("key-" + std::to_string(t), t));
+    idx.finished(t, Value(static_cast<int64_t>(t)));
+  }
+  EXPECT_FALSE(idx.claim(long_key, 9'999)) << "still running: kept over the cap";
+  EXPECT_FALSE(idx.claim("key-4999", 10'000));
+  EXPECT_EQ(idx.size(), 4'999u) << "the running oldest holds eviction back";
+  EXPECT_EQ(idx.finished(1, Value(int64_t{5})), (std::vector<uint64_t>{9'999}));
+  EXPECT_TRUE(idx.claim("fresh", 10'001));  // now the finished oldest ones go
+  EXPECT_EQ(idx.size(), 10u);
+  EXPECT_TRUE(idx.claim("key-2", 10'002)) << "evicted";
+  EXPECT_FALSE(idx.claim("key-4999", 10'003));
+  EXPECT_EQ(idx.takeSettled().at(0).value.asInt(), 4'999);
+}
+
 // The open-addressing table against a plain model: random claims, finishes and failures over a
 // small key space (long probe runs, many deletions, growth) with a cap that evicts.
 TEST(IdempotencyIndex, MatchesAModelUnderRandomClaimsFinishesAndFailures) {
