@@ -27,8 +27,8 @@
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
 #include "coordinator/core/op_table.h"
-#include "coordinator/core/run_timeouts.h"
 #include "coordinator/core/outbox.h"
+#include "coordinator/core/run_timeouts.h"
 #include "coordinator/core/scheduler.h"
 
 namespace tokengate::coordinator {
@@ -309,6 +309,7 @@ class CoordinatorCore {
   std::priority_queue<TimedToken, std::vector<TimedToken>, std::greater<>> delayed_;
 
   IdempotencyIndex keys_{config_.max_idempotency_keys};
+  FrameScratch scratch_;  // first segment of acknowledgements, progress and JobDone frames
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;
   Nanos last_event_ = 0;
