@@ -439,5 +439,5 @@ if __name__ == "__main__":
     try:
         asyncio.run(main())
     except (AssertionError, CommandError) as e:
-        print(f"FAIL: {e!r}", file=sys.stderr)
+        print(f"FAIL: {e}", file=sys.stderr)
         sys.exit(1)
