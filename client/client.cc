@@ -1,6 +1,7 @@
 #include "client/client.h"
 
 #include <fmt/format.h>
+#include <kj/exception.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -174,121 +175,126 @@ Status Client::pump(Nanos deadline) {
     spdlog::warn("dropping malformed frame from coordinator: {}", frame.status().message());
     return absl::OkStatus();
   }
-  auto f = (*frame)->root();
-  switch (f.which()) {
-    case wire::Frame::SUBMIT_REPLY: {
-      auto r = f.getSubmitReply();
-      if (auto a = async_requests_.find(r.getRequestId()); a != async_requests_.end()) {
-        const uint64_t h = a->second;
-        Pending& p = async_[h];
-        if (r.isJobId()) {
-          p.job_id = r.getJobId();
-          async_jobs_[p.job_id] = h;
-          async_requests_.erase(a);
+  // Typed reads may still throw on a malformed frame (common/wire.h): drop it, keep the client.
+  try {
+    auto f = (*frame)->root();
+    switch (f.which()) {
+      case wire::Frame::SUBMIT_REPLY: {
+        auto r = f.getSubmitReply();
+        if (auto a = async_requests_.find(r.getRequestId()); a != async_requests_.end()) {
+          const uint64_t h = a->second;
+          Pending& p = async_[h];
+          if (r.isJobId()) {
+            p.job_id = r.getJobId();
+            async_jobs_[p.job_id] = h;
+            async_requests_.erase(a);
+            break;
+          }
+          Status st = fromWire(r.getError());
+          const Nanos t = SystemClock::instance().now();
+          if (st.code() == StatusCode::kResourceExhausted && p.bp == Backpressure::kRetry &&
+              t + p.backoff < p.deadline) {
+            async_requests_.erase(a);
+            p.retry_at = t + p.backoff;
+            p.backoff = std::min<Nanos>(p.backoff * 2, kSeconds);
+            async_timers_.emplace(p.retry_at, h);
+          } else {
+            finishAsync(h, std::move(st));
+          }
           break;
         }
-        Status st = fromWire(r.getError());
-        const Nanos t = SystemClock::instance().now();
-        if (st.code() == StatusCode::kResourceExhausted && p.bp == Backpressure::kRetry &&
-            t + p.backoff < p.deadline) {
-          async_requests_.erase(a);
-          p.retry_at = t + p.backoff;
-          p.backoff = std::min<Nanos>(p.backoff * 2, kSeconds);
-          async_timers_.emplace(p.retry_at, h);
+        if (r.isJobId()) {
+          replies_[r.getRequestId()] = r.getJobId();
+          if (r.getIncarnation() != 0) incarnations_[r.getJobId()] = r.getIncarnation();
         } else {
-          finishAsync(h, std::move(st));
+          replies_[r.getRequestId()] = fromWire(r.getError());
         }
         break;
       }
-      if (r.isJobId()) {
-        replies_[r.getRequestId()] = r.getJobId();
-        if (r.getIncarnation() != 0) incarnations_[r.getJobId()] = r.getIncarnation();
-      } else {
-        replies_[r.getRequestId()] = fromWire(r.getError());
-      }
-      break;
-    }
-    case wire::Frame::JOB_PROGRESS: {
-      auto p = f.getJobProgress();
-      if (async_jobs_.contains(p.getJobId())) break;  // pipelined jobs: results only
-      progress_[p.getJobId()] =
-          Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(), p.getRunning()};
-      if (p.hasOutputs()) {
-        auto& streamed = streamed_[p.getJobId()];
-        for (auto o : p.getOutputs()) streamed.push_back(outputFromWire(o));
-      }
-      ++heard_[p.getJobId()];
-      break;
-    }
-    case wire::Frame::JOB_DONE: {
-      auto d = f.getJobDone();
-      JobResult r;
-      r.id = d.getJobId();
-      r.state = static_cast<JobState>(std::min<int>(static_cast<int>(d.getState()), 4));
-      auto p = d.getProgress();
-      r.progress = Progress{r.id, p.getTotal(), p.getDone(), p.getFailed(), 0};
-      r.wall_ns = static_cast<Nanos>(d.getWallNs());
-      for (auto o : d.getOutputs()) r.outputs.push_back(outputFromWire(o));
-      if (auto a = async_jobs_.find(r.id); a != async_jobs_.end()) {
-        finishAsync(a->second, std::move(r));
+      case wire::Frame::JOB_PROGRESS: {
+        auto p = f.getJobProgress();
+        if (async_jobs_.contains(p.getJobId())) break;  // pipelined jobs: results only
+        progress_[p.getJobId()] =
+            Progress{p.getJobId(), p.getTotal(), p.getDone(), p.getFailed(), p.getRunning()};
+        if (p.hasOutputs()) {
+          auto& streamed = streamed_[p.getJobId()];
+          for (auto o : p.getOutputs()) streamed.push_back(outputFromWire(o));
+        }
+        ++heard_[p.getJobId()];
         break;
       }
-      ++heard_[r.id];
-      done_[r.id] = std::move(r);
-      break;
-    }
-    case wire::Frame::STATS_REPLY: {
-      auto s = f.getStatsReply();
-      ClusterInfo info;
-      info.nodes_ready = s.getNodesReady();
-      info.nodes_draining = s.getNodesDraining();
-      info.jobs_running = s.getJobsRunning();
-      info.tokens_live = s.getTokensLive();
-      info.tokens_completed = s.getTokensCompleted();
-      info.tokens_failed = s.getTokensFailed();
-      info.queued = s.getQueued();
-      info.in_flight = s.getInFlight();
-      info.nodes_lost = s.getNodesLost();
-      info.nodes_disconnected = s.getNodesDisconnected();
-      info.tokens_requeued = s.getTokensRequeued();
-      info.tokens_returned = s.getTokensReturned();
-      info.nodes_quarantined = s.getNodesQuarantined();
-      info.run_timeouts = s.getRunTimeouts();
-      for (auto n : s.getNodes())
-        info.nodes.push_back(NodeSummary{n.getId().cStr(), n.getState().cStr(), n.getCompleted(),
-                                         n.getInFlight(), n.getSession()});
-      stats_replies_[s.getRequestId()] = info;
-      break;
-    }
-    case wire::Frame::PONG:
-      pongs_.insert(f.getPong());
-      break;
-    case wire::Frame::ADMIN_REPLY: {
-      auto r = f.getAdminReply();
-      if (r.isJson())
-        admin_replies_[r.getRequestId()] = std::string(r.getJson().cStr());
-      else
-        admin_replies_[r.getRequestId()] = fromWire(r.getError());
-      break;
-    }
-    case wire::Frame::REJECT: {
-      auto rej = f.getReject();
-      last_reject_ = fromWire(rej.getError());
-      if (auto a = async_requests_.find(rej.getRequestId()); a != async_requests_.end()) {
-        finishAsync(a->second, last_reject_);
+      case wire::Frame::JOB_DONE: {
+        auto d = f.getJobDone();
+        JobResult r;
+        r.id = d.getJobId();
+        r.state = static_cast<JobState>(std::min<int>(static_cast<int>(d.getState()), 4));
+        auto p = d.getProgress();
+        r.progress = Progress{r.id, p.getTotal(), p.getDone(), p.getFailed(), 0};
+        r.wall_ns = static_cast<Nanos>(d.getWallNs());
+        for (auto o : d.getOutputs()) r.outputs.push_back(outputFromWire(o));
+        if (auto a = async_jobs_.find(r.id); a != async_jobs_.end()) {
+          finishAsync(a->second, std::move(r));
+          break;
+        }
+        ++heard_[r.id];
+        done_[r.id] = std::move(r);
         break;
       }
-      if (rej.getRequestId() != 0)
-        request_errors_[rej.getRequestId()] = last_reject_;
-      else if (last_reject_.code() == StatusCode::kPermissionDenied ||
-               last_reject_.code() == StatusCode::kUnauthenticated)
-        return last_reject_;  // the key's role does not allow the request: fail it now
-      else
-        spdlog::warn("coordinator rejected a request: {}", last_reject_.message());
-      break;
+      case wire::Frame::STATS_REPLY: {
+        auto s = f.getStatsReply();
+        ClusterInfo info;
+        info.nodes_ready = s.getNodesReady();
+        info.nodes_draining = s.getNodesDraining();
+        info.jobs_running = s.getJobsRunning();
+        info.tokens_live = s.getTokensLive();
+        info.tokens_completed = s.getTokensCompleted();
+        info.tokens_failed = s.getTokensFailed();
+        info.queued = s.getQueued();
+        info.in_flight = s.getInFlight();
+        info.nodes_lost = s.getNodesLost();
+        info.nodes_disconnected = s.getNodesDisconnected();
+        info.tokens_requeued = s.getTokensRequeued();
+        info.tokens_returned = s.getTokensReturned();
+        info.nodes_quarantined = s.getNodesQuarantined();
+        info.run_timeouts = s.getRunTimeouts();
+        for (auto n : s.getNodes())
+          info.nodes.push_back(NodeSummary{n.getId().cStr(), n.getState().cStr(), n.getCompleted(),
+                                           n.getInFlight(), n.getSession()});
+        stats_replies_[s.getRequestId()] = info;
+        break;
+      }
+      case wire::Frame::PONG:
+        pongs_.insert(f.getPong());
+        break;
+      case wire::Frame::ADMIN_REPLY: {
+        auto r = f.getAdminReply();
+        if (r.isJson())
+          admin_replies_[r.getRequestId()] = std::string(r.getJson().cStr());
+        else
+          admin_replies_[r.getRequestId()] = fromWire(r.getError());
+        break;
+      }
+      case wire::Frame::REJECT: {
+        auto rej = f.getReject();
+        last_reject_ = fromWire(rej.getError());
+        if (auto a = async_requests_.find(rej.getRequestId()); a != async_requests_.end()) {
+          finishAsync(a->second, last_reject_);
+          break;
+        }
+        if (rej.getRequestId() != 0)
+          request_errors_[rej.getRequestId()] = last_reject_;
+        else if (last_reject_.code() == StatusCode::kPermissionDenied ||
+                 last_reject_.code() == StatusCode::kUnauthenticated)
+          return last_reject_;  // the key's role does not allow the request: fail it now
+        else
+          spdlog::warn("coordinator rejected a request: {}", last_reject_.message());
+        break;
+      }
+      default:
+        break;
     }
-    default:
-      break;
+  } catch (const kj::Exception& e) {
+    spdlog::warn("dropping malformed frame from coordinator: {}", e.getDescription().cStr());
   }
   return absl::OkStatus();
 }

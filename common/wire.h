@@ -1,7 +1,12 @@
 // Encoding and decoding of wire frames (schema/tokengate.capnp).
 // decodeFrame() is the trust boundary: it bounds size, copies into a
 // word-aligned buffer (capnp 0.9 needs alignment), sets traversal limits and
-// walks the whole message once so later field access cannot throw.
+// walks the whole message once, so most malformed input is refused here. Typed reads of a
+// decoded frame can still throw kj::Exception: a pointer of the wrong kind where the schema has
+// a list (totalSize() walks pointers without the schema), or a frame built to be read many
+// times crossing the traversal limit in a handler (fuzz_decode_frame and fuzz_node_frames
+// findings). Every consumer catches kj::Exception around its handlers and treats the frame as
+// malformed: CoordinatorCore::onBytes, PeerAuth, CoordinatorLink::handleFrame, Client::pump.
 #pragma once
 
 #include <capnp/message.h>

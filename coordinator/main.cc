@@ -74,7 +74,12 @@ int main(int argc, char** argv) {
                  "--run-timeout-ms; per token: run_timeout_ms)")
       ->capture_default_str();
   app.add_option("--run-timeout-quarantine", core.run_timeout_quarantine,
-                 "run timeouts on one node before it is quarantined (no new work; 0 = never)")
+                 "run timeouts on one node within --run-timeout-strike-window-ms before it is "
+                 "quarantined (no new work; 0 = never)")
+      ->capture_default_str();
+  uint64_t strike_window_ms = 60 * 60 * 1000;
+  app.add_option("--run-timeout-strike-window-ms", strike_window_ms,
+                 "a run-timeout strike expires this long after it was given (0 = never)")
       ->capture_default_str();
   app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
       ->capture_default_str();
@@ -118,6 +123,7 @@ int main(int argc, char** argv) {
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);
   core.poison_threshold = static_cast<uint8_t>(poison);
   core.run_timeout_ns = static_cast<Nanos>(run_timeout_ms) * kMillis;
+  core.run_timeout_strike_window_ns = static_cast<Nanos>(strike_window_ms) * kMillis;
   core.reject_unknown_ops = !allow_unknown_ops;
   initLogging("coordinator", log_level);
   auto curve = security::resolveServerCurve(curve_flags);

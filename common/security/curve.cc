@@ -76,30 +76,6 @@ std::vector<std::string> filesIn(const fs::path& dir) {
 
 }  // namespace
 
-const char* roleName(Role r) {
-  switch (r) {
-    case Role::kNode:
-      return "node";
-    case Role::kViewer:
-      return "viewer";
-    case Role::kOperator:
-      return "operator";
-    case Role::kAdmin:
-      return "admin";
-    case Role::kNone:
-      break;
-  }
-  return "none";
-}
-
-std::optional<Role> parseRole(std::string_view name) {
-  if (name == "node") return Role::kNode;
-  if (name == "viewer") return Role::kViewer;
-  if (name == "operator") return Role::kOperator;
-  if (name == "admin") return Role::kAdmin;
-  return std::nullopt;
-}
-
 bool curveAvailable() { return zmq_has("curve") == 1; }
 
 bool isZ85Key(std::string_view text) {
@@ -304,53 +280,59 @@ std::string frameKindName(wire::Frame::Which kind) {
   return fmt::format("#{}", i);
 }
 
+namespace {
+// The least role a command of common/roles.h needs (the names below are all listed there).
+Role least(std::string_view command) { return commandRole(command).value_or(Role::kAdmin); }
+}  // namespace
+
 bool roleAllows(Role role, wire::Frame::Which kind) {
   using F = wire::Frame;
-  switch (role) {
-    case Role::kNode:
-      return kind == F::HELLO || kind == F::HEARTBEAT || kind == F::RESULT_BATCH ||
-             kind == F::BYE || kind == F::PING;
-    case Role::kAdmin:
-    case Role::kOperator:
-      if (kind == F::SUBMIT_JOB || kind == F::CANCEL_JOB) return true;
-      [[fallthrough]];
-    case Role::kViewer:
-      return kind == F::WATCH_JOB || kind == F::STATS_REQUEST || kind == F::PING ||
-             kind == F::ADMIN_REQUEST;
-    case Role::kNone:
-      break;
+  if (role == Role::kNode)
+    return kind == F::HELLO || kind == F::HEARTBEAT || kind == F::RESULT_BATCH || kind == F::BYE ||
+           kind == F::PING;
+  // Client frames are the gateway's commands over ZeroMQ: the same least roles.
+  switch (kind) {
+    case F::SUBMIT_JOB:
+      return roleAtLeast(role, least("submit"));
+    case F::CANCEL_JOB:
+      return roleAtLeast(role, least("job.cancel"));
+    case F::WATCH_JOB:
+      return roleAtLeast(role, least("job.status"));
+    case F::STATS_REQUEST:
+      return roleAtLeast(role, least("cluster.stats"));
+    case F::PING:
+    case F::ADMIN_REQUEST:  // the request inside decides (adminRequestRole)
+      return roleAtLeast(role, Role::kViewer);
+    default:
+      return false;
   }
-  return false;
 }
 
 Role adminRequestRole(wire::AdminRequest::Which request) {
   using A = wire::AdminRequest;
   switch (request) {
     case A::LIST_JOBS:
+      return least("job.list");
     case A::LIST_OPS:
+      return least("op.list");
     case A::LIST_NODES:
-      return Role::kViewer;
+      return least("node.list");
+    case A::PAUSE_OP:
+      return least("op.pause");
+    case A::RESUME_OP:
+      return least("op.resume");
+    case A::DRAIN_OP:
+      return least("op.drain");
+    case A::SET_OP_LIMITS:
+      return least("op.limits");
+    case A::DRAIN_NODE:
+      return least("node.drain");
+    case A::UNDRAIN_NODE:
+      return least("node.undrain");
     case A::EVICT_NODE:
-      return Role::kAdmin;
-    default:
-      return Role::kOperator;
+      return least("node.evict");
   }
-}
-
-bool roleAtLeast(Role role, Role needed) {
-  auto rank = [](Role r) {
-    switch (r) {
-      case Role::kViewer:
-        return 1;
-      case Role::kOperator:
-        return 2;
-      case Role::kAdmin:
-        return 3;
-      default:
-        return 0;
-    }
-  };
-  return rank(needed) > 0 && rank(role) >= rank(needed);
+  return Role::kAdmin;  // a request kind newer than this table: admins only
 }
 
 std::optional<wire::Frame::Which> peekFrameKind(const void* data, size_t size) {

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <zmq.hpp>
 
+#include "common/roles.h"
 #include "common/status.h"
 #include "tokengate.capnp.h"
 
@@ -32,9 +33,11 @@ constexpr size_t kZ85KeyChars = 40;
 // The ZAP domain the coordinator's ROUTER asks its handler about.
 constexpr const char* kZapDomain = "tokengate";
 
-enum class Role { kNone, kNode, kViewer, kOperator, kAdmin };
-const char* roleName(Role r);
-std::optional<Role> parseRole(std::string_view name);
+// Roles, their names and ranking are the cluster's (common/roles.h), shared with the gateway.
+using tokengate::parseRole;
+using tokengate::Role;
+using tokengate::roleAtLeast;
+using tokengate::roleName;
 
 struct KeyPair {
   std::string public_key;  // Z85
@@ -113,10 +116,9 @@ std::string frameKindName(wire::Frame::Which kind);
 // For adminRequest frames (which viewers may send) the request inside decides:
 // adminRequestRole() is the least role it needs, as the gateway's command table has it.
 bool roleAllows(Role role, wire::Frame::Which kind);
+// The least role of the gateway command each request is (common/roles.h kCommandRoles):
 // listJobs/listOps/listNodes: viewer; evictNode: admin; every other request: operator.
 Role adminRequestRole(wire::AdminRequest::Which request);
-// Whether `role` includes `needed` (admin > operator > viewer; node is none of them).
-bool roleAtLeast(Role role, Role needed);
 
 // The union discriminant of an encoded Frame without decoding the message (no copy, no
 // allocation): nullopt when the bytes are too short or not a single-segment message with a

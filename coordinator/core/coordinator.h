@@ -70,9 +70,12 @@ struct CoordinatorConfig {
   // Run timeout (start-to-close: dispatch to result, the node's queue included) of a token that
   // names none and whose op sets none (OpLimits::run_timeout_ms); 0 = off. A token still
   // running then is re-queued elsewhere (counted against its attempts) and its node gets a
-  // strike; run_timeout_quarantine strikes quarantine the node id (0 = never). run_timeouts.cc
+  // strike; run_timeout_quarantine strikes within run_timeout_strike_window_ns quarantine the
+  // node id (0 = never); a strike expires that long after it was given (0 = never expires).
+  // run_timeouts.h
   Nanos run_timeout_ns = 10 * 60 * kSeconds;
   uint32_t run_timeout_quarantine = 3;
+  Nanos run_timeout_strike_window_ns = 60 * 60 * kSeconds;
 };
 
 class CoordinatorCore {
@@ -293,7 +296,8 @@ class CoordinatorCore {
 
   OpTable ops_{metrics_};
   NodeTable nodes_{metrics_, config_.departed_node_retention_ns};
-  RunTimeouts runs_{{.quarantine_after = config_.run_timeout_quarantine}};
+  RunTimeouts runs_{{.quarantine_after = config_.run_timeout_quarantine,
+                     .strike_window = config_.run_timeout_strike_window_ns}};
   Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker},
                          jobs_,
                          ops_,

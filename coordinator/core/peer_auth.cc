@@ -131,11 +131,19 @@ std::string PeerAuth::refuse(const std::string& peer, const std::string& reason,
 std::optional<std::string> PeerAuth::check(
     const std::string& peer, zmq::message_t& body,
     const std::function<bool(const std::string&)>& node_live) {
-  const auto kind = security::peekFrameKind(body.data(), body.size());
   security::PeerIdentity who;
   if (curve_.enabled()) {
     const char* uid = zmq_msg_gets(body.handle(), "User-Id");
     who = security::parseUserId(uid ? uid : "");
+  }
+  return checkFrame(peer, who, body.data(), body.size(), node_live);
+}
+
+std::optional<std::string> PeerAuth::checkFrame(
+    const std::string& peer, const security::PeerIdentity& who, const void* data, size_t size,
+    const std::function<bool(const std::string&)>& node_live) {
+  const auto kind = security::peekFrameKind(data, size);
+  if (curve_.enabled()) {
     if (who.role == security::Role::kNone)  // cannot happen past the ZAP handler; fail closed
       return refuse(peer, "no_identity", absl::UnauthenticatedError("peer has no CURVE identity"),
                     false);
@@ -157,10 +165,11 @@ std::optional<std::string> PeerAuth::check(
                                                             security::frameKindName(*kind))),
                     *kind == wire::Frame::HELLO);
   }
-  if (curve_.enabled() && kind == wire::Frame::ADMIN_REQUEST) return checkAdmin(peer, who, body);
+  if (curve_.enabled() && kind == wire::Frame::ADMIN_REQUEST)
+    return checkAdmin(peer, who, data, size);
   if (kind != wire::Frame::HELLO) return std::nullopt;
   // A hello: bind its node id to this key and process. Hellos are rare, so decode it here.
-  auto frame = decodeFrame(body.data(), body.size(), max_frame_bytes_);
+  auto frame = decodeFrame(data, size, max_frame_bytes_);
   if (!frame.ok()) return std::nullopt;  // the core refuses it as malformed
   std::string node_id;
   uint64_t incarnation = 0;
@@ -179,10 +188,10 @@ std::optional<std::string> PeerAuth::check(
 }
 
 std::optional<std::string> PeerAuth::checkAdmin(const std::string& peer,
-                                                const security::PeerIdentity& who,
-                                                zmq::message_t& body) {
+                                                const security::PeerIdentity& who, const void* data,
+                                                size_t size) {
   // Admin requests are rare (tgctl): decode here to check the request against the role.
-  auto frame = decodeFrame(body.data(), body.size(), max_frame_bytes_);
+  auto frame = decodeFrame(data, size, max_frame_bytes_);
   if (!frame.ok()) return std::nullopt;  // the core refuses it as malformed
   wire::AdminRequest::Which which;
   uint64_t request_id = 0;

@@ -77,6 +77,12 @@ class PeerAuth {
   // `node_live(id)`: whether the core has a live node with this id.
   std::optional<std::string> check(const std::string& peer, zmq::message_t& body,
                                    const std::function<bool(const std::string&)>& node_live);
+  // The same for a frame whose sender is already known: `who` is the identity the ZAP handler
+  // gave the connection (ignored with CURVE off). check() reads it from the message's User-Id;
+  // the frame fuzzer (tests/fuzz) calls this directly with a role per fuzzed peer.
+  std::optional<std::string> checkFrame(const std::string& peer, const security::PeerIdentity& who,
+                                        const void* data, size_t size,
+                                        const std::function<bool(const std::string&)>& node_live);
 
   // The peer's connection closed: its routing id may be reused by any key.
   void forget(const std::string& peer);
@@ -88,7 +94,7 @@ class PeerAuth {
   // An adminRequest from a client key: refused (AdminReply with PermissionDenied and the
   // request's id) unless the key's role allows that request.
   std::optional<std::string> checkAdmin(const std::string& peer, const security::PeerIdentity& who,
-                                        zmq::message_t& body);
+                                        const void* data, size_t size);
 
   const security::ServerCurve curve_;
   const Clock& clock_;

@@ -1,18 +1,27 @@
 #include "coordinator/core/run_timeouts.h"
 
+#include <algorithm>
+
 namespace tokengate::coordinator {
 
-bool RunTimeouts::strike(const std::string& id) {
-  auto [it, inserted] = strikes_.try_emplace(id, 0);
-  if (inserted) remember(id);
-  ++it->second;
-  if (config_.quarantine_after == 0 || it->second < config_.quarantine_after) return false;
+bool RunTimeouts::strike(const std::string& id, Nanos now) {
+  auto [it, inserted] = strikes_.try_emplace(id);
+  std::deque<Nanos>& given = it->second;
+  while (!given.empty() && expired(given.front(), now)) given.pop_front();
+  given.push_back(now);
+  // Only the latest quarantine_after strikes can decide a quarantine: older ones expire first.
+  while (given.size() > std::max<uint32_t>(config_.quarantine_after, 1)) given.pop_front();
+  const auto count = static_cast<uint32_t>(given.size());
+  if (inserted) remember(id);  // may forget `id` itself when max_ids is 0; `count` is kept
+  if (config_.quarantine_after == 0 || count < config_.quarantine_after) return false;
   return quarantined_.insert(id).second;
 }
 
-uint32_t RunTimeouts::strikes(const std::string& id) const {
+uint32_t RunTimeouts::strikes(const std::string& id, Nanos now) const {
   auto it = strikes_.find(id);
-  return it == strikes_.end() ? 0 : it->second;
+  if (it == strikes_.end()) return 0;
+  return static_cast<uint32_t>(std::count_if(it->second.begin(), it->second.end(),
+                                             [&](Nanos given) { return !expired(given, now); }));
 }
 
 void RunTimeouts::lift(const std::string& id) {

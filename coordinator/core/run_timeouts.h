@@ -13,8 +13,12 @@
 // placing a batch of tokens with the same timeout is one append per token.
 //
 // Strikes are counted per node id (not per session), so a node cannot clear its record by
-// reconnecting: after `quarantine_after` run timeouts the id is quarantined until an operator
-// lifts it (tgctl node undrain). Both maps are bounded (oldest ids forgotten first).
+// reconnecting: after `quarantine_after` run timeouts within `strike_window` the id is
+// quarantined until an operator lifts it (tgctl node undrain). A strike expires
+// `strike_window` after it was given, so an honest node that hits a timeout now and then (a
+// slow disk, a noisy neighbour) is not quarantined by strikes collected over weeks; a node that
+// withholds results keeps collecting them faster than they expire. Both maps are bounded
+// (oldest ids forgotten first), and each id keeps at most `quarantine_after` strike times.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +38,9 @@ class RunTimeouts {
   struct Config {
     Nanos granularity = 100 * kMillis;
     uint32_t quarantine_after = 3;  // run timeouts on one node id; 0 = never quarantine
-    size_t max_ids = 4096;          // node ids remembered (strikes and quarantines)
+    // A strike counts toward quarantine this long after it was given; 0 = strikes never expire.
+    Nanos strike_window = 60 * 60 * kSeconds;
+    size_t max_ids = 4096;  // node ids remembered (strikes and quarantines)
   };
   struct Entry {
     uint64_t token = 0;
@@ -98,16 +104,21 @@ class RunTimeouts {
   size_t pending() const { return size_; }
   uint64_t compactions() const { return compactions_; }
 
-  // A run timeout on node `id`. Returns true when this strike quarantines the id.
-  bool strike(const std::string& id);
+  // A run timeout on node `id` at `now`. Returns true when this strike quarantines the id
+  // (`quarantine_after` strikes given within the last `strike_window`, this one included).
+  bool strike(const std::string& id, Nanos now);
   bool quarantined(const std::string& id) const { return quarantined_.contains(id); }
-  uint32_t strikes(const std::string& id) const;
+  // Strikes of `id` that have not expired at `now`.
+  uint32_t strikes(const std::string& id, Nanos now) const;
   // An operator lifted the quarantine (or undrained the node): strikes start over.
   void lift(const std::string& id);
 
  private:
   static constexpr size_t kCompactSlack = 64 * 1024;
   void remember(const std::string& id);
+  bool expired(Nanos given, Nanos now) const {
+    return config_.strike_window > 0 && now - given >= config_.strike_window;
+  }
 
   Config config_;
   std::map<int64_t, std::vector<Entry>> buckets_;  // by deadline bucket
@@ -115,7 +126,8 @@ class RunTimeouts {
   int64_t last_bucket_ = 0;
   size_t size_ = 0, kept_ = 0;
   uint64_t compactions_ = 0;
-  std::unordered_map<std::string, uint32_t> strikes_;
+  // Times of each id's latest strikes, oldest first (at most max(quarantine_after, 1)).
+  std::unordered_map<std::string, std::deque<Nanos>> strikes_;
   std::unordered_set<std::string> quarantined_;
   std::deque<std::string> order_;  // ids in first-strike order, for the bound
 };

@@ -44,8 +44,9 @@ void CoordinatorCore::expireRunTimeouts(Nanos now) {
                                 limit / kMillis, t.attempt, n.id)),
                 false);
     }
-    if (n.state != NodeState::kDead && n.state != NodeState::kQuarantined && runs_.strike(n.id))
-      quarantineNode(e.slot, fmt::format("{} run timeouts (last: {} ms)", runs_.strikes(n.id),
+    if (n.state != NodeState::kDead && n.state != NodeState::kQuarantined &&
+        runs_.strike(n.id, now))
+      quarantineNode(e.slot, fmt::format("{} run timeouts (last: {} ms)", runs_.strikes(n.id, now),
                                          limit / kMillis));
   });
   for (auto& [slot, ids] : cancels) sendControlCancel(slot, ids);

@@ -741,7 +741,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
           return respond(text(http::status::unauthorized, "invalid token\n"), true);
         }
         gw_.backoff_.onSuccess(ip);
-        role = std::max(role, r);
+        role = higherRole(role, r);
         authenticated = true;
       }
       using R = ConnectionLimiter::Result;

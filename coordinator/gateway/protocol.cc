@@ -15,20 +15,6 @@ namespace tokengate::gateway {
 
 namespace json = boost::json;
 
-const char* roleName(Role r) {
-  switch (r) {
-    case Role::kNone:
-      return "none";
-    case Role::kViewer:
-      return "viewer";
-    case Role::kOperator:
-      return "operator";
-    case Role::kAdmin:
-      return "admin";
-  }
-  return "none";
-}
-
 namespace {
 constexpr std::array<std::pair<std::string_view, uint32_t>, 4> kTopics{{
     {"job", kTopicJob},
@@ -37,33 +23,22 @@ constexpr std::array<std::pair<std::string_view, uint32_t>, 4> kTopics{{
     {"ops", kTopicOps},
 }};
 
-// Session-level commands first, then coordinator commands by area.
-constexpr std::array<CommandInfo, 24> kCommands{{
-    {"hello", Role::kNone, true},
-    {"auth", Role::kNone, true},
-    {"ping", Role::kNone, true},
-    {"subscribe", Role::kViewer, true},
-    {"unsubscribe", Role::kViewer, true},
-    {"submit", Role::kOperator, false},
-    {"job.status", Role::kViewer, false},
-    {"job.list", Role::kViewer, false},
-    {"job.cancel", Role::kOperator, false},
-    {"token.cancel", Role::kOperator, false},
-    {"op.list", Role::kViewer, false},
-    {"op.pause", Role::kOperator, false},
-    {"op.resume", Role::kOperator, false},
-    {"op.drain", Role::kOperator, false},
-    {"op.cancel_running", Role::kOperator, false},
-    {"op.limits", Role::kOperator, false},
-    {"node.list", Role::kViewer, false},
-    {"node.drain", Role::kOperator, false},
-    {"node.undrain", Role::kOperator, false},
-    {"node.evict", Role::kAdmin, false},
-    {"cluster.stats", Role::kViewer, false},
-    {"cluster.limits", Role::kAdmin, false},
-    {"whoami", Role::kNone, true},
-    {"topics", Role::kNone, true},
-}};
+// Handled by the session itself rather than the coordinator.
+constexpr bool isSessionLevel(std::string_view name) {
+  for (std::string_view n :
+       {"hello", "auth", "ping", "subscribe", "unsubscribe", "whoami", "topics"})
+    if (n == name) return true;
+  return false;
+}
+
+// The commands and their least roles come from common/roles.h (shared with the coordinator's
+// ZeroMQ access checks); the gateway adds which ones the session handles.
+constexpr auto kCommands = [] {
+  std::array<CommandInfo, std::size(kCommandRoles)> out{};
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = {kCommandRoles[i].name, kCommandRoles[i].least, isSessionLevel(kCommandRoles[i].name)};
+  return out;
+}();
 }  // namespace
 
 std::optional<uint32_t> topicBit(std::string_view name) {
@@ -91,7 +66,7 @@ const CommandInfo* findCommand(std::string_view name) {
 json::array commandNames(Role role) {
   json::array out;
   for (const auto& c : kCommands) {
-    if (c.min_role <= role) out.emplace_back(c.name);
+    if (roleAtLeast(role, c.min_role)) out.emplace_back(c.name);
   }
   return out;
 }
@@ -586,7 +561,7 @@ StatusOr<Request> parseRequest(std::string_view text, json::value* id) {
 }
 
 Status checkRole(const CommandInfo& info, Role role) {
-  if (role >= info.min_role) return absl::OkStatus();
+  if (roleAtLeast(role, info.min_role)) return absl::OkStatus();
   if (role == Role::kNone) {
     return absl::UnauthenticatedError(
         fmt::format("'{}' needs a token: send {{\"cmd\":\"hello\",\"token\":...}}", info.name));
@@ -626,7 +601,7 @@ SessionOutcome runSessionCommand(const Request& r, SessionState& st, const Acces
         return fail(absl::UnauthenticatedError("invalid token"));
       }
       out.token_accepted = true;
-      st.role = std::max(st.role, role);
+      st.role = higherRole(st.role, role);
     }
     json::object res;
     res["protocol"] = kProtocolVersion;

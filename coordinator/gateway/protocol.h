@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/roles.h"
 #include "common/status.h"
 #include "coordinator/control/control.h"
 
@@ -19,8 +20,10 @@ namespace tokengate::gateway {
 constexpr int kProtocolVersion = 1;
 constexpr std::string_view kServerName = "tokengate-gateway/1";
 
-enum class Role : uint8_t { kNone = 0, kViewer = 1, kOperator = 2, kAdmin = 3 };
-const char* roleName(Role r);
+// Roles and their ranking are the cluster's (common/roles.h): the same for bearer tokens here and
+// CURVE keys on the coordinator's ZeroMQ port.
+using tokengate::Role;
+using tokengate::roleName;
 
 // Event topics a session may subscribe to, as bits.
 enum Topic : uint32_t { kTopicJob = 1, kTopicFailures = 2, kTopicNodes = 4, kTopicOps = 8 };

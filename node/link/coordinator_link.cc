@@ -1,6 +1,7 @@
 #include "node/link/coordinator_link.h"
 
 #include <fmt/format.h>
+#include <kj/exception.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -139,7 +140,19 @@ void CoordinatorLink::handleFrame(const void* data, size_t size) {
     onOversizeFrame(data, size, decoded.status());
     return;
   }
-  onFrame((*decoded)->root());
+  // decodeFrame walked the frame once, but a frame built to be read many times (pointers into
+  // shared subtrees) can still reach the reader's traversal limit while a handler reads it, and
+  // Cap'n Proto throws then. Handlers read the whole frame before acting on it (a token batch is
+  // decoded in full before anything runs), so the frame is treated as malformed: a token batch
+  // of our session gets every token answered with an error (fuzz_node_frames finding
+  // node-crash-cf8bc8ce; it used to end the node in std::terminate).
+  try {
+    onFrame((*decoded)->root());
+  } catch (const kj::Exception& e) {
+    onOversizeFrame(
+        data, size,
+        absl::InvalidArgumentError(fmt::format("malformed frame: {}", e.getDescription().cStr())));
+  }
 }
 
 // A frame we cannot (or may not) decode. If it is a token batch of our

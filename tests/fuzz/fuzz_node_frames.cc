@@ -5,8 +5,11 @@
 // production operations (no test operations: `crash` would end the run).
 // Input: a frame sequence (frame_sequence.h); the peer byte's low bits move
 // the clock between records so timers (give-up, reconnect) run too.
+#include <spdlog/spdlog.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <thread>
 
 #include "node/link/coordinator_link.h"
@@ -22,6 +25,8 @@ namespace {
 
 struct Fixture {
   Fixture() {
+    // Logs are off (TG_FUZZ_LOG=1 turns them on to read what an input does).
+    if (std::getenv("TG_FUZZ_LOG") == nullptr) spdlog::set_level(spdlog::level::off);
     (void)registerBuiltinOps(registry);
     ExecutorConfig ec;
     ec.cores = {allowedCores().front()};

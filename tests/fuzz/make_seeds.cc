@@ -90,7 +90,73 @@ JobSpec smallJob() {
   return job;
 }
 
-// Coordinator conversations: run a real core and record what the peers said.
+std::string admin(uint64_t request_id, int kind, const std::string& arg = "hash") {
+  capnp::MallocMessageBuilder msg;
+  auto r = frame(msg).initAdminRequest();
+  r.setRequestId(request_id);
+  switch (kind) {
+    case 0:
+      r.setListJobs();
+      break;
+    case 1:
+      r.setListOps();
+      break;
+    case 2:
+      r.setListNodes();
+      break;
+    case 3:
+      r.setPauseOp(arg);
+      break;
+    case 4:
+      r.setResumeOp(arg);
+      break;
+    case 5:
+      r.setDrainOp(arg);
+      break;
+    case 6: {
+      auto l = r.initSetOpLimits();
+      l.setOp(arg);
+      l.setMaxInFlight(4);
+      l.setMaxRatePerS(1000);
+      l.setRunTimeoutMs(1500);
+      break;
+    }
+    case 7:
+      r.setDrainNode(arg);
+      break;
+    case 8:
+      r.setUndrainNode(arg);
+      break;
+    default:
+      r.setEvictNode(arg);
+      break;
+  }
+  return encodeFrame(msg);
+}
+
+// Peers of fuzz_coordinator_frames (its kPeers) and its record byte: bits 0-2 the peer, bits
+// 3-6 the clock step after the record (x 250 ms), bit 7 a disconnect.
+enum PeerIndex : uint8_t {
+  kNodeA = 0,
+  kNodeB = 1,
+  kAdmin = 2,
+  kOperator = 3,
+  kViewer = 4,
+  kNodeARestarted = 5,
+  kRogue = 6,
+  kViewerOnNodeA = 7
+};
+constexpr uint8_t rec(uint8_t peer, uint8_t clock_steps = 0) {
+  return static_cast<uint8_t>(peer | (clock_steps & 0xf) << 3);
+}
+constexpr uint8_t kDisconnect = 0x80;
+const char* const kRouting[8] = {
+    "node-a/0000000000000001", "node-b/0000000000000002", "client-admin",
+    "client-operator",         "client-viewer",           "node-a/0000000000000003",
+    "rogue/0000000000000004",  "node-a/0000000000000001"};
+
+// Coordinator conversations: run a real core and record what the peers said (the core alone:
+// every frame recorded here is one their roles allow).
 void coordinatorSeeds(const fs::path& out, const fs::path& single) {
   testing::FakeClock clock;
   testing::MemoryOutbox outbox;
@@ -98,26 +164,26 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
   config.max_frame_bytes = 1 << 20;
   coordinator::CoordinatorCore core(config, clock, outbox,
                                     std::make_shared<prometheus::Registry>());
-  const std::string node_peer = "node-a/0000000000000001", client_peer = "client-1";
+  const std::string node_peer = kRouting[kNodeA];
   std::string seq;
-  auto say = [&](uint8_t peer_index, const std::string& peer, const std::string& f,
-                 const std::string& name) {
-    fuzz::appendRecord(seq, peer_index, f);
+  auto say = [&](uint8_t peer_index, const std::string& f, const std::string& name) {
+    fuzz::appendRecord(seq, rec(peer_index), f);
     write(single, name, f);
-    core.onBytes(peer, f.data(), f.size());
+    core.onBytes(kRouting[peer_index], f.data(), f.size());
+    core.flushAll();
     core.tick();
   };
-  say(0, node_peer, node::helloFrame(hello("node-a")), "hello");
+  say(kNodeA, node::helloFrame(hello("node-a")), "hello");
   auto welcome = outbox.next(node_peer);
   const uint64_t session = welcome->root().getWelcome().getSession();
-  say(0, node_peer,
+  say(kNodeA,
       node::heartbeatFrame(session, {{Weight::kLight, 0, 0, 0, 0}}, {{0, 0}}, 1 << 20, false),
       "heartbeat");
   for (int kind : {0, 1}) {  // leibniz double, then dec50
     auto job = makeLeibnizJob(100, kind == 0 ? Precision::kDouble : Precision::kDec50, 10, 2);
-    say(2, client_peer, submit(7 + kind, *job), fmt::format("submit-leibniz-{}", kind));
+    say(kOperator, submit(7 + kind, *job), fmt::format("submit-leibniz-{}", kind));
   }
-  say(2, client_peer, submit(9, smallJob()), "submit-small");
+  say(kAdmin, submit(9, smallJob()), "submit-small");
   // Answer every token batch the core sends, as a node would, until the jobs end.
   for (int round = 0; round < 20; ++round) {
     std::vector<node::TaskResult> results;
@@ -134,24 +200,67 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
     }
     if (results.empty()) break;
     if (round == 0 && results.size() > 1) results[1].outcome = absl::UnavailableError("retry me");
-    say(0, node_peer, node::resultBatchFrame(session, results, {}),
-        fmt::format("results-{}", round));
+    say(kNodeA, node::resultBatchFrame(session, results, {}), fmt::format("results-{}", round));
   }
-  say(2, client_peer, u64Frame(2, 3), "stats-request");
-  say(2, client_peer, jobRef(false, 4, 1), "watch");
-  say(2, client_peer, jobRef(true, 5, 1), "cancel");
-  say(0, node_peer, u64Frame(0, 11), "ping");
-  say(0, node_peer, node::resultBatchFrame(session, {}, std::vector<node::ReturnedTask>{{1, 1, 0}}),
+  say(kViewer, u64Frame(2, 3), "stats-request");
+  say(kViewer, jobRef(false, 4, 1), "watch");
+  say(kOperator, jobRef(true, 5, 1), "cancel");
+  for (int kind = 0; kind < 3; ++kind)  // viewer: the lists
+    say(kViewer, admin(20 + kind, kind), fmt::format("admin-{}", kind));
+  for (int kind = 3; kind < 10; ++kind) {  // operator and admin: the rest
+    const std::string arg = kind >= 7 ? "node-a" : "hash";
+    say(kind == 9 ? kAdmin : kOperator, admin(20 + kind, kind, arg), fmt::format("admin-{}", kind));
+  }
+  say(kNodeA, u64Frame(0, 11), "ping");
+  say(kNodeA, node::resultBatchFrame(session, {}, std::vector<node::ReturnedTask>{{1, 1, 0}}),
       "returned");
-  say(0, node_peer, node::byeFrame(session, "shutdown"), "bye");
+  say(kNodeA, node::byeFrame(session, "shutdown"), "bye");
   write(out, "conversation", seq);
+
+  // Frames each role may not send: refused by PeerAuth before the core.
+  std::string refused;
+  fuzz::appendRecord(refused, rec(kViewer), submit(1, smallJob()));
+  fuzz::appendRecord(refused, rec(kViewer), admin(2, 3));
+  fuzz::appendRecord(refused, rec(kOperator), admin(3, 9, "node-a"));
+  fuzz::appendRecord(refused, rec(kNodeA), submit(4, smallJob()));
+  fuzz::appendRecord(refused, rec(kAdmin), node::helloFrame(hello("admin-as-node")));
+  fuzz::appendRecord(refused, rec(kNodeA), node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(refused, rec(kViewerOnNodeA), u64Frame(2, 5));
+  fuzz::appendRecord(refused, rec(kNodeA), "not a frame");
+  write(out, "roles-refused", refused);
+
+  // One id, three keys or processes: the rogue key is refused, the restart replaces the session.
+  std::string identity;
+  fuzz::appendRecord(identity, rec(kNodeA), node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(identity, rec(kRogue), node::helloFrame(hello("node-a")));
+  auto restarted = hello("node-a");
+  restarted.incarnation = 3;
+  fuzz::appendRecord(identity, rec(kNodeARestarted, 2), node::helloFrame(restarted));
+  fuzz::appendRecord(identity, rec(kNodeA), node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(identity, rec(kNodeA) | kDisconnect, "");
+  fuzz::appendRecord(identity, rec(kRogue, 15), node::helloFrame(hello("rogue")));
+  write(out, "node-identity", identity);
+
+  // A node that heartbeats but never answers: run timeouts (2 s in the target), then quarantine.
+  std::string silent;
+  fuzz::appendRecord(silent, rec(kNodeA), node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(silent, rec(kOperator),
+                     submit(1, *makeLeibnizJob(60, Precision::kDouble, 10, 2)));
+  for (int i = 0; i < 6; ++i)
+    fuzz::appendRecord(
+        silent, rec(kNodeA, 4),
+        node::heartbeatFrame(session, {{Weight::kLight, 0, 0, 0, 0}}, {{0, 0}}, 1 << 20, false));
+  fuzz::appendRecord(silent, rec(kAdmin), admin(1, 8, "node-a"));  // undrain lifts it
+  write(out, "run-timeout", silent);
+
   // A second node and a client that disconnects mid-way.
   std::string two;
-  fuzz::appendRecord(two, 0, node::helloFrame(hello("node-a")));
-  fuzz::appendRecord(two, 1, node::helloFrame(hello("node-b")));
-  fuzz::appendRecord(two, 2, submit(1, *makeLeibnizJob(1000, Precision::kDouble, 100, 10)));
-  fuzz::appendRecord(two, 0x80, "");
-  fuzz::appendRecord(two, 0x7d, u64Frame(2, 1));  // clock +3.1 s: node-b is lost
+  fuzz::appendRecord(two, rec(kNodeA), node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(two, rec(kNodeB), node::helloFrame(hello("node-b")));
+  fuzz::appendRecord(two, rec(kOperator),
+                     submit(1, *makeLeibnizJob(1000, Precision::kDouble, 100, 10)));
+  fuzz::appendRecord(two, rec(kNodeA) | kDisconnect, "");
+  fuzz::appendRecord(two, rec(kViewer, 13), u64Frame(2, 1));  // clock +3.25 s: node-b is lost
   write(out, "two-nodes-disconnect", two);
 }
 

@@ -69,21 +69,49 @@ TEST(RunTimeoutsTest, CompactionKeepsMemoryToTheTokensStillRunning) {
 
 TEST(RunTimeoutsTest, StrikesQuarantineAnIdUntilLiftedAndTheTableIsBounded) {
   RunTimeouts rt({.quarantine_after = 3, .max_ids = 4});
-  EXPECT_FALSE(rt.strike("a"));
-  EXPECT_FALSE(rt.strike("a"));
+  const Nanos t = 1000 * kSeconds;
+  EXPECT_FALSE(rt.strike("a", t));
+  EXPECT_FALSE(rt.strike("a", t));
   EXPECT_FALSE(rt.quarantined("a"));
-  EXPECT_TRUE(rt.strike("a"));   // the third quarantines
-  EXPECT_FALSE(rt.strike("a"));  // once
+  EXPECT_TRUE(rt.strike("a", t));   // the third quarantines
+  EXPECT_FALSE(rt.strike("a", t));  // once
   EXPECT_TRUE(rt.quarantined("a"));
   rt.lift("a");
   EXPECT_FALSE(rt.quarantined("a"));
-  EXPECT_EQ(rt.strikes("a"), 0u);
+  EXPECT_EQ(rt.strikes("a", t), 0u);
   // An id flood forgets the oldest ids first.
-  for (int i = 0; i < 10; ++i) rt.strike("flood-" + std::to_string(i));
-  EXPECT_EQ(rt.strikes("flood-0"), 0u);
-  EXPECT_EQ(rt.strikes("flood-9"), 1u);
+  for (int i = 0; i < 10; ++i) rt.strike("flood-" + std::to_string(i), t);
+  EXPECT_EQ(rt.strikes("flood-0", t), 0u);
+  EXPECT_EQ(rt.strikes("flood-9", t), 1u);
   RunTimeouts never({.quarantine_after = 0});
-  for (int i = 0; i < 10; ++i) EXPECT_FALSE(never.strike("a"));
+  for (int i = 0; i < 10; ++i) EXPECT_FALSE(never.strike("a", t));
+}
+
+TEST(RunTimeoutsTest, AStrikeExpiresAfterTheWindowSoOnlyStrikesCloseTogetherQuarantine) {
+  RunTimeouts rt({.quarantine_after = 3, .strike_window = 60 * kSeconds});
+  const Nanos t0 = 1000 * kSeconds;
+  EXPECT_FALSE(rt.strike("a", t0));
+  EXPECT_FALSE(rt.strike("a", t0 + 30 * kSeconds));
+  EXPECT_EQ(rt.strikes("a", t0 + 59 * kSeconds), 2u);
+  EXPECT_EQ(rt.strikes("a", t0 + 60 * kSeconds), 1u);  // the first expired
+  // Strikes spread wider than the window never add up to three.
+  EXPECT_FALSE(rt.strike("a", t0 + 61 * kSeconds));
+  EXPECT_FALSE(rt.strike("a", t0 + 125 * kSeconds));
+  EXPECT_FALSE(rt.strike("a", t0 + 190 * kSeconds));
+  EXPECT_FALSE(rt.quarantined("a"));
+  EXPECT_EQ(rt.strikes("a", t0 + 190 * kSeconds), 1u);  // the one at 125 s expired at 185 s
+  EXPECT_EQ(rt.strikes("a", t0 + 1000 * kSeconds), 0u);
+  // Three inside one window do.
+  EXPECT_FALSE(rt.strike("b", t0));
+  EXPECT_FALSE(rt.strike("b", t0 + 20 * kSeconds));
+  EXPECT_TRUE(rt.strike("b", t0 + 59 * kSeconds));
+  // A quarantine does not expire with its strikes: only an operator lifts it.
+  EXPECT_EQ(rt.strikes("b", t0 + 1000 * kSeconds), 0u);
+  EXPECT_TRUE(rt.quarantined("b"));
+  // Window 0: strikes never expire.
+  RunTimeouts forever({.quarantine_after = 2, .strike_window = 0});
+  EXPECT_FALSE(forever.strike("a", t0));
+  EXPECT_TRUE(forever.strike("a", t0 + 1'000'000 * kSeconds));
 }
 
 // ---- CoordinatorCore
@@ -289,6 +317,36 @@ TEST_F(RunTimeoutTest, AQuarantineOutlivesAReconnectAndUndrainLiftsIt) {
   ASSERT_EQ(tasks.size(), 1u);
   n->ok(tasks[0], tasks[0].args[0]);
   EXPECT_EQ(core_->counters().completed, 1u);
+}
+
+TEST_F(RunTimeoutTest, StrikesDecaySoANodeWithRareTimeoutsIsNeverQuarantined) {
+  config_.run_timeout_quarantine = 2;
+  config_.run_timeout_strike_window_ns = 30 * kSeconds;
+  make();
+  auto n = node("n");
+  // Three rounds, each with one token the node sits on until its run timeout: three strikes in
+  // all, but never two within 30 s, so the node keeps working.
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(core_->submitJob(echoJob(1)).ok());
+    core_->flushAll();
+    ASSERT_EQ(n->takeTasks().size(), 1u);
+    advance(5250 * kMillis, {n.get()});  // timed out: re-queued, back on this node
+    EXPECT_EQ(core_->counters().run_timeouts, static_cast<uint64_t>(round + 1));
+    ASSERT_EQ(stateOf("n"), control::NodeState::kReady) << "round " << round;
+    advance(250 * kMillis, {n.get()});
+    auto retry = n->takeTasks();
+    ASSERT_EQ(retry.size(), 1u);
+    n->ok(retry[0], retry[0].args[0]);
+    advance(30 * kSeconds, {n.get()});  // the strike expires
+  }
+  EXPECT_EQ(core_->counters().nodes_quarantined, 0u);
+  // Two within the window quarantine it.
+  ASSERT_TRUE(core_->submitJob(echoJob(2)).ok());
+  core_->flushAll();
+  ASSERT_EQ(n->takeTasks().size(), 2u);
+  advance(5250 * kMillis, {n.get()});
+  EXPECT_EQ(stateOf("n"), control::NodeState::kQuarantined);
+  EXPECT_EQ(core_->counters().nodes_quarantined, 1u);
 }
 
 }  // namespace

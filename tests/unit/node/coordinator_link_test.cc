@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "common/wire.h"
@@ -368,6 +370,84 @@ TEST_F(CoordinatorLinkTest, PingIsAnsweredAndMalformedFramesAreDropped) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].frame->root().getPong(), 1234u);
   EXPECT_EQ(link_->state(), CoordinatorLink::State::kReady);
+}
+
+// fuzz_node_frames finding (input:
+// tests/fuzz/corpus/node_frames/regress-traversal-limit-in-handler): a token batch of our session
+// that decodeFrame accepts (it walks the frame once, within the reader's traversal limit) but whose
+// tokens share subtrees, so reading them in the handler crosses the limit and Cap'n Proto throws.
+// The link let that exception escape (std::terminate ended the node); now the frame is treated as
+// malformed and the link keeps its session.
+constexpr const char* kAmplifiedTokenBatchHex =
+    "000000005a000000000000000200010001000300000000000000000000000000000000000100020001000000000000"
+    "00"
+    "050000002e00000035000000c7000000110000006a0000001500000072000000190000002a000000190000002a0000"
+    "00"
+    "0000000000000000d0bf00000000000000000200000000000000000000000000c03f00000000000000001000000002"
+    "00"
+    "010003000000000000000000000000000000250000002a000000040000000000000000000000000000001d04000012"
+    "00"
+    "0000060000000000000001000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00"
+    "0000746578740000000001020000000000000400000002000100050000000000000000000000000000000000000004"
+    "00"
+    "00000000000000000000000000000000000000000000d0000000010000000001000004000000020001000100000000"
+    "00"
+    "0000010000000000000000000000000000000400000002000100010000000000000009000000000000000000000000"
+    "00"
+    "000000d8020000000000005a0000000000000002000100010003000000000000000000000000000000000001000200"
+    "02"
+    "00000000000000050000002e00000035000000c7000000110000006a0000001500000072000000190000002a000000"
+    "19"
+    "0000002a000000190000005a0000006c6569626e697a2e7465726d000000006c6569626e697a2e6368756e6b000000"
+    "68"
+    "617368000000006563686f000000006e6f2e737563682e6f7000000000000018000000030001006400000000000000"
+    "00"
+    "000000010000000000000000000000510000001f00000065000000000000000100000001000000e803000000000000"
+    "51"
+    "0000004f00000066000000000000000200000001000000000000000000000069000000670000006700000000000000"
+    "03"
+    "000300010000000000000000000000950000001f000000680000000000000004000000010000000000000000000000"
+    "a5"
+    "0000001f00000069";
+
+std::string unhex(std::string_view hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  return out;
+}
+
+TEST_F(CoordinatorLinkTest, ATokenBatchThatExceedsTheReadLimitInTheHandlerIsNotFatal) {
+  const std::string bytes = unhex(kAmplifiedTokenBatchHex);
+  auto d = decodeFrame(bytes.data(), bytes.size());
+  ASSERT_TRUE(d.ok()) << d.status();  // it passes the decode boundary...
+  ASSERT_EQ((*d)->root().which(), Which::TOKEN_BATCH);
+  const uint64_t session = (*d)->root().getTokenBatch().getSession();
+  makeLink();
+  welcome(session);
+  ASSERT_EQ(link_->state(), CoordinatorLink::State::kReady);
+  (void)received();
+  net_.push(bytes);
+  link_->onReadable();  // ...and used to throw out of here
+  waitExecutorIdle();
+  link_->tick();
+  EXPECT_EQ(link_->state(), CoordinatorLink::State::kReady);
+  EXPECT_EQ(link_->session(), session);
+  // The session goes on: the next batch runs and is answered.
+  (void)received();
+  net_.push(tokenBatch(session, "echo", 99, {Value(int64_t{5})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  auto got = received();
+  ASSERT_GE(count(got, Which::RESULT_BATCH), 1u);
+  bool answered = false;
+  for (const auto& g : got)
+    if (g.which() == Which::RESULT_BATCH)
+      for (auto r : g.frame->root().getResultBatch().getResults())
+        answered |= r.getId() == 99u && r.isValue() && r.getValue().getInt() == 5;
+  EXPECT_TRUE(answered);
 }
 
 // ---------------------------------------------------------------- ResultBatcher

@@ -231,7 +231,27 @@ TEST(Roles, AdminRequestsNeedTheGatewaysRoles) {
   EXPECT_FALSE(roleAtLeast(Role::kViewer, Role::kOperator));
   EXPECT_FALSE(roleAtLeast(Role::kOperator, Role::kAdmin));
   EXPECT_FALSE(roleAtLeast(Role::kNode, Role::kViewer));
-  EXPECT_FALSE(roleAtLeast(Role::kAdmin, Role::kNone));
+  EXPECT_FALSE(roleAtLeast(Role::kAdmin, Role::kNode));
+  EXPECT_TRUE(roleAtLeast(Role::kNone, Role::kNone));  // the gateway's hello, ping, whoami
+  // Every request needs a client role (none needs nothing, so a node key can send none) and
+  // each is exactly the gateway command of the same meaning (one table: common/roles.h).
+  const auto fields = capnp::Schema::from<A>().getUnionFields();
+  const std::pair<A::Which, std::string_view> same[] = {
+      {A::LIST_JOBS, "job.list"},    {A::LIST_OPS, "op.list"},
+      {A::PAUSE_OP, "op.pause"},     {A::RESUME_OP, "op.resume"},
+      {A::DRAIN_OP, "op.drain"},     {A::SET_OP_LIMITS, "op.limits"},
+      {A::DRAIN_NODE, "node.drain"}, {A::UNDRAIN_NODE, "node.undrain"},
+      {A::EVICT_NODE, "node.evict"}, {A::LIST_NODES, "node.list"}};
+  ASSERT_EQ(fields.size(), std::size(same));  // a new request kind needs a row here
+  for (const auto& [which, command] : same) {
+    EXPECT_NE(adminRequestRole(which), Role::kNone);
+    EXPECT_FALSE(roleAtLeast(Role::kNode, adminRequestRole(which)));
+    EXPECT_EQ(adminRequestRole(which), commandRole(command)) << command;
+  }
+  EXPECT_EQ(parseRole("operator"), Role::kOperator);
+  EXPECT_EQ(parseRole("node"), Role::kNode);
+  EXPECT_EQ(parseRole("none"), std::nullopt);
+  EXPECT_STREQ(roleName(Role::kViewer), "viewer");
 }
 
 std::string encodeKind(F::Which kind, size_t payload = 0) {
