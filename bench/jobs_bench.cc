@@ -40,6 +40,8 @@ double median(std::vector<double> v) {
 
 struct RunResult {
   double jobs_per_s = 0, first_per_s = 0, last_per_s = 0;
+  // Coordinator CPU (user+sys, all threads) per job: over the run, its first and last segment.
+  double coord_us = 0, coord_first_us = 0, coord_last_us = 0;
   uint64_t failed = 0;
   std::string first_error;
 };
@@ -70,6 +72,8 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
   Status error;
   const uint64_t segment = std::min<uint64_t>(5'000, o.jobs / 2);
   Clock::time_point first_end, last_start;
+  const pid_t coordinator = (*cluster)->coordinatorPid();
+  double cpu0 = 0, cpu_first_end = 0, cpu_last_start = 0;
   auto take = [&](const client::AsyncResult& r) {
     std::lock_guard lock(mu);
     if (!r.result.ok() || r.result->state != client::JobState::kSucceeded) {
@@ -79,8 +83,14 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
       ++out.failed;
     }
     ++done;
-    if (done == segment) first_end = Clock::now();
-    if (done == o.jobs - segment) last_start = Clock::now();
+    if (done == segment) {
+      first_end = Clock::now();
+      cpu_first_end = client::cpuSecondsOf(coordinator);
+    }
+    if (done == o.jobs - segment) {
+      last_start = Clock::now();
+      cpu_last_start = client::cpuSecondsOf(coordinator);
+    }
   };
   // Client k sends jobs k, k + C, k + 2C, ... over its own socket.
   auto drive = [&](uint32_t k, client::Client& c) -> Status {
@@ -111,6 +121,7 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
         std::make_unique<client::Client>((*cluster)->endpoint(), (*cluster)->clientCurve()));
     if (auto st = cs.back()->ping(30 * kSeconds); !st.ok()) return st;  // connected before t0
   }
+  cpu0 = client::cpuSecondsOf(coordinator);
   const auto t0 = Clock::now();
   std::vector<std::thread> threads;
   for (uint32_t k = 0; k < clients; ++k)
@@ -122,12 +133,16 @@ StatusOr<RunResult> runOnce(const JobsOptions& o, bool keyed, uint32_t run) {
   for (auto& th : threads) th.join();
   if (!error.ok()) return error;
   const auto t1 = Clock::now();
+  const double cpu1 = client::cpuSecondsOf(coordinator);
   (*cluster)->stop();
+  out.coord_us = (cpu1 - cpu0) * 1e6 / static_cast<double>(o.jobs);
   if (o.journal) std::filesystem::remove(journal);
   out.jobs_per_s = static_cast<double>(o.jobs) / secondsBetween(t0, t1);
   if (segment > 0) {
     out.first_per_s = static_cast<double>(segment) / secondsBetween(t0, first_end);
     out.last_per_s = static_cast<double>(segment) / secondsBetween(last_start, t1);
+    out.coord_first_us = (cpu_first_end - cpu0) * 1e6 / static_cast<double>(segment);
+    out.coord_last_us = (cpu1 - cpu_last_start) * 1e6 / static_cast<double>(segment);
   }
   return out;
 }
@@ -141,32 +156,41 @@ int runJobs(const JobsOptions& o) {
                            {"runs", o.runs},     {"curve", !o.insecure}};
   uint64_t failed = 0;
   for (bool keyed : {false, true}) {
-    std::vector<double> rate, first, last;
+    std::vector<double> rate, first, last, cpu, cpu_first, cpu_last;
     for (uint32_t run = 0; run < o.runs; ++run) {
       auto r = runOnce(o, keyed, run);
       if (!r.ok()) {
         fmt::print(stderr, "error: {}\n", r.status().message());
         return 1;
       }
-      fmt::print("  run {} {}: {:.0f} jobs/s (first {} results {:.0f}/s, last {:.0f}/s){}\n",
-                 run + 1, keyed ? "keyed" : "plain", r->jobs_per_s,
-                 std::min<uint32_t>(5'000, o.jobs / 2), r->first_per_s, r->last_per_s,
-                 r->failed ? fmt::format(", {} failed ({})", r->failed, r->first_error) : "");
+      fmt::print(
+          "  run {} {}: {:.0f} jobs/s (first {} results {:.0f}/s, last {:.0f}/s); coordinator "
+          "CPU {:.1f} us/job (first {:.1f}, last {:.1f}){}\n",
+          run + 1, keyed ? "keyed" : "plain", r->jobs_per_s, std::min<uint32_t>(5'000, o.jobs / 2),
+          r->first_per_s, r->last_per_s, r->coord_us, r->coord_first_us, r->coord_last_us,
+          r->failed ? fmt::format(", {} failed ({})", r->failed, r->first_error) : "");
       failed += r->failed;
       rate.push_back(r->jobs_per_s);
       first.push_back(r->first_per_s);
       last.push_back(r->last_per_s);
+      cpu.push_back(r->coord_us);
+      cpu_first.push_back(r->coord_first_us);
+      cpu_last.push_back(r->coord_last_us);
     }
     const char* name = keyed ? "keyed" : "plain";
     fmt::print(
         "jobs {} ({} one-token jobs, {} pipelined client(s), window {}, {} nodes{}{}): {:.0f} "
-        "jobs/s, first 5k {:.0f}/s, last 5k {:.0f}/s (medians of {})\n",
+        "jobs/s, first 5k {:.0f}/s, last 5k {:.0f}/s; coordinator CPU {:.1f} us/job, first 5k "
+        "{:.1f}, last 5k {:.1f} (medians of {})\n",
         name, o.jobs, std::max<uint32_t>(1, o.clients), o.window, o.nodes,
         o.journal ? ", --journal" : "", o.insecure ? ", insecure" : ", CURVE", median(rate),
-        median(first), median(last), rate.size());
+        median(first), median(last), median(cpu), median(cpu_first), median(cpu_last), rate.size());
     json[fmt::format("{}_jobs_per_s", name)] = median(rate);
     json[fmt::format("{}_first_per_s", name)] = median(first);
     json[fmt::format("{}_last_per_s", name)] = median(last);
+    json[fmt::format("{}_coordinator_us_per_job", name)] = median(cpu);
+    json[fmt::format("{}_first_coordinator_us_per_job", name)] = median(cpu_first);
+    json[fmt::format("{}_last_coordinator_us_per_job", name)] = median(cpu_last);
   }
   json["failed"] = failed;
   std::cout << boost::json::serialize(json) << std::endl;

@@ -1,7 +1,9 @@
 // tgctl leibniz | submit | wait | cancel | info | jobs.
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -77,6 +79,59 @@ StatusOr<client::JobResult> submitAndWait(client::Client& c, const JobSpec& job,
   return r;
 }
 
+// `count` copies of `job` through the pipelined client: up to `window` submissions in flight,
+// each finished job printed as it comes (one line, or one JSON object per line with --json),
+// then a summary on stderr. Exit 0 when every job succeeded, else 3 (1 on a transport error).
+int submitMany(client::Client& c, const JobSpec& job, uint32_t count, uint32_t window,
+               const GlobalOptions& g) {
+  c.setWindow(window);
+  uint64_t succeeded = 0, failed = 0;
+  auto take = [&](const client::AsyncResult& r) {
+    const bool json_line = g.json;
+    if (!r.result.ok()) {
+      ++failed;
+      if (json_line)
+        std::cout << json::serialize(
+                         json::object{{"error", std::string(r.result.status().message())}})
+                  << "\n";
+      else
+        fmt::print("job ! {}\n", r.result.status().message());
+      return;
+    }
+    const client::JobResult& jr = *r.result;
+    (jr.state == client::JobState::kSucceeded ? succeeded : failed) += 1;
+    if (json_line) {
+      std::cout << json::serialize(json::object{{"job", jr.id},
+                                                {"state", client::jobStateName(jr.state)},
+                                                {"done", jr.progress.done},
+                                                {"failed", jr.progress.failed}})
+                << "\n";
+    } else if (!g.quiet) {
+      fmt::print("job {} {}: {}/{} tokens done, {} failed\n", jr.id, client::jobStateName(jr.state),
+                 jr.progress.done, jr.progress.total, jr.progress.failed);
+    }
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < count; ++i) {
+    auto h = c.submitAsync(job, client::Backpressure::kRetry, g.timeout());
+    if (!h.ok()) return fail(std::string(h.status().message()));
+    while (c.outstanding() > c.inFlight()) {  // finished ones: print without waiting
+      auto r = c.waitAny(0);
+      if (!r.ok()) return fail(std::string(r.status().message()));
+      take(*r);
+    }
+  }
+  auto rest = c.waitAll(g.timeout());
+  if (!rest.ok()) return fail(std::string(rest.status().message()));
+  for (const auto& r : *rest) take(r);
+  std::cout.flush();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!g.quiet)
+    fmt::print(stderr, "{} jobs: {} succeeded, {} failed, {:.3f} s ({:.0f} jobs/s)\n", count,
+               succeeded, failed, s, s > 0 ? count / s : 0.0);
+  return failed ? 3 : 0;
+}
+
 }  // namespace
 
 void addJobCommands(CLI::App& app, Context& ctx) {
@@ -129,11 +184,24 @@ void addJobCommands(CLI::App& app, Context& ctx) {
   struct SubmitArgs {
     std::string file;
     bool detach = false;
+    uint32_t count = 1;
+    uint32_t window = 1024;
   };
   auto sa = std::make_shared<SubmitArgs>();
   submit->add_option("file", sa->file, "Job JSON (docs/protocol.md), '-' for stdin")->required();
   submit->add_flag("-d,--detach,--no-wait", sa->detach,
                    "Print the job id and return without waiting");
+  submit
+      ->add_option("-n,--count", sa->count,
+                   "Submit the job this many times, pipelined (one line per finished job, then a "
+                   "summary)")
+      ->check(CLI::Range(1u, 100'000'000u))
+      ->capture_default_str();
+  submit
+      ->add_option("--window", sa->window,
+                   "With --count: jobs in flight at once (submissions not yet answered)")
+      ->check(CLI::Range(1u, 1'000'000u))
+      ->capture_default_str();
   submit->callback([&ctx, &g, sa] {
     ctx.run = [&g, sa]() -> int {
       std::stringstream ss;
@@ -146,8 +214,10 @@ void addJobCommands(CLI::App& app, Context& ctx) {
       }
       auto job = parseJobJson(ss.str());
       if (!job.ok()) return fail(std::string(job.status().message()), 2);
+      if (sa->count > 1 && sa->detach) return fail("--count does not combine with --detach", 2);
       auto c = connect(g);
       if (!c) return 1;
+      if (sa->count > 1) return submitMany(*c, *job, sa->count, sa->window, g);
       int rc = 1;
       auto r = submitAndWait(*c, *job, g, sa->detach, &rc);
       if (sa->detach && rc == 0) return 0;
@@ -156,18 +226,28 @@ void addJobCommands(CLI::App& app, Context& ctx) {
   });
 
   auto job_id = std::make_shared<uint64_t>(0);
-  auto* wait = app.add_subcommand("wait", "Wait for a job and print its results");
-  wait->add_option("job", *job_id, "Job id")->required();
-  wait->callback([&ctx, &g, job_id] {
-    ctx.run = [&g, job_id]() -> int {
+  auto wait_ids = std::make_shared<std::vector<uint64_t>>();
+  auto* wait = app.add_subcommand("wait", "Wait for jobs and print their results");
+  wait->add_option("jobs", *wait_ids, "Job ids (several: all watched at once, printed in order)")
+      ->required();
+  wait->callback([&ctx, &g, wait_ids] {
+    ctx.run = [&g, wait_ids]() -> int {
       auto c = connect(g);
       if (!c) return 1;
-      if (auto st = c->watch(*job_id); !st.ok()) return fail(std::string(st.message()));
-      ProgressBar bar(!g.quiet && !g.json && isatty(2));
-      auto r = c->wait(
-          *job_id, [&](const client::Progress& p) { bar.update(p); }, g.timeout());
-      bar.finish();
-      return printResult(r, g.json);
+      const bool one = wait_ids->size() == 1;
+      // Every watch goes out before the first wait: the jobs' results come back over the one
+      // socket in whatever order they finish.
+      for (uint64_t id : *wait_ids)
+        if (auto st = c->watch(id); !st.ok()) return fail(std::string(st.message()));
+      int rc = 0;
+      for (uint64_t id : *wait_ids) {
+        ProgressBar bar(one && !g.quiet && !g.json && isatty(2));
+        auto r = c->wait(
+            id, [&](const client::Progress& p) { bar.update(p); }, g.timeout());
+        bar.finish();
+        rc = std::max(rc, printResult(r, g.json));
+      }
+      return rc;
     };
   });
 

@@ -46,6 +46,27 @@ NewFrame::NewFrame(unsigned first_segment_words)
   root.setVersion(kProtocolVersion);
 }
 
+kj::ArrayPtr<capnp::word> FrameScratch::claim(NewFrame& frame) {
+  if (in_use_) {  // a frame built while another holds the scratch: a fresh zeroed segment
+    frame.own.reset(new capnp::word[capnp::SUGGESTED_FIRST_SEGMENT_WORDS]());
+    return kj::arrayPtr(frame.own.get(), capnp::SUGGESTED_FIRST_SEGMENT_WORDS);
+  }
+  in_use_ = true;
+  frame.scratch = this;
+  return kj::arrayPtr(words_.get(), size_);
+}
+
+NewFrame::NewFrame(FrameScratch& s)
+    : message(s.claim(*this)), root(message.initRoot<wire::Frame>()) {
+  root.setVersion(kProtocolVersion);
+}
+
+// The message (a member) is destroyed after this body and re-zeroes the scratch words it used;
+// the scratch is free again for the next frame of the same thread.
+NewFrame::~NewFrame() {
+  if (scratch) scratch->in_use_ = false;
+}
+
 std::string encodeFrame(capnp::MessageBuilder& message) {
   auto segments = message.getSegmentsForOutput();
   std::string out;

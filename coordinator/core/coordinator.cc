@@ -1133,16 +1133,18 @@ void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader 
   const bool watch = submit.getWatch();
   // Answered once the admission is durable (commitJournal), at once without a journal.
   SubmitDone reply = [this, peer, request_id, watch](StatusOr<uint64_t> id) {
-    auto msg = newFrame();
-    auto rep = msg.root.initSubmitReply();
-    rep.setRequestId(request_id);
-    if (id.ok()) {
-      rep.setJobId(*id);
-      rep.setIncarnation(incarnation());
-    } else {
-      toWire(id.status(), rep.initError());
+    {
+      auto msg = newFrame(scratch_);
+      auto rep = msg.root.initSubmitReply();
+      rep.setRequestId(request_id);
+      if (id.ok()) {
+        rep.setJobId(*id);
+        rep.setIncarnation(incarnation());
+      } else {
+        toWire(id.status(), rep.initError());
+      }
+      outbox_.send(peer, msg.encode());
     }
-    outbox_.send(peer, msg.encode());
     // A job that finished during admission (all aliases) already sent JobDone
     // to its watcher before this reply; resend so the reply comes first.
     if (id.ok() && watch) {
@@ -1185,7 +1187,7 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
 
 void CoordinatorCore::sendProgress(Job& job, bool) {
   for (const auto& w : job.watchers) {
-    auto msg = newFrame();
+    auto msg = newFrame(scratch_);
     auto f = msg.root;
     auto p = f.initJobProgress();
     p.setJobId(job.id);
@@ -1202,7 +1204,7 @@ void CoordinatorCore::sendProgress(Job& job, bool) {
 }
 
 void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobStatus& s) {
-  auto msg = newFrame();
+  auto msg = newFrame(scratch_);
   auto f = msg.root;
   control::toWire(s, f.initJobDone());
   // A key's result must reach the file before any client can see it: while the journal's

@@ -350,6 +350,7 @@ class CoordinatorCore {
   // that writes them (sendJobDone, commitJournal).
   bool keys_unwritten_ = false;
   std::vector<std::pair<std::string, std::string>> held_done_;  // (peer, frame)
+  FrameScratch scratch_;  // first segment of acknowledgements, progress and JobDone frames
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;
   Nanos last_event_ = 0;

@@ -296,7 +296,7 @@ void Dispatcher::flush(uint32_t slot) {
     return t.state != kRunning || t.node != slot;
   });
   if (ids.empty()) return;
-  auto msg = newFrame(8192);
+  auto msg = newFrame(scratch_);
   auto f = msg.root;
   auto b = f.initTokenBatch();
   b.setSession(n.session);

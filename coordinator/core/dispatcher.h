@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/wire.h"
 #include "coordinator/core/job_table.h"
 #include "coordinator/core/metrics.h"
 #include "coordinator/core/node_table.h"
@@ -135,6 +136,7 @@ class Dispatcher {
   std::vector<Candidate> scratch_cands_;
   std::vector<double> scratch_costs_;
   std::vector<uint32_t> scratch_op_table_;
+  FrameScratch scratch_;  // first segment of every batch frame (flush() builds one at a time)
 };
 
 }  // namespace tokengate::coordinator

@@ -410,9 +410,25 @@ async def test_http():
     check(status == 200 and "TokenGate" in page, "control page")
 
 
+async def test_pipelined_submits():
+    """One session sends many submits before reading any reply (docs/protocol.md, "Pipelining"):
+    the gateway answers each, matched by id, with distinct job ids."""
+    c = await Client.connect(TOKEN)
+    n = 60  # under the per-connection burst (100)
+    t0 = time.time()
+    replies = await asyncio.gather(*[c.call("submit", job=leibniz_job(10_000)) for _ in range(n)])
+    dt = time.time() - t0
+    check(all(r["ok"] for r in replies), f"pipelined submits: {[r for r in replies if not r['ok']][:3]}")
+    ids = {r["result"]["job_id"] for r in replies}
+    check(len(ids) == n, f"{n} pipelined submits got {len(ids)} distinct job ids")
+    print(f"    {n} pipelined submits acknowledged in {dt * 1000:.1f} ms")
+    await c.close()
+
+
 async def main():
     for t in [test_http, test_auth_and_roles, test_origin, test_bad_input, test_cancel_running,
-              test_token_cancel_limits_drain, test_every_command, test_paging_and_numbers]:
+              test_token_cancel_limits_drain, test_every_command, test_paging_and_numbers,
+              test_pipelined_submits]:
         t0 = time.time()
         await t()
         print(f"ok  {t.__name__} ({time.time() - t0:.2f}s)")

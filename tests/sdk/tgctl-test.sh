@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tgctl against a real coordinator and node (issue 15 item 7): a fast, clear failure when the
 # coordinator is unreachable; host:port endpoints; global options after the subcommand; job id
-# at submit and --detach; jobs; op list/pause/resume/limits/drain; node list/drain/undrain/evict;
+# at submit and --detach; submit --count (pipelined) and wait of several ids; jobs; op list/pause/resume/limits/drain; node list/drain/undrain/evict;
 # errors for unknown names; --help text on every option.
 set -uo pipefail
 bin=${TG_BUILD_DIR:?TG_BUILD_DIR must name a built TokenGate tree}/bin
@@ -46,6 +46,11 @@ check "submit --detach prints only the job id" sh -c "'$tgctl' submit --detach '
 id=$(cat "$work/id")
 check "wait on the detached job succeeds" "$tgctl" -c "$hp" wait "$id" --timeout 30
 check "submit (waiting) says the job id on stderr at once" sh -c "'$tgctl' -c '$hp' submit '$src/examples/jobs/diamond.json' 2>'$work/err' >/dev/null && grep -q '^job [0-9]* submitted' '$work/err'"
+check "submit --count runs the job N times pipelined (one line per job, summary)" sh -c "'$tgctl' -c '$hp' submit --count 50 --window 8 '$src/examples/jobs/diamond.json' >'$work/many' 2>'$work/many.err' && [ \$(grep -Ec '^job [0-9]+ succeeded' '$work/many') = 50 ] && [ \$(grep -Eo '^job [0-9]+' '$work/many' | sort -u | wc -l) = 50 ] && grep -q '^50 jobs: 50 succeeded, 0 failed' '$work/many.err'"
+check "submit --count --json prints one JSON object per job" sh -c "'$tgctl' -c '$hp' --json submit -n 5 '$src/examples/jobs/diamond.json' 2>/dev/null | python3 -c 'import json,sys; rows=[json.loads(l) for l in sys.stdin]; assert len(rows)==5 and all(r[\"state\"]==\"succeeded\" for r in rows), rows'"
+check "submit --count with --detach is refused" sh -c "! '$tgctl' -c '$hp' submit -n 3 --detach '$src/examples/jobs/diamond.json' 2>'$work/e' && grep -q 'does not combine' '$work/e'"
+"$tgctl" -c "$hp" submit --detach "$src/examples/jobs/diamond.json" >"$work/id2"
+check "wait of several ids prints each job" sh -c "'$tgctl' -c '$hp' --timeout 30 wait $id \$(cat '$work/id2') >'$work/w2' && [ \$(grep -Ec '^job [0-9]+ succeeded' '$work/w2') = 2 ]"
 check "jobs lists the detached job as succeeded" sh -c "'$tgctl' -c '$hp' jobs | grep -Eq '^ *$id +succeeded'"
 check "jobs --json is a JSON array" sh -c "'$tgctl' -c '$hp' jobs --json | python3 -c 'import json,sys; assert isinstance(json.load(sys.stdin), list)'"
 check "op list shows built-in operations" sh -c "'$tgctl' -c '$hp' op list | grep -q '^leibniz.term '"

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "common/job_json.h"
 
@@ -27,6 +28,48 @@ TEST(WireTest, RoundTripsAFrame) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_TRUE((*f)->root().isHello());
   EXPECT_STREQ((*f)->root().getHello().getNodeId().cStr(), "n1");
+}
+
+// Frames built one after another on a reused first segment are each complete, the scratch is
+// re-zeroed between them (a smaller frame after a larger one carries nothing of it), a frame
+// larger than the scratch spills into malloc'ed segments, and a frame built while another holds
+// the scratch gets its own segment.
+TEST(WireTest, FrameScratchIsReusedAndStaysClean) {
+  FrameScratch scratch(64);
+  auto hello = [&](const std::string& id, unsigned ops) {
+    auto f = newFrame(scratch);
+    auto h = f.root.initHello();
+    h.setNodeId(id);
+    auto list = h.initOperations(ops);
+    for (unsigned i = 0; i < ops; ++i) list[i].setName("op-" + std::to_string(i));
+    return f.encode();
+  };
+  const std::string big = hello("a-long-node-identifier-for-the-first-frame", 40);  // > 64 words
+  const std::string small = hello("n2", 1);
+  for (const auto& [bytes, id, ops] :
+       {std::tuple{big, "a-long-node-identifier-for-the-first-frame", 40u},
+        std::tuple{small, "n2", 1u}}) {
+    auto f = decodeFrame(bytes.data(), bytes.size());
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_STREQ((*f)->root().getHello().getNodeId().cStr(), id);
+    EXPECT_EQ((*f)->root().getHello().getOperations().size(), ops);
+  }
+  // The small frame is byte-identical to the same frame built on a fresh segment.
+  auto fresh = newFrame();
+  auto h = fresh.root.initHello();
+  h.setNodeId("n2");
+  h.initOperations(1)[0].setName("op-0");
+  EXPECT_EQ(small, fresh.encode());
+  // Nested: the outer frame holds the scratch; the inner one still encodes correctly.
+  auto outer = newFrame(scratch);
+  outer.root.initHello().setNodeId("outer");
+  const std::string inner = hello("inner", 2);
+  const std::string outer_bytes = outer.encode();
+  auto fi = decodeFrame(inner.data(), inner.size());
+  auto fo = decodeFrame(outer_bytes.data(), outer_bytes.size());
+  ASSERT_TRUE(fi.ok() && fo.ok());
+  EXPECT_STREQ((*fi)->root().getHello().getNodeId().cStr(), "inner");
+  EXPECT_STREQ((*fo)->root().getHello().getNodeId().cStr(), "outer");
 }
 
 // A handler may read a decoded frame's lists and values more than once (the coordinator reads

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
+#include <map>
+#include <random>
 #include <string>
+#include <vector>
 
 namespace tokengate::coordinator {
 namespace {
@@ -86,6 +90,99 @@ TEST(IdempotencyIndex, AdmissionWorkIsIndependentOfKeyCount) {
   const uint64_t large = workForOneDuplicate(100'000);
   EXPECT_EQ(small, large);
   EXPECT_LE(large, 2u);
+}
+
+TEST(IdempotencyIndex, KeysLongerThanAKeyBlockAndManyChunks) {
+  IdempotencyIndex idx(10);
+  const std::string long_key(300 * 1024, 'x');
+  EXPECT_TRUE(idx.claim(long_key, 1));
+  for (uint64_t t = 2; t < 5'000; ++t) {
+    EXPECT_TRUE(idx.claim("key-" + std::to_string(t), t));
+    idx.finished(t, Value(static_cast<int64_t>(t)));
+  }
+  EXPECT_FALSE(idx.claim(long_key, 9'999)) << "still running: kept over the cap";
+  EXPECT_FALSE(idx.claim("key-4999", 10'000));
+  EXPECT_EQ(idx.size(), 4'999u) << "the running oldest holds eviction back";
+  EXPECT_EQ(idx.finished(1, Value(int64_t{5})), (std::vector<uint64_t>{9'999}));
+  EXPECT_TRUE(idx.claim("fresh", 10'001));  // now the finished oldest ones go
+  EXPECT_EQ(idx.size(), 10u);
+  EXPECT_TRUE(idx.claim("key-2", 10'002)) << "evicted";
+  EXPECT_FALSE(idx.claim("key-4999", 10'003));
+  EXPECT_EQ(idx.takeSettled().at(0).value.asInt(), 4'999);
+}
+
+// The open-addressing table against a plain model: random claims, finishes and failures over a
+// small key space (long probe runs, many deletions, growth) with a cap that evicts.
+TEST(IdempotencyIndex, MatchesAModelUnderRandomClaimsFinishesAndFailures) {
+  struct Model {
+    uint64_t token;
+    bool finished = false;
+    int64_t value = 0;
+    std::vector<uint64_t> aliases;
+  };
+  constexpr size_t kCap = 300;
+  IdempotencyIndex idx(kCap);
+  std::map<std::string, Model> model;
+  std::deque<std::pair<std::string, uint64_t>> order;  // originals in admission order (cap)
+  std::map<uint64_t, std::string> running;
+  std::mt19937_64 rng(7);
+  uint64_t next_token = 1;
+  auto evict = [&] {
+    while (model.size() > kCap && !order.empty()) {
+      auto it = model.find(order.front().first);
+      const bool same = it != model.end() && it->second.token == order.front().second;
+      if (same && (!it->second.finished || !it->second.aliases.empty())) break;
+      if (same) model.erase(it);
+      order.pop_front();
+    }
+  };
+  std::map<uint64_t, int64_t> settled_value;  // alias -> value it was settled with
+  for (int step = 0; step < 200'000; ++step) {
+    const int what = static_cast<int>(rng() % 10);
+    if (what < 6 || running.empty()) {
+      const std::string key = "k" + std::to_string(rng() % 1'000);
+      const uint64_t token = next_token++;
+      auto it = model.find(key);
+      const bool original = idx.claim(key, token);
+      ASSERT_EQ(original, it == model.end()) << key;
+      if (original) {
+        model.emplace(key, Model{token, false, 0, {}});
+        order.emplace_back(key, token);
+        running.emplace(token, key);
+        evict();
+      } else if (it->second.finished) {
+        settled_value[token] = it->second.value;
+      } else {
+        it->second.aliases.push_back(token);
+      }
+      for (auto& s : idx.takeSettled())
+        for (uint64_t a : s.aliases) {
+          ASSERT_TRUE(settled_value.count(a)) << a;
+          EXPECT_EQ(s.value.asInt(), settled_value[a]);
+          settled_value.erase(a);
+        }
+      ASSERT_TRUE(settled_value.empty());
+    } else {
+      auto r = running.begin();
+      std::advance(r, static_cast<long>(rng() % running.size()));
+      const uint64_t token = r->first;
+      Model& m = model.at(r->second);
+      if (what < 9) {
+        const auto value = static_cast<int64_t>(rng() % 1'000);
+        EXPECT_EQ(idx.finished(token, Value(value)), m.aliases);
+        m.finished = true;
+        m.value = value;
+        m.aliases.clear();
+        running.erase(r);
+      } else {
+        EXPECT_EQ(idx.failed(token), m.aliases);
+        model.erase(r->second);
+        running.erase(r);
+        evict();
+      }
+    }
+    ASSERT_EQ(idx.size(), model.size()) << "step " << step;
+  }
 }
 
 }  // namespace
