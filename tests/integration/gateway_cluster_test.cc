@@ -16,6 +16,7 @@
 #include "client/local_cluster.h"
 #include "common/job.h"
 #include "common/job_json.h"
+#include "tests/support/cluster_fixture.h"
 #include "tests/support/ws_test_client.h"
 
 namespace tokengate {
@@ -50,15 +51,12 @@ bool pollFor(F pred, int ms = 5000) {
 class GatewayClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    LocalClusterOptions o;
-    o.bin_dir = TG_BIN_DIR;
-    o.nodes = 2;
-    o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
+    LocalClusterOptions o = testing::clusterOptions(2);
     o.gateway = "127.0.0.1:0";
     o.node_args = {"--enable-test-ops"};  // sleep, spin, fail, crash, wait_cancel
     o.gateway_token = kAdmin;
-    o.coordinator_args = {"--heartbeat-ms",           "100",     "--node-timeout-ms",      "1500",
-                          "--gateway-operator-token", kOperator, "--gateway-viewer-token", kViewer};
+    o.coordinator_args.insert(o.coordinator_args.end(), {"--gateway-operator-token", kOperator,
+                                                         "--gateway-viewer-token", kViewer});
     auto c = LocalCluster::start(std::move(o));
     ASSERT_TRUE(c.ok()) << c.status();
     cluster_ = *std::move(c);
