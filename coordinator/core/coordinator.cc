@@ -827,7 +827,7 @@ void CoordinatorCore::onBye(const std::string& peer, wire::Bye::Reader bye) {
   if (!n || n->state == NodeState::kDead) return;
   spdlog::info("node {} said bye: {}", n->id, bye.getReason().cStr());
   // A clean exit is no one's fault: re-queue without counting deaths.
-  loseNode(nodes_.slotOf(*n), "left", /*blame=*/false);
+  loseNode(nodes_.slotOf(*n), "left", /*blame=*/false, /*left=*/true);
 }
 
 void CoordinatorCore::onDisconnected(const std::string& peer) {
@@ -838,7 +838,7 @@ void CoordinatorCore::onDisconnected(const std::string& peer) {
   dispatch();
 }
 
-void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame) {
+void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame, bool left) {
   NodeRec& n = nodes_[slot];
   if (n.state == NodeState::kDead) return;
   n.state = NodeState::kDead;
@@ -879,7 +879,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame
       ++counters_.requeued;
     }
   }
-  nodes_.markDeparted(slot, clock_.now());
+  nodes_.markDeparted(slot, clock_.now(), left);
   for (auto& l : n.lanes) {
     l.in_flight = 0;
     l.outstanding = 0;
@@ -897,7 +897,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame
 void CoordinatorCore::updateNodeGauges() {
   double count[control::kNodeStateCount] = {};
   for (const auto& n : nodes_)
-    if (!n.vacant) count[static_cast<int>(n.state)] += 1;
+    if (!n.vacant && !n.left) count[static_cast<int>(n.state)] += 1;
   for (int s = 0; s < control::kNodeStateCount; ++s) m_nodes_[s]->Set(count[s]);
 }
 
@@ -947,9 +947,9 @@ bool CoordinatorCore::nodeLive(const std::string& id) {
 std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
   std::vector<control::NodeStatus> out;
   for (const auto& n : nodes_) {
-    if (n.vacant) continue;
-    // A dead node is listed until a newer registration of its id replaces it (or its
-    // retention ends).
+    // A node that said bye is not listed; a lost one is listed (dead) until a newer
+    // registration of its id replaces it or its retention ends.
+    if (n.vacant || n.left) continue;
     if (n.state == NodeState::kDead && !nodes_.isNewest(n)) continue;
     out.push_back(nodeStatus(n));
   }
@@ -1342,7 +1342,7 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
 control::ClusterStats CoordinatorCore::stats() const {
   control::ClusterStats s;
   for (const auto& n : nodes_) {
-    if (n.vacant) continue;
+    if (n.vacant || n.left) continue;
     if (n.state == NodeState::kReady) ++s.nodes_ready;
     if (n.state == NodeState::kDraining) ++s.nodes_draining;
     if (n.state == NodeState::kDead) ++s.nodes_dead;

@@ -259,7 +259,9 @@ class CoordinatorCore {
   // Ends `slot`'s registration; its in-flight tokens are re-queued. `blame`: the loss may be
   // the tokens' fault (crash, timeout), so deaths are counted and poison quarantined; a clean
   // exit or an eviction re-queues without blame.
-  void loseNode(uint32_t slot, const std::string& why, bool blame = true);
+  // `left`: the node said bye; its record goes at once (NodeTable::markDeparted), lost ones
+  // stay listed as dead for the retention.
+  void loseNode(uint32_t slot, const std::string& why, bool blame = true, bool left = false);
   void sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids);
   void sendUnknownSession(const std::string& peer);
   // Run timeouts (run_timeouts.cc): the timeout that applies to a token, the expiry of due

@@ -40,9 +40,14 @@ uint32_t NodeTable::add(NodeRec rec) {
   return slot;
 }
 
-void NodeTable::markDeparted(uint32_t slot, Nanos now) {
+void NodeTable::markDeparted(uint32_t slot, Nanos now, bool clean) {
   nodes_[slot].departed_at = now;
-  departed_.emplace_back(now, slot);
+  if (clean) {
+    nodes_[slot].left = true;
+    left_.push_back(slot);
+  } else {
+    departed_.emplace_back(now, slot);
+  }
 }
 
 void NodeTable::removeSeries(NodeRec& n) {
@@ -57,26 +62,38 @@ void NodeTable::removeSeries(NodeRec& n) {
   n.m_cores.clear();
 }
 
+void NodeTable::drop(uint32_t slot) {
+  NodeRec& n = nodes_[slot];
+  // Series are labelled by node id: a newer registration of the same id shares them.
+  auto id = by_id_.find(n.id);
+  const bool newest = id != by_id_.end() && id->second == slot;
+  if (newest) {
+    removeSeries(n);
+    by_id_.erase(id);
+  }
+  if (auto p = by_peer_.find(n.peer); p != by_peer_.end() && p->second == slot) by_peer_.erase(p);
+  NodeRec empty;
+  empty.state = control::NodeState::kDead;
+  empty.vacant = true;
+  n = std::move(empty);
+  free_.push_back(slot);
+}
+
 std::vector<uint32_t> NodeTable::reap(Nanos now) {
   std::vector<uint32_t> freed;
+  for (uint32_t slot : left_) {
+    const NodeRec& n = nodes_[slot];
+    if (n.vacant || !n.left) continue;
+    drop(slot);
+    freed.push_back(slot);
+  }
+  left_.clear();
   while (!departed_.empty() && now - departed_.front().first >= retention_) {
     const uint32_t slot = departed_.front().second;
     departed_.pop_front();
-    NodeRec& n = nodes_[slot];
-    if (n.vacant || n.state != control::NodeState::kDead) continue;
-    // Series are labelled by node id: a newer registration of the same id shares them.
-    auto id = by_id_.find(n.id);
-    const bool newest = id != by_id_.end() && id->second == slot;
-    if (newest) {
-      removeSeries(n);
-      by_id_.erase(id);
-    }
-    if (auto p = by_peer_.find(n.peer); p != by_peer_.end() && p->second == slot) by_peer_.erase(p);
-    NodeRec empty;
-    empty.state = control::NodeState::kDead;
-    empty.vacant = true;
-    n = std::move(empty);
-    free_.push_back(slot);
+    const NodeRec& n = nodes_[slot];
+    if (n.vacant || n.left || n.state != control::NodeState::kDead) continue;
+    drop(slot);
     freed.push_back(slot);
   }
   return freed;

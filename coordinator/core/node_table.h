@@ -4,9 +4,11 @@
 // How a node moves through it: add() registers it (a slot, its metric series); the core
 // records every token it sends there (dispatched()) so losing, draining or evicting the node
 // visits that node's tokens only, never every live token. markDeparted() starts its retention:
-// a departed node stays listed (as dead) for `departed_retention`, then reap() drops the record
-// and its metric series and frees the slot, so a flood of node ids cannot grow memory or
-// /metrics without bound.
+// a lost node (missed heartbeats, closed connection, evicted) stays listed (as dead) for
+// `departed_retention`, then reap() drops the record and its metric series and frees the slot,
+// so a flood of node ids cannot grow memory or /metrics without bound. A node that left cleanly
+// (bye) is `left`: unlisted and uncounted at once, its record dropped at the next reap(), so a
+// rollout leaves no dead nodes behind.
 #pragma once
 
 #include <prometheus/gauge.h>
@@ -41,6 +43,7 @@ struct NodeRec {
   uint32_t pid = 0;
   control::NodeState state = control::NodeState::kReady;
   bool vacant = false;  // slot freed by reap(), waiting for reuse
+  bool left = false;    // said bye: not listed or counted, dropped by the next reap()
   Nanos last_seen = 0;
   Nanos departed_at = 0;
   double speed_factor = 1.0;
@@ -118,15 +121,19 @@ class NodeTable {
   // Hands over `slot`'s token index (the caller re-checks each entry).
   std::vector<uint64_t> takeTokens(uint32_t slot) { return std::move(nodes_[slot].tokens); }
 
-  // `slot`'s registration ended at `now` (the caller has set its state to kDead).
-  void markDeparted(uint32_t slot, Nanos now);
-  // Drops the records of nodes departed `departed_retention` ago or earlier. Returns the slots
-  // freed (the caller forgets per-slot state such as scheduler speeds).
+  // `slot`'s registration ended at `now` (the caller has set its state to kDead). `clean`: the
+  // node said bye; it is marked `left` and dropped by the next reap() whatever the retention.
+  void markDeparted(uint32_t slot, Nanos now, bool clean = false);
+  // Drops the records of nodes that left cleanly and of nodes departed `departed_retention`
+  // ago or earlier. Returns the slots freed (the caller forgets per-slot state such as
+  // scheduler speeds).
   std::vector<uint32_t> reap(Nanos now);
 
  private:
   static constexpr size_t kCompactSlack = 1024;
   void removeSeries(NodeRec& n);
+  // Drops `slot`'s record (a departed node), its series if it is its id's newest registration.
+  void drop(uint32_t slot);
 
   Metrics& metrics_;
   Nanos retention_;
@@ -135,6 +142,7 @@ class NodeTable {
   std::unordered_map<std::string, uint32_t> by_peer_;
   std::unordered_map<std::string, uint32_t> by_id_;  // newest registration of each id
   std::deque<std::pair<Nanos, uint32_t>> departed_;  // (when, slot), oldest first
+  std::vector<uint32_t> left_;                       // clean departures since the last reap
 };
 
 }  // namespace tokengate::coordinator

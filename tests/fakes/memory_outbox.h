@@ -162,6 +162,17 @@ class FakeNode {
   // The transport saw this node's connection close (crash, kill).
   void disconnect() { core_.onDisconnected(peer_); }
 
+  // A clean exit: the node says bye (after a drain, as on SIGTERM).
+  void bye(const std::string& reason = "shutdown") {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto b = f.initBye();
+    b.setSession(session_);
+    b.setReason(reason);
+    deliver(msg);
+  }
+
   void ok(const TaskCopy& t, Value v) { reply({{t, StatusOr<Value>(std::move(v))}}); }
   void fail(const TaskCopy& t, Status s) { reply({{t, StatusOr<Value>(std::move(s))}}); }
 
