@@ -148,6 +148,14 @@ bad = [d['kind'] + '/' + d['metadata']['name'] for d in docs
        if d['metadata'].get('labels', {}).get('example.invalid/cost-centre') != 'research'
        or d['kind'] != 'Pod' and d['metadata'].get('annotations', {}).get('example.invalid/owner') != 'data-platform']
 sys.exit('missing on: ' + ', '.join(bad) if bad else 0)"
+tg_check "extras: image digests pin the coordinator, the node and node groups without an image" sh -c "
+  f='$TG_OUT/render-extras.yaml'
+  [ \$(grep -c 'image: \"tokengate/coordinator@sha256:1111' \$f) -eq 2 ] &&
+  [ \$(grep -c 'image: \"tokengate/node@sha256:2222' \$f) -eq 3 ] && ! grep -q 'image: \"tokengate/[a-z]*:' \$f"
+tg_check "nondefault: no digests: images by tag (registry/repo:tag)" \
+  grep -q 'image: "registry.example.invalid/team/tokengate/coordinator:1.2.3"' "$TG_OUT/render-nondefault.yaml"
+tg_check_fails "values.schema.json rejects a malformed image.nodeDigest" "$HELM" template tg "$CHART" \
+  --set image.nodeDigest=sha256:abc
 tg_check_fails "values.schema.json rejects gateway.tls without a secretName" "$HELM" template tg "$CHART" --set gateway.tls.enabled=true
 tg_check_fails "values.schema.json rejects an Ingress path without a leading /" "$HELM" template tg "$CHART" \
   --set ingress.enabled=true --set 'ingress.hosts[0].paths[0].path=api'
