@@ -76,8 +76,9 @@ help_complete() { # every option and positional of every (sub)command's --help h
       "model show" journal "journal check" keys "keys generate" "keys init" "keys public"; do
     # shellcheck disable=SC2086
     "$tgctl" $cmd --help | awk '
-      /^(Options|Positionals):/ { o = 1; next }
-      /^[A-Za-z]/ { o = 0 }
+      /^Subcommands:/ { o = 0; next }
+      /^[^ ].*:$/ { o = 1; next }  # Options:, Positionals: and option groups ("CURVE security ...:")
+      /^[^ ]/ { o = 0 }
       o {
         if (pending) { if ($0 !~ /^                    +[^ ]/) { print "no help: " pend; bad = 1 } pending = 0 }
         if ($0 ~ /^  [^ ]/ && $0 !~ /^  [^ ].*[^ ]  +[^ ]/) { pending = 1; pend = $0 }
