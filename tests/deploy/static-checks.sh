@@ -62,12 +62,14 @@ tg_check "rendered default chart has every kind the issue asks for" sh -c "
     grep -q \"^kind: \$k\$\" '$TG_OUT/render-default.yaml' || { echo missing \$k; exit 1; }; done
   grep -q '^kind: ServiceMonitor$' '$TG_OUT/render-nondefault.yaml' || { echo no ServiceMonitor; exit 1; }
   grep -q 'grafana_dashboard: \"1\"' '$TG_OUT/render-default.yaml' || { echo no dashboard label; exit 1; }"
-tg_check "nondefault: node groups render (GPU resources, digest image, HPA, KEDA scale-to-zero)" sh -c "
+tg_check "nondefault: node groups render (GPU resources, own affinity and nodeSelector, operations, digest image, HPA, KEDA scale-to-zero)" sh -c "
   f='$TG_OUT/render-nondefault.yaml'
   grep -q '^kind: HorizontalPodAutoscaler\$' \$f && grep -q '^kind: ScaledObject\$' \$f &&
   grep -q 'nvidia.com/gpu: 1' \$f && grep -q 'custom-node@sha256:0123' \$f &&
   grep -q 'minReplicaCount: 0' \$f && grep -q -- '- tokengate-custom-node' \$f &&
-  grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f"
+  grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f &&
+  grep -q 'key: nvidia.com/gpu.product' \$f && grep -q 'tokengate.io/operations: \"words.count,words.total,stats.summary\"' \$f &&
+  grep -q 'accelerator: nvidia' \$f"
 # CurveZMQ (docs/deployment.md "CurveZMQ keys"): on by default, keys from a Secret, never generated.
 curve_default() {
   local f=$TG_OUT/render-default.yaml
