@@ -138,6 +138,9 @@ struct Heartbeat {
   cores @2 :List(CoreCount);
   rssBytes @3 :UInt64;
   draining @4 :Bool;
+  # CPU time (user + system) the node process has used since it started. Added in protocol 1
+  # (0 from older nodes); the coordinator re-exports it as tokengate_node_cpu_seconds.
+  cpuNs @5 :UInt64;
 }
 
 struct TokenTask {

@@ -677,6 +677,7 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
   const Nanos now = clock_.now();
   n->last_seen = now;
   n->rss = hb.getRssBytes();
+  n->cpu_ns = hb.getCpuNs();
   if (hb.getDraining() && n->state == NodeState::kReady) {
     // The node drains on its own (SIGTERM): no new work; its unsent batch goes elsewhere.
     spdlog::info("node {} is draining (reported by the node)", n->id);
@@ -705,6 +706,7 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     g->Set(static_cast<double>(c.getTokens()));
   }
   if (n->m_rss) n->m_rss->Set(static_cast<double>(n->rss));
+  if (n->m_cpu) n->m_cpu->Set(static_cast<double>(n->cpu_ns) / 1e9);
   auto msg = newFrame();
   auto f = msg.root;
   f.setPong(hb.getSession());

@@ -35,6 +35,7 @@ uint32_t NodeTable::add(NodeRec rec) {
     n.lanes[w].m_util = &metrics_.lane_utilization.Add(labels);
   }
   n.m_rss = &metrics_.node_rss.Add({{"node", n.id}});
+  n.m_cpu = &metrics_.node_cpu.Add({{"node", n.id}});
   by_peer_[n.peer] = slot;
   by_id_[n.id] = slot;
   return slot;
@@ -58,6 +59,8 @@ void NodeTable::removeSeries(NodeRec& n) {
   }
   if (n.m_rss) metrics_.node_rss.Remove(n.m_rss);
   n.m_rss = nullptr;
+  if (n.m_cpu) metrics_.node_cpu.Remove(n.m_cpu);
+  n.m_cpu = nullptr;
   for (auto& [core, g] : n.m_cores) metrics_.core_tokens.Remove(g);
   n.m_cores.clear();
 }

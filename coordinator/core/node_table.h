@@ -70,7 +70,9 @@ struct NodeRec {
   uint64_t suspect = 0;  // isolated suspect token in flight (0 = none)
   uint64_t completed = 0;
   uint64_t rss = 0;
+  uint64_t cpu_ns = 0;  // process CPU time, as last reported
   prometheus::Gauge* m_rss = nullptr;
+  prometheus::Gauge* m_cpu = nullptr;
   std::unordered_map<uint32_t, prometheus::Gauge*> m_cores;  // by core number
 
   uint64_t inFlight() const {

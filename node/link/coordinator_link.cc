@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <fstream>
 #include <limits>
 #include <thread>
@@ -21,6 +22,13 @@ uint64_t rssBytes() {
   uint64_t size = 0, resident = 0;
   if (!(f >> size >> resident)) return 0;
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// CPU time of the whole process (every worker thread), user + system.
+uint64_t processCpuNs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 }  // namespace
@@ -95,7 +103,7 @@ void CoordinatorLink::reconnect(const char* why) {
 
 void CoordinatorLink::sendHeartbeat() {
   send(heartbeatFrame(session_, executor_.laneStats(), executor_.coreStats(), rssBytes(),
-                      executor_.draining()));
+                      executor_.draining(), processCpuNs()));
   next_heartbeat_ = clock_.now() + static_cast<Nanos>(heartbeat_ms_) * kMillis;
 }
 

@@ -65,7 +65,8 @@ std::string helloFrame(const HelloInfo& info) {
 }
 
 std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes,
-                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining) {
+                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining,
+                           uint64_t cpu_ns) {
   capnp::MallocMessageBuilder msg;
   auto hb = initFrame(msg).initHeartbeat();
   hb.setSession(session);
@@ -84,6 +85,7 @@ std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes
   }
   hb.setRssBytes(rss_bytes);
   hb.setDraining(draining);
+  hb.setCpuNs(cpu_ns);
   return encodeFrame(msg);
 }
 

@@ -29,8 +29,10 @@ HelloInfo helloInfo(const std::string& node_id, uint64_t incarnation, const Exec
                     const Registry& registry);
 
 std::string helloFrame(const HelloInfo& info);
+// `cpu_ns`: CPU time the process has used (user + system).
 std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes,
-                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining);
+                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining,
+                           uint64_t cpu_ns = 0);
 std::string byeFrame(uint64_t session, const std::string& reason);
 std::string pongFrame(uint64_t ping);
 

@@ -88,13 +88,14 @@ class FakeNode {
     return false;
   }
 
-  void heartbeat(bool draining = false) {
+  void heartbeat(bool draining = false, uint64_t cpu_ns = 0) {
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);
     auto hb = f.initHeartbeat();
     hb.setSession(session_);
     hb.setDraining(draining);
+    hb.setCpuNs(cpu_ns);
     deliver(msg);
   }
 

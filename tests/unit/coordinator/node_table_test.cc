@@ -296,6 +296,31 @@ TEST_F(CoreNodeEvents, ANodeThatSaidByeDisappearsAtOnceALostOneIsListedDeadUntil
   EXPECT_EQ(nodesGauge(*registry_, "dead"), 0);
 }
 
+// Issue 15 item 6: node CPU for the dashboards, from the heartbeats' process CPU time.
+TEST_F(CoreNodeEvents, NodeCpuTimeIsReExportedPerNodeAndGoesWithTheNode) {
+  auto a = node("a");
+  auto b = node("b");
+  a->heartbeat(false, 2'500'000'000);
+  b->heartbeat(false, 400'000'000);
+  auto cpu = [&](const std::string& id) {
+    for (const auto& fam : registry_->Collect()) {
+      if (fam.name != "tokengate_node_cpu_seconds") continue;
+      for (const auto& m : fam.metric)
+        for (const auto& l : m.label)
+          if (l.name == "node" && l.value == id) return m.gauge.value;
+    }
+    return -1.0;
+  };
+  EXPECT_DOUBLE_EQ(cpu("a"), 2.5);
+  EXPECT_DOUBLE_EQ(cpu("b"), 0.4);
+  a->heartbeat(false, 3'000'000'000);
+  EXPECT_DOUBLE_EQ(cpu("a"), 3.0);
+  a->bye();
+  core_->tick();
+  EXPECT_EQ(cpu("a"), -1.0) << "its series left with it";
+  EXPECT_DOUBLE_EQ(cpu("b"), 0.4);
+}
+
 TEST_F(CoreNodeEvents, UnknownOpsStayRefusedAfterEveryNodeRecordWasDropped) {
   node("a")->disconnect();
   clock_.advance(61 * kSeconds);
