@@ -57,7 +57,7 @@ void NodeTable::removeSeries(NodeRec& n) {
   n.m_cores.clear();
 }
 
-std::vector<uint32_t> NodeTable::reap(Nanos now) {
+std::vector<uint32_t> NodeTable::reap(Nanos now, uint64_t jobs_admitted) {
   std::vector<uint32_t> freed;
   while (!departed_.empty() && now - departed_.front().first >= retention_) {
     const uint32_t slot = departed_.front().second;
@@ -75,11 +75,25 @@ std::vector<uint32_t> NodeTable::reap(Nanos now) {
     NodeRec empty;
     empty.state = control::NodeState::kDead;
     empty.vacant = true;
+    const bool traced = n.completed > 0;  // finished tokens may name this slot (TokenRec::by)
+    if (traced) empty.id = std::move(n.id);
     n = std::move(empty);
-    free_.push_back(slot);
+    if (traced)
+      held_.emplace_back(jobs_admitted, slot);
+    else
+      free_.push_back(slot);
     freed.push_back(slot);
   }
   return freed;
+}
+
+void NodeTable::releaseHeld(uint64_t oldest_running) {
+  while (!held_.empty() && held_.front().first <= oldest_running) {
+    const uint32_t slot = held_.front().second;
+    held_.pop_front();
+    nodes_[slot].id.clear();
+    free_.push_back(slot);
+  }
 }
 
 }  // namespace tokengate::coordinator

@@ -7,6 +7,13 @@
 // a departed node stays listed (as dead) for `departed_retention`, then reap() drops the record
 // and its metric series and frees the slot, so a flood of node ids cannot grow memory or
 // /metrics without bound.
+//
+// A finished token remembers the slot of the node whose result was accepted (TokenRec::by), so
+// that a node convicted of lying later (verify) can have its results in unfinished jobs run
+// again. A dropped record must not break that trace: reap() keeps the node id in the vacant
+// slot (a tombstone of a few bytes) and holds the slot back from reuse until every job admitted
+// before the drop has finished (releaseHeld), when no token can name it any more. Nodes that
+// never had a result accepted (`completed == 0`: an id flood) are freed at once as before.
 #pragma once
 
 #include <prometheus/gauge.h>
@@ -36,6 +43,7 @@ struct PendingBatch {
 struct NodeRec {
   std::string id;
   std::string peer;  // routing id
+  std::string key;   // CURVE public key it said hello with ("" with CURVE off)
   uint64_t session = 0;
   uint64_t incarnation = 0;
   uint32_t pid = 0;
@@ -122,7 +130,13 @@ class NodeTable {
   void markDeparted(uint32_t slot, Nanos now);
   // Drops the records of nodes departed `departed_retention` ago or earlier. Returns the slots
   // freed (the caller forgets per-slot state such as scheduler speeds).
-  std::vector<uint32_t> reap(Nanos now);
+  // `jobs_admitted`: JobTable::admitted() now; a slot whose node had results accepted is
+  // reused only once every job admitted before this call has finished (releaseHeld).
+  std::vector<uint32_t> reap(Nanos now, uint64_t jobs_admitted = 0);
+  // Frees the held slots whose jobs have all finished: `oldest_running` is
+  // JobTable::oldestRunningSeq(). Until then a held slot keeps the node id (tombstone).
+  void releaseHeld(uint64_t oldest_running);
+  size_t held() const { return held_.size(); }
 
  private:
   static constexpr size_t kCompactSlack = 1024;
@@ -132,6 +146,9 @@ class NodeTable {
   Nanos retention_;
   std::vector<NodeRec> nodes_;
   std::vector<uint32_t> free_;
+  // (jobs admitted when reaped, slot): vacant slots whose id tombstone may still be named by a
+  // finished token of a running job. Barriers never decrease, so the front is freed first.
+  std::deque<std::pair<uint64_t, uint32_t>> held_;
   std::unordered_map<std::string, uint32_t> by_peer_;
   std::unordered_map<std::string, uint32_t> by_id_;  // newest registration of each id
   std::deque<std::pair<Nanos, uint32_t>> departed_;  // (when, slot), oldest first

@@ -72,6 +72,35 @@ TEST(WireTest, FrameScratchIsReusedAndStaysClean) {
   EXPECT_STREQ((*fo)->root().getHello().getNodeId().cStr(), "outer");
 }
 
+// The scratch starts small and grows to the largest frame built on it (up to its bound), so a
+// core that never sends a big frame never allocates a big segment; frames stay exact across
+// the growth.
+TEST(WireTest, FrameScratchGrowsToTheLargestFrameUpToItsBound) {
+  FrameScratch scratch(4096, 64);
+  EXPECT_EQ(scratch.words(), 64u);
+  auto hello = [&](unsigned ops) {
+    auto f = newFrame(scratch);
+    auto list = f.root.initHello().initOperations(ops);
+    for (unsigned i = 0; i < ops; ++i) list[i].setName("op-" + std::to_string(i));
+    return f.encode();
+  };
+  const std::string small = hello(1);
+  EXPECT_EQ(scratch.words(), 64u);     // fitted: no growth
+  const std::string big = hello(100);  // > 64 words: spills, and asks for more next time
+  EXPECT_EQ(scratch.words(), 64u);
+  const std::string again = hello(100);
+  EXPECT_GT(scratch.words(), 64u);
+  EXPECT_LE(scratch.words(), 4096u);
+  EXPECT_EQ(big, again);
+  EXPECT_EQ(small, hello(1));  // re-zeroed after the growth too
+  (void)hello(2000);           // far beyond the bound: capped
+  (void)hello(1);
+  EXPECT_EQ(scratch.words(), 4096u);
+  auto f = decodeFrame(big.data(), big.size());
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->root().getHello().getOperations().size(), 100u);
+}
+
 // A handler may read a decoded frame's lists and values more than once (the coordinator reads
 // a result batch's results, their values, then the returned list): that must not exceed the
 // reader's traversal limit. A 1024 + 1024 dec50 hand-back batch read three times over.

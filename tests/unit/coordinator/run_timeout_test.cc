@@ -87,6 +87,32 @@ TEST(RunTimeoutsTest, StrikesQuarantineAnIdUntilLiftedAndTheTableIsBounded) {
   for (int i = 0; i < 10; ++i) EXPECT_FALSE(never.strike("a", t));
 }
 
+// ---- Convictions alone (convictions.h)
+
+TEST(ConvictionsTest, ByIdAndByKeyLiftedTogetherAndBounded) {
+  Convictions c(3);
+  EXPECT_TRUE(c.convict({.node_id = "a", .key = "K1", .reason = "lied"}));
+  EXPECT_FALSE(c.convict({.node_id = "a", .key = "K1", .reason = "lied twice"}));
+  EXPECT_EQ(c.find("a")->reason, "lied twice");
+  EXPECT_TRUE(c.convict({.node_id = "b", .key = "K1", .reason = "same key"}));
+  EXPECT_TRUE(c.convict({.node_id = "c", .reason = "insecure: no key"}));
+  EXPECT_TRUE(c.quarantined("a"));
+  EXPECT_TRUE(c.quarantined("new-id", "K1")) << "a convicted key under any id";
+  EXPECT_FALSE(c.quarantined("new-id", "K2"));
+  EXPECT_FALSE(c.quarantined("new-id", "")) << "no key (CURVE off): the id alone counts";
+  // Lifting b under K1 lifts every conviction made under K1 (a and b), not c.
+  auto lifted = c.lift("b", "K1");
+  std::sort(lifted.begin(), lifted.end());
+  EXPECT_EQ(lifted, (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(c.quarantined("x", "K1"));
+  EXPECT_TRUE(c.quarantined("c"));
+  // Bounded: the oldest conviction goes first, and the caller is told.
+  std::vector<std::string> forgotten;
+  for (const char* id : {"d", "e", "f"}) c.convict({.node_id = id, .reason = "flood"}, &forgotten);
+  EXPECT_EQ(c.size(), 3u);
+  EXPECT_EQ(forgotten, std::vector<std::string>{"c"});
+}
+
 TEST(RunTimeoutsTest, AStrikeExpiresAfterTheWindowSoOnlyStrikesCloseTogetherQuarantine) {
   RunTimeouts rt({.quarantine_after = 3, .strike_window = 60 * kSeconds});
   const Nanos t0 = 1000 * kSeconds;
