@@ -971,7 +971,7 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
     runs_.lift(node_id);
     for (const std::string& lifted : convictions_.lift(node_id, n->key)) {
       spdlog::warn("node {}: quarantine lifted by an operator", lifted);
-      if (journal_) journal_->quarantine({.node_id = lifted, .lifted = true});
+      if (journal_) journal_->quarantine(QuarantineNote::liftOf(lifted));
     }
   }
   if (drain) dispatcher_.requeueUnsent(nodes_.slotOf(*n));

@@ -55,6 +55,22 @@ struct QuarantineNote {
   Cause cause = kRunTimeouts;
   bool lifted = false;  // an operator lifted it (undrain)
   int64_t at_ns = 0;    // wall clock (unix ns); the journal stamps it when 0
+
+  static QuarantineNote convicted(std::string node_id, std::string key, std::string reason,
+                                  Cause cause) {
+    QuarantineNote n;
+    n.node_id = std::move(node_id);
+    n.key = std::move(key);
+    n.reason = std::move(reason);
+    n.cause = cause;
+    return n;
+  }
+  static QuarantineNote liftOf(std::string node_id) {
+    QuarantineNote n;
+    n.node_id = std::move(node_id);
+    n.lifted = true;
+    return n;
+  }
 };
 
 class JobJournal {

@@ -97,7 +97,7 @@ namespace tokengate::coordinator {
 
 bool CoordinatorCore::convict(const std::string& node_id, const std::string& key,
                               const std::string& why, QuarantineNote::Cause cause) {
-  QuarantineNote note{.node_id = node_id, .key = key, .reason = why, .cause = cause};
+  const QuarantineNote note = QuarantineNote::convicted(node_id, key, why, cause);
   std::vector<std::string> forgotten;
   const bool first = convictions_.convict(note, &forgotten);
   for (const std::string& id : forgotten)

@@ -91,11 +91,13 @@ TEST(RunTimeoutsTest, StrikesQuarantineAnIdUntilLiftedAndTheTableIsBounded) {
 
 TEST(ConvictionsTest, ByIdAndByKeyLiftedTogetherAndBounded) {
   Convictions c(3);
-  EXPECT_TRUE(c.convict({.node_id = "a", .key = "K1", .reason = "lied"}));
-  EXPECT_FALSE(c.convict({.node_id = "a", .key = "K1", .reason = "lied twice"}));
+  EXPECT_TRUE(c.convict(QuarantineNote::convicted("a", "K1", "lied", QuarantineNote::kVerify)));
+  EXPECT_FALSE(
+      c.convict(QuarantineNote::convicted("a", "K1", "lied twice", QuarantineNote::kVerify)));
   EXPECT_EQ(c.find("a")->reason, "lied twice");
-  EXPECT_TRUE(c.convict({.node_id = "b", .key = "K1", .reason = "same key"}));
-  EXPECT_TRUE(c.convict({.node_id = "c", .reason = "insecure: no key"}));
+  EXPECT_TRUE(c.convict(QuarantineNote::convicted("b", "K1", "same key", QuarantineNote::kVerify)));
+  EXPECT_TRUE(c.convict(
+      QuarantineNote::convicted("c", "", "insecure: no key", QuarantineNote::kRunTimeouts)));
   EXPECT_TRUE(c.quarantined("a"));
   EXPECT_TRUE(c.quarantined("new-id", "K1")) << "a convicted key under any id";
   EXPECT_FALSE(c.quarantined("new-id", "K2"));
@@ -108,7 +110,8 @@ TEST(ConvictionsTest, ByIdAndByKeyLiftedTogetherAndBounded) {
   EXPECT_TRUE(c.quarantined("c"));
   // Bounded: the oldest conviction goes first, and the caller is told.
   std::vector<std::string> forgotten;
-  for (const char* id : {"d", "e", "f"}) c.convict({.node_id = id, .reason = "flood"}, &forgotten);
+  for (const char* id : {"d", "e", "f"})
+    c.convict(QuarantineNote::convicted(id, "", "flood", QuarantineNote::kRunTimeouts), &forgotten);
   EXPECT_EQ(c.size(), 3u);
   EXPECT_EQ(forgotten, std::vector<std::string>{"c"});
 }

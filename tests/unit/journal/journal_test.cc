@@ -1172,7 +1172,7 @@ using coordinator::QuarantineNote;
 
 QuarantineNote note(const std::string& id, const std::string& key, const std::string& why,
                     QuarantineNote::Cause cause = QuarantineNote::kVerify) {
-  return {.node_id = id, .key = key, .reason = why, .cause = cause};
+  return QuarantineNote::convicted(id, key, why, cause);
 }
 
 size_t quarantineRecords(const std::string& path) {
@@ -1194,7 +1194,7 @@ TEST_F(JournalTest, QuarantinesAreReplayedLiftsForgetThemAndCompactionKeepsTheLi
     j->quarantine(note("a", "KEY-A", "lied (verify)"));
     j->quarantine(note("b", "", "3 run timeouts", QuarantineNote::kRunTimeouts));
     j->quarantine(note("c", "KEY-C", "lied again"));
-    j->quarantine({.node_id = "b", .lifted = true});  // an operator lifted b
+    j->quarantine(QuarantineNote::liftOf("b"));  // an operator lifted b
     j->quarantine(note("a", "KEY-A", "caught a second time"));
     ASSERT_TRUE(j->commit().ok());
     EXPECT_EQ(j->quarantines(), 2u);
@@ -1219,7 +1219,7 @@ TEST_F(JournalTest, QuarantinesAreReplayedLiftsForgetThemAndCompactionKeepsTheLi
   EXPECT_FALSE(r.quarantines[1].lifted);
   EXPECT_GT(r.quarantines[1].at_ns, 1'600'000'000'000'000'000);  // stamped: wall clock
   // A lift after the restart forgets it for the next one.
-  j->quarantine({.node_id = "c", .lifted = true});
+  j->quarantine(coordinator::QuarantineNote::liftOf("c"));
   ASSERT_TRUE(j->commit().ok());
   j.reset();
   Replay again;
