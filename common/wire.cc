@@ -53,6 +53,10 @@ kj::ArrayPtr<capnp::word> FrameScratch::claim(NewFrame& frame) {
   }
   in_use_ = true;
   frame.scratch = this;
+  if (want_ > size_ && size_ < max_) {  // a frame outgrew it: grow (not in use, nothing to keep)
+    size_ = std::min(std::max(want_, 2 * size_), max_);
+    words_.reset(new capnp::word[size_]());
+  }
   return kj::arrayPtr(words_.get(), size_);
 }
 
@@ -64,7 +68,13 @@ NewFrame::NewFrame(FrameScratch& s)
 // The message (a member) is destroyed after this body and re-zeroes the scratch words it used;
 // the scratch is free again for the next frame of the same thread.
 NewFrame::~NewFrame() {
-  if (scratch) scratch->in_use_ = false;
+  if (!scratch) return;
+  if (auto segments = message.getSegmentsForOutput(); segments.size() > 1) {
+    size_t words = 0;
+    for (const auto& seg : segments) words += seg.size();
+    scratch->want_ = std::max(scratch->want_, words);
+  }
+  scratch->in_use_ = false;
 }
 
 std::string encodeFrame(capnp::MessageBuilder& message) {

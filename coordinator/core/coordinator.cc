@@ -579,7 +579,8 @@ NodeRec* CoordinatorCore::nodeByPeer(const std::string& peer) { return nodes_.by
 
 NodeRec* CoordinatorCore::nodeById(const std::string& id) { return nodes_.byId(id); }
 
-void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello) {
+void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello,
+                              const std::string& key) {
   auto reply = [&](const Status& st, uint64_t session) {
     auto msg = newFrame();
     auto f = msg.root;
@@ -614,6 +615,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   NodeRec n;
   n.id = id;
   n.peer = peer;
+  n.key = key;
   n.session = next_session_++;
   n.incarnation = hello.getIncarnation();
   n.pid = hello.getPid();
@@ -646,8 +648,12 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   for (auto& l : n.lanes) any |= l.present;
   if (!any)
     for (auto& l : n.lanes) l.present = true, l.workers = 1;
-  if (runs_.quarantined(id)) {  // reconnecting does not clear a quarantine (run_timeouts.h)
-    spdlog::warn("node {} rejoined while quarantined: it gets no work until undrained", id);
+  // Reconnecting (or a coordinator restart: the journal restores convictions) does not clear
+  // a quarantine, nor does a new id under a convicted key (convictions.h).
+  if (convictions_.quarantined(id, key)) {
+    const QuarantineNote* c = convictions_.find(id);
+    spdlog::warn("node {} joined while quarantined ({}): it gets no work until undrained", id,
+                 c ? c->reason : "its key was convicted under another node id");
     n.state = NodeState::kQuarantined;
   }
   const uint32_t slot = nodes_.add(std::move(n));
@@ -970,7 +976,13 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
   n->undrain_unconfirmed = !drain;  // see onHeartbeat
-  if (!drain) runs_.lift(node_id);  // undrain also lifts a quarantine
+  if (!drain) {  // undrain also lifts a quarantine: of the id and of its key
+    runs_.lift(node_id);
+    for (const std::string& lifted : convictions_.lift(node_id, n->key)) {
+      spdlog::warn("node {}: quarantine lifted by an operator", lifted);
+      if (journal_) journal_->quarantine(QuarantineNote::liftOf(lifted));
+    }
+  }
   if (drain) dispatcher_.requeueUnsent(nodes_.slotOf(*n));
   auto msg = newFrame();
   auto f = msg.root;
@@ -1015,10 +1027,11 @@ void CoordinatorCore::flushAll() { dispatcher_.flushAll(); }
 
 // ---------------------------------------------------------------- frames
 
-void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame) {
+void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame,
+                              const std::string& key) {
   switch (frame.which()) {
     case wire::Frame::HELLO:
-      onHello(peer, frame.getHello());
+      onHello(peer, frame.getHello(), key);
       break;
     case wire::Frame::HEARTBEAT:
       onHeartbeat(peer, frame.getHeartbeat());
@@ -1104,14 +1117,15 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
   dispatch();
 }
 
-void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t size) {
+void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t size,
+                              const std::string& key) {
   auto frame = decodeFrame(data, size, config_.max_frame_bytes);
   if (!frame.ok()) {
     onMalformed(peer, frame.status());
     return;
   }
   try {
-    onFrame(peer, (*frame)->root());
+    onFrame(peer, (*frame)->root(), key);
   } catch (const kj::Exception& e) {
     // A validated frame that still cannot be read (e.g. over the traversal limit): refuse it,
     // keep serving. Handlers read their input before changing state where they can.
@@ -1290,10 +1304,12 @@ Nanos CoordinatorCore::tick() {
   emitPeriodic(now);
   dispatch();
   // Drop departed nodes' records once their retention ended.
-  if (auto freed = nodes_.reap(now); !freed.empty()) {
+  if (auto freed = nodes_.reap(now, jobs_.admitted()); !freed.empty()) {
     for (uint32_t slot : freed) scheduler_->forgetNode(slot);
     updateNodeGauges();
   }
+  // Slots of dropped records are reused once no running job can hold their results.
+  nodes_.releaseHeld(jobs_.oldestRunningSeq());
   // Reap finished jobs (their summaries are remembered).
   jobs_.reap();
   // Next wake-up.

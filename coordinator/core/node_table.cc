@@ -65,7 +65,7 @@ void NodeTable::removeSeries(NodeRec& n) {
   n.m_cores.clear();
 }
 
-void NodeTable::drop(uint32_t slot) {
+void NodeTable::drop(uint32_t slot, uint64_t jobs_admitted) {
   NodeRec& n = nodes_[slot];
   // Series are labelled by node id: a newer registration of the same id shares them.
   auto id = by_id_.find(n.id);
@@ -78,16 +78,21 @@ void NodeTable::drop(uint32_t slot) {
   NodeRec empty;
   empty.state = control::NodeState::kDead;
   empty.vacant = true;
+  const bool traced = n.completed > 0;  // finished tokens may name this slot (TokenRec::by)
+  if (traced) empty.id = std::move(n.id);
   n = std::move(empty);
-  free_.push_back(slot);
+  if (traced)
+    held_.emplace_back(jobs_admitted, slot);
+  else
+    free_.push_back(slot);
 }
 
-std::vector<uint32_t> NodeTable::reap(Nanos now) {
+std::vector<uint32_t> NodeTable::reap(Nanos now, uint64_t jobs_admitted) {
   std::vector<uint32_t> freed;
   for (uint32_t slot : left_) {
     const NodeRec& n = nodes_[slot];
     if (n.vacant || !n.left) continue;
-    drop(slot);
+    drop(slot, jobs_admitted);
     freed.push_back(slot);
   }
   left_.clear();
@@ -96,10 +101,19 @@ std::vector<uint32_t> NodeTable::reap(Nanos now) {
     departed_.pop_front();
     const NodeRec& n = nodes_[slot];
     if (n.vacant || n.left || n.state != control::NodeState::kDead) continue;
-    drop(slot);
+    drop(slot, jobs_admitted);
     freed.push_back(slot);
   }
   return freed;
+}
+
+void NodeTable::releaseHeld(uint64_t oldest_running) {
+  while (!held_.empty() && held_.front().first <= oldest_running) {
+    const uint32_t slot = held_.front().second;
+    held_.pop_front();
+    nodes_[slot].id.clear();
+    free_.push_back(slot);
+  }
 }
 
 }  // namespace tokengate::coordinator

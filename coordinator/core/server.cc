@@ -215,12 +215,13 @@ bool CoordinatorServer::handleMessage() {
     return true;
   }
   // Access checks (peer_auth.h): role per frame kind, node id bound to its key.
-  if (auto refusal = auth_->check(peer_id, parts[0],
-                                  [this](const std::string& id) { return core_->nodeLive(id); })) {
+  std::string key;
+  if (auto refusal = auth_->check(
+          peer_id, parts[0], [this](const std::string& id) { return core_->nodeLive(id); }, &key)) {
     outbox_->send(peer_id, std::move(*refusal));
     return true;
   }
-  core_->onBytes(peer_id, parts[0].data(), parts[0].size());
+  core_->onBytes(peer_id, parts[0].data(), parts[0].size(), key);
   return true;
 }
 

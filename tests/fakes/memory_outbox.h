@@ -56,6 +56,8 @@ class FakeNode {
   const std::string& peer() const { return peer_; }
   // Declared in hello for every op (verify samples deterministic ops only).
   bool deterministic = true;
+  // Its CURVE public key, handed to the core with every frame as PeerAuth does ("" = CURVE off).
+  std::string key;
   uint64_t session() const { return session_; }
 
   // Sends hello and consumes the welcome. Returns whether it was accepted.
@@ -180,7 +182,7 @@ class FakeNode {
   void deliver(capnp::MallocMessageBuilder& msg) {
     auto bytes = encodeFrame(msg);
     auto f = decodeFrame(bytes.data(), bytes.size());
-    if (f.ok()) core_.onFrame(peer_, (*f)->root());
+    if (f.ok()) core_.onFrame(peer_, (*f)->root(), key);
   }
 
   int batches = 0;

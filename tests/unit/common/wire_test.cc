@@ -72,6 +72,42 @@ TEST(WireTest, FrameScratchIsReusedAndStaysClean) {
   EXPECT_STREQ((*fo)->root().getHello().getNodeId().cStr(), "outer");
 }
 
+// The scratch starts small and grows to the largest frame built on it (up to its bound), so a
+// core that never sends a big frame never allocates a big segment; frames stay exact across
+// the growth.
+TEST(WireTest, FrameScratchGrowsToTheLargestFrameUpToItsBound) {
+  FrameScratch scratch(4096, 64);
+  EXPECT_EQ(scratch.words(), 64u);
+  auto hello = [&](unsigned ops) {
+    auto f = newFrame(scratch);
+    auto list = f.root.initHello().initOperations(ops);
+    for (unsigned i = 0; i < ops; ++i) list[i].setName("op-" + std::to_string(i));
+    return f.encode();
+  };
+  const std::string small = hello(1);
+  EXPECT_EQ(scratch.words(), 64u);     // fitted: no growth
+  const std::string big = hello(100);  // > 64 words: spills, and asks for more next time
+  EXPECT_EQ(scratch.words(), 64u);
+  const std::string again = hello(100);
+  EXPECT_GT(scratch.words(), 64u);
+  EXPECT_LE(scratch.words(), 4096u);
+  // The same frame, now in one segment (a stream's first word is the segment count - 1).
+  auto segments = [](const std::string& f) { return 1 + static_cast<uint8_t>(f[0]); };
+  EXPECT_GT(segments(big), 1);
+  EXPECT_EQ(segments(again), 1);
+  for (const std::string* f : {&big, &again}) {
+    auto d = decodeFrame(f->data(), f->size());
+    ASSERT_TRUE(d.ok()) << d.status();
+    auto ops = (*d)->root().getHello().getOperations();
+    ASSERT_EQ(ops.size(), 100u);
+    EXPECT_STREQ(ops[99].getName().cStr(), "op-99");
+  }
+  EXPECT_EQ(small, hello(1));  // re-zeroed after the growth too
+  (void)hello(2000);           // far beyond the bound: capped
+  (void)hello(1);
+  EXPECT_EQ(scratch.words(), 4096u);
+}
+
 // A handler may read a decoded frame's lists and values more than once (the coordinator reads
 // a result batch's results, their values, then the returned list): that must not exceed the
 // reader's traversal limit. A 1024 + 1024 dec50 hand-back batch read three times over.

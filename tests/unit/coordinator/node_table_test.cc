@@ -105,6 +105,41 @@ TEST(NodeTable, ACleanDepartureIsDroppedAtTheNextReapWhateverTheRetention) {
   EXPECT_EQ(t.reap(15 * kSeconds), std::vector<uint32_t>{b});
 }
 
+// A departed node that had results accepted may be named by finished tokens of running jobs
+// (TokenRec::by): its record is dropped, but the slot keeps the id and is not reused until
+// every job admitted before the drop has finished. A node without results (an id flood) frees
+// its slot at once.
+TEST(NodeTable, ASlotWhoseNodeHadResultsKeepsItsIdUntilTheJobsThatMayNameItFinish) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(registry);
+  NodeTable t(metrics, 10 * kSeconds);
+  const uint32_t worked = t.add(rec("worked", "pw"));
+  const uint32_t idle = t.add(rec("idle", "pi"));
+  t[worked].completed = 5;
+  for (uint32_t s : {worked, idle}) {
+    t[s].state = control::NodeState::kDead;
+    t.markDeparted(s, 0);
+  }
+  // Jobs 0..2 were admitted (sequences 0, 1, 2) when the records are dropped.
+  auto freed = t.reap(10 * kSeconds, 3);
+  EXPECT_EQ(freed.size(), 2u);  // both records (and their series) are dropped
+  EXPECT_TRUE(t[worked].vacant);
+  EXPECT_FALSE(hasSeries(*registry, "worked"));
+  EXPECT_EQ(t.byId("worked"), nullptr);
+  EXPECT_EQ(t[worked].id, "worked") << "the tombstone keeps the id for tracing";
+  EXPECT_EQ(t.held(), 1u);
+  EXPECT_EQ(t.add(rec("n1", "p1")), idle) << "the idle node's slot is reused at once";
+  const uint32_t n2 = t.add(rec("n2", "p2"));
+  EXPECT_NE(n2, worked) << "held while an older job runs";
+  t.releaseHeld(2);  // job 2 still runs
+  EXPECT_EQ(t.held(), 1u);
+  EXPECT_EQ(t[worked].id, "worked");
+  t.releaseHeld(3);  // every job admitted before the drop has finished
+  EXPECT_EQ(t.held(), 0u);
+  EXPECT_TRUE(t[worked].id.empty());
+  EXPECT_EQ(t.add(rec("n3", "p3")), worked);
+}
+
 TEST(NodeTable, TokenIndexIsCompactedToTheLiveTokens) {
   auto registry = std::make_shared<prometheus::Registry>();
   Metrics metrics(registry);
