@@ -26,14 +26,31 @@ namespace tokengate {
 constexpr uint16_t kProtocolVersion = 1;
 constexpr size_t kDefaultMaxFrameBytes = 64u << 20;
 
+// How much decodeFrame checks up front. kFull walks every pointer once (totalSize()) so a
+// malformed frame is refused before any handler reads it: for frames from peers that are not
+// trusted to be well-formed (the coordinator's view of nodes and clients). kLazy skips the walk;
+// the traversal and nesting limits still bound every read, and malformed parts throw
+// kj::Exception when read. For a reader whose handlers apply nothing until they have read what
+// they need (the node: a token batch is decoded whole before any token is queued) and whose
+// only peer is the coordinator it connected to.
+enum class FrameCheck { kFull, kLazy };
+
+class DecodedFrame;
+// decodeFrame and decodeFrameBorrowed (below); `borrow` reads aligned input in place.
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrameImpl(const void* data, size_t size,
+                                                        size_t max_bytes, FrameCheck check,
+                                                        bool borrow);
+
 class DecodedFrame {
  public:
   wire::Frame::Reader root() const { return root_; }
-  size_t bytes() const { return words_.size() * sizeof(capnp::word); }
+  size_t bytes() const { return size_; }
 
  private:
-  friend StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void*, size_t, size_t);
-  kj::Array<capnp::word> words_;
+  friend StatusOr<std::unique_ptr<DecodedFrame>> decodeFrameImpl(const void*, size_t, size_t,
+                                                                 FrameCheck, bool);
+  kj::Array<capnp::word> words_;  // empty when the frame borrows the caller's bytes
+  size_t size_ = 0;
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
   wire::Frame::Reader root_;
 };
@@ -41,7 +58,15 @@ class DecodedFrame {
 // Errors: InvalidArgument for malformed/truncated frames, wrong version or
 // oversize input (ResourceExhausted). Never throws.
 StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size,
-                                                    size_t max_bytes = kDefaultMaxFrameBytes);
+                                                    size_t max_bytes = kDefaultMaxFrameBytes,
+                                                    FrameCheck check = FrameCheck::kFull);
+// The same, but when `data` is word-aligned (ZeroMQ's heap messages are) the frame reads it in
+// place instead of copying it first: the returned frame must not outlive `data`. For handlers
+// that finish with the frame while the received message is alive (the coordinator's onBytes,
+// the node's handleFrame).
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrameBorrowed(
+    const void* data, size_t size, size_t max_bytes = kDefaultMaxFrameBytes,
+    FrameCheck check = FrameCheck::kFull);
 
 // Serialises a built message (flat array, unpacked).
 std::string encodeFrame(capnp::MessageBuilder& message);

@@ -46,9 +46,9 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
     scheduler_ = makeLeastOutstandingScheduler();
   }
   dispatcher_.setScheduler(*scheduler_);
-  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
+  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot, Nanos now) {
     const TokenRec& t = job.tokens[local];
-    runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
+    runs_.started(tokenId(job.id, local), t.attempt, slot, now, runTimeoutFor(job, t));
     if (!verifier_.empty()) verifier_.unpark(tokenId(job.id, local));
   });
   dispatcher_.setVerifyHooks(
@@ -66,11 +66,7 @@ CoordinatorCore::~CoordinatorCore() = default;
 
 void CoordinatorCore::setScheduler(std::unique_ptr<Scheduler> scheduler) {
   scheduler_ = std::move(scheduler);
-  dispatcher_.setScheduler(*scheduler_);
-  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
-    const TokenRec& t = job.tokens[local];
-    runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
-  });
+  dispatcher_.setScheduler(*scheduler_);  // the started hook set by the constructor stays
 }
 
 // ---------------------------------------------------------------- ops
@@ -432,7 +428,9 @@ void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
 }
 
 void CoordinatorCore::maybeFinishJob(Job& job) {
-  // Its token arrays are freed by the next tick's reap.
+  // Its token arrays are freed by the next tick's reap. Checked before reading the clock: this
+  // runs for every finished token.
+  if (job.state != JobState::kRunning || job.finishedTokens() < job.tokens.size()) return;
   if (!jobs_.finishIfDone(job, clock_.now())) return;
   if (!verifier_.empty()) verifier_.dropJob(job.id);
   m_jobs_[static_cast<int>(job.state)]->Increment();
@@ -1119,7 +1117,8 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
 
 void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t size,
                               const std::string& key) {
-  auto frame = decodeFrame(data, size, config_.max_frame_bytes);
+  // Borrowed: the server's message outlives this call, and nothing keeps the frame.
+  auto frame = decodeFrameBorrowed(data, size, config_.max_frame_bytes);
   if (!frame.ok()) {
     onMalformed(peer, frame.status());
     return;

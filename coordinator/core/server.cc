@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/zmq_frame.h"
+
 namespace tokengate::coordinator {
 
 class CoordinatorServer::RouterOutbox final : public Outbox {
@@ -16,7 +18,7 @@ class CoordinatorServer::RouterOutbox final : public Outbox {
   void send(const std::string& peer, std::string frame) override {
     try {
       socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-      zmq::message_t body(frame.data(), frame.size());
+      zmq::message_t body = zmqMessageOf(std::move(frame));  // big frames: no copy
       socket_.send(body, zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
       spdlog::warn("send to peer failed: {}", e.what());

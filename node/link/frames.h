@@ -43,9 +43,13 @@ constexpr size_t kReturnedWireBytes = 24;
 constexpr size_t kResultFrameOverhead = 256;
 
 // One resultBatch frame with `results` and `returned` (the caller keeps it
-// below the frame budget: see ResultBatcher).
+// below the frame budget: see ResultBatcher). With `scratch` the frame is built in that
+// reused first segment (common/wire.h) instead of a freshly calloc'ed one per frame.
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
-                             std::span<const ReturnedTask> returned);
+                             std::span<const ReturnedTask> returned,
+                             FrameScratch* scratch = nullptr);
+void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned);
 
 // A tokenBatch turned into executor tasks. Tokens naming an operation this
 // node does not offer (or an out-of-range op index) become immediate error

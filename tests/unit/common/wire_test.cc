@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 #include <tuple>
+#include <vector>
 
 #include "common/job_json.h"
 
@@ -135,6 +136,66 @@ TEST(WireTest, DecodedFramesCanBeReadSeveralTimes) {
     }
   });
   EXPECT_EQ(sum, 3u * (2u * (1023u * 1024u / 2) + 1024u));
+}
+
+// encodeFrame writes capnp's standard framing itself: byte-identical to capnp's own writer for
+// one segment, an even and an odd number of segments (the table's padding word differs).
+TEST(WireTest, EncodeFrameMatchesCapnpFramingForAnySegmentCount) {
+  for (unsigned nodes : {1u, 20u, 60u, 400u}) {
+    capnp::MallocMessageBuilder msg(16, capnp::AllocationStrategy::FIXED_SIZE);
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto ops = f.initHello().initOperations(nodes);
+    for (unsigned i = 0; i < nodes; ++i) ops[i].setName("operation-" + std::to_string(i));
+    const std::string mine = encodeFrame(msg);
+    auto flat = capnp::messageToFlatArray(msg);
+    const auto bytes = flat.asBytes();
+    EXPECT_EQ(mine, std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size()))
+        << nodes << " operations, " << msg.getSegmentsForOutput().size() << " segments";
+    auto d = decodeFrame(mine.data(), mine.size());
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ((*d)->root().getHello().getOperations().size(), nodes);
+  }
+}
+
+// A borrowed decode reads aligned input in place and copies misaligned input; both read alike.
+TEST(WireTest, BorrowedDecodeReadsAlignedAndMisalignedInput) {
+  const std::string bytes = helloFrame();
+  std::vector<capnp::word> aligned(bytes.size() / sizeof(capnp::word));
+  std::memcpy(static_cast<void*>(aligned.data()), bytes.data(), bytes.size());
+  std::string shifted(bytes.size() + 1, '\0');
+  std::memcpy(shifted.data() + 1, bytes.data(), bytes.size());
+  for (const void* p :
+       {static_cast<const void*>(aligned.data()), static_cast<const void*>(shifted.data() + 1)}) {
+    auto f = decodeFrameBorrowed(p, bytes.size());
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_STREQ((*f)->root().getHello().getNodeId().cStr(), "n1");
+    EXPECT_EQ((*f)->bytes(), bytes.size());
+  }
+  // Borrowed decodes refuse what decodeFrame refuses.
+  EXPECT_FALSE(decodeFrameBorrowed(aligned.data(), bytes.size() - 8).ok());
+}
+
+// kLazy skips the up-front walk: a frame with a pointer out of bounds decodes, and the bad part
+// throws when it is read (callers catch kj::Exception); kFull refuses the same frame at once.
+TEST(WireTest, LazyCheckDefersMalformedPointersToTheRead) {
+  const std::string bytes = helloFrame();
+  const size_t n = bytes.size() / sizeof(capnp::word);
+  // A list pointer of 5 bytes, 2^29 words ahead: outside any frame.
+  const uint64_t bad = 1 | (uint64_t{0x1fffffff} << 2) | (uint64_t{2} << 32) | (uint64_t{5} << 35);
+  size_t deferred = 0;
+  for (size_t i = 2; i < n; ++i) {  // word 0: segment table, word 1: root pointer
+    std::vector<capnp::word> words(n);
+    std::memcpy(static_cast<void*>(words.data()), bytes.data(), bytes.size());
+    std::memcpy(static_cast<void*>(&words[i]), &bad, sizeof bad);
+    const size_t size = n * sizeof(capnp::word);
+    if (decodeFrame(words.data(), size).ok()) continue;  // a data word: nothing to catch
+    auto lazy = decodeFrame(words.data(), size, kDefaultMaxFrameBytes, FrameCheck::kLazy);
+    if (!lazy.ok()) continue;  // the frame header itself
+    ++deferred;
+    EXPECT_THROW((void)(*lazy)->root().totalSize(), kj::Exception) << "word " << i;
+  }
+  EXPECT_GT(deferred, 0u);
 }
 
 TEST(WireTest, TruncatedFramesAreRejectedAtEveryLength) {
