@@ -17,7 +17,6 @@ constexpr size_t kPublishEvery = 256;               // results buffered per work
 constexpr Nanos kPublishAfterNs = 200'000;          // or this long after the first
 constexpr Nanos kPayDebtAtNs = 200'000;             // speed-factor penalty granularity
 constexpr Nanos kSleepAboveNs = 50'000;             // below this, spin instead of sleeping
-constexpr Nanos kGroupBelowNs = 2'000;              // ops faster than this are timed in groups
 constexpr size_t kGroupMax = 32;                    // tokens per timed group
 
 int laneIndex(Weight w) { return static_cast<int>(w); }
@@ -578,7 +577,7 @@ void Executor::closeGroup(Worker& w, TimeGroup& g, std::vector<TaskResult>& resu
     results[k].run_ns = static_cast<uint64_t>(per + (k == first ? run - per * n : 0));
     results[k].core = core;
   }
-  g.fast = per < kGroupBelowNs;
+  g.fast = per < config_.group_below_ns;
   g.tokens = 0;
   g.op = nullptr;
   g.start = now;

@@ -86,6 +86,9 @@ struct ExecutorConfig {
   int heavy_cores = -1;     // -1 = 1 when >= 2 cores, else 0 (heavy shares)
   double speed_factor = 1;  // > 1 slows this node: (F-1) x run time extra per token
   bool pin = true;          // pthread_setaffinity_np each worker to its core
+  // Consecutive tokens of an op whose last timed group averaged under this are timed as a
+  // group (one clock read per group, each token reports the group's mean run time).
+  int64_t group_below_ns = 2'000;
 };
 
 struct LaneStats {
@@ -185,7 +188,7 @@ class Executor {
     const Operation* op = nullptr;
     Nanos start = 0;
     size_t tokens = 0;  // the last `tokens` results belong to the open group
-    bool fast = false;  // the last closed group averaged under kGroupBelowNs per token
+    bool fast = false;  // the last closed group averaged under config.group_below_ns per token
   };
   // Reads the clock, gives each of the group's results its share of the elapsed time (and the
   // speed-factor penalty), and opens an empty group at the new `now`.
