@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -51,7 +52,7 @@ class LeastOutstanding final : public Scheduler {
   void costs(std::span<const TokenInfo> tokens, std::span<double> out) override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       const uint32_t op = tokens[i].op;
-      out[i] = op < ops_.size() && ops_[op].n > 0 ? ops_[op].mean_ns : default_cost_;
+      out[i] = op < ops_.size() && ops_[op].n > 0 ? ops_[op].place_ns : default_cost_;
     }
   }
 
@@ -73,7 +74,17 @@ class LeastOutstanding final : public Scheduler {
     double work = run_ns / slowness(node);  // as if run on the fastest node
     if (m.n > 0) work = std::min(work, m.mean_ns * o_.outlier_factor);  // a hung token
     ++m.n;
-    m.mean_ns += std::max(o_.alpha, 1.0 / static_cast<double>(m.n)) * (work - m.mean_ns);
+    const double w = std::max(o_.alpha, 1.0 / static_cast<double>(m.n));
+    m.mean_ns += w * (work - m.mean_ns);
+    m.mean_sq += w * (work * work - m.mean_sq);
+    double pw = w;  // the placement cost's weight: smaller for an op whose runs scatter
+    if (o_.cost_rel_error > 0 && m.mean_ns > 0) {
+      const double e2 = o_.cost_rel_error * o_.cost_rel_error;
+      const double cv2 = std::max(m.mean_sq / (m.mean_ns * m.mean_ns) - 1, 0.0);
+      pw = std::clamp(2 * e2 / (cv2 + e2), std::min(o_.min_alpha, o_.alpha), o_.alpha);
+      pw = std::max(pw, 1.0 / static_cast<double>(m.n));
+    }
+    m.place_ns += pw * (work - m.place_ns);
     ++all_n_;
     all_mean_ns_ += std::max(o_.alpha, 1.0 / static_cast<double>(all_n_)) * (work - all_mean_ns_);
     default_cost_ = all_mean_ns_;
@@ -84,11 +95,19 @@ class LeastOutstanding final : public Scheduler {
   void place(Weight lane, std::span<const TokenInfo> tokens, std::span<Candidate> cands,
              std::span<Placement> out) override {
     for (size_t i = 0; i < tokens.size(); ++i) {
+      const GroupKey key = groupOf(tokens[i]);
+      if (!(key == group_)) {
+        group_ = key;
+        std::fill(group_on_node_.begin(), group_on_node_.end(), 0u);
+      }
       int32_t best = -1;
       double best_load = 0;
       for (size_t c = 0; c < cands.size(); ++c) {
         if (cands[c].free_credit == 0) continue;
-        double load = (cands[c].outstanding + tokens[i].cost) /
+        const uint32_t already =
+            cands[c].node < group_on_node_.size() ? group_on_node_[cands[c].node] : 0;
+        const double penalty = 1 + o_.group_spread * static_cast<double>(already);
+        double load = (cands[c].outstanding + tokens[i].cost * penalty) /
                       (cands[c].workers * std::max(cands[c].speed, 1e-3));
         if (best < 0 || load < best_load) {
           best = static_cast<int32_t>(c);
@@ -101,6 +120,8 @@ class LeastOutstanding final : public Scheduler {
       --c.free_credit;
       ++c.assigned;
       c.outstanding += tokens[i].cost;
+      if (group_on_node_.size() <= c.node) group_on_node_.resize(c.node + 1, 0);
+      ++group_on_node_[c.node];
     }
   }
 
@@ -112,7 +133,9 @@ class LeastOutstanding final : public Scheduler {
 
  private:
   struct OpMean {
-    double mean_ns = 0;
+    double mean_ns = 0;   // EWMA alpha of run time (speed estimation, outlier clipping)
+    double mean_sq = 0;   // EWMA alpha of its square (the op's recent spread)
+    double place_ns = 0;  // placement cost: the same mean, weight shrunk by the spread
     uint64_t n = 0;
   };
   struct NodeSpeed {
@@ -150,8 +173,27 @@ class LeastOutstanding final : public Scheduler {
     }
   }
 
+  // A run of tokens that likely cost the same: one job, one op, one first argument. Tokens of a
+  // job's `repeat` run are consecutive in the dispatcher's ready queue, so the run being placed
+  // is remembered across place() calls until a token of another run comes.
+  struct GroupKey {
+    uint64_t job = ~uint64_t{0};
+    uint32_t op = 0;
+    uint64_t arg_bits = 0;
+    bool operator==(const GroupKey&) const = default;
+  };
+  static GroupKey groupOf(const TokenInfo& t) {
+    GroupKey k;
+    k.job = t.id >> 32;
+    k.op = t.op;
+    if (!std::isnan(t.first_arg)) std::memcpy(&k.arg_bits, &t.first_arg, sizeof k.arg_bits);
+    return k;
+  }
+
   const LeastOutstandingOptions o_;
-  std::vector<OpMean> ops_;  // by op index
+  GroupKey group_;
+  std::vector<uint32_t> group_on_node_;  // by node slot: tokens of group_ placed there
+  std::vector<OpMean> ops_;              // by op index
   std::vector<NodeSpeed> speed_;
   std::vector<double> slowness_;  // by node slot, >= 1
   double all_mean_ns_ = 0;
