@@ -21,13 +21,20 @@ const at = Number(arg('at', '2'));
 const runCmd = arg('run', '');
 const timeoutS = Number(arg('timeout', '300'));
 // --fail: a one-token job the node must reject (leibniz.term wants an int), for failure metrics.
-// --spin N:US: N tokens of the light-declared `spin` op that each burn US microseconds, so the
-// cost model sees an op whose cost contradicts its lane (reclassification).
+// --spin N:US[,US2...]: N tokens of the light-declared `spin` op, split evenly over the listed
+// costs in microseconds, so the cost model sees an op whose cost contradicts its lane
+// (reclassification). Two or more costs give the model something the per-op running mean cannot
+// know (the cost is in the argument); with one cost the model cannot beat the mean and is never
+// published.
+function spinJob(n, costs) {
+  const per = Math.max(1, Math.floor(n / costs.length));
+  return { name: 'deploy-test-spin', tokens: costs.map((us) => ({ op: 'spin', repeat: per, args: [us] })) };
+}
 const spin = arg('spin', '');
 const job = process.argv.includes('--fail')
   ? { name: 'deploy-test-failure', tokens: [{ op: 'leibniz.term', args: ['not-an-int'], output: true, name: 'pi' }] }
   : spin
-    ? { name: 'deploy-test-spin', tokens: [{ op: 'spin', repeat: Number(spin.split(':')[0]), args: [Number(spin.split(':')[1])] }] }
+    ? spinJob(Number(spin.split(':')[0]), spin.split(':')[1].split(',').map(Number))
     : leibnizJob(terms, precision);
 
 // The connection is re-made whenever it drops (a restarted coordinator takes its gateway down
