@@ -133,6 +133,12 @@ class LeastOutstanding final : public Scheduler {
       out[i] = {best, lane};
       if (best < 0) continue;
       auto& c = cands[static_cast<size_t>(best)];
+      if (o_.horizon_ns > 0 && tokens[i].cost >= o_.horizon_min_token_ns &&
+          c.in_flight + c.assigned >= uint64_t{o_.horizon_min_tokens} * c.workers &&
+          c.outstanding / (c.workers * std::max(c.speed, 1e-3)) >= o_.horizon_ns) {
+        out[i].candidate = -1;  // every node is past the horizon: wait for a result
+        continue;
+      }
       --c.free_credit;
       ++c.assigned;
       c.outstanding += tokens[i].cost;
@@ -228,9 +234,10 @@ std::unique_ptr<Scheduler> makeRoundRobinScheduler() { return std::make_unique<R
 std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options) {
   return std::make_unique<LeastOutstanding>(options);
 }
-std::unique_ptr<Scheduler> makeScheduler(const std::string& name) {
+std::unique_ptr<Scheduler> makeScheduler(const std::string& name,
+                                         const LeastOutstandingOptions& lo) {
   if (name == "round-robin") return makeRoundRobinScheduler();
-  if (name == "least-outstanding") return makeLeastOutstandingScheduler();
+  if (name == "least-outstanding") return makeLeastOutstandingScheduler(lo);
   return nullptr;
 }
 

@@ -103,9 +103,23 @@ struct LeastOutstandingOptions {
   // steady op (drift included, once its new cost is steady) keeps the fast weight alpha.
   double cost_rel_error = 0.1;
   double min_alpha = 0.002;
+  // Queue horizon, in predicted ns of work per worker (0 = off: every token is committed to a
+  // node as soon as credit allows, 2048 per worker by default). A token whose cost is at least
+  // horizon_min_token_ns is held back at the coordinator (Placement -1; it is placed again when
+  // a result frees work) once its best node already holds horizon_ns of predicted work per
+  // worker, in at least horizon_min_tokens tokens per worker (default 20 ms, as the xgboost
+  // policy's own horizon; coordinator --placement-horizon-ms). Committed work is then bounded in
+  // predicted time, not tokens, so a misestimate (the op mean does not see arguments) is paid
+  // for at most one horizon, and big tokens late in a run still find the node that frees first.
+  // Cheaper tokens (Leibniz terms) are never held: lane credit limits them, and deep credit is
+  // what their throughput needs.
+  double horizon_ns = 20e6;
+  double horizon_min_token_ns = 100'000;
+  uint32_t horizon_min_tokens = 4;
 };
 std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options = {});
-std::unique_ptr<Scheduler> makeScheduler(
-    const std::string& name);  // "round-robin", "least-outstanding"
+// "round-robin", "least-outstanding" (with `lo`); nullptr for another name.
+std::unique_ptr<Scheduler> makeScheduler(const std::string& name,
+                                         const LeastOutstandingOptions& lo = {});
 
 }  // namespace tokengate::coordinator
