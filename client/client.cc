@@ -124,10 +124,14 @@ void Client::checkMonitor() {
     }
     while (event.more() && monitor_.recv(event, zmq::recv_flags::none)) {
     }
-    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_failures_ = 0;
-    // A connection cut mid-handshake (coordinator restarting) also reports "no detail": only
-    // a run of them counts.
-    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) ++handshake_failures_;
+    if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) handshake_failures_ = 0, handshake_seen_ = true;
+    // A connection cut mid-handshake also reports "no detail": a coordinator killed or
+    // restarting (its listen backlog reset, or its ZAP handler still busy starting) cuts every
+    // handshake in flight. Before any handshake succeeded a run of them means a wrong server key;
+    // after one did, the key is right and they are restarts. They used to count anyway, and the
+    // error is sticky: under load three restarts in a row left a client failing every call at
+    // once, for good (the crash harness saw 30,177 instant failures after one acknowledgement).
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !handshake_seen_) ++handshake_failures_;
     if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
         value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH) {
       setup_error_ = absl::PermissionDeniedError(fmt::format(

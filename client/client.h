@@ -205,6 +205,9 @@ class Client {
   bool monitoring_ = false;
   bool curve_enabled_ = false;
   int handshake_failures_ = 0;  // without detail, in a row (a wrong server key looks like this)
+  // A CURVE handshake with this coordinator has succeeded: its key is right, and handshakes cut
+  // without detail later are restarts, not a refusal (checkMonitor).
+  bool handshake_seen_ = false;
   Status setup_error_;
   uint64_t next_request_ = 1;
   std::unordered_map<uint64_t, StatusOr<uint64_t>> replies_;  // request id -> job id

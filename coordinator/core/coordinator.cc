@@ -683,7 +683,13 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
   const Nanos now = clock_.now();
   n->last_seen = now;
   n->rss = hb.getRssBytes();
-  if (hb.getDraining() && n->state == NodeState::kReady) {
+  // An operator's drain reaches the node as Control.drain and comes back in every heartbeat
+  // until the node reads the undrain; heartbeats sent before that are still in the pipe when
+  // drainNode(false) returns. Taking one of them for a node that drains on its own left an
+  // undrained node draining for good (it never says so again, so nothing turns it back):
+  // until a heartbeat says "not draining", "draining" is the node's echo of our old order.
+  if (!hb.getDraining()) n->undrain_unconfirmed = false;
+  if (hb.getDraining() && n->state == NodeState::kReady && !n->undrain_unconfirmed) {
     // The node drains on its own (SIGTERM): no new work; its unsent batch goes elsewhere.
     spdlog::info("node {} is draining (reported by the node)", n->id);
     n->state = NodeState::kDraining;
@@ -967,6 +973,7 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
   if (!n || n->state == NodeState::kDead)
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
+  n->undrain_unconfirmed = !drain;  // see onHeartbeat
   if (!drain) runs_.lift(node_id);  // undrain also lifts a quarantine
   if (drain) dispatcher_.requeueUnsent(nodes_.slotOf(*n));
   auto msg = newFrame();

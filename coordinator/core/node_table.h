@@ -41,6 +41,9 @@ struct NodeRec {
   uint32_t pid = 0;
   control::NodeState state = control::NodeState::kReady;
   bool vacant = false;  // slot freed by reap(), waiting for reuse
+  // An undrain was sent and no heartbeat since has said "not draining": heartbeats that still
+  // say draining were sent before the node read the undrain (CoordinatorCore::onHeartbeat).
+  bool undrain_unconfirmed = false;
   Nanos last_seen = 0;
   Nanos departed_at = 0;
   double speed_factor = 1.0;

@@ -294,7 +294,11 @@ void CoordinatorLink::onControl(wire::Control::Reader c) {
       break;
     case wire::Control::UNDRAIN:
       spdlog::info("coordinator asked to undrain");
-      if (!stopping_) executor_.undrain();
+      if (stopping_) break;
+      executor_.undrain();
+      // Confirm at once: until a heartbeat says "not draining" the coordinator reads the
+      // draining flag of our earlier heartbeats as an echo of its own drain.
+      if (state_ == State::kReady) sendHeartbeat();
       break;
     case wire::Control::SHUTDOWN:
       beginStop("coordinator asked to shut down");

@@ -883,6 +883,32 @@ TEST_F(CoordinatorTest, ANodeThatReportsDrainingGetsNoNewWork) {
   }
 }
 
+// The race behind GatewayClusterTest.NodesDrainUndrainEvict failing under load: an operator
+// drains a node, so its heartbeats say "draining"; one of them is still on its way when the
+// operator undrains. That late heartbeat is the node's echo of the old drain, not a drain of its
+// own: the node must stay ready and get work (before the fix it went back to draining for good,
+// since later "not draining" heartbeats never turn a node ready).
+TEST_F(CoordinatorTest, AHeartbeatSentBeforeTheUndrainArrivedDoesNotDrainTheNodeAgain) {
+  auto a = node("a");
+  ASSERT_TRUE(core_->drainNode("a", true).ok());
+  a->heartbeat(/*draining=*/true);  // the node obeys the drain
+  ASSERT_EQ(core_->drainNode("a", false)->state, control::NodeState::kReady);
+  a->heartbeat(/*draining=*/true);  // sent before the node read the undrain
+  EXPECT_EQ(core_->stats().nodes_ready, 1u);
+  auto id = core_->submitJob(echoJob(3));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = a->takeTasks();
+  ASSERT_EQ(tasks.size(), 3u) << "an undrained node got no work";
+  for (auto& t : tasks) a->ok(t, t.args[0]);
+  EXPECT_EQ(core_->jobStatus(*id)->state, control::JobState::kSucceeded);
+  // Once the node has said "not draining", a later "draining" is its own (SIGTERM) again.
+  a->heartbeat(false);
+  a->heartbeat(true);
+  EXPECT_EQ(core_->stats().nodes_ready, 0u);
+  EXPECT_EQ(core_->stats().nodes_draining, 1u);
+}
+
 TEST_F(CoordinatorTest, UnknownSessionIsAskedToSayHello) {
   FakeNode stranger(*core_, outbox_, "stranger", {{"echo", Weight::kLight}});
   stranger.heartbeat();
