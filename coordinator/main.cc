@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
   app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
       ->capture_default_str();
   app.add_option("--departed-node-retention-s", departed_node_retention_s,
-                 "list a departed node as dead this long, then drop it and its metrics")
+                 "list a lost or evicted node as dead this long, then drop it and its metrics (a "
+                 "node that said bye is dropped at once)")
       ->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "error retries per token")->capture_default_str();
   app.add_option("--retry-backoff-ms", backoff_ms, "first retry backoff")->capture_default_str();
