@@ -311,6 +311,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bal->add_option("--settle-ms", bo.settle_ms, "pause between warm-up and measured pass")
       ->capture_default_str();
+  bal->add_option("--work", bo.work,
+                  "sleep: cost ops sleep (wall-clock, placement-bound); spin: busy loops "
+                  "(CPU-bound)")
+      ->check(CLI::IsMember({"sleep", "spin"}))
+      ->capture_default_str();
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
   auto* lat = app.add_subcommand("latency", "one-token job round trips (p50/p90/p99/p99.9)");

@@ -92,6 +92,9 @@ int main(int argc, char** argv) {
                  "reproduce a run: a node that knows it can tell which tokens are checked)");
   app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
       ->capture_default_str();
+  app.add_option("--placement-horizon-ms", core.placement_horizon_ms,
+                 "least-outstanding: hold tokens >= 100 us at the coordinator once their best node "
+                 "has this many ms of predicted work per worker (0 = off; default 20)");
   bool allow_unknown_ops = false;
   app.add_flag("--allow-unknown-ops", allow_unknown_ops,
                "admit jobs naming operations no node offers yet (they wait for one)");

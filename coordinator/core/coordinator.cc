@@ -22,6 +22,12 @@ namespace {
 
 constexpr Nanos kGaugeInterval = 100 * kMillis;
 
+LeastOutstandingOptions leastOutstandingOptions(const CoordinatorConfig& c) {
+  LeastOutstandingOptions o;
+  if (c.placement_horizon_ms >= 0) o.horizon_ns = c.placement_horizon_ms * 1e6;
+  return o;
+}
+
 }  // namespace
 
 CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox& outbox,
@@ -30,7 +36,7 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
       clock_(clock),
       outbox_(outbox),
       metrics_(std::move(registry)),
-      scheduler_(makeScheduler(config_.scheduler)) {
+      scheduler_(makeScheduler(config_.scheduler, leastOutstandingOptions(config_))) {
   // Job ids are the high 32 bits of token ids.
   next_job_ = std::clamp<uint64_t>(config_.first_job_id, 1, 0xffff'ffffu);
   if (config_.incarnation == 0) {
@@ -43,7 +49,7 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
   }
   if (!scheduler_) {
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
-    scheduler_ = makeLeastOutstandingScheduler();
+    scheduler_ = makeLeastOutstandingScheduler(leastOutstandingOptions(config_));
   }
   dispatcher_.setScheduler(*scheduler_);
   dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot, Nanos now) {

@@ -64,6 +64,9 @@ struct CoordinatorConfig {
   // names another incarnation for a job id is answered NOT_FOUND. 0 = pick a random one.
   uint64_t incarnation = 0;
   std::string scheduler = "least-outstanding";
+  // least-outstanding's queue horizon in ms of predicted work per worker (0 = off;
+  // LeastOutstandingOptions::horizon_ns). Negative = the scheduler's default (20 ms).
+  double placement_horizon_ms = -1;
   // Refuse a job naming an operation no node has ever offered (once any node has registered):
   // a typo gets NOT_FOUND at submission instead of tokens that wait forever. Off
   // (--allow-unknown-ops): such tokens wait for a node that offers the op.
