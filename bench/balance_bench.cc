@@ -1,11 +1,13 @@
 // tokengate-bench balance: a workload suite run under each placement policy, several seeds.
 //
 // Every workload is a seeded list of small jobs submitted at once (tokens of one job are equal
-// unless said otherwise), made of the node's built-in test ops. `spin us` busy-loops (its cost is
-// its first argument, which the cost model sees); `spin2 x us` busy-loops too but its cost is the
-// second argument, which the model does not see. Node speed is simulated the way the node's
-// --speed-factor does it: a token's run time is stretched by sleeping (F-1) x its run, so the
-// slow nodes cost no extra CPU and the suite runs on 2 cores.
+// unless said otherwise), made of the node's built-in test ops. The cost ops are named `spin`
+// and `spin2` below; with `--work sleep` (the default) they are run as `nap us` / `nap2 x us`,
+// which sleep (wall-clock cost, no CPU), so 3-6 nodes on 2 shared cores measure placement and
+// not the OS scheduler; `--work spin` runs the busy loops (CPU-bound). `spin us` costs its first
+// argument, which the cost model sees; `spin2 x us` costs its second argument, which the model
+// does not see. Node speed is simulated the way the node's --speed-factor does it: a token's run
+// time is stretched by sleeping (F-1) x its run, so the slow nodes cost no extra CPU.
 //   skewed    spin(50us) x1200, spin(400us) x600, spin(2ms) x300, spin(12ms) x150,
 //             spin(60ms) x40 (declared light: mislabelled) and sleep(0) x300 (declared medium,
 //             free); 3 nodes, the last --slow-factor (2.5) slower. Nominal work ~5.1 s.
@@ -27,11 +29,19 @@
 //   p99_latency_s: p99 over tokens of the latency of the token's job (admitted -> last token of
 //               the job finished), an upper bound per token.
 // The summary gives, per workload and policy, the median over seeds and the [min, max] spread,
-// and xgboost's worst ratio (over seeds) to the best heuristic of the same seed.
+// and xgboost's worst ratio (over seeds) to the best heuristic of the same seed. For xgboost
+// runs it also records which estimator placed: the coordinator's gateway /metrics
+// (`tokengate_placement_model_active`, `tokengate_placement_mode_switches_total`) is scraped
+// just before and ~0.6 s after the measured pass (the gauges are refreshed every 500 ms).
 #include "bench/balance_bench.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
@@ -167,11 +177,26 @@ std::vector<Job> makeJobs(const std::string& name, const BalanceOptions& o, uint
   return {};
 }
 
+// --work sleep: the wall-clock twins of the busy loops (same arguments, same results).
+void useNaps(std::vector<Job>& jobs) {
+  for (auto& j : jobs)
+    for (auto& t : j.spec.tokens) {
+      if (t.op == "spin")
+        t.op = "nap";
+      else if (t.op == "spin2")
+        t.op = "nap2";
+    }
+}
+
 Workload makeWorkload(const std::string& name, const BalanceOptions& o, uint64_t seed) {
   Workload w;
   double nominal_us = 0;
   w.warm = makeJobs(name, o, seed + 1000, true, nullptr);
   w.measured = makeJobs(name, o, seed, false, &nominal_us);
+  if (o.work == "sleep") {
+    useNaps(w.warm);
+    useNaps(w.measured);
+  }
   w.nominal_s = nominal_us / 1e6;
   w.speeds.assign(o.nodes, 1.0);
   if (name == "hetero") {
@@ -241,6 +266,58 @@ PassResult runPass(client::Client& c, const std::vector<Job>& jobs) {
   return r;
 }
 
+// GET http://127.0.0.1:port/metrics (the gateway serves it without a token); empty on failure.
+std::string scrapeMetrics(uint16_t port) {
+  if (port == 0) return {};
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return {};
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string body;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[16384];
+      ssize_t n;
+      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) body.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  const auto at = body.find("\r\n\r\n");
+  return at == std::string::npos ? std::string() : body.substr(at + 4);
+}
+
+// The value of an unlabelled sample `name` in a Prometheus text page; -1 when absent.
+double metricValue(const std::string& page, std::string_view name) {
+  size_t at = 0;
+  while ((at = page.find(name, at)) != std::string::npos) {
+    const bool line_start = at == 0 || page[at - 1] == '\n';
+    const size_t after = at + name.size();
+    if (line_start && after < page.size() && page[after] == ' ')
+      return std::strtod(page.c_str() + after + 1, nullptr);
+    at = after;
+  }
+  return -1;
+}
+
+// Which estimator placed a measured pass (xgboost only; the heuristics are always themselves).
+struct PlacementRecord {
+  double active_before = -1, active_after = -1;  // tokengate_placement_model_active, -1 = unknown
+  double switches = -1;                          // mode switches during the pass, -1 = unknown
+  std::string summary() const {
+    if (active_before < 0 || active_after < 0) return "unknown";
+    const char* b = active_before > 0.5 ? "model" : "fallback";
+    const char* e = active_after > 0.5 ? "model" : "fallback";
+    if (switches <= 0) return b;
+    return fmt::format("{}->{} ({} switch{})", b, e, switches, switches == 1 ? "" : "es");
+  }
+};
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -266,6 +343,8 @@ int runBalance(const BalanceOptions& o) {
   boost::json::object out_workloads;
   struct Runs {
     std::vector<double> makespan, p99, warm;
+    std::vector<std::string> placed;  // xgboost: which estimator placed the measured pass
+    std::vector<double> model_active_end, switches;
   };
   // workload -> policy -> runs (seed order)
   std::map<std::string, std::map<std::string, Runs>> all;
@@ -287,7 +366,9 @@ int runBalance(const BalanceOptions& o) {
           opts.coordinator_args.push_back("--credit-per-worker");
           opts.coordinator_args.push_back(std::to_string(o.credit_per_worker));
         }
-        opts.node_args = {"--enable-test-ops"};  // the workloads are spin and sleep tokens
+        const bool learned = policy == "xgboost";
+        if (learned) opts.gateway = "127.0.0.1:0";  // /metrics: which estimator placed
+        opts.node_args = {"--enable-test-ops"};     // the workloads are spin and sleep tokens
         opts.per_node_args.resize(o.nodes);
         for (uint32_t i = 0; i < o.nodes; ++i)
           if (wl.speeds[i] > 1.0)
@@ -299,7 +380,19 @@ int runBalance(const BalanceOptions& o) {
           return fmt::print(stderr, "error: {}\n", st.message()), 1;
         const PassResult w = runPass(c, wl.warm);
         std::this_thread::sleep_for(std::chrono::milliseconds(o.settle_ms));
+        PlacementRecord placed;
+        const uint16_t gw = learned ? (*cluster)->gatewayPort() : 0;
+        const std::string before = scrapeMetrics(gw);
         const PassResult m = runPass(c, wl.measured);
+        if (learned) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(600));  // one metrics refresh
+          const std::string after = scrapeMetrics(gw);
+          placed.active_before = metricValue(before, "tokengate_placement_model_active");
+          placed.active_after = metricValue(after, "tokengate_placement_model_active");
+          const double s0 = metricValue(before, "tokengate_placement_mode_switches_total");
+          const double s1 = metricValue(after, "tokengate_placement_mode_switches_total");
+          if (s0 >= 0 && s1 >= 0) placed.switches = s1 - s0;
+        }
         (*cluster)->stop();
         if (!w.ok || !m.ok) {
           fmt::print(stderr, "{}: failed: {}{}\n", policy, w.error, m.error);
@@ -307,12 +400,18 @@ int runBalance(const BalanceOptions& o) {
         }
         fmt::print(stderr,
                    "  {:<18} warm-up {:.3f} s | measured: makespan {:.3f} s, p50 {:.3f} s, p99 "
-                   "{:.3f} s ({} tokens)\n",
-                   policy, w.makespan_s, m.makespan_s, m.p50_s, m.p99_s, m.tokens);
+                   "{:.3f} s ({} tokens){}\n",
+                   policy, w.makespan_s, m.makespan_s, m.p50_s, m.p99_s, m.tokens,
+                   learned ? ", placed by " + placed.summary() : std::string());
         auto& r = all[wname][policy];
         r.makespan.push_back(m.makespan_s);
         r.p99.push_back(m.p99_s);
         r.warm.push_back(w.makespan_s);
+        if (learned) {
+          r.placed.push_back(placed.summary());
+          r.model_active_end.push_back(placed.active_after);
+          r.switches.push_back(placed.switches);
+        }
       }
     }
   }
@@ -329,11 +428,19 @@ int runBalance(const BalanceOptions& o) {
                  "{:<10} {:<18} {:>8.3f} [{:.3f},{:.3f}]    {:>8.3f} [{:.3f},{:.3f}]    {:>8.3f}\n",
                  wname, policy, median(r.makespan), *mlo, *mhi, median(r.p99), *plo, *phi,
                  median(r.warm));
-      pol[policy] = boost::json::object{{"makespan_s", boost::json::value_from(r.makespan)},
-                                        {"p99_latency_s", boost::json::value_from(r.p99)},
-                                        {"warmup_makespan_s", boost::json::value_from(r.warm)},
-                                        {"makespan_median_s", median(r.makespan)},
-                                        {"p99_median_s", median(r.p99)}};
+      boost::json::object po{{"makespan_s", boost::json::value_from(r.makespan)},
+                             {"p99_latency_s", boost::json::value_from(r.p99)},
+                             {"warmup_makespan_s", boost::json::value_from(r.warm)},
+                             {"makespan_median_s", median(r.makespan)},
+                             {"p99_median_s", median(r.p99)}};
+      if (!r.placed.empty()) {
+        fmt::print(stderr, "{:<10} {:<18} placed by (per seed): {}\n", wname, policy,
+                   fmt::join(r.placed, "; "));
+        po["placed_by"] = boost::json::value_from(r.placed);
+        po["model_active_at_end"] = boost::json::value_from(r.model_active_end);
+        po["mode_switches_in_pass"] = boost::json::value_from(r.switches);
+      }
+      pol[policy] = std::move(po);
     }
     const auto x = by_policy.find("xgboost");
     if (x != by_policy.end() && by_policy.size() > 1) {
@@ -373,6 +480,7 @@ int runBalance(const BalanceOptions& o) {
       {"credit_per_worker",
        o.credit_per_worker ? std::to_string(o.credit_per_worker) : std::string("default")},
       {"group", o.group},
+      {"work", o.work},
       {"xgboost_within_3pct", xgb_ran && xgb_within_3pct},
       {"workloads", out_workloads}};
   std::cout << boost::json::serialize(out) << std::endl;

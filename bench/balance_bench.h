@@ -21,6 +21,9 @@ struct BalanceOptions {
   uint64_t seed = 42;
   uint32_t credit_per_worker = 0;  // 0 = coordinator default
   uint32_t settle_ms = 3000;       // pause between warm-up and measured run
+  // "sleep": the cost ops sleep (nap/nap2: wall-clock cost, no CPU), so more nodes than cores
+  // measure placement, not the OS scheduler; "spin": busy loops (spin/spin2, CPU-bound).
+  std::string work = "sleep";
   bool pin = true;
   std::vector<std::string> coordinator_args;
   std::string log_level = "warn";

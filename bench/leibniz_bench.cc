@@ -61,8 +61,9 @@ struct RunResult {
 absl::StatusOr<RunResult> runOnce(const JobSpec& job, uint32_t nodes, bool pin,
                                   std::vector<std::string> coordinator_args,
                                   const std::string& scheduler, const std::string& log_level,
-                                  bool insecure) {
+                                  bool insecure, const std::string& bin_dir) {
   client::LocalClusterOptions opts;
+  opts.bin_dir = bin_dir;
   opts.insecure = insecure;  // else throw-away CURVE keys, as in any real deployment
   opts.nodes = nodes;
   opts.pin = pin;
@@ -119,7 +120,8 @@ Summary summarize(std::vector<double> v) {
 int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name, bool pin,
                const std::vector<std::string>& coordinator_args,
                std::vector<std::string> schedulers, uint32_t runs, const std::string& log_level,
-               const std::string& security, std::vector<double> verifies) {
+               const std::string& security, std::vector<double> verifies,
+               std::vector<std::string> bin_dirs) {
   auto precision = parsePrecision(precision_name);
   if (!precision.ok()) return fmt::print(stderr, "error: {}\n", precision.status().message()), 2;
   auto job = makeLeibnizJob(terms, *precision);
@@ -135,17 +137,22 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
     bool insecure;
     std::string name;
     double verify = 0;
+    std::string bin_dir;
   };
   if (verifies.empty()) verifies.push_back(0);
+  if (bin_dirs.empty()) bin_dirs.push_back("");  // the binaries next to this one
   std::vector<Variant> variants;
-  for (const auto& sched : schedulers) {
-    const std::string base = sched.empty() ? "default" : sched;
-    for (bool insecure : {false, true}) {
-      if (security != "both" && insecure != (security == "insecure")) continue;
-      for (double v : verifies) {
-        std::string name = security == "both" ? base + (insecure ? "/insecure" : "/curve") : base;
-        if (verifies.size() > 1 || v > 0) name += fmt::format("/verify{}%", v);
-        variants.push_back({sched, insecure, name, v});
+  for (const auto& dir : bin_dirs) {
+    for (const auto& sched : schedulers) {
+      std::string base = sched.empty() ? "default" : sched;
+      if (bin_dirs.size() > 1) base = (dir.empty() ? "this build" : dir) + "/" + base;
+      for (bool insecure : {false, true}) {
+        if (security != "both" && insecure != (security == "insecure")) continue;
+        for (double v : verifies) {
+          std::string name = security == "both" ? base + (insecure ? "/insecure" : "/curve") : base;
+          if (verifies.size() > 1 || v > 0) name += fmt::format("/verify{}%", v);
+          variants.push_back({sched, insecure, name, v, dir});
+        }
       }
     }
   }
@@ -161,7 +168,7 @@ int runLeibniz(uint64_t terms, uint32_t nodes, const std::string& precision_name
       JobSpec spec = *job;
       spec.verify_pct = variants[s].verify;
       auto r = runOnce(spec, nodes, pin, coordinator_args, variants[s].scheduler, log_level,
-                       variants[s].insecure);
+                       variants[s].insecure, variants[s].bin_dir);
       if (!r.ok()) return fmt::print(stderr, "error: {}\n", r.status().message()), 1;
       results[s].push_back(std::move(*r));
     }
@@ -278,6 +285,10 @@ int main(int argc, char** argv) {
   leib->add_option("--verify", verifies,
                    "verified execution % of the job (repeatable: runs alternate, figures per "
                    "value; default 0)");
+  std::vector<std::string> leib_bin_dirs;
+  leib->add_option("--bin-dir", leib_bin_dirs,
+                   "coordinator and node binaries (default: next to this; repeatable: runs "
+                   "alternate between the builds, figures per build)");
   auto* bal = app.add_subcommand(
       "balance", "placement workload suite (--workload NAME|all) under each policy and seed");
   bench::BalanceOptions bo;
@@ -299,6 +310,11 @@ int main(int argc, char** argv) {
   bal->add_option("--credit-per-worker", bo.credit_per_worker, "coordinator credit (0 = default)")
       ->capture_default_str();
   bal->add_option("--settle-ms", bo.settle_ms, "pause between warm-up and measured pass")
+      ->capture_default_str();
+  bal->add_option("--work", bo.work,
+                  "sleep: cost ops sleep (wall-clock, placement-bound); spin: busy loops "
+                  "(CPU-bound)")
+      ->check(CLI::IsMember({"sleep", "spin"}))
       ->capture_default_str();
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
@@ -338,7 +354,7 @@ int main(int argc, char** argv) {
   }
   if (*leib)
     return runLeibniz(terms, nodes, precision, !no_pin, coordinator_args, leib_schedulers, runs,
-                      log_level, security, verifies);
+                      log_level, security, verifies, leib_bin_dirs);
   if (*bal) {
     if (!policies.empty()) bo.policies = policies;
     bo.pin = !bal_no_pin;

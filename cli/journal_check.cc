@@ -85,6 +85,13 @@ int check(const std::string& path) {
                journal::chooseEpoch(f, 1));
   else
     fmt::print("epoch: none recorded; the next start takes a random one\n");
+  if (!f.quarantines.empty()) {
+    fmt::print("quarantined nodes (kept off work at the next start): {}\n", f.quarantines.size());
+    for (size_t i = 0; i < f.quarantines.size() && i < args.list; ++i) {
+      const auto& q = f.quarantines[i]->quarantine;
+      fmt::print("  node {:<24} key {} ({})\n", q.node_id, q.key.empty() ? "-" : q.key, q.reason);
+    }
+  }
   fmt::print("live jobs (admitted, not finished; resumed at the next start): {}\n", f.live.size());
   for (size_t i = 0; i < f.live.size() && i < args.list; ++i) {
     const auto* r = f.live[i];

@@ -31,7 +31,7 @@ void addKeysCommands(CLI::App& app) {
       "allow/clients/admin/admin.pub (use with --curve-dir DIR)");
   init->add_option("--out", args().out, "directory (created 0700 if missing)")->required();
   auto* pub = keys->add_subcommand("public", "print the public key of a secret key file");
-  pub->add_option("file", args().file)->required();
+  pub->add_option("file", args().file, "secret key file (Z85 text, e.g. DIR/NAME.key)")->required();
 }
 
 int runKeysCommands(const CLI::App& app) {

@@ -7,8 +7,9 @@
 
 namespace tokengate {
 
-StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size,
-                                                    size_t max_bytes) {
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrameImpl(const void* data, size_t size,
+                                                        size_t max_bytes, FrameCheck check,
+                                                        bool borrow) {
   if (size > max_bytes)
     return absl::ResourceExhaustedError(
         fmt::format("frame of {} bytes exceeds the {} byte limit", size, max_bytes));
@@ -16,8 +17,15 @@ StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t siz
     return absl::InvalidArgumentError(
         fmt::format("frame of {} bytes is not a whole number of words", size));
   auto frame = std::unique_ptr<DecodedFrame>(new DecodedFrame());
-  frame->words_ = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
-  std::memcpy(frame->words_.begin(), data, size);
+  kj::ArrayPtr<const capnp::word> words;
+  if (borrow && reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) == 0) {
+    words = kj::arrayPtr(static_cast<const capnp::word*>(data), size / sizeof(capnp::word));
+  } else {
+    frame->words_ = kj::heapArray<capnp::word>(size / sizeof(capnp::word));
+    std::memcpy(frame->words_.begin(), data, size);
+    words = frame->words_;
+  }
+  frame->size_ = size;
   try {
     capnp::ReaderOptions options;
     // Bounds read amplification (pointer loops, shared subtrees) at a small multiple of the
@@ -26,9 +34,10 @@ StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t siz
     // a node's hand-back batch of dec50 results tripped it mid-way through onResults.
     options.traversalLimitInWords = size / sizeof(capnp::word) * 8 + 64;
     options.nestingLimit = 16 + 2 * kMaxListDepth;  // list values nest (common/value.h)
-    frame->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(frame->words_, options);
+    frame->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
     auto root = frame->reader_->getRoot<wire::Frame>();
-    (void)root.totalSize();  // walks every pointer: malformed input throws here
+    if (check == FrameCheck::kFull)
+      (void)root.totalSize();  // walks every pointer: malformed input throws here
     if (root.getVersion() != kProtocolVersion)
       return absl::InvalidArgumentError(
           fmt::format("protocol version {} not supported (this peer speaks {})", root.getVersion(),
@@ -39,6 +48,16 @@ StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t siz
         fmt::format("malformed frame: {}", e.getDescription().cStr()));
   }
   return frame;
+}
+
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrame(const void* data, size_t size, size_t max_bytes,
+                                                    FrameCheck check) {
+  return decodeFrameImpl(data, size, max_bytes, check, false);
+}
+
+StatusOr<std::unique_ptr<DecodedFrame>> decodeFrameBorrowed(const void* data, size_t size,
+                                                            size_t max_bytes, FrameCheck check) {
+  return decodeFrameImpl(data, size, max_bytes, check, true);
 }
 
 NewFrame::NewFrame(unsigned first_segment_words)
@@ -53,6 +72,10 @@ kj::ArrayPtr<capnp::word> FrameScratch::claim(NewFrame& frame) {
   }
   in_use_ = true;
   frame.scratch = this;
+  if (want_ > size_ && size_ < max_) {  // a frame outgrew it: grow (not in use, nothing to keep)
+    size_ = std::min(std::max(want_, 2 * size_), max_);
+    words_.reset(new capnp::word[size_]());
+  }
   return kj::arrayPtr(words_.get(), size_);
 }
 
@@ -64,13 +87,37 @@ NewFrame::NewFrame(FrameScratch& s)
 // The message (a member) is destroyed after this body and re-zeroes the scratch words it used;
 // the scratch is free again for the next frame of the same thread.
 NewFrame::~NewFrame() {
-  if (scratch) scratch->in_use_ = false;
+  if (!scratch) return;
+  if (auto segments = message.getSegmentsForOutput(); segments.size() > 1) {
+    size_t words = 0;
+    for (const auto& seg : segments) words += seg.size();
+    scratch->want_ = std::max(scratch->want_, words);
+  }
+  scratch->in_use_ = false;
 }
 
 std::string encodeFrame(capnp::MessageBuilder& message) {
+  // capnp's standard framing (capnp::writeMessage): a table of (segment count - 1, each
+  // segment's size in words) padded to whole words, then the segments. Appended into reserved
+  // space rather than resize()+write, which zero-filled every frame before overwriting it.
   auto segments = message.getSegmentsForOutput();
+  const size_t count = segments.size();
+  const size_t table_words = count / 2 + 1;
+  size_t words = table_words;
+  for (const auto& seg : segments) words += seg.size();
   std::string out;
-  out.resize(capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word));
+  out.reserve(words * sizeof(capnp::word));
+  uint32_t table[2 * 16];  // a frame of more segments takes the general path below
+  if (count <= 2 * 16 - 1) {
+    table[0] = static_cast<uint32_t>(count - 1);
+    for (size_t i = 0; i < count; ++i) table[i + 1] = static_cast<uint32_t>(segments[i].size());
+    if (count % 2 == 0) table[count + 1] = 0;
+    out.append(reinterpret_cast<const char*>(table), table_words * sizeof(capnp::word));
+    for (const auto& seg : segments)
+      out.append(reinterpret_cast<const char*>(seg.begin()), seg.size() * sizeof(capnp::word));
+    return out;
+  }
+  out.resize(words * sizeof(capnp::word));
   kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
   capnp::writeMessage(stream, segments);
   return out;

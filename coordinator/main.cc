@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
   app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
       ->capture_default_str();
   app.add_option("--departed-node-retention-s", departed_node_retention_s,
-                 "list a departed node as dead this long, then drop it and its metrics")
+                 "list a lost or evicted node as dead this long, then drop it and its metrics (a "
+                 "node that said bye is dropped at once)")
       ->capture_default_str();
   app.add_option("--max-attempts", max_attempts, "error retries per token")->capture_default_str();
   app.add_option("--retry-backoff-ms", backoff_ms, "first retry backoff")->capture_default_str();
@@ -91,6 +92,9 @@ int main(int argc, char** argv) {
                  "reproduce a run: a node that knows it can tell which tokens are checked)");
   app.add_option("--scheduler", core.scheduler, "round-robin | least-outstanding | xgboost")
       ->capture_default_str();
+  app.add_option("--placement-horizon-ms", core.placement_horizon_ms,
+                 "least-outstanding: hold tokens >= 100 us at the coordinator once their best node "
+                 "has this many ms of predicted work per worker (0 = off; default 20)");
   bool allow_unknown_ops = false;
   app.add_flag("--allow-unknown-ops", allow_unknown_ops,
                "admit jobs naming operations no node offers yet (they wait for one)");

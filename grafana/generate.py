@@ -27,7 +27,7 @@ METRICS = [
     "tokengate_model_retrains_total", "tokengate_model_reclassifications_total",
     "tokengate_journal_records_total", "tokengate_journal_errors_total",
     "tokengate_journal_sync_seconds", "tokengate_journal_bytes",
-    "tokengate_journal_resumed_jobs", "tokengate_node_rss_bytes",
+    "tokengate_journal_resumed_jobs", "tokengate_node_rss_bytes", "tokengate_node_cpu_seconds",
     "tokengate_malformed_frames_total", "tokengate_late_results_total",
     "tokengate_ws_unauthenticated_clients", "tokengate_gateway_refusals_total",
     "tokengate_gateway_http_requests_total", "tokengate_gateway_command_seconds",
@@ -325,9 +325,14 @@ def nodes():
         stack=True)
     b.table("Lane utilisation now", [
         (f"tokengate_node_lane_utilization{node}", "")])
-    b.row("Memory")
+    b.row("CPU and memory")
+    b.ts("Node CPU (cores)", [
+        (f"sum by (node) (rate(tokengate_node_cpu_seconds{node}[{RATE}]))", "{{node}}")],
+        unit="short",
+        description="CPU time (user + system) each node process uses per second, from its "
+                    "heartbeats: 1 = one core busy.")
     b.ts("Node resident memory", [
-        (f"max by (node) (tokengate_node_rss_bytes{node})", "{{node}}")], unit="bytes", w=24,
+        (f"max by (node) (tokengate_node_rss_bytes{node})", "{{node}}")], unit="bytes",
         description="RSS of each node process, from its heartbeats.")
     b.row("Cores")
     b.ts("Tokens/s by node and core", [

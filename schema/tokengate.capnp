@@ -138,6 +138,9 @@ struct Heartbeat {
   cores @2 :List(CoreCount);
   rssBytes @3 :UInt64;
   draining @4 :Bool;
+  # CPU time (user + system) the node process has used since it started. Added in protocol 1
+  # (0 from older nodes); the coordinator re-exports it as tokengate_node_cpu_seconds.
+  cpuNs @5 :UInt64;
 }
 
 struct TokenTask {
@@ -393,6 +396,19 @@ struct JournalKey {
   value @3 :Value;
 }
 
+# A node quarantined (convicted) or its quarantine lifted (`tgctl node undrain`), so that a
+# restarted coordinator keeps a caught node off work. The newest record of a node id wins;
+# compaction keeps the live (not lifted) ones. Journals written before this record existed
+# simply have none; a coordinator older than it skips the record (counted as damage).
+struct JournalQuarantine {
+  nodeId @0 :Text;
+  key @1 :Text;                  # the node's CURVE public key (Z85) when caught; "" insecure
+  reason @2 :Text;               # what it was caught at (verify mismatch, run timeouts)
+  atNs @3 :Int64;                # wall clock (unix ns) of the conviction or the lift
+  lifted @4 :Bool;               # true: an operator lifted it (undrain)
+  cause @5 :UInt8;               # 0 run timeouts, 1 verify (wrong results)
+}
+
 struct JournalRecord {
   union {
     admitted @0 :JournalAdmit;
@@ -400,5 +416,6 @@ struct JournalRecord {
     epoch @2 :JournalEpoch;      # the first record of every file (its header), and at rollover
     checkpoint @3 :JournalCheckpoint;
     key @4 :JournalKey;
+    quarantine @5 :JournalQuarantine;
   }
 }

@@ -88,14 +88,16 @@ int runCoordinator(AppConfig config) {
     jobs_journal->exportMetrics(*server.metricsRegistry());
     spdlog::info(
         "journal {}: {} records, {} unfinished jobs to resume, {} finished kept, {} idempotency "
-        "keys with results, epoch {}{}{}",
+        "keys with results, {} quarantined nodes, epoch {}{}{}",
         config.journal_path, replay->records, replay->unfinished.size(), replay->finished.size(),
-        replay->keys.size(), replay->epoch,
+        replay->keys.size(), replay->quarantines.size(), replay->epoch,
         replay->epoch_random ? " (random: the file had none)" : "",
         replay->damaged_bytes ? fmt::format(", {} damaged bytes in {} ranges skipped",
                                             replay->damaged_bytes, replay->damage.size())
                               : std::string());
     server.post([replay, jr = jobs_journal.get()](CoordinatorCore& core) {
+      // Quarantines first: no convicted node may be given a resumed job's tokens.
+      for (const auto& q : replay->quarantines) core.restoreQuarantine(q);
       // Keys first: a resumed job's keyed token whose result was journalled completes with it.
       for (auto& k : replay->keys) core.restoreKey(k.key, k.token_id, std::move(k.value));
       replay->keys.clear();

@@ -22,6 +22,12 @@ namespace {
 
 constexpr Nanos kGaugeInterval = 100 * kMillis;
 
+LeastOutstandingOptions leastOutstandingOptions(const CoordinatorConfig& c) {
+  LeastOutstandingOptions o;
+  if (c.placement_horizon_ms >= 0) o.horizon_ns = c.placement_horizon_ms * 1e6;
+  return o;
+}
+
 }  // namespace
 
 CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox& outbox,
@@ -30,7 +36,7 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
       clock_(clock),
       outbox_(outbox),
       metrics_(std::move(registry)),
-      scheduler_(makeScheduler(config_.scheduler)) {
+      scheduler_(makeScheduler(config_.scheduler, leastOutstandingOptions(config_))) {
   // Job ids are the high 32 bits of token ids.
   next_job_ = std::clamp<uint64_t>(config_.first_job_id, 1, 0xffff'ffffu);
   if (config_.incarnation == 0) {
@@ -43,12 +49,12 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
   }
   if (!scheduler_) {
     spdlog::warn("unknown scheduler '{}', using least-outstanding", config_.scheduler);
-    scheduler_ = makeLeastOutstandingScheduler();
+    scheduler_ = makeLeastOutstandingScheduler(leastOutstandingOptions(config_));
   }
   dispatcher_.setScheduler(*scheduler_);
-  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
+  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot, Nanos now) {
     const TokenRec& t = job.tokens[local];
-    runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
+    runs_.started(tokenId(job.id, local), t.attempt, slot, now, runTimeoutFor(job, t));
     if (!verifier_.empty()) verifier_.unpark(tokenId(job.id, local));
   });
   dispatcher_.setVerifyHooks(
@@ -66,11 +72,7 @@ CoordinatorCore::~CoordinatorCore() = default;
 
 void CoordinatorCore::setScheduler(std::unique_ptr<Scheduler> scheduler) {
   scheduler_ = std::move(scheduler);
-  dispatcher_.setScheduler(*scheduler_);
-  dispatcher_.setStartedHook([this](const Job& job, uint32_t local, uint32_t slot) {
-    const TokenRec& t = job.tokens[local];
-    runs_.started(tokenId(job.id, local), t.attempt, slot, clock_.now(), runTimeoutFor(job, t));
-  });
+  dispatcher_.setScheduler(*scheduler_);  // the started hook set by the constructor stays
 }
 
 // ---------------------------------------------------------------- ops
@@ -432,7 +434,9 @@ void CoordinatorCore::retryToken(Job& job, uint32_t local, bool count_error) {
 }
 
 void CoordinatorCore::maybeFinishJob(Job& job) {
-  // Its token arrays are freed by the next tick's reap.
+  // Its token arrays are freed by the next tick's reap. Checked before reading the clock: this
+  // runs for every finished token.
+  if (job.state != JobState::kRunning || job.finishedTokens() < job.tokens.size()) return;
   if (!jobs_.finishIfDone(job, clock_.now())) return;
   if (!verifier_.empty()) verifier_.dropJob(job.id);
   m_jobs_[static_cast<int>(job.state)]->Increment();
@@ -579,7 +583,8 @@ NodeRec* CoordinatorCore::nodeByPeer(const std::string& peer) { return nodes_.by
 
 NodeRec* CoordinatorCore::nodeById(const std::string& id) { return nodes_.byId(id); }
 
-void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello) {
+void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader hello,
+                              const std::string& key) {
   auto reply = [&](const Status& st, uint64_t session) {
     auto msg = newFrame();
     auto f = msg.root;
@@ -614,6 +619,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   NodeRec n;
   n.id = id;
   n.peer = peer;
+  n.key = key;
   n.session = next_session_++;
   n.incarnation = hello.getIncarnation();
   n.pid = hello.getPid();
@@ -646,8 +652,12 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   for (auto& l : n.lanes) any |= l.present;
   if (!any)
     for (auto& l : n.lanes) l.present = true, l.workers = 1;
-  if (runs_.quarantined(id)) {  // reconnecting does not clear a quarantine (run_timeouts.h)
-    spdlog::warn("node {} rejoined while quarantined: it gets no work until undrained", id);
+  // Reconnecting (or a coordinator restart: the journal restores convictions) does not clear
+  // a quarantine, nor does a new id under a convicted key (convictions.h).
+  if (convictions_.quarantined(id, key)) {
+    const QuarantineNote* c = convictions_.find(id);
+    spdlog::warn("node {} joined while quarantined ({}): it gets no work until undrained", id,
+                 c ? c->reason : "its key was convicted under another node id");
     n.state = NodeState::kQuarantined;
   }
   const uint32_t slot = nodes_.add(std::move(n));
@@ -677,6 +687,7 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
   const Nanos now = clock_.now();
   n->last_seen = now;
   n->rss = hb.getRssBytes();
+  n->cpu_ns = hb.getCpuNs();
   // An operator's drain reaches the node as Control.drain and comes back in every heartbeat
   // until the node reads the undrain; heartbeats sent before that are still in the pipe when
   // drainNode(false) returns. Taking one of them for a node that drains on its own left an
@@ -711,6 +722,7 @@ void CoordinatorCore::onHeartbeat(const std::string& peer, wire::Heartbeat::Read
     g->Set(static_cast<double>(c.getTokens()));
   }
   if (n->m_rss) n->m_rss->Set(static_cast<double>(n->rss));
+  if (n->m_cpu) n->m_cpu->Set(static_cast<double>(n->cpu_ns) / 1e9);
   auto msg = newFrame();
   auto f = msg.root;
   f.setPong(hb.getSession());
@@ -833,7 +845,7 @@ void CoordinatorCore::onBye(const std::string& peer, wire::Bye::Reader bye) {
   if (!n || n->state == NodeState::kDead) return;
   spdlog::info("node {} said bye: {}", n->id, bye.getReason().cStr());
   // A clean exit is no one's fault: re-queue without counting deaths.
-  loseNode(nodes_.slotOf(*n), "left", /*blame=*/false);
+  loseNode(nodes_.slotOf(*n), "left", /*blame=*/false, /*left=*/true);
 }
 
 void CoordinatorCore::onDisconnected(const std::string& peer) {
@@ -844,7 +856,7 @@ void CoordinatorCore::onDisconnected(const std::string& peer) {
   dispatch();
 }
 
-void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame) {
+void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame, bool left) {
   NodeRec& n = nodes_[slot];
   if (n.state == NodeState::kDead) return;
   n.state = NodeState::kDead;
@@ -885,7 +897,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame
       ++counters_.requeued;
     }
   }
-  nodes_.markDeparted(slot, clock_.now());
+  nodes_.markDeparted(slot, clock_.now(), left);
   for (auto& l : n.lanes) {
     l.in_flight = 0;
     l.outstanding = 0;
@@ -903,7 +915,7 @@ void CoordinatorCore::loseNode(uint32_t slot, const std::string& why, bool blame
 void CoordinatorCore::updateNodeGauges() {
   double count[control::kNodeStateCount] = {};
   for (const auto& n : nodes_)
-    if (!n.vacant) count[static_cast<int>(n.state)] += 1;
+    if (!n.vacant && !n.left) count[static_cast<int>(n.state)] += 1;
   for (int s = 0; s < control::kNodeStateCount; ++s) m_nodes_[s]->Set(count[s]);
 }
 
@@ -953,9 +965,9 @@ bool CoordinatorCore::nodeLive(const std::string& id) {
 std::vector<control::NodeStatus> CoordinatorCore::listNodes() const {
   std::vector<control::NodeStatus> out;
   for (const auto& n : nodes_) {
-    if (n.vacant) continue;
-    // A dead node is listed until a newer registration of its id replaces it (or its
-    // retention ends).
+    // A node that said bye is not listed; a lost one is listed (dead) until a newer
+    // registration of its id replaces it or its retention ends.
+    if (n.vacant || n.left) continue;
     if (n.state == NodeState::kDead && !nodes_.isNewest(n)) continue;
     out.push_back(nodeStatus(n));
   }
@@ -968,7 +980,13 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
   n->undrain_unconfirmed = !drain;  // see onHeartbeat
-  if (!drain) runs_.lift(node_id);  // undrain also lifts a quarantine
+  if (!drain) {  // undrain also lifts a quarantine: of the id and of its key
+    runs_.lift(node_id);
+    for (const std::string& lifted : convictions_.lift(node_id, n->key)) {
+      spdlog::warn("node {}: quarantine lifted by an operator", lifted);
+      if (journal_) journal_->quarantine(QuarantineNote::liftOf(lifted));
+    }
+  }
   if (drain) dispatcher_.requeueUnsent(nodes_.slotOf(*n));
   auto msg = newFrame();
   auto f = msg.root;
@@ -1013,10 +1031,11 @@ void CoordinatorCore::flushAll() { dispatcher_.flushAll(); }
 
 // ---------------------------------------------------------------- frames
 
-void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame) {
+void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame,
+                              const std::string& key) {
   switch (frame.which()) {
     case wire::Frame::HELLO:
-      onHello(peer, frame.getHello());
+      onHello(peer, frame.getHello(), key);
       break;
     case wire::Frame::HEARTBEAT:
       onHeartbeat(peer, frame.getHeartbeat());
@@ -1102,14 +1121,16 @@ void CoordinatorCore::onFrame(const std::string& peer, wire::Frame::Reader frame
   dispatch();
 }
 
-void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t size) {
-  auto frame = decodeFrame(data, size, config_.max_frame_bytes);
+void CoordinatorCore::onBytes(const std::string& peer, const void* data, size_t size,
+                              const std::string& key) {
+  // Borrowed: the server's message outlives this call, and nothing keeps the frame.
+  auto frame = decodeFrameBorrowed(data, size, config_.max_frame_bytes);
   if (!frame.ok()) {
     onMalformed(peer, frame.status());
     return;
   }
   try {
-    onFrame(peer, (*frame)->root());
+    onFrame(peer, (*frame)->root(), key);
   } catch (const kj::Exception& e) {
     // A validated frame that still cannot be read (e.g. over the traversal limit): refuse it,
     // keep serving. Handlers read their input before changing state where they can.
@@ -1288,10 +1309,12 @@ Nanos CoordinatorCore::tick() {
   emitPeriodic(now);
   dispatch();
   // Drop departed nodes' records once their retention ended.
-  if (auto freed = nodes_.reap(now); !freed.empty()) {
+  if (auto freed = nodes_.reap(now, jobs_.admitted()); !freed.empty()) {
     for (uint32_t slot : freed) scheduler_->forgetNode(slot);
     updateNodeGauges();
   }
+  // Slots of dropped records are reused once no running job can hold their results.
+  nodes_.releaseHeld(jobs_.oldestRunningSeq());
   // Reap finished jobs (their summaries are remembered).
   jobs_.reap();
   // Next wake-up.
@@ -1349,7 +1372,7 @@ void CoordinatorCore::emitPeriodic(Nanos now) {
 control::ClusterStats CoordinatorCore::stats() const {
   control::ClusterStats s;
   for (const auto& n : nodes_) {
-    if (n.vacant) continue;
+    if (n.vacant || n.left) continue;
     if (n.state == NodeState::kReady) ++s.nodes_ready;
     if (n.state == NodeState::kDraining) ++s.nodes_draining;
     if (n.state == NodeState::kDead) ++s.nodes_dead;

@@ -20,6 +20,7 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "coordinator/control/control.h"
+#include "coordinator/core/convictions.h"
 #include "coordinator/core/dispatcher.h"
 #include "coordinator/core/idempotency_index.h"
 #include "coordinator/core/job_table.h"
@@ -63,6 +64,9 @@ struct CoordinatorConfig {
   // names another incarnation for a job id is answered NOT_FOUND. 0 = pick a random one.
   uint64_t incarnation = 0;
   std::string scheduler = "least-outstanding";
+  // least-outstanding's queue horizon in ms of predicted work per worker (0 = off;
+  // LeastOutstandingOptions::horizon_ns). Negative = the scheduler's default (20 ms).
+  double placement_horizon_ms = -1;
   // Refuse a job naming an operation no node has ever offered (once any node has registered):
   // a typo gets NOT_FOUND at submission instead of tokens that wait forever. Off
   // (--allow-unknown-ops): such tokens wait for a node that offers the op.
@@ -96,12 +100,14 @@ class CoordinatorCore {
   ~CoordinatorCore();
 
   // A frame arrived from `peer` (already size-checked and decoded).
-  void onFrame(const std::string& peer, wire::Frame::Reader frame);
+  // `key`: the peer's CURVE public key (PeerAuth read it; "" with CURVE off). A node's key is
+  // kept with its registration and named in a conviction (convictions.h).
+  void onFrame(const std::string& peer, wire::Frame::Reader frame, const std::string& key = {});
   // A frame from `peer` failed to decode: reply with a Reject, keep serving.
   void onMalformed(const std::string& peer, const Status& error);
   // Raw bytes of one frame from the transport: size-checked against max_frame_bytes and
   // decoded (decodeFrame), then handed to onFrame, or to onMalformed when they do not decode.
-  void onBytes(const std::string& peer, const void* data, size_t size);
+  void onBytes(const std::string& peer, const void* data, size_t size, const std::string& key = {});
   // The transport saw `peer`'s connection close (crash, kill, closed socket).
   // A node registered on it is lost at once, its in-flight tokens re-queued, without
   // waiting for node_timeout. Unknown peers (clients, strangers) are ignored.
@@ -131,6 +137,10 @@ class CoordinatorCore {
   // (including those of jobs restored after it) complete with `value` instead of running.
   // Call before restoreJob() so that restored jobs find their keys.
   void restoreKey(const std::string& key, uint64_t token_id, Value value);
+  // A journalled quarantine in force: the node (by id, and by key when one is named) joins
+  // quarantined until an operator undrains it. Before serving.
+  void restoreQuarantine(const QuarantineNote& note);
+  const Convictions& convictions() const { return convictions_; }
   // The next id to hand out (the journal's new epoch); loop thread, before serving.
   void setNextJobId(uint64_t id) { next_job_ = id; }
   uint64_t incarnation() const { return config_.incarnation; }
@@ -250,7 +260,7 @@ class CoordinatorCore {
   void releaseFromNode(Job& job, TokenRec& t);
 
   // Nodes.
-  void onHello(const std::string& peer, wire::NodeHello::Reader hello);
+  void onHello(const std::string& peer, wire::NodeHello::Reader hello, const std::string& key);
   void onHeartbeat(const std::string& peer, wire::Heartbeat::Reader hb);
   void onResults(const std::string& peer, wire::ResultBatch::Reader rb);
   void onBye(const std::string& peer, wire::Bye::Reader bye);
@@ -259,7 +269,9 @@ class CoordinatorCore {
   // Ends `slot`'s registration; its in-flight tokens are re-queued. `blame`: the loss may be
   // the tokens' fault (crash, timeout), so deaths are counted and poison quarantined; a clean
   // exit or an eviction re-queues without blame.
-  void loseNode(uint32_t slot, const std::string& why, bool blame = true);
+  // `left`: the node said bye; its record goes at once (NodeTable::markDeparted), lost ones
+  // stay listed as dead for the retention.
+  void loseNode(uint32_t slot, const std::string& why, bool blame = true, bool left = false);
   void sendControlCancel(uint32_t slot, const std::vector<uint64_t>& ids);
   void sendUnknownSession(const std::string& peer);
   // Run timeouts (run_timeouts.cc): the timeout that applies to a token, the expiry of due
@@ -268,6 +280,10 @@ class CoordinatorCore {
   Nanos runTimeoutFor(const Job& job, const TokenRec& t) const;
   void expireRunTimeouts(Nanos now);
   void quarantineNode(uint32_t slot, const std::string& why);
+  // Records a conviction (convictions.h) and journals it. Returns true when `node_id` was not
+  // convicted yet.
+  bool convict(const std::string& node_id, const std::string& key, const std::string& why,
+               QuarantineNote::Cause cause);
   // Verified execution (verify_core.cc): the verify rate of a token of spec `s`, a sampled
   // token's result (a vote), an outcome applied, the verdict on a node found lying (quarantine,
   // its unverified results re-run with everything they fed), parked tokens that waited too long.
@@ -331,6 +347,7 @@ class CoordinatorCore {
   RunTimeouts runs_{{.quarantine_after = config_.run_timeout_quarantine,
                      .strike_window = config_.run_timeout_strike_window_ns}};
   Verifier verifier_{{.wait = config_.verify_wait_ns}};
+  Convictions convictions_;
   Dispatcher dispatcher_{{config_.max_batch, config_.credit_per_worker},
                          jobs_,
                          ops_,

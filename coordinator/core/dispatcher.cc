@@ -76,7 +76,7 @@ void Dispatcher::runVerify() {
       verify_.push_front(id);
       break;
     }
-    markRunning(*j, local, best, lane, t.cost);
+    markRunning(*j, local, best, lane, t.cost, now);
     addToBatch(nodes_[best], best, id, t.cost, 0, now);
   }
 }
@@ -152,9 +152,10 @@ void Dispatcher::runSuspects() {
         suspects_.push_back(id);
         continue;
       }
-      markRunning(*j, local, slot, lane, t.cost);
+      const Nanos now = clock_.now();
+      markRunning(*j, local, slot, lane, t.cost, now);
       n.suspect = id;
-      if (n.batch.ids.empty()) n.batch.first_at = clock_.now();
+      if (n.batch.ids.empty()) n.batch.first_at = now;
       n.batch.ids.push_back(id);
       flush(slot);
       break;
@@ -244,7 +245,8 @@ size_t Dispatcher::runSlice(uint32_t oi, Weight lane, uint64_t max_tokens) {
     NodeRec& n = nodes_[slot];
     if (!j || j->id != (infos[i].id >> 32)) j = jobs_.find(infos[i].id >> 32);
     const auto local = static_cast<uint32_t>(infos[i].id);
-    markRunning(*j, local, slot, p.lane == Weight::kUnspecified ? lane : p.lane, infos[i].cost);
+    markRunning(*j, local, slot, p.lane == Weight::kUnspecified ? lane : p.lane, infos[i].cost,
+                now);
     addToBatch(n, slot, infos[i].id, infos[i].cost, work_target, now);
     ++placed;
   }
@@ -252,7 +254,8 @@ size_t Dispatcher::runSlice(uint32_t oi, Weight lane, uint64_t max_tokens) {
   return placed;
 }
 
-void Dispatcher::markRunning(JobRec& job, uint32_t local, uint32_t slot, Weight lane, double cost) {
+void Dispatcher::markRunning(JobRec& job, uint32_t local, uint32_t slot, Weight lane, double cost,
+                             Nanos now) {
   TokenRec& t = job.tokens[local];
   NodeRec& n = nodes_[slot];
   t.state = kRunning;
@@ -267,7 +270,7 @@ void Dispatcher::markRunning(JobRec& job, uint32_t local, uint32_t slot, Weight 
   ++l.in_flight;
   l.outstanding += cost;
   nodes_.dispatched(slot, JobTable::tokenId(job.id, local));
-  if (on_started_) on_started_(job, local, slot);
+  if (on_started_) on_started_(job, local, slot, now);
 }
 
 void Dispatcher::addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost, double work_target,

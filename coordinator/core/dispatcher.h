@@ -49,8 +49,11 @@ class Dispatcher {
 
   // The placement policy (not owned; the core owns it and outlives every call).
   void setScheduler(Scheduler& scheduler) { scheduler_ = &scheduler; }
-  // Called for every token markRunning() starts (the core's run-timeout bookkeeping).
-  using StartedHook = std::function<void(const JobRec& job, uint32_t local, uint32_t slot)>;
+  // Called for every token markRunning() starts (the core's run-timeout bookkeeping). `now` is
+  // read once per dispatch pass, not per token: a clock read cost as much as the rest of the
+  // per-token bookkeeping, and run timeouts are coarse (RunTimeouts buckets of 100 ms).
+  using StartedHook =
+      std::function<void(const JobRec& job, uint32_t local, uint32_t slot, Nanos now)>;
   void setStartedHook(StartedHook hook) { on_started_ = std::move(hook); }
   // Verified execution (verifier.h): a sampled token runs again only on a node `filter(id,
   // node)` allows (one that has not run it yet). A token no node may run now is parked and
@@ -85,7 +88,7 @@ class Dispatcher {
 
   // Marks a token running on `slot` (lane accounting, the node's token index). Used by run()
   // and for suspects.
-  void markRunning(JobRec& job, uint32_t local, uint32_t slot, Weight lane, double cost);
+  void markRunning(JobRec& job, uint32_t local, uint32_t slot, Weight lane, double cost, Nanos now);
   // Undoes markRunning's accounting for a running token (it finished, failed, came back).
   void release(JobRec& job, TokenRec& t);
   // Tokens placed on `slot` but not yet sent go back to the ready queues (drain).

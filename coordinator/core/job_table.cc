@@ -28,6 +28,7 @@ const JobRec* JobTable::find(uint64_t job_id) const {
 JobRec& JobTable::add(uint64_t job_id, uint64_t incarnation, std::string name, Nanos now) {
   ++admitted_;
   auto job = std::make_unique<JobRec>();
+  job->seq = admitted_ - 1;
   job->id = job_id;
   job->incarnation = incarnation;
   job->name = std::move(name);
@@ -81,6 +82,7 @@ void JobTable::layOut(JobRec& job) {
   }
   live_tokens_ += n;
   ++running_;
+  running_seqs_.insert(job.seq);
 }
 
 void JobTable::setResult(JobRec& job, TokenRec& t, const Value& v) {
@@ -184,6 +186,7 @@ bool JobTable::finishIfDone(JobRec& job, Nanos now) {
   if (job.finishedTokens() < job.tokens.size()) return false;
   job.finished_at = now;
   --running_;
+  running_seqs_.erase(job.seq);
   watched_.erase(job.id);
   finished_ids_.push_back(job.id);
   job.state = job.failed > 0      ? JobState::kFailed

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -81,6 +82,7 @@ struct SpecRec {
 
 struct JobRec {
   uint64_t id = 0;
+  uint64_t seq = 0;          // admission order in this process (JobTable::add), never reused
   uint64_t incarnation = 0;  // of the process that admitted it (survives restarts)
   std::string name;
   Nanos admitted_at = 0, finished_at = 0;
@@ -139,7 +141,10 @@ class JobTable {
   // A new, empty record (its tokens are laid out by build()).
   JobRec& add(uint64_t job_id, uint64_t incarnation, std::string name, Nanos now);
   // Drops a record whose build or admission failed (never counted running).
-  void remove(uint64_t job_id) { jobs_.erase(job_id); }
+  void remove(uint64_t job_id) {
+    if (auto it = jobs_.find(job_id); it != jobs_.end()) running_seqs_.erase(it->second->seq);
+    jobs_.erase(job_id);
+  }
 
   // Lays out `job`'s tokens from `spec`: `init(spec_rec)` fills each spec's op, weight and
   // attempts (the op table's business); then spec index, input counts, dependents (CSR) and
@@ -241,6 +246,12 @@ class JobTable {
   }
   uint64_t running() const { return running_; }
   uint64_t admitted() const { return admitted_; }
+  // The admission sequence (JobRec::seq) of the oldest running job; admitted() when none runs.
+  // Every job admitted before sequence s has finished once this is >= s (NodeTable holds slots
+  // of departed nodes until then: their results in those jobs must stay traceable).
+  uint64_t oldestRunningSeq() const {
+    return running_seqs_.empty() ? admitted_ : *running_seqs_.begin();
+  }
   uint64_t liveTokens() const { return live_tokens_; }
   size_t records() const { return jobs_.size(); }
   size_t remembered() const { return finished_.size(); }
@@ -330,7 +341,8 @@ class JobTable {
   std::unordered_map<uint64_t, std::unique_ptr<JobRec>> jobs_;
   // Kept beside jobs_ so no tick or stats call walks every job.
   uint64_t running_ = 0;
-  uint64_t admitted_ = 0;  // this process (resumed jobs included)
+  uint64_t admitted_ = 0;            // this process (resumed jobs included)
+  std::set<uint64_t> running_seqs_;  // JobRec::seq of running jobs
   uint64_t live_tokens_ = 0;
   std::unordered_set<uint64_t> watched_;  // running jobs with progress watchers
   std::vector<uint64_t> finished_ids_;    // finished since the last reap

@@ -45,6 +45,34 @@ inline constexpr uint32_t nextEpoch(uint32_t e) { return e >= kMaxEpoch ? 1 : e 
 // Results of finished tokens of one job: (job-local index, value).
 using Checkpoint = std::vector<std::pair<uint32_t, Value>>;
 
+// A node convicted (quarantined: no new work until an operator lifts it) or its quarantine
+// lifted. Journalled so that a restarted coordinator keeps a caught node off work.
+struct QuarantineNote {
+  enum Cause : uint8_t { kRunTimeouts = 0, kVerify = 1 };
+  std::string node_id;
+  std::string key;  // the node's CURVE public key (Z85) when caught; empty with CURVE off
+  std::string reason;
+  Cause cause = kRunTimeouts;
+  bool lifted = false;  // an operator lifted it (undrain)
+  int64_t at_ns = 0;    // wall clock (unix ns); the journal stamps it when 0
+
+  static QuarantineNote convicted(std::string node_id, std::string key, std::string reason,
+                                  Cause cause) {
+    QuarantineNote n;
+    n.node_id = std::move(node_id);
+    n.key = std::move(key);
+    n.reason = std::move(reason);
+    n.cause = cause;
+    return n;
+  }
+  static QuarantineNote liftOf(std::string node_id) {
+    QuarantineNote n;
+    n.node_id = std::move(node_id);
+    n.lifted = true;
+    return n;
+  }
+};
+
 class JobJournal {
  public:
   virtual ~JobJournal() = default;
@@ -64,6 +92,9 @@ class JobJournal {
   // commit's write. Best effort otherwise: lost, the original runs again if its job is live.
   virtual void keyFinished(const std::string& /*key*/, uint64_t /*token_id*/,
                            uint64_t /*incarnation*/, const Value& /*value*/) {}
+  // A quarantine imposed or lifted; durable with the next commit() (which syncs for it: it is
+  // rare, and a lost one lets a caught node work again after a restart).
+  virtual void quarantine(const QuarantineNote& /*note*/) {}
   // Ids of `epoch` are about to be handed out; durable with the next commit().
   virtual void epochStarted(uint32_t epoch) = 0;
   // Writes what was appended; fdatasync()s first if it holds an admission or an epoch.

@@ -81,6 +81,11 @@ Metrics::Metrics(std::shared_ptr<prometheus::Registry> reg)
                    .Name("tokengate_node_rss_bytes")
                    .Help("Resident memory of each node process")
                    .Register(*registry)),
+      node_cpu(BuildGauge()
+                   .Name("tokengate_node_cpu_seconds")
+                   .Help("CPU time (user + system) each node process has used since it started "
+                         "(re-exported from heartbeats; rate() gives cores in use)")
+                   .Register(*registry)),
       malformed_frames(BuildCounter()
                            .Name("tokengate_malformed_frames_total")
                            .Help("Frames rejected at the decode boundary")

@@ -34,6 +34,7 @@ struct Metrics {
   prometheus::Family<prometheus::Gauge>& lane_utilization;
   prometheus::Family<prometheus::Gauge>& core_tokens;
   prometheus::Family<prometheus::Gauge>& node_rss;
+  prometheus::Family<prometheus::Gauge>& node_cpu;
   prometheus::Counter& malformed_frames;
   prometheus::Counter& late_results;
   prometheus::Counter& run_timeouts;

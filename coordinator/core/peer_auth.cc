@@ -128,14 +128,15 @@ std::string PeerAuth::refuse(const std::string& peer, const std::string& reason,
   return encodeFrame(msg);
 }
 
-std::optional<std::string> PeerAuth::check(
-    const std::string& peer, zmq::message_t& body,
-    const std::function<bool(const std::string&)>& node_live) {
+std::optional<std::string> PeerAuth::check(const std::string& peer, zmq::message_t& body,
+                                           const std::function<bool(const std::string&)>& node_live,
+                                           std::string* key_out) {
   security::PeerIdentity who;
   if (curve_.enabled()) {
     const char* uid = zmq_msg_gets(body.handle(), "User-Id");
     who = security::parseUserId(uid ? uid : "");
   }
+  if (key_out) *key_out = who.public_key;
   return checkFrame(peer, who, body.data(), body.size(), node_live);
 }
 

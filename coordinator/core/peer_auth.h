@@ -75,8 +75,10 @@ class PeerAuth {
   // Admits or refuses one message body from `peer`. Returns the encoded frame to send back
   // when refused (the message must not reach the core), nullopt when admitted.
   // `node_live(id)`: whether the core has a live node with this id.
+  // `key_out` (when given) receives the peer's public key ("" with CURVE off).
   std::optional<std::string> check(const std::string& peer, zmq::message_t& body,
-                                   const std::function<bool(const std::string&)>& node_live);
+                                   const std::function<bool(const std::string&)>& node_live,
+                                   std::string* key_out = nullptr);
   // The same for a frame whose sender is already known: `who` is the identity the ZAP handler
   // gave the connection (ignored with CURVE off). check() reads it from the message's User-Id;
   // the frame fuzzer (tests/fuzz) calls this directly with a role per fuzzed peer.

@@ -45,9 +45,12 @@ void CoordinatorCore::expireRunTimeouts(Nanos now) {
                 false);
     }
     if (n.state != NodeState::kDead && n.state != NodeState::kQuarantined &&
-        runs_.strike(n.id, now))
-      quarantineNode(e.slot, fmt::format("{} run timeouts (last: {} ms)", runs_.strikes(n.id, now),
-                                         limit / kMillis));
+        runs_.strike(n.id, now)) {
+      const std::string why =
+          fmt::format("{} run timeouts (last: {} ms)", runs_.strikes(n.id, now), limit / kMillis);
+      convict(n.id, n.key, why, QuarantineNote::kRunTimeouts);
+      quarantineNode(e.slot, why);
+    }
   });
   for (auto& [slot, ids] : cancels) sendControlCancel(slot, ids);
   const Job* cached = nullptr;
@@ -86,6 +89,30 @@ void CoordinatorCore::quarantineNode(uint32_t slot, const std::string& why) {
       n.id, why, n.id, ids.size());
   emit(control::NodeEvent{control::NodeEvent::Change::kQuarantined, n.id, why, ids.size(), 0});
   updateNodeGauges();
+}
+
+}  // namespace tokengate::coordinator
+
+namespace tokengate::coordinator {
+
+bool CoordinatorCore::convict(const std::string& node_id, const std::string& key,
+                              const std::string& why, QuarantineNote::Cause cause) {
+  const QuarantineNote note = QuarantineNote::convicted(node_id, key, why, cause);
+  std::vector<std::string> forgotten;
+  const bool first = convictions_.convict(note, &forgotten);
+  for (const std::string& id : forgotten)
+    spdlog::error("node {}: conviction forgotten (more than the bound of convicted node ids)", id);
+  // The journal stamps the wall time; a restarted coordinator restores it (restoreQuarantine).
+  if (journal_) journal_->quarantine(note);
+  return first;
+}
+
+void CoordinatorCore::restoreQuarantine(const QuarantineNote& note) {
+  if (note.lifted || note.node_id.empty()) return;
+  convictions_.convict(note);
+  spdlog::warn("journal: node {} stays quarantined ({}{}); `tgctl node undrain {}` lifts it",
+               note.node_id, note.reason, note.key.empty() ? "" : ", key " + note.key,
+               note.node_id);
 }
 
 }  // namespace tokengate::coordinator

@@ -87,9 +87,39 @@ struct LeastOutstandingOptions {
   // A node counts as slower than the fastest only when the difference of their mean log ratios
   // exceeds this many standard errors (equal nodes otherwise split work by estimation noise).
   double speed_significance = 3;
+  // Tokens of one job with the same op and first argument (a `repeat` run) usually cost the same,
+  // and that cost is unknown: the per-op mean does not see arguments. Placing several of them on
+  // one node because it looks a little less loaded bets them all on one estimate, and a run of
+  // 5 x 60 ms tokens lands 3-4 deep on one node. Each further token of the run on the same node
+  // therefore counts (1 + group_spread x already there) times its cost when choosing the node;
+  // 0 = off (plain least outstanding work). See docs/cost-model.md.
+  double group_spread = 4;
+  // Placement cost of an op: a running mean whose weight shrinks with the op's spread, so that its
+  // relative standard error stays near this (0 = off: the plain EWMA of weight alpha). With
+  // alpha 0.05 the mean of an op whose runs scatter with CV ~3.7 (50 us .. 60 ms) moves by ~60%
+  // between finishes; tokens placed at different times then add outstanding work in different
+  // units and equal nodes end with unequal token counts. The weight is
+  // clamp(2 e^2 / (CV^2 + e^2), min_alpha, alpha), CV from the recent (alpha-weighted) runs, so a
+  // steady op (drift included, once its new cost is steady) keeps the fast weight alpha.
+  double cost_rel_error = 0.1;
+  double min_alpha = 0.002;
+  // Queue horizon, in predicted ns of work per worker (0 = off: every token is committed to a
+  // node as soon as credit allows, 2048 per worker by default). A token whose cost is at least
+  // horizon_min_token_ns is held back at the coordinator (Placement -1; it is placed again when
+  // a result frees work) once its best node already holds horizon_ns of predicted work per
+  // worker, in at least horizon_min_tokens tokens per worker (default 20 ms, as the xgboost
+  // policy's own horizon; coordinator --placement-horizon-ms). Committed work is then bounded in
+  // predicted time, not tokens, so a misestimate (the op mean does not see arguments) is paid
+  // for at most one horizon, and big tokens late in a run still find the node that frees first.
+  // Cheaper tokens (Leibniz terms) are never held: lane credit limits them, and deep credit is
+  // what their throughput needs.
+  double horizon_ns = 20e6;
+  double horizon_min_token_ns = 100'000;
+  uint32_t horizon_min_tokens = 4;
 };
 std::unique_ptr<Scheduler> makeLeastOutstandingScheduler(LeastOutstandingOptions options = {});
-std::unique_ptr<Scheduler> makeScheduler(
-    const std::string& name);  // "round-robin", "least-outstanding"
+// "round-robin", "least-outstanding" (with `lo`); nullptr for another name.
+std::unique_ptr<Scheduler> makeScheduler(const std::string& name,
+                                         const LeastOutstandingOptions& lo = {});
 
 }  // namespace tokengate::coordinator

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/zmq_frame.h"
+
 namespace tokengate::coordinator {
 
 class CoordinatorServer::RouterOutbox final : public Outbox {
@@ -16,7 +18,7 @@ class CoordinatorServer::RouterOutbox final : public Outbox {
   void send(const std::string& peer, std::string frame) override {
     try {
       socket_.send(zmq::buffer(peer), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-      zmq::message_t body(frame.data(), frame.size());
+      zmq::message_t body = zmqMessageOf(std::move(frame));  // big frames: no copy
       socket_.send(body, zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
       spdlog::warn("send to peer failed: {}", e.what());
@@ -215,12 +217,13 @@ bool CoordinatorServer::handleMessage() {
     return true;
   }
   // Access checks (peer_auth.h): role per frame kind, node id bound to its key.
-  if (auto refusal = auth_->check(peer_id, parts[0],
-                                  [this](const std::string& id) { return core_->nodeLive(id); })) {
+  std::string key;
+  if (auto refusal = auth_->check(
+          peer_id, parts[0], [this](const std::string& id) { return core_->nodeLive(id); }, &key)) {
     outbox_->send(peer_id, std::move(*refusal));
     return true;
   }
-  core_->onBytes(peer_id, parts[0].data(), parts[0].size());
+  core_->onBytes(peer_id, parts[0].data(), parts[0].size(), key);
   return true;
 }
 

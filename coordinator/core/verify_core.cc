@@ -64,10 +64,12 @@ void CoordinatorCore::applyVerifyOutcome(Job& job, uint32_t local, Verifier::Out
 }
 
 void CoordinatorCore::convictNode(const std::string& node_id, const std::string& why) {
-  const bool first = runs_.quarantine(node_id);  // survives reconnects, lifted by undrain
+  // Survives reconnects, record reaping and (journalled) restarts; lifted by undrain.
+  NodeRec* known = nodes_.byId(node_id);
+  const bool first =
+      convict(node_id, known ? known->key : std::string(), why, QuarantineNote::kVerify);
   if (first) ++counters_.verify_quarantines;
-  if (NodeRec* n = nodes_.byId(node_id);
-      n && n->state != NodeState::kDead && n->state != NodeState::kQuarantined)
+  if (NodeRec* n = known; n && n->state != NodeState::kDead && n->state != NodeState::kQuarantined)
     quarantineNode(nodes_.slotOf(*n), why);
   else if (first)
     spdlog::warn("node {} quarantined ({})", node_id, why);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -115,6 +116,7 @@ void FileJournal::exportMetrics(prometheus::Registry& reg) {
   m_.finishes = &records.Add({{"kind", "finished"}});
   m_.checkpoints = &records.Add({{"kind", "checkpoint"}});
   m_.keys = &records.Add({{"kind", "key"}});
+  m_.quarantines = &records.Add({{"kind", "quarantine"}});
   m_.errors = &prometheus::BuildCounter()
                    .Name("tokengate_journal_errors_total")
                    .Help("job journal writes that failed (admissions refused, finishes lost)")
@@ -230,6 +232,11 @@ StatusOr<std::unique_ptr<FileJournal>> FileJournal::open(const std::string& path
     j->keepKey(k->key, data.substr(k->offset + header, k->bytes - header));
     r.keys.push_back({k->key, k->id, k->incarnation, k->value});
   }
+  for (const Record* q : f.quarantines) {
+    j->quarantines_[q->quarantine.node_id] = {j->next_quarantine_seq_++,
+                                              data.substr(q->offset + header, q->bytes - header)};
+    r.quarantines.push_back(q->quarantine);
+  }
   for (const Record* a : f.live) {
     const uint64_t seq = j->next_seq_++;
     j->live_seq_[a->id] = seq;
@@ -287,6 +294,13 @@ Status FileJournal::compact() {
   }
   std::string buf(kMagic);
   appendRecord(buf, encodeEpoch(epoch_, wallNs()));
+  // Quarantines before anything a node could be given (oldest conviction first).
+  std::vector<const std::pair<uint64_t, std::string>*> quarantines;
+  quarantines.reserve(quarantines_.size());
+  for (const auto& [id, q] : quarantines_) quarantines.push_back(&q);
+  std::sort(quarantines.begin(), quarantines.end(),
+            [](const auto* a, const auto* b) { return a->first < b->first; });
+  for (const auto* q : quarantines) appendRecord(buf, q->second);
   // Keys first: a restart restores them before it resumes the live jobs that may use them.
   std::deque<std::pair<uint64_t, std::string>> order;
   for (auto& [seq, key] : key_order_) {
@@ -402,6 +416,20 @@ void FileJournal::keepKey(const std::string& key, std::string payload) {
     if (current) keys_.erase(it);  // the oldest key beyond keep_keys
     key_order_.pop_front();
   }
+}
+
+void FileJournal::quarantine(const coordinator::QuarantineNote& note) {
+  if (!active_ || note.node_id.empty()) return;
+  coordinator::QuarantineNote stamped_note = note;
+  if (stamped_note.at_ns == 0) stamped_note.at_ns = wallNs();
+  std::string payload = encodeQuarantine(stamped_note);
+  appendRecord(buffer_, payload);
+  needs_sync_ = true;  // rare; lost, a caught node would work again after a restart
+  if (m_.quarantines) m_.quarantines->Increment();
+  if (note.lifted)
+    quarantines_.erase(note.node_id);
+  else
+    quarantines_[note.node_id] = {next_quarantine_seq_++, std::move(payload)};
 }
 
 void FileJournal::epochStarted(uint32_t epoch) {

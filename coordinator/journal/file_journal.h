@@ -76,7 +76,9 @@ struct Replay {
     uint64_t incarnation = 0;
     Value value;
   };
-  std::vector<Key> keys;       // results of idempotency keys, oldest first, at most keep_keys
+  std::vector<Key> keys;  // results of idempotency keys, oldest first, at most keep_keys
+  // Quarantines in force (convicted nodes whose quarantine was not lifted), oldest first.
+  std::vector<coordinator::QuarantineNote> quarantines;
   uint64_t records = 0;        // intact records read
   std::vector<Damage> damage;  // skipped ranges (a torn tail last)
   uint64_t damaged_bytes = 0;
@@ -96,8 +98,8 @@ class FileJournal final : public coordinator::JobJournal {
   FileJournal(const FileJournal&) = delete;
   FileJournal& operator=(const FileJournal&) = delete;
 
-  // Rewrites the file as [magic][epoch record][kept key results][live admissions and their
-  // checkpoints][kept outcomes] and syncs it;
+  // Rewrites the file as [magic][epoch record][quarantines in force][kept key results][live
+  // admissions and their checkpoints][kept outcomes] and syncs it;
   // from then on records can be appended and compactions run. Call once the process is fully
   // started, before the first job id is handed out.
   Status activate();
@@ -108,6 +110,7 @@ class FileJournal final : public coordinator::JobJournal {
                   const coordinator::Checkpoint& results) override;
   void keyFinished(const std::string& key, uint64_t token_id, uint64_t incarnation,
                    const Value& value) override;
+  void quarantine(const coordinator::QuarantineNote& note) override;
   void epochStarted(uint32_t epoch) override;
   Status commit() override;
 
@@ -118,7 +121,8 @@ class FileJournal final : public coordinator::JobJournal {
   uint64_t bytes() const { return bytes_; }
   uint64_t compactions() const { return compactions_; }
   uint64_t syncs() const { return syncs_; }
-  size_t keys() const { return keys_.size(); }  // key results a compaction keeps
+  size_t keys() const { return keys_.size(); }                // key results a compaction keeps
+  size_t quarantines() const { return quarantines_.size(); }  // in force, kept by compaction
   const std::string& path() const { return path_; }
 
  private:
@@ -146,6 +150,7 @@ class FileJournal final : public coordinator::JobJournal {
     prometheus::Counter* finishes = nullptr;
     prometheus::Counter* checkpoints = nullptr;
     prometheus::Counter* keys = nullptr;
+    prometheus::Counter* quarantines = nullptr;
     prometheus::Counter* errors = nullptr;
     prometheus::Counter* compactions = nullptr;
     prometheus::Counter* syncs = nullptr;
@@ -170,6 +175,10 @@ class FileJournal final : public coordinator::JobJournal {
     uint64_t seq = 0;
     std::string payload;
   };
+  // Quarantines in force: node id -> (sequence, payload of its newest record); a lift erases.
+  // Few (each is a node caught misbehaving), so a compaction writes them all.
+  std::map<std::string, std::pair<uint64_t, std::string>> quarantines_;
+  uint64_t next_quarantine_seq_ = 0;
   std::unordered_map<std::string, KeyRecord> keys_;
   std::deque<std::pair<uint64_t, std::string>> key_order_;
   uint64_t next_key_seq_ = 0;

@@ -117,6 +117,21 @@ Status decode(const char* data, size_t n, Record& out) {
         out.value = fromWire(k.getValue());
         return absl::OkStatus();
       }
+      case wire::JournalRecord::QUARANTINE: {
+        auto q = rec.getQuarantine();
+        out.kind = Record::kQuarantine;
+        auto& n = out.quarantine;
+        n.node_id = q.getNodeId().cStr();
+        if (n.node_id.empty())
+          return absl::InvalidArgumentError("quarantine record without a node id");
+        n.key = q.getKey().cStr();
+        n.reason = q.getReason().cStr();
+        n.at_ns = q.getAtNs();
+        n.lifted = q.getLifted();
+        n.cause = q.getCause() == 1 ? coordinator::QuarantineNote::kVerify
+                                    : coordinator::QuarantineNote::kRunTimeouts;
+        return absl::OkStatus();
+      }
       case wire::JournalRecord::EPOCH: {
         auto e = rec.getEpoch();
         out.kind = Record::kEpoch;
@@ -226,6 +241,18 @@ std::string encodeKey(const std::string& key, uint64_t token_id, uint64_t incarn
   k.setTokenId(token_id);
   k.setIncarnation(incarnation);
   toWire(value, k.initValue());
+  return encodeFrame(msg);
+}
+
+std::string encodeQuarantine(const coordinator::QuarantineNote& n) {
+  capnp::MallocMessageBuilder msg;
+  auto q = msg.initRoot<wire::JournalRecord>().initQuarantine();
+  q.setNodeId(n.node_id);
+  q.setKey(n.key);
+  q.setReason(n.reason);
+  q.setAtNs(n.at_ns);
+  q.setLifted(n.lifted);
+  q.setCause(static_cast<uint8_t>(n.cause));
   return encodeFrame(msg);
 }
 
@@ -358,6 +385,9 @@ Folded fold(const Scan& scan, size_t keep_finished, size_t keep_keys) {
   std::unordered_map<uint64_t, const Record*> live;
   std::vector<uint64_t> order;
   std::deque<const Record*> finished;
+  // node id -> position in `quarantine_order` (the newest record of an id wins).
+  std::unordered_map<std::string_view, size_t> quarantined;
+  std::vector<const Record*> quarantine_order;
   for (const Record& r : scan.records) {
     switch (r.kind) {
       case Record::kEpoch:
@@ -382,6 +412,16 @@ Folded fold(const Scan& scan, size_t keep_finished, size_t keep_keys) {
         }
         key_order.push_back(&r);
         break;
+      case Record::kQuarantine:
+        if (auto it = quarantined.find(r.quarantine.node_id); it != quarantined.end()) {
+          quarantine_order[it->second] = nullptr;  // superseded (re-convicted or lifted)
+          quarantined.erase(it);
+        }
+        if (!r.quarantine.lifted) {
+          quarantined.emplace(r.quarantine.node_id, quarantine_order.size());
+          quarantine_order.push_back(&r);
+        }
+        break;
       case Record::kFinish:
         live.erase(r.id);
         f.checkpoints.erase(r.id);
@@ -401,6 +441,8 @@ Folded fold(const Scan& scan, size_t keep_finished, size_t keep_keys) {
   f.finished.assign(finished.begin(), finished.end());
   for (const Record* r : key_order)
     if (r) f.keys.push_back(r);
+  for (const Record* r : quarantine_order)
+    if (r) f.quarantines.push_back(r);
   if (f.keys.size() > keep_keys)
     f.keys.erase(f.keys.begin(), f.keys.begin() + static_cast<long>(f.keys.size() - keep_keys));
   for (const Record* r : f.live) f.epoch_in_use[coordinator::epochOf(r->id) & 0xfff] = true;

@@ -41,22 +41,24 @@ std::string encodeCheckpoint(uint64_t job_id, uint64_t incarnation,
                              const coordinator::Checkpoint& results);
 std::string encodeKey(const std::string& key, uint64_t token_id, uint64_t incarnation,
                       const Value& value);
+std::string encodeQuarantine(const coordinator::QuarantineNote& note);
 // Appends header + payload to `out`.
 void appendRecord(std::string& out, std::string_view payload);
 
 struct Record {
-  enum Kind : uint8_t { kAdmit, kFinish, kEpoch, kCheckpoint, kKey } kind = kAdmit;
+  enum Kind : uint8_t { kAdmit, kFinish, kEpoch, kCheckpoint, kKey, kQuarantine } kind = kAdmit;
   uint64_t offset = 0;  // of the record header in the file
   uint64_t bytes = 0;   // header + payload
   uint64_t id = 0;      // job id (admit, finish, checkpoint; key: the original token's id)
   uint64_t incarnation = 0;
-  JobSpec spec;                        // admit
-  control::JobStatus status;           // finish
-  uint32_t epoch = 0;                  // epoch
-  int64_t started_ns = 0;              // epoch
-  coordinator::Checkpoint checkpoint;  // checkpoint
-  std::string key;                     // key
-  Value value;                         // key
+  JobSpec spec;                            // admit
+  control::JobStatus status;               // finish
+  uint32_t epoch = 0;                      // epoch
+  int64_t started_ns = 0;                  // epoch
+  coordinator::Checkpoint checkpoint;      // checkpoint
+  std::string key;                         // key
+  Value value;                             // key
+  coordinator::QuarantineNote quarantine;  // quarantine (imposed or lifted)
 };
 
 struct Damage {
@@ -91,6 +93,8 @@ struct Folded {
   // Key records, one per key (the newest wins), oldest first, at most keep_keys: a key is kept
   // until keep_keys newer keys have results, whether or not its job is still remembered.
   std::vector<const Record*> keys;
+  // Quarantines in force: the newest record per node id unless it is a lift, oldest first.
+  std::vector<const Record*> quarantines;
   uint32_t last_epoch = 0;         // of the last epoch record (0: none)
   std::vector<bool> epoch_in_use;  // [kMaxEpoch + 1]: epochs of live/kept jobs' ids
 };

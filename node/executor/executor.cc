@@ -17,6 +17,7 @@ constexpr size_t kPublishEvery = 256;               // results buffered per work
 constexpr Nanos kPublishAfterNs = 200'000;          // or this long after the first
 constexpr Nanos kPayDebtAtNs = 200'000;             // speed-factor penalty granularity
 constexpr Nanos kSleepAboveNs = 50'000;             // below this, spin instead of sleeping
+constexpr size_t kGroupMax = 32;                    // tokens per timed group
 
 int laneIndex(Weight w) { return static_cast<int>(w); }
 }  // namespace
@@ -532,9 +533,7 @@ void payDebt(const Clock& clock, Nanos& debt, Nanos& now) {
 }
 }  // namespace
 
-void Executor::runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos& now,
-                      Nanos& debt_ns) {
-  const Nanos start = now;
+void Executor::runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos start) {
   TaskResult& r = out.emplace_back();
   r.id = t.id;
   r.attempt = t.attempt;
@@ -551,19 +550,37 @@ void Executor::runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos& n
       r.outcome = absl::DeadlineExceededError(
           fmt::format("{}: deadline exceeded while running", t.op->name));
   }
+  // Single writer: a plain load+store avoids a locked RMW per token.
+  w.tokens.store(w.tokens.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+void Executor::closeGroup(Worker& w, TimeGroup& g, std::vector<TaskResult>& results, Nanos& now,
+                          Nanos& debt_ns) {
+  if (g.tokens == 0) return;
   now = clock_.now();
-  Nanos run = now - start;
+  Nanos run = now - g.start;
   if (config_.speed_factor > 1.0) {
     const auto extra = static_cast<Nanos>(static_cast<double>(run) * (config_.speed_factor - 1.0));
     run += extra;
     debt_ns += extra;
     if (debt_ns >= kPayDebtAtNs) payDebt(clock_, debt_ns, now);
   }
-  r.run_ns = static_cast<uint64_t>(std::max<Nanos>(0, run));
+  run = std::max<Nanos>(0, run);
+  const auto n = static_cast<Nanos>(g.tokens);
+  const Nanos per = run / n;
   const int cpu = sched_getcpu();
-  r.core = static_cast<uint32_t>(cpu >= 0 ? cpu : w.core);
-  // Single writer: a plain load+store avoids a locked RMW per token.
-  w.tokens.store(w.tokens.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  const auto core = static_cast<uint32_t>(cpu >= 0 ? cpu : w.core);
+  // The group's tokens are the last `n` results; the remainder goes to the first of them so the
+  // group's run times add up to what was measured.
+  const size_t first = results.size() - g.tokens;
+  for (size_t k = first; k < results.size(); ++k) {
+    results[k].run_ns = static_cast<uint64_t>(per + (k == first ? run - per * n : 0));
+    results[k].core = core;
+  }
+  g.fast = per < config_.group_below_ns;
+  g.tokens = 0;
+  g.op = nullptr;
+  g.start = now;
 }
 
 void Executor::workerLoop(Worker& w) {
@@ -581,6 +598,7 @@ void Executor::workerLoop(Worker& w) {
   results.reserve(kPublishEvery);
   uint64_t seen_epoch = control_epoch_.load();
   Nanos debt_ns = 0;
+  TimeGroup group;
   while (true) {
     Weight lane;
     size_t popped;
@@ -609,6 +627,8 @@ void Executor::workerLoop(Worker& w) {
     const Nanos batch_start = now;
     Nanos first_unpublished = now;
     size_t ran = 0;
+    group.tokens = 0;
+    group.start = now;
     for (size_t i = 0; i < local.size() && !stop_.load(std::memory_order_relaxed); ++i) {
       // Publish the token, then look for control that arrived meanwhile; if
       // filtering replaced local[i], publish the replacement and look again.
@@ -625,13 +645,30 @@ void Executor::workerLoop(Worker& w) {
         }
       }
       if (!have) break;
-      if (results.empty()) first_unpublished = now;
-      runOne(w, local[i], results, now, debt_ns);
+      Task& t = local[i];
+      // Timing (executor.h): a token joins the open group only if the group's op is fast, it is
+      // the same op and it has no deadline (a deadline is checked against a fresh clock read).
+      if (group.tokens > 0 &&
+          !(group.fast && t.op == group.op && t.deadline_ns == 0 && group.tokens < kGroupMax)) {
+        closeGroup(w, group, results, now, debt_ns);
+        if (results.size() >= kPublishEvery || now - first_unpublished >= kPublishAfterNs)
+          publish(results, nullptr);
+      }
+      if (group.tokens == 0) {
+        group.op = t.op;
+        group.start = now;
+        if (results.empty()) first_unpublished = now;
+      }
+      runOne(w, t, results, group.start);
+      ++group.tokens;
       ++ran;
-      if (results.size() >= kPublishEvery || now - first_unpublished >= kPublishAfterNs) {
-        publish(results, nullptr);
+      if (!group.fast) {
+        closeGroup(w, group, results, now, debt_ns);
+        if (results.size() >= kPublishEvery || now - first_unpublished >= kPublishAfterNs)
+          publish(results, nullptr);
       }
     }
+    closeGroup(w, group, results, now, debt_ns);
     w.current_seq.store(0);
     payDebt(clock_, debt_ns, now);
     lc.busy_ns.fetch_add(static_cast<uint64_t>(std::max<Nanos>(0, now - batch_start)),

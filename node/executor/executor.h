@@ -10,7 +10,13 @@
 //  * a worker buffers results and publishes them to the outbox in groups,
 //    calling `notify` (e.g. an eventfd write) only when the outbox goes from
 //    empty to non-empty;
-//  * per-token bookkeeping is two clock reads and sched_getcpu() (vDSO/rseq).
+//  * per-token bookkeeping is one clock read and sched_getcpu() (vDSO/rseq) for
+//    ops that take 2 us or more; faster ops are timed in groups of up to 32
+//    consecutive tokens of the same op (one clock read per group; each token
+//    reports the group's mean run time, and the group's start as its start),
+//    because a clock read cost as much as such a token. A token with a
+//    deadline always opens a new group, so its deadline is checked against a
+//    fresh reading.
 //
 // Control (cancel, drain, session reset) bumps `control_epoch_`; a worker
 // compares the epoch before each token it starts and only then takes the
@@ -80,6 +86,9 @@ struct ExecutorConfig {
   int heavy_cores = -1;     // -1 = 1 when >= 2 cores, else 0 (heavy shares)
   double speed_factor = 1;  // > 1 slows this node: (F-1) x run time extra per token
   bool pin = true;          // pthread_setaffinity_np each worker to its core
+  // Consecutive tokens of an op whose last timed group averaged under this are timed as a
+  // group (one clock read per group, each token reports the group's mean run time).
+  int64_t group_below_ns = 2'000;
 };
 
 struct LaneStats {
@@ -171,7 +180,20 @@ class Executor {
   enum class Cancel { kNone, kDrop, kReport };
   Cancel cancelOfLocked(const Task& t) const;
   static TaskResult cancelledUnstarted(const Task& t, Nanos now);
-  void runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos& now, Nanos& debt_ns);
+  // Runs `t` as started at `start` and appends its result (run_ns and core are set when its
+  // time group closes).
+  void runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos start);
+  // Consecutive tokens of one fast op timed together (see the header comment).
+  struct TimeGroup {
+    const Operation* op = nullptr;
+    Nanos start = 0;
+    size_t tokens = 0;  // the last `tokens` results belong to the open group
+    bool fast = false;  // the last closed group averaged under config.group_below_ns per token
+  };
+  // Reads the clock, gives each of the group's results its share of the elapsed time (and the
+  // speed-factor penalty), and opens an empty group at the new `now`.
+  void closeGroup(Worker& w, TimeGroup& g, std::vector<TaskResult>& results, Nanos& now,
+                  Nanos& debt_ns);
   void publish(std::vector<TaskResult>& results, std::vector<ReturnedTask>* returned);
   void finished(uint64_t n) { outstanding_.fetch_sub(n, std::memory_order_acq_rel); }
   void bumpEpochAndFlagRunning(const std::function<bool(uint64_t id, const Operation* op)>& hit);

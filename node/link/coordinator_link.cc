@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <fstream>
 #include <limits>
 #include <thread>
@@ -21,6 +22,13 @@ uint64_t rssBytes() {
   uint64_t size = 0, resident = 0;
   if (!(f >> size >> resident)) return 0;
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// CPU time of the whole process (every worker thread), user + system.
+uint64_t processCpuNs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 }  // namespace
@@ -95,7 +103,7 @@ void CoordinatorLink::reconnect(const char* why) {
 
 void CoordinatorLink::sendHeartbeat() {
   send(heartbeatFrame(session_, executor_.laneStats(), executor_.coreStats(), rssBytes(),
-                      executor_.draining()));
+                      executor_.draining(), processCpuNs()));
   next_heartbeat_ = clock_.now() + static_cast<Nanos>(heartbeat_ms_) * kMillis;
 }
 
@@ -135,16 +143,19 @@ void CoordinatorLink::onReadable() {
 }
 
 void CoordinatorLink::handleFrame(const void* data, size_t size) {
-  auto decoded = decodeFrame(data, size, config_.max_frame_bytes);
+  // Lazy: the coordinator is this link's only peer, and onTokenBatch decodes a batch whole before
+  // queueing any of it, so a malformed frame (caught below) changes nothing. Borrowed: the
+  // received message outlives this call and nothing keeps the frame.
+  auto decoded = decodeFrameBorrowed(data, size, config_.max_frame_bytes, FrameCheck::kLazy);
   if (!decoded.ok()) {
     onOversizeFrame(data, size, decoded.status());
     return;
   }
-  // decodeFrame walked the frame once, but a frame built to be read many times (pointers into
-  // shared subtrees) can still reach the reader's traversal limit while a handler reads it, and
-  // Cap'n Proto throws then. Handlers read the whole frame before acting on it (a token batch is
-  // decoded in full before anything runs), so the frame is treated as malformed: a token batch
-  // of our session gets every token answered with an error (fuzz_node_frames finding
+  // A malformed pointer (decodeFrame did not walk the frame), or a frame built to be read many
+  // times (pointers into shared subtrees) reaching the reader's traversal limit, makes Cap'n
+  // Proto throw while a handler reads it. Handlers read the whole frame before acting on it (a
+  // token batch is decoded in full before anything runs), so the frame is treated as malformed: a
+  // token batch of our session gets every token answered with an error (fuzz_node_frames finding
   // node-crash-cf8bc8ce; it used to end the node in std::terminate).
   try {
     onFrame((*decoded)->root());

@@ -65,7 +65,8 @@ std::string helloFrame(const HelloInfo& info) {
 }
 
 std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes,
-                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining) {
+                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining,
+                           uint64_t cpu_ns) {
   capnp::MallocMessageBuilder msg;
   auto hb = initFrame(msg).initHeartbeat();
   hb.setSession(session);
@@ -84,6 +85,7 @@ std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes
   }
   hb.setRssBytes(rss_bytes);
   hb.setDraining(draining);
+  hb.setCpuNs(cpu_ns);
   return encodeFrame(msg);
 }
 
@@ -108,12 +110,22 @@ size_t resultWireBytes(const TaskResult& r) {
 }
 
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
-                             std::span<const ReturnedTask> returned) {
+                             std::span<const ReturnedTask> returned, FrameScratch* scratch) {
+  if (scratch != nullptr) {
+    auto f = newFrame(*scratch);
+    fillResultBatch(f.root, session, results, returned);
+    return f.encode();
+  }
   size_t bytes = kResultFrameOverhead + returned.size() * kReturnedWireBytes;
   for (const auto& r : results) bytes += resultWireBytes(r);
-  capnp::MallocMessageBuilder msg(
-      static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
-  auto rb = initFrame(msg).initResultBatch();
+  auto f = newFrame(static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
+  fillResultBatch(f.root, session, results, returned);
+  return f.encode();
+}
+
+void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned) {
+  auto rb = frame.initResultBatch();
   rb.setSession(session);
   auto rl = rb.initResults(static_cast<unsigned>(results.size()));
   for (unsigned i = 0; i < results.size(); ++i) {
@@ -135,7 +147,6 @@ std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> resul
     tl[i].setId(returned[i].id);
     tl[i].setAttempt(returned[i].attempt);
   }
-  return encodeFrame(msg);
 }
 
 namespace {

@@ -29,8 +29,10 @@ HelloInfo helloInfo(const std::string& node_id, uint64_t incarnation, const Exec
                     const Registry& registry);
 
 std::string helloFrame(const HelloInfo& info);
+// `cpu_ns`: CPU time the process has used (user + system).
 std::string heartbeatFrame(uint64_t session, const std::vector<LaneStats>& lanes,
-                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining);
+                           const std::vector<CoreStats>& cores, uint64_t rss_bytes, bool draining,
+                           uint64_t cpu_ns = 0);
 std::string byeFrame(uint64_t session, const std::string& reason);
 std::string pongFrame(uint64_t ping);
 
@@ -41,9 +43,13 @@ constexpr size_t kReturnedWireBytes = 24;
 constexpr size_t kResultFrameOverhead = 256;
 
 // One resultBatch frame with `results` and `returned` (the caller keeps it
-// below the frame budget: see ResultBatcher).
+// below the frame budget: see ResultBatcher). With `scratch` the frame is built in that
+// reused first segment (common/wire.h) instead of a freshly calloc'ed one per frame.
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
-                             std::span<const ReturnedTask> returned);
+                             std::span<const ReturnedTask> returned,
+                             FrameScratch* scratch = nullptr);
+void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned);
 
 // A tokenBatch turned into executor tasks. Tokens naming an operation this
 // node does not offer (or an out-of-range op index) become immediate error

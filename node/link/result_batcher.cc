@@ -69,7 +69,7 @@ size_t ResultBatcher::flush(uint64_t session, size_t max_frame_bytes, Nanos now,
       ++nt;
     }
     send(resultBatchFrame(session, std::span(pending_).subspan(ri, nr),
-                          std::span(returned_).subspan(ti, nt)));
+                          std::span(returned_).subspan(ti, nt), &scratch_));
     ++frames;
     ri += nr;
     ti += nt;

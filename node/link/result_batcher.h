@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/wire.h"
 #include "node/executor/executor.h"
 
 namespace tokengate::node {
@@ -61,6 +62,8 @@ class ResultBatcher {
   std::vector<TaskResult> pending_;
   std::vector<ReturnedTask> returned_;
   Nanos last_send_ = -1'000'000 * kSeconds;
+  // First segment of every result frame (a full frame of 1,024 small results is ~140 KiB).
+  FrameScratch scratch_{32 * 1024};
 };
 
 }  // namespace tokengate::node

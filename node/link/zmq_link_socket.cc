@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "common/zmq_frame.h"
+
 namespace tokengate::node {
 
 StatusOr<std::unique_ptr<LinkSocket>> ZmqLinkSocket::open(zmq::context_t& context,
@@ -27,9 +29,9 @@ StatusOr<std::unique_ptr<LinkSocket>> ZmqLinkSocket::open(zmq::context_t& contex
 }
 
 bool ZmqLinkSocket::send(std::string frame) {
-  // zmq copies the bytes; a zero-copy message would need the string to outlive
-  // the I/O thread's use of it, which a free function would have to own.
-  auto rc = socket_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  // Big frames (result batches) go without a copy (common/zmq_frame.h).
+  zmq::message_t m = zmqMessageOf(std::move(frame));
+  auto rc = socket_.send(m, zmq::send_flags::dontwait);
   return rc.has_value();
 }
 

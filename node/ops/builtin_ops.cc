@@ -1,6 +1,7 @@
 #include "node/ops/builtin_ops.h"
 
 #include <fmt/format.h>
+#include <sys/prctl.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -111,6 +112,42 @@ StatusOr<Value> spin2Op(OpContext& ctx, std::span<const Value> args) {
   const Value us = args[1];
   auto spun = spinOp(ctx, std::span<const Value>(&us, 1));
   if (!spun.ok()) return spun.status();
+  return args[0];
+}
+
+// nap(us): sleeps `us` microseconds (wall-clock cost, no CPU), in slices of at most 1 ms so a
+// cancel is noticed. The balance benchmark's default work (`--work sleep`): with more nodes than
+// cores, a sleeping token's run time does not depend on what else the machine runs, so the suite
+// measures placement rather than the OS scheduler. The calling thread's timer slack is set to
+// 1 us once (Linux default 50 us), so a 50 us nap overshoots by the wake-up latency only.
+StatusOr<Value> napOp(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("nap", args, 1, 1); !st.ok()) return st;
+  auto us = intArg("nap", args, 0);
+  if (!us.ok()) return us.status();
+  if (*us < 0) return absl::InvalidArgumentError("nap: microseconds must be >= 0");
+  thread_local const bool slack_set = [] {
+    ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    return true;
+  }();
+  (void)slack_set;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(*us);
+  while (true) {
+    if (ctx.cancelled()) return absl::CancelledError("nap cancelled");
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= end) break;
+    std::this_thread::sleep_until(
+        std::min<std::chrono::steady_clock::time_point>(end, now + std::chrono::milliseconds(1)));
+  }
+  return Value(*us);
+}
+
+// nap2(x, us): naps `us` microseconds and returns x; the wall-clock twin of spin2 (the cost is in
+// the second argument, which the cost model does not see).
+StatusOr<Value> nap2Op(OpContext& ctx, std::span<const Value> args) {
+  if (auto st = argCount("nap2", args, 2, 2); !st.ok()) return st;
+  const Value us = args[1];
+  auto napped = napOp(ctx, std::span<const Value>(&us, 1));
+  if (!napped.ok()) return napped.status();
   return args[0];
 }
 
@@ -449,6 +486,8 @@ Status registerTestOps(Registry& r) {
            r.add("sleep", Weight::kMedium, sleepOp),
            r.add("spin", Weight::kLight, spinOp),
            r.add("spin2", Weight::kLight, spin2Op),
+           r.add("nap", Weight::kLight, napOp),
+           r.add("nap2", Weight::kLight, nap2Op),
            r.add("fail", Weight::kLight, failOp),
            r.add("crash", Weight::kLight, crashOp),
            r.add("wait_cancel", Weight::kMedium, waitCancelOp),

@@ -49,7 +49,7 @@ for (const a of ['TokenGateCoordinatorDown', 'TokenGateNoReadyNodes', 'TokenGate
 
 // 3. One minute per sample. The coordinator goes down at 10m; ready nodes drop to 0 at 5m
 // while 5 tokens stay queued; a node is lost at 20m; tokens fail at 2/s from 30m; the journal
-// fails once at 40m.
+// fails once at 40m; a queue grows past the threshold at 71m (the alert waits 15m).
 const sel = 'job="tg-tokengate-coordinator",namespace="tokengate"';
 const series = [
   { series: `up{${sel}}`, values: '1x9 0x50' },
@@ -58,6 +58,8 @@ const series = [
   { series: `tokengate_queue_depth{${sel},op="x"}`, values: '5x60' },
   { series: `tokengate_tokens_failed_total{${sel},op="x",code="internal"}`, values: '0x29 0+120x30' },
   { series: `tokengate_journal_errors_total{${sel}}`, values: '0x39 1x20' },
+  // Another op's queue grows by 10k a minute from 61m: over the 100k threshold at 71m, growing.
+  { series: `tokengate_queue_depth{${sel},op="y"}`, values: '0x60 0+10000x40' },
 ];
 const labels = (extra = {}) => ({ severity: 'critical', team: 'data', ...extra });
 // The annotations as Alertmanager gets them: the rule's, with these summaries rendered.
@@ -93,6 +95,8 @@ const tests = {
       { eval_time: '41m', alertname: 'TokenGateJournalErrors',
         exp_alerts: [expect('TokenGateJournalErrors', labels({ job: 'tg-tokengate-coordinator', namespace: 'tokengate' }))] },
       { eval_time: '55m', alertname: 'TokenGateQueueGrowing', exp_alerts: [] },
+      { eval_time: '84m', alertname: 'TokenGateQueueGrowing', exp_alerts: [] },
+      { eval_time: '88m', alertname: 'TokenGateQueueGrowing', exp_alerts: [expect('TokenGateQueueGrowing', labels({ severity: 'warning' }))] },
     ],
   }],
 };

@@ -62,12 +62,14 @@ tg_check "rendered default chart has every kind the issue asks for" sh -c "
     grep -q \"^kind: \$k\$\" '$TG_OUT/render-default.yaml' || { echo missing \$k; exit 1; }; done
   grep -q '^kind: ServiceMonitor$' '$TG_OUT/render-nondefault.yaml' || { echo no ServiceMonitor; exit 1; }
   grep -q 'grafana_dashboard: \"1\"' '$TG_OUT/render-default.yaml' || { echo no dashboard label; exit 1; }"
-tg_check "nondefault: node groups render (GPU resources, digest image, HPA, KEDA scale-to-zero)" sh -c "
+tg_check "nondefault: node groups render (GPU resources, own affinity and nodeSelector, operations, digest image, HPA, KEDA scale-to-zero)" sh -c "
   f='$TG_OUT/render-nondefault.yaml'
   grep -q '^kind: HorizontalPodAutoscaler\$' \$f && grep -q '^kind: ScaledObject\$' \$f &&
   grep -q 'nvidia.com/gpu: 1' \$f && grep -q 'custom-node@sha256:0123' \$f &&
   grep -q 'minReplicaCount: 0' \$f && grep -q -- '- tokengate-custom-node' \$f &&
-  grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f"
+  grep -q 'terminationGracePeriodSeconds: 120' \$f && grep -q -- '- --ready-min-nodes' \$f && grep -q -- '- --allow-unknown-ops' \$f &&
+  grep -q 'key: nvidia.com/gpu.product' \$f && grep -q 'tokengate.io/operations: \"words.count,words.total,stats.summary\"' \$f &&
+  grep -q 'accelerator: nvidia' \$f"
 # CurveZMQ (docs/deployment.md "CurveZMQ keys"): on by default, keys from a Secret, never generated.
 curve_default() {
   local f=$TG_OUT/render-default.yaml
@@ -148,6 +150,14 @@ bad = [d['kind'] + '/' + d['metadata']['name'] for d in docs
        if d['metadata'].get('labels', {}).get('example.invalid/cost-centre') != 'research'
        or d['kind'] != 'Pod' and d['metadata'].get('annotations', {}).get('example.invalid/owner') != 'data-platform']
 sys.exit('missing on: ' + ', '.join(bad) if bad else 0)"
+tg_check "extras: image digests pin the coordinator, the node and node groups without an image" sh -c "
+  f='$TG_OUT/render-extras.yaml'
+  [ \$(grep -c 'image: \"tokengate/coordinator@sha256:1111' \$f) -eq 2 ] &&
+  [ \$(grep -c 'image: \"tokengate/node@sha256:2222' \$f) -eq 3 ] && ! grep -q 'image: \"tokengate/[a-z]*:' \$f"
+tg_check "nondefault: no digests: images by tag (registry/repo:tag)" \
+  grep -q 'image: "registry.example.invalid/team/tokengate/coordinator:1.2.3"' "$TG_OUT/render-nondefault.yaml"
+tg_check_fails "values.schema.json rejects a malformed image.nodeDigest" "$HELM" template tg "$CHART" \
+  --set image.nodeDigest=sha256:abc
 tg_check_fails "values.schema.json rejects gateway.tls without a secretName" "$HELM" template tg "$CHART" --set gateway.tls.enabled=true
 tg_check_fails "values.schema.json rejects an Ingress path without a leading /" "$HELM" template tg "$CHART" \
   --set ingress.enabled=true --set 'ingress.hosts[0].paths[0].path=api'

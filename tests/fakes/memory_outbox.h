@@ -56,6 +56,8 @@ class FakeNode {
   const std::string& peer() const { return peer_; }
   // Declared in hello for every op (verify samples deterministic ops only).
   bool deterministic = true;
+  // Its CURVE public key, handed to the core with every frame as PeerAuth does ("" = CURVE off).
+  std::string key;
   uint64_t session() const { return session_; }
 
   // Sends hello and consumes the welcome. Returns whether it was accepted.
@@ -88,13 +90,14 @@ class FakeNode {
     return false;
   }
 
-  void heartbeat(bool draining = false) {
+  void heartbeat(bool draining = false, uint64_t cpu_ns = 0) {
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);
     auto hb = f.initHeartbeat();
     hb.setSession(session_);
     hb.setDraining(draining);
+    hb.setCpuNs(cpu_ns);
     deliver(msg);
   }
 
@@ -162,13 +165,24 @@ class FakeNode {
   // The transport saw this node's connection close (crash, kill).
   void disconnect() { core_.onDisconnected(peer_); }
 
+  // A clean exit: the node says bye (after a drain, as on SIGTERM).
+  void bye(const std::string& reason = "shutdown") {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto b = f.initBye();
+    b.setSession(session_);
+    b.setReason(reason);
+    deliver(msg);
+  }
+
   void ok(const TaskCopy& t, Value v) { reply({{t, StatusOr<Value>(std::move(v))}}); }
   void fail(const TaskCopy& t, Status s) { reply({{t, StatusOr<Value>(std::move(s))}}); }
 
   void deliver(capnp::MallocMessageBuilder& msg) {
     auto bytes = encodeFrame(msg);
     auto f = decodeFrame(bytes.data(), bytes.size());
-    if (f.ok()) core_.onFrame(peer_, (*f)->root());
+    if (f.ok()) core_.onFrame(peer_, (*f)->root(), key);
   }
 
   int batches = 0;

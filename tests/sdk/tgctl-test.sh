@@ -69,19 +69,22 @@ check "node drain of an unknown node fails" sh -c "! '$tgctl' -c '$hp' node drai
 check "node evict" sh -c "'$tgctl' -c '$hp' node evict cli-node | grep -q 'evicted'"
 
 # --- help text for every option ---------------------------------------------------------------
-help_complete() { # every option line of every (sub)command's --help has a description
+help_complete() { # every option and positional of every (sub)command's --help has a description
   local cmd
-  for cmd in "" leibniz submit wait cancel info jobs "op pause" "op limits" "node evict"; do
+  for cmd in "" leibniz submit wait cancel info jobs op "op list" "op pause" "op resume" "op drain" \
+      "op limits" node "node list" "node drain" "node undrain" "node evict" model "model train" \
+      "model show" journal "journal check" keys "keys generate" "keys init" "keys public"; do
     # shellcheck disable=SC2086
     "$tgctl" $cmd --help | awk '
-      /^Options:/ { o = 1; next }
-      /^[A-Za-z]/ { o = 0 }
+      /^Subcommands:/ { o = 0; next }
+      /^[^ ].*:$/ { o = 1; next }  # Options:, Positionals: and option groups ("CURVE security ...:")
+      /^[^ ]/ { o = 0 }
       o {
         if (pending) { if ($0 !~ /^                    +[^ ]/) { print "no help: " pend; bad = 1 } pending = 0 }
-        if ($0 ~ /^  -/ && $0 !~ /^  -.*[^ ]  +[^ ]/) { pending = 1; pend = $0 }
+        if ($0 ~ /^  [^ ]/ && $0 !~ /^  [^ ].*[^ ]  +[^ ]/) { pending = 1; pend = $0 }
       }
       END { if (pending) { print "no help: " pend; bad = 1 } exit bad }' || { echo "in: tgctl $cmd --help"; return 1; }
   done
 }
-check "help text for every option" help_complete
+check "help text for every option and positional of every subcommand" help_complete
 exit $failed

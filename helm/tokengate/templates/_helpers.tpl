@@ -51,13 +51,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Image reference; call with (dict "ctx" . "repository" "..."). */}}
+{{/* Image reference; call with (dict "ctx" . "repository" "..." "digest" "sha256:..."|"").
+     A digest pins the image (repo@sha256:...) and wins over the tag. */}}
 {{- define "tokengate.image" -}}
-{{- $tag := default .ctx.Chart.AppVersion .ctx.Values.image.tag }}
-{{- if .ctx.Values.image.registry }}
-{{- printf "%s/%s:%s" .ctx.Values.image.registry .repository $tag }}
+{{- $repo := .repository }}
+{{- if .ctx.Values.image.registry }}{{ $repo = printf "%s/%s" .ctx.Values.image.registry $repo }}{{ end }}
+{{- if .digest }}
+{{- printf "%s@%s" $repo .digest }}
 {{- else }}
-{{- printf "%s:%s" .repository $tag }}
+{{- printf "%s:%s" $repo (default .ctx.Chart.AppVersion .ctx.Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -70,13 +72,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* A node group's image: group image.repository/tag/digest over the node image; a digest
-     pins it (repo@sha256:...). Call with (dict "ctx" . "group" $g). */}}
+     pins it (repo@sha256:...). A group that names no image of its own runs the node image,
+     image.nodeDigest included. Call with (dict "ctx" . "group" $g). */}}
 {{- define "tokengate.groupImage" -}}
 {{- $img := .group.image | default dict }}
 {{- $repo := $img.repository | default .ctx.Values.image.nodeRepository }}
 {{- if .ctx.Values.image.registry }}{{ $repo = printf "%s/%s" .ctx.Values.image.registry $repo }}{{ end }}
-{{- if $img.digest }}
-{{- printf "%s@%s" $repo $img.digest }}
+{{- $digest := $img.digest }}
+{{- if and (not $digest) (not $img.repository) (not $img.tag) }}{{ $digest = .ctx.Values.image.nodeDigest }}{{ end }}
+{{- if $digest }}
+{{- printf "%s@%s" $repo $digest }}
 {{- else }}
 {{- printf "%s:%s" $repo ($img.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion) }}
 {{- end }}

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 #include <tuple>
+#include <vector>
 
 #include "common/job_json.h"
 
@@ -72,6 +73,42 @@ TEST(WireTest, FrameScratchIsReusedAndStaysClean) {
   EXPECT_STREQ((*fo)->root().getHello().getNodeId().cStr(), "outer");
 }
 
+// The scratch starts small and grows to the largest frame built on it (up to its bound), so a
+// core that never sends a big frame never allocates a big segment; frames stay exact across
+// the growth.
+TEST(WireTest, FrameScratchGrowsToTheLargestFrameUpToItsBound) {
+  FrameScratch scratch(4096, 64);
+  EXPECT_EQ(scratch.words(), 64u);
+  auto hello = [&](unsigned ops) {
+    auto f = newFrame(scratch);
+    auto list = f.root.initHello().initOperations(ops);
+    for (unsigned i = 0; i < ops; ++i) list[i].setName("op-" + std::to_string(i));
+    return f.encode();
+  };
+  const std::string small = hello(1);
+  EXPECT_EQ(scratch.words(), 64u);     // fitted: no growth
+  const std::string big = hello(100);  // > 64 words: spills, and asks for more next time
+  EXPECT_EQ(scratch.words(), 64u);
+  const std::string again = hello(100);
+  EXPECT_GT(scratch.words(), 64u);
+  EXPECT_LE(scratch.words(), 4096u);
+  // The same frame, now in one segment (a stream's first word is the segment count - 1).
+  auto segments = [](const std::string& f) { return 1 + static_cast<uint8_t>(f[0]); };
+  EXPECT_GT(segments(big), 1);
+  EXPECT_EQ(segments(again), 1);
+  for (const std::string* f : {&big, &again}) {
+    auto d = decodeFrame(f->data(), f->size());
+    ASSERT_TRUE(d.ok()) << d.status();
+    auto ops = (*d)->root().getHello().getOperations();
+    ASSERT_EQ(ops.size(), 100u);
+    EXPECT_STREQ(ops[99].getName().cStr(), "op-99");
+  }
+  EXPECT_EQ(small, hello(1));  // re-zeroed after the growth too
+  (void)hello(2000);           // far beyond the bound: capped
+  (void)hello(1);
+  EXPECT_EQ(scratch.words(), 4096u);
+}
+
 // A handler may read a decoded frame's lists and values more than once (the coordinator reads
 // a result batch's results, their values, then the returned list): that must not exceed the
 // reader's traversal limit. A 1024 + 1024 dec50 hand-back batch read three times over.
@@ -99,6 +136,66 @@ TEST(WireTest, DecodedFramesCanBeReadSeveralTimes) {
     }
   });
   EXPECT_EQ(sum, 3u * (2u * (1023u * 1024u / 2) + 1024u));
+}
+
+// encodeFrame writes capnp's standard framing itself: byte-identical to capnp's own writer for
+// one segment, an even and an odd number of segments (the table's padding word differs).
+TEST(WireTest, EncodeFrameMatchesCapnpFramingForAnySegmentCount) {
+  for (unsigned nodes : {1u, 20u, 60u, 400u}) {
+    capnp::MallocMessageBuilder msg(16, capnp::AllocationStrategy::FIXED_SIZE);
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto ops = f.initHello().initOperations(nodes);
+    for (unsigned i = 0; i < nodes; ++i) ops[i].setName("operation-" + std::to_string(i));
+    const std::string mine = encodeFrame(msg);
+    auto flat = capnp::messageToFlatArray(msg);
+    const auto bytes = flat.asBytes();
+    EXPECT_EQ(mine, std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size()))
+        << nodes << " operations, " << msg.getSegmentsForOutput().size() << " segments";
+    auto d = decodeFrame(mine.data(), mine.size());
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ((*d)->root().getHello().getOperations().size(), nodes);
+  }
+}
+
+// A borrowed decode reads aligned input in place and copies misaligned input; both read alike.
+TEST(WireTest, BorrowedDecodeReadsAlignedAndMisalignedInput) {
+  const std::string bytes = helloFrame();
+  std::vector<capnp::word> aligned(bytes.size() / sizeof(capnp::word));
+  std::memcpy(static_cast<void*>(aligned.data()), bytes.data(), bytes.size());
+  std::string shifted(bytes.size() + 1, '\0');
+  std::memcpy(shifted.data() + 1, bytes.data(), bytes.size());
+  for (const void* p :
+       {static_cast<const void*>(aligned.data()), static_cast<const void*>(shifted.data() + 1)}) {
+    auto f = decodeFrameBorrowed(p, bytes.size());
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_STREQ((*f)->root().getHello().getNodeId().cStr(), "n1");
+    EXPECT_EQ((*f)->bytes(), bytes.size());
+  }
+  // Borrowed decodes refuse what decodeFrame refuses.
+  EXPECT_FALSE(decodeFrameBorrowed(aligned.data(), bytes.size() - 8).ok());
+}
+
+// kLazy skips the up-front walk: a frame with a pointer out of bounds decodes, and the bad part
+// throws when it is read (callers catch kj::Exception); kFull refuses the same frame at once.
+TEST(WireTest, LazyCheckDefersMalformedPointersToTheRead) {
+  const std::string bytes = helloFrame();
+  const size_t n = bytes.size() / sizeof(capnp::word);
+  // A list pointer of 5 bytes, 2^29 words ahead: outside any frame.
+  const uint64_t bad = 1 | (uint64_t{0x1fffffff} << 2) | (uint64_t{2} << 32) | (uint64_t{5} << 35);
+  size_t deferred = 0;
+  for (size_t i = 2; i < n; ++i) {  // word 0: segment table, word 1: root pointer
+    std::vector<capnp::word> words(n);
+    std::memcpy(static_cast<void*>(words.data()), bytes.data(), bytes.size());
+    std::memcpy(static_cast<void*>(&words[i]), &bad, sizeof bad);
+    const size_t size = n * sizeof(capnp::word);
+    if (decodeFrame(words.data(), size).ok()) continue;  // a data word: nothing to catch
+    auto lazy = decodeFrame(words.data(), size, kDefaultMaxFrameBytes, FrameCheck::kLazy);
+    if (!lazy.ok()) continue;  // the frame header itself
+    ++deferred;
+    EXPECT_THROW((void)(*lazy)->root().totalSize(), kj::Exception) << "word " << i;
+  }
+  EXPECT_GT(deferred, 0u);
 }
 
 TEST(WireTest, TruncatedFramesAreRejectedAtEveryLength) {

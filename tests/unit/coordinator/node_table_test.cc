@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <variant>
@@ -33,6 +34,17 @@ bool hasSeries(prometheus::Registry& r, const std::string& node) {
       for (const auto& l : m.label)
         if (l.name == "node" && l.value == node) return true;
   return false;
+}
+
+// The value of tokengate_nodes{state=...}.
+double nodesGauge(prometheus::Registry& r, const std::string& state) {
+  for (const auto& fam : r.Collect()) {
+    if (fam.name != "tokengate_nodes") continue;
+    for (const auto& m : fam.metric)
+      for (const auto& l : m.label)
+        if (l.name == "state" && l.value == state) return m.gauge.value;
+  }
+  return -1;
 }
 
 TEST(NodeTable, LooksUpByPeerAndNewestRegistrationOfAnId) {
@@ -72,6 +84,60 @@ TEST(NodeTable, DepartedRecordsAndSeriesAreDroppedAfterRetentionAndSlotsReused) 
   EXPECT_EQ(t.add(rec("c", "pc")), a) << "the freed slot is reused";
   EXPECT_EQ(t.size(), 2u);
   EXPECT_FALSE(t[b].vacant);
+}
+
+TEST(NodeTable, ACleanDepartureIsDroppedAtTheNextReapWhateverTheRetention) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(registry);
+  NodeTable t(metrics, 10 * kSeconds);
+  const uint32_t a = t.add(rec("a", "pa"));
+  const uint32_t b = t.add(rec("b", "pb"));
+  t[a].state = t[b].state = control::NodeState::kDead;
+  t.markDeparted(a, 5 * kSeconds, /*clean=*/true);
+  t.markDeparted(b, 5 * kSeconds);
+  EXPECT_TRUE(t[a].left);
+  EXPECT_FALSE(t[b].left);
+  EXPECT_EQ(t.reap(5 * kSeconds), std::vector<uint32_t>{a}) << "no retention for a clean exit";
+  EXPECT_TRUE(t[a].vacant);
+  EXPECT_FALSE(hasSeries(*registry, "a"));
+  EXPECT_TRUE(hasSeries(*registry, "b")) << "a lost node keeps its series for the retention";
+  EXPECT_TRUE(t.reap(6 * kSeconds).empty());
+  EXPECT_EQ(t.reap(15 * kSeconds), std::vector<uint32_t>{b});
+}
+
+// A departed node that had results accepted may be named by finished tokens of running jobs
+// (TokenRec::by): its record is dropped, but the slot keeps the id and is not reused until
+// every job admitted before the drop has finished. A node without results (an id flood) frees
+// its slot at once.
+TEST(NodeTable, ASlotWhoseNodeHadResultsKeepsItsIdUntilTheJobsThatMayNameItFinish) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  Metrics metrics(registry);
+  NodeTable t(metrics, 10 * kSeconds);
+  const uint32_t worked = t.add(rec("worked", "pw"));
+  const uint32_t idle = t.add(rec("idle", "pi"));
+  t[worked].completed = 5;
+  for (uint32_t s : {worked, idle}) {
+    t[s].state = control::NodeState::kDead;
+    t.markDeparted(s, 0);
+  }
+  // Jobs 0..2 were admitted (sequences 0, 1, 2) when the records are dropped.
+  auto freed = t.reap(10 * kSeconds, 3);
+  EXPECT_EQ(freed.size(), 2u);  // both records (and their series) are dropped
+  EXPECT_TRUE(t[worked].vacant);
+  EXPECT_FALSE(hasSeries(*registry, "worked"));
+  EXPECT_EQ(t.byId("worked"), nullptr);
+  EXPECT_EQ(t[worked].id, "worked") << "the tombstone keeps the id for tracing";
+  EXPECT_EQ(t.held(), 1u);
+  EXPECT_EQ(t.add(rec("n1", "p1")), idle) << "the idle node's slot is reused at once";
+  const uint32_t n2 = t.add(rec("n2", "p2"));
+  EXPECT_NE(n2, worked) << "held while an older job runs";
+  t.releaseHeld(2);  // job 2 still runs
+  EXPECT_EQ(t.held(), 1u);
+  EXPECT_EQ(t[worked].id, "worked");
+  t.releaseHeld(3);  // every job admitted before the drop has finished
+  EXPECT_EQ(t.held(), 0u);
+  EXPECT_TRUE(t[worked].id.empty());
+  EXPECT_EQ(t.add(rec("n3", "p3")), worked);
 }
 
 TEST(NodeTable, TokenIndexIsCompactedToTheLiveTokens) {
@@ -220,6 +286,74 @@ TEST_F(CoreNodeEvents, DepartedNodesAreListedAsDeadThenDropped) {
   live->heartbeat();
   core_->tick();
   EXPECT_EQ(core_->listNodes().size(), 1u);
+}
+
+// Issue 15 item 5: after a rollout (every node drains and says bye) no node is listed or
+// counted as dead; a lost node is, until its retention ends.
+TEST_F(CoreNodeEvents, ANodeThatSaidByeDisappearsAtOnceALostOneIsListedDeadUntilRetention) {
+  auto a = node("a");
+  auto b = node("b");
+  auto c = node("c");
+  a->bye();
+  ASSERT_NE(lastLeft(), nullptr);
+  EXPECT_EQ(lastLeft()->node, "a");
+  auto listed = [&] {
+    std::vector<std::string> ids;
+    for (const auto& n : core_->listNodes())
+      ids.push_back(n.id + ":" + control::nodeStateName(n.state));
+    std::sort(ids.begin(), ids.end());  // slots are reused: list order is not arrival order
+    return ids;
+  };
+  EXPECT_EQ(listed(), (std::vector<std::string>{"b:ready", "c:ready"}));
+  EXPECT_EQ(core_->stats().nodes_dead, 0u);
+  EXPECT_EQ(core_->stats().nodes_lost, 1u) << "still counted as a departure";
+  EXPECT_EQ(nodesGauge(*registry_, "dead"), 0);
+  EXPECT_EQ(nodesGauge(*registry_, "ready"), 2);
+  core_->tick();  // no time passes: its series go with the next tick
+  EXPECT_FALSE(hasSeries(*registry_, "a"));
+  b->disconnect();
+  EXPECT_EQ(listed(), (std::vector<std::string>{"b:dead", "c:ready"}));
+  EXPECT_EQ(core_->stats().nodes_dead, 1u);
+  EXPECT_EQ(nodesGauge(*registry_, "dead"), 1);
+  clock_.advance(30 * kSeconds);
+  c->heartbeat();
+  core_->tick();
+  EXPECT_TRUE(hasSeries(*registry_, "b")) << "a lost node is shown for the retention";
+  // The same id comes back (a restarted pod keeping its name): listed once, ready.
+  auto a2 = node("a");
+  EXPECT_EQ(listed(), (std::vector<std::string>{"a:ready", "b:dead", "c:ready"}));
+  clock_.advance(31 * kSeconds);
+  c->heartbeat();
+  a2->heartbeat();
+  core_->tick();
+  EXPECT_EQ(listed(), (std::vector<std::string>{"a:ready", "c:ready"}));
+  EXPECT_FALSE(hasSeries(*registry_, "b"));
+  EXPECT_EQ(nodesGauge(*registry_, "dead"), 0);
+}
+
+// Issue 15 item 6: node CPU for the dashboards, from the heartbeats' process CPU time.
+TEST_F(CoreNodeEvents, NodeCpuTimeIsReExportedPerNodeAndGoesWithTheNode) {
+  auto a = node("a");
+  auto b = node("b");
+  a->heartbeat(false, 2'500'000'000);
+  b->heartbeat(false, 400'000'000);
+  auto cpu = [&](const std::string& id) {
+    for (const auto& fam : registry_->Collect()) {
+      if (fam.name != "tokengate_node_cpu_seconds") continue;
+      for (const auto& m : fam.metric)
+        for (const auto& l : m.label)
+          if (l.name == "node" && l.value == id) return m.gauge.value;
+    }
+    return -1.0;
+  };
+  EXPECT_DOUBLE_EQ(cpu("a"), 2.5);
+  EXPECT_DOUBLE_EQ(cpu("b"), 0.4);
+  a->heartbeat(false, 3'000'000'000);
+  EXPECT_DOUBLE_EQ(cpu("a"), 3.0);
+  a->bye();
+  core_->tick();
+  EXPECT_EQ(cpu("a"), -1.0) << "its series left with it";
+  EXPECT_DOUBLE_EQ(cpu("b"), 0.4);
 }
 
 TEST_F(CoreNodeEvents, UnknownOpsStayRefusedAfterEveryNodeRecordWasDropped) {

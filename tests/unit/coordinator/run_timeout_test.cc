@@ -88,6 +88,35 @@ TEST(RunTimeoutsTest, StrikesQuarantineAnIdUntilLiftedAndTheTableIsBounded) {
   for (int i = 0; i < 10; ++i) EXPECT_FALSE(never.strike("a", t));
 }
 
+// ---- Convictions alone (convictions.h)
+
+TEST(ConvictionsTest, ByIdAndByKeyLiftedTogetherAndBounded) {
+  Convictions c(3);
+  EXPECT_TRUE(c.convict(QuarantineNote::convicted("a", "K1", "lied", QuarantineNote::kVerify)));
+  EXPECT_FALSE(
+      c.convict(QuarantineNote::convicted("a", "K1", "lied twice", QuarantineNote::kVerify)));
+  EXPECT_EQ(c.find("a")->reason, "lied twice");
+  EXPECT_TRUE(c.convict(QuarantineNote::convicted("b", "K1", "same key", QuarantineNote::kVerify)));
+  EXPECT_TRUE(c.convict(
+      QuarantineNote::convicted("c", "", "insecure: no key", QuarantineNote::kRunTimeouts)));
+  EXPECT_TRUE(c.quarantined("a"));
+  EXPECT_TRUE(c.quarantined("new-id", "K1")) << "a convicted key under any id";
+  EXPECT_FALSE(c.quarantined("new-id", "K2"));
+  EXPECT_FALSE(c.quarantined("new-id", "")) << "no key (CURVE off): the id alone counts";
+  // Lifting b under K1 lifts every conviction made under K1 (a and b), not c.
+  auto lifted = c.lift("b", "K1");
+  std::sort(lifted.begin(), lifted.end());
+  EXPECT_EQ(lifted, (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(c.quarantined("x", "K1"));
+  EXPECT_TRUE(c.quarantined("c"));
+  // Bounded: the oldest conviction goes first, and the caller is told.
+  std::vector<std::string> forgotten;
+  for (const char* id : {"d", "e", "f"})
+    c.convict(QuarantineNote::convicted(id, "", "flood", QuarantineNote::kRunTimeouts), &forgotten);
+  EXPECT_EQ(c.size(), 3u);
+  EXPECT_EQ(forgotten, std::vector<std::string>{"c"});
+}
+
 TEST(RunTimeoutsTest, AStrikeExpiresAfterTheWindowSoOnlyStrikesCloseTogetherQuarantine) {
   RunTimeouts rt({.quarantine_after = 3, .strike_window = 60 * kSeconds});
   const Nanos t0 = 1000 * kSeconds;

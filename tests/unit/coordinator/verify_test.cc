@@ -419,6 +419,82 @@ TEST_F(VerifyCoreTest, ALyingNodeIsQuarantinedAndItsWorkRunsAgainSoTheResultIsEx
   EXPECT_EQ(stateOf("liar"), control::NodeState::kReady);
 }
 
+// A liar's unverified results stay traceable after its node record is dropped
+// (--departed-node-retention-s): the slot keeps the id (a tombstone) and is not reused while a
+// job that may hold its results runs, so a conviction after the drop still re-runs its work.
+TEST_F(VerifyCoreTest, ALiarsResultsAreTracedAfterItsRecordIsDroppedAndTheResultIsExact) {
+  config_.departed_node_retention_ns = 1 * kSeconds;
+  config_.verify_wait_ns = 600 * kSeconds;  // the parked ties wait for a third node
+  make();
+  auto liar = node("liar"), h1 = node("h1");
+  auto id = core_->submitJob(sumJob(400, 20, 10));
+  ASSERT_TRUE(id.ok());
+  // Two nodes: sampled tokens they disagree on wait for a tie-break; the liar's unsampled
+  // results are accepted meanwhile.
+  for (int i = 0; i < 40; ++i) round({liar.get(), h1.get()}, {liar.get()});
+  ASSERT_EQ(status(*id).state, control::JobState::kRunning);
+  ASSERT_EQ(core_->counters().verify_quarantines, 0u);
+  liar->disconnect();
+  for (int i = 0; i < 40; ++i) round({h1.get()});  // > retention: the liar's record is dropped
+  EXPECT_EQ(stateOf("liar"), control::NodeState::kDead);
+  for (const auto& n : core_->listNodes()) EXPECT_NE(n.id, "liar") << "record dropped";
+  // A third node breaks the ties: the liar is outvoted although its record is gone, and every
+  // result it produced runs again. The new node must not inherit the liar's slot.
+  auto h2 = node("h2");
+  for (int i = 0; i < 400 && status(*id).state == control::JobState::kRunning; ++i)
+    round({h1.get(), h2.get()});
+  auto st = status(*id);
+  ASSERT_EQ(st.state, control::JobState::kSucceeded);
+  EXPECT_EQ(st.outputs.at(0).value, Value(total(400)));
+  EXPECT_EQ(core_->counters().verify_quarantines, 1u);
+  EXPECT_GT(st.reopened, 0u);
+  EXPECT_TRUE(core_->convictions().quarantined("liar"));
+  // Once no job that may hold its results runs, the slot is free for a newcomer again.
+  auto h3 = node("h3");
+  EXPECT_EQ(stateOf("h3"), control::NodeState::kReady);
+}
+
+// Convictions are kept apart from node records, name the node's key, survive the record's
+// drop, and make a node that says hello with a convicted key join quarantined under any id.
+TEST_F(VerifyCoreTest, AConvictedKeyJoinsQuarantinedUnderAnyIdUntilUndrained) {
+  config_.departed_node_retention_ns = 1 * kSeconds;
+  make();
+  auto liar = std::make_unique<FakeNode>(
+      *core_, outbox_, "liar",
+      std::vector<std::pair<std::string, Weight>>{{"num", Weight::kLight}, {"sum", Weight::kLight}},
+      1);
+  liar->key = "liar-public-key";
+  ASSERT_TRUE(liar->hello());
+  auto h1 = node("h1"), h2 = node("h2");
+  auto id = core_->submitJob(sumJob(600, 20, 10));
+  ASSERT_TRUE(id.ok());
+  for (int i = 0; i < 400 && status(*id).state == control::JobState::kRunning; ++i)
+    round({liar.get(), h1.get(), h2.get()}, {liar.get()});
+  ASSERT_EQ(status(*id).outputs.at(0).value, Value(total(600)));
+  const QuarantineNote* c = core_->convictions().find("liar");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->key, "liar-public-key");
+  EXPECT_EQ(c->cause, QuarantineNote::kVerify);
+  EXPECT_NE(c->reason.find("verify"), std::string::npos) << c->reason;
+  // Gone and dropped, it comes back under a new id with the same key: quarantined.
+  liar->disconnect();
+  for (int i = 0; i < 40; ++i) round({h1.get(), h2.get()});
+  auto alias = std::make_unique<FakeNode>(
+      *core_, outbox_, "fresh-id",
+      std::vector<std::pair<std::string, Weight>>{{"num", Weight::kLight}}, 1);
+  alias->key = "liar-public-key";
+  ASSERT_TRUE(alias->hello());
+  EXPECT_EQ(stateOf("fresh-id"), control::NodeState::kQuarantined);
+  // Another key under another id is not affected.
+  auto other = node("other");
+  EXPECT_EQ(stateOf("other"), control::NodeState::kReady);
+  // Undrain lifts the id's conviction and the key's: both ids may work again.
+  ASSERT_TRUE(core_->drainNode("fresh-id", false).ok());
+  EXPECT_EQ(stateOf("fresh-id"), control::NodeState::kReady);
+  EXPECT_FALSE(core_->convictions().quarantined("liar", "liar-public-key"));
+  EXPECT_EQ(core_->convictions().size(), 0u);
+}
+
 TEST_F(VerifyCoreTest, TwoNodesThatDisagreeFailTheTokenWithDataLossNotSilently) {
   auto liar = node("liar"), honest = node("honest");
   auto id = core_->submitJob(sumJob(40, 10, 100));

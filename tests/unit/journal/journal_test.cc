@@ -1155,5 +1155,186 @@ TEST(CoreJournalTest, ALongRunningTokenWhoseResultIsNeededIsCheckpointedWhatever
   EXPECT_EQ(st->outputs[0].value, Value(int64_t{11}));  // short leaf 6 + (long leaf 5)
 }
 
+// ---- quarantines (convicted nodes) across restarts
+
+namespace quarantine_tests {
+
+using coordinator::QuarantineNote;
+
+QuarantineNote note(const std::string& id, const std::string& key, const std::string& why,
+                    QuarantineNote::Cause cause = QuarantineNote::kVerify) {
+  return QuarantineNote::convicted(id, key, why, cause);
+}
+
+size_t quarantineRecords(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string data{std::istreambuf_iterator<char>(in), {}};
+  size_t n = 0;
+  for (const auto& r : scanJournal(data).records) n += r.kind == Record::kQuarantine;
+  return n;
+}
+
+}  // namespace quarantine_tests
+
+TEST_F(JournalTest, QuarantinesAreReplayedLiftsForgetThemAndCompactionKeepsTheLiveOnes) {
+  using namespace quarantine_tests;
+  FileJournalOptions o = opts();
+  o.compact_bytes = 4096;
+  {
+    auto j = open(nullptr, o);
+    j->quarantine(note("a", "KEY-A", "lied (verify)"));
+    j->quarantine(note("b", "", "3 run timeouts", QuarantineNote::kRunTimeouts));
+    j->quarantine(note("c", "KEY-C", "lied again"));
+    j->quarantine(QuarantineNote::liftOf("b"));  // an operator lifted b
+    j->quarantine(note("a", "KEY-A", "caught a second time"));
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_EQ(j->quarantines(), 2u);
+    // Enough traffic for several compactions: the quarantines in force are kept by each.
+    for (uint64_t id = 1; id <= 300; ++id) {
+      admit(*j, id, job("j" + std::to_string(id), 10));
+      j->finished(done(id, "j" + std::to_string(id)));
+    }
+    ASSERT_TRUE(j->commit().ok());
+    EXPECT_GT(j->compactions(), 2u);
+  }
+  EXPECT_EQ(quarantineRecords(path_), 2u);  // b's conviction and lift, a's first: gone
+  Replay r;
+  auto j = open(&r, o);
+  EXPECT_TRUE(r.damage.empty());
+  ASSERT_EQ(r.quarantines.size(), 2u);
+  EXPECT_EQ(r.quarantines[0].node_id, "c");  // oldest conviction first
+  EXPECT_EQ(r.quarantines[0].key, "KEY-C");
+  EXPECT_EQ(r.quarantines[1].node_id, "a");
+  EXPECT_EQ(r.quarantines[1].reason, "caught a second time");
+  EXPECT_EQ(r.quarantines[1].cause, QuarantineNote::kVerify);
+  EXPECT_FALSE(r.quarantines[1].lifted);
+  EXPECT_GT(r.quarantines[1].at_ns, 1'600'000'000'000'000'000);  // stamped: wall clock
+  // A lift after the restart forgets it for the next one.
+  j->quarantine(coordinator::QuarantineNote::liftOf("c"));
+  ASSERT_TRUE(j->commit().ok());
+  j.reset();
+  Replay again;
+  open(&again, o);
+  ASSERT_EQ(again.quarantines.size(), 1u);
+  EXPECT_EQ(again.quarantines[0].node_id, "a");
+}
+
+// A journal written before quarantine records existed (admissions, outcomes, keys, epochs
+// only) still loads as it did: nothing quarantined, nothing damaged, every job back.
+TEST_F(JournalTest, AJournalFromBeforeQuarantineRecordsStillLoads) {
+  std::string file(kMagic);
+  appendRecord(file, encodeEpoch(5, 1));
+  appendRecord(file, encodeKey("k", uint64_t{1} << 32, 99, Value(int64_t{4})));
+  appendRecord(file, encodeAdmit(firstIdOf(5) + 1, 99, job("old", 2)));
+  appendRecord(file, encodeAdmit(firstIdOf(5) + 2, 99, job("old2", 2)));
+  appendRecord(file, encodeFinish(done(firstIdOf(5) + 2, "old2")));
+  writeFile(path_, file);
+  Replay r;
+  auto j = open(&r);
+  EXPECT_TRUE(r.damage.empty());
+  EXPECT_TRUE(r.quarantines.empty());
+  ASSERT_EQ(r.unfinished.size(), 1u);
+  EXPECT_EQ(r.unfinished[0].id, firstIdOf(5) + 1);
+  EXPECT_EQ(r.finished.size(), 1u);
+  EXPECT_EQ(r.keys.size(), 1u);
+  EXPECT_EQ(r.epoch, 6u);
+}
+
+// End to end through the core: a node caught withholding results (run timeouts) is journalled
+// with its key; a restarted core fed the replay keeps it quarantined (no token reaches it);
+// undrain journals the lift and the next restart lets it work.
+TEST(CoreJournalTest, AQuarantineSurvivesARestartUntilAnOperatorLiftsIt) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("tg-quarantine-" + std::to_string(getpid()) + ".journal"))
+                               .string();
+  std::filesystem::remove(path);
+  FileJournalOptions o;
+  o.sync = false;
+  const std::vector<std::pair<std::string, Weight>> ops{{"echo", Weight::kLight}};
+  coordinator::CoordinatorConfig config;
+  config.run_timeout_ns = 1 * kSeconds;
+  config.run_timeout_quarantine = 1;
+  config.node_timeout_ns = 60 * kSeconds;
+  struct Restarted {
+    std::unique_ptr<FileJournal> journal;
+    Replay replay;
+    testing::FakeClock clock;
+    testing::MemoryOutbox outbox;
+    std::unique_ptr<coordinator::CoordinatorCore> core;
+  };
+  auto start = [&](Restarted& s) {
+    auto j = FileJournal::open(path, o, &s.replay);
+    ASSERT_TRUE(j.ok()) << j.status();
+    s.journal = *std::move(j);
+    ASSERT_TRUE(s.journal->activate().ok());
+    s.core = std::make_unique<coordinator::CoordinatorCore>(
+        config, s.clock, s.outbox, std::make_shared<prometheus::Registry>());
+    for (const auto& q : s.replay.quarantines) s.core->restoreQuarantine(q);
+    s.core->setNextJobId(firstIdOf(s.journal->epoch()));
+    s.core->setJournal(s.journal.get());
+  };
+  auto stateOf = [](coordinator::CoordinatorCore& core, const std::string& id) {
+    for (const auto& n : core.listNodes())
+      if (n.id == id && n.state != control::NodeState::kDead) return n.state;
+    return control::NodeState::kDead;
+  };
+  {
+    Restarted s;
+    start(s);
+    testing::FakeNode silent(*s.core, s.outbox, "silent", ops, 1);
+    silent.key = "SILENT-KEY";
+    ASSERT_TRUE(silent.hello());
+    ASSERT_TRUE(s.core->submitJob(echoJob(1)).ok());
+    s.core->commitJournal();
+    s.core->flushAll();
+    ASSERT_EQ(silent.takeTasks().size(), 1u);  // and never answered
+    s.clock.advance(2 * kSeconds);
+    silent.heartbeat();
+    s.core->tick();
+    ASSERT_EQ(stateOf(*s.core, "silent"), control::NodeState::kQuarantined);
+    s.core->commitJournal();
+  }
+  {
+    Restarted s;
+    start(s);
+    ASSERT_EQ(s.replay.quarantines.size(), 1u);
+    EXPECT_EQ(s.replay.quarantines[0].node_id, "silent");
+    EXPECT_EQ(s.replay.quarantines[0].key, "SILENT-KEY");
+    EXPECT_EQ(s.replay.quarantines[0].cause, coordinator::QuarantineNote::kRunTimeouts);
+    EXPECT_NE(s.replay.quarantines[0].reason.find("run timeout"), std::string::npos);
+    ASSERT_EQ(s.replay.unfinished.size(), 1u);  // the job it held is resumed...
+    ASSERT_TRUE(s.core
+                    ->restoreJob(s.replay.unfinished[0].id, s.replay.unfinished[0].spec,
+                                 s.replay.unfinished[0].incarnation)
+                    .ok());
+    testing::FakeNode silent(*s.core, s.outbox, "silent", ops, 1);
+    silent.key = "SILENT-KEY";
+    ASSERT_TRUE(silent.hello());
+    EXPECT_EQ(stateOf(*s.core, "silent"), control::NodeState::kQuarantined);
+    s.core->flushAll();
+    EXPECT_TRUE(silent.takeTasks().empty());  // ...but not on the caught node
+    testing::FakeNode honest(*s.core, s.outbox, "honest", ops, 1);
+    ASSERT_TRUE(honest.hello());
+    s.core->flushAll();
+    auto tasks = honest.takeTasks();
+    ASSERT_EQ(tasks.size(), 1u);
+    honest.ok(tasks[0], tasks[0].args[0]);
+    // The operator lifts it: journalled.
+    ASSERT_TRUE(s.core->drainNode("silent", false).ok());
+    EXPECT_EQ(stateOf(*s.core, "silent"), control::NodeState::kReady);
+    s.core->commitJournal();
+  }
+  {
+    Restarted s;
+    start(s);
+    EXPECT_TRUE(s.replay.quarantines.empty());
+    testing::FakeNode silent(*s.core, s.outbox, "silent", ops, 1);
+    silent.key = "SILENT-KEY";
+    ASSERT_TRUE(silent.hello());
+    EXPECT_EQ(stateOf(*s.core, "silent"), control::NodeState::kReady);
+  }
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace tokengate::journal

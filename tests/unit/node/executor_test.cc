@@ -312,6 +312,71 @@ TEST_F(ExecutorTest, SpeedFactorStretchesRunTime) {
   EXPECT_GE(wall, std::chrono::microseconds(3 * 2000 * 4 / workers));
 }
 
+// A clock that counts its readings (the system clock underneath).
+class CountingClock final : public Clock {
+ public:
+  Nanos now() const override {
+    reads.fetch_add(1, std::memory_order_relaxed);
+    return SystemClock::instance().now();
+  }
+  mutable std::atomic<uint64_t> reads{0};
+};
+
+TEST_F(ExecutorTest, FastTokensAreTimedInGroupsNotOnePerToken) {
+  CountingClock clock;
+  ExecutorConfig cfg;
+  cfg.cores = {allowedCores().front()};
+  cfg.heavy_cores = 0;
+  cfg.pin = false;
+  // echo takes well under the default 2 us in a release build, but several us under
+  // ASan/UBSan: a threshold far above any build's echo time keeps the test about grouping,
+  // not about this build's speed.
+  cfg.group_below_ns = 1'000'000;
+  auto ex = Executor::create(
+      cfg, [] {}, clock);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  constexpr uint64_t kTokens = 640;
+  std::vector<Task> batch;
+  for (uint64_t i = 0; i < kTokens; ++i) batch.push_back(task(i, "echo", {Value(int64_t(i))}));
+  const Nanos t0 = SystemClock::instance().now();
+  const uint64_t reads0 = clock.reads.load();
+  (*ex)->submit(std::move(batch));
+  collect(**ex, kTokens);
+  ASSERT_TRUE(waitIdle(**ex));
+  const Nanos wall = SystemClock::instance().now() - t0;
+  ASSERT_EQ(results_.size(), kTokens);
+  // echo is under the threshold: one reading per group of up to 32 tokens and one per pop of
+  // 64, not one per token. A preempted group reads per token until the next fast one, hence
+  // the slack.
+  EXPECT_LT(clock.reads.load() - reads0, kTokens / 2);
+  uint64_t total_run = 0;
+  for (const auto& r : results_) {
+    ASSERT_TRUE(r.outcome.ok());
+    EXPECT_EQ(*r.outcome, Value(int64_t(r.id)));
+    total_run += r.run_ns;
+  }
+  // Each group's measured time is shared out among its tokens, never invented.
+  EXPECT_LE(total_run, static_cast<uint64_t>(wall));
+}
+
+TEST_F(ExecutorTest, SlowTokensAreTimedOneByOne) {
+  CountingClock clock;
+  ExecutorConfig cfg;
+  cfg.cores = {allowedCores().front()};
+  cfg.heavy_cores = 0;
+  cfg.pin = false;
+  auto ex = Executor::create(
+      cfg, [] {}, clock);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  std::vector<Task> batch;
+  // spin N us: each token is far above the grouping threshold, so each is timed alone.
+  for (uint64_t i = 0; i < 8; ++i) batch.push_back(task(i, "spin", {Value(int64_t{300})}));
+  (*ex)->submit(std::move(batch));
+  collect(**ex, 8);
+  ASSERT_EQ(results_.size(), 8u);
+  for (const auto& r : results_) EXPECT_GE(r.run_ns, 300'000u) << r.id;
+}
+
 TEST_F(ExecutorTest, ManyBatchesFromAnotherThread) {
   auto ex = make();
   constexpr uint64_t kBatches = 50, kPer = 2000;

@@ -247,6 +247,7 @@ TEST_F(LinkTest, BatchResultsHeartbeatAndMalformedFrames) {
   EXPECT_EQ(hb->root().getHeartbeat().getSession(), 77u);
   EXPECT_EQ(hb->root().getHeartbeat().getLanes().size(), 3u);
   EXPECT_GT(hb->root().getHeartbeat().getRssBytes(), 0u);
+  EXPECT_GT(hb->root().getHeartbeat().getCpuNs(), 0u) << "the process's CPU time";
   EXPECT_FALSE(hb->root().getHeartbeat().getDraining());
 
   coord_.batch(peer, 77, {"leibniz.term", "echo", "nope"},

@@ -225,8 +225,21 @@ TEST_F(OpsTest, EchoSleepSpin) {
   EXPECT_EQ(call("sleep", {Value(-1)}).status().code(), StatusCode::kInvalidArgument);
 }
 
+// nap/nap2: wall-clock cost (a lower bound only: an upper bound would flake on a loaded box).
+TEST_F(OpsTest, NapSleepsItsArgumentAndNap2ReturnsItsFirst) {
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(*call("nap", {Value(int64_t{3000})}), Value(int64_t{3000}));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::microseconds(3000));
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_EQ(*call("nap2", {Value("x"), Value(int64_t{2000})}), Value("x"));
+  EXPECT_GE(std::chrono::steady_clock::now() - t1, std::chrono::microseconds(2000));
+  EXPECT_EQ(call("nap", {Value(int64_t{-1})}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(call("nap2", {Value(int64_t{1})}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry_.find("nap")->weight, Weight::kLight);
+}
+
 TEST_F(OpsTest, LongOperationsHonourCancel) {
-  for (const char* name : {"sleep", "spin", "wait_cancel"}) {
+  for (const char* name : {"sleep", "spin", "nap", "wait_cancel"}) {
     std::atomic<uint64_t> word{0};
     OpContext ctx(1, 1, 0, &word, 1);
     std::thread canceller([&] {
@@ -234,7 +247,8 @@ TEST_F(OpsTest, LongOperationsHonourCancel) {
       word = 1;
     });
     // 60 s (spin: 60 s in microseconds): only a cancel ends these in time.
-    Value arg = std::string_view(name) == "spin" ? Value(int64_t{60'000'000}) : Value(60'000);
+    const std::string_view n = name;
+    Value arg = n == "spin" || n == "nap" ? Value(int64_t{60'000'000}) : Value(60'000);
     Value args[] = {arg};
     auto r = invokeOperation(*registry_.find(name), ctx, args);
     canceller.join();
