@@ -382,6 +382,18 @@ TEST_F(GatewayClusterTest, DrainDropsQueuedTokensAndTheyNeverRun) {
 TEST_F(GatewayClusterTest, CancelRunningEndsEveryDispatchedTokenCancelled) {
   const uint64_t id = submit(tokens("wait_cancel", 5, json::array{60000}));
   ASSERT_TRUE(pollFor([&] { return u64(op("wait_cancel").at("running")) == 5; }, 10000));
+  // "running" above counts tokens dispatched to a node; wait until a node's heartbeat says one
+  // of its workers took a token (on a loaded machine the cancel could otherwise reach the node
+  // before any worker did, and every token would end without seeing the flag).
+  ASSERT_TRUE(pollFor(
+      [&] {
+        uint64_t started = 0;
+        const json::object r = ws_->ok({{"cmd", "node.list"}});
+        for (const auto& n : r.at("nodes").as_array())
+          for (const auto& l : n.at("lanes").as_array()) started += u64(l.at("running"));
+        return started > 0;
+      },
+      10000));
   const auto t0 = std::chrono::steady_clock::now();
   json::object cr = ws_->ok({{"cmd", "op.cancel_running"}, {"op", "wait_cancel"}});
   EXPECT_EQ(u64(cr.at("cancelled")), 5u);
