@@ -60,6 +60,49 @@ RowKey keyOf(const coordinator::TokenInfo& t) {
 
 }  // namespace
 
+bool modelShouldPlace(const GateScores& s, const XgbSchedulerOptions& o) {
+  if (s.scored < o.min_compared_tokens) return false;
+  if (!(s.model_err <= s.fallback_err)) return false;
+  if (!o.placement_gate) return true;
+  return s.compared >= o.min_regret_tokens && s.regret <= o.max_placement_regret;
+}
+
+double realisedCompletionGap(double queued_ran_ns, double queued_alt_ns, double run_ns,
+                             double speed_ran, double speed_alt) {
+  const double alt_run = run_ns * std::max(speed_ran, 1e-3) / std::max(speed_alt, 1e-3);
+  return (queued_ran_ns + run_ns) - (queued_alt_ns + alt_run);
+}
+
+XgbScheduler::GroupKey XgbScheduler::groupOf(const coordinator::TokenInfo& t) {
+  GroupKey k;
+  k.job = t.id >> 32;
+  k.op = t.op;
+  if (!std::isnan(t.first_arg)) k.arg_bits = std::bit_cast<uint64_t>(t.first_arg);
+  return k;
+}
+
+bool XgbScheduler::enterGroup(const coordinator::TokenInfo& t) {
+  const GroupKey key = groupOf(t);
+  if (!(key == group_)) {
+    group_ = key;
+    for (uint32_t node : group_nodes_) group_on_node_[node] = 0;
+    group_nodes_.clear();
+  }
+  return !group_nodes_.empty();
+}
+
+double XgbScheduler::spreadFactor(uint32_t node) const {
+  return node < group_on_node_.size()
+             ? 1 + options_.group_spread * static_cast<double>(group_on_node_[node])
+             : 1.0;
+}
+
+void XgbScheduler::countGroup(uint32_t node) {
+  if (options_.group_spread <= 0) return;
+  if (group_on_node_.size() <= node) group_on_node_.resize(node + 1, 0);
+  if (group_on_node_[node]++ == 0) group_nodes_.push_back(node);
+}
+
 XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
                            XgbSchedulerOptions options)
     : model_(std::move(model)),
@@ -96,6 +139,10 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       scored_version_ = model->version();
       scored_ = scored_at_switch_ = 0;
       model_err_ = fallback_err_ = 0;
+      compared_ = 0;
+      gap_sum_ = run_sum_ = 0;
+      regret_pub_.store(0, std::memory_order_relaxed);
+      compared_pub_.store(0, std::memory_order_relaxed);
       shadow_.clear();
       setMode(false);
     }
@@ -158,11 +205,36 @@ void XgbScheduler::score(uint32_t node, double run_ns, double model_ns, double f
   model_err_pub_.store(model_err_, std::memory_order_relaxed);
   fallback_err_pub_.store(fallback_err_, std::memory_order_relaxed);
   scored_pub_.store(scored_, std::memory_order_relaxed);
+  decide();
+}
+
+void XgbScheduler::compareChoices(uint32_t node, double run_ns, const Shadow& sh) {
+  const auto alt = static_cast<uint32_t>(sh.alt_node);
+  const double gap = alt == node
+                         ? 0.0
+                         : realisedCompletionGap(sh.queued_ns, sh.alt_queued_ns, run_ns,
+                                                 1.0 / nodeSlowness(node), 1.0 / nodeSlowness(alt));
+  const double model_minus_fallback = sh.by_model ? gap : -gap;
+  ++compared_;
+  const double w = std::max(options_.regret_alpha, 1.0 / static_cast<double>(compared_));
+  gap_sum_ += w * (model_minus_fallback - gap_sum_);
+  run_sum_ += w * (run_ns - run_sum_);
+  regret_pub_.store(run_sum_ > 0 ? gap_sum_ / run_sum_ : 0, std::memory_order_relaxed);
+  compared_pub_.store(compared_, std::memory_order_relaxed);
+}
+
+void XgbScheduler::decide() {
   if (scored_ < options_.min_compared_tokens) return;
   if (mode_switches_.load(std::memory_order_relaxed) > 0 &&
       scored_ - scored_at_switch_ < options_.min_tokens_between_switches)
     return;
-  setMode(model_err_ <= fallback_err_);
+  GateScores g;
+  g.scored = scored_;
+  g.model_err = model_err_;
+  g.fallback_err = fallback_err_;
+  g.compared = compared_;
+  g.regret = run_sum_ > 0 ? gap_sum_ / run_sum_ : 0;
+  setMode(modelShouldPlace(g, options_));
 }
 
 void XgbScheduler::predictCosts(const costmodel::CostModel& model,
@@ -242,11 +314,57 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     if (loads.size() <= cand.node) loads.resize(cand.node + 1, 0);
     loads[cand.node] = static_cast<uint32_t>(std::min<uint64_t>(cand.in_flight, UINT32_MAX));
   }
+  // Realised-quality comparisons need both estimates (the shadow) and the fallback's speeds.
+  const bool compare =
+      options_.fallback_gate && options_.placement_gate && have_model_ && !shadow_.empty();
+  if (compare) {
+    cand_fspeed_.resize(cands.size());
+    for (size_t c = 0; c < cands.size(); ++c)
+      cand_fspeed_[c] = std::max(fallback_->nodeSpeed(cands[c].node), 1e-3);
+  }
   if (!use_model_) {
     // Least-outstanding placement, with its own speed estimates (the core may have copied
     // the model's before a switch).
     for (auto& cand : cands) cand.speed = fallback_->nodeSpeed(cand.node);
+    if (compare) {
+      snap_out_.resize(cands.size());
+      for (size_t c = 0; c < cands.size(); ++c) snap_out_[c] = cands[c].outstanding;
+    }
     fallback_->place(lane, tokens, cands, out);
+    if (!compare) return;
+    // Replay the fallback's choices in order; for each measurable token note where the model's
+    // rule (earliest predicted completion with its costs and slowness) would have put it.
+    // The group spread is replayed too (its counts follow the fallback's actual placements).
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int32_t p = out[i].candidate;
+      if (p < 0) continue;
+      const bool counted = enterGroup(tokens[i]);
+      const auto it = shadow_.find(tokens[i].id);
+      if (it != shadow_.end()) {
+        Shadow& sh = it->second;
+        size_t best = static_cast<size_t>(p);
+        double best_done = std::numeric_limits<double>::infinity();
+        for (size_t c = 0; c < cands.size(); ++c) {
+          const double cost = sh.model_ns * (counted ? spreadFactor(cands[c].node) : 1.0);
+          const double done = (snap_out_[c] + cost) * nodeSlowness(cands[c].node) /
+                              std::max<uint32_t>(cands[c].workers, 1);
+          if (done < best_done) {
+            best = c;
+            best_done = done;
+          }
+        }
+        const auto q = [&](size_t c) {
+          return snap_out_[c] * nodeSlowness(cands[c].node) /
+                 std::max<uint32_t>(cands[c].workers, 1);
+        };
+        sh.alt_node = cands[best].node;
+        sh.queued_ns = q(static_cast<size_t>(p));
+        sh.alt_queued_ns = q(best);
+        sh.by_model = false;
+      }
+      snap_out_[static_cast<size_t>(p)] += tokens[i].cost;
+      countGroup(cands[static_cast<size_t>(p)].node);
+    }
     return;
   }
   // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
@@ -264,14 +382,19 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
   cand_scale_.resize(cands.size());
   for (size_t c = 0; c < cands.size(); ++c)
     cand_scale_[c] = nodeSlowness(cands[c].node) / std::max<uint32_t>(cands[c].workers, 1);
+  const bool spread = options_.group_spread > 0;
   for (const uint32_t i : order_) {
     const double cost = tokens[i].cost;
+    // Group spread (tail latency): further tokens of the run being placed count more on a node
+    // that already has some of them. The run's first token looks nothing up.
+    const bool counted = spread && enterGroup(tokens[i]);
     int32_t best = -1;
     double best_done = 0;
     for (size_t c = 0; c < cands.size(); ++c) {
       const auto& cand = cands[c];
       if (cand.free_credit == 0) continue;
-      const double done = (cand.outstanding + cost) * cand_scale_[c];
+      const double eff = counted ? cost * spreadFactor(cand.node) : cost;
+      const double done = (cand.outstanding + eff) * cand_scale_[c];
       if (best < 0 || done < best_done ||
           (done == best_done && cand.outstanding < cands[static_cast<size_t>(best)].outstanding)) {
         best = static_cast<int32_t>(c);
@@ -288,10 +411,35 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
       held_back_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    if (compare) {
+      if (const auto it = shadow_.find(tokens[i].id); it != shadow_.end()) {
+        // Where least-outstanding (its cost, its speeds, the same group spread) would have put
+        // the token.
+        Shadow& sh = it->second;
+        size_t alt = static_cast<size_t>(best);
+        double alt_load = std::numeric_limits<double>::infinity();
+        for (size_t k = 0; k < cands.size(); ++k) {
+          if (cands[k].free_credit == 0) continue;
+          const double fcost = sh.fallback_ns * (counted ? spreadFactor(cands[k].node) : 1.0);
+          const double load = (cands[k].outstanding + fcost) /
+                              (std::max<uint32_t>(cands[k].workers, 1) * cand_fspeed_[k]);
+          if (load < alt_load) {
+            alt = k;
+            alt_load = load;
+          }
+        }
+        const auto q = [&](size_t k) { return cands[k].outstanding * cand_scale_[k]; };
+        sh.alt_node = cands[alt].node;
+        sh.queued_ns = q(static_cast<size_t>(best));
+        sh.alt_queued_ns = q(alt);
+        sh.by_model = true;
+      }
+    }
     --c.free_credit;
     ++c.assigned;
     c.outstanding += cost;
     out[i] = {best, lane};
+    if (spread) countGroup(c.node);
   }
   // Remember what held-back tokens were predicted to cost: they come back next round.
   for (size_t k = 0; k < tokens.size(); ++k) {
@@ -361,8 +509,10 @@ void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, d
       const Shadow sh = it->second;
       shadow_.erase(it);
       model_ns = sh.model_ns;
-      if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0)
+      if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0) {
+        if (sh.alt_node >= 0) compareChoices(node, run_ns, sh);
         score(node, run_ns, sh.model_ns, sh.fallback_ns);
+      }
     }
   }
   if (!(model_ns > 0) || !std::isfinite(model_ns) || !(run_ns > 0)) return;

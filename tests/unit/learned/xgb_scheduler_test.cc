@@ -623,7 +623,7 @@ TEST_F(FallbackGateTest, ModelIsTrustedOnlyAfterPredictingBetterThanTheRunningMe
       }
     });
   EXPECT_EQ(sched_.scoredTokens(), 100u);
-  EXPECT_TRUE(sched_.usingModel());
+  EXPECT_TRUE(sched_.usingModel()) << sched_.placementRegret() << " " << sched_.comparedTokens();
   EXPECT_STREQ(sched_.placementMode(), "model");
   EXPECT_EQ(sched_.modeSwitches(), 1u);
   EXPECT_LT(sched_.modelError(), 0.01);    // the scripted model is exact
@@ -690,6 +690,186 @@ TEST_F(FallbackGateTest, TheTrainersRunningMeanIsNeverTrustedAsAModel) {
   EXPECT_FALSE(sched_.usingModel());
   EXPECT_EQ(sched_.scoredTokens(), 0u);
   EXPECT_EQ(sched_.modeSwitches(), 0u);
+}
+
+}  // namespace
+}  // namespace tokengate::learned
+
+namespace tokengate::learned {
+namespace {
+
+// The gate's decision rules, without a scheduler.
+TEST(GateRule, EveryRule) {
+  XgbSchedulerOptions o;  // min_compared_tokens 64, min_regret_tokens 32, max regret 0
+  GateScores g;
+  g.scored = 100;
+  g.model_err = 0.1;
+  g.fallback_err = 0.5;
+  g.compared = 50;
+  g.regret = -0.2;
+  EXPECT_TRUE(modelShouldPlace(g, o));
+  auto with = [&](auto change) {
+    GateScores x = g;
+    change(x);
+    return modelShouldPlace(x, o);
+  };
+  EXPECT_FALSE(with([](GateScores& x) { x.scored = 63; }));      // too few scores
+  EXPECT_FALSE(with([](GateScores& x) { x.model_err = 0.6; }));  // predicts worse
+  EXPECT_TRUE(with([](GateScores& x) { x.model_err = 0.5; }));   // no worse is enough
+  EXPECT_FALSE(with([](GateScores& x) { x.compared = 31; }));    // too few comparisons
+  EXPECT_FALSE(with([](GateScores& x) { x.regret = 0.01; }));    // places worse
+  EXPECT_TRUE(with([](GateScores& x) { x.regret = 0; }));        // places no worse
+  o.placement_gate = false;                                      // prediction error only
+  EXPECT_TRUE(with([](GateScores& x) { x.regret = 5; }));
+  EXPECT_TRUE(with([](GateScores& x) { x.compared = 0; }));
+  EXPECT_FALSE(with([](GateScores& x) { x.model_err = 0.6; }));
+}
+
+TEST(GateRule, RealisedCompletionGap) {
+  // 40 ms ran on a 4x slower node with nothing queued; the other node had 2 ms queued.
+  EXPECT_DOUBLE_EQ(realisedCompletionGap(0, 2e6, 40e6, 0.25, 1.0), 40e6 - 12e6);
+  // The same token the other way round: the alternative would have taken 4x as long.
+  EXPECT_DOUBLE_EQ(realisedCompletionGap(2e6, 0, 10e6, 1.0, 0.25), 12e6 - 40e6);
+  EXPECT_DOUBLE_EQ(realisedCompletionGap(3e6, 3e6, 1e6, 1.0, 1.0), 0);
+}
+
+TEST_F(XgbSchedulerTest, AJobsEqualTokensAreSpreadOverNodes) {
+  // One job's run of 5 equal tokens; node 0 is idle, the others hold 200 ms. Earliest predicted
+  // completion alone stacks 4 of them on node 0 (betting the whole job on one estimate); the
+  // group spread puts at most 2 there.
+  model_->set(0, 50e6);
+  auto place = [&](XgbScheduler& s) {
+    std::vector<TokenInfo> t = tokens(0, 5);
+    for (size_t i = 0; i < t.size(); ++i) t[i].id = (uint64_t{7} << 32) | (i + 1);
+    std::vector<double> c(t.size());
+    s.costs(t, c);
+    for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+    auto cands = threeNodes();
+    cands[1].outstanding = cands[2].outstanding = 200e6;
+    std::vector<Placement> out(t.size());
+    s.place(Weight::kLight, t, cands, out);
+    return cands[0].assigned;
+  };
+  XgbSchedulerOptions off = noHorizon();
+  off.group_spread = 0;
+  XgbScheduler stacked([this] { return model_; }, nullptr, off);
+  EXPECT_GE(place(stacked), 4u);
+  EXPECT_LE(place(sched_), 2u);
+}
+
+// Realised placement quality: a model that predicts better on average but places worse.
+// Two nodes, node 1 4x slower; before each token node 0 holds 2 ms, node 1 nothing. Op 0: nine
+// 200 us tokens (arg 200, predicted exactly) to one 40 ms token (arg 500, predicted 500 us, 80x
+// low). The model's mean |log error| is ~0.44, the running mean's ~2.8, so the prediction rule
+// trusts the model; but the model sends the 40 ms tokens to the slow node (160 ms there instead
+// of 42 ms), which costs more than it gains on the small ones.
+class PlacementGateTest : public ::testing::Test {
+ protected:
+  PlacementGateTest() {
+    model_->set(0, 1000, /*per_arg=*/true);
+    model_->set(1, 1e6);
+    model_->setVersion(1);
+  }
+  static XgbSchedulerOptions options(bool placement_gate) {
+    XgbSchedulerOptions o;
+    o.queue_horizon_ns = 0;
+    o.placement_gate = placement_gate;
+    return o;
+  }
+  static double truth(const TokenInfo& t, uint32_t node) {
+    const double base = t.op == 1 ? 1e6 : (t.first_arg == 500 ? 40e6 : 200e3);
+    return base * (node == 1 ? 4.0 : 1.0);
+  }
+  TokenInfo token(uint32_t op, double arg) {
+    TokenInfo t;
+    t.id = (next_job_++) << 32;  // one token per job: no group spread
+    t.op = op;
+    t.declared = Weight::kLight;
+    t.arg_count = 1;
+    t.arg_bytes = 8;
+    t.first_arg = arg;
+    return t;
+  }
+  // Both estimators learn the node speeds from op 1 (1 ms; 4 ms on node 1).
+  void warmUp(XgbScheduler& s) {
+    for (int k = 0; k < 80; ++k) {
+      std::vector<TokenInfo> t{token(1, 1)};
+      std::vector<double> c(1);
+      s.costs(t, c);
+      t[0].cost = c[0];
+      const uint32_t node = static_cast<uint32_t>(k % 2);
+      s.observe(t[0], node, truth(t[0], node));
+    }
+  }
+  // One token dispatched and finished; returns the node it went to.
+  uint32_t dispatch(XgbScheduler& s, double arg) {
+    std::vector<TokenInfo> t{token(0, arg)};
+    std::vector<double> c(1);
+    s.costs(t, c);
+    t[0].cost = c[0];
+    std::vector<Candidate> cands(2);
+    for (uint32_t i = 0; i < 2; ++i) {
+      cands[i].node = i;
+      cands[i].free_credit = 1000;
+    }
+    cands[0].outstanding = 2e6;  // 2 ms (both estimators' units are ns)
+    std::vector<Placement> out(1);
+    s.place(Weight::kLight, t, cands, out);
+    EXPECT_GE(out[0].candidate, 0);
+    const uint32_t node = cands[static_cast<size_t>(std::max(out[0].candidate, 0))].node;
+    s.observe(t[0], node, truth(t[0], node));
+    return node;
+  }
+  void mixedRounds(XgbScheduler& s, int rounds) {
+    for (int r = 0; r < rounds; ++r)
+      for (int k = 0; k < 10; ++k) dispatch(s, k == 9 ? 500 : 200);
+  }
+
+  std::shared_ptr<testing::ScriptedCostModel> model_ =
+      std::make_shared<testing::ScriptedCostModel>();
+  uint64_t next_job_ = 1;
+};
+
+TEST_F(PlacementGateTest, AModelThatPredictsBetterButPlacesWorseIsNotTrusted) {
+  XgbScheduler gated([this] { return model_; }, nullptr, options(true));
+  XgbScheduler old_rule([this] { return model_; }, nullptr, options(false));
+  for (auto* s : {&gated, &old_rule}) {
+    warmUp(*s);
+    mixedRounds(*s, 20);
+  }
+  // Without the placement rule the better prediction wins.
+  EXPECT_LT(old_rule.modelError(), old_rule.fallbackError());
+  EXPECT_TRUE(old_rule.usingModel());
+  // With it, the model never places.
+  EXPECT_LT(gated.modelError(), gated.fallbackError());
+  EXPECT_GE(gated.comparedTokens(), 200u);
+  EXPECT_GT(gated.placementRegret(), 0);
+  EXPECT_FALSE(gated.usingModel());
+}
+
+TEST_F(PlacementGateTest, TrustedModelFallsBackWhenItsPlacementsRealiseLater) {
+  XgbScheduler gated([this] { return model_; }, nullptr, options(true));
+  XgbScheduler old_rule([this] { return model_; }, nullptr, options(false));
+  for (auto* s : {&gated, &old_rule}) {
+    warmUp(*s);
+    // Only small tokens: both estimators send them to the idle slow node, no regret.
+    for (int k = 0; k < 100; ++k) dispatch(*s, 200);
+  }
+  ASSERT_TRUE(gated.usingModel());
+  ASSERT_TRUE(old_rule.usingModel());
+  EXPECT_LE(gated.placementRegret(), 0);
+  // Now one token in ten is a 40 ms token the model thinks costs 500 us.
+  int tokens = 0;
+  while (gated.usingModel() && tokens < 400) {
+    dispatch(gated, tokens % 10 == 9 ? 500 : 200);
+    ++tokens;
+  }
+  EXPECT_FALSE(gated.usingModel());
+  EXPECT_LE(tokens, 200);
+  EXPECT_GT(gated.placementRegret(), 0);
+  EXPECT_LT(gated.modelError(), gated.fallbackError());  // the prediction rule alone would stay
+  mixedRounds(old_rule, 20);
+  EXPECT_TRUE(old_rule.usingModel());
 }
 
 }  // namespace
