@@ -143,6 +143,9 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       gap_sum_ = run_sum_ = 0;
       regret_pub_.store(0, std::memory_order_relaxed);
       compared_pub_.store(0, std::memory_order_relaxed);
+      evals_.clear();  // their pending entries become no-ops
+      for (auto& v : lane_nodes_)
+        for (auto& ln : v) ln.model_view = ln.fb_view = 0;  // tokens in flight lose their shadow
       shadow_.clear();
       setMode(false);
     }
@@ -208,19 +211,81 @@ void XgbScheduler::score(uint32_t node, double run_ns, double model_ns, double f
   decide();
 }
 
-void XgbScheduler::compareChoices(uint32_t node, double run_ns, const Shadow& sh) {
-  const auto alt = static_cast<uint32_t>(sh.alt_node);
-  const double gap = alt == node
-                         ? 0.0
-                         : realisedCompletionGap(sh.queued_ns, sh.alt_queued_ns, run_ns,
-                                                 1.0 / nodeSlowness(node), 1.0 / nodeSlowness(alt));
-  const double model_minus_fallback = sh.by_model ? gap : -gap;
+XgbScheduler::LaneNode& XgbScheduler::laneNode(Weight lane, uint32_t node) {
+  auto& v = lane_nodes_[weightIndex(lane)];
+  if (v.size() <= node) v.resize(node + 1);
+  return v[node];
+}
+
+void XgbScheduler::noteChoice(uint64_t id, Weight lane, const coordinator::Candidate& ran,
+                              uint64_t ran_ahead, const coordinator::Candidate& alt,
+                              uint64_t alt_ahead, bool by_model) {
+  if (evals_.size() > options_.max_shadow_tokens) evals_.clear();  // e.g. cancelled jobs
+  Eval e;
+  e.node = ran.node;
+  e.alt_node = alt.node;
+  e.by_model = by_model;
+  e.workers = std::max<uint32_t>(ran.workers, 1);
+  e.alt_workers = std::max<uint32_t>(alt.workers, 1);
+  if (alt.node == ran.node) {  // same choice: nothing to wait for, the gap is 0
+    e.queued_ns = e.alt_queued_ns = 0;
+    evals_[id] = e;
+    return;
+  }
+  auto side = [&](uint32_t node, uint64_t ahead, double& work0, double& queued, bool is_alt) {
+    LaneNode& ln = laneNode(lane, node);
+    work0 = ln.work_ns;
+    if (ahead == 0)
+      queued = 0;
+    else
+      ln.pending.push({ln.done + ahead, id, is_alt});
+  };
+  side(ran.node, ran_ahead, e.work0, e.queued_ns, false);
+  side(alt.node, alt_ahead, e.alt_work0, e.alt_queued_ns, true);
+  evals_[id] = e;
+}
+
+void XgbScheduler::addToViews(Weight lane, uint32_t node, const Shadow& sh, double sign) {
+  LaneNode& ln = laneNode(lane, node);
+  ln.model_view = std::max(ln.model_view + sign * sh.model_ns, 0.0);
+  ln.fb_view = std::max(ln.fb_view + sign * sh.fallback_ns, 0.0);
+}
+
+void XgbScheduler::countResult(Weight lane, uint32_t node, double run_ns) {
+  LaneNode& ln = laneNode(lane, node);
+  ++ln.done;
+  ln.work_ns += run_ns;
+  while (!ln.pending.empty() && ln.pending.top().target <= ln.done) {
+    const Pending p = ln.pending.top();
+    ln.pending.pop();
+    const auto it = evals_.find(p.id);
+    if (it == evals_.end()) continue;
+    Eval& e = it->second;
+    if (p.alt)
+      e.alt_queued_ns = (ln.work_ns - e.alt_work0) / e.alt_workers;
+    else
+      e.queued_ns = (ln.work_ns - e.work0) / e.workers;
+    settle(it);
+  }
+}
+
+void XgbScheduler::settle(std::unordered_map<uint64_t, Eval>::iterator it) {
+  const Eval e = it->second;
+  if (e.run_ns < 0 || e.queued_ns < 0 || e.alt_queued_ns < 0) return;
+  evals_.erase(it);
+  const double gap =
+      e.alt_node == e.node
+          ? 0.0
+          : realisedCompletionGap(e.queued_ns, e.alt_queued_ns, e.run_ns,
+                                  1.0 / nodeSlowness(e.node), 1.0 / nodeSlowness(e.alt_node));
+  const double model_minus_fallback = e.by_model ? gap : -gap;
   ++compared_;
   const double w = std::max(options_.regret_alpha, 1.0 / static_cast<double>(compared_));
   gap_sum_ += w * (model_minus_fallback - gap_sum_);
-  run_sum_ += w * (run_ns - run_sum_);
+  run_sum_ += w * (e.run_ns - run_sum_);
   regret_pub_.store(run_sum_ > 0 ? gap_sum_ / run_sum_ : 0, std::memory_order_relaxed);
   compared_pub_.store(compared_, std::memory_order_relaxed);
+  decide();
 }
 
 void XgbScheduler::decide() {
@@ -327,13 +392,15 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     // the model's before a switch).
     for (auto& cand : cands) cand.speed = fallback_->nodeSpeed(cand.node);
     if (compare) {
-      snap_out_.resize(cands.size());
-      for (size_t c = 0; c < cands.size(); ++c) snap_out_[c] = cands[c].outstanding;
+      snap_ahead_.resize(cands.size());
+      for (size_t c = 0; c < cands.size(); ++c)
+        snap_ahead_[c] = cands[c].in_flight + cands[c].assigned;
     }
     fallback_->place(lane, tokens, cands, out);
     if (!compare) return;
     // Replay the fallback's choices in order; for each measurable token note where the model's
-    // rule (earliest predicted completion with its costs and slowness) would have put it.
+    // rule (earliest predicted completion with its costs, its view of the queues and its
+    // slowness) would have put it.
     // The group spread is replayed too (its counts follow the fallback's actual placements).
     for (size_t i = 0; i < tokens.size(); ++i) {
       const int32_t p = out[i].candidate;
@@ -346,23 +413,18 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         double best_done = std::numeric_limits<double>::infinity();
         for (size_t c = 0; c < cands.size(); ++c) {
           const double cost = sh.model_ns * (counted ? spreadFactor(cands[c].node) : 1.0);
-          const double done = (snap_out_[c] + cost) * nodeSlowness(cands[c].node) /
-                              std::max<uint32_t>(cands[c].workers, 1);
+          const double done = (laneNode(lane, cands[c].node).model_view + cost) *
+                              nodeSlowness(cands[c].node) / std::max<uint32_t>(cands[c].workers, 1);
           if (done < best_done) {
             best = c;
             best_done = done;
           }
         }
-        const auto q = [&](size_t c) {
-          return snap_out_[c] * nodeSlowness(cands[c].node) /
-                 std::max<uint32_t>(cands[c].workers, 1);
-        };
-        sh.alt_node = cands[best].node;
-        sh.queued_ns = q(static_cast<size_t>(p));
-        sh.alt_queued_ns = q(best);
-        sh.by_model = false;
+        noteChoice(tokens[i].id, lane, cands[static_cast<size_t>(p)],
+                   snap_ahead_[static_cast<size_t>(p)], cands[best], snap_ahead_[best], false);
+        addToViews(lane, cands[static_cast<size_t>(p)].node, sh, 1);
       }
-      snap_out_[static_cast<size_t>(p)] += tokens[i].cost;
+      ++snap_ahead_[static_cast<size_t>(p)];
       countGroup(cands[static_cast<size_t>(p)].node);
     }
     return;
@@ -413,26 +475,25 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     }
     if (compare) {
       if (const auto it = shadow_.find(tokens[i].id); it != shadow_.end()) {
-        // Where least-outstanding (its cost, its speeds, the same group spread) would have put
-        // the token.
+        // Where least-outstanding (its cost, its view of the queues, its speeds, the same group
+        // spread) would have put the token.
         Shadow& sh = it->second;
         size_t alt = static_cast<size_t>(best);
         double alt_load = std::numeric_limits<double>::infinity();
         for (size_t k = 0; k < cands.size(); ++k) {
           if (cands[k].free_credit == 0) continue;
           const double fcost = sh.fallback_ns * (counted ? spreadFactor(cands[k].node) : 1.0);
-          const double load = (cands[k].outstanding + fcost) /
+          const double load = (laneNode(lane, cands[k].node).fb_view + fcost) /
                               (std::max<uint32_t>(cands[k].workers, 1) * cand_fspeed_[k]);
           if (load < alt_load) {
             alt = k;
             alt_load = load;
           }
         }
-        const auto q = [&](size_t k) { return cands[k].outstanding * cand_scale_[k]; };
-        sh.alt_node = cands[alt].node;
-        sh.queued_ns = q(static_cast<size_t>(best));
-        sh.alt_queued_ns = q(alt);
-        sh.by_model = true;
+        const auto& b = cands[static_cast<size_t>(best)];
+        noteChoice(tokens[i].id, lane, b, b.in_flight + b.assigned, cands[alt],
+                   cands[alt].in_flight + cands[alt].assigned, true);
+        addToViews(lane, b.node, sh, 1);
       }
     }
     --c.free_credit;
@@ -502,15 +563,23 @@ void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, d
   double model_ns = token.cost;  // the prediction made at dispatch, if the model placed it
   if (options_.fallback_gate) {
     fallback_->observe(token, node, run_ns);
+    if (options_.placement_gate && run_ns >= 0 && std::isfinite(run_ns)) {
+      countResult(token.lane, node, run_ns);
+      if (!evals_.empty())
+        if (const auto e = evals_.find(token.id); e != evals_.end()) {
+          e->second.run_ns = run_ns;
+          settle(e);
+        }
+    }
     const auto it = shadow_.find(token.id);
     if (it == shadow_.end()) {
       if (!use_model_) return;  // token.cost is the fallback's estimate: teaches no model speed
     } else {
       const Shadow sh = it->second;
       shadow_.erase(it);
+      if (options_.placement_gate) addToViews(token.lane, node, sh, -1);
       model_ns = sh.model_ns;
       if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0) {
-        if (sh.alt_node >= 0) compareChoices(node, run_ns, sh);
         score(node, run_ns, sh.model_ns, sh.fallback_ns);
       }
     }
@@ -546,6 +615,8 @@ void XgbScheduler::recomputeSlowness() {
 
 void XgbScheduler::forgetNode(uint32_t node) {
   fallback_->forgetNode(node);
+  for (auto& v : lane_nodes_)  // comparisons waiting on it stay until evals_ is cleared
+    if (node < v.size()) v[node] = LaneNode{};
   if (node < speed_.size()) {
     speed_[node] = NodeSpeed{};
     recomputeSlowness();

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <queue>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -251,13 +252,43 @@ class XgbScheduler final : public coordinator::Scheduler {
   struct Shadow {
     double model_ns = 0;     // the model's nominal prediction at dispatch
     double fallback_ns = 0;  // the fallback's at dispatch
-    // Set by place(): the other estimator's node choice and the work queued ahead (ns of time,
-    // learned slowness) on the chosen node and on it. alt_node < 0: not compared.
-    int64_t alt_node = -1;
-    double queued_ns = 0, alt_queued_ns = 0;
+  };
+  // Realised queues, per (lane, node slot): results observed and their summed run time. The work
+  // that was ahead of a token on a node when it was placed is known once that many more results
+  // of the lane-node came in (tokens of a lane run in order): pending comparisons wait for it.
+  struct Pending {
+    uint64_t target = 0;  // `done` at which the work ahead has finished
+    uint64_t id = 0;      // token id
+    bool alt = false;     // the alternative node's side
+    auto operator<=>(const Pending&) const = default;
+  };
+  struct LaneNode {
+    uint64_t done = 0;
+    double work_ns = 0;
+    // Each estimator's view of the lane-node's queue: the sum of its estimates of the measurable
+    // tokens placed there and not yet finished (whoever placed them), so the alternative choice
+    // is made with the alternative's own view, not the placing estimator's units.
+    double model_view = 0, fb_view = 0;
+    std::priority_queue<Pending, std::vector<Pending>, std::greater<>> pending;
+  };
+  // One comparison: the node the token was placed on and the one the other estimator chose.
+  struct Eval {
+    uint32_t node = 0, alt_node = 0;
+    double work0 = 0, alt_work0 = 0;  // LaneNode::work_ns of both at placement
+    uint32_t workers = 1, alt_workers = 1;
+    double queued_ns = -1, alt_queued_ns = -1;  // realised work ahead per worker (-1: not yet)
+    double run_ns = -1;                         // the token's own run time (-1: not finished)
     bool by_model = false;
   };
-  void compareChoices(uint32_t node, double run_ns, const Shadow& sh);
+  LaneNode& laneNode(Weight lane, uint32_t node);
+  void noteChoice(uint64_t id, Weight lane, const coordinator::Candidate& ran, uint64_t ran_ahead,
+                  const coordinator::Candidate& alt, uint64_t alt_ahead, bool by_model);
+  void countResult(Weight lane, uint32_t node, double run_ns);
+  void addToViews(Weight lane, uint32_t node, const Shadow& sh, double sign);
+  void settle(std::unordered_map<uint64_t, Eval>::iterator it);
+  std::vector<LaneNode> lane_nodes_[3];       // by lane, node slot
+  std::unordered_map<uint64_t, Eval> evals_;  // token id -> comparison in progress
+  std::vector<uint64_t> snap_ahead_;          // fallback path: tokens ahead on each candidate
   void decide();
   // The group-spread state of the model's rule (as in least-outstanding).
   struct GroupKey {
@@ -275,7 +306,6 @@ class XgbScheduler final : public coordinator::Scheduler {
   GroupKey group_;
   std::vector<uint32_t> group_on_node_;  // by node slot
   std::vector<uint32_t> group_nodes_;    // slots whose group_on_node_ entry is non-zero
-  std::vector<double> snap_out_;         // fallback path: candidates' outstanding before place()
   std::vector<double> cand_fspeed_;      // the fallback's speed of each candidate (comparisons)
   std::unique_ptr<coordinator::Scheduler> fallback_;  // least-outstanding, always observing
   bool use_model_ = false;

@@ -758,16 +758,20 @@ TEST_F(XgbSchedulerTest, AJobsEqualTokensAreSpreadOverNodes) {
 }
 
 // Realised placement quality: a model that predicts better on average but places worse.
-// Two nodes, node 1 4x slower; before each token node 0 holds 2 ms, node 1 nothing. Op 0: nine
-// 200 us tokens (arg 200, predicted exactly) to one 40 ms token (arg 500, predicted 500 us, 80x
-// low). The model's mean |log error| is ~0.44, the running mean's ~2.8, so the prediction rule
-// trusts the model; but the model sends the 40 ms tokens to the slow node (160 ms there instead
-// of 42 ms), which costs more than it gains on the small ones.
+// Two equal nodes, each running one token when four 150 us / 4 ms tokens of op 1 are placed
+// (the model predicts op 1 exactly, the running mean of op 1 is off by ~1.8 in |log|). In a "bad"
+// round one node runs an op 0 token, which takes 40 ms but the model predicts 500 us; the other
+// runs a 5 ms op 3 token that both predict. The model sends the op 1 tokens behind the 40 ms one
+// (it expects 0.5 ms ahead), least-outstanding (op 0 mean 40 ms) behind the 5 ms one. Which node
+// runs the op 0 token alternates, so the model's node slowness stays 1. Per bad round the model's
+// mean |log error| is ~0.73 (4.4 on op 0) against the running mean's ~1.2, so the prediction
+// rule trusts the model, yet its choices finish 35 ms later.
 class PlacementGateTest : public ::testing::Test {
  protected:
   PlacementGateTest() {
-    model_->set(0, 1000, /*per_arg=*/true);
-    model_->set(1, 1e6);
+    model_->set(0, 500e3);
+    model_->set(1, 1000, /*per_arg=*/true);
+    model_->set(3, 5e6);
     model_->setVersion(1);
   }
   static XgbSchedulerOptions options(bool placement_gate) {
@@ -776,9 +780,15 @@ class PlacementGateTest : public ::testing::Test {
     o.placement_gate = placement_gate;
     return o;
   }
-  static double truth(const TokenInfo& t, uint32_t node) {
-    const double base = t.op == 1 ? 1e6 : (t.first_arg == 500 ? 40e6 : 200e3);
-    return base * (node == 1 ? 4.0 : 1.0);
+  static double truth(const TokenInfo& t) {
+    switch (t.op) {
+      case 0:
+        return 40e6;
+      case 3:
+        return 5e6;
+      default:
+        return t.first_arg * 1000;
+    }
   }
   TokenInfo token(uint32_t op, double arg) {
     TokenInfo t;
@@ -790,85 +800,87 @@ class PlacementGateTest : public ::testing::Test {
     t.first_arg = arg;
     return t;
   }
-  // Both estimators learn the node speeds from op 1 (1 ms; 4 ms on node 1).
-  void warmUp(XgbScheduler& s) {
-    for (int k = 0; k < 80; ++k) {
-      std::vector<TokenInfo> t{token(1, 1)};
-      std::vector<double> c(1);
-      s.costs(t, c);
-      t[0].cost = c[0];
-      const uint32_t node = static_cast<uint32_t>(k % 2);
-      s.observe(t[0], node, truth(t[0], node));
-    }
-  }
-  // One token dispatched and finished; returns the node it went to.
-  uint32_t dispatch(XgbScheduler& s, double arg) {
-    std::vector<TokenInfo> t{token(0, arg)};
-    std::vector<double> c(1);
+  std::vector<TokenInfo> costed(XgbScheduler& s, std::vector<TokenInfo> t) {
+    std::vector<double> c(t.size());
     s.costs(t, c);
-    t[0].cost = c[0];
-    std::vector<Candidate> cands(2);
-    for (uint32_t i = 0; i < 2; ++i) {
-      cands[i].node = i;
-      cands[i].free_credit = 1000;
-    }
-    cands[0].outstanding = 2e6;  // 2 ms (both estimators' units are ns)
-    std::vector<Placement> out(1);
-    s.place(Weight::kLight, t, cands, out);
-    EXPECT_GE(out[0].candidate, 0);
-    const uint32_t node = cands[static_cast<size_t>(std::max(out[0].candidate, 0))].node;
-    s.observe(t[0], node, truth(t[0], node));
-    return node;
+    for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+    return t;
   }
-  void mixedRounds(XgbScheduler& s, int rounds) {
-    for (int r = 0; r < rounds; ++r)
-      for (int k = 0; k < 10; ++k) dispatch(s, k == 9 ? 500 : 200);
+  // One round: a token running on each node, four op 1 tokens placed (one place() each), then
+  // the running tokens finish, then the four. Returns how many went behind the op 0 token.
+  int round(XgbScheduler& s, bool bad) {
+    const uint32_t slow = static_cast<uint32_t>(round_++ % 2);    // node running op 0 (if bad)
+    auto busy = costed(s, {token(bad ? 0 : 3, 1), token(3, 1)});  // [0] on `slow`
+    std::vector<TokenInfo> placed;
+    std::vector<uint32_t> nodes;
+    int behind = 0;
+    for (int k = 0; k < 4; ++k) {
+      auto t = costed(s, {token(1, k % 2 ? 4000 : 150)});
+      std::vector<Candidate> cands(2);
+      for (uint32_t i = 0; i < 2; ++i) {
+        cands[i].node = i;
+        cands[i].free_credit = 1000;
+        cands[i].in_flight = 1;
+        cands[i].outstanding = busy[i == slow ? 0 : 1].cost;
+      }
+      std::vector<Placement> out(1);
+      s.place(Weight::kLight, t, cands, out);
+      EXPECT_GE(out[0].candidate, 0);
+      const uint32_t node = cands[static_cast<size_t>(std::max(out[0].candidate, 0))].node;
+      if (bad && node == slow) ++behind;
+      placed.push_back(t[0]);
+      nodes.push_back(node);
+    }
+    s.observe(busy[0], slow, truth(busy[0]));
+    s.observe(busy[1], 1 - slow, truth(busy[1]));
+    for (size_t k = 0; k < placed.size(); ++k) s.observe(placed[k], nodes[k], truth(placed[k]));
+    return behind;
   }
 
   std::shared_ptr<testing::ScriptedCostModel> model_ =
       std::make_shared<testing::ScriptedCostModel>();
   uint64_t next_job_ = 1;
+  uint64_t round_ = 0;
 };
 
 TEST_F(PlacementGateTest, AModelThatPredictsBetterButPlacesWorseIsNotTrusted) {
   XgbScheduler gated([this] { return model_; }, nullptr, options(true));
   XgbScheduler old_rule([this] { return model_; }, nullptr, options(false));
-  for (auto* s : {&gated, &old_rule}) {
-    warmUp(*s);
-    mixedRounds(*s, 20);
-  }
-  // Without the placement rule the better prediction wins.
+  int behind_gated = 0, behind_old = 0;
+  for (int r = 0; r < 60; ++r) behind_gated += round(gated, true);
+  for (int r = 0; r < 60; ++r) behind_old += round(old_rule, true);
+  // Without the placement rule the better prediction wins, and the model queues op 1 tokens
+  // behind the 40 ms ones.
   EXPECT_LT(old_rule.modelError(), old_rule.fallbackError());
   EXPECT_TRUE(old_rule.usingModel());
+  EXPECT_GT(behind_old, 100);
   // With it, the model never places.
   EXPECT_LT(gated.modelError(), gated.fallbackError());
   EXPECT_GE(gated.comparedTokens(), 200u);
   EXPECT_GT(gated.placementRegret(), 0);
   EXPECT_FALSE(gated.usingModel());
+  EXPECT_EQ(gated.modeSwitches(), 0u);
+  EXPECT_LT(behind_gated, 10);
 }
 
 TEST_F(PlacementGateTest, TrustedModelFallsBackWhenItsPlacementsRealiseLater) {
   XgbScheduler gated([this] { return model_; }, nullptr, options(true));
   XgbScheduler old_rule([this] { return model_; }, nullptr, options(false));
-  for (auto* s : {&gated, &old_rule}) {
-    warmUp(*s);
-    // Only small tokens: both estimators send them to the idle slow node, no regret.
-    for (int k = 0; k < 100; ++k) dispatch(*s, 200);
-  }
+  for (auto* s : {&gated, &old_rule})  // 5 ms tokens on both nodes: both choose alike, regret 0
+    for (int r = 0; r < 30; ++r) round(*s, false);
   ASSERT_TRUE(gated.usingModel());
   ASSERT_TRUE(old_rule.usingModel());
   EXPECT_LE(gated.placementRegret(), 0);
-  // Now one token in ten is a 40 ms token the model thinks costs 500 us.
-  int tokens = 0;
-  while (gated.usingModel() && tokens < 400) {
-    dispatch(gated, tokens % 10 == 9 ? 500 : 200);
-    ++tokens;
+  int rounds = 0;
+  while (gated.usingModel() && rounds < 100) {
+    round(gated, true);
+    ++rounds;
   }
   EXPECT_FALSE(gated.usingModel());
-  EXPECT_LE(tokens, 200);
+  EXPECT_LE(rounds, 20);  // 80 op 1 tokens
   EXPECT_GT(gated.placementRegret(), 0);
   EXPECT_LT(gated.modelError(), gated.fallbackError());  // the prediction rule alone would stay
-  mixedRounds(old_rule, 20);
+  for (int r = 0; r < 30; ++r) round(old_rule, true);
   EXPECT_TRUE(old_rule.usingModel());
 }
 
