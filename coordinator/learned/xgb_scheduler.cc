@@ -144,6 +144,7 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       regret_pub_.store(0, std::memory_order_relaxed);
       compared_pub_.store(0, std::memory_order_relaxed);
       evals_.clear();  // their pending entries become no-ops
+      predicts_ok_ = false;
       for (auto& v : lane_nodes_)
         for (auto& ln : v) ln.model_view = ln.fb_view = 0;  // tokens in flight lose their shadow
       shadow_.clear();
@@ -182,6 +183,9 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       for (size_t k = 0; k < miss_index_.size(); ++k) mout[miss_index_[k]] = miss_out_[k];
     }
   }
+  costed_n_ = tokens.size();
+  costed_first_ = tokens.front().id;
+  costed_last_ = tokens.back().id;
   const auto dt = std::chrono::steady_clock::now() - t0;
   predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
                         std::memory_order_relaxed);
@@ -299,6 +303,7 @@ void XgbScheduler::decide() {
   g.fallback_err = fallback_err_;
   g.compared = compared_;
   g.regret = run_sum_ > 0 ? gap_sum_ / run_sum_ : 0;
+  predicts_ok_ = g.scored >= options_.min_compared_tokens && g.model_err <= g.fallback_err;
   setMode(modelShouldPlace(g, options_));
 }
 
@@ -397,6 +402,11 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         snap_ahead_[c] = cands[c].in_flight + cands[c].assigned;
     }
     fallback_->place(lane, tokens, cands, out);
+    // Lanes follow the model's predictions once it predicts better than the running mean, even
+    // while its placements are not trusted (reclassification is about cost, not node choice).
+    if (predicts_ok_ && costed_n_ == tokens.size() && model_out_.size() == tokens.size() &&
+        tokens.front().id == costed_first_ && tokens.back().id == costed_last_)
+      updateOpLanes(lane, tokens, out, model_out_);
     if (!compare) return;
     // Replay the fallback's choices in order; for each measurable token note where the model's
     // rule (earliest predicted completion with its costs, its view of the queues and its
@@ -512,8 +522,17 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     }
   }
   if (held_cost_.size() > kMaxHeldPredictions) held_cost_.clear();  // e.g. cancelled jobs
+  updateOpLanes(lane, tokens, out, {});
+}
+
+void XgbScheduler::updateOpLanes(Weight lane, std::span<const coordinator::TokenInfo> tokens,
+                                 std::span<const coordinator::Placement> out,
+                                 std::span<const double> model_costs) {
   // Per-op running mean of the predicted cost of *placed* tokens (held-back tokens come back
-  // and are predicted again; counting them would bias the mean and eat the dwell).
+  // and are predicted again; counting them would bias the mean and eat the dwell). The model's
+  // predictions: tokens[].cost while it places, model_costs (from costs()) while the fallback
+  // does.
+  const auto cost = [&](size_t k) { return model_costs.empty() ? tokens[k].cost : model_costs[k]; };
   size_t i = 0;
   while (i < tokens.size()) {
     const uint32_t op = tokens[i].op;
@@ -522,7 +541,7 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     size_t j = i;
     for (; j < tokens.size() && tokens[j].op == op; ++j) {
       if (out[j].candidate < 0) continue;
-      sum += tokens[j].cost;
+      sum += cost(j);
       ++n;
     }
     if (ops_.size() <= op) ops_.resize(op + 1);

@@ -218,6 +218,13 @@ class XgbScheduler final : public coordinator::Scheduler {
   void predictCosts(const costmodel::CostModel& model,
                     std::span<const coordinator::TokenInfo> tokens, std::span<double> out);
   void maybeReclassify(uint32_t op, Weight lane);
+  void updateOpLanes(Weight lane, std::span<const coordinator::TokenInfo> tokens,
+                     std::span<const coordinator::Placement> out,
+                     std::span<const double> model_costs);
+  bool predicts_ok_ = false;  // the prediction half of the gate holds (reclassification)
+  // The slice the last costs() call predicted with a model (model_out_ holds its predictions).
+  size_t costed_n_ = 0;
+  uint64_t costed_first_ = 0, costed_last_ = 0;
   void score(uint32_t node, double run_ns, double model_ns, double fallback_ns);
   void setMode(bool model);
 
