@@ -48,6 +48,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <random>
 #include <span>
@@ -309,12 +310,14 @@ double metricValue(const std::string& page, std::string_view name) {
 struct PlacementRecord {
   double active_before = -1, active_after = -1;  // tokengate_placement_model_active, -1 = unknown
   double switches = -1;                          // mode switches during the pass, -1 = unknown
+  double regret = std::numeric_limits<double>::quiet_NaN();  // tokengate_placement_regret, end
   std::string summary() const {
     if (active_before < 0 || active_after < 0) return "unknown";
     const char* b = active_before > 0.5 ? "model" : "fallback";
     const char* e = active_after > 0.5 ? "model" : "fallback";
-    if (switches <= 0) return b;
-    return fmt::format("{}->{} ({} switch{})", b, e, switches, switches == 1 ? "" : "es");
+    const std::string r = std::isnan(regret) ? "" : fmt::format(", regret {:+.3f}", regret);
+    if (switches <= 0) return b + r;
+    return fmt::format("{}->{} ({} switch{}{})", b, e, switches, switches == 1 ? "" : "es", r);
   }
 };
 
@@ -392,6 +395,8 @@ int runBalance(const BalanceOptions& o) {
           const double s0 = metricValue(before, "tokengate_placement_mode_switches_total");
           const double s1 = metricValue(after, "tokengate_placement_mode_switches_total");
           if (s0 >= 0 && s1 >= 0) placed.switches = s1 - s0;
+          if (after.find("\ntokengate_placement_regret ") != std::string::npos)
+            placed.regret = metricValue(after, "tokengate_placement_regret");
         }
         (*cluster)->stop();
         if (!w.ok || !m.ok) {

@@ -318,6 +318,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
+  bal->add_option("--log-level", bo.log_level,
+                  "log level of the cluster's processes (default warn)");
   auto* lat = app.add_subcommand("latency", "one-token job round trips (p50/p90/p99/p99.9)");
   bench::LatencyOptions lo;
   lat->add_option("--jobs", lo.jobs, "measured round trips")->capture_default_str();

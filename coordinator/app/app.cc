@@ -223,6 +223,11 @@ int runCoordinator(AppConfig config) {
           "cost model: learned node speeds by slot: [{}]; {} placements held back by "
           "the queue horizon",
           speeds, s->heldBack());
+      spdlog::info(
+          "placement gate: {} places, {} switches; |ln error| model {:.3f} vs running mean "
+          "{:.3f} over {} tokens; realised regret {:.3f} over {} compared tokens",
+          s->placementMode(), s->modeSwitches(), s->modelError(), s->fallbackError(),
+          s->scoredTokens(), s->placementRegret(), s->comparedTokens());
       const auto ts = balancing->trainer().stats();
       spdlog::info(
           "cost model: active {} (version {}); {} trainings ({} accepted, {} rejected, "

@@ -101,6 +101,12 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
                                 .Register(*registry_)),
       m_model_err_(m_error_by_estimator_.Add({{"estimator", "model"}})),
       m_fallback_err_(m_error_by_estimator_.Add({{"estimator", "running_mean"}})),
+      m_regret_(prometheus::BuildGauge()
+                    .Name("tokengate_placement_regret")
+                    .Help("realised completion of the model's node choices minus least-"
+                          "outstanding's, per unit of run time (> 0: the model places worse)")
+                    .Register(*registry_)
+                    .Add({})),
       m_lost_to_mean_(prometheus::BuildCounter()
                           .Name("tokengate_model_rejected_vs_mean_total")
                           .Help("trained candidates not published: no better than the running "
@@ -209,6 +215,7 @@ void LearnedBalancing::updateMetrics() {
     m_model_places_.Set(s->usingModel() ? 1 : 0);
     m_model_err_.Set(s->modelError());
     m_fallback_err_.Set(s->fallbackError());
+    m_regret_.Set(s->placementRegret());
     if (const uint64_t n = s->modeSwitches(); n > switches_exported_) {
       m_mode_switches_.Increment(static_cast<double>(n - switches_exported_));
       switches_exported_ = n;

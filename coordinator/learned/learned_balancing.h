@@ -125,6 +125,7 @@ class LearnedBalancing {
   prometheus::Family<prometheus::Gauge>& m_error_by_estimator_;
   prometheus::Gauge& m_model_err_;
   prometheus::Gauge& m_fallback_err_;
+  prometheus::Gauge& m_regret_;
   prometheus::Counter& m_lost_to_mean_;
   uint64_t retrains_exported_ = 0;  // metrics thread only
   uint64_t switches_exported_ = 0;  // metrics thread only

@@ -60,6 +60,49 @@ RowKey keyOf(const coordinator::TokenInfo& t) {
 
 }  // namespace
 
+bool modelShouldPlace(const GateScores& s, const XgbSchedulerOptions& o) {
+  if (s.scored < o.min_compared_tokens) return false;
+  if (!(s.model_err <= s.fallback_err)) return false;
+  if (!o.placement_gate) return true;
+  return s.compared >= o.min_regret_tokens && s.regret <= o.max_placement_regret;
+}
+
+double realisedCompletionGap(double queued_ran_ns, double queued_alt_ns, double run_ns,
+                             double speed_ran, double speed_alt) {
+  const double alt_run = run_ns * std::max(speed_ran, 1e-3) / std::max(speed_alt, 1e-3);
+  return (queued_ran_ns + run_ns) - (queued_alt_ns + alt_run);
+}
+
+XgbScheduler::GroupKey XgbScheduler::groupOf(const coordinator::TokenInfo& t) {
+  GroupKey k;
+  k.job = t.id >> 32;
+  k.op = t.op;
+  if (!std::isnan(t.first_arg)) k.arg_bits = std::bit_cast<uint64_t>(t.first_arg);
+  return k;
+}
+
+bool XgbScheduler::enterGroup(const coordinator::TokenInfo& t) {
+  const GroupKey key = groupOf(t);
+  if (!(key == group_)) {
+    group_ = key;
+    for (uint32_t node : group_nodes_) group_on_node_[node] = 0;
+    group_nodes_.clear();
+  }
+  return !group_nodes_.empty();
+}
+
+double XgbScheduler::spreadFactor(uint32_t node) const {
+  return node < group_on_node_.size()
+             ? 1 + options_.group_spread * static_cast<double>(group_on_node_[node])
+             : 1.0;
+}
+
+void XgbScheduler::countGroup(uint32_t node) {
+  if (options_.group_spread <= 0) return;
+  if (group_on_node_.size() <= node) group_on_node_.resize(node + 1, 0);
+  if (group_on_node_[node]++ == 0) group_nodes_.push_back(node);
+}
+
 XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
                            XgbSchedulerOptions options)
     : model_(std::move(model)),
@@ -96,6 +139,14 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       scored_version_ = model->version();
       scored_ = scored_at_switch_ = 0;
       model_err_ = fallback_err_ = 0;
+      compared_ = 0;
+      gap_sum_ = run_sum_ = 0;
+      regret_pub_.store(0, std::memory_order_relaxed);
+      compared_pub_.store(0, std::memory_order_relaxed);
+      evals_.clear();  // their pending entries become no-ops
+      predicts_ok_ = false;
+      for (auto& v : lane_nodes_)
+        for (auto& ln : v) ln.model_view = ln.fb_view = 0;  // tokens in flight lose their shadow
       shadow_.clear();
       setMode(false);
     }
@@ -132,6 +183,9 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       for (size_t k = 0; k < miss_index_.size(); ++k) mout[miss_index_[k]] = miss_out_[k];
     }
   }
+  costed_n_ = tokens.size();
+  costed_first_ = tokens.front().id;
+  costed_last_ = tokens.back().id;
   const auto dt = std::chrono::steady_clock::now() - t0;
   predict_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(dt).count()),
                         std::memory_order_relaxed);
@@ -158,11 +212,99 @@ void XgbScheduler::score(uint32_t node, double run_ns, double model_ns, double f
   model_err_pub_.store(model_err_, std::memory_order_relaxed);
   fallback_err_pub_.store(fallback_err_, std::memory_order_relaxed);
   scored_pub_.store(scored_, std::memory_order_relaxed);
+  decide();
+}
+
+XgbScheduler::LaneNode& XgbScheduler::laneNode(Weight lane, uint32_t node) {
+  auto& v = lane_nodes_[weightIndex(lane)];
+  if (v.size() <= node) v.resize(node + 1);
+  return v[node];
+}
+
+void XgbScheduler::noteChoice(uint64_t id, Weight lane, const coordinator::Candidate& ran,
+                              uint64_t ran_ahead, const coordinator::Candidate& alt,
+                              uint64_t alt_ahead, bool by_model) {
+  if (evals_.size() > options_.max_shadow_tokens) evals_.clear();  // e.g. cancelled jobs
+  Eval e;
+  e.node = ran.node;
+  e.alt_node = alt.node;
+  e.by_model = by_model;
+  e.workers = std::max<uint32_t>(ran.workers, 1);
+  e.alt_workers = std::max<uint32_t>(alt.workers, 1);
+  if (alt.node == ran.node) {  // same choice: nothing to wait for, the gap is 0
+    e.queued_ns = e.alt_queued_ns = 0;
+    evals_[id] = e;
+    return;
+  }
+  auto side = [&](uint32_t node, uint64_t ahead, double& work0, double& queued, bool is_alt) {
+    LaneNode& ln = laneNode(lane, node);
+    work0 = ln.work_ns;
+    if (ahead == 0)
+      queued = 0;
+    else
+      ln.pending.push({ln.done + ahead, id, is_alt});
+  };
+  side(ran.node, ran_ahead, e.work0, e.queued_ns, false);
+  side(alt.node, alt_ahead, e.alt_work0, e.alt_queued_ns, true);
+  evals_[id] = e;
+}
+
+void XgbScheduler::addToViews(Weight lane, uint32_t node, const Shadow& sh, double sign) {
+  LaneNode& ln = laneNode(lane, node);
+  ln.model_view = std::max(ln.model_view + sign * sh.model_ns, 0.0);
+  ln.fb_view = std::max(ln.fb_view + sign * sh.fallback_ns, 0.0);
+}
+
+void XgbScheduler::countResult(Weight lane, uint32_t node, double run_ns) {
+  LaneNode& ln = laneNode(lane, node);
+  ++ln.done;
+  ln.work_ns += run_ns;
+  while (!ln.pending.empty() && ln.pending.top().target <= ln.done) {
+    const Pending p = ln.pending.top();
+    ln.pending.pop();
+    const auto it = evals_.find(p.id);
+    if (it == evals_.end()) continue;
+    Eval& e = it->second;
+    if (p.alt)
+      e.alt_queued_ns = (ln.work_ns - e.alt_work0) / e.alt_workers;
+    else
+      e.queued_ns = (ln.work_ns - e.work0) / e.workers;
+    settle(it);
+  }
+}
+
+void XgbScheduler::settle(std::unordered_map<uint64_t, Eval>::iterator it) {
+  const Eval e = it->second;
+  if (e.run_ns < 0 || e.queued_ns < 0 || e.alt_queued_ns < 0) return;
+  evals_.erase(it);
+  const double gap =
+      e.alt_node == e.node
+          ? 0.0
+          : realisedCompletionGap(e.queued_ns, e.alt_queued_ns, e.run_ns,
+                                  1.0 / nodeSlowness(e.node), 1.0 / nodeSlowness(e.alt_node));
+  const double model_minus_fallback = e.by_model ? gap : -gap;
+  ++compared_;
+  const double w = std::max(options_.regret_alpha, 1.0 / static_cast<double>(compared_));
+  gap_sum_ += w * (model_minus_fallback - gap_sum_);
+  run_sum_ += w * (e.run_ns - run_sum_);
+  regret_pub_.store(run_sum_ > 0 ? gap_sum_ / run_sum_ : 0, std::memory_order_relaxed);
+  compared_pub_.store(compared_, std::memory_order_relaxed);
+  decide();
+}
+
+void XgbScheduler::decide() {
   if (scored_ < options_.min_compared_tokens) return;
   if (mode_switches_.load(std::memory_order_relaxed) > 0 &&
       scored_ - scored_at_switch_ < options_.min_tokens_between_switches)
     return;
-  setMode(model_err_ <= fallback_err_);
+  GateScores g;
+  g.scored = scored_;
+  g.model_err = model_err_;
+  g.fallback_err = fallback_err_;
+  g.compared = compared_;
+  g.regret = run_sum_ > 0 ? gap_sum_ / run_sum_ : 0;
+  predicts_ok_ = g.scored >= options_.min_compared_tokens && g.model_err <= g.fallback_err;
+  setMode(modelShouldPlace(g, options_));
 }
 
 void XgbScheduler::predictCosts(const costmodel::CostModel& model,
@@ -242,11 +384,59 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     if (loads.size() <= cand.node) loads.resize(cand.node + 1, 0);
     loads[cand.node] = static_cast<uint32_t>(std::min<uint64_t>(cand.in_flight, UINT32_MAX));
   }
+  // Realised-quality comparisons need both estimates (the shadow) and the fallback's speeds.
+  const bool compare =
+      options_.fallback_gate && options_.placement_gate && have_model_ && !shadow_.empty();
+  if (compare) {
+    cand_fspeed_.resize(cands.size());
+    for (size_t c = 0; c < cands.size(); ++c)
+      cand_fspeed_[c] = std::max(fallback_->nodeSpeed(cands[c].node), 1e-3);
+  }
   if (!use_model_) {
     // Least-outstanding placement, with its own speed estimates (the core may have copied
     // the model's before a switch).
     for (auto& cand : cands) cand.speed = fallback_->nodeSpeed(cand.node);
+    if (compare) {
+      snap_ahead_.resize(cands.size());
+      for (size_t c = 0; c < cands.size(); ++c)
+        snap_ahead_[c] = cands[c].in_flight + cands[c].assigned;
+    }
     fallback_->place(lane, tokens, cands, out);
+    // Lanes follow the model's predictions once it predicts better than the running mean, even
+    // while its placements are not trusted (reclassification is about cost, not node choice).
+    if (predicts_ok_ && costed_n_ == tokens.size() && model_out_.size() == tokens.size() &&
+        tokens.front().id == costed_first_ && tokens.back().id == costed_last_)
+      updateOpLanes(lane, tokens, out, model_out_);
+    if (!compare) return;
+    // Replay the fallback's choices in order; for each measurable token note where the model's
+    // rule (earliest predicted completion with its costs, its view of the queues and its
+    // slowness) would have put it.
+    // The group spread is replayed too (its counts follow the fallback's actual placements).
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int32_t p = out[i].candidate;
+      if (p < 0) continue;
+      const bool counted = enterGroup(tokens[i]);
+      const auto it = shadow_.find(tokens[i].id);
+      if (it != shadow_.end()) {
+        Shadow& sh = it->second;
+        size_t best = static_cast<size_t>(p);
+        double best_done = std::numeric_limits<double>::infinity();
+        for (size_t c = 0; c < cands.size(); ++c) {
+          const double cost = sh.model_ns * (counted ? spreadFactor(cands[c].node) : 1.0);
+          const double done = (laneNode(lane, cands[c].node).model_view + cost) *
+                              nodeSlowness(cands[c].node) / std::max<uint32_t>(cands[c].workers, 1);
+          if (done < best_done) {
+            best = c;
+            best_done = done;
+          }
+        }
+        noteChoice(tokens[i].id, lane, cands[static_cast<size_t>(p)],
+                   snap_ahead_[static_cast<size_t>(p)], cands[best], snap_ahead_[best], false);
+        addToViews(lane, cands[static_cast<size_t>(p)].node, sh, 1);
+      }
+      ++snap_ahead_[static_cast<size_t>(p)];
+      countGroup(cands[static_cast<size_t>(p)].node);
+    }
     return;
   }
   // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
@@ -264,14 +454,19 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
   cand_scale_.resize(cands.size());
   for (size_t c = 0; c < cands.size(); ++c)
     cand_scale_[c] = nodeSlowness(cands[c].node) / std::max<uint32_t>(cands[c].workers, 1);
+  const bool spread = options_.group_spread > 0;
   for (const uint32_t i : order_) {
     const double cost = tokens[i].cost;
+    // Group spread (tail latency): further tokens of the run being placed count more on a node
+    // that already has some of them. The run's first token looks nothing up.
+    const bool counted = spread && enterGroup(tokens[i]);
     int32_t best = -1;
     double best_done = 0;
     for (size_t c = 0; c < cands.size(); ++c) {
       const auto& cand = cands[c];
       if (cand.free_credit == 0) continue;
-      const double done = (cand.outstanding + cost) * cand_scale_[c];
+      const double eff = counted ? cost * spreadFactor(cand.node) : cost;
+      const double done = (cand.outstanding + eff) * cand_scale_[c];
       if (best < 0 || done < best_done ||
           (done == best_done && cand.outstanding < cands[static_cast<size_t>(best)].outstanding)) {
         best = static_cast<int32_t>(c);
@@ -288,10 +483,34 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
       held_back_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    if (compare) {
+      if (const auto it = shadow_.find(tokens[i].id); it != shadow_.end()) {
+        // Where least-outstanding (its cost, its view of the queues, its speeds, the same group
+        // spread) would have put the token.
+        Shadow& sh = it->second;
+        size_t alt = static_cast<size_t>(best);
+        double alt_load = std::numeric_limits<double>::infinity();
+        for (size_t k = 0; k < cands.size(); ++k) {
+          if (cands[k].free_credit == 0) continue;
+          const double fcost = sh.fallback_ns * (counted ? spreadFactor(cands[k].node) : 1.0);
+          const double load = (laneNode(lane, cands[k].node).fb_view + fcost) /
+                              (std::max<uint32_t>(cands[k].workers, 1) * cand_fspeed_[k]);
+          if (load < alt_load) {
+            alt = k;
+            alt_load = load;
+          }
+        }
+        const auto& b = cands[static_cast<size_t>(best)];
+        noteChoice(tokens[i].id, lane, b, b.in_flight + b.assigned, cands[alt],
+                   cands[alt].in_flight + cands[alt].assigned, true);
+        addToViews(lane, b.node, sh, 1);
+      }
+    }
     --c.free_credit;
     ++c.assigned;
     c.outstanding += cost;
     out[i] = {best, lane};
+    if (spread) countGroup(c.node);
   }
   // Remember what held-back tokens were predicted to cost: they come back next round.
   for (size_t k = 0; k < tokens.size(); ++k) {
@@ -303,8 +522,17 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     }
   }
   if (held_cost_.size() > kMaxHeldPredictions) held_cost_.clear();  // e.g. cancelled jobs
+  updateOpLanes(lane, tokens, out, {});
+}
+
+void XgbScheduler::updateOpLanes(Weight lane, std::span<const coordinator::TokenInfo> tokens,
+                                 std::span<const coordinator::Placement> out,
+                                 std::span<const double> model_costs) {
   // Per-op running mean of the predicted cost of *placed* tokens (held-back tokens come back
-  // and are predicted again; counting them would bias the mean and eat the dwell).
+  // and are predicted again; counting them would bias the mean and eat the dwell). The model's
+  // predictions: tokens[].cost while it places, model_costs (from costs()) while the fallback
+  // does.
+  const auto cost = [&](size_t k) { return model_costs.empty() ? tokens[k].cost : model_costs[k]; };
   size_t i = 0;
   while (i < tokens.size()) {
     const uint32_t op = tokens[i].op;
@@ -313,7 +541,7 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     size_t j = i;
     for (; j < tokens.size() && tokens[j].op == op; ++j) {
       if (out[j].candidate < 0) continue;
-      sum += tokens[j].cost;
+      sum += cost(j);
       ++n;
     }
     if (ops_.size() <= op) ops_.resize(op + 1);
@@ -354,15 +582,25 @@ void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, d
   double model_ns = token.cost;  // the prediction made at dispatch, if the model placed it
   if (options_.fallback_gate) {
     fallback_->observe(token, node, run_ns);
+    if (options_.placement_gate && run_ns >= 0 && std::isfinite(run_ns)) {
+      countResult(token.lane, node, run_ns);
+      if (!evals_.empty())
+        if (const auto e = evals_.find(token.id); e != evals_.end()) {
+          e->second.run_ns = run_ns;
+          settle(e);
+        }
+    }
     const auto it = shadow_.find(token.id);
     if (it == shadow_.end()) {
       if (!use_model_) return;  // token.cost is the fallback's estimate: teaches no model speed
     } else {
       const Shadow sh = it->second;
       shadow_.erase(it);
+      if (options_.placement_gate) addToViews(token.lane, node, sh, -1);
       model_ns = sh.model_ns;
-      if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0)
+      if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0) {
         score(node, run_ns, sh.model_ns, sh.fallback_ns);
+      }
     }
   }
   if (!(model_ns > 0) || !std::isfinite(model_ns) || !(run_ns > 0)) return;
@@ -396,6 +634,8 @@ void XgbScheduler::recomputeSlowness() {
 
 void XgbScheduler::forgetNode(uint32_t node) {
   fallback_->forgetNode(node);
+  for (auto& v : lane_nodes_)  // comparisons waiting on it stay until evals_ is cleared
+    if (node < v.size()) v[node] = LaneNode{};
   if (node < speed_.size()) {
     speed_[node] = NodeSpeed{};
     recomputeSlowness();

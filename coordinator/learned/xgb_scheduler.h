@@ -8,6 +8,13 @@
 // means); a model version is trusted once it has min_compared_tokens scores and its error is no
 // worse than the least-outstanding running mean's, and placement falls back as soon as its
 // recent error is worse again (re-evaluated at most every min_tokens_between_switches scores).
+// Prediction error alone is not enough: the model must also *place* no worse. For every
+// measurable token the other estimator's node choice is noted at placement, and when the token
+// finishes its real run time is put on both nodes (realised completion = work queued ahead + run
+// time scaled by node speed); the model places only while its choices' realised completions are
+// no later than the fallback's would have been (placementRegret() <= 0, see
+// XgbSchedulerOptions::placement_gate). The model's rule also spreads a job's equal tokens over
+// nodes (group_spread, as least-outstanding does): the objective is makespan and p99 job latency.
 // usingModel()/modelError()/fallbackError() expose the state (metrics, cluster stats).
 //
 // costs() predicts every token's nominal run time (ns on the fastest node) with the active
@@ -29,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <queue>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -86,7 +94,48 @@ struct XgbSchedulerOptions {
   double error_alpha = 0.05;
   // Dispatch-time estimates kept for scoring (cleared beyond this, e.g. cancelled jobs).
   size_t max_shadow_tokens = 1 << 18;
+  // Realised placement quality (the second half of the gate). For every measurable token placed
+  // while a model exists, the node the *other* estimator would have chosen is computed at
+  // placement (least-outstanding's rule with its costs and speeds while the model places, the
+  // model's rule while the fallback places), with the work queued ahead of the token on both
+  // nodes. When the token finishes, its real run time is put on both: completion on the node it
+  // ran on = queued ahead + run; on the other = queued ahead + run rescaled by the two nodes'
+  // speeds (learned against the model's per-token predictions; least-outstanding's are relative
+  // to an op mean, so a node that ran an op's big tokens looks slow). `placementRegret()`
+  // is the running sum of (model's choice - fallback's choice) over the running sum of run
+  // times: > 0 means the model's choices finish later than the fallback's would have. The
+  // model places only while this is <= max_placement_regret, after min_regret_tokens comparisons
+  // (a prediction that is better on average can still place worse: e.g. it is exact on the many
+  // small tokens and 20x low on the rare big ones, which then go to a slow node). false: the
+  // gate judges prediction error only (the behaviour before).
+  bool placement_gate = true;
+  uint32_t min_regret_tokens = 32;
+  double max_placement_regret = 0;
+  double regret_alpha = 0.05;
+  // Tail latency in the model's rule (as least-outstanding's LeastOutstandingOptions::
+  // group_spread): while placing a run of tokens of one job with the same op and first argument,
+  // each further token of the run on a node counts (1 + group_spread x already there) times its
+  // cost there. A job finishes with its last token; stacking its equal tokens on one node delays
+  // the whole job by their sum. 0 = off.
+  double group_spread = 4;
 };
+
+// The gate's inputs and its decision, a pure function (tests drive it without a scheduler).
+struct GateScores {
+  uint64_t scored = 0;  // finished tokens scored for prediction error (this model version)
+  double model_err = 0, fallback_err = 0;  // running mean |ln(predicted / actual)|
+  uint64_t compared = 0;                   // finished tokens with a realised placement comparison
+  double regret = 0;                       // see XgbSchedulerOptions::placement_gate
+};
+// Whether the model should place: enough scores, prediction error no worse than the running
+// mean's, and (placement_gate) enough comparisons with realised regret <= max_placement_regret.
+bool modelShouldPlace(const GateScores& s, const XgbSchedulerOptions& o);
+// Realised completion of a token on the node it ran on and on the alternative node, from the
+// work queued ahead of it on each at placement (ns of time), its run time there and the two
+// nodes' relative speeds (1 = fastest, < 1 slower). Returns ran - alternative (> 0: the
+// alternative would have finished it sooner).
+double realisedCompletionGap(double queued_ran_ns, double queued_alt_ns, double run_ns,
+                             double speed_ran, double speed_alt);
 
 class XgbScheduler final : public coordinator::Scheduler {
  public:
@@ -129,6 +178,10 @@ class XgbScheduler final : public coordinator::Scheduler {
   double fallbackError() const { return fallback_err_pub_.load(std::memory_order_relaxed); }
   uint64_t modeSwitches() const { return mode_switches_.load(std::memory_order_relaxed); }
   uint64_t scoredTokens() const { return scored_pub_.load(std::memory_order_relaxed); }
+  // Any thread: realised placement regret of the model vs the fallback (see
+  // XgbSchedulerOptions::placement_gate) and how many finished tokens it is based on.
+  double placementRegret() const { return regret_pub_.load(std::memory_order_relaxed); }
+  uint64_t comparedTokens() const { return compared_pub_.load(std::memory_order_relaxed); }
   // Loop thread: tokens in flight on `lane` of node slot `node` when place() last saw it (the
   // node_load feature of the nominal prediction).
   uint32_t laneLoad(Weight lane, uint32_t node) const;
@@ -165,6 +218,13 @@ class XgbScheduler final : public coordinator::Scheduler {
   void predictCosts(const costmodel::CostModel& model,
                     std::span<const coordinator::TokenInfo> tokens, std::span<double> out);
   void maybeReclassify(uint32_t op, Weight lane);
+  void updateOpLanes(Weight lane, std::span<const coordinator::TokenInfo> tokens,
+                     std::span<const coordinator::Placement> out,
+                     std::span<const double> model_costs);
+  bool predicts_ok_ = false;  // the prediction half of the gate holds (reclassification)
+  // The slice the last costs() call predicted with a model (model_out_ holds its predictions).
+  size_t costed_n_ = 0;
+  uint64_t costed_first_ = 0, costed_last_ = 0;
   void score(uint32_t node, double run_ns, double model_ns, double fallback_ns);
   void setMode(bool model);
 
@@ -200,16 +260,73 @@ class XgbScheduler final : public coordinator::Scheduler {
     double model_ns = 0;     // the model's nominal prediction at dispatch
     double fallback_ns = 0;  // the fallback's at dispatch
   };
+  // Realised queues, per (lane, node slot): results observed and their summed run time. The work
+  // that was ahead of a token on a node when it was placed is known once that many more results
+  // of the lane-node came in (tokens of a lane run in order): pending comparisons wait for it.
+  struct Pending {
+    uint64_t target = 0;  // `done` at which the work ahead has finished
+    uint64_t id = 0;      // token id
+    bool alt = false;     // the alternative node's side
+    auto operator<=>(const Pending&) const = default;
+  };
+  struct LaneNode {
+    uint64_t done = 0;
+    double work_ns = 0;
+    // Each estimator's view of the lane-node's queue: the sum of its estimates of the measurable
+    // tokens placed there and not yet finished (whoever placed them), so the alternative choice
+    // is made with the alternative's own view, not the placing estimator's units.
+    double model_view = 0, fb_view = 0;
+    std::priority_queue<Pending, std::vector<Pending>, std::greater<>> pending;
+  };
+  // One comparison: the node the token was placed on and the one the other estimator chose.
+  struct Eval {
+    uint32_t node = 0, alt_node = 0;
+    double work0 = 0, alt_work0 = 0;  // LaneNode::work_ns of both at placement
+    uint32_t workers = 1, alt_workers = 1;
+    double queued_ns = -1, alt_queued_ns = -1;  // realised work ahead per worker (-1: not yet)
+    double run_ns = -1;                         // the token's own run time (-1: not finished)
+    bool by_model = false;
+  };
+  LaneNode& laneNode(Weight lane, uint32_t node);
+  void noteChoice(uint64_t id, Weight lane, const coordinator::Candidate& ran, uint64_t ran_ahead,
+                  const coordinator::Candidate& alt, uint64_t alt_ahead, bool by_model);
+  void countResult(Weight lane, uint32_t node, double run_ns);
+  void addToViews(Weight lane, uint32_t node, const Shadow& sh, double sign);
+  void settle(std::unordered_map<uint64_t, Eval>::iterator it);
+  std::vector<LaneNode> lane_nodes_[3];       // by lane, node slot
+  std::unordered_map<uint64_t, Eval> evals_;  // token id -> comparison in progress
+  std::vector<uint64_t> snap_ahead_;          // fallback path: tokens ahead on each candidate
+  void decide();
+  // The group-spread state of the model's rule (as in least-outstanding).
+  struct GroupKey {
+    uint64_t job = ~uint64_t{0};
+    uint32_t op = 0;
+    uint64_t arg_bits = 0;
+    bool operator==(const GroupKey&) const = default;
+  };
+  static GroupKey groupOf(const coordinator::TokenInfo& t);
+  // Enters t's run (resetting the counts when it starts a new one); true if some of the run is
+  // already placed (the spread applies).
+  bool enterGroup(const coordinator::TokenInfo& t);
+  double spreadFactor(uint32_t node) const;  // 1 + group_spread x the run's tokens on node
+  void countGroup(uint32_t node);
+  GroupKey group_;
+  std::vector<uint32_t> group_on_node_;  // by node slot
+  std::vector<uint32_t> group_nodes_;    // slots whose group_on_node_ entry is non-zero
+  std::vector<double> cand_fspeed_;      // the fallback's speed of each candidate (comparisons)
   std::unique_ptr<coordinator::Scheduler> fallback_;  // least-outstanding, always observing
   bool use_model_ = false;
   uint64_t scored_version_ = 0;  // model version the scores below belong to
   uint64_t scored_ = 0, scored_at_switch_ = 0;
   double model_err_ = 0, fallback_err_ = 0;
+  uint64_t compared_ = 0;
+  double gap_sum_ = 0, run_sum_ = 0;  // running means of (model - fallback) completion, run time
   std::unordered_map<uint64_t, Shadow> shadow_;  // token id -> estimates at dispatch
   std::vector<double> model_out_;
   std::atomic<bool> using_model_{false};
   std::atomic<double> model_err_pub_{0}, fallback_err_pub_{0};
-  std::atomic<uint64_t> mode_switches_{0}, scored_pub_{0};
+  std::atomic<uint64_t> mode_switches_{0}, scored_pub_{0}, compared_pub_{0};
+  std::atomic<double> regret_pub_{0};
 };
 
 }  // namespace tokengate::learned
