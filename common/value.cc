@@ -44,9 +44,13 @@ Dec50 fromBigFloat(const BigFloat& x) {
 
 StatusOr<Dec50> parseDec50(std::string_view text) {
   auto invalid = [&] {
+    // Quoted up to 40 bytes, cut before a UTF-8 continuation byte: the message goes into JSON
+    // replies and half a character is not valid JSON text (found by protocol_fuzz).
+    size_t cut = std::min<size_t>(text.size(), 40);
+    while (cut > 0 && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+      --cut;
     return absl::InvalidArgumentError(fmt::format(
-        "'{}' is not a decimal number",
-        text.size() > 40 ? std::string(text.substr(0, 40)) + "..." : std::string(text)));
+        "'{}{}' is not a decimal number", text.substr(0, cut), cut < text.size() ? "..." : ""));
   };
   std::string_view s = text;
   const bool negative = !s.empty() && s.front() == '-';

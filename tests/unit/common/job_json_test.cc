@@ -144,6 +144,16 @@ TEST(JobJson, DecStringsParseAsBoostDoesWithinRange) {
   EXPECT_EQ(decOf("inf").kind, 2);
   EXPECT_TRUE(decOf("-Infinity").negative);
   EXPECT_EQ(decOf("NaN").kind, 3);
+  // A long invalid string is quoted in part, never cut inside a UTF-8 character (the message
+  // goes into a JSON reply): 39 digits then a 2-byte character across byte 40.
+  const std::string accented = std::string(39, '3') + "\xc7\xbf" + "9;1";
+  auto v = valueFromJson(json::value(json::object{{"dec", accented}}));
+  ASSERT_EQ(v.status().code(), StatusCode::kInvalidArgument);
+  const std::string quoted = "'" + std::string(39, '3') + "...' is not a decimal number";
+  EXPECT_EQ(v.status().message(), quoted);
+  boost::system::error_code ec;
+  json::parse(json::serialize(json::value(std::string(v.status().message()))), ec);
+  EXPECT_FALSE(ec) << v.status().message();
   for (const char* bad : {"", ".", "-", "1e", "1e+", "--1", "1.2.3", "0x10", " 1", "1 ", "pi",
                           "1e5.5", "infinite", "e5"}) {
     auto v = valueFromJson(json::value(json::object{{"dec", bad}}));
