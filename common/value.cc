@@ -93,8 +93,11 @@ StatusOr<Dec50> parseDec50(std::string_view text) {
     }
   }
   if (mantissa_digits == 0) return invalid();
-  // The exponent, saturated: any magnitude past kClamp is out of every Dec50's range.
+  // The exponent, saturated: with at most kMaxDigits digits, any power of ten past kClamp
+  // either way overflows or underflows a Dec50, so clamping changes no result.
   constexpr int64_t kClamp = 1'000'000'000;
+  static_assert(std::numeric_limits<BigFloat>::max_exponent10 + int64_t{kMaxDigits} < kClamp);
+  static_assert(std::numeric_limits<BigFloat>::min_exponent10 - int64_t{kMaxDigits} > -kClamp);
   int64_t exponent = 0;
   if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
     ++i;
