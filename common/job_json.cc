@@ -163,12 +163,9 @@ StatusOr<Value> valueFromJsonAt(const json::value& v, int depth) {
     case json::kind::object: {
       const auto& o = v.get_object();
       if (auto* d = o.if_contains("dec"); d && d->is_string()) {
-        try {
-          return Value(fromBigFloat(BigFloat(std::string(d->get_string()))));
-        } catch (const std::exception&) {
-          return absl::InvalidArgumentError(
-              fmt::format("'{}' is not a decimal number", std::string(d->get_string())));
-        }
+        auto dec = parseDec50(std::string_view(d->get_string()));
+        if (!dec.ok()) return dec.status();
+        return Value(*dec);
       }
       if (auto* b = o.if_contains("bytes"); b && b->is_string()) {
         auto raw = fromHex(b->get_string());

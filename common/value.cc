@@ -42,6 +42,82 @@ Dec50 fromBigFloat(const BigFloat& x) {
   return d;
 }
 
+StatusOr<Dec50> parseDec50(std::string_view text) {
+  auto invalid = [&] {
+    // Quoted up to 40 bytes, cut before a UTF-8 continuation byte: the message goes into JSON
+    // replies and half a character is not valid JSON text (found by protocol_fuzz).
+    size_t cut = std::min<size_t>(text.size(), 40);
+    while (cut > 0 && cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+      --cut;
+    return absl::InvalidArgumentError(fmt::format(
+        "'{}{}' is not a decimal number", text.substr(0, cut), cut < text.size() ? "..." : ""));
+  };
+  std::string_view s = text;
+  const bool negative = !s.empty() && s.front() == '-';
+  if (!s.empty() && (s.front() == '-' || s.front() == '+')) s.remove_prefix(1);
+  for (std::string_view word :
+       {"nan", "NaN", "NAN", "inf", "Inf", "INF", "infinity", "Infinity", "INFINITY"}) {
+    if (s == word) {
+      BigFloat x = word[0] == 'n' || word[0] == 'N' ? std::numeric_limits<BigFloat>::quiet_NaN()
+                                                    : std::numeric_limits<BigFloat>::infinity();
+      if (negative) x = -x;
+      return fromBigFloat(x);
+    }
+  }
+  auto isDigit = [](char c) { return c >= '0' && c <= '9'; };
+  // The mantissa's significant digits (leading zeros dropped, at most kMaxDigits kept) and
+  // the power of ten they are scaled by.
+  constexpr size_t kMaxDigits = 100;
+  std::string digits;
+  int64_t scale = 0;
+  size_t mantissa_digits = 0;
+  bool point = false;
+  size_t i = 0;
+  for (; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '.' && !point) {
+      point = true;
+      continue;
+    }
+    if (!isDigit(c)) break;
+    ++mantissa_digits;
+    if (digits.empty() && c == '0') {
+      if (point) --scale;  // 0.001: a leading zero after the point
+      continue;
+    }
+    if (digits.size() < kMaxDigits) {
+      digits.push_back(c);
+      if (point) --scale;
+    } else if (!point) {
+      ++scale;  // an integer digit past the kept ones
+    }
+  }
+  if (mantissa_digits == 0) return invalid();
+  // The exponent, saturated: with at most kMaxDigits digits, any power of ten past kClamp
+  // either way overflows or underflows a Dec50, so clamping changes no result.
+  constexpr int64_t kClamp = 1'000'000'000;
+  static_assert(std::numeric_limits<BigFloat>::max_exponent10 + int64_t{kMaxDigits} < kClamp);
+  static_assert(std::numeric_limits<BigFloat>::min_exponent10 - int64_t{kMaxDigits} > -kClamp);
+  int64_t exponent = 0;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    bool exp_negative = false;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) exp_negative = s[i++] == '-';
+    const size_t first = i;
+    for (; i < s.size() && isDigit(s[i]); ++i) {
+      exponent = std::min<int64_t>(exponent * 10 + (s[i] - '0'), 4 * kClamp);
+    }
+    if (i == first) return invalid();
+    if (exp_negative) exponent = -exponent;
+  }
+  if (i != s.size()) return invalid();
+  if (digits.empty()) return fromBigFloat(BigFloat(0));  // as before: "-0" is 0
+  // scale is bounded by the text's length, exponent by 4 * kClamp: no overflow.
+  const int64_t power = std::clamp<int64_t>(exponent + scale, -kClamp, kClamp);
+  BigFloat x(fmt::format("{}{}e{}", negative ? "-" : "", digits, power));
+  return fromBigFloat(x);
+}
+
 BigFloat toBigFloat(const Dec50& d) {
   BigFloat x;
   auto& be = x.backend();

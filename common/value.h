@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -27,6 +28,16 @@ struct Dec50 {
 
 Dec50 fromBigFloat(const BigFloat& x);
 BigFloat toBigFloat(const Dec50& d);
+
+// A decimal string as a Dec50 (the JSON {"dec": "..."} form): [+-] digits [. digits]
+// [e|E [+-] digits] (at least one mantissa digit), or nan / inf / infinity (also
+// capitalised or upper-case, with a sign). Digits past the 100th significant one are
+// ignored (a Dec50 holds about 50). Exponents out of range overflow to +-inf or underflow
+// to 0, however many digits they have. InvalidArgument for anything else. Never hands
+// Boost.Multiprecision a string it mis-parses: its own parser overflows on an exponent
+// beyond int64 (a stack overflow for exponent -2^63, found by protocol_fuzz) and is
+// quadratic in the number of integer digits.
+StatusOr<Dec50> parseDec50(std::string_view text);
 
 struct Bytes {
   std::string data;

@@ -72,6 +72,14 @@ const std::string& goodJournal(std::vector<std::pair<uint64_t, uint64_t>>& range
       if (id == 3)  // a checkpoint of a live job (resume, don't re-run)
         add(journal::encodeCheckpoint(coordinator::firstIdOf(7) + id, 42,
                                       {{0, Value(int64_t{3})}, {1, Value(1.5)}}));
+      if (id == 4) {  // quarantines between jobs: convicted (both causes), then a lift
+        add(journal::encodeQuarantine(coordinator::QuarantineNote::convicted(
+            "node-a", "", "run timeouts", coordinator::QuarantineNote::kRunTimeouts)));
+        add(journal::encodeQuarantine(coordinator::QuarantineNote::convicted(
+            "node-b", "rq:cg1y}8Ldnwzq5e=VlzY8#l%g9XQ7NDnQHkpKz", "verify mismatch",
+            coordinator::QuarantineNote::kVerify)));
+        add(journal::encodeQuarantine(coordinator::QuarantineNote::liftOf("node-a")));
+      }
       if (id % 2 == 0) {
         control::JobStatus st;
         st.id = coordinator::firstIdOf(7) + id;

@@ -13,6 +13,7 @@
 #include "common/job.h"
 #include "common/wire.h"
 #include "coordinator/core/coordinator.h"
+#include "coordinator/journal/format.h"
 #include "node/link/frames.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_outbox.h"
@@ -364,11 +365,46 @@ void nodeSeeds(const fs::path& out, const fs::path& single) {
 
 }  // namespace
 
+// A journal (journal_replay_fuzz) with every quarantine record kind between jobs: convicted
+// for run timeouts (CURVE off: no key), convicted by verification (with its key), lifted.
+void journalSeeds(const fs::path& dir) {
+  using coordinator::QuarantineNote;
+  std::string file(journal::kMagic);
+  journal::appendRecord(file, journal::encodeEpoch(3, 1'700'000'000'000'000'000));
+  JobSpec spec;
+  spec.name = "before";
+  TokenSpec t;
+  t.op = "echo";
+  t.args.push_back(Arg::val(int64_t{1}));
+  spec.add(t);
+  const uint64_t job = coordinator::firstIdOf(3) + 1;
+  journal::appendRecord(file, journal::encodeAdmit(job, 7, spec));
+  QuarantineNote slow = QuarantineNote::convicted("node-a", "", "3 run timeouts in 60 s",
+                                                  QuarantineNote::kRunTimeouts);
+  slow.at_ns = 1'700'000'000'000'000'001;
+  journal::appendRecord(file, journal::encodeQuarantine(slow));
+  QuarantineNote liar =
+      QuarantineNote::convicted("node-b", "rq:cg1y}8Ldnwzq5e=VlzY8#l%g9XQ7NDnQHkpKz",
+                                "verify mismatch on token 12", QuarantineNote::kVerify);
+  liar.at_ns = 1'700'000'000'000'000'002;
+  journal::appendRecord(file, journal::encodeQuarantine(liar));
+  control::JobStatus st;
+  st.id = job;
+  st.state = control::JobState::kSucceeded;
+  st.total = st.done = 1;
+  journal::appendRecord(file, journal::encodeFinish(st));
+  QuarantineNote lift = QuarantineNote::liftOf("node-a");
+  lift.at_ns = 1'700'000'000'000'000'003;
+  journal::appendRecord(file, journal::encodeQuarantine(lift));
+  write(dir, "quarantine-records", file);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) return fmt::print(stderr, "usage: {} CORPUS_DIR\n", argv[0]), 2;
   const fs::path root = argv[1];
   coordinatorSeeds(root / "coordinator_frames", root / "decode_frame");
   nodeSeeds(root / "node_frames", root / "decode_frame");
+  journalSeeds(root / "journal_replay");
   fmt::print("seeds written under {}\n", root.string());
   return 0;
 }

@@ -122,8 +122,10 @@ void checkJson(const std::string& text) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace tokengate::gateway;
-  static CannedControl control;
-  static const AccessPolicy policy({"v"}, {"o"}, {"a"}, false, {});
+  // No state survives an input (a crash replays alone): the control and the policy are made
+  // afresh each time, as a session's are per connection.
+  CannedControl control;
+  const AccessPolicy policy({"v"}, {"o"}, {"a"}, false, {});
   std::string_view text(reinterpret_cast<const char*>(data), size);
   boost::json::value id;
   auto req = parseRequest(text, &id);
