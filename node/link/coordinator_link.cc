@@ -280,6 +280,14 @@ void CoordinatorLink::onTokenBatch(wire::TokenBatch::Reader b) {
   }
   auto decoded = decodeTokenBatch(b, registry_, session_, clock_.now());
   for (auto& e : decoded.errors) batcher_.add(std::move(e));
+  if (decoded.tasks.size() == 1 && executor_.canRunInline(decoded.tasks.front())) {
+    // A lone fast token while the workers are idle: run it here and answer at once (no worker
+    // wake-up, no eventfd wake-up back, no extra loop turn).
+    batcher_.add(executor_.runInline(decoded.tasks.front()));
+    collect();
+    if (batcher_.due(clock_.now(), executor_.idle())) flushResults();
+    return;
+  }
   executor_.submit(std::move(decoded.tasks));
 }
 

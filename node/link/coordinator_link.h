@@ -4,6 +4,9 @@
 // How a connection moves through it:
 //   connect -> hello (exactly one per connection) -> welcome -> ready
 //   ready: tokenBatch -> executor; results -> ResultBatcher -> resultBatch;
+//          a lone fast light token while the executor is idle runs right here
+//          (Executor::runInline) and its result frame goes out before the
+//          next frame is read;
 //          heartbeat every welcome.heartbeatMs
 //   no welcome within hello_resend_ms -> reconnect (a new socket, so the old
 //          connection's queued hello is discarded) -> hello

@@ -273,6 +273,60 @@ TEST_F(CoordinatorLinkTest, ALoneResultGoesOutAtOnce) {
   EXPECT_EQ(rb.getResults()[0].getValue().getInt(), 5);
 }
 
+TEST_F(CoordinatorLinkTest, ALoneFastTokenIsAnsweredInsideOnReadableOnceItsOpIsKnownFast) {
+  ExecutorConfig ec;
+  ec.cores = {allowedCores().front()};
+  ec.heavy_cores = 0;
+  ec.pin = false;
+  ec.inline_below_ns = 1'000'000;  // the fake clock times every echo at 0 ns: fast
+  auto ex = Executor::create(
+      std::move(ec), [] {}, clock_);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  executor_ = std::move(*ex);
+  makeLink();
+  welcome(52);
+  (void)received();
+  // The first echo token: nobody has timed echo yet, so it goes to the worker and its result
+  // only leaves at a tick.
+  net_.push(tokenBatch(52, "echo", 1, {Value(int64_t{10})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  EXPECT_EQ(count(received(), Which::RESULT_BATCH), 0u);
+  link_->tick();
+  EXPECT_EQ(count(received(), Which::RESULT_BATCH), 1u);
+  const uint64_t worker_tokens = executor_->coreStats().front().tokens;
+  // The second: echo is known fast and the worker is idle, so the link runs it and sends its
+  // result before onReadable() returns, without a tick.
+  net_.push(tokenBatch(52, "echo", 2, {Value(int64_t{20})}));
+  link_->onReadable();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getSession(), 52u);
+  ASSERT_EQ(rb.getResults().size(), 1u);
+  EXPECT_EQ(rb.getResults()[0].getId(), 2u);
+  EXPECT_EQ(rb.getResults()[0].getValue().getInt(), 20);
+  EXPECT_TRUE(executor_->idle());
+  // Counted like a worker's token (heartbeat core stats).
+  uint64_t tokens = 0;
+  for (const auto& c : executor_->coreStats()) tokens += c.tokens;
+  EXPECT_EQ(tokens, worker_tokens + 1);
+}
+
+TEST_F(CoordinatorLinkTest, WithInlineRunsOffEveryTokenGoesToTheWorkers) {
+  makeLink();  // the fixture's executor: inline_below_ns 0
+  welcome(53);
+  (void)received();
+  for (uint64_t id = 1; id <= 2; ++id) {
+    net_.push(tokenBatch(53, "echo", id, {Value(int64_t{1})}));
+    link_->onReadable();
+    EXPECT_EQ(count(received(), Which::RESULT_BATCH), 0u) << id;
+    waitExecutorIdle();
+    link_->tick();
+    EXPECT_EQ(count(received(), Which::RESULT_BATCH), 1u) << id;
+  }
+}
+
 TEST_F(CoordinatorLinkTest, UnknownOperationIsAnsweredWithAnError) {
   makeLink();
   welcome(52);
