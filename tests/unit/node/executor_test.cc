@@ -416,7 +416,9 @@ TEST_F(ExecutorTest, ALoneTokenRunsInlineOnlyOnceAWorkerTimedItsOpFast) {
   for (const auto& c : ex->coreStats()) tokens += c.tokens;
   EXPECT_EQ(tokens, 2u);
   for (const auto& l : ex->laneStats())
-    if (l.weight == Weight::kLight) EXPECT_EQ(l.completed, 2u);
+    if (l.weight == Weight::kLight) {
+      EXPECT_EQ(l.completed, 2u);
+    }
 
   // Off by default.
   ExecutorConfig off_cfg = inlineConfig();
