@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <limits>
 
 namespace tokengate::node {
 
@@ -110,27 +111,43 @@ size_t resultWireBytes(const TaskResult& r) {
 }
 
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
-                             std::span<const ReturnedTask> returned, FrameScratch* scratch) {
+                             std::span<const ReturnedTask> returned, FrameScratch* scratch,
+                             bool packed) {
   if (scratch != nullptr) {
     auto f = newFrame(*scratch);
-    fillResultBatch(f.root, session, results, returned);
+    fillResultBatch(f.root, session, results, returned, packed);
     return f.encode();
   }
   size_t bytes = kResultFrameOverhead + returned.size() * kReturnedWireBytes;
   for (const auto& r : results) bytes += resultWireBytes(r);
   auto f = newFrame(static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
-  fillResultBatch(f.root, session, results, returned);
+  fillResultBatch(f.root, session, results, returned, packed);
   return f.encode();
 }
 
+int packedKind(const TaskResult& r) {
+  constexpr uint64_t kMax32 = std::numeric_limits<uint32_t>::max();
+  if (!r.outcome.ok() || r.run_ns > kMax32 || r.queue_ns > kMax32) return 0;
+  if (r.outcome->isDouble()) return 1;
+  if (r.outcome->isInt()) return 2;
+  return 0;
+}
+
 void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
-                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned) {
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned,
+                     bool packed) {
   auto rb = frame.initResultBatch();
   rb.setSession(session);
-  auto rl = rb.initResults(static_cast<unsigned>(results.size()));
-  for (unsigned i = 0; i < results.size(); ++i) {
-    const TaskResult& r = results[i];
-    auto b = rl[i];
+  size_t per_kind[3] = {results.size(), 0, 0};
+  if (packed) {
+    per_kind[0] = 0;
+    for (const auto& r : results) ++per_kind[packedKind(r)];
+  }
+  auto rl = rb.initResults(static_cast<unsigned>(per_kind[0]));
+  unsigned plain = 0;
+  for (const auto& r : results) {
+    if (packed && packedKind(r) != 0) continue;
+    auto b = rl[plain++];
     b.setId(r.id);
     b.setAttempt(r.attempt);
     if (r.outcome.ok())
@@ -141,6 +158,34 @@ void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
     b.setQueueNs(r.queue_ns);
     b.setCore(r.core);
     b.setLane(toWire(r.lane));
+  }
+  if (per_kind[1] + per_kind[2] > 0) {
+    auto blocks = rb.initPacked((per_kind[1] > 0 ? 1u : 0u) + (per_kind[2] > 0 ? 1u : 0u));
+    unsigned bi = 0;
+    for (int kind = 1; kind <= 2; ++kind) {
+      const auto n = static_cast<unsigned>(per_kind[kind]);
+      if (n == 0) continue;
+      auto blk = blocks[bi++];
+      auto ids = blk.initIds(n);
+      auto attempts = blk.initAttempts(n);
+      auto run = blk.initRunNs(n);
+      auto queue = blk.initQueueNs(n);
+      auto f64s = kind == 1 ? blk.initF64s(n) : capnp::List<double>::Builder();
+      auto i64s = kind == 2 ? blk.initI64s(n) : capnp::List<int64_t>::Builder();
+      unsigned i = 0;
+      for (const auto& r : results) {
+        if (packedKind(r) != kind) continue;
+        ids.set(i, r.id);
+        attempts.set(i, r.attempt);
+        run.set(i, static_cast<uint32_t>(r.run_ns));
+        queue.set(i, static_cast<uint32_t>(r.queue_ns));
+        if (kind == 1)
+          f64s.set(i, r.outcome->asDouble());
+        else
+          i64s.set(i, r.outcome->asInt());
+        ++i;
+      }
+    }
   }
   auto tl = rb.initReturned(static_cast<unsigned>(returned.size()));
   for (unsigned i = 0; i < returned.size(); ++i) {

@@ -45,11 +45,17 @@ constexpr size_t kResultFrameOverhead = 256;
 // One resultBatch frame with `results` and `returned` (the caller keeps it
 // below the frame budget: see ResultBatcher). With `scratch` the frame is built in that
 // reused first segment (common/wire.h) instead of a freshly calloc'ed one per frame.
+// With `packed` (the coordinator's Welcome.packedResults), successful results with an int or
+// float value whose run and queue times fit 32 bits go to ResultBatch.packed as columns (one
+// block per value kind); the rest stay in `results`.
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
                              std::span<const ReturnedTask> returned,
-                             FrameScratch* scratch = nullptr);
+                             FrameScratch* scratch = nullptr, bool packed = false);
 void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
-                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned);
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned,
+                     bool packed = false);
+// Whether `r` may travel in a PackedResults block, and as which kind (1 float, 2 int, 0 no).
+int packedKind(const TaskResult& r);
 
 // A tokenBatch turned into executor tasks. Tokens naming an operation this
 // node does not offer (or an out-of-range op index) become immediate error

@@ -84,6 +84,7 @@ class FakeNode {
     while (auto fr = outbox_.next(peer_)) {
       if (fr->root().isWelcome()) {
         session_ = fr->root().getWelcome().getSession();
+        packed_results = fr->root().getWelcome().getPackedResults();
         return fr->root().getWelcome().getAccepted();
       }
     }
@@ -147,6 +148,38 @@ class FakeNode {
     deliver(msg);
   }
 
+  // Successful results as one ResultBatch.packed block (values all ints or all floats, as a
+  // node sends them after Welcome.packedResults). `short_column` drops the last attempt, making
+  // the block malformed.
+  void replyPacked(const std::vector<TaskCopy>& tasks, const std::vector<Value>& values,
+                   bool short_column = false, uint32_t run_ns = 1000) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto rb = f.initResultBatch();
+    rb.setSession(session_);
+    const auto n = static_cast<unsigned>(tasks.size());
+    auto blk = rb.initPacked(1)[0];
+    auto ids = blk.initIds(n);
+    auto attempts = blk.initAttempts(short_column && n > 0 ? n - 1 : n);
+    auto run = blk.initRunNs(n);
+    auto queue = blk.initQueueNs(n);
+    const bool floats = !values.empty() && values.front().isDouble();
+    auto f64s = floats ? blk.initF64s(n) : capnp::List<double>::Builder();
+    auto i64s = floats ? capnp::List<int64_t>::Builder() : blk.initI64s(n);
+    for (unsigned i = 0; i < n; ++i) {
+      ids.set(i, tasks[i].id);
+      if (i < attempts.size()) attempts.set(i, tasks[i].attempt);
+      run.set(i, run_ns);
+      queue.set(i, 0);
+      if (floats)
+        f64s.set(i, values[i].asDouble());
+      else
+        i64s.set(i, values[i].asInt());
+    }
+    deliver(msg);
+  }
+
   // Hands queued tasks back unrun, as a draining node does (ResultBatch.returned).
   void giveBack(const std::vector<TaskCopy>& tasks) {
     capnp::MallocMessageBuilder msg;
@@ -185,6 +218,7 @@ class FakeNode {
     if (f.ok()) core_.onFrame(peer_, (*f)->root(), key);
   }
 
+  bool packed_results = false;  // the welcome's packedResults
   int batches = 0;
   std::vector<size_t> batch_sizes;  // tokens per TokenBatch, in arrival order
   std::vector<wire::Control::Which> controls;

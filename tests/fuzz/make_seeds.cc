@@ -200,7 +200,9 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
     }
     if (results.empty()) break;
     if (round == 0 && results.size() > 1) results[1].outcome = absl::UnavailableError("retry me");
-    say(kNodeA, node::resultBatchFrame(session, results, {}), fmt::format("results-{}", round));
+    // Rounds after the first use the packed columns (the welcome announced packedResults).
+    say(kNodeA, node::resultBatchFrame(session, results, {}, nullptr, /*packed=*/round > 0),
+        fmt::format("results-{}", round));
   }
   say(kViewer, u64Frame(2, 3), "stats-request");
   say(kViewer, jobRef(false, 4, 1), "watch");

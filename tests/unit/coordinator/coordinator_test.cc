@@ -144,6 +144,58 @@ TEST_F(CoordinatorTest, DependentBecomesReadyWithItsInputsValues) {
   EXPECT_EQ(st->outputs[0].value, Value(int64_t{33}));
 }
 
+TEST_F(CoordinatorTest, PackedResultColumnsCompleteTokensLikePlainResults) {
+  auto n = node("n1");
+  EXPECT_TRUE(n->packed_results);  // the welcome says the core reads ResultBatch.packed
+  auto id = core_->submitJob(echoesIntoSum(true));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 3u);
+  n->replyPacked({tasks[0], tasks[1]}, {Value(int64_t{10}), Value(int64_t{11})});
+  core_->flushAll();
+  EXPECT_TRUE(n->takeTasks().empty());
+  n->replyPacked({tasks[2]}, {Value(int64_t{12})});
+  core_->flushAll();
+  auto sum = n->takeTasks();
+  ASSERT_EQ(sum.size(), 1u);
+  ASSERT_EQ(sum[0].args.size(), 3u);
+  EXPECT_EQ(sum[0].args[0], Value(int64_t{10}));
+  EXPECT_EQ(sum[0].args[1], Value(int64_t{11}));
+  EXPECT_EQ(sum[0].args[2], Value(int64_t{12}));
+  n->replyPacked({sum[0]}, {Value(33.5)});  // a float block
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].value, Value(33.5));
+  // A packed result for a token no longer running is late, as a plain one is.
+  const uint64_t late = core_->counters().late_results;
+  n->replyPacked({sum[0]}, {Value(1.0)});
+  EXPECT_EQ(core_->counters().late_results, late + 1);
+}
+
+TEST_F(CoordinatorTest, APackedBlockWithUnequalColumnsIsRefusedAndItsTokensStayRunning) {
+  auto n = node("n1");
+  auto id = core_->submitJob(echoJob(2));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  n->replyPacked(tasks, {Value(int64_t{1}), Value(int64_t{2})}, /*short_column=*/true);
+  bool rejected = false;
+  while (auto f = outbox_.next(n->peer())) rejected |= f->root().isReject();
+  EXPECT_TRUE(rejected);
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kRunning);
+  EXPECT_EQ(st->done, 0u);
+  n->replyPacked(tasks, {Value(int64_t{1}), Value(int64_t{2})});
+  st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+}
+
 TEST_F(CoordinatorTest, FailedInputFailsDependentsWithTheCause) {
   auto n = node("n1");
   JobSpec job;

@@ -78,7 +78,7 @@ class CoordinatorLinkTest : public ::testing::Test {
   }
 
   void welcome(uint64_t session, uint32_t heartbeat_ms = 500, uint32_t loss_timeout_ms = 3000,
-               uint64_t max_frame_bytes = 0) {
+               uint64_t max_frame_bytes = 0, bool packed_results = false) {
     capnp::MallocMessageBuilder msg;
     auto w = frame(msg).initWelcome();
     w.setAccepted(true);
@@ -86,6 +86,7 @@ class CoordinatorLinkTest : public ::testing::Test {
     w.setHeartbeatMs(heartbeat_ms);
     w.setLossTimeoutMs(loss_timeout_ms);
     w.setMaxFrameBytes(max_frame_bytes);
+    w.setPackedResults(packed_results);
     net_.push(encodeFrame(msg));
     link_->onReadable();
     link_->tick();
@@ -325,6 +326,105 @@ TEST_F(CoordinatorLinkTest, WithInlineRunsOffEveryTokenGoesToTheWorkers) {
     link_->tick();
     EXPECT_EQ(count(received(), Which::RESULT_BATCH), 1u) << id;
   }
+}
+
+TEST_F(CoordinatorLinkTest, ResultsUsePackedColumnsOnlyWhenTheWelcomeSaysSo) {
+  makeLink();
+  welcome(54);
+  EXPECT_FALSE(link_->packedResults());
+  (void)received();
+  net_.push(tokenBatch(54, "echo", 1, {Value(int64_t{5})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getResults().size(), 1u);  // an older coordinator: the plain list
+  EXPECT_EQ(rb.getPacked().size(), 0u);
+
+  welcome(55, 500, 3000, 0, /*packed_results=*/true);
+  EXPECT_TRUE(link_->packedResults());
+  (void)received();
+  net_.push(tokenBatch(55, "echo", 2, {Value(int64_t{6})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getResults().size(), 0u);
+  ASSERT_EQ(rb.getPacked().size(), 1u);
+  auto blk = rb.getPacked()[0];
+  ASSERT_EQ(blk.which(), wire::PackedResults::I64S);
+  ASSERT_EQ(blk.getIds().size(), 1u);
+  EXPECT_EQ(blk.getIds()[0], 2u);
+  EXPECT_EQ(blk.getAttempts()[0], 1u);
+  EXPECT_EQ(blk.getI64s()[0], 6);
+}
+
+TEST(ResultFrames, PackedFramesPutPlainNumbersInColumnsAndEverythingElseInTheList) {
+  std::vector<TaskResult> results(6);
+  for (uint64_t i = 0; i < results.size(); ++i) {
+    results[i].id = 100 + i;
+    results[i].attempt = 1 + static_cast<uint32_t>(i % 2);
+    results[i].run_ns = 1000 * i;
+    results[i].queue_ns = 7 * i;
+  }
+  results[0].outcome = Value(1.5);
+  results[1].outcome = Value(int64_t{-3});
+  results[2].outcome = absl::UnavailableError("retry");
+  results[3].outcome = Value(std::string("text"));
+  results[4].outcome = Value(2.5);
+  results[4].run_ns = uint64_t{5} << 32;  // too long for the 32-bit column
+  results[5].outcome = Value(-0.25);
+  const std::vector<ReturnedTask> returned = {{9, 1, 0}};
+  for (bool packed : {false, true}) {
+    const std::string bytes = resultBatchFrame(7, results, returned, nullptr, packed);
+    auto d = decode(bytes);
+    ASSERT_NE(d, nullptr);
+    auto rb = d->root().getResultBatch();
+    EXPECT_EQ(rb.getSession(), 7u);
+    EXPECT_EQ(rb.getReturned().size(), 1u);
+    if (!packed) {
+      EXPECT_EQ(rb.getResults().size(), 6u);
+      EXPECT_EQ(rb.getPacked().size(), 0u);
+      continue;
+    }
+    // Plain list: the error, the text and the long-running float.
+    ASSERT_EQ(rb.getResults().size(), 3u);
+    EXPECT_EQ(rb.getResults()[0].getId(), 102u);
+    EXPECT_EQ(rb.getResults()[1].getId(), 103u);
+    EXPECT_EQ(rb.getResults()[2].getId(), 104u);
+    EXPECT_EQ(rb.getResults()[2].getRunNs(), uint64_t{5} << 32);
+    ASSERT_EQ(rb.getPacked().size(), 2u);
+    auto floats = rb.getPacked()[0];
+    ASSERT_EQ(floats.which(), wire::PackedResults::F64S);
+    ASSERT_EQ(floats.getIds().size(), 2u);
+    EXPECT_EQ(floats.getIds()[0], 100u);
+    EXPECT_EQ(floats.getIds()[1], 105u);
+    EXPECT_EQ(floats.getAttempts()[1], 2u);
+    EXPECT_EQ(floats.getRunNs()[1], 5000u);
+    EXPECT_EQ(floats.getQueueNs()[1], 35u);
+    EXPECT_EQ(floats.getF64s()[0], 1.5);
+    EXPECT_EQ(floats.getF64s()[1], -0.25);
+    auto ints = rb.getPacked()[1];
+    ASSERT_EQ(ints.which(), wire::PackedResults::I64S);
+    ASSERT_EQ(ints.getIds().size(), 1u);
+    EXPECT_EQ(ints.getIds()[0], 101u);
+    EXPECT_EQ(ints.getAttempts()[0], 2u);
+    EXPECT_EQ(ints.getI64s()[0], -3);
+  }
+  // Fewer bytes per result: the point of the columns.
+  std::vector<TaskResult> many(1000);
+  for (uint64_t i = 0; i < many.size(); ++i) {
+    many[i].id = i;
+    many[i].attempt = 1;
+    many[i].outcome = Value(static_cast<double>(i));
+  }
+  const size_t plain = resultBatchFrame(1, many, {}, nullptr, false).size();
+  const size_t packed = resultBatchFrame(1, many, {}, nullptr, true).size();
+  EXPECT_LT(packed * 2, plain) << plain << " vs " << packed;
 }
 
 TEST_F(CoordinatorLinkTest, UnknownOperationIsAnsweredWithAnError) {
