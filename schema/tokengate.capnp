@@ -108,6 +108,9 @@ struct NodeHello {
   operations @5 :List(OpInfo);
   pid @6 :UInt32;
   speedFactor @7 :Float64 = 1.0;   # >1 = deliberately slowed (benchmarks)
+  # Added in protocol 1 without a version bump: this node reads TokenBatch.packed, so the
+  # coordinator may send one-number-argument tokens there (an older node leaves it false).
+  packedTokens @8 :Bool;
 }
 
 struct Welcome {
@@ -159,6 +162,24 @@ struct TokenBatch {
   session @0 :UInt64;
   ops @1 :List(Text);
   tokens @2 :List(TokenTask);
+  # Added in protocol 1 without a version bump, sent only to nodes whose hello set packedTokens:
+  # tokens with exactly one int or float argument and no deadline, as columns (~24 bytes each
+  # instead of ~64 in `tokens`).
+  packed @3 :List(PackedTokens);
+}
+
+# Tokens as columns: entry i of every list is one token (all lists of a block have the same
+# length; a block with unequal lengths is malformed). Each token has one argument, the value in
+# f64s or i64s, and no deadline.
+struct PackedTokens {
+  ids @0 :List(UInt64);
+  ops @1 :List(UInt16);          # index into TokenBatch.ops
+  weights @2 :List(Weight);
+  attempts @3 :List(UInt32);
+  union {
+    f64s @4 :List(Float64);
+    i64s @5 :List(Int64);
+  }
 }
 
 struct TokenResult {

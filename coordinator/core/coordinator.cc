@@ -625,6 +625,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   n.incarnation = hello.getIncarnation();
   n.pid = hello.getPid();
   n.speed_factor = hello.getSpeedFactor() > 0 ? hello.getSpeedFactor() : 1.0;
+  n.packed_tokens = hello.getPackedTokens();
   n.last_seen = clock_.now();
   for (auto op : hello.getOperations()) {
     const uint32_t idx = opIndex(op.getName().cStr());

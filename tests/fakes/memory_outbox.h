@@ -69,6 +69,7 @@ class FakeNode {
     h.setProtocolVersion(version);
     h.setNodeId(id_);
     h.setIncarnation(++incarnation_);
+    h.setPackedTokens(packed_tokens);
     auto ops = h.initOperations(static_cast<unsigned>(ops_.size()));
     for (unsigned i = 0; i < ops_.size(); ++i) {
       ops[i].setName(ops_[i].first);
@@ -123,6 +124,19 @@ class FakeNode {
         c.lane = fromWire(t.getWeight());
         for (auto a : t.getArgs()) c.args.push_back(fromWire(a));
         out.push_back(std::move(c));
+      }
+      for (auto blk : b.getPacked()) {
+        const bool f64 = blk.which() == wire::PackedTokens::F64S;
+        for (unsigned i = 0; i < blk.getIds().size(); ++i) {
+          TaskCopy c;
+          c.id = blk.getIds()[i];
+          c.attempt = blk.getAttempts()[i];
+          c.op = b.getOps()[blk.getOps()[i]].cStr();
+          c.lane = fromWire(blk.getWeights()[i]);
+          c.args.push_back(f64 ? Value(blk.getF64s()[i]) : Value(int64_t{blk.getI64s()[i]}));
+          out.push_back(std::move(c));
+          ++packed_tasks;
+        }
       }
     }
     return out;
@@ -219,6 +233,8 @@ class FakeNode {
   }
 
   bool packed_results = false;  // the welcome's packedResults
+  bool packed_tokens = false;   // said in hello: the core may send TokenBatch.packed
+  int packed_tasks = 0;         // tasks takeTasks() read from packed columns
   int batches = 0;
   std::vector<size_t> batch_sizes;  // tokens per TokenBatch, in arrival order
   std::vector<wire::Control::Which> controls;

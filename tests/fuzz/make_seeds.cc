@@ -197,6 +197,18 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
         r.outcome = t.getArgs().size() > 0 ? fromWire(t.getArgs()[0]) : Value(int64_t{0});
         results.push_back(std::move(r));
       }
+      // One-number tokens arrive as packed columns (the hello said packedTokens).
+      for (auto blk : f->root().getTokenBatch().getPacked()) {
+        const bool f64 = blk.which() == wire::PackedTokens::F64S;
+        for (unsigned i = 0; i < blk.getIds().size(); ++i) {
+          node::TaskResult r;
+          r.id = blk.getIds()[i];
+          r.attempt = blk.getAttempts()[i];
+          r.session = session;
+          r.outcome = f64 ? Value(blk.getF64s()[i]) : Value(int64_t{blk.getI64s()[i]});
+          results.push_back(std::move(r));
+        }
+      }
     }
     if (results.empty()) break;
     if (round == 0 && results.size() > 1) results[1].outcome = absl::UnavailableError("retry me");
@@ -305,6 +317,27 @@ std::string tokenBatch(uint64_t session) {
     toks[i].setDeadlineMs(i == 1 ? 1000 : 0);
     auto al = toks[i].initArgs(static_cast<unsigned>(args[i].size()));
     for (unsigned j = 0; j < args[i].size(); ++j) toWire(args[i][j], al[j]);
+  }
+  // Packed columns (TokenBatch.packed): leibniz terms as ints, echoes of floats, one bad op.
+  auto blocks = b.initPacked(2);
+  for (unsigned k = 0; k < 2; ++k) {
+    auto blk = blocks[k];
+    auto ids = blk.initIds(3);
+    auto bops = blk.initOps(3);
+    auto weights = blk.initWeights(3);
+    auto attempts = blk.initAttempts(3);
+    auto ints = k == 0 ? blk.initI64s(3) : capnp::List<int64_t>::Builder();
+    auto floats = k == 1 ? blk.initF64s(3) : capnp::List<double>::Builder();
+    for (unsigned i = 0; i < 3; ++i) {
+      ids.set(i, 200 + 3 * k + i);
+      bops.set(i, static_cast<uint16_t>(i == 2 && k == 1 ? 9 : (k == 0 ? 0 : 3)));
+      weights.set(i, wire::Weight::LIGHT);
+      attempts.set(i, 1);
+      if (k == 0)
+        ints.set(i, 5 + i);
+      else
+        floats.set(i, 0.5 * i);
+    }
   }
   return encodeFrame(msg);
 }

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -361,6 +362,82 @@ TEST_F(CoordinatorLinkTest, ResultsUsePackedColumnsOnlyWhenTheWelcomeSaysSo) {
   EXPECT_EQ(blk.getIds()[0], 2u);
   EXPECT_EQ(blk.getAttempts()[0], 1u);
   EXPECT_EQ(blk.getI64s()[0], 6);
+}
+
+// A token batch with one plain echo (id base+1, arg 7) and packed columns: ints 8 and 9 for
+// echo (base+2, base+3) and a float for an unknown op (base+4). `short_ops` drops the last op
+// index of the int block (malformed).
+std::string packedTokenBatch(uint64_t session, uint64_t base, bool short_ops = false) {
+  capnp::MallocMessageBuilder msg;
+  auto b = frame(msg).initTokenBatch();
+  b.setSession(session);
+  auto ops = b.initOps(2);
+  ops.set(0, "echo");
+  ops.set(1, "no.such.op");
+  auto t = b.initTokens(1)[0];
+  t.setId(base + 1);
+  t.setAttempt(1);
+  t.setOp(0);
+  t.setWeight(wire::Weight::LIGHT);
+  t.initArgs(1)[0].setInt(7);
+  auto blocks = b.initPacked(2);
+  auto ints = blocks[0];
+  ints.initIds(2).set(0, base + 2);
+  ints.getIds().set(1, base + 3);
+  auto iops = ints.initOps(short_ops ? 1 : 2);
+  for (unsigned i = 0; i < iops.size(); ++i) iops.set(i, 0);
+  auto iw = ints.initWeights(2);
+  iw.set(0, wire::Weight::LIGHT);
+  iw.set(1, wire::Weight::LIGHT);
+  auto ia = ints.initAttempts(2);
+  ia.set(0, 1);
+  ia.set(1, 2);
+  auto iv = ints.initI64s(2);
+  iv.set(0, 8);
+  iv.set(1, 9);
+  auto floats = blocks[1];
+  floats.initIds(1).set(0, base + 4);
+  floats.initOps(1).set(0, 1);
+  floats.initWeights(1).set(0, wire::Weight::LIGHT);
+  floats.initAttempts(1).set(0, 1);
+  floats.initF64s(1).set(0, 0.5);
+  return encodeFrame(msg);
+}
+
+TEST_F(CoordinatorLinkTest, PackedTokensRunLikePlainOnesAndAMalformedBlockFailsTheBatch) {
+  makeLink();
+  welcome(56);
+  (void)received();
+  auto answers = [&](uint64_t session, uint64_t base, bool short_ops) {
+    net_.push(packedTokenBatch(session, base, short_ops));
+    link_->onReadable();
+    waitExecutorIdle();
+    link_->tick();
+    std::map<uint64_t, std::pair<uint32_t, StatusOr<Value>>> by_id;
+    for (const auto& g : received()) {
+      if (g.which() != Which::RESULT_BATCH) continue;
+      for (auto r : g.frame->root().getResultBatch().getResults())
+        by_id.emplace(r.getId(),
+                      std::pair<uint32_t, StatusOr<Value>>(
+                          r.getAttempt(), r.isValue() ? StatusOr<Value>(fromWire(r.getValue()))
+                                                      : StatusOr<Value>(fromWire(r.getError()))));
+    }
+    return by_id;
+  };
+  auto got = answers(56, 100, false);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(*got.at(101).second, Value(int64_t{7}));
+  EXPECT_EQ(*got.at(102).second, Value(int64_t{8}));
+  EXPECT_EQ(*got.at(103).second, Value(int64_t{9}));
+  EXPECT_EQ(got.at(103).first, 2u);  // its attempt column
+  EXPECT_EQ(got.at(104).second.status().code(), StatusCode::kNotFound);
+  // Unequal columns: nothing of the batch runs; every token, plain and packed, gets an error.
+  got = answers(56, 200, true);
+  ASSERT_EQ(got.size(), 4u);
+  for (uint64_t id = 201; id <= 204; ++id) {
+    ASSERT_TRUE(got.count(id)) << id;
+    EXPECT_EQ(got.at(id).second.status().code(), StatusCode::kInvalidArgument) << id;
+  }
 }
 
 TEST(ResultFrames, PackedFramesPutPlainNumbersInColumnsAndEverythingElseInTheList) {
