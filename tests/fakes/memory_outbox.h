@@ -133,7 +133,10 @@ class FakeNode {
           c.attempt = blk.getAttempts()[i];
           c.op = b.getOps()[blk.getOps()[i]].cStr();
           c.lane = fromWire(blk.getWeights()[i]);
-          c.args.push_back(f64 ? Value(blk.getF64s()[i]) : Value(int64_t{blk.getI64s()[i]}));
+          if (f64)
+            c.args.emplace_back(blk.getF64s()[i]);
+          else
+            c.args.emplace_back(int64_t{blk.getI64s()[i]});
           out.push_back(std::move(c));
           ++packed_tasks;
         }

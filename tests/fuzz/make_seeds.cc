@@ -205,7 +205,10 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
           r.id = blk.getIds()[i];
           r.attempt = blk.getAttempts()[i];
           r.session = session;
-          r.outcome = f64 ? Value(blk.getF64s()[i]) : Value(int64_t{blk.getI64s()[i]});
+          if (f64)
+            r.outcome = Value(blk.getF64s()[i]);
+          else
+            r.outcome = Value(int64_t{blk.getI64s()[i]});
           results.push_back(std::move(r));
         }
       }
