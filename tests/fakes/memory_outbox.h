@@ -126,17 +126,24 @@ class FakeNode {
         out.push_back(std::move(c));
       }
       for (auto blk : b.getPacked()) {
+        // Each list read once: reading a list counts against the message's traversal limit.
         const bool f64 = blk.which() == wire::PackedTokens::F64S;
-        for (unsigned i = 0; i < blk.getIds().size(); ++i) {
+        auto ids = blk.getIds();
+        auto attempts = blk.getAttempts();
+        auto ops = blk.getOps();
+        auto weights = blk.getWeights();
+        auto floats = f64 ? blk.getF64s() : capnp::List<double>::Reader();
+        auto ints = f64 ? capnp::List<int64_t>::Reader() : blk.getI64s();
+        for (unsigned i = 0; i < ids.size(); ++i) {
           TaskCopy c;
-          c.id = blk.getIds()[i];
-          c.attempt = blk.getAttempts()[i];
-          c.op = b.getOps()[blk.getOps()[i]].cStr();
-          c.lane = fromWire(blk.getWeights()[i]);
+          c.id = ids[i];
+          c.attempt = attempts[i];
+          c.op = b.getOps()[ops[i]].cStr();
+          c.lane = fromWire(weights[i]);
           if (f64)
-            c.args.emplace_back(blk.getF64s()[i]);
+            c.args.emplace_back(floats[i]);
           else
-            c.args.emplace_back(int64_t{blk.getI64s()[i]});
+            c.args.emplace_back(int64_t{ints[i]});
           out.push_back(std::move(c));
           ++packed_tasks;
         }

@@ -199,16 +199,21 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
       }
       // One-number tokens arrive as packed columns (the hello said packedTokens).
       for (auto blk : f->root().getTokenBatch().getPacked()) {
+        // Each list read once: reading a list counts against the message's traversal limit.
         const bool f64 = blk.which() == wire::PackedTokens::F64S;
-        for (unsigned i = 0; i < blk.getIds().size(); ++i) {
+        auto ids = blk.getIds();
+        auto attempts = blk.getAttempts();
+        auto floats = f64 ? blk.getF64s() : capnp::List<double>::Reader();
+        auto ints = f64 ? capnp::List<int64_t>::Reader() : blk.getI64s();
+        for (unsigned i = 0; i < ids.size(); ++i) {
           node::TaskResult r;
-          r.id = blk.getIds()[i];
-          r.attempt = blk.getAttempts()[i];
+          r.id = ids[i];
+          r.attempt = attempts[i];
           r.session = session;
           if (f64)
-            r.outcome = Value(blk.getF64s()[i]);
+            r.outcome = Value(floats[i]);
           else
-            r.outcome = Value(int64_t{blk.getI64s()[i]});
+            r.outcome = Value(int64_t{ints[i]});
           results.push_back(std::move(r));
         }
       }
