@@ -146,6 +146,7 @@ TEST_F(CoordinatorLinkTest, OneHelloPerConnectionAndAReconnectPerResend) {
   auto h = got[0].frame->root().getHello();
   EXPECT_EQ(std::string(h.getNodeId().cStr()), "n1");
   EXPECT_EQ(h.getIncarnation(), 7u);
+  EXPECT_TRUE(h.getPackedTokens());  // this node reads TokenBatch.packed
 
   run(900);
   EXPECT_TRUE(received().empty());  // no second hello on the same connection
