@@ -36,16 +36,6 @@ double seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 
-std::string submitFrame(const JobSpec& job, uint64_t request_id) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
-  auto s = f.initSubmitJob();
-  s.setRequestId(request_id);
-  toWire(job, s.initJob());
-  return encodeFrame(msg);
-}
-
 class NullOutbox final : public coordinator::Outbox {
  public:
   void send(const std::string&, std::string) override {}
@@ -204,7 +194,7 @@ int main(int argc, char** argv) {
         if (keyed)
           job.tokens[0].idempotency_key =
               fmt::format("journal-bench-{}-{}-{}", getpid(), run, sent);
-        const std::string f = submitFrame(job, ++sent);
+        const std::string f = submitJobFrame(job, ++sent, /*watch=*/true);
         sock.send(zmq::buffer(f), zmq::send_flags::none);
       }
       zmq::message_t m;

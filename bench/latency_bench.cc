@@ -20,15 +20,6 @@
 namespace tokengate::bench {
 namespace {
 
-std::string submitFrame(const JobSpec& job, uint64_t request_id) {
-  auto msg = newFrame();
-  auto s = msg.root.initSubmitJob();
-  s.setRequestId(request_id);
-  s.setWatch(true);
-  toWire(job, s.initJob());
-  return msg.encode();
-}
-
 double percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
   const auto k = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
@@ -69,7 +60,7 @@ int runLatency(const LatencyOptions& o) {
   uint64_t failed = 0;
   const uint32_t total = o.warmup + o.jobs;
   for (uint32_t i = 0; i < total; ++i) {
-    const std::string f = submitFrame(job, i + 1);
+    const std::string f = submitJobFrame(job, i + 1, /*watch=*/true);
     const auto t0 = std::chrono::steady_clock::now();
     sock.send(zmq::buffer(f), zmq::send_flags::none);
     for (;;) {

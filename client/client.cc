@@ -27,21 +27,6 @@ Output outputFromWire(wire::Output::Reader o) {
 
 }  // namespace
 
-const char* jobStateName(JobState s) {
-  switch (s) {
-    case JobState::kRunning:
-      return "running";
-    case JobState::kSucceeded:
-      return "succeeded";
-    case JobState::kFailed:
-      return "failed";
-    case JobState::kCancelled:
-      return "cancelled";
-    default:
-      return "unknown";
-  }
-}
-
 StatusOr<Value> JobResult::output(const std::string& name) const {
   for (const auto& o : outputs) {
     if (!name.empty() && o.name != name) continue;

@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/job.h"
+#include "common/job_state.h"
 #include "common/security/curve.h"
 #include "common/status.h"
 #include "common/value.h"
@@ -34,8 +35,8 @@ struct Output {
   Value value;
 };
 
-enum class JobState { kRunning, kSucceeded, kFailed, kCancelled, kUnknown };
-const char* jobStateName(JobState s);
+using tokengate::JobState;  // common/job_state.h
+using tokengate::jobStateName;
 
 struct JobResult {
   uint64_t id = 0;

@@ -255,6 +255,15 @@ void toWire(const JobSpec& job, wire::JobSpec::Builder out) {
   }
 }
 
+std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch) {
+  auto msg = newFrame();
+  auto s = msg.root.initSubmitJob();
+  s.setRequestId(request_id);
+  s.setWatch(watch);
+  toWire(job, s.initJob());
+  return msg.encode();
+}
+
 StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in) {
   JobSpec job;
   job.name = in.getName().cStr();

@@ -2,20 +2,6 @@
 
 namespace tokengate::control {
 
-const char* jobStateName(JobState s) {
-  switch (s) {
-    case JobState::kRunning:
-      return "running";
-    case JobState::kSucceeded:
-      return "succeeded";
-    case JobState::kFailed:
-      return "failed";
-    case JobState::kCancelled:
-      return "cancelled";
-  }
-  return "unknown";
-}
-
 const char* nodeStateName(NodeState s) {
   switch (s) {
     case NodeState::kReady:

@@ -28,7 +28,7 @@ namespace tokengate::control {
 template <typename T>
 using Callback = std::function<void(StatusOr<T>)>;
 
-const char* jobStateName(JobState s);
+using tokengate::jobStateName;
 
 struct OutputResult {
   uint32_t index = 0;

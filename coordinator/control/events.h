@@ -12,10 +12,11 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/job_state.h"
 
 namespace tokengate::control {
 
-enum class JobState : uint8_t { kRunning = 0, kSucceeded = 1, kFailed = 2, kCancelled = 3 };
+using tokengate::JobState;  // common/job_state.h (kUnknown is never raised by the core)
 
 // Progress of a running job, or its outcome once finished (state != kRunning; then wall_ns
 // is set and running is not reported).

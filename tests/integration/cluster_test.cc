@@ -19,6 +19,7 @@
 #include "client/client.h"
 #include "client/local_cluster.h"
 #include "common/wire.h"
+#include "tests/support/cluster_fixture.h"
 
 namespace tokengate {
 namespace {
@@ -27,30 +28,15 @@ using client::Client;
 using client::LocalCluster;
 using client::LocalClusterOptions;
 
+using testing::setCoordinatorArg;
+using testing::startCluster;
+
+// Fast failure detection and fast retries; test ops (sleep, spin, fail, crash, wait_cancel).
 LocalClusterOptions baseOptions(uint32_t nodes) {
-  LocalClusterOptions o;
-  o.bin_dir = TG_BIN_DIR;
-  o.nodes = nodes;
-  o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
-  o.node_args = {"--enable-test-ops"};  // sleep, spin, fail, crash, wait_cancel
-  // Fast failure detection for tests.
-  o.coordinator_args = {"--heartbeat-ms",     "100", "--node-timeout-ms", "1500",
-                        "--retry-backoff-ms", "5"};
+  LocalClusterOptions o = testing::clusterOptions(nodes);
+  o.node_args = {"--enable-test-ops"};
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--retry-backoff-ms", "5"});
   return o;
-}
-
-// Replaces the value of a coordinator flag that baseOptions() sets.
-void setCoordinatorArg(LocalClusterOptions& o, const std::string& flag, const std::string& value) {
-  auto it = std::find(o.coordinator_args.begin(), o.coordinator_args.end(), flag);
-  ASSERT_NE(it, o.coordinator_args.end());
-  ASSERT_NE(it + 1, o.coordinator_args.end());
-  *(it + 1) = value;
-}
-
-std::unique_ptr<LocalCluster> startCluster(LocalClusterOptions o) {
-  auto c = LocalCluster::start(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *std::move(c) : nullptr;
 }
 
 uint64_t completedBy(const client::ClusterInfo& info, const std::string& id) {

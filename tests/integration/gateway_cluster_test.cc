@@ -16,6 +16,7 @@
 #include "client/local_cluster.h"
 #include "common/job.h"
 #include "common/job_json.h"
+#include "tests/support/cluster_fixture.h"
 #include "tests/support/ws_test_client.h"
 
 namespace tokengate {
@@ -50,15 +51,12 @@ bool pollFor(F pred, int ms = 5000) {
 class GatewayClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    LocalClusterOptions o;
-    o.bin_dir = TG_BIN_DIR;
-    o.nodes = 2;
-    o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
+    LocalClusterOptions o = testing::clusterOptions(2);
     o.gateway = "127.0.0.1:0";
     o.node_args = {"--enable-test-ops"};  // sleep, spin, fail, crash, wait_cancel
     o.gateway_token = kAdmin;
-    o.coordinator_args = {"--heartbeat-ms",           "100",     "--node-timeout-ms",      "1500",
-                          "--gateway-operator-token", kOperator, "--gateway-viewer-token", kViewer};
+    o.coordinator_args.insert(o.coordinator_args.end(), {"--gateway-operator-token", kOperator,
+                                                         "--gateway-viewer-token", kViewer});
     auto c = LocalCluster::start(std::move(o));
     ASSERT_TRUE(c.ok()) << c.status();
     cluster_ = *std::move(c);
@@ -384,6 +382,18 @@ TEST_F(GatewayClusterTest, DrainDropsQueuedTokensAndTheyNeverRun) {
 TEST_F(GatewayClusterTest, CancelRunningEndsEveryDispatchedTokenCancelled) {
   const uint64_t id = submit(tokens("wait_cancel", 5, json::array{60000}));
   ASSERT_TRUE(pollFor([&] { return u64(op("wait_cancel").at("running")) == 5; }, 10000));
+  // "running" above counts tokens dispatched to a node; wait until a node's heartbeat says one
+  // of its workers took a token (on a loaded machine the cancel could otherwise reach the node
+  // before any worker did, and every token would end without seeing the flag).
+  ASSERT_TRUE(pollFor(
+      [&] {
+        uint64_t started = 0;
+        const json::object r = ws_->ok({{"cmd", "node.list"}});
+        for (const auto& n : r.at("nodes").as_array())
+          for (const auto& l : n.at("lanes").as_array()) started += u64(l.at("running"));
+        return started > 0;
+      },
+      10000));
   const auto t0 = std::chrono::steady_clock::now();
   json::object cr = ws_->ok({{"cmd", "op.cancel_running"}, {"op", "wait_cancel"}});
   EXPECT_EQ(u64(cr.at("cancelled")), 5u);

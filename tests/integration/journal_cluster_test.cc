@@ -23,6 +23,7 @@
 
 #include "client/client.h"
 #include "client/local_cluster.h"
+#include "tests/support/cluster_fixture.h"
 
 namespace tokengate {
 namespace {
@@ -31,20 +32,12 @@ using client::Client;
 using client::LocalCluster;
 using client::LocalClusterOptions;
 
-LocalClusterOptions baseOptions(uint32_t nodes, const std::string& journal) {
-  LocalClusterOptions o;
-  // TG_TEST_BIN_DIR: binaries copied elsewhere (a long harness run while the tree rebuilds).
-  o.bin_dir = getenv("TG_TEST_BIN_DIR") ? getenv("TG_TEST_BIN_DIR") : TG_BIN_DIR;
-  o.nodes = nodes;
-  o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
-  o.coordinator_args = {"--heartbeat-ms", "100", "--node-timeout-ms", "1500", "--journal", journal};
-  return o;
-}
+using testing::startCluster;
 
-std::unique_ptr<LocalCluster> startCluster(LocalClusterOptions o) {
-  auto c = LocalCluster::start(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *std::move(c) : nullptr;
+LocalClusterOptions baseOptions(uint32_t nodes, const std::string& journal) {
+  LocalClusterOptions o = testing::clusterOptions(nodes);
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--journal", journal});
+  return o;
 }
 
 std::string journalPath(const std::string& what) {

@@ -8,6 +8,7 @@
 
 #include "client/client.h"
 #include "client/local_cluster.h"
+#include "tests/support/cluster_fixture.h"
 
 namespace tokengate {
 namespace {
@@ -19,18 +20,10 @@ using client::JobHandle;
 using client::LocalCluster;
 using client::LocalClusterOptions;
 
-LocalClusterOptions baseOptions(uint32_t nodes) {
-  LocalClusterOptions o;
-  o.bin_dir = TG_BIN_DIR;
-  o.nodes = nodes;
-  o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
-  return o;
-}
+using testing::startCluster;
 
-std::unique_ptr<LocalCluster> startCluster(LocalClusterOptions o) {
-  auto c = LocalCluster::start(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *std::move(c) : nullptr;
+LocalClusterOptions baseOptions(uint32_t nodes) {
+  return testing::clusterOptions(nodes, /*fast_failure_detection=*/false);
 }
 
 JobSpec echoJob(int64_t v) {

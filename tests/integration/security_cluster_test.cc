@@ -22,6 +22,7 @@
 #include "client/local_cluster.h"
 #include "common/security/curve.h"
 #include "common/wire.h"
+#include "tests/support/cluster_fixture.h"
 
 extern char** environ;
 
@@ -33,20 +34,12 @@ using client::LocalCluster;
 using client::LocalClusterOptions;
 using security::Role;
 
-LocalClusterOptions baseOptions(uint32_t nodes) {
-  LocalClusterOptions o;
-  o.bin_dir = TG_BIN_DIR;
-  o.nodes = nodes;
-  o.log_level = getenv("TG_TEST_LOG") ? getenv("TG_TEST_LOG") : "warn";
-  o.pin = false;
-  o.coordinator_args = {"--heartbeat-ms", "100", "--node-timeout-ms", "1500"};
-  return o;
-}
+using testing::startCluster;
 
-std::unique_ptr<LocalCluster> startCluster(LocalClusterOptions o) {
-  auto c = LocalCluster::start(std::move(o));
-  EXPECT_TRUE(c.ok()) << c.status();
-  return c.ok() ? *std::move(c) : nullptr;
+LocalClusterOptions baseOptions(uint32_t nodes) {
+  LocalClusterOptions o = testing::clusterOptions(nodes);
+  o.pin = false;
+  return o;
 }
 
 // A node process started outside LocalCluster, its output in a log file; killed when dropped.

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "tests/fakes/core_fixture.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_outbox.h"
 
@@ -20,24 +21,16 @@ using testing::FakeNode;
 using testing::MemoryOutbox;
 using testing::TaskCopy;
 
-class CoordinatorTest : public ::testing::Test {
+class CoordinatorTest : public testing::CoreTestBase {
  protected:
   void SetUp() override { make(); }
-  void make() {
-    core_.reset();
-    core_ = std::make_unique<CoordinatorCore>(config_, clock_, outbox_,
-                                              std::make_shared<prometheus::Registry>());
-  }
   std::unique_ptr<FakeNode> node(const std::string& id, uint32_t workers = 1) {
-    auto n = std::make_unique<FakeNode>(
-        *core_, outbox_, id,
-        std::vector<std::pair<std::string, Weight>>{{"echo", Weight::kLight},
-                                                    {"work", Weight::kMedium},
-                                                    {"big", Weight::kHeavy},
-                                                    {"sum", Weight::kLight}},
-        workers);
-    EXPECT_TRUE(n->hello());
-    return n;
+    return addNode(id,
+                   {{"echo", Weight::kLight},
+                    {"work", Weight::kMedium},
+                    {"big", Weight::kHeavy},
+                    {"sum", Weight::kLight}},
+                   workers);
   }
   static JobSpec echoJob(int n, const std::string& key = {}) {
     JobSpec job;
@@ -77,11 +70,6 @@ class CoordinatorTest : public ::testing::Test {
     }
     return count;
   }
-
-  CoordinatorConfig config_;
-  FakeClock clock_;
-  MemoryOutbox outbox_;
-  std::unique_ptr<CoordinatorCore> core_;
 };
 
 TEST_F(CoordinatorTest, AdmissionLimitRejectsWithResourceExhaustedAndRecovers) {
@@ -690,16 +678,6 @@ std::string pingFrame(uint16_t version) {
   return encodeFrame(msg);
 }
 
-std::string submitFrame(const JobSpec& job, uint64_t request_id) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
-  auto s = f.initSubmitJob();
-  s.setRequestId(request_id);
-  toWire(job, s.initJob());
-  return encodeFrame(msg);
-}
-
 // A hello whose `cores` list pointer claims 2^29-1 elements in a 3-element frame.
 std::string oversizeListFrame() {
   capnp::MallocMessageBuilder msg;
@@ -767,7 +745,7 @@ TEST_F(CoordinatorTest, MalformedRawFramesGetARejectAndTheCoreKeepsServing) {
   EXPECT_EQ(core_->stats().nodes_ready, 1u);  // the liar's hello registered nothing
 
   // A well-formed job sent as raw bytes through the same path still runs to completion.
-  const std::string submit = submitFrame(echoJob(3), 41);
+  const std::string submit = submitJobFrame(echoJob(3), 41, /*watch=*/true);
   core_->onBytes("client", submit.data(), submit.size());
   auto reply = outbox_.next("client");
   ASSERT_NE(reply, nullptr);
@@ -792,7 +770,7 @@ TEST_F(CoordinatorTest, MalformedRawFramesGetARejectAndTheCoreKeepsServing) {
 
 TEST_F(CoordinatorTest, ProgressFramesStreamEachOutputOnceAsItFinishes) {
   auto n = node("n1");
-  const std::string submit = submitFrame(echoJob(4), 7);  // 4 sinks: 4 outputs
+  const std::string submit = submitJobFrame(echoJob(4), 7, /*watch=*/true);  // 4 sinks: 4 outputs
   core_->onBytes("client", submit.data(), submit.size());
   auto reply = outbox_.next("client");
   ASSERT_NE(reply, nullptr);
@@ -858,7 +836,7 @@ TEST_F(CoordinatorTest, JobOverTheMaxJobSizeIsRefusedWithAClearError) {
   split.add(echoJob(41).tokens[0]);
   EXPECT_EQ(core_->submitJob(split).status().code(), StatusCode::kInvalidArgument);
   // Over the wire the submitter gets the same error in its SubmitReply.
-  const std::string frame = submitFrame(echoJob(101), 9);
+  const std::string frame = submitJobFrame(echoJob(101), 9, /*watch=*/true);
   core_->onBytes("client", frame.data(), frame.size());
   auto reply = outbox_.next("client");
   ASSERT_NE(reply, nullptr);

@@ -7,6 +7,7 @@
 
 #include "coordinator/core/coordinator.h"
 #include "coordinator/core/run_timeouts.h"
+#include "tests/fakes/core_fixture.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_outbox.h"
 
@@ -145,24 +146,15 @@ TEST(RunTimeoutsTest, AStrikeExpiresAfterTheWindowSoOnlyStrikesCloseTogetherQuar
 
 // ---- CoordinatorCore
 
-class RunTimeoutTest : public ::testing::Test {
+class RunTimeoutTest : public testing::CoreTestBase {
  protected:
   void SetUp() override {
     config_.run_timeout_ns = 5 * kSeconds;
     config_.node_timeout_ns = 3 * kSeconds;
     make();
   }
-  void make() {
-    core_.reset();
-    registry_ = std::make_shared<prometheus::Registry>();
-    core_ = std::make_unique<CoordinatorCore>(config_, clock_, outbox_, registry_);
-  }
   std::unique_ptr<FakeNode> node(const std::string& id) {
-    auto n = std::make_unique<FakeNode>(
-        *core_, outbox_, id, std::vector<std::pair<std::string, Weight>>{{"echo", Weight::kLight}},
-        1);
-    EXPECT_TRUE(n->hello());
-    return n;
+    return addNode(id, {{"echo", Weight::kLight}});
   }
   static JobSpec echoJob(int n, uint32_t run_timeout_ms = 0) {
     JobSpec job;
@@ -183,29 +175,10 @@ class RunTimeoutTest : public ::testing::Test {
       core_->tick();
     }
   }
-  control::NodeState stateOf(const std::string& id) {
-    for (const auto& n : core_->listNodes())
-      if (n.id == id && n.state != control::NodeState::kDead) return n.state;
-    return control::NodeState::kDead;
-  }
+  // The `tokengate_nodes`-style series labelled state=`state` (any series when empty).
   double metric(const std::string& name, const std::string& state = {}) {
-    for (const auto& fam : registry_->Collect()) {
-      if (fam.name != name) continue;
-      for (const auto& m : fam.metric) {
-        bool match = state.empty();
-        for (const auto& l : m.label) match |= l.name == "state" && l.value == state;
-        if (match)
-          return fam.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-      }
-    }
-    return -1;
+    return state.empty() ? CoreTestBase::metric(name) : CoreTestBase::metric(name, "state", state);
   }
-
-  CoordinatorConfig config_;
-  FakeClock clock_;
-  MemoryOutbox outbox_;
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<CoordinatorCore> core_;
 };
 
 TEST_F(RunTimeoutTest, ASilentNodeLosesItsTokensToAnotherNodeAndIsQuarantined) {

@@ -14,6 +14,7 @@
 #include "coordinator/core/coordinator.h"
 #include "coordinator/core/job_table.h"
 #include "coordinator/core/verifier.h"
+#include "tests/fakes/core_fixture.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_outbox.h"
 
@@ -268,7 +269,7 @@ TEST_F(ReopenTest, VerifiedOrUnrelatedSeedsThatAreNotDoneAreIgnored) {
 
 // ---- CoordinatorCore
 
-class VerifyCoreTest : public ::testing::Test {
+class VerifyCoreTest : public testing::CoreTestBase {
  protected:
   void SetUp() override {
     config_.first_job_id = 1;  // job ids and the seed, so the samples, are the same every run
@@ -277,19 +278,8 @@ class VerifyCoreTest : public ::testing::Test {
     config_.node_timeout_ns = 60 * kSeconds;
     make();
   }
-  void make() {
-    core_.reset();
-    registry_ = std::make_shared<prometheus::Registry>();
-    core_ = std::make_unique<CoordinatorCore>(config_, clock_, outbox_, registry_);
-  }
   std::unique_ptr<FakeNode> node(const std::string& id, bool deterministic = true) {
-    auto n = std::make_unique<FakeNode>(*core_, outbox_, id,
-                                        std::vector<std::pair<std::string, Weight>>{
-                                            {"num", Weight::kLight}, {"sum", Weight::kLight}},
-                                        1);
-    n->deterministic = deterministic;
-    EXPECT_TRUE(n->hello());
-    return n;
+    return addNode(id, {{"num", Weight::kLight}, {"sum", Weight::kLight}}, 1, deterministic);
   }
   // `terms` num tokens (value = index) -> chunks of `chunk` -> one output "total".
   static JobSpec sumJob(uint32_t terms, uint32_t chunk, double verify) {
@@ -340,31 +330,8 @@ class VerifyCoreTest : public ::testing::Test {
     EXPECT_TRUE(st.ok());
     return *st;
   }
-  control::NodeState stateOf(const std::string& id) {
-    for (const auto& n : core_->listNodes())
-      if (n.id == id && n.state != control::NodeState::kDead) return n.state;
-    return control::NodeState::kDead;
-  }
-  double metric(const std::string& name, const std::string& label = {},
-                const std::string& value = {}) {
-    for (const auto& fam : registry_->Collect()) {
-      if (fam.name != name) continue;
-      for (const auto& m : fam.metric) {
-        bool match = label.empty();
-        for (const auto& l : m.label) match |= l.name == label && l.value == value;
-        if (match)
-          return fam.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-      }
-    }
-    return -1;
-  }
   static int64_t total(uint32_t terms) { return int64_t{terms} * (terms - 1) / 2; }
 
-  CoordinatorConfig config_;
-  FakeClock clock_;
-  MemoryOutbox outbox_;
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<CoordinatorCore> core_;
   std::map<std::string, std::vector<uint64_t>> ran_;  // token ids each peer ran
 };
 

@@ -644,16 +644,6 @@ JobSpec echoJob(int64_t v) {
   return spec;
 }
 
-std::string submitFrame(const JobSpec& job, uint64_t request_id) {
-  capnp::MallocMessageBuilder msg;
-  auto f = msg.initRoot<wire::Frame>();
-  f.setVersion(kProtocolVersion);
-  auto s = f.initSubmitJob();
-  s.setRequestId(request_id);
-  toWire(job, s.initJob());
-  return encodeFrame(msg);
-}
-
 std::string watchFrame(uint64_t job, uint64_t incarnation, uint64_t request_id) {
   capnp::MallocMessageBuilder msg;
   auto f = msg.initRoot<wire::Frame>();
@@ -681,7 +671,8 @@ TEST(CoreJournalTest, AdmissionsArrivingTogetherShareOneCommitAndNoAckComesBefor
   CoreFixture f;
   testing::FakeNode node(f.core, f.outbox, "n1", {{"echo", Weight::kLight}}, 1);
   ASSERT_TRUE(node.hello());
-  for (uint64_t req = 1; req <= 3; ++req) f.deliver("client", submitFrame(echoJob(10), req));
+  for (uint64_t req = 1; req <= 3; ++req)
+    f.deliver("client", submitJobFrame(echoJob(10), req, /*watch=*/true));
   // Journalled, not yet durable: no reply, nothing dispatched.
   EXPECT_EQ(f.journal.admits.size(), 3u);
   EXPECT_EQ(f.journal.commits, 0);
@@ -712,7 +703,7 @@ TEST(CoreJournalTest, AdmissionsArrivingTogetherShareOneCommitAndNoAckComesBefor
 
 TEST(CoreJournalTest, AFailedCommitRefusesTheHeldAdmissions) {
   CoreFixture f;
-  f.deliver("client", submitFrame(echoJob(1), 1));
+  f.deliver("client", submitJobFrame(echoJob(1), 1, /*watch=*/true));
   f.journal.fail = true;
   f.core.commitJournal();
   auto fr = f.outbox.next("client");
@@ -1060,7 +1051,7 @@ TEST(CoreJournalTest, AKeyResultIsWrittenBeforeAnyJobDoneShowsIt) {
   ASSERT_TRUE(node.hello());
   JobSpec job = echoJob(42);
   job.tokens[0].idempotency_key = "answer";
-  f.deliver("client", submitFrame(job, 1));
+  f.deliver("client", submitJobFrame(job, 1, /*watch=*/true));
   f.core.commitJournal();
   auto reply = f.outbox.next("client");
   ASSERT_NE(reply, nullptr);
@@ -1082,7 +1073,7 @@ TEST(CoreJournalTest, AKeyResultIsWrittenBeforeAnyJobDoneShowsIt) {
   }
   ASSERT_NE(done, nullptr);
   // An unkeyed job's JobDone is not held.
-  f.deliver("client", submitFrame(echoJob(7), 2));
+  f.deliver("client", submitJobFrame(echoJob(7), 2, /*watch=*/true));
   f.core.commitJournal();
   while (f.outbox.next("client")) {
   }
