@@ -108,6 +108,9 @@ struct NodeHello {
   operations @5 :List(OpInfo);
   pid @6 :UInt32;
   speedFactor @7 :Float64 = 1.0;   # >1 = deliberately slowed (benchmarks)
+  # Added in protocol 1 without a version bump: this node reads TokenBatch.packed, so the
+  # coordinator may send one-number-argument tokens there (an older node leaves it false).
+  packedTokens @8 :Bool;
 }
 
 struct Welcome {
@@ -117,6 +120,9 @@ struct Welcome {
   session @3 :UInt64;
   maxFrameBytes @4 :UInt64;   # the coordinator rejects larger frames: split result batches below it
   lossTimeoutMs @5 :UInt32;   # the coordinator declares a silent node lost after this; nodes give up later
+  # Added in protocol 1 without a version bump: the coordinator reads ResultBatch.packed, so the
+  # node may send plain numeric results there (an older coordinator leaves it false).
+  packedResults @6 :Bool;
 }
 
 struct LaneLoad {
@@ -156,6 +162,24 @@ struct TokenBatch {
   session @0 :UInt64;
   ops @1 :List(Text);
   tokens @2 :List(TokenTask);
+  # Added in protocol 1 without a version bump, sent only to nodes whose hello set packedTokens:
+  # tokens with exactly one int or float argument and no deadline, as columns (~24 bytes each
+  # instead of ~64 in `tokens`).
+  packed @3 :List(PackedTokens);
+}
+
+# Tokens as columns: entry i of every list is one token (all lists of a block have the same
+# length; a block with unequal lengths is malformed). Each token has one argument, the value in
+# f64s or i64s, and no deadline.
+struct PackedTokens {
+  ids @0 :List(UInt64);
+  ops @1 :List(UInt16);          # index into TokenBatch.ops
+  weights @2 :List(Weight);
+  attempts @3 :List(UInt32);
+  union {
+    f64s @4 :List(Float64);
+    i64s @5 :List(Int64);
+  }
 }
 
 struct TokenResult {
@@ -180,6 +204,23 @@ struct ResultBatch {
   session @0 :UInt64;
   results @1 :List(TokenResult);
   returned @2 :List(Returned);  # queued tokens handed back unrun (drain)
+  # Added in protocol 1 without a version bump, sent only after Welcome.packedResults: successful
+  # results with an int or float value as columns (~28 bytes each instead of ~72 in `results`).
+  packed @3 :List(PackedResults);
+}
+
+# Successful results as columns: entry i of every list is one result (all lists of a block have
+# the same length; a block with unequal lengths is malformed). Core and lane are not sent: the
+# coordinator does not read them from results.
+struct PackedResults {
+  ids @0 :List(UInt64);
+  attempts @1 :List(UInt32);
+  runNs @2 :List(UInt32);      # results that ran or queued 2^32 ns or longer go in `results`
+  queueNs @3 :List(UInt32);
+  union {
+    f64s @4 :List(Float64);    # the value of each result is a float
+    i64s @5 :List(Int64);      # ... or an int
+  }
 }
 
 struct Control {

@@ -595,6 +595,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
     w.setSession(session);
     w.setMaxFrameBytes(config_.max_frame_bytes);
     w.setLossTimeoutMs(static_cast<uint32_t>(config_.node_timeout_ns / kMillis));
+    w.setPackedResults(true);  // onResults reads ResultBatch.packed
     outbox_.send(peer, msg.encode());
   };
   if (hello.getProtocolVersion() != kProtocolVersion) {
@@ -624,6 +625,7 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
   n.incarnation = hello.getIncarnation();
   n.pid = hello.getPid();
   n.speed_factor = hello.getSpeedFactor() > 0 ? hello.getSpeedFactor() : 1.0;
+  n.packed_tokens = hello.getPackedTokens();
   n.last_seen = clock_.now();
   for (auto op : hello.getOperations()) {
     const uint32_t idx = opIndex(op.getName().cStr());
@@ -743,8 +745,10 @@ void CoordinatorCore::TelemetryTap::tick(Nanos now) {
 void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Reader rb) {
   NodeRec* n = nodeByPeer(peer);
   if (!n || n->state == NodeState::kDead || n->session != rb.getSession()) {
-    counters_.late_results += rb.getResults().size();
-    metrics_.late_results.Increment(rb.getResults().size());
+    uint64_t count = rb.getResults().size();
+    for (auto blk : rb.getPacked()) count += blk.getIds().size();
+    counters_.late_results += count;
+    metrics_.late_results.Increment(static_cast<double>(count));
     if (!n || n->state != NodeState::kDead) sendUnknownSession(peer);
     return;
   }
@@ -754,24 +758,26 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
   Job* job = nullptr;
   std::vector<uint32_t> touched_ops;
   uint64_t late = 0;
-  for (auto r : rb.getResults()) {
-    const uint64_t id = r.getId();
+  // One result: `r` for one of `results`, else `packed` holds the value of a packed (successful)
+  // one.
+  auto one = [&](uint64_t id, uint32_t attempt, uint64_t run_ns, uint64_t queue_ns,
+                 const wire::TokenResult::Reader* r, const Value* packed) {
     if (!job || job->id != (id >> 32)) job = findJob(id >> 32);
     const auto local = static_cast<uint32_t>(id);
     if (!job || local >= job->tokens.size()) {
       ++late;
-      continue;
+      return;
     }
     TokenRec& t = job->tokens[local];
-    if (t.state != kRunning || t.node != slot || t.attempt != r.getAttempt()) {
+    if (t.state != kRunning || t.node != slot || t.attempt != attempt) {
       ++late;
-      continue;
+      return;
     }
     const SpecRec& s = job->specs[t.spec];
     OpState& op = ops_[s.op];
     if (std::find(touched_ops.begin(), touched_ops.end(), s.op) == touched_ops.end())
       touched_ops.push_back(s.op);
-    OpTable::observe(op, r.getRunNs(), r.getQueueNs());
+    OpTable::observe(op, run_ns, queue_ns);
     if (telemetry_ && telemetry_.take()) {
       Sample sample;
       sample.token = JobTable::tokenInfo(*job, local);
@@ -780,11 +786,11 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       sample.lane = static_cast<Weight>(t.lane);
       sample.node_load = static_cast<double>(t.load);
       sample.node_speed = n->speed;
-      sample.run_ns = r.getRunNs();
-      sample.queue_ns = r.getQueueNs();
+      sample.run_ns = run_ns;
+      sample.queue_ns = queue_ns;
       telemetry_.sink(sample);
     }
-    if (r.isValue()) {
+    if (packed != nullptr || r->isValue()) {
       ++n->completed;
       TokenInfo seen;  // what Scheduler::observe promises: no argument features
       seen.id = id;
@@ -793,26 +799,62 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
       seen.cost = t.cost;
       seen.lane = static_cast<Weight>(t.lane);
       seen.load = t.load;
-      scheduler_->observe(seen, slot, static_cast<double>(r.getRunNs()));
-      if ((job->verify_bp || op.verify_bp) &&
-          Verifier::sampled(config_.verify_seed, job->id, local, verifyBasisPointsFor(*job, s))) {
-        onVerifiedResult(*job, local, slot, fromWire(r.getValue()));
-        continue;
-      }
-      t.by = slot;
-      completeToken(*job, local, fromWire(r.getValue()), r.getRunNs());
-    } else {
-      Status err = fromWire(r.getError());
-      if (err.code() == StatusCode::kCancelled) {
-        failToken(*job, local, err, false);
-      } else if (isRetryable(err.code()) && t.errors + 1 < s.max_attempts) {
-        retryToken(*job, local, true);
+      scheduler_->observe(seen, slot, static_cast<double>(run_ns));
+      const bool verify =
+          (job->verify_bp || op.verify_bp) &&
+          Verifier::sampled(config_.verify_seed, job->id, local, verifyBasisPointsFor(*job, s));
+      if (!verify) t.by = slot;
+      if (packed != nullptr) {
+        if (verify)
+          onVerifiedResult(*job, local, slot, *packed);
+        else
+          completeToken(*job, local, *packed, run_ns);
       } else {
-        failToken(*job, local,
-                  Status(err.code(), fmt::format("{} (attempt {} on node {})", err.message(),
-                                                 t.attempt, n->id)),
-                  false);
+        Value v = fromWire(r->getValue());
+        if (verify)
+          onVerifiedResult(*job, local, slot, std::move(v));
+        else
+          completeToken(*job, local, v, run_ns);
       }
+      return;
+    }
+    Status err = fromWire(r->getError());
+    if (err.code() == StatusCode::kCancelled) {
+      failToken(*job, local, err, false);
+    } else if (isRetryable(err.code()) && t.errors + 1 < s.max_attempts) {
+      retryToken(*job, local, true);
+    } else {
+      failToken(*job, local,
+                Status(err.code(),
+                       fmt::format("{} (attempt {} on node {})", err.message(), t.attempt, n->id)),
+                false);
+    }
+  };
+  for (auto r : rb.getResults())
+    one(r.getId(), r.getAttempt(), r.getRunNs(), r.getQueueNs(), &r, nullptr);
+  for (auto blk : rb.getPacked()) {
+    const auto ids = blk.getIds();
+    const auto attempts = blk.getAttempts();
+    const auto run = blk.getRunNs();
+    const auto queue = blk.getQueueNs();
+    const bool f64 = blk.which() == wire::PackedResults::F64S;
+    const bool i64 = blk.which() == wire::PackedResults::I64S;
+    capnp::List<double>::Reader floats;
+    capnp::List<int64_t>::Reader ints;
+    if (f64) floats = blk.getF64s();
+    if (i64) ints = blk.getI64s();
+    const unsigned count = ids.size();
+    if ((!f64 && !i64) || attempts.size() != count || run.size() != count ||
+        queue.size() != count || (f64 ? floats.size() : ints.size()) != count) {
+      onMalformed(peer, absl::InvalidArgumentError(
+                            "packed result block of an unknown kind or with columns of unequal "
+                            "lengths (block ignored)"));
+      continue;
+    }
+    Value v;
+    for (unsigned i = 0; i < count; ++i) {
+      v = f64 ? Value(floats[i]) : Value(static_cast<int64_t>(ints[i]));
+      one(ids[i], attempts[i], run[i], queue[i], nullptr, &v);
     }
   }
   for (auto ret : rb.getReturned()) {
@@ -980,7 +1022,7 @@ StatusOr<control::NodeStatus> CoordinatorCore::drainNode(const std::string& node
     return absl::NotFoundError(fmt::format("no live node '{}'", node_id));
   n->state = drain ? NodeState::kDraining : NodeState::kReady;
   n->undrain_unconfirmed = !drain;  // see onHeartbeat
-  if (!drain) {  // undrain also lifts a quarantine: of the id and of its key
+  if (!drain) {                     // undrain also lifts a quarantine: of the id and of its key
     runs_.lift(node_id);
     for (const std::string& lifted : convictions_.lift(node_id, n->key)) {
       spdlog::warn("node {}: quarantine lifted by an operator", lifted);

@@ -285,6 +285,31 @@ void Dispatcher::addToBatch(NodeRec& n, uint32_t slot, uint64_t id, double cost,
     flush(slot);
 }
 
+uint8_t Dispatcher::packedArg(const JobRec& j, uint32_t local, uint64_t& bits) const {
+  const TokenRec& t = j.tokens[local];
+  const SpecRec& s = j.specs[t.spec];
+  if (s.spec.deadline_ms != 0 || argCount(s.spec) != 1 || s.spec.args.size() != 1) return 0;
+  const Arg& a = s.spec.args.front();
+  const uint32_t rep = local - s.first;
+  if (a.kind == Arg::Kind::kValue) {
+    if (a.step != 0 || a.value.isInt()) {
+      bits = static_cast<uint64_t>(a.value.asInt() + a.step * rep);
+      return 2;
+    }
+    if (a.value.isDouble()) {
+      const double d = a.value.asDouble();
+      std::memcpy(&bits, &d, sizeof d);
+      return 1;
+    }
+    return 0;
+  }
+  const TokenRec& in =
+      j.tokens[static_cast<uint32_t>(static_cast<int64_t>(a.start) + a.step * rep)];
+  if (in.tag != kInt && in.tag != kDouble) return 0;
+  bits = in.val;
+  return in.tag == kDouble ? 1 : 2;
+}
+
 void Dispatcher::flush(uint32_t slot) {
   NodeRec& n = nodes_[slot];
   n.batch.work = 0;
@@ -312,16 +337,33 @@ void Dispatcher::flush(uint32_t slot) {
     op_table.push_back(op);
     return static_cast<uint16_t>(op_table.size() - 1);
   };
-  auto tokens = b.initTokens(static_cast<unsigned>(ids.size()));
   const Nanos now = clock_.now();
+  // Packed columns for a node that reads them (NodeHello.packedTokens): tokens with exactly one
+  // int or float argument and no deadline (~24 bytes each on the wire instead of ~64).
+  std::vector<uint8_t>& kinds = scratch_kinds_;
+  std::vector<uint64_t>& bits = scratch_bits_;
+  size_t per_kind[3] = {ids.size(), 0, 0};
   const JobRec* j = nullptr;
+  if (n.packed_tokens) {
+    kinds.assign(ids.size(), 0);
+    bits.resize(ids.size());
+    per_kind[0] = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (!j || j->id != (ids[i] >> 32)) j = jobs_.find(ids[i] >> 32);
+      kinds[i] = packedArg(*j, static_cast<uint32_t>(ids[i]), bits[i]);
+      ++per_kind[kinds[i]];
+    }
+  }
+  auto tokens = b.initTokens(static_cast<unsigned>(per_kind[0]));
+  unsigned plain = 0;
   for (unsigned i = 0; i < ids.size(); ++i) {
+    if (n.packed_tokens && kinds[i] != 0) continue;
     const uint64_t id = ids[i];
     if (!j || j->id != (id >> 32)) j = jobs_.find(id >> 32);
     const auto local = static_cast<uint32_t>(id);
     const TokenRec& t = j->tokens[local];
     const SpecRec& s = j->specs[t.spec];
-    auto tb = tokens[i];
+    auto tb = tokens[plain++];
     tb.setId(id);
     tb.setOp(opSlot(s.op));
     tb.setWeight(toWire(static_cast<Weight>(t.lane)));
@@ -359,6 +401,40 @@ void Dispatcher::flush(uint32_t slot) {
           default:
             toWire(JobTable::getResult(*j, in), vb);
         }
+      }
+    }
+  }
+  if (per_kind[1] + per_kind[2] > 0) {
+    auto blocks = b.initPacked((per_kind[1] > 0 ? 1u : 0u) + (per_kind[2] > 0 ? 1u : 0u));
+    unsigned bi = 0;
+    for (uint8_t kind = 1; kind <= 2; ++kind) {
+      const auto count = static_cast<unsigned>(per_kind[kind]);
+      if (count == 0) continue;
+      auto blk = blocks[bi++];
+      auto pids = blk.initIds(count);
+      auto pops = blk.initOps(count);
+      auto pweights = blk.initWeights(count);
+      auto pattempts = blk.initAttempts(count);
+      auto f64s = kind == 1 ? blk.initF64s(count) : capnp::List<double>::Builder();
+      auto i64s = kind == 2 ? blk.initI64s(count) : capnp::List<int64_t>::Builder();
+      unsigned p = 0;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (kinds[i] != kind) continue;
+        const uint64_t id = ids[i];
+        if (!j || j->id != (id >> 32)) j = jobs_.find(id >> 32);
+        const TokenRec& t = j->tokens[static_cast<uint32_t>(id)];
+        pids.set(p, id);
+        pops.set(p, opSlot(j->specs[t.spec].op));
+        pweights.set(p, toWire(static_cast<Weight>(t.lane)));
+        pattempts.set(p, t.attempt);
+        if (kind == 1) {
+          double d;
+          std::memcpy(&d, &bits[i], sizeof d);
+          f64s.set(p, d);
+        } else {
+          i64s.set(p, static_cast<int64_t>(bits[i]));
+        }
+        ++p;
       }
     }
   }

@@ -133,12 +133,18 @@ class Dispatcher {
   VerifyFilter verify_filter_;
   ParkedHook on_parked_;
   uint64_t dispatched_ = 0, batches_ = 0;
+  // A token's single int (2) or float (1) argument for TokenBatch.packed, or 0 (not packable:
+  // a deadline, not exactly one argument, another value kind).
+  uint8_t packedArg(const JobRec& j, uint32_t local, uint64_t& bits) const;
+
   // Scratch buffers reused across dispatch rounds.
   std::vector<TokenInfo> scratch_tokens_;
   std::vector<Placement> scratch_place_;
   std::vector<Candidate> scratch_cands_;
   std::vector<double> scratch_costs_;
   std::vector<uint32_t> scratch_op_table_;
+  std::vector<uint8_t> scratch_kinds_;  // flush(): 0 plain, 1 packed float, 2 packed int
+  std::vector<uint64_t> scratch_bits_;  // flush(): a packed token's argument (its 8 bytes)
   FrameScratch scratch_;  // first segment of every batch frame (flush() builds one at a time)
 };
 

@@ -55,6 +55,7 @@ struct NodeRec {
   // An undrain was sent and no heartbeat since has said "not draining": heartbeats that still
   // say draining were sent before the node read the undrain (CoordinatorCore::onHeartbeat).
   bool undrain_unconfirmed = false;
+  bool packed_tokens = false;  // its hello said it reads TokenBatch.packed
   Nanos last_seen = 0;
   Nanos departed_at = 0;
   double speed_factor = 1.0;

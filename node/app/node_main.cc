@@ -23,6 +23,7 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
   std::string check_health;
   int max_age_s = 10;
   bool require_ready = false;
+  int64_t inline_below_us = config.inline_below_ns / 1000;
 
   CLI::App app{options.description};
   app.add_option("--coordinator", config.coordinator, "Coordinator ROUTER endpoint")
@@ -41,6 +42,11 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
                  "Slow this node down by this factor (>= 1; balancing benchmarks)")
       ->capture_default_str();
   app.add_flag("--no-pin", no_pin, "Do not pin worker threads to cores");
+  app.add_option("--inline-below-us", inline_below_us,
+                 "Run a lone light token on the link thread when the workers are idle and its "
+                 "operation last took under this many microseconds (0 = always use a worker)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}))
+      ->capture_default_str();
   app.add_flag("--enable-test-ops", config.enable_test_ops,
                "Also offer the test operations sleep, spin, fail, crash and wait_cancel "
                "(tests and benchmarks only: any submitter could kill or occupy this node)")
@@ -63,6 +69,7 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
   security::addCurveFlags(app, curve_flags, security::CurveSide::kNode);
   CLI11_PARSE(app, argc, argv);
   config.pin = !no_pin;
+  config.inline_below_ns = inline_below_us * 1000;
   if (!check_health.empty()) {
     const auto verdict = checkHealthFile(check_health, max_age_s, require_ready);
     std::puts(verdict.reason.c_str());

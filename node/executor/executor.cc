@@ -127,6 +127,9 @@ struct Executor::Worker {
   std::atomic<uint64_t> current_id{0};
   std::atomic<const Operation*> current_op{nullptr};
   std::atomic<uint64_t> cancel_word{0};
+  // The last class this worker wrote to fast_ops_ (noteSpeed skips unchanged ones).
+  const Operation* classified_op = nullptr;
+  bool classified_fast = false;
 };
 
 StatusOr<std::unique_ptr<Executor>> Executor::create(ExecutorConfig config,
@@ -482,6 +485,15 @@ std::vector<CoreStats> Executor::coreStats() const {
   std::vector<CoreStats> out;
   for (const auto& w : workers_)
     out.push_back({static_cast<uint32_t>(w->core), w->tokens.load(std::memory_order_relaxed)});
+  // Tokens run inline count on the CPU the link thread ran them on (on the first worker's core
+  // if that is none of the workers': the set of cores reported stays the workers').
+  std::lock_guard lk(inline_mu_);
+  for (const auto& [core, n] : inline_by_core_) {
+    auto it =
+        std::find_if(out.begin(), out.end(), [&](const CoreStats& c) { return c.core == core; });
+    if (it == out.end()) it = out.begin();
+    if (it != out.end()) it->tokens += n;
+  }
   return out;
 }
 
@@ -533,6 +545,19 @@ void payDebt(const Clock& clock, Nanos& debt, Nanos& now) {
 }
 }  // namespace
 
+StatusOr<Value> Executor::execute(const Task& t, const std::atomic<uint64_t>* cancel_word,
+                                  Nanos start) {
+  if (t.deadline_ns != 0 && start >= t.deadline_ns)
+    return absl::DeadlineExceededError("deadline passed before the token started");
+  OpContext ctx(t.id, t.attempt, t.deadline_ns, cancel_word, t.seq, &clock_);
+  auto outcome = invokeOperation(*t.op, ctx, std::span<const Value>(t.args.data(), t.args.size()));
+  if (!outcome.ok() && outcome.status().code() == StatusCode::kCancelled &&
+      !ctx.cancelRequested() && ctx.deadlineExceeded())
+    return absl::DeadlineExceededError(
+        fmt::format("{}: deadline exceeded while running", t.op->name));
+  return outcome;
+}
+
 void Executor::runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos start) {
   TaskResult& r = out.emplace_back();
   r.id = t.id;
@@ -540,18 +565,79 @@ void Executor::runOne(Worker& w, Task& t, std::vector<TaskResult>& out, Nanos st
   r.session = t.session;
   r.lane = t.lane;
   r.queue_ns = static_cast<uint64_t>(std::max<Nanos>(0, start - t.enqueued_ns));
-  if (t.deadline_ns != 0 && start >= t.deadline_ns) {
-    r.outcome = absl::DeadlineExceededError("deadline passed before the token started");
-  } else {
-    OpContext ctx(t.id, t.attempt, t.deadline_ns, &w.cancel_word, t.seq, &clock_);
-    r.outcome = invokeOperation(*t.op, ctx, std::span<const Value>(t.args.data(), t.args.size()));
-    if (!r.outcome.ok() && r.outcome.status().code() == StatusCode::kCancelled &&
-        !ctx.cancelRequested() && ctx.deadlineExceeded())
-      r.outcome = absl::DeadlineExceededError(
-          fmt::format("{}: deadline exceeded while running", t.op->name));
-  }
+  r.outcome = execute(t, &w.cancel_word, start);
   // Single writer: a plain load+store avoids a locked RMW per token.
   w.tokens.store(w.tokens.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+bool Executor::knownFast(const Operation* op) const {
+  for (const auto& slot : fast_ops_)
+    if (slot.load(std::memory_order_acquire) == op) return true;
+  return false;
+}
+
+void Executor::setFast(const Operation* op, bool fast) {
+  if (!fast) {
+    // Every copy: two workers may have added the op at the same time.
+    for (auto& slot : fast_ops_) {
+      const Operation* expected = op;
+      slot.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel);
+    }
+    return;
+  }
+  if (knownFast(op)) return;
+  for (auto& slot : fast_ops_) {
+    const Operation* expected = nullptr;
+    if (slot.compare_exchange_strong(expected, op, std::memory_order_acq_rel)) return;
+  }
+}
+
+void Executor::noteSpeed(Worker& w, const Operation* op, Nanos per_token_ns) {
+  if (config_.inline_below_ns <= 0 || op == nullptr) return;
+  const bool fast = per_token_ns < config_.inline_below_ns;
+  if (op == w.classified_op && fast == w.classified_fast) return;
+  w.classified_op = op;
+  w.classified_fast = fast;
+  setFast(op, fast);
+}
+
+bool Executor::canRunInline(const Task& t) const {
+  if (config_.inline_below_ns <= 0 || config_.speed_factor > 1.0 || t.op == nullptr) return false;
+  const Weight lane =
+      t.lane == Weight::kLight || t.lane == Weight::kMedium || t.lane == Weight::kHeavy
+          ? t.lane
+          : t.op->weight;
+  if (lane != Weight::kLight || !idle() || draining()) return false;
+  return knownFast(t.op);
+}
+
+TaskResult Executor::runInline(Task& t) {
+  if (t.lane != Weight::kLight && t.lane != Weight::kMedium && t.lane != Weight::kHeavy)
+    t.lane = t.op->weight;
+  // A sequence number like a queued token's, so a cancel limit set later never matches it. No
+  // cancel can reach it while it runs: control arrives on the thread that runs it.
+  t.seq = next_seq_.fetch_add(1, std::memory_order_relaxed);
+  const Nanos start = clock_.now();
+  t.enqueued_ns = start;
+  TaskResult r;
+  r.id = t.id;
+  r.attempt = t.attempt;
+  r.session = t.session;
+  r.lane = t.lane;
+  r.outcome = execute(t, &inline_cancel_, start);
+  const Nanos run = std::max<Nanos>(0, clock_.now() - start);
+  r.run_ns = static_cast<uint64_t>(run);
+  const int cpu = sched_getcpu();
+  r.core = static_cast<uint32_t>(cpu >= 0 ? cpu : 0);
+  LaneCounters& lc = lanes_[laneIndex(t.lane)];
+  lc.busy_ns.fetch_add(static_cast<uint64_t>(run), std::memory_order_relaxed);
+  lc.completed.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lk(inline_mu_);
+    ++inline_by_core_[r.core];
+  }
+  if (run >= config_.inline_below_ns) setFast(t.op, false);
+  return r;
 }
 
 void Executor::closeGroup(Worker& w, TimeGroup& g, std::vector<TaskResult>& results, Nanos& now,
@@ -578,6 +664,7 @@ void Executor::closeGroup(Worker& w, TimeGroup& g, std::vector<TaskResult>& resu
     results[k].core = core;
   }
   g.fast = per < config_.group_below_ns;
+  noteSpeed(w, g.op, per);
   g.tokens = 0;
   g.op = nullptr;
   g.start = now;

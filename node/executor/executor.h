@@ -18,6 +18,11 @@
 //    deadline always opens a new group, so its deadline is checked against a
 //    fresh reading.
 //
+// Inline fast path: a lone light token of an operation last timed under
+// config.inline_below_ns may run on the caller's thread while nothing else is
+// outstanding (canRunInline/runInline): the node's link thread then answers
+// it without a worker wake-up and an eventfd wake-up back.
+//
 // Control (cancel, drain, session reset) bumps `control_epoch_`; a worker
 // compares the epoch before each token it starts and only then takes the
 // control lock to filter its popped-but-unstarted tokens.
@@ -30,6 +35,7 @@
 #include <absl/base/thread_annotations.h>
 #include <absl/container/inlined_vector.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -89,6 +95,11 @@ struct ExecutorConfig {
   // Consecutive tokens of an op whose last timed group averaged under this are timed as a
   // group (one clock read per group, each token reports the group's mean run time).
   int64_t group_below_ns = 2'000;
+  // Inline fast path (runInline): a lone light token of an operation whose last run took under
+  // this may run on the caller's thread (the node's link thread) while the executor is idle,
+  // saving the hand-off to a worker and the wake-up back. 0 = never (the default here; the node
+  // turns it on, NodeConfig::inline_below_ns).
+  int64_t inline_below_ns = 0;
 };
 
 struct LaneStats {
@@ -129,6 +140,17 @@ class Executor {
   // Enqueues a batch. Tasks need a non-null op. While draining, the batch is
   // handed straight back as returned tokens.
   void submit(std::vector<Task>&& tasks);
+  // Whether `t` may run on the calling thread now (runInline): inline runs are on, nothing is
+  // outstanding, not draining, no speed factor, the token's lane is light and its operation's
+  // last run (on a worker, or inline) took under config.inline_below_ns. An operation nobody has
+  // timed yet is not fast: its first token always goes to a worker.
+  bool canRunInline(const Task& t) const;
+  // Runs `t` on the calling thread and returns its result (queue_ns 0, run_ns measured, core =
+  // the caller's CPU). Counts in the lane's completed/busy figures and coreStats like a worker's
+  // token. A run of inline_below_ns or more marks the operation slow (its next tokens go to the
+  // workers until a worker times it fast again). Call only when canRunInline(t) said yes.
+  TaskResult runInline(Task& t);
+
   // Moves everything finished so far into `results` / `returned` (appends).
   void takeResults(std::vector<TaskResult>& results, std::vector<ReturnedTask>& returned);
 
@@ -195,6 +217,13 @@ class Executor {
   void closeGroup(Worker& w, TimeGroup& g, std::vector<TaskResult>& results, Nanos& now,
                   Nanos& debt_ns);
   void publish(std::vector<TaskResult>& results, std::vector<ReturnedTask>* returned);
+  // The operation's outcome for `t` started at `start` (deadline check, cancel-vs-deadline).
+  StatusOr<Value> execute(const Task& t, const std::atomic<uint64_t>* cancel_word, Nanos start);
+  // The inline fast path's table of operations last timed fast (lock-free: workers write it
+  // when a timing changes an op's class, the link thread reads it).
+  bool knownFast(const Operation* op) const;
+  void noteSpeed(Worker& w, const Operation* op, Nanos per_token_ns);
+  void setFast(const Operation* op, bool fast);
   void finished(uint64_t n) { outstanding_.fetch_sub(n, std::memory_order_acq_rel); }
   void bumpEpochAndFlagRunning(const std::function<bool(uint64_t id, const Operation* op)>& hit);
   void pruneControlLocked();
@@ -225,6 +254,12 @@ class Executor {
   std::unordered_map<const Operation*, uint64_t> cancelled_ops_  // op -> seq limit
       ABSL_GUARDED_BY(control_mu_);
   uint64_t drop_below_seq_ ABSL_GUARDED_BY(control_mu_) = 0;  // dropQueued()
+
+  static constexpr size_t kFastOpSlots = 64;  // more fast ops than this: the rest run on workers
+  std::array<std::atomic<const Operation*>, kFastOpSlots> fast_ops_{};
+  std::atomic<uint64_t> inline_cancel_{0};  // runInline's cancel word (never set: see runInline)
+  mutable std::mutex inline_mu_;
+  std::unordered_map<uint32_t, uint64_t> inline_by_core_ ABSL_GUARDED_BY(inline_mu_);
 
   std::mutex out_mu_;
   std::vector<TaskResult> out_results_ ABSL_GUARDED_BY(out_mu_);

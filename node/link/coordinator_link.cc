@@ -265,6 +265,8 @@ void CoordinatorLink::onWelcome(wire::Welcome::Reader w) {
       w.getMaxFrameBytes() != 0
           ? static_cast<size_t>(std::min<uint64_t>(w.getMaxFrameBytes(), config_.max_frame_bytes))
           : config_.max_frame_bytes;
+  // Columns for plain numeric results, if this coordinator reads them (older ones do not).
+  packed_results_ = w.getPackedResults();
   state_ = State::kReady;
   spdlog::info("welcomed: session {:x}, heartbeat every {} ms, give-up after {} ms", session_,
                heartbeat_ms_, giveUpAfter() / kMillis);
@@ -280,6 +282,14 @@ void CoordinatorLink::onTokenBatch(wire::TokenBatch::Reader b) {
   }
   auto decoded = decodeTokenBatch(b, registry_, session_, clock_.now());
   for (auto& e : decoded.errors) batcher_.add(std::move(e));
+  if (decoded.tasks.size() == 1 && executor_.canRunInline(decoded.tasks.front())) {
+    // A lone fast token while the workers are idle: run it here and answer at once (no worker
+    // wake-up, no eventfd wake-up back, no extra loop turn).
+    batcher_.add(executor_.runInline(decoded.tasks.front()));
+    collect();
+    if (batcher_.due(clock_.now(), executor_.idle())) flushResults();
+    return;
+  }
   executor_.submit(std::move(decoded.tasks));
 }
 
@@ -325,8 +335,9 @@ void CoordinatorLink::collect() {
 }
 
 void CoordinatorLink::flushResults() {
-  batcher_.flush(session_, max_frame_bytes_, clock_.now(),
-                 [&](std::string frame) { send(std::move(frame)); });
+  batcher_.flush(
+      session_, max_frame_bytes_, clock_.now(), [&](std::string frame) { send(std::move(frame)); },
+      packed_results_);
 }
 
 void CoordinatorLink::finishStop(const char* reason) {

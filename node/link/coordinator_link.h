@@ -4,6 +4,9 @@
 // How a connection moves through it:
 //   connect -> hello (exactly one per connection) -> welcome -> ready
 //   ready: tokenBatch -> executor; results -> ResultBatcher -> resultBatch;
+//          a lone fast light token while the executor is idle runs right here
+//          (Executor::runInline) and its result frame goes out before the
+//          next frame is read;
 //          heartbeat every welcome.heartbeatMs
 //   no welcome within hello_resend_ms -> reconnect (a new socket, so the old
 //          connection's queued hello is discarded) -> hello
@@ -83,6 +86,7 @@ class CoordinatorLink {
   uint64_t connects() const { return connects_; }
   uint64_t droppedSends() const { return dropped_sends_; }
   uint32_t heartbeatMs() const { return heartbeat_ms_; }
+  bool packedResults() const { return packed_results_; }
   // Silence after which the node gives up on its session.
   Nanos giveUpAfter() const;
 
@@ -114,7 +118,8 @@ class CoordinatorLink {
   uint32_t heartbeat_ms_ = 1000;
   Nanos loss_timeout_ns_;
   size_t max_frame_bytes_;
-  Nanos next_hello_ = 0;  // reconnect time while saying hello
+  bool packed_results_ = false;  // Welcome.packedResults of the current session
+  Nanos next_hello_ = 0;         // reconnect time while saying hello
   Nanos next_heartbeat_ = 0;
   Nanos last_rx_ = 0;
   Nanos next_health_ = 0;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <limits>
 
 namespace tokengate::node {
 
@@ -61,6 +62,7 @@ std::string helloFrame(const HelloInfo& info) {
   }
   h.setPid(info.pid);
   h.setSpeedFactor(info.speed_factor);
+  h.setPackedTokens(info.packed_tokens);
   return encodeFrame(msg);
 }
 
@@ -110,27 +112,43 @@ size_t resultWireBytes(const TaskResult& r) {
 }
 
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
-                             std::span<const ReturnedTask> returned, FrameScratch* scratch) {
+                             std::span<const ReturnedTask> returned, FrameScratch* scratch,
+                             bool packed) {
   if (scratch != nullptr) {
     auto f = newFrame(*scratch);
-    fillResultBatch(f.root, session, results, returned);
+    fillResultBatch(f.root, session, results, returned, packed);
     return f.encode();
   }
   size_t bytes = kResultFrameOverhead + returned.size() * kReturnedWireBytes;
   for (const auto& r : results) bytes += resultWireBytes(r);
   auto f = newFrame(static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
-  fillResultBatch(f.root, session, results, returned);
+  fillResultBatch(f.root, session, results, returned, packed);
   return f.encode();
 }
 
+int packedKind(const TaskResult& r) {
+  constexpr uint64_t kMax32 = std::numeric_limits<uint32_t>::max();
+  if (!r.outcome.ok() || r.run_ns > kMax32 || r.queue_ns > kMax32) return 0;
+  if (r.outcome->isDouble()) return 1;
+  if (r.outcome->isInt()) return 2;
+  return 0;
+}
+
 void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
-                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned) {
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned,
+                     bool packed) {
   auto rb = frame.initResultBatch();
   rb.setSession(session);
-  auto rl = rb.initResults(static_cast<unsigned>(results.size()));
-  for (unsigned i = 0; i < results.size(); ++i) {
-    const TaskResult& r = results[i];
-    auto b = rl[i];
+  size_t per_kind[3] = {results.size(), 0, 0};
+  if (packed) {
+    per_kind[0] = 0;
+    for (const auto& r : results) ++per_kind[packedKind(r)];
+  }
+  auto rl = rb.initResults(static_cast<unsigned>(per_kind[0]));
+  unsigned plain = 0;
+  for (const auto& r : results) {
+    if (packed && packedKind(r) != 0) continue;
+    auto b = rl[plain++];
     b.setId(r.id);
     b.setAttempt(r.attempt);
     if (r.outcome.ok())
@@ -141,6 +159,34 @@ void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
     b.setQueueNs(r.queue_ns);
     b.setCore(r.core);
     b.setLane(toWire(r.lane));
+  }
+  if (per_kind[1] + per_kind[2] > 0) {
+    auto blocks = rb.initPacked((per_kind[1] > 0 ? 1u : 0u) + (per_kind[2] > 0 ? 1u : 0u));
+    unsigned bi = 0;
+    for (int kind = 1; kind <= 2; ++kind) {
+      const auto n = static_cast<unsigned>(per_kind[kind]);
+      if (n == 0) continue;
+      auto blk = blocks[bi++];
+      auto ids = blk.initIds(n);
+      auto attempts = blk.initAttempts(n);
+      auto run = blk.initRunNs(n);
+      auto queue = blk.initQueueNs(n);
+      auto f64s = kind == 1 ? blk.initF64s(n) : capnp::List<double>::Builder();
+      auto i64s = kind == 2 ? blk.initI64s(n) : capnp::List<int64_t>::Builder();
+      unsigned i = 0;
+      for (const auto& r : results) {
+        if (packedKind(r) != kind) continue;
+        ids.set(i, r.id);
+        attempts.set(i, r.attempt);
+        run.set(i, static_cast<uint32_t>(r.run_ns));
+        queue.set(i, static_cast<uint32_t>(r.queue_ns));
+        if (kind == 1)
+          f64s.set(i, r.outcome->asDouble());
+        else
+          i64s.set(i, r.outcome->asInt());
+        ++i;
+      }
+    }
   }
   auto tl = rb.initReturned(static_cast<unsigned>(returned.size()));
   for (unsigned i = 0; i < returned.size(); ++i) {
@@ -163,6 +209,17 @@ TaskResult errorResult(uint64_t id, uint32_t attempt, Weight lane, uint64_t sess
 
 }  // namespace
 
+size_t packedTokenCount(wire::PackedTokens::Reader blk) {
+  const unsigned n = blk.getIds().size();
+  const bool f64 = blk.which() == wire::PackedTokens::F64S;
+  const bool i64 = blk.which() == wire::PackedTokens::I64S;
+  if ((!f64 && !i64) || blk.getOps().size() != n || blk.getWeights().size() != n ||
+      blk.getAttempts().size() != n || (f64 ? blk.getF64s().size() : blk.getI64s().size()) != n)
+    throw KJ_EXCEPTION(FAILED,
+                       "packed token block of an unknown kind or with columns of unequal lengths");
+  return n;
+}
+
 DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& registry,
                               uint64_t session, Nanos now) {
   DecodedBatch out;
@@ -172,36 +229,67 @@ DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& re
     auto n = names[i];
     table[i] = registry.find(std::string_view(n.begin(), n.size()));
   }
-  auto tokens = batch.getTokens();
-  out.tasks.reserve(tokens.size());
-  for (auto tok : tokens) {
-    const uint16_t idx = tok.getOp();
+  // One token; `arg` is set for a packed one (its single argument), else `tok` is read.
+  auto one = [&](uint64_t id, uint32_t attempt, uint16_t idx, wire::Weight weight,
+                 const wire::TokenTask::Reader* tok, const Value* arg) {
     if (idx >= table.size()) {
       out.errors.push_back(
-          errorResult(tok.getId(), tok.getAttempt(), fromWire(tok.getWeight()), session,
+          errorResult(id, attempt, fromWire(weight), session,
                       absl::InvalidArgumentError(fmt::format(
                           "operation index {} out of range ({} ops)", idx, table.size()))));
-      continue;
+      return;
     }
     if (table[idx] == nullptr) {
       // The name is whatever the peer sent: quote it with its length bounded.
       auto n = names[idx];
       std::string_view name(n.begin(), std::min<size_t>(n.size(), 128));
       out.errors.push_back(
-          errorResult(tok.getId(), tok.getAttempt(), fromWire(tok.getWeight()), session,
+          errorResult(id, attempt, fromWire(weight), session,
                       absl::NotFoundError(fmt::format("unknown operation {}", name))));
-      continue;
+      return;
     }
     Task& t = out.tasks.emplace_back();
-    t.id = tok.getId();
-    t.attempt = tok.getAttempt();
+    t.id = id;
+    t.attempt = attempt;
     t.session = session;
     t.op = table[idx];
-    t.lane = fromWire(tok.getWeight());
-    t.deadline_ns = tok.getDeadlineMs() != 0 ? now + tok.getDeadlineMs() * kMillis : 0;
-    auto args = tok.getArgs();
+    t.lane = fromWire(weight);
+    if (arg != nullptr) {
+      t.args.push_back(*arg);
+      return;
+    }
+    t.deadline_ns = tok->getDeadlineMs() != 0 ? now + tok->getDeadlineMs() * kMillis : 0;
+    auto args = tok->getArgs();
     t.args.reserve(args.size());
     for (auto a : args) t.args.push_back(fromWire(a));
+  };
+  auto tokens = batch.getTokens();
+  auto packed = batch.getPacked();
+  // Every block is checked before any token is kept: a malformed one refuses the whole batch
+  // (thrown, like any malformed frame: CoordinatorLink answers each token with an error).
+  size_t total = tokens.size();
+  for (auto blk : packed) total += packedTokenCount(blk);
+  out.tasks.reserve(total);
+  for (auto tok : tokens)
+    one(tok.getId(), tok.getAttempt(), tok.getOp(), tok.getWeight(), &tok, nullptr);
+  for (auto blk : packed) {
+    const unsigned n = blk.getIds().size();
+    auto ids = blk.getIds();
+    auto ops = blk.getOps();
+    auto weights = blk.getWeights();
+    auto attempts = blk.getAttempts();
+    const bool f64 = blk.which() == wire::PackedTokens::F64S;
+    capnp::List<double>::Reader floats;
+    capnp::List<int64_t>::Reader ints;
+    if (f64)
+      floats = blk.getF64s();
+    else
+      ints = blk.getI64s();
+    Value v;
+    for (unsigned i = 0; i < n; ++i) {
+      v = f64 ? Value(floats[i]) : Value(static_cast<int64_t>(ints[i]));
+      one(ids[i], attempts[i], ops[i], weights[i], nullptr, &v);
+    }
   }
   return out;
 }
@@ -233,6 +321,18 @@ StatusOr<std::vector<TokenRef>> tokenRefsOfOversizeBatch(const void* data, size_
       const Weight w = fromWire(t.getWeight());
       refs.push_back({t.getId(), t.getAttempt(), w == Weight::kUnspecified ? Weight::kLight : w,
                       static_cast<size_t>(t.totalSize().wordCount) * sizeof(capnp::word)});
+    }
+    // Packed tokens: one 8-byte argument each. Every id is answered (a short attempts or weights
+    // column gives attempt 0, which the coordinator discards, and the light lane).
+    for (auto blk : batch.getPacked()) {
+      auto ids = blk.getIds();
+      auto attempts = blk.getAttempts();
+      auto weights = blk.getWeights();
+      for (unsigned i = 0; i < ids.size(); ++i) {
+        const Weight w = i < weights.size() ? fromWire(weights[i]) : Weight::kLight;
+        refs.push_back({ids[i], i < attempts.size() ? attempts[i] : 0,
+                        w == Weight::kUnspecified ? Weight::kLight : w, 32});
+      }
     }
     return refs;
   } catch (const kj::Exception& e) {

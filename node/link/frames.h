@@ -24,6 +24,7 @@ struct HelloInfo {
   std::vector<bool> deterministic;  // by index of `operations` (missing = false)
   uint32_t pid = 0;
   double speed_factor = 1;
+  bool packed_tokens = true;  // this node reads TokenBatch.packed
 };
 HelloInfo helloInfo(const std::string& node_id, uint64_t incarnation, const Executor& executor,
                     const Registry& registry);
@@ -45,15 +46,25 @@ constexpr size_t kResultFrameOverhead = 256;
 // One resultBatch frame with `results` and `returned` (the caller keeps it
 // below the frame budget: see ResultBatcher). With `scratch` the frame is built in that
 // reused first segment (common/wire.h) instead of a freshly calloc'ed one per frame.
+// With `packed` (the coordinator's Welcome.packedResults), successful results with an int or
+// float value whose run and queue times fit 32 bits go to ResultBatch.packed as columns (one
+// block per value kind); the rest stay in `results`.
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
                              std::span<const ReturnedTask> returned,
-                             FrameScratch* scratch = nullptr);
+                             FrameScratch* scratch = nullptr, bool packed = false);
 void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
-                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned);
+                     std::span<const TaskResult> results, std::span<const ReturnedTask> returned,
+                     bool packed = false);
+// Whether `r` may travel in a PackedResults block, and as which kind (1 float, 2 int, 0 no).
+int packedKind(const TaskResult& r);
 
-// A tokenBatch turned into executor tasks. Tokens naming an operation this
-// node does not offer (or an out-of-range op index) become immediate error
-// results instead. `now` anchors relative deadlines.
+// The number of tokens in a packed block; throws a kj::Exception (a malformed frame) if its
+// columns differ in length or its value kind is unknown.
+size_t packedTokenCount(wire::PackedTokens::Reader blk);
+
+// A tokenBatch turned into executor tasks (`tokens`, then every `packed` block). Tokens naming an
+// operation this node does not offer (or an out-of-range op index) become immediate error results
+// instead. `now` anchors relative deadlines.
 struct DecodedBatch {
   std::vector<Task> tasks;
   std::vector<TaskResult> errors;

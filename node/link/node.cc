@@ -84,6 +84,7 @@ StatusOr<std::unique_ptr<Node>> Node::create(NodeConfig config, zmq::context_t* 
   ec.heavy_cores = node->config_.heavy_cores;
   ec.speed_factor = node->config_.speed_factor;
   ec.pin = node->config_.pin;
+  ec.inline_below_ns = node->config_.inline_below_ns;
   auto ex = Executor::create(
       std::move(ec),
       [fd] {

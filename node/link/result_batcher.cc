@@ -43,7 +43,7 @@ Nanos ResultBatcher::dueAt() const {
 }
 
 size_t ResultBatcher::flush(uint64_t session, size_t max_frame_bytes, Nanos now,
-                            const std::function<void(std::string)>& send) {
+                            const std::function<void(std::string)>& send, bool packed) {
   if (empty()) return 0;
   const size_t budget = max_frame_bytes > 4096 ? max_frame_bytes - 2048 : 2048;
   for (auto& r : pending_) {
@@ -69,7 +69,7 @@ size_t ResultBatcher::flush(uint64_t session, size_t max_frame_bytes, Nanos now,
       ++nt;
     }
     send(resultBatchFrame(session, std::span(pending_).subspan(ri, nr),
-                          std::span(returned_).subspan(ti, nt), &scratch_));
+                          std::span(returned_).subspan(ti, nt), &scratch_, packed));
     ++frames;
     ri += nr;
     ti += nt;

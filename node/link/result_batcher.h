@@ -53,9 +53,9 @@ class ResultBatcher {
   Nanos dueAt() const;
 
   // Sends everything pending as frames below `max_frame_bytes`; returns the
-  // number of frames.
+  // number of frames. `packed`: the coordinator reads ResultBatch.packed (resultBatchFrame).
   size_t flush(uint64_t session, size_t max_frame_bytes, Nanos now,
-               const std::function<void(std::string)>& send);
+               const std::function<void(std::string)>& send, bool packed = false);
 
  private:
   const ResultBatcherConfig config_;

@@ -69,6 +69,7 @@ class FakeNode {
     h.setProtocolVersion(version);
     h.setNodeId(id_);
     h.setIncarnation(++incarnation_);
+    h.setPackedTokens(packed_tokens);
     auto ops = h.initOperations(static_cast<unsigned>(ops_.size()));
     for (unsigned i = 0; i < ops_.size(); ++i) {
       ops[i].setName(ops_[i].first);
@@ -84,6 +85,7 @@ class FakeNode {
     while (auto fr = outbox_.next(peer_)) {
       if (fr->root().isWelcome()) {
         session_ = fr->root().getWelcome().getSession();
+        packed_results = fr->root().getWelcome().getPackedResults();
         return fr->root().getWelcome().getAccepted();
       }
     }
@@ -123,6 +125,29 @@ class FakeNode {
         for (auto a : t.getArgs()) c.args.push_back(fromWire(a));
         out.push_back(std::move(c));
       }
+      for (auto blk : b.getPacked()) {
+        // Each list read once: reading a list counts against the message's traversal limit.
+        const bool f64 = blk.which() == wire::PackedTokens::F64S;
+        auto ids = blk.getIds();
+        auto attempts = blk.getAttempts();
+        auto ops = blk.getOps();
+        auto weights = blk.getWeights();
+        auto floats = f64 ? blk.getF64s() : capnp::List<double>::Reader();
+        auto ints = f64 ? capnp::List<int64_t>::Reader() : blk.getI64s();
+        for (unsigned i = 0; i < ids.size(); ++i) {
+          TaskCopy c;
+          c.id = ids[i];
+          c.attempt = attempts[i];
+          c.op = b.getOps()[ops[i]].cStr();
+          c.lane = fromWire(weights[i]);
+          if (f64)
+            c.args.emplace_back(floats[i]);
+          else
+            c.args.emplace_back(int64_t{ints[i]});
+          out.push_back(std::move(c));
+          ++packed_tasks;
+        }
+      }
     }
     return out;
   }
@@ -143,6 +168,38 @@ class FakeNode {
         toWire(*results[i].second, list[i].initValue());
       else
         toWire(results[i].second.status(), list[i].initError());
+    }
+    deliver(msg);
+  }
+
+  // Successful results as one ResultBatch.packed block (values all ints or all floats, as a
+  // node sends them after Welcome.packedResults). `short_column` drops the last attempt, making
+  // the block malformed.
+  void replyPacked(const std::vector<TaskCopy>& tasks, const std::vector<Value>& values,
+                   bool short_column = false, uint32_t run_ns = 1000) {
+    capnp::MallocMessageBuilder msg;
+    auto f = msg.initRoot<wire::Frame>();
+    f.setVersion(kProtocolVersion);
+    auto rb = f.initResultBatch();
+    rb.setSession(session_);
+    const auto n = static_cast<unsigned>(tasks.size());
+    auto blk = rb.initPacked(1)[0];
+    auto ids = blk.initIds(n);
+    auto attempts = blk.initAttempts(short_column && n > 0 ? n - 1 : n);
+    auto run = blk.initRunNs(n);
+    auto queue = blk.initQueueNs(n);
+    const bool floats = !values.empty() && values.front().isDouble();
+    auto f64s = floats ? blk.initF64s(n) : capnp::List<double>::Builder();
+    auto i64s = floats ? capnp::List<int64_t>::Builder() : blk.initI64s(n);
+    for (unsigned i = 0; i < n; ++i) {
+      ids.set(i, tasks[i].id);
+      if (i < attempts.size()) attempts.set(i, tasks[i].attempt);
+      run.set(i, run_ns);
+      queue.set(i, 0);
+      if (floats)
+        f64s.set(i, values[i].asDouble());
+      else
+        i64s.set(i, values[i].asInt());
     }
     deliver(msg);
   }
@@ -185,6 +242,9 @@ class FakeNode {
     if (f.ok()) core_.onFrame(peer_, (*f)->root(), key);
   }
 
+  bool packed_results = false;  // the welcome's packedResults
+  bool packed_tokens = false;   // said in hello: the core may send TokenBatch.packed
+  int packed_tasks = 0;         // tasks takeTasks() read from packed columns
   int batches = 0;
   std::vector<size_t> batch_sizes;  // tokens per TokenBatch, in arrival order
   std::vector<wire::Control::Which> controls;

@@ -198,10 +198,32 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
         r.outcome = t.getArgs().size() > 0 ? fromWire(t.getArgs()[0]) : Value(int64_t{0});
         results.push_back(std::move(r));
       }
+      // One-number tokens arrive as packed columns (the hello said packedTokens).
+      for (auto blk : f->root().getTokenBatch().getPacked()) {
+        // Each list read once: reading a list counts against the message's traversal limit.
+        const bool f64 = blk.which() == wire::PackedTokens::F64S;
+        auto ids = blk.getIds();
+        auto attempts = blk.getAttempts();
+        auto floats = f64 ? blk.getF64s() : capnp::List<double>::Reader();
+        auto ints = f64 ? capnp::List<int64_t>::Reader() : blk.getI64s();
+        for (unsigned i = 0; i < ids.size(); ++i) {
+          node::TaskResult r;
+          r.id = ids[i];
+          r.attempt = attempts[i];
+          r.session = session;
+          if (f64)
+            r.outcome = Value(floats[i]);
+          else
+            r.outcome = Value(int64_t{ints[i]});
+          results.push_back(std::move(r));
+        }
+      }
     }
     if (results.empty()) break;
     if (round == 0 && results.size() > 1) results[1].outcome = absl::UnavailableError("retry me");
-    say(kNodeA, node::resultBatchFrame(session, results, {}), fmt::format("results-{}", round));
+    // Rounds after the first use the packed columns (the welcome announced packedResults).
+    say(kNodeA, node::resultBatchFrame(session, results, {}, nullptr, /*packed=*/round > 0),
+        fmt::format("results-{}", round));
   }
   say(kViewer, u64Frame(2, 3), "stats-request");
   say(kViewer, jobRef(false, 4, 1), "watch");
@@ -304,6 +326,27 @@ std::string tokenBatch(uint64_t session) {
     toks[i].setDeadlineMs(i == 1 ? 1000 : 0);
     auto al = toks[i].initArgs(static_cast<unsigned>(args[i].size()));
     for (unsigned j = 0; j < args[i].size(); ++j) toWire(args[i][j], al[j]);
+  }
+  // Packed columns (TokenBatch.packed): leibniz terms as ints, echoes of floats, one bad op.
+  auto blocks = b.initPacked(2);
+  for (unsigned k = 0; k < 2; ++k) {
+    auto blk = blocks[k];
+    auto ids = blk.initIds(3);
+    auto bops = blk.initOps(3);
+    auto weights = blk.initWeights(3);
+    auto attempts = blk.initAttempts(3);
+    auto ints = k == 0 ? blk.initI64s(3) : capnp::List<int64_t>::Builder();
+    auto floats = k == 1 ? blk.initF64s(3) : capnp::List<double>::Builder();
+    for (unsigned i = 0; i < 3; ++i) {
+      ids.set(i, 200 + 3 * k + i);
+      bops.set(i, static_cast<uint16_t>(i == 2 && k == 1 ? 9 : (k == 0 ? 0 : 3)));
+      weights.set(i, wire::Weight::LIGHT);
+      attempts.set(i, 1);
+      if (k == 0)
+        ints.set(i, 5 + i);
+      else
+        floats.set(i, 0.5 * i);
+    }
   }
   return encodeFrame(msg);
 }

@@ -132,6 +132,116 @@ TEST_F(CoordinatorTest, DependentBecomesReadyWithItsInputsValues) {
   EXPECT_EQ(st->outputs[0].value, Value(int64_t{33}));
 }
 
+TEST_F(CoordinatorTest, PackedResultColumnsCompleteTokensLikePlainResults) {
+  auto n = node("n1");
+  EXPECT_TRUE(n->packed_results);  // the welcome says the core reads ResultBatch.packed
+  auto id = core_->submitJob(echoesIntoSum(true));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 3u);
+  n->replyPacked({tasks[0], tasks[1]}, {Value(int64_t{10}), Value(int64_t{11})});
+  core_->flushAll();
+  EXPECT_TRUE(n->takeTasks().empty());
+  n->replyPacked({tasks[2]}, {Value(int64_t{12})});
+  core_->flushAll();
+  auto sum = n->takeTasks();
+  ASSERT_EQ(sum.size(), 1u);
+  ASSERT_EQ(sum[0].args.size(), 3u);
+  EXPECT_EQ(sum[0].args[0], Value(int64_t{10}));
+  EXPECT_EQ(sum[0].args[1], Value(int64_t{11}));
+  EXPECT_EQ(sum[0].args[2], Value(int64_t{12}));
+  n->replyPacked({sum[0]}, {Value(33.5)});  // a float block
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].value, Value(33.5));
+  // A packed result for a token no longer running is late, as a plain one is.
+  const uint64_t late = core_->counters().late_results;
+  n->replyPacked({sum[0]}, {Value(1.0)});
+  EXPECT_EQ(core_->counters().late_results, late + 1);
+}
+
+TEST_F(CoordinatorTest, PackedTokenColumnsGoOnlyToNodesThatReadThem) {
+  for (bool packed : {false, true}) {
+    make();
+    FakeNode n(*core_, outbox_, packed ? "np" : "nq",
+               {{"echo", Weight::kLight}, {"sum", Weight::kLight}});
+    n.packed_tokens = packed;
+    ASSERT_TRUE(n.hello());
+    // Three one-int echoes (packable), then a sum of three refs (not: three arguments); then a
+    // float echo (packable), a text echo and an echo with a deadline (not).
+    auto id = core_->submitJob(echoesIntoSum(true));
+    ASSERT_TRUE(id.ok());
+    core_->flushAll();
+    auto tasks = n.takeTasks();
+    ASSERT_EQ(tasks.size(), 3u);
+    EXPECT_EQ(n.packed_tasks, packed ? 3 : 0);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(tasks[i].op, "echo");
+      ASSERT_EQ(tasks[i].args.size(), 1u);
+      EXPECT_EQ(tasks[i].args[0], Value(static_cast<int64_t>(10 + i)));  // step 1 per repeat
+      EXPECT_EQ(tasks[i].attempt, 1u);
+      EXPECT_EQ(tasks[i].lane, Weight::kLight);
+      n.ok(tasks[i], Value(static_cast<int64_t>(10 + i)));
+    }
+    core_->flushAll();
+    auto sum = n.takeTasks();
+    ASSERT_EQ(sum.size(), 1u);
+    EXPECT_EQ(n.packed_tasks, packed ? 3 : 0);  // the sum went in the plain list
+    ASSERT_EQ(sum[0].args.size(), 3u);
+    n.ok(sum[0], Value(int64_t{33}));
+    auto st = core_->jobStatus(*id);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->state, control::JobState::kSucceeded);
+
+    JobSpec mixed;
+    TokenSpec f;
+    f.op = "echo";
+    f.args.push_back(Arg::val(2.5));
+    mixed.add(f);
+    TokenSpec t;
+    t.op = "echo";
+    t.args.push_back(Arg::val(Value(std::string("text"))));
+    mixed.add(t);
+    TokenSpec d;  // a deadline keeps a token in the plain list (deadlineMs)
+    d.op = "echo";
+    d.deadline_ms = 60'000;
+    d.args.push_back(Arg::val(int64_t{4}));
+    mixed.add(d);
+    ASSERT_TRUE(core_->submitJob(mixed).ok());
+    core_->flushAll();
+    auto more = n.takeTasks();
+    ASSERT_EQ(more.size(), 3u);
+    EXPECT_EQ(n.packed_tasks, packed ? 4 : 0);
+    bool saw_float = false;
+    for (const auto& m : more) saw_float |= m.args.size() == 1 && m.args[0] == Value(2.5);
+    EXPECT_TRUE(saw_float);
+  }
+}
+
+TEST_F(CoordinatorTest, APackedBlockWithUnequalColumnsIsRefusedAndItsTokensStayRunning) {
+  auto n = node("n1");
+  auto id = core_->submitJob(echoJob(2));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  n->replyPacked(tasks, {Value(int64_t{1}), Value(int64_t{2})}, /*short_column=*/true);
+  bool rejected = false;
+  while (auto f = outbox_.next(n->peer())) rejected |= f->root().isReject();
+  EXPECT_TRUE(rejected);
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kRunning);
+  EXPECT_EQ(st->done, 0u);
+  n->replyPacked(tasks, {Value(int64_t{1}), Value(int64_t{2})});
+  st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+}
+
 TEST_F(CoordinatorTest, FailedInputFailsDependentsWithTheCause) {
   auto n = node("n1");
   JobSpec job;

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -78,7 +79,7 @@ class CoordinatorLinkTest : public ::testing::Test {
   }
 
   void welcome(uint64_t session, uint32_t heartbeat_ms = 500, uint32_t loss_timeout_ms = 3000,
-               uint64_t max_frame_bytes = 0) {
+               uint64_t max_frame_bytes = 0, bool packed_results = false) {
     capnp::MallocMessageBuilder msg;
     auto w = frame(msg).initWelcome();
     w.setAccepted(true);
@@ -86,6 +87,7 @@ class CoordinatorLinkTest : public ::testing::Test {
     w.setHeartbeatMs(heartbeat_ms);
     w.setLossTimeoutMs(loss_timeout_ms);
     w.setMaxFrameBytes(max_frame_bytes);
+    w.setPackedResults(packed_results);
     net_.push(encodeFrame(msg));
     link_->onReadable();
     link_->tick();
@@ -144,6 +146,7 @@ TEST_F(CoordinatorLinkTest, OneHelloPerConnectionAndAReconnectPerResend) {
   auto h = got[0].frame->root().getHello();
   EXPECT_EQ(std::string(h.getNodeId().cStr()), "n1");
   EXPECT_EQ(h.getIncarnation(), 7u);
+  EXPECT_TRUE(h.getPackedTokens());  // this node reads TokenBatch.packed
 
   run(900);
   EXPECT_TRUE(received().empty());  // no second hello on the same connection
@@ -271,6 +274,235 @@ TEST_F(CoordinatorLinkTest, ALoneResultGoesOutAtOnce) {
   ASSERT_EQ(rb.getResults().size(), 1u);
   EXPECT_EQ(rb.getResults()[0].getId(), 99u);
   EXPECT_EQ(rb.getResults()[0].getValue().getInt(), 5);
+}
+
+TEST_F(CoordinatorLinkTest, ALoneFastTokenIsAnsweredInsideOnReadableOnceItsOpIsKnownFast) {
+  ExecutorConfig ec;
+  ec.cores = {allowedCores().front()};
+  ec.heavy_cores = 0;
+  ec.pin = false;
+  ec.inline_below_ns = 1'000'000;  // the fake clock times every echo at 0 ns: fast
+  auto ex = Executor::create(
+      std::move(ec), [] {}, clock_);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  executor_ = std::move(*ex);
+  makeLink();
+  welcome(52);
+  (void)received();
+  // The first echo token: nobody has timed echo yet, so it goes to the worker and its result
+  // only leaves at a tick.
+  net_.push(tokenBatch(52, "echo", 1, {Value(int64_t{10})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  EXPECT_EQ(count(received(), Which::RESULT_BATCH), 0u);
+  link_->tick();
+  EXPECT_EQ(count(received(), Which::RESULT_BATCH), 1u);
+  const uint64_t worker_tokens = executor_->coreStats().front().tokens;
+  // The second: echo is known fast and the worker is idle, so the link runs it and sends its
+  // result before onReadable() returns, without a tick.
+  net_.push(tokenBatch(52, "echo", 2, {Value(int64_t{20})}));
+  link_->onReadable();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getSession(), 52u);
+  ASSERT_EQ(rb.getResults().size(), 1u);
+  EXPECT_EQ(rb.getResults()[0].getId(), 2u);
+  EXPECT_EQ(rb.getResults()[0].getValue().getInt(), 20);
+  EXPECT_TRUE(executor_->idle());
+  // Counted like a worker's token (heartbeat core stats).
+  uint64_t tokens = 0;
+  for (const auto& c : executor_->coreStats()) tokens += c.tokens;
+  EXPECT_EQ(tokens, worker_tokens + 1);
+}
+
+TEST_F(CoordinatorLinkTest, WithInlineRunsOffEveryTokenGoesToTheWorkers) {
+  makeLink();  // the fixture's executor: inline_below_ns 0
+  welcome(53);
+  (void)received();
+  for (uint64_t id = 1; id <= 2; ++id) {
+    net_.push(tokenBatch(53, "echo", id, {Value(int64_t{1})}));
+    link_->onReadable();
+    EXPECT_EQ(count(received(), Which::RESULT_BATCH), 0u) << id;
+    waitExecutorIdle();
+    link_->tick();
+    EXPECT_EQ(count(received(), Which::RESULT_BATCH), 1u) << id;
+  }
+}
+
+TEST_F(CoordinatorLinkTest, ResultsUsePackedColumnsOnlyWhenTheWelcomeSaysSo) {
+  makeLink();
+  welcome(54);
+  EXPECT_FALSE(link_->packedResults());
+  (void)received();
+  net_.push(tokenBatch(54, "echo", 1, {Value(int64_t{5})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getResults().size(), 1u);  // an older coordinator: the plain list
+  EXPECT_EQ(rb.getPacked().size(), 0u);
+
+  welcome(55, 500, 3000, 0, /*packed_results=*/true);
+  EXPECT_TRUE(link_->packedResults());
+  (void)received();
+  net_.push(tokenBatch(55, "echo", 2, {Value(int64_t{6})}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getResults().size(), 0u);
+  ASSERT_EQ(rb.getPacked().size(), 1u);
+  auto blk = rb.getPacked()[0];
+  ASSERT_EQ(blk.which(), wire::PackedResults::I64S);
+  ASSERT_EQ(blk.getIds().size(), 1u);
+  EXPECT_EQ(blk.getIds()[0], 2u);
+  EXPECT_EQ(blk.getAttempts()[0], 1u);
+  EXPECT_EQ(blk.getI64s()[0], 6);
+}
+
+// A token batch with one plain echo (id base+1, arg 7) and packed columns: ints 8 and 9 for
+// echo (base+2, base+3) and a float for an unknown op (base+4). `short_ops` drops the last op
+// index of the int block (malformed).
+std::string packedTokenBatch(uint64_t session, uint64_t base, bool short_ops = false) {
+  capnp::MallocMessageBuilder msg;
+  auto b = frame(msg).initTokenBatch();
+  b.setSession(session);
+  auto ops = b.initOps(2);
+  ops.set(0, "echo");
+  ops.set(1, "no.such.op");
+  auto t = b.initTokens(1)[0];
+  t.setId(base + 1);
+  t.setAttempt(1);
+  t.setOp(0);
+  t.setWeight(wire::Weight::LIGHT);
+  t.initArgs(1)[0].setInt(7);
+  auto blocks = b.initPacked(2);
+  auto ints = blocks[0];
+  ints.initIds(2).set(0, base + 2);
+  ints.getIds().set(1, base + 3);
+  auto iops = ints.initOps(short_ops ? 1 : 2);
+  for (unsigned i = 0; i < iops.size(); ++i) iops.set(i, 0);
+  auto iw = ints.initWeights(2);
+  iw.set(0, wire::Weight::LIGHT);
+  iw.set(1, wire::Weight::LIGHT);
+  auto ia = ints.initAttempts(2);
+  ia.set(0, 1);
+  ia.set(1, 2);
+  auto iv = ints.initI64s(2);
+  iv.set(0, 8);
+  iv.set(1, 9);
+  auto floats = blocks[1];
+  floats.initIds(1).set(0, base + 4);
+  floats.initOps(1).set(0, 1);
+  floats.initWeights(1).set(0, wire::Weight::LIGHT);
+  floats.initAttempts(1).set(0, 1);
+  floats.initF64s(1).set(0, 0.5);
+  return encodeFrame(msg);
+}
+
+TEST_F(CoordinatorLinkTest, PackedTokensRunLikePlainOnesAndAMalformedBlockFailsTheBatch) {
+  makeLink();
+  welcome(56);
+  (void)received();
+  auto answers = [&](uint64_t session, uint64_t base, bool short_ops) {
+    net_.push(packedTokenBatch(session, base, short_ops));
+    link_->onReadable();
+    waitExecutorIdle();
+    link_->tick();
+    std::map<uint64_t, std::pair<uint32_t, StatusOr<Value>>> by_id;
+    for (const auto& g : received()) {
+      if (g.which() != Which::RESULT_BATCH) continue;
+      for (auto r : g.frame->root().getResultBatch().getResults())
+        by_id.emplace(r.getId(),
+                      std::pair<uint32_t, StatusOr<Value>>(
+                          r.getAttempt(), r.isValue() ? StatusOr<Value>(fromWire(r.getValue()))
+                                                      : StatusOr<Value>(fromWire(r.getError()))));
+    }
+    return by_id;
+  };
+  auto got = answers(56, 100, false);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(*got.at(101).second, Value(int64_t{7}));
+  EXPECT_EQ(*got.at(102).second, Value(int64_t{8}));
+  EXPECT_EQ(*got.at(103).second, Value(int64_t{9}));
+  EXPECT_EQ(got.at(103).first, 2u);  // its attempt column
+  EXPECT_EQ(got.at(104).second.status().code(), StatusCode::kNotFound);
+  // Unequal columns: nothing of the batch runs; every token, plain and packed, gets an error.
+  got = answers(56, 200, true);
+  ASSERT_EQ(got.size(), 4u);
+  for (uint64_t id = 201; id <= 204; ++id) {
+    ASSERT_TRUE(got.count(id)) << id;
+    EXPECT_EQ(got.at(id).second.status().code(), StatusCode::kInvalidArgument) << id;
+  }
+}
+
+TEST(ResultFrames, PackedFramesPutPlainNumbersInColumnsAndEverythingElseInTheList) {
+  std::vector<TaskResult> results(6);
+  for (uint64_t i = 0; i < results.size(); ++i) {
+    results[i].id = 100 + i;
+    results[i].attempt = 1 + static_cast<uint32_t>(i % 2);
+    results[i].run_ns = 1000 * i;
+    results[i].queue_ns = 7 * i;
+  }
+  results[0].outcome = Value(1.5);
+  results[1].outcome = Value(int64_t{-3});
+  results[2].outcome = absl::UnavailableError("retry");
+  results[3].outcome = Value(std::string("text"));
+  results[4].outcome = Value(2.5);
+  results[4].run_ns = uint64_t{5} << 32;  // too long for the 32-bit column
+  results[5].outcome = Value(-0.25);
+  const std::vector<ReturnedTask> returned = {{9, 1, 0}};
+  for (bool packed : {false, true}) {
+    const std::string bytes = resultBatchFrame(7, results, returned, nullptr, packed);
+    auto d = decode(bytes);
+    ASSERT_NE(d, nullptr);
+    auto rb = d->root().getResultBatch();
+    EXPECT_EQ(rb.getSession(), 7u);
+    EXPECT_EQ(rb.getReturned().size(), 1u);
+    if (!packed) {
+      EXPECT_EQ(rb.getResults().size(), 6u);
+      EXPECT_EQ(rb.getPacked().size(), 0u);
+      continue;
+    }
+    // Plain list: the error, the text and the long-running float.
+    ASSERT_EQ(rb.getResults().size(), 3u);
+    EXPECT_EQ(rb.getResults()[0].getId(), 102u);
+    EXPECT_EQ(rb.getResults()[1].getId(), 103u);
+    EXPECT_EQ(rb.getResults()[2].getId(), 104u);
+    EXPECT_EQ(rb.getResults()[2].getRunNs(), uint64_t{5} << 32);
+    ASSERT_EQ(rb.getPacked().size(), 2u);
+    auto floats = rb.getPacked()[0];
+    ASSERT_EQ(floats.which(), wire::PackedResults::F64S);
+    ASSERT_EQ(floats.getIds().size(), 2u);
+    EXPECT_EQ(floats.getIds()[0], 100u);
+    EXPECT_EQ(floats.getIds()[1], 105u);
+    EXPECT_EQ(floats.getAttempts()[1], 2u);
+    EXPECT_EQ(floats.getRunNs()[1], 5000u);
+    EXPECT_EQ(floats.getQueueNs()[1], 35u);
+    EXPECT_EQ(floats.getF64s()[0], 1.5);
+    EXPECT_EQ(floats.getF64s()[1], -0.25);
+    auto ints = rb.getPacked()[1];
+    ASSERT_EQ(ints.which(), wire::PackedResults::I64S);
+    ASSERT_EQ(ints.getIds().size(), 1u);
+    EXPECT_EQ(ints.getIds()[0], 101u);
+    EXPECT_EQ(ints.getAttempts()[0], 2u);
+    EXPECT_EQ(ints.getI64s()[0], -3);
+  }
+  // Fewer bytes per result: the point of the columns.
+  std::vector<TaskResult> many(1000);
+  for (uint64_t i = 0; i < many.size(); ++i) {
+    many[i].id = i;
+    many[i].attempt = 1;
+    many[i].outcome = Value(static_cast<double>(i));
+  }
+  const size_t plain = resultBatchFrame(1, many, {}, nullptr, false).size();
+  const size_t packed = resultBatchFrame(1, many, {}, nullptr, true).size();
+  EXPECT_LT(packed * 2, plain) << plain << " vs " << packed;
 }
 
 TEST_F(CoordinatorLinkTest, UnknownOperationIsAnsweredWithAnError) {

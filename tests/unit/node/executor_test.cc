@@ -377,6 +377,107 @@ TEST_F(ExecutorTest, SlowTokensAreTimedOneByOne) {
   for (const auto& r : results_) EXPECT_GE(r.run_ns, 300'000u) << r.id;
 }
 
+ExecutorConfig inlineConfig() {
+  ExecutorConfig cfg;
+  cfg.cores = {allowedCores().front()};
+  cfg.heavy_cores = 0;
+  cfg.pin = false;
+  cfg.inline_below_ns = 100'000;  // echo and spin 0 are far below it in any build
+  return cfg;
+}
+
+TEST_F(ExecutorTest, ALoneTokenRunsInlineOnlyOnceAWorkerTimedItsOpFast) {
+  auto ex = make(inlineConfig());
+  ASSERT_NE(ex, nullptr);
+  Task first = task(1, "echo", {Value(int64_t{7})});
+  EXPECT_FALSE(ex->canRunInline(first));  // never timed: a worker runs it
+  std::vector<Task> batch;
+  batch.push_back(std::move(first));
+  ex->submit(std::move(batch));
+  collect(*ex, 1);
+  ASSERT_TRUE(waitIdle(*ex));
+  ASSERT_EQ(results_.size(), 1u);
+  const int notified = notified_.load();
+
+  Task second = task(2, "echo", {Value(int64_t{8})});
+  ASSERT_TRUE(ex->canRunInline(second));
+  TaskResult r = ex->runInline(second);
+  ASSERT_TRUE(r.outcome.ok()) << r.outcome.status();
+  EXPECT_EQ(*r.outcome, Value(int64_t{8}));
+  EXPECT_EQ(r.id, 2u);
+  EXPECT_EQ(r.attempt, 1u);
+  EXPECT_EQ(r.lane, Weight::kLight);
+  EXPECT_EQ(r.queue_ns, 0u);
+  EXPECT_TRUE(ex->idle());
+  EXPECT_EQ(notified_.load(), notified);  // no wake-up: the caller has the result
+  ex->takeResults(results_, returned_);
+  EXPECT_EQ(results_.size(), 1u);  // nothing went through the outbox
+  uint64_t tokens = 0;
+  for (const auto& c : ex->coreStats()) tokens += c.tokens;
+  EXPECT_EQ(tokens, 2u);
+  for (const auto& l : ex->laneStats())
+    if (l.weight == Weight::kLight) {
+      EXPECT_EQ(l.completed, 2u);
+    }
+
+  // Off by default.
+  ExecutorConfig off_cfg = inlineConfig();
+  off_cfg.inline_below_ns = 0;
+  auto off = make(off_cfg);
+  ASSERT_NE(off, nullptr);
+  batch.clear();
+  batch.push_back(task(3, "echo", {Value(int64_t{1})}));
+  off->submit(std::move(batch));
+  ASSERT_TRUE(waitIdle(*off));
+  EXPECT_FALSE(off->canRunInline(task(4, "echo", {Value(int64_t{1})})));
+}
+
+TEST_F(ExecutorTest, SlowOpsBusyOrDrainingExecutorsAndOtherLanesNeverRunInline) {
+  auto ex = make(inlineConfig());
+  ASSERT_NE(ex, nullptr);
+  auto runOnWorker = [&](Task t) {
+    std::vector<Task> batch;
+    batch.push_back(std::move(t));
+    ex->submit(std::move(batch));
+    ASSERT_TRUE(waitIdle(*ex));
+  };
+  runOnWorker(task(1, "echo", {Value(int64_t{1})}));
+  runOnWorker(task(2, "spin", {Value(int64_t{0})}));
+  EXPECT_TRUE(ex->canRunInline(task(3, "spin", {Value(int64_t{0})})));
+  // A worker timing spin slow demotes it; while it runs, the busy executor inlines nothing.
+  std::vector<Task> batch;
+  batch.push_back(task(4, "spin", {Value(int64_t{300'000})}));  // 300 ms
+  ex->submit(std::move(batch));
+  EXPECT_FALSE(ex->idle());
+  EXPECT_FALSE(ex->canRunInline(task(5, "echo", {Value(int64_t{1})})));
+  ASSERT_TRUE(waitIdle(*ex));
+  EXPECT_FALSE(ex->canRunInline(task(6, "spin", {Value(int64_t{0})})));
+  EXPECT_TRUE(ex->canRunInline(task(7, "echo", {Value(int64_t{1})})));
+  EXPECT_FALSE(ex->canRunInline(task(8, "echo", {Value(int64_t{1})}, Weight::kMedium)));
+  ex->drain();
+  EXPECT_FALSE(ex->canRunInline(task(9, "echo", {Value(int64_t{1})})));
+  ex->undrain();
+  EXPECT_TRUE(ex->canRunInline(task(10, "echo", {Value(int64_t{1})})));
+
+  // An inline run that took too long demotes its op: the next tokens go to the workers.
+  runOnWorker(task(11, "spin", {Value(int64_t{0})}));       // fast again
+  Task long_one = task(10, "spin", {Value(int64_t{300})});  // 300 us
+  ASSERT_TRUE(ex->canRunInline(long_one));
+  EXPECT_TRUE(ex->runInline(long_one).outcome.ok());
+  EXPECT_FALSE(ex->canRunInline(task(11, "spin", {Value(int64_t{0})})));
+
+  // A slowed node (speed factor) keeps its tokens on the workers, where the penalty is paid.
+  ExecutorConfig slowed = inlineConfig();
+  slowed.speed_factor = 2;
+  auto sx = make(slowed);
+  ASSERT_NE(sx, nullptr);
+  batch.clear();
+  batch.push_back(task(12, "echo", {Value(int64_t{1})}));
+  sx->submit(std::move(batch));
+  ASSERT_TRUE(waitIdle(*sx));
+  EXPECT_FALSE(sx->canRunInline(task(13, "echo", {Value(int64_t{1})})));
+}
+
 TEST_F(ExecutorTest, ManyBatchesFromAnotherThread) {
   auto ex = make();
   constexpr uint64_t kBatches = 50, kPer = 2000;
