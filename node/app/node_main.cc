@@ -44,7 +44,8 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
   app.add_flag("--no-pin", no_pin, "Do not pin worker threads to cores");
   app.add_option("--inline-below-us", inline_below_us,
                  "Run a lone light token on the link thread when the workers are idle and its "
-                 "operation last took under this many microseconds (0 = always use a worker)")
+                 "operation last took under this many microseconds (0 = always use a worker; only for "
+                 "nodes whose light operations never block: the link sends no heartbeat meanwhile)")
       ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}))
       ->capture_default_str();
   app.add_flag("--enable-test-ops", config.enable_test_ops,

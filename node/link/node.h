@@ -59,8 +59,10 @@ struct NodeConfig {
   // CPU 0.36 s vs 0.26 s, loaded machine): many small result frames instead of ~1024-result ones.
   Nanos result_busy_window_ns = kMillis;
   // A lone light token of an operation last timed under this runs on the link thread when the
-  // workers are idle (Executor::runInline): one-token jobs skip two thread wake-ups. 0 = off.
-  int64_t inline_below_ns = 20'000;
+  // workers are idle (Executor::runInline): one-token jobs skip two thread wake-ups. 0 = off,
+  // the default: an inline token that blocks (an op usually fast, sometimes waiting) holds the
+  // link's frames and heartbeats, and the gain is small (p50 -5..8% in docs/benchmarks.md).
+  int64_t inline_below_ns = 0;
   // Applied to the DEALER socket before connect (security options, e.g. CURVE).
   std::function<Status(zmq::socket_t&)> configure_socket;
   uint32_t stop_grace_ms = 30'000;  // drain budget on SIGTERM/shutdown
