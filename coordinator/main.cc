@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--placement-horizon-ms", core.placement_horizon_ms,
                  "least-outstanding: hold tokens >= 100 us at the coordinator once their best node "
-                 "has this many ms of predicted work per worker (0 = off; default 20)");
+                 "has this many ms of predicted work per worker (0 = off, the default; 20 "
+                 "helped the balance suite but can starve expensive tokens behind cheap ones)");
   bool allow_unknown_ops = false;
   app.add_flag("--allow-unknown-ops", allow_unknown_ops,
                "admit jobs naming operations no node offers yet (they wait for one)");

@@ -64,9 +64,13 @@ struct CoordinatorConfig {
   // names another incarnation for a job id is answered NOT_FOUND. 0 = pick a random one.
   uint64_t incarnation = 0;
   std::string scheduler = "least-outstanding";
-  // least-outstanding's queue horizon in ms of predicted work per worker (0 = off;
-  // LeastOutstandingOptions::horizon_ns). Negative = the scheduler's default (20 ms).
-  double placement_horizon_ms = -1;
+  // least-outstanding's queue horizon in ms of predicted work per worker (0 = off, the default;
+  // LeastOutstandingOptions::horizon_ns). Negative = the scheduler's own default (20 ms).
+  // Off by default: a held expensive token enters its node's lane behind the cheap tokens
+  // queued meanwhile, so in a flood of cheap tokens (Leibniz dec50 under ASan: chunk sums held
+  // while terms stream) the expensive ones starve (JournalClusterTest's checkpoints at 80%
+  // covered ~20% of the chunks instead of ~80%).
+  double placement_horizon_ms = 0;
   // Refuse a job naming an operation no node has ever offered (once any node has registered):
   // a typo gets NOT_FOUND at submission instead of tokens that wait forever. Off
   // (--allow-unknown-ops): such tokens wait for a node that offers the op.

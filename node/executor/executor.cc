@@ -488,11 +488,12 @@ std::vector<CoreStats> Executor::coreStats() const {
   // Tokens run inline count on the CPU the link thread ran them on (on the first worker's core
   // if that is none of the workers': the set of cores reported stays the workers').
   std::lock_guard lk(inline_mu_);
-  for (const auto& [core, n] : inline_by_core_) {
+  for (const auto& entry : inline_by_core_) {
+    const auto core = entry.first;  // named: clang-14 cannot capture a structured binding
     auto it =
         std::find_if(out.begin(), out.end(), [&](const CoreStats& c) { return c.core == core; });
     if (it == out.end()) it = out.begin();
-    if (it != out.end()) it->tokens += n;
+    if (it != out.end()) it->tokens += entry.second;
   }
   return out;
 }

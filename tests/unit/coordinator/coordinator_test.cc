@@ -1036,6 +1036,8 @@ TEST_F(CoordinatorTest, TelemetryRecordsTheNodeLoadAtDispatch) {
 }
 
 TEST_F(CoordinatorTest, LeastOutstandingCountsObservedWorkAndLearnsNodeSpeed) {
+  config_.placement_horizon_ms = 20;  // the split below is the horizon's (off by default)
+  make();
   auto a = node("a");
   auto b = node("b");
   // Before any result it counts tokens: an even split.
