@@ -460,7 +460,7 @@ TEST_F(ExecutorTest, SlowOpsBusyOrDrainingExecutorsAndOtherLanesNeverRunInline) 
   EXPECT_TRUE(ex->canRunInline(task(10, "echo", {Value(int64_t{1})})));
 
   // An inline run that took too long demotes its op: the next tokens go to the workers.
-  runOnWorker(task(11, "spin", {Value(int64_t{0})}));       // fast again
+  runOnWorker(task(11, "spin", {Value(int64_t{0})}));           // fast again
   Task long_one = task(10, "spin", {Value(int64_t{100'000})});  // 100 ms
   ASSERT_TRUE(ex->canRunInline(long_one));
   EXPECT_TRUE(ex->runInline(long_one).outcome.ok());
