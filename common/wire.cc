@@ -160,6 +160,66 @@ void toWire(const Value& v, wire::Value::Builder out) {
       v.variant());
 }
 
+void setPackedDec(wire::PackedResults::Decs::Builder decs, unsigned i, const Dec50& d) {
+  auto limbs = decs.getLimbs();
+  limbs.set(3 * i, d.limbs[0]);
+  limbs.set(3 * i + 1, d.limbs[1]);
+  limbs.set(3 * i + 2, d.limbs[2]);
+  decs.getExponents().set(i, d.exponent);
+  decs.getFlags().set(i, packedDecFlags(d));
+}
+
+Dec50 packedDec(wire::PackedResults::Decs::Reader decs, unsigned i) {
+  auto limbs = decs.getLimbs();
+  const uint8_t flags = decs.getFlags()[i];
+  Dec50 x;
+  x.limbs[0] = limbs[3 * i];
+  x.limbs[1] = limbs[3 * i + 1];
+  x.limbs[2] = limbs[3 * i + 2];
+  x.exponent = decs.getExponents()[i];
+  x.negative = (flags & 1) != 0;
+  x.kind = static_cast<uint8_t>((flags >> 1) & 3);
+  return x;
+}
+
+StatusOr<size_t> packedResultCount(wire::PackedResults::Reader blk) {
+  const size_t n = blk.getIds().size();
+  size_t values = 0;
+  switch (blk.which()) {
+    case wire::PackedResults::F64S:
+      values = blk.getF64s().size();
+      break;
+    case wire::PackedResults::I64S:
+      values = blk.getI64s().size();
+      break;
+    case wire::PackedResults::DECS: {
+      auto decs = blk.getDecs();
+      const auto flags = decs.getFlags();
+      if (decs.getLimbs().size() != 3 * n || decs.getExponents().size() != n || flags.size() != n)
+        return absl::InvalidArgumentError(fmt::format(
+            "packed Dec50 result block: {} ids but {} limbs (want 3 each), {} exponents, {} flags",
+            n, decs.getLimbs().size(), decs.getExponents().size(), flags.size()));
+      for (unsigned i = 0; i < n; ++i)
+        if ((flags[i] & ~uint8_t{7}) != 0)
+          return absl::InvalidArgumentError(
+              fmt::format("packed Dec50 result block: flags {:#x} of result {} has unknown bits",
+                          static_cast<unsigned>(flags[i]), i));
+      values = n;
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(fmt::format("packed result block of unknown value kind {}",
+                                                    static_cast<unsigned>(blk.which())));
+  }
+  if (blk.getAttempts().size() != n || blk.getRunNs().size() != n || blk.getQueueNs().size() != n ||
+      values != n)
+    return absl::InvalidArgumentError(fmt::format(
+        "packed result block with columns of unequal lengths: {} ids, {} attempts, {} runNs, {} "
+        "queueNs, {} values",
+        n, blk.getAttempts().size(), blk.getRunNs().size(), blk.getQueueNs().size(), values));
+  return n;
+}
+
 Value fromWire(wire::Value::Reader in) {
   switch (in.which()) {
     case wire::Value::INT:

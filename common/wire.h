@@ -133,6 +133,21 @@ inline NewFrame newFrame(FrameScratch& scratch) { return NewFrame(scratch); }
 // Value and spec conversions.
 void toWire(const Value& v, wire::Value::Builder out);
 Value fromWire(wire::Value::Reader in);
+
+// Packed result blocks (ResultBatch.packed, docs/wire-protocol.md "Packed results").
+// The flags byte of a Dec50 in the `decs` columns: bit 0 negative, bits 1-2 kind.
+inline uint8_t packedDecFlags(const Dec50& d) {
+  return static_cast<uint8_t>((d.negative ? 1 : 0) | ((d.kind & 3) << 1));
+}
+// Writes `d` as entry `i` of a `decs` group whose columns hold at least i + 1 values.
+void setPackedDec(wire::PackedResults::Decs::Builder decs, unsigned i, const Dec50& d);
+// The Dec50 at entry `i` of a `decs` group that packedResultCount() accepted.
+Dec50 packedDec(wire::PackedResults::Decs::Reader decs, unsigned i);
+// The number of results in a packed result block, or InvalidArgument naming what is wrong: an
+// unknown value kind, columns of unequal lengths (`decs.limbs` holds 3 per result), or a Dec
+// flags byte with a bit above bit 2 set. Reads each column's length once and the flags column
+// (one byte per result) once.
+StatusOr<size_t> packedResultCount(wire::PackedResults::Reader blk);
 void toWire(const JobSpec& job, wire::JobSpec::Builder out);
 StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in);
 // A whole SubmitJob frame (tests, benchmarks and tools that speak the wire directly); `watch`

@@ -595,7 +595,8 @@ void CoordinatorCore::onHello(const std::string& peer, wire::NodeHello::Reader h
     w.setSession(session);
     w.setMaxFrameBytes(config_.max_frame_bytes);
     w.setLossTimeoutMs(static_cast<uint32_t>(config_.node_timeout_ns / kMillis));
-    w.setPackedResults(true);  // onResults reads ResultBatch.packed
+    w.setPackedResults(true);     // onResults reads ResultBatch.packed
+    w.setPackedDecResults(true);  // ... and its Dec50 columns
     outbox_.send(peer, msg.encode());
   };
   if (hello.getProtocolVersion() != kProtocolVersion) {
@@ -833,28 +834,43 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
   for (auto r : rb.getResults())
     one(r.getId(), r.getAttempt(), r.getRunNs(), r.getQueueNs(), &r, nullptr);
   for (auto blk : rb.getPacked()) {
+    auto count = packedResultCount(blk);
+    if (!count.ok()) {
+      onMalformed(peer, absl::InvalidArgumentError(
+                            fmt::format("{} (block ignored)", count.status().message())));
+      continue;
+    }
     const auto ids = blk.getIds();
     const auto attempts = blk.getAttempts();
     const auto run = blk.getRunNs();
     const auto queue = blk.getQueueNs();
-    const bool f64 = blk.which() == wire::PackedResults::F64S;
-    const bool i64 = blk.which() == wire::PackedResults::I64S;
-    capnp::List<double>::Reader floats;
-    capnp::List<int64_t>::Reader ints;
-    if (f64) floats = blk.getF64s();
-    if (i64) ints = blk.getI64s();
-    const unsigned count = ids.size();
-    if ((!f64 && !i64) || attempts.size() != count || run.size() != count ||
-        queue.size() != count || (f64 ? floats.size() : ints.size()) != count) {
-      onMalformed(peer, absl::InvalidArgumentError(
-                            "packed result block of an unknown kind or with columns of unequal "
-                            "lengths (block ignored)"));
-      continue;
-    }
+    const auto n = static_cast<unsigned>(*count);
     Value v;
-    for (unsigned i = 0; i < count; ++i) {
-      v = f64 ? Value(floats[i]) : Value(static_cast<int64_t>(ints[i]));
-      one(ids[i], attempts[i], run[i], queue[i], nullptr, &v);
+    switch (blk.which()) {
+      case wire::PackedResults::F64S: {
+        const auto floats = blk.getF64s();
+        for (unsigned i = 0; i < n; ++i) {
+          v = Value(floats[i]);
+          one(ids[i], attempts[i], run[i], queue[i], nullptr, &v);
+        }
+        break;
+      }
+      case wire::PackedResults::I64S: {
+        const auto ints = blk.getI64s();
+        for (unsigned i = 0; i < n; ++i) {
+          v = Value(static_cast<int64_t>(ints[i]));
+          one(ids[i], attempts[i], run[i], queue[i], nullptr, &v);
+        }
+        break;
+      }
+      default: {  // DECS (packedResultCount refuses unknown kinds)
+        const auto decs = blk.getDecs();
+        for (unsigned i = 0; i < n; ++i) {
+          v = Value(packedDec(decs, i));
+          one(ids[i], attempts[i], run[i], queue[i], nullptr, &v);
+        }
+        break;
+      }
     }
   }
   for (auto ret : rb.getReturned()) {

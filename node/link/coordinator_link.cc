@@ -267,6 +267,7 @@ void CoordinatorLink::onWelcome(wire::Welcome::Reader w) {
           : config_.max_frame_bytes;
   // Columns for plain numeric results, if this coordinator reads them (older ones do not).
   packed_results_ = w.getPackedResults();
+  packed_dec_results_ = w.getPackedDecResults();
   state_ = State::kReady;
   spdlog::info("welcomed: session {:x}, heartbeat every {} ms, give-up after {} ms", session_,
                heartbeat_ms_, giveUpAfter() / kMillis);
@@ -337,7 +338,7 @@ void CoordinatorLink::collect() {
 void CoordinatorLink::flushResults() {
   batcher_.flush(
       session_, max_frame_bytes_, clock_.now(), [&](std::string frame) { send(std::move(frame)); },
-      packed_results_);
+      packed_results_, packed_dec_results_);
 }
 
 void CoordinatorLink::finishStop(const char* reason) {

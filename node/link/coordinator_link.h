@@ -87,6 +87,7 @@ class CoordinatorLink {
   uint64_t droppedSends() const { return dropped_sends_; }
   uint32_t heartbeatMs() const { return heartbeat_ms_; }
   bool packedResults() const { return packed_results_; }
+  bool packedDecResults() const { return packed_dec_results_; }
   // Silence after which the node gives up on its session.
   Nanos giveUpAfter() const;
 
@@ -118,8 +119,9 @@ class CoordinatorLink {
   uint32_t heartbeat_ms_ = 1000;
   Nanos loss_timeout_ns_;
   size_t max_frame_bytes_;
-  bool packed_results_ = false;  // Welcome.packedResults of the current session
-  Nanos next_hello_ = 0;         // reconnect time while saying hello
+  bool packed_results_ = false;      // Welcome.packedResults of the current session
+  bool packed_dec_results_ = false;  // Welcome.packedDecResults of the current session
+  Nanos next_hello_ = 0;             // reconnect time while saying hello
   Nanos next_heartbeat_ = 0;
   Nanos last_rx_ = 0;
   Nanos next_health_ = 0;

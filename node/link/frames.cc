@@ -113,41 +113,43 @@ size_t resultWireBytes(const TaskResult& r) {
 
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
                              std::span<const ReturnedTask> returned, FrameScratch* scratch,
-                             bool packed) {
+                             bool packed, bool packed_decs) {
   if (scratch != nullptr) {
     auto f = newFrame(*scratch);
-    fillResultBatch(f.root, session, results, returned, packed);
+    fillResultBatch(f.root, session, results, returned, packed, packed_decs);
     return f.encode();
   }
   size_t bytes = kResultFrameOverhead + returned.size() * kReturnedWireBytes;
   for (const auto& r : results) bytes += resultWireBytes(r);
   auto f = newFrame(static_cast<unsigned>(std::min<size_t>(bytes / 8 + 64, 1u << 20)));
-  fillResultBatch(f.root, session, results, returned, packed);
+  fillResultBatch(f.root, session, results, returned, packed, packed_decs);
   return f.encode();
 }
 
-int packedKind(const TaskResult& r) {
+int packedKind(const TaskResult& r, bool decs) {
   constexpr uint64_t kMax32 = std::numeric_limits<uint32_t>::max();
   if (!r.outcome.ok() || r.run_ns > kMax32 || r.queue_ns > kMax32) return 0;
   if (r.outcome->isDouble()) return 1;
   if (r.outcome->isInt()) return 2;
+  if (decs && r.outcome->isDec()) return 3;
   return 0;
 }
 
 void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
                      std::span<const TaskResult> results, std::span<const ReturnedTask> returned,
-                     bool packed) {
+                     bool packed, bool packed_decs) {
   auto rb = frame.initResultBatch();
   rb.setSession(session);
-  size_t per_kind[3] = {results.size(), 0, 0};
+  packed_decs = packed && packed_decs;
+  size_t per_kind[4] = {results.size(), 0, 0, 0};
   if (packed) {
     per_kind[0] = 0;
-    for (const auto& r : results) ++per_kind[packedKind(r)];
+    for (const auto& r : results) ++per_kind[packedKind(r, packed_decs)];
   }
   auto rl = rb.initResults(static_cast<unsigned>(per_kind[0]));
   unsigned plain = 0;
   for (const auto& r : results) {
-    if (packed && packedKind(r) != 0) continue;
+    if (packed && packedKind(r, packed_decs) != 0) continue;
     auto b = rl[plain++];
     b.setId(r.id);
     b.setAttempt(r.attempt);
@@ -160,10 +162,12 @@ void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
     b.setCore(r.core);
     b.setLane(toWire(r.lane));
   }
-  if (per_kind[1] + per_kind[2] > 0) {
-    auto blocks = rb.initPacked((per_kind[1] > 0 ? 1u : 0u) + (per_kind[2] > 0 ? 1u : 0u));
+  const unsigned nblocks =
+      (per_kind[1] > 0 ? 1u : 0u) + (per_kind[2] > 0 ? 1u : 0u) + (per_kind[3] > 0 ? 1u : 0u);
+  if (nblocks > 0) {
+    auto blocks = rb.initPacked(nblocks);
     unsigned bi = 0;
-    for (int kind = 1; kind <= 2; ++kind) {
+    for (int kind = 1; kind <= 3; ++kind) {
       const auto n = static_cast<unsigned>(per_kind[kind]);
       if (n == 0) continue;
       auto blk = blocks[bi++];
@@ -173,17 +177,25 @@ void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
       auto queue = blk.initQueueNs(n);
       auto f64s = kind == 1 ? blk.initF64s(n) : capnp::List<double>::Builder();
       auto i64s = kind == 2 ? blk.initI64s(n) : capnp::List<int64_t>::Builder();
+      auto decs = kind == 3 ? blk.initDecs() : wire::PackedResults::Decs::Builder(nullptr);
+      if (kind == 3) {
+        decs.initLimbs(3 * n);
+        decs.initExponents(n);
+        decs.initFlags(n);
+      }
       unsigned i = 0;
       for (const auto& r : results) {
-        if (packedKind(r) != kind) continue;
+        if (packedKind(r, packed_decs) != kind) continue;
         ids.set(i, r.id);
         attempts.set(i, r.attempt);
         run.set(i, static_cast<uint32_t>(r.run_ns));
         queue.set(i, static_cast<uint32_t>(r.queue_ns));
         if (kind == 1)
           f64s.set(i, r.outcome->asDouble());
-        else
+        else if (kind == 2)
           i64s.set(i, r.outcome->asInt());
+        else
+          setPackedDec(decs, i, r.outcome->asDec());
         ++i;
       }
     }

@@ -48,15 +48,18 @@ constexpr size_t kResultFrameOverhead = 256;
 // reused first segment (common/wire.h) instead of a freshly calloc'ed one per frame.
 // With `packed` (the coordinator's Welcome.packedResults), successful results with an int or
 // float value whose run and queue times fit 32 bits go to ResultBatch.packed as columns (one
-// block per value kind); the rest stay in `results`.
+// block per value kind); the rest stay in `results`. With `packed_decs` as well (the welcome's
+// packedDecResults), Dec50 values go to a block of `decs` columns too.
 std::string resultBatchFrame(uint64_t session, std::span<const TaskResult> results,
                              std::span<const ReturnedTask> returned,
-                             FrameScratch* scratch = nullptr, bool packed = false);
+                             FrameScratch* scratch = nullptr, bool packed = false,
+                             bool packed_decs = false);
 void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
                      std::span<const TaskResult> results, std::span<const ReturnedTask> returned,
-                     bool packed = false);
-// Whether `r` may travel in a PackedResults block, and as which kind (1 float, 2 int, 0 no).
-int packedKind(const TaskResult& r);
+                     bool packed = false, bool packed_decs = false);
+// Whether `r` may travel in a PackedResults block, and as which kind (1 float, 2 int, 3 Dec50
+// if `decs`, 0 no).
+int packedKind(const TaskResult& r, bool decs = false);
 
 // The number of tokens in a packed block; throws a kj::Exception (a malformed frame) if its
 // columns differ in length or its value kind is unknown.

@@ -43,7 +43,8 @@ Nanos ResultBatcher::dueAt() const {
 }
 
 size_t ResultBatcher::flush(uint64_t session, size_t max_frame_bytes, Nanos now,
-                            const std::function<void(std::string)>& send, bool packed) {
+                            const std::function<void(std::string)>& send, bool packed,
+                            bool packed_decs) {
   if (empty()) return 0;
   const size_t budget = max_frame_bytes > 4096 ? max_frame_bytes - 2048 : 2048;
   for (auto& r : pending_) {
@@ -69,7 +70,7 @@ size_t ResultBatcher::flush(uint64_t session, size_t max_frame_bytes, Nanos now,
       ++nt;
     }
     send(resultBatchFrame(session, std::span(pending_).subspan(ri, nr),
-                          std::span(returned_).subspan(ti, nt), &scratch_, packed));
+                          std::span(returned_).subspan(ti, nt), &scratch_, packed, packed_decs));
     ++frames;
     ri += nr;
     ti += nt;

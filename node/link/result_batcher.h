@@ -53,9 +53,11 @@ class ResultBatcher {
   Nanos dueAt() const;
 
   // Sends everything pending as frames below `max_frame_bytes`; returns the
-  // number of frames. `packed`: the coordinator reads ResultBatch.packed (resultBatchFrame).
+  // number of frames. `packed`: the coordinator reads ResultBatch.packed, `packed_decs`: and its
+  // Dec50 columns (resultBatchFrame).
   size_t flush(uint64_t session, size_t max_frame_bytes, Nanos now,
-               const std::function<void(std::string)>& send, bool packed = false);
+               const std::function<void(std::string)>& send, bool packed = false,
+               bool packed_decs = false);
 
  private:
   const ResultBatcherConfig config_;
