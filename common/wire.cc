@@ -160,28 +160,6 @@ void toWire(const Value& v, wire::Value::Builder out) {
       v.variant());
 }
 
-void setPackedDec(wire::PackedResults::Decs::Builder decs, unsigned i, const Dec50& d) {
-  auto limbs = decs.getLimbs();
-  limbs.set(3 * i, d.limbs[0]);
-  limbs.set(3 * i + 1, d.limbs[1]);
-  limbs.set(3 * i + 2, d.limbs[2]);
-  decs.getExponents().set(i, d.exponent);
-  decs.getFlags().set(i, packedDecFlags(d));
-}
-
-Dec50 packedDec(wire::PackedResults::Decs::Reader decs, unsigned i) {
-  auto limbs = decs.getLimbs();
-  const uint8_t flags = decs.getFlags()[i];
-  Dec50 x;
-  x.limbs[0] = limbs[3 * i];
-  x.limbs[1] = limbs[3 * i + 1];
-  x.limbs[2] = limbs[3 * i + 2];
-  x.exponent = decs.getExponents()[i];
-  x.negative = (flags & 1) != 0;
-  x.kind = static_cast<uint8_t>((flags >> 1) & 3);
-  return x;
-}
-
 StatusOr<size_t> packedResultCount(wire::PackedResults::Reader blk) {
   const size_t n = blk.getIds().size();
   size_t values = 0;

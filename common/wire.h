@@ -139,10 +139,44 @@ Value fromWire(wire::Value::Reader in);
 inline uint8_t packedDecFlags(const Dec50& d) {
   return static_cast<uint8_t>((d.negative ? 1 : 0) | ((d.kind & 3) << 1));
 }
-// Writes `d` as entry `i` of a `decs` group whose columns hold at least i + 1 values.
-void setPackedDec(wire::PackedResults::Decs::Builder decs, unsigned i, const Dec50& d);
-// The Dec50 at entry `i` of a `decs` group that packedResultCount() accepted.
-Dec50 packedDec(wire::PackedResults::Decs::Reader decs, unsigned i);
+// The columns of a `decs` group, each read once: every get of a list pointer counts the whole
+// list against the frame's traversal limit, so a per-value getLimbs() would make reading a
+// block quadratic (and trip the limit past a few dozen values).
+struct PackedDecColumns {
+  explicit PackedDecColumns(wire::PackedResults::Decs::Reader decs)
+      : limbs(decs.getLimbs()), exponents(decs.getExponents()), flags(decs.getFlags()) {}
+  explicit PackedDecColumns(wire::PackedResults::Decs::Builder decs)
+      : PackedDecColumns(decs.asReader()) {}
+  capnp::List<uint64_t>::Reader limbs;
+  capnp::List<int32_t>::Reader exponents;
+  capnp::List<uint8_t>::Reader flags;
+  // The Dec50 at entry `i` of a group that packedResultCount() accepted.
+  Dec50 at(unsigned i) const {
+    Dec50 x;
+    x.limbs[0] = limbs[3 * i];
+    x.limbs[1] = limbs[3 * i + 1];
+    x.limbs[2] = limbs[3 * i + 2];
+    x.exponent = exponents[i];
+    x.negative = (flags[i] & 1) != 0;
+    x.kind = static_cast<uint8_t>((flags[i] >> 1) & 3);
+    return x;
+  }
+};
+// Writes `d` as entry `i` of a `decs` group's columns (each holding at least i + 1 values).
+struct PackedDecWriter {
+  explicit PackedDecWriter(wire::PackedResults::Decs::Builder decs)
+      : limbs(decs.getLimbs()), exponents(decs.getExponents()), flags(decs.getFlags()) {}
+  capnp::List<uint64_t>::Builder limbs;
+  capnp::List<int32_t>::Builder exponents;
+  capnp::List<uint8_t>::Builder flags;
+  void set(unsigned i, const Dec50& d) {
+    limbs.set(3 * i, d.limbs[0]);
+    limbs.set(3 * i + 1, d.limbs[1]);
+    limbs.set(3 * i + 2, d.limbs[2]);
+    exponents.set(i, d.exponent);
+    flags.set(i, packedDecFlags(d));
+  }
+};
 // The number of results in a packed result block, or InvalidArgument naming what is wrong: an
 // unknown value kind, columns of unequal lengths (`decs.limbs` holds 3 per result), or a Dec
 // flags byte with a bit above bit 2 set. Reads each column's length once and the flags column

@@ -864,9 +864,9 @@ void CoordinatorCore::onResults(const std::string& peer, wire::ResultBatch::Read
         break;
       }
       default: {  // DECS (packedResultCount refuses unknown kinds)
-        const auto decs = blk.getDecs();
+        const PackedDecColumns decs(blk.getDecs());
         for (unsigned i = 0; i < n; ++i) {
-          v = Value(packedDec(decs, i));
+          v = Value(decs.at(i));
           one(ids[i], attempts[i], run[i], queue[i], nullptr, &v);
         }
         break;

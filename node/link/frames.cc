@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 
 namespace tokengate::node {
 
@@ -177,11 +178,13 @@ void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
       auto queue = blk.initQueueNs(n);
       auto f64s = kind == 1 ? blk.initF64s(n) : capnp::List<double>::Builder();
       auto i64s = kind == 2 ? blk.initI64s(n) : capnp::List<int64_t>::Builder();
-      auto decs = kind == 3 ? blk.initDecs() : wire::PackedResults::Decs::Builder(nullptr);
+      std::optional<PackedDecWriter> decs;
       if (kind == 3) {
-        decs.initLimbs(3 * n);
-        decs.initExponents(n);
-        decs.initFlags(n);
+        auto group = blk.initDecs();
+        group.initLimbs(3 * n);
+        group.initExponents(n);
+        group.initFlags(n);
+        decs.emplace(group);
       }
       unsigned i = 0;
       for (const auto& r : results) {
@@ -195,7 +198,7 @@ void fillResultBatch(wire::Frame::Builder frame, uint64_t session,
         else if (kind == 2)
           i64s.set(i, r.outcome->asInt());
         else
-          setPackedDec(decs, i, r.outcome->asDec());
+          decs->set(i, r.outcome->asDec());
         ++i;
       }
     }

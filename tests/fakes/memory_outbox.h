@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,7 @@ class FakeNode {
       if (fr->root().isWelcome()) {
         session_ = fr->root().getWelcome().getSession();
         packed_results = fr->root().getWelcome().getPackedResults();
+        packed_dec_results = fr->root().getWelcome().getPackedDecResults();
         return fr->root().getWelcome().getAccepted();
       }
     }
@@ -172,11 +174,12 @@ class FakeNode {
     deliver(msg);
   }
 
-  // Successful results as one ResultBatch.packed block (values all ints or all floats, as a
-  // node sends them after Welcome.packedResults). `short_column` drops the last attempt, making
-  // the block malformed.
+  // Successful results as one ResultBatch.packed block (values all ints, all floats or all Dec50s,
+  // as a node sends them after Welcome.packedResults / packedDecResults). `short_column` drops the
+  // last attempt, making the block malformed; `dec_flags_or` is or-ed into every Dec flags byte
+  // (a bit above 2 makes the block malformed).
   void replyPacked(const std::vector<TaskCopy>& tasks, const std::vector<Value>& values,
-                   bool short_column = false, uint32_t run_ns = 1000) {
+                   bool short_column = false, uint32_t run_ns = 1000, uint8_t dec_flags_or = 0) {
     capnp::MallocMessageBuilder msg;
     auto f = msg.initRoot<wire::Frame>();
     f.setVersion(kProtocolVersion);
@@ -189,17 +192,30 @@ class FakeNode {
     auto run = blk.initRunNs(n);
     auto queue = blk.initQueueNs(n);
     const bool floats = !values.empty() && values.front().isDouble();
+    const bool decs = !values.empty() && values.front().isDec();
     auto f64s = floats ? blk.initF64s(n) : capnp::List<double>::Builder();
-    auto i64s = floats ? capnp::List<int64_t>::Builder() : blk.initI64s(n);
+    auto i64s = floats || decs ? capnp::List<int64_t>::Builder() : blk.initI64s(n);
+    std::optional<PackedDecWriter> dec;
+    if (decs) {
+      auto group = blk.initDecs();
+      group.initLimbs(3 * n);
+      group.initExponents(n);
+      group.initFlags(n);
+      dec.emplace(group);
+    }
     for (unsigned i = 0; i < n; ++i) {
       ids.set(i, tasks[i].id);
       if (i < attempts.size()) attempts.set(i, tasks[i].attempt);
       run.set(i, run_ns);
       queue.set(i, 0);
-      if (floats)
+      if (floats) {
         f64s.set(i, values[i].asDouble());
-      else
+      } else if (decs) {
+        dec->set(i, values[i].asDec());
+        dec->flags.set(i, dec->flags[i] | dec_flags_or);
+      } else {
         i64s.set(i, values[i].asInt());
+      }
     }
     deliver(msg);
   }
@@ -242,9 +258,10 @@ class FakeNode {
     if (f.ok()) core_.onFrame(peer_, (*f)->root(), key);
   }
 
-  bool packed_results = false;  // the welcome's packedResults
-  bool packed_tokens = false;   // said in hello: the core may send TokenBatch.packed
-  int packed_tasks = 0;         // tasks takeTasks() read from packed columns
+  bool packed_results = false;      // the welcome's packedResults
+  bool packed_dec_results = false;  // the welcome's packedDecResults
+  bool packed_tokens = false;       // said in hello: the core may send TokenBatch.packed
+  int packed_tasks = 0;             // tasks takeTasks() read from packed columns
   int batches = 0;
   std::vector<size_t> batch_sizes;  // tokens per TokenBatch, in arrival order
   std::vector<wire::Control::Which> controls;

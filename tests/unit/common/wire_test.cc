@@ -342,5 +342,66 @@ TEST(LeibnizTest, LocalReferenceConvergesToPi) {
   EXPECT_FALSE(makeLeibnizJob(1234, Precision::kDouble).ok());
 }
 
+// A packed result block as the node builds it: `n` ids and equal columns of Dec50s unless a test
+// bends one.
+static void decBlock(wire::PackedResults::Builder blk, unsigned n, unsigned limbs,
+                     unsigned exponents, unsigned flags) {
+  blk.initIds(n);
+  blk.initAttempts(n);
+  blk.initRunNs(n);
+  blk.initQueueNs(n);
+  auto decs = blk.initDecs();
+  decs.initLimbs(limbs);
+  decs.initExponents(exponents);
+  decs.initFlags(flags);
+}
+
+TEST(WireTest, PackedDec50ColumnsRoundTripAndMalformedBlocksAreRefused) {
+  capnp::MallocMessageBuilder msg;
+  auto blk = msg.initRoot<wire::PackedResults>();
+  decBlock(blk, 2, 6, 2, 2);
+  Dec50 a = fromBigFloat(BigFloat(-5) / 7);
+  Dec50 b;
+  b.kind = 2;  // +inf
+  PackedDecWriter(blk.getDecs()).set(0, a);
+  PackedDecWriter(blk.getDecs()).set(1, b);
+  auto ok = packedResultCount(blk.asReader());
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, 2u);
+  EXPECT_EQ(PackedDecColumns(blk.asReader().getDecs()).at(0), a);
+  EXPECT_EQ(PackedDecColumns(blk.asReader().getDecs()).at(1), b);
+  EXPECT_EQ(packedDecFlags(a), 0x3);  // negative, finite
+  EXPECT_EQ(packedDecFlags(b), 0x4);  // infinity
+
+  // An unknown flag bit.
+  blk.getDecs().getFlags().set(1, 0x14);
+  auto bad = packedResultCount(blk.asReader());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("unknown bits"), std::string::npos) << bad.status();
+
+  // Columns of the wrong length: limbs not 3 per result, a short exponent or flags column.
+  for (auto [limbs, exponents, flags] : {std::tuple{5u, 2u, 2u}, std::tuple{6u, 1u, 2u},
+                                         std::tuple{6u, 2u, 3u}, std::tuple{0u, 0u, 0u}}) {
+    capnp::MallocMessageBuilder m;
+    auto x = m.initRoot<wire::PackedResults>();
+    decBlock(x, 2, limbs, exponents, flags);
+    auto st = packedResultCount(x.asReader());
+    ASSERT_FALSE(st.ok()) << limbs << " " << exponents << " " << flags;
+    EXPECT_EQ(st.status().code(), StatusCode::kInvalidArgument);
+  }
+  // A short common column in a float block.
+  capnp::MallocMessageBuilder m;
+  auto f = m.initRoot<wire::PackedResults>();
+  f.initIds(3);
+  f.initAttempts(3);
+  f.initRunNs(2);
+  f.initQueueNs(3);
+  f.initF64s(3);
+  EXPECT_FALSE(packedResultCount(f.asReader()).ok());
+  f.initRunNs(3);
+  EXPECT_TRUE(packedResultCount(f.asReader()).ok());
+}
+
 }  // namespace
 }  // namespace tokengate

@@ -221,6 +221,87 @@ TEST_F(CoordinatorTest, PackedTokenColumnsGoOnlyToNodesThatReadThem) {
   }
 }
 
+TEST_F(CoordinatorTest, PackedDec50ResultColumnsCompleteTokensBitExact) {
+  auto n = node("n1");
+  EXPECT_TRUE(n->packed_dec_results);  // the welcome says the core reads the decs columns
+  auto id = core_->submitJob(echoesIntoSum(true));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 3u);
+  Dec50 neg = fromBigFloat(BigFloat(-1) / 3);
+  Dec50 inf;
+  inf.kind = 2;
+  inf.negative = true;
+  Dec50 odd;  // every limb and the exponent's sign bit in use
+  odd.limbs[0] = ~uint64_t{0};
+  odd.limbs[1] = 0x8000000000000001ull;
+  odd.limbs[2] = 0x0123456789abcdefull;
+  odd.exponent = -2147483647 - 1;
+  odd.kind = 1;
+  n->replyPacked(tasks, {Value(neg), Value(inf), Value(odd)});
+  core_->flushAll();
+  auto sum = n->takeTasks();
+  ASSERT_EQ(sum.size(), 1u);
+  ASSERT_EQ(sum[0].args.size(), 3u);
+  EXPECT_EQ(sum[0].args[0], Value(neg));
+  EXPECT_EQ(sum[0].args[1], Value(inf));
+  EXPECT_EQ(sum[0].args[2], Value(odd));
+  n->replyPacked({sum[0]}, {Value(neg)});
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+  ASSERT_EQ(st->outputs.size(), 1u);
+  EXPECT_EQ(st->outputs[0].value, Value(neg));
+}
+
+TEST_F(CoordinatorTest, ABigPackedDec50BlockIsReadWithinTheFramesTraversalLimit) {
+  // Each column is read once per block: reading them per value would cross decodeFrame's
+  // traversal limit (8 x the frame's words) a few dozen values into the block.
+  auto n = node("n1");
+  auto id = core_->submitJob(echoJob(1000));
+  ASSERT_TRUE(id.ok());
+  size_t biggest = 0, done = 0;
+  for (int round = 0; round < 100 && done < 1000; ++round) {
+    core_->flushAll();
+    auto tasks = n->takeTasks();
+    std::vector<Value> values;
+    for (const auto& t : tasks)
+      values.emplace_back(fromBigFloat(BigFloat(1) / static_cast<int64_t>(2 * t.id + 1)));
+    n->replyPacked(tasks, values);
+    biggest = std::max(biggest, tasks.size());
+    done += tasks.size();
+    ASSERT_EQ(core_->counters().malformed, 0u) << tasks.size() << " results";
+  }
+  EXPECT_GE(biggest, 100u);  // big enough that per-value column reads would trip the limit
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->done, 1000u);
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+}
+
+TEST_F(CoordinatorTest, APackedDec50BlockWithUnknownFlagBitsIsRefusedAndItsTokensStayRunning) {
+  auto n = node("n1");
+  auto id = core_->submitJob(echoJob(2));
+  ASSERT_TRUE(id.ok());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  const Value third(fromBigFloat(BigFloat(1) / 3));
+  n->replyPacked(tasks, {third, third}, false, 1000, /*dec_flags_or=*/0x08);
+  bool rejected = false;
+  while (auto f = outbox_.next(n->peer())) rejected |= f->root().isReject();
+  EXPECT_TRUE(rejected);
+  auto st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kRunning);
+  EXPECT_EQ(st->done, 0u);
+  n->replyPacked(tasks, {third, third});
+  st = core_->jobStatus(*id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->state, control::JobState::kSucceeded);
+}
+
 TEST_F(CoordinatorTest, APackedBlockWithUnequalColumnsIsRefusedAndItsTokensStayRunning) {
   auto n = node("n1");
   auto id = core_->submitJob(echoJob(2));

@@ -79,7 +79,8 @@ class CoordinatorLinkTest : public ::testing::Test {
   }
 
   void welcome(uint64_t session, uint32_t heartbeat_ms = 500, uint32_t loss_timeout_ms = 3000,
-               uint64_t max_frame_bytes = 0, bool packed_results = false) {
+               uint64_t max_frame_bytes = 0, bool packed_results = false,
+               bool packed_dec_results = false) {
     capnp::MallocMessageBuilder msg;
     auto w = frame(msg).initWelcome();
     w.setAccepted(true);
@@ -88,6 +89,7 @@ class CoordinatorLinkTest : public ::testing::Test {
     w.setLossTimeoutMs(loss_timeout_ms);
     w.setMaxFrameBytes(max_frame_bytes);
     w.setPackedResults(packed_results);
+    w.setPackedDecResults(packed_dec_results);
     net_.push(encodeFrame(msg));
     link_->onReadable();
     link_->tick();
@@ -503,6 +505,97 @@ TEST(ResultFrames, PackedFramesPutPlainNumbersInColumnsAndEverythingElseInTheLis
   const size_t plain = resultBatchFrame(1, many, {}, nullptr, false).size();
   const size_t packed = resultBatchFrame(1, many, {}, nullptr, true).size();
   EXPECT_LT(packed * 2, plain) << plain << " vs " << packed;
+}
+
+TEST(ResultFrames, Dec50ResultsGoToDecColumnsOnlyWhenBothFlagsSaySo) {
+  std::vector<Dec50> decs = {fromBigFloat(BigFloat(1) / 7), fromBigFloat(BigFloat(-2) / 3), {}};
+  decs[2].kind = 3;  // nan
+  decs[2].negative = true;
+  std::vector<TaskResult> results(decs.size() + 1);
+  for (uint64_t i = 0; i < results.size(); ++i) {
+    results[i].id = 200 + i;
+    results[i].attempt = 2;
+    results[i].run_ns = 100 * i;
+    results[i].queue_ns = 3 * i;
+    if (i < decs.size()) results[i].outcome = Value(decs[i]);
+  }
+  results[3].outcome = Value(int64_t{4});
+  for (int mode = 0; mode < 3; ++mode) {  // plain, packed numbers only, packed numbers and decs
+    const std::string bytes = resultBatchFrame(7, results, {}, nullptr, mode >= 1, mode == 2);
+    auto d = decode(bytes);
+    ASSERT_NE(d, nullptr);
+    auto rb = d->root().getResultBatch();
+    if (mode < 2) {  // the decs stay in the plain list (an older coordinator cannot read them)
+      ASSERT_EQ(rb.getResults().size(), mode == 0 ? 4u : 3u) << mode;
+      for (unsigned i = 0; i < 3; ++i)
+        EXPECT_EQ(fromWire(rb.getResults()[i].getValue()), Value(decs[i])) << mode;
+      EXPECT_EQ(rb.getPacked().size(), mode == 0 ? 0u : 1u) << mode;
+      continue;
+    }
+    EXPECT_EQ(rb.getResults().size(), 0u);
+    ASSERT_EQ(rb.getPacked().size(), 2u);
+    auto ints = rb.getPacked()[0];
+    ASSERT_EQ(ints.which(), wire::PackedResults::I64S);
+    EXPECT_EQ(ints.getIds()[0], 203u);
+    auto blk = rb.getPacked()[1];
+    ASSERT_EQ(blk.which(), wire::PackedResults::DECS);
+    auto count = packedResultCount(blk);
+    ASSERT_TRUE(count.ok()) << count.status();
+    ASSERT_EQ(*count, 3u);
+    for (unsigned i = 0; i < 3; ++i) {
+      EXPECT_EQ(blk.getIds()[i], 200u + i);
+      EXPECT_EQ(blk.getAttempts()[i], 2u);
+      EXPECT_EQ(blk.getRunNs()[i], 100u * i);
+      EXPECT_EQ(blk.getQueueNs()[i], 3u * i);
+      EXPECT_EQ(PackedDecColumns(blk.getDecs()).at(i), decs[i]) << i;
+    }
+  }
+  // Fewer bytes per Dec50 result: the point of the columns.
+  std::vector<TaskResult> many(1000);
+  for (uint64_t i = 0; i < many.size(); ++i) {
+    many[i].id = i;
+    many[i].attempt = 1;
+    many[i].outcome = Value(fromBigFloat(BigFloat(1) / static_cast<int64_t>(2 * i + 1)));
+  }
+  const size_t plain = resultBatchFrame(1, many, {}, nullptr, true, false).size();
+  const size_t packed = resultBatchFrame(1, many, {}, nullptr, true, true).size();
+  EXPECT_LT(packed * 2, plain) << plain << " vs " << packed;
+}
+
+TEST_F(CoordinatorLinkTest, Dec50ResultsUseDecColumnsOnlyWhenTheWelcomeSaysSo) {
+  makeLink();
+  const Value third(fromBigFloat(BigFloat(1) / 3));
+  welcome(60, 500, 3000, 0, /*packed_results=*/true);  // a coordinator without the decs columns
+  EXPECT_FALSE(link_->packedDecResults());
+  (void)received();
+  net_.push(tokenBatch(60, "echo", 1, {third}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  auto got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  auto rb = got.back().frame->root().getResultBatch();
+  ASSERT_EQ(rb.getResults().size(), 1u);
+  EXPECT_EQ(fromWire(rb.getResults()[0].getValue()), third);
+  EXPECT_EQ(rb.getPacked().size(), 0u);
+
+  welcome(61, 500, 3000, 0, true, /*packed_dec_results=*/true);
+  EXPECT_TRUE(link_->packedDecResults());
+  (void)received();
+  net_.push(tokenBatch(61, "echo", 2, {third}));
+  link_->onReadable();
+  waitExecutorIdle();
+  link_->tick();
+  got = received();
+  ASSERT_EQ(count(got, Which::RESULT_BATCH), 1u);
+  rb = got.back().frame->root().getResultBatch();
+  EXPECT_EQ(rb.getResults().size(), 0u);
+  ASSERT_EQ(rb.getPacked().size(), 1u);
+  auto blk = rb.getPacked()[0];
+  ASSERT_EQ(blk.which(), wire::PackedResults::DECS);
+  ASSERT_EQ(blk.getIds().size(), 1u);
+  EXPECT_EQ(blk.getIds()[0], 2u);
+  EXPECT_EQ(Value(PackedDecColumns(blk.getDecs()).at(0)), third);
 }
 
 TEST_F(CoordinatorLinkTest, UnknownOperationIsAnsweredWithAnError) {
