@@ -195,6 +195,52 @@ BigFloat leibnizTermDec(int64_t k) {
   return t;
 }
 
+Dec50 leibnizTermDec50(int64_t k) {
+  // cpp_bin_float_50 keeps a 168-bit mantissa m (top bit set) and an exponent e: the value is
+  // m * 2^(e - 167) (common/value.cc copies both as they are).
+  constexpr int kBits = 168;
+  static_assert(BigFloat::backend_type::bit_count == kBits);
+  if (k < 0 || k >= (int64_t{1} << 62)) return fromBigFloat(leibnizTermDec(k));
+  const uint64_t d = 2 * static_cast<uint64_t>(k) + 1;
+  Dec50 out;
+  out.kind = 1;
+  out.negative = (k & 1) != 0;
+  if (d == 1) {  // exactly 1
+    out.limbs[2] = uint64_t{1} << (kBits - 1 - 128);
+    return out;
+  }
+  // d in (2^(s-1), 2^s) (odd, > 1, so not a power of two): 1/d in (2^-s, 2^-(s-1)), so e = -s
+  // and m = round(2^(167 + s) / d), which lies in (2^167, 2^168).
+  const int s = 64 - __builtin_clzll(d);
+  const int n = kBits - 1 + s;  // numerator 2^n, n < 256: four 64-bit digits
+  uint64_t num[4] = {0, 0, 0, 0};
+  num[n / 64] = uint64_t{1} << (n % 64);
+  uint64_t q[4] = {0, 0, 0, 0};
+  __extension__ typedef unsigned __int128 U128;  // GCC and Clang; __extension__: -Wpedantic
+  U128 rem = 0;
+  for (int i = 3; i >= 0; --i) {
+    const U128 cur = (rem << 64) | num[i];
+    q[i] = static_cast<uint64_t>(cur / d);
+    rem = cur % d;
+  }
+  // Round to nearest: up when the remainder is more than half of d (never exactly half).
+  if (2 * rem > d) {
+    for (int i = 0; i < 4 && ++q[i] == 0; ++i) {
+    }
+  }
+  int exponent = -s;
+  if (q[kBits / 64] >> (kBits % 64) != 0) {  // rounded up to 2^168: m = 2^167, one more e
+    q[0] = q[1] = q[3] = 0;
+    q[2] = uint64_t{1} << (kBits - 1 - 128);
+    ++exponent;
+  }
+  out.limbs[0] = q[0];
+  out.limbs[1] = q[1];
+  out.limbs[2] = q[2];
+  out.exponent = exponent;
+  return out;
+}
+
 Value leibnizLocal(uint64_t terms, Precision precision, uint32_t chunk, uint32_t partials) {
   if (precision == Precision::kDouble) {
     return pyramid<double>(terms, chunk, partials,

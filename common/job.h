@@ -107,4 +107,10 @@ namespace tokengate {
 // Term k of the series without the factor 4: (-1)^k / (2k + 1).
 double leibnizTermDouble(int64_t k);
 BigFloat leibnizTermDec(int64_t k);
+// fromBigFloat(leibnizTermDec(k)), bit for bit, without Boost's general division: for
+// 0 <= k < 2^62 the mantissa of 1 / (2k + 1) is one long division of a power of two by a 64-bit
+// word, rounded to nearest (never a tie: 1 / d has no finite binary expansion for odd d > 1).
+// Other k take the Boost path. The node's leibniz.term_dec50 spent most of its time in Boost's
+// divide (perf, docs/benchmarks.md).
+Dec50 leibnizTermDec50(int64_t k);
 }  // namespace tokengate

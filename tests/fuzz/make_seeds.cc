@@ -204,6 +204,8 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
         const bool f64 = blk.which() == wire::PackedTokens::F64S;
         auto ids = blk.getIds();
         auto attempts = blk.getAttempts();
+        auto ops = blk.getOps();
+        auto names = f->root().getTokenBatch().getOps();
         auto floats = f64 ? blk.getF64s() : capnp::List<double>::Reader();
         auto ints = f64 ? capnp::List<int64_t>::Reader() : blk.getI64s();
         for (unsigned i = 0; i < ids.size(); ++i) {
@@ -213,6 +215,8 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
           r.session = session;
           if (f64)
             r.outcome = Value(floats[i]);
+          else if (std::string_view(names[ops[i]].cStr()).ends_with("dec50"))
+            r.outcome = Value(fromBigFloat(BigFloat(1) / (2 * ints[i] + 1)));  // a Dec50 term
           else
             r.outcome = Value(int64_t{ints[i]});
           results.push_back(std::move(r));
@@ -221,8 +225,11 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
     }
     if (results.empty()) break;
     if (round == 0 && results.size() > 1) results[1].outcome = absl::UnavailableError("retry me");
-    // Rounds after the first use the packed columns (the welcome announced packedResults).
-    say(kNodeA, node::resultBatchFrame(session, results, {}, nullptr, /*packed=*/round > 0),
+    // Rounds after the first use the packed columns, Dec50 ones included (the welcome announced
+    // packedResults and packedDecResults).
+    say(kNodeA,
+        node::resultBatchFrame(session, results, {}, nullptr, /*packed=*/round > 0,
+                               /*packed_decs=*/round > 0),
         fmt::format("results-{}", round));
   }
   say(kViewer, u64Frame(2, 3), "stats-request");
@@ -295,6 +302,8 @@ std::string welcomeFrame(bool accepted, uint64_t session) {
   w.setHeartbeatMs(500);
   w.setLossTimeoutMs(3000);
   w.setMaxFrameBytes(1 << 20);
+  w.setPackedResults(accepted);  // the node's result frames use the columns, Dec50 ones too
+  w.setPackedDecResults(accepted);
   if (!accepted)
     toWire(absl::FailedPreconditionError("unknown session: send hello"), w.initError());
   return encodeFrame(msg);

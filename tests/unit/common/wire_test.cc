@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -340,6 +341,33 @@ TEST(LeibnizTest, LocalReferenceConvergesToPi) {
   auto q = leibnizLocal(10000, Precision::kDec50);
   EXPECT_NEAR(q.toDouble(), 3.14159265358979, 2e-4);
   EXPECT_FALSE(makeLeibnizJob(1234, Precision::kDouble).ok());
+}
+
+TEST(LeibnizTest, Dec50TermIsBoostsQuotientBitForBit) {
+  auto same = [](int64_t k) {
+    const Dec50 fast = leibnizTermDec50(k);
+    const Dec50 boost = fromBigFloat(leibnizTermDec(k));
+    EXPECT_EQ(fast, boost) << "k=" << k << " exponent " << fast.exponent << " vs " << boost.exponent
+                           << ", limb2 " << fast.limbs[2] << " vs " << boost.limbs[2] << ", limb0 "
+                           << fast.limbs[0] << " vs " << boost.limbs[0];
+    return fast == boost;
+  };
+  for (int64_t k = 0; k < 200000; ++k)
+    if (!same(k)) return;
+  // Around every power of two of d = 2k + 1 (the exponent steps there), the fast path's end and
+  // the Boost fallback beyond it (negative k, k >= 2^62).
+  for (int b = 1; b < 63; ++b)
+    for (int64_t delta = -3; delta <= 3; ++delta)
+      if (!same((int64_t{1} << b) / 2 + delta)) return;
+  for (int64_t k :
+       {(int64_t{1} << 62) - 1, int64_t{1} << 62, std::numeric_limits<int64_t>::max() / 2,
+        int64_t{-1}, int64_t{-2}, int64_t{-12345}})
+    if (!same(k)) return;
+  std::mt19937_64 rng(13);
+  for (int i = 0; i < 100000; ++i) {
+    const int bits = 1 + static_cast<int>(rng() % 62);
+    if (!same(static_cast<int64_t>(rng() >> (64 - bits)))) return;
+  }
 }
 
 // A packed result block as the node builds it: `n` ids and equal columns of Dec50s unless a test
