@@ -72,7 +72,7 @@ StatusOr<Value> leibnizTermDec50(OpContext&, std::span<const Value> args) {
   if (auto st = argCount("leibniz.term_dec50", args, 1, 1); !st.ok()) return st;
   auto k = intArg("leibniz.term_dec50", args, 0);
   if (!k.ok()) return k.status();
-  return Value(leibnizTermDec50(*k));  // Boost's result, bit for bit, without its division
+  return Value(tokengate::leibnizTermDec50(*k));  // Boost's quotient, without its division
 }
 
 // Sleeps in short slices so a cancel is noticed within ~1 ms.
