@@ -244,15 +244,17 @@ DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& re
     auto n = names[i];
     table[i] = registry.find(std::string_view(n.begin(), n.size()));
   }
-  // One token; `arg` is set for a packed one (its single argument), else `tok` is read.
+  // One token: its Task, or nullptr when it became an error result. For a plain token (`tok`)
+  // the Task is complete; a packed one's caller appends the argument in place (no Value
+  // temporary copied into the Task per token).
   auto one = [&](uint64_t id, uint32_t attempt, uint16_t idx, wire::Weight weight,
-                 const wire::TokenTask::Reader* tok, const Value* arg) {
+                 const wire::TokenTask::Reader* tok) -> Task* {
     if (idx >= table.size()) {
       out.errors.push_back(
           errorResult(id, attempt, fromWire(weight), session,
                       absl::InvalidArgumentError(fmt::format(
                           "operation index {} out of range ({} ops)", idx, table.size()))));
-      return;
+      return nullptr;
     }
     if (table[idx] == nullptr) {
       // The name is whatever the peer sent: quote it with its length bounded.
@@ -261,7 +263,7 @@ DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& re
       out.errors.push_back(
           errorResult(id, attempt, fromWire(weight), session,
                       absl::NotFoundError(fmt::format("unknown operation {}", name))));
-      return;
+      return nullptr;
     }
     Task& t = out.tasks.emplace_back();
     t.id = id;
@@ -269,14 +271,12 @@ DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& re
     t.session = session;
     t.op = table[idx];
     t.lane = fromWire(weight);
-    if (arg != nullptr) {
-      t.args.push_back(*arg);
-      return;
-    }
+    if (tok == nullptr) return &t;
     t.deadline_ns = tok->getDeadlineMs() != 0 ? now + tok->getDeadlineMs() * kMillis : 0;
     auto args = tok->getArgs();
     t.args.reserve(args.size());
     for (auto a : args) t.args.push_back(fromWire(a));
+    return &t;
   };
   auto tokens = batch.getTokens();
   auto packed = batch.getPacked();
@@ -285,8 +285,7 @@ DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& re
   size_t total = tokens.size();
   for (auto blk : packed) total += packedTokenCount(blk);
   out.tasks.reserve(total);
-  for (auto tok : tokens)
-    one(tok.getId(), tok.getAttempt(), tok.getOp(), tok.getWeight(), &tok, nullptr);
+  for (auto tok : tokens) one(tok.getId(), tok.getAttempt(), tok.getOp(), tok.getWeight(), &tok);
   for (auto blk : packed) {
     const unsigned n = blk.getIds().size();
     auto ids = blk.getIds();
@@ -300,10 +299,13 @@ DecodedBatch decodeTokenBatch(wire::TokenBatch::Reader batch, const Registry& re
       floats = blk.getF64s();
     else
       ints = blk.getI64s();
-    Value v;
     for (unsigned i = 0; i < n; ++i) {
-      v = f64 ? Value(floats[i]) : Value(static_cast<int64_t>(ints[i]));
-      one(ids[i], attempts[i], ops[i], weights[i], nullptr, &v);
+      Task* t = one(ids[i], attempts[i], ops[i], weights[i], nullptr);
+      if (t == nullptr) continue;
+      if (f64)
+        t->args.emplace_back(floats[i]);
+      else
+        t->args.emplace_back(static_cast<int64_t>(ints[i]));
     }
   }
   return out;
