@@ -225,8 +225,8 @@ struct PackedResults {
     f64s @4 :List(Float64);    # the value of each result is a float
     i64s @5 :List(Int64);      # ... or an int
     # ... or a Dec50 (added in protocol 1 without a version bump, sent only after
-    # Welcome.packedDecResults): the fields of `Dec` as columns, ~29 bytes per value instead of
-    # the ~80 of a TokenResult's Value and Dec structs.
+    # Welcome.packedDecResults): the fields of `Dec` as columns, ~49 bytes per result with the
+    # columns above instead of ~104 for a TokenResult with its Value and Dec structs.
     decs :group {
       limbs @6 :List(UInt64);    # 3 per result: limb0, limb1, limb2 of result i at 3i, 3i+1, 3i+2
       exponents @7 :List(Int32);
