@@ -329,6 +329,8 @@ int main(int argc, char** argv) {
   lat->add_option("--bin-dir", lo.bin_dir,
                   "coordinator and node binaries (default: next to this; compare builds)");
   lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
+  lat->add_option("--node-arg", lo.node_args,
+                  "extra node flag (repeatable), e.g. --node-arg=--inline-below-us=0");
   auto* jobs = app.add_subcommand(
       "jobs", "one-token jobs/s from one pipelined client, without and with idempotency keys");
   bench::JobsOptions jo;
