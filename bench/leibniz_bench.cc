@@ -363,6 +363,11 @@ int main(int argc, char** argv) {
   floor->add_option("--shape", fo.shapes, "one-hop | two-hop (repeatable; default both)");
   floor->add_option("--spin-us", fo.spin_us,
                     "receivers poll this long before blocking (repeatable: figures per value)");
+  floor
+      ->add_option("--spin-at", fo.spin_at,
+                   "all: every receiver spins; server: only the bound ROUTER (the relay)")
+      ->check(CLI::IsMember({"all", "server"}))
+      ->capture_default_str();
   auto* serve = app.add_subcommand("zmq-floor-serve", "");  // zmq-floor's child processes
   serve->group("");                                         // hidden
   bench::ZmqFloorServeOptions so;

@@ -144,9 +144,10 @@ struct Config {
   std::string shape;
   bool curve = false;
   uint32_t spin_us = 0;
+  std::string spin_at;
   std::string name() const {
     return fmt::format("{} {}{}", shape, curve ? "curve" : "insecure",
-                       spin_us ? fmt::format(" spin {} us", spin_us) : std::string());
+                       spin_us ? fmt::format(" spin {} us ({})", spin_us, spin_at) : std::string());
   }
 };
 
@@ -155,6 +156,9 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
   Keys server;
   if (cfg.curve) server = newKeys();
   const std::string spin = std::to_string(cfg.spin_us);
+  const bool all_spin = o.spin_at == "all";
+  const std::string peer_spin = all_spin ? spin : "0";  // the two-hop echo and the client
+  const uint32_t client_spin = all_spin ? cfg.spin_us : 0;
   std::vector<Child> children;
   std::vector<std::string> args{"--role", cfg.shape == "one-hop" ? "echo" : "relay", "--spin-us",
                                 spin};
@@ -165,7 +169,8 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
   children.push_back(spawnServe(args));
   const std::string endpoint = children.back().line;
   if (cfg.shape == "two-hop") {
-    std::vector<std::string> echo_args{"--role", "echo", "--connect", endpoint, "--spin-us", spin};
+    std::vector<std::string> echo_args{"--role", "echo",      "--connect",
+                                       endpoint, "--spin-us", peer_spin};
     if (cfg.curve) {
       const Keys echo = newKeys();
       echo_args.insert(echo_args.end(),
@@ -192,7 +197,7 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
     for (uint32_t i = 0; i < total; ++i) {
       const auto t0 = SteadyClock::now();
       sock.send(zmq::buffer(payload), zmq::send_flags::none);
-      recvSpin(sock, reply, cfg.spin_us);
+      recvSpin(sock, reply, client_spin);
       const double dt = std::chrono::duration<double, std::micro>(SteadyClock::now() - t0).count();
       if (reply.size() != payload.size()) {
         fmt::print(stderr, "zmq-floor: reply of {} bytes, sent {}\n", reply.size(), payload.size());
@@ -328,10 +333,14 @@ int runZmqFloor(const ZmqFloorOptions& o) {
       fmt::print(stderr, "error: unknown shape {} (one-hop | two-hop)\n", s);
       return 2;
     }
+  if (o.spin_at != "all" && o.spin_at != "server") {
+    fmt::print(stderr, "error: --spin-at all|server\n");
+    return 2;
+  }
   std::vector<Config> configs;
   for (const auto& shape : o.shapes)
     for (bool curve : curves)
-      for (uint32_t spin : o.spin_us) configs.push_back(Config{shape, curve, spin});
+      for (uint32_t spin : o.spin_us) configs.push_back(Config{shape, curve, spin, o.spin_at});
   const std::string load_before = loadAverage();
   // Runs alternate between the configurations so a change in the machine's load hits them all.
   std::vector<std::vector<double>> p50(configs.size()), p90(configs.size()), p99(configs.size());
@@ -355,6 +364,7 @@ int runZmqFloor(const ZmqFloorOptions& o) {
     results.push_back(boost::json::object{{"shape", configs[c].shape},
                                           {"security", configs[c].curve ? "curve" : "insecure"},
                                           {"spin_us", configs[c].spin_us},
+                                          {"spin_at", configs[c].spin_at},
                                           {"p50_us", median(p50[c])},
                                           {"p50_min_us", *lo},
                                           {"p50_max_us", *hi},

@@ -19,6 +19,9 @@ struct ZmqFloorOptions {
   // Receivers (client, relay, echo) poll with ZMQ_DONTWAIT for this long before blocking in
   // recv: what a spin-then-block wait could buy on top of ZeroMQ (its I/O threads still block).
   std::vector<uint32_t> spin_us{0};
+  // Who spins: "all" receivers, or only the "server" (the ROUTER that binds: the relay in
+  // two-hop, as the coordinator's loop would; the echo in one-hop).
+  std::string spin_at = "all";
 };
 
 int runZmqFloor(const ZmqFloorOptions& options);
