@@ -136,8 +136,8 @@ Value fromWire(wire::Value::Reader in);
 void toWire(const JobSpec& job, wire::JobSpec::Builder out);
 StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in);
 // A whole SubmitJob frame (tests, benchmarks and tools that speak the wire directly); `watch`
-// asks for progress and the result on this connection.
-std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch = false);
+// asks for progress and the result on this connection (true, as the schema's default).
+std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch = true);
 void toWire(const Status& s, wire::Error::Builder out);
 Status fromWire(wire::Error::Reader in);
 
