@@ -434,8 +434,10 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         const auto& c = cands[k];
         const double work = (laneNode(lane, c.node).model_view + guard_work_[k]) *
                             nodeSlowness(c.node) / std::max<uint32_t>(c.workers, 1);
-        if (c.in_flight + guard_n_[k] >= options_.min_queue_tokens &&
-            work >= options_.queue_horizon_ns) {
+        // No minimum token count here (the model path's min_queue_tokens): least-outstanding
+        // cannot see an argument, so the tokens it sends to a node already holding one 30 ms
+        // token may be two more of them (heavytail replay: +37% makespan, all on the slow node).
+        if (c.in_flight + guard_n_[k] > 0 && work >= options_.queue_horizon_ns) {
           out[i].candidate = -1;
           held_back_.fetch_add(1, std::memory_order_relaxed);
           continue;

@@ -1,12 +1,13 @@
 // DispatchReplay: a deterministic replay of credit-limited dispatch (coordinator/core/
 // dispatcher.cc runSlice / release) on simulated nodes, to compare placement policies, and see
 // what each placed, without a cluster or a clock. Jobs arrive every `submit_gap_ns` (0 = all at
-// t=0); each arrival and each completion runs one dispatch slice over the ready tokens (costs()
-// then place() on the nodes with free credit; a held token, Placement -1, stays at the front of
-// the ready queue); a node runs its tokens one at a time in arrival order at its true speed;
-// every completion is observe()d with the dispatch-time cost and releases that cost from the
-// node's outstanding work, as the core does (so a policy that changes its cost units while
-// tokens are in flight sees the same mixed sums the core would give it).
+// t=0); each arrival and each completion runs one dispatch round (slices of up to 512 ready
+// tokens, costs() then place() on the nodes with free credit, until a slice places nothing; a held
+// token, Placement -1, goes back to the front of the ready queue); a node runs its tokens one at a
+// time in arrival order at its true speed; every completion is observe()d with the dispatch-time
+// cost and releases that cost from the node's outstanding work, as the core does (so a policy that
+// changes its cost units while tokens are in flight sees the same mixed sums the core would give
+// it).
 //
 // Tokens are op 0, declared light, one numeric argument = the true cost in us (what a
 // testing::ScriptedCostModel set per argument predicts exactly), ids job << 32 | token.
@@ -85,8 +86,12 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
     toks[node.queue.front()].start = now;
     node.busy_until = now + toks[node.queue.front()].cost_ns * slow[n];
   };
-  auto dispatch = [&] {
-    if (ready.empty()) return;
+  // One dispatch round as Dispatcher::runLane runs it: slices of at most kSlice ready tokens
+  // from the front of the queue, candidates rebuilt per slice, held tokens back at the front,
+  // until a slice places nothing.
+  constexpr size_t kSlice = 512;
+  auto slice = [&]() -> size_t {
+    if (ready.empty()) return 0;
     std::vector<Candidate> cands;
     for (uint32_t n = 0; n < nodes.size(); ++n) {
       if (nodes[n].in_flight >= credit) continue;
@@ -98,10 +103,11 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
       c.speed = s.nodeSpeed(n);
       cands.push_back(c);
     }
-    if (cands.empty()) return;
+    if (cands.empty()) return 0;
+    const size_t take = std::min(kSlice, ready.size());
+    std::vector<size_t> idx(ready.begin(), ready.begin() + static_cast<ptrdiff_t>(take));
+    ready.erase(ready.begin(), ready.begin() + static_cast<ptrdiff_t>(take));
     std::vector<TokenInfo> infos;
-    std::vector<size_t> idx(ready.begin(), ready.end());
-    ready.clear();
     for (size_t i : idx) infos.push_back(info(i));
     std::vector<double> costs(infos.size());
     s.costs(infos, costs);
@@ -109,11 +115,14 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
     std::vector<Placement> out(infos.size());
     s.place(Weight::kLight, infos, cands, out);
     const bool by_model = std::strcmp(s.placementMode(), "model") == 0;
+    std::vector<size_t> held;
+    size_t placed = 0;
     for (size_t i = 0; i < infos.size(); ++i) {
       if (out[i].candidate < 0) {
-        ready.push_back(idx[i]);
+        held.push_back(idx[i]);
         continue;
       }
+      ++placed;
       const uint32_t n = cands[static_cast<size_t>(out[i].candidate)].node;
       Node& node = nodes[n];
       ReplayToken& tok = toks[idx[i]];
@@ -127,6 +136,12 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
       node.queue.push_back(idx[i]);
       if (node.queue.size() == 1) start(n);
       ++r.tokens_per_node[n];
+    }
+    ready.insert(ready.begin(), held.begin(), held.end());
+    return placed;
+  };
+  auto dispatch = [&] {
+    while (slice() > 0) {
     }
   };
   size_t next_job = 0;
