@@ -188,6 +188,13 @@ TEST(PlacementReplay, DISABLED_Table) {
         o.own_queue_view = false;
         describe("xgboost (gate, no guard/own q)", runXgb(o, w.w, w.slow, g, seed));
         o = {};
+        o.min_tokens_between_switches = 64;
+        describe("xgboost (gate, window 64)", runXgb(o, w.w, w.slow, g, seed));
+        o = {};
+        o.windows_to_fallback = 4;
+        o.windows_to_model = 4;
+        describe("xgboost (gate, 4/4 windows)", runXgb(o, w.w, w.slow, g, seed));
+        o = {};
         o.own_queue_view = false;
         describe("xgboost (gate, core queue)", runXgb(o, w.w, w.slow, g, seed));
         o = {};

@@ -680,17 +680,17 @@ TEST_F(FallbackGateTest, UntrustedModelPlacesExactlyLikeLeastOutstanding) {
 }
 
 TEST_F(FallbackGateTest, ModelIsTrustedOnlyAfterPredictingBetterThanTheRunningMean) {
-  // The gate must hold in windows_to_model consecutive windows (hysteresis): 64 + 2 x 32.
+  // The gate must hold in windows_to_model consecutive windows (hysteresis): 64 + 2 x 64.
   const XgbSchedulerOptions o;
   const uint64_t need =
       o.min_compared_tokens + (o.windows_to_model - 1) * uint64_t{o.min_tokens_between_switches};
-  for (int r = 0; r < 15; ++r)
+  for (int r = 0; r < 20; ++r)
     round(10, 1, [&] {
       if (sched_.scoredTokens() < need) {
         EXPECT_FALSE(sched_.usingModel()) << sched_.scoredTokens();
       }
     });
-  EXPECT_EQ(sched_.scoredTokens(), 150u);
+  EXPECT_EQ(sched_.scoredTokens(), 200u);
   EXPECT_TRUE(sched_.usingModel()) << sched_.placementRegret() << " " << sched_.comparedTokens();
   EXPECT_STREQ(sched_.placementMode(), "model");
   EXPECT_EQ(sched_.modeSwitches(), 1u);
@@ -706,7 +706,7 @@ TEST_F(FallbackGateTest, ModelIsTrustedOnlyAfterPredictingBetterThanTheRunningMe
 }
 
 TEST_F(FallbackGateTest, FallsBackAsSoonAsTheModelPredictsWorseThanTheRunningMean) {
-  for (int r = 0; r < 15; ++r) round(10);
+  for (int r = 0; r < 20; ++r) round(10);
   ASSERT_TRUE(sched_.usingModel());
   // Drift: the op now takes 10x longer. The model (same version) does not know; the running mean
   // follows, and placement goes back to least-outstanding.
@@ -724,7 +724,7 @@ TEST_F(FallbackGateTest, FallsBackAsSoonAsTheModelPredictsWorseThanTheRunningMea
 }
 
 TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
-  for (int r = 0; r < 15; ++r) round(10);
+  for (int r = 0; r < 20; ++r) round(10);
   ASSERT_TRUE(sched_.usingModel());
   auto next = std::make_shared<testing::ScriptedCostModel>();
   next->set(0, 1000, true);
@@ -733,8 +733,8 @@ TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
   round(1);
   EXPECT_FALSE(sched_.usingModel());
   EXPECT_EQ(sched_.scoredTokens(), 1u);
-  for (int r = 0; r < 10; ++r) round(10);
-  EXPECT_FALSE(sched_.usingModel());  // 101 scored: not yet 3 windows in a row
+  for (int r = 0; r < 17; ++r) round(10);
+  EXPECT_FALSE(sched_.usingModel());  // 171 scored: not yet 3 windows in a row
   for (int r = 0; r < 3; ++r) round(10);
   EXPECT_TRUE(sched_.usingModel());
 }
@@ -743,7 +743,7 @@ TEST_F(FallbackGateTest, ABorderlineModelDoesNotFlap) {
   // Alternate windows in which the model predicts exactly and windows in which it is 3x off
   // (the running mean, one value for 200 us and 2 ms tokens, sits in between): without
   // hysteresis the gate switched with every other window.
-  for (int r = 0; r < 15; ++r) round(10);
+  for (int r = 0; r < 20; ++r) round(10);
   ASSERT_TRUE(sched_.usingModel());
   const uint64_t before = sched_.modeSwitches();
   for (int w = 0; w < 20; ++w)
@@ -952,7 +952,7 @@ TEST_F(PlacementGateTest, TrustedModelFallsBackWhenItsPlacementsRealiseLater) {
   XgbScheduler gated([this] { return model_; }, nullptr, options(true));
   XgbScheduler old_rule([this] { return model_; }, nullptr, options(false));
   for (auto* s : {&gated, &old_rule})  // 5 ms tokens on both nodes: both choose alike, regret 0
-    for (int r = 0; r < 30; ++r) round(*s, false);
+    for (int r = 0; r < 60; ++r) round(*s, false);
   ASSERT_TRUE(gated.usingModel());
   ASSERT_TRUE(old_rule.usingModel());
   EXPECT_LE(gated.placementRegret(), 0);
