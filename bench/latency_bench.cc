@@ -36,6 +36,7 @@ int runLatency(const LatencyOptions& o) {
   co.log_level = o.log_level;
   co.insecure = true;
   co.coordinator_args = o.coordinator_args;
+  co.node_args = o.node_args;
   auto cluster = client::LocalCluster::start(co);
   if (!cluster.ok()) {
     fmt::print(stderr, "error: {}\n", cluster.status().message());

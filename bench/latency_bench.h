@@ -14,6 +14,7 @@ struct LatencyOptions {
   std::string bin_dir;  // coordinator and node binaries (default: next to tokengate-bench)
   std::string log_level = "warn";
   std::vector<std::string> coordinator_args;
+  std::vector<std::string> node_args;
 };
 
 int runLatency(const LatencyOptions& options);

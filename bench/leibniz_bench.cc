@@ -14,6 +14,7 @@
 #include "bench/balance_bench.h"
 #include "bench/jobs_bench.h"
 #include "bench/latency_bench.h"
+#include "bench/zmq_floor_bench.h"
 #include "client/client.h"
 #include "client/local_cluster.h"
 #include "common/log.h"
@@ -328,6 +329,8 @@ int main(int argc, char** argv) {
   lat->add_option("--bin-dir", lo.bin_dir,
                   "coordinator and node binaries (default: next to this; compare builds)");
   lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
+  lat->add_option("--node-arg", lo.node_args,
+                  "extra node flag (repeatable), e.g. --node-arg=--inline-below-us=0");
   auto* jobs = app.add_subcommand(
       "jobs", "one-token jobs/s from one pipelined client, without and with idempotency keys");
   bench::JobsOptions jo;
@@ -344,8 +347,39 @@ int main(int argc, char** argv) {
   jobs->add_option("--bin-dir", jo.bin_dir,
                    "coordinator and node binaries (default: next to this; compare builds)");
   jobs->add_option("--coordinator-arg", jo.coordinator_args, "extra coordinator flag (repeatable)");
+  auto* floor = app.add_subcommand(
+      "zmq-floor",
+      "raw ZeroMQ round trips between processes (one hop, and a relay like the coordinator's)");
+  bench::ZmqFloorOptions fo;
+  floor->add_option("--round-trips", fo.round_trips, "measured round trips per run and shape")
+      ->capture_default_str();
+  floor->add_option("--warmup", fo.warmup, "round trips before measuring")->capture_default_str();
+  floor->add_option("--runs", fo.runs, "runs per shape, alternating (medians reported)")
+      ->capture_default_str();
+  floor->add_option("--bytes", fo.bytes, "payload bytes per message")->capture_default_str();
+  floor->add_option("--security", fo.security, "insecure | curve | both")
+      ->check(CLI::IsMember({"insecure", "curve", "both"}))
+      ->capture_default_str();
+  floor->add_option("--shape", fo.shapes, "one-hop | two-hop (repeatable; default both)");
+  floor->add_option("--spin-us", fo.spin_us,
+                    "receivers poll this long before blocking (repeatable: figures per value)");
+  floor
+      ->add_option("--spin-at", fo.spin_at,
+                   "all: every receiver spins; server: only the bound ROUTER (the relay)")
+      ->check(CLI::IsMember({"all", "server"}))
+      ->capture_default_str();
+  auto* serve = app.add_subcommand("zmq-floor-serve", "");  // zmq-floor's child processes
+  serve->group("");                                         // hidden
+  bench::ZmqFloorServeOptions so;
+  serve->add_option("--role", so.role)->required();
+  serve->add_option("--connect", so.connect);
+  serve->add_option("--secret-key", so.secret_key);
+  serve->add_option("--server-key", so.server_key);
+  serve->add_option("--spin-us", so.spin_us);
   CLI11_PARSE(app, argc, argv);
+  if (*serve) return bench::serveZmqFloor(so);
   initLogging("bench", log_level);
+  if (*floor) return bench::runZmqFloor(fo);
   if (*jobs) {
     jo.log_level = log_level;
     return bench::runJobs(jo);

@@ -41,4 +41,7 @@ StatusOr<Value> totalWords(OpContext&, std::span<const Value> args) {
 }  // namespace
 
 TG_OPERATION("words.count", tokengate::Weight::kLight, countWords);
-TG_OPERATION("words.total", tokengate::Weight::kLight, totalWords);
+// A sum that never waits (no I/O, locks or sleeps): a lone words.total token may run on the
+// node's link thread (docs/writing-operations.md, "Non-blocking?").
+TG_OPERATION_FLAGS("words.total", tokengate::Weight::kLight, totalWords,
+                   tokengate::node::OpFlags::kNonBlocking);

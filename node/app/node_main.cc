@@ -43,9 +43,9 @@ int nodeMain(int argc, char** argv, const NodeMainOptions& options) {
       ->capture_default_str();
   app.add_flag("--no-pin", no_pin, "Do not pin worker threads to cores");
   app.add_option("--inline-below-us", inline_below_us,
-                 "Run a lone light token on the link thread when the workers are idle and its "
-                 "operation last took under this many microseconds (0 = always use a worker; only for "
-                 "nodes whose light operations never block: the link sends no heartbeat meanwhile)")
+                 "Run a lone light token of an operation declared non-blocking "
+                 "(OpFlags::kNonBlocking) on the link thread when the workers are idle and the "
+                 "operation last took under this many microseconds (0 = always use a worker)")
       ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}))
       ->capture_default_str();
   app.add_flag("--enable-test-ops", config.enable_test_ops,

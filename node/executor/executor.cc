@@ -594,16 +594,22 @@ void Executor::setFast(const Operation* op, bool fast) {
 }
 
 void Executor::noteSpeed(Worker& w, const Operation* op, Nanos per_token_ns) {
-  if (config_.inline_below_ns <= 0 || op == nullptr) return;
+  if (config_.inline_below_ns <= 0 || op == nullptr || !op->non_blocking) return;
   const bool fast = per_token_ns < config_.inline_below_ns;
-  if (op == w.classified_op && fast == w.classified_fast) return;
+  // Skip an unchanged class, unless an inline run demoted the op since this worker promoted it
+  // (runInline writes fast_ops_ behind the workers' backs): then promote it again.
+  if (op == w.classified_op && fast == w.classified_fast && (!fast || knownFast(op))) return;
   w.classified_op = op;
   w.classified_fast = fast;
   setFast(op, fast);
 }
 
 bool Executor::canRunInline(const Task& t) const {
-  if (config_.inline_below_ns <= 0 || config_.speed_factor > 1.0 || t.op == nullptr) return false;
+  // Only an operation declared non-blocking: an inline run holds the link thread (no frames read,
+  // no heartbeat sent), and a timing cannot tell "fast" from "fast until it waits".
+  if (config_.inline_below_ns <= 0 || config_.speed_factor > 1.0 || t.op == nullptr ||
+      !t.op->non_blocking)
+    return false;
   const Weight lane =
       t.lane == Weight::kLight || t.lane == Weight::kMedium || t.lane == Weight::kHeavy
           ? t.lane

@@ -18,10 +18,12 @@
 //    deadline always opens a new group, so its deadline is checked against a
 //    fresh reading.
 //
-// Inline fast path: a lone light token of an operation last timed under
+// Inline fast path: a lone light token of an operation declared non-blocking
+// (Operation::non_blocking, OpFlags::kNonBlocking) and last timed under
 // config.inline_below_ns may run on the caller's thread while nothing else is
 // outstanding (canRunInline/runInline): the node's link thread then answers
-// it without a worker wake-up and an eventfd wake-up back.
+// it without a worker wake-up and an eventfd wake-up back. Undeclared
+// operations always run on a worker.
 //
 // Control (cancel, drain, session reset) bumps `control_epoch_`; a worker
 // compares the epoch before each token it starts and only then takes the
@@ -141,9 +143,10 @@ class Executor {
   // handed straight back as returned tokens.
   void submit(std::vector<Task>&& tasks);
   // Whether `t` may run on the calling thread now (runInline): inline runs are on, nothing is
-  // outstanding, not draining, no speed factor, the token's lane is light and its operation's
-  // last run (on a worker, or inline) took under config.inline_below_ns. An operation nobody has
-  // timed yet is not fast: its first token always goes to a worker.
+  // outstanding, not draining, no speed factor, the token's lane is light, its operation is
+  // declared non-blocking (Operation::non_blocking) and its last run (on a worker, or inline)
+  // took under config.inline_below_ns. An operation nobody has timed yet is not fast: its first
+  // token always goes to a worker.
   bool canRunInline(const Task& t) const;
   // Runs `t` on the calling thread and returns its result (queue_ns 0, run_ns measured, core =
   // the caller's CPU). Counts in the lane's completed/busy figures and coreStats like a worker's

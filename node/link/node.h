@@ -58,11 +58,12 @@ struct NodeConfig {
   // 0 (send on every wake-up) made 1M Leibniz slower here (median 1.07 s vs 0.72 s, coordinator
   // CPU 0.36 s vs 0.26 s, loaded machine): many small result frames instead of ~1024-result ones.
   Nanos result_busy_window_ns = kMillis;
-  // A lone light token of an operation last timed under this runs on the link thread when the
-  // workers are idle (Executor::runInline): one-token jobs skip two thread wake-ups. 0 = off,
-  // the default: an inline token that blocks (an op usually fast, sometimes waiting) holds the
-  // link's frames and heartbeats, and the gain is small (p50 -5..8% in docs/benchmarks.md).
-  int64_t inline_below_ns = 0;
+  // A lone light token of an operation declared non-blocking (OpFlags::kNonBlocking) and last
+  // timed under this runs on the link thread when the workers are idle (Executor::runInline):
+  // one-token jobs skip two thread wake-ups. 0 = off. Undeclared operations never run inline, so
+  // an op that is usually fast but sometimes waits cannot hold the link's frames and heartbeats;
+  // a declared op whose inline run takes this long or longer goes back to the workers.
+  int64_t inline_below_ns = 20'000;
   // Applied to the DEALER socket before connect (security options, e.g. CURVE).
   std::function<Status(zmq::socket_t&)> configure_socket;
   uint32_t stop_grace_ms = 30'000;  // drain budget on SIGTERM/shutdown

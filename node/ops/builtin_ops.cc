@@ -436,30 +436,32 @@ uint64_t hashValues(std::span<const Value> args) {
 
 // Built-ins whose result depends on their arguments alone, bitwise (sums in argument order, no
 // reassociation): verify may sample them. The test operations are not declared.
-constexpr bool kDeterministic = true;
+// The built-in pure operations: same result for the same arguments, and they never wait (CPU
+// work bounded by their arguments), so a lone token of one may run on the link thread.
+constexpr OpFlags kPure = OpFlags::kDeterministic | OpFlags::kNonBlocking;
 
 Status registerLeibnizOps(Registry& r) {
   for (auto st : {
-           r.add("leibniz.term", Weight::kLight, leibnizTerm, kDeterministic),
-           r.add("leibniz.term_dec50", Weight::kLight, leibnizTermDec50, kDeterministic),
+           r.add("leibniz.term", Weight::kLight, leibnizTerm, kPure),
+           r.add("leibniz.term_dec50", Weight::kLight, leibnizTermDec50, kPure),
            r.add(
                "leibniz.chunk", Weight::kLight,
                [](OpContext&, std::span<const Value> a) {
                  return sumInOrder("leibniz.chunk", a, false);
                },
-               kDeterministic),
+               kPure),
            r.add(
                "leibniz.partial", Weight::kLight,
                [](OpContext&, std::span<const Value> a) {
                  return sumInOrder("leibniz.partial", a, false);
                },
-               kDeterministic),
+               kPure),
            r.add(
                "leibniz.final", Weight::kLight,
                [](OpContext&, std::span<const Value> a) {
                  return sumInOrder("leibniz.final", a, true);
                },
-               kDeterministic),
+               kPure),
        }) {
     if (!st.ok()) return st;
   }
@@ -468,13 +470,13 @@ Status registerLeibnizOps(Registry& r) {
 
 Status registerGeneralOps(Registry& r) {
   for (auto st : {
-           r.add("hash", Weight::kLight, hashOp, kDeterministic),
-           r.add("echo", Weight::kLight, echoOp, kDeterministic),
-           r.add("list.make", Weight::kLight, listMakeOp, kDeterministic),
-           r.add("list.concat", Weight::kLight, listConcatOp, kDeterministic),
-           r.add("list.sum", Weight::kLight, listSumOp, kDeterministic),
-           r.add("vec.pack", Weight::kLight, vecPackOp, kDeterministic),
-           r.add("vec.dot", Weight::kLight, vecDotOp, kDeterministic),
+           r.add("hash", Weight::kLight, hashOp, kPure),
+           r.add("echo", Weight::kLight, echoOp, kPure),
+           r.add("list.make", Weight::kLight, listMakeOp, kPure),
+           r.add("list.concat", Weight::kLight, listConcatOp, kPure),
+           r.add("list.sum", Weight::kLight, listSumOp, kPure),
+           r.add("vec.pack", Weight::kLight, vecPackOp, kPure),
+           r.add("vec.dot", Weight::kLight, vecDotOp, kPure),
        }) {
     if (!st.ok()) return st;
   }

@@ -14,7 +14,7 @@ struct LinkedOp {
   std::string name;
   Weight weight;
   OpFn fn;
-  bool deterministic = false;
+  OpFlags flags = OpFlags::kNone;
 };
 // Function-local static so registration order across translation units does
 // not matter.
@@ -25,8 +25,8 @@ std::vector<LinkedOp>& linkedOps() {
 }  // namespace
 
 namespace internal {
-bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, bool deterministic) {
-  linkedOps().push_back(LinkedOp{name, weight, std::move(fn), deterministic});
+bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, OpFlags flags) {
+  linkedOps().push_back(LinkedOp{name, weight, std::move(fn), flags});
   return true;
 }
 }  // namespace internal
@@ -58,13 +58,13 @@ Registry& Registry::operator=(const Registry& other) {
   ops_.clear();
   by_name_.clear();
   for (const auto& op : other.ops_) {
-    auto st = add(op->name, op->weight, op->fn, op->deterministic);
+    auto st = add(op->name, op->weight, op->fn, op->flags());
     (void)st;  // names in `other` are already unique and valid
   }
   return *this;
 }
 
-Status Registry::add(std::string name, Weight weight, OpFn fn, bool deterministic) {
+Status Registry::add(std::string name, Weight weight, OpFn fn, OpFlags flags) {
   if (Status st = validateOperationName(name); !st.ok()) return st;
   if (!fn) return absl::InvalidArgumentError(fmt::format("operation {} has no function", name));
   if (weight != Weight::kLight && weight != Weight::kMedium && weight != Weight::kHeavy)
@@ -72,8 +72,9 @@ Status Registry::add(std::string name, Weight weight, OpFn fn, bool deterministi
         fmt::format("operation {}: default weight must be light, medium or heavy", name));
   if (by_name_.contains(name))
     return absl::AlreadyExistsError(fmt::format("operation {} is already registered", name));
-  auto op =
-      std::make_unique<Operation>(Operation{std::move(name), weight, std::move(fn), deterministic});
+  auto op = std::make_unique<Operation>(Operation{std::move(name), weight, std::move(fn),
+                                                  hasFlag(flags, OpFlags::kDeterministic),
+                                                  hasFlag(flags, OpFlags::kNonBlocking)});
   by_name_.emplace(op->name, op.get());
   ops_.push_back(std::move(op));
   return absl::OkStatus();
@@ -93,7 +94,7 @@ StatusOr<const Operation*> Registry::lookup(std::string_view name) const {
 Status Registry::addLinkedOperations() {
   Status first;
   for (const auto& l : linkedOps()) {
-    auto st = add(l.name, l.weight, l.fn, l.deterministic);
+    auto st = add(l.name, l.weight, l.fn, l.flags);
     if (!st.ok()) {
       spdlog::warn("skipping linked operation: {}", st.ToString());
       if (first.ok()) first = st;

@@ -12,6 +12,14 @@
 // (TG_DETERMINISTIC_OPERATION, or add(..., /*deterministic=*/true), for an operation whose
 // result is bitwise a function of its arguments: the coordinator may then verify it.)
 //
+// Traits beyond the weight are flags (OpFlags): kDeterministic as above, and kNonBlocking for
+// an operation that never waits (no I/O, lock, sleep or condition wait; CPU work bounded by its
+// arguments): only such an operation may run a lone token on the node's link thread
+// (Executor::runInline). Either form:
+//
+//   registry.add("my.op", Weight::kLight, myOp, OpFlags::kDeterministic | OpFlags::kNonBlocking);
+//   TG_OPERATION_FLAGS("my.op", Weight::kLight, myOp, OpFlags::kNonBlocking);
+//
 // The macro appends to a process-wide list of *linked* operations (the one
 // unavoidable global: static registration has nowhere else to go). Nothing
 // reads that list implicitly: Registry::withLinkedOperations() copies it into
@@ -82,6 +90,22 @@ class OpContext {
 
 using OpFn = std::function<StatusOr<Value>(OpContext&, std::span<const Value>)>;
 
+// What an operation declares about itself at registration (combine with |).
+enum class OpFlags : uint32_t {
+  kNone = 0,
+  // Bitwise the same result for the same arguments: verifiable (Operation::deterministic).
+  kDeterministic = 1u << 0,
+  // Never blocks: no I/O, locks, sleeps or waits, and CPU time bounded by its arguments. A lone
+  // token of it may run on the node's link thread (Operation::non_blocking).
+  kNonBlocking = 1u << 1,
+};
+constexpr OpFlags operator|(OpFlags a, OpFlags b) {
+  return static_cast<OpFlags>(static_cast<uint32_t>(a) | static_cast<uint32_t>(b));
+}
+constexpr bool hasFlag(OpFlags set, OpFlags flag) {
+  return (static_cast<uint32_t>(set) & static_cast<uint32_t>(flag)) != 0;
+}
+
 struct Operation {
   std::string name;
   Weight weight = Weight::kLight;  // default lane when a token says `unspecified`
@@ -90,6 +114,15 @@ struct Operation {
   // floating-point reassociation): the coordinator may verify it by re-running a sample of its
   // tokens on another node (`verify: N%`, docs/security.md). Declared in the hello.
   bool deterministic = false;
+  // Never blocks (OpFlags::kNonBlocking): the node may run a lone token of it on the link thread
+  // when it was last timed fast and the workers are idle (NodeConfig::inline_below_ns). Node-local:
+  // not sent to the coordinator. An operation that is not declared always runs on a worker.
+  bool non_blocking = false;
+
+  OpFlags flags() const {
+    return (deterministic ? OpFlags::kDeterministic : OpFlags::kNone) |
+           (non_blocking ? OpFlags::kNonBlocking : OpFlags::kNone);
+  }
 };
 
 // Runs `op` on `args`, turning exceptions into Internal errors so a buggy
@@ -110,7 +143,11 @@ class Registry {
   // InvalidArgument for a name that validateOperationName() refuses
   // (common/names.h: 1..128 of [A-Za-z0-9._:@/-]), a null function or
   // `unspecified` weight; AlreadyExists for a duplicate name.
-  Status add(std::string name, Weight weight, OpFn fn, bool deterministic = false);
+  Status add(std::string name, Weight weight, OpFn fn, OpFlags flags);
+  Status add(std::string name, Weight weight, OpFn fn, bool deterministic = false) {
+    return add(std::move(name), weight, std::move(fn),
+               deterministic ? OpFlags::kDeterministic : OpFlags::kNone);
+  }
   // nullptr when absent.
   const Operation* find(std::string_view name) const;
   // NotFound "unknown operation X" when absent.
@@ -137,7 +174,8 @@ class Registry {
 namespace internal {
 // Static-registration hook used by TG_OPERATION; returns a dummy so it can
 // initialise a namespace-scope variable.
-bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, bool deterministic = false);
+bool registerLinkedOperation(const char* name, Weight weight, OpFn fn,
+                             OpFlags flags = OpFlags::kNone);
 }  // namespace internal
 
 }  // namespace tokengate::node
@@ -156,4 +194,9 @@ bool registerLinkedOperation(const char* name, Weight weight, OpFn fn, bool dete
 // sample it: Operation::deterministic).
 #define TG_DETERMINISTIC_OPERATION(name, weight, fn)                                       \
   [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
-      ::tokengate::node::internal::registerLinkedOperation(name, weight, fn, true)
+      ::tokengate::node::internal::registerLinkedOperation(                                \
+          name, weight, fn, ::tokengate::node::OpFlags::kDeterministic)
+// The same with any OpFlags, e.g. OpFlags::kDeterministic | OpFlags::kNonBlocking.
+#define TG_OPERATION_FLAGS(name, weight, fn, flags)                                        \
+  [[maybe_unused]] static const bool TG_OP_CONCAT(tg_operation_registered_, __COUNTER__) = \
+      ::tokengate::node::internal::registerLinkedOperation(name, weight, fn, flags)

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/wire.h"
+#include "node/link/node.h"
 #include "node/ops/builtin_ops.h"
 #include "tests/fakes/fake_clock.h"
 #include "tests/fakes/memory_link_socket.h"
@@ -123,6 +124,9 @@ class CoordinatorLinkTest : public ::testing::Test {
       link_->tick();
     }
   }
+  void useInlineExecutor();
+  OpFn advancesClock();
+  bool answeredInline(uint64_t session, const std::string& op, uint64_t id, int64_t arg);
   void waitExecutorIdle() {
     for (int i = 0; i < 10'000 && !executor_->idle(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -314,6 +318,83 @@ TEST_F(CoordinatorLinkTest, ALoneFastTokenIsAnsweredInsideOnReadableOnceItsOpIsK
   uint64_t tokens = 0;
   for (const auto& c : executor_->coreStats()) tokens += c.tokens;
   EXPECT_EQ(tokens, worker_tokens + 1);
+}
+
+// A test op "slow_when N": returns N; run on the test thread (inline) it advances the fake
+// clock by N ms, so the executor times it N ms. Run on a worker it is only ever given N = 0 (the
+// fake clock is written by the test thread alone).
+void CoordinatorLinkTest::useInlineExecutor() {
+  ExecutorConfig ec;
+  ec.cores = {allowedCores().front()};
+  ec.heavy_cores = 0;
+  ec.pin = false;
+  ec.inline_below_ns = kMillis;  // 1 ms
+  auto ex = Executor::create(
+      std::move(ec), [] {}, clock_);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  executor_ = std::move(*ex);
+}
+
+OpFn CoordinatorLinkTest::advancesClock() {
+  return [this](OpContext&, std::span<const Value> a) -> StatusOr<Value> {
+    clock_.advanceMs(a[0].asInt());
+    return a[0];
+  };
+}
+
+// Sends one token of `op` and says whether its result left before onReadable() returned (an
+// inline run); otherwise waits for the worker and checks the result leaves at the next tick.
+bool CoordinatorLinkTest::answeredInline(uint64_t session, const std::string& op, uint64_t id,
+                                         int64_t arg) {
+  net_.push(tokenBatch(session, op, id, {Value(arg)}));
+  link_->onReadable();
+  auto got = received();
+  if (count(got, Which::RESULT_BATCH) == 1) {
+    auto rb = got.back().frame->root().getResultBatch();
+    EXPECT_EQ(rb.getResults()[0].getId(), id);
+    return true;
+  }
+  EXPECT_EQ(count(got, Which::RESULT_BATCH), 0u);
+  waitExecutorIdle();
+  link_->tick();
+  got = received();
+  EXPECT_EQ(count(got, Which::RESULT_BATCH), 1u) << op << " " << id;
+  return false;
+}
+
+TEST_F(CoordinatorLinkTest, AnOpNotDeclaredNonBlockingNeverRunsInline) {
+  ASSERT_TRUE(registry_.add("plain.echo", Weight::kLight, advancesClock()).ok());
+  useInlineExecutor();
+  makeLink();
+  welcome(55);
+  (void)received();
+  // Timed fast by the worker again and again (0 ns on the fake clock), still never inline.
+  for (uint64_t id = 1; id <= 4; ++id) EXPECT_FALSE(answeredInline(55, "plain.echo", id, 0)) << id;
+  // The same executor runs a declared op (echo is built in, declared) inline once timed.
+  EXPECT_FALSE(answeredInline(55, "echo", 10, 1));
+  EXPECT_TRUE(answeredInline(55, "echo", 11, 1));
+  EXPECT_FALSE(answeredInline(55, "plain.echo", 12, 0));
+}
+
+TEST_F(CoordinatorLinkTest, ADeclaredOpWhoseInlineRunTurnsSlowGoesBackToTheWorkers) {
+  ASSERT_TRUE(
+      registry_.add("slow_when", Weight::kLight, advancesClock(), OpFlags::kNonBlocking).ok());
+  useInlineExecutor();
+  makeLink();
+  welcome(56);
+  (void)received();
+  EXPECT_FALSE(answeredInline(56, "slow_when", 1, 0));  // never timed: a worker
+  EXPECT_TRUE(answeredInline(56, "slow_when", 2, 0));   // timed fast: inline
+  // This run takes 5 ms (>= the 1 ms bound): it was already running inline, so it finishes
+  // there, and the op is demoted.
+  EXPECT_TRUE(answeredInline(56, "slow_when", 3, 5));
+  EXPECT_FALSE(answeredInline(56, "slow_when", 4, 0));  // back on a worker...
+  EXPECT_TRUE(answeredInline(56, "slow_when", 5, 0));   // ...which timed it fast again
+}
+
+TEST_F(CoordinatorLinkTest, InlineRunsAreOnByDefaultOnANode) {
+  EXPECT_GT(NodeConfig{}.inline_below_ns, 0);      // the declaration, not the flag, is the guard
+  EXPECT_EQ(ExecutorConfig{}.inline_below_ns, 0);  // a bare executor stays conservative
 }
 
 TEST_F(CoordinatorLinkTest, WithInlineRunsOffEveryTokenGoesToTheWorkers) {

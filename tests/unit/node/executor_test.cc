@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <thread>
 
@@ -432,7 +433,17 @@ TEST_F(ExecutorTest, ALoneTokenRunsInlineOnlyOnceAWorkerTimedItsOpFast) {
   EXPECT_FALSE(off->canRunInline(task(4, "echo", {Value(int64_t{1})})));
 }
 
+// `spin N`, declared non-blocking (the built-in test op `spin` is not: its run time is an
+// argument, like an op that sometimes waits).
+StatusOr<Value> busySpin(OpContext&, std::span<const Value> args) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(args[0].asInt());
+  while (std::chrono::steady_clock::now() < end) {
+  }
+  return Value(int64_t{0});
+}
+
 TEST_F(ExecutorTest, SlowOpsBusyOrDrainingExecutorsAndOtherLanesNeverRunInline) {
+  ASSERT_TRUE(registry_.add("spin.nb", Weight::kLight, busySpin, OpFlags::kNonBlocking).ok());
   auto ex = make(inlineConfig());
   ASSERT_NE(ex, nullptr);
   auto runOnWorker = [&](Task t) {
@@ -442,16 +453,16 @@ TEST_F(ExecutorTest, SlowOpsBusyOrDrainingExecutorsAndOtherLanesNeverRunInline) 
     ASSERT_TRUE(waitIdle(*ex));
   };
   runOnWorker(task(1, "echo", {Value(int64_t{1})}));
-  runOnWorker(task(2, "spin", {Value(int64_t{0})}));
-  EXPECT_TRUE(ex->canRunInline(task(3, "spin", {Value(int64_t{0})})));
+  runOnWorker(task(2, "spin.nb", {Value(int64_t{0})}));
+  EXPECT_TRUE(ex->canRunInline(task(3, "spin.nb", {Value(int64_t{0})})));
   // A worker timing spin slow demotes it; while it runs, the busy executor inlines nothing.
   std::vector<Task> batch;
-  batch.push_back(task(4, "spin", {Value(int64_t{300'000})}));  // 300 ms
+  batch.push_back(task(4, "spin.nb", {Value(int64_t{300'000})}));  // 300 ms
   ex->submit(std::move(batch));
   EXPECT_FALSE(ex->idle());
   EXPECT_FALSE(ex->canRunInline(task(5, "echo", {Value(int64_t{1})})));
   ASSERT_TRUE(waitIdle(*ex));
-  EXPECT_FALSE(ex->canRunInline(task(6, "spin", {Value(int64_t{0})})));
+  EXPECT_FALSE(ex->canRunInline(task(6, "spin.nb", {Value(int64_t{0})})));
   EXPECT_TRUE(ex->canRunInline(task(7, "echo", {Value(int64_t{1})})));
   EXPECT_FALSE(ex->canRunInline(task(8, "echo", {Value(int64_t{1})}, Weight::kMedium)));
   ex->drain();
@@ -460,11 +471,17 @@ TEST_F(ExecutorTest, SlowOpsBusyOrDrainingExecutorsAndOtherLanesNeverRunInline) 
   EXPECT_TRUE(ex->canRunInline(task(10, "echo", {Value(int64_t{1})})));
 
   // An inline run that took too long demotes its op: the next tokens go to the workers.
-  runOnWorker(task(11, "spin", {Value(int64_t{0})}));           // fast again
-  Task long_one = task(10, "spin", {Value(int64_t{100'000})});  // 100 ms
+  runOnWorker(task(11, "spin.nb", {Value(int64_t{0})}));           // fast again
+  Task long_one = task(10, "spin.nb", {Value(int64_t{100'000})});  // 100 ms
   ASSERT_TRUE(ex->canRunInline(long_one));
   EXPECT_TRUE(ex->runInline(long_one).outcome.ok());
-  EXPECT_FALSE(ex->canRunInline(task(11, "spin", {Value(int64_t{0})})));
+  EXPECT_FALSE(ex->canRunInline(task(11, "spin.nb", {Value(int64_t{0})})));
+
+  // An operation not declared non-blocking never runs inline, however fast a worker timed it.
+  runOnWorker(task(12, "spin", {Value(int64_t{0})}));
+  runOnWorker(task(13, "spin", {Value(int64_t{0})}));
+  EXPECT_FALSE(ex->canRunInline(task(14, "spin", {Value(int64_t{0})})));
+  EXPECT_TRUE(ex->canRunInline(task(15, "echo", {Value(int64_t{1})})));
 
   // A slowed node (speed factor) keeps its tokens on the workers, where the penalty is paid.
   ExecutorConfig slowed = inlineConfig();

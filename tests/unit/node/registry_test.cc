@@ -12,6 +12,8 @@ StatusOr<Value> twice(OpContext&, std::span<const Value> args) {
 }
 
 TG_OPERATION("test.twice", Weight::kMedium, twice);
+TG_OPERATION_FLAGS("test.twice_pure", Weight::kLight, twice,
+                   OpFlags::kDeterministic | OpFlags::kNonBlocking);
 
 TEST(RegistryTest, AddFindAndLookup) {
   Registry r;
@@ -61,6 +63,31 @@ TEST(RegistryTest, StaticRegistrationViaMacro) {
   EXPECT_EQ(out->asInt(), 42);
   // Adding the linked set twice reports the duplicate but keeps the first.
   EXPECT_EQ(r.addLinkedOperations().code(), StatusCode::kAlreadyExists);
+}
+
+TEST(RegistryTest, FlagsAreDeclaredAtRegistrationAndSurviveCopiesAndLinking) {
+  Registry r;
+  ASSERT_TRUE(r.add("plain", Weight::kLight, twice).ok());
+  ASSERT_TRUE(r.add("det", Weight::kLight, twice, /*deterministic=*/true).ok());
+  ASSERT_TRUE(r.add("nb", Weight::kLight, twice, OpFlags::kNonBlocking).ok());
+  ASSERT_TRUE(
+      r.add("pure", Weight::kLight, twice, OpFlags::kDeterministic | OpFlags::kNonBlocking).ok());
+  Registry copy = r;
+  for (const Registry* reg : {&r, &copy}) {
+    EXPECT_FALSE(reg->find("plain")->deterministic);
+    EXPECT_FALSE(reg->find("plain")->non_blocking);  // nothing is non-blocking unless declared
+    EXPECT_TRUE(reg->find("det")->deterministic);
+    EXPECT_FALSE(reg->find("det")->non_blocking);
+    EXPECT_FALSE(reg->find("nb")->deterministic);
+    EXPECT_TRUE(reg->find("nb")->non_blocking);
+    EXPECT_TRUE(reg->find("pure")->deterministic);
+    EXPECT_TRUE(reg->find("pure")->non_blocking);
+  }
+  Registry linked = Registry::withLinkedOperations();
+  ASSERT_NE(linked.find("test.twice_pure"), nullptr);
+  EXPECT_TRUE(linked.find("test.twice_pure")->non_blocking);
+  EXPECT_TRUE(linked.find("test.twice_pure")->deterministic);
+  EXPECT_FALSE(linked.find("test.twice")->non_blocking);
 }
 
 TEST(RegistryTest, ExceptionsBecomeErrors) {
