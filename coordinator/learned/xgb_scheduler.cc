@@ -145,9 +145,9 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       compared_pub_.store(0, std::memory_order_relaxed);
       evals_.clear();  // their pending entries become no-ops
       predicts_ok_ = false;
-      for (auto& v : lane_nodes_)
-        for (auto& ln : v) ln.model_view = ln.fb_view = 0;  // tokens in flight lose their shadow
-      shadow_.clear();
+      clearViews();  // tokens in flight lose their shadow
+      next_window_ = 0;
+      debounce_ = {};
       setMode(false);
     }
   } else if (!model) {
@@ -193,7 +193,7 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
   if (!options_.fallback_gate) return;
   // Keep both estimates of measurable tokens for scoring when they finish (tiny tokens are
   // dominated by timer noise and do not matter for placement).
-  if (shadow_.size() > options_.max_shadow_tokens) shadow_.clear();
+  if (shadow_.size() > options_.max_shadow_tokens) clearViews();
   for (size_t i = 0; i < tokens.size(); ++i)
     if (std::max(mout[i], out[i]) >= options_.min_speed_token_ns)
       shadow_[tokens[i].id] = {mout[i], out[i]};
@@ -249,10 +249,18 @@ void XgbScheduler::noteChoice(uint64_t id, Weight lane, const coordinator::Candi
   evals_[id] = e;
 }
 
-void XgbScheduler::addToViews(Weight lane, uint32_t node, const Shadow& sh, double sign) {
+void XgbScheduler::addToViews(Weight lane, uint32_t node, const Shadow& sh, double placed_ns,
+                              double sign) {
   LaneNode& ln = laneNode(lane, node);
   ln.model_view = std::max(ln.model_view + sign * sh.model_ns, 0.0);
   ln.fb_view = std::max(ln.fb_view + sign * sh.fallback_ns, 0.0);
+  ln.placed_view = std::max(ln.placed_view + sign * placed_ns, 0.0);
+}
+
+void XgbScheduler::clearViews() {
+  for (auto& v : lane_nodes_)
+    for (auto& ln : v) ln.model_view = ln.fb_view = ln.placed_view = 0;
+  shadow_.clear();
 }
 
 void XgbScheduler::countResult(Weight lane, uint32_t node, double run_ns) {
@@ -293,10 +301,9 @@ void XgbScheduler::settle(std::unordered_map<uint64_t, Eval>::iterator it) {
 }
 
 void XgbScheduler::decide() {
-  if (scored_ < options_.min_compared_tokens) return;
-  if (mode_switches_.load(std::memory_order_relaxed) > 0 &&
-      scored_ - scored_at_switch_ < options_.min_tokens_between_switches)
-    return;
+  // Once per window of scored tokens (comparisons settling in between do not re-decide).
+  if (scored_ < options_.min_compared_tokens || scored_ < next_window_) return;
+  next_window_ = scored_ + std::max<uint32_t>(options_.min_tokens_between_switches, 1);
   GateScores g;
   g.scored = scored_;
   g.model_err = model_err_;
@@ -304,7 +311,8 @@ void XgbScheduler::decide() {
   g.compared = compared_;
   g.regret = run_sum_ > 0 ? gap_sum_ / run_sum_ : 0;
   predicts_ok_ = g.scored >= options_.min_compared_tokens && g.model_err <= g.fallback_err;
-  setMode(modelShouldPlace(g, options_));
+  setMode(debounce_.update(use_model_, modelShouldPlace(g, options_), options_.windows_to_model,
+                           options_.windows_to_fallback));
 }
 
 void XgbScheduler::predictCosts(const costmodel::CostModel& model,
@@ -384,9 +392,20 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
     if (loads.size() <= cand.node) loads.resize(cand.node + 1, 0);
     loads[cand.node] = static_cast<uint32_t>(std::min<uint64_t>(cand.in_flight, UINT32_MAX));
   }
-  // Realised-quality comparisons need both estimates (the shadow) and the fallback's speeds.
-  const bool compare =
-      options_.fallback_gate && options_.placement_gate && have_model_ && !shadow_.empty();
+  // Both estimates of measurable tokens (the shadow) exist only while a model exists; the
+  // per lane-node views of them are kept whenever they do.
+  const bool track = options_.fallback_gate && have_model_ && !shadow_.empty();
+  // Realised-quality comparisons also need the fallback's speeds.
+  const bool compare = track && options_.placement_gate;
+  if (track && options_.own_queue_view) {
+    // Candidate::outstanding sums the costs tokens were placed with, by whichever estimator
+    // placed them; restate the measurable ones in the units of the estimator placing now.
+    for (auto& cand : cands) {
+      const LaneNode& ln = laneNode(lane, cand.node);
+      const double own = use_model_ ? ln.model_view : ln.fb_view;
+      cand.outstanding = std::max(0.0, cand.outstanding - ln.placed_view + own);
+    }
+  }
   if (compare) {
     cand_fspeed_.resize(cands.size());
     for (size_t c = 0; c < cands.size(); ++c)
@@ -402,12 +421,46 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         snap_ahead_[c] = cands[c].in_flight + cands[c].assigned;
     }
     fallback_->place(lane, tokens, cands, out);
+    if (track && options_.fallback_horizon_guard && options_.queue_horizon_ns > 0) {
+      // The horizon on the fallback's choices, in the model's estimates (see the option).
+      guard_work_.assign(cands.size(), 0);
+      guard_n_.assign(cands.size(), 0);
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        const int32_t p = out[i].candidate;
+        if (p < 0) continue;
+        const auto it = shadow_.find(tokens[i].id);
+        if (it == shadow_.end() || it->second.model_ns < options_.horizon_min_token_ns) continue;
+        const auto k = static_cast<size_t>(p);
+        const auto& c = cands[k];
+        const double work = (laneNode(lane, c.node).model_view + guard_work_[k]) *
+                            nodeSlowness(c.node) / std::max<uint32_t>(c.workers, 1);
+        // No minimum token count here (the model path's min_queue_tokens): least-outstanding
+        // cannot see an argument, so the tokens it sends to a node already holding one 30 ms
+        // token may be two more of them (heavytail replay: +37% makespan, all on the slow node).
+        if (c.in_flight + guard_n_[k] > 0 && work >= options_.queue_horizon_ns) {
+          out[i].candidate = -1;
+          held_back_.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        guard_work_[k] += it->second.model_ns;
+        ++guard_n_[k];
+      }
+    }
     // Lanes follow the model's predictions once it predicts better than the running mean, even
     // while its placements are not trusted (reclassification is about cost, not node choice).
     if (predicts_ok_ && costed_n_ == tokens.size() && model_out_.size() == tokens.size() &&
         tokens.front().id == costed_first_ && tokens.back().id == costed_last_)
       updateOpLanes(lane, tokens, out, model_out_);
-    if (!compare) return;
+    if (!track) return;
+    if (!compare) {
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        if (out[i].candidate < 0) continue;
+        if (const auto it = shadow_.find(tokens[i].id); it != shadow_.end())
+          addToViews(lane, cands[static_cast<size_t>(out[i].candidate)].node, it->second,
+                     tokens[i].cost, 1);
+      }
+      return;
+    }
     // Replay the fallback's choices in order; for each measurable token note where the model's
     // rule (earliest predicted completion with its costs, its view of the queues and its
     // slowness) would have put it.
@@ -432,23 +485,36 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         }
         noteChoice(tokens[i].id, lane, cands[static_cast<size_t>(p)],
                    snap_ahead_[static_cast<size_t>(p)], cands[best], snap_ahead_[best], false);
-        addToViews(lane, cands[static_cast<size_t>(p)].node, sh, 1);
+        addToViews(lane, cands[static_cast<size_t>(p)].node, sh, tokens[i].cost, 1);
       }
       ++snap_ahead_[static_cast<size_t>(p)];
       countGroup(cands[static_cast<size_t>(p)].node);
     }
     return;
   }
-  // Largest predicted cost first (LPT): big tokens start early and on fast nodes.
+  // Largest predicted cost first (LPT) within each job (XgbSchedulerOptions::lpt_scope).
   // Skipped when costs are within 2x of each other, or all tiny (e.g. Leibniz terms, where a
   // trained model's noise made every 512-token slice look skewed): order hardly matters then.
   order_.resize(tokens.size());
   std::iota(order_.begin(), order_.end(), 0u);
   const auto [lo, hi] = std::minmax_element(
       tokens.begin(), tokens.end(), [](const auto& a, const auto& b) { return a.cost < b.cost; });
-  if (hi->cost > 2 * lo->cost && hi->cost >= options_.lpt_min_token_ns)
-    std::stable_sort(order_.begin(), order_.end(),
-                     [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; });
+  if (hi->cost > 2 * lo->cost && hi->cost >= options_.lpt_min_token_ns) {
+    const auto larger = [&](uint32_t a, uint32_t b) { return tokens[a].cost > tokens[b].cost; };
+    if (options_.lpt_scope == XgbSchedulerOptions::LptScope::kSlice) {
+      std::stable_sort(order_.begin(), order_.end(), larger);
+    } else {
+      // Within each job's run of consecutive tokens only (ids are job << 32 | token).
+      for (size_t b = 0; b < tokens.size();) {
+        size_t e = b + 1;
+        while (e < tokens.size() && (tokens[e].id >> 32) == (tokens[b].id >> 32)) ++e;
+        if (e - b > 1)
+          std::stable_sort(order_.begin() + static_cast<ptrdiff_t>(b),
+                           order_.begin() + static_cast<ptrdiff_t>(e), larger);
+        b = e;
+      }
+    }
+  }
   // Seconds-per-unit-of-work of each candidate, computed once per call. Candidate::speed is
   // not used: the core fills it from nodeSpeed(), i.e. this same slowness.
   cand_scale_.resize(cands.size());
@@ -483,8 +549,10 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
       held_back_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (compare) {
-      if (const auto it = shadow_.find(tokens[i].id); it != shadow_.end()) {
+    if (track) {
+      if (const auto it = shadow_.find(tokens[i].id); it != shadow_.end() && !compare) {
+        addToViews(lane, c.node, it->second, cost, 1);
+      } else if (it != shadow_.end()) {
         // Where least-outstanding (its cost, its view of the queues, its speeds, the same group
         // spread) would have put the token.
         Shadow& sh = it->second;
@@ -503,7 +571,7 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         const auto& b = cands[static_cast<size_t>(best)];
         noteChoice(tokens[i].id, lane, b, b.in_flight + b.assigned, cands[alt],
                    cands[alt].in_flight + cands[alt].assigned, true);
-        addToViews(lane, b.node, sh, 1);
+        addToViews(lane, b.node, sh, cost, 1);
       }
     }
     --c.free_credit;
@@ -596,7 +664,7 @@ void XgbScheduler::observe(const coordinator::TokenInfo& token, uint32_t node, d
     } else {
       const Shadow sh = it->second;
       shadow_.erase(it);
-      if (options_.placement_gate) addToViews(token.lane, node, sh, -1);
+      addToViews(token.lane, node, sh, token.cost, -1);
       model_ns = sh.model_ns;
       if (run_ns > 0 && std::isfinite(run_ns) && sh.model_ns > 0 && sh.fallback_ns > 0) {
         score(node, run_ns, sh.model_ns, sh.fallback_ns);

@@ -7,7 +7,7 @@
 // dispatch are scored against the run time (|ln(predicted x node slowness / run)|, running
 // means); a model version is trusted once it has min_compared_tokens scores and its error is no
 // worse than the least-outstanding running mean's, and placement falls back as soon as its
-// recent error is worse again (re-evaluated at most every min_tokens_between_switches scores).
+// recent error is worse again (with hysteresis: windows_to_model / windows_to_fallback).
 // Prediction error alone is not enough: the model must also *place* no worse. For every
 // measurable token the other estimator's node choice is noted at placement, and when the token
 // finishes its real run time is put on both nodes (realised completion = work queued ahead + run
@@ -32,6 +32,7 @@
 // coordinator loop thread, except the read-only accessors noted below.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -70,6 +71,15 @@ struct XgbSchedulerOptions {
   double horizon_min_token_ns = 100'000;
   // Largest-first ordering only when some token in the slice is predicted at least this long.
   double lpt_min_token_ns = 10'000;
+  // What largest-first reorders. kJob (default): only the tokens of one job among themselves
+  // (consecutive tokens of a job in the ready queue); jobs keep their queue (admission) order.
+  // kSlice: the whole slice, which under deep credit is the op's whole ready queue: every big
+  // token of every job then goes before every small one, so jobs of small tokens admitted first
+  // finish last -- in the bimodal replay (placement_replay_test.cc) that put p99 job latency at
+  // the makespan (+5-10% against least-outstanding) and doubled p50, for a makespan gain of ~1%
+  // that the queue horizon already gives (a late big token still finds a fast node).
+  enum class LptScope : uint8_t { kJob, kSlice };
+  LptScope lpt_scope = LptScope::kJob;
   // Weight of one token in an op's running mean of predicted cost (reclassification).
   double op_cost_alpha = 0.005;
   // Tokens of an op predicted before it may be reclassified, and between two changes (with the
@@ -89,7 +99,33 @@ struct XgbSchedulerOptions {
   // (tests of the model path).
   bool fallback_gate = true;
   uint32_t min_compared_tokens = 64;
-  uint32_t min_tokens_between_switches = 32;
+  // Hysteresis against flapping: the gate is evaluated once per window of this many scored
+  // tokens, and the mode changes only when the gate wants the other mode in
+  // windows_to_model consecutive windows (to trust the model) or windows_to_fallback (to leave
+  // it). Each switch costs something real: tokens queued by one estimator are judged in the other's
+  // units for a while, and batch sizing changes. Before (one window, re-evaluated on every
+  // comparison), the suite's passes switched 2-25 times and the bimodal / hetero replays up to
+  // 47 times (placement_replay_test.cc); with a 32-token window heavytail still switched 7-11.
+  uint32_t min_tokens_between_switches = 64;  // the window
+  uint32_t windows_to_model = 3;
+  uint32_t windows_to_fallback = 2;
+  // Each estimator places with its own view of the queues: the core's Candidate::outstanding is
+  // the sum of the costs tokens were *placed* with, i.e. in the units of whichever estimator
+  // placed them; after a switch, a node full of tokens the other estimator costed looks
+  // over- or under-loaded (least-outstanding costs every `spin` at the op mean, so 40 queued
+  // 100 us tokens look like 20 ms; the model costs 5 ms ones at 5 ms, which least-outstanding
+  // then sees as 0.5 ms). With this on, the measurable tokens (those shadowed for scoring) in
+  // flight count in the placing estimator's own estimates. false: the core's sum as is.
+  bool own_queue_view = true;
+  // While the fallback places (and a model exists), the queue horizon above is also applied to its
+  // choices with the model's estimates and view of the queues: a token the model predicts >=
+  // horizon_min_token_ns is held when its node already has queue_horizon_ns of the model's
+  // predicted work. Why: least-outstanding's op mean is a running mean of what *finishes*; while
+  // the model placed, its horizon held the big tokens back and the small ones finished first, so
+  // the mean sank (replay: 3.5 ms -> 74 us for the skewed mix's `spin`), the fallback then saw
+  // every token as under its own 100 us horizon threshold and committed the whole held backlog
+  // blindly (hetero replay: 19.9 s against 2.9 s). false: the fallback's choices as they are.
+  bool fallback_horizon_guard = true;
   // Weight of one score in the running mean of each estimator's |log error|.
   double error_alpha = 0.05;
   // Dispatch-time estimates kept for scoring (cleared beyond this, e.g. cancelled jobs).
@@ -130,6 +166,22 @@ struct GateScores {
 // Whether the model should place: enough scores, prediction error no worse than the running
 // mean's, and (placement_gate) enough comparisons with realised regret <= max_placement_regret.
 bool modelShouldPlace(const GateScores& s, const XgbSchedulerOptions& o);
+// Debounce of the mode switch (XgbSchedulerOptions::windows_to_model / windows_to_fallback):
+// update() is called once per window with the gate's wish and returns the mode to use. A pure
+// state machine (tests drive it without a scheduler).
+struct SwitchDebounce {
+  uint32_t streak = 0;  // consecutive windows in which the wish differed from the mode
+  bool update(bool current, bool want, uint32_t windows_to_model, uint32_t windows_to_fallback) {
+    if (want == current) {
+      streak = 0;
+      return current;
+    }
+    if (++streak < std::max<uint32_t>(want ? windows_to_model : windows_to_fallback, 1))
+      return current;
+    streak = 0;
+    return want;
+  }
+};
 // Realised completion of a token on the node it ran on and on the alternative node, from the
 // work queued ahead of it on each at placement (ns of time), its run time there and the two
 // nodes' relative speeds (1 = fastest, < 1 slower). Returns ran - alternative (> 0: the
@@ -276,6 +328,9 @@ class XgbScheduler final : public coordinator::Scheduler {
     // tokens placed there and not yet finished (whoever placed them), so the alternative choice
     // is made with the alternative's own view, not the placing estimator's units.
     double model_view = 0, fb_view = 0;
+    // The same tokens at the cost they were placed with (what the core's outstanding holds for
+    // them), so Candidate::outstanding can be restated in one estimator's units.
+    double placed_view = 0;
     std::priority_queue<Pending, std::vector<Pending>, std::greater<>> pending;
   };
   // One comparison: the node the token was placed on and the one the other estimator chose.
@@ -291,11 +346,14 @@ class XgbScheduler final : public coordinator::Scheduler {
   void noteChoice(uint64_t id, Weight lane, const coordinator::Candidate& ran, uint64_t ran_ahead,
                   const coordinator::Candidate& alt, uint64_t alt_ahead, bool by_model);
   void countResult(Weight lane, uint32_t node, double run_ns);
-  void addToViews(Weight lane, uint32_t node, const Shadow& sh, double sign);
+  void addToViews(Weight lane, uint32_t node, const Shadow& sh, double placed_ns, double sign);
+  void clearViews();
   void settle(std::unordered_map<uint64_t, Eval>::iterator it);
   std::vector<LaneNode> lane_nodes_[3];       // by lane, node slot
   std::unordered_map<uint64_t, Eval> evals_;  // token id -> comparison in progress
   std::vector<uint64_t> snap_ahead_;          // fallback path: tokens ahead on each candidate
+  std::vector<double> guard_work_;            // fallback path: model-estimated work added per cand
+  std::vector<uint32_t> guard_n_;             // fallback path: tokens added per candidate
   void decide();
   // The group-spread state of the model's rule (as in least-outstanding).
   struct GroupKey {
@@ -318,6 +376,8 @@ class XgbScheduler final : public coordinator::Scheduler {
   bool use_model_ = false;
   uint64_t scored_version_ = 0;  // model version the scores below belong to
   uint64_t scored_ = 0, scored_at_switch_ = 0;
+  uint64_t next_window_ = 0;  // scored_ at which the gate is evaluated next
+  SwitchDebounce debounce_;
   double model_err_ = 0, fallback_err_ = 0;
   uint64_t compared_ = 0;
   double gap_sum_ = 0, run_sum_ = 0;  // running means of (model - fallback) completion, run time

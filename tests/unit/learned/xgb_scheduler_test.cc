@@ -189,6 +189,71 @@ TEST_F(XgbSchedulerTest, LargestTokensGoFirstToFastNodes) {
   EXPECT_NE(out[3].candidate, 2);  // not on the slow node
 }
 
+TEST(XgbSchedulerLpt, LargestFirstOrdersWithinAJobNotAcrossJobs) {
+  // One slice: job 1 (admitted first) of three 100 us tokens, then job 2 of three 5 ms tokens,
+  // one node with a 1 ms horizon. Largest-first over the whole slice placed job 2's first token
+  // first and held every token of job 1 behind it; within jobs, job 1 goes out first.
+  for (const auto scope :
+       {XgbSchedulerOptions::LptScope::kJob, XgbSchedulerOptions::LptScope::kSlice}) {
+    auto model = std::make_shared<testing::ScriptedCostModel>();
+    model->set(0, 1000, /*per_arg=*/true);
+    XgbSchedulerOptions o;
+    o.fallback_gate = false;
+    o.queue_horizon_ns = 1e6;
+    o.min_queue_tokens = 1;
+    o.group_spread = 0;
+    o.lpt_scope = scope;
+    XgbScheduler s([&] { return model; }, nullptr, o);
+    std::vector<TokenInfo> t(6);
+    for (uint32_t i = 0; i < 6; ++i) {
+      t[i].id = (uint64_t{i < 3 ? 1u : 2u} << 32) | i;
+      t[i].op = 0;
+      t[i].arg_count = 1;
+      t[i].arg_bytes = 8;
+      t[i].first_arg = i < 3 ? 100 : 5000;
+    }
+    std::vector<double> c(6);
+    s.costs(t, c);
+    for (size_t i = 0; i < 6; ++i) t[i].cost = c[i];
+    std::vector<Candidate> cands(1);
+    cands[0].free_credit = 100;
+    std::vector<Placement> out(6);
+    s.place(Weight::kLight, t, cands, out);
+    int job1_placed = 0;
+    for (size_t i = 0; i < 3; ++i) job1_placed += out[i].candidate >= 0 ? 1 : 0;
+    if (scope == XgbSchedulerOptions::LptScope::kJob) {
+      EXPECT_EQ(job1_placed, 3);
+      EXPECT_GE(out[3].candidate, 0);  // 0.3 ms queued: job 2's first token still fits
+      EXPECT_LT(out[4].candidate, 0);
+    } else {
+      EXPECT_EQ(job1_placed, 0);  // the behaviour this replaces
+    }
+  }
+}
+
+TEST(SwitchDebounce, AWishThatFlipsEveryWindowNeverSwitches) {
+  SwitchDebounce d;
+  bool mode = false;
+  for (int w = 0; w < 100; ++w) mode = d.update(mode, w % 2 == 0, 3, 2);
+  EXPECT_FALSE(mode);
+  for (int w = 0; w < 100; ++w) mode = d.update(mode, w % 3 != 2, 3, 2);  // 2 of 3 windows
+  EXPECT_FALSE(mode);
+}
+
+TEST(SwitchDebounce, SwitchesAfterKConsecutiveWindowsAsymmetrically) {
+  SwitchDebounce d;
+  bool mode = false;
+  EXPECT_FALSE(mode = d.update(mode, true, 3, 2));
+  EXPECT_FALSE(mode = d.update(mode, true, 3, 2));
+  EXPECT_TRUE(mode = d.update(mode, true, 3, 2));  // third window in a row: the model
+  EXPECT_TRUE(mode = d.update(mode, false, 3, 2));
+  EXPECT_TRUE(mode = d.update(mode, true, 3, 2));  // the streak is broken
+  EXPECT_TRUE(mode = d.update(mode, false, 3, 2));
+  EXPECT_FALSE(mode = d.update(mode, false, 3, 2));  // second in a row: back to the fallback
+  SwitchDebounce once;
+  EXPECT_TRUE(once.update(false, true, 1, 1));  // K = 1: the old behaviour
+}
+
 TEST_F(XgbSchedulerTest, RespectsCreditAndHoldsBackWhenFull) {
   model_->set(0, 1e6);
   auto t = tokens(0, 10);
@@ -615,14 +680,17 @@ TEST_F(FallbackGateTest, UntrustedModelPlacesExactlyLikeLeastOutstanding) {
 }
 
 TEST_F(FallbackGateTest, ModelIsTrustedOnlyAfterPredictingBetterThanTheRunningMean) {
-  const uint32_t need = XgbSchedulerOptions{}.min_compared_tokens;
-  for (int r = 0; r < 10; ++r)
+  // The gate must hold in windows_to_model consecutive windows (hysteresis): 64 + 2 x 64.
+  const XgbSchedulerOptions o;
+  const uint64_t need =
+      o.min_compared_tokens + (o.windows_to_model - 1) * uint64_t{o.min_tokens_between_switches};
+  for (int r = 0; r < 20; ++r)
     round(10, 1, [&] {
       if (sched_.scoredTokens() < need) {
         EXPECT_FALSE(sched_.usingModel()) << sched_.scoredTokens();
       }
     });
-  EXPECT_EQ(sched_.scoredTokens(), 100u);
+  EXPECT_EQ(sched_.scoredTokens(), 200u);
   EXPECT_TRUE(sched_.usingModel()) << sched_.placementRegret() << " " << sched_.comparedTokens();
   EXPECT_STREQ(sched_.placementMode(), "model");
   EXPECT_EQ(sched_.modeSwitches(), 1u);
@@ -638,7 +706,7 @@ TEST_F(FallbackGateTest, ModelIsTrustedOnlyAfterPredictingBetterThanTheRunningMe
 }
 
 TEST_F(FallbackGateTest, FallsBackAsSoonAsTheModelPredictsWorseThanTheRunningMean) {
-  for (int r = 0; r < 10; ++r) round(10);
+  for (int r = 0; r < 20; ++r) round(10);
   ASSERT_TRUE(sched_.usingModel());
   // Drift: the op now takes 10x longer. The model (same version) does not know; the running mean
   // follows, and placement goes back to least-outstanding.
@@ -656,7 +724,7 @@ TEST_F(FallbackGateTest, FallsBackAsSoonAsTheModelPredictsWorseThanTheRunningMea
 }
 
 TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
-  for (int r = 0; r < 10; ++r) round(10);
+  for (int r = 0; r < 20; ++r) round(10);
   ASSERT_TRUE(sched_.usingModel());
   auto next = std::make_shared<testing::ScriptedCostModel>();
   next->set(0, 1000, true);
@@ -665,8 +733,22 @@ TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
   round(1);
   EXPECT_FALSE(sched_.usingModel());
   EXPECT_EQ(sched_.scoredTokens(), 1u);
-  for (int r = 0; r < 7; ++r) round(10);
+  for (int r = 0; r < 17; ++r) round(10);
+  EXPECT_FALSE(sched_.usingModel());  // 171 scored: not yet 3 windows in a row
+  for (int r = 0; r < 3; ++r) round(10);
   EXPECT_TRUE(sched_.usingModel());
+}
+
+TEST_F(FallbackGateTest, ABorderlineModelDoesNotFlap) {
+  // Alternate windows in which the model predicts exactly and windows in which it is 3x off
+  // (the running mean, one value for 200 us and 2 ms tokens, sits in between): without
+  // hysteresis the gate switched with every other window.
+  for (int r = 0; r < 20; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  const uint64_t before = sched_.modeSwitches();
+  for (int w = 0; w < 20; ++w)
+    for (int r = 0; r < 8; ++r) round(8, w % 2 == 0 ? 1.0 : 10.0);
+  EXPECT_LE(sched_.modeSwitches() - before, 2u);
 }
 
 TEST_F(FallbackGateTest, ForgetNodeAlsoResetsTheFallbacksSpeed) {
@@ -870,7 +952,7 @@ TEST_F(PlacementGateTest, TrustedModelFallsBackWhenItsPlacementsRealiseLater) {
   XgbScheduler gated([this] { return model_; }, nullptr, options(true));
   XgbScheduler old_rule([this] { return model_; }, nullptr, options(false));
   for (auto* s : {&gated, &old_rule})  // 5 ms tokens on both nodes: both choose alike, regret 0
-    for (int r = 0; r < 30; ++r) round(*s, false);
+    for (int r = 0; r < 60; ++r) round(*s, false);
   ASSERT_TRUE(gated.usingModel());
   ASSERT_TRUE(old_rule.usingModel());
   EXPECT_LE(gated.placementRegret(), 0);
