@@ -190,7 +190,11 @@ double leibnizTermDouble(int64_t k) {
 }
 
 BigFloat leibnizTermDec(int64_t k) {
-  BigFloat t = BigFloat(1) / BigFloat(2 * k + 1);
+  // 2k + 1 overflows int64 once |k| >= 2^62 (k comes from a token's argument): form it in
+  // BigFloat there, where it is exact (168-bit mantissa).
+  constexpr int64_t kSafe = int64_t{1} << 62;
+  const BigFloat d = k > -kSafe && k < kSafe ? BigFloat(2 * k + 1) : BigFloat(BigFloat(k) * 2 + 1);
+  BigFloat t = BigFloat(1) / d;
   if (k & 1) t.backend().negate();
   return t;
 }
