@@ -43,6 +43,35 @@ struct ReplayToken {
   double placed_at = 0, start = 0, finish = 0;  // ns
 };
 
+// Makespan and the token-weighted p50/p99 of job latency (s), from each job's submit and
+// completion times (ns) and token count.
+struct JobFigures {
+  double makespan_s = 0, p50_s = 0, p99_s = 0;
+};
+inline JobFigures jobFigures(const std::vector<double>& submit_at,
+                             const std::vector<double>& done_at,
+                             const std::vector<size_t>& tokens_of) {
+  JobFigures r;
+  std::vector<std::pair<double, size_t>> lat;
+  for (size_t j = 0; j < done_at.size(); ++j) {
+    r.makespan_s = std::max(r.makespan_s, done_at[j] / 1e9);
+    lat.emplace_back((done_at[j] - submit_at[j]) / 1e9, tokens_of[j]);
+  }
+  std::sort(lat.begin(), lat.end());
+  size_t total = 0;
+  for (auto& [x, w] : lat) total += w;
+  size_t seen = 0;
+  for (auto& [x, w] : lat) {
+    if (r.p50_s == 0 && seen + w >= (total + 1) / 2) r.p50_s = x;
+    seen += w;
+    if (seen >= static_cast<size_t>(0.99 * double(total) + 0.999999)) {
+      r.p99_s = x;
+      break;
+    }
+  }
+  return r;
+}
+
 struct ReplayResult {
   double makespan_s = 0, p50_s = 0, p99_s = 0;  // p50/p99 over tokens of their job's latency
   std::vector<uint32_t> tokens_per_node;
@@ -185,23 +214,12 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
     }
     dispatch();
   }
-  std::vector<std::pair<double, size_t>> lat;
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    r.makespan_s = std::max(r.makespan_s, done_at[j] / 1e9);
-    lat.emplace_back((done_at[j] - submit_at[j]) / 1e9, jobs[j].cost_ns.size());
-  }
-  std::sort(lat.begin(), lat.end());
-  size_t total = 0;
-  for (auto& [x, w] : lat) total += w;
-  size_t seen = 0;
-  for (auto& [x, w] : lat) {
-    if (r.p50_s == 0 && seen + w >= (total + 1) / 2) r.p50_s = x;
-    seen += w;
-    if (seen >= static_cast<size_t>(0.99 * double(total) + 0.999999)) {
-      r.p99_s = x;
-      break;
-    }
-  }
+  std::vector<size_t> tokens_of(jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) tokens_of[j] = jobs[j].cost_ns.size();
+  const JobFigures f = jobFigures(submit_at, done_at, tokens_of);
+  r.makespan_s = f.makespan_s;
+  r.p50_s = f.p50_s;
+  r.p99_s = f.p99_s;
   return r;
 }
 

@@ -13,8 +13,12 @@
 #include <random>
 #include <vector>
 
+#include "tests/fakes/dispatch_replay.h"
+
 namespace tokengate::coordinator {
 namespace {
+using testing::jobFigures;
+using testing::JobFigures;
 
 // The balance benchmark's skewed mix: one op ("spin") whose tokens cost 50 us .. 60 ms.
 double skewedCostNs(std::mt19937_64& rng) {
@@ -206,23 +210,12 @@ SimResult simulate(Scheduler& s, const std::vector<SimJob>& jobs, const std::vec
     }
     dispatch();
   }
-  std::vector<std::pair<double, size_t>> lat;
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    r.makespan_s = std::max(r.makespan_s, done_at[j] / 1e9);
-    lat.emplace_back((done_at[j] - submit_at[j]) / 1e9, jobs[j].cost_ns.size());
-  }
-  std::sort(lat.begin(), lat.end());
-  size_t total = 0;
-  for (auto& [x, w] : lat) total += w;
-  size_t seen = 0;
-  for (auto& [x, w] : lat) {
-    if (r.p50_s == 0 && seen + w >= (total + 1) / 2) r.p50_s = x;
-    seen += w;
-    if (seen >= static_cast<size_t>(0.99 * double(total) + 0.999999)) {
-      r.p99_s = x;
-      break;
-    }
-  }
+  std::vector<size_t> tokens_of(jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) tokens_of[j] = jobs[j].cost_ns.size();
+  const JobFigures f = jobFigures(submit_at, done_at, tokens_of);
+  r.makespan_s = f.makespan_s;
+  r.p50_s = f.p50_s;
+  r.p99_s = f.p99_s;
   return r;
 }
 
