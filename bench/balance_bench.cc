@@ -64,13 +64,71 @@ namespace {
 struct Job {
   JobSpec spec;
   uint32_t tokens = 0;
+  double work_us = 0;   // sum of its tokens' nominal costs (speed 1)
+  double chain_us = 0;  // its longest chain of dependent tokens (one token unless a DAG)
 };
 
 struct Workload {
   std::vector<Job> warm, measured;
   std::vector<double> speeds;  // --speed-factor per node slot (1 = full speed)
   double nominal_s = 0;        // measured pass, at speed 1
+  // Open-loop arrivals: job i of a pass is submitted at i x gap_s (0: all at once, with
+  // backpressure). change_s: when the measured pass's costs change (drift-long), -1 = never.
+  double gap_s = 0, warm_gap_s = 0;
+  double change_s = -1;
 };
+
+// A lower bound on any placement's makespan for a list of jobs on nodes of the given
+// slowness (--speed-factor), each running `slots` tokens at a time:
+//   work_s     total nominal work / total capacity (sum over nodes of slots / slowness);
+//   longest_s  the longest job chain (a single token, or a DAG job's chain) on the fastest node;
+//   cpu_s      with --work spin only: the busy loops' CPU time over the machine's cores (all
+//              nodes share them; the slow nodes' extra time is a sleep and costs no CPU).
+// bound_s is their maximum. Overheads (submission, round trips, timer slack) come on top, so a
+// policy's makespan / bound_s says how much any placement could still gain, at most.
+struct Bound {
+  double work_s = 0, longest_s = 0, cpu_s = 0, bound_s = 0;
+};
+Bound lowerBound(const std::vector<Job>& jobs, const std::vector<double>& speeds, uint32_t slots,
+                 bool spin, uint32_t cores) {
+  Bound b;
+  double capacity = 0;
+  double fastest = std::numeric_limits<double>::infinity();
+  for (double f : speeds) {
+    capacity += slots / std::max(f, 1.0);
+    fastest = std::min(fastest, std::max(f, 1.0));
+  }
+  double work_us = 0, longest_us = 0;
+  for (const auto& j : jobs) {
+    work_us += j.work_us;
+    longest_us = std::max(longest_us, j.chain_us);
+  }
+  b.work_s = capacity > 0 ? work_us / 1e6 / capacity : 0;
+  b.longest_s = longest_us / 1e6 * (std::isfinite(fastest) ? fastest : 1.0);
+  if (spin) b.cpu_s = work_us / 1e6 / std::max<uint32_t>(cores, 1);
+  b.bound_s = std::max({b.work_s, b.longest_s, b.cpu_s});
+  return b;
+}
+
+// The same bound once the submission times of a pass are known: no token runs before its job
+// is submitted, so for every job k, offset_k + (the work of jobs k.. n) / capacity (and its
+// chain, and with spin its CPU share) is also a lower bound on the makespan.
+double lowerBoundWithSubmits(const std::vector<Job>& jobs, const std::vector<double>& offset_s,
+                             const std::vector<double>& speeds, uint32_t slots, bool spin,
+                             uint32_t cores) {
+  if (offset_s.size() != jobs.size() || jobs.empty()) return 0;
+  double capacity = 0;
+  for (double f : speeds) capacity += slots / std::max(f, 1.0);
+  double best = 0, rest_us = 0;
+  for (size_t k = jobs.size(); k-- > 0;) {
+    rest_us += jobs[k].work_us;
+    double t = offset_s[k] + jobs[k].chain_us / 1e6;
+    if (capacity > 0) t = std::max(t, offset_s[k] + rest_us / 1e6 / capacity);
+    if (spin) t = std::max(t, offset_s[k] + rest_us / 1e6 / std::max<uint32_t>(cores, 1));
+    best = std::max(best, t);
+  }
+  return best;
+}
 
 Job spinJob(const std::string& op, int64_t us, uint32_t n) {
   Job j;
@@ -83,6 +141,25 @@ Job spinJob(const std::string& op, int64_t us, uint32_t n) {
   t.output = false;
   j.spec.add(std::move(t));
   j.tokens = n;
+  j.work_us = static_cast<double>(us) * n;
+  j.chain_us = static_cast<double>(us);
+  return j;
+}
+
+// drift-long: a job of n x spin2(x, us) (the model sees x, not us).
+Job labelledJob(int64_t label, int64_t us, uint32_t n) {
+  Job j;
+  j.spec.name = fmt::format("spin2-{}-{}", label, us);
+  TokenSpec t;
+  t.op = "spin2";
+  t.args.push_back(Arg::val(Value(label)));
+  t.args.push_back(Arg::val(Value(us)));
+  t.repeat = n;
+  t.output = false;
+  j.spec.add(std::move(t));
+  j.tokens = n;
+  j.work_us = static_cast<double>(us) * n;
+  j.chain_us = static_cast<double>(us);
   return j;
 }
 
@@ -106,12 +183,21 @@ std::vector<Job> groupsOf(std::span<const Class> classes, double scale, uint32_t
     while (left > 0) {
       const uint32_t n = std::min(left, group);
       jobs.push_back(spinJob(c.op, c.arg, n));
+      jobs.back().work_us = classUs(c) * n;
+      jobs.back().chain_us = classUs(c);
       left -= n;
     }
   }
   std::shuffle(jobs.begin(), jobs.end(), rng);
   return jobs;
 }
+
+// drift-long: one job every 2.5 ms (about 53% of the 1x/1x/2.5x nodes' capacity), 6 s before
+// the change and 8 s after it; the warm-up pass is 3 s of the first phase.
+constexpr double kDriftLongGapS = 0.0025;
+constexpr double kDriftLongBeforeS = 6, kDriftLongAfterS = 8, kDriftLongWarmS = 3;
+// drift-long's windows for the advantage over least-outstanding (by submission time).
+constexpr double kDriftWindowS = 0.5;
 
 constexpr Class kSkewed[] = {{"spin", 50, 1200},   {"spin", 400, 600},  {"spin", 2000, 300},
                              {"spin", 12000, 150}, {"spin", 60000, 40}, {"sleep", 0, 300}};
@@ -149,6 +235,30 @@ std::vector<Job> makeJobs(const std::string& name, const BalanceOptions& o, uint
                 std::make_move_iterator(late.end()));
     return jobs;
   }
+  if (name == "drift-long") {
+    // Open-loop arrivals (Workload::gap_s): 7 of 8 jobs cheap, 1 of 8 ten times dearer, the
+    // label (first argument, which the model sees) telling which. At the change the labels swap
+    // costs: label 1 goes 300 us -> 3 ms and label 2 3 ms -> 300 us, and the cheap jobs now carry
+    // label 2. The mix of costs, hence the load and least-outstanding's per-op mean, stays the
+    // same; a model trained before the change is 10x off on every token.
+    std::vector<Job> jobs;
+    std::bernoulli_distribution dear(1.0 / 8);
+    auto phase = [&](uint32_t n, bool swapped) {
+      for (uint32_t i = 0; i < n; ++i) {
+        const bool big = dear(rng);
+        const int64_t label = (big != swapped) ? 2 : 1;
+        const int64_t us = big ? 3000 : 300;
+        jobs.push_back(labelledJob(label, us, o.group));
+        if (nominal_us) *nominal_us += jobs.back().work_us;
+      }
+    };
+    const auto n = [&](double s) {
+      return static_cast<uint32_t>(std::max(1.0, s / kDriftLongGapS * o.scale));
+    };
+    phase(n(warm ? kDriftLongWarmS : kDriftLongBeforeS), false);
+    if (!warm) phase(n(kDriftLongAfterS), true);
+    return jobs;
+  }
   if (name == "dag") {
     std::vector<Job> jobs;
     const auto n = static_cast<uint32_t>(std::max(1.0, 60 * o.scale));
@@ -170,6 +280,8 @@ std::vector<Job> makeJobs(const std::string& name, const BalanceOptions& o, uint
         prev = j.spec.add(std::move(t));
       }
       j.tokens = 20;
+      j.work_us = 16 * 400 + 4 * 3000;
+      j.chain_us = 4 * 3000;
       if (nominal_us) *nominal_us += 16 * 400 + 4 * 3000;
       jobs.push_back(std::move(j));
     }
@@ -199,6 +311,12 @@ Workload makeWorkload(const std::string& name, const BalanceOptions& o, uint64_t
     useNaps(w.measured);
   }
   w.nominal_s = nominal_us / 1e6;
+  if (name == "drift-long") {
+    w.gap_s = w.warm_gap_s = kDriftLongGapS;
+    w.change_s = static_cast<double>(static_cast<uint32_t>(
+                     std::max(1.0, kDriftLongBeforeS / kDriftLongGapS * o.scale))) *
+                 kDriftLongGapS;
+  }
   w.speeds.assign(o.nodes, 1.0);
   if (name == "hetero") {
     for (uint32_t i = 0; i < o.nodes; ++i) w.speeds[i] = double(1u << (i % 3));  // 1x 2x 4x
@@ -209,6 +327,7 @@ Workload makeWorkload(const std::string& name, const BalanceOptions& o, uint64_t
 }
 
 struct PassResult {
+  std::vector<double> offset_s, latency_s;  // per job: submitted at (from the first), latency
   double makespan_s = 0;
   double p50_s = 0, p99_s = 0;
   uint64_t tokens = 0;
@@ -236,14 +355,20 @@ double percentile(std::vector<std::pair<double, uint32_t>> v, double q) {
   return v.empty() ? 0 : v.back().first;
 }
 
-PassResult runPass(client::Client& c, const std::vector<Job>& jobs) {
+// gap_s > 0: job i is submitted at i x gap_s (open-loop arrivals); 0: all at once.
+PassResult runPass(client::Client& c, const std::vector<Job>& jobs, double gap_s = 0) {
   PassResult r;
   using clock = std::chrono::steady_clock;
   std::vector<uint64_t> ids;
-  std::vector<double> offset_s;
+  std::vector<double>& offset_s = r.offset_s;
   ids.reserve(jobs.size());
   const auto t0 = clock::now();
-  for (const auto& j : jobs) {
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const auto& j = jobs[i];
+    if (gap_s > 0)
+      std::this_thread::sleep_until(
+          t0 + std::chrono::duration_cast<clock::duration>(
+                   std::chrono::duration<double>(gap_s * static_cast<double>(i))));
     auto id = c.submitWithBackpressure(j.spec, 60 * kSeconds);
     if (!id.ok()) return failed(id.status());
     offset_s.push_back(std::chrono::duration<double>(clock::now() - t0).count());
@@ -260,6 +385,7 @@ PassResult runPass(client::Client& c, const std::vector<Job>& jobs) {
     }
     const double wall = static_cast<double>(done->wall_ns) / 1e9;
     lat.emplace_back(wall, jobs[i].tokens);
+    r.latency_s.push_back(wall);
     r.makespan_s = std::max(r.makespan_s, offset_s[i] + wall);
   }
   r.p50_s = percentile(lat, 0.50);
@@ -334,11 +460,71 @@ std::vector<std::string> balanceWorkloads() {
   return {"skewed", "equal", "uniform", "bimodal", "heavytail", "drift", "hetero", "dag"};
 }
 
+std::vector<std::string> balanceExtraWorkloads() { return {"drift-long"}; }
+
+namespace {
+
+// drift-long: xgboost's advantage over least-outstanding per window of submission time,
+// 1 - mean job latency (xgboost) / mean job latency (least-outstanding) of the jobs submitted
+// in the window (both passes submit the same jobs on the same schedule).
+struct DriftReport {
+  std::vector<double> window_start_s, advantage;
+  double before = 0;       // over every job submitted before the change
+  double after = 0;        // over every job submitted after it
+  double recovery_s = -1;  // see recoveryTime(); -1 = not within the pass
+};
+
+double meanLatency(const PassResult& r, double from_s, double to_s, size_t* n) {
+  double sum = 0;
+  *n = 0;
+  for (size_t i = 0; i < r.offset_s.size() && i < r.latency_s.size(); ++i)
+    if (r.offset_s[i] >= from_s && r.offset_s[i] < to_s) {
+      sum += r.latency_s[i];
+      ++*n;
+    }
+  return *n ? sum / static_cast<double>(*n) : 0;
+}
+
+double advantage(const PassResult& x, const PassResult& lo, double from_s, double to_s) {
+  size_t nx = 0, nl = 0;
+  const double lx = meanLatency(x, from_s, to_s, &nx), ll = meanLatency(lo, from_s, to_s, &nl);
+  return nx && nl && ll > 0 ? 1 - lx / ll : std::numeric_limits<double>::quiet_NaN();
+}
+
+// Time from the change until xgboost is back within 10% of its pre-change advantage: the end of
+// the first window after the change from which that window and the next both reach
+// before - 0.1 x |before|. -1 if the pass ends first (or there was no advantage before).
+double recoveryTime(const DriftReport& d, double change_s, double window_s) {
+  const double need = d.before - 0.1 * std::abs(d.before);
+  for (size_t w = 0; w + 1 < d.advantage.size(); ++w) {
+    if (d.window_start_s[w] < change_s) continue;
+    if (d.advantage[w] >= need && d.advantage[w + 1] >= need)
+      return d.window_start_s[w] + window_s - change_s;
+  }
+  return -1;
+}
+
+DriftReport driftReport(const PassResult& x, const PassResult& lo, double change_s) {
+  DriftReport d;
+  const double end = lo.offset_s.empty() ? 0 : lo.offset_s.back();
+  d.before = advantage(x, lo, 0, change_s);
+  d.after = advantage(x, lo, change_s, end + 1);
+  for (double t = 0; t <= end; t += kDriftWindowS) {
+    d.window_start_s.push_back(t);
+    d.advantage.push_back(advantage(x, lo, t, t + kDriftWindowS));
+  }
+  if (d.before > 0) d.recovery_s = recoveryTime(d, change_s, kDriftWindowS);
+  return d;
+}
+
+}  // namespace
+
 int runBalance(const BalanceOptions& o) {
   std::vector<std::string> workloads = o.workloads;
   if (std::find(workloads.begin(), workloads.end(), "all") != workloads.end())
     workloads = balanceWorkloads();
-  const auto known = balanceWorkloads();
+  auto known = balanceWorkloads();
+  for (const auto& w : balanceExtraWorkloads()) known.push_back(w);
   for (const auto& w : workloads)
     if (std::find(known.begin(), known.end(), w) == known.end())
       return fmt::print(stderr, "error: unknown workload '{}'\n", w), 2;
@@ -348,15 +534,26 @@ int runBalance(const BalanceOptions& o) {
     std::vector<double> makespan, p99, warm;
     std::vector<std::string> placed;  // xgboost: which estimator placed the measured pass
     std::vector<double> model_active_end, switches;
+    std::vector<double> bound_submit;  // lower bound given this pass's submission times
+    std::vector<PassResult> passes;    // drift-long: per-job latencies for the windows
   };
+  std::map<std::string, std::vector<Bound>> bounds;  // workload -> per seed
+  const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const uint32_t slots = o.pin ? 1 : std::min(2u, cores);  // workers per node (executor layout)
   // workload -> policy -> runs (seed order)
   std::map<std::string, std::map<std::string, Runs>> all;
   for (const auto& wname : workloads) {
     for (uint32_t s = 0; s < std::max<uint32_t>(o.seeds, 1); ++s) {
       const uint64_t seed = o.seed + s;
       const Workload wl = makeWorkload(wname, o, seed);
-      fmt::print(stderr, "balance {} seed {}: {} jobs, nominal work {:.2f} s, node speeds [{}]\n",
-                 wname, seed, wl.measured.size(), wl.nominal_s, fmt::join(wl.speeds, " "));
+      const Bound b = lowerBound(wl.measured, wl.speeds, slots, o.work == "spin", cores);
+      bounds[wname].push_back(b);
+      fmt::print(stderr,
+                 "balance {} seed {}: {} jobs, nominal work {:.2f} s, node speeds [{}]; lower "
+                 "bound {:.3f} s (work / capacity {:.3f}, longest {:.3f}{})\n",
+                 wname, seed, wl.measured.size(), wl.nominal_s, fmt::join(wl.speeds, " "),
+                 b.bound_s, b.work_s, b.longest_s,
+                 o.work == "spin" ? fmt::format(", CPU / {} cores {:.3f}", cores, b.cpu_s) : "");
       for (const auto& policy : o.policies) {
         client::LocalClusterOptions opts;
         opts.nodes = o.nodes;
@@ -381,12 +578,12 @@ int runBalance(const BalanceOptions& o) {
         client::Client c((*cluster)->endpoint(), (*cluster)->clientCurve());
         if (auto st = c.waitForNodes(o.nodes, 30 * kSeconds); !st.ok())
           return fmt::print(stderr, "error: {}\n", st.message()), 1;
-        const PassResult w = runPass(c, wl.warm);
+        const PassResult w = runPass(c, wl.warm, wl.warm_gap_s);
         std::this_thread::sleep_for(std::chrono::milliseconds(o.settle_ms));
         PlacementRecord placed;
         const uint16_t gw = learned ? (*cluster)->gatewayPort() : 0;
         const std::string before = scrapeMetrics(gw);
-        const PassResult m = runPass(c, wl.measured);
+        const PassResult m = runPass(c, wl.measured, wl.gap_s);
         if (learned) {
           std::this_thread::sleep_for(std::chrono::milliseconds(600));  // one metrics refresh
           const std::string after = scrapeMetrics(gw);
@@ -403,12 +600,16 @@ int runBalance(const BalanceOptions& o) {
           fmt::print(stderr, "{}: failed: {}{}\n", policy, w.error, m.error);
           rc = 3;
         }
+        const double bsub = lowerBoundWithSubmits(wl.measured, m.offset_s, wl.speeds, slots,
+                                                  o.work == "spin", cores);
         fmt::print(stderr,
-                   "  {:<18} warm-up {:.3f} s | measured: makespan {:.3f} s, p50 {:.3f} s, p99 "
-                   "{:.3f} s ({} tokens){}\n",
-                   policy, w.makespan_s, m.makespan_s, m.p50_s, m.p99_s, m.tokens,
+                   "  {:<18} warm-up {:.3f} s | measured: makespan {:.3f} s (bound with its "
+                   "submissions {:.3f} s), p50 {:.3f} s, p99 {:.3f} s ({} tokens){}\n",
+                   policy, w.makespan_s, m.makespan_s, bsub, m.p50_s, m.p99_s, m.tokens,
                    learned ? ", placed by " + placed.summary() : std::string());
         auto& r = all[wname][policy];
+        r.bound_submit.push_back(bsub);
+        if (wl.change_s >= 0) r.passes.push_back(m);
         r.makespan.push_back(m.makespan_s);
         r.p99.push_back(m.p99_s);
         r.warm.push_back(w.makespan_s);
@@ -426,6 +627,37 @@ int runBalance(const BalanceOptions& o) {
   bool xgb_within_3pct = true, xgb_ran = false;
   for (const auto& [wname, by_policy] : all) {
     boost::json::object pol;
+    {
+      const auto& bs = bounds[wname];
+      std::vector<double> bound_s, work_s, longest_s, cpu_s;
+      for (const auto& b : bs) {
+        bound_s.push_back(b.bound_s);
+        work_s.push_back(b.work_s);
+        longest_s.push_back(b.longest_s);
+        cpu_s.push_back(b.cpu_s);
+      }
+      fmt::print(stderr, "{:<10} {:<18} {:>8.3f} (per seed: {:.3f})\n", wname, "lower bound",
+                 median(bound_s), fmt::join(bound_s, ", "));
+      pol["bound"] = boost::json::object{{"bound_s", boost::json::value_from(bound_s)},
+                                         {"work_over_capacity_s", boost::json::value_from(work_s)},
+                                         {"longest_s", boost::json::value_from(longest_s)},
+                                         {"cpu_over_cores_s", boost::json::value_from(cpu_s)},
+                                         {"slots_per_node", slots},
+                                         {"cores", cores}};
+      for (const auto& [policy, r] : by_policy) {
+        std::vector<double> over;
+        for (size_t s = 0; s < r.makespan.size() && s < bs.size(); ++s)
+          over.push_back(bs[s].bound_s > 0 ? r.makespan[s] / bs[s].bound_s : 0);
+        std::vector<double> over_sub;
+        for (size_t s = 0; s < r.makespan.size() && s < r.bound_submit.size(); ++s)
+          over_sub.push_back(r.bound_submit[s] > 0 ? r.makespan[s] / r.bound_submit[s] : 0);
+        fmt::print(stderr,
+                   "{:<10} {:<18} makespan / bound: {:.3f} (per seed {:.3f}); / bound with its "
+                   "submissions: {:.3f} (per seed {:.3f})\n",
+                   wname, policy, median(over), fmt::join(over, ", "), median(over_sub),
+                   fmt::join(over_sub, ", "));
+      }
+    }
     for (const auto& [policy, r] : by_policy) {
       const auto [mlo, mhi] = std::minmax_element(r.makespan.begin(), r.makespan.end());
       const auto [plo, phi] = std::minmax_element(r.p99.begin(), r.p99.end());
@@ -437,7 +669,8 @@ int runBalance(const BalanceOptions& o) {
                              {"p99_latency_s", boost::json::value_from(r.p99)},
                              {"warmup_makespan_s", boost::json::value_from(r.warm)},
                              {"makespan_median_s", median(r.makespan)},
-                             {"p99_median_s", median(r.p99)}};
+                             {"p99_median_s", median(r.p99)},
+                             {"bound_with_submits_s", boost::json::value_from(r.bound_submit)}};
       if (!r.placed.empty()) {
         fmt::print(stderr, "{:<10} {:<18} placed by (per seed): {}\n", wname, policy,
                    fmt::join(r.placed, "; "));
@@ -469,6 +702,39 @@ int runBalance(const BalanceOptions& o) {
         pol["xgboost_vs_best_worst_makespan"] = worst_m;
         pol["xgboost_vs_best_worst_p99"] = worst_p;
       }
+    }
+    // drift-long: advantage over least-outstanding per window, before and after the change.
+    const auto xi = by_policy.find("xgboost"), li = by_policy.find("least-outstanding");
+    if (xi != by_policy.end() && li != by_policy.end() && !xi->second.passes.empty()) {
+      const Workload wl0 = makeWorkload(wname, o, o.seed);
+      boost::json::array per_seed;
+      for (size_t s = 0; s < xi->second.passes.size() && s < li->second.passes.size(); ++s) {
+        const DriftReport d = driftReport(xi->second.passes[s], li->second.passes[s], wl0.change_s);
+        std::string series;
+        for (size_t w = 0; w < d.advantage.size(); ++w)
+          series += fmt::format("{}{:+.0f}", w ? " " : "", d.advantage[w] * 100);
+        fmt::print(stderr,
+                   "{:<10} seed {}: xgboost vs least-outstanding, mean job latency, before the "
+                   "change (at {:.2f} s) {:+.1f}%, after {:+.1f}%; back within 10% of the "
+                   "advantage before: {}\n{:<10}   per {} s window (advantage %, + = xgboost "
+                   "faster): {}\n",
+                   wname, o.seed + s, wl0.change_s, d.before * 100, d.after * 100,
+                   d.recovery_s < 0 ? std::string("not within the pass")
+                                    : fmt::format("{:.1f} s after the change", d.recovery_s),
+                   "", kDriftWindowS, series);
+        std::vector<double> adv;
+        for (double a : d.advantage) adv.push_back(std::isnan(a) ? 0 : a);
+        per_seed.push_back(
+            boost::json::object{{"seed", o.seed + s},
+                                {"change_s", wl0.change_s},
+                                {"window_s", kDriftWindowS},
+                                {"window_start_s", boost::json::value_from(d.window_start_s)},
+                                {"advantage", boost::json::value_from(adv)},
+                                {"advantage_before", d.before},
+                                {"advantage_after", d.after},
+                                {"recovery_s", d.recovery_s}});
+      }
+      pol["drift"] = std::move(per_seed);
     }
     out_workloads[wname] = std::move(pol);
   }

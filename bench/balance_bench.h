@@ -11,7 +11,8 @@ namespace tokengate::bench {
 
 struct BalanceOptions {
   std::vector<std::string> policies = {"round-robin", "least-outstanding", "xgboost"};
-  // skewed, equal, uniform, bimodal, heavytail, drift, hetero, dag, or "all" (the suite).
+  // skewed, equal, uniform, bimodal, heavytail, drift, hetero, dag, or "all" (the suite), and
+  // drift-long (not in "all").
   std::vector<std::string> workloads = {"skewed"};
   uint32_t seeds = 1;  // runs per workload and policy: seeds seed, seed+1, ...
   uint32_t nodes = 3;
@@ -29,8 +30,10 @@ struct BalanceOptions {
   std::string log_level = "warn";
 };
 
-// Every workload name --workload takes (besides "all").
+// The suite: what --workload all runs.
 std::vector<std::string> balanceWorkloads();
+// Further workloads --workload takes by name only (drift-long: 14 s of open-loop arrivals).
+std::vector<std::string> balanceExtraWorkloads();
 int runBalance(const BalanceOptions& options);
 
 }  // namespace tokengate::bench

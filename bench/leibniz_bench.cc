@@ -298,7 +298,7 @@ int main(int argc, char** argv) {
   bal->add_option("--policy", policies, "placement policy (repeatable; default all three)");
   bal->add_option("--workload", bo.workloads,
                   "skewed | equal | uniform | bimodal | heavytail | drift | hetero | dag | all "
-                  "(repeatable)")
+                  "(the suite) | drift-long (repeatable)")
       ->capture_default_str();
   bal->add_option("--seeds", bo.seeds, "runs per workload and policy (seeds --seed, +1, ...)")
       ->capture_default_str();

@@ -223,6 +223,31 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
   return r;
 }
 
+// A lower bound on any placement's makespan (s) of `jobs` submitted every `submit_gap_ns` on
+// nodes of slowness `slow` running `slots` tokens at a time each: the larger of total work /
+// total capacity (sum of slots / slowness), the longest token on the fastest node, and, per
+// job k, its submit time + the work of jobs k.. / capacity (bench/balance_bench.cc lowerBound
+// computes the same for the cluster).
+inline double replayLowerBound(const std::vector<ReplayJob>& jobs, const std::vector<double>& slow,
+                               double submit_gap_ns = 0, uint32_t slots = 1) {
+  double capacity = 0, fastest = std::numeric_limits<double>::infinity();
+  for (double f : slow) {
+    capacity += slots / f;
+    fastest = std::min(fastest, f);
+  }
+  double bound = 0, rest = 0;
+  for (size_t k = jobs.size(); k-- > 0;) {
+    double longest = 0;
+    for (double c : jobs[k].cost_ns) {
+      rest += c;
+      longest = std::max(longest, c);
+    }
+    const double at = submit_gap_ns * static_cast<double>(k);
+    bound = std::max({bound, at + rest / capacity, at + longest * fastest});
+  }
+  return bound / 1e9;
+}
+
 // Jobs of `group` equal tokens per (cost us, count) class, shuffled (bench/balance_bench.cc's
 // groupsOf).
 inline std::vector<ReplayJob> groupedJobs(const std::vector<std::pair<double, uint32_t>>& classes,

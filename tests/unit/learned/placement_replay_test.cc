@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <string_view>
 #include <vector>
 
 #include "coordinator/core/scheduler.h"
@@ -156,6 +157,30 @@ TEST(PlacementReplay, GatedPolicyIsWithinThreePercentOfLeastOutstanding) {
   EXPECT_LE(x.r.p99_s, 1.03 * lo_p99);
 }
 
+// The bound the benchmark prints (total work / capacity, the longest token, submission times)
+// is a real lower bound: no policy, however it places, finishes a replayed pass sooner; and on
+// heavytail least-outstanding is already close to it, which is why the issue's ">= 15% better
+// than least-outstanding" cannot be had there (docs/cost-model.md, "Heavytail: the bound").
+TEST(PlacementReplay, NoPolicyBeatsTheLowerBound) {
+  for (const Case& c : kCases)
+    for (double gap_ns : {0.0, 1e5})
+      for (uint64_t seed = 42; seed < 45; ++seed) {
+        const double bound = testing::replayLowerBound(c.w(seed), c.slow, gap_ns);
+        XgbSchedulerOptions model_only;
+        model_only.fallback_gate = false;
+        const double lo = runLo(0, c.w, c.slow, gap_ns, seed).r.makespan_s;
+        const double x = runXgb(model_only, c.w, c.slow, gap_ns, seed).r.makespan_s;
+        EXPECT_GE(lo, bound * (1 - 1e-9)) << c.name << " seed " << seed;
+        EXPECT_GE(x, bound * (1 - 1e-9)) << c.name << " seed " << seed;
+        if (std::string_view(c.name) == "heavytail")
+          std::printf(
+              "heavytail gap %.0f us seed %llu: bound %.4f, least-outstanding %.4f "
+              "(x%.3f), model %.4f (x%.3f)\n",
+              gap_ns / 1e3, static_cast<unsigned long long>(seed), bound, lo, lo / bound, x,
+              x / bound);
+      }
+}
+
 // ReplayRun with --gtest_also_run_disabled_tests: every variant on the replayed workloads.
 TEST(PlacementReplay, DISABLED_Table) {
   struct W {
@@ -170,9 +195,10 @@ TEST(PlacementReplay, DISABLED_Table) {
   for (const auto& w : ws)
     for (double gap_us : {0.0, 100.0}) {
       for (uint64_t seed = 42; seed < 45; ++seed) {
-        std::printf("%s, gap %.0f us, seed %llu\n", w.name, gap_us,
-                    static_cast<unsigned long long>(seed));
         const double g = gap_us * 1e3;
+        std::printf("%s, gap %.0f us, seed %llu, lower bound %.4f s\n", w.name, gap_us,
+                    static_cast<unsigned long long>(seed),
+                    testing::replayLowerBound(w.w(seed), w.slow, g));
         describe("least-outstanding", runLo(0, w.w, w.slow, g, seed));
         describe("least-outstanding h20", runLo(20e6, w.w, w.slow, g, seed));
         XgbSchedulerOptions o;
