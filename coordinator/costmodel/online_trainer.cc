@@ -38,6 +38,7 @@ void OnlineTrainer::publish(std::shared_ptr<CostModel> model) {
   stats_.model_version = model->version();
   stats_.active_model = std::string(model->name());
   active_is_learned_ = dynamic_cast<const MeanCostModel*>(model.get()) == nullptr;
+  accepted_mae_ = -1;  // runOnce() sets it for the candidates it accepts
   active_ = std::move(model);
 }
 
@@ -83,6 +84,12 @@ bool OnlineTrainer::due() const {
   if (stats_.retrain_count == 0 && stats_.skipped_count == 0) return true;
   const uint64_t fresh = total - last_trained_total_;
   if (fresh == 0) return false;
+  if (drift_pending_) {
+    // As soon as there are enough samples since the drift, then every drift_min_samples more.
+    const uint64_t need =
+        options_.drift_min_samples ? options_.drift_min_samples : options_.min_samples;
+    return total - drift_since_ >= std::max<uint64_t>(need, 1) && fresh >= need;
+  }
   if (fresh >= options_.retrain_every_samples) return true;
   return now - last_train_time_ >= options_.retrain_interval;
 }
@@ -95,19 +102,79 @@ void OnlineTrainer::loop() {
       if (stop_) return;
       kicked_ = false;
     }
+    (void)checkDrift();
     if (due()) (void)runOnce();  // outcome is recorded in stats()
   }
 }
 
+bool OnlineTrainer::checkDrift() {
+  if (options_.drift_check_samples == 0) return false;
+  const uint64_t total = window_.totalAdded();
+  std::shared_ptr<const CostModel> current;
+  double base = -1;
+  {
+    internal::MutexLock lock(&mu_);
+    if (!active_is_learned_ || accepted_mae_ < 0) return false;
+    if (total - last_drift_check_total_ < options_.drift_check_samples) return false;
+    last_drift_check_total_ = total;
+    current = active_;
+    base = accepted_mae_;
+  }
+  const size_t chunk = options_.drift_check_samples;
+  uint64_t at = 0;
+  const std::vector<TelemetrySample> recent = window_.newest(chunk, &at);
+  if (recent.size() < chunk) return false;
+  const ModelQuality q = evaluateModel(*current, recent);
+  const double limit =
+      std::max(base * options_.drift_error_factor, base + options_.drift_min_increase);
+  if (!(q.mae_log > limit)) return false;
+  // Where did it start? Older chunks of the window, newest first, while the model is as far off
+  // there too (at most kDriftLookBack chunks; checks run every chunk, so usually none).
+  constexpr size_t kDriftLookBack = 16;
+  uint64_t at_all = 0;
+  const std::vector<TelemetrySample> back = window_.newest(chunk * kDriftLookBack, &at_all);
+  const auto all = std::span<const TelemetrySample>(back);
+  size_t bad = chunk;  // the newest `bad` samples (numbered up to at_all) are off
+  while (bad + chunk <= all.size() &&
+         evaluateModel(*current, all.subspan(all.size() - bad - chunk, chunk)).mae_log > limit)
+    bad += chunk;
+  std::shared_ptr<MeanCostModel> heuristic = MeanCostModel::fromSamples(recent, options_.mean);
+  internal::MutexLock lock(&mu_);
+  if (active_ != current) return false;  // replaced meanwhile
+  drift_since_ = at_all - std::min<uint64_t>(bad, at_all);
+  drift_window_ = drift_pending_ = true;
+  last_trained_total_ = std::min(last_trained_total_, drift_since_);
+  stats_.drift_count++;
+  stats_.fallback_count++;
+  stats_.last_error = internal::cat("drift: the model's mean |log error| on the newest ",
+                                    recent.size(), " samples rose to ", q.mae_log, " (accepted at ",
+                                    base, "); retraining on samples since");
+  publish(std::move(heuristic));
+  return true;
+}
+
 Status OnlineTrainer::runOnce() {
   internal::MutexLock train_lock(&train_mu_);
-  const uint64_t total = window_.totalAdded();
-  std::vector<TelemetrySample> snapshot = window_.snapshot();
+  uint64_t total = 0;
+  std::vector<TelemetrySample> snapshot = window_.snapshot(&total);
   const Nanos t0 = clock_.now();
+  bool drift_retrain = false;
   {
     internal::MutexLock lock(&mu_);
     last_trained_total_ = total;
     last_train_time_ = t0;
+    // After a drift, only the samples since it (see OnlineTrainerOptions::drift_check_samples).
+    if (drift_window_) {
+      const uint64_t oldest = total - snapshot.size();
+      if (drift_since_ > oldest) {
+        snapshot.erase(snapshot.begin(),
+                       snapshot.begin() + static_cast<ptrdiff_t>(std::min<uint64_t>(
+                                              drift_since_ - oldest, snapshot.size())));
+      } else {
+        drift_window_ = false;  // the window holds nothing older any more
+      }
+      drift_retrain = drift_pending_;
+    }
   }
   // Built outside any lock: it is the fallback whenever the learned model is not good enough.
   std::shared_ptr<MeanCostModel> heuristic = MeanCostModel::fromSamples(snapshot, options_.mean);
@@ -191,6 +258,9 @@ Status OnlineTrainer::runOnce() {
       stats_.last_mean_quality = mean_q;
       stats_.last_error.clear();
       publish(std::move(result->model));
+      accepted_mae_ = n_recent > 0 ? recent_q.mae_log : -1;
+      if (drift_retrain) drift_pending_ = false;
+      last_drift_check_total_ = total;
       version = stats_.model_version;
     }
     // Outside mu_: active()/stats() stay free while the hook (e.g. a file write) runs.

@@ -63,6 +63,20 @@ struct OnlineTrainerOptions {
   double beat_margin = 0.02;
   XgbParams xgb;
   MeanCostOptions mean;
+  // Drift. On every wake-up, once drift_check_samples new samples have arrived, the active
+  // learned model is scored on the newest drift_check_samples samples; a mean |log error| there
+  // above max(drift_error_factor x its error on the recent hold-out when it was accepted, that +
+  // drift_min_increase) is a drift: the heuristic is published at once (placement falls back to
+  // least-outstanding), and training uses only the samples from the first of those checked on
+  // (the window's older samples describe costs that no longer hold) until the window holds no
+  // older ones; a retrain is due every drift_min_samples (0: min_samples) new samples until a
+  // candidate is accepted, whatever retrain_interval / retrain_every_samples say. Before, the
+  // next model came at the next regular retrain and was trained on a window still mostly from
+  // before the change (the 10x-swap drift: seconds). 0 = no drift check.
+  size_t drift_check_samples = 0;
+  double drift_error_factor = 2.0;
+  double drift_min_increase = 0.3;
+  size_t drift_min_samples = 0;
   // How often the background thread wakes to check the (injected) clock. Real time, only a
   // polling granularity; decisions use the Clock.
   std::chrono::milliseconds poll_interval{100};
@@ -80,6 +94,7 @@ struct TrainerStats {
   uint64_t failed_count = 0;         // trainer returned an error
   uint64_t skipped_count = 0;        // attempts skipped: too little token work in the window
   uint64_t fallback_count = 0;       // times a learned model was replaced by the heuristic
+  uint64_t drift_count = 0;          // drifts detected (checkDrift), each also a fallback
   ModelQuality last_quality;         // of the last candidate (its trainer's own held-out split)
   ModelQuality last_recent_quality;  // of the last candidate on the recent hold-out
   ModelQuality last_mean_quality;    // of the running mean on the same recent hold-out
@@ -108,8 +123,12 @@ class OnlineTrainer {
   // Wakes the background thread to re-check whether retraining is due.
   void kick();
 
-  // Whether a retrain is due now (enough new samples or interval elapsed, and enough samples).
+  // Whether a retrain is due now (enough new samples or interval elapsed, and enough samples;
+  // after a drift, enough samples since it).
   bool due() const;
+  // The drift check (OnlineTrainerOptions::drift_check_samples); the background thread runs it
+  // before due() on every wake-up. True if it declared a drift now.
+  bool checkDrift();
   // One training cycle on the calling thread: snapshot, train, validate, maybe swap.
   // Returns the trainer's error if it failed, FailedPrecondition if the window holds fewer than
   // min_samples (the heuristic is refreshed, nothing is counted); OK otherwise (including
@@ -134,6 +153,15 @@ class OnlineTrainer {
   uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t last_trained_total_ ABSL_GUARDED_BY(mu_) = 0;
   Nanos last_train_time_ ABSL_GUARDED_BY(mu_) = 0;
+  // The active learned model's mean |log error| on its recent hold-out when it was accepted
+  // (-1: unknown, e.g. a model installed with setActive: no drift check).
+  double accepted_mae_ ABSL_GUARDED_BY(mu_) = -1;
+  uint64_t last_drift_check_total_ ABSL_GUARDED_BY(mu_) = 0;
+  // After a drift: train only on samples numbered >= drift_since_ (totalAdded() order) while the
+  // window still holds older ones; drift_pending_ until a candidate trained on them is accepted.
+  bool drift_window_ ABSL_GUARDED_BY(mu_) = false;
+  bool drift_pending_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t drift_since_ ABSL_GUARDED_BY(mu_) = 0;
   TrainerStats stats_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;

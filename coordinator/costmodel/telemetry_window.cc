@@ -33,8 +33,21 @@ void TelemetryWindow::addBatch(std::span<const TelemetrySample> samples) {
   total_ += samples.size();
 }
 
-std::vector<TelemetrySample> TelemetryWindow::snapshot() const {
+std::vector<TelemetrySample> TelemetryWindow::newest(size_t n, uint64_t* total) const {
   internal::MutexLock lock(&mu_);
+  if (total) *total = total_;
+  n = std::min(n, ring_.size());
+  std::vector<TelemetrySample> out;
+  out.reserve(n);
+  // The newest sample sits just before next_ (ring full) or at the end (partial ring, next_ 0).
+  const size_t size = ring_.size();
+  for (size_t k = n; k > 0; --k) out.push_back(ring_[(next_ + size - k) % size]);
+  return out;
+}
+
+std::vector<TelemetrySample> TelemetryWindow::snapshot(uint64_t* total) const {
+  internal::MutexLock lock(&mu_);
+  if (total) *total = total_;
   std::vector<TelemetrySample> out;
   out.reserve(ring_.size());
   // Until the ring is full next_ stays 0, so this is also correct for a partial ring.

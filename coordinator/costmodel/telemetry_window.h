@@ -26,8 +26,11 @@ class TelemetryWindow {
   void add(const TelemetrySample& sample);
   void addBatch(std::span<const TelemetrySample> samples);
 
-  // Copy of the current contents, oldest first.
-  std::vector<TelemetrySample> snapshot() const;
+  // Copy of the current contents, oldest first. With `total`: also totalAdded() at the same
+  // moment, so sample i of the copy is the (total - size + i)-th ever added.
+  std::vector<TelemetrySample> snapshot(uint64_t* total = nullptr) const;
+  // The newest min(n, size()) samples, oldest first, and totalAdded() at the same moment.
+  std::vector<TelemetrySample> newest(size_t n, uint64_t* total = nullptr) const;
 
   size_t size() const;
   size_t capacity() const { return capacity_; }

@@ -112,7 +112,13 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
                           .Help("trained candidates not published: no better than the running "
                                 "mean on the newest held-out telemetry")
                           .Register(*registry_)
-                          .Add({})) {}
+                          .Add({})),
+      m_drifts_(prometheus::BuildCounter()
+                    .Name("tokengate_model_drifts_total")
+                    .Help("drifts detected: the active model's error on the newest samples jumped; "
+                          "placement fell back and the next model trains on samples since")
+                    .Register(*registry_)
+                    .Add({})) {}
 
 LearnedBalancing::~LearnedBalancing() { stop(); }
 
@@ -201,6 +207,10 @@ void LearnedBalancing::updateMetrics() {
   if (st.retrain_count > retrains_exported_) {
     m_retrains_.Increment(static_cast<double>(st.retrain_count - retrains_exported_));
     retrains_exported_ = st.retrain_count;
+  }
+  if (st.drift_count > drifts_exported_) {
+    m_drifts_.Increment(static_cast<double>(st.drift_count - drifts_exported_));
+    drifts_exported_ = st.drift_count;
   }
   if (st.lost_to_mean_count > lost_exported_) {
     m_lost_to_mean_.Increment(static_cast<double>(st.lost_to_mean_count - lost_exported_));

@@ -59,6 +59,9 @@ struct LearnedConfig {
     o.retrain_every_samples = 4000;
     o.min_samples = 400;
     o.min_window_work = 10 * kMillis;
+    // Drift: the active model is checked on every 256 new samples (a few hundred us of the
+    // trainer thread's time, and only while a learned model is active), see OnlineTrainerOptions.
+    o.drift_check_samples = 256;
     return o;
   }
 };
@@ -127,7 +130,9 @@ class LearnedBalancing {
   prometheus::Gauge& m_fallback_err_;
   prometheus::Gauge& m_regret_;
   prometheus::Counter& m_lost_to_mean_;
+  prometheus::Counter& m_drifts_;
   uint64_t retrains_exported_ = 0;  // metrics thread only
+  uint64_t drifts_exported_ = 0;    // metrics thread only
   uint64_t switches_exported_ = 0;  // metrics thread only
   uint64_t lost_exported_ = 0;      // metrics thread only
 

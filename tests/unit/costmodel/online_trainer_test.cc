@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <random>
+#include <span>
 #include <thread>
 
 #include "coordinator/costmodel/synthetic.h"
@@ -273,6 +275,109 @@ TEST(OnlineTrainer, DriftedModelIsReplacedByHeuristic) {
   ASSERT_TRUE(trainer.runOnce().ok());
   EXPECT_EQ(trainer.active()->name(), "mean");
   EXPECT_EQ(trainer.stats().fallback_count, 1u);
+}
+
+// bench/balance_bench.cc "drift-long": one op, the label (arg0) telling cheap (300 us, 7 of 8)
+// from dear (3 ms); after the change the labels swap costs. A few % of multiplicative noise.
+std::vector<TelemetrySample> labelled(size_t n, bool swapped, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::bernoulli_distribution dear(1.0 / 8);
+  std::lognormal_distribution<double> noise(0, 0.05);
+  std::vector<TelemetrySample> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const bool big = dear(rng);
+    TelemetrySample& t = out[i];
+    t.features.op_id = 0;
+    t.features.arg_count = 2;
+    t.features.arg_total_bytes = 16;
+    t.features.first_numeric_arg = (big != swapped) ? 2 : 1;
+    t.features.node_index = static_cast<uint32_t>(i % 3);
+    t.run_ns = static_cast<int64_t>((big ? 3e6 : 3e5) * noise(rng));
+  }
+  return out;
+}
+
+double predictLabel(const CostModel& m, double label) {
+  TokenFeatures f;
+  f.op_id = 0;
+  f.arg_count = 2;
+  f.arg_total_bytes = 16;
+  f.first_numeric_arg = label;
+  double out = 0;
+  m.predict(std::span<const TokenFeatures>(&f, 1), std::span<double>(&out, 1));
+  return out;
+}
+
+OnlineTrainerOptions driftOptions() {
+  OnlineTrainerOptions o = smallOptions();
+  o.min_samples = 400;
+  o.retrain_every_samples = 4000;
+  o.retrain_interval = 30 * kSeconds;
+  o.drift_check_samples = 256;
+  return o;
+}
+
+// A drift (every token's cost changes 10x, features unchanged) is found from the active model's
+// error on the newest samples: the heuristic is published at once, a retrain is due as soon as
+// min_samples arrived since the drift (not after retrain_every_samples or the interval), and that
+// model is trained on the samples since the drift only, so it predicts the new costs. Before,
+// the next model waited for the regular retrain and learned from a window mostly from before
+// the change (the label-1 cost it learned was the old one, or it lost to the running mean).
+TEST(OnlineTrainerDrift, RetrainsAtOnceOnTheSamplesSinceTheDrift) {
+  TelemetryWindow window(20000);
+  ManualClock clock;
+  OnlineTrainer trainer(window, clock, driftOptions());
+  window.addBatch(labelled(6000, false, 1));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  ASSERT_EQ(trainer.active()->name(), "xgboost");
+  const auto before = trainer.active();
+  EXPECT_NEAR(predictLabel(*before, 1), 3e5, 0.3e5);
+  EXPECT_FALSE(trainer.checkDrift()) << "no new samples yet";
+  window.addBatch(labelled(600, false, 2));
+  EXPECT_FALSE(trainer.checkDrift()) << "same costs: no drift";
+  EXPECT_EQ(trainer.active(), before);
+
+  window.addBatch(labelled(1000, true, 3));  // the change: 1000 samples, 600 + 1000 < 4000
+  EXPECT_TRUE(trainer.checkDrift());
+  EXPECT_EQ(trainer.active()->name(), "mean") << "placement falls back at once";
+  EXPECT_EQ(trainer.stats().drift_count, 1u);
+  EXPECT_TRUE(trainer.due()) << "due without waiting for retrain_every_samples or the interval";
+  ASSERT_TRUE(trainer.runOnce().ok());
+  const TrainerStats s = trainer.stats();
+  EXPECT_EQ(s.accepted_count, 2u) << s.last_error << " r2 " << s.last_quality.r2 << " recent "
+                                  << s.last_recent_quality.mae_log << " mean "
+                                  << s.last_mean_quality.mae_log << " n " << s.last_quality.n_train;
+  ASSERT_EQ(trainer.active()->name(), "xgboost");
+  EXPECT_NEAR(predictLabel(*trainer.active(), 1), 3e6, 0.5e6) << "label 1 now costs 3 ms";
+  EXPECT_NEAR(predictLabel(*trainer.active(), 2), 3e5, 0.5e5) << "label 2 now costs 300 us";
+  EXPECT_FALSE(trainer.due()) << "back to the regular schedule";
+  window.addBatch(labelled(256, true, 4));
+  EXPECT_FALSE(trainer.checkDrift()) << "the new model fits";
+}
+
+// Noisy but steady costs (lognormal sigma 0.6 on every token) are not a drift: the check compares
+// with the model's own error at acceptance, not with zero.
+TEST(OnlineTrainerDrift, SteadyNoisyCostsAreNotADrift) {
+  TelemetryWindow window(20000);
+  ManualClock clock;
+  auto o = driftOptions();
+  o.r2_threshold = 0.3;  // the noise leaves R^2 ~0.6
+  OnlineTrainer trainer(window, clock, o);
+  auto noisy = [](size_t n, uint64_t seed) {
+    auto v = labelled(n, false, seed);
+    std::mt19937_64 rng(seed + 100);
+    std::lognormal_distribution<double> noise(0, 0.6);
+    for (auto& t : v) t.run_ns = static_cast<int64_t>(static_cast<double>(t.run_ns) * noise(rng));
+    return v;
+  };
+  window.addBatch(noisy(6000, 1));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  ASSERT_EQ(trainer.active()->name(), "xgboost");
+  for (uint64_t k = 0; k < 40; ++k) {
+    window.addBatch(noisy(256, 10 + k));
+    EXPECT_FALSE(trainer.checkDrift()) << "check " << k;
+  }
+  EXPECT_EQ(trainer.stats().drift_count, 0u);
 }
 
 // The core guarantee: training runs on the trainer thread and never blocks predict / dispatch.
