@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cassert>
 #include <cmath>
 #include <cstdio>
@@ -87,30 +88,40 @@ std::vector<float> encodeRows(std::span<const TelemetrySample> samples,
   return rows;
 }
 
-// Per-op robust clip bounds for log labels, computed from the training rows only.
+// Robust clip bounds for log labels per (op, first argument), computed from the training rows
+// only. Per op alone (before 2026-11-29) an op whose cost is in its argument was cut down to its
+// majority: bimodal's 5 ms tokens (1 in 11 of the op, MAD ~0) were clamped to 4.5x the 100 us
+// median, heavytail's tokens above ~0.8 ms (Pareto, MAD of the log ~0.4) to ~0.8 ms, so the
+// model put its biggest tokens anywhere. Tokens of the same op and argument should cost alike;
+// a hung one is an outlier among those. Groups of fewer than 5 rows get no bounds here (the
+// residual pass still clips them against the features).
 struct ClipBounds {
-  absl::flat_hash_map<uint32_t, std::pair<double, double>> per_op;
-  [[nodiscard]] double clamp(uint32_t op, double y) const {
-    auto it = per_op.find(op);
-    if (it == per_op.end()) return y;
+  absl::flat_hash_map<std::pair<uint32_t, uint64_t>, std::pair<double, double>> per_key;
+  static std::pair<uint32_t, uint64_t> keyOf(const TokenFeatures& f) {
+    const double a = f.first_numeric_arg;
+    return {f.op_id, std::isnan(a) ? ~uint64_t{0} : std::bit_cast<uint64_t>(a)};
+  }
+  [[nodiscard]] double clamp(const TokenFeatures& f, double y) const {
+    auto it = per_key.find(keyOf(f));
+    if (it == per_key.end()) return y;
     return std::clamp(y, it->second.first, it->second.second);
   }
 };
 
 ClipBounds computeClipBounds(std::span<const TelemetrySample> samples,
                              std::span<const size_t> train_idx, const XgbParams& p) {
-  absl::flat_hash_map<uint32_t, std::vector<double>> by_op;
+  absl::flat_hash_map<std::pair<uint32_t, uint64_t>, std::vector<double>> by_key;
   for (size_t i : train_idx)
-    by_op[samples[i].features.op_id].push_back(logLabel(samples[i].run_ns));
+    by_key[ClipBounds::keyOf(samples[i].features)].push_back(logLabel(samples[i].run_ns));
   ClipBounds b;
-  for (auto& [op, ys] : by_op) {
+  for (auto& [key, ys] : by_key) {
     if (ys.size() < 5) continue;
     const double med = quantile(ys, 0.5);
     std::vector<double> dev(ys.size());
     for (size_t i = 0; i < ys.size(); ++i) dev[i] = std::abs(ys[i] - med);
     const double mad = quantile(dev, 0.5);
     const double half = std::max(p.clip_mads * 1.4826 * mad, p.clip_min_log);
-    b.per_op[op] = {med - half, med + half};
+    b.per_key[key] = {med - half, med + half};
   }
   return b;
 }
@@ -179,7 +190,7 @@ StatusOr<std::shared_ptr<XgbCostModel>> XgbCostModel::train(
   double label_sum = 0;
   for (size_t i = 0; i < split.train.size(); ++i) {
     const auto& s = samples[split.train[i]];
-    const double y = clip.clamp(s.features.op_id, logLabel(s.run_ns));
+    const double y = clip.clamp(s.features, logLabel(s.run_ns));
     labels[i] = static_cast<float>(y);
     label_sum += y;
   }
@@ -260,8 +271,8 @@ StatusOr<std::shared_ptr<XgbCostModel>> XgbCostModel::train(
   test.reserve(split.test.size());
   for (size_t i : split.test) {
     TelemetrySample s = samples[i];
-    s.run_ns = static_cast<int64_t>(
-        std::llround(std::exp(clip.clamp(s.features.op_id, logLabel(s.run_ns)))));
+    s.run_ns =
+        static_cast<int64_t>(std::llround(std::exp(clip.clamp(s.features, logLabel(s.run_ns)))));
     test.push_back(s);
   }
   ModelQuality q = evaluateModel(*model, test);

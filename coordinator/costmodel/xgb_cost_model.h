@@ -48,7 +48,8 @@ struct XgbParams {
   double test_fraction = 0.2;
   uint64_t seed = 42;
   size_t min_samples = 20;
-  // Robust label clipping, per operation in log space: labels are clamped to
+  // Robust label clipping, per (operation, first argument) in log space (groups of >= 5
+  // training rows): labels are clamped to
   // median +- max(clip_mads * 1.4826 * MAD, clip_min_log). One hung token (1000x) is then just a
   // slightly slow sample instead of a leaf of its own.
   double clip_mads = 4.0;

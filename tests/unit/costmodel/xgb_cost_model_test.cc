@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "coordinator/costmodel/mean_cost_model.h"
@@ -122,6 +123,38 @@ TEST(XgbCostModel, OneHungTokenDoesNotWreckPredictions) {
   EXPECT_GE(r2OnFresh(**robust, w, 2000), 0.9);
   // ...whereas without clipping the outlier visibly drags its neighbourhood up.
   EXPECT_GT(without_clip / with_clip, 1.5);
+}
+
+// One op whose cost is in its argument, the dear tokens a minority (the balance bench's
+// bimodal: spin 100 us x1500, spin 5 ms x150). The per-op label clip cut the 5 ms tokens down to
+// 4.5x the op's 100 us median (its MAD is ~0), so the model predicted ~450 us for them; the
+// heavy tail's big tokens were cut the same way. Clipped per (op, argument), they keep their
+// cost; a hung token among equal ones is still clipped (OneHungTokenDoesNotWreckPredictions).
+TEST(XgbCostModel, AnOpsDearMinorityIsNotClippedAsOutliers) {
+  std::vector<TelemetrySample> train;
+  std::mt19937_64 rng(7);
+  std::lognormal_distribution<double> noise(0, 0.05);
+  for (int i = 0; i < 3300; ++i) {
+    TelemetrySample t;
+    t.features.op_id = 0;
+    t.features.arg_count = 1;
+    t.features.arg_total_bytes = 8;
+    const bool dear = i % 11 == 0;
+    t.features.first_numeric_arg = dear ? 5000 : 100;
+    t.features.node_index = static_cast<uint32_t>(i % 3);
+    t.run_ns = static_cast<int64_t>((dear ? 5e6 : 1e5) * noise(rng));
+    train.push_back(t);
+  }
+  auto m = XgbCostModel::train(train, smallParams());
+  ASSERT_TRUE(m.ok()) << m.status();
+  TokenFeatures f = train[0].features;
+  f.first_numeric_arg = 5000;
+  f.node_index = 0;
+  const double dear = (*m)->predictOne(f);
+  f.first_numeric_arg = 100;
+  const double cheap = (*m)->predictOne(f);
+  EXPECT_NEAR(dear, 5e6, 1e6) << "the 5 ms tokens";
+  EXPECT_NEAR(cheap, 1e5, 2e4);
 }
 
 TEST(XgbCostModel, PseudoHuberObjectiveAlsoLearns) {
