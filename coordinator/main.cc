@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
                "admit jobs naming operations no node offers yet (they wait for one)");
   app.add_option("--model", cfg.model_path, "XGBoost cost model JSON to load");
   app.add_flag("--learn", cfg.learn, "train the cost model online from telemetry");
+  app.add_option("--model-drift-check", cfg.model_drift_check,
+                 "online training: score the active model on every N new telemetry samples; when "
+                 "its error jumps (a drift), fall back at once and retrain on samples since "
+                 "(0 = off; default 256; docs/cost-model.md)");
   app.add_option("--model-out", cfg.model_out,
                  "save every accepted online-trained cost model here (implies --learn; env "
                  "TG_MODEL_OUT)")

@@ -122,6 +122,8 @@ int runCoordinator(AppConfig config) {
     lc.model_path = config.model_path;
     lc.model_out = config.model_out;
     lc.trace_out = config.trace_out;
+    if (config.model_drift_check >= 0)
+      lc.trainer.drift_check_samples = static_cast<size_t>(config.model_drift_check);
     lc.place = want_model;
     // A loaded model without --learn stays fixed; otherwise train online from telemetry.
     lc.train = want_model && (config.learn || config.model_path.empty());

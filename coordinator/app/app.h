@@ -19,9 +19,13 @@ struct AppConfig {
   uint32_t gateway_ready_min_nodes = 1;  // --ready-min-nodes
   std::string tls_cert, tls_key;
   std::vector<std::string> allowed_origins;
-  std::string ready_file;      // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
-  std::string model_path;      // XGBoost cost model (JSON) to load at start
-  bool learn = false;          // train the cost model online and use it for placement
+  std::string ready_file;  // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
+  std::string model_path;  // XGBoost cost model (JSON) to load at start
+  bool learn = false;      // train the cost model online and use it for placement
+  // Online training: check the active model for drift every this many new telemetry samples
+  // (costmodel::OnlineTrainerOptions::drift_check_samples; 0 = off, -1 = LearnedConfig's
+  // default, 256).
+  int64_t model_drift_check = -1;
   std::string model_out;       // save every accepted online-trained model here (implies learn)
   std::string trace_out;       // append telemetry samples here (CSV trace), under any policy
   std::string journal_path;    // job journal: admitted jobs survive a coordinator restart
