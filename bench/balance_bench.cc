@@ -20,6 +20,12 @@
 //   hetero    the skewed mix on nodes of speed 1x/2x/4x by slot (--nodes, 2-6).
 //   dag       60 jobs: a chain of 4 spin2(prev, 3ms) tokens beside 16 spin(400us) leaves; job
 //             latency is the chain's, a policy that queues chain tokens behind leaves loses.
+//   drift-long (not in "all") open-loop arrivals, a job of 5 x spin2(label, us) every 2.5 ms:
+//             7 of 8 jobs 300 us, 1 of 8 3 ms, the label telling which; after 6 s the labels swap
+//             costs for 8 s. Reports xgboost's advantage over least-outstanding per 0.5 s window
+//             of submission time and the time until it is back within 10% of its advantage
+//             before the change.
+// Every workload also gets a lower bound on any placement's makespan (lowerBound below).
 //
 // Per run: a fresh LocalCluster with `--scheduler P`; a warm-up pass (the same workload with
 // another seed; drift: the cheap half only), `settle_ms` pause (the online trainer retrains in
@@ -437,11 +443,15 @@ struct PlacementRecord {
   double active_before = -1, active_after = -1;  // tokengate_placement_model_active, -1 = unknown
   double switches = -1;                          // mode switches during the pass, -1 = unknown
   double regret = std::numeric_limits<double>::quiet_NaN();  // tokengate_placement_regret, end
+  double drifts = -1;  // tokengate_model_drifts_total during the pass, -1 = unknown
+  double models = -1;  // tokengate_model_version steps in the pass (trained or heuristic)
   std::string summary() const {
     if (active_before < 0 || active_after < 0) return "unknown";
     const char* b = active_before > 0.5 ? "model" : "fallback";
     const char* e = active_after > 0.5 ? "model" : "fallback";
-    const std::string r = std::isnan(regret) ? "" : fmt::format(", regret {:+.3f}", regret);
+    std::string r = std::isnan(regret) ? "" : fmt::format(", regret {:+.3f}", regret);
+    if (drifts > 0) r += fmt::format(", {} drift{}", drifts, drifts == 1 ? "" : "s");
+    if (models > 0) r += fmt::format(", {} model version{}", models, models == 1 ? "" : "s");
     if (switches <= 0) return b + r;
     return fmt::format("{}->{} ({} switch{}{})", b, e, switches, switches == 1 ? "" : "es", r);
   }
@@ -592,6 +602,12 @@ int runBalance(const BalanceOptions& o) {
           const double s0 = metricValue(before, "tokengate_placement_mode_switches_total");
           const double s1 = metricValue(after, "tokengate_placement_mode_switches_total");
           if (s0 >= 0 && s1 >= 0) placed.switches = s1 - s0;
+          const double d0 = metricValue(before, "tokengate_model_drifts_total");
+          const double d1 = metricValue(after, "tokengate_model_drifts_total");
+          if (d0 >= 0 && d1 >= 0) placed.drifts = d1 - d0;
+          const double v0 = metricValue(before, "tokengate_model_version");
+          const double v1 = metricValue(after, "tokengate_model_version");
+          if (v0 >= 0 && v1 >= 0) placed.models = v1 - v0;
           if (after.find("\ntokengate_placement_regret ") != std::string::npos)
             placed.regret = metricValue(after, "tokengate_placement_regret");
         }
