@@ -90,6 +90,10 @@ struct XgbSchedulerOptions {
   // sample of kSampledRows rows and gives every other token the prediction of the sampled row with
   // the nearest first argument (keeps 1M-token light jobs cheap; exact for typical workloads).
   size_t max_exact_rows = 128;
+  // ... unless the sample is not flat and some sampled row is predicted at least this long: then
+  // every distinct row is predicted exactly (a heavy-tailed argument's largest tokens are rarely
+  // in the sample). Tiny tokens (1M-token Leibniz terms) keep the cheap sample.
+  double exact_rows_min_ns = 100'000;
   // Batch sizing (spec 3c): the core sends a node's pending batch once the next token of the
   // same predicted cost would take it past this much predicted work, so a 60 ms token goes alone,
   // 400 us tokens go 3 at a time and sub-us Leibniz terms fill CoordinatorConfig::max_batch.

@@ -240,9 +240,12 @@ TEST(PlacementReplay, HeavytailWithATrainedModelPlacesLikeTheExactModel) {
     const auto [lo_makespan, lo_p99] = bestLo(kCases[3], 0, seed);
     std::printf(
         "heavytail seed %llu: 10 ms predicted %.2f ms; makespan trained %.4f, exact %.4f, "
-        "gated (trained) %.4f, least-outstanding %.4f\n",
+        "gated (trained) %.4f (%llu switches, %llu of %zu placed by the model), "
+        "least-outstanding %.4f\n",
         static_cast<unsigned long long>(seed), predicted / 1e6, trained.r.makespan_s,
-        exact.r.makespan_s, gated.r.makespan_s, lo_makespan);
+        exact.r.makespan_s, gated.r.makespan_s, static_cast<unsigned long long>(gated.switches),
+        static_cast<unsigned long long>(gated.r.placed_by_model), gated.r.tokens.size(),
+        lo_makespan);
     EXPECT_GT(predicted, 2e6) << "seed " << seed;
     EXPECT_LE(trained.r.makespan_s, 1.05 * exact.r.makespan_s) << "seed " << seed;
     EXPECT_LE(gated.r.makespan_s, 1.04 * lo_makespan) << "seed " << seed;

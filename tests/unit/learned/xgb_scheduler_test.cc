@@ -115,6 +115,22 @@ TEST_F(XgbSchedulerTest, ManyDistinctTokensPredictASampleAndTakeTheNearestArgume
     EXPECT_NEAR(c[i], 10.0 * static_cast<double>(i), 10.0 * 32);  // stride 32
 }
 
+// A heavy-tailed argument: 299 tokens of 50-350 us and one of 28.8 ms in a slice of 300 distinct
+// rows. The nearest sampled argument gave the 28.8 ms token the largest sampled cost (<= 350 us):
+// the heavytail replay then queued such tokens on the slow node. Costs this size are predicted
+// row by row.
+TEST_F(XgbSchedulerTest, AHeavyTailedArgumentsLargestTokensArePredictedExactly) {
+  model_->set(0, 1000, /*per_arg=*/true);
+  auto t = tokens(0, 300);
+  for (size_t i = 0; i < t.size(); ++i) t[i].first_arg = 50 + static_cast<double>(i);
+  t[150].first_arg = 28'800;
+  std::vector<double> c(t.size());
+  sched_.costs(t, c);
+  EXPECT_DOUBLE_EQ(c[150], 28.8e6);
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_DOUBLE_EQ(c[i], 1000 * t[i].first_arg);
+  EXPECT_EQ(sched_.modelRows(), XgbScheduler::kSampledRows + 300);
+}
+
 TEST_F(XgbSchedulerTest, ManyDistinctTokensWithAFlatCostShareOnePrediction) {
   model_->set(0, 250);  // cost does not depend on the argument
   auto t = tokens(0, 512);
