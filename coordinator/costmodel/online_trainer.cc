@@ -134,6 +134,16 @@ bool OnlineTrainer::checkDrift() {
   uint64_t at_all = 0;
   const std::vector<TelemetrySample> back = window_.newest(chunk * kDriftLookBack, &at_all);
   const auto all = std::span<const TelemetrySample>(back);
+  // A drift only if the model is now also worse than the running mean on those samples (the
+  // issue's rule for the fallback): a newest stretch that is merely harder (e.g. the end of a
+  // pass, where only the biggest tokens are left) is not one.
+  if (all.size() > chunk) {
+    const auto last = all.last(chunk);
+    const double model_err = evaluateModel(*current, last).mae_log;
+    const double mean_err =
+        evaluateRunningMean(all.first(all.size() - chunk), last, options_.mean).mae_log;
+    if (!(model_err > mean_err)) return false;
+  }
   size_t bad = chunk;  // the newest `bad` samples (numbered up to at_all) are off
   while (bad + chunk <= all.size() &&
          evaluateModel(*current, all.subspan(all.size() - bad - chunk, chunk)).mae_log > limit)

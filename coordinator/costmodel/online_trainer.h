@@ -66,8 +66,9 @@ struct OnlineTrainerOptions {
   // Drift. On every wake-up, once drift_check_samples new samples have arrived, the active
   // learned model is scored on the newest drift_check_samples samples; a mean |log error| there
   // above max(drift_error_factor x its error on the recent hold-out when it was accepted, that +
-  // drift_min_increase) is a drift: the heuristic is published at once (placement falls back to
-  // least-outstanding), and training uses only the samples from the first of those checked on
+  // drift_min_increase), while it is also worse there than the running mean scored prequentially
+  // on the window before them, is a drift: the heuristic is published at once (placement falls back
+  // to least-outstanding), and training uses only the samples from the first of those checked on
   // (the window's older samples describe costs that no longer hold) until the window holds no
   // older ones; a retrain is due every drift_min_samples (0: min_samples) new samples until a
   // candidate is accepted, whatever retrain_interval / retrain_every_samples say. Before, the
