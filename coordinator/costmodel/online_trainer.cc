@@ -121,8 +121,7 @@ bool OnlineTrainer::checkDrift() {
     base = accepted_mae_;
   }
   const size_t chunk = options_.drift_check_samples;
-  uint64_t at = 0;
-  const std::vector<TelemetrySample> recent = window_.newest(chunk, &at);
+  const std::vector<TelemetrySample> recent = window_.newest(chunk);
   if (recent.size() < chunk) return false;
   const ModelQuality q = evaluateModel(*current, recent);
   const double limit =

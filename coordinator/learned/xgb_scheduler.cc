@@ -456,11 +456,19 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         if (c.in_flight + guard_n_[k] > 0 && work >= options_.queue_horizon_ns) {
           out[i].candidate = -1;
           held_back_.fetch_add(1, std::memory_order_relaxed);
+          // It comes back every dispatch round until a node has room: keep the model's
+          // prediction, as the model path does (a heavy-tailed slice is predicted row by row).
+          held_cost_[tokens[i].id] = it->second.model_ns;
           continue;
         }
         guard_work_[k] += it->second.model_ns;
         ++guard_n_[k];
       }
+    }
+    if (!held_cost_.empty()) {
+      for (size_t i = 0; i < tokens.size(); ++i)
+        if (out[i].candidate >= 0) held_cost_.erase(tokens[i].id);
+      if (held_cost_.size() > kMaxHeldPredictions) held_cost_.clear();
     }
     // Lanes follow the model's predictions once it predicts better than the running mean, even
     // while its placements are not trusted (reclassification is about cost, not node choice).

@@ -131,6 +131,44 @@ TEST_F(XgbSchedulerTest, AHeavyTailedArgumentsLargestTokensArePredictedExactly) 
   EXPECT_EQ(sched_.modelRows(), XgbScheduler::kSampledRows + 300);
 }
 
+// Tokens the fallback's horizon guard holds come back every dispatch round; like the model
+// path's held tokens they keep the model's prediction instead of being predicted again (with
+// heavy-tailed slices predicted row by row, re-predicting them costs the loop thread up to a
+// slice of rows per round).
+TEST(XgbSchedulerGuard, TokensHeldByTheFallbackGuardKeepTheirPrediction) {
+  auto model = std::make_shared<testing::ScriptedCostModel>();
+  model->set(0, 1000, /*per_arg=*/true);
+  model->setVersion(1);
+  XgbScheduler sched([&] { return model; }, nullptr);  // the gate on: the fallback places
+  std::vector<TokenInfo> t(6);
+  for (size_t i = 0; i < t.size(); ++i) {  // 6 jobs of one 30 ms token
+    t[i].id = (uint64_t{i + 1} << 32) | 1;
+    t[i].declared = t[i].lane = Weight::kLight;
+    t[i].arg_count = 1;
+    t[i].arg_bytes = 8;
+    t[i].first_arg = 30'000;
+  }
+  std::vector<Candidate> cands(3);
+  for (uint32_t i = 0; i < 3; ++i) {
+    cands[i].node = i;
+    cands[i].free_credit = 1000;
+  }
+  std::vector<double> c(t.size());
+  sched.costs(t, c);
+  for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+  std::vector<Placement> out(t.size());
+  sched.place(Weight::kLight, t, cands, out);
+  ASSERT_STREQ(sched.placementMode(), "fallback");
+  std::vector<TokenInfo> held;
+  for (size_t i = 0; i < t.size(); ++i)
+    if (out[i].candidate < 0) held.push_back(t[i]);
+  ASSERT_FALSE(held.empty()) << "the guard holds some: 20 ms of predicted work per node";
+  const uint64_t hits = sched.cacheHits();
+  std::vector<double> again(held.size());
+  sched.costs(held, again);
+  EXPECT_EQ(sched.cacheHits() - hits, held.size());
+}
+
 TEST_F(XgbSchedulerTest, ManyDistinctTokensWithAFlatCostShareOnePrediction) {
   model_->set(0, 250);  // cost does not depend on the argument
   auto t = tokens(0, 512);
