@@ -326,8 +326,21 @@ int main(int argc, char** argv) {
   lat->add_option("--jobs", lo.jobs, "measured round trips")->capture_default_str();
   lat->add_option("--warmup", lo.warmup, "round trips before measuring")->capture_default_str();
   lat->add_option("--nodes", lo.nodes)->capture_default_str();
-  lat->add_option("--bin-dir", lo.bin_dir,
-                  "coordinator and node binaries (default: next to this; compare builds)");
+  lat->add_option("--runs", lo.runs, "runs per build (and of the floor), alternating; medians")
+      ->capture_default_str();
+  lat->add_option("--bin-dir", lo.bin_dirs,
+                  "coordinator and node binaries (default: next to this; repeatable: runs "
+                  "alternate between the builds)");
+  lat->add_flag("--with-floor", lo.with_floor,
+                "also time zmq-floor's two-hop shape (same transport and security) between the "
+                "cluster runs and print each build's distance to it");
+  lat->add_option("--transport", lo.transport,
+                  "tcp: loopback TCP; ipc: nodes and the client reach the coordinator over ipc://")
+      ->check(CLI::IsMember({"tcp", "ipc"}))
+      ->capture_default_str();
+  lat->add_option("--security", lo.security, "insecure (plain) | curve (throw-away CURVE keys)")
+      ->check(CLI::IsMember({"insecure", "curve"}))
+      ->capture_default_str();
   lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
   lat->add_option("--node-arg", lo.node_args,
                   "extra node flag (repeatable), e.g. --node-arg=--inline-below-us=0");
@@ -368,6 +381,9 @@ int main(int argc, char** argv) {
                    "all: every receiver spins; server: only the bound ROUTER (the relay)")
       ->check(CLI::IsMember({"all", "server"}))
       ->capture_default_str();
+  floor->add_option("--transport", fo.transport, "tcp (loopback) | ipc (Unix domain socket)")
+      ->check(CLI::IsMember({"tcp", "ipc"}))
+      ->capture_default_str();
   auto* serve = app.add_subcommand("zmq-floor-serve", "");  // zmq-floor's child processes
   serve->group("");                                         // hidden
   bench::ZmqFloorServeOptions so;
@@ -376,6 +392,7 @@ int main(int argc, char** argv) {
   serve->add_option("--secret-key", so.secret_key);
   serve->add_option("--server-key", so.server_key);
   serve->add_option("--spin-us", so.spin_us);
+  serve->add_option("--transport", so.transport);
   CLI11_PARSE(app, argc, argv);
   if (*serve) return bench::serveZmqFloor(so);
   initLogging("bench", log_level);

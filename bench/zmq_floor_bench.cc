@@ -138,6 +138,8 @@ void stopChild(Child& c) {
   kill(c.pid, SIGKILL);
   waitpid(c.pid, nullptr, 0);
   c.pid = -1;
+  // A killed ROUTER leaves its ipc:// socket file behind.
+  if (c.line.rfind("ipc://", 0) == 0) unlink(c.line.c_str() + 6);
 }
 
 struct Config {
@@ -160,8 +162,9 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
   const std::string peer_spin = all_spin ? spin : "0";  // the two-hop echo and the client
   const uint32_t client_spin = all_spin ? cfg.spin_us : 0;
   std::vector<Child> children;
-  std::vector<std::string> args{"--role", cfg.shape == "one-hop" ? "echo" : "relay", "--spin-us",
-                                spin};
+  std::vector<std::string> args{"--role",      cfg.shape == "one-hop" ? "echo" : "relay",
+                                "--spin-us",   spin,
+                                "--transport", o.transport};
   if (cfg.curve) {
     args.push_back("--secret-key");
     args.push_back(server.secret_key);
@@ -224,8 +227,11 @@ void applyServer(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
   s.set(zmq::sockopt::curve_secretkey, o.secret_key);
 }
 
-std::string boundEndpoint(zmq::socket_t& s) {
-  s.bind("tcp://127.0.0.1:0");
+std::string boundEndpoint(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
+  if (o.transport == "ipc")
+    s.bind(fmt::format("ipc:///tmp/tokengate-floor-{}.sock", getpid()));
+  else
+    s.bind("tcp://127.0.0.1:0");
   return s.get(zmq::sockopt::last_endpoint);
 }
 
@@ -235,7 +241,7 @@ std::string boundEndpoint(zmq::socket_t& s) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::linger, 0);
   applyServer(s, o);
-  std::cout << boundEndpoint(s) << std::endl;
+  std::cout << boundEndpoint(s, o) << std::endl;
   zmq::message_t id, payload;
   for (;;) {
     recvSpin(s, id, o.spin_us);
@@ -280,7 +286,7 @@ std::string boundEndpoint(zmq::socket_t& s) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::linger, 0);
   applyServer(s, o);
-  std::cout << boundEndpoint(s) << std::endl;
+  std::cout << boundEndpoint(s, o) << std::endl;
   const std::string_view echo_id = kEchoId;
   zmq::message_t from, first, second;
   for (;;) {
@@ -320,6 +326,11 @@ int serveZmqFloor(const ZmqFloorServeOptions& o) {
   return 2;
 }
 
+std::vector<double> zmqFloorRoundTrips(const ZmqFloorOptions& o, const std::string& shape,
+                                       bool curve, uint32_t spin_us) {
+  return runOnce(o, Config{shape, curve, spin_us, o.spin_at});
+}
+
 int runZmqFloor(const ZmqFloorOptions& o) {
   std::vector<bool> curves;
   if (o.security == "insecure" || o.security == "both") curves.push_back(false);
@@ -335,6 +346,10 @@ int runZmqFloor(const ZmqFloorOptions& o) {
     }
   if (o.spin_at != "all" && o.spin_at != "server") {
     fmt::print(stderr, "error: --spin-at all|server\n");
+    return 2;
+  }
+  if (o.transport != "tcp" && o.transport != "ipc") {
+    fmt::print(stderr, "error: --transport tcp|ipc\n");
     return 2;
   }
   std::vector<Config> configs;
@@ -354,8 +369,9 @@ int runZmqFloor(const ZmqFloorOptions& o) {
                  configs[c].name(), p50[c].back(), p90[c].back(), p99[c].back());
     }
   const std::string load_after = loadAverage();
-  fmt::print("{} round trips of {} bytes per run, medians of {} runs (load average {} -> {}):\n",
-             o.round_trips, o.bytes, o.runs, load_before, load_after);
+  fmt::print(
+      "{} round trips of {} bytes per run over {}, medians of {} runs (load average {} -> {}):\n",
+      o.round_trips, o.bytes, o.transport, o.runs, load_before, load_after);
   boost::json::array results;
   for (size_t c = 0; c < configs.size(); ++c) {
     const auto [lo, hi] = std::minmax_element(p50[c].begin(), p50[c].end());
@@ -372,9 +388,9 @@ int runZmqFloor(const ZmqFloorOptions& o) {
                                           {"p99_us", median(p99[c])}});
   }
   boost::json::object out{
-      {"bench", "zmq-floor"}, {"round_trips", o.round_trips}, {"runs", o.runs},
-      {"bytes", o.bytes},     {"load_before", load_before},   {"load_after", load_after},
-      {"results", results}};
+      {"bench", "zmq-floor"},     {"transport", o.transport}, {"round_trips", o.round_trips},
+      {"runs", o.runs},           {"bytes", o.bytes},         {"load_before", load_before},
+      {"load_after", load_after}, {"results", results}};
   std::cout << boost::json::serialize(out) << std::endl;
   return 0;
 }

@@ -70,12 +70,17 @@ CoordinatorServer::~CoordinatorServer() {
 Status CoordinatorServer::bind() {
   // CURVE: the ZAP handler is bound and the socket made a CURVE server before anyone connects.
   if (auto st = auth_->setUp(context_, router_); !st.ok()) return st;
-  try {
-    router_.bind(config_.listen);
-    endpoint_ = router_.get(zmq::sockopt::last_endpoint);
-  } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(fmt::format("cannot bind {}: {}", config_.listen, e.what()));
+  std::vector<std::string> all{config_.listen};
+  all.insert(all.end(), config_.also_listen.begin(), config_.also_listen.end());
+  for (const auto& ep : all) {
+    try {
+      router_.bind(ep);
+      endpoints_.push_back(router_.get(zmq::sockopt::last_endpoint));
+    } catch (const zmq::error_t& e) {
+      return absl::UnavailableError(fmt::format("cannot bind {}: {}", ep, e.what()));
+    }
   }
+  endpoint_ = endpoints_.front();
   return absl::OkStatus();
 }
 
@@ -229,7 +234,7 @@ bool CoordinatorServer::handleMessage() {
 
 void CoordinatorServer::run() {
   running_ = true;
-  spdlog::info("coordinator listening on {}", endpoint_);
+  spdlog::info("coordinator listening on {}", fmt::join(endpoints_, ", "));
   runPosted();  // work posted before run() (journal recovery) goes before any message
   Nanos next_tick = clock_.now();
   zmq::socket_t* zap = auth_->zapSocket();  // CURVE handshakes wait for its answers

@@ -33,6 +33,9 @@ namespace tokengate::coordinator {
 
 struct ServerConfig {
   std::string listen = "tcp://0.0.0.0:5555";
+  // More endpoints on the same ROUTER (e.g. ipc:///run/tokengate/wire.sock next to the TCP one,
+  // for nodes and clients on the coordinator's host): same socket, same CURVE and role checks.
+  std::vector<std::string> also_listen;
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
   // CurveZMQ and role checks (docs/security.md); disabled = plain TCP, every peer trusted.
   security::ServerCurve curve;
@@ -44,9 +47,11 @@ class CoordinatorServer final : public control::ClusterControl {
   explicit CoordinatorServer(ServerConfig config, Clock& clock = SystemClock::instance());
   ~CoordinatorServer() override;
 
-  // Binds the ROUTER socket; `endpoint()` then gives the real address (port 0 resolved).
+  // Binds the ROUTER socket to `listen` and every `also_listen`; `endpoint()` then gives the
+  // real address of `listen` (port 0 resolved), `endpoints()` all of them in that order.
   Status bind();
   std::string endpoint() const { return endpoint_; }
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
   // Runs the loop on the calling thread until stop().
   void run();
   // Thread-safe.
@@ -106,6 +111,7 @@ class CoordinatorServer final : public control::ClusterControl {
   std::unique_ptr<RouterOutbox> outbox_;
   std::unique_ptr<CoordinatorCore> core_;
   std::string endpoint_;
+  std::vector<std::string> endpoints_;
   int wake_fd_ = -1;
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};
