@@ -87,7 +87,10 @@ class CoordinatorServer final : public control::ClusterControl {
   // Receives and handles one ROUTER message; false when none is queued.
   bool handleMessage();
   void runPosted();
-  // Reads queued monitor events; closed connections of known peers go to closed_.
+  // Whether the monitor has events we have not read (its fd, without a mailbox check).
+  bool monitorHasEvents();
+  // Reads queued monitor events until none is left; closed connections of known peers go
+  // to closed_.
   void collectMonitorEvents();
   // Handles the messages already queued, then tells the core about closed_ peers.
   void applyDisconnects();
@@ -108,6 +111,8 @@ class CoordinatorServer final : public control::ClusterControl {
   std::unordered_map<int, std::string> fd_peer_;
   std::unordered_map<std::string, int> peer_fd_;
   std::vector<std::pair<std::string, int>> closed_;  // (peer, fd) seen closing, not yet applied
+  int monitor_fd_ = -1;                              // the monitor's ZMQ_FD (run() sets it)
+  bool monitor_signaled_ = false;  // its fd was readable at this turn's poll, not read since
   std::unique_ptr<RouterOutbox> outbox_;
   std::unique_ptr<CoordinatorCore> core_;
   std::string endpoint_;
