@@ -47,6 +47,9 @@ std::string loadAverage() {
 struct Figures {
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0;
   uint64_t failed = 0;
+  // CPU (user + sys, all threads) per measured round trip: the coordinator's, and that of the
+  // coordinator and the nodes together. Cluster runs only (the floor's servers are not read).
+  double coordinator_cpu_us = 0, cluster_cpu_us = 0;
 };
 
 Figures figuresOf(const std::vector<double>& us, uint64_t failed) {
@@ -86,7 +89,15 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
     job.add(t);
     us.reserve(o.jobs);
     const uint32_t total = o.warmup + o.jobs;
+    auto cpu = [&] {
+      double coordinator = client::cpuSecondsOf((*cluster)->coordinatorPid()), all = coordinator;
+      for (size_t n = 0; n < (*cluster)->nodeCount(); ++n)
+        all += client::cpuSecondsOf((*cluster)->nodePid(n));
+      return std::pair{coordinator, all};
+    };
+    std::pair<double, double> cpu0;
     for (uint32_t i = 0; i < total; ++i) {
+      if (i == o.warmup) cpu0 = cpu();
       const std::string f = submitJobFrame(job, i + 1, /*watch=*/true);
       const auto t0 = std::chrono::steady_clock::now();
       sock.send(zmq::buffer(f), zmq::send_flags::none);
@@ -110,9 +121,13 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
       if (i >= o.warmup) us.push_back(dt);
     }
+    const auto cpu1 = cpu();
+    Figures f = figuresOf(us, failed);
+    f.coordinator_cpu_us = (cpu1.first - cpu0.first) * 1e6 / o.jobs;
+    f.cluster_cpu_us = (cpu1.second - cpu0.second) * 1e6 / o.jobs;
+    (*cluster)->stop();
+    return f;
   }
-  (*cluster)->stop();
-  return figuresOf(us, failed);
 }
 
 Figures floorRun(const LatencyOptions& o) {
@@ -160,8 +175,12 @@ int runLatency(const LatencyOptions& o) {
       }
       failed += f.failed;
       c.runs.push_back(f);
-      fmt::print("run {} {}: p50 {:.0f} us, p90 {:.0f} us, p99 {:.0f} us, p99.9 {:.0f} us{}\n",
+      fmt::print("run {} {}: p50 {:.0f} us, p90 {:.0f} us, p99 {:.0f} us, p99.9 {:.0f} us{}{}\n",
                  r + 1, c.name, f.p50, f.p90, f.p99, f.p999,
+                 c.floor ? std::string()
+                         : fmt::format(", CPU per round trip: coordinator {:.1f} us, cluster "
+                                       "{:.1f} us",
+                                       f.coordinator_cpu_us, f.cluster_cpu_us),
                  f.failed ? fmt::format(", {} failed", f.failed) : std::string());
     }
   }
@@ -188,13 +207,20 @@ int runLatency(const LatencyOptions& o) {
                             {"p90_us", median(pick(c, &Figures::p90))},
                             {"p99_us", median(pick(c, &Figures::p99))},
                             {"p999_us", median(pick(c, &Figures::p999))}};
+    if (!c.floor) {
+      const double coordinator = median(pick(c, &Figures::coordinator_cpu_us));
+      const double cluster = median(pick(c, &Figures::cluster_cpu_us));
+      above = fmt::format(", CPU coordinator {:.1f} us cluster {:.1f} us", coordinator, cluster);
+      row["coordinator_cpu_us"] = coordinator;
+      row["cluster_cpu_us"] = cluster;
+    }
     if (floor != nullptr && !c.floor) {
       std::vector<double> d50, d99;
       for (size_t r = 0; r < c.runs.size(); ++r) {
         d50.push_back(c.runs[r].p50 - floor->runs[r].p50);
         d99.push_back(c.runs[r].p99 - floor->runs[r].p99);
       }
-      above = fmt::format(", above floor p50 {:+.0f} us p99 {:+.0f} us", median(d50), median(d99));
+      above += fmt::format(", above floor p50 {:+.0f} us p99 {:+.0f} us", median(d50), median(d99));
       row["p50_above_floor_us"] = median(d50);
       row["p99_above_floor_us"] = median(d99);
     }
