@@ -214,6 +214,18 @@ int runLatency(const LatencyOptions& o) {
       row["coordinator_cpu_us"] = coordinator;
       row["cluster_cpu_us"] = cluster;
     }
+    const Config& base = configs[o.with_floor ? 1 : 0];
+    if (!c.floor && &c != &base) {  // paired with the first build's run of the same round
+      std::vector<double> d50, dcpu;
+      for (size_t r = 0; r < c.runs.size(); ++r) {
+        d50.push_back(c.runs[r].p50 - base.runs[r].p50);
+        dcpu.push_back(c.runs[r].coordinator_cpu_us - base.runs[r].coordinator_cpu_us);
+      }
+      above += fmt::format(", vs first build p50 {:+.0f} us coordinator CPU {:+.1f} us",
+                           median(d50), median(dcpu));
+      row["p50_vs_first_us"] = median(d50);
+      row["coordinator_cpu_vs_first_us"] = median(dcpu);
+    }
     if (floor != nullptr && !c.floor) {
       std::vector<double> d50, d99;
       for (size_t r = 0; r < c.runs.size(); ++r) {
