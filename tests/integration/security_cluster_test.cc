@@ -144,6 +144,77 @@ TEST(SecurityClusterTest, NodesWithoutAValidKeyGetNoToken) {
   EXPECT_EQ(plain.log().find("welcomed"), std::string::npos);
 }
 
+// Co-located peers (docs/deployment.md, "Co-located nodes and clients: ipc://"): the
+// coordinator listens on TCP and on an ipc:// socket at once, one ROUTER, so CURVE, the key
+// allow-lists and the role checks are the same on both. LocalCluster's nodes join over ipc.
+TEST(SecurityClusterTest, NodesAndClientsOverIpcUseCurveAndUnauthenticatedPeersAreRefused) {
+  LocalClusterOptions o = baseOptions(1);
+  o.transport = "ipc";
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_FALSE(cluster->keyDir().empty());  // CURVE is the default
+  ASSERT_EQ(cluster->endpoints().size(), 2u);
+  const std::string tcp = cluster->endpoints()[0];
+  const std::string ipc = cluster->endpoint();  // what node-1 connected to
+  ASSERT_EQ(tcp.rfind("tcp://", 0), 0u) << tcp;
+  ASSERT_EQ(ipc.rfind("ipc://", 0), 0u) << ipc;
+  EXPECT_EQ(cluster->endpoints()[1], ipc);
+  // Node intruders on the ipc socket: a key not in the allow-list, and no CURVE at all.
+  newKey(*cluster, "unlisted", /*allow_as_node=*/false);
+  Intruder unlisted(
+      tempPath("tg-ipc-unlisted"),
+      {"--coordinator", ipc, "--id", "intruder-unlisted", "--curve-dir", cluster->keyDir(),
+       "--curve-secret-key-file", cluster->keyDir() + "/extra/unlisted.key"});
+  Intruder plain(tempPath("tg-ipc-plain"),
+                 {"--coordinator", ipc, "--id", "intruder-plain", "--insecure"});
+  ASSERT_TRUE(plain.waitForLog("plain TCP"));  // it started and is trying
+
+  // A client over ipc, with the admin key: node-1 (over ipc) runs its job.
+  Client c(ipc, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  auto job = makeLeibnizJob(10'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(10'000, Precision::kDouble, 1000, 10));
+  // The same keys work on the TCP endpoint of the same coordinator.
+  Client over_tcp(tcp, cluster->clientCurve());
+  auto r2 = over_tcp.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->state, client::JobState::kSucceeded);
+
+  // Unauthenticated clients on ipc: no CURVE is refused as on TCP; an unlisted key fails its
+  // handshake; a viewer key may not submit (roles are checked per frame on every endpoint).
+  Client plain_client(ipc);
+  auto plain_info = plain_client.info(120 * kSeconds);
+  ASSERT_FALSE(plain_info.ok());
+  EXPECT_EQ(plain_info.status().code(), absl::StatusCode::kPermissionDenied) << plain_info.status();
+  security::ClientCurve stranger = cluster->clientCurve();
+  auto stranger_keys = security::generateKeyPair();
+  ASSERT_TRUE(stranger_keys.ok());
+  stranger.secret_key = stranger_keys->secret_key;
+  stranger.public_key.clear();
+  Client unknown(ipc, stranger);
+  auto unknown_submit = unknown.submit(*job, 30 * kSeconds);
+  ASSERT_FALSE(unknown_submit.ok());
+  Client viewer(ipc, cluster->clientCurve(Role::kViewer));
+  auto viewer_submit = viewer.submit(*job, 30 * kSeconds);
+  ASSERT_FALSE(viewer_submit.ok());
+  EXPECT_EQ(viewer_submit.status().code(), absl::StatusCode::kPermissionDenied)
+      << viewer_submit.status();
+
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->nodes_ready, 1u);
+  for (const auto& n : info->nodes) EXPECT_EQ(n.id, "node-1") << "an intruder joined";
+  EXPECT_TRUE(unlisted.running());
+  EXPECT_EQ(unlisted.log().find("welcomed"), std::string::npos);
+  EXPECT_EQ(plain.log().find("welcomed"), std::string::npos);
+  // The socket file lives in the cluster's directory while it runs.
+  EXPECT_TRUE(std::filesystem::exists(ipc.substr(6))) << ipc;
+}
+
 TEST(SecurityClusterTest, EachClientRoleMaySendOnlyItsFrames) {
   auto cluster = startCluster(baseOptions(1));
   ASSERT_NE(cluster, nullptr);
