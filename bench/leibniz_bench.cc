@@ -373,7 +373,9 @@ int main(int argc, char** argv) {
   floor->add_option("--security", fo.security, "insecure | curve | both")
       ->check(CLI::IsMember({"insecure", "curve", "both"}))
       ->capture_default_str();
-  floor->add_option("--shape", fo.shapes, "one-hop | two-hop (repeatable; default both)");
+  floor->add_option("--shape", fo.shapes,
+                    "one-hop | two-hop | two-hop-ack (two-hop plus an acknowledgement to the "
+                    "client, a watched job's SubmitReply); repeatable; default one-hop, two-hop");
   floor->add_option("--spin-us", fo.spin_us,
                     "receivers poll this long before blocking (repeatable: figures per value)");
   floor

@@ -7,6 +7,8 @@
 //   one-hop   client DEALER <-> echo ROUTER                         (two messages)
 //   two-hop   client DEALER -> relay ROUTER -> echo DEALER           (four messages:
 //             -> relay ROUTER -> client DEALER                         our path's shape)
+//   two-hop-ack  two-hop, plus a 32-byte acknowledgement from the relay to the client right
+//             after it forwards the request (five messages: a watched job's SubmitReply)
 //
 // plain TCP and CURVE, each round trip timed from send to receive in the client. A TokenGate
 // round trip cannot beat the two-hop figure of the same security mode on the same machine:
@@ -36,6 +38,7 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 constexpr const char* kEchoId = "echo";
+constexpr size_t kAckBytes = 32;  // two-hop-ack: the relay's acknowledgement
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -162,16 +165,20 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
   const std::string peer_spin = all_spin ? spin : "0";  // the two-hop echo and the client
   const uint32_t client_spin = all_spin ? cfg.spin_us : 0;
   std::vector<Child> children;
-  std::vector<std::string> args{"--role",      cfg.shape == "one-hop" ? "echo" : "relay",
-                                "--spin-us",   spin,
-                                "--transport", o.transport};
+  std::vector<std::string> args{
+      "--role",
+      cfg.shape == "one-hop" ? "echo" : cfg.shape == "two-hop-ack" ? "relay-ack" : "relay",
+      "--spin-us",
+      spin,
+      "--transport",
+      o.transport};
   if (cfg.curve) {
     args.push_back("--secret-key");
     args.push_back(server.secret_key);
   }
   children.push_back(spawnServe(args));
   const std::string endpoint = children.back().line;
-  if (cfg.shape == "two-hop") {
+  if (cfg.shape != "one-hop") {
     std::vector<std::string> echo_args{"--role", "echo",      "--connect",
                                        endpoint, "--spin-us", peer_spin};
     if (cfg.curve) {
@@ -200,6 +207,7 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
     for (uint32_t i = 0; i < total; ++i) {
       const auto t0 = SteadyClock::now();
       sock.send(zmq::buffer(payload), zmq::send_flags::none);
+      if (cfg.shape == "two-hop-ack") recvSpin(sock, reply, client_spin);  // the ack
       recvSpin(sock, reply, client_spin);
       const double dt = std::chrono::duration<double, std::micro>(SteadyClock::now() - t0).count();
       if (reply.size() != payload.size()) {
@@ -281,7 +289,7 @@ std::string boundEndpoint(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
 
 // Relay: one ROUTER for clients and the echo peer, as the coordinator has one for clients and
 // nodes. Client [id][payload] -> echo [client id][payload]; echo's answer -> that client.
-[[noreturn]] void serveRelay(const ZmqFloorServeOptions& o) {
+[[noreturn]] void serveRelay(const ZmqFloorServeOptions& o, bool ack) {
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::linger, 0);
@@ -303,9 +311,14 @@ std::string boundEndpoint(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
       s.send(second, zmq::send_flags::none);
       continue;
     }
+    const std::string client_id = ack ? std::string(from.to_string_view()) : std::string();
     s.send(zmq::buffer(echo_id), zmq::send_flags::sndmore);
     s.send(from, zmq::send_flags::sndmore);
     s.send(first, zmq::send_flags::none);
+    if (ack) {  // after the forward, as the coordinator sends a SubmitReply after the batch
+      s.send(zmq::buffer(client_id), zmq::send_flags::sndmore);
+      s.send(zmq::buffer(std::string(kAckBytes, 'a')), zmq::send_flags::none);
+    }
   }
 }
 
@@ -313,7 +326,7 @@ std::string boundEndpoint(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
 
 int serveZmqFloor(const ZmqFloorServeOptions& o) {
   try {
-    if (o.role == "relay") serveRelay(o);
+    if (o.role == "relay" || o.role == "relay-ack") serveRelay(o, o.role == "relay-ack");
     if (o.role == "echo") {
       if (o.connect.empty()) serveEchoRouter(o);
       serveEchoDealer(o);
@@ -340,8 +353,8 @@ int runZmqFloor(const ZmqFloorOptions& o) {
     return 2;
   }
   for (const auto& s : o.shapes)
-    if (s != "one-hop" && s != "two-hop") {
-      fmt::print(stderr, "error: unknown shape {} (one-hop | two-hop)\n", s);
+    if (s != "one-hop" && s != "two-hop" && s != "two-hop-ack") {
+      fmt::print(stderr, "error: unknown shape {} (one-hop | two-hop | two-hop-ack)\n", s);
       return 2;
     }
   if (o.spin_at != "all" && o.spin_at != "server") {
