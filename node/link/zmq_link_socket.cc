@@ -1,11 +1,8 @@
 #include "node/link/zmq_link_socket.h"
 
 #include <fmt/format.h>
-#include <poll.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 
 #include "common/zmq_frame.h"
 
@@ -51,25 +48,19 @@ size_t ZmqLinkSocket::receive(size_t max_frames,
 }
 
 Status ZmqLinkSocket::wait(int wake_fd, Nanos timeout_ns, bool& readable) {
-  // A plain poll() over the DEALER's ZMQ_FD instead of zmq_poll(), which asks the socket for
-  // ZMQ_EVENTS before and after it sleeps (each a mailbox check: a poll() and a getpid()
-  // syscall). The fd is readable while the socket has commands queued; receive() reads until
-  // recv fails, which leaves none unread, but a send since then (results, heartbeats) may
-  // have processed the one announcing new frames: ask once before sleeping.
+  readable = false;
+  const auto wait_ms =
+      std::chrono::milliseconds((std::max<Nanos>(0, timeout_ns) + kMillis - 1) / kMillis);
+  zmq::pollitem_t items[2] = {
+      {static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
+      {nullptr, wake_fd, ZMQ_POLLIN, 0},
+  };
   try {
-    readable = (socket_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+    zmq::poll(items, wake_fd >= 0 ? 2 : 1, wait_ms);
   } catch (const zmq::error_t& e) {
-    return absl::InternalError(fmt::format("zmq events: {}", e.what()));
+    if (e.num() != EINTR) return absl::InternalError(fmt::format("zmq poll: {}", e.what()));
   }
-  if (readable) return absl::OkStatus();
-  const int wait_ms = static_cast<int>((std::max<Nanos>(0, timeout_ns) + kMillis - 1) / kMillis);
-  pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-  if (::poll(fds, wake_fd >= 0 ? 2 : 1, wait_ms) < 0) {
-    if (errno != EINTR) return absl::InternalError(fmt::format("poll: {}", std::strerror(errno)));
-    return absl::OkStatus();
-  }
-  // Readable fd: commands queued, maybe frames; receive() finds out (and may find none).
-  readable = (fds[0].revents & POLLIN) != 0;
+  readable = (items[0].revents & ZMQ_POLLIN) != 0;
   return absl::OkStatus();
 }
 

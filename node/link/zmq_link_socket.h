@@ -37,10 +37,8 @@ class ZmqLinkSocket final : public LinkSocket {
   void abandon() override { socket_.set(zmq::sockopt::linger, 0); }
 
  private:
-  explicit ZmqLinkSocket(zmq::socket_t socket)
-      : socket_(std::move(socket)), fd_(socket_.get(zmq::sockopt::fd)) {}
+  explicit ZmqLinkSocket(zmq::socket_t socket) : socket_(std::move(socket)) {}
   zmq::socket_t socket_;
-  int fd_;  // the socket's ZMQ_FD (wait() polls it)
 };
 
 // A factory opening ZmqLinkSockets on `context` (which must outlive it).
