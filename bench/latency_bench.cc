@@ -5,7 +5,8 @@
 // trips after a warm-up; the last line is JSON.
 //
 // --with-floor interleaves zmq-floor's two-hop runs (the same four messages with no TokenGate
-// code, same transport and security) so every figure has its floor from the same minutes;
+// code, same transport and security; --floor-shape two-hop-ack adds the fifth, the SubmitReply)
+// so every figure has its floor from the same minutes;
 // --bin-dir (repeatable) alternates builds. Each run goes through the configurations in a
 // rotated order, and "above floor" is the median over runs of (build p50 - floor p50) of the
 // same run.
@@ -130,12 +131,12 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
   }
 }
 
-Figures floorRun(const LatencyOptions& o) {
+Figures floorRun(const LatencyOptions& o, const std::string& shape) {
   ZmqFloorOptions fo;
   fo.round_trips = o.jobs;
   fo.warmup = o.warmup;
   fo.transport = o.transport;
-  return figuresOf(zmqFloorRoundTrips(fo, "two-hop", o.security == "curve"), 0);
+  return figuresOf(zmqFloorRoundTrips(fo, shape, o.security == "curve"), 0);
 }
 
 }  // namespace
@@ -150,13 +151,24 @@ int runLatency(const LatencyOptions& o) {
     std::string name;
     std::string bin_dir;
     bool floor = false;
+    std::string shape;  // floors: the zmq-floor shape
     std::vector<Figures> runs;
   };
   std::vector<Config> configs;
-  if (o.with_floor) configs.push_back(Config{"zmq floor (two-hop)", "", true, {}});
+  if (o.with_floor) {
+    for (const auto& shape : o.floor_shapes) {
+      if (shape != "two-hop" && shape != "two-hop-ack") {
+        fmt::print(stderr, "error: --floor-shape two-hop|two-hop-ack\n");
+        return 2;
+      }
+      configs.push_back(Config{fmt::format("zmq floor ({})", shape), "", true, shape, {}});
+    }
+  }
+  const size_t floors = configs.size();
   std::vector<std::string> dirs = o.bin_dirs;
   if (dirs.empty()) dirs.emplace_back();
-  for (const auto& d : dirs) configs.push_back(Config{d.empty() ? "this build" : d, d, false, {}});
+  for (const auto& d : dirs)
+    configs.push_back(Config{d.empty() ? "this build" : d, d, false, "", {}});
   const std::string load_before = loadAverage();
   uint64_t failed = 0;
   for (uint32_t r = 0; r < o.runs; ++r) {
@@ -164,7 +176,7 @@ int runLatency(const LatencyOptions& o) {
       auto& c = configs[(k + r) % configs.size()];  // rotated: no build always goes first
       Figures f;
       if (c.floor) {
-        f = floorRun(o);
+        f = floorRun(o, c.shape);
       } else {
         auto run = clusterRun(o, c.bin_dir);
         if (!run.ok()) {
@@ -195,18 +207,19 @@ int runLatency(const LatencyOptions& o) {
     return v;
   };
   boost::json::array results;
-  const Config* floor = o.with_floor ? &configs.front() : nullptr;
+  const Config* floor = o.with_floor ? &configs.front() : nullptr;  // distances: to the first
   for (const auto& c : configs) {
     const auto p50s = pick(c, &Figures::p50);
     const auto [lo, hi] = std::minmax_element(p50s.begin(), p50s.end());
     std::string above;
-    boost::json::object row{{"build", c.floor ? "floor" : (c.bin_dir.empty() ? "." : c.bin_dir)},
-                            {"p50_us", median(p50s)},
-                            {"p50_min_us", *lo},
-                            {"p50_max_us", *hi},
-                            {"p90_us", median(pick(c, &Figures::p90))},
-                            {"p99_us", median(pick(c, &Figures::p99))},
-                            {"p999_us", median(pick(c, &Figures::p999))}};
+    boost::json::object row{
+        {"build", c.floor ? "floor " + c.shape : (c.bin_dir.empty() ? "." : c.bin_dir)},
+        {"p50_us", median(p50s)},
+        {"p50_min_us", *lo},
+        {"p50_max_us", *hi},
+        {"p90_us", median(pick(c, &Figures::p90))},
+        {"p99_us", median(pick(c, &Figures::p99))},
+        {"p999_us", median(pick(c, &Figures::p999))}};
     if (!c.floor) {
       const double coordinator = median(pick(c, &Figures::coordinator_cpu_us));
       const double cluster = median(pick(c, &Figures::cluster_cpu_us));
@@ -214,7 +227,7 @@ int runLatency(const LatencyOptions& o) {
       row["coordinator_cpu_us"] = coordinator;
       row["cluster_cpu_us"] = cluster;
     }
-    const Config& base = configs[o.with_floor ? 1 : 0];
+    const Config& base = configs[floors];
     if (!c.floor && &c != &base) {  // paired with the first build's run of the same round
       std::vector<double> d50, dcpu;
       for (size_t r = 0; r < c.runs.size(); ++r) {
@@ -244,7 +257,7 @@ int runLatency(const LatencyOptions& o) {
     results.push_back(std::move(row));
   }
   // Top-level figures: the first build's (what a plain `latency` run always printed).
-  const Config& first = configs[o.with_floor ? 1 : 0];
+  const Config& first = configs[floors];
   boost::json::object out{{"bench", "latency"},
                           {"jobs", o.jobs},
                           {"nodes", o.nodes},

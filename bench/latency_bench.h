@@ -19,6 +19,9 @@ struct LatencyOptions {
   // echo -> relay -> client, same transport and security) in every run, between the cluster
   // runs, and print each build's distance to it.
   bool with_floor = false;
+  // The floor's shapes with --with-floor: two-hop, and/or two-hop-ack (two-hop plus an
+  // acknowledgement to the client after the forward: the SubmitReply a watched job gets).
+  std::vector<std::string> floor_shapes{"two-hop"};
   std::string transport = "tcp";      // tcp (loopback) | ipc (nodes and client over ipc://)
   std::string security = "insecure";  // insecure | curve
   std::string log_level = "warn";

@@ -334,6 +334,9 @@ int main(int argc, char** argv) {
   lat->add_flag("--with-floor", lo.with_floor,
                 "also time zmq-floor's two-hop shape (same transport and security) between the "
                 "cluster runs and print each build's distance to it");
+  lat->add_option("--floor-shape", lo.floor_shapes,
+                  "with --with-floor: two-hop (default) and/or two-hop-ack (plus the "
+                  "acknowledgement a watched job gets; repeatable). Distances are to the first");
   lat->add_option("--transport", lo.transport,
                   "tcp: loopback TCP; ipc: nodes and the client reach the coordinator over ipc://")
       ->check(CLI::IsMember({"tcp", "ipc"}))
