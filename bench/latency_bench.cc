@@ -66,6 +66,7 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
   co.log_level = o.log_level;
   co.insecure = o.security == "insecure";
   co.transport = o.transport;
+  co.pin = o.pin;
   co.coordinator_args = o.coordinator_args;
   co.node_args = o.node_args;
   auto cluster = client::LocalCluster::start(co);

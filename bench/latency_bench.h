@@ -24,6 +24,7 @@ struct LatencyOptions {
   std::vector<std::string> floor_shapes{"two-hop"};
   std::string transport = "tcp";      // tcp (loopback) | ipc (nodes and client over ipc://)
   std::string security = "insecure";  // insecure | curve
+  bool pin = true;  // nodes on disjoint cores (LocalCluster's default); --no-pin: let them float
   std::string log_level = "warn";
   std::vector<std::string> coordinator_args;
   std::vector<std::string> node_args;

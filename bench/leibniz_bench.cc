@@ -334,6 +334,8 @@ int main(int argc, char** argv) {
   lat->add_flag("--with-floor", lo.with_floor,
                 "also time zmq-floor's two-hop shape (same transport and security) between the "
                 "cluster runs and print each build's distance to it");
+  bool lat_no_pin = false;
+  lat->add_flag("--no-pin", lat_no_pin, "do not give nodes disjoint cores");
   lat->add_option("--floor-shape", lo.floor_shapes,
                   "with --with-floor: two-hop (default) and/or two-hop-ack (plus the "
                   "acknowledgement a watched job gets; repeatable). Distances are to the first");
@@ -408,6 +410,7 @@ int main(int argc, char** argv) {
   }
   if (*lat) {
     lo.log_level = log_level;
+    lo.pin = !lat_no_pin;
     return bench::runLatency(lo);
   }
   if (*leib)
