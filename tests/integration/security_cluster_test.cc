@@ -110,20 +110,45 @@ const client::NodeSummary* findNode(const client::ClusterInfo& info, const std::
   return nullptr;
 }
 
+// Two node processes dialling `ep` that must never join: one with a key not in the allow-list
+// ("intruder-unlisted"), one speaking plain TCP without CURVE ("intruder-plain").
+class NodeIntruders {
+ public:
+  NodeIntruders(const LocalCluster& cluster, const std::string& ep, const std::string& tag)
+      : unlisted_(tempPath(tag + "-unlisted"), unlistedArgs(cluster, ep)),
+        plain_(tempPath(tag + "-plain"),
+               {"--coordinator", ep, "--id", "intruder-plain", "--insecure"}) {}
+  // Both started: the plain one logs its warning at start.
+  bool started() const { return plain_.waitForLog("plain TCP"); }
+  void expectNeitherWelcomed() const {
+    EXPECT_TRUE(unlisted_.running());
+    EXPECT_EQ(unlisted_.log().find("welcomed"), std::string::npos);
+    EXPECT_EQ(plain_.log().find("welcomed"), std::string::npos);
+  }
+
+ private:
+  static std::vector<std::string> unlistedArgs(const LocalCluster& cluster, const std::string& ep) {
+    newKey(cluster, "unlisted", /*allow_as_node=*/false);
+    return {"--coordinator",
+            ep,
+            "--id",
+            "intruder-unlisted",
+            "--curve-dir",
+            cluster.keyDir(),
+            "--curve-secret-key-file",
+            cluster.keyDir() + "/extra/unlisted.key"};
+  }
+  Intruder unlisted_, plain_;
+};
+
 TEST(SecurityClusterTest, NodesWithoutAValidKeyGetNoToken) {
   auto cluster = startCluster(baseOptions(1));
   ASSERT_NE(cluster, nullptr);
   ASSERT_FALSE(cluster->keyDir().empty());  // CURVE is the default
-  newKey(*cluster, "unlisted", /*allow_as_node=*/false);
   const std::string ep = cluster->endpoint();
   // A node whose key is not in the allow-list, and one speaking plain TCP.
-  Intruder unlisted(
-      tempPath("tg-unlisted"),
-      {"--coordinator", ep, "--id", "intruder-unlisted", "--curve-dir", cluster->keyDir(),
-       "--curve-secret-key-file", cluster->keyDir() + "/extra/unlisted.key"});
-  Intruder plain(tempPath("tg-plain"),
-                 {"--coordinator", ep, "--id", "intruder-plain", "--insecure"});
-  ASSERT_TRUE(plain.waitForLog("plain TCP"));  // it started and is trying
+  NodeIntruders intruders(*cluster, ep, "tg");
+  ASSERT_TRUE(intruders.started());
 
   Client c(ep, cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
@@ -139,9 +164,7 @@ TEST(SecurityClusterTest, NodesWithoutAValidKeyGetNoToken) {
   for (const auto& n : info->nodes) EXPECT_EQ(n.id, "node-1") << "an intruder joined";
   ASSERT_NE(findNode(*info, "node-1"), nullptr);
   EXPECT_EQ(findNode(*info, "node-1")->completed, r->progress.total);
-  EXPECT_TRUE(unlisted.running());
-  EXPECT_EQ(unlisted.log().find("welcomed"), std::string::npos);
-  EXPECT_EQ(plain.log().find("welcomed"), std::string::npos);
+  intruders.expectNeitherWelcomed();
 }
 
 // Co-located peers (docs/deployment.md, "Co-located nodes and clients: ipc://"): the
@@ -160,14 +183,8 @@ TEST(SecurityClusterTest, NodesAndClientsOverIpcUseCurveAndUnauthenticatedPeersA
   ASSERT_EQ(ipc.rfind("ipc://", 0), 0u) << ipc;
   EXPECT_EQ(cluster->endpoints()[1], ipc);
   // Node intruders on the ipc socket: a key not in the allow-list, and no CURVE at all.
-  newKey(*cluster, "unlisted", /*allow_as_node=*/false);
-  Intruder unlisted(
-      tempPath("tg-ipc-unlisted"),
-      {"--coordinator", ipc, "--id", "intruder-unlisted", "--curve-dir", cluster->keyDir(),
-       "--curve-secret-key-file", cluster->keyDir() + "/extra/unlisted.key"});
-  Intruder plain(tempPath("tg-ipc-plain"),
-                 {"--coordinator", ipc, "--id", "intruder-plain", "--insecure"});
-  ASSERT_TRUE(plain.waitForLog("plain TCP"));  // it started and is trying
+  NodeIntruders intruders(*cluster, ipc, "tg-ipc");
+  ASSERT_TRUE(intruders.started());
 
   // A client over ipc, with the admin key: node-1 (over ipc) runs its job.
   Client c(ipc, cluster->clientCurve());
@@ -208,9 +225,7 @@ TEST(SecurityClusterTest, NodesAndClientsOverIpcUseCurveAndUnauthenticatedPeersA
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->nodes_ready, 1u);
   for (const auto& n : info->nodes) EXPECT_EQ(n.id, "node-1") << "an intruder joined";
-  EXPECT_TRUE(unlisted.running());
-  EXPECT_EQ(unlisted.log().find("welcomed"), std::string::npos);
-  EXPECT_EQ(plain.log().find("welcomed"), std::string::npos);
+  intruders.expectNeitherWelcomed();
   // The socket file lives in the cluster's directory while it runs.
   EXPECT_TRUE(std::filesystem::exists(ipc.substr(6))) << ipc;
 }
