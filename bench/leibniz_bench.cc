@@ -326,8 +326,26 @@ int main(int argc, char** argv) {
   lat->add_option("--jobs", lo.jobs, "measured round trips")->capture_default_str();
   lat->add_option("--warmup", lo.warmup, "round trips before measuring")->capture_default_str();
   lat->add_option("--nodes", lo.nodes)->capture_default_str();
-  lat->add_option("--bin-dir", lo.bin_dir,
-                  "coordinator and node binaries (default: next to this; compare builds)");
+  lat->add_option("--runs", lo.runs, "runs per build (and of the floor), alternating; medians")
+      ->capture_default_str();
+  lat->add_option("--bin-dir", lo.bin_dirs,
+                  "coordinator and node binaries (default: next to this; repeatable: runs "
+                  "alternate between the builds)");
+  lat->add_flag("--with-floor", lo.with_floor,
+                "also time zmq-floor's two-hop shape (same transport and security) between the "
+                "cluster runs and print each build's distance to it");
+  bool lat_no_pin = false;
+  lat->add_flag("--no-pin", lat_no_pin, "do not give nodes disjoint cores");
+  lat->add_option("--floor-shape", lo.floor_shapes,
+                  "with --with-floor: two-hop (default) and/or two-hop-ack (plus the "
+                  "acknowledgement a watched job gets; repeatable). Distances are to the first");
+  lat->add_option("--transport", lo.transport,
+                  "tcp: loopback TCP; ipc: nodes and the client reach the coordinator over ipc://")
+      ->check(CLI::IsMember({"tcp", "ipc"}))
+      ->capture_default_str();
+  lat->add_option("--security", lo.security, "insecure (plain) | curve (throw-away CURVE keys)")
+      ->check(CLI::IsMember({"insecure", "curve"}))
+      ->capture_default_str();
   lat->add_option("--coordinator-arg", lo.coordinator_args, "extra coordinator flag (repeatable)");
   lat->add_option("--node-arg", lo.node_args,
                   "extra node flag (repeatable), e.g. --node-arg=--inline-below-us=0");
@@ -360,13 +378,18 @@ int main(int argc, char** argv) {
   floor->add_option("--security", fo.security, "insecure | curve | both")
       ->check(CLI::IsMember({"insecure", "curve", "both"}))
       ->capture_default_str();
-  floor->add_option("--shape", fo.shapes, "one-hop | two-hop (repeatable; default both)");
+  floor->add_option("--shape", fo.shapes,
+                    "one-hop | two-hop | two-hop-ack (two-hop plus an acknowledgement to the "
+                    "client, a watched job's SubmitReply); repeatable; default one-hop, two-hop");
   floor->add_option("--spin-us", fo.spin_us,
                     "receivers poll this long before blocking (repeatable: figures per value)");
   floor
       ->add_option("--spin-at", fo.spin_at,
                    "all: every receiver spins; server: only the bound ROUTER (the relay)")
       ->check(CLI::IsMember({"all", "server"}))
+      ->capture_default_str();
+  floor->add_option("--transport", fo.transport, "tcp (loopback) | ipc (Unix domain socket)")
+      ->check(CLI::IsMember({"tcp", "ipc"}))
       ->capture_default_str();
   auto* serve = app.add_subcommand("zmq-floor-serve", "");  // zmq-floor's child processes
   serve->group("");                                         // hidden
@@ -376,6 +399,7 @@ int main(int argc, char** argv) {
   serve->add_option("--secret-key", so.secret_key);
   serve->add_option("--server-key", so.server_key);
   serve->add_option("--spin-us", so.spin_us);
+  serve->add_option("--transport", so.transport);
   CLI11_PARSE(app, argc, argv);
   if (*serve) return bench::serveZmqFloor(so);
   initLogging("bench", log_level);
@@ -386,6 +410,7 @@ int main(int argc, char** argv) {
   }
   if (*lat) {
     lo.log_level = log_level;
+    lo.pin = !lat_no_pin;
     return bench::runLatency(lo);
   }
   if (*leib)

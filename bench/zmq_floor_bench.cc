@@ -7,6 +7,8 @@
 //   one-hop   client DEALER <-> echo ROUTER                         (two messages)
 //   two-hop   client DEALER -> relay ROUTER -> echo DEALER           (four messages:
 //             -> relay ROUTER -> client DEALER                         our path's shape)
+//   two-hop-ack  two-hop, plus a 32-byte acknowledgement from the relay to the client right
+//             after it forwards the request (five messages: a watched job's SubmitReply)
 //
 // plain TCP and CURVE, each round trip timed from send to receive in the client. A TokenGate
 // round trip cannot beat the two-hop figure of the same security mode on the same machine:
@@ -36,6 +38,7 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 constexpr const char* kEchoId = "echo";
+constexpr size_t kAckBytes = 32;  // two-hop-ack: the relay's acknowledgement
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -138,6 +141,8 @@ void stopChild(Child& c) {
   kill(c.pid, SIGKILL);
   waitpid(c.pid, nullptr, 0);
   c.pid = -1;
+  // A killed ROUTER leaves its ipc:// socket file behind.
+  if (c.line.rfind("ipc://", 0) == 0) unlink(c.line.c_str() + 6);
 }
 
 struct Config {
@@ -160,15 +165,20 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
   const std::string peer_spin = all_spin ? spin : "0";  // the two-hop echo and the client
   const uint32_t client_spin = all_spin ? cfg.spin_us : 0;
   std::vector<Child> children;
-  std::vector<std::string> args{"--role", cfg.shape == "one-hop" ? "echo" : "relay", "--spin-us",
-                                spin};
+  std::vector<std::string> args{
+      "--role",
+      cfg.shape == "one-hop" ? "echo" : cfg.shape == "two-hop-ack" ? "relay-ack" : "relay",
+      "--spin-us",
+      spin,
+      "--transport",
+      o.transport};
   if (cfg.curve) {
     args.push_back("--secret-key");
     args.push_back(server.secret_key);
   }
   children.push_back(spawnServe(args));
   const std::string endpoint = children.back().line;
-  if (cfg.shape == "two-hop") {
+  if (cfg.shape != "one-hop") {
     std::vector<std::string> echo_args{"--role", "echo",      "--connect",
                                        endpoint, "--spin-us", peer_spin};
     if (cfg.curve) {
@@ -197,6 +207,7 @@ std::vector<double> runOnce(const ZmqFloorOptions& o, const Config& cfg) {
     for (uint32_t i = 0; i < total; ++i) {
       const auto t0 = SteadyClock::now();
       sock.send(zmq::buffer(payload), zmq::send_flags::none);
+      if (cfg.shape == "two-hop-ack") recvSpin(sock, reply, client_spin);  // the ack
       recvSpin(sock, reply, client_spin);
       const double dt = std::chrono::duration<double, std::micro>(SteadyClock::now() - t0).count();
       if (reply.size() != payload.size()) {
@@ -224,8 +235,11 @@ void applyServer(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
   s.set(zmq::sockopt::curve_secretkey, o.secret_key);
 }
 
-std::string boundEndpoint(zmq::socket_t& s) {
-  s.bind("tcp://127.0.0.1:0");
+std::string boundEndpoint(zmq::socket_t& s, const ZmqFloorServeOptions& o) {
+  if (o.transport == "ipc")
+    s.bind(fmt::format("ipc:///tmp/tokengate-floor-{}.sock", getpid()));
+  else
+    s.bind("tcp://127.0.0.1:0");
   return s.get(zmq::sockopt::last_endpoint);
 }
 
@@ -235,7 +249,7 @@ std::string boundEndpoint(zmq::socket_t& s) {
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::linger, 0);
   applyServer(s, o);
-  std::cout << boundEndpoint(s) << std::endl;
+  std::cout << boundEndpoint(s, o) << std::endl;
   zmq::message_t id, payload;
   for (;;) {
     recvSpin(s, id, o.spin_us);
@@ -275,12 +289,12 @@ std::string boundEndpoint(zmq::socket_t& s) {
 
 // Relay: one ROUTER for clients and the echo peer, as the coordinator has one for clients and
 // nodes. Client [id][payload] -> echo [client id][payload]; echo's answer -> that client.
-[[noreturn]] void serveRelay(const ZmqFloorServeOptions& o) {
+[[noreturn]] void serveRelay(const ZmqFloorServeOptions& o, bool ack) {
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, zmq::socket_type::router);
   s.set(zmq::sockopt::linger, 0);
   applyServer(s, o);
-  std::cout << boundEndpoint(s) << std::endl;
+  std::cout << boundEndpoint(s, o) << std::endl;
   const std::string_view echo_id = kEchoId;
   zmq::message_t from, first, second;
   for (;;) {
@@ -297,9 +311,14 @@ std::string boundEndpoint(zmq::socket_t& s) {
       s.send(second, zmq::send_flags::none);
       continue;
     }
+    const std::string client_id = ack ? std::string(from.to_string_view()) : std::string();
     s.send(zmq::buffer(echo_id), zmq::send_flags::sndmore);
     s.send(from, zmq::send_flags::sndmore);
     s.send(first, zmq::send_flags::none);
+    if (ack) {  // after the forward, as the coordinator sends a SubmitReply after the batch
+      s.send(zmq::buffer(client_id), zmq::send_flags::sndmore);
+      s.send(zmq::buffer(std::string(kAckBytes, 'a')), zmq::send_flags::none);
+    }
   }
 }
 
@@ -307,7 +326,7 @@ std::string boundEndpoint(zmq::socket_t& s) {
 
 int serveZmqFloor(const ZmqFloorServeOptions& o) {
   try {
-    if (o.role == "relay") serveRelay(o);
+    if (o.role == "relay" || o.role == "relay-ack") serveRelay(o, o.role == "relay-ack");
     if (o.role == "echo") {
       if (o.connect.empty()) serveEchoRouter(o);
       serveEchoDealer(o);
@@ -320,6 +339,11 @@ int serveZmqFloor(const ZmqFloorServeOptions& o) {
   return 2;
 }
 
+std::vector<double> zmqFloorRoundTrips(const ZmqFloorOptions& o, const std::string& shape,
+                                       bool curve, uint32_t spin_us) {
+  return runOnce(o, Config{shape, curve, spin_us, o.spin_at});
+}
+
 int runZmqFloor(const ZmqFloorOptions& o) {
   std::vector<bool> curves;
   if (o.security == "insecure" || o.security == "both") curves.push_back(false);
@@ -329,12 +353,16 @@ int runZmqFloor(const ZmqFloorOptions& o) {
     return 2;
   }
   for (const auto& s : o.shapes)
-    if (s != "one-hop" && s != "two-hop") {
-      fmt::print(stderr, "error: unknown shape {} (one-hop | two-hop)\n", s);
+    if (s != "one-hop" && s != "two-hop" && s != "two-hop-ack") {
+      fmt::print(stderr, "error: unknown shape {} (one-hop | two-hop | two-hop-ack)\n", s);
       return 2;
     }
   if (o.spin_at != "all" && o.spin_at != "server") {
     fmt::print(stderr, "error: --spin-at all|server\n");
+    return 2;
+  }
+  if (o.transport != "tcp" && o.transport != "ipc") {
+    fmt::print(stderr, "error: --transport tcp|ipc\n");
     return 2;
   }
   std::vector<Config> configs;
@@ -354,8 +382,9 @@ int runZmqFloor(const ZmqFloorOptions& o) {
                  configs[c].name(), p50[c].back(), p90[c].back(), p99[c].back());
     }
   const std::string load_after = loadAverage();
-  fmt::print("{} round trips of {} bytes per run, medians of {} runs (load average {} -> {}):\n",
-             o.round_trips, o.bytes, o.runs, load_before, load_after);
+  fmt::print(
+      "{} round trips of {} bytes per run over {}, medians of {} runs (load average {} -> {}):\n",
+      o.round_trips, o.bytes, o.transport, o.runs, load_before, load_after);
   boost::json::array results;
   for (size_t c = 0; c < configs.size(); ++c) {
     const auto [lo, hi] = std::minmax_element(p50[c].begin(), p50[c].end());
@@ -372,9 +401,9 @@ int runZmqFloor(const ZmqFloorOptions& o) {
                                           {"p99_us", median(p99[c])}});
   }
   boost::json::object out{
-      {"bench", "zmq-floor"}, {"round_trips", o.round_trips}, {"runs", o.runs},
-      {"bytes", o.bytes},     {"load_before", load_before},   {"load_after", load_after},
-      {"results", results}};
+      {"bench", "zmq-floor"},     {"transport", o.transport}, {"round_trips", o.round_trips},
+      {"runs", o.runs},           {"bytes", o.bytes},         {"load_before", load_before},
+      {"load_after", load_after}, {"results", results}};
   std::cout << boost::json::serialize(out) << std::endl;
   return 0;
 }

@@ -112,6 +112,15 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::start(LocalClusterOptions 
   c->ready_file_ = tmpl;
   std::vector<std::string> args{"--listen",     "tcp://127.0.0.1:0", "--ready-file",
                                 c->ready_file_, "--log-level",       o.log_level};
+  if (o.transport == "ipc") {
+    char ipc_tmpl[] = "/tmp/tokengate-ipc-XXXXXX";
+    if (!mkdtemp(ipc_tmpl)) return absl::InternalError("mkdtemp failed");
+    c->ipc_dir_ = ipc_tmpl;
+    args.insert(args.end(), {"--listen", fmt::format("ipc://{}/wire.sock", c->ipc_dir_)});
+  } else if (o.transport != "tcp") {
+    return absl::InvalidArgumentError(
+        fmt::format("transport '{}': expected tcp or ipc", o.transport));
+  }
   if (o.insecure) {
     args.push_back("--insecure");
     o.node_args.insert(o.node_args.begin(), "--insecure");
@@ -199,18 +208,24 @@ Status LocalCluster::killNode(size_t i, int sig) {
 }
 
 Status LocalCluster::waitCoordinatorReady() {
-  // The ready file: "wire <endpoint>\ngateway <port>\nready 1\n".
+  // The ready file: "wire <endpoint>\n" per --listen, "gateway <port>\nready 1\n".
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (true) {
     std::ifstream in(ready_file_);
     std::string key, value;
     bool complete = false;
+    endpoints_.clear();
     while (in >> key >> value) {
-      if (key == "wire") endpoint_ = value;
+      if (key == "wire") endpoints_.push_back(value);
       if (key == "gateway") gateway_port_ = static_cast<uint16_t>(std::stoi(value));
       if (key == "ready") complete = true;
     }
-    if (complete && !endpoint_.empty()) break;
+    if (complete && !endpoints_.empty()) {
+      endpoint_ = endpoints_.front();
+      for (const auto& ep : endpoints_)
+        if (options_.transport == "ipc" && ep.rfind("ipc://", 0) == 0) endpoint_ = ep;
+      break;
+    }
     int status = 0;
     if (waitpid(coordinator_, &status, WNOHANG) == coordinator_) {
       coordinator_ = -1;
@@ -235,8 +250,9 @@ Status LocalCluster::restartCoordinator(int sig, const std::function<void()>& wh
   if (while_down) while_down();
   // Same endpoints as before, so nodes and clients reconnect by themselves.
   std::vector<std::string> args = coordinator_args_;
+  const std::string tcp = endpoints_.empty() ? endpoint_ : endpoints_.front();
   for (size_t i = 0; i + 1 < args.size(); ++i) {
-    if (args[i] == "--listen") args[i + 1] = endpoint_;
+    if (args[i] == "--listen" && args[i + 1].rfind("tcp://", 0) == 0) args[i + 1] = tcp;
     if (args[i] == "--gateway" && gateway_port_ != 0) {
       const auto colon = args[i + 1].rfind(':');
       args[i + 1] = args[i + 1].substr(0, colon) + ":" + std::to_string(gateway_port_);
@@ -324,6 +340,10 @@ LocalCluster::~LocalCluster() {
   if (!key_dir_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(key_dir_, ec);
+  }
+  if (!ipc_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(ipc_dir_, ec);
   }
 }
 

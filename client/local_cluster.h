@@ -36,6 +36,11 @@ struct LocalClusterOptions {
   // layout plus operator and viewer pairs) into a temporary directory, removed by stop(), and
   // runs every process with --curve-dir. insecure = plain TCP (--insecure everywhere).
   bool insecure = false;
+  // tcp: the coordinator listens on loopback TCP only. ipc: it also listens on an ipc://
+  // endpoint in a temporary directory (removed by the destructor) and the nodes connect
+  // through it, as co-located nodes would (docs/deployment.md); endpoint() is then the ipc
+  // one, endpoints() lists both.
+  std::string transport = "tcp";
 };
 
 class LocalCluster {
@@ -43,7 +48,10 @@ class LocalCluster {
   static StatusOr<std::unique_ptr<LocalCluster>> start(LocalClusterOptions options);
   ~LocalCluster();
 
+  // The endpoint the nodes use (ipc:// with transport "ipc", else tcp://).
   const std::string& endpoint() const { return endpoint_; }
+  // Every endpoint the coordinator listens on, in its --listen order (tcp first).
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
   uint16_t gatewayPort() const { return gateway_port_; }
   pid_t coordinatorPid() const { return coordinator_; }
   pid_t nodePid(size_t i) const;
@@ -80,6 +88,8 @@ class LocalCluster {
 
   LocalClusterOptions options_;
   std::string endpoint_;
+  std::vector<std::string> endpoints_;
+  std::string ipc_dir_;  // transport "ipc": holds the socket file
   uint16_t gateway_port_ = 0;
   std::string ready_file_;
   std::string key_dir_;

@@ -1,10 +1,13 @@
 // tokengate-coordinator: flags -> AppConfig -> runCoordinator().
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <cctype>
 #include <cstdio>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "common/log.h"
 #include "common/security/curve_flags.h"
@@ -19,7 +22,11 @@ int main(int argc, char** argv) {
   uint32_t departed_node_retention_s = 300;
   unsigned max_attempts = core.default_max_attempts, poison = core.poison_threshold;
   CLI::App app{"TokenGate coordinator: admits jobs, schedules tokens onto nodes"};
-  app.add_option("--listen", cfg.server.listen, "ZeroMQ endpoint for nodes and clients")
+  std::vector<std::string> listen{cfg.server.listen};
+  app.add_option(
+         "--listen", listen,
+         "ZeroMQ endpoint for nodes and clients: tcp://host:port or ipc:///path (repeatable: "
+         "one socket on every endpoint, same CURVE and role checks)")
       ->capture_default_str();
   app.add_option("--gateway", cfg.gateway, "HTTP/WebSocket gateway host:port (empty = off)");
   app.add_option("--gateway-token", cfg.gateway_token,
@@ -138,6 +145,9 @@ int main(int argc, char** argv) {
   security::CurveFlags curve_flags;
   security::addCurveFlags(app, curve_flags, security::CurveSide::kCoordinator);
   CLI11_PARSE(app, argc, argv);
+  if (listen.empty()) listen.push_back(cfg.server.listen);
+  cfg.server.listen = listen.front();
+  cfg.server.also_listen.assign(listen.begin() + 1, listen.end());
   core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
   core.departed_node_retention_ns = Nanos{departed_node_retention_s} * kSeconds;
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
@@ -156,9 +166,9 @@ int main(int argc, char** argv) {
   }
   if (!curve->enabled())
     spdlog::warn(
-        "--insecure: the wire port {} accepts plain TCP without CURVE; anyone who can "
-        "reach it can join as a node, submit, cancel and watch any job",
-        cfg.server.listen);
+        "--insecure: the wire endpoint(s) {} accept plain TCP without CURVE; anyone who can "
+        "reach them can join as a node, submit, cancel and watch any job",
+        fmt::join(listen, ", "));
   cfg.server.curve = std::move(*curve);
   if (!token_file.empty()) {
     std::ifstream in(token_file);

@@ -20,11 +20,12 @@
 namespace tokengate::coordinator {
 
 namespace {
-Status writeReadyFile(const std::string& path, const std::string& wire, uint16_t gateway_port) {
+Status writeReadyFile(const std::string& path, const std::vector<std::string>& wire,
+                      uint16_t gateway_port) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
-    out << "wire " << wire << "\n";
+    for (const auto& ep : wire) out << "wire " << ep << "\n";  // --listen order
     if (gateway_port) out << "gateway " << gateway_port << "\n";
     out << "ready 1\n";
     if (!out) return absl::UnavailableError(fmt::format("cannot write {}", tmp));
@@ -194,7 +195,7 @@ int runCoordinator(AppConfig config) {
     }
   }
   if (!config.ready_file.empty()) {
-    if (auto st = writeReadyFile(config.ready_file, server.endpoint(), gateway_port); !st.ok()) {
+    if (auto st = writeReadyFile(config.ready_file, server.endpoints(), gateway_port); !st.ok()) {
       spdlog::error("{}", st.message());
       return 1;
     }

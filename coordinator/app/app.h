@@ -19,7 +19,8 @@ struct AppConfig {
   uint32_t gateway_ready_min_nodes = 1;  // --ready-min-nodes
   std::string tls_cert, tls_key;
   std::vector<std::string> allowed_origins;
-  std::string ready_file;  // written once bound: "wire <ep>\ngateway <port>\nready 1\n"
+  std::string ready_file;  // written once bound: "wire <ep>\n" per --listen, then
+                           // "gateway <port>\nready 1\n"
   std::string model_path;  // XGBoost cost model (JSON) to load at start
   bool learn = false;      // train the cost model online and use it for placement
   // Online training: check the active model for drift every this many new telemetry samples

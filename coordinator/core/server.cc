@@ -70,12 +70,17 @@ CoordinatorServer::~CoordinatorServer() {
 Status CoordinatorServer::bind() {
   // CURVE: the ZAP handler is bound and the socket made a CURVE server before anyone connects.
   if (auto st = auth_->setUp(context_, router_); !st.ok()) return st;
-  try {
-    router_.bind(config_.listen);
-    endpoint_ = router_.get(zmq::sockopt::last_endpoint);
-  } catch (const zmq::error_t& e) {
-    return absl::UnavailableError(fmt::format("cannot bind {}: {}", config_.listen, e.what()));
+  std::vector<std::string> all{config_.listen};
+  all.insert(all.end(), config_.also_listen.begin(), config_.also_listen.end());
+  for (const auto& ep : all) {
+    try {
+      router_.bind(ep);
+      endpoints_.push_back(router_.get(zmq::sockopt::last_endpoint));
+    } catch (const zmq::error_t& e) {
+      return absl::UnavailableError(fmt::format("cannot bind {}: {}", ep, e.what()));
+    }
   }
+  endpoint_ = endpoints_.front();
   return absl::OkStatus();
 }
 
@@ -105,7 +110,18 @@ void CoordinatorServer::runPosted() {
   for (auto& t : tasks) t(*core_);
 }
 
+bool CoordinatorServer::monitorHasEvents() {
+  if (monitor_signaled_) return true;
+  // Its ZMQ_FD is readable while the monitor has commands queued; every event we have not
+  // read came with one, as collectMonitorEvents() always reads until the queue is empty (the
+  // PAIR's pipe then asks its writer to announce the next event). A plain poll() of it costs
+  // one syscall; a recv() or ZMQ_EVENTS on the socket would also check the fork pid.
+  pollfd p{monitor_fd_, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
+}
+
 void CoordinatorServer::collectMonitorEvents() {
+  monitor_signaled_ = false;
   while (true) {
     zmq::message_t event;
     if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
@@ -131,7 +147,7 @@ void CoordinatorServer::collectMonitorEvents() {
 }
 
 void CoordinatorServer::applyDisconnects() {
-  collectMonitorEvents();
+  if (monitor_signaled_) collectMonitorEvents();
   if (closed_.empty()) return;
   // What a peer sent before its connection closed is already queued on the ROUTER (a
   // draining node's hand-back and bye): handle that first, then the loss.
@@ -184,12 +200,14 @@ void CoordinatorServer::notePeerFd(const std::string& peer, int fd) {
 }
 
 bool CoordinatorServer::handleMessage() {
-  // Disconnect events queued before this message are resolved to their peers first: the fd
-  // cannot have been reused by the connection this message came on without that event
-  // already being in the queue.
-  collectMonitorEvents();
   zmq::message_t peer;
   if (!router_.recv(peer, zmq::recv_flags::dontwait)) return false;
+  // Disconnect events queued before this message are resolved to their peers first: the fd
+  // cannot have been reused by the connection this message came on without that event
+  // already being in the queue. (Read after the message, the queue holds those events and
+  // maybe later ones, as it could have had the message arrived a little later; a failed recv
+  // costs no monitor check.)
+  if (monitorHasEvents()) collectMonitorEvents();
   std::string peer_id(static_cast<const char*>(peer.data()), peer.size());
   // A ROUTER message is [routing id][part...]; a TokenGate frame is exactly one part.
   std::vector<zmq::message_t> parts;
@@ -229,30 +247,47 @@ bool CoordinatorServer::handleMessage() {
 
 void CoordinatorServer::run() {
   running_ = true;
-  spdlog::info("coordinator listening on {}", endpoint_);
+  spdlog::info("coordinator listening on {}", fmt::join(endpoints_, ", "));
   runPosted();  // work posted before run() (journal recovery) goes before any message
   Nanos next_tick = clock_.now();
   zmq::socket_t* zap = auth_->zapSocket();  // CURVE handshakes wait for its answers
-  zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-                             {monitor_.handle(), 0, ZMQ_POLLIN, 0},
-                             {zap ? zap->handle() : nullptr, -1, ZMQ_POLLIN, 0}};
-  const size_t poll_count = zap ? 4 : 3;
+  // A plain poll() over the sockets' ZMQ_FDs instead of zmq_poll(): zmq_poll asks every
+  // socket for ZMQ_EVENTS before and after it sleeps (each a mailbox check: a poll() and a
+  // getpid() syscall), which cost ~12 syscalls per message here. A ZMQ_FD is readable while
+  // its socket has commands queued (e.g. "messages arrived"), so a socket is read until it
+  // has none left before its fd is trusted again: the ROUTER until recv fails, the monitor
+  // and the ZAP socket likewise (collectMonitorEvents, ZapHandler::handlePending).
+  const int router_fd = router_.get(zmq::sockopt::fd);
+  monitor_fd_ = monitor_.get(zmq::sockopt::fd);
+  pollfd fds[] = {{router_fd, POLLIN, 0},
+                  {wake_fd_, POLLIN, 0},
+                  {monitor_fd_, POLLIN, 0},
+                  {zap ? zap->get(zmq::sockopt::fd) : -1, POLLIN, 0}};
+  const nfds_t poll_count = zap ? 4 : 3;
+  // A pipe announces new messages only once its reader has found it empty: read both once.
+  monitor_signaled_ = true;
+  if (zap) auth_->serveZap();
   while (!stop_requested_) {
     const Nanos now = clock_.now();
-    long timeout_ms = 0;
-    if (next_tick > now) timeout_ms = static_cast<long>((next_tick - now + kMillis - 1) / kMillis);
-    zmq::poll(items, poll_count, std::chrono::milliseconds(timeout_ms));
-    if (zap && (items[3].revents & ZMQ_POLLIN)) auth_->serveZap();
-    if (items[0].revents & ZMQ_POLLIN) {
-      // Bounded burst so timers and posted work are not starved.
-      for (int i = 0; i < 256; ++i) {
-        if (!(router_.get(zmq::sockopt::events) & ZMQ_POLLIN)) break;
-        handleMessage();
+    int timeout_ms = 0;
+    if (next_tick > now) timeout_ms = static_cast<int>((next_tick - now + kMillis - 1) / kMillis);
+    // Sends on the ROUTER (last turn's replies and batches) may have processed the command
+    // that announced new messages, leaving its fd quiet with messages queued: ask once
+    // before sleeping.
+    const bool router_ready = (router_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+    if (::poll(fds, poll_count, router_ready ? 0 : timeout_ms) < 0) {
+      for (auto& f : fds) f.revents = 0;  // EINTR
+    }
+    if (zap && (fds[3].revents & POLLIN)) auth_->serveZap();
+    if (fds[2].revents & POLLIN) monitor_signaled_ = true;
+    if (router_ready || (fds[0].revents & POLLIN)) {
+      // Bounded burst so timers and posted work are not starved; it ends on a failed recv,
+      // which leaves no command unread.
+      for (int i = 0; i < 256 && handleMessage(); ++i) {
       }
     }
     applyDisconnects();
-    if (items[1].revents & ZMQ_POLLIN) {
+    if (fds[1].revents & POLLIN) {
       core_->writeKeyResults();  // posted work (gateway status queries) may read key results
       runPosted();
     }

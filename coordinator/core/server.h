@@ -33,6 +33,9 @@ namespace tokengate::coordinator {
 
 struct ServerConfig {
   std::string listen = "tcp://0.0.0.0:5555";
+  // More endpoints on the same ROUTER (e.g. ipc:///run/tokengate/wire.sock next to the TCP one,
+  // for nodes and clients on the coordinator's host): same socket, same CURVE and role checks.
+  std::vector<std::string> also_listen;
   size_t max_frame_bytes = kDefaultMaxFrameBytes;
   // CurveZMQ and role checks (docs/security.md); disabled = plain TCP, every peer trusted.
   security::ServerCurve curve;
@@ -44,9 +47,11 @@ class CoordinatorServer final : public control::ClusterControl {
   explicit CoordinatorServer(ServerConfig config, Clock& clock = SystemClock::instance());
   ~CoordinatorServer() override;
 
-  // Binds the ROUTER socket; `endpoint()` then gives the real address (port 0 resolved).
+  // Binds the ROUTER socket to `listen` and every `also_listen`; `endpoint()` then gives the
+  // real address of `listen` (port 0 resolved), `endpoints()` all of them in that order.
   Status bind();
   std::string endpoint() const { return endpoint_; }
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
   // Runs the loop on the calling thread until stop().
   void run();
   // Thread-safe.
@@ -82,7 +87,10 @@ class CoordinatorServer final : public control::ClusterControl {
   // Receives and handles one ROUTER message; false when none is queued.
   bool handleMessage();
   void runPosted();
-  // Reads queued monitor events; closed connections of known peers go to closed_.
+  // Whether the monitor has events we have not read (its fd, without a mailbox check).
+  bool monitorHasEvents();
+  // Reads queued monitor events until none is left; closed connections of known peers go
+  // to closed_.
   void collectMonitorEvents();
   // Handles the messages already queued, then tells the core about closed_ peers.
   void applyDisconnects();
@@ -103,9 +111,12 @@ class CoordinatorServer final : public control::ClusterControl {
   std::unordered_map<int, std::string> fd_peer_;
   std::unordered_map<std::string, int> peer_fd_;
   std::vector<std::pair<std::string, int>> closed_;  // (peer, fd) seen closing, not yet applied
+  int monitor_fd_ = -1;                              // the monitor's ZMQ_FD (run() sets it)
+  bool monitor_signaled_ = false;  // its fd was readable at this turn's poll, not read since
   std::unique_ptr<RouterOutbox> outbox_;
   std::unique_ptr<CoordinatorCore> core_;
   std::string endpoint_;
+  std::vector<std::string> endpoints_;
   int wake_fd_ = -1;
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_requested_{false};

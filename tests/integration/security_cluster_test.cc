@@ -110,20 +110,45 @@ const client::NodeSummary* findNode(const client::ClusterInfo& info, const std::
   return nullptr;
 }
 
+// Two node processes dialling `ep` that must never join: one with a key not in the allow-list
+// ("intruder-unlisted"), one speaking plain TCP without CURVE ("intruder-plain").
+class NodeIntruders {
+ public:
+  NodeIntruders(const LocalCluster& cluster, const std::string& ep, const std::string& tag)
+      : unlisted_(tempPath(tag + "-unlisted"), unlistedArgs(cluster, ep)),
+        plain_(tempPath(tag + "-plain"),
+               {"--coordinator", ep, "--id", "intruder-plain", "--insecure"}) {}
+  // Both started: the plain one logs its warning at start.
+  bool started() const { return plain_.waitForLog("plain TCP"); }
+  void expectNeitherWelcomed() const {
+    EXPECT_TRUE(unlisted_.running());
+    EXPECT_EQ(unlisted_.log().find("welcomed"), std::string::npos);
+    EXPECT_EQ(plain_.log().find("welcomed"), std::string::npos);
+  }
+
+ private:
+  static std::vector<std::string> unlistedArgs(const LocalCluster& cluster, const std::string& ep) {
+    newKey(cluster, "unlisted", /*allow_as_node=*/false);
+    return {"--coordinator",
+            ep,
+            "--id",
+            "intruder-unlisted",
+            "--curve-dir",
+            cluster.keyDir(),
+            "--curve-secret-key-file",
+            cluster.keyDir() + "/extra/unlisted.key"};
+  }
+  Intruder unlisted_, plain_;
+};
+
 TEST(SecurityClusterTest, NodesWithoutAValidKeyGetNoToken) {
   auto cluster = startCluster(baseOptions(1));
   ASSERT_NE(cluster, nullptr);
   ASSERT_FALSE(cluster->keyDir().empty());  // CURVE is the default
-  newKey(*cluster, "unlisted", /*allow_as_node=*/false);
   const std::string ep = cluster->endpoint();
   // A node whose key is not in the allow-list, and one speaking plain TCP.
-  Intruder unlisted(
-      tempPath("tg-unlisted"),
-      {"--coordinator", ep, "--id", "intruder-unlisted", "--curve-dir", cluster->keyDir(),
-       "--curve-secret-key-file", cluster->keyDir() + "/extra/unlisted.key"});
-  Intruder plain(tempPath("tg-plain"),
-                 {"--coordinator", ep, "--id", "intruder-plain", "--insecure"});
-  ASSERT_TRUE(plain.waitForLog("plain TCP"));  // it started and is trying
+  NodeIntruders intruders(*cluster, ep, "tg");
+  ASSERT_TRUE(intruders.started());
 
   Client c(ep, cluster->clientCurve());
   ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
@@ -139,9 +164,70 @@ TEST(SecurityClusterTest, NodesWithoutAValidKeyGetNoToken) {
   for (const auto& n : info->nodes) EXPECT_EQ(n.id, "node-1") << "an intruder joined";
   ASSERT_NE(findNode(*info, "node-1"), nullptr);
   EXPECT_EQ(findNode(*info, "node-1")->completed, r->progress.total);
-  EXPECT_TRUE(unlisted.running());
-  EXPECT_EQ(unlisted.log().find("welcomed"), std::string::npos);
-  EXPECT_EQ(plain.log().find("welcomed"), std::string::npos);
+  intruders.expectNeitherWelcomed();
+}
+
+// Co-located peers (docs/deployment.md, "Co-located nodes and clients: ipc://"): the
+// coordinator listens on TCP and on an ipc:// socket at once, one ROUTER, so CURVE, the key
+// allow-lists and the role checks are the same on both. LocalCluster's nodes join over ipc.
+TEST(SecurityClusterTest, NodesAndClientsOverIpcUseCurveAndUnauthenticatedPeersAreRefused) {
+  LocalClusterOptions o = baseOptions(1);
+  o.transport = "ipc";
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_FALSE(cluster->keyDir().empty());  // CURVE is the default
+  ASSERT_EQ(cluster->endpoints().size(), 2u);
+  const std::string tcp = cluster->endpoints()[0];
+  const std::string ipc = cluster->endpoint();  // what node-1 connected to
+  ASSERT_EQ(tcp.rfind("tcp://", 0), 0u) << tcp;
+  ASSERT_EQ(ipc.rfind("ipc://", 0), 0u) << ipc;
+  EXPECT_EQ(cluster->endpoints()[1], ipc);
+  // Node intruders on the ipc socket: a key not in the allow-list, and no CURVE at all.
+  NodeIntruders intruders(*cluster, ipc, "tg-ipc");
+  ASSERT_TRUE(intruders.started());
+
+  // A client over ipc, with the admin key: node-1 (over ipc) runs its job.
+  Client c(ipc, cluster->clientCurve());
+  ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  auto job = makeLeibnizJob(10'000, Precision::kDouble, 1000, 10);
+  ASSERT_TRUE(job.ok());
+  auto r = c.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, client::JobState::kSucceeded);
+  EXPECT_EQ(*r->output("pi"), leibnizLocal(10'000, Precision::kDouble, 1000, 10));
+  // The same keys work on the TCP endpoint of the same coordinator.
+  Client over_tcp(tcp, cluster->clientCurve());
+  auto r2 = over_tcp.run(*job, {}, 120 * kSeconds);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->state, client::JobState::kSucceeded);
+
+  // Unauthenticated clients on ipc: no CURVE is refused as on TCP; an unlisted key fails its
+  // handshake; a viewer key may not submit (roles are checked per frame on every endpoint).
+  Client plain_client(ipc);
+  auto plain_info = plain_client.info(120 * kSeconds);
+  ASSERT_FALSE(plain_info.ok());
+  EXPECT_EQ(plain_info.status().code(), absl::StatusCode::kPermissionDenied) << plain_info.status();
+  security::ClientCurve stranger = cluster->clientCurve();
+  auto stranger_keys = security::generateKeyPair();
+  ASSERT_TRUE(stranger_keys.ok());
+  stranger.secret_key = stranger_keys->secret_key;
+  stranger.public_key.clear();
+  Client unknown(ipc, stranger);
+  auto unknown_submit = unknown.submit(*job, 30 * kSeconds);
+  ASSERT_FALSE(unknown_submit.ok());
+  Client viewer(ipc, cluster->clientCurve(Role::kViewer));
+  auto viewer_submit = viewer.submit(*job, 30 * kSeconds);
+  ASSERT_FALSE(viewer_submit.ok());
+  EXPECT_EQ(viewer_submit.status().code(), absl::StatusCode::kPermissionDenied)
+      << viewer_submit.status();
+
+  auto info = c.info();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->nodes_ready, 1u);
+  for (const auto& n : info->nodes) EXPECT_EQ(n.id, "node-1") << "an intruder joined";
+  intruders.expectNeitherWelcomed();
+  // The socket file lives in the cluster's directory while it runs.
+  EXPECT_TRUE(std::filesystem::exists(ipc.substr(6))) << ipc;
 }
 
 TEST(SecurityClusterTest, EachClientRoleMaySendOnlyItsFrames) {
