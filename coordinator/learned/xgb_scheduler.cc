@@ -334,12 +334,17 @@ void XgbScheduler::predictCosts(const costmodel::CostModel& model,
   }
   rows_.clear();
   const uint32_t load = laneLoad(tokens[0].lane, fastest_node_);  // one lane per call
-  if (run_start_.size() <= options_.max_exact_rows) {
+  // Every distinct row, exactly.
+  const auto predict_all_rows = [&] {
+    rows_.clear();
     for (const uint32_t i : run_start_)
       rows_.push_back(nominalFeatures(tokens[i], fastest_node_, load));
     row_out_.resize(rows_.size());
     model.predict(rows_, row_out_);
     for (size_t i = 0; i < tokens.size(); ++i) out[i] = row_out_[row_of_token_[i]];
+  };
+  if (run_start_.size() <= options_.max_exact_rows) {
+    predict_all_rows();
   } else {
     // Stride sample, sorted by first argument; every token takes its nearest sampled row.
     for (size_t j = 0; j < kSampledRows; ++j)
@@ -364,12 +369,7 @@ void XgbScheduler::predictCosts(const costmodel::CostModel& model,
       // the 16 rows rarely hold the few largest tokens, which then took the cost of the largest
       // sampled one (heavytail replay: 15 ms and 28.8 ms tokens costed at 0.2 ms, all on the
       // slow node at the end, +6% makespan).
-      rows_.clear();
-      for (const uint32_t i : run_start_)
-        rows_.push_back(nominalFeatures(tokens[i], fastest_node_, load));
-      row_out_.resize(rows_.size());
-      model.predict(rows_, row_out_);
-      for (size_t i = 0; i < tokens.size(); ++i) out[i] = row_out_[row_of_token_[i]];
+      predict_all_rows();
       model_rows_.fetch_add(kSampledRows, std::memory_order_relaxed);  // the sample, too
       model_rows_.fetch_add(rows_.size(), std::memory_order_relaxed);
       return;
