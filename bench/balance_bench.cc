@@ -56,8 +56,10 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <span>
+#include <string>
 #include <thread>
 
 #include "client/client.h"
@@ -136,12 +138,15 @@ double lowerBoundWithSubmits(const std::vector<Job>& jobs, const std::vector<dou
   return best;
 }
 
-Job spinJob(const std::string& op, int64_t us, uint32_t n) {
+// A job of n x op(args..., us): a spin2 job's first argument is a label the model sees (0 unless
+// given); its cost is the last argument.
+Job costJob(const std::string& op, int64_t us, uint32_t n, std::optional<int64_t> label,
+            std::string name) {
   Job j;
-  j.spec.name = fmt::format("{}-{}", op, us);
+  j.spec.name = std::move(name);
   TokenSpec t;
   t.op = op;
-  if (op == "spin2") t.args.push_back(Arg::val(Value(int64_t{0})));
+  if (op == "spin2") t.args.push_back(Arg::val(Value(label.value_or(0))));
   t.args.push_back(Arg::val(Value(us)));
   t.repeat = n;
   t.output = false;
@@ -152,21 +157,13 @@ Job spinJob(const std::string& op, int64_t us, uint32_t n) {
   return j;
 }
 
-// drift-long: a job of n x spin2(x, us) (the model sees x, not us).
+Job spinJob(const std::string& op, int64_t us, uint32_t n) {
+  return costJob(op, us, n, std::nullopt, fmt::format("{}-{}", op, us));
+}
+
+// drift-long: a job of n x spin2(label, us) (the model sees the label, not us).
 Job labelledJob(int64_t label, int64_t us, uint32_t n) {
-  Job j;
-  j.spec.name = fmt::format("spin2-{}-{}", label, us);
-  TokenSpec t;
-  t.op = "spin2";
-  t.args.push_back(Arg::val(Value(label)));
-  t.args.push_back(Arg::val(Value(us)));
-  t.repeat = n;
-  t.output = false;
-  j.spec.add(std::move(t));
-  j.tokens = n;
-  j.work_us = static_cast<double>(us) * n;
-  j.chain_us = static_cast<double>(us);
-  return j;
+  return costJob("spin2", us, n, label, fmt::format("spin2-{}-{}", label, us));
 }
 
 struct Class {
