@@ -65,6 +65,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--heartbeat-ms", core.heartbeat_ms, "node heartbeat interval")
       ->capture_default_str();
+  uint64_t progress_interval_ms = static_cast<uint64_t>(core.progress_interval_ns / kMillis);
+  app.add_option("--progress-interval-ms", progress_interval_ms,
+                 "jobProgress frames to a running job's watchers at most this often (streamed "
+                 "outputs ride on them)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{60'000}));
   app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
       ->capture_default_str();
   app.add_option("--departed-node-retention-s", departed_node_retention_s,
@@ -149,6 +155,7 @@ int main(int argc, char** argv) {
   cfg.server.listen = listen.front();
   cfg.server.also_listen.assign(listen.begin() + 1, listen.end());
   core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
+  core.progress_interval_ns = static_cast<Nanos>(progress_interval_ms) * kMillis;
   core.departed_node_retention_ns = Nanos{departed_node_retention_s} * kSeconds;
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);

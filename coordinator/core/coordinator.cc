@@ -1379,6 +1379,8 @@ Nanos CoordinatorCore::tick() {
   Nanos next = now + 50 * kMillis;
   if (!deadlines_.empty()) next = std::min(next, deadlines_.top().first);
   if (!delayed_.empty()) next = std::min(next, delayed_.top().first);
+  // Watched running jobs get their progress every progress_interval_ns, however short.
+  if (!jobs_.watched().empty()) next = std::min(next, now + config_.progress_interval_ns);
   next = std::min(next, runs_.nextExpiry());
   return next;
 }

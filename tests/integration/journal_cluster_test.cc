@@ -76,6 +76,9 @@ TEST(JournalClusterTest, ACrashAt80PercentResumesFromCheckpointsAndRerunsOnlyThe
     SCOPED_TRACE(checkpoints ? "checkpoints on" : "checkpoints off");
     const std::string journal = journalPath("resume-journal");
     auto o = baseOptions(1, journal);
+    // Progress every 5 ms, so the 80% mark is seen before the job ends however fast it runs
+    // (at the default 100 ms a fast run could go from below 80% to done between two frames).
+    o.coordinator_args.insert(o.coordinator_args.end(), {"--progress-interval-ms", "5"});
     if (!checkpoints)
       o.coordinator_args.insert(o.coordinator_args.end(), {"--checkpoint-min-inputs", "0"});
     auto cluster = startCluster(o);

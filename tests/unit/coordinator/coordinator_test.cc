@@ -903,6 +903,38 @@ TEST_F(CoordinatorTest, ProgressFramesStreamEachOutputOnceAsItFinishes) {
   EXPECT_TRUE(done);
 }
 
+// --progress-interval-ms: a watched running job gets a progress frame every interval, and the
+// tick asks to be woken that soon (its own cadence is 50 ms), so intervals below it hold.
+TEST_F(CoordinatorTest, ProgressIntervalSetsTheTickCadenceWhileAJobIsWatched) {
+  config_.progress_interval_ns = 5 * kMillis;
+  make();
+  auto n = node("n1");
+  const Nanos idle_next = core_->tick() - clock_.now();
+  EXPECT_GT(idle_next, 5 * kMillis);  // nothing watched: the tick's own cadence
+  const std::string submit = submitJobFrame(echoJob(2), 9, /*watch=*/true);
+  core_->onBytes("client", submit.data(), submit.size());
+  auto reply = outbox_.next("client");
+  ASSERT_NE(reply, nullptr);
+  ASSERT_TRUE(reply->root().getSubmitReply().isJobId());
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  n->ok(tasks[0], Value(int64_t{0}));
+  size_t frames = 0;
+  for (int i = 0; i < 4; ++i) {
+    const Nanos next = core_->tick();
+    EXPECT_LE(next - clock_.now(), 5 * kMillis);
+    clock_.advance(next - clock_.now());
+    while (auto f = outbox_.next("client")) frames += f->root().isJobProgress() ? 1 : 0;
+  }
+  EXPECT_GE(frames, 3u);  // one per 5 ms, not one per 50 ms tick
+  n->ok(tasks[1], Value(int64_t{1}));
+  bool done = false;
+  while (auto f = outbox_.next("client")) done = done || f->root().isJobDone();
+  EXPECT_TRUE(done);
+  EXPECT_GT(core_->tick() - clock_.now(), 5 * kMillis);  // no watched job left
+}
+
 TEST_F(CoordinatorTest, JobOverTheMaxJobSizeIsRefusedWithAClearError) {
   config_.max_job_tokens = 100;
   make();
