@@ -51,6 +51,10 @@ struct Figures {
   // CPU (user + sys, all threads) per measured round trip: the coordinator's, and that of the
   // coordinator and the nodes together. Cluster runs only (the floor's servers are not read).
   double coordinator_cpu_us = 0, cluster_cpu_us = 0;
+  // Median time from reading the SubmitReply to reading the JobDone (cluster runs): the node's
+  // work when the ack comes at once, ~0 when it is sent with the result (the delayed-ack
+  // experiment, docs/benchmarks.md).
+  double ack_gap_us = 0;
 };
 
 Figures figuresOf(const std::vector<double>& us, uint64_t failed) {
@@ -98,11 +102,14 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
       return std::pair{coordinator, all};
     };
     std::pair<double, double> cpu0;
+    std::vector<double> gaps;
+    gaps.reserve(o.jobs);
     for (uint32_t i = 0; i < total; ++i) {
       if (i == o.warmup) cpu0 = cpu();
       const std::string f = submitJobFrame(job, i + 1, /*watch=*/true);
       const auto t0 = std::chrono::steady_clock::now();
       sock.send(zmq::buffer(f), zmq::send_flags::none);
+      auto t_ack = t0;
       for (;;) {
         zmq::message_t m;
         if (!sock.recv(m, zmq::recv_flags::none)) continue;
@@ -113,6 +120,7 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
           ++failed;
           break;
         }
+        if (root.isSubmitReply()) t_ack = std::chrono::steady_clock::now();
         if (root.isReject()) {
           ++failed;
           break;
@@ -121,12 +129,18 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
       }
       const double dt =
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-      if (i >= o.warmup) us.push_back(dt);
+      if (i >= o.warmup) {
+        us.push_back(dt);
+        gaps.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t_ack)
+                .count());
+      }
     }
     const auto cpu1 = cpu();
     Figures f = figuresOf(us, failed);
     f.coordinator_cpu_us = (cpu1.first - cpu0.first) * 1e6 / o.jobs;
     f.cluster_cpu_us = (cpu1.second - cpu0.second) * 1e6 / o.jobs;
+    f.ack_gap_us = percentile(gaps, 0.5);
     (*cluster)->stop();
     return f;
   }
@@ -192,8 +206,8 @@ int runLatency(const LatencyOptions& o) {
                  r + 1, c.name, f.p50, f.p90, f.p99, f.p999,
                  c.floor ? std::string()
                          : fmt::format(", CPU per round trip: coordinator {:.1f} us, cluster "
-                                       "{:.1f} us",
-                                       f.coordinator_cpu_us, f.cluster_cpu_us),
+                                       "{:.1f} us, ack->result gap p50 {:.1f} us",
+                                       f.coordinator_cpu_us, f.cluster_cpu_us, f.ack_gap_us),
                  f.failed ? fmt::format(", {} failed", f.failed) : std::string());
     }
   }
@@ -224,7 +238,10 @@ int runLatency(const LatencyOptions& o) {
     if (!c.floor) {
       const double coordinator = median(pick(c, &Figures::coordinator_cpu_us));
       const double cluster = median(pick(c, &Figures::cluster_cpu_us));
-      above = fmt::format(", CPU coordinator {:.1f} us cluster {:.1f} us", coordinator, cluster);
+      const double gap = median(pick(c, &Figures::ack_gap_us));
+      above = fmt::format(", CPU coordinator {:.1f} us cluster {:.1f} us, ack gap {:.1f} us",
+                          coordinator, cluster, gap);
+      row["ack_gap_us"] = gap;
       row["coordinator_cpu_us"] = coordinator;
       row["cluster_cpu_us"] = cluster;
     }
