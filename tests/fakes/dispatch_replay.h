@@ -72,8 +72,17 @@ inline JobFigures jobFigures(const std::vector<double>& submit_at,
   return r;
 }
 
-struct ReplayResult {
-  double makespan_s = 0, p50_s = 0, p99_s = 0;  // p50/p99 over tokens of their job's latency
+// The same, each job's token count taken from the jobs themselves.
+template <typename JobT>
+JobFigures jobFigures(const std::vector<double>& submit_at, const std::vector<double>& done_at,
+                      const std::vector<JobT>& jobs) {
+  std::vector<size_t> tokens_of(jobs.size());
+  for (size_t j = 0; j < jobs.size(); ++j) tokens_of[j] = jobs[j].cost_ns.size();
+  return jobFigures(submit_at, done_at, tokens_of);
+}
+
+// makespan_s, p50_s, p99_s (over tokens, of their job's latency) come from JobFigures.
+struct ReplayResult : JobFigures {
   std::vector<uint32_t> tokens_per_node;
   std::vector<ReplayToken> tokens;
   uint64_t placed_by_model = 0;
@@ -214,12 +223,7 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
     }
     dispatch();
   }
-  std::vector<size_t> tokens_of(jobs.size());
-  for (size_t j = 0; j < jobs.size(); ++j) tokens_of[j] = jobs[j].cost_ns.size();
-  const JobFigures f = jobFigures(submit_at, done_at, tokens_of);
-  r.makespan_s = f.makespan_s;
-  r.p50_s = f.p50_s;
-  r.p99_s = f.p99_s;
+  static_cast<JobFigures&>(r) = jobFigures(submit_at, done_at, jobs);
   return r;
 }
 

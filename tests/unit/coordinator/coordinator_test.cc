@@ -32,6 +32,15 @@ class CoordinatorTest : public testing::CoreTestBase {
                     {"sum", Weight::kLight}},
                    workers);
   }
+  // Submits `job` as peer "client", watched, through the wire path; true once the
+  // SubmitReply accepted it.
+  bool submitWatched(const JobSpec& job, uint64_t request_id) {
+    const std::string submit = submitJobFrame(job, request_id, /*watch=*/true);
+    core_->onBytes("client", submit.data(), submit.size());
+    auto reply = outbox_.next("client");
+    return reply != nullptr && reply->root().isSubmitReply() &&
+           reply->root().getSubmitReply().isJobId();
+  }
   static JobSpec echoJob(int n, const std::string& key = {}) {
     JobSpec job;
     TokenSpec t;
@@ -851,11 +860,7 @@ TEST_F(CoordinatorTest, MalformedRawFramesGetARejectAndTheCoreKeepsServing) {
 
 TEST_F(CoordinatorTest, ProgressFramesStreamEachOutputOnceAsItFinishes) {
   auto n = node("n1");
-  const std::string submit = submitJobFrame(echoJob(4), 7, /*watch=*/true);  // 4 sinks: 4 outputs
-  core_->onBytes("client", submit.data(), submit.size());
-  auto reply = outbox_.next("client");
-  ASSERT_NE(reply, nullptr);
-  ASSERT_TRUE(reply->root().getSubmitReply().isJobId());
+  ASSERT_TRUE(submitWatched(echoJob(4), 7));  // 4 sinks: 4 outputs
   core_->flushAll();
   auto tasks = n->takeTasks();
   ASSERT_EQ(tasks.size(), 4u);
@@ -911,11 +916,7 @@ TEST_F(CoordinatorTest, ProgressIntervalSetsTheTickCadenceWhileAJobIsWatched) {
   auto n = node("n1");
   const Nanos idle_next = core_->tick() - clock_.now();
   EXPECT_GT(idle_next, 5 * kMillis);  // nothing watched: the tick's own cadence
-  const std::string submit = submitJobFrame(echoJob(2), 9, /*watch=*/true);
-  core_->onBytes("client", submit.data(), submit.size());
-  auto reply = outbox_.next("client");
-  ASSERT_NE(reply, nullptr);
-  ASSERT_TRUE(reply->root().getSubmitReply().isJobId());
+  ASSERT_TRUE(submitWatched(echoJob(2), 9));
   core_->flushAll();
   auto tasks = n->takeTasks();
   ASSERT_EQ(tasks.size(), 2u);
