@@ -454,7 +454,54 @@ struct PlacementRecord {
   }
 };
 
+// What the coordinator spent on one measured pass, from /metrics before and after it (every
+// policy; the scheduler's own counters exist under xgboost only, -1 otherwise).
+struct PassCounters {
+  double cpu_s = -1;       // tokengate_process_cpu_seconds_total: the coordinator process
+  double loop_s = -1;      // tokengate_placement_loop_seconds_total: costs() + place()
+  double predict_s = -1;   // tokengate_model_predict_seconds_total
+  double offered = -1;     // tokengate_placement_tokens_offered_total
+  double rounds = -1;      // tokengate_placement_rounds_total
+  double held_model = -1;  // tokengate_placement_held_back_total{by="model"}
+  double held_guard = -1;  // ... {by="guard"}
+  static PassCounters between(const std::string& before, const std::string& after) {
+    const auto delta = [&](std::string_view name) {
+      const double a = metricValue(before, name), b = metricValue(after, name);
+      return a >= 0 && b >= 0 ? b - a : -1;
+    };
+    PassCounters p;
+    p.cpu_s = delta("tokengate_process_cpu_seconds_total");
+    p.loop_s = delta("tokengate_placement_loop_seconds_total");
+    p.predict_s = delta("tokengate_model_predict_seconds_total");
+    p.offered = delta("tokengate_placement_tokens_offered_total");
+    p.rounds = delta("tokengate_placement_rounds_total");
+    p.held_model = delta("tokengate_placement_held_back_total{by=\"model\"}");
+    p.held_guard = delta("tokengate_placement_held_back_total{by=\"guard\"}");
+    return p;
+  }
+  std::string summary() const {
+    std::string r =
+        cpu_s < 0 ? "coordinator CPU unknown" : fmt::format("coordinator CPU {:.3f} s", cpu_s);
+    if (loop_s >= 0)
+      r += fmt::format(
+          ", scheduler {:.1f} ms (predict {:.1f} ms), {:.0f} offered in {:.0f} rounds, "
+          "held {:.0f} by model / {:.0f} by guard",
+          loop_s * 1e3, predict_s * 1e3, offered, rounds, held_model, held_guard);
+    return r;
+  }
+  boost::json::object json() const {
+    return {{"coordinator_cpu_s", cpu_s}, {"scheduler_loop_s", loop_s},
+            {"predict_s", predict_s},     {"tokens_offered", offered},
+            {"rounds", rounds},           {"held_by_model", held_model},
+            {"held_by_guard", held_guard}};
+  }
+};
+
+// --aa: the second least-outstanding run of each seed is recorded under this key.
+constexpr std::string_view kAaKey = "least-outstanding#2";
+
 double median(std::vector<double> v) {
+  std::erase_if(v, [](double x) { return std::isnan(x); });
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -524,6 +571,56 @@ DriftReport driftReport(const PassResult& x, const PassResult& lo, double change
   return d;
 }
 
+// Per seed ratio - 1 of `num` to `den` (NaN where either is missing or 0).
+std::vector<double> ratios(const std::vector<double>& num, const std::vector<double>& den) {
+  std::vector<double> r;
+  for (size_t s = 0; s < num.size() && s < den.size(); ++s)
+    r.push_back(den[s] > 0 && num[s] > 0 ? num[s] / den[s] - 1
+                                         : std::numeric_limits<double>::quiet_NaN());
+  return r;
+}
+
+std::string pctList(const std::vector<double>& v) {
+  std::string s;
+  for (double x : v) s += fmt::format("{}{:+.1f}%", s.empty() ? "" : " ", x * 100);
+  return s;
+}
+
+// --aa summary of one workload: least-outstanding's second run against its first (A/A) and
+// xgboost against the first, per seed, with medians and the largest |A/A| ratio.
+boost::json::object aaReport(const std::string& wname, const std::vector<double>& lo_m,
+                             const std::vector<double>& lo_p, const std::vector<double>& aa_m,
+                             const std::vector<double>& aa_p, const std::vector<double>* x_m,
+                             const std::vector<double>* x_p) {
+  boost::json::object out;
+  const auto one = [&](const char* what, const std::vector<double>& lo,
+                       const std::vector<double>& aa, const std::vector<double>* x) {
+    const std::vector<double> a = ratios(aa, lo);
+    double worst = 0;
+    for (double r : a) worst = std::max(worst, std::abs(r));
+    std::string line = fmt::format(
+        "{:<10} A/A {:<8} least-outstanding#2 / #1 per seed {} (median {:+.1f}%, max |A/A| "
+        "{:.1f}%)",
+        wname, what, pctList(a), median(a) * 100, worst * 100);
+    boost::json::object o{
+        {"aa_ratio", boost::json::value_from(a)}, {"aa_median", median(a)}, {"aa_max_abs", worst}};
+    if (x) {
+      const std::vector<double> xr = ratios(*x, lo), x2 = ratios(*x, aa);
+      line += fmt::format("; xgboost / #1 {} (median {:+.1f}%), / #2 {} (median {:+.1f}%)",
+                          pctList(xr), median(xr) * 100, pctList(x2), median(x2) * 100);
+      o["xgboost_ratio"] = boost::json::value_from(xr);
+      o["xgboost_median"] = median(xr);
+      o["xgboost_ratio_to_aa"] = boost::json::value_from(x2);
+      o["xgboost_median_to_aa"] = median(x2);
+    }
+    fmt::print(stderr, "{}\n", line);
+    out[what] = std::move(o);
+  };
+  one("makespan", lo_m, aa_m, x_m);
+  one("p99", lo_p, aa_p, x_p);
+  return out;
+}
+
 }  // namespace
 
 int runBalance(const BalanceOptions& o) {
@@ -543,7 +640,16 @@ int runBalance(const BalanceOptions& o) {
     std::vector<double> model_active_end, switches;
     std::vector<double> bound_submit;  // lower bound given this pass's submission times
     std::vector<PassResult> passes;    // drift-long: per-job latencies for the windows
+    std::vector<PassCounters> counters;
   };
+  // The runs of each seed, in this order: the policies, then (--aa) least-outstanding again, so
+  // its two runs bracket the others and their ratio is the same policy's run-to-run noise.
+  std::vector<std::string> run_keys = o.policies;
+  if (o.aa) {
+    if (std::find(run_keys.begin(), run_keys.end(), "least-outstanding") == run_keys.end())
+      run_keys.insert(run_keys.begin(), "least-outstanding");
+    run_keys.emplace_back(kAaKey);
+  }
   std::map<std::string, std::vector<Bound>> bounds;  // workload -> per seed
   const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
   const uint32_t slots = o.pin ? 1 : std::min(2u, cores);  // workers per node (executor layout)
@@ -561,21 +667,24 @@ int runBalance(const BalanceOptions& o) {
                  wname, seed, wl.measured.size(), wl.nominal_s, fmt::join(wl.speeds, " "),
                  b.bound_s, b.work_s, b.longest_s,
                  o.work == "spin" ? fmt::format(", CPU / {} cores {:.3f}", cores, b.cpu_s) : "");
-      for (const auto& policy : o.policies) {
+      for (const auto& policy : run_keys) {
+        const std::string scheduler = policy == kAaKey ? "least-outstanding" : policy;
         client::LocalClusterOptions opts;
         opts.nodes = o.nodes;
         opts.pin = o.pin;
         opts.log_level = o.log_level;
         opts.coordinator_args = o.coordinator_args;
         opts.coordinator_args.push_back("--scheduler");
-        opts.coordinator_args.push_back(policy);
+        opts.coordinator_args.push_back(scheduler);
         if (o.credit_per_worker) {
           opts.coordinator_args.push_back("--credit-per-worker");
           opts.coordinator_args.push_back(std::to_string(o.credit_per_worker));
         }
         const bool learned = policy == "xgboost";
-        if (learned) opts.gateway = "127.0.0.1:0";  // /metrics: which estimator placed
-        opts.node_args = {"--enable-test-ops"};     // the workloads are spin and sleep tokens
+        // /metrics (every policy, so all run the same processes): which estimator placed, and
+        // what the coordinator spent on the pass.
+        opts.gateway = "127.0.0.1:0";
+        opts.node_args = {"--enable-test-ops"};  // the workloads are spin and sleep tokens
         opts.per_node_args.resize(o.nodes);
         for (uint32_t i = 0; i < o.nodes; ++i)
           if (wl.speeds[i] > 1.0)
@@ -588,12 +697,13 @@ int runBalance(const BalanceOptions& o) {
         const PassResult w = runPass(c, wl.warm, wl.warm_gap_s);
         std::this_thread::sleep_for(std::chrono::milliseconds(o.settle_ms));
         PlacementRecord placed;
-        const uint16_t gw = learned ? (*cluster)->gatewayPort() : 0;
+        const uint16_t gw = (*cluster)->gatewayPort();
         const std::string before = scrapeMetrics(gw);
         const PassResult m = runPass(c, wl.measured, wl.gap_s);
+        std::this_thread::sleep_for(std::chrono::milliseconds(600));  // one metrics refresh
+        const std::string after = scrapeMetrics(gw);
+        const PassCounters counters = PassCounters::between(before, after);
         if (learned) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(600));  // one metrics refresh
-          const std::string after = scrapeMetrics(gw);
           placed.active_before = metricValue(before, "tokengate_placement_model_active");
           placed.active_after = metricValue(after, "tokengate_placement_model_active");
           const double s0 = metricValue(before, "tokengate_placement_mode_switches_total");
@@ -617,15 +727,18 @@ int runBalance(const BalanceOptions& o) {
                                                   o.work == "spin", cores);
         fmt::print(stderr,
                    "  {:<18} warm-up {:.3f} s | measured: makespan {:.3f} s (bound with its "
-                   "submissions {:.3f} s), p50 {:.3f} s, p99 {:.3f} s ({} tokens){}\n",
+                   "submissions {:.3f} s), p50 {:.3f} s, p99 {:.3f} s ({} tokens){}\n"
+                   "  {:<18} {}\n",
                    policy, w.makespan_s, m.makespan_s, bsub, m.p50_s, m.p99_s, m.tokens,
-                   learned ? ", placed by " + placed.summary() : std::string());
+                   learned ? ", placed by " + placed.summary() : std::string(), "",
+                   counters.summary());
         auto& r = all[wname][policy];
         r.bound_submit.push_back(bsub);
         if (wl.change_s >= 0) r.passes.push_back(m);
         r.makespan.push_back(m.makespan_s);
         r.p99.push_back(m.p99_s);
         r.warm.push_back(w.makespan_s);
+        r.counters.push_back(counters);
         if (learned) {
           r.placed.push_back(placed.summary());
           r.model_active_end.push_back(placed.active_after);
@@ -684,6 +797,9 @@ int runBalance(const BalanceOptions& o) {
                              {"makespan_median_s", median(r.makespan)},
                              {"p99_median_s", median(r.p99)},
                              {"bound_with_submits_s", boost::json::value_from(r.bound_submit)}};
+      boost::json::array cs;
+      for (const auto& pc : r.counters) cs.push_back(pc.json());
+      po["pass_counters"] = std::move(cs);
       if (!r.placed.empty()) {
         fmt::print(stderr, "{:<10} {:<18} placed by (per seed): {}\n", wname, policy,
                    fmt::join(r.placed, "; "));
@@ -700,7 +816,7 @@ int runBalance(const BalanceOptions& o) {
       for (size_t s = 0; s < x->second.makespan.size(); ++s) {
         double best_m = 0, best_p = 0;
         for (const auto& [policy, r] : by_policy) {
-          if (policy == "xgboost" || s >= r.makespan.size()) continue;
+          if (policy == "xgboost" || policy == kAaKey || s >= r.makespan.size()) continue;
           best_m = best_m == 0 ? r.makespan[s] : std::min(best_m, r.makespan[s]);
           best_p = best_p == 0 ? r.p99[s] : std::min(best_p, r.p99[s]);
         }
@@ -716,6 +832,12 @@ int runBalance(const BalanceOptions& o) {
         pol["xgboost_vs_best_worst_p99"] = worst_p;
       }
     }
+    // --aa: the same policy's run-to-run ratio per seed beside xgboost's ratio to it.
+    if (const auto a = by_policy.find(std::string(kAaKey)), l = by_policy.find("least-outstanding");
+        a != by_policy.end() && l != by_policy.end())
+      pol["aa"] = aaReport(wname, l->second.makespan, l->second.p99, a->second.makespan,
+                           a->second.p99, x != by_policy.end() ? &x->second.makespan : nullptr,
+                           x != by_policy.end() ? &x->second.p99 : nullptr);
     // drift-long: advantage over least-outstanding per window, before and after the change.
     const auto xi = by_policy.find("xgboost"), li = by_policy.find("least-outstanding");
     if (xi != by_policy.end() && li != by_policy.end() && !xi->second.passes.empty()) {
@@ -765,6 +887,7 @@ int runBalance(const BalanceOptions& o) {
        o.credit_per_worker ? std::to_string(o.credit_per_worker) : std::string("default")},
       {"group", o.group},
       {"work", o.work},
+      {"aa", o.aa},
       {"xgboost_within_3pct", xgb_ran && xgb_within_3pct},
       {"workloads", out_workloads}};
   std::cout << boost::json::serialize(out) << std::endl;

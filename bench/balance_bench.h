@@ -28,6 +28,9 @@ struct BalanceOptions {
   bool pin = true;
   std::vector<std::string> coordinator_args;
   std::string log_level = "warn";
+  // A/A: least-outstanding runs a second time per seed (after the other policies), so the
+  // summary can print the same policy's run-to-run ratio beside xgboost's ratio to it.
+  bool aa = false;
 };
 
 // The suite: what --workload all runs.

@@ -319,6 +319,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
+  bal->add_flag("--aa", bo.aa,
+                "A/A: run least-outstanding twice per seed (first and last) and report the "
+                "ratio of its two runs beside xgboost's ratio to it");
   bal->add_option("--log-level", bo.log_level,
                   "log level of the cluster's processes (default warn)");
   auto* lat = app.add_subcommand("latency", "one-token job round trips (p50/p90/p99/p99.9)");

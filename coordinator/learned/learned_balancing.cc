@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -118,7 +119,36 @@ LearnedBalancing::LearnedBalancing(LearnedConfig config, const Clock& clock,
                     .Help("drifts detected: the active model's error on the newest samples jumped; "
                           "placement fell back and the next model trains on samples since")
                     .Register(*registry_)
-                    .Add({})) {}
+                    .Add({})),
+      m_sched_seconds_(prometheus::BuildCounter()
+                           .Name("tokengate_placement_loop_seconds_total")
+                           .Help("wall time the coordinator loop spent in the xgboost "
+                                 "scheduler's costs() and place() (prediction included)")
+                           .Register(*registry_)
+                           .Add({})),
+      m_predict_seconds_(prometheus::BuildCounter()
+                             .Name("tokengate_model_predict_seconds_total")
+                             .Help("wall time spent in cost model prediction at dispatch")
+                             .Register(*registry_)
+                             .Add({})),
+      m_offered_(prometheus::BuildCounter()
+                     .Name("tokengate_placement_tokens_offered_total")
+                     .Help("tokens offered to the xgboost scheduler's place(); a token held "
+                           "back by the queue horizon is offered again every dispatch round")
+                     .Register(*registry_)
+                     .Add({})),
+      m_place_calls_(prometheus::BuildCounter()
+                         .Name("tokengate_placement_rounds_total")
+                         .Help("place() calls (dispatch slices) of the xgboost scheduler")
+                         .Register(*registry_)
+                         .Add({})),
+      m_held_back_(prometheus::BuildCounter()
+                       .Name("tokengate_placement_held_back_total")
+                       .Help("placements deferred by the queue horizon: by=\"model\" on the "
+                             "model's path, by=\"guard\" by the fallback's horizon guard")
+                       .Register(*registry_)),
+      m_held_by_model_(m_held_back_.Add({{"by", "model"}})),
+      m_held_by_guard_(m_held_back_.Add({{"by", "guard"}})) {}
 
 LearnedBalancing::~LearnedBalancing() { stop(); }
 
@@ -230,6 +260,17 @@ void LearnedBalancing::updateMetrics() {
       m_mode_switches_.Increment(static_cast<double>(n - switches_exported_));
       switches_exported_ = n;
     }
+    // Monotonic scheduler counters -> Prometheus counters (by the difference since last time).
+    const auto exportDelta = [](prometheus::Counter& c, uint64_t now, uint64_t& done, double unit) {
+      if (now > done) c.Increment(static_cast<double>(now - done) * unit);
+      done = std::max(done, now);
+    };
+    exportDelta(m_sched_seconds_, s->schedulerNs(), sched_ns_exported_, 1e-9);
+    exportDelta(m_predict_seconds_, s->predictNs(), predict_ns_exported_, 1e-9);
+    exportDelta(m_offered_, s->tokensOffered(), offered_exported_, 1);
+    exportDelta(m_place_calls_, s->placeCalls(), place_calls_exported_, 1);
+    exportDelta(m_held_by_guard_, s->heldBackByGuard(), held_guard_exported_, 1);
+    exportDelta(m_held_by_model_, s->heldBackByModel(), held_model_exported_, 1);
   }
 }
 

@@ -131,10 +131,21 @@ class LearnedBalancing {
   prometheus::Gauge& m_regret_;
   prometheus::Counter& m_lost_to_mean_;
   prometheus::Counter& m_drifts_;
+  // Loop-thread cost of placement and what the queue horizon held (see updateMetrics()).
+  prometheus::Counter& m_sched_seconds_;
+  prometheus::Counter& m_predict_seconds_;
+  prometheus::Counter& m_offered_;
+  prometheus::Counter& m_place_calls_;
+  prometheus::Family<prometheus::Counter>& m_held_back_;
+  prometheus::Counter& m_held_by_model_;
+  prometheus::Counter& m_held_by_guard_;
   uint64_t retrains_exported_ = 0;  // metrics thread only
   uint64_t drifts_exported_ = 0;    // metrics thread only
   uint64_t switches_exported_ = 0;  // metrics thread only
   uint64_t lost_exported_ = 0;      // metrics thread only
+  // Scheduler counters exported so far (metrics thread only).
+  uint64_t sched_ns_exported_ = 0, predict_ns_exported_ = 0, offered_exported_ = 0,
+           place_calls_exported_ = 0, held_model_exported_ = 0, held_guard_exported_ = 0;
 
   // Loop-thread state.
   coordinator::CoordinatorCore* core_ = nullptr;

@@ -58,6 +58,17 @@ RowKey keyOf(const coordinator::TokenInfo& t) {
           std::bit_cast<uint64_t>(arg0) ^ (static_cast<uint64_t>(t.arg_bytes) << 1)};
 }
 
+// Adds the wall time of a scope to a counter (ns): costs() and place(), once per dispatch slice.
+struct ScopeTimer {
+  std::atomic<uint64_t>& ns;
+  const std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  ~ScopeTimer() {
+    ns.fetch_add(static_cast<uint64_t>(
+                     std::chrono::nanoseconds(std::chrono::steady_clock::now() - t0).count()),
+                 std::memory_order_relaxed);
+  }
+};
+
 }  // namespace
 
 bool modelShouldPlace(const GateScores& s, const XgbSchedulerOptions& o) {
@@ -123,6 +134,7 @@ void XgbScheduler::setMode(bool model) {
 
 void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::span<double> out) {
   if (tokens.empty()) return;
+  const ScopeTimer timer{sched_ns_};
   std::shared_ptr<const costmodel::CostModel> model = model_ ? model_() : nullptr;
   // The trainer's running-mean heuristic is the fallback's own estimator, not a model to trust.
   if (options_.fallback_gate && model &&
@@ -403,6 +415,9 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
                          std::span<coordinator::Placement> out) {
   for (auto& p : out) p = {-1, lane};
   if (cands.empty() || tokens.empty()) return;
+  const ScopeTimer timer{sched_ns_};
+  place_calls_.fetch_add(1, std::memory_order_relaxed);
+  offered_.fetch_add(tokens.size(), std::memory_order_relaxed);
   auto& loads = lane_load_[weightIndex(lane)];
   for (const auto& cand : cands) {
     if (loads.size() <= cand.node) loads.resize(cand.node + 1, 0);
@@ -456,6 +471,7 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         if (c.in_flight + guard_n_[k] > 0 && work >= options_.queue_horizon_ns) {
           out[i].candidate = -1;
           held_back_.fetch_add(1, std::memory_order_relaxed);
+          held_back_guard_.fetch_add(1, std::memory_order_relaxed);
           // It comes back every dispatch round until a node has room: keep the model's
           // prediction, as the model path does (a heavy-tailed slice is predicted row by row).
           held_cost_[tokens[i].id] = it->second.model_ns;
@@ -571,6 +587,7 @@ void XgbScheduler::place(Weight lane, std::span<const coordinator::TokenInfo> to
         c.in_flight + c.assigned >= options_.min_queue_tokens &&
         c.outstanding * cand_scale_[static_cast<size_t>(best)] >= options_.queue_horizon_ns) {
       held_back_.fetch_add(1, std::memory_order_relaxed);
+      held_back_model_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     if (track) {

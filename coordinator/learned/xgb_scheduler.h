@@ -254,8 +254,17 @@ class XgbScheduler final : public coordinator::Scheduler {
   uint64_t predictNs() const { return predict_ns_.load(std::memory_order_relaxed); }
   // Tokens whose cost came from the held-back cache instead of the model.
   uint64_t cacheHits() const { return cache_hits_.load(std::memory_order_relaxed); }
-  // Placements deferred by the queue horizon (the token went back to its ready queue).
+  // Placements deferred by the queue horizon (the token went back to its ready queue), on both
+  // paths; heldBackByGuard() / heldBackByModel() count the fallback's horizon guard's and the
+  // model path's.
   uint64_t heldBack() const { return held_back_.load(std::memory_order_relaxed); }
+  uint64_t heldBackByGuard() const { return held_back_guard_.load(std::memory_order_relaxed); }
+  uint64_t heldBackByModel() const { return held_back_model_.load(std::memory_order_relaxed); }
+  // Loop-thread time spent in costs() and place() (ns, wall), the number of place() calls and
+  // the tokens offered to them (a held-back token is offered again every dispatch round).
+  uint64_t schedulerNs() const { return sched_ns_.load(std::memory_order_relaxed); }
+  uint64_t placeCalls() const { return place_calls_.load(std::memory_order_relaxed); }
+  uint64_t tokensOffered() const { return offered_.load(std::memory_order_relaxed); }
   // Loop thread: mean predicted nominal cost (ns) of op's placed tokens, 0 if none.
   double opMeanCostNs(uint32_t op) const { return op < ops_.size() ? ops_[op].mean_cost_ns : 0; }
 
@@ -310,7 +319,9 @@ class XgbScheduler final : public coordinator::Scheduler {
   std::atomic<uint64_t> model_rows_{0};
   std::atomic<uint64_t> predict_ns_{0};
   std::atomic<uint64_t> held_back_{0};
+  std::atomic<uint64_t> held_back_guard_{0}, held_back_model_{0};
   std::atomic<uint64_t> cache_hits_{0};
+  std::atomic<uint64_t> sched_ns_{0}, place_calls_{0}, offered_{0};
   // The fallback gate (loop thread, except the atomics).
   struct Shadow {
     double model_ns = 0;     // the model's nominal prediction at dispatch
