@@ -59,6 +59,7 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -497,6 +498,14 @@ struct PassCounters {
   }
 };
 
+std::vector<std::string> splitWords(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(w);
+  if (out.empty()) out.push_back(s);
+  return out;
+}
+
 // --aa: the second least-outstanding run of each seed is recorded under this key.
 constexpr std::string_view kAaKey = "least-outstanding#2";
 
@@ -668,7 +677,11 @@ int runBalance(const BalanceOptions& o) {
                  b.bound_s, b.work_s, b.longest_s,
                  o.work == "spin" ? fmt::format(", CPU / {} cores {:.3f}", cores, b.cpu_s) : "");
       for (const auto& policy : run_keys) {
-        const std::string scheduler = policy == kAaKey ? "least-outstanding" : policy;
+        // A policy may carry coordinator flags after its name ("least-outstanding
+        // --placement-horizon-ms 20"): variants of one scheduler run interleaved like policies.
+        std::vector<std::string> words =
+            splitWords(policy == kAaKey ? "least-outstanding" : policy);
+        const std::string scheduler = words.empty() ? policy : words.front();
         client::LocalClusterOptions opts;
         opts.nodes = o.nodes;
         opts.pin = o.pin;
@@ -676,11 +689,12 @@ int runBalance(const BalanceOptions& o) {
         opts.coordinator_args = o.coordinator_args;
         opts.coordinator_args.push_back("--scheduler");
         opts.coordinator_args.push_back(scheduler);
+        for (size_t k = 1; k < words.size(); ++k) opts.coordinator_args.push_back(words[k]);
         if (o.credit_per_worker) {
           opts.coordinator_args.push_back("--credit-per-worker");
           opts.coordinator_args.push_back(std::to_string(o.credit_per_worker));
         }
-        const bool learned = policy == "xgboost";
+        const bool learned = scheduler == "xgboost";
         // /metrics (every policy, so all run the same processes): which estimator placed, and
         // what the coordinator spent on the pass.
         opts.gateway = "127.0.0.1:0";
@@ -816,7 +830,8 @@ int runBalance(const BalanceOptions& o) {
       for (size_t s = 0; s < x->second.makespan.size(); ++s) {
         double best_m = 0, best_p = 0;
         for (const auto& [policy, r] : by_policy) {
-          if (policy == "xgboost" || policy == kAaKey || s >= r.makespan.size()) continue;
+          if (splitWords(policy).front() == "xgboost" || policy == kAaKey || s >= r.makespan.size())
+            continue;
           best_m = best_m == 0 ? r.makespan[s] : std::min(best_m, r.makespan[s]);
           best_p = best_p == 0 ? r.p99[s] : std::min(best_p, r.p99[s]);
         }

@@ -295,7 +295,9 @@ int main(int argc, char** argv) {
   bench::BalanceOptions bo;
   std::vector<std::string> policies;
   bool bal_no_pin = false;
-  bal->add_option("--policy", policies, "placement policy (repeatable; default all three)");
+  bal->add_option("--policy", policies,
+                  "placement policy (repeatable; default all three); coordinator flags may "
+                  "follow the name: --policy 'least-outstanding --placement-horizon-ms 20'");
   bal->add_option("--workload", bo.workloads,
                   "skewed | equal | uniform | bimodal | heavytail | drift | hetero | dag | all "
                   "(the suite) | drift-long (repeatable)")

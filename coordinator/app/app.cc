@@ -125,6 +125,9 @@ int runCoordinator(AppConfig config) {
     lc.trace_out = config.trace_out;
     if (config.model_drift_check >= 0)
       lc.trainer.drift_check_samples = static_cast<size_t>(config.model_drift_check);
+    if (config.xgb_horizon_ms >= 0)
+      lc.scheduler.queue_horizon_ns = lc.scheduler.fallback_horizon_ns =
+          config.xgb_horizon_ms * 1e6;
     lc.place = want_model;
     // A loaded model without --learn stays fixed; otherwise train online from telemetry.
     lc.train = want_model && (config.learn || config.model_path.empty());

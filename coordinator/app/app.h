@@ -27,6 +27,10 @@ struct AppConfig {
   // (costmodel::OnlineTrainerOptions::drift_check_samples; 0 = off, -1 = LearnedConfig's
   // default, 256).
   int64_t model_drift_check = -1;
+  // xgboost policy: queue horizon in ms of predicted work per worker, on the model's path, its
+  // fallback's guard and the fallback least-outstanding (XgbSchedulerOptions::queue_horizon_ns,
+  // fallback_horizon_ns; 0 = off everywhere, -1 = their default, 20).
+  double xgb_horizon_ms = -1;
   std::string model_out;       // save every accepted online-trained model here (implies learn)
   std::string trace_out;       // append telemetry samples here (CSV trace), under any policy
   std::string journal_path;    // job journal: admitted jobs survive a coordinator restart

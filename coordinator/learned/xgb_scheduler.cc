@@ -119,7 +119,11 @@ XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
     : model_(std::move(model)),
       on_reclassify_(std::move(on_reclassify)),
       options_(options),
-      fallback_(coordinator::makeLeastOutstandingScheduler()),
+      fallback_(coordinator::makeLeastOutstandingScheduler([&] {
+        coordinator::LeastOutstandingOptions lo;
+        lo.horizon_ns = options.fallback_horizon_ns;
+        return lo;
+      }())),
       use_model_(!options.fallback_gate) {
   using_model_.store(use_model_, std::memory_order_relaxed);
 }

@@ -130,6 +130,8 @@ struct XgbSchedulerOptions {
   // every token as under its own 100 us horizon threshold and committed the whole held backlog
   // blindly (hetero replay: 19.9 s against 2.9 s). false: the fallback's choices as they are.
   bool fallback_horizon_guard = true;
+  // The fallback least-outstanding's own horizon (LeastOutstandingOptions::horizon_ns).
+  double fallback_horizon_ns = 20e6;
   // Weight of one score in the running mean of each estimator's |log error|.
   double error_alpha = 0.05;
   // Dispatch-time estimates kept for scoring (cleared beyond this, e.g. cancelled jobs).

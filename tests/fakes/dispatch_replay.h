@@ -15,6 +15,12 @@
 // cost it was placed with, its node and its start / finish, so a test can say *why* a policy
 // lost (e.g. the order the big tokens ran in) and not only that it did.
 //
+// ReplayNet adds what the cluster has and the replay otherwise leaves out: a one-way delay from
+// coordinator to node and back (a placed token reaches its node, and a result the coordinator,
+// half a round trip later; the coordinator's in-flight and outstanding work drop only when the
+// result arrives) and a fixed per-token overhead on the node (timer slack, the worker's
+// dispatch), added to every token's run time. Zero (the default) is the overhead-free replay.
+//
 // Owned by the test; single-threaded.
 #pragma once
 
@@ -23,7 +29,9 @@
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <queue>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "coordinator/core/scheduler.h"
@@ -81,6 +89,11 @@ JobFigures jobFigures(const std::vector<double>& submit_at, const std::vector<do
   return jobFigures(submit_at, done_at, tokens_of);
 }
 
+struct ReplayNet {
+  double round_trip_ns = 0;      // coordinator -> node -> coordinator
+  double token_overhead_ns = 0;  // added to every token's run time on the node
+};
+
 // makespan_s, p50_s, p99_s (over tokens, of their job's latency) come from JobFigures.
 struct ReplayResult : JobFigures {
   std::vector<uint32_t> tokens_per_node;
@@ -90,16 +103,20 @@ struct ReplayResult : JobFigures {
 
 inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<ReplayJob>& jobs,
                                    const std::vector<double>& slow, double submit_gap_ns,
-                                   uint32_t credit = 2048) {
+                                   uint32_t credit = 2048, ReplayNet net = {}) {
   using coordinator::Candidate;
   using coordinator::Placement;
   using coordinator::TokenInfo;
   struct Node {
-    std::deque<size_t> queue;  // placed, not finished; front is running
+    std::deque<size_t> queue;  // placed, not finished; front is running (once it arrived)
     double busy_until = 0;
-    uint64_t in_flight = 0;
+    uint64_t in_flight = 0;  // the coordinator's view: until the result arrives
     double outstanding = 0;
   };
+  const double half_trip = net.round_trip_ns / 2;
+  // Results on their way to the coordinator: (arrival, token, node), earliest first.
+  using Delivery = std::tuple<double, size_t, uint32_t>;
+  std::priority_queue<Delivery, std::vector<Delivery>, std::greater<>> deliveries;
   ReplayResult r;
   auto& toks = r.tokens;
   auto info = [&](size_t i) {
@@ -119,10 +136,14 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
   r.tokens_per_node.assign(slow.size(), 0);
   std::deque<size_t> ready;
   double now = 0;
+  auto runTime = [&](size_t i, uint32_t n) {
+    return toks[i].cost_ns * slow[n] + net.token_overhead_ns;
+  };
   auto start = [&](uint32_t n) {
     Node& node = nodes[n];
-    toks[node.queue.front()].start = now;
-    node.busy_until = now + toks[node.queue.front()].cost_ns * slow[n];
+    ReplayToken& t = toks[node.queue.front()];
+    t.start = std::max(now, t.placed_at + half_trip);  // it may still be on its way
+    node.busy_until = t.start + runTime(node.queue.front(), n);
   };
   // One dispatch round as Dispatcher::runLane runs it: slices of at most kSlice ready tokens
   // from the front of the queue, candidates rebuilt per slice, held tokens back at the front,
@@ -193,8 +214,21 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
         t_finish = nodes[n].busy_until;
         fn = n;
       }
-    if (t_submit == inf && t_finish == inf) break;
-    if (t_submit <= t_finish) {
+    const double t_deliver = deliveries.empty() ? inf : std::get<0>(deliveries.top());
+    if (t_submit == inf && t_finish == inf && t_deliver == inf) break;
+    if (t_deliver < t_submit && t_deliver <= t_finish) {
+      // A result reaches the coordinator: observe, release its credit and work.
+      const auto [at, ti, n] = deliveries.top();
+      deliveries.pop();
+      now = at;
+      Node& node = nodes[n];
+      TokenInfo t = info(ti);
+      t.cost = toks[ti].placed_cost;
+      s.observe(t, n, runTime(ti, n));
+      --node.in_flight;
+      node.outstanding = node.in_flight ? std::max(0.0, node.outstanding - t.cost) : 0.0;
+      if (--left[toks[ti].job] == 0) done_at[toks[ti].job] = now;
+    } else if (t_submit <= t_finish) {
       now = t_submit;
       const uint32_t j = static_cast<uint32_t>(next_job++);
       submit_at[j] = now;
@@ -213,13 +247,9 @@ inline ReplayResult replayDispatch(coordinator::Scheduler& s, const std::vector<
       const size_t ti = node.queue.front();
       node.queue.pop_front();
       toks[ti].finish = now;
-      TokenInfo t = info(ti);
-      t.cost = toks[ti].placed_cost;
-      s.observe(t, fn, toks[ti].cost_ns * slow[fn]);
-      --node.in_flight;
-      node.outstanding = node.in_flight ? std::max(0.0, node.outstanding - t.cost) : 0.0;
       if (!node.queue.empty()) start(fn);
-      if (--left[toks[ti].job] == 0) done_at[toks[ti].job] = now;
+      deliveries.emplace(now + half_trip, ti, fn);
+      continue;  // nothing for the coordinator until the result arrives
     }
     dispatch();
   }

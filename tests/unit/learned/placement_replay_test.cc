@@ -57,20 +57,20 @@ struct ReplayRun {
 
 // Warm-up pass (seed + 1000), then the measured pass, one scheduler, as the benchmark runs.
 template <typename S>
-ReplayRun measured(S& s, Workload w, const std::vector<double>& slow, double gap_ns,
-                   uint64_t seed) {
-  testing::replayDispatch(s, w(seed + 1000), slow, gap_ns);
+ReplayRun measured(S& s, Workload w, const std::vector<double>& slow, double gap_ns, uint64_t seed,
+                   testing::ReplayNet net = {}) {
+  testing::replayDispatch(s, w(seed + 1000), slow, gap_ns, 2048, net);
   ReplayRun run;
-  run.r = testing::replayDispatch(s, w(seed), slow, gap_ns);
+  run.r = testing::replayDispatch(s, w(seed), slow, gap_ns, 2048, net);
   if constexpr (std::is_same_v<S, XgbScheduler>) run.switches = s.modeSwitches();
   return run;
 }
 
 ReplayRun runXgb(XgbSchedulerOptions o, Workload w, const std::vector<double>& slow, double gap_ns,
-                 uint64_t seed) {
+                 uint64_t seed, testing::ReplayNet net = {}) {
   std::shared_ptr<const costmodel::CostModel> model = exactModel();
   XgbScheduler s([&] { return model; }, nullptr, o);
-  return measured(s, w, slow, gap_ns, seed);
+  return measured(s, w, slow, gap_ns, seed, net);
 }
 
 ReplayRun runXgbWith(std::shared_ptr<const costmodel::CostModel> model, XgbSchedulerOptions o,
@@ -102,11 +102,11 @@ std::shared_ptr<const costmodel::CostModel> trainedOn(Workload w, uint64_t seed)
 }
 
 ReplayRun runLo(double horizon_ns, Workload w, const std::vector<double>& slow, double gap_ns,
-                uint64_t seed) {
+                uint64_t seed, testing::ReplayNet net = {}) {
   coordinator::LeastOutstandingOptions lo;
   lo.horizon_ns = horizon_ns;
   auto s = coordinator::makeLeastOutstandingScheduler(lo);
-  return measured(*s, w, slow, gap_ns, seed);
+  return measured(*s, w, slow, gap_ns, seed, net);
 }
 
 // Mean start time (ms) of the big (>= 1 ms) tokens: where the model's order differs from
@@ -303,6 +303,34 @@ TEST(PlacementReplay, DISABLED_Table) {
         describe("xgboost (model, no LPT)", runXgb(o, w.w, w.slow, g, seed));
       }
     }
+}
+
+// Heavytail with what the cluster has and the replay leaves out (ReplayNet: round trips, a
+// per-token overhead on the node): least-outstanding with and without the horizon and the gated
+// policy, makespan ratios to least-outstanding without the horizon (the cluster's default).
+TEST(PlacementReplay, DISABLED_HeavytailWithRoundTrips) {
+  const testing::ReplayNet nets[] = {{0, 0}, {200e3, 0}, {0, 28e3}, {200e3, 28e3}, {1e6, 28e3}};
+  for (const auto& net : nets)
+    for (double gap : {0.0, 100e3, 300e3})
+      for (uint64_t seed : {42, 43, 44}) {
+        const ReplayRun lo0 = runLo(0, heavytail, {1, 1, 2.5}, gap, seed, net);
+        const ReplayRun lo20 = runLo(20e6, heavytail, {1, 1, 2.5}, gap, seed, net);
+        const ReplayRun x = runXgb({}, heavytail, {1, 1, 2.5}, gap, seed, net);
+        XgbSchedulerOptions off;
+        off.queue_horizon_ns = 0;
+        off.fallback_horizon_ns = 0;
+        const ReplayRun x0 = runXgb(off, heavytail, {1, 1, 2.5}, gap, seed, net);
+        std::printf(
+            "rtt %4.0f us overhead %2.0f us gap %3.0f us seed %llu: lo0 %.4f | lo20 %+.1f%% | "
+            "xgb %+.1f%% (%llu by model, %llu switches) | xgb no horizon %+.1f%%\n",
+            net.round_trip_ns / 1e3, net.token_overhead_ns / 1e3, gap / 1e3,
+            static_cast<unsigned long long>(seed), lo0.r.makespan_s,
+            (lo20.r.makespan_s / lo0.r.makespan_s - 1) * 100,
+            (x.r.makespan_s / lo0.r.makespan_s - 1) * 100,
+            static_cast<unsigned long long>(x.r.placed_by_model),
+            static_cast<unsigned long long>(x.switches),
+            (x0.r.makespan_s / lo0.r.makespan_s - 1) * 100);
+      }
 }
 
 }  // namespace

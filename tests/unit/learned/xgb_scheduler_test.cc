@@ -163,10 +163,50 @@ TEST(XgbSchedulerGuard, TokensHeldByTheFallbackGuardKeepTheirPrediction) {
   for (size_t i = 0; i < t.size(); ++i)
     if (out[i].candidate < 0) held.push_back(t[i]);
   ASSERT_FALSE(held.empty()) << "the guard holds some: 20 ms of predicted work per node";
+  EXPECT_EQ(sched.heldBackByGuard(), held.size());  // tokengate_placement_held_back_total
+  EXPECT_EQ(sched.heldBackByModel(), 0u);
   const uint64_t hits = sched.cacheHits();
   std::vector<double> again(held.size());
   sched.costs(held, again);
   EXPECT_EQ(sched.cacheHits() - hits, held.size());
+}
+
+// --xgb-horizon-ms 0 (XgbSchedulerOptions::fallback_horizon_ns, queue_horizon_ns): the fallback
+// least-outstanding places without its 20 ms horizon too, so nothing is held at all.
+TEST(XgbSchedulerGuard, FallbackHorizonZeroHoldsNothing) {
+  for (const double horizon : {20e6, 0.0}) {
+    XgbSchedulerOptions o;
+    o.queue_horizon_ns = o.fallback_horizon_ns = horizon;
+    XgbScheduler sched([] { return std::shared_ptr<const costmodel::CostModel>(); }, nullptr, o);
+    std::vector<TokenInfo> t(300);
+    for (size_t i = 0; i < t.size(); ++i) {
+      t[i].id = (uint64_t{i + 1} << 32) | 1;
+      t[i].declared = t[i].lane = Weight::kLight;
+    }
+    std::vector<Candidate> cands(3);
+    for (uint32_t i = 0; i < 3; ++i) {
+      cands[i].node = i;
+      cands[i].free_credit = 1000;
+      cands[i].workers = 1;
+      cands[i].speed = 1;
+    }
+    // Teach the fallback that op 0 costs 1 ms (20 ms of it = 20 tokens per node).
+    TokenInfo done;
+    done.op = 0;
+    done.declared = done.lane = Weight::kLight;
+    for (int k = 0; k < 50; ++k) sched.observe(done, 0, 1e6);
+    std::vector<double> c(t.size());
+    sched.costs(t, c);
+    for (size_t i = 0; i < t.size(); ++i) t[i].cost = c[i];
+    std::vector<Placement> out(t.size());
+    sched.place(Weight::kLight, t, cands, out);
+    size_t placed = 0;
+    for (const auto& p : out) placed += p.candidate >= 0;
+    if (horizon > 0)
+      EXPECT_LT(placed, t.size()) << "the fallback's 20 ms horizon holds some";
+    else
+      EXPECT_EQ(placed, t.size());
+  }
 }
 
 TEST_F(XgbSchedulerTest, ManyDistinctTokensWithAFlatCostShareOnePrediction) {
@@ -343,6 +383,12 @@ TEST_F(XgbSchedulerTest, HoldsTokensBackBeyondTheQueueHorizon) {
   for (const auto& p : out) placed += p.candidate >= 0;
   EXPECT_EQ(placed, 9);  // 3 per node (0, 4, 8 ms queued -> accepted; 12 ms -> wait)
   for (const auto& cand : cands) EXPECT_EQ(cand.assigned, 3u);
+  // The counters behind tokengate_placement_held_back_total{by="model"} and
+  // tokengate_placement_tokens_offered_total / _rounds_total.
+  EXPECT_EQ(s.heldBackByModel(), 21u);
+  EXPECT_EQ(s.heldBackByGuard(), 0u);
+  EXPECT_EQ(s.tokensOffered(), 30u);
+  EXPECT_EQ(s.placeCalls(), 1u);
 }
 
 TEST_F(XgbSchedulerTest, HeldBackTokensKeepTheirPredictionUntilTheModelChanges) {
