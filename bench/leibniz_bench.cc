@@ -322,7 +322,8 @@ int main(int argc, char** argv) {
   bal->add_flag("--no-pin", bal_no_pin, "do not give nodes disjoint cores");
   bal->add_option("--coordinator-arg", bo.coordinator_args, "extra coordinator flag (repeatable)");
   bal->add_flag("--aa", bo.aa,
-                "A/A: run least-outstanding twice per seed (first and last) and report the "
+                "A/A: run least-outstanding twice per seed (in its place and again after the "
+                "others) and report the "
                 "ratio of its two runs beside xgboost's ratio to it");
   bal->add_option("--log-level", bo.log_level,
                   "log level of the cluster's processes (default warn)");
