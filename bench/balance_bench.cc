@@ -24,7 +24,8 @@
 //             7 of 8 jobs 300 us, 1 of 8 3 ms, the label telling which; after 6 s the labels swap
 //             costs for 8 s. Reports xgboost's advantage over least-outstanding per 0.5 s window
 //             of submission time and the time until it is back within 10% of its advantage
-//             before the change.
+//             before the change; each pass's wall-clock start and change time are printed so
+//             the coordinator's timeline (`--log-level info`: drift, trainings, gate) lines up.
 // Every workload also gets a lower bound on any placement's makespan (lowerBound below).
 //
 // Per run: a fresh LocalCluster with `--scheduler P`; a warm-up pass (the same workload with
