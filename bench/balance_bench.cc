@@ -24,7 +24,8 @@
 //             7 of 8 jobs 300 us, 1 of 8 3 ms, the label telling which; after 6 s the labels swap
 //             costs for 8 s. Reports xgboost's advantage over least-outstanding per 0.5 s window
 //             of submission time and the time until it is back within 10% of its advantage
-//             before the change.
+//             before the change; each pass's wall-clock start and change time are printed so
+//             the coordinator's timeline (`--log-level info`: drift, trainings, gate) lines up.
 // Every workload also gets a lower bound on any placement's makespan (lowerBound below).
 //
 // Per run: a fresh LocalCluster with `--scheduler P`; a warm-up pass (the same workload with
@@ -53,6 +54,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -331,7 +333,8 @@ Workload makeWorkload(const std::string& name, const BalanceOptions& o, uint64_t
 }
 
 struct PassResult {
-  std::vector<double> offset_s, latency_s;  // per job: submitted at (from the first), latency
+  std::vector<double> offset_s, latency_s;        // per job: submitted at (from the first), latency
+  std::chrono::system_clock::time_point started;  // wall clock of the first submit
   double makespan_s = 0;
   double p50_s = 0, p99_s = 0;
   uint64_t tokens = 0;
@@ -367,6 +370,7 @@ PassResult runPass(client::Client& c, const std::vector<Job>& jobs, double gap_s
   std::vector<double>& offset_s = r.offset_s;
   ids.reserve(jobs.size());
   const auto t0 = clock::now();
+  r.started = std::chrono::system_clock::now();
   for (size_t i = 0; i < jobs.size(); ++i) {
     const auto& j = jobs[i];
     if (gap_s > 0)
@@ -508,6 +512,16 @@ std::vector<std::string> splitWords(const std::string& s) {
 
 // --aa: the second least-outstanding run of each seed is recorded under this key.
 constexpr std::string_view kAaKey = "least-outstanding#2";
+
+// Local wall-clock time of day with ms, as the processes' log lines print it (common/log.cc).
+std::string timeOfDay(std::chrono::system_clock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
+  const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  return fmt::format("{:02}:{:02}:{:02}.{:03}", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ms.count() % 1000);
+}
 
 double median(std::vector<double> v) {
   std::erase_if(v, [](double x) { return std::isnan(x); });
@@ -746,6 +760,11 @@ int runBalance(const BalanceOptions& o) {
                    policy, w.makespan_s, m.makespan_s, bsub, m.p50_s, m.p99_s, m.tokens,
                    learned ? ", placed by " + placed.summary() : std::string(), "",
                    counters.summary());
+        if (wl.change_s >= 0)  // to line up with the coordinator's log (--log-level info)
+          fmt::print(stderr, "  {:<18} measured pass from {}, the change at {}\n", policy,
+                     timeOfDay(m.started),
+                     timeOfDay(m.started + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::duration<double>(wl.change_s))));
         auto& r = all[wname][policy];
         r.bound_submit.push_back(bsub);
         if (wl.change_s >= 0) r.passes.push_back(m);

@@ -425,7 +425,8 @@ int main(int argc, char** argv) {
   if (*bal) {
     if (!policies.empty()) bo.policies = policies;
     bo.pin = !bal_no_pin;
-    bo.log_level = log_level;
+    // `balance --log-level X` was overwritten by the top-level default before.
+    if (bal->count("--log-level") == 0) bo.log_level = log_level;
     return bench::runBalance(bo);
   }
   return 0;

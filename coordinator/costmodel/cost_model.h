@@ -40,8 +40,21 @@ class CostModel {
   // Only before the model is shared: models are immutable once published.
   void setVersion(uint64_t v) { version_ = v; }
 
+  // Why the publisher accepted it: on `n` recent samples it never trained on, its mean
+  // |ln(predicted / actual)| and the running mean's (scored prequentially) on the same samples.
+  // n = 0: no such evidence (a loaded model, the heuristic). The placement gate uses it
+  // (XgbSchedulerOptions::held_out_trust_ratio).
+  struct HeldOut {
+    double model_err = 0, mean_err = 0;
+    uint64_t n = 0;
+  };
+  const HeldOut& heldOut() const { return held_out_; }
+  // Only before the model is shared, as setVersion.
+  void setHeldOut(const HeldOut& h) { held_out_ = h; }
+
  private:
   uint64_t version_ = 0;
+  HeldOut held_out_;
 };
 
 // Quality of any model on labelled samples, in log space. Labels are used as given.

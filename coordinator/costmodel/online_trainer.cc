@@ -1,6 +1,7 @@
 #include "coordinator/costmodel/online_trainer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "coordinator/costmodel/strings.h"
@@ -18,6 +19,47 @@ TrainFn xgbTrainFn() {
     return out;
   };
 }
+
+const char* trainerEventName(TrainerEvent::Kind kind) {
+  switch (kind) {
+    case TrainerEvent::Kind::kDrift:
+      return "drift";
+    case TrainerEvent::Kind::kTrainStart:
+      return "train-start";
+    case TrainerEvent::Kind::kAccepted:
+      return "accepted";
+    case TrainerEvent::Kind::kRejected:
+      return "rejected";
+  }
+  return "?";
+}
+
+size_t driftStart(std::span<const double> errors, double threshold) {
+  size_t best = errors.size();
+  double sum = 0, best_sum = 0;
+  for (size_t i = errors.size(); i-- > 0;) {
+    sum += errors[i] - threshold;
+    if (sum > best_sum) {
+      best_sum = sum;
+      best = i;
+    }
+  }
+  return best;
+}
+
+namespace {
+// |ln(predicted / actual)| of each sample (as evaluateModel averages it).
+std::vector<double> sampleErrors(const CostModel& model, std::span<const TelemetrySample> samples) {
+  std::vector<TokenFeatures> feats;
+  feats.reserve(samples.size());
+  for (const auto& s : samples) feats.push_back(s.features);
+  std::vector<double> pred(samples.size());
+  model.predict(feats, pred);
+  for (size_t i = 0; i < samples.size(); ++i)
+    pred[i] = std::abs(std::log(std::max(pred[i], 1.0)) - logLabel(samples[i].run_ns));
+  return pred;
+}
+}  // namespace
 
 OnlineTrainer::OnlineTrainer(TelemetryWindow& window, const Clock& clock,
                              OnlineTrainerOptions options, TrainFn train_fn)
@@ -147,18 +189,38 @@ bool OnlineTrainer::checkDrift() {
   while (bad + chunk <= all.size() &&
          evaluateModel(*current, all.subspan(all.size() - bad - chunk, chunk)).mae_log > limit)
     bad += chunk;
+  // To the sample: the oldest chunk found off is only off on average (a check fires once a
+  // fraction of the newest chunk is off), and its older samples are from before the change; a
+  // retrain on them learns the old costs again (drift-long: up to 200 of the first 400). The
+  // drift begins where the errors over the off chunks and the one before them (if any) rise above
+  // the limit for good (driftStart).
+  {
+    const size_t span = std::min(all.size(), bad + chunk);
+    const std::vector<double> err = sampleErrors(*current, all.last(span));
+    const size_t k = driftStart(err, limit);
+    if (k < span) bad = span - k;
+  }
   std::shared_ptr<MeanCostModel> heuristic = MeanCostModel::fromSamples(recent, options_.mean);
-  internal::MutexLock lock(&mu_);
-  if (active_ != current) return false;  // replaced meanwhile
-  drift_since_ = at_all - std::min<uint64_t>(bad, at_all);
-  drift_window_ = drift_pending_ = true;
-  last_trained_total_ = std::min(last_trained_total_, drift_since_);
-  stats_.drift_count++;
-  stats_.fallback_count++;
-  stats_.last_error = internal::cat("drift: the model's mean |log error| on the newest ",
-                                    recent.size(), " samples rose to ", q.mae_log, " (accepted at ",
-                                    base, "); retraining on samples since");
-  publish(std::move(heuristic));
+  TrainerEvent e;
+  e.kind = TrainerEvent::Kind::kDrift;
+  e.samples = bad;
+  e.candidate_err = q.mae_log;
+  {
+    internal::MutexLock lock(&mu_);
+    if (active_ != current) return false;  // replaced meanwhile
+    drift_since_ = at_all - std::min<uint64_t>(bad, at_all);
+    drift_window_ = drift_pending_ = true;
+    last_trained_total_ = std::min(last_trained_total_, drift_since_);
+    stats_.drift_count++;
+    stats_.fallback_count++;
+    stats_.last_error = internal::cat("drift: the model's mean |log error| on the newest ",
+                                      recent.size(), " samples rose to ", q.mae_log,
+                                      " (accepted at ", base, "); retraining on samples since");
+    publish(std::move(heuristic));
+    e.version = stats_.model_version;
+  }
+  e.at = clock_.now();
+  emit(e);
   return true;
 }
 
@@ -206,6 +268,15 @@ Status OnlineTrainer::runOnce() {
         options_.min_window_work / 1000, " us worth training for; the heuristic serves"));
   }
 
+  {
+    TrainerEvent e;
+    e.kind = TrainerEvent::Kind::kTrainStart;
+    e.at = t0;
+    e.samples = snapshot.size();
+    e.after_drift = drift_retrain;
+    e.version = stats().model_version;
+    emit(e);
+  }
   // The newest samples are held out of training: the candidate must predict them better than
   // the running mean would have (the fallback placement's estimator) before it is published.
   const auto n_recent = static_cast<size_t>(static_cast<double>(snapshot.size()) *
@@ -216,7 +287,10 @@ Status OnlineTrainer::runOnce() {
 
   XgbParams params = options_.xgb;
   params.cancel = &cancel_;
-  StatusOr<TrainedModel> result = train_fn_(history, params);
+  // After a drift the fallback places until this candidate is in: the urgent trainer, if any.
+  const TrainFn& train =
+      drift_retrain && options_.drift_train_fn ? options_.drift_train_fn : train_fn_;
+  StatusOr<TrainedModel> result = train(history, params);
   const Nanos duration = clock_.now() - t0;
 
   bool accepted = result.ok() && result->model && result->quality.r2 >= options_.r2_threshold;
@@ -266,6 +340,7 @@ Status OnlineTrainer::runOnce() {
       stats_.last_recent_quality = recent_q;
       stats_.last_mean_quality = mean_q;
       stats_.last_error.clear();
+      if (n_recent > 0) result->model->setHeldOut({recent_q.mae_log, mean_q.mae_log, n_recent});
       publish(std::move(result->model));
       accepted_mae_ = n_recent > 0 ? recent_q.mae_log : -1;
       if (drift_retrain) drift_pending_ = false;
@@ -274,9 +349,40 @@ Status OnlineTrainer::runOnce() {
     }
     // Outside mu_: active()/stats() stay free while the hook (e.g. a file write) runs.
     if (options_.on_accepted) options_.on_accepted(*model, version);
+    TrainerEvent e;
+    e.kind = TrainerEvent::Kind::kAccepted;
+    e.at = clock_.now();
+    e.version = version;
+    e.samples = snapshot.size();
+    e.after_drift = drift_retrain;
+    e.candidate_err = recent_q.mae_log;
+    e.mean_err = mean_q.mae_log;
+    e.duration = duration;
+    emit(e);
     return absl::OkStatus();
   }
-  internal::MutexLock lock(&mu_);
+  TrainerEvent e;
+  e.kind = TrainerEvent::Kind::kRejected;
+  e.samples = snapshot.size();
+  e.after_drift = drift_retrain;
+  e.candidate_err = recent_q.mae_log;
+  e.mean_err = mean_q.mae_log;
+  e.duration = duration;
+  {
+    internal::MutexLock lock(&mu_);
+    rejectLocked(result, lost_to_mean, recent_q, mean_q, duration, keep_current_learned,
+                 std::move(heuristic));
+    e.version = stats_.model_version;
+  }
+  e.at = clock_.now();
+  emit(e);
+  return result.ok() ? absl::OkStatus() : result.status();
+}
+
+void OnlineTrainer::rejectLocked(const StatusOr<TrainedModel>& result, bool lost_to_mean,
+                                 const ModelQuality& recent_q, const ModelQuality& mean_q,
+                                 Nanos duration, bool keep_current_learned,
+                                 std::shared_ptr<MeanCostModel> heuristic) {
   stats_.retrain_count++;
   stats_.last_train_duration = duration;
   if (!result.ok()) {
@@ -294,7 +400,6 @@ Status OnlineTrainer::runOnce() {
     if (active_is_learned_) stats_.fallback_count++;
     publish(std::move(heuristic));
   }
-  return result.ok() ? absl::OkStatus() : result.status();
 }
 
 TrainerStats OnlineTrainer::stats() const {

@@ -44,6 +44,32 @@ using TrainFn =
 // The production trainer: XgbCostModel::train.
 TrainFn xgbTrainFn();
 
+// One step of the model's life (OnlineTrainerOptions::on_event): where the seconds between a
+// drift and a trusted new model go (the coordinator logs them at info).
+struct TrainerEvent {
+  enum class Kind : uint8_t {
+    kDrift,       // checkDrift() declared a drift; the heuristic is published (version)
+    kTrainStart,  // runOnce() snapshot taken: `samples` to train and validate on
+    kAccepted,    // the candidate was published as `version`
+    kRejected,    // the candidate was not published; version = what is active after it
+  };
+  Kind kind = Kind::kTrainStart;
+  Nanos at = 0;               // by the trainer's injected Clock
+  uint64_t version = 0;       // active model version after the event
+  size_t samples = 0;         // window samples used (kTrainStart, kAccepted, kRejected)
+  bool after_drift = false;   // a retrain on the samples since a drift
+  double candidate_err = -1;  // kAccepted / kRejected: candidate's mean |log error| on the hold-out
+  double mean_err = -1;       // the running mean's on the same samples
+  Nanos duration = 0;         // kAccepted / kRejected: training time
+};
+const char* trainerEventName(TrainerEvent::Kind kind);
+
+// Where a drift began in a run of per-sample errors (oldest first): the start of the suffix whose
+// sum of (error - threshold) is largest, i.e. the first sample of the stretch the model is off
+// on (errors above the threshold count for it, those below against it). errors.size() when no
+// suffix sums above 0.
+size_t driftStart(std::span<const double> errors, double threshold);
+
 struct OnlineTrainerOptions {
   Nanos retrain_interval = 30 * kSeconds;
   uint64_t retrain_every_samples = 5000;
@@ -78,12 +104,19 @@ struct OnlineTrainerOptions {
   double drift_error_factor = 2.0;
   double drift_min_increase = 0.3;
   size_t drift_min_samples = 0;
+  // The trainer for the retrains after a drift (placement is on the fallback until one is
+  // accepted); empty: the constructor's. The coordinator trains at SCHED_IDLE except these (a
+  // starved trainer thread took 1-9 s per training at load 10-15).
+  TrainFn drift_train_fn;
   // How often the background thread wakes to check the (injected) clock. Real time, only a
   // polling granularity; decisions use the Clock.
   std::chrono::milliseconds poll_interval{100};
   // Called on the training thread (never the dispatch thread) after a trained candidate was
   // accepted and published, with the model and its version (e.g. to save it: --model-out).
   std::function<void(const CostModel& model, uint64_t version)> on_accepted;
+  // Called on the thread that runs checkDrift() / runOnce() (the trainer thread), outside the
+  // trainer's locks, at each TrainerEvent.
+  std::function<void(const TrainerEvent&)> on_event;
 };
 
 struct TrainerStats {
@@ -141,6 +174,14 @@ class OnlineTrainer {
  private:
   void loop() ABSL_NO_THREAD_SAFETY_ANALYSIS;  // condition-variable wait on mu_
   void publish(std::shared_ptr<CostModel> model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // runOnce()'s bookkeeping for a candidate that was not published.
+  void rejectLocked(const StatusOr<TrainedModel>& result, bool lost_to_mean,
+                    const ModelQuality& recent_q, const ModelQuality& mean_q, Nanos duration,
+                    bool keep_current_learned, std::shared_ptr<MeanCostModel> heuristic)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void emit(const TrainerEvent& e) const {
+    if (options_.on_event) options_.on_event(e);
+  }
 
   TelemetryWindow& window_;
   const Clock& clock_;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <thread>
 
 #include "coordinator/costmodel/xgb_cost_model.h"
 
@@ -23,20 +24,25 @@ const prometheus::Histogram::BucketBoundaries& errorBuckets() {
 }
 // The production trainer runs under SCHED_IDLE (falling back to nice 19): on a box with as
 // many busy threads as cores, a retrain at normal priority took CPU from the loop thread and
-// the nodes (the 1M-token Leibniz run got ~35% slower; at nice 19 still a few %). Training is
-// never urgent; the heuristic or previous model serves meanwhile.
+// the nodes (the 1M-token Leibniz run got ~35% slower; at nice 19 still a few %). A regular
+// training is never urgent; the heuristic or previous model serves meanwhile. Each runs on a
+// thread of its own, lowered for good, so the trainer thread itself keeps its normal priority
+// for the drift check and the retrain after a drift (OnlineTrainerOptions::drift_train_fn): when
+// the whole trainer thread was SCHED_IDLE, at load 10-15 a drift was seen 1 s late and its
+// retrains took 1-9 s, while least-outstanding placed.
 costmodel::TrainFn lowPriorityTrainFn() {
   return [base = costmodel::xgbTrainFn()](std::span<const costmodel::TelemetrySample> samples,
                                           const costmodel::XgbParams& params) {
-    thread_local bool lowered = false;
-    if (!lowered) {
-      lowered = true;
+    StatusOr<costmodel::TrainedModel> out = absl::InternalError("training thread did not run");
+    std::thread t([&] {
       sched_param none{};
       if (sched_setscheduler(0, SCHED_IDLE, &none) != 0 &&
           setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19) != 0)
         spdlog::debug("cost model: could not lower the trainer's priority");
-    }
-    return base(samples, params);
+      out = base(samples, params);
+    });
+    t.join();
+    return out;
   };
 }
 }  // namespace
@@ -154,6 +160,23 @@ LearnedBalancing::~LearnedBalancing() { stop(); }
 
 costmodel::OnlineTrainerOptions LearnedBalancing::trainerOptions() {
   costmodel::OnlineTrainerOptions o = config_.trainer;
+  // After a drift, train at the trainer thread's own (normal) priority: tens of ms once per
+  // drift, while least-outstanding places (see lowPriorityTrainFn).
+  if (!o.drift_train_fn) o.drift_train_fn = costmodel::xgbTrainFn();
+  // The model's timeline (drift, trainings, publications) at info: where the seconds between a
+  // drift and a trusted new model go (docs/cost-model.md "drift-long").
+  o.on_event = [chained = std::move(o.on_event)](const costmodel::TrainerEvent& e) {
+    spdlog::info(
+        "cost model: {} version {}{} ({} samples{}{})", costmodel::trainerEventName(e.kind),
+        e.version, e.after_drift ? " after drift" : "", e.samples,
+        e.candidate_err >= 0
+            ? fmt::format(", |ln error| {:.3f} vs running mean {:.3f}", e.candidate_err, e.mean_err)
+            : std::string(),
+        e.duration > 0
+            ? fmt::format(", trained in {:.0f} ms", static_cast<double>(e.duration) / 1e6)
+            : std::string());
+    if (chained) chained(e);
+  };
   if (!config_.model_out.empty()) {
     auto chained = std::move(o.on_accepted);
     o.on_accepted = [this, chained](const costmodel::CostModel& m, uint64_t version) {
@@ -296,6 +319,13 @@ void LearnedBalancing::installScheduler(coordinator::CoordinatorCore& core) {
                      weightName(to));
       },
       config_.scheduler);
+  sched->setGateListener([](const GateEvent& e) {
+    spdlog::info(
+        "placement gate: {} (model version {}, {} tokens scored, |ln error| model {:.3f} vs "
+        "running mean {:.3f}, regret {:+.3f}; {} places)",
+        gateEventName(e.kind), e.version, e.scored, e.model_err, e.fallback_err, e.regret,
+        e.model_places ? "the model" : "least-outstanding");
+  });
   scheduler_ = sched.get();
   published_scheduler_.store(scheduler_, std::memory_order_release);
   core.setScheduler(std::move(sched));

@@ -128,12 +128,38 @@ XgbScheduler::XgbScheduler(ModelSource model, ReclassifyFn on_reclassify,
   using_model_.store(use_model_, std::memory_order_relaxed);
 }
 
+const char* gateEventName(GateEvent::Kind kind) {
+  switch (kind) {
+    case GateEvent::Kind::kNewVersion:
+      return "new-version";
+    case GateEvent::Kind::kModel:
+      return "model-places";
+    case GateEvent::Kind::kFallback:
+      return "fallback-places";
+  }
+  return "?";
+}
+
+void XgbScheduler::emitGate(GateEvent::Kind kind) {
+  if (!gate_listener_) return;
+  GateEvent e;
+  e.kind = kind;
+  e.version = scored_version_;
+  e.scored = scored_;
+  e.model_err = model_err_;
+  e.fallback_err = fallback_err_;
+  e.regret = run_sum_ > 0 ? gap_sum_ / run_sum_ : 0;
+  e.model_places = use_model_;
+  gate_listener_(e);
+}
+
 void XgbScheduler::setMode(bool model) {
   if (model == use_model_) return;
   use_model_ = model;
   scored_at_switch_ = scored_;
   using_model_.store(model, std::memory_order_relaxed);
   mode_switches_.fetch_add(1, std::memory_order_relaxed);
+  emitGate(model ? GateEvent::Kind::kModel : GateEvent::Kind::kFallback);
 }
 
 void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::span<double> out) {
@@ -151,7 +177,12 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       setMode(false);
       return;
     }
-    if (model->version() != scored_version_) {  // a new model earns trust from scratch
+    if (model->version() != scored_version_) {  // a new model: fresh scores
+      const bool was_model = use_model_;
+      const costmodel::CostModel::HeldOut& h = model->heldOut();
+      const bool clear = options_.held_out_trust_ratio > 0 && h.n > 0 &&
+                         h.n >= options_.held_out_min_samples &&
+                         h.model_err <= h.mean_err * options_.held_out_trust_ratio;
       scored_version_ = model->version();
       scored_ = scored_at_switch_ = 0;
       model_err_ = fallback_err_ = 0;
@@ -164,7 +195,12 @@ void XgbScheduler::costs(std::span<const coordinator::TokenInfo> tokens, std::sp
       clearViews();  // tokens in flight lose their shadow
       next_window_ = 0;
       debounce_ = {};
-      setMode(false);
+      // Trust from scratch, unless the publisher's held-out evidence is clear (see
+      // XgbSchedulerOptions::held_out_trust_ratio): then a placing model's successor places on,
+      // and any other is judged on its first window.
+      one_window_to_model_ = clear && !was_model;
+      if (!(clear && was_model)) setMode(false);
+      emitGate(GateEvent::Kind::kNewVersion);
     }
   } else if (!model) {
     std::fill(out.begin(), out.end(), 1.0);
@@ -327,8 +363,10 @@ void XgbScheduler::decide() {
   g.compared = compared_;
   g.regret = run_sum_ > 0 ? gap_sum_ / run_sum_ : 0;
   predicts_ok_ = g.scored >= options_.min_compared_tokens && g.model_err <= g.fallback_err;
-  setMode(debounce_.update(use_model_, modelShouldPlace(g, options_), options_.windows_to_model,
+  setMode(debounce_.update(use_model_, modelShouldPlace(g, options_),
+                           one_window_to_model_ ? 1 : options_.windows_to_model,
                            options_.windows_to_fallback));
+  if (use_model_) one_window_to_model_ = false;  // only until the version first places
 }
 
 void XgbScheduler::predictCosts(const costmodel::CostModel& model,

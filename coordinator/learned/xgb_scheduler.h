@@ -113,6 +113,21 @@ struct XgbSchedulerOptions {
   uint32_t min_tokens_between_switches = 64;  // the window
   uint32_t windows_to_model = 3;
   uint32_t windows_to_fallback = 2;
+  // A new model version starts with fresh scores and, by default, untrusted (the fallback places
+  // until windows_to_model windows in a row say otherwise). One whose publisher accepted it by a
+  // clear margin on recent samples it never trained on (CostModel::heldOut(): at least
+  // held_out_min_samples of them, its mean |log error| there at most held_out_trust_ratio x the
+  // running mean's) is not thrown back that far:
+  //  * if the version before it placed, the new one goes on placing (the trainer's regular
+  //    retrains: each restarted trust before, and the fallback placed ~0.1-0.2 s of every 2 s of
+  //    drift-long); it leaves as any model does, windows_to_fallback windows after its own live
+  //    error or realised regret says so (from min_compared_tokens scores on);
+  //  * otherwise (e.g. the first model after a drift) one window decides: it places as soon as
+  //    modelShouldPlace() holds on its first min_compared_tokens live scores, not after
+  //    windows_to_model windows in a row (192 scored tokens).
+  // 0 = off: every version earns trust from scratch.
+  double held_out_trust_ratio = 0.5;
+  uint64_t held_out_min_samples = 32;
   // Each estimator places with its own view of the queues: the core's Candidate::outstanding is
   // the sum of the costs tokens were *placed* with, i.e. in the units of whichever estimator
   // placed them; after a switch, a node full of tokens the other estimator costed looks
@@ -195,9 +210,22 @@ struct SwitchDebounce {
 double realisedCompletionGap(double queued_ran_ns, double queued_alt_ns, double run_ns,
                              double speed_ran, double speed_alt);
 
+// What the gate did (XgbScheduler::setGateListener): a new model version seen (its trust
+// starts over), placement handed to the model or back to the fallback.
+struct GateEvent {
+  enum class Kind : uint8_t { kNewVersion, kModel, kFallback };
+  Kind kind = Kind::kNewVersion;
+  uint64_t version = 0;  // model version the gate's scores belong to
+  uint64_t scored = 0;   // tokens scored for it so far
+  double model_err = 0, fallback_err = 0, regret = 0;
+  bool model_places = false;  // after the event
+};
+const char* gateEventName(GateEvent::Kind kind);
+
 class XgbScheduler final : public coordinator::Scheduler {
  public:
   using ModelSource = std::function<std::shared_ptr<const costmodel::CostModel>()>;
+  using GateListener = std::function<void(const GateEvent&)>;
   // (op, from, to): called on the loop thread when an op's lane should change.
   using ReclassifyFn = std::function<void(uint32_t op, Weight from, Weight to)>;
 
@@ -206,6 +234,9 @@ class XgbScheduler final : public coordinator::Scheduler {
   static constexpr size_t kMaxHeldPredictions = 1 << 20;
 
   XgbScheduler(ModelSource model, ReclassifyFn on_reclassify, XgbSchedulerOptions options = {});
+
+  // Loop thread: called on every GateEvent (the coordinator logs them at info).
+  void setGateListener(GateListener listener) { gate_listener_ = std::move(listener); }
 
   const char* name() const override { return "xgboost"; }
   void place(Weight lane, std::span<const coordinator::TokenInfo> tokens,
@@ -294,6 +325,8 @@ class XgbScheduler final : public coordinator::Scheduler {
   uint64_t costed_first_ = 0, costed_last_ = 0;
   void score(uint32_t node, double run_ns, double model_ns, double fallback_ns);
   void setMode(bool model);
+  void emitGate(GateEvent::Kind kind);
+  GateListener gate_listener_;
 
   ModelSource model_;
   ReclassifyFn on_reclassify_;
@@ -394,6 +427,9 @@ class XgbScheduler final : public coordinator::Scheduler {
   uint64_t scored_version_ = 0;  // model version the scores below belong to
   uint64_t scored_ = 0, scored_at_switch_ = 0;
   uint64_t next_window_ = 0;  // scored_ at which the gate is evaluated next
+  // The current version's held-out evidence is clear (held_out_trust_ratio) and it has not
+  // placed yet: one window is enough to trust it.
+  bool one_window_to_model_ = false;
   SwitchDebounce debounce_;
   double model_err_ = 0, fallback_err_ = 0;
   uint64_t compared_ = 0;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -353,6 +354,96 @@ TEST(OnlineTrainerDrift, RetrainsAtOnceOnTheSamplesSinceTheDrift) {
   EXPECT_FALSE(trainer.due()) << "back to the regular schedule";
   window.addBatch(labelled(256, true, 4));
   EXPECT_FALSE(trainer.checkDrift()) << "the new model fits";
+}
+
+// The drift's start is found to the sample, not to the 256-sample chunk: a check fires once part
+// of the newest chunk is off, and the older rest of that chunk is from before the change. A
+// retrain that includes it learns the old costs again: label 1 was cheap in 7 of 8 old samples
+// and is dear in the new ones, so 112 old label-1 samples among ~60 new pulled its prediction
+// back towards 300 us (drift-long's first post-drift models).
+TEST(OnlineTrainerDrift, TheRetrainAfterADriftLearnsOnlyFromTheSamplesAfterIt) {
+  TelemetryWindow window(20000);
+  ManualClock clock;
+  std::vector<TrainerEvent> events;
+  auto o = driftOptions();
+  o.on_event = [&](const TrainerEvent& e) { events.push_back(e); };
+  OnlineTrainer trainer(window, clock, o);
+  window.addBatch(labelled(6000, false, 1));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  ASSERT_EQ(trainer.active()->name(), "xgboost");
+  window.addBatch(labelled(512, false, 2));
+  EXPECT_FALSE(trainer.checkDrift());
+  window.addBatch(labelled(128, false, 3));  // the newest chunk: 128 old, then 128 new
+  window.addBatch(labelled(128, true, 4));
+  ASSERT_TRUE(trainer.checkDrift());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().kind, TrainerEvent::Kind::kDrift);
+  EXPECT_NEAR(static_cast<double>(events.back().samples), 128, 16)
+      << "samples judged to be after the change";
+  window.addBatch(labelled(400, true, 5));
+  ASSERT_TRUE(trainer.due());
+  ASSERT_TRUE(trainer.runOnce().ok());
+  const auto start = std::find_if(events.begin(), events.end(), [](const TrainerEvent& e) {
+    return e.kind == TrainerEvent::Kind::kTrainStart && e.after_drift;
+  });
+  ASSERT_NE(start, events.end());
+  EXPECT_LE(start->samples, 528u + 16) << "trained on the samples since the change only";
+  ASSERT_EQ(trainer.active()->name(), "xgboost") << trainer.stats().last_error;
+  EXPECT_NEAR(predictLabel(*trainer.active(), 1), 3e6, 0.5e6) << "label 1 now costs 3 ms";
+  EXPECT_NEAR(predictLabel(*trainer.active(), 2), 3e5, 0.5e5) << "label 2 now costs 300 us";
+}
+
+// The retrains after a drift use drift_train_fn (the coordinator's runs at normal priority: the
+// fallback places until one is accepted), every other training the constructor's TrainFn. The
+// published model carries its held-out evidence (CostModel::heldOut) for the placement gate.
+TEST(OnlineTrainerDrift, RetrainsAfterADriftUseTheDriftTrainer) {
+  TelemetryWindow window(20000);
+  ManualClock clock;
+  int regular = 0, urgent = 0;
+  auto o = driftOptions();
+  o.drift_train_fn = [&](std::span<const TelemetrySample> s, const XgbParams& p) {
+    ++urgent;
+    return xgbTrainFn()(s, p);
+  };
+  OnlineTrainer trainer(window, clock, o,
+                        [&](std::span<const TelemetrySample> s, const XgbParams& p) {
+                          ++regular;
+                          return xgbTrainFn()(s, p);
+                        });
+  window.addBatch(labelled(6000, false, 1));
+  ASSERT_TRUE(trainer.runOnce().ok());
+  ASSERT_EQ(trainer.active()->name(), "xgboost");
+  const CostModel::HeldOut h0 = trainer.active()->heldOut();
+  EXPECT_GE(h0.n, 1000u);
+  EXPECT_LT(h0.model_err, 0.5 * h0.mean_err);
+  EXPECT_EQ(regular, 1);
+  EXPECT_EQ(urgent, 0);
+  window.addBatch(labelled(512, false, 2));
+  EXPECT_FALSE(trainer.checkDrift());
+  window.addBatch(labelled(512, true, 3));
+  ASSERT_TRUE(trainer.checkDrift());
+  ASSERT_TRUE(trainer.due());
+  ASSERT_TRUE(trainer.runOnce().ok());
+  ASSERT_EQ(trainer.active()->name(), "xgboost") << trainer.stats().last_error;
+  EXPECT_EQ(urgent, 1);
+  EXPECT_EQ(regular, 1);
+  EXPECT_NEAR(predictLabel(*trainer.active(), 1), 3e6, 0.5e6) << "label 1 now costs 3 ms";
+  window.addBatch(labelled(4000, true, 4));
+  ASSERT_TRUE(trainer.due()) << "the regular schedule";
+  ASSERT_TRUE(trainer.runOnce().ok());
+  EXPECT_EQ(urgent, 1);
+  EXPECT_EQ(regular, 2);
+}
+
+TEST(DriftStart, IsTheFirstSampleOfTheStretchAboveTheThreshold) {
+  const std::vector<double> steady(50, 0.1);
+  EXPECT_EQ(driftStart(steady, 0.4), steady.size()) << "nothing off";
+  std::vector<double> e(100, 0.1);
+  for (size_t i = 60; i < 100; ++i) e[i] = 2.3;
+  EXPECT_EQ(driftStart(e, 0.4), 60u);
+  e[30] = 3.0;  // one outlier long before: not the start
+  e[75] = 0.1;  // one sample after the change that the model still gets right
+  EXPECT_EQ(driftStart(e, 0.4), 60u);
 }
 
 // Noisy but steady costs (lognormal sigma 0.6 on every token) are not a drift: the check compares

@@ -839,6 +839,80 @@ TEST_F(FallbackGateTest, ANewModelVersionEarnsTrustFromScratch) {
   EXPECT_TRUE(sched_.usingModel());
 }
 
+// A successor accepted by a clear margin on held-out samples (CostModel::heldOut, set by the
+// OnlineTrainer) goes on placing where its predecessor placed: before, every regular retrain
+// (every ~2 s in drift-long) handed placement back to least-outstanding for 192 scored tokens.
+std::shared_ptr<testing::ScriptedCostModel> successor(uint64_t version, double ns_per_arg,
+                                                      costmodel::CostModel::HeldOut held_out) {
+  auto m = std::make_shared<testing::ScriptedCostModel>();
+  m->set(0, ns_per_arg, true);
+  m->setVersion(version);
+  m->setHeldOut(held_out);
+  return m;
+}
+
+TEST_F(FallbackGateTest, AClearlyAcceptedSuccessorOfAPlacingModelPlacesOn) {
+  for (int r = 0; r < 20; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  const uint64_t switches = sched_.modeSwitches();
+  active_ = successor(2, 1000, {0.05, 0.8, 80});
+  round(1);
+  EXPECT_TRUE(sched_.usingModel());
+  EXPECT_EQ(sched_.scoredTokens(), 1u) << "its own scores start fresh";
+  for (int r = 0; r < 20; ++r) round(10);
+  EXPECT_TRUE(sched_.usingModel());
+  EXPECT_EQ(sched_.modeSwitches(), switches);
+}
+
+TEST_F(FallbackGateTest, ASuccessorWithoutAClearHeldOutMarginEarnsTrustFromScratch) {
+  for (int r = 0; r < 20; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  active_ = successor(2, 1000, {0.5, 0.6, 80});  // beat the mean, but not by half
+  round(1);
+  EXPECT_FALSE(sched_.usingModel());
+  active_ = successor(3, 1000, {0.05, 0.8, 8});  // too few held-out samples
+  round(1);
+  EXPECT_FALSE(sched_.usingModel());
+}
+
+// The safety rule still holds for a successor that placed on: once its live error is worse than
+// the running mean's, least-outstanding places (after the usual windows).
+TEST_F(FallbackGateTest, AClearlyAcceptedSuccessorStillFallsBackOnItsLiveError) {
+  for (int r = 0; r < 20; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  active_ = successor(2, 10000, {0.05, 0.8, 80});  // its held-out said fine; live it is 10x off
+  size_t placed = 0;
+  for (int r = 0; r < 40 && sched_.usingModel(); ++r) {
+    round(10);
+    placed += 10;
+  }
+  EXPECT_FALSE(sched_.usingModel());
+  const XgbSchedulerOptions o;
+  EXPECT_LE(placed, o.min_compared_tokens + o.windows_to_fallback * o.min_tokens_between_switches);
+  EXPECT_GT(sched_.modelError(), sched_.fallbackError());
+}
+
+// After a drift (the model fell back), a new version accepted by a clear held-out margin is
+// trusted on its first window of live scores (64 tokens) instead of three in a row (192).
+TEST_F(FallbackGateTest, AfterAFallbackAClearlyAcceptedVersionIsJudgedOnItsFirstWindow) {
+  for (int r = 0; r < 20; ++r) round(10);
+  ASSERT_TRUE(sched_.usingModel());
+  // Every token 10x cheaper (10x dearer would make least-outstanding's own 20 ms horizon hold
+  // tokens back, which round() does not expect).
+  for (int r = 0; r < 40 && sched_.usingModel(); ++r) round(10, 0.1);
+  ASSERT_FALSE(sched_.usingModel());
+  active_ = successor(2, 100, {0.05, 0.8, 80});  // knows the new costs
+  uint64_t rounds = 0;
+  for (; rounds < 40 && !sched_.usingModel(); ++rounds) round(10, 0.1);
+  EXPECT_TRUE(sched_.usingModel());
+  const XgbSchedulerOptions o;
+  EXPECT_GE(sched_.scoredTokens(), o.min_compared_tokens);
+  EXPECT_LE(sched_.scoredTokens(), o.min_compared_tokens + 10u) << rounds << " rounds";
+  // ... and it leaves on the usual windows once it is wrong live (the old costs are back).
+  for (int r = 0; r < 40 && sched_.usingModel(); ++r) round(10, 1);
+  EXPECT_FALSE(sched_.usingModel());
+}
+
 TEST_F(FallbackGateTest, ABorderlineModelDoesNotFlap) {
   // Alternate windows in which the model predicts exactly and windows in which it is 3x off
   // (the running mean, one value for 200 us and 2 ms tokens, sits in between): without
