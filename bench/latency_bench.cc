@@ -55,6 +55,9 @@ struct Figures {
   // work when the ack comes at once, ~0 when it is sent with the result (the delayed-ack
   // experiment, docs/benchmarks.md).
   double ack_gap_us = 0;
+  // Share of the measured round trips that got a separate SubmitReply (1 without
+  // ackWithResult; ~0 with it while jobs finish within the coordinator's ack hold).
+  double acked = 0;
 };
 
 Figures figuresOf(const std::vector<double>& us, uint64_t failed) {
@@ -63,7 +66,8 @@ Figures figuresOf(const std::vector<double>& us, uint64_t failed) {
 }
 
 // One run against a fresh cluster of the build in `bin_dir`.
-StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir) {
+StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir,
+                             bool ack_with_result) {
   client::LocalClusterOptions co;
   co.bin_dir = bin_dir;
   co.nodes = o.nodes;
@@ -104,9 +108,10 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
     std::pair<double, double> cpu0;
     std::vector<double> gaps;
     gaps.reserve(o.jobs);
+    uint64_t acked = 0;
     for (uint32_t i = 0; i < total; ++i) {
       if (i == o.warmup) cpu0 = cpu();
-      const std::string f = submitJobFrame(job, i + 1, /*watch=*/true);
+      const std::string f = submitJobFrame(job, i + 1, /*watch=*/true, ack_with_result);
       const auto t0 = std::chrono::steady_clock::now();
       sock.send(zmq::buffer(f), zmq::send_flags::none);
       auto t_ack = t0;
@@ -120,12 +125,19 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
           ++failed;
           break;
         }
-        if (root.isSubmitReply()) t_ack = std::chrono::steady_clock::now();
+        if (root.isSubmitReply()) {
+          t_ack = std::chrono::steady_clock::now();
+          if (i >= o.warmup) ++acked;
+        }
         if (root.isReject()) {
           ++failed;
           break;
         }
-        if (root.isJobDone()) break;
+        if (root.isJobDone()) {
+          // With ackWithResult and no SubmitReply, the JobDone must carry our request id.
+          if (ack_with_result && t_ack == t0 && root.getJobDone().getRequestId() != i + 1) ++failed;
+          break;
+        }
       }
       const double dt =
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
@@ -141,6 +153,7 @@ StatusOr<Figures> clusterRun(const LatencyOptions& o, const std::string& bin_dir
     f.coordinator_cpu_us = (cpu1.first - cpu0.first) * 1e6 / o.jobs;
     f.cluster_cpu_us = (cpu1.second - cpu0.second) * 1e6 / o.jobs;
     f.ack_gap_us = percentile(gaps, 0.5);
+    f.acked = static_cast<double>(acked) / o.jobs;
     (*cluster)->stop();
     return f;
   }
@@ -167,6 +180,7 @@ int runLatency(const LatencyOptions& o) {
     std::string bin_dir;
     bool floor = false;
     std::string shape;  // floors: the zmq-floor shape
+    bool ack_with_result = false;
     std::vector<Figures> runs;
   };
   std::vector<Config> configs;
@@ -176,14 +190,18 @@ int runLatency(const LatencyOptions& o) {
         fmt::print(stderr, "error: --floor-shape two-hop|two-hop-ack\n");
         return 2;
       }
-      configs.push_back(Config{fmt::format("zmq floor ({})", shape), "", true, shape, {}});
+      configs.push_back(Config{fmt::format("zmq floor ({})", shape), "", true, shape, false, {}});
     }
   }
   const size_t floors = configs.size();
   std::vector<std::string> dirs = o.bin_dirs;
   if (dirs.empty()) dirs.emplace_back();
-  for (const auto& d : dirs)
-    configs.push_back(Config{d.empty() ? "this build" : d, d, false, "", {}});
+  for (const auto& d : dirs) {
+    configs.push_back(Config{d.empty() ? "this build" : d, d, false, "", false, {}});
+    if (o.ack_with_result)
+      configs.push_back(
+          Config{(d.empty() ? "this build" : d) + " +ackWithResult", d, false, "", true, {}});
+  }
   const std::string load_before = loadAverage();
   uint64_t failed = 0;
   for (uint32_t r = 0; r < o.runs; ++r) {
@@ -193,7 +211,7 @@ int runLatency(const LatencyOptions& o) {
       if (c.floor) {
         f = floorRun(o, c.shape);
       } else {
-        auto run = clusterRun(o, c.bin_dir);
+        auto run = clusterRun(o, c.bin_dir, c.ack_with_result);
         if (!run.ok()) {
           fmt::print(stderr, "error: {}\n", run.status().message());
           return 1;
@@ -206,8 +224,9 @@ int runLatency(const LatencyOptions& o) {
                  r + 1, c.name, f.p50, f.p90, f.p99, f.p999,
                  c.floor ? std::string()
                          : fmt::format(", CPU per round trip: coordinator {:.1f} us, cluster "
-                                       "{:.1f} us, ack->result gap p50 {:.1f} us",
-                                       f.coordinator_cpu_us, f.cluster_cpu_us, f.ack_gap_us),
+                                       "{:.1f} us, ack->result gap p50 {:.1f} us, acked {:.0f}%",
+                                       f.coordinator_cpu_us, f.cluster_cpu_us, f.ack_gap_us,
+                                       f.acked * 100),
                  f.failed ? fmt::format(", {} failed", f.failed) : std::string());
     }
   }
@@ -239,9 +258,13 @@ int runLatency(const LatencyOptions& o) {
       const double coordinator = median(pick(c, &Figures::coordinator_cpu_us));
       const double cluster = median(pick(c, &Figures::cluster_cpu_us));
       const double gap = median(pick(c, &Figures::ack_gap_us));
-      above = fmt::format(", CPU coordinator {:.1f} us cluster {:.1f} us, ack gap {:.1f} us",
-                          coordinator, cluster, gap);
+      const double acked = median(pick(c, &Figures::acked));
+      above = fmt::format(
+          ", CPU coordinator {:.1f} us cluster {:.1f} us, ack gap {:.1f} us, acked {:.0f}%",
+          coordinator, cluster, gap, acked * 100);
       row["ack_gap_us"] = gap;
+      row["acked"] = acked;
+      row["ack_with_result"] = c.ack_with_result;
       row["coordinator_cpu_us"] = coordinator;
       row["cluster_cpu_us"] = cluster;
     }

@@ -22,6 +22,10 @@ struct LatencyOptions {
   // The floor's shapes with --with-floor: two-hop, and/or two-hop-ack (two-hop plus an
   // acknowledgement to the client after the forward: the SubmitReply a watched job gets).
   std::vector<std::string> floor_shapes{"two-hop"};
+  // Also run every build with SubmitJob.ackWithResult set (each build then appears twice, with
+  // and without, in the same rotated rounds): a job that finishes within the coordinator's
+  // --ack-hold-us gets no SubmitReply, its JobDone carries the request id.
+  bool ack_with_result = false;
   std::string transport = "tcp";      // tcp (loopback) | ipc (nodes and client over ipc://)
   std::string security = "insecure";  // insecure | curve
   bool pin = true;  // nodes on disjoint cores (LocalCluster's default); --no-pin: let them float

@@ -340,6 +340,10 @@ int main(int argc, char** argv) {
   lat->add_flag("--with-floor", lo.with_floor,
                 "also time zmq-floor's two-hop shape (same transport and security) between the "
                 "cluster runs and print each build's distance to it");
+  lat->add_flag("--ack-with-result", lo.ack_with_result,
+                "also run every build with SubmitJob.ackWithResult (the ack rides on the "
+                "JobDone when the job finishes within the coordinator's --ack-hold-us), "
+                "interleaved with the plain runs");
   bool lat_no_pin = false;
   lat->add_flag("--no-pin", lat_no_pin, "do not give nodes disjoint cores");
   lat->add_option("--floor-shape", lo.floor_shapes,

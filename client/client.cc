@@ -221,6 +221,14 @@ Status Client::pump(Nanos deadline) {
         r.progress = Progress{r.id, p.getTotal(), p.getDone(), p.getFailed(), 0};
         r.wall_ns = static_cast<Nanos>(d.getWallNs());
         for (auto o : d.getOutputs()) r.outputs.push_back(outputFromWire(o));
+        // A JobDone with a request id is also the submission's ack (ackWithResult): no
+        // SubmitReply came, or will come, for it.
+        if (d.getRequestId() != 0) {
+          if (auto a = async_requests_.find(d.getRequestId()); a != async_requests_.end()) {
+            finishAsync(a->second, std::move(r));
+            break;
+          }
+        }
         if (auto a = async_jobs_.find(r.id); a != async_jobs_.end()) {
           finishAsync(a->second, std::move(r));
           break;
@@ -406,6 +414,7 @@ void Client::sendAsync(uint64_t handle, const JobSpec& job) {
   auto s = msg.root.initSubmitJob();
   s.setRequestId(p.request);
   s.setWatch(true);
+  s.setAckWithResult(ack_with_result_);
   toWire(job, s.initJob());
   send(msg.message);
 }

@@ -171,6 +171,12 @@ class Client {
   size_t inFlight() const { return async_in_flight_; }
   size_t outstanding() const { return async_.size(); }
   size_t window() const { return window_; }
+  // Pipelined submissions ask for SubmitJob.ackWithResult (on by default): a job that finishes
+  // within the coordinator's --ack-hold-us is acknowledged by its JobDone alone, one message
+  // fewer per job (docs/wire-protocol.md). The pipeline never shows a job id before the result,
+  // so nothing is lost; an older coordinator ignores the flag and acks as before.
+  void setAckWithResult(bool on) { ack_with_result_ = on; }
+  bool ackWithResult() const { return ack_with_result_; }
   void setWindow(size_t window) { window_ = std::max<size_t>(1, window); }
   // Asks the coordinator to stream a job this client did not submit.
   Status watch(uint64_t job);
@@ -239,6 +245,7 @@ class Client {
     StatusOr<JobResult> result = absl::UnknownError("pending");
   };
   size_t window_ = 1024;
+  bool ack_with_result_ = true;
   size_t async_in_flight_ = 0;
   uint64_t next_handle_ = 1;
   std::unordered_map<uint64_t, Pending> async_;            // handle -> submission

@@ -293,11 +293,13 @@ void toWire(const JobSpec& job, wire::JobSpec::Builder out) {
   }
 }
 
-std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch) {
+std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch,
+                           bool ack_with_result) {
   auto msg = newFrame();
   auto s = msg.root.initSubmitJob();
   s.setRequestId(request_id);
   s.setWatch(watch);
+  s.setAckWithResult(ack_with_result);
   toWire(job, s.initJob());
   return msg.encode();
 }

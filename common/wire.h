@@ -185,8 +185,11 @@ StatusOr<size_t> packedResultCount(wire::PackedResults::Reader blk);
 void toWire(const JobSpec& job, wire::JobSpec::Builder out);
 StatusOr<JobSpec> fromWire(wire::JobSpec::Reader in);
 // A whole SubmitJob frame (tests, benchmarks and tools that speak the wire directly); `watch`
-// asks for progress and the result on this connection (true, as the schema's default).
-std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch = true);
+// asks for progress and the result on this connection (true, as the schema's default);
+// `ack_with_result` sets SubmitJob.ackWithResult (a watched job that finishes within the
+// coordinator's ack hold gets only its JobDone, carrying `request_id`).
+std::string submitJobFrame(const JobSpec& job, uint64_t request_id, bool watch = true,
+                           bool ack_with_result = false);
 void toWire(const Status& s, wire::Error::Builder out);
 Status fromWire(wire::Error::Reader in);
 

@@ -71,6 +71,13 @@ int main(int argc, char** argv) {
                  "outputs ride on them)")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{60'000}));
+  uint64_t ack_hold_us = static_cast<uint64_t>(core.ack_hold_ns / 1000);
+  app.add_option("--ack-hold-us", ack_hold_us,
+                 "a submission that asks for it (SubmitJob.ackWithResult) gets no SubmitReply "
+                 "if its job finishes within this many us: its JobDone carries the request id "
+                 "(0 = always send SubmitReply at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{10'000'000}));
   app.add_option("--node-timeout-ms", node_timeout_ms, "declare a node lost after")
       ->capture_default_str();
   app.add_option("--departed-node-retention-s", departed_node_retention_s,
@@ -160,6 +167,7 @@ int main(int argc, char** argv) {
   cfg.server.also_listen.assign(listen.begin() + 1, listen.end());
   core.node_timeout_ns = Nanos{node_timeout_ms} * kMillis;
   core.progress_interval_ns = static_cast<Nanos>(progress_interval_ms) * kMillis;
+  core.ack_hold_ns = static_cast<Nanos>(ack_hold_us) * 1000;
   core.departed_node_retention_ns = Nanos{departed_node_retention_s} * kSeconds;
   core.retry_backoff_ns = Nanos{backoff_ms} * kMillis;
   core.default_max_attempts = static_cast<uint8_t>(max_attempts);

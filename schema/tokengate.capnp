@@ -257,6 +257,12 @@ struct SubmitJob {
   requestId @0 :UInt64;
   job @1 :JobSpec;
   watch @2 :Bool = true;         # stream JobProgress / JobDone to this peer
+  # Added in protocol 1 without a version bump (an older coordinator ignores it and always
+  # sends SubmitReply). With watch: the coordinator may hold the SubmitReply of an admitted job
+  # for up to its --ack-hold-us; a job that finishes within it gets no SubmitReply, only a
+  # JobDone carrying this requestId (ack and result in one frame). A refusal is still an
+  # immediate SubmitReply; a job still running at the deadline gets its SubmitReply then.
+  ackWithResult @3 :Bool = false;
 }
 
 struct SubmitReply {
@@ -301,6 +307,11 @@ struct JobDone {
   progress @2 :JobProgress;
   outputs @3 :List(Output);
   wallNs @4 :UInt64;
+  # Added in protocol 1 without a version bump: nonzero on the JobDone that stands in for a
+  # held SubmitReply (SubmitJob.ackWithResult): the submission's requestId and the admitting
+  # coordinator's incarnation (as SubmitReply would have carried). 0 on every other JobDone.
+  requestId @5 :UInt64;
+  incarnation @6 :UInt64;
 }
 
 enum JobState {

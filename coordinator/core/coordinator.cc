@@ -37,6 +37,7 @@ CoordinatorCore::CoordinatorCore(CoordinatorConfig config, Clock& clock, Outbox&
       outbox_(outbox),
       metrics_(std::move(registry)),
       scheduler_(makeScheduler(config_.scheduler, leastOutstandingOptions(config_))) {
+  held_acks_ = HeldAcks(config_.max_held_acks);
   // Job ids are the high 32 bits of token ids.
   next_job_ = std::clamp<uint64_t>(config_.first_job_id, 1, 0xffff'ffffu);
   if (config_.incarnation == 0) {
@@ -444,7 +445,10 @@ void CoordinatorCore::maybeFinishJob(Job& job) {
       .Observe(static_cast<double>(job.finished_at - job.admitted_at) / 1e9);
   auto status = jobs_.statusOf(job, true, clock_.now());
   if (journal_) journal_->finished(status);  // before anyone can act on the outcome
-  for (const auto& w : job.watchers) sendJobDone(w, status);
+  // A held ack (ackWithResult) rides on its submitter's JobDone.
+  std::optional<HeldAcks::Ack> ack = held_acks_.take(job.id);
+  for (const auto& w : job.watchers)
+    sendJobDone(w, status, ack && ack->peer == w ? ack->request_id : 0);
   emit(control::JobEvent{job.id, job.name, job.state, job.tokens.size(), job.done, job.failed,
                          job.cancelled, job.running, job.finished_at - job.admitted_at});
   jobs_.remember(std::move(status));
@@ -1217,20 +1221,25 @@ void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader 
   auto spec = fromWire(submit.getJob());
   const uint64_t request_id = submit.getRequestId();
   const bool watch = submit.getWatch();
+  // ackWithResult: the SubmitReply of an admitted job may be held (held_acks.h). The watcher is
+  // added by the reply below, not at admission, so a job that finishes during admission (all
+  // aliases of finished keys) sends one JobDone, carrying the request id, and nothing else.
+  const bool ack_with_result = watch && submit.getAckWithResult() && config_.ack_hold_ns > 0;
   // Answered once the admission is durable (commitJournal), at once without a journal.
-  SubmitDone reply = [this, peer, request_id, watch](StatusOr<uint64_t> id) {
-    {
-      auto msg = newFrame(scratch_);
-      auto rep = msg.root.initSubmitReply();
-      rep.setRequestId(request_id);
-      if (id.ok()) {
-        rep.setJobId(*id);
-        rep.setIncarnation(incarnation());
-      } else {
-        toWire(id.status(), rep.initError());
+  SubmitDone reply = [this, peer, request_id, watch, ack_with_result](StatusOr<uint64_t> id) {
+    if (ack_with_result && id.ok()) {
+      Job* j = findJob(*id);
+      if (j && j->state == JobState::kRunning) {
+        jobs_.watch(*j, peer);
+        // Its first progress frame one interval from now, not at the next tick (which would
+        // end the hold early).
+        j->last_progress = clock_.now();
+        if (held_acks_.hold(clock_.now() + config_.ack_hold_ns, *id, peer, request_id)) return;
+        return sendSubmitReply(peer, request_id, id);
       }
-      outbox_.send(peer, msg.encode());
+      if (auto s = jobStatus(*id, true); s.ok()) return sendJobDone(peer, *s, request_id);
     }
+    sendSubmitReply(peer, request_id, id);
     // A job that finished during admission (all aliases) already sent JobDone
     // to its watcher before this reply; resend so the reply comes first.
     if (id.ok() && watch) {
@@ -1240,7 +1249,29 @@ void CoordinatorCore::onSubmit(const std::string& peer, wire::SubmitJob::Reader 
     }
   };
   if (!spec.ok()) return reply(spec.status());
-  submitJobAsync(*std::move(spec), watch ? peer : std::string(), request_id, std::move(reply));
+  submitJobAsync(*std::move(spec), watch && !ack_with_result ? peer : std::string(), request_id,
+                 std::move(reply));
+}
+
+void CoordinatorCore::sendSubmitReply(const std::string& peer, uint64_t request_id,
+                                      StatusOr<uint64_t> id) {
+  auto msg = newFrame(scratch_);
+  auto rep = msg.root.initSubmitReply();
+  rep.setRequestId(request_id);
+  if (id.ok()) {
+    rep.setJobId(*id);
+    rep.setIncarnation(incarnation());
+  } else {
+    toWire(id.status(), rep.initError());
+  }
+  outbox_.send(peer, msg.encode());
+}
+
+void CoordinatorCore::releaseAcks() {
+  if (held_acks_.nextDue() > clock_.now()) return;
+  held_acks_.expire(clock_.now(), [this](const HeldAcks::Ack& a) {
+    sendSubmitReply(a.peer, a.request_id, a.job_id);
+  });
 }
 
 void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref) {
@@ -1272,6 +1303,8 @@ void CoordinatorCore::onWatch(const std::string& peer, wire::JobRef::Reader ref)
 }
 
 void CoordinatorCore::sendProgress(Job& job, bool) {
+  // Nothing about a job reaches its submitter before its id: a held ack goes first.
+  if (auto a = held_acks_.take(job.id)) sendSubmitReply(a->peer, a->request_id, a->job_id);
   for (const auto& w : job.watchers) {
     auto msg = newFrame(scratch_);
     auto f = msg.root;
@@ -1289,10 +1322,16 @@ void CoordinatorCore::sendProgress(Job& job, bool) {
   job.last_progress = clock_.now();
 }
 
-void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobStatus& s) {
+void CoordinatorCore::sendJobDone(const std::string& peer, const control::JobStatus& s,
+                                  uint64_t request_id) {
   auto msg = newFrame(scratch_);
   auto f = msg.root;
-  control::toWire(s, f.initJobDone());
+  auto done = f.initJobDone();
+  control::toWire(s, done);
+  if (request_id != 0) {
+    done.setRequestId(request_id);
+    done.setIncarnation(s.incarnation != 0 ? s.incarnation : incarnation());
+  }
   // A key's result must reach the file before any client can see it: while the journal's
   // buffer holds key results, JobDone waits for the commit that writes them (commitJournal,
   // at the end of this burst; streamed outputs go out after it anyway).
@@ -1311,6 +1350,7 @@ void CoordinatorCore::writeKeyResults() {
 
 Nanos CoordinatorCore::tick() {
   const Nanos now = clock_.now();
+  releaseAcks();
   // Lost nodes.
   for (uint32_t s = 0; s < nodes_.size(); ++s) {
     NodeRec& n = nodes_[s];

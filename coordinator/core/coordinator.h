@@ -22,6 +22,7 @@
 #include "coordinator/control/control.h"
 #include "coordinator/core/convictions.h"
 #include "coordinator/core/dispatcher.h"
+#include "coordinator/core/held_acks.h"
 #include "coordinator/core/idempotency_index.h"
 #include "coordinator/core/job_table.h"
 #include "coordinator/core/journal.h"
@@ -46,6 +47,11 @@ struct CoordinatorConfig {
   uint8_t poison_threshold = 3;           // node deaths while running => quarantined
   Nanos retry_backoff_ns = 20 * kMillis;  // doubled per attempt, capped at 1 s
   Nanos progress_interval_ns = 100 * kMillis;
+  // SubmitJob.ackWithResult (held_acks.h): how long an admitted, watched job's SubmitReply may
+  // wait for the job's JobDone to carry it instead (0 = never hold: always SubmitReply), and
+  // how many acks may be held at once (beyond that they go out at once).
+  Nanos ack_hold_ns = 300'000;
+  size_t max_held_acks = 65536;
   Nanos event_interval_ns = 250 * kMillis;
   size_t max_idempotency_keys = 1'000'000;
   size_t finished_jobs_kept = 1000;
@@ -119,6 +125,12 @@ class CoordinatorCore {
   // Timers: heartbeats, deadlines, retries, events. Returns the time of the next deadline the
   // loop should wake for.
   Nanos tick();
+  // Held acknowledgements (SubmitJob.ackWithResult) whose hold ended go out as SubmitReply; the
+  // server calls this every loop turn (O(1) when none is due) and wakes by nextAckDue(), not
+  // by tick()'s result (a tick per hold would cost a node walk per submission).
+  void releaseAcks();
+  Nanos nextAckDue() const { return held_acks_.nextDue(); }
+  size_t heldAcks() const { return held_acks_.held(); }
   // Sends every partial batch now. The server calls it after each burst of frames (and on
   // shutdown): a busy node's batch fills only while the burst lasts (dispatcher.h).
   void flushAll();
@@ -308,7 +320,9 @@ class CoordinatorCore {
   void onWatch(const std::string& peer, wire::JobRef::Reader ref);
   void onAdmin(const std::string& peer, wire::AdminRequest::Reader req);  // admin.cc
   void sendProgress(Job& job, bool done);
-  void sendJobDone(const std::string& peer, const control::JobStatus& s);
+  // request_id != 0: this JobDone also acknowledges that submission (a held ack).
+  void sendJobDone(const std::string& peer, const control::JobStatus& s, uint64_t request_id = 0);
+  void sendSubmitReply(const std::string& peer, uint64_t request_id, StatusOr<uint64_t> id);
   // Queues output `local` for the next progress frame if the job is watched.
   void streamOutput(Job& job, uint32_t local, Status status, const Value& value);
   void sendReject(const std::string& peer, const Status& s, uint64_t request_id = 0);
@@ -371,6 +385,7 @@ class CoordinatorCore {
   // that writes them (sendJobDone, commitJournal).
   bool keys_unwritten_ = false;
   std::vector<std::pair<std::string, std::string>> held_done_;  // (peer, frame)
+  HeldAcks held_acks_;
   FrameScratch scratch_;  // first segment of acknowledgements, progress and JobDone frames
 
   std::unordered_map<uint64_t, std::function<void(const control::Event&)>> subscribers_;

@@ -269,13 +269,19 @@ void CoordinatorServer::run() {
   if (zap) auth_->serveZap();
   while (!stop_requested_) {
     const Nanos now = clock_.now();
-    int timeout_ms = 0;
-    if (next_tick > now) timeout_ms = static_cast<int>((next_tick - now + kMillis - 1) / kMillis);
+    // Held acks (ackWithResult) are due within microseconds: ppoll's timespec keeps them so.
+    const Nanos wake = std::min(next_tick, core_->nextAckDue());
+    timespec timeout{0, 0};
+    if (wake > now) {
+      timeout.tv_sec = static_cast<time_t>((wake - now) / kSeconds);
+      timeout.tv_nsec = static_cast<long>((wake - now) % kSeconds);
+    }
     // Sends on the ROUTER (last turn's replies and batches) may have processed the command
     // that announced new messages, leaving its fd quiet with messages queued: ask once
     // before sleeping.
     const bool router_ready = (router_.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
-    if (::poll(fds, poll_count, router_ready ? 0 : timeout_ms) < 0) {
+    if (router_ready) timeout = timespec{0, 0};
+    if (::ppoll(fds, poll_count, &timeout, nullptr) < 0) {
       for (auto& f : fds) f.revents = 0;  // EINTR
     }
     if (zap && (fds[3].revents & POLLIN)) auth_->serveZap();
@@ -294,6 +300,7 @@ void CoordinatorServer::run() {
     // Group commit: the admissions of this burst share one journal sync, and are acknowledged
     // (and started) only after it.
     core_->commitJournal();
+    core_->releaseAcks();
     if (clock_.now() >= next_tick) next_tick = core_->tick();
     // End of the burst: batches that filled during it go out now (no flush timer).
     core_->flushAll();

@@ -48,10 +48,11 @@ node::HelloInfo hello(const std::string& id) {
   return h;
 }
 
-std::string submit(uint64_t request_id, const JobSpec& job) {
+std::string submit(uint64_t request_id, const JobSpec& job, bool ack_with_result = false) {
   capnp::MallocMessageBuilder msg;
   auto s = frame(msg).initSubmitJob();
   s.setRequestId(request_id);
+  s.setAckWithResult(ack_with_result);
   toWire(job, s.initJob());
   return encodeFrame(msg);
 }
@@ -292,6 +293,17 @@ void coordinatorSeeds(const fs::path& out, const fs::path& single) {
   fuzz::appendRecord(two, rec(kNodeA) | kDisconnect, "");
   fuzz::appendRecord(two, rec(kViewer, 13), u64Frame(2, 1));  // clock +3.25 s: node-b is lost
   write(out, "two-nodes-disconnect", two);
+
+  // SubmitJob.ackWithResult: held acks, one released by the clock, one for a client that left.
+  // (decode_frame/submit-ack-with-result and job-done-with-request were written with
+  // `capnp encode` from submit-small's text.)
+  std::string acks;
+  fuzz::appendRecord(acks, rec(kNodeA), node::helloFrame(hello("node-a")));
+  fuzz::appendRecord(acks, rec(kOperator), submit(10, smallJob(), true));
+  fuzz::appendRecord(acks, rec(kOperator, 1), submit(10, smallJob(), true));
+  fuzz::appendRecord(acks, rec(kOperator) | kDisconnect, submit(10, smallJob(), true));
+  fuzz::appendRecord(acks, rec(kViewer, 2), u64Frame(2, 1));
+  write(out, "ack-with-result", acks);
 }
 
 std::string welcomeFrame(bool accepted, uint64_t session) {

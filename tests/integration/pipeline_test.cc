@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <zmq.hpp>
 
 #include "client/client.h"
 #include "client/local_cluster.h"
+#include "common/security/curve.h"
+#include "common/wire.h"
 #include "tests/support/cluster_fixture.h"
 
 namespace tokengate {
@@ -187,6 +190,104 @@ TEST(PipelineTest, AJobNotBackWithinItsTimeoutCompletesItsHandleWithDeadlineExce
   EXPECT_EQ(r->result.status().code(), StatusCode::kDeadlineExceeded) << r->result.status();
   EXPECT_EQ(c.inFlight(), 0u);
   EXPECT_EQ(c.outstanding(), 0u);
+}
+
+// SubmitJob.ackWithResult against real processes (issue 13): with a 2 s ack hold, fast jobs
+// are answered by one JobDone carrying their request id and get no SubmitReply; a job still
+// running when the hold ends gets its SubmitReply then, its JobDone later. The pipelined
+// client completes its handles from such JobDones (and, with the option off, as before).
+TEST(PipelineTest, AcksRideOnTheResultAndALongJobIsAckedAtTheHoldsEnd) {
+  auto o = baseOptions(1);
+  o.coordinator_args.insert(o.coordinator_args.end(), {"--ack-hold-us", "2000000"});
+  o.node_args = {"--enable-test-ops"};  // sleep
+  auto cluster = startCluster(o);
+  ASSERT_NE(cluster, nullptr);
+  {
+    Client c(cluster->endpoint(), cluster->clientCurve());
+    ASSERT_TRUE(c.waitForNodes(1, 30 * kSeconds).ok());
+  }
+  zmq::context_t ctx(1);
+  zmq::socket_t sock(ctx, zmq::socket_type::dealer);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.set(zmq::sockopt::rcvtimeo, 60'000);
+  ASSERT_TRUE(security::applyClientKeys(sock, cluster->clientCurve()).ok());
+  sock.connect(cluster->endpoint());
+  JobSpec slow;
+  TokenSpec t;
+  t.op = "sleep";
+  t.args.push_back(Arg::val(int64_t{4'000}));  // outlasts the 2 s hold
+  slow.add(t);
+  constexpr uint64_t kFast = 20, kSlow = kFast + 1;
+  // The fast jobs first, the slow one once they are back: sent together, the slow token could
+  // hold the node's worker while the fast ones wait past the hold.
+  for (uint64_t req = 1; req <= kFast; ++req) {
+    const std::string f = submitJobFrame(echoJob(static_cast<int64_t>(req)), req, true, true);
+    sock.send(zmq::buffer(f), zmq::send_flags::none);
+  }
+  bool slow_sent = false;
+  std::set<uint64_t> done_requests;
+  uint64_t slow_job = 0;
+  bool slow_done = false;
+  int replies = 0;
+  while (!slow_done) {
+    zmq::message_t m;
+    ASSERT_TRUE(sock.recv(m, zmq::recv_flags::none)) << "no frame within 60 s";
+    auto frame = decodeFrame(m.data(), m.size());
+    ASSERT_TRUE(frame.ok()) << frame.status();
+    auto root = (*frame)->root();
+    if (root.isSubmitReply()) {
+      ++replies;
+      auto r = root.getSubmitReply();
+      EXPECT_EQ(r.getRequestId(), kSlow) << "a fast job got a SubmitReply";
+      ASSERT_TRUE(r.isJobId());
+      EXPECT_NE(r.getIncarnation(), 0u);
+      slow_job = r.getJobId();
+    } else if (root.isJobDone()) {
+      auto d = root.getJobDone();
+      if (d.getRequestId() == 0) {
+        EXPECT_NE(slow_job, 0u) << "a JobDone without request id before its SubmitReply";
+        EXPECT_EQ(d.getJobId(), slow_job);
+        EXPECT_EQ(done_requests.size(), kFast);  // the fast ones came first
+        slow_done = true;
+        continue;
+      }
+      EXPECT_NE(d.getIncarnation(), 0u);
+      EXPECT_EQ(d.getState(), wire::JobState::SUCCEEDED);
+      EXPECT_EQ(fromWire(d.getOutputs()[0].getValue()),
+                Value(static_cast<int64_t>(d.getRequestId())));
+      EXPECT_TRUE(done_requests.insert(d.getRequestId()).second) << d.getRequestId() << " twice";
+    }
+    if (done_requests.size() == kFast && !slow_sent) {
+      const std::string sf = submitJobFrame(slow, kSlow, true, /*ack_with_result=*/true);
+      sock.send(zmq::buffer(sf), zmq::send_flags::none);
+      slow_sent = true;
+    }
+  }
+  EXPECT_EQ(replies, 1);
+  EXPECT_EQ(done_requests.size(), kFast);
+
+  // The pipelined client, with the option on (default) and off.
+  for (bool on : {true, false}) {
+    Client c(cluster->endpoint(), cluster->clientCurve());
+    EXPECT_TRUE(c.ackWithResult());
+    c.setAckWithResult(on);
+    std::map<uint64_t, int64_t> expected;
+    for (int i = 0; i < 200; ++i) {
+      auto h = c.submitAsync(echoJob(i), Backpressure::kFail, 60 * kSeconds);
+      ASSERT_TRUE(h.ok()) << h.status();
+      expected[h->id] = i;
+    }
+    auto all = c.waitAll(60 * kSeconds);
+    ASSERT_TRUE(all.ok()) << all.status() << " (ack with result " << on << ")";
+    ASSERT_EQ(all->size(), 200u);
+    std::set<uint64_t> jobs;
+    for (const auto& r : *all) {
+      ASSERT_TRUE(r.result.ok()) << r.result.status();
+      EXPECT_NE(r.result->id, 0u);
+      EXPECT_TRUE(jobs.insert(r.result->id).second);
+      EXPECT_EQ(r.result->output()->asInt(), expected.at(r.handle.id));
+    }
+  }
 }
 
 }  // namespace

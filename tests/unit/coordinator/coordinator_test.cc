@@ -1222,5 +1222,227 @@ TEST_F(CoordinatorTest, PlacementHorizonHoldsWorkAtTheCoordinatorUntilResultsFre
   }
 }
 
+// ---- SubmitJob.ackWithResult: the SubmitReply held until the JobDone can carry it (issue 13)
+
+class AckWithResultTest : public CoordinatorTest {
+ protected:
+  void SetUp() override {
+    config_.ack_hold_ns = 300'000;
+    make();
+  }
+  void submit(const JobSpec& job, uint64_t request_id, const std::string& peer = "client") {
+    const std::string f = submitJobFrame(job, request_id, /*watch=*/true, /*ack_with_result=*/true);
+    core_->onBytes(peer, f.data(), f.size());
+  }
+  // Every frame queued for `peer`, decoded.
+  std::vector<std::unique_ptr<DecodedFrame>> drain(const std::string& peer = "client") {
+    std::vector<std::unique_ptr<DecodedFrame>> out;
+    while (auto f = outbox_.next(peer)) out.push_back(std::move(f));
+    return out;
+  }
+};
+
+TEST_F(AckWithResultTest, AJobDoneWithinTheHoldIsTheOnlyFrameAndCarriesTheRequestId) {
+  auto n = node("n1");
+  submit(echoJob(1), 21);
+  EXPECT_EQ(outbox_.pending("client"), 0u);  // no SubmitReply yet
+  EXPECT_EQ(core_->heldAcks(), 1u);
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);  // the job runs while its ack is held
+  clock_.advance(100'000);
+  core_->releaseAcks();
+  n->ok(tasks[0], Value(int64_t{5}));
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().isJobDone());
+  auto d = frames[0]->root().getJobDone();
+  EXPECT_EQ(d.getRequestId(), 21u);
+  EXPECT_EQ(d.getIncarnation(), core_->incarnation());
+  EXPECT_EQ(d.getState(), wire::JobState::SUCCEEDED);
+  ASSERT_EQ(d.getOutputs().size(), 1u);
+  EXPECT_EQ(fromWire(d.getOutputs()[0].getValue()), Value(int64_t{5}));
+  EXPECT_EQ(core_->heldAcks(), 0u);
+  // The hold's deadline passing later sends nothing.
+  clock_.advance(kSeconds);
+  core_->tick();
+  EXPECT_EQ(outbox_.pending("client"), 0u);
+}
+
+TEST_F(AckWithResultTest, AJobStillRunningAtTheDeadlineGetsItsSubmitReplyThen) {
+  auto n = node("n1");
+  submit(echoJob(1), 22);
+  // The server wakes for the hold's deadline.
+  EXPECT_EQ(core_->nextAckDue() - clock_.now(), 300'000);
+  core_->tick();
+  EXPECT_EQ(outbox_.pending("client"), 0u);  // no progress frame ends the hold early
+  clock_.advance(299'999);
+  core_->releaseAcks();
+  EXPECT_EQ(outbox_.pending("client"), 0u);
+  clock_.advance(1);
+  core_->releaseAcks();
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().isSubmitReply());
+  auto rep = frames[0]->root().getSubmitReply();
+  EXPECT_EQ(rep.getRequestId(), 22u);
+  ASSERT_TRUE(rep.isJobId());
+  EXPECT_EQ(rep.getIncarnation(), core_->incarnation());
+  EXPECT_EQ(core_->heldAcks(), 0u);
+  // The result then comes as a plain JobDone, to the same watcher.
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  n->ok(tasks[0], Value(int64_t{1}));
+  frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().isJobDone());
+  EXPECT_EQ(frames[0]->root().getJobDone().getJobId(), rep.getJobId());
+  EXPECT_EQ(frames[0]->root().getJobDone().getRequestId(), 0u);
+}
+
+TEST_F(AckWithResultTest, RefusalsAreAnsweredAtOnce) {
+  config_.ack_hold_ns = 300'000;
+  config_.max_live_tokens = 2;
+  make();
+  auto n = node("n1");
+  submit(echoJob(3), 23);  // over the admission limit
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().isSubmitReply());
+  ASSERT_TRUE(frames[0]->root().getSubmitReply().isError());
+  EXPECT_EQ(fromWire(frames[0]->root().getSubmitReply().getError()).code(),
+            StatusCode::kResourceExhausted);
+  JobSpec bad;
+  TokenSpec t;
+  t.op = "echo";
+  t.args.push_back(Arg::ref(5));  // forward reference
+  bad.add(t);
+  submit(bad, 24);
+  frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().getSubmitReply().isError());
+  EXPECT_EQ(core_->heldAcks(), 0u);
+}
+
+TEST_F(AckWithResultTest, WithoutTheFlagTheReplyComesAtOnce) {
+  auto n = node("n1");
+  ASSERT_TRUE(submitWatched(echoJob(1), 25));  // the flag not set
+  EXPECT_EQ(core_->heldAcks(), 0u);
+}
+
+TEST_F(AckWithResultTest, WithHoldZeroTheReplyComesAtOnce) {
+  config_.ack_hold_ns = 0;
+  make();
+  auto n = node("n1");
+  submit(echoJob(1), 26);
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_TRUE(frames[0]->root().isSubmitReply());
+  EXPECT_EQ(core_->heldAcks(), 0u);
+}
+
+TEST_F(AckWithResultTest, ADuplicateOfAFinishedKeyIsAnsweredByOneJobDone) {
+  auto n = node("n1");
+  ASSERT_TRUE(submitWatched(echoJob(1, "k"), 30));
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  n->ok(tasks[0], Value(int64_t{42}));
+  drain();
+  // The duplicate finishes during admission: one frame, the JobDone with the request id.
+  submit(echoJob(1, "k"), 31);
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().isJobDone());
+  auto d = frames[0]->root().getJobDone();
+  EXPECT_EQ(d.getRequestId(), 31u);
+  ASSERT_EQ(d.getOutputs().size(), 1u);
+  EXPECT_EQ(fromWire(d.getOutputs()[0].getValue()), Value(int64_t{42}));
+  EXPECT_EQ(core_->heldAcks(), 0u);
+  EXPECT_TRUE(n->takeTasks().empty());  // never ran again
+}
+
+TEST_F(AckWithResultTest, ADuplicateOfARunningKeyIsAnsweredWhenItsOriginalFinishes) {
+  auto n = node("n1");
+  submit(echoJob(1, "k"), 32);                  // original, held
+  submit(echoJob(1, "k"), 33, "other-client");  // its alias, held
+  EXPECT_EQ(core_->heldAcks(), 2u);
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  n->ok(tasks[0], Value(int64_t{7}));
+  for (auto [peer, req] : {std::pair<std::string, uint64_t>{"client", 32}, {"other-client", 33}}) {
+    auto frames = drain(peer);
+    ASSERT_EQ(frames.size(), 1u) << peer;
+    ASSERT_TRUE(frames[0]->root().isJobDone());
+    EXPECT_EQ(frames[0]->root().getJobDone().getRequestId(), req);
+    EXPECT_EQ(fromWire(frames[0]->root().getJobDone().getOutputs()[0].getValue()),
+              Value(int64_t{7}));
+  }
+  EXPECT_EQ(core_->heldAcks(), 0u);
+}
+
+TEST_F(AckWithResultTest, ACancelledJobsJobDoneCarriesTheHeldAck) {
+  auto n = node("n1");
+  submit(echoJob(2), 34);
+  const auto jobs = core_->listJobs();
+  ASSERT_EQ(jobs.size(), 1u);
+  ASSERT_TRUE(core_->cancelJob(jobs[0].id).ok());
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0]->root().isJobDone());
+  EXPECT_EQ(frames[0]->root().getJobDone().getState(), wire::JobState::CANCELLED);
+  EXPECT_EQ(frames[0]->root().getJobDone().getRequestId(), 34u);
+}
+
+TEST_F(AckWithResultTest, AProgressFrameIsPrecededByTheHeldAck) {
+  config_.ack_hold_ns = 50 * kMillis;
+  config_.progress_interval_ns = 5 * kMillis;
+  make();
+  auto n = node("n1");
+  submit(echoJob(2), 35);
+  core_->flushAll();
+  auto tasks = n->takeTasks();
+  ASSERT_EQ(tasks.size(), 2u);
+  n->ok(tasks[0], Value(int64_t{0}));
+  clock_.advance(6 * kMillis);
+  core_->tick();
+  auto frames = drain();
+  ASSERT_EQ(frames.size(), 2u);
+  ASSERT_TRUE(frames[0]->root().isSubmitReply());
+  EXPECT_EQ(frames[0]->root().getSubmitReply().getRequestId(), 35u);
+  EXPECT_TRUE(frames[1]->root().isJobProgress());
+  EXPECT_EQ(core_->heldAcks(), 0u);
+  n->ok(tasks[1], Value(int64_t{1}));
+  frames = drain();
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0]->root().getJobDone().getRequestId(), 0u);
+}
+
+// Held acks are bounded: past max_held_acks a submission is acknowledged at once; a client
+// that went away costs its entry until the deadline, then one dropped frame.
+TEST_F(AckWithResultTest, HeldAcksAreBoundedAndAGoneClientsAckExpires) {
+  config_.ack_hold_ns = 300'000;
+  config_.max_held_acks = 2;
+  make();
+  auto n = node("n1");
+  submit(echoJob(1), 40, "gone");
+  submit(echoJob(1), 41, "gone");
+  EXPECT_EQ(outbox_.pending("gone"), 0u);
+  submit(echoJob(1), 42, "gone");
+  auto frames = drain("gone");
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0]->root().getSubmitReply().getRequestId(), 42u);
+  EXPECT_EQ(core_->heldAcks(), 2u);
+  core_->onDisconnected("gone");  // clients' disconnects are not tracked
+  clock_.advance(300'000);
+  core_->tick();
+  EXPECT_EQ(core_->heldAcks(), 0u);
+  EXPECT_EQ(drain("gone").size(), 2u);  // the ROUTER drops them: the peer is gone
+  submit(echoJob(1), 43, "gone");       // room again
+  EXPECT_EQ(core_->heldAcks(), 1u);
+}
+
 }  // namespace
 }  // namespace tokengate::coordinator

@@ -701,6 +701,37 @@ TEST(CoreJournalTest, AdmissionsArrivingTogetherShareOneCommitAndNoAckComesBefor
   EXPECT_EQ(node.takeTasks().size(), 3u);
 }
 
+// SubmitJob.ackWithResult with a journal: nothing before the admission is durable, the ack is
+// then held, and a keyed job's JobDone carrying it waits for the commit of its key result.
+TEST(CoreJournalTest, AnAckHeldForTheResultComesAfterTheCommitsOfAdmissionAndKey) {
+  CoreFixture f;
+  testing::FakeNode node(f.core, f.outbox, "n1", {{"echo", Weight::kLight}}, 1);
+  ASSERT_TRUE(node.hello());
+  JobSpec job = echoJob(42);
+  job.tokens[0].idempotency_key = "answer";
+  f.deliver("client", submitJobFrame(job, 5, /*watch=*/true, /*ack_with_result=*/true));
+  EXPECT_EQ(f.outbox.pending("client"), 0u);
+  EXPECT_EQ(f.core.heldAcks(), 0u);  // not admitted yet: nothing to hold
+  EXPECT_TRUE(node.takeTasks().empty());
+  f.core.commitJournal();
+  EXPECT_EQ(f.outbox.pending("client"), 0u);  // durable, admitted, its ack held
+  EXPECT_EQ(f.core.heldAcks(), 1u);
+  f.core.flushAll();
+  auto tasks = node.takeTasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  node.ok(tasks[0], Value(int64_t{42}));
+  EXPECT_EQ(f.core.heldAcks(), 0u);
+  EXPECT_EQ(f.outbox.pending("client"), 0u);  // the key result is not written yet
+  f.core.commitJournal();
+  auto fr = f.outbox.next("client");
+  ASSERT_NE(fr, nullptr);
+  ASSERT_TRUE(fr->root().isJobDone());
+  EXPECT_EQ(fr->root().getJobDone().getRequestId(), 5u);
+  EXPECT_EQ(fr->root().getJobDone().getJobId(), f.journal.admits[0]);
+  EXPECT_EQ(fr->root().getJobDone().getIncarnation(), f.core.incarnation());
+  EXPECT_EQ(f.outbox.next("client"), nullptr);
+}
+
 TEST(CoreJournalTest, AFailedCommitRefusesTheHeldAdmissions) {
   CoreFixture f;
   f.deliver("client", submitJobFrame(echoJob(1), 1, /*watch=*/true));
