@@ -122,7 +122,8 @@ int main(int argc, char** argv) {
   app.add_option("--xgb-horizon-ms", cfg.xgb_horizon_ms,
                  "xgboost policy: queue horizon (ms of predicted work per worker) of the model's "
                  "placement, its fallback's guard and the fallback least-outstanding (0 = off; "
-                 "default 20; for experiments, docs/cost-model.md)");
+                 "default 20; for experiments, docs/cost-model.md)")
+      ->check(CLI::Range(0.0, 60'000.0));
   app.add_option("--model", cfg.model_path, "XGBoost cost model JSON to load");
   app.add_flag("--learn", cfg.learn, "train the cost model online from telemetry");
   app.add_option("--model-drift-check", cfg.model_drift_check,
