@@ -1288,6 +1288,7 @@ TEST_F(AckWithResultTest, AJobStillRunningAtTheDeadlineGetsItsSubmitReplyThen) {
   EXPECT_EQ(rep.getRequestId(), 22u);
   ASSERT_TRUE(rep.isJobId());
   EXPECT_EQ(rep.getIncarnation(), core_->incarnation());
+  const uint64_t job_id = rep.getJobId();  // `rep` reads frames[0], replaced below
   EXPECT_EQ(core_->heldAcks(), 0u);
   // The result then comes as a plain JobDone, to the same watcher.
   core_->flushAll();
@@ -1297,7 +1298,7 @@ TEST_F(AckWithResultTest, AJobStillRunningAtTheDeadlineGetsItsSubmitReplyThen) {
   frames = drain();
   ASSERT_EQ(frames.size(), 1u);
   ASSERT_TRUE(frames[0]->root().isJobDone());
-  EXPECT_EQ(frames[0]->root().getJobDone().getJobId(), rep.getJobId());
+  EXPECT_EQ(frames[0]->root().getJobDone().getJobId(), job_id);
   EXPECT_EQ(frames[0]->root().getJobDone().getRequestId(), 0u);
 }
 
